@@ -1,0 +1,286 @@
+//! Command line: `secretfs mount SOURCE MOUNTPOINT [OPTIONS]`, plus the
+//! `-o key=value,flag` form that `mount(8)` and `/etc/fstab` use.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Mount HashiCorp Vault / OpenBao KV secrets as files.
+///
+/// Each Vault folder and each secret becomes a directory, each key of a secret a
+/// read-only file holding exactly the value. Values are fetched on demand and
+/// kept in memory for --ttl.
+#[derive(Debug, Parser)]
+#[command(name = "secretfs", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount SOURCE on MOUNTPOINT and serve it in the foreground until
+    /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT`.
+    ///
+    /// The token is read from VAULT_TOKEN, else --token-file, else ~/.vault-token;
+    /// it is never accepted on the command line.
+    #[command(
+        after_help = "Every option can also be given as -o key=value or -o flag, comma-separated \
+(e.g. -o ttl=30s,uid=1000,allow_other,ro), as mount(8) and /etc/fstab pass them.\n\n\
+Examples:\n  VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... secretfs mount secret/ /run/secrets\n  \
+secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000"
+    )]
+    Mount(MountArgs),
+}
+
+/// Arguments of `secretfs mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// KV mount plus an optional folder: `secret/`, `secret/team/prod`, `kv1/`.
+    /// The KV version (1 or 2) is detected from the server.
+    pub source: String,
+
+    /// Empty directory to mount on.
+    pub mountpoint: PathBuf,
+
+    #[command(flatten)]
+    pub vault: VaultArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
+    #[command(flatten)]
+    pub files: FileArgs,
+
+    /// Mount options, comma-separated: any long option above as key=value or flag.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+
+    /// More logging (-v debug, -vv trace for secretfs itself). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// How to reach Vault.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Vault connection")]
+pub struct VaultArgs {
+    /// Vault / OpenBao address.
+    #[arg(long, env = "VAULT_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub addr: String,
+
+    /// File holding the token, used when VAULT_TOKEN is not set
+    /// (default: ~/.vault-token).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long, env = "VAULT_CACERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Do not verify the server's TLS certificate (testing only).
+    #[arg(long, env = "VAULT_SKIP_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub tls_skip_verify: bool,
+
+    /// Vault Enterprise / OpenBao namespace.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Deadline of each request to Vault; past it the operation fails with EIO.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Cache and freshness.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cache")]
+pub struct CacheArgs {
+    /// How long a fetched folder listing or secret is served before it is fetched again.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// How long "no such name" answers are remembered (capped at --ttl).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// While Vault is unreachable, keep serving cached values this long past
+    /// their TTL (with a warning in the log); then EIO. 0s disables.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// Most folder listings and, separately, most secrets kept in memory (LRU).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_entries: u64,
+}
+
+/// How files look.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Files")]
+pub struct FileArgs {
+    /// Owner of all files and directories (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+
+    /// Group of all files and directories (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+
+    /// Permission bits of key files, in octal.
+    #[arg(long, value_name = "MODE", default_value = "0400", value_parser = parse_mode)]
+    pub file_mode: u16,
+
+    /// Permission bits of directories, in octal.
+    #[arg(long, value_name = "MODE", default_value = "0500", value_parser = parse_mode)]
+    pub dir_mode: u16,
+
+    /// Let other users than the mounting one use the mount (modes still apply).
+    /// Non-root users need `user_allow_other` in /etc/fuse.conf.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Read-only mount: every write fails with EROFS.
+    #[arg(long)]
+    pub ro: bool,
+
+    /// FUSE worker threads: requests that wait on Vault do not block others.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
+}
+
+/// Parses `30s`, `500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m)"))
+}
+
+/// Parses an octal mode such as `0400` or `440`.
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    match u16::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal mode such as 0400")),
+    }
+}
+
+/// Options that mount(8), fstab and systemd pass along and that mean nothing to us.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults", "rw", "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "dev",
+    "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
+];
+
+fn ignored(option: &str) -> bool {
+    IGNORED_OPTIONS.contains(&option)
+        || option.starts_with("x-systemd.")
+        || option.starts_with("comment=")
+}
+
+/// Rewrites `-o a=b,flag` into `--a=b --flag` (with `_` read as `-`), so that
+/// every long option works as a mount option and clap checks them all.
+pub fn expand_mount_options(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let list = if text == "-o" {
+            match iter.next() {
+                Some(v) => v.to_string_lossy().into_owned(),
+                None => {
+                    out.push(arg);
+                    continue;
+                }
+            }
+        } else if let Some(rest) = text
+            .strip_prefix("-o")
+            .filter(|r| !r.is_empty() && !text.starts_with("--"))
+        {
+            rest.to_string()
+        } else {
+            out.push(arg);
+            continue;
+        };
+        for opt in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if ignored(opt) {
+                continue;
+            }
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            let key = key.replace('_', "-");
+            out.push(match value {
+                Some(v) => OsString::from(format!("--{key}={v}")),
+                None => OsString::from(format!("--{key}")),
+            });
+        }
+    }
+    out
+}
+
+/// Parses the process arguments (exits with a usage error on bad input).
+pub fn parse() -> Cli {
+    Cli::parse_from(expand_mount_options(std::env::args_os().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(expand_mount_options(
+            args.iter().map(OsString::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cli = parse_strs(&["secretfs", "mount", "secret/", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command;
+        assert_eq!(m.cache.ttl, Duration::from_secs(30));
+        assert_eq!(m.files.file_mode, 0o400);
+        assert_eq!(m.files.dir_mode, 0o500);
+        assert!(!m.files.allow_other && !m.files.ro);
+    }
+
+    #[test]
+    fn comma_options_set_the_same_fields_as_flags() {
+        let cli = parse_strs(&[
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "-o",
+            "ttl=2s,uid=1000,allow_other,ro,file_mode=0440,_netdev,x-systemd.requires=x.service",
+        ])
+        .unwrap();
+        let Command::Mount(m) = cli.command;
+        assert_eq!(m.cache.ttl, Duration::from_secs(2));
+        assert_eq!(m.files.uid, Some(1000));
+        assert_eq!(m.files.file_mode, 0o440);
+        assert!(m.files.allow_other && m.files.ro);
+    }
+
+    #[test]
+    fn unknown_mount_options_are_refused() {
+        assert!(parse_strs(&["secretfs", "mount", "secret/", "/mnt", "-o", "bogus=1"]).is_err());
+    }
+
+    #[test]
+    fn the_token_is_not_a_command_line_option() {
+        assert!(parse_strs(&["secretfs", "mount", "secret/", "/mnt", "--token", "x"]).is_err());
+        assert!(parse_strs(&["secretfs", "mount", "secret/", "/mnt", "-o", "token=x"]).is_err());
+    }
+
+    #[test]
+    fn modes_and_durations_parse() {
+        assert_eq!(parse_mode("0400"), Ok(0o400));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("77777").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type of secretfs. Every error knows the errno it becomes at
+//! the FUSE boundary and keeps a human reason for the log. No error ever
+//! carries a secret value.
+
+use std::time::Duration;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, with enough context for one log line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The path, secret or key does not exist (404).
+    #[error("not found")]
+    NotFound,
+    /// The store refused the token (403).
+    #[error("permission denied by the store: {0}")]
+    PermissionDenied(String),
+    /// The store could not be reached or answered 5xx.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A backend request ran past its deadline.
+    #[error("store request timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The store answered something we do not understand.
+    #[error("unexpected answer from the store: {0}")]
+    Protocol(String),
+    /// The mount is read-only, or the operation writes and is not supported.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// A name or an argument is not acceptable.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The inode or handle is unknown (the kernel asked about something we forgot).
+    #[error("stale inode or handle")]
+    Stale,
+    /// The operation does not apply to this kind of node.
+    #[error("is a directory")]
+    IsDir,
+    /// The operation does not apply to this kind of node.
+    #[error("not a directory")]
+    NotDir,
+}
+
+impl Error {
+    /// The errno this error becomes at the FUSE boundary.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::PermissionDenied(_) => libc::EACCES,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::Protocol(_) => libc::EIO,
+            Error::ReadOnly => libc::EROFS,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::Stale => libc::ESTALE,
+            Error::IsDir => libc::EISDIR,
+            Error::NotDir => libc::ENOTDIR,
+        }
+    }
+
+    /// Whether a cached copy may stand in for a fresh answer (stale-if-error):
+    /// only when the store could not answer, never when it said no.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::Protocol(_)
+        )
+    }
+
+    /// Whether this is an everyday answer (a shell probing names) rather than
+    /// a failure worth a warning in the log.
+    pub fn is_expected(&self) -> bool {
+        matches!(self, Error::NotFound | Error::IsDir | Error::NotDir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_the_errno_in_the_design() {
+        assert_eq!(Error::NotFound.errno(), libc::ENOENT);
+        assert_eq!(Error::PermissionDenied("x".into()).errno(), libc::EACCES);
+        assert_eq!(Error::Unavailable("x".into()).errno(), libc::EIO);
+        assert_eq!(Error::Timeout(Duration::from_secs(1)).errno(), libc::EIO);
+        assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
+        assert_eq!(Error::Invalid("x".into()).errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn only_store_outages_allow_stale_answers() {
+        assert!(Error::Unavailable("down".into()).is_transient());
+        assert!(Error::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(!Error::PermissionDenied("no".into()).is_transient());
+        assert!(!Error::NotFound.is_transient());
+    }
+}

@@ -1,0 +1,401 @@
+//! A bounded (LRU), timed (TTL) cache of store answers, with a short
+//! negative cache, coalescing of concurrent misses and stale-if-error.
+//!
+//! The clock is injectable so that expiry is tested without sleeping.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::error::{Error, Result};
+
+/// A source of "now".
+pub trait Clock: Send + Sync {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// How long answers live.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// Life of a positive answer.
+    pub ttl: Duration,
+    /// Life of a "does not exist" answer.
+    pub negative_ttl: Duration,
+    /// How long past its TTL an answer may still be served while the store is down.
+    pub stale_if_error: Duration,
+    /// Most entries kept.
+    pub capacity: NonZeroUsize,
+}
+
+/// An answer from the cache and how much longer it stays valid.
+#[derive(Debug)]
+pub struct Cached<V> {
+    /// The value, or `None` when the store said it does not exist.
+    pub value: Option<Arc<V>>,
+    /// Remaining validity: what the kernel may be told as entry/attr TTL.
+    pub valid_for: Duration,
+}
+
+impl<V> Clone for Cached<V> {
+    fn clone(&self) -> Self {
+        Cached {
+            value: self.value.clone(),
+            valid_for: self.valid_for,
+        }
+    }
+}
+
+struct Entry<V> {
+    value: Option<Arc<V>>,
+    fetched: Instant,
+}
+
+/// One in-flight fetch that followers wait on.
+struct Flight<V> {
+    result: Mutex<Option<Result<Cached<V>>>>,
+    done: Condvar,
+}
+
+/// The cache: key → answer.
+pub struct Cache<K, V> {
+    entries: Mutex<LruCache<K, Entry<V>>>,
+    flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
+    policy: CachePolicy,
+    clock: Arc<dyn Clock>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the whole mount down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<K: Hash + Eq + Clone, V> Cache<K, V> {
+    /// An empty cache.
+    pub fn new(policy: CachePolicy, clock: Arc<dyn Clock>) -> Self {
+        Cache {
+            entries: Mutex::new(LruCache::new(policy.capacity)),
+            flights: Mutex::new(HashMap::new()),
+            policy,
+            clock,
+        }
+    }
+
+    fn life(&self, entry: &Entry<V>) -> Duration {
+        if entry.value.is_some() {
+            self.policy.ttl
+        } else {
+            self.policy.negative_ttl.min(self.policy.ttl)
+        }
+    }
+
+    /// The cached answer if it is still fresh.
+    pub fn fresh(&self, key: &K) -> Option<Cached<V>> {
+        let now = self.clock.now();
+        let mut entries = lock(&self.entries);
+        let entry = entries.get(key)?;
+        let age = now.saturating_duration_since(entry.fetched);
+        let life = self.life(entry);
+        (age < life).then(|| Cached {
+            value: entry.value.clone(),
+            valid_for: life - age,
+        })
+    }
+
+    /// The cached positive answer, however old, while within the stale-if-error window.
+    fn stale(&self, key: &K) -> Option<Cached<V>> {
+        let now = self.clock.now();
+        let mut entries = lock(&self.entries);
+        let entry = entries.get(key)?;
+        let value = entry.value.clone()?;
+        let age = now.saturating_duration_since(entry.fetched);
+        (age < self.policy.ttl + self.policy.stale_if_error).then(|| Cached {
+            value: Some(value),
+            // Ask again soon: the store may be back.
+            valid_for: Duration::from_secs(1).min(self.policy.ttl),
+        })
+    }
+
+    /// Stores an answer fetched now.
+    pub fn insert(&self, key: K, value: Option<V>) -> Cached<V> {
+        let value = value.map(Arc::new);
+        let entry = Entry {
+            value: value.clone(),
+            fetched: self.clock.now(),
+        };
+        let valid_for = self.life(&entry);
+        lock(&self.entries).put(key, entry);
+        Cached { value, valid_for }
+    }
+
+    /// Forgets a key (after a write, or to force a refresh).
+    pub fn invalidate(&self, key: &K) {
+        lock(&self.entries).pop(key);
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The fresh answer for `key`, fetching it when missing or expired.
+    /// Concurrent callers for one key share a single fetch and its result.
+    /// When the fetch fails because the store is unreachable, an answer
+    /// within the stale-if-error window is served instead.
+    pub fn get_or_fetch(
+        &self,
+        key: &K,
+        fetch: impl FnOnce() -> Result<Option<V>>,
+    ) -> Result<Cached<V>> {
+        if let Some(hit) = self.fresh(key) {
+            return Ok(hit);
+        }
+        let (flight, leader) = {
+            let mut flights = lock(&self.flights);
+            match flights.get(key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight {
+                        result: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    flights.insert(key.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            let mut result = lock(&flight.result);
+            while result.is_none() {
+                result = flight.done.wait(result).unwrap_or_else(|p| p.into_inner());
+            }
+            return result.clone().unwrap_or(Err(Error::Stale));
+        }
+        // A fetch that finished between our check and our flight may have filled it.
+        let result = match self.fresh(key) {
+            Some(hit) => Ok(hit),
+            None => match fetch() {
+                Ok(value) => Ok(self.insert(key.clone(), value)),
+                Err(e) if e.is_transient() => match self.stale(key) {
+                    Some(stale) => {
+                        tracing::warn!(error = %e, "store unreachable: serving a cached answer past its TTL (stale-if-error)");
+                        Ok(stale)
+                    }
+                    None => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        lock(&self.flights).remove(key);
+        *lock(&flight.result) = Some(result.clone());
+        flight.done.notify_all();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// A clock moved by hand.
+    pub struct ManualClock {
+        base: Instant,
+        offset_ms: AtomicU64,
+    }
+
+    impl ManualClock {
+        pub fn new() -> Arc<Self> {
+            Arc::new(ManualClock {
+                base: Instant::now(),
+                offset_ms: AtomicU64::new(0),
+            })
+        }
+        pub fn advance(&self, d: Duration) {
+            self.offset_ms
+                .fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Instant {
+            self.base + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
+        }
+    }
+
+    fn policy(capacity: usize) -> CachePolicy {
+        CachePolicy {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            capacity: NonZeroUsize::new(capacity).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_answer_is_served_without_fetching() {
+        let cache: Cache<&str, u32> = Cache::new(policy(10), ManualClock::new());
+        let fetches = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let got = cache
+                .get_or_fetch(&"k", || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    Ok(Some(7))
+                })
+                .unwrap();
+            assert_eq!(got.value.as_deref(), Some(&7));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_answer_is_fetched_again_after_the_ttl() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        cache.get_or_fetch(&"k", || Ok(Some(1))).unwrap();
+        clock.advance(Duration::from_secs(29));
+        let got = cache.get_or_fetch(&"k", || Ok(Some(2))).unwrap();
+        assert_eq!(got.value.as_deref(), Some(&1));
+        assert_eq!(got.valid_for, Duration::from_secs(1));
+        clock.advance(Duration::from_secs(1));
+        let got = cache.get_or_fetch(&"k", || Ok(Some(2))).unwrap();
+        assert_eq!(got.value.as_deref(), Some(&2));
+    }
+
+    #[test]
+    fn missing_names_are_cached_for_the_negative_ttl() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        let got = cache.get_or_fetch(&"k", || Ok(None)).unwrap();
+        assert!(got.value.is_none());
+        assert_eq!(got.valid_for, Duration::from_secs(5));
+        clock.advance(Duration::from_secs(4));
+        assert!(cache
+            .get_or_fetch(&"k", || Ok(Some(1)))
+            .unwrap()
+            .value
+            .is_none());
+        clock.advance(Duration::from_secs(1));
+        assert!(cache
+            .get_or_fetch(&"k", || Ok(Some(1)))
+            .unwrap()
+            .value
+            .is_some());
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_is_evicted_at_capacity() {
+        let cache: Cache<u32, u32> = Cache::new(policy(2), ManualClock::new());
+        cache.insert(1, Some(1));
+        cache.insert(2, Some(2));
+        assert!(cache.fresh(&1).is_some()); // 1 is now the most recent
+        cache.insert(3, Some(3));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.fresh(&2).is_none());
+        assert!(cache.fresh(&1).is_some());
+        assert!(cache.fresh(&3).is_some());
+    }
+
+    #[test]
+    fn concurrent_misses_make_one_fetch() {
+        let cache: Arc<Cache<&str, u32>> = Arc::new(Cache::new(policy(10), ManualClock::new()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(32));
+        let threads: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, fetches, barrier) = (cache.clone(), fetches.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cache
+                        .get_or_fetch(&"k", || {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(100));
+                            Ok(Some(9))
+                        })
+                        .unwrap()
+                        .value
+                        .map(|v| *v)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Some(9));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn waiters_share_a_failed_fetch_instead_of_retrying_one_by_one() {
+        let cache: Arc<Cache<&str, u32>> = Arc::new(Cache::new(policy(10), ManualClock::new()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, fetches, barrier) = (cache.clone(), fetches.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cache
+                        .get_or_fetch(&"k", || {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(200));
+                            Err(Error::Unavailable("down".into()))
+                        })
+                        .is_err()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        // Threads that arrive after the flight ended start a new one; with all
+        // of them released at once and a 200 ms fetch, that is at most a few.
+        assert!(
+            fetches.load(Ordering::SeqCst) <= 2,
+            "{}",
+            fetches.load(Ordering::SeqCst)
+        );
+    }
+
+    #[test]
+    fn stale_answers_are_served_while_the_store_is_down_within_the_window() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        cache.get_or_fetch(&"k", || Ok(Some(1))).unwrap();
+        clock.advance(Duration::from_secs(31));
+        let down = || Err(Error::Unavailable("down".into()));
+        assert_eq!(
+            cache.get_or_fetch(&"k", down).unwrap().value.as_deref(),
+            Some(&1)
+        );
+        clock.advance(Duration::from_secs(60));
+        assert!(cache.get_or_fetch(&"k", down).is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_never_hidden_by_a_stale_answer() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        cache.get_or_fetch(&"k", || Ok(Some(1))).unwrap();
+        clock.advance(Duration::from_secs(31));
+        let denied = cache.get_or_fetch(&"k", || Err(Error::PermissionDenied("no".into())));
+        assert_eq!(denied.unwrap_err().errno(), libc::EACCES);
+    }
+}

@@ -1,0 +1,213 @@
+//! The inode table: inode numbers ↔ (parent, name, what the node stands for),
+//! with the kernel's lookup counts. Store paths map to inodes here and
+//! nowhere else. Numbers are monotonic and never reused.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::store::SecretPath;
+
+/// An inode number.
+pub type Ino = u64;
+
+/// The root directory's inode number (FUSE's fixed 1).
+pub const ROOT_INO: Ino = 1;
+
+/// What a node stands for in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A directory: a folder, a secret, or both, at this path.
+    Dir {
+        /// The store path the directory stands for.
+        path: SecretPath,
+    },
+    /// A file: one key of one secret.
+    Key {
+        /// The secret holding the key.
+        secret: SecretPath,
+        /// The key's name, which is also the file's name.
+        key: String,
+    },
+}
+
+impl NodeKind {
+    /// Whether this node is a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(self, NodeKind::Dir { .. })
+    }
+}
+
+struct Node {
+    parent: Ino,
+    name: String,
+    kind: NodeKind,
+    lookups: u64,
+}
+
+struct Inner {
+    nodes: HashMap<Ino, Node>,
+    by_name: HashMap<(Ino, String), Ino>,
+    next: Ino,
+}
+
+/// All inodes the kernel may hold.
+pub struct InodeTable {
+    inner: Mutex<Inner>,
+}
+
+impl InodeTable {
+    /// A table holding only the root, standing for `root`.
+    pub fn new(root: SecretPath) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node {
+                parent: ROOT_INO,
+                name: String::new(),
+                kind: NodeKind::Dir { path: root },
+                lookups: 1,
+            },
+        );
+        InodeTable {
+            inner: Mutex::new(Inner {
+                nodes,
+                by_name: HashMap::new(),
+                next: ROOT_INO + 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `ino` stands for, if the table knows it.
+    pub fn get(&self, ino: Ino) -> Option<NodeKind> {
+        self.lock().nodes.get(&ino).map(|n| n.kind.clone())
+    }
+
+    /// The parent of `ino` (the root is its own parent).
+    pub fn parent(&self, ino: Ino) -> Option<Ino> {
+        self.lock().nodes.get(&ino).map(|n| n.parent)
+    }
+
+    /// The inode for `name` in `parent`, created if new or if the name now
+    /// stands for something else (a key that became a folder gets a new inode).
+    /// `lookup` counts one kernel reference (lookup, create, readdirplus).
+    pub fn remember(&self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
+        let mut inner = self.lock();
+        let key = (parent, name.to_string());
+        if let Some(&ino) = inner.by_name.get(&key) {
+            if let Some(node) = inner.nodes.get_mut(&ino) {
+                if node.kind == kind {
+                    if lookup {
+                        node.lookups += 1;
+                    }
+                    return ino;
+                }
+            }
+        }
+        let ino = inner.next;
+        inner.next += 1;
+        inner.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_string(),
+                kind,
+                lookups: u64::from(lookup),
+            },
+        );
+        inner.by_name.insert(key, ino);
+        ino
+    }
+
+    /// The kernel dropped `n` references to `ino`; at zero the inode is forgotten.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups > 0 {
+            return;
+        }
+        if let Some(node) = inner.nodes.remove(&ino) {
+            let key = (node.parent, node.name);
+            if inner.by_name.get(&key) == Some(&ino) {
+                inner.by_name.remove(&key);
+            }
+        }
+    }
+
+    /// Number of inodes held (the root included).
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Whether only the root is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(p: &str) -> NodeKind {
+        NodeKind::Dir {
+            path: SecretPath::parse(p),
+        }
+    }
+
+    #[test]
+    fn the_same_name_gets_the_same_inode() {
+        let t = InodeTable::new(SecretPath::root());
+        let a = t.remember(ROOT_INO, "app", dir("app"), true);
+        let b = t.remember(ROOT_INO, "app", dir("app"), true);
+        assert_eq!(a, b);
+        assert_eq!(t.get(a), Some(dir("app")));
+        assert_eq!(t.parent(a), Some(ROOT_INO));
+    }
+
+    #[test]
+    fn an_inode_is_forgotten_when_its_lookups_reach_zero_and_never_reused() {
+        let t = InodeTable::new(SecretPath::root());
+        let a = t.remember(ROOT_INO, "app", dir("app"), true);
+        t.remember(ROOT_INO, "app", dir("app"), true);
+        t.forget(a, 1);
+        assert!(t.get(a).is_some());
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        let again = t.remember(ROOT_INO, "app", dir("app"), true);
+        assert!(again > a);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_name_that_changes_kind_gets_a_new_inode() {
+        let t = InodeTable::new(SecretPath::root());
+        let key = NodeKind::Key {
+            secret: SecretPath::parse("app"),
+            key: "x".into(),
+        };
+        let a = t.remember(ROOT_INO, "x", key.clone(), true);
+        let b = t.remember(ROOT_INO, "x", dir("x"), true);
+        assert_ne!(a, b);
+        // The old inode lives on until the kernel forgets it, without stealing the name.
+        assert_eq!(t.get(a), Some(key));
+        t.forget(a, 1);
+        assert_eq!(t.remember(ROOT_INO, "x", dir("x"), false), b);
+    }
+
+    #[test]
+    fn the_root_is_never_forgotten() {
+        let t = InodeTable::new(SecretPath::root());
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+}

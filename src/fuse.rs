@@ -1,0 +1,307 @@
+//! The `fuser` adapter: unpacks each request, calls the core, replies.
+//! Errors are logged here, once, with the operation, inode and path.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+
+use crate::error::Error;
+use crate::fs::{Attr, SecretFs};
+
+/// The FUSE face of a [`SecretFs`].
+pub struct FuseAdapter {
+    core: Arc<SecretFs>,
+}
+
+impl FuseAdapter {
+    /// Wraps the core.
+    pub fn new(core: Arc<SecretFs>) -> Self {
+        FuseAdapter { core }
+    }
+
+    /// Logs a failed request once and turns it into its errno.
+    fn fail(&self, op: &'static str, ino: u64, name: Option<&OsStr>, e: &Error) -> Errno {
+        let mut path = self.core.describe(ino);
+        if let Some(name) = name {
+            path = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
+        }
+        if e.is_expected() {
+            tracing::debug!(op, ino, path = %path, error = %e, "request failed");
+        } else {
+            tracing::warn!(op, ino, path = %path, error = %e, "request failed");
+        }
+        Errno::from_i32(e.errno())
+    }
+}
+
+fn to_file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: if a.is_dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: a.perm,
+        nlink: if a.is_dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+fn file_type(is_dir: bool) -> FileType {
+    if is_dir {
+        FileType::Directory
+    } else {
+        FileType::RegularFile
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS saves one LOOKUP per entry on `ls -l`; older kernels may refuse it.
+        if let Err(missing) = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            tracing::debug!(?missing, "kernel lacks READDIRPLUS");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _span = tracing::debug_span!("lookup", ino = parent.0).entered();
+        let Some(name_str) = name.to_str() else {
+            reply.error(Errno::ENOENT);
+            return;
+        };
+        match self.core.lookup(parent.0, name_str) {
+            Ok(attr) => reply.entry_with_ttls(
+                &attr.valid_for,
+                &attr.valid_for,
+                &to_file_attr(&attr),
+                Generation(0),
+            ),
+            Err(e) => reply.error(self.fail("lookup", parent.0, Some(name), &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
+        match self.core.getattr(ino.0) {
+            Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
+            Err(e) => reply.error(self.fail("getattr", ino.0, None, &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _span = tracing::debug_span!("open", ino = ino.0).entered();
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        match self.core.open(ino.0, write) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(self.fail("open", ino.0, None, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
+        // The reply is sent inside the closure so the bytes are never copied again.
+        let mut reply = Some(reply);
+        let result = self.core.read(fh.0, offset, size, |bytes| {
+            if let Some(r) = reply.take() {
+                r.data(bytes);
+            }
+        });
+        if let (Err(e), Some(r)) = (result, reply) {
+            r.error(self.fail("read", ino.0, None, &e));
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Handles are read-only: nothing to commit.
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // ENOSYS once and the kernel stops asking (ls asks for security.selinux on every file).
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(self.fail("opendir", ino.0, None, &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
+        let (dir, entries) = match self.core.dir_entries(fh.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
+        };
+        // Offsets: 1 is ".", 2 is "..", 3.. are entries; each entry's offset
+        // is the offset of the next one.
+        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
+        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*dino), (i + 1) as u64, FileType::Directory, name) {
+                return reply.ok();
+            }
+        }
+        let skip = (offset as usize).saturating_sub(2);
+        for (i, entry) in entries.iter().enumerate().skip(skip) {
+            let ino = match self.core.entry_attr(dir, entry, false) {
+                Ok(a) => a.ino,
+                Err(e) => {
+                    self.fail("readdir", dir, Some(OsStr::new(&entry.name)), &e);
+                    continue;
+                }
+            };
+            if reply.add(
+                INodeNo(ino),
+                (i + 3) as u64,
+                file_type(entry.is_dir),
+                &entry.name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
+        let (dir, entries) = match self.core.dir_entries(fh.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),
+        };
+        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
+        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
+            // `.` and `..` take no lookup reference.
+            let attr = match self.core.getattr(*dino) {
+                Ok(a) => a,
+                Err(e) => return reply.error(self.fail("readdirplus", *dino, None, &e)),
+            };
+            if reply.add(
+                INodeNo(*dino),
+                (i + 1) as u64,
+                name,
+                &Duration::ZERO,
+                &to_file_attr(&attr),
+                Generation(0),
+            ) {
+                return reply.ok();
+            }
+        }
+        let skip = (offset as usize).saturating_sub(2);
+        for (i, entry) in entries.iter().enumerate().skip(skip) {
+            let attr = match self.core.entry_attr(dir, entry, true) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.fail("readdirplus", dir, Some(OsStr::new(&entry.name)), &e);
+                    continue;
+                }
+            };
+            if reply.add(
+                INodeNo(attr.ino),
+                (i + 3) as u64,
+                &entry.name,
+                &attr.valid_for,
+                &to_file_attr(&attr),
+                Generation(0),
+            ) {
+                // Not sent: the kernel takes no reference on it.
+                self.core.forget(attr.ino, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+}

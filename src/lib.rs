@@ -1,0 +1,12 @@
+//! secretfs: HashiCorp Vault / OpenBao KV secrets as files, over FUSE.
+//!
+//! Layers (see `docs/` and the README): `cli` → `mount` → `fuse` (thin
+//! adapter) → `fs` (the FUSE-free core: inodes, cache, handles) → `store`
+//! (the `SecretStore` trait, with `vault` and `memory` implementations).
+
+pub mod cli;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
+pub mod store;

@@ -1,0 +1,179 @@
+//! Mounting: check the mountpoint, reach Vault, build the core, run the
+//! fuser session, and unmount cleanly on SIGINT/SIGTERM.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{MountOption, SessionACL};
+use secrecy::SecretString;
+
+use crate::cli::MountArgs;
+use crate::fs::cache::{CachePolicy, SystemClock};
+use crate::fs::{Presentation, SecretFs};
+use crate::fuse::FuseAdapter;
+use crate::store::vault::{VaultSettings, VaultStore};
+use crate::store::KvVersion;
+
+/// Mounts and serves until told to stop. An `Err` is one line for stderr.
+pub fn run(args: MountArgs) -> Result<(), String> {
+    check_mountpoint(&args.mountpoint)?;
+    let token = read_token(args.vault.token_file.as_deref())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("secretfs-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+
+    let settings = VaultSettings {
+        addr: args.vault.addr.clone(),
+        token,
+        ca_cert: args.vault.ca_cert.clone(),
+        skip_verify: args.vault.tls_skip_verify,
+        namespace: args.vault.namespace.clone(),
+        timeout: args.vault.timeout,
+    };
+    let store = VaultStore::connect(&settings, &args.source, runtime.handle().clone())?;
+    let resolved = store.source().clone();
+    tracing::info!(
+        addr = %args.vault.addr,
+        mount = %resolved.mount,
+        folder = %resolved.folder,
+        kv = if resolved.version == KvVersion::V2 { 2 } else { 1 },
+        "connected"
+    );
+
+    let capacity =
+        NonZeroUsize::new(usize::try_from(args.cache.cache_entries).unwrap_or(usize::MAX))
+            .unwrap_or(NonZeroUsize::MIN);
+    let policy = CachePolicy {
+        ttl: args.cache.ttl,
+        negative_ttl: args.cache.negative_ttl,
+        stale_if_error: args.cache.stale_if_error,
+        capacity,
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let presentation = Presentation {
+        uid: args.files.uid.unwrap_or(uid),
+        gid: args.files.gid.unwrap_or(gid),
+        file_mode: args.files.file_mode,
+        dir_mode: args.files.dir_mode,
+    };
+    let core = Arc::new(SecretFs::new(
+        Arc::new(store),
+        resolved.folder.clone(),
+        presentation,
+        policy,
+        Arc::new(SystemClock),
+    ));
+
+    let mut options = vec![
+        MountOption::FSName(format!("secretfs:{}", args.source)),
+        MountOption::Subtype("secretfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+    ];
+    if args.files.ro {
+        options.push(MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if args.files.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(usize::try_from(args.files.threads).unwrap_or(4));
+
+    let session = fuser::spawn_mount(FuseAdapter::new(core), &args.mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
+    tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
+
+    let stopped_by_signal = runtime.block_on(wait_for_stop(&session));
+    if stopped_by_signal {
+        tracing::info!("unmounting");
+        session
+            .umount_and_join()
+            .map_err(|e| format!("unmount of {} failed: {e}", args.mountpoint.display()))?;
+    } else {
+        tracing::info!("unmounted from outside");
+        if let Err(e) = session.join() {
+            tracing::warn!(error = %e, "session ended with an error");
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM (`true`) or for the session to end because the
+/// filesystem was unmounted from outside (`false`).
+async fn wait_for_stop(session: &fuser::BackgroundSession) -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return true;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return true,
+            _ = int.recv() => return true,
+            _ = tick.tick() => if session.guard.is_finished() { return false },
+        }
+    }
+}
+
+/// The mountpoint must be an existing, empty directory.
+fn check_mountpoint(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", path.display()));
+    }
+    let mut entries =
+        std::fs::read_dir(path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
+    if entries.next().is_some() {
+        return Err(format!("mountpoint {} is not empty", path.display()));
+    }
+    Ok(())
+}
+
+/// The token, as the vault/bao CLIs find it: VAULT_TOKEN, else the token
+/// file, else ~/.vault-token.
+fn read_token(token_file: Option<&Path>) -> Result<SecretString, String> {
+    if let Ok(t) = std::env::var("VAULT_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(SecretString::from(t.trim().to_string()));
+        }
+    }
+    let path: PathBuf = match token_file {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(".vault-token"),
+            None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
+        },
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if token_file.is_none() && e.kind() == std::io::ErrorKind::NotFound {
+            "no token: set VAULT_TOKEN, pass --token-file, or log in with `vault login`/`bao login`"
+                .to_string()
+        } else {
+            format!("cannot read token file {}: {e}", path.display())
+        }
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    Ok(SecretString::from(token.to_string()))
+}

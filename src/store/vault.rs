@@ -1,0 +1,315 @@
+//! The Vault / OpenBao implementation of [`SecretStore`], over `vaultrs`.
+//!
+//! Every call runs on the shared tokio runtime under a deadline, so a stuck
+//! server turns into `EIO` instead of a hung `ls`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use rustify::enums::{RequestMethod, RequestType, ResponseType};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::runtime::Handle;
+use vaultrs::api::kv2::requests::ReadSecretRequest;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use super::{KvVersion, ListEntry, Listing, Secret, SecretPath, SecretStore};
+use crate::error::{Error, Result};
+
+/// How to reach and authenticate to the server.
+pub struct VaultSettings {
+    /// Server address, e.g. `http://127.0.0.1:8200`.
+    pub addr: String,
+    /// The token (never logged).
+    pub token: SecretString,
+    /// PEM file of a private CA.
+    pub ca_cert: Option<PathBuf>,
+    /// Skip TLS verification (`VAULT_SKIP_VERIFY`).
+    pub skip_verify: bool,
+    /// Enterprise namespace.
+    pub namespace: Option<String>,
+    /// Deadline of every request.
+    pub timeout: Duration,
+}
+
+/// Where a SOURCE lives: its KV mount and the folder under it.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// The KV mount path, without slashes (`secret`, `team/kv`).
+    pub mount: String,
+    /// The folder inside the mount that becomes the filesystem root.
+    pub folder: SecretPath,
+    /// KV engine version.
+    pub version: KvVersion,
+}
+
+/// A KV mount on a Vault or OpenBao server.
+pub struct VaultStore {
+    client: VaultClient,
+    rt: Handle,
+    source: ResolvedSource,
+    timeout: Duration,
+}
+
+impl VaultStore {
+    /// Connects, checks the token and resolves `source` to a KV mount.
+    /// Errors are one human sentence, fit for stderr before mounting.
+    pub fn connect(
+        settings: &VaultSettings,
+        source: &str,
+        rt: Handle,
+    ) -> std::result::Result<Self, String> {
+        let mut builder = VaultClientSettingsBuilder::default();
+        builder
+            .address(settings.addr.as_str())
+            .token(settings.token.expose_secret())
+            .verify(!settings.skip_verify)
+            .timeout(Some(settings.timeout))
+            .namespace(settings.namespace.clone())
+            .ca_certs(
+                settings
+                    .ca_cert
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            );
+        let client_settings = builder
+            .build()
+            .map_err(|e| format!("invalid Vault settings: {e}"))?;
+        let client = VaultClient::new(client_settings)
+            .map_err(|e| format!("cannot build the Vault client: {e}"))?;
+
+        let no_answer = || {
+            format!(
+                "Vault at {} did not answer within {}",
+                settings.addr,
+                humantime::format_duration(settings.timeout)
+            )
+        };
+
+        match with_deadline(&rt, settings.timeout, vaultrs::token::lookup_self(&client))
+            .ok_or_else(no_answer)?
+        {
+            Ok(_) => {}
+            Err(ClientError::APIError { code: 403, .. }) => {
+                return Err(format!(
+                    "Vault at {} refused the token (403): check VAULT_TOKEN, --token-file or ~/.vault-token",
+                    settings.addr
+                ))
+            }
+            Err(e) => return Err(format!("cannot reach Vault at {}: {}", settings.addr, describe(&e))),
+        }
+
+        let wanted = SecretPath::parse(source);
+        if wanted.is_root() {
+            return Err("SOURCE must name a KV mount, e.g. secret/ or secret/team/prod".into());
+        }
+        let request = UiMountRequest {
+            path: wanted.as_str().to_string(),
+        };
+        let ui = match with_deadline(
+            &rt,
+            settings.timeout,
+            vaultrs::api::exec_with_result(&client, request),
+        )
+        .ok_or_else(no_answer)?
+        {
+            Ok(ui) => ui,
+            Err(ClientError::APIError { code: 403, .. }) => {
+                return Err(format!(
+                "the token may not look up the mount of {source} (403 on sys/internal/ui/mounts)"
+            ))
+            }
+            Err(ClientError::APIError {
+                code: 400 | 404, ..
+            }) => return Err(format!("no secrets engine is mounted at {source}")),
+            Err(e) => {
+                return Err(format!(
+                    "cannot resolve the mount of {source}: {}",
+                    describe(&e)
+                ))
+            }
+        };
+        if ui.engine != "kv" && ui.engine != "generic" {
+            return Err(format!(
+                "{source} is a {} secrets engine, not KV",
+                ui.engine
+            ));
+        }
+        let version = match ui.options.as_ref().and_then(|o| o.version.as_deref()) {
+            Some("2") => KvVersion::V2,
+            _ => KvVersion::V1,
+        };
+        let mount = SecretPath::parse(&ui.path);
+        let folder = wanted
+            .as_str()
+            .strip_prefix(mount.as_str())
+            .map(SecretPath::parse)
+            .unwrap_or_else(SecretPath::root);
+        Ok(VaultStore {
+            client,
+            rt,
+            source: ResolvedSource {
+                mount: mount.as_str().to_string(),
+                folder,
+                version,
+            },
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The mount, folder and KV version the SOURCE resolved to.
+    pub fn source(&self) -> &ResolvedSource {
+        &self.source
+    }
+
+    fn call<T>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, ClientError>>,
+    ) -> Result<Option<T>> {
+        match with_deadline(&self.rt, self.timeout, fut) {
+            None => Err(Error::Timeout(self.timeout)),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(ClientError::APIError { code: 404, .. })) => Ok(None),
+            Some(Err(e)) => Err(to_error(&e)),
+        }
+    }
+}
+
+impl SecretStore for VaultStore {
+    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        let mount = self.source.mount.as_str();
+        // A trailing slash lists the folder; Vault accepts an empty path for the root.
+        let dir = format!("{}/", path.as_str());
+        let dir = if path.is_root() { "" } else { dir.as_str() };
+        let keys = match self.source.version {
+            KvVersion::V2 => self.call(vaultrs::kv2::list(&self.client, mount, dir))?,
+            KvVersion::V1 => self
+                .call(vaultrs::kv1::list(&self.client, mount, dir))?
+                .map(|r| r.data.keys),
+        };
+        Ok(keys.map(|keys| keys.iter().map(|k| ListEntry::parse(k)).collect()))
+    }
+
+    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        if path.is_root() {
+            // No secret can live at a mount's root path.
+            return Ok(None);
+        }
+        let mount = self.source.mount.as_str();
+        match self.source.version {
+            KvVersion::V2 => {
+                let request = ReadSecretRequest::builder()
+                    .mount(mount)
+                    .path(path.as_str())
+                    .build()
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                let Some(resp) =
+                    self.call(vaultrs::api::exec_with_result(&self.client, request))?
+                else {
+                    return Ok(None);
+                };
+                if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
+                    return Ok(None);
+                }
+                let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
+                secret_from(&resp.data, Some(resp.metadata.version), modified).map(Some)
+            }
+            KvVersion::V1 => {
+                match self.call(vaultrs::kv1::get_raw(&self.client, mount, path.as_str()))? {
+                    None => Ok(None),
+                    Some(resp) => secret_from(&resp.data, None, None).map(Some),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
+fn with_deadline<T>(rt: &Handle, deadline: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    rt.block_on(async move { tokio::time::timeout(deadline, fut).await })
+        .ok()
+}
+
+fn secret_from(
+    data: &serde_json::Value,
+    version: Option<u64>,
+    modified: Option<SystemTime>,
+) -> Result<Secret> {
+    match data {
+        serde_json::Value::Object(map) => Ok(Secret::from_json_map(map, version, modified)),
+        serde_json::Value::Null => Ok(Secret {
+            version,
+            modified,
+            ..Secret::default()
+        }),
+        _ => Err(Error::Protocol("secret data is not a JSON object".into())),
+    }
+}
+
+/// A store error as a sentence, without anything the server echoed back
+/// beyond its status and error messages.
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
+        ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        ClientError::RestClientError { source } => {
+            // Walk to the innermost cause: "connection refused" says more than
+            // "error sending request".
+            let mut msg = source.to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(source);
+            while let Some(c) = cause {
+                msg = c.to_string();
+                cause = c.source();
+            }
+            msg
+        }
+        other => other.to_string(),
+    }
+}
+
+fn to_error(e: &ClientError) -> Error {
+    match e {
+        ClientError::APIError { code: 403, .. } => Error::PermissionDenied(describe(e)),
+        ClientError::APIError { code: 400, .. } => Error::Invalid(describe(e)),
+        ClientError::APIError { .. } | ClientError::RestClientError { .. } => {
+            Error::Unavailable(describe(e))
+        }
+        _ => Error::Protocol(describe(e)),
+    }
+}
+
+/// `GET sys/internal/ui/mounts/<path>`: which mount owns a path, and its
+/// engine type and options. Any token that may use the path may ask.
+struct UiMountRequest {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UiMountOptions {
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UiMountResponse {
+    path: String,
+    #[serde(rename = "type")]
+    engine: String,
+    options: Option<UiMountOptions>,
+}
+
+impl rustify::Endpoint for UiMountRequest {
+    type Response = UiMountResponse;
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        format!("sys/internal/ui/mounts/{}", self.path)
+    }
+
+    fn method(&self) -> RequestMethod {
+        RequestMethod::GET
+    }
+}
