@@ -146,6 +146,10 @@ pub struct FileArgs {
     #[arg(long)]
     pub ro: bool,
 
+    /// Largest value a write may store (bytes; K, M suffixes); larger writes fail with EFBIG.
+    #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
+    pub max_value_size: u64,
+
     /// FUSE worker threads: requests that wait on Vault do not block others.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
@@ -155,6 +159,26 @@ pub struct FileArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m)"))
+}
+
+/// Parses a size in bytes: `1024`, `512K`, `1M`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512K"))?;
+    let factor = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        _ => return Err(format!("{s:?} is not a size such as 512K")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses an octal mode such as `0400` or `440`.
@@ -282,5 +306,9 @@ mod tests {
         assert!(parse_mode("77777").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("2M"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12Q").is_err());
     }
 }

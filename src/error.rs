@@ -34,6 +34,27 @@ pub enum Error {
     /// The inode or handle is unknown (the kernel asked about something we forgot).
     #[error("stale inode or handle")]
     Stale,
+    /// A check-and-set write kept losing to concurrent writers.
+    #[error("the secret kept changing under us (check-and-set conflict)")]
+    CasConflict,
+    /// A value over the size limit.
+    #[error("value larger than the limit of {0} bytes")]
+    TooBig(u64),
+    /// Bytes that cannot be stored as a string value.
+    #[error("value is not valid UTF-8")]
+    NotUtf8,
+    /// A rename between two secrets, which no single store write can do.
+    #[error("rename across secrets")]
+    CrossSecret,
+    /// The name exists already.
+    #[error("already exists")]
+    Exists,
+    /// A directory that still holds keys or children.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// An attribute the mount fixes (owner, mode) cannot be changed.
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
     /// The operation does not apply to this kind of node.
     #[error("is a directory")]
     IsDir,
@@ -52,6 +73,13 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
             Error::Stale => libc::ESTALE,
+            Error::CasConflict => libc::EAGAIN,
+            Error::TooBig(_) => libc::EFBIG,
+            Error::NotUtf8 => libc::EILSEQ,
+            Error::CrossSecret => libc::EXDEV,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::NotPermitted(_) => libc::EPERM,
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
         }
@@ -69,7 +97,10 @@ impl Error {
     /// Whether this is an everyday answer (a shell probing names) rather than
     /// a failure worth a warning in the log.
     pub fn is_expected(&self) -> bool {
-        matches!(self, Error::NotFound | Error::IsDir | Error::NotDir)
+        matches!(
+            self,
+            Error::NotFound | Error::IsDir | Error::NotDir | Error::Exists | Error::CrossSecret
+        )
     }
 }
 
@@ -85,6 +116,10 @@ mod tests {
         assert_eq!(Error::Timeout(Duration::from_secs(1)).errno(), libc::EIO);
         assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
         assert_eq!(Error::Invalid("x".into()).errno(), libc::EINVAL);
+        assert_eq!(Error::CasConflict.errno(), libc::EAGAIN);
+        assert_eq!(Error::TooBig(1).errno(), libc::EFBIG);
+        assert_eq!(Error::NotUtf8.errno(), libc::EILSEQ);
+        assert_eq!(Error::CrossSecret.errno(), libc::EXDEV);
     }
 
     #[test]

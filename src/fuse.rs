@@ -5,10 +5,13 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -74,11 +77,16 @@ fn file_type(is_dir: bool) -> FileType {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // READDIRPLUS saves one LOOKUP per entry on `ls -l`; older kernels may refuse it.
-        if let Err(missing) = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
-        {
-            tracing::debug!(?missing, "kernel lacks READDIRPLUS");
+        // READDIRPLUS saves one LOOKUP per entry on `ls -l`; ATOMIC_O_TRUNC
+        // brings O_TRUNC with the open instead of a separate truncate.
+        // Older kernels may refuse either; both have fallbacks.
+        for wanted in [
+            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+        ] {
+            if let Err(missing) = config.add_capabilities(wanted) {
+                tracing::debug!(?missing, "kernel lacks a capability");
+            }
         }
         Ok(())
     }
@@ -115,7 +123,8 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match self.core.open(ino.0, write) {
+        let truncate = write && flags.0 & libc::O_TRUNC != 0;
+        match self.core.open(ino.0, write, truncate) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.fail("open", ino.0, None, &e)),
         }
@@ -162,13 +171,198 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Handles are read-only: nothing to commit.
+        let _span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
+        match self.core.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("flush", ino.0, None, &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
+        match self.core.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("fsync", ino.0, None, &e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes reach the store when they are made.
         reply.ok();
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(self.fail("write", ino.0, None, &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
+        match self.core.setattr(ino.0, size, uid, gid) {
+            Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
+            Err(e) => reply.error(self.fail("setattr", ino.0, None, &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let _span = tracing::debug_span!("create", ino = parent.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.create(parent.0, n),
+            None => Err(Error::NotUtf8),
+        };
+        match result {
+            Ok((attr, fh)) => reply.created(
+                &attr.valid_for,
+                &to_file_attr(&attr),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(self.fail("create", parent.0, Some(name), &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.mkdir(parent.0, n),
+            None => Err(Error::NotUtf8),
+        };
+        match result {
+            Ok(attr) => reply.entry_with_ttls(
+                &attr.valid_for,
+                &attr.valid_for,
+                &to_file_attr(&attr),
+                Generation(0),
+            ),
+            Err(e) => reply.error(self.fail("mkdir", parent.0, Some(name), &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.unlink(parent.0, n),
+            None => Err(Error::NotFound),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("unlink", parent.0, Some(name), &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.rmdir(parent.0, n),
+            None => Err(Error::NotFound),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("rmdir", parent.0, Some(name), &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let _span = tracing::debug_span!("rename", ino = parent.0).entered();
+        let result =
+            if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+                Err(Error::Invalid(
+                    "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
+                ))
+            } else {
+                match (name.to_str(), newname.to_str()) {
+                    (Some(n), Some(nn)) => self.core.rename(
+                        parent.0,
+                        n,
+                        newparent.0,
+                        nn,
+                        flags.contains(RenameFlags::RENAME_NOREPLACE),
+                    ),
+                    (None, _) => Err(Error::NotFound),
+                    (_, None) => Err(Error::NotUtf8),
+                }
+            };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("rename", parent.0, Some(name), &e)),
+        }
     }
 
     fn getxattr(

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use crate::cli::MountArgs;
 use crate::fs::cache::{CachePolicy, SystemClock};
-use crate::fs::{Presentation, SecretFs};
+use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::FuseAdapter;
 use crate::store::vault::{VaultSettings, VaultStore};
 use crate::store::KvVersion;
@@ -63,11 +63,16 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         file_mode: args.files.file_mode,
         dir_mode: args.files.dir_mode,
     };
+    let config = FsConfig {
+        presentation,
+        cache: policy,
+        read_only: args.files.ro,
+        max_value_size: args.files.max_value_size,
+    };
     let core = Arc::new(SecretFs::new(
         Arc::new(store),
         resolved.folder.clone(),
-        presentation,
-        policy,
+        config,
         Arc::new(SystemClock),
     ));
 
@@ -83,16 +88,16 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     if args.files.ro {
         options.push(MountOption::RO);
     }
-    let mut config = fuser::Config::default();
-    config.mount_options = options;
-    config.acl = if args.files.allow_other {
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if args.files.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(usize::try_from(args.files.threads).unwrap_or(4));
+    fuse_config.n_threads = Some(usize::try_from(args.files.threads).unwrap_or(4));
 
-    let session = fuser::spawn_mount(FuseAdapter::new(core), &args.mountpoint, &config)
+    let session = fuser::spawn_mount(FuseAdapter::new(core), &args.mountpoint, &fuse_config)
         .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
 

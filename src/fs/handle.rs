@@ -1,12 +1,14 @@
-//! Open file and directory handles.
+//! Open file and directory handles, and the write buffers behind them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use secrecy::SecretSlice;
+use secrecy::{SecretBox, SecretSlice};
 
 use super::inode::Ino;
+use super::overlay::Scratch;
+use crate::store::SecretPath;
 
 /// One entry of a directory as listed when it was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,15 +19,41 @@ pub struct DirEntryInfo {
     pub is_dir: bool,
 }
 
+/// The pending new value of one key, shared by all handles that opened it
+/// for writing (as a page cache would be). Committed on flush/fsync.
+pub struct WriteBuffer {
+    /// The secret holding the key.
+    pub secret: SecretPath,
+    /// The key.
+    pub key: String,
+    /// The file's bytes as written so far (zeroized on drop).
+    pub data: SecretBox<Vec<u8>>,
+    /// Whether `data` differs from what the store has.
+    pub dirty: bool,
+}
+
+/// A shared write buffer.
+pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
+
 /// What an open handle holds.
 pub enum Handle {
-    /// An open key: the value as it was at open, so that one reader never
-    /// sees two versions mixed.
-    File {
-        /// The file's inode.
-        ino: Ino,
+    /// A key opened read-only: the value as it was at open, so that one
+    /// reader never sees two versions mixed.
+    Read {
         /// The value's bytes.
         value: Arc<SecretSlice<u8>>,
+    },
+    /// A key opened for writing.
+    Write {
+        /// The file's inode.
+        ino: Ino,
+        /// The buffer shared by every writer of this inode.
+        buffer: SharedBuffer,
+    },
+    /// A scratch file (memory only).
+    Scratch {
+        /// The file.
+        file: Scratch,
     },
     /// An open directory: its entries as listed at open, so offsets stay stable.
     Dir {
@@ -39,29 +67,29 @@ pub enum Handle {
 /// Handle number → handle.
 #[derive(Default)]
 pub struct HandleTable {
-    handles: Mutex<HashMap<u64, Handle>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next: AtomicU64,
 }
 
 impl HandleTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Handle>>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores a handle and returns its number.
     pub fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(fh, handle);
+        self.lock().insert(fh, Arc::new(handle));
         fh
     }
 
-    /// Runs `f` on the handle `fh`, if open.
-    pub fn with<R>(&self, fh: u64, f: impl FnOnce(&Handle) -> R) -> Option<R> {
-        self.lock().get(&fh).map(f)
+    /// The handle `fh`, if open.
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.lock().get(&fh).cloned()
     }
 
     /// Closes `fh`.
-    pub fn remove(&self, fh: u64) -> Option<Handle> {
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         self.lock().remove(&fh)
     }
 

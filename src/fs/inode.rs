@@ -28,6 +28,11 @@ pub enum NodeKind {
         /// The key's name, which is also the file's name.
         key: String,
     },
+    /// An editor's or tool's scratch file, kept in memory only.
+    Scratch {
+        /// Its path: the directory's path joined with its name.
+        path: SecretPath,
+    },
 }
 
 impl NodeKind {
@@ -120,6 +125,31 @@ impl InodeTable {
         );
         inner.by_name.insert(key, ino);
         ino
+    }
+
+    /// The inode currently named `name` in `parent`, if any.
+    pub fn lookup_name(&self, parent: Ino, name: &str) -> Option<Ino> {
+        self.lock()
+            .by_name
+            .get(&(parent, name.to_string()))
+            .copied()
+    }
+
+    /// Moves the node named `name` in `parent` to `new_name` in `new_parent`,
+    /// now standing for `kind` (the kernel keeps the inode across a rename).
+    pub fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, kind: NodeKind) {
+        let mut inner = self.lock();
+        let Some(ino) = inner.by_name.remove(&(parent, name.to_string())) else {
+            return;
+        };
+        inner
+            .by_name
+            .insert((new_parent, new_name.to_string()), ino);
+        if let Some(node) = inner.nodes.get_mut(&ino) {
+            node.parent = new_parent;
+            node.name = new_name.to_string();
+            node.kind = kind;
+        }
     }
 
     /// The kernel dropped `n` references to `ino`; at zero the inode is forgotten.

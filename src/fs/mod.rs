@@ -1,14 +1,18 @@
 //! The core of secretfs: the filesystem's operations over a [`SecretStore`],
 //! free of FUSE. Each operation returns plain structs or an [`Error`]; the
 //! FUSE adapter (`crate::fuse`) only translates.
+//!
+//! Reads are here; everything that changes the store is in `write`.
 
 pub mod cache;
 pub mod handle;
 pub mod inode;
 pub mod names;
+pub mod overlay;
+mod write;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretSlice};
@@ -16,8 +20,9 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::error::{Error, Result};
 use crate::store::{Listing, Secret, SecretPath, SecretStore};
 use cache::{Cache, CachePolicy, Cached, Clock};
-use handle::{DirEntryInfo, Handle, HandleTable};
+use handle::{DirEntryInfo, Handle, HandleTable, SharedBuffer};
 use inode::{Ino, InodeTable, NodeKind};
+use overlay::Overlay;
 
 /// Ownership and modes shown on every node.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +35,19 @@ pub struct Presentation {
     pub file_mode: u16,
     /// Permission bits of directories.
     pub dir_mode: u16,
+}
+
+/// Everything the core is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct FsConfig {
+    /// Owner and modes.
+    pub presentation: Presentation,
+    /// Cache lifetimes and size.
+    pub cache: CachePolicy,
+    /// Refuse every change with `EROFS`.
+    pub read_only: bool,
+    /// Largest value a write may produce, in bytes (`EFBIG` past it).
+    pub max_value_size: u64,
 }
 
 /// Attributes of one node, and how long the kernel may keep them.
@@ -53,11 +71,17 @@ pub struct Attr {
     pub valid_for: Duration,
 }
 
-/// What a lookup found in a directory.
+/// What a name in a directory stands for.
 enum Child {
     Dir(SecretPath),
-    Key(SecretPath, String),
+    Key(SecretPath, String, Option<Arc<Secret>>),
+    NewKey(SecretPath, String),
+    Scratch(SecretPath),
 }
+
+/// How long the kernel may trust an answer about in-memory nodes, which
+/// only this process changes.
+const LOCAL_TTL: Duration = Duration::from_secs(1);
 
 /// The filesystem.
 pub struct SecretFs {
@@ -66,9 +90,17 @@ pub struct SecretFs {
     listings: Cache<SecretPath, Listing>,
     secrets: Cache<SecretPath, Secret>,
     handles: HandleTable,
-    presentation: Presentation,
-    ttl: Duration,
+    overlay: Overlay,
+    /// Write buffers by inode, with the number of handles sharing each.
+    writers: Mutex<HashMap<Ino, (SharedBuffer, usize)>>,
+    /// One commit at a time per secret, so our own writers never race.
+    commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
+    config: FsConfig,
     started: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SecretFs {
@@ -76,18 +108,19 @@ impl SecretFs {
     pub fn new(
         store: Arc<dyn SecretStore>,
         root: SecretPath,
-        presentation: Presentation,
-        policy: CachePolicy,
+        config: FsConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         SecretFs {
             store,
             inodes: InodeTable::new(root),
-            listings: Cache::new(policy, clock.clone()),
-            secrets: Cache::new(policy, clock),
+            listings: Cache::new(config.cache, clock.clone()),
+            secrets: Cache::new(config.cache, clock),
             handles: HandleTable::default(),
-            presentation,
-            ttl: policy.ttl,
+            overlay: Overlay::default(),
+            writers: Mutex::new(HashMap::new()),
+            commit_locks: Mutex::new(HashMap::new()),
+            config,
             started: SystemTime::now(),
         }
     }
@@ -95,7 +128,7 @@ impl SecretFs {
     /// The store path behind `ino`, for log lines (`secret/KEY` for files).
     pub fn describe(&self, ino: Ino) -> String {
         match self.inodes.get(ino) {
-            Some(NodeKind::Dir { path }) => format!("/{path}"),
+            Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
             Some(NodeKind::Key { secret, key }) => format!("/{}", secret.join(&key)),
             None => format!("<inode {ino}>"),
         }
@@ -148,6 +181,12 @@ impl SecretFs {
         self.secrets.get_or_fetch(path, || self.store.read(path))
     }
 
+    /// Whether a listing entry still stands: a secret we deleted (and that
+    /// KV v2 still lists) does not, unless it is also a folder.
+    fn entry_stands(&self, dir: &SecretPath, e: &crate::store::ListEntry) -> bool {
+        e.folder || !self.overlay.is_deleted(&dir.join(&e.name))
+    }
+
     // ---- attributes ------------------------------------------------------
 
     fn dir_attr(&self, ino: Ino, valid_for: Duration) -> Attr {
@@ -155,34 +194,56 @@ impl SecretFs {
             ino,
             is_dir: true,
             size: 0,
-            perm: self.presentation.dir_mode,
-            uid: self.presentation.uid,
-            gid: self.presentation.gid,
+            perm: self.config.presentation.dir_mode,
+            uid: self.config.presentation.uid,
+            gid: self.config.presentation.gid,
             mtime: self.started,
             valid_for,
         }
     }
 
-    fn key_attr(&self, ino: Ino, secret: &Secret, key: &str, valid_for: Duration) -> Result<Attr> {
-        let value = secret.keys.get(key).ok_or(Error::NotFound)?;
-        Ok(Attr {
+    fn file_attr(&self, ino: Ino, size: u64, mtime: SystemTime, valid_for: Duration) -> Attr {
+        Attr {
             ino,
             is_dir: false,
-            size: value.len(),
-            perm: self.presentation.file_mode,
-            uid: self.presentation.uid,
-            gid: self.presentation.gid,
-            mtime: secret.modified.unwrap_or(self.started),
+            size,
+            perm: self.config.presentation.file_mode,
+            uid: self.config.presentation.uid,
+            gid: self.config.presentation.gid,
+            mtime,
             valid_for,
-        })
+        }
+    }
+
+    /// A write buffer's size, when the inode is open for writing: what
+    /// `stat` must show while a writer has not closed yet.
+    fn buffered_size(&self, ino: Ino) -> Option<u64> {
+        let writers = lock(&self.writers);
+        let (buffer, _) = writers.get(&ino)?;
+        let size = lock(buffer).data.expose_secret().len() as u64;
+        Some(size)
+    }
+
+    fn key_attr(&self, ino: Ino, secret: &Secret, key: &str, valid_for: Duration) -> Result<Attr> {
+        let value = secret.keys.get(key).ok_or(Error::NotFound)?;
+        Ok(self.file_attr(
+            ino,
+            value.len(),
+            secret.modified.unwrap_or(self.started),
+            valid_for,
+        ))
     }
 
     fn dir_path(&self, ino: Ino) -> Result<SecretPath> {
         match self.inodes.get(ino) {
             Some(NodeKind::Dir { path }) => Ok(path),
-            Some(NodeKind::Key { .. }) => Err(Error::NotDir),
+            Some(_) => Err(Error::NotDir),
             None => Err(Error::Stale),
         }
+    }
+
+    fn node(&self, ino: Ino) -> Result<NodeKind> {
+        self.inodes.get(ino).ok_or(Error::Stale)
     }
 
     // ---- operations --------------------------------------------------------
@@ -195,29 +256,78 @@ impl SecretFs {
         if !names::is_showable(name) {
             return Err(Error::NotFound);
         }
-        let (child, secret, valid_for) = self.find_child(&dir, name)?;
-        let kind = match &child {
-            Child::Dir(path) => NodeKind::Dir { path: path.clone() },
-            Child::Key(secret, key) => NodeKind::Key {
-                secret: secret.clone(),
-                key: key.clone(),
-            },
-        };
-        let ino = self.inodes.remember(parent, name, kind, true);
-        match (child, secret) {
-            (Child::Key(_, key), Some(secret)) => self.key_attr(ino, &secret, &key, valid_for),
-            _ => Ok(self.dir_attr(ino, valid_for)),
+        let (child, valid_for) = self.find_child(&dir, name)?;
+        self.remember(parent, name, child, valid_for, true)
+    }
+
+    /// Registers a found child in the inode table and returns its attributes.
+    fn remember(
+        &self,
+        parent: Ino,
+        name: &str,
+        child: Child,
+        valid_for: Duration,
+        lookup: bool,
+    ) -> Result<Attr> {
+        match child {
+            Child::Dir(path) => {
+                let ino = self
+                    .inodes
+                    .remember(parent, name, NodeKind::Dir { path }, lookup);
+                Ok(self.dir_attr(ino, valid_for))
+            }
+            Child::Scratch(path) => {
+                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let ino = self
+                    .inodes
+                    .remember(parent, name, NodeKind::Scratch { path }, lookup);
+                let f = lock(&file);
+                Ok(self.file_attr(
+                    ino,
+                    f.data.expose_secret().len() as u64,
+                    f.modified,
+                    LOCAL_TTL,
+                ))
+            }
+            Child::NewKey(secret, key) | Child::Key(secret, key, None) => {
+                let ino = self
+                    .inodes
+                    .remember(parent, name, NodeKind::Key { secret, key }, lookup);
+                let size = self.buffered_size(ino).unwrap_or(0);
+                Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
+            }
+            Child::Key(secret_path, key, Some(secret)) => {
+                let ino = self.inodes.remember(
+                    parent,
+                    name,
+                    NodeKind::Key {
+                        secret: secret_path,
+                        key: key.clone(),
+                    },
+                    lookup,
+                );
+                match self.buffered_size(ino) {
+                    Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
+                    None => self.key_attr(ino, &secret, &key, valid_for),
+                }
+            }
         }
     }
 
-    fn find_child(
-        &self,
-        dir: &SecretPath,
-        name: &str,
-    ) -> Result<(Child, Option<Arc<Secret>>, Duration)> {
+    fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
         let child_path = dir.join(name);
+        // What lives only in memory comes first.
+        if self.overlay.is_dir(&child_path) {
+            return Ok((Child::Dir(child_path), LOCAL_TTL));
+        }
+        if self.overlay.scratch(&child_path).is_some() {
+            return Ok((Child::Scratch(child_path), LOCAL_TTL));
+        }
+        if self.overlay.is_new_key(&child_path) {
+            return Ok((Child::NewKey(dir.clone(), name.to_string()), Duration::ZERO));
+        }
         let mut list_denied = None;
-        let mut valid_for = self.ttl;
+        let mut valid_for = self.config.cache.ttl;
         match self.listing(dir) {
             Ok(listing) => {
                 valid_for = valid_for.min(listing.valid_for);
@@ -225,23 +335,23 @@ impl SecretFs {
                     .value
                     .iter()
                     .flat_map(|l| l.iter())
-                    .any(|e| e.name == name)
+                    .any(|e| e.name == name && self.entry_stands(dir, e))
                 {
-                    return Ok((Child::Dir(child_path), None, valid_for));
+                    return Ok((Child::Dir(child_path), valid_for));
                 }
             }
             Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
             Err(e) => return Err(e),
         }
+        if self.overlay.is_displaced(&child_path) {
+            return Err(Error::NotFound);
+        }
         let secret = self.secret(dir)?;
         valid_for = valid_for.min(secret.valid_for);
         if let Some(s) = &secret.value {
             if s.keys.contains_key(name) {
-                return Ok((
-                    Child::Key(dir.clone(), name.to_string()),
-                    Some(s.clone()),
-                    valid_for,
-                ));
+                let key = Child::Key(dir.clone(), name.to_string(), Some(s.clone()));
+                return Ok((key, valid_for));
             }
         }
         // A token may read secrets without the right to list their folder:
@@ -249,11 +359,11 @@ impl SecretFs {
         if let Some(denied) = list_denied {
             let as_secret = self.secret(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
-                return Ok((Child::Dir(child_path), None, valid_for));
+                return Ok((Child::Dir(child_path), valid_for));
             }
             let as_folder = self.listing(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
-                return Ok((Child::Dir(child_path), None, valid_for));
+                return Ok((Child::Dir(child_path), valid_for));
             }
             if as_secret.is_err() && as_folder.is_err() {
                 return Err(denied);
@@ -262,11 +372,28 @@ impl SecretFs {
         Err(Error::NotFound)
     }
 
-    /// Attributes of `ino`; a key's size comes from its (cached) secret.
+    /// Attributes of `ino`; a key's size comes from its (cached) secret, or
+    /// from its write buffer while it is open for writing.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        match self.inodes.get(ino).ok_or(Error::Stale)? {
-            NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.ttl)),
+        match self.node(ino)? {
+            NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
+            NodeKind::Scratch { path } => {
+                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let f = lock(&file);
+                Ok(self.file_attr(
+                    ino,
+                    f.data.expose_secret().len() as u64,
+                    f.modified,
+                    LOCAL_TTL,
+                ))
+            }
             NodeKind::Key { secret, key } => {
+                if let Some(size) = self.buffered_size(ino) {
+                    return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
+                }
+                if self.overlay.is_new_key(&secret.join(&key)) {
+                    return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
+                }
                 let cached = self.secret(&secret)?;
                 let s = cached.value.ok_or(Error::NotFound)?;
                 self.key_attr(ino, &s, &key, cached.valid_for)
@@ -279,26 +406,47 @@ impl SecretFs {
         self.inodes.forget(ino, n);
     }
 
-    /// Opens a key for reading: the handle holds the value as it is now.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<u64> {
-        let (secret, key) = match self.inodes.get(ino).ok_or(Error::Stale)? {
-            NodeKind::Dir { .. } => return Err(Error::IsDir),
-            NodeKind::Key { secret, key } => (secret, key),
-        };
-        if write {
-            return Err(Error::ReadOnly);
+    /// Opens a file. Read-only opens of a key hold the value as it is now;
+    /// opens for writing share one buffer per inode, committed on flush.
+    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
+        match self.node(ino)? {
+            NodeKind::Dir { .. } => Err(Error::IsDir),
+            NodeKind::Scratch { path } => {
+                if write && self.config.read_only {
+                    return Err(Error::ReadOnly);
+                }
+                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                if truncate {
+                    write::truncate_scratch(&file, 0);
+                }
+                Ok(self.handles.insert(Handle::Scratch { file }))
+            }
+            NodeKind::Key { secret, key } => {
+                if write {
+                    return self.open_for_write(ino, secret, key, truncate);
+                }
+                if let Some(buffer) = lock(&self.writers).get(&ino).map(|(b, _)| b.clone()) {
+                    // Read what the writer wrote, as a local filesystem would.
+                    let copy = lock(&buffer).data.expose_secret().clone();
+                    let value = Arc::new(SecretSlice::from(copy));
+                    return Ok(self.handles.insert(Handle::Read { value }));
+                }
+                if self.overlay.is_new_key(&secret.join(&key)) {
+                    let value = Arc::new(SecretSlice::from(Vec::new()));
+                    return Ok(self.handles.insert(Handle::Read { value }));
+                }
+                let cached = self.secret(&secret)?;
+                let s = cached.value.ok_or(Error::NotFound)?;
+                let value = s.keys.get(&key).ok_or(Error::NotFound)?;
+                let copy = SecretSlice::from(value.expose().to_vec());
+                Ok(self.handles.insert(Handle::Read {
+                    value: Arc::new(copy),
+                }))
+            }
         }
-        let cached = self.secret(&secret)?;
-        let s = cached.value.ok_or(Error::NotFound)?;
-        let value = s.keys.get(&key).ok_or(Error::NotFound)?;
-        let copy = SecretSlice::from(value.expose().to_vec());
-        Ok(self.handles.insert(Handle::File {
-            ino,
-            value: Arc::new(copy),
-        }))
     }
 
-    /// Reads up to `size` bytes at `offset` of an open key.
+    /// Reads up to `size` bytes at `offset` of an open file.
     pub fn read<R>(
         &self,
         fh: u64,
@@ -306,24 +454,34 @@ impl SecretFs {
         size: u32,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        let value = self
-            .handles
-            .with(fh, |h| match h {
-                Handle::File { value, .. } => Ok(value.clone()),
-                Handle::Dir { .. } => Err(Error::IsDir),
-            })
-            .ok_or(Error::Stale)??;
-        let bytes = value.expose_secret();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let end = start.saturating_add(size as usize).min(bytes.len());
-        Ok(f(&bytes[start..end]))
-    }
-
-    /// Closes a file or directory handle.
-    pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        let handle = self.handles.get(fh).ok_or(Error::Stale)?;
+        let slice = |bytes: &[u8]| {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            (start, end)
+        };
+        match &*handle {
+            Handle::Read { value } => {
+                let bytes = value.expose_secret();
+                let (start, end) = slice(bytes);
+                Ok(f(&bytes[start..end]))
+            }
+            Handle::Write { buffer, .. } => {
+                let b = lock(buffer);
+                let bytes = b.data.expose_secret();
+                let (start, end) = slice(bytes);
+                Ok(f(&bytes[start..end]))
+            }
+            Handle::Scratch { file } => {
+                let file = lock(file);
+                let bytes = file.data.expose_secret();
+                let (start, end) = slice(bytes);
+                Ok(f(&bytes[start..end]))
+            }
+            Handle::Dir { .. } => Err(Error::IsDir),
+        }
     }
 
     /// Opens a directory: lists it once, so that offsets stay stable.
@@ -336,6 +494,8 @@ impl SecretFs {
         }))
     }
 
+    /// The names in a directory: store folders and secrets, the secret's
+    /// keys, and what lives in memory.
     fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
         let mut entries: BTreeMap<String, bool> = BTreeMap::new();
         let mut denied = None;
@@ -346,7 +506,10 @@ impl SecretFs {
                 ..
             }) => {
                 found = true;
-                for e in listing.iter().filter(|e| names::is_showable(&e.name)) {
+                for e in listing
+                    .iter()
+                    .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
+                {
                     entries.insert(e.name.clone(), true);
                 }
             }
@@ -365,17 +528,33 @@ impl SecretFs {
                         tracing::debug!(path = %dir, "key name cannot be a file name: hidden");
                         continue;
                     }
+                    if self.overlay.is_displaced(&dir.join(key)) {
+                        continue;
+                    }
                     // Where a key and a child share a name, the directory wins.
                     entries.entry(key.clone()).or_insert(false);
                 }
             }
             Ok(_) => {}
-            Err(e @ Error::PermissionDenied(_)) if denied.is_some() => return Err(e),
-            Err(e @ Error::PermissionDenied(_)) if !found => denied = Some(e),
-            Err(Error::PermissionDenied(_)) => {}
+            Err(e @ Error::PermissionDenied(_)) => {
+                if !found {
+                    denied = Some(e);
+                }
+            }
             Err(e) => return Err(e),
         }
-        if let (false, Some(e)) = (found, denied) {
+        for name in self.overlay.dirs_in(dir) {
+            entries.insert(name, true);
+        }
+        for name in self
+            .overlay
+            .new_keys_in(dir)
+            .into_iter()
+            .chain(self.overlay.scratch_in(dir))
+        {
+            entries.entry(name).or_insert(false);
+        }
+        if let (true, Some(e)) = (entries.is_empty() && !found, denied) {
             // Nothing visible and something refused: say so rather than show
             // an empty directory.
             return Err(e);
@@ -388,41 +567,36 @@ impl SecretFs {
 
     /// The entries of an open directory (`.` and `..` excluded) and the directory's inode.
     pub fn dir_entries(&self, fh: u64) -> Result<(Ino, Arc<Vec<DirEntryInfo>>)> {
-        self.handles
-            .with(fh, |h| match h {
-                Handle::Dir { ino, entries } => Ok((*ino, entries.clone())),
-                Handle::File { .. } => Err(Error::NotDir),
-            })
-            .ok_or(Error::Stale)?
+        match &*self.handles.get(fh).ok_or(Error::Stale)? {
+            Handle::Dir { ino, entries } => Ok((*ino, entries.clone())),
+            _ => Err(Error::NotDir),
+        }
     }
 
     /// Attributes of one entry of an open directory, for READDIRPLUS or
     /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
     pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
         let path = self.dir_path(dir)?;
-        if entry.is_dir {
-            let ino = self.inodes.remember(
+        let child_path = path.join(&entry.name);
+        let child = if entry.is_dir {
+            Child::Dir(child_path)
+        } else if self.overlay.scratch(&child_path).is_some() {
+            Child::Scratch(child_path)
+        } else if self.overlay.is_new_key(&child_path) {
+            Child::NewKey(path, entry.name.clone())
+        } else {
+            let cached = self.secret(&path)?;
+            let secret = cached.value.ok_or(Error::NotFound)?;
+            let valid_for = cached.valid_for;
+            return self.remember(
                 dir,
                 &entry.name,
-                NodeKind::Dir {
-                    path: path.join(&entry.name),
-                },
+                Child::Key(path, entry.name.clone(), Some(secret)),
+                valid_for,
                 lookup,
             );
-            return Ok(self.dir_attr(ino, self.ttl));
-        }
-        let cached = self.secret(&path)?;
-        let secret = cached.value.ok_or(Error::NotFound)?;
-        let ino = self.inodes.remember(
-            dir,
-            &entry.name,
-            NodeKind::Key {
-                secret: path,
-                key: entry.name.clone(),
-            },
-            lookup,
-        );
-        self.key_attr(ino, &secret, &entry.name, cached.valid_for)
+        };
+        self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup)
     }
 
     /// The parent inode of a directory, for `..`.

@@ -10,9 +10,69 @@ pub fn is_showable(name: &str) -> bool {
         && name.len() <= 255
 }
 
+/// Whether `name` is a scratch file of an editor or tool (swap, backup,
+/// lock and temporary files): such files live only in memory and never
+/// reach the store.
+///
+/// vim: `.NAME.swp` (`.swo`, `.swn`, … `.swx`), `NAME~`, `4913`;
+/// emacs: `#NAME#`, `.#NAME`; sed -i: `sedXXXXXX`; nano: `.NAME.swp`;
+/// generic: `.NAME.tmp`. (`NAME.bak` is a deliberate copy, not scratch.)
+pub fn is_scratch(name: &str) -> bool {
+    // vim probes with `.NAME.swpx` before it settles on `.NAME.swp`.
+    let vim_swap = name.starts_with('.')
+        && name.len() > 5
+        && name.rsplit_once('.').is_some_and(|(_, ext)| {
+            let ext = ext
+                .strip_suffix('x')
+                .filter(|e| e.len() == 3)
+                .unwrap_or(ext);
+            ext.len() == 3 && ext.starts_with("sw")
+        });
+    let sed_temp = name.len() == 9
+        && name.starts_with("sed")
+        && name[3..].chars().all(|c| c.is_ascii_alphanumeric());
+    vim_swap
+        || sed_temp
+        || name.ends_with('~')
+        || name == "4913"
+        || (name.starts_with('#') && name.ends_with('#') && name.len() > 1)
+        || name.starts_with(".#")
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn editor_and_tool_temporary_names_are_scratch() {
+        for n in [
+            ".PASSWORD.swp",
+            ".PASSWORD.swx",
+            ".PASSWORD.swpx",
+            ".K.swo",
+            "PASSWORD~",
+            "4913",
+            "sedAb12Cd",
+            "#K#",
+            ".#K",
+            ".K.tmp",
+        ] {
+            assert!(is_scratch(n), "{n}");
+        }
+        for n in [
+            "PASSWORD",
+            ".env",
+            "swap",
+            "sed",
+            "sedimentary",
+            "K.bak",
+            "4914",
+            ".swp",
+        ] {
+            assert!(!is_scratch(n), "{n}");
+        }
+    }
 
     #[test]
     fn names_that_cannot_be_file_names_are_hidden() {

@@ -20,6 +20,7 @@ pub struct MemoryStore {
     delay: Mutex<Duration>,
     lists: AtomicU64,
     reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl MemoryStore {
@@ -58,6 +59,25 @@ impl MemoryStore {
     /// Number of LIST calls so far.
     pub fn list_calls(&self) -> u64 {
         self.lists.load(Ordering::SeqCst)
+    }
+
+    /// Number of WRITE calls so far (conflicts included).
+    pub fn write_calls(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// The data of a secret as stored, for assertions.
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        self.lock_secrets()
+            .get(SecretPath::parse(path).as_str())
+            .map(|(d, _)| serde_json::Value::Object(d.clone()))
+    }
+
+    /// The version of a secret, for assertions.
+    pub fn version(&self, path: &str) -> Option<u64> {
+        self.lock_secrets()
+            .get(SecretPath::parse(path).as_str())
+            .map(|(_, v)| *v)
     }
 
     /// Number of READ calls so far.
@@ -112,5 +132,37 @@ impl SecretStore for MemoryStore {
             .lock_secrets()
             .get(path.as_str())
             .map(|(data, version)| Secret::from_json_map(data, Some(*version), None)))
+    }
+
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &serde_json::Map<String, serde_json::Value>,
+        cas: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.before_call()?;
+        let mut secrets = self.lock_secrets();
+        let current = secrets.get(path.as_str()).map_or(0, |(_, v)| *v);
+        if cas.is_some_and(|c| c != current) {
+            return Err(Error::CasConflict);
+        }
+        secrets.insert(path.as_str().to_string(), (data.clone(), current + 1));
+        Ok(Some(current + 1))
+    }
+
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.before_call()?;
+        self.lock_secrets().remove(path.as_str());
+        Ok(())
+    }
+
+    fn current_version(&self, path: &SecretPath) -> Result<Option<u64>> {
+        self.before_call()?;
+        Ok(self.lock_secrets().get(path.as_str()).map(|(_, v)| *v))
+    }
+
+    fn supports_cas(&self) -> bool {
+        true
     }
 }

@@ -158,6 +158,35 @@ impl fmt::Debug for SecretValue {
     }
 }
 
+impl SecretValue {
+    /// The value as the store holds it: a JSON string, or the JSON it renders.
+    pub fn to_json(&self) -> serde_json::Value {
+        if self.json {
+            if let Ok(v) = serde_json::from_slice(self.expose()) {
+                return v;
+            }
+        }
+        serde_json::Value::String(String::from_utf8_lossy(self.expose()).into_owned())
+    }
+
+    /// The JSON to store for bytes written to a file. A key that held
+    /// non-string JSON keeps its type when the new bytes parse as JSON;
+    /// anything else is stored as a string, which must be UTF-8.
+    pub fn json_for_written(bytes: &[u8], was_json: bool) -> Result<serde_json::Value> {
+        if was_json {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+                if !v.is_string() {
+                    return Ok(v);
+                }
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(serde_json::Value::String(s.to_string())),
+            Err(_) => Err(crate::error::Error::NotUtf8),
+        }
+    }
+}
+
 /// A secret: its keys and values, plus what the store says of its version.
 #[derive(Debug, Default)]
 pub struct Secret {
@@ -170,6 +199,14 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// The data as the store holds it, for a write of the whole secret.
+    pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect()
+    }
+
     /// Builds a secret from the JSON object the store returned.
     pub fn from_json_map(
         data: &serde_json::Map<String, serde_json::Value>,
@@ -207,6 +244,27 @@ pub trait SecretStore: Send + Sync + 'static {
     /// Reads the secret at `path`. `Ok(None)` when there is no such secret
     /// (or, in KV v2, its latest version is deleted or destroyed).
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>>;
+
+    /// Writes the whole secret at `path`. With `cas: Some(v)` (KV v2 only)
+    /// the write succeeds only if the current version is `v` (0: none yet),
+    /// else fails with [`Error::CasConflict`](crate::error::Error::CasConflict).
+    /// Returns the new version (KV v2).
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &serde_json::Map<String, serde_json::Value>,
+        cas: Option<u64>,
+    ) -> Result<Option<u64>>;
+
+    /// Deletes the secret at `path` (KV v2: a soft delete of the latest version).
+    fn delete(&self, path: &SecretPath) -> Result<()>;
+
+    /// The current version of a secret whose latest version may be deleted
+    /// (KV v2), which a check-and-set write must name. `None` when unknown.
+    fn current_version(&self, path: &SecretPath) -> Result<Option<u64>>;
+
+    /// Whether writes can be made atomic with check-and-set (KV v2).
+    fn supports_cas(&self) -> bool;
 }
 
 #[cfg(test)]
@@ -257,6 +315,40 @@ mod tests {
             br#"{"a":[1,"x"]}"#
         );
         assert!(SecretValue::from_json(&json!(1.5)).is_json());
+    }
+
+    #[test]
+    fn written_bytes_keep_a_json_type_only_where_there_was_one() {
+        assert_eq!(
+            SecretValue::json_for_written(b"43", true).unwrap(),
+            json!(43)
+        );
+        assert_eq!(
+            SecretValue::json_for_written(b"43", false).unwrap(),
+            json!("43")
+        );
+        assert_eq!(
+            SecretValue::json_for_written(b"not json", true).unwrap(),
+            json!("not json")
+        );
+        assert_eq!(
+            SecretValue::json_for_written(br#""quoted""#, true).unwrap(),
+            json!("\"quoted\"")
+        );
+        assert!(SecretValue::json_for_written(&[0xff, 0xfe], false).is_err());
+    }
+
+    #[test]
+    fn values_round_trip_to_the_json_the_store_held() {
+        for v in [
+            json!("s"),
+            json!(42),
+            json!(1.5),
+            json!(null),
+            json!({"a": [true]}),
+        ] {
+            assert_eq!(SecretValue::from_json(&v).to_json(), v);
+        }
     }
 
     #[test]

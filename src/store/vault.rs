@@ -11,7 +11,7 @@ use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::runtime::Handle;
-use vaultrs::api::kv2::requests::ReadSecretRequest;
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
@@ -224,6 +224,82 @@ impl SecretStore for VaultStore {
                 }
             }
         }
+    }
+
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &serde_json::Map<String, serde_json::Value>,
+        cas: Option<u64>,
+    ) -> Result<Option<u64>> {
+        if path.is_root() {
+            return Err(Error::Invalid(
+                "a secret cannot live at the mount's root".into(),
+            ));
+        }
+        let mount = self.source.mount.as_str();
+        match self.source.version {
+            KvVersion::V2 => {
+                let result = match cas {
+                    Some(version) => {
+                        let cas = u32::try_from(version)
+                            .map_err(|_| Error::Protocol("version out of range".into()))?;
+                        self.call(vaultrs::kv2::set_with_options(
+                            &self.client,
+                            mount,
+                            path.as_str(),
+                            data,
+                            SetSecretRequestOptions { cas },
+                        ))
+                    }
+                    None => self.call(vaultrs::kv2::set(&self.client, mount, path.as_str(), data)),
+                };
+                match result {
+                    Ok(meta) => Ok(meta.map(|m| m.version)),
+                    // Vault answers a CAS mismatch with 400 "check-and-set parameter did not match".
+                    Err(Error::Invalid(msg)) if msg.contains("check-and-set") => {
+                        Err(Error::CasConflict)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            KvVersion::V1 => {
+                let map: std::collections::HashMap<&str, &serde_json::Value> =
+                    data.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                self.call(vaultrs::kv1::set(&self.client, mount, path.as_str(), &map))?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        let mount = self.source.mount.as_str();
+        match self.source.version {
+            KvVersion::V2 => self.call(vaultrs::kv2::delete_latest(
+                &self.client,
+                mount,
+                path.as_str(),
+            ))?,
+            KvVersion::V1 => self.call(vaultrs::kv1::delete(&self.client, mount, path.as_str()))?,
+        };
+        Ok(())
+    }
+
+    fn current_version(&self, path: &SecretPath) -> Result<Option<u64>> {
+        match self.source.version {
+            KvVersion::V2 => Ok(self
+                .call(vaultrs::kv2::read_metadata(
+                    &self.client,
+                    self.source.mount.as_str(),
+                    path.as_str(),
+                ))?
+                .map(|m| m.current_version)),
+            KvVersion::V1 => Ok(None),
+        }
+    }
+
+    fn supports_cas(&self) -> bool {
+        self.source.version == KvVersion::V2
     }
 }
 

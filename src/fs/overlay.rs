@@ -1,0 +1,204 @@
+//! What exists in the mount but not (or not yet, or no longer) in the store:
+//! directories made with `mkdir` and still empty, keys created and not yet
+//! committed, editors' scratch files, keys an editor moved aside, and
+//! secrets we deleted that KV v2 listings still name.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use secrecy::SecretBox;
+
+use crate::store::SecretPath;
+
+/// A file that lives only in memory.
+pub struct ScratchFile {
+    /// Its bytes (zeroized on drop).
+    pub data: SecretBox<Vec<u8>>,
+    /// Last change.
+    pub modified: SystemTime,
+}
+
+impl ScratchFile {
+    /// A file holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        ScratchFile {
+            data: SecretBox::new(Box::new(bytes)),
+            modified: SystemTime::now(),
+        }
+    }
+}
+
+/// A shared scratch file.
+pub type Scratch = Arc<Mutex<ScratchFile>>;
+
+#[derive(Default)]
+struct Inner {
+    dirs: BTreeSet<SecretPath>,
+    scratch: HashMap<SecretPath, Scratch>,
+    new_keys: HashSet<SecretPath>,
+    /// key path → the scratch path holding its old value.
+    displaced: HashMap<SecretPath, SecretPath>,
+    deleted: HashSet<SecretPath>,
+}
+
+/// The in-memory layer over the store. Paths of keys are `secret/KEY`.
+#[derive(Default)]
+pub struct Overlay {
+    inner: Mutex<Inner>,
+}
+
+fn children<'a>(paths: impl Iterator<Item = &'a SecretPath>, dir: &SecretPath) -> Vec<String> {
+    paths
+        .filter_map(|p| match p.split_last() {
+            Some((parent, name)) if &parent == dir => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Overlay {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `path` is a directory made with mkdir and not yet in the store.
+    pub fn is_dir(&self, path: &SecretPath) -> bool {
+        self.lock().dirs.contains(path)
+    }
+
+    /// Records a new, empty directory.
+    pub fn add_dir(&self, path: SecretPath) {
+        self.lock().dirs.insert(path);
+    }
+
+    /// Forgets an in-memory directory; `false` if there was none.
+    pub fn remove_dir(&self, path: &SecretPath) -> bool {
+        self.lock().dirs.remove(path)
+    }
+
+    /// Names of in-memory directories directly under `dir`.
+    pub fn dirs_in(&self, dir: &SecretPath) -> Vec<String> {
+        children(self.lock().dirs.iter(), dir)
+    }
+
+    /// Whether anything of the overlay lives directly under `dir`.
+    pub fn has_children(&self, dir: &SecretPath) -> bool {
+        let inner = self.lock();
+        let under = |p: &SecretPath| p.split_last().is_some_and(|(parent, _)| &parent == dir);
+        inner.dirs.iter().any(under)
+            || inner.scratch.keys().any(under)
+            || inner.new_keys.iter().any(under)
+    }
+
+    /// The scratch file at `path`.
+    pub fn scratch(&self, path: &SecretPath) -> Option<Scratch> {
+        self.lock().scratch.get(path).cloned()
+    }
+
+    /// Creates (or replaces) a scratch file.
+    pub fn put_scratch(&self, path: SecretPath, file: ScratchFile) -> Scratch {
+        let file = Arc::new(Mutex::new(file));
+        self.lock().scratch.insert(path, file.clone());
+        file
+    }
+
+    /// Removes a scratch file; a key it held aside shows again.
+    pub fn remove_scratch(&self, path: &SecretPath) -> Option<Scratch> {
+        let mut inner = self.lock();
+        inner.displaced.retain(|_, s| s != path);
+        inner.scratch.remove(path)
+    }
+
+    /// Names of scratch files directly under `dir`.
+    pub fn scratch_in(&self, dir: &SecretPath) -> Vec<String> {
+        children(self.lock().scratch.keys(), dir)
+    }
+
+    /// Records a key created and not yet committed.
+    pub fn add_new_key(&self, key: SecretPath) {
+        let mut inner = self.lock();
+        inner.displaced.remove(&key);
+        inner.new_keys.insert(key);
+    }
+
+    /// Whether `key` was created and is not yet committed.
+    pub fn is_new_key(&self, key: &SecretPath) -> bool {
+        self.lock().new_keys.contains(key)
+    }
+
+    /// Forgets an uncommitted key; `false` if there was none.
+    pub fn remove_new_key(&self, key: &SecretPath) -> bool {
+        self.lock().new_keys.remove(key)
+    }
+
+    /// Names of uncommitted keys of the secret `dir`.
+    pub fn new_keys_in(&self, dir: &SecretPath) -> Vec<String> {
+        children(self.lock().new_keys.iter(), dir)
+    }
+
+    /// Hides `key` (still in the store) while `scratch` holds its old value:
+    /// an editor renamed the file to its backup name and writes a new one.
+    pub fn displace(&self, key: SecretPath, scratch: SecretPath) {
+        self.lock().displaced.insert(key, scratch);
+    }
+
+    /// Whether `key` is hidden behind an editor's backup.
+    pub fn is_displaced(&self, key: &SecretPath) -> bool {
+        self.lock().displaced.contains_key(key)
+    }
+
+    /// Records that the secret at `path` was deleted through the mount.
+    pub fn mark_deleted(&self, path: SecretPath) {
+        self.lock().deleted.insert(path);
+    }
+
+    /// Whether the secret at `path` was deleted through the mount.
+    pub fn is_deleted(&self, path: &SecretPath) -> bool {
+        self.lock().deleted.contains(path)
+    }
+
+    /// A write of `key` in `secret` reached the store: the key, the secret
+    /// and every folder above it now exist there.
+    pub fn committed(&self, secret: &SecretPath, key: &str) {
+        let mut inner = self.lock();
+        let key_path = secret.join(key);
+        inner.new_keys.remove(&key_path);
+        inner.displaced.remove(&key_path);
+        inner.deleted.remove(secret);
+        let mut p = Some(secret.clone());
+        while let Some(path) = p {
+            inner.dirs.remove(&path);
+            p = path.split_last().map(|(parent, _)| parent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_turns_in_memory_directories_into_store_ones() {
+        let o = Overlay::default();
+        o.add_dir(SecretPath::parse("a"));
+        o.add_dir(SecretPath::parse("a/b"));
+        assert_eq!(o.dirs_in(&SecretPath::parse("a")), vec!["b".to_string()]);
+        o.add_new_key(SecretPath::parse("a/b/K"));
+        o.committed(&SecretPath::parse("a/b"), "K");
+        assert!(!o.is_dir(&SecretPath::parse("a")));
+        assert!(!o.is_dir(&SecretPath::parse("a/b")));
+        assert!(!o.is_new_key(&SecretPath::parse("a/b/K")));
+    }
+
+    #[test]
+    fn removing_a_backup_shows_the_key_it_held_aside() {
+        let o = Overlay::default();
+        let (key, backup) = (SecretPath::parse("s/K"), SecretPath::parse("s/K~"));
+        o.put_scratch(backup.clone(), ScratchFile::new(b"old".to_vec()));
+        o.displace(key.clone(), backup.clone());
+        assert!(o.is_displaced(&key));
+        o.remove_scratch(&backup);
+        assert!(!o.is_displaced(&key));
+    }
+}

@@ -1,0 +1,509 @@
+//! The write path: every change a program makes through the mount, turned
+//! into as few store writes as possible, each one a read-modify-write of
+//! the whole secret with check-and-set (KV v2), retried on conflict.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
+
+use super::handle::{Handle, WriteBuffer};
+use super::inode::{Ino, NodeKind};
+use super::overlay::{Scratch, ScratchFile};
+use super::{lock, names, Attr, Child, SecretFs};
+use crate::error::{Error, Result};
+use crate::store::{Secret, SecretPath, SecretValue};
+
+/// How often a check-and-set write is retried before `EAGAIN`.
+const CAS_ATTEMPTS: usize = 8;
+
+type Data = serde_json::Map<String, serde_json::Value>;
+
+/// Truncates or extends a scratch file to `size` bytes.
+pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
+    let mut f = lock(file);
+    f.data
+        .expose_secret_mut()
+        .resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
+    f.modified = SystemTime::now();
+}
+
+/// Writes `bytes` at `offset` into `buf`, refusing to grow past `limit`.
+fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> Result<()> {
+    let end = offset.saturating_add(bytes.len() as u64);
+    if end > limit {
+        return Err(Error::TooBig(limit));
+    }
+    let (start, end) = (offset as usize, end as usize);
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[start..end].copy_from_slice(bytes);
+    Ok(())
+}
+
+/// The value a key will hold after `bytes` are written to its file.
+fn set_key(data: &mut Data, key: &str, bytes: &[u8]) -> Result<()> {
+    let was_json = data.get(key).is_some_and(|v| !v.is_string());
+    let value = SecretValue::json_for_written(bytes, was_json)?;
+    data.insert(key.to_string(), value);
+    Ok(())
+}
+
+impl SecretFs {
+    fn writable(&self) -> Result<()> {
+        if self.config.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies `change` to the latest data of `secret` and writes it back,
+    /// with check-and-set on the version read, retrying on conflict. On
+    /// success the cache holds the new data at once (read-your-writes).
+    fn commit(
+        &self,
+        secret: &SecretPath,
+        mut change: impl FnMut(&mut Data) -> Result<()>,
+    ) -> Result<()> {
+        let _span = tracing::debug_span!("commit", path = %secret).entered();
+        let secret_lock = lock(&self.commit_locks)
+            .entry(secret.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        let _one_at_a_time = lock(&secret_lock);
+        let mut deleted_version = None;
+        for attempt in 1..=CAS_ATTEMPTS {
+            let latest = self.store.read(secret)?;
+            let mut data = latest.as_ref().map(Secret::to_json_map).unwrap_or_default();
+            change(&mut data)?;
+            let cas = self.store.supports_cas().then(|| {
+                latest
+                    .as_ref()
+                    .and_then(|s| s.version)
+                    .or(deleted_version)
+                    .unwrap_or(0)
+            });
+            match self.store.write(secret, &data, cas) {
+                Ok(version) => {
+                    let fresh = Secret::from_json_map(&data, version, Some(SystemTime::now()));
+                    self.secrets.insert(secret.clone(), Some(fresh));
+                    self.invalidate_listings_above(secret);
+                    tracing::debug!(attempt, version, "committed");
+                    return Ok(());
+                }
+                Err(Error::CasConflict) => {
+                    tracing::debug!(attempt, "check-and-set conflict: re-reading");
+                    if latest.is_none() {
+                        // A deleted secret keeps its version number: CAS must name it.
+                        deleted_version = self.store.current_version(secret)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::CasConflict)
+    }
+
+    fn invalidate_listings_above(&self, path: &SecretPath) {
+        let mut p = path.split_last().map(|(parent, _)| parent);
+        while let Some(dir) = p {
+            self.listings.invalidate(&dir);
+            p = dir.split_last().map(|(parent, _)| parent);
+        }
+    }
+
+    /// The bytes a key's file shows now: its write buffer, else the store's value.
+    fn current_bytes(&self, ino: Ino, secret: &SecretPath, key: &str) -> Result<Vec<u8>> {
+        if let Some((buffer, _)) = lock(&self.writers).get(&ino) {
+            return Ok(lock(buffer).data.expose_secret().clone());
+        }
+        if self.overlay.is_new_key(&secret.join(key)) {
+            return Ok(Vec::new());
+        }
+        let cached = self.secret(secret)?;
+        let s = cached.value.ok_or(Error::NotFound)?;
+        Ok(s.keys.get(key).ok_or(Error::NotFound)?.expose().to_vec())
+    }
+
+    pub(super) fn open_for_write(
+        &self,
+        ino: Ino,
+        secret: SecretPath,
+        key: String,
+        truncate: bool,
+    ) -> Result<u64> {
+        self.writable()?;
+        let existing = lock(&self.writers).get_mut(&ino).map(|(b, n)| {
+            *n += 1;
+            b.clone()
+        });
+        let buffer = match existing {
+            Some(b) => b,
+            None => {
+                let initial = if truncate {
+                    Vec::new()
+                } else {
+                    self.current_bytes(ino, &secret, &key)?
+                };
+                let fresh = Arc::new(Mutex::new(WriteBuffer {
+                    secret,
+                    key,
+                    data: SecretBox::new(Box::new(initial)),
+                    dirty: false,
+                }));
+                let mut writers = lock(&self.writers);
+                let entry = writers.entry(ino).or_insert((fresh, 0));
+                entry.1 += 1;
+                entry.0.clone()
+            }
+        };
+        if truncate {
+            let mut b = lock(&buffer);
+            b.data.expose_secret_mut().clear();
+            b.dirty = true;
+        }
+        Ok(self.handles.insert(Handle::Write { ino, buffer }))
+    }
+
+    /// Writes `data` at `offset` of an open file; the store sees it on flush.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.writable()?;
+        let limit = self.config.max_value_size;
+        match &*self.handles.get(fh).ok_or(Error::Stale)? {
+            Handle::Write { buffer, .. } => {
+                let mut b = lock(buffer);
+                write_into(b.data.expose_secret_mut(), offset, data, limit)?;
+                b.dirty = true;
+            }
+            Handle::Scratch { file } => {
+                let mut f = lock(file);
+                write_into(f.data.expose_secret_mut(), offset, data, limit)?;
+                f.modified = SystemTime::now();
+            }
+            Handle::Read { .. } => return Err(Error::ReadOnly),
+            Handle::Dir { .. } => return Err(Error::IsDir),
+        }
+        Ok(u32::try_from(data.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Commits what was written through `fh` (on close and fsync), so that
+    /// any failure reaches the program.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let handle = self.handles.get(fh).ok_or(Error::Stale)?;
+        let Handle::Write { buffer, .. } = &*handle else {
+            return Ok(());
+        };
+        let mut b = lock(buffer);
+        if !b.dirty {
+            return Ok(());
+        }
+        let (secret, key) = (b.secret.clone(), b.key.clone());
+        let bytes = b.data.expose_secret();
+        if bytes.len() as u64 > self.config.max_value_size {
+            return Err(Error::TooBig(self.config.max_value_size));
+        }
+        self.commit(&secret, |data| set_key(data, &key, bytes))?;
+        b.dirty = false;
+        self.overlay.committed(&secret, &key);
+        Ok(())
+    }
+
+    /// Closes a handle. A write buffer that is still dirty (its flush failed
+    /// or never came) is tried once more; its errors can only be logged.
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = self.handles.get(fh) else {
+            return;
+        };
+        if let Handle::Write { ino, .. } = &*handle {
+            if let Err(e) = self.flush(fh) {
+                tracing::error!(path = %self.describe(*ino), error = %e, "changes not saved to the store");
+            }
+            let mut writers = lock(&self.writers);
+            if let Some((buffer, n)) = writers.get_mut(ino) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    let b = lock(buffer);
+                    // A created key that never reached the store disappears.
+                    self.overlay.remove_new_key(&b.secret.join(&b.key));
+                    drop(b);
+                    writers.remove(ino);
+                }
+            }
+        }
+        self.handles.remove(fh);
+    }
+
+    /// Changes attributes: size (truncate) is a write; owner and group are
+    /// fixed by the mount; modes are accepted and ignored (the mount sets them).
+    pub fn setattr(
+        &self,
+        ino: Ino,
+        size: Option<u64>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Attr> {
+        let p = self.config.presentation;
+        if uid.is_some_and(|u| u != p.uid) || gid.is_some_and(|g| g != p.gid) {
+            return Err(Error::NotPermitted(
+                "owner and group are set by the mount options",
+            ));
+        }
+        if let Some(size) = size {
+            self.writable()?;
+            if size > self.config.max_value_size {
+                return Err(Error::TooBig(self.config.max_value_size));
+            }
+            match self.node(ino)? {
+                NodeKind::Dir { .. } => return Err(Error::IsDir),
+                NodeKind::Scratch { path } => {
+                    let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                    truncate_scratch(&file, size);
+                }
+                NodeKind::Key { secret, key } => {
+                    let len = usize::try_from(size).unwrap_or(usize::MAX);
+                    let open = lock(&self.writers).get(&ino).map(|(b, _)| b.clone());
+                    match open {
+                        Some(buffer) => {
+                            // Committed with the writer's flush.
+                            let mut b = lock(&buffer);
+                            b.data.expose_secret_mut().resize(len, 0);
+                            b.dirty = true;
+                        }
+                        None => {
+                            // truncate(2) on a path: nothing will flush it, so commit now.
+                            let mut bytes = self.current_bytes(ino, &secret, &key)?;
+                            bytes.resize(len, 0);
+                            let bytes = SecretBox::new(Box::new(bytes));
+                            self.commit(&secret, |data| {
+                                set_key(data, &key, bytes.expose_secret())
+                            })?;
+                            self.overlay.committed(&secret, &key);
+                        }
+                    }
+                }
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// Creates a file and opens it for writing. Scratch names live in
+    /// memory; other names become a key of the directory's secret, committed
+    /// on flush (an empty file makes an empty value).
+    pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, u64)> {
+        self.writable()?;
+        let dir = self.dir_path(parent)?;
+        if !names::is_showable(name) {
+            return Err(Error::Invalid(format!("{name:?} cannot be a key name")));
+        }
+        let path = dir.join(name);
+        if names::is_scratch(name) {
+            let file = self
+                .overlay
+                .put_scratch(path.clone(), ScratchFile::new(Vec::new()));
+            let attr = self.remember(parent, name, Child::Scratch(path), super::LOCAL_TTL, true)?;
+            return Ok((attr, self.handles.insert(Handle::Scratch { file })));
+        }
+        if dir.is_root() {
+            return Err(Error::NotPermitted(
+                "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
+            ));
+        }
+        self.overlay.add_new_key(path);
+        let attr = self.remember(
+            parent,
+            name,
+            Child::NewKey(dir.clone(), name.to_string()),
+            std::time::Duration::ZERO,
+            true,
+        )?;
+        let fh = self.open_for_write(attr.ino, dir, name.to_string(), true)?;
+        Ok((attr, fh))
+    }
+
+    /// Makes a directory. It lives in memory until a key is written in it.
+    pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
+        self.writable()?;
+        let dir = self.dir_path(parent)?;
+        if !names::is_showable(name) {
+            return Err(Error::Invalid(format!("{name:?} cannot be a secret name")));
+        }
+        match self.find_child(&dir, name) {
+            Ok(_) => return Err(Error::Exists),
+            Err(Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        let path = dir.join(name);
+        self.overlay.add_dir(path.clone());
+        self.remember(parent, name, Child::Dir(path), super::LOCAL_TTL, true)
+    }
+
+    /// Removes a key (one write of its secret without it) or a scratch file.
+    pub fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_path(parent)?;
+        let path = dir.join(name);
+        if self.overlay.remove_scratch(&path).is_some() {
+            return Ok(());
+        }
+        if self.overlay.remove_new_key(&path) {
+            return Ok(());
+        }
+        match self.find_child(&dir, name)?.0 {
+            Child::Dir(_) => Err(Error::IsDir),
+            Child::Scratch(_) | Child::NewKey(..) => Ok(()),
+            Child::Key(..) => self.commit(&dir, |data| {
+                data.remove(name).map(|_| ()).ok_or(Error::NotFound)
+            }),
+        }
+    }
+
+    /// Removes an empty directory: in KV v2 a soft delete of its secret
+    /// (`bao kv undelete` brings it back); the name leaves the mount.
+    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_path(parent)?;
+        let path = dir.join(name);
+        if self.overlay.is_dir(&path) {
+            if self.overlay.has_children(&path) {
+                return Err(Error::NotEmpty);
+            }
+            self.overlay.remove_dir(&path);
+            return Ok(());
+        }
+        match self.find_child(&dir, name)?.0 {
+            Child::Dir(_) => {}
+            _ => return Err(Error::NotDir),
+        }
+        if !self.list_dir(&path)?.is_empty() {
+            return Err(Error::NotEmpty);
+        }
+        if self.store.read(&path)?.is_some() {
+            self.store.delete(&path)?;
+        }
+        self.overlay.mark_deleted(path.clone());
+        self.secrets.insert(path.clone(), None);
+        self.listings.invalidate(&path);
+        self.invalidate_listings_above(&path);
+        Ok(())
+    }
+
+    /// Renames a file inside one secret: one atomic write. Editors' scratch
+    /// files move in memory; a scratch file renamed onto a key commits its
+    /// content as that key; a key renamed to a scratch name (an editor's
+    /// backup) is only hidden while the editor writes its new version.
+    /// Anything across secrets, and any directory, is `EXDEV`, so `mv`
+    /// falls back to copy and delete.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.writable()?;
+        let (src_dir, dst_dir) = (self.dir_path(parent)?, self.dir_path(new_parent)?);
+        if !names::is_showable(new_name) {
+            return Err(Error::Invalid(format!("{new_name:?} cannot be a key name")));
+        }
+        let (src, dst) = (src_dir.join(name), dst_dir.join(new_name));
+        let dst_scratch = names::is_scratch(new_name);
+        if no_replace && self.find_child(&dst_dir, new_name).is_ok() {
+            return Err(Error::Exists);
+        }
+
+        if let Some(file) = self.overlay.scratch(&src) {
+            if dst_scratch {
+                self.overlay.remove_scratch(&src);
+                let moved = std::mem::replace(&mut *lock(&file), ScratchFile::new(Vec::new()));
+                self.overlay.put_scratch(dst.clone(), moved);
+                self.inodes.rename(
+                    parent,
+                    name,
+                    new_parent,
+                    new_name,
+                    NodeKind::Scratch { path: dst },
+                );
+                return Ok(());
+            }
+            if src_dir != dst_dir {
+                return Err(Error::CrossSecret);
+            }
+            // `sed -i`, `mv tmp KEY`: the scratch file's bytes become the key.
+            {
+                let f = lock(&file);
+                let bytes = f.data.expose_secret();
+                self.commit(&dst_dir, |data| set_key(data, new_name, bytes))?;
+            }
+            self.overlay.remove_scratch(&src);
+            self.overlay.committed(&dst_dir, new_name);
+            self.inodes.rename(
+                parent,
+                name,
+                new_parent,
+                new_name,
+                NodeKind::Key {
+                    secret: dst_dir,
+                    key: new_name.to_string(),
+                },
+            );
+            return Ok(());
+        }
+
+        match self.find_child(&src_dir, name)?.0 {
+            Child::Dir(_) => return Err(Error::CrossSecret),
+            Child::Scratch(_) => return Err(Error::NotFound),
+            Child::NewKey(..) => {
+                return Err(Error::NotPermitted(
+                    "the key is still being written: close it first",
+                ))
+            }
+            Child::Key(..) => {}
+        }
+        if src_dir != dst_dir {
+            return Err(Error::CrossSecret);
+        }
+        let src_ino = self.inodes.lookup_name(parent, name);
+        if dst_scratch {
+            // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
+            // value in memory and hide the key until the new one is written.
+            let bytes = match src_ino {
+                Some(ino) => self.current_bytes(ino, &src_dir, name)?,
+                None => self.current_bytes(0, &src_dir, name)?,
+            };
+            self.overlay
+                .put_scratch(dst.clone(), ScratchFile::new(bytes));
+            self.overlay.displace(src, dst.clone());
+            self.inodes.rename(
+                parent,
+                name,
+                new_parent,
+                new_name,
+                NodeKind::Scratch { path: dst },
+            );
+            return Ok(());
+        }
+        self.commit(&src_dir, |data| {
+            let value = data.remove(name).ok_or(Error::NotFound)?;
+            if no_replace && data.contains_key(new_name) {
+                return Err(Error::Exists);
+            }
+            data.insert(new_name.to_string(), value);
+            Ok(())
+        })?;
+        self.overlay.committed(&dst_dir, new_name);
+        self.inodes.rename(
+            parent,
+            name,
+            new_parent,
+            new_name,
+            NodeKind::Key {
+                secret: dst_dir,
+                key: new_name.to_string(),
+            },
+        );
+        Ok(())
+    }
+}
