@@ -192,7 +192,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        match self.core.flush(fh.0) {
+        match self.core.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsync", ino.0, None, &e)),
         }

@@ -30,6 +30,10 @@ pub struct WriteBuffer {
     pub data: SecretBox<Vec<u8>>,
     /// Whether `data` differs from what the store has.
     pub dirty: bool,
+    /// Whether bytes were written since the last commit. A flush commits
+    /// only then: shells open, `dup2` and close the first descriptor before
+    /// writing, and that close must not commit an empty value.
+    pub written: bool,
 }
 
 /// A shared write buffer.

@@ -15,7 +15,8 @@ pub fn is_showable(name: &str) -> bool {
 /// reach the store.
 ///
 /// vim: `.NAME.swp` (`.swo`, `.swn`, … `.swx`), `NAME~`, `4913`;
-/// emacs: `#NAME#`, `.#NAME`; sed -i: `sedXXXXXX`; nano: `.NAME.swp`;
+/// emacs: `#NAME#`, `.#NAME`; sed -i: `sedXXXXXX`; perl -i: `XXxxxxxx`;
+/// nano: `.NAME.swp`;
 /// generic: `.NAME.tmp`. (`NAME.bak` is a deliberate copy, not scratch.)
 pub fn is_scratch(name: &str) -> bool {
     // vim probes with `.NAME.swpx` before it settles on `.NAME.swp`.
@@ -28,11 +29,17 @@ pub fn is_scratch(name: &str) -> bool {
                 .unwrap_or(ext);
             ext.len() == 3 && ext.starts_with("sw")
         });
-    let sed_temp = name.len() == 9
-        && name.starts_with("sed")
-        && name[3..].chars().all(|c| c.is_ascii_alphanumeric());
+    let mkstemp = |prefix: &str| {
+        name.len() == prefix.len() + 6
+            && name.starts_with(prefix)
+            && name[prefix.len()..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+    };
+    // sed -i: `sedXXXXXX`; perl -i: `XXxxxxxx`.
+    let tool_temp = mkstemp("sed") || mkstemp("XX");
     vim_swap
-        || sed_temp
+        || tool_temp
         || name.ends_with('~')
         || name == "4913"
         || (name.starts_with('#') && name.ends_with('#') && name.len() > 1)

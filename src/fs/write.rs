@@ -152,6 +152,7 @@ impl SecretFs {
                     key,
                     data: SecretBox::new(Box::new(initial)),
                     dirty: false,
+                    written: false,
                 }));
                 let mut writers = lock(&self.writers);
                 let entry = writers.entry(ino).or_insert((fresh, 0));
@@ -176,6 +177,7 @@ impl SecretFs {
                 let mut b = lock(buffer);
                 write_into(b.data.expose_secret_mut(), offset, data, limit)?;
                 b.dirty = true;
+                b.written = true;
             }
             Handle::Scratch { file } => {
                 let mut f = lock(file);
@@ -189,14 +191,21 @@ impl SecretFs {
     }
 
     /// Commits what was written through `fh` (on close and fsync), so that
-    /// any failure reaches the program.
+    /// any failure reaches the program. A change made only by truncation or
+    /// creation, with no byte written, waits for [`release`](Self::release).
     pub fn flush(&self, fh: u64) -> Result<()> {
+        self.commit_handle(fh, false)
+    }
+
+    /// Commits an open file's buffer if it holds a change; with `force`
+    /// also a change made without writing (truncation, creation).
+    fn commit_handle(&self, fh: u64, force: bool) -> Result<()> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         let Handle::Write { buffer, .. } = &*handle else {
             return Ok(());
         };
         let mut b = lock(buffer);
-        if !b.dirty {
+        if !b.dirty || !(b.written || force) {
             return Ok(());
         }
         let (secret, key) = (b.secret.clone(), b.key.clone());
@@ -206,18 +215,25 @@ impl SecretFs {
         }
         self.commit(&secret, |data| set_key(data, &key, bytes))?;
         b.dirty = false;
+        b.written = false;
         self.overlay.committed(&secret, &key);
         Ok(())
     }
 
-    /// Closes a handle. A write buffer that is still dirty (its flush failed
-    /// or never came) is tried once more; its errors can only be logged.
+    /// Commits every change of an open file, written or not (fsync).
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        self.commit_handle(fh, true)
+    }
+
+    /// Closes a handle. A write buffer that is still dirty (a truncation or
+    /// creation with nothing written, or a failed flush) is committed now;
+    /// its errors can only be logged.
     pub fn release(&self, fh: u64) {
         let Some(handle) = self.handles.get(fh) else {
             return;
         };
         if let Handle::Write { ino, .. } = &*handle {
-            if let Err(e) = self.flush(fh) {
+            if let Err(e) = self.commit_handle(fh, true) {
                 tracing::error!(path = %self.describe(*ino), error = %e, "changes not saved to the store");
             }
             let mut writers = lock(&self.writers);
