@@ -1,7 +1,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use secretfs::cli::{self, Command};
 
@@ -11,19 +14,28 @@ fn init_logging(verbose: u8) {
         1 => "secretfs=debug",
         _ => "secretfs=trace",
     };
-    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{ours}"));
-    // The HTTP layers may print request bodies (secret values) at trace
-    // level: keep them quiet whatever RUST_LOG says.
-    let filter = EnvFilter::try_new(format!(
-        "{base},rustify=off,vaultrs=warn,reqwest=warn,hyper=warn"
-    ))
-    .unwrap_or_else(|_| EnvFilter::new(ours));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("warn,{ours}"));
+    let user = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new(ours));
+    // Whatever RUST_LOG says: the HTTP layers may print request bodies
+    // (secret values) at trace level, vaultrs logs every 404 and CAS
+    // conflict as an error, and fuser warns for every operation we answer
+    // ENOSYS on purpose. We log each failure once, with its path.
+    let quiet = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("vaultrs", LevelFilter::OFF)
+        .with_target("rustify", LevelFilter::OFF)
+        .with_target("reqwest", LevelFilter::WARN)
+        .with_target("hyper", LevelFilter::WARN)
+        .with_target("fuser", LevelFilter::ERROR);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(user.and(quiet));
+    tracing_subscriber::registry().with(layer).init();
 }
 
 fn main() -> ExitCode {

@@ -181,10 +181,59 @@ impl SecretFs {
         self.secrets.get_or_fetch(path, || self.store.read(path))
     }
 
-    /// Whether a listing entry still stands: a secret we deleted (and that
-    /// KV v2 still lists) does not, unless it is also a folder.
+    /// Whether a listing entry still stands. KV v2 keeps listing a secret
+    /// after a (soft) delete, and a folder whose secrets are all deleted: a
+    /// secret we deleted does not stand until it holds data again, nor a
+    /// folder holding nothing else.
     fn entry_stands(&self, dir: &SecretPath, e: &crate::store::ListEntry) -> bool {
-        e.folder || !self.overlay.is_deleted(&dir.join(&e.name))
+        self.entry_stands_below(dir, e, 0)
+    }
+
+    fn entry_stands_below(
+        &self,
+        dir: &SecretPath,
+        e: &crate::store::ListEntry,
+        depth: usize,
+    ) -> bool {
+        let path = dir.join(&e.name);
+        if e.folder {
+            return !self.hollow_folder(&path, depth);
+        }
+        if !self.overlay.is_deleted(&path) {
+            // A secret known (fresh in the cache) to have no live version
+            // is a KV v2 soft delete made elsewhere: hidden too.
+            return !matches!(self.secrets.fresh(&path), Some(Cached { value: None, .. }));
+        }
+        match self.secret(&path) {
+            Ok(Cached { value: Some(_), .. }) => {
+                // Written again (here or by `bao kv undelete`).
+                self.overlay.clear_deleted(&path);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the secret at `path` has a live version (or we may not know).
+    fn secret_is_live(&self, path: &SecretPath) -> bool {
+        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
+    }
+
+    /// Whether the folder `path` lists only secrets we deleted (at any depth).
+    fn hollow_folder(&self, path: &SecretPath, depth: usize) -> bool {
+        if depth > 32 || !self.overlay.has_deleted_under(path) {
+            return false;
+        }
+        match self.listing(path) {
+            Ok(Cached {
+                value: Some(listing),
+                ..
+            }) => listing
+                .iter()
+                .all(|e| !self.entry_stands_below(path, e, depth + 1)),
+            Ok(_) => true,
+            Err(_) => false,
+        }
     }
 
     // ---- attributes ------------------------------------------------------
@@ -331,12 +380,16 @@ impl SecretFs {
         match self.listing(dir) {
             Ok(listing) => {
                 valid_for = valid_for.min(listing.valid_for);
-                if listing
-                    .value
-                    .iter()
-                    .flat_map(|l| l.iter())
-                    .any(|e| e.name == name && self.entry_stands(dir, e))
-                {
+                let entries = listing.value.iter().flat_map(|l| l.iter());
+                let (mut folder, mut secret) = (false, false);
+                for e in entries.filter(|e| e.name == name && self.entry_stands(dir, e)) {
+                    folder |= e.folder;
+                    secret |= !e.folder;
+                }
+                // KV v2 keeps listing a soft-deleted secret: a secret-only
+                // entry is a directory only if it has a live version. Its
+                // GET is needed by the first access below it anyway.
+                if folder || (secret && self.secret_is_live(&child_path)) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }

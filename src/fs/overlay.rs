@@ -158,6 +158,20 @@ impl Overlay {
         self.lock().deleted.contains(path)
     }
 
+    /// Forgets that `path` was deleted (it exists again).
+    pub fn clear_deleted(&self, path: &SecretPath) {
+        self.lock().deleted.remove(path);
+    }
+
+    /// Whether a secret we deleted lies below the folder `path`.
+    pub fn has_deleted_under(&self, path: &SecretPath) -> bool {
+        let prefix = format!("{}/", path.as_str());
+        self.lock()
+            .deleted
+            .iter()
+            .any(|d| path.is_root() || d.as_str().starts_with(&prefix))
+    }
+
     /// A write of `key` in `secret` reached the store: the key, the secret
     /// and every folder above it now exist there.
     pub fn committed(&self, secret: &SecretPath, key: &str) {

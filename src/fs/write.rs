@@ -345,12 +345,15 @@ impl SecretFs {
         if !names::is_showable(name) {
             return Err(Error::Invalid(format!("{name:?} cannot be a secret name")));
         }
+        let path = dir.join(name);
         match self.find_child(&dir, name) {
+            // A directory left by a (soft) deleted secret, holding nothing, can be made again.
+            Ok((Child::Dir(_), _))
+                if !self.overlay.is_dir(&path) && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
             Err(Error::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let path = dir.join(name);
         self.overlay.add_dir(path.clone());
         self.remember(parent, name, Child::Dir(path), super::LOCAL_TTL, true)
     }

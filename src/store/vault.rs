@@ -172,7 +172,7 @@ impl VaultStore {
         match with_deadline(&self.rt, self.timeout, fut) {
             None => Err(Error::Timeout(self.timeout)),
             Some(Ok(v)) => Ok(Some(v)),
-            Some(Err(ClientError::APIError { code: 404, .. })) => Ok(None),
+            Some(Err(e)) if status(&e) == Some(404) => Ok(None),
             Some(Err(e)) => Err(to_error(&e)),
         }
     }
@@ -331,6 +331,9 @@ fn describe(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
         ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => format!("HTTP {code}"),
         ClientError::RestClientError { source } => {
             // Walk to the innermost cause: "connection refused" says more than
             // "error sending request".
@@ -346,14 +349,26 @@ fn describe(e: &ClientError) -> String {
     }
 }
 
-fn to_error(e: &ClientError) -> Error {
+/// The HTTP status of a failed request. vaultrs gives `APIError` only when
+/// the body carries an `errors` list; a KV v2 read of a deleted secret is a
+/// 404 whose body holds metadata instead, and surfaces as a raw response error.
+fn status(e: &ClientError) -> Option<u16> {
     match e {
-        ClientError::APIError { code: 403, .. } => Error::PermissionDenied(describe(e)),
-        ClientError::APIError { code: 400, .. } => Error::Invalid(describe(e)),
-        ClientError::APIError { .. } | ClientError::RestClientError { .. } => {
-            Error::Unavailable(describe(e))
-        }
-        _ => Error::Protocol(describe(e)),
+        ClientError::APIError { code, .. } => Some(*code),
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => Some(*code),
+        _ => None,
+    }
+}
+
+fn to_error(e: &ClientError) -> Error {
+    match status(e) {
+        Some(403) => Error::PermissionDenied(describe(e)),
+        Some(400) => Error::Invalid(describe(e)),
+        Some(_) => Error::Unavailable(describe(e)),
+        None if matches!(e, ClientError::RestClientError { .. }) => Error::Unavailable(describe(e)),
+        None => Error::Protocol(describe(e)),
     }
 }
 
