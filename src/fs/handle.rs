@@ -34,6 +34,10 @@ pub struct WriteBuffer {
     /// only then: shells open, `dup2` and close the first descriptor before
     /// writing, and that close must not commit an empty value.
     pub written: bool,
+    /// The first error a writer was told (by `write`, `flush` or `fsync`).
+    /// From then on the buffer is never committed: a program that saw a
+    /// failure must not find its half-done change in the store later.
+    pub failed: Option<crate::error::Error>,
 }
 
 /// A shared write buffer.

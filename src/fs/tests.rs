@@ -293,3 +293,347 @@ fn forgotten_inodes_are_dropped() {
     fs.forget(ino, 1);
     assert_eq!(fs.stats().0, before);
 }
+
+// ---- the write path --------------------------------------------------------
+
+fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
+    let (dir, name) = path.rsplit_once('/').unwrap();
+    let parent = path_ino(fs, dir)?;
+    let fh = match fs.lookup(parent, name) {
+        Ok(attr) => fs.open(attr.ino, true, true)?,
+        Err(Error::NotFound) => fs.create(parent, name)?.1,
+        Err(e) => return Err(e),
+    };
+    let result = fs.write(fh, 0, bytes).and_then(|_| fs.flush(fh));
+    fs.release(fh);
+    result
+}
+
+#[test]
+fn writing_a_key_is_one_store_write_that_keeps_the_other_keys() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.version("myapp/db").unwrap();
+    write_file(&fs, "myapp/db/PASSWORD", b"rotated").unwrap();
+    assert_eq!(store.version("myapp/db").unwrap(), before + 1);
+    assert_eq!(
+        store.get("myapp/db").unwrap(),
+        json!({"PASSWORD": "rotated", "USER": "app", "PORT": 5432})
+    );
+    // Read-your-writes, whatever the TTL.
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
+}
+
+#[test]
+fn a_json_typed_key_keeps_its_type_when_rewritten_with_json() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    write_file(&fs, "myapp/db/PORT", b"6543").unwrap();
+    assert_eq!(store.get("myapp/db").unwrap()["PORT"], json!(6543));
+    write_file(&fs, "myapp/db/PORT", b"not a number").unwrap();
+    assert_eq!(
+        store.get("myapp/db").unwrap()["PORT"],
+        json!("not a number")
+    );
+}
+
+#[test]
+fn a_close_without_writes_commits_nothing_until_release() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.write_calls();
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    // A shell opens with O_TRUNC, dup2s and closes the first descriptor.
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.flush(fh).unwrap();
+    assert_eq!(store.write_calls(), before);
+    fs.write(fh, 0, b"x").unwrap();
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    assert_eq!(store.write_calls(), before + 1);
+    assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("x"));
+}
+
+#[test]
+fn touch_creates_an_empty_key_at_release() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let (_, fh) = fs
+        .create(path_ino(&fs, "myapp/db").unwrap(), "NEW")
+        .unwrap();
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    assert_eq!(store.get("myapp/db").unwrap()["NEW"], json!(""));
+}
+
+#[test]
+fn appends_and_offset_writes_change_the_right_bytes() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let fh = fs.open(ino, true, false).unwrap();
+    fs.write(fh, 3, b"-suffix").unwrap();
+    fs.write(fh, 0, b"A").unwrap();
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("App-suffix"));
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.get("myapp/db").unwrap();
+    let err = write_file(&fs, "myapp/db/USER", &[0xff, 0xfe]).unwrap_err();
+    assert_eq!(err.errno(), libc::EILSEQ);
+    let err = write_file(&fs, "myapp/db/USER", &[b'x'; 2000]).unwrap_err();
+    assert_eq!(err.errno(), libc::EFBIG);
+    assert_eq!(store.get("myapp/db").unwrap(), before);
+}
+
+#[test]
+fn a_read_only_mount_refuses_every_change() {
+    let store = seeded();
+    let fs = SecretFs::new(
+        store.clone(),
+        SecretPath::root(),
+        FsConfig {
+            presentation: presentation(),
+            cache: policy(Duration::from_secs(30)),
+            read_only: true,
+            max_value_size: 1024,
+        },
+        Arc::new(SystemClock),
+    );
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let key = path_ino(&fs, "myapp/db/USER").unwrap();
+    assert_eq!(fs.open(key, true, false).unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.create(db, "N").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.unlink(db, "USER").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.mkdir(db, "d").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(store.write_calls(), 0);
+}
+
+#[test]
+fn unlink_and_rename_are_one_write_each() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let v = store.version("myapp/db").unwrap();
+    fs.rename(db, "USER", db, "LOGIN", false).unwrap();
+    assert_eq!(store.version("myapp/db").unwrap(), v + 1);
+    fs.unlink(db, "PORT").unwrap();
+    assert_eq!(store.version("myapp/db").unwrap(), v + 2);
+    assert_eq!(
+        store.get("myapp/db").unwrap(),
+        json!({"PASSWORD": "hunter2", "LOGIN": "app"})
+    );
+    assert_eq!(read_all(&fs, "myapp/db/LOGIN").unwrap(), b"app");
+    assert_eq!(
+        path_ino(&fs, "myapp/db/USER").unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn rename_noreplace_and_across_secrets_are_refused() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let api = path_ino(&fs, "myapp/api/token").unwrap();
+    assert_eq!(
+        fs.rename(db, "USER", db, "PASSWORD", true)
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        fs.rename(db, "USER", api, "USER", false)
+            .unwrap_err()
+            .errno(),
+        libc::EXDEV
+    );
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(
+        fs.rename(myapp, "db", myapp, "db2", false)
+            .unwrap_err()
+            .errno(),
+        libc::EXDEV
+    );
+}
+
+#[test]
+fn editor_scratch_files_never_reach_the_store() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let writes = store.write_calls();
+    // vim: swap file, probe file, backup by rename, new file, delete backup.
+    let (_, swap) = fs.create(db, ".PASSWORD.swp").unwrap();
+    fs.write(swap, 0, b"swap data").unwrap();
+    fs.flush(swap).unwrap();
+    fs.release(swap);
+    let (_, probe) = fs.create(db, "4913").unwrap();
+    fs.release(probe);
+    fs.unlink(db, "4913").unwrap();
+    fs.rename(db, "PASSWORD", db, "PASSWORD~", false).unwrap();
+    assert_eq!(
+        path_ino(&fs, "myapp/db/PASSWORD").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD~").unwrap(), b"hunter2");
+    assert_eq!(store.write_calls(), writes);
+    write_file(&fs, "myapp/db/PASSWORD", b"edited").unwrap();
+    fs.unlink(db, "PASSWORD~").unwrap();
+    fs.unlink(db, ".PASSWORD.swp").unwrap();
+    assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(
+        store.get("myapp/db").unwrap(),
+        json!({"PASSWORD": "edited", "USER": "app", "PORT": 5432})
+    );
+    assert!(!names(&fs, "myapp/db")
+        .iter()
+        .any(|(n, _)| n.contains('~') || n.starts_with('.')));
+}
+
+#[test]
+fn sed_in_place_commits_its_temporary_file_as_the_key() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let writes = store.write_calls();
+    let (_, fh) = fs.create(db, "sedAbC123").unwrap();
+    fs.write(fh, 0, b"sedded").unwrap();
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    fs.rename(db, "sedAbC123", db, "PASSWORD", false).unwrap();
+    assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("sedded"));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"sedded");
+}
+
+#[test]
+fn mkdir_lives_in_memory_until_a_key_is_written() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    fs.mkdir(myapp, "cache").unwrap();
+    let sub = fs
+        .mkdir(path_ino(&fs, "myapp/cache").unwrap(), "redis")
+        .unwrap();
+    assert!(sub.is_dir);
+    assert_eq!(store.write_calls(), 0);
+    assert!(names(&fs, "myapp").contains(&("cache".into(), true)));
+    write_file(&fs, "myapp/cache/redis/URL", b"redis://x").unwrap();
+    assert_eq!(
+        store.get("myapp/cache/redis").unwrap(),
+        json!({"URL": "redis://x"})
+    );
+    assert_eq!(
+        read_all(&fs, "myapp/cache/redis/URL").unwrap(),
+        b"redis://x"
+    );
+    assert_eq!(fs.mkdir(myapp, "cache").unwrap_err().errno(), libc::EEXIST);
+}
+
+#[test]
+fn rmdir_only_removes_empty_directories_and_they_leave_the_listing() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(fs.rmdir(myapp, "db").unwrap_err().errno(), libc::ENOTEMPTY);
+    let token = path_ino(&fs, "myapp/api/token").unwrap();
+    fs.unlink(token, "value").unwrap();
+    fs.rmdir(path_ino(&fs, "myapp/api").unwrap(), "token")
+        .unwrap();
+    assert!(store.get("myapp/api/token").is_none());
+    assert_eq!(
+        path_ino(&fs, "myapp/api/token").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    fs.mkdir(myapp, "empty").unwrap();
+    fs.rmdir(myapp, "empty").unwrap();
+    assert!(!names(&fs, "myapp").iter().any(|(n, _)| n == "empty"));
+}
+
+#[test]
+fn keys_cannot_be_created_at_the_mount_root() {
+    let fs = fs_over(seeded(), "", Duration::from_secs(30));
+    assert_eq!(fs.create(ROOT_INO, "K").unwrap_err().errno(), libc::EPERM);
+}
+
+#[test]
+fn concurrent_writers_of_different_keys_both_land() {
+    let store = seeded();
+    let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
+    let threads: Vec<_> = ["A", "B"]
+        .into_iter()
+        .map(|key| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for round in 0..20 {
+                    write_file(
+                        &fs,
+                        &format!("myapp/db/{key}"),
+                        format!("{round}").as_bytes(),
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let data = store.get("myapp/db").unwrap();
+    assert_eq!(
+        (data["A"].clone(), data["B"].clone()),
+        (json!("19"), json!("19"))
+    );
+    assert_eq!(data["PASSWORD"], json!("hunter2"));
+}
+
+#[test]
+fn a_change_made_elsewhere_between_read_and_write_is_kept() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write(fh, 0, b"mine").unwrap();
+    // Someone else rotates the password while our file is open.
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "theirs", "USER": "app", "PORT": 5432}),
+    );
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    let data = store.get("myapp/db").unwrap();
+    assert_eq!(
+        (data["USER"].clone(), data["PASSWORD"].clone()),
+        (json!("mine"), json!("theirs"))
+    );
+}
+
+#[test]
+fn a_failed_commit_reaches_flush_and_keeps_the_old_value() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write(fh, 0, b"new").unwrap();
+    store.set_fault(Some(Error::Unavailable("down".into())));
+    assert_eq!(fs.flush(fh).unwrap_err().errno(), libc::EIO);
+    fs.release(fh);
+    store.set_fault(None);
+    assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("app"));
+}
+
+#[test]
+fn stat_shows_the_size_being_written_before_close() {
+    let fs = fs_over(seeded(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write(fh, 0, b"twelve bytes").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, 12);
+    fs.release(fh);
+}

@@ -153,6 +153,7 @@ impl SecretFs {
                     data: SecretBox::new(Box::new(initial)),
                     dirty: false,
                     written: false,
+                    failed: None,
                 }));
                 let mut writers = lock(&self.writers);
                 let entry = writers.entry(ino).or_insert((fresh, 0));
@@ -175,7 +176,10 @@ impl SecretFs {
         match &*self.handles.get(fh).ok_or(Error::Stale)? {
             Handle::Write { buffer, .. } => {
                 let mut b = lock(buffer);
-                write_into(b.data.expose_secret_mut(), offset, data, limit)?;
+                if let Err(e) = write_into(b.data.expose_secret_mut(), offset, data, limit) {
+                    b.failed.get_or_insert(e.clone());
+                    return Err(e);
+                }
                 b.dirty = true;
                 b.written = true;
             }
@@ -205,15 +209,23 @@ impl SecretFs {
             return Ok(());
         };
         let mut b = lock(buffer);
+        if let Some(e) = &b.failed {
+            return Err(e.clone());
+        }
         if !b.dirty || !(b.written || force) {
             return Ok(());
         }
         let (secret, key) = (b.secret.clone(), b.key.clone());
         let bytes = b.data.expose_secret();
-        if bytes.len() as u64 > self.config.max_value_size {
-            return Err(Error::TooBig(self.config.max_value_size));
+        let result = if bytes.len() as u64 > self.config.max_value_size {
+            Err(Error::TooBig(self.config.max_value_size))
+        } else {
+            self.commit(&secret, |data| set_key(data, &key, bytes))
+        };
+        if let Err(e) = result {
+            b.failed = Some(e.clone());
+            return Err(e);
         }
-        self.commit(&secret, |data| set_key(data, &key, bytes))?;
         b.dirty = false;
         b.written = false;
         self.overlay.committed(&secret, &key);
@@ -226,15 +238,18 @@ impl SecretFs {
     }
 
     /// Closes a handle. A write buffer that is still dirty (a truncation or
-    /// creation with nothing written, or a failed flush) is committed now;
-    /// its errors can only be logged.
+    /// creation with nothing written) is committed now; its errors can only
+    /// be logged. A buffer whose writer was told an error is discarded.
     pub fn release(&self, fh: u64) {
         let Some(handle) = self.handles.get(fh) else {
             return;
         };
-        if let Handle::Write { ino, .. } = &*handle {
-            if let Err(e) = self.commit_handle(fh, true) {
-                tracing::error!(path = %self.describe(*ino), error = %e, "changes not saved to the store");
+        if let Handle::Write { ino, buffer } = &*handle {
+            let told = lock(buffer).failed.is_some();
+            if told {
+                tracing::info!(path = %self.describe(*ino), "change discarded after an error the writer was told");
+            } else if let Err(e) = self.commit_handle(fh, true) {
+                tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
             let mut writers = lock(&self.writers);
             if let Some((buffer, n)) = writers.get_mut(ino) {
