@@ -80,9 +80,15 @@ impl Filesystem for FuseAdapter {
         // READDIRPLUS saves one LOOKUP per entry on `ls -l`; ATOMIC_O_TRUNC
         // brings O_TRUNC with the open instead of a separate truncate.
         // Older kernels may refuse either; both have fallbacks.
+        // AUTO_INVAL_DATA: on a read, the kernel refreshes expired
+        // attributes and drops its cached pages when size or mtime changed:
+        // that bounds a page-cached value's age by the TTL.
+        // NO_OPEN_SUPPORT: on read-only mounts, opens need not reach us.
         for wanted in [
             InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_NO_OPEN_SUPPORT,
         ] {
             if let Err(missing) = config.add_capabilities(wanted) {
                 tracing::debug!(?missing, "kernel lacks a capability");
@@ -123,9 +129,22 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        if !write && self.core.opens_can_skip_daemon(ino.0) {
+            // "No open": the kernel stops sending OPEN (and, with flush
+            // refused below, FLUSH) and keeps pages across opens; reads
+            // arrive without a handle.
+            return reply.error(Errno::ENOSYS);
+        }
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
+        // Read-only handles: keep the page cache across opens (AUTO_INVAL_DATA
+        // drops it when the value changes) and skip FLUSH on close.
+        let cache = if write {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+        };
         match self.core.open(ino.0, write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(self.fail("open", ino.0, None, &e)),
         }
     }
@@ -144,11 +163,16 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
         // The reply is sent inside the closure so the bytes are never copied again.
         let mut reply = Some(reply);
-        let result = self.core.read(fh.0, offset, size, |bytes| {
+        let send = |bytes: &[u8]| {
             if let Some(r) = reply.take() {
                 r.data(bytes);
             }
-        });
+        };
+        let result = if fh.0 == 0 {
+            self.core.read_ino(ino.0, offset, size, send)
+        } else {
+            self.core.read(fh.0, offset, size, send)
+        };
         if let (Err(e), Some(r)) = (result, reply) {
             r.error(self.fail("read", ino.0, None, &e));
         }
@@ -177,6 +201,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
+        if self.core.is_read_only() {
+            // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.core.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("flush", ino.0, None, &e)),

@@ -115,6 +115,11 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         })
     }
 
+    /// The last positive answer held for `key`, however old (no LRU touch).
+    pub fn last(&self, key: &K) -> Option<Arc<V>> {
+        lock(&self.entries).peek(key).and_then(|e| e.value.clone())
+    }
+
     /// The cached positive answer, however old, while within the stale-if-error window.
     fn stale(&self, key: &K) -> Option<Cached<V>> {
         let now = self.clock.now();

@@ -99,6 +99,15 @@ pub struct SecretFs {
     started: SystemTime,
 }
 
+/// The bytes of `bytes` a read of `size` at `offset` returns.
+fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(size as usize).min(bytes.len());
+    &bytes[start..end]
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -178,7 +187,29 @@ impl SecretFs {
                 valid_for,
             });
         }
-        self.secrets.get_or_fetch(path, || self.store.read(path))
+        self.secrets.get_or_fetch(path, || {
+            let mut fresh = self.store.read(path)?;
+            if let Some(s) = fresh.as_mut() {
+                s.modified = Some(self.modified_time(path, s));
+            }
+            Ok(fresh)
+        })
+    }
+
+    /// A file's mtime: the KV v2 version's creation time, else (KV v1) the
+    /// time we first saw this content. It must change whenever the bytes
+    /// do: the kernel drops its cached pages when it sees a new mtime
+    /// (FUSE_AUTO_INVAL_DATA), which is how a refreshed value reaches
+    /// readers that keep the file in the page cache.
+    fn modified_time(&self, path: &SecretPath, fresh: &Secret) -> SystemTime {
+        if let Some(t) = fresh.modified {
+            return t;
+        }
+        match self.secrets.last(path) {
+            Some(old) if old.same_data(fresh) => old.modified.unwrap_or(self.started),
+            Some(_) => SystemTime::now(),
+            None => self.started,
+        }
     }
 
     /// Whether a listing entry still stands. KV v2 keeps listing a secret
@@ -508,33 +539,56 @@ impl SecretFs {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
-        let slice = |bytes: &[u8]| {
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let end = start.saturating_add(size as usize).min(bytes.len());
-            (start, end)
-        };
         match &*handle {
-            Handle::Read { value } => {
-                let bytes = value.expose_secret();
-                let (start, end) = slice(bytes);
-                Ok(f(&bytes[start..end]))
-            }
+            Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),
             Handle::Write { buffer, .. } => {
                 let b = lock(buffer);
-                let bytes = b.data.expose_secret();
-                let (start, end) = slice(bytes);
-                Ok(f(&bytes[start..end]))
+                Ok(f(slice_at(b.data.expose_secret(), offset, size)))
             }
             Handle::Scratch { file } => {
                 let file = lock(file);
-                let bytes = file.data.expose_secret();
-                let (start, end) = slice(bytes);
-                Ok(f(&bytes[start..end]))
+                Ok(f(slice_at(file.data.expose_secret(), offset, size)))
             }
             Handle::Dir { .. } => Err(Error::IsDir),
         }
+    }
+
+    /// Whether opens of `ino` for reading may skip the daemon: on a
+    /// read-only mount the kernel can serve key files from its page cache
+    /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
+    pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
+        self.config.read_only && matches!(self.inodes.get(ino), Some(NodeKind::Key { .. }))
+    }
+
+    /// Whether this mount refuses every change.
+    pub fn is_read_only(&self) -> bool {
+        self.config.read_only
+    }
+
+    /// Reads a key's current bytes without a handle (after a "no open"
+    /// open the kernel sends reads with no handle).
+    pub fn read_ino<R>(
+        &self,
+        ino: Ino,
+        offset: u64,
+        size: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let bytes = match self.node(ino)? {
+            NodeKind::Dir { .. } => return Err(Error::IsDir),
+            NodeKind::Scratch { path } => {
+                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let copy = lock(&file).data.expose_secret().clone();
+                SecretSlice::from(copy)
+            }
+            NodeKind::Key { secret, key } => {
+                let cached = self.secret(&secret)?;
+                let s = cached.value.ok_or(Error::NotFound)?;
+                let value = s.keys.get(&key).ok_or(Error::NotFound)?;
+                return Ok(f(slice_at(value.expose(), offset, size)));
+            }
+        };
+        Ok(f(slice_at(bytes.expose_secret(), offset, size)))
     }
 
     /// Opens a directory: lists it once, so that offsets stay stable.

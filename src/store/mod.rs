@@ -199,6 +199,16 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// Whether two reads hold the same keys and bytes.
+    pub fn same_data(&self, other: &Secret) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(other.keys.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && va.expose() == vb.expose())
+    }
+
     /// The data as the store holds it, for a write of the whole secret.
     pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
         self.keys
