@@ -13,7 +13,14 @@ use clap::{Args, Parser, Subcommand};
 /// read-only file holding exactly the value. Values are fetched on demand and
 /// kept in memory for --ttl.
 #[derive(Debug, Parser)]
-#[command(name = "secretfs", version, propagate_version = true)]
+#[command(
+    name = "secretfs",
+    version,
+    propagate_version = true,
+    args_override_self = true,
+    after_help = "mount(8) form: secretfs SOURCE MOUNTPOINT -o OPTIONS  (what `mount -t fuse.secretfs` \
+and /etc/fstab run; returns once mounted and keeps serving in the background)"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -22,6 +29,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the mount variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Mount SOURCE on MOUNTPOINT and serve it in the foreground until
     /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT`.
@@ -35,6 +44,16 @@ Examples:\n  VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... secretfs mount sec
 secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000"
     )]
     Mount(MountArgs),
+
+    /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
+    ///
+    /// Prints one JSON object (mounted, store reachable, last error, cache
+    /// entries, token TTL) and exits 0 when healthy, 1 otherwise: fit for a
+    /// Kubernetes exec probe or a monitoring check.
+    Status {
+        /// Where secretfs is mounted.
+        mountpoint: PathBuf,
+    },
 }
 
 /// Arguments of `secretfs mount`.
@@ -59,6 +78,29 @@ pub struct MountArgs {
     /// Mount options, comma-separated: any long option above as key=value or flag.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
+
+    /// TOML file of options (same names as the long options, e.g. `ttl = "30s"`,
+    /// `uid = 1000`, `allow_other = true`). Options on the command line win.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Stay in the foreground in the mount-helper form (`secretfs SOURCE MOUNTPOINT`),
+    /// which otherwise returns once the filesystem answers. `secretfs mount` always
+    /// stays in the foreground.
+    #[arg(short, long)]
+    pub foreground: bool,
+
+    /// Run in the background once mounted (set by the mount-helper form).
+    #[arg(long, hide = true)]
+    pub background: bool,
+
+    /// File descriptor on which a background daemon reports readiness (internal).
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+
+    /// Append logs to this file (in the background, logs go nowhere otherwise).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 
     /// More logging (-v debug, -vv trace for secretfs itself). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -244,9 +286,89 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
+/// The mount-helper form `secretfs SOURCE MOUNTPOINT [-o OPTS]` (what
+/// `mount.fuse3` runs) becomes `secretfs mount --background SOURCE MOUNTPOINT ...`.
+pub fn expand_helper_form(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let is_known = |a: &str| a.starts_with('-') || matches!(a, "mount" | "status" | "help");
+    match first {
+        Some(a) if !is_known(&a) => {
+            args.insert(1, OsString::from("mount"));
+            args.insert(2, OsString::from("--background"));
+            args
+        }
+        _ => args,
+    }
+}
+
+/// Replaces `--config FILE` (or `--config=FILE`) with the options the TOML
+/// file holds, placed before all others so that the command line wins.
+pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let mut path = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            path = iter.next().map(PathBuf::from);
+        } else if let Some(p) = text.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        } else {
+            rest.push(arg);
+        }
+    }
+    let Some(path) = path else {
+        return Ok(rest);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("config file {}: {}", path.display(), e.message()))?;
+    let mut from_file = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if matches!(key.as_str(), "token" | "vault_token") {
+            return Err(format!(
+                "config file {}: a token does not belong in a config file; use token_file",
+                path.display()
+            ));
+        }
+        match value {
+            toml::Value::Boolean(true) => from_file.push(OsString::from(flag)),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => from_file.push(OsString::from(format!("{flag}={s}"))),
+            toml::Value::Integer(i) => from_file.push(OsString::from(format!("{flag}={i}"))),
+            other => {
+                return Err(format!(
+                    "config file {}: {key} = {other} is not a string, number or boolean",
+                    path.display()
+                ))
+            }
+        }
+    }
+    // After "secretfs mount": the subcommand must stay first.
+    let at = rest
+        .iter()
+        .position(|a| a == "mount")
+        .map_or(rest.len(), |i| i + 1);
+    rest.splice(at..at, from_file);
+    Ok(rest)
+}
+
+/// Rewrites the process arguments the three ways above, in order.
+pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    expand_config_file(expand_mount_options(expand_helper_form(args)))
+}
+
 /// Parses the process arguments (exits with a usage error on bad input).
 pub fn parse() -> Cli {
-    Cli::parse_from(expand_mount_options(std::env::args_os().collect()))
+    match expand(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(msg) => {
+            eprintln!("secretfs: {msg}");
+            std::process::exit(2);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,15 +376,67 @@ mod tests {
     use super::*;
 
     fn parse_strs(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(expand_mount_options(
-            args.iter().map(OsString::from).collect(),
-        ))
+        let args = expand(args.iter().map(OsString::from).collect()).expect("expand");
+        Cli::try_parse_from(args)
+    }
+
+    fn mount_args(args: &[&str]) -> MountArgs {
+        match parse_strs(args).unwrap().command {
+            Command::Mount(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_mount_helper_form_mounts_in_the_background() {
+        let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "ro,_netdev"]);
+        assert!(m.background && m.files.ro);
+        assert_eq!(m.source, "secret/app");
+        let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "foreground"]);
+        assert!(m.foreground);
+    }
+
+    #[test]
+    fn a_config_file_sets_options_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(
+            &file,
+            "ttl = \"5s\"\nuid = 1000\nallow_other = true\nro = false\n",
+        )
+        .unwrap();
+        let conf = format!("config={}", file.display());
+        let m = mount_args(&[
+            "secretfs", "mount", "secret/", "/mnt", "-o", &conf, "--ttl", "7s",
+        ]);
+        assert_eq!(m.cache.ttl, Duration::from_secs(7));
+        assert_eq!(m.files.uid, Some(1000));
+        assert!(m.files.allow_other && !m.files.ro);
+    }
+
+    #[test]
+    fn a_token_in_a_config_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "token = \"s.abc\"\n").unwrap();
+        let args = [
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "--config",
+            file.to_str().unwrap(),
+        ];
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(
+            err.contains("token_file") && !err.contains("s.abc"),
+            "{err}"
+        );
     }
 
     #[test]
     fn defaults_match_the_design() {
-        let cli = parse_strs(&["secretfs", "mount", "secret/", "/mnt"]).unwrap();
-        let Command::Mount(m) = cli.command;
+        let m = mount_args(&["secretfs", "mount", "secret/", "/mnt"]);
         assert_eq!(m.cache.ttl, Duration::from_secs(30));
         assert_eq!(m.files.file_mode, 0o400);
         assert_eq!(m.files.dir_mode, 0o500);
@@ -271,16 +445,14 @@ mod tests {
 
     #[test]
     fn comma_options_set_the_same_fields_as_flags() {
-        let cli = parse_strs(&[
+        let m = mount_args(&[
             "secretfs",
             "mount",
             "secret/",
             "/mnt",
             "-o",
             "ttl=2s,uid=1000,allow_other,ro,file_mode=0440,_netdev,x-systemd.requires=x.service",
-        ])
-        .unwrap();
-        let Command::Mount(m) = cli.command;
+        ]);
         assert_eq!(m.cache.ttl, Duration::from_secs(2));
         assert_eq!(m.files.uid, Some(1000));
         assert_eq!(m.files.file_mode, 0o440);

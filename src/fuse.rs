@@ -15,7 +15,9 @@ use fuser::{
 };
 
 use crate::error::Error;
+use crate::fs::inode::ROOT_INO;
 use crate::fs::{Attr, SecretFs};
+use crate::status::STATUS_XATTR;
 
 /// The FUSE face of a [`SecretFs`].
 pub struct FuseAdapter {
@@ -38,6 +40,7 @@ impl FuseAdapter {
             tracing::debug!(op, ino, path = %path, error = %e, "request failed");
         } else {
             tracing::warn!(op, ino, path = %path, error = %e, "request failed");
+            self.core.record_error(format!("{op} {path}: {e}"));
         }
         Errno::from_i32(e.errno())
     }
@@ -393,16 +396,20 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        // ENOSYS once and the kernel stops asking (ls asks for security.selinux on every file).
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // The root's status attribute is how `secretfs status` asks us how
+        // we are; no other extended attribute exists.
+        if ino.0 != ROOT_INO || name != OsStr::new(STATUS_XATTR) {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
+        let bytes = self.core.status_json().to_string().into_bytes();
+        if size == 0 {
+            reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        } else if bytes.len() > size as usize {
+            reply.error(Errno::from_i32(libc::ERANGE));
+        } else {
+            reply.data(&bytes);
+        }
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {

@@ -5,8 +5,10 @@
 //! (the `SecretStore` trait, with `vault` and `memory` implementations).
 
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+pub mod status;
 pub mod store;

@@ -1,14 +1,17 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use secretfs::cli::{self, Command};
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, log_file: Option<&Path>) {
     let ours = match verbose {
         0 => "secretfs=info",
         1 => "secretfs=debug",
@@ -30,9 +33,22 @@ fn init_logging(verbose: u8) {
         .with_target("reqwest", LevelFilter::WARN)
         .with_target("hyper", LevelFilter::WARN)
         .with_target("fuser", LevelFilter::ERROR);
+    let file = log_file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| eprintln!("secretfs: log file {}: {e}; logging to stderr", p.display()))
+            .ok()
+    });
+    let ansi = file.is_none() && std::io::stderr().is_terminal();
+    let writer = match file {
+        Some(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false)
         .with_filter(user.and(quiet));
     tracing_subscriber::registry().with(layer).init();
@@ -41,8 +57,9 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
+        Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
         Command::Mount(args) => {
-            init_logging(args.verbose);
+            init_logging(args.verbose, args.log_file.as_deref());
             match secretfs::mount::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(msg) => {

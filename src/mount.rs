@@ -10,6 +10,7 @@ use fuser::{MountOption, SessionACL};
 use secrecy::SecretString;
 
 use crate::cli::MountArgs;
+use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::FuseAdapter;
@@ -17,7 +18,24 @@ use crate::store::vault::{VaultSettings, VaultStore};
 use crate::store::KvVersion;
 
 /// Mounts and serves until told to stop. An `Err` is one line for stderr.
+///
+/// In the mount-helper form (`--background`) this starts a background copy
+/// of itself and returns once that copy reports the filesystem ready.
 pub fn run(args: MountArgs) -> Result<(), String> {
+    if args.background && !args.foreground && args.ready_fd.is_none() {
+        // The daemon's own checks are bounded by --timeout; mounting is quick.
+        let deadline = args.vault.timeout * 3 + Duration::from_secs(10);
+        return daemon::spawn_and_wait(args.log_file.as_deref(), deadline);
+    }
+    let mut readiness = Readiness::new(args.ready_fd);
+    let result = serve(args, &mut readiness);
+    if let Err(msg) = &result {
+        readiness.failed(msg);
+    }
+    result
+}
+
+fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     check_mountpoint(&args.mountpoint)?;
     let token = read_token(args.vault.token_file.as_deref())?;
 
@@ -100,9 +118,11 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let session = fuser::spawn_mount(FuseAdapter::new(core), &args.mountpoint, &fuse_config)
         .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
+    readiness.ready();
 
     let stopped_by_signal = runtime.block_on(wait_for_stop(&session));
     if stopped_by_signal {
+        daemon::notify_systemd("STOPPING=1");
         tracing::info!("unmounting");
         session
             .umount_and_join()

@@ -97,6 +97,8 @@ pub struct SecretFs {
     commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
     config: FsConfig,
     started: SystemTime,
+    /// The last failure logged, for `secretfs status`.
+    last_error: Mutex<Option<(SystemTime, String)>>,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -131,6 +133,7 @@ impl SecretFs {
             commit_locks: Mutex::new(HashMap::new()),
             config,
             started: SystemTime::now(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -141,6 +144,38 @@ impl SecretFs {
             Some(NodeKind::Key { secret, key }) => format!("/{}", secret.join(&key)),
             None => format!("<inode {ino}>"),
         }
+    }
+
+    /// Remembers a failure (already logged) for `secretfs status`.
+    pub fn record_error(&self, what: String) {
+        *lock(&self.last_error) = Some((SystemTime::now(), what));
+    }
+
+    /// The mount's health as JSON: whether the store answers, the token's
+    /// TTL, the last failure, cache and inode counts. Never a value.
+    pub fn status_json(&self) -> serde_json::Value {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let health = self.store.health();
+        let last_error = lock(&self.last_error)
+            .as_ref()
+            .map(|(t, what)| serde_json::json!({"at_unix": secs(*t), "error": what}));
+        serde_json::json!({
+            "healthy": health.is_ok(),
+            "mounted": true,
+            "store_reachable": health.is_ok(),
+            "store_error": health.as_ref().err().map(|e| e.to_string()),
+            "token_ttl_seconds": health.ok().flatten().map(|d| d.as_secs()),
+            "last_error": last_error,
+            "cached_listings": self.listings.len(),
+            "cached_secrets": self.secrets.len(),
+            "inodes": self.inodes.len(),
+            "open_handles": self.handles.len(),
+            "read_only": self.config.read_only,
+            "mounted_at_unix": secs(self.started),
+        })
     }
 
     /// Number of inodes and cache entries held, for status and tests.

@@ -165,4 +165,9 @@ impl SecretStore for MemoryStore {
     fn supports_cas(&self) -> bool {
         true
     }
+
+    fn health(&self) -> Result<Option<Duration>> {
+        self.before_call()?;
+        Ok(None)
+    }
 }

@@ -275,6 +275,10 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Whether writes can be made atomic with check-and-set (KV v2).
     fn supports_cas(&self) -> bool;
+
+    /// Checks that the store answers and the token is valid; returns the
+    /// token's remaining time to live when it has one.
+    fn health(&self) -> Result<Option<std::time::Duration>>;
 }
 
 #[cfg(test)]

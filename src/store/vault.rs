@@ -301,6 +301,14 @@ impl SecretStore for VaultStore {
     fn supports_cas(&self) -> bool {
         self.source.version == KvVersion::V2
     }
+
+    fn health(&self) -> Result<Option<Duration>> {
+        let me = self
+            .call(vaultrs::token::lookup_self(&self.client))?
+            .ok_or_else(|| Error::Protocol("token lookup answered 404".into()))?;
+        // A TTL of 0 means the token never expires (root tokens).
+        Ok((me.ttl > 0).then(|| Duration::from_secs(me.ttl)))
+    }
 }
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.

@@ -1,0 +1,144 @@
+//! Running in the background the way mount helpers do: the mount-helper
+//! form starts a copy of itself in a new session and returns only once
+//! that copy says the filesystem answers (or says why it could not).
+//! Also `sd_notify` readiness for `Type=notify` services.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How a mounting process tells whoever waits that it is ready (or not).
+pub struct Readiness {
+    pipe: Option<File>,
+}
+
+impl Readiness {
+    /// Reports to the parent through `fd` (background mode), and to systemd
+    /// through `NOTIFY_SOCKET` when set.
+    pub fn new(ready_fd: Option<i32>) -> Self {
+        // SAFETY: the fd was opened for us by the parent (see `spawn_and_wait`)
+        // and nothing else in this process owns it.
+        let pipe = ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+        Readiness { pipe }
+    }
+
+    /// The filesystem answers.
+    pub fn ready(&mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = p.write_all(b"READY\n");
+        }
+        notify_systemd("READY=1");
+    }
+
+    /// Mounting failed with `msg` (one line for stderr).
+    pub fn failed(&mut self, msg: &str) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = writeln!(p, "{msg}");
+        }
+    }
+}
+
+/// Sends one sd_notify state line, if systemd asked for them.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Starts this program again in the background (new session, no terminal)
+/// with `--ready-fd`, waits until it reports readiness, and returns `Ok`
+/// then; or its one-line reason when it fails or goes silent.
+pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds; O_CLOEXEC keeps them out of other children.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds are fresh and ours.
+    let (mut reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let write_fd = writer.as_raw_fd();
+
+    let stderr = match log_file {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("log file {}: {e}", p.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    args.push(OsString::from(format!("--ready-fd={write_fd}")));
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .current_dir("/");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Let the write end survive exec.
+            if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    drop(writer);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = reader.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(text) if text.starts_with("READY") => Ok(()),
+        Ok(text) => {
+            let _ = child.wait();
+            let line = text.lines().next().unwrap_or("").trim();
+            Err(if line.is_empty() {
+                "the daemon exited before the filesystem was ready".to_string()
+            } else {
+                line.to_string()
+            })
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "the filesystem was not ready within {}",
+                humantime::format_duration(deadline)
+            ))
+        }
+    }
+}
