@@ -192,6 +192,11 @@ pub struct FileArgs {
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
     pub max_value_size: u64,
 
+    /// Lock the daemon's memory (mlockall) so secret values never reach swap.
+    /// Needs CAP_IPC_LOCK (root has it) or a high RLIMIT_MEMLOCK.
+    #[arg(long)]
+    pub mlock: bool,
+
     /// FUSE worker threads: requests that wait on Vault do not block others.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,

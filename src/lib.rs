@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod hardening;
 pub mod mount;
 pub mod status;
 pub mod store;

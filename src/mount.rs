@@ -14,6 +14,7 @@ use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::FuseAdapter;
+use crate::hardening;
 use crate::store::vault::{VaultSettings, VaultStore};
 use crate::store::KvVersion;
 
@@ -36,6 +37,10 @@ pub fn run(args: MountArgs) -> Result<(), String> {
 }
 
 fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
+    hardening::no_dumps();
+    if args.files.mlock {
+        hardening::lock_memory()?;
+    }
     check_mountpoint(&args.mountpoint)?;
     let token = read_token(args.vault.token_file.as_deref())?;
 

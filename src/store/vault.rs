@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
@@ -47,7 +48,7 @@ pub struct ResolvedSource {
 
 /// A KV mount on a Vault or OpenBao server.
 pub struct VaultStore {
-    client: VaultClient,
+    client: Arc<VaultClient>,
     rt: Handle,
     source: ResolvedSource,
     timeout: Duration,
@@ -89,10 +90,10 @@ impl VaultStore {
             )
         };
 
-        match with_deadline(&rt, settings.timeout, vaultrs::token::lookup_self(&client))
+        let token_info = match with_deadline(&rt, settings.timeout, vaultrs::token::lookup_self(&client))
             .ok_or_else(no_answer)?
         {
-            Ok(_) => {}
+            Ok(info) => info,
             Err(ClientError::APIError { code: 403, .. }) => {
                 return Err(format!(
                     "Vault at {} refused the token (403): check VAULT_TOKEN, --token-file or ~/.vault-token",
@@ -100,7 +101,7 @@ impl VaultStore {
                 ))
             }
             Err(e) => return Err(format!("cannot reach Vault at {}: {}", settings.addr, describe(&e))),
-        }
+        };
 
         let wanted = SecretPath::parse(source);
         if wanted.is_root() {
@@ -142,6 +143,10 @@ impl VaultStore {
             Some("2") => KvVersion::V2,
             _ => KvVersion::V1,
         };
+        let client = Arc::new(client);
+        if token_info.renewable == Some(true) && token_info.ttl > 0 {
+            rt.spawn(renew_token(client.clone(), token_info.ttl));
+        }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
             .as_str()
@@ -185,9 +190,9 @@ impl SecretStore for VaultStore {
         let dir = format!("{}/", path.as_str());
         let dir = if path.is_root() { "" } else { dir.as_str() };
         let keys = match self.source.version {
-            KvVersion::V2 => self.call(vaultrs::kv2::list(&self.client, mount, dir))?,
+            KvVersion::V2 => self.call(vaultrs::kv2::list(&*self.client, mount, dir))?,
             KvVersion::V1 => self
-                .call(vaultrs::kv1::list(&self.client, mount, dir))?
+                .call(vaultrs::kv1::list(&*self.client, mount, dir))?
                 .map(|r| r.data.keys),
         };
         Ok(keys.map(|keys| keys.iter().map(|k| ListEntry::parse(k)).collect()))
@@ -207,7 +212,7 @@ impl SecretStore for VaultStore {
                     .build()
                     .map_err(|e| Error::Invalid(e.to_string()))?;
                 let Some(resp) =
-                    self.call(vaultrs::api::exec_with_result(&self.client, request))?
+                    self.call(vaultrs::api::exec_with_result(&*self.client, request))?
                 else {
                     return Ok(None);
                 };
@@ -218,7 +223,7 @@ impl SecretStore for VaultStore {
                 secret_from(&resp.data, Some(resp.metadata.version), modified).map(Some)
             }
             KvVersion::V1 => {
-                match self.call(vaultrs::kv1::get_raw(&self.client, mount, path.as_str()))? {
+                match self.call(vaultrs::kv1::get_raw(&*self.client, mount, path.as_str()))? {
                     None => Ok(None),
                     Some(resp) => secret_from(&resp.data, None, None).map(Some),
                 }
@@ -245,14 +250,14 @@ impl SecretStore for VaultStore {
                         let cas = u32::try_from(version)
                             .map_err(|_| Error::Protocol("version out of range".into()))?;
                         self.call(vaultrs::kv2::set_with_options(
-                            &self.client,
+                            &*self.client,
                             mount,
                             path.as_str(),
                             data,
                             SetSecretRequestOptions { cas },
                         ))
                     }
-                    None => self.call(vaultrs::kv2::set(&self.client, mount, path.as_str(), data)),
+                    None => self.call(vaultrs::kv2::set(&*self.client, mount, path.as_str(), data)),
                 };
                 match result {
                     Ok(meta) => Ok(meta.map(|m| m.version)),
@@ -266,7 +271,7 @@ impl SecretStore for VaultStore {
             KvVersion::V1 => {
                 let map: std::collections::HashMap<&str, &serde_json::Value> =
                     data.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                self.call(vaultrs::kv1::set(&self.client, mount, path.as_str(), &map))?;
+                self.call(vaultrs::kv1::set(&*self.client, mount, path.as_str(), &map))?;
                 Ok(None)
             }
         }
@@ -276,11 +281,13 @@ impl SecretStore for VaultStore {
         let mount = self.source.mount.as_str();
         match self.source.version {
             KvVersion::V2 => self.call(vaultrs::kv2::delete_latest(
-                &self.client,
+                &*self.client,
                 mount,
                 path.as_str(),
             ))?,
-            KvVersion::V1 => self.call(vaultrs::kv1::delete(&self.client, mount, path.as_str()))?,
+            KvVersion::V1 => {
+                self.call(vaultrs::kv1::delete(&*self.client, mount, path.as_str()))?
+            }
         };
         Ok(())
     }
@@ -289,7 +296,7 @@ impl SecretStore for VaultStore {
         match self.source.version {
             KvVersion::V2 => Ok(self
                 .call(vaultrs::kv2::read_metadata(
-                    &self.client,
+                    &*self.client,
                     self.source.mount.as_str(),
                     path.as_str(),
                 ))?
@@ -304,10 +311,38 @@ impl SecretStore for VaultStore {
 
     fn health(&self) -> Result<Option<Duration>> {
         let me = self
-            .call(vaultrs::token::lookup_self(&self.client))?
+            .call(vaultrs::token::lookup_self(&*self.client))?
             .ok_or_else(|| Error::Protocol("token lookup answered 404".into()))?;
         // A TTL of 0 means the token never expires (root tokens).
         Ok((me.ttl > 0).then(|| Duration::from_secs(me.ttl)))
+    }
+}
+
+/// Renews the token at half its remaining TTL, for as long as the server
+/// allows; a failed renewal is retried sooner. Never logs the token.
+async fn renew_token(client: Arc<VaultClient>, first_ttl: u64) {
+    let mut ttl = first_ttl;
+    loop {
+        tokio::time::sleep(Duration::from_secs((ttl / 2).max(1))).await;
+        match vaultrs::token::renew_self(&*client, None).await {
+            Ok(auth) => {
+                tracing::info!(ttl_seconds = auth.lease_duration, "token renewed");
+                if auth.lease_duration < ttl / 2 {
+                    tracing::warn!(
+                        ttl_seconds = auth.lease_duration,
+                        "the token is reaching its maximum TTL: give secretfs a fresh token before it expires"
+                    );
+                }
+                if !auth.renewable || auth.lease_duration == 0 {
+                    return;
+                }
+                ttl = auth.lease_duration;
+            }
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "token renewal failed; retrying");
+                ttl = (ttl / 2).max(10);
+            }
+        }
     }
 }
 
