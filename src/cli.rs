@@ -154,6 +154,12 @@ pub struct CacheArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
+    /// Refresh an expired value before answering (the reader waits for
+    /// Vault). By default a value that expired less than one TTL ago is
+    /// served at once while a single refresh runs in the background.
+    #[arg(long)]
+    pub blocking_refresh: bool,
+
     /// Most folder listings and, separately, most secrets kept in memory (LRU).
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_entries: u64,

@@ -91,6 +91,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         cache: policy,
         read_only: args.files.ro,
         max_value_size: args.files.max_value_size,
+        background_refresh: !args.cache.blocking_refresh,
     };
     let core = Arc::new(SecretFs::new(
         Arc::new(store),
@@ -98,6 +99,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         config,
         Arc::new(SystemClock),
     ));
+    core.start_refresher();
 
     let mut options = vec![
         MountOption::FSName(format!("secretfs:{}", args.source)),

@@ -48,6 +48,16 @@ pub struct FsConfig {
     pub read_only: bool,
     /// Largest value a write may produce, in bytes (`EFBIG` past it).
     pub max_value_size: u64,
+    /// Refresh expired answers in the background while serving the old one
+    /// (stale-while-revalidate), once [`SecretFs::start_refresher`] runs.
+    pub background_refresh: bool,
+}
+
+/// A refresh to run in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Refresh {
+    Listing(SecretPath),
+    Secret(SecretPath),
 }
 
 /// Attributes of one node, and how long the kernel may keep them.
@@ -99,6 +109,10 @@ pub struct SecretFs {
     started: SystemTime,
     /// The last failure logged, for `secretfs status`.
     last_error: Mutex<Option<(SystemTime, String)>>,
+    /// Where background refreshes are sent, once the refresher runs.
+    refresher: std::sync::OnceLock<std::sync::mpsc::Sender<Refresh>>,
+    /// Refreshes queued or running, so each path is refreshed once at a time.
+    refreshing: Mutex<std::collections::HashSet<Refresh>>,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -134,6 +148,8 @@ impl SecretFs {
             config,
             started: SystemTime::now(),
             last_error: Mutex::new(None),
+            refresher: std::sync::OnceLock::new(),
+            refreshing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -211,7 +227,72 @@ impl SecretFs {
                 valid_for,
             });
         }
+        if let Some(stale) =
+            self.serve_while_refreshing(&self.listings, Refresh::Listing(path.clone()))
+        {
+            return Ok(stale);
+        }
         self.listings.get_or_fetch(path, || self.store.list(path))
+    }
+
+    /// Starts the thread that refreshes expired answers in the background
+    /// (when `background_refresh` is set). Without it every refresh blocks
+    /// the reader that needs it.
+    pub fn start_refresher(self: &Arc<Self>) {
+        if !self.config.background_refresh {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
+        if self.refresher.set(tx).is_err() {
+            return;
+        }
+        let fs = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-refresh".into())
+            .spawn(move || {
+                for job in rx {
+                    let Some(fs) = fs.upgrade() else { return };
+                    let result = match &job {
+                        Refresh::Listing(p) => fs.store.list(p).map(|l| {
+                            fs.listings.insert(p.clone(), l);
+                        }),
+                        Refresh::Secret(p) => fs.fetch_secret(p).map(|s| {
+                            fs.secrets.insert(p.clone(), s);
+                        }),
+                    };
+                    if let Err(e) = result {
+                        // The stale answer stays; the next reader fetches (or
+                        // gets stale-if-error) in the foreground.
+                        tracing::debug!(?job, error = %e, "background refresh failed");
+                    }
+                    lock(&fs.refreshing).remove(&job);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the refresh thread: refreshing in the foreground");
+        }
+    }
+
+    /// A recently expired answer, served at once while `job` refreshes it
+    /// in the background; `None` when the caller must fetch itself.
+    fn serve_while_refreshing<V>(
+        &self,
+        cache: &Cache<SecretPath, V>,
+        job: Refresh,
+    ) -> Option<Cached<V>> {
+        let tx = self.refresher.get()?;
+        let key = match &job {
+            Refresh::Listing(p) | Refresh::Secret(p) => p,
+        };
+        if cache.fresh(key).is_some() {
+            return None;
+        }
+        let stale = cache.recently_expired(key)?;
+        if lock(&self.refreshing).insert(job.clone()) && tx.send(job.clone()).is_err() {
+            lock(&self.refreshing).remove(&job);
+            return None;
+        }
+        Some(stale)
     }
 
     /// The secret at `path` (`None`: not a secret).
@@ -222,13 +303,21 @@ impl SecretFs {
                 valid_for,
             });
         }
-        self.secrets.get_or_fetch(path, || {
-            let mut fresh = self.store.read(path)?;
-            if let Some(s) = fresh.as_mut() {
-                s.modified = Some(self.modified_time(path, s));
-            }
-            Ok(fresh)
-        })
+        if let Some(stale) =
+            self.serve_while_refreshing(&self.secrets, Refresh::Secret(path.clone()))
+        {
+            return Ok(stale);
+        }
+        self.secrets.get_or_fetch(path, || self.fetch_secret(path))
+    }
+
+    /// Reads a secret from the store, with its mtime settled.
+    fn fetch_secret(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        let mut fresh = self.store.read(path)?;
+        if let Some(s) = fresh.as_mut() {
+            s.modified = Some(self.modified_time(path, s));
+        }
+        Ok(fresh)
     }
 
     /// A file's mtime: the KV v2 version's creation time, else (KV v1) the

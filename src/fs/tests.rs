@@ -39,6 +39,7 @@ fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
             cache: policy(ttl),
             read_only: false,
             max_value_size: 1024,
+            background_refresh: false,
         },
         Arc::new(SystemClock),
     )
@@ -402,6 +403,7 @@ fn a_read_only_mount_refuses_every_change() {
             cache: policy(Duration::from_secs(30)),
             read_only: true,
             max_value_size: 1024,
+            background_refresh: false,
         },
         Arc::new(SystemClock),
     );
@@ -636,4 +638,31 @@ fn stat_shows_the_size_being_written_before_close() {
     fs.write(fh, 0, b"twelve bytes").unwrap();
     assert_eq!(fs.getattr(ino).unwrap().size, 12);
     fs.release(fh);
+}
+
+#[test]
+fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_next() {
+    let store = seeded();
+    let fs = Arc::new(SecretFs::new(
+        store.clone(),
+        SecretPath::root(),
+        FsConfig {
+            presentation: presentation(),
+            cache: policy(Duration::from_millis(300)),
+            read_only: false,
+            max_value_size: 1024,
+            background_refresh: true,
+        },
+        Arc::new(SystemClock),
+    ));
+    fs.start_refresher();
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    store.put("myapp/db", json!({"PASSWORD": "rotated"}));
+    std::thread::sleep(Duration::from_millis(350));
+    // Expired less than a TTL ago: served at once, refreshed behind.
+    store.set_delay(Duration::from_millis(100));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    std::thread::sleep(Duration::from_millis(250));
+    store.set_delay(Duration::ZERO);
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
 }
