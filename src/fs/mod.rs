@@ -422,10 +422,18 @@ impl SecretFs {
     /// A write buffer's size, when the inode is open for writing: what
     /// `stat` must show while a writer has not closed yet.
     fn buffered_size(&self, ino: Ino) -> Option<u64> {
-        let writers = lock(&self.writers);
-        let (buffer, _) = writers.get(&ino)?;
-        let size = lock(buffer).data.expose_secret().len() as u64;
+        let buffer = self.live_buffer(ino)?;
+        let size = lock(&buffer).data.expose_secret().len() as u64;
         Some(size)
+    }
+
+    /// The write buffer of `ino` while it is open for writing, unless its
+    /// writer was told an error: then it will be discarded, and nobody else
+    /// may see its bytes (its release may still be on the way).
+    fn live_buffer(&self, ino: Ino) -> Option<SharedBuffer> {
+        let buffer = lock(&self.writers).get(&ino).map(|(b, _)| b.clone())?;
+        let failed = lock(&buffer).failed.is_some();
+        (!failed).then_some(buffer)
     }
 
     fn key_attr(&self, ino: Ino, secret: &Secret, key: &str, valid_for: Duration) -> Result<Attr> {
@@ -633,7 +641,7 @@ impl SecretFs {
                 if write {
                     return self.open_for_write(ino, secret, key, truncate);
                 }
-                if let Some(buffer) = lock(&self.writers).get(&ino).map(|(b, _)| b.clone()) {
+                if let Some(buffer) = self.live_buffer(ino) {
                     // Read what the writer wrote, as a local filesystem would.
                     let copy = lock(&buffer).data.expose_secret().clone();
                     let value = Arc::new(SecretSlice::from(copy));

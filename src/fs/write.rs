@@ -116,8 +116,8 @@ impl SecretFs {
 
     /// The bytes a key's file shows now: its write buffer, else the store's value.
     fn current_bytes(&self, ino: Ino, secret: &SecretPath, key: &str) -> Result<Vec<u8>> {
-        if let Some((buffer, _)) = lock(&self.writers).get(&ino) {
-            return Ok(lock(buffer).data.expose_secret().clone());
+        if let Some(buffer) = self.live_buffer(ino) {
+            return Ok(lock(&buffer).data.expose_secret().clone());
         }
         if self.overlay.is_new_key(&secret.join(key)) {
             return Ok(Vec::new());
@@ -294,7 +294,7 @@ impl SecretFs {
                 }
                 NodeKind::Key { secret, key } => {
                     let len = usize::try_from(size).unwrap_or(usize::MAX);
-                    let open = lock(&self.writers).get(&ino).map(|(b, _)| b.clone());
+                    let open = self.live_buffer(ino);
                     match open {
                         Some(buffer) => {
                             // Committed with the writer's flush.

@@ -1,0 +1,394 @@
+//! The write path against a real OpenBao through a real mount: what each
+//! shell operation does to the store, checked over the HTTP API.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{q, sh_ok, write_and_close, Bao, Mount};
+
+fn seeded() -> Bao {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "app/db",
+        json!({"PASSWORD": "old", "USER": "app", "PORT": 5432}),
+    );
+    bao
+}
+
+fn data(bao: &Bao, path: &str) -> serde_json::Value {
+    bao.kv2_get("secret", path).expect("secret exists").0
+}
+
+#[test]
+fn shell_redirection_writes_one_version_and_keeps_other_keys() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let v = bao.kv2_version("secret", "app/db");
+    sh_ok(&format!(
+        "echo -n rotated > {}",
+        q(&m.at("app/db/PASSWORD"))
+    ));
+    assert_eq!(bao.kv2_version("secret", "app/db"), v + 1);
+    assert_eq!(
+        data(&bao, "app/db"),
+        json!({"PASSWORD": "rotated", "USER": "app", "PORT": 5432})
+    );
+    // Read-your-writes through the mount, whatever the TTL.
+    assert_eq!(std::fs::read(m.at("app/db/PASSWORD")).unwrap(), b"rotated");
+}
+
+#[test]
+fn common_tools_each_make_exactly_one_version() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let dir = m.at("app/db");
+    let local = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(local.path(), "from-a-file").unwrap();
+    let steps: Vec<(String, &str, serde_json::Value)> = vec![
+        (
+            format!("cp {} {}/CERT", q(local.path()), q(&dir)),
+            "CERT",
+            json!("from-a-file"),
+        ),
+        (
+            format!("printf teed | tee {}/TEE >/dev/null", q(&dir)),
+            "TEE",
+            json!("teed"),
+        ),
+        (
+            format!("printf -- '-more' >> {}/TEE", q(&dir)),
+            "TEE",
+            json!("teed-more"),
+        ),
+        (format!("truncate -s 0 {}/TEE", q(&dir)), "TEE", json!("")),
+        (format!("touch {}/EMPTY", q(&dir)), "EMPTY", json!("")),
+        (
+            format!("sed -i s/old/sedded/ {}/PASSWORD", q(&dir)),
+            "PASSWORD",
+            json!("sedded"),
+        ),
+        (
+            format!("perl -pi -e s/sedded/perled/ {}/PASSWORD", q(&dir)),
+            "PASSWORD",
+            json!("perled"),
+        ),
+        (
+            format!("install -m 0400 {} {}/INSTALLED", q(local.path()), q(&dir)),
+            "INSTALLED",
+            json!("from-a-file"),
+        ),
+        (
+            format!("mv {0}/INSTALLED {0}/MOVED", q(&dir)),
+            "MOVED",
+            json!("from-a-file"),
+        ),
+    ];
+    for (cmd, key, want) in steps {
+        let before = bao.kv2_version("secret", "app/db");
+        sh_ok(&cmd);
+        // touch commits when the descriptor is released, just after close().
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(bao.kv2_version("secret", "app/db"), before + 1, "`{cmd}`");
+        let now = data(&bao, "app/db");
+        assert_eq!(now[key], want, "`{cmd}`");
+        assert_eq!(now["USER"], json!("app"), "`{cmd}` touched another key");
+    }
+    assert!(data(&bao, "app/db").get("INSTALLED").is_none());
+}
+
+#[test]
+fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let before = bao.kv2_version("secret", "app/db");
+    sh_ok(&format!(
+        "vim -Nu NONE -es -c '%s/old/vimmed/' -c 'wq!' {}",
+        q(&m.at("app/db/PASSWORD"))
+    ));
+    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
+    let now = data(&bao, "app/db");
+    // vim ends the file with a newline (fixeol).
+    assert_eq!(now["PASSWORD"], json!("vimmed\n"));
+    assert_eq!(
+        (now["USER"].clone(), now["PORT"].clone()),
+        (json!("app"), json!(5432))
+    );
+    let keys: Vec<String> = now.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 3, "scratch files reached the store: {keys:?}");
+    let listing = sh_ok(&format!("ls -A {}", q(&m.at("app/db"))));
+    assert_eq!(listing.split_whitespace().count(), 3, "{listing}");
+}
+
+#[test]
+fn vim_with_backup_by_rename_still_makes_one_version() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let before = bao.kv2_version("secret", "app/db");
+    // backupcopy=no: vim renames the original to PASSWORD~ and writes a new file.
+    sh_ok(&format!(
+        "vim -Nu NONE -es -c 'set backup backupcopy=no' -c '%s/old/renamed/' -c 'wq!' {}",
+        q(&m.at("app/db/PASSWORD"))
+    ));
+    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
+    assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("renamed\n"));
+    assert!(data(&bao, "app/db").get("PASSWORD~").is_none());
+}
+
+#[test]
+fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
+    let bao = seeded();
+    bao.kv2_put("secret", "app/other", json!({"K": "v"}));
+    let m = Mount::new(&bao, "secret/", &[]);
+    sh_ok(&format!("rm {}", q(&m.at("app/db/PORT"))));
+    assert_eq!(
+        data(&bao, "app/db"),
+        json!({"PASSWORD": "old", "USER": "app"})
+    );
+    sh_ok(&format!(
+        "mv {} {}",
+        q(&m.at("app/db/USER")),
+        q(&m.at("app/other/USER"))
+    ));
+    assert_eq!(data(&bao, "app/db"), json!({"PASSWORD": "old"}));
+    assert_eq!(data(&bao, "app/other"), json!({"K": "v", "USER": "app"}));
+}
+
+#[test]
+fn rename_inside_a_secret_is_atomic_and_honours_noreplace() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let before = bao.kv2_version("secret", "app/db");
+    std::fs::rename(m.at("app/db/USER"), m.at("app/db/LOGIN")).unwrap();
+    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
+    assert_eq!(data(&bao, "app/db")["LOGIN"], json!("app"));
+    // RENAME_NOREPLACE onto an existing key: EEXIST, nothing changes.
+    let dir = std::ffi::CString::new(m.at("app/db").to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings; renameat2 with AT_FDCWD-relative absolute paths.
+    let rc = unsafe {
+        let from = std::ffi::CString::new(format!("{}/LOGIN", dir.to_str().unwrap())).unwrap();
+        let to = std::ffi::CString::new(format!("{}/PASSWORD", dir.to_str().unwrap())).unwrap();
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("old"));
+    assert_eq!(data(&bao, "app/db")["LOGIN"], json!("app"));
+}
+
+#[test]
+fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    std::fs::create_dir(m.at("app/new")).unwrap();
+    assert!(
+        bao.kv2_get("secret", "app/new").is_none(),
+        "mkdir alone wrote to the store"
+    );
+    std::fs::write(m.at("app/new/TOKEN"), "t0k").unwrap();
+    assert_eq!(data(&bao, "app/new"), json!({"TOKEN": "t0k"}));
+
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("svc");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("A"), "a").unwrap();
+    std::fs::write(tree.join("B"), "b").unwrap();
+    std::fs::write(tree.join("sub/C"), "c").unwrap();
+    sh_ok(&format!("cp -r {} {}", q(&tree), q(&m.at("app/"))));
+    assert_eq!(data(&bao, "app/svc"), json!({"A": "a", "B": "b"}));
+    assert_eq!(data(&bao, "app/svc/sub"), json!({"C": "c"}));
+}
+
+#[test]
+fn rm_r_soft_deletes_secrets_that_undelete_brings_back() {
+    let bao = seeded();
+    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    assert_eq!(std::fs::read(m.at("app/gone/K")).unwrap(), b"v");
+    sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
+    assert!(bao.kv2_get("secret", "app/gone").is_none());
+    assert!(!m.at("app/gone").exists(), "a deleted secret still shows");
+    let ls = sh_ok(&format!("ls {}", q(&m.at("app"))));
+    assert!(!ls.split_whitespace().any(|n| n == "gone"), "{ls}");
+    // rm -r removed the key (a version without it), then rmdir soft-deleted
+    // that version: the one before it still holds the key.
+    let version = bao.kv2_version("secret", "app/gone");
+    let (status, _) = bao.api(
+        "POST",
+        "secret/undelete/app/gone",
+        Some(json!({"versions": [version]})),
+    );
+    assert!(status < 300);
+    assert!(bao.kv2_get("secret", "app/gone").is_some());
+    // Undeleted elsewhere: the directory shows again once the TTL has passed.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        m.at("app/gone").is_dir(),
+        "an undeleted secret stays hidden"
+    );
+}
+
+#[test]
+fn rmdir_refuses_a_directory_that_holds_keys() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    assert!(bao.kv2_get("secret", "app/db").is_some());
+}
+
+#[test]
+fn concurrent_writers_of_two_keys_lose_nothing() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let writers: Vec<_> = ["A", "B"]
+        .into_iter()
+        .map(|key| {
+            let path = m.at(&format!("app/db/{key}"));
+            std::thread::spawn(move || {
+                for round in 0..15 {
+                    write_and_close(&path, format!("{key}{round}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    // A third writer outside the mount, on yet another key.
+    for round in 0..5 {
+        let (mut d, _) = bao.kv2_get("secret", "app/db").unwrap();
+        d["EXTERNAL"] = json!(format!("e{round}"));
+        let (meta_status, meta) = bao.api("GET", "secret/metadata/app/db", None);
+        assert_eq!(meta_status, 200);
+        let cas = meta["data"]["current_version"].clone();
+        let _ = bao.api(
+            "POST",
+            "secret/data/app/db",
+            Some(json!({"data": d, "options": {"cas": cas}})),
+        );
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let now = data(&bao, "app/db");
+    assert_eq!(
+        (now["A"].clone(), now["B"].clone()),
+        (json!("A14"), json!("B14"))
+    );
+    assert_eq!(now["PASSWORD"], json!("old"));
+}
+
+#[test]
+fn a_change_made_in_vault_is_not_overwritten_by_a_write_of_another_key() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app"); // cached now
+    bao.kv2_put(
+        "secret",
+        "app/db",
+        json!({"PASSWORD": "rotated-elsewhere", "USER": "app", "PORT": 5432}),
+    );
+    std::fs::write(m.at("app/db/USER"), "admin").unwrap();
+    let now = data(&bao, "app/db");
+    assert_eq!(
+        (now["USER"].clone(), now["PASSWORD"].clone()),
+        (json!("admin"), json!("rotated-elsewhere"))
+    );
+}
+
+#[test]
+fn bad_input_fails_at_write_or_close_and_changes_nothing() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--max-value-size", "1K"]);
+    let before = bao.kv2_version("secret", "app/db");
+    let err = write_and_close(&m.at("app/db/USER"), &[0xff, 0xfe, 0x00]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EILSEQ), "{err}");
+    let err = write_and_close(&m.at("app/db/USER"), &[b'x'; 2048]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(bao.kv2_version("secret", "app/db"), before);
+    assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
+    assert!(
+        m.log().contains("app/db/USER"),
+        "the failure is logged with its path"
+    );
+    assert!(!m.log().contains("xxxxxxxx"), "a value reached the log");
+}
+
+#[test]
+fn a_read_only_mount_refuses_writes_with_erofs() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["-o", "ro"]);
+    let err = write_and_close(&m.at("app/db/USER"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::create_dir(m.at("app/x")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
+}
+
+#[test]
+fn a_write_denied_by_policy_fails_with_eacces_at_close() {
+    let bao = seeded();
+    let token = bao.token_with_policy(
+        "read-only-app",
+        r#"
+        path "secret/data/app/*" { capabilities = ["read"] }
+        path "secret/metadata/app/*" { capabilities = ["list", "read"] }
+        path "secret/metadata/" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
+    let err = write_and_close(&m.at("app/db/USER"), b"hacked").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
+}
+
+#[test]
+fn with_the_store_down_a_write_fails_with_eio_and_reads_keep_working() {
+    let mut bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "5m", "--timeout", "2s"]);
+    assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
+    bao.stop();
+    let err = write_and_close(&m.at("app/db/USER"), b"new").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
+}
+
+#[test]
+fn kv1_mounts_write_rename_and_delete_too() {
+    let bao = Bao::start();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "svc/cfg", json!({"A": "1", "B": "2"}));
+    let m = Mount::new(&bao, "kv1/", &[]);
+    std::fs::write(m.at("svc/cfg/A"), "one").unwrap();
+    std::fs::rename(m.at("svc/cfg/B"), m.at("svc/cfg/C")).unwrap();
+    std::fs::write(m.at("svc/cfg/D"), "4").unwrap();
+    std::fs::remove_file(m.at("svc/cfg/D")).unwrap();
+    assert_eq!(
+        bao.kv1_get("kv1", "svc/cfg").unwrap(),
+        json!({"A": "one", "C": "2"})
+    );
+    std::fs::create_dir(m.at("svc/new")).unwrap();
+    std::fs::write(m.at("svc/new/K"), "v").unwrap();
+    assert_eq!(bao.kv1_get("kv1", "svc/new").unwrap(), json!({"K": "v"}));
+}
+
+#[test]
+fn a_json_typed_value_keeps_its_type_when_rewritten() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(std::fs::read(m.at("app/db/PORT")).unwrap(), b"5432");
+    std::fs::write(m.at("app/db/PORT"), "6543").unwrap();
+    assert_eq!(data(&bao, "app/db")["PORT"], json!(6543));
+}
