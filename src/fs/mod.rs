@@ -562,17 +562,23 @@ impl SecretFs {
         if self.overlay.is_displaced(&child_path) {
             return Err(Error::NotFound);
         }
-        let secret = self.secret(dir)?;
-        valid_for = valid_for.min(secret.valid_for);
-        if let Some(s) = &secret.value {
-            if s.keys.contains_key(name) {
-                let key = Child::Key(dir.clone(), name.to_string(), Some(s.clone()));
-                return Ok((key, valid_for));
+        let secret = match self.secret(dir) {
+            // Neither listable nor readable: the child may still be (below).
+            Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
+            other => Some(other?),
+        };
+        if let Some(secret) = secret {
+            valid_for = valid_for.min(secret.valid_for);
+            if let Some(s) = &secret.value {
+                if s.keys.contains_key(name) {
+                    let key = Child::Key(dir.clone(), name.to_string(), Some(s.clone()));
+                    return Ok((key, valid_for));
+                }
             }
         }
-        // A token may read secrets without the right to list their folder:
-        // then ask for the child itself.
-        if let Some(denied) = list_denied {
+        // A token may read secrets without the right to list their folder
+        // (a common narrow policy): then ask about the child itself.
+        if list_denied.is_some() {
             let as_secret = self.secret(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
                 return Ok((Child::Dir(child_path), valid_for));
@@ -581,8 +587,16 @@ impl SecretFs {
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
                 return Ok((Child::Dir(child_path), valid_for));
             }
-            if as_secret.is_err() && as_folder.is_err() {
-                return Err(denied);
+            let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
+            if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
+                // We may not know: a directory that lists as EACCES, so that
+                // paths below it the token may read stay reachable.
+                return Ok((Child::Dir(child_path), valid_for));
+            }
+            if let Err(e) = as_secret.and(as_folder.map(|_| ())) {
+                if !matches!(e, Error::PermissionDenied(_)) {
+                    return Err(e);
+                }
             }
         }
         Err(Error::NotFound)

@@ -256,7 +256,66 @@ fn permission_denied_is_eacces() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     store.set_fault(Some(Error::PermissionDenied("403".into())));
-    assert_eq!(path_ino(&fs, "myapp").unwrap_err().errno(), libc::EACCES);
+    // Nothing can be checked: the name may exist, so it is a directory
+    // whose listing is refused (paths below it may still be readable).
+    let ino = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(fs.opendir(ino).unwrap_err().errno(), libc::EACCES);
+}
+
+#[test]
+fn a_readable_secret_in_an_unlistable_folder_is_reachable() {
+    struct NoList(Arc<MemoryStore>);
+    impl SecretStore for NoList {
+        fn list(&self, _: &SecretPath) -> Result<Option<crate::store::Listing>> {
+            Err(Error::PermissionDenied("403".into()))
+        }
+        fn read(&self, p: &SecretPath) -> Result<Option<crate::store::Secret>> {
+            if p.as_str().starts_with("myapp/") {
+                self.0.read(p)
+            } else {
+                Err(Error::PermissionDenied("403".into()))
+            }
+        }
+        fn write(
+            &self,
+            _: &SecretPath,
+            _: &serde_json::Map<String, serde_json::Value>,
+            _: Option<u64>,
+        ) -> Result<Option<u64>> {
+            Err(Error::PermissionDenied("403".into()))
+        }
+        fn delete(&self, _: &SecretPath) -> Result<()> {
+            Err(Error::PermissionDenied("403".into()))
+        }
+        fn current_version(&self, _: &SecretPath) -> Result<Option<u64>> {
+            Ok(None)
+        }
+        fn supports_cas(&self) -> bool {
+            true
+        }
+        fn health(&self) -> Result<Option<Duration>> {
+            Ok(None)
+        }
+    }
+    let fs = SecretFs::new(
+        Arc::new(NoList(seeded())),
+        SecretPath::root(),
+        FsConfig {
+            presentation: presentation(),
+            cache: policy(Duration::from_secs(30)),
+            read_only: false,
+            max_value_size: 1024,
+            background_refresh: false,
+        },
+        Arc::new(SystemClock),
+    );
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    assert_eq!(
+        path_ino(&fs, "myapp/db/NOPE").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    let root = fs.opendir(ROOT_INO);
+    assert_eq!(root.unwrap_err().errno(), libc::EACCES);
 }
 
 #[test]
