@@ -165,19 +165,40 @@ async fn wait_for_stop(session: &fuser::BackgroundSession) -> bool {
     }
 }
 
-/// The mountpoint must be an existing, empty directory.
+/// The mountpoint must be an existing, empty directory. A dead FUSE mount
+/// left there by a killed daemon ("Transport endpoint is not connected") is
+/// detached first, so that a restart just works.
 fn check_mountpoint(path: &Path) -> Result<(), String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("mountpoint {} is not a directory", path.display()));
+    match empty_dir(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %path.display(), "detaching a dead mount left by a previous daemon");
+            let detached = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !detached {
+                return Err(format!(
+                    "mountpoint {}: {e}; `fusermount3 -uz {}` could not detach it",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            empty_dir(path)
+        }
+        other => other,
     }
-    let mut entries =
-        std::fs::read_dir(path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
-    if entries.next().is_some() {
-        return Err(format!("mountpoint {} is not empty", path.display()));
+    .map_err(|e| format!("mountpoint {}: {e}", path.display()))?
+    .then_some(())
+    .ok_or_else(|| format!("mountpoint {} is not empty", path.display()))
+}
+
+/// Whether `path` is an empty directory (an error if it is no directory).
+fn empty_dir(path: &Path) -> std::io::Result<bool> {
+    if !std::fs::metadata(path)?.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
     }
-    Ok(())
+    Ok(std::fs::read_dir(path)?.next().is_none())
 }
 
 /// The token, as the vault/bao CLIs find it: VAULT_TOKEN, else the token

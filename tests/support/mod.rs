@@ -259,13 +259,30 @@ impl Mount {
 
     /// Mounts `source` with `token` and extra `args`; waits until mounted.
     pub fn with_token(bao: &Bao, token: &str, source: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("mkdir");
+        Mount::start(bao, token, source, dir, mountpoint, args)
+    }
+
+    /// Mounts on an existing directory (which this `Mount` does not own).
+    pub fn at_path(bao: &Bao, token: &str, source: &str, at: &Path, args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Mount::start(bao, token, source, dir, at.to_path_buf(), args)
+    }
+
+    fn start(
+        bao: &Bao,
+        token: &str,
+        source: &str,
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        args: &[&str],
+    ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: FUSE is not available here"
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).expect("mkdir");
         let log = dir.path().join("secretfs.log");
         let mut cmd = Command::new(secretfs());
         cmd.arg("mount")
@@ -281,7 +298,14 @@ impl Mount {
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("cannot start secretfs");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&mountpoint) {
+        // Mounted and answering: a dead mount left by a killed daemon is in
+        // mountinfo too, and stat may still answer from the kernel's cache,
+        // but opendir needs the daemon.
+        let answers = |p: &Path| match std::fs::read_dir(p) {
+            Ok(_) => true,
+            Err(e) => e.raw_os_error() != Some(libc::ENOTCONN),
+        };
+        while !(is_mounted(&mountpoint) && answers(&mountpoint)) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "secretfs exited ({status}) before mounting:\n{}",
@@ -312,6 +336,20 @@ impl Mount {
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the daemon to exit by itself (after a signal sent elsewhere).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.

@@ -1,0 +1,223 @@
+//! Mounting the way systems do: `mount -t fuse.secretfs` through Debian's
+//! mount.fuse3, `umount`, failures that leave nothing behind, and daemons
+//! killed with SIGTERM or SIGKILL.
+//!
+//! mount(8) runs helpers with a fixed PATH, so this test puts a symlink to
+//! the binary under test at /usr/local/bin/secretfs for its duration (and
+//! removes it after), unless a real secretfs is installed there.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{is_mounted, Bao};
+
+const INSTALLED: &str = "/usr/local/bin/secretfs";
+
+/// The binary on mount(8)'s PATH for as long as this lives.
+struct OnPath {
+    created: bool,
+}
+
+impl OnPath {
+    fn install() -> OnPath {
+        let link = Path::new(INSTALLED);
+        match std::fs::symlink_metadata(link) {
+            Ok(m) if !m.file_type().is_symlink() => {
+                panic!("{INSTALLED} exists and is not ours: this test would run it instead of the build under test")
+            }
+            Ok(_) => {
+                std::fs::remove_file(link).expect("replace stale symlink");
+            }
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(support::secretfs(), link)
+            .unwrap_or_else(|e| panic!("cannot link {INSTALLED} (tests run as root): {e}"));
+        OnPath { created: true }
+    }
+}
+
+impl Drop for OnPath {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(INSTALLED);
+        }
+    }
+}
+
+fn mountpoint(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Runs mount(8) with the server's address and `token` in the environment.
+fn mount(bao: &Bao, token: &str, source: &str, at: &Path, opts: &str) -> std::process::Output {
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", "fuse.secretfs", source])
+        .arg(at)
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", token);
+    if !opts.is_empty() {
+        cmd.args(["-o", opts]);
+    }
+    cmd.output().expect("mount(8)")
+}
+
+/// The pids of daemons serving `at`.
+fn daemons_for(at: &Path) -> Vec<i32> {
+    let wanted = at.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = state.split(' ').nth(2) == Some("Z");
+        if !zombie && args.iter().any(|a| a.ends_with("secretfs")) && args.contains(&wanted) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mounting_through_mount_8_and_fstab_style_options() {
+    let _on_path = OnPath::install();
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
+    let dir = tempfile::tempdir().unwrap();
+
+    // mount -t fuse.secretfs returns once the filesystem answers.
+    let at = mountpoint(&dir, "ok");
+    let out = mount(
+        &bao,
+        "root",
+        "secret/app",
+        &at,
+        "ttl=5s,_netdev,nofail,x-systemd.automount",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&at));
+    assert_eq!(std::fs::read(at.join("db/PASSWORD")).unwrap(), b"hunter2");
+    assert_eq!(daemons_for(&at).len(), 1, "one daemon in the background");
+
+    // `secretfs status` reports it healthy.
+    let status = Command::new(support::secretfs())
+        .args(["status", at.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (report["healthy"].clone(), report["store_reachable"].clone()),
+        (json!(true), json!(true))
+    );
+
+    // umount stops the daemon and leaves a clean directory.
+    let out = Command::new("umount").arg(&at).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&at));
+    wait_until("daemon exits after umount", Duration::from_secs(5), || {
+        daemons_for(&at).is_empty()
+    });
+
+    // Options from a config file, as fstab would pass them.
+    let conf = dir.path().join("app.toml");
+    std::fs::write(&conf, "ttl = \"5s\"\nfile_mode = \"0440\"\nro = true\n").unwrap();
+    let at = mountpoint(&dir, "conf");
+    let out = mount(
+        &bao,
+        "root",
+        "secret/app",
+        &at,
+        &format!("config={}", conf.display()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(at.join("db/PASSWORD")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o440
+    );
+    let err = std::fs::write(at.join("db/PASSWORD"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert!(Command::new("umount").arg(&at).status().unwrap().success());
+
+    // Failures: non-zero exit, secretfs's reason, nothing mounted or running.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    for (token, opts, want) in [
+        ("root", format!("addr={dead},timeout=2s"), "cannot reach"),
+        ("not-a-token", String::new(), "refused the token"),
+        ("root", "bogus_option=1".to_string(), ""),
+    ] {
+        let at = mountpoint(&dir, "fail");
+        let out = mount(&bao, token, "secret/app", &at, &opts);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{opts}: mount succeeded");
+        assert!(stderr.contains(want), "{opts}: {stderr}");
+        assert!(!is_mounted(&at), "{opts}: left mounted");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
+    }
+}
+
+#[test]
+fn a_killed_daemon_leaves_a_mountpoint_that_mounts_again() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut m = support::Mount::new(&bao, "secret/", &[]);
+        let at = m.path().to_path_buf();
+        assert!(at.join("app/db").is_dir());
+        let pid = daemons_for(&at)[0];
+        // SAFETY: kill(2) on the daemon we started.
+        unsafe { libc::kill(pid, signal) };
+        let _ = m.wait_exit(Duration::from_secs(10));
+        // The same mountpoint mounts again, dead FUSE mount or not.
+        let again = support::Mount::at_path(&bao, "root", "secret/", &at, &[]);
+        let read = std::fs::read(again.at("app/db/PASSWORD"));
+        assert_eq!(
+            read.ok().as_deref(),
+            Some(&b"hunter2"[..]),
+            "after signal {signal}: {}",
+            again.log()
+        );
+        drop(again);
+        drop(m);
+    }
+}
