@@ -198,6 +198,12 @@ pub struct FileArgs {
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
     pub max_value_size: u64,
 
+    /// Append one JSON line per open of a key file (time, op, path, uid, pid,
+    /// process name; never the value) to this file. Every open then reaches
+    /// the daemon, so `--ro` mounts lose their no-open fast path.
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+
     /// Lock the daemon's memory (mlockall) so secret values never reach swap.
     /// Needs CAP_IPC_LOCK (root has it) or a high RLIMIT_MEMLOCK.
     #[arg(long)]

@@ -14,6 +14,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
 use crate::fs::inode::ROOT_INO;
 use crate::fs::{Attr, SecretFs};
@@ -22,12 +23,13 @@ use crate::status::STATUS_XATTR;
 /// The FUSE face of a [`SecretFs`].
 pub struct FuseAdapter {
     core: Arc<SecretFs>,
+    audit: Option<AuditLog>,
 }
 
 impl FuseAdapter {
-    /// Wraps the core.
-    pub fn new(core: Arc<SecretFs>) -> Self {
-        FuseAdapter { core }
+    /// Wraps the core; with an audit log, every open of a file is recorded.
+    pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
+        FuseAdapter { core, audit }
     }
 
     /// Logs a failed request once and turns it into its errno.
@@ -129,10 +131,17 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        if !write && self.core.opens_can_skip_daemon(ino.0) {
+        if let Some(audit) = &self.audit {
+            let caller = Caller {
+                uid: req.uid(),
+                pid: req.pid(),
+            };
+            let op = if write { "open-write" } else { "open-read" };
+            audit.record(op, &self.core.describe(ino.0), caller);
+        } else if !write && self.core.opens_can_skip_daemon(ino.0) {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
             // arrive without a handle.
@@ -287,7 +296,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -300,6 +309,13 @@ impl Filesystem for FuseAdapter {
             Some(n) => self.core.create(parent.0, n),
             None => Err(Error::NotUtf8),
         };
+        if let (Some(audit), Ok((attr, _))) = (&self.audit, &result) {
+            let caller = Caller {
+                uid: req.uid(),
+                pid: req.pid(),
+            };
+            audit.record("create", &self.core.describe(attr.ino), caller);
+        }
         match result {
             Ok((attr, fh)) => reply.created(
                 &attr.valid_for,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 use secrecy::SecretString;
 
+use crate::audit::AuditLog;
 use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
@@ -122,8 +123,18 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     };
     fuse_config.n_threads = Some(usize::try_from(args.files.threads).unwrap_or(4));
 
-    let session = fuser::spawn_mount(FuseAdapter::new(core), &args.mountpoint, &fuse_config)
-        .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
+    let audit = args
+        .files
+        .audit_log
+        .as_deref()
+        .map(AuditLog::open)
+        .transpose()?;
+    let session = fuser::spawn_mount(
+        FuseAdapter::new(core, audit),
+        &args.mountpoint,
+        &fuse_config,
+    )
+    .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
     readiness.ready();
 

@@ -404,3 +404,33 @@ fn the_token_never_reaches_the_log_or_the_command_line() {
     let ps = sh_ok("ps -eo args");
     assert!(!ps.contains(&token), "token on a command line");
 }
+
+#[test]
+fn the_audit_log_records_each_open_with_caller_and_never_the_value() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--ro", "--audit-log", log.to_str().unwrap()],
+    );
+    for _ in 0..3 {
+        sh_ok(&format!("cat {} >/dev/null", q(&m.at("myapp/db/PASSWORD"))));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every open is seen, even on a --ro mount (no "no open" fast path).
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in &lines {
+        assert_eq!(l["path"], json!("/myapp/db/PASSWORD"));
+        assert_eq!(l["op"], json!("open-read"));
+        assert_eq!(l["comm"], json!("cat"));
+        assert_eq!(l["uid"], json!(0));
+        assert!(l["pid"].as_u64().unwrap() > 0);
+    }
+    assert!(!text.contains("hunter2"));
+}
