@@ -48,8 +48,10 @@ secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000"
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///
     /// Prints one JSON object (mounted, store reachable, last error, cache
-    /// entries, token TTL) and exits 0 when healthy, 1 otherwise: fit for a
-    /// Kubernetes exec probe or a monitoring check.
+    /// entries, token TTL). Exits 0 when healthy; 1 when the mount answers
+    /// but Vault does not (cached secrets are still served); 2 when no live
+    /// secretfs mount is there. Fit for Kubernetes exec probes: readiness on
+    /// 0, liveness on "not 2".
     Status {
         /// Where secretfs is mounted.
         mountpoint: PathBuf,

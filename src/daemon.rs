@@ -86,6 +86,8 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
                 .open(p)
                 .map_err(|e| format!("log file {}: {e}", p.display()))?,
         ),
+        // Under systemd (a .mount unit) stderr is already the journal: keep it.
+        None if std::env::var_os("JOURNAL_STREAM").is_some() => Stdio::inherit(),
         None => Stdio::null(),
     };
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();

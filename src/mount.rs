@@ -103,7 +103,9 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     core.start_refresher();
 
     let mut options = vec![
-        MountOption::FSName(format!("secretfs:{}", args.source)),
+        // Exactly the SOURCE, as mount(8) and fstab name it, so that
+        // `mount -a` sees the filesystem as mounted already.
+        MountOption::FSName(args.source.clone()),
         MountOption::Subtype("secretfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
@@ -142,9 +144,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     if stopped_by_signal {
         daemon::notify_systemd("STOPPING=1");
         tracing::info!("unmounting");
-        session
-            .umount_and_join()
-            .map_err(|e| format!("unmount of {} failed: {e}", args.mountpoint.display()))?;
+        unmount(session, &args.mountpoint)?;
     } else {
         tracing::info!("unmounted from outside");
         if let Err(e) = session.join() {
@@ -153,6 +153,42 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// How long a clean unmount may take before we detach lazily or just exit.
+const UNMOUNT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Unmounts and waits (boundedly) for the session to end. When files are
+/// still open (EBUSY) the mount is detached lazily: it leaves the namespace
+/// now and open files see ENOTCONN once we exit. When the session does not
+/// end (another mount namespace still holds a bind of it), we exit anyway.
+fn unmount(session: fuser::BackgroundSession, mountpoint: &Path) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(session.umount_and_join());
+    });
+    match rx.recv_timeout(UNMOUNT_DEADLINE) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "unmount failed (files still open?): detaching lazily");
+            let detached = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mountpoint)
+                .status()
+                .is_ok_and(|s| s.success());
+            if detached {
+                Ok(())
+            } else {
+                Err(format!("unmount of {} failed: {e}", mountpoint.display()))
+            }
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the session did not end after unmounting (another mount namespace may still hold it): exiting"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Waits for SIGINT/SIGTERM (`true`) or for the session to end because the

@@ -13,27 +13,25 @@ pub const STATUS_XATTR: &str = "user.secretfs.status";
 /// How long a probe waits for a hung mount before calling it unhealthy.
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
-fn is_secretfs_mount(mountpoint: &Path) -> bool {
+/// Whether `mountpoint` is a FUSE mount point. (Mounted by root, fuser
+/// calls mount(2) with type "fuse" and no subtype, and the source is the
+/// SOURCE as given: a mount is known to be ours when it answers the status
+/// attribute.)
+fn is_fuse_mount(mountpoint: &Path) -> bool {
     let Ok(wanted) = std::fs::canonicalize(mountpoint) else {
         return false;
     };
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    // Mounted by root, fuser calls mount(2) with type "fuse" (no subtype):
-    // our mounts are known by their source, "secretfs:SOURCE".
     table.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
-        let after = fields
+        let fstype = fields
             .iter()
             .position(|f| *f == "-")
-            .map(|i| &fields[i + 1..]);
-        let ours = after.is_some_and(|f| {
-            f.first() == Some(&"fuse.secretfs")
-                || (f.first() == Some(&"fuse")
-                    && f.get(1).is_some_and(|s| s.starts_with("secretfs:")))
-        });
-        ours && fields.get(4).is_some_and(|mp| Path::new(mp) == wanted)
+            .and_then(|i| fields.get(i + 1));
+        fstype.is_some_and(|t| *t == "fuse" || t.starts_with("fuse."))
+            && fields.get(4).is_some_and(|mp| Path::new(mp) == wanted)
     })
 }
 
@@ -51,23 +49,34 @@ fn read_status(mountpoint: &Path) -> Result<Vec<u8>, String> {
         )
     };
     if n < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => "a FUSE mount, but not secretfs".into(),
+            _ => e.to_string(),
+        });
     }
     buf.truncate(n as usize);
     Ok(buf)
 }
 
-/// Prints the status of the mount at `mountpoint`; success when healthy.
+/// Exit code when the store is unreachable but the mount answers.
+const EXIT_STORE_DOWN: u8 = 1;
+/// Exit code when nothing (alive) is mounted there.
+const EXIT_NOT_MOUNTED: u8 = 2;
+
+/// Prints the status of the mount at `mountpoint`. Exits 0 when healthy,
+/// 1 when the mount answers but the store does not (cached secrets are still
+/// served: not a reason to restart), 2 when no live secretfs mount is there.
 pub fn run(mountpoint: &Path) -> ExitCode {
-    let unhealthy = |reason: String| {
+    let not_mounted = |reason: String| {
         println!(
             "{}",
             serde_json::json!({"healthy": false, "mounted": false, "error": reason})
         );
-        ExitCode::FAILURE
+        ExitCode::from(EXIT_NOT_MOUNTED)
     };
-    if !is_secretfs_mount(mountpoint) {
-        return unhealthy(format!("no secretfs mount at {}", mountpoint.display()));
+    if !is_fuse_mount(mountpoint) {
+        return not_mounted(format!("no secretfs mount at {}", mountpoint.display()));
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let mp = mountpoint.to_path_buf();
@@ -75,11 +84,11 @@ pub fn run(mountpoint: &Path) -> ExitCode {
         let _ = tx.send(read_status(&mp));
     });
     match rx.recv_timeout(PROBE_DEADLINE) {
-        Err(_) => unhealthy(format!(
+        Err(_) => not_mounted(format!(
             "the mount did not answer within {}s",
             PROBE_DEADLINE.as_secs()
         )),
-        Ok(Err(e)) => unhealthy(format!("the mount did not answer: {e}")),
+        Ok(Err(e)) => not_mounted(format!("the mount did not answer: {e}")),
         Ok(Ok(bytes)) => {
             let healthy = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
@@ -89,7 +98,7 @@ pub fn run(mountpoint: &Path) -> ExitCode {
             if healthy {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(EXIT_STORE_DOWN)
             }
         }
     }

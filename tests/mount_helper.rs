@@ -175,6 +175,36 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     assert!(Command::new("umount").arg(&at).status().unwrap().success());
 
+    // An fstab line: `mount -a` mounts it, and a second `mount -a` knows it
+    // is mounted already.
+    let at = mountpoint(&dir, "fstab");
+    let fstab = dir.path().join("fstab.test");
+    std::fs::write(
+        &fstab,
+        format!(
+            "secret/app {} fuse.secretfs _netdev,ttl=5s 0 0\n",
+            at.display()
+        ),
+    )
+    .unwrap();
+    for round in 0..2 {
+        let out = Command::new("mount")
+            .args(["-a", "-T"])
+            .arg(&fstab)
+            .env("VAULT_ADDR", bao.addr())
+            .env("VAULT_TOKEN", "root")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -a #{round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(daemons_for(&at).len(), 1, "mount -a #{round}");
+    }
+    assert_eq!(std::fs::read(at.join("db/PASSWORD")).unwrap(), b"hunter2");
+    assert!(Command::new("umount").arg(&at).status().unwrap().success());
+
     // Failures: non-zero exit, secretfs's reason, nothing mounted or running.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -194,6 +224,18 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         std::thread::sleep(Duration::from_millis(200));
         assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
     }
+}
+
+#[test]
+fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
+    let mut m = support::Mount::new(&bao, "secret/", &[]);
+    let open = std::fs::File::open(m.at("app/db/PASSWORD")).unwrap();
+    let status = m.terminate();
+    assert!(status.success(), "{status}: {}", m.log());
+    assert!(!is_mounted(m.path()));
+    drop(open);
 }
 
 #[test]
