@@ -472,17 +472,7 @@ impl SecretFs {
                 self.commit(&dst_dir, |data| set_key(data, new_name, bytes))?;
             }
             self.overlay.remove_scratch(&src);
-            self.overlay.committed(&dst_dir, new_name);
-            self.inodes.rename(
-                parent,
-                name,
-                new_parent,
-                new_name,
-                NodeKind::Key {
-                    secret: dst_dir,
-                    key: new_name.to_string(),
-                },
-            );
+            self.now_a_key((parent, name), (new_parent, new_name), dst_dir);
             return Ok(());
         }
 
@@ -499,14 +489,12 @@ impl SecretFs {
         if src_dir != dst_dir {
             return Err(Error::CrossSecret);
         }
-        let src_ino = self.inodes.lookup_name(parent, name);
         if dst_scratch {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
-            let bytes = match src_ino {
-                Some(ino) => self.current_bytes(ino, &src_dir, name)?,
-                None => self.current_bytes(0, &src_dir, name)?,
-            };
+            // (Inode 0, never allocated, when the kernel holds no inode for it.)
+            let src_ino = self.inodes.lookup_name(parent, name).unwrap_or(0);
+            let bytes = self.current_bytes(src_ino, &src_dir, name)?;
             self.overlay
                 .put_scratch(dst.clone(), ScratchFile::new(bytes));
             self.overlay.displace(src, dst.clone());
@@ -527,17 +515,23 @@ impl SecretFs {
             data.insert(new_name.to_string(), value);
             Ok(())
         })?;
-        self.overlay.committed(&dst_dir, new_name);
-        self.inodes.rename(
-            parent,
-            name,
-            new_parent,
-            new_name,
-            NodeKind::Key {
-                secret: dst_dir,
-                key: new_name.to_string(),
-            },
-        );
+        self.now_a_key((parent, name), (new_parent, new_name), dst_dir);
         Ok(())
+    }
+
+    /// After a rename was committed: the new name is a key of `secret`, and
+    /// the inode the kernel keeps across the rename stands for it.
+    fn now_a_key(
+        &self,
+        (parent, name): (Ino, &str),
+        (new_parent, new_name): (Ino, &str),
+        secret: SecretPath,
+    ) {
+        self.overlay.committed(&secret, new_name);
+        let kind = NodeKind::Key {
+            secret,
+            key: new_name.to_string(),
+        };
+        self.inodes.rename(parent, name, new_parent, new_name, kind);
     }
 }
