@@ -56,6 +56,17 @@ fn die_with_parent(cmd: &mut Command) {
 impl Bao {
     /// Starts a server and waits until it answers.
     pub fn start() -> Bao {
+        Bao::start_inner(false)
+    }
+
+    /// Starts a server with a file audit device (one JSON line per request:
+    /// a counter of backend calls). OpenBao 2.7 enables audit devices only
+    /// from its config file.
+    pub fn start_audited() -> Bao {
+        Bao::start_inner(true)
+    }
+
+    fn start_inner(audited: bool) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("openbao.log")).expect("log file");
@@ -65,10 +76,23 @@ impl Bao {
             "-dev",
             "-dev-root-token-id=root",
             &format!("-dev-listen-address=127.0.0.1:{port}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
+        ]);
+        if audited {
+            let config = dir.path().join("audit.hcl");
+            let audit_log = dir.path().join("audit.log");
+            std::fs::write(
+                &config,
+                format!(
+                    "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    audit_log.display()
+                ),
+            )
+            .expect("audit config");
+            cmd.arg(format!("-config={}", config.display()));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("cannot start bao");
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -99,6 +123,33 @@ impl Bao {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Requests the server received so far with this operation (`read`,
+    /// `list`, …) on exactly this path, counted in the audit log.
+    pub fn requests(&self, operation: &str, path: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .expect("no audit log: start the server with Bao::start_audited()");
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .filter(|e| e["request"]["operation"] == operation && e["request"]["path"] == path)
+            .count()
+    }
+
+    /// Requests the server received so far whose path starts with `prefix`.
+    pub fn requests_under(&self, operation: &str, prefix: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .expect("no audit log: start the server with Bao::start_audited()");
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request" && e["request"]["operation"] == operation)
+            .filter(|e| {
+                e["request"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(prefix))
+            })
+            .count()
     }
 
     /// `http://127.0.0.1:PORT`.
