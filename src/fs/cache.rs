@@ -210,8 +210,16 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
             }
             return result.clone().unwrap_or(Err(Error::Stale));
         }
+        // Whatever happens below (even a panic), the flight lands and its
+        // followers wake up.
+        let mut landing = Landing {
+            cache: self,
+            key,
+            flight: &flight,
+            result: Err(Error::Stale),
+        };
         // A fetch that finished between our check and our flight may have filled it.
-        let result = match self.fresh(key) {
+        landing.result = match self.fresh(key) {
             Some(hit) => Ok(hit),
             None => match fetch() {
                 Ok(value) => Ok(self.insert(key.clone(), value)),
@@ -225,10 +233,23 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
                 Err(e) => Err(e),
             },
         };
-        lock(&self.flights).remove(key);
-        *lock(&flight.result) = Some(result.clone());
-        flight.done.notify_all();
-        result
+        landing.result.clone()
+    }
+}
+
+/// Ends a flight when dropped: publishes its result to the followers.
+struct Landing<'a, K: Hash + Eq + Clone, V> {
+    cache: &'a Cache<K, V>,
+    key: &'a K,
+    flight: &'a Flight<V>,
+    result: Result<Cached<V>>,
+}
+
+impl<K: Hash + Eq + Clone, V> Drop for Landing<'_, K, V> {
+    fn drop(&mut self) {
+        lock(&self.cache.flights).remove(self.key);
+        *lock(&self.flight.result) = Some(self.result.clone());
+        self.flight.done.notify_all();
     }
 }
 
@@ -392,6 +413,32 @@ mod tests {
             fetches.load(Ordering::SeqCst) <= 2,
             "{}",
             fetches.load(Ordering::SeqCst)
+        );
+    }
+
+    #[test]
+    fn a_panicking_fetch_still_wakes_its_followers() {
+        let cache: Arc<Cache<&str, u32>> = Arc::new(Cache::new(policy(10), ManualClock::new()));
+        let leader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let _ = cache.get_or_fetch(&"k", || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    panic!("fetch failed hard")
+                });
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // A follower of the doomed flight gets an error, not a hang.
+        assert!(cache.get_or_fetch(&"k", || Ok(Some(1))).is_err());
+        assert!(leader.join().is_err());
+        assert_eq!(
+            cache
+                .get_or_fetch(&"k", || Ok(Some(1)))
+                .unwrap()
+                .value
+                .as_deref(),
+            Some(&1)
         );
     }
 
