@@ -313,13 +313,30 @@ impl Mount {
         let dir = tempfile::tempdir().expect("tempdir");
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).expect("mkdir");
-        Mount::start(bao, token, source, dir, mountpoint, args)
+        Mount::start(bao, token, source, dir, mountpoint, args, "secretfs=debug")
+    }
+
+    /// Mounts `source` logging only warnings (for benchmarks: debug logging
+    /// costs time on every request).
+    pub fn quiet(bao: &Bao, source: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("mkdir");
+        Mount::start(bao, "root", source, dir, mountpoint, args, "secretfs=warn")
     }
 
     /// Mounts on an existing directory (which this `Mount` does not own).
     pub fn at_path(bao: &Bao, token: &str, source: &str, at: &Path, args: &[&str]) -> Mount {
         let dir = tempfile::tempdir().expect("tempdir");
-        Mount::start(bao, token, source, dir, at.to_path_buf(), args)
+        Mount::start(
+            bao,
+            token,
+            source,
+            dir,
+            at.to_path_buf(),
+            args,
+            "secretfs=debug",
+        )
     }
 
     fn start(
@@ -329,6 +346,7 @@ impl Mount {
         dir: tempfile::TempDir,
         mountpoint: PathBuf,
         args: &[&str],
+        rust_log: &str,
     ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
@@ -342,7 +360,7 @@ impl Mount {
             .args(["--addr", bao.addr()])
             .args(args)
             .env("VAULT_TOKEN", token)
-            .env("RUST_LOG", "secretfs=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
@@ -382,6 +400,11 @@ impl Mount {
     /// A path inside the mount.
     pub fn at(&self, rel: &str) -> PathBuf {
         self.mountpoint.join(rel)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The daemon's log so far.
