@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::{KvVersion, ListEntry, Listing, Secret, SecretPath, SecretStore};
@@ -48,8 +48,9 @@ pub struct ResolvedSource {
 
 /// A KV mount on a Vault or OpenBao server.
 pub struct VaultStore {
-    client: Arc<VaultClient>,
-    rt: Handle,
+    /// Settings for each calling thread's own client.
+    client_settings: VaultClientSettings,
+    id: usize,
     source: ResolvedSource,
     timeout: Duration,
 }
@@ -79,7 +80,7 @@ impl VaultStore {
         let client_settings = builder
             .build()
             .map_err(|e| format!("invalid Vault settings: {e}"))?;
-        let client = VaultClient::new(client_settings)
+        let client = VaultClient::new(client_settings.clone())
             .map_err(|e| format!("cannot build the Vault client: {e}"))?;
 
         let no_answer = || {
@@ -154,8 +155,8 @@ impl VaultStore {
             .map(SecretPath::parse)
             .unwrap_or_else(SecretPath::root);
         Ok(VaultStore {
-            client,
-            rt,
+            client_settings,
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             source: ResolvedSource {
                 mount: mount.as_str().to_string(),
                 folder,
@@ -170,11 +171,33 @@ impl VaultStore {
         &self.source
     }
 
-    fn call<T>(
-        &self,
-        fut: impl Future<Output = std::result::Result<T, ClientError>>,
-    ) -> Result<Option<T>> {
-        match with_deadline(&self.rt, self.timeout, fut) {
+    /// Runs one request under the deadline; 404 is `Ok(None)`.
+    ///
+    /// Called from FUSE worker threads, which are not runtime threads: each
+    /// gets its own single-threaded runtime and client (one keep-alive
+    /// connection per thread), so a request never hops between threads —
+    /// that hop costs more than the rest of a cold read.
+    fn call<T, Fut>(&self, make: impl FnOnce(Arc<VaultClient>) -> Fut) -> Result<Option<T>>
+    where
+        Fut: Future<Output = std::result::Result<T, ClientError>>,
+    {
+        let deadline = self.timeout;
+        let outcome = LOCAL.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().map(|l| l.owner) != Some(self.id) {
+                *slot = LocalClient::new(self.id, &self.client_settings);
+            }
+            slot.as_ref().map(|l| {
+                l.rt.block_on(async {
+                    tokio::time::timeout(deadline, make(l.client.clone())).await
+                })
+                .ok()
+            })
+        });
+        let Some(outcome) = outcome else {
+            return Err(Error::Unavailable("cannot start an I/O runtime".into()));
+        };
+        match outcome {
             None => Err(Error::Timeout(self.timeout)),
             Some(Ok(v)) => Ok(Some(v)),
             Some(Err(e)) if status(&e) == Some(404) => Ok(None),
@@ -183,6 +206,39 @@ impl VaultStore {
     }
 }
 
+/// A calling thread's own runtime and client.
+struct LocalClient {
+    /// Which store it belongs to.
+    owner: usize,
+    rt: tokio::runtime::Runtime,
+    client: Arc<VaultClient>,
+}
+
+impl LocalClient {
+    fn new(owner: usize, settings: &VaultClientSettings) -> Option<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "cannot build a thread's I/O runtime"))
+            .ok()?;
+        let client = VaultClient::new(settings.clone())
+            .map_err(|e| tracing::error!(error = %e, "cannot build a thread's Vault client"))
+            .ok()?;
+        Some(LocalClient {
+            owner,
+            rt,
+            client: Arc::new(client),
+        })
+    }
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<LocalClient>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Distinguishes stores (tests may build several in one process).
+static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 impl SecretStore for VaultStore {
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
         let mount = self.source.mount.as_str();
@@ -190,9 +246,11 @@ impl SecretStore for VaultStore {
         let dir = format!("{}/", path.as_str());
         let dir = if path.is_root() { "" } else { dir.as_str() };
         let keys = match self.source.version {
-            KvVersion::V2 => self.call(vaultrs::kv2::list(&*self.client, mount, dir))?,
+            KvVersion::V2 => {
+                self.call(|c| async move { vaultrs::kv2::list(&*c, mount, dir).await })?
+            }
             KvVersion::V1 => self
-                .call(vaultrs::kv1::list(&*self.client, mount, dir))?
+                .call(|c| async move { vaultrs::kv1::list(&*c, mount, dir).await })?
                 .map(|r| r.data.keys),
         };
         Ok(keys.map(|keys| keys.iter().map(|k| ListEntry::parse(k)).collect()))
@@ -211,8 +269,8 @@ impl SecretStore for VaultStore {
                     .path(path.as_str())
                     .build()
                     .map_err(|e| Error::Invalid(e.to_string()))?;
-                let Some(resp) =
-                    self.call(vaultrs::api::exec_with_result(&*self.client, request))?
+                let Some(resp) = self
+                    .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })?
                 else {
                     return Ok(None);
                 };
@@ -223,7 +281,9 @@ impl SecretStore for VaultStore {
                 secret_from(&resp.data, Some(resp.metadata.version), modified).map(Some)
             }
             KvVersion::V1 => {
-                match self.call(vaultrs::kv1::get_raw(&*self.client, mount, path.as_str()))? {
+                match self.call(|c| async move {
+                    vaultrs::kv1::get_raw(&*c, mount, path.as_str()).await
+                })? {
                     None => Ok(None),
                     Some(resp) => secret_from(&resp.data, None, None).map(Some),
                 }
@@ -249,15 +309,20 @@ impl SecretStore for VaultStore {
                     Some(version) => {
                         let cas = u32::try_from(version)
                             .map_err(|_| Error::Protocol("version out of range".into()))?;
-                        self.call(vaultrs::kv2::set_with_options(
-                            &*self.client,
-                            mount,
-                            path.as_str(),
-                            data,
-                            SetSecretRequestOptions { cas },
-                        ))
+                        self.call(|c| async move {
+                            vaultrs::kv2::set_with_options(
+                                &*c,
+                                mount,
+                                path.as_str(),
+                                data,
+                                SetSecretRequestOptions { cas },
+                            )
+                            .await
+                        })
                     }
-                    None => self.call(vaultrs::kv2::set(&*self.client, mount, path.as_str(), data)),
+                    None => self.call(|c| async move {
+                        vaultrs::kv2::set(&*c, mount, path.as_str(), data).await
+                    }),
                 };
                 match result {
                     Ok(meta) => Ok(meta.map(|m| m.version)),
@@ -271,7 +336,9 @@ impl SecretStore for VaultStore {
             KvVersion::V1 => {
                 let map: std::collections::HashMap<&str, &serde_json::Value> =
                     data.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                self.call(vaultrs::kv1::set(&*self.client, mount, path.as_str(), &map))?;
+                self.call(
+                    |c| async move { vaultrs::kv1::set(&*c, mount, path.as_str(), &map).await },
+                )?;
                 Ok(None)
             }
         }
@@ -280,13 +347,11 @@ impl SecretStore for VaultStore {
     fn delete(&self, path: &SecretPath) -> Result<()> {
         let mount = self.source.mount.as_str();
         match self.source.version {
-            KvVersion::V2 => self.call(vaultrs::kv2::delete_latest(
-                &*self.client,
-                mount,
-                path.as_str(),
-            ))?,
+            KvVersion::V2 => self.call(|c| async move {
+                vaultrs::kv2::delete_latest(&*c, mount, path.as_str()).await
+            })?,
             KvVersion::V1 => {
-                self.call(vaultrs::kv1::delete(&*self.client, mount, path.as_str()))?
+                self.call(|c| async move { vaultrs::kv1::delete(&*c, mount, path.as_str()).await })?
             }
         };
         Ok(())
@@ -295,11 +360,10 @@ impl SecretStore for VaultStore {
     fn current_version(&self, path: &SecretPath) -> Result<Option<u64>> {
         match self.source.version {
             KvVersion::V2 => Ok(self
-                .call(vaultrs::kv2::read_metadata(
-                    &*self.client,
-                    self.source.mount.as_str(),
-                    path.as_str(),
-                ))?
+                .call(|c| async move {
+                    vaultrs::kv2::read_metadata(&*c, self.source.mount.as_str(), path.as_str())
+                        .await
+                })?
                 .map(|m| m.current_version)),
             KvVersion::V1 => Ok(None),
         }
@@ -311,7 +375,7 @@ impl SecretStore for VaultStore {
 
     fn health(&self) -> Result<Option<Duration>> {
         let me = self
-            .call(vaultrs::token::lookup_self(&*self.client))?
+            .call(|c| async move { vaultrs::token::lookup_self(&*c).await })?
             .ok_or_else(|| Error::Protocol("token lookup answered 404".into()))?;
         // A TTL of 0 means the token never expires (root tokens).
         Ok((me.ttl > 0).then(|| Duration::from_secs(me.ttl)))
