@@ -1,0 +1,199 @@
+//! The store as the core sees it: folder listings and secrets through the
+//! cache, what a parent's listing already tells, stale-while-revalidate with
+//! its refresher thread, and which listed names still stand (KV v2 keeps
+//! listing soft-deleted secrets).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::cache::{Cache, Cached};
+use super::{lock, Refresh, SecretFs};
+use crate::error::Result;
+use crate::store::{ListEntry, Listing, Secret, SecretPath};
+
+impl SecretFs {
+    /// What the parent's fresh listing says of `path`: `Some((is_folder,
+    /// is_secret, valid_for))` when it is cached and fresh, `None` otherwise.
+    pub(super) fn known_from_parent(&self, path: &SecretPath) -> Option<(bool, bool, Duration)> {
+        let (parent, name) = path.split_last()?;
+        let cached = self.listings.fresh(&parent)?;
+        let (mut folder, mut secret) = (false, false);
+        for e in cached.value.iter().flat_map(|l| l.iter()) {
+            if e.name == name {
+                if e.folder {
+                    folder = true;
+                } else {
+                    secret = true;
+                }
+            }
+        }
+        Some((folder, secret, cached.valid_for))
+    }
+
+    /// The folder listing at `path` (`None`: not a folder).
+    pub(super) fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
+        if let Some((false, _, valid_for)) = self.known_from_parent(path) {
+            return Ok(Cached {
+                value: None,
+                valid_for,
+            });
+        }
+        if let Some(stale) =
+            self.serve_while_refreshing(&self.listings, Refresh::Listing(path.clone()))
+        {
+            return Ok(stale);
+        }
+        self.listings.get_or_fetch(path, || self.store.list(path))
+    }
+
+    /// Starts the thread that refreshes expired answers in the background
+    /// (when `background_refresh` is set). Without it every refresh blocks
+    /// the reader that needs it.
+    pub fn start_refresher(self: &Arc<Self>) {
+        if !self.config.background_refresh {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
+        if self.refresher.set(tx).is_err() {
+            return;
+        }
+        let fs = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-refresh".into())
+            .spawn(move || {
+                for job in rx {
+                    let Some(fs) = fs.upgrade() else { return };
+                    let result = match &job {
+                        Refresh::Listing(p) => fs.store.list(p).map(|l| {
+                            fs.listings.insert(p.clone(), l);
+                        }),
+                        Refresh::Secret(p) => fs.fetch_secret(p).map(|s| {
+                            fs.secrets.insert(p.clone(), s);
+                        }),
+                    };
+                    if let Err(e) = result {
+                        // The stale answer stays; the next reader fetches (or
+                        // gets stale-if-error) in the foreground.
+                        tracing::debug!(?job, error = %e, "background refresh failed");
+                    }
+                    lock(&fs.refreshing).remove(&job);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the refresh thread: refreshing in the foreground");
+        }
+    }
+
+    /// A recently expired answer, served at once while `job` refreshes it
+    /// in the background; `None` when the caller must fetch itself.
+    pub(super) fn serve_while_refreshing<V>(
+        &self,
+        cache: &Cache<SecretPath, V>,
+        job: Refresh,
+    ) -> Option<Cached<V>> {
+        let tx = self.refresher.get()?;
+        let key = match &job {
+            Refresh::Listing(p) | Refresh::Secret(p) => p,
+        };
+        if cache.fresh(key).is_some() {
+            return None;
+        }
+        let stale = cache.recently_expired(key)?;
+        if lock(&self.refreshing).insert(job.clone()) && tx.send(job.clone()).is_err() {
+            lock(&self.refreshing).remove(&job);
+            return None;
+        }
+        Some(stale)
+    }
+
+    /// The secret at `path` (`None`: not a secret).
+    pub(super) fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
+        if let Some((_, false, valid_for)) = self.known_from_parent(path) {
+            return Ok(Cached {
+                value: None,
+                valid_for,
+            });
+        }
+        if let Some(stale) =
+            self.serve_while_refreshing(&self.secrets, Refresh::Secret(path.clone()))
+        {
+            return Ok(stale);
+        }
+        self.secrets.get_or_fetch(path, || self.fetch_secret(path))
+    }
+
+    /// Reads a secret from the store, with its mtime settled.
+    pub(super) fn fetch_secret(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        let mut fresh = self.store.read(path)?;
+        if let Some(s) = fresh.as_mut() {
+            s.modified = Some(self.modified_time(path, s));
+        }
+        Ok(fresh)
+    }
+
+    /// A file's mtime: the KV v2 version's creation time, else (KV v1) the
+    /// time we first saw this content. It must change whenever the bytes
+    /// do: the kernel drops its cached pages when it sees a new mtime
+    /// (FUSE_AUTO_INVAL_DATA), which is how a refreshed value reaches
+    /// readers that keep the file in the page cache.
+    pub(super) fn modified_time(&self, path: &SecretPath, fresh: &Secret) -> SystemTime {
+        if let Some(t) = fresh.modified {
+            return t;
+        }
+        match self.secrets.last(path) {
+            Some(old) if old.same_data(fresh) => old.modified.unwrap_or(self.started),
+            Some(_) => SystemTime::now(),
+            None => self.started,
+        }
+    }
+
+    /// Whether a listing entry still stands. KV v2 keeps listing a secret
+    /// after a (soft) delete, and a folder whose secrets are all deleted: a
+    /// secret we deleted does not stand until it holds data again, nor a
+    /// folder holding nothing else.
+    pub(super) fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
+        self.entry_stands_below(dir, e, 0)
+    }
+
+    pub(super) fn entry_stands_below(&self, dir: &SecretPath, e: &ListEntry, depth: usize) -> bool {
+        let path = dir.join(&e.name);
+        if e.folder {
+            return !self.hollow_folder(&path, depth);
+        }
+        if !self.overlay.is_deleted(&path) {
+            // A secret known (fresh in the cache) to have no live version
+            // is a KV v2 soft delete made elsewhere: hidden too.
+            return !matches!(self.secrets.fresh(&path), Some(Cached { value: None, .. }));
+        }
+        match self.secret(&path) {
+            Ok(Cached { value: Some(_), .. }) => {
+                // Written again (here or by `bao kv undelete`).
+                self.overlay.clear_deleted(&path);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the secret at `path` has a live version (or we may not know).
+    pub(super) fn secret_is_live(&self, path: &SecretPath) -> bool {
+        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
+    }
+
+    /// Whether the folder `path` lists only secrets we deleted (at any depth).
+    pub(super) fn hollow_folder(&self, path: &SecretPath, depth: usize) -> bool {
+        if depth > 32 || !self.overlay.has_deleted_under(path) {
+            return false;
+        }
+        match self.listing(path) {
+            Ok(Cached {
+                value: Some(listing),
+                ..
+            }) => listing
+                .iter()
+                .all(|e| !self.entry_stands_below(path, e, depth + 1)),
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+}
