@@ -182,6 +182,7 @@ impl VaultStore {
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
         let deadline = self.timeout;
+        let started = std::time::Instant::now();
         let outcome = LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().map(|l| l.owner) != Some(self.id) {
@@ -197,6 +198,10 @@ impl VaultStore {
         let Some(outcome) = outcome else {
             return Err(Error::Unavailable("cannot start an I/O runtime".into()));
         };
+        tracing::trace!(
+            micros = started.elapsed().as_micros() as u64,
+            "store request"
+        );
         match outcome {
             None => Err(Error::Timeout(self.timeout)),
             Some(Ok(v)) => Ok(Some(v)),
