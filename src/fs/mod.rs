@@ -255,6 +255,14 @@ impl SecretFs {
         ))
     }
 
+    /// Attributes of the in-memory scratch file at `path`.
+    fn scratch_attr(&self, ino: Ino, path: &SecretPath) -> Result<Attr> {
+        let file = self.overlay.scratch(path).ok_or(Error::NotFound)?;
+        let f = lock(&file);
+        let size = f.data.expose_secret().len() as u64;
+        Ok(self.file_attr(ino, size, f.modified, LOCAL_TTL))
+    }
+
     fn dir_path(&self, ino: Ino) -> Result<SecretPath> {
         match self.inodes.get(ino) {
             Some(NodeKind::Dir { path }) => Ok(path),
@@ -298,17 +306,11 @@ impl SecretFs {
                 Ok(self.dir_attr(ino, valid_for))
             }
             Child::Scratch(path) => {
-                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let attr = self.scratch_attr(0, &path)?;
                 let ino = self
                     .inodes
                     .remember(parent, name, NodeKind::Scratch { path }, lookup);
-                let f = lock(&file);
-                Ok(self.file_attr(
-                    ino,
-                    f.data.expose_secret().len() as u64,
-                    f.modified,
-                    LOCAL_TTL,
-                ))
+                Ok(Attr { ino, ..attr })
             }
             Child::NewKey(secret, key) | Child::Key(secret, key, None) => {
                 let ino = self
@@ -416,16 +418,7 @@ impl SecretFs {
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
-            NodeKind::Scratch { path } => {
-                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
-                let f = lock(&file);
-                Ok(self.file_attr(
-                    ino,
-                    f.data.expose_secret().len() as u64,
-                    f.modified,
-                    LOCAL_TTL,
-                ))
-            }
+            NodeKind::Scratch { path } => self.scratch_attr(ino, &path),
             NodeKind::Key { secret, key } => {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
