@@ -90,7 +90,11 @@ impl Bao {
             .expect("audit config");
             cmd.arg(format!("-config={}", config.display()));
         }
-        cmd.stdin(Stdio::null())
+        // Dev mode writes its root token to ~/.vault-token (a temp file
+        // renamed into place): servers started at once by parallel tests
+        // race on it and one fails to start. Each gets a HOME of its own.
+        cmd.env("HOME", dir.path())
+            .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         die_with_parent(&mut cmd);
