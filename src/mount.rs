@@ -132,11 +132,16 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         .map(AuditLog::open)
         .transpose()?;
     let session = fuser::spawn_mount(
-        FuseAdapter::new(core, audit),
+        FuseAdapter::new(core.clone(), audit),
         &args.mountpoint,
         &fuse_config,
     )
     .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
+    match crate::fuse::spawn_notifier(session.notifier()) {
+        Ok(tx) => core.send_invalidations_to(tx),
+        // Kernel caches still expire with the TTL (attributes say so).
+        Err(e) => tracing::warn!(error = %e, "cannot start the notifier thread"),
+    }
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
     readiness.ready();
 

@@ -215,6 +215,16 @@ fn a_change_in_vault_shows_after_the_ttl_even_to_a_cached_reader() {
         let got = eventually_reads(&path, longer.as_bytes(), Duration::from_secs(4));
         assert_eq!(String::from_utf8_lossy(&got), longer, "{mode:?}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), longer.len() as u64);
+        // The kernel was told to drop what it held of the old value.
+        let log = m.log();
+        assert!(
+            log.contains("value changed in the store: invalidating"),
+            "{mode:?}: no invalidation sent\n{log}"
+        );
+        assert!(
+            !log.contains("invalidation not delivered"),
+            "{mode:?}\n{log}"
+        );
         bao.kv2_put("secret", "myapp/api/token", json!({"value": "t0k"}));
     }
 }

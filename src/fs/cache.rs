@@ -137,7 +137,7 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     }
 
     /// The cached positive answer, however old, while within the stale-if-error window.
-    fn stale(&self, key: &K) -> Option<Cached<V>> {
+    pub fn stale(&self, key: &K) -> Option<Cached<V>> {
         let now = self.clock.now();
         let mut entries = lock(&self.entries);
         let entry = entries.get(key)?;

@@ -45,8 +45,13 @@ pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
 
 /// What an open handle holds.
 pub enum Handle {
-    /// A key opened read-only: the value as it was at open, so that one
-    /// reader never sees two versions mixed.
+    /// A key of the store opened read-only: reads serve the version the
+    /// kernel was last told of, whatever version was current at open.
+    Key {
+        /// The file's inode.
+        ino: Ino,
+    },
+    /// A key opened read-only while a writer holds it: its bytes at open.
     Read {
         /// The value's bytes.
         value: Arc<SecretSlice<u8>>,

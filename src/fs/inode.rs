@@ -3,9 +3,9 @@
 //! nowhere else. Numbers are monotonic and never reused.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::store::SecretPath;
+use crate::store::{Secret, SecretPath};
 
 /// An inode number.
 pub type Ino = u64;
@@ -47,6 +47,10 @@ struct Node {
     name: String,
     kind: NodeKind,
     lookups: u64,
+    /// For a key: the version of its secret whose size and mtime the kernel
+    /// was last told. Reads serve these bytes, so that the kernel's idea of
+    /// the file's size and the bytes it gets always belong together.
+    shown: Option<Arc<Secret>>,
 }
 
 struct Inner {
@@ -71,6 +75,7 @@ impl InodeTable {
                 name: String::new(),
                 kind: NodeKind::Dir { path: root },
                 lookups: 1,
+                shown: None,
             },
         );
         InodeTable {
@@ -121,6 +126,7 @@ impl InodeTable {
                 name: name.to_string(),
                 kind,
                 lookups: u64::from(lookup),
+                shown: None,
             },
         );
         inner.by_name.insert(key, ino);
@@ -149,7 +155,47 @@ impl InodeTable {
             node.parent = new_parent;
             node.name = new_name.to_string();
             node.kind = kind;
+            node.shown = None;
         }
+    }
+
+    /// Records the version of the secret whose attributes of `ino` the
+    /// kernel is being told.
+    pub fn show(&self, ino: Ino, version: Arc<Secret>) {
+        if let Some(node) = self.lock().nodes.get_mut(&ino) {
+            node.shown = Some(version);
+        }
+    }
+
+    /// The version of the secret last shown for `ino`.
+    pub fn shown(&self, ino: Ino) -> Option<Arc<Secret>> {
+        self.lock().nodes.get(&ino).and_then(|n| n.shown.clone())
+    }
+
+    /// The key inodes of `secret` the kernel may hold: each with its
+    /// parent, its key and the version last shown, for what to invalidate
+    /// when the secret changes.
+    pub fn keys_of(&self, secret: &SecretPath) -> Vec<(Ino, Ino, String, Option<Arc<Secret>>)> {
+        self.lock()
+            .nodes
+            .iter()
+            .filter_map(|(&ino, n)| match &n.kind {
+                NodeKind::Key { secret: s, key } if s == secret => {
+                    Some((ino, n.parent, key.clone(), n.shown.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The directory inodes standing for `path`.
+    pub fn dirs_at(&self, path: &SecretPath) -> Vec<Ino> {
+        self.lock()
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(&n.kind, NodeKind::Dir { path: p } if p == path))
+            .map(|(&ino, _)| ino)
+            .collect()
     }
 
     /// The kernel dropped `n` references to `ino`; at zero the inode is forgotten.

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod handle;
 pub mod inode;
+mod invalidate;
 pub mod names;
 pub mod overlay;
 mod source;
@@ -23,6 +24,7 @@ use crate::store::{Listing, Secret, SecretPath, SecretStore};
 use cache::{Cache, CachePolicy, Cached, Clock};
 use handle::{DirEntryInfo, Handle, HandleTable, SharedBuffer};
 use inode::{Ino, InodeTable, NodeKind};
+pub use invalidate::Invalidation;
 use overlay::Overlay;
 
 /// Ownership and modes shown on every node.
@@ -114,6 +116,8 @@ pub struct SecretFs {
     refresher: std::sync::OnceLock<std::sync::mpsc::Sender<Refresh>>,
     /// Refreshes queued or running, so each path is refreshed once at a time.
     refreshing: Mutex<std::collections::HashSet<Refresh>>,
+    /// Where invalidations for the kernel go, once the mount is up.
+    invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -151,6 +155,7 @@ impl SecretFs {
             last_error: Mutex::new(None),
             refresher: std::sync::OnceLock::new(),
             refreshing: Mutex::new(std::collections::HashSet::new()),
+            invalidations: std::sync::OnceLock::new(),
         }
     }
 
@@ -245,8 +250,21 @@ impl SecretFs {
         (!failed).then_some(buffer)
     }
 
-    fn key_attr(&self, ino: Ino, secret: &Secret, key: &str, valid_for: Duration) -> Result<Attr> {
+    /// Attributes of the key file `ino` as `secret` holds it. With `shown`
+    /// the kernel is being told them: reads of `ino` serve this version
+    /// from then on (see [`InodeTable::show`]).
+    fn key_attr(
+        &self,
+        ino: Ino,
+        secret: &Arc<Secret>,
+        key: &str,
+        valid_for: Duration,
+        shown: bool,
+    ) -> Result<Attr> {
         let value = secret.keys.get(key).ok_or(Error::NotFound)?;
+        if shown {
+            self.inodes.show(ino, secret.clone());
+        }
         Ok(self.file_attr(
             ino,
             value.len(),
@@ -331,7 +349,7 @@ impl SecretFs {
                 );
                 match self.buffered_size(ino) {
                     Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
-                    None => self.key_attr(ino, &secret, &key, valid_for),
+                    None => self.key_attr(ino, &secret, &key, valid_for, lookup),
                 }
             }
         }
@@ -428,7 +446,7 @@ impl SecretFs {
                 }
                 let cached = self.secret(&secret)?;
                 let s = cached.value.ok_or(Error::NotFound)?;
-                self.key_attr(ino, &s, &key, cached.valid_for)
+                self.key_attr(ino, &s, &key, cached.valid_for, true)
             }
         }
     }
@@ -467,13 +485,12 @@ impl SecretFs {
                     let value = Arc::new(SecretSlice::from(Vec::new()));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
+                // The key must exist now; its bytes are read later, from
+                // the version the kernel was last told of (`read_key`).
                 let cached = self.secret(&secret)?;
                 let s = cached.value.ok_or(Error::NotFound)?;
-                let value = s.keys.get(&key).ok_or(Error::NotFound)?;
-                let copy = SecretSlice::from(value.expose().to_vec());
-                Ok(self.handles.insert(Handle::Read {
-                    value: Arc::new(copy),
-                }))
+                s.keys.get(&key).ok_or(Error::NotFound)?;
+                Ok(self.handles.insert(Handle::Key { ino }))
             }
         }
     }
@@ -489,6 +506,7 @@ impl SecretFs {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         match &*handle {
             Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),
+            Handle::Key { ino } => self.read_ino(*ino, offset, size, f),
             Handle::Write { buffer, .. } => {
                 let b = lock(buffer);
                 Ok(f(slice_at(b.data.expose_secret(), offset, size)))
@@ -513,8 +531,8 @@ impl SecretFs {
         self.config.read_only
     }
 
-    /// Reads a key's current bytes without a handle (after a "no open"
-    /// open the kernel sends reads with no handle).
+    /// Reads a file by inode: what every read of a key comes to, and all
+    /// reads after a "no open" open (the kernel sends them with no handle).
     pub fn read_ino<R>(
         &self,
         ino: Ino,
@@ -530,9 +548,15 @@ impl SecretFs {
                 SecretSlice::from(copy)
             }
             NodeKind::Key { secret, key } => {
-                let cached = self.secret(&secret)?;
-                let s = cached.value.ok_or(Error::NotFound)?;
-                let value = s.keys.get(&key).ok_or(Error::NotFound)?;
+                // The version whose size the kernel holds: bytes of a newer
+                // one would be cut to the old size (or padded by nothing),
+                // and a reader would get neither value whole. A newer
+                // version reaches the kernel with its attributes first.
+                let version = match self.inodes.shown(ino) {
+                    Some(v) => v,
+                    None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
+                };
+                let value = version.keys.get(&key).ok_or(Error::NotFound)?;
                 return Ok(f(slice_at(value.expose(), offset, size)));
             }
         };

@@ -15,8 +15,23 @@ impl SecretFs {
     /// What the parent's fresh listing says of `path`: `Some((is_folder,
     /// is_secret, valid_for))` when it is cached and fresh, `None` otherwise.
     pub(super) fn known_from_parent(&self, path: &SecretPath) -> Option<(bool, bool, Duration)> {
-        let (parent, name) = path.split_last()?;
-        let cached = self.listings.fresh(&parent)?;
+        let (parent, _) = path.split_last()?;
+        self.parent_says(path, self.listings.fresh(&parent)?)
+    }
+
+    /// What the parent's last listing says of `path` while the store is
+    /// unreachable and that listing is within the stale-if-error window.
+    fn known_from_stale_parent(&self, path: &SecretPath) -> Option<(bool, bool, Duration)> {
+        let (parent, _) = path.split_last()?;
+        self.parent_says(path, self.listings.stale(&parent)?)
+    }
+
+    fn parent_says(
+        &self,
+        path: &SecretPath,
+        cached: Cached<Listing>,
+    ) -> Option<(bool, bool, Duration)> {
+        let (_, name) = path.split_last()?;
         let (mut folder, mut secret) = (false, false);
         for e in cached.value.iter().flat_map(|l| l.iter()) {
             if e.name == name {
@@ -43,7 +58,26 @@ impl SecretFs {
         {
             return Ok(stale);
         }
-        self.listings.get_or_fetch(path, || self.store.list(path))
+        let mut fetched = None;
+        let answer = self.listings.get_or_fetch(path, || {
+            fetched = Some(self.listings.last(path));
+            self.store.list(path)
+        });
+        if let (Some(before), Ok(now)) = (fetched, &answer) {
+            self.notice_listing(path, before.as_ref(), now.value.as_ref());
+        }
+        match answer {
+            // A secret with no children has no listing of its own to serve
+            // stale: its parent's says it is no folder.
+            Err(e) if e.is_transient() => match self.known_from_stale_parent(path) {
+                Some((false, _, valid_for)) => Ok(Cached {
+                    value: None,
+                    valid_for,
+                }),
+                _ => Err(e),
+            },
+            answer => answer,
+        }
     }
 
     /// Starts the thread that refreshes expired answers in the background
@@ -65,10 +99,14 @@ impl SecretFs {
                     let Some(fs) = fs.upgrade() else { return };
                     let result = match &job {
                         Refresh::Listing(p) => fs.store.list(p).map(|l| {
-                            fs.listings.insert(p.clone(), l);
+                            let before = fs.listings.last(p);
+                            let now = fs.listings.insert(p.clone(), l);
+                            fs.notice_listing(p, before.as_ref(), now.value.as_ref());
                         }),
                         Refresh::Secret(p) => fs.fetch_secret(p).map(|s| {
-                            fs.secrets.insert(p.clone(), s);
+                            let before = fs.secrets.last(p);
+                            let now = fs.secrets.insert(p.clone(), s);
+                            fs.notice_secret(p, before.as_ref(), now.value.as_ref());
                         }),
                     };
                     if let Err(e) = result {
@@ -119,7 +157,25 @@ impl SecretFs {
         {
             return Ok(stale);
         }
-        self.secrets.get_or_fetch(path, || self.fetch_secret(path))
+        let mut fetched = None;
+        let answer = self.secrets.get_or_fetch(path, || {
+            fetched = Some(self.secrets.last(path));
+            self.fetch_secret(path)
+        });
+        if let (Some(before), Ok(now)) = (fetched, &answer) {
+            self.notice_secret(path, before.as_ref(), now.value.as_ref());
+        }
+        match answer {
+            // Likewise a folder that is no secret.
+            Err(e) if e.is_transient() => match self.known_from_stale_parent(path) {
+                Some((_, false, valid_for)) => Ok(Cached {
+                    value: None,
+                    valid_for,
+                }),
+                _ => Err(e),
+            },
+            answer => answer,
+        }
     }
 
     /// Reads a secret from the store, with its mtime settled.

@@ -175,6 +175,43 @@ fn reads_at_offsets_return_the_right_slice() {
 }
 
 #[test]
+fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::ZERO);
+    let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    let fh = fs.open(ino, false, false).unwrap();
+    // Longer, then shorter: the kernel still holds size 7 until it asks.
+    for value in ["rotated-and-longer", "short"] {
+        store.put("myapp/db", json!({ "PASSWORD": value }));
+        assert_eq!(fs.read(fh, 0, 4096, |b| b.to_vec()).unwrap(), b"hunter2");
+        assert_eq!(
+            fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+            b"hunter2"
+        );
+    }
+    // Once the kernel is told the new size, reads serve the new bytes.
+    assert_eq!(fs.getattr(ino).unwrap().size, 5);
+    assert_eq!(fs.read(fh, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
+    assert_eq!(fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
+    fs.release(fh);
+}
+
+#[test]
+fn a_plain_secret_is_served_stale_after_its_parent_listing_expired() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    // "myapp/api/token" has no children: its own listing is never fetched.
+    assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
+    std::thread::sleep(Duration::from_millis(150));
+    store.set_fault(Some(Error::Unavailable("connection refused".into())));
+    assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
+    assert_eq!(
+        names(&fs, "myapp/api/token"),
+        [("value".to_string(), false)]
+    );
+}
+
+#[test]
 fn an_open_handle_keeps_the_value_it_opened() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::ZERO);
@@ -724,4 +761,63 @@ fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_n
     std::thread::sleep(Duration::from_millis(250));
     store.set_delay(Duration::ZERO);
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
+}
+
+fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    fs.send_invalidations_to(tx);
+    rx
+}
+
+#[test]
+fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    let rx = invalidations_of(&fs);
+    let dir = path_ino(&fs, "myapp/db").unwrap();
+    let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    let user = path_ino(&fs, "myapp/db/USER").unwrap();
+    let port = path_ino(&fs, "myapp/db/PORT").unwrap();
+    assert!(rx.try_recv().is_err(), "nothing changed yet");
+    // PASSWORD changes, USER stays, PORT goes.
+    store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(fs.getattr(password).unwrap().size, 7);
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    assert!(got.contains(&Invalidation::Inode(password)), "{got:?}");
+    assert!(got.contains(&Invalidation::Inode(port)), "{got:?}");
+    assert!(
+        got.contains(&Invalidation::Entry {
+            parent: dir,
+            name: "PORT".into()
+        }),
+        "{got:?}"
+    );
+    assert!(!got.contains(&Invalidation::Inode(user)), "{got:?}");
+    // Fetched again unchanged: nothing more.
+    std::thread::sleep(Duration::from_millis(150));
+    fs.getattr(password).unwrap();
+    assert_eq!(rx.try_iter().count(), 0);
+}
+
+#[test]
+fn a_secret_gone_from_its_folder_invalidates_its_name() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    store.put("myapp/api/other", json!({"k": "v"}));
+    let rx = invalidations_of(&fs);
+    let api = path_ino(&fs, "myapp/api").unwrap();
+    assert_eq!(names(&fs, "myapp/api").len(), 2);
+    path_ino(&fs, "myapp/api/token").unwrap();
+    store.remove("myapp/api/token");
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(names(&fs, "myapp/api"), [("other".to_string(), true)]);
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    assert!(
+        got.contains(&Invalidation::Entry {
+            parent: api,
+            name: "token".into()
+        }),
+        "{got:?}"
+    );
 }

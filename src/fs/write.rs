@@ -188,7 +188,7 @@ impl SecretFs {
                 write_into(f.data.expose_secret_mut(), offset, data, limit)?;
                 f.modified = SystemTime::now();
             }
-            Handle::Read { .. } => return Err(Error::ReadOnly),
+            Handle::Read { .. } | Handle::Key { .. } => return Err(Error::ReadOnly),
             Handle::Dir { .. } => return Err(Error::IsDir),
         }
         Ok(u32::try_from(data.len()).unwrap_or(u32::MAX))

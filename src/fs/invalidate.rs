@@ -1,0 +1,108 @@
+//! Telling the kernel what to forget when a refresh finds the store
+//! changed: a key file whose bytes changed (its attributes and cached
+//! pages), a name that is gone. The FUSE adapter delivers these from a
+//! thread of its own (`crate::fuse::spawn_notifier`); the core only says
+//! which, so it stays free of FUSE and testable without a mount.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use super::SecretFs;
+use crate::store::{Listing, Secret, SecretPath};
+
+/// One thing the kernel must forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A file's attributes and cached pages: its bytes changed.
+    Inode(u64),
+    /// The name `name` in the directory `parent`: it is gone.
+    Entry {
+        /// The directory's inode.
+        parent: u64,
+        /// The name.
+        name: String,
+    },
+}
+
+impl SecretFs {
+    /// Sends invalidations to `tx` from now on (once; later calls are ignored).
+    pub fn send_invalidations_to(&self, tx: Sender<Invalidation>) {
+        let _ = self.invalidations.set(tx);
+    }
+
+    fn invalidate(&self, what: Invalidation) {
+        if let Some(tx) = self.invalidations.get() {
+            // The receiver only goes away when the mount ends.
+            let _ = tx.send(what);
+        }
+    }
+
+    /// A fresh answer for the secret at `path` is in the cache; `before` was
+    /// the last one. Every key file the kernel was shown different bytes
+    /// of is invalidated, and the names of keys that are gone.
+    pub(super) fn notice_secret(
+        &self,
+        path: &SecretPath,
+        before: Option<&Arc<Secret>>,
+        now: Option<&Arc<Secret>>,
+    ) {
+        if self.invalidations.get().is_none() {
+            return;
+        }
+        if let (Some(a), Some(b)) = (before, now) {
+            if a.same_data(b) {
+                return;
+            }
+        }
+        for (ino, parent, key, shown) in self.inodes.keys_of(path) {
+            let Some(shown) = shown else { continue };
+            let new = now.and_then(|s| s.keys.get(&key));
+            let old = shown.keys.get(&key);
+            if old.map(|v| v.expose()) == new.map(|v| v.expose()) {
+                continue;
+            }
+            tracing::debug!(%path, ino, "value changed in the store: invalidating");
+            self.invalidate(Invalidation::Inode(ino));
+            if new.is_none() {
+                self.invalidate(Invalidation::Entry { parent, name: key });
+            }
+        }
+    }
+
+    /// A fresh listing of the folder `path` is in the cache; `before` was
+    /// the last one. Names it no longer holds are invalidated in every
+    /// directory standing for `path`.
+    pub(super) fn notice_listing(
+        &self,
+        path: &SecretPath,
+        before: Option<&Arc<Listing>>,
+        now: Option<&Arc<Listing>>,
+    ) {
+        if self.invalidations.get().is_none() {
+            return;
+        }
+        let names = |l: Option<&Arc<Listing>>| -> BTreeSet<String> {
+            l.iter()
+                .flat_map(|l| l.iter())
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        let (old, new) = (names(before), names(now));
+        let gone: Vec<&String> = old.difference(&new).collect();
+        if gone.is_empty() {
+            return;
+        }
+        for dir in self.inodes.dirs_at(path) {
+            for name in &gone {
+                if self.inodes.lookup_name(dir, name).is_some() {
+                    tracing::debug!(%path, ino = dir, "name gone from the store: invalidating");
+                    self.invalidate(Invalidation::Entry {
+                        parent: dir,
+                        name: (*name).clone(),
+                    });
+                }
+            }
+        }
+    }
+}

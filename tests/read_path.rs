@@ -1,0 +1,718 @@
+//! More of the read path against a real OpenBao through a real mount, beside
+//! tests/mount_read.rs: the corners that one leaves open. Custom and bare KV
+//! mounts and SOURCE folders shown alone; plain secrets next to folders at
+//! the root; key names that cannot be file names; a shorter value reaching
+//! a file opened before it landed; keys and secrets deleted in Vault; a
+//! plain secret served stale while Vault is down, and the end of the
+//! stale-if-error window; where the token and the address come from
+//! (VAULT_ADDR, --token-file, ~/.vault-token); and start-up failures, each
+//! bounded in time.
+//!
+//! Fixtures are the shared ones in tests/support (one OpenBao dev server
+//! per test: it starts in about a second, tests may stop it, and a server
+//! of its own keeps each test's data apart). Nothing here skips: a missing
+//! `bao` or FUSE fails the test with a message that says what to install.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{is_mounted, Bao, Mount};
+
+// ---------------------------------------------------------------- helpers
+
+/// Runs a real program (`ls`, `cat`, `stat`) under coreutils' `timeout`, so
+/// that a hung filesystem fails the test instead of hanging it.
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("15")
+        .arg(cmd)
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// `run`, panicking with the program's stderr unless it succeeds.
+fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "`{cmd} {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Reads `path` in a thread and gives up after `within`: a read that hangs
+/// is a failure, never a hung test.
+fn read_within(path: &Path, within: Duration) -> std::io::Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(path));
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("a read hung for more than {within:?}"))
+}
+
+/// Polls `probe` until it returns `Some` or `within` passes.
+fn eventually<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The filesystem type mountinfo gives for the mount point `path`.
+fn fstype(path: &Path) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mp = left.split(' ').nth(4)?;
+        (Path::new(mp) == path).then(|| right.split(' ').next().unwrap_or("").to_string())
+    })
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A command for the binary under test with no VAULT_* settings, no
+/// RUST_LOG and a HOME of its own (so ~/.vault-token is the test's).
+fn bare_secretfs(home: &Path) -> Command {
+    let mut cmd = Command::new(support::secretfs());
+    for var in [
+        "VAULT_ADDR",
+        "VAULT_TOKEN",
+        "VAULT_CACERT",
+        "VAULT_CAPATH",
+        "VAULT_NAMESPACE",
+        "VAULT_SKIP_VERIFY",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", home).stdin(Stdio::null());
+    cmd
+}
+
+/// Kills the child if the spawning thread dies (a failed test leaves no
+/// daemon behind).
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A daemon started from a hand-made command line (for the address and
+/// token sources that `support::Mount` fixes): waits until mounted, and on
+/// drop sends SIGTERM and lazily unmounts whatever is left.
+struct Daemon {
+    child: Child,
+    mountpoint: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(mut cmd: Command, mountpoint: &Path, log: PathBuf) -> Daemon {
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("cannot start secretfs");
+        let mut d = Daemon {
+            child,
+            mountpoint: mountpoint.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(&d.mountpoint) {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("secretfs exited ({status}) before mounting:\n{}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "secretfs did not mount in 10 s:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}
+
+/// Starts `secretfs mount SOURCE MOUNTPOINT --addr ADDR ARGS` with `token`
+/// in VAULT_TOKEN, expecting it to fail: waits at most 20 s, checks that
+/// nothing got mounted and returns the exit status and stderr.
+fn mount_expect_failure(
+    addr: &str,
+    token: &str,
+    source: &str,
+    mountpoint: &Path,
+    args: &[&str],
+) -> (ExitStatus, String) {
+    let home = tempfile::tempdir().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.arg("mount")
+        .arg(source)
+        .arg(mountpoint)
+        .args(["--addr", addr])
+        .args(args)
+        .env("VAULT_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(err.reopen().unwrap());
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("cannot start secretfs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            if is_mounted(mountpoint) {
+                let _ = Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(mountpoint)
+                    .status();
+            }
+            panic!(
+                "secretfs {source} {} did not give up in 20 s:\n{}",
+                mountpoint.display(),
+                std::fs::read_to_string(err.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !is_mounted(mountpoint),
+        "a failed start left {} mounted",
+        mountpoint.display()
+    );
+    (status, std::fs::read_to_string(err.path()).unwrap())
+}
+
+/// A free port with nothing listening on it.
+fn dead_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn bao_fixture_starts_and_round_trips_kv1_and_kv2() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "fixture/a", json!({"k": "v", "n": 1}));
+    assert_eq!(
+        bao.kv2_get("secret", "fixture/a").map(|(d, _)| d),
+        Some(json!({"k": "v", "n": 1}))
+    );
+    assert_eq!(bao.kv2_get("secret", "fixture/missing"), None);
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "fixture/b", json!({"k": "v1"}));
+    assert_eq!(bao.kv1_get("kv1", "fixture/b"), Some(json!({"k": "v1"})));
+}
+
+#[test]
+fn a_bare_custom_kv2_mount_serves_its_whole_tree_as_a_fuse_mount() {
+    let bao = Bao::start();
+    bao.enable_kv("team-kv", 2);
+    bao.kv2_put("team-kv", "svc/api", json!({"TOKEN": "abc"}));
+    bao.kv2_put("team-kv", "top", json!({"K": "v"}));
+    for source in ["team-kv/", "team-kv"] {
+        let m = Mount::new(&bao, source, &[]);
+        let fs = fstype(m.path()).expect("not in mountinfo");
+        assert!(fs.starts_with("fuse"), "{source}: fstype {fs}");
+        assert_eq!(run_ok("ls", &[s(m.path())]), "svc\ntop\n", "{source}");
+        assert_eq!(run_ok("cat", &[s(&m.at("svc/api/TOKEN"))]), "abc");
+        assert_eq!(std::fs::read(m.at("top/K")).unwrap(), b"v");
+    }
+}
+
+#[test]
+fn a_source_folder_shows_only_its_subtree() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "team/prod/db", json!({"URL": "postgres://prod"}));
+    bao.kv2_put("secret", "team/prod/api", json!({"KEY": "k-prod"}));
+    bao.kv2_put("secret", "team/dev/db", json!({"URL": "postgres://dev"}));
+    bao.kv2_put("secret", "other", json!({"X": "x"}));
+    for source in ["secret/team/prod", "secret/team/prod/"] {
+        let m = Mount::new(&bao, source, &[]);
+        assert_eq!(run_ok("ls", &[s(m.path())]), "api\ndb\n", "{source}");
+        assert_eq!(
+            run_ok("cat", &[s(&m.at("db/URL"))]),
+            "postgres://prod",
+            "{source}"
+        );
+        assert_eq!(std::fs::read(m.at("api/KEY")).unwrap(), b"k-prod");
+        for outside in ["dev", "team", "other", "prod", "team/dev/db/URL"] {
+            let err = std::fs::metadata(m.at(outside)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{source}: {outside}");
+        }
+    }
+}
+
+#[test]
+fn the_root_lists_plain_secrets_beside_folders() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "solo", json!({"KEY": "alone"}));
+    bao.kv2_put("secret", "folder/inner", json!({"I": "1"}));
+    bao.kv2_put("secret", "both", json!({"B": "2"}));
+    bao.kv2_put("secret", "both/child", json!({"C": "3"}));
+    let m = Mount::new(&bao, "secret/", &[]);
+    // -p marks directories: every name at the root is one.
+    assert_eq!(
+        run_ok("ls", &["-p", s(m.path())]),
+        "both/\nfolder/\nsolo/\n"
+    );
+    assert_eq!(run_ok("ls", &["-p", s(&m.at("solo"))]), "KEY\n");
+    assert_eq!(run_ok("ls", &["-p", s(&m.at("both"))]), "B\nchild/\n");
+    assert_eq!(run_ok("cat", &[s(&m.at("solo/KEY"))]), "alone");
+}
+
+#[test]
+fn keys_that_cannot_be_file_names_are_hidden_and_the_others_read() {
+    let bao = Bao::start();
+    let long = "k".repeat(300);
+    bao.kv2_put(
+        "secret",
+        "odd",
+        json!({
+            "ok": "1", "with space": "2", ".dot": "3", "ünï": "4",
+            "a/b": "slash", "..": "dotdot", long.as_str(): "long"
+        }),
+    );
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(
+        names(&m.at("odd")),
+        set(&["ok", "with space", ".dot", "ünï"])
+    );
+    assert_eq!(run_ok("cat", &[s(&m.at("odd/with space"))]), "2");
+    assert_eq!(std::fs::read(m.at("odd/.dot")).unwrap(), b"3");
+    assert_eq!(std::fs::read(m.at("odd/ünï")).unwrap(), b"4");
+}
+
+const LONG: &str = "a-rather-long-value-0123456789-0123456789";
+
+/// Whether `got` is one of the two values, whole.
+fn whole(got: &[u8], old: &str, new: &str) -> bool {
+    got == old.as_bytes() || got == new.as_bytes()
+}
+
+#[test]
+fn a_file_opened_as_a_shorter_value_lands_reads_one_whole_value() {
+    use std::io::Read;
+    let bao = Bao::start();
+    bao.kv2_put("secret", "shrink", json!({"V": LONG}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    let path = m.at("shrink/V");
+    assert_eq!(std::fs::read(&path).unwrap(), LONG.as_bytes());
+    let fetched = Instant::now();
+    bao.kv2_put("secret", "shrink", json!({"V": "short"}));
+    // Past the TTL, before twice the TTL: the open is answered from the
+    // expired value while one refresh runs; the reader reads after the
+    // refresh has landed, as a slow reader would.
+    std::thread::sleep(Duration::from_millis(1200).saturating_sub(fetched.elapsed()));
+    let mut f = std::fs::File::open(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let len = f.metadata().unwrap().len();
+    let mut got = Vec::new();
+    f.read_to_end(&mut got).unwrap();
+    drop(f);
+    let later = run_ok("cat", &[s(&path)]);
+    assert!(
+        whole(&got, LONG, "short"),
+        "read {:?} (stat size {len}): neither the old value nor the new one; \
+         `cat` afterwards: {later:?}\n{}",
+        String::from_utf8_lossy(&got),
+        m.log()
+    );
+    assert_eq!(later, "short");
+}
+
+#[test]
+fn a_file_held_open_across_a_shorter_value_reads_one_whole_value() {
+    use std::os::unix::fs::FileExt;
+    let bao = Bao::start();
+    bao.kv2_put("secret", "shrink", json!({"V": LONG}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    let path = m.at("shrink/V");
+    // A long-running program: opens once, re-reads with pread.
+    let f = std::fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..n], LONG.as_bytes());
+    bao.kv2_put("secret", "shrink", json!({"V": "short"}));
+    std::thread::sleep(Duration::from_millis(2500));
+    let len = f.metadata().unwrap().len();
+    let n = f.read_at(&mut buf, 0).unwrap();
+    let got = buf[..n].to_vec();
+    drop(f);
+    // And what everyone else reads from then on (TTL 1 s and slack).
+    let later = eventually(Duration::from_secs(4), || {
+        let v = run_ok("cat", &[s(&path)]);
+        (v == "short").then_some(())
+    });
+    assert!(
+        whole(&got, LONG, "short"),
+        "pread {:?} (stat size {len}): neither the old value nor the new one; \
+         new opens then read {:?}\n{}",
+        String::from_utf8_lossy(&got),
+        run_ok("cat", &[s(&path)]),
+        m.log()
+    );
+    assert!(
+        later.is_some(),
+        "`cat` still gives {:?} 4 s after the reader closed",
+        run_ok("cat", &[s(&path)])
+    );
+}
+
+#[test]
+fn a_key_removed_in_vault_disappears_after_the_ttl() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"KEEP": "k", "DROP": "d"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    assert_eq!(names(&m.at("app")), set(&["DROP", "KEEP"]));
+    assert_eq!(std::fs::read(m.at("app/DROP")).unwrap(), b"d");
+    bao.kv2_put("secret", "app", json!({"KEEP": "k"}));
+    eventually(Duration::from_secs(4), || {
+        (names(&m.at("app")) == set(&["KEEP"])).then_some(())
+    })
+    .expect("the removed key was still listed 4 s after the change");
+    let err = std::fs::read(m.at("app/DROP")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert_eq!(std::fs::read(m.at("app/KEEP")).unwrap(), b"k");
+}
+
+#[test]
+fn a_secret_deleted_in_vault_reads_as_enoent_after_the_ttl() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "dir/gone", json!({"KEY": "bye"}));
+    bao.kv2_put("secret", "dir/stays", json!({"KEY": "hi"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    assert_eq!(std::fs::read(m.at("dir/gone/KEY")).unwrap(), b"bye");
+    // KV v2 soft delete of the latest version, as `bao kv delete` does.
+    let (status, body) = bao.api("DELETE", "secret/data/dir/gone", None);
+    assert!(status < 300, "delete: {status} {body}");
+    let err = eventually(Duration::from_secs(4), || {
+        std::fs::read(m.at("dir/gone/KEY")).err()
+    })
+    .expect("a deleted secret still read 4 s after the delete with --ttl 1s");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    let out = run("cat", &[s(&m.at("dir/gone/KEY"))]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file or directory"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(m.at("dir/stays/KEY")).unwrap(), b"hi");
+}
+
+#[test]
+fn a_denied_secret_is_permission_denied_to_cat_while_allowed_ones_read() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "allowed/app", json!({"KEY": "yes"}));
+    bao.kv2_put("secret", "denied/x", json!({"KEY": "no"}));
+    // Keeps the default policy (auth/token/lookup-self).
+    let token = bao.token_with_policy(
+        "allowed-only",
+        r#"
+        path "secret/data/allowed/*" { capabilities = ["read", "list"] }
+        path "secret/metadata/*" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(run_ok("ls", &[s(m.path())]), "allowed\ndenied\n");
+    assert_eq!(run_ok("cat", &[s(&m.at("allowed/app/KEY"))]), "yes");
+    let out = run("cat", &[s(&m.at("denied/x/KEY"))]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "cat said: {}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log()
+    );
+    let err = std::fs::read(m.at("denied/x/KEY")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(!m.log().contains("\"no\""), "a value reached the log");
+}
+
+#[test]
+fn with_vault_stopped_a_cached_plain_secret_is_served_within_the_stale_window() {
+    let mut bao = Bao::start();
+    // A secret with no children: its folder listing is a 404.
+    bao.kv2_put("secret", "plain", json!({"USER": "app"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--timeout", "1s"]);
+    let path = m.at("plain/USER");
+    assert_eq!(std::fs::read(&path).unwrap(), b"app");
+    let fetched = Instant::now();
+    bao.stop();
+    // Past the TTL (1 s), well inside the default window (5 m): first while
+    // a stale-while-revalidate answer is still allowed (< 2 TTL), then past it.
+    for at in [Duration::from_millis(1500), Duration::from_millis(2500)] {
+        std::thread::sleep(at.saturating_sub(fetched.elapsed()));
+        match read_within(&path, Duration::from_secs(15)) {
+            Ok(v) => assert_eq!(v, b"app"),
+            Err(e) => panic!(
+                "{e} {:?} after the fetch, inside --ttl 1s + --stale-if-error 5m:\n{}",
+                fetched.elapsed(),
+                m.log()
+            ),
+        }
+    }
+    assert_eq!(run_ok("cat", &[s(&path)]), "app");
+}
+
+#[test]
+fn past_the_stale_if_error_window_a_cached_value_turns_into_eio() {
+    let mut bao = Bao::start();
+    // A secret that is also a folder (its listing is cached too).
+    bao.kv2_put("secret", "app", json!({"USER": "app"}));
+    bao.kv2_put("secret", "app/child", json!({"C": "c"}));
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--ttl", "1s", "--stale-if-error", "2s", "--timeout", "1s"],
+    );
+    let path = m.at("app/USER");
+    assert_eq!(std::fs::read(&path).unwrap(), b"app");
+    let fetched = Instant::now();
+    bao.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Past the TTL, inside the window: still served.
+    match read_within(&path, Duration::from_secs(15)) {
+        Ok(v) => assert_eq!(v, b"app"),
+        Err(e) => panic!(
+            "{e} {:?} after the fetch, inside --ttl 1s + --stale-if-error 2s:\n{}",
+            fetched.elapsed(),
+            m.log()
+        ),
+    }
+    // TTL 1 s + window 2 s, then one request timeout and slack.
+    let err = eventually(Duration::from_secs(8), || {
+        match read_within(&path, Duration::from_secs(15)) {
+            Ok(v) => {
+                assert_eq!(v, b"app", "a wrong value while Vault is down");
+                None
+            }
+            Err(e) => Some(e),
+        }
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "still served {:?} after the fetch with --ttl 1s --stale-if-error 2s:\n{}",
+            fetched.elapsed(),
+            m.log()
+        )
+    });
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        fetched.elapsed() >= Duration::from_secs(3),
+        "EIO {:?} after the fetch, before the window ended",
+        fetched.elapsed()
+    );
+    let out = run("cat", &[s(&path)]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn with_vault_stopped_an_uncached_listing_fails_with_eio_and_does_not_hang() {
+    let mut bao = Bao::start();
+    bao.kv2_put("secret", "cold/a", json!({"K": "v"}));
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--timeout", "2s", "--stale-if-error", "0s"],
+    );
+    assert!(m.path().is_dir());
+    bao.stop();
+    let out = run("ls", &[s(&m.at("cold"))]);
+    assert_ne!(out.status.code(), Some(124), "ls hung with Vault down");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-env"}));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // A token file holding a bad token: VAULT_TOKEN wins over it.
+    let file = home.path().join("token");
+    std::fs::write(&file, "not-a-token\n").unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args(["mount", "secret/", s(&mnt), "--token-file", s(&file)])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root");
+    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(
+        std::fs::read(mnt.join("app/K")).unwrap(),
+        b"from-env",
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn without_vault_token_the_token_comes_from_token_file() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-file"}));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let file = home.path().join("token");
+    // As `echo root > FILE` writes it: the newline is not part of the token.
+    std::fs::write(&file, "root\n").unwrap();
+    // ~/.vault-token holds a bad token: --token-file wins over it.
+    std::fs::write(home.path().join(".vault-token"), "not-a-token").unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args([
+        "mount",
+        "secret/",
+        s(&mnt),
+        "--addr",
+        bao.addr(),
+        "--token-file",
+        s(&file),
+    ]);
+    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(
+        std::fs::read(mnt.join("app/K")).unwrap(),
+        b"from-file",
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn without_vault_token_or_token_file_the_token_comes_from_home_vault_token() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-home"}));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // As `bao login` leaves it: no newline.
+    std::fs::write(home.path().join(".vault-token"), "root").unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()]);
+    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(
+        std::fs::read(mnt.join("app/K")).unwrap(),
+        b"from-home",
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), "keep me").unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let missing = dir.path().join("missing");
+    let live = bao.addr().to_string();
+    let dead = dead_addr();
+    let cases: [(&str, &str, &str, &Path, &str); 7] = [
+        ("non-empty mountpoint", &live, "root", &full, "secret/"),
+        ("missing mountpoint", &live, "root", &missing, "secret/"),
+        ("mountpoint is a file", &live, "root", &file, "secret/"),
+        ("nothing listening", &dead, "root", &empty, "secret/"),
+        ("bad token", &live, "not-a-token", &empty, "secret/"),
+        ("no such mount", &live, "root", &empty, "nosuchmount/"),
+        ("not a KV mount", &live, "root", &empty, "cubbyhole/"),
+    ];
+    for (what, addr, token, mountpoint, source) in cases {
+        let (status, stderr) = mount_expect_failure(addr, token, source, mountpoint, &[]);
+        assert!(
+            !status.success(),
+            "{what}: exit {status}, stderr {stderr:?}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
+        assert!(stderr.starts_with("secretfs: "), "{what}: {stderr:?}");
+        assert!(!stderr.contains("not-a-token"), "{what}: token printed");
+    }
+    assert_eq!(
+        std::fs::read(full.join("x")).unwrap(),
+        b"keep me",
+        "the non-empty mountpoint was touched"
+    );
+    assert!(!missing.exists(), "the missing mountpoint was created");
+}
