@@ -24,6 +24,7 @@ use crate::store::KvVersion;
 /// In the mount-helper form (`--background`) this starts a background copy
 /// of itself and returns once that copy reports the filesystem ready.
 pub fn run(args: MountArgs) -> Result<(), String> {
+    accept_stop_signals();
     if args.background && !args.foreground && args.ready_fd.is_none() {
         // The daemon's own checks are bounded by --timeout; mounting is quick.
         let deadline = args.vault.timeout * 3 + Duration::from_secs(10);
@@ -214,6 +215,24 @@ async fn wait_for_stop(session: &fuser::BackgroundSession) -> bool {
             _ = int.recv() => return true,
             _ = tick.tick() => if session.guard.is_finished() { return false },
         }
+    }
+}
+
+/// Unblocks SIGTERM and SIGINT, which a parent may have left blocked (the
+/// mask is inherited across exec): blocked, they would stay pending and the
+/// mount would never end cleanly. Runs before any thread starts, so every
+/// thread inherits the mask.
+fn accept_stop_signals() {
+    // SAFETY: signal-set calls on a local set, then pthread_sigmask.
+    let failed = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0
+    };
+    if failed {
+        tracing::warn!("cannot unblock SIGTERM/SIGINT");
     }
 }
 

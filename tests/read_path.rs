@@ -716,3 +716,38 @@ fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
     );
     assert!(!missing.exists(), "the missing mountpoint was created");
 }
+
+#[test]
+fn sigterm_unmounts_even_when_the_daemon_was_started_with_it_blocked() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
+        .env("VAULT_TOKEN", "root");
+    // As some supervisors leave it: SIGTERM and SIGINT blocked, a mask
+    // that exec keeps.
+    // SAFETY: signal-set calls and sigprocmask between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let status = eventually(Duration::from_secs(15), || {
+        d.child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| panic!("still running 15 s after SIGTERM:\n{}", d.log()));
+    assert!(status.success(), "{status}\n{}", d.log());
+    assert!(!is_mounted(&mnt), "still mounted after exit");
+}
