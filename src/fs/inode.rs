@@ -56,7 +56,46 @@ struct Node {
 struct Inner {
     nodes: HashMap<Ino, Node>,
     by_name: HashMap<(Ino, String), Ino>,
+    /// Store path → the directories standing for it and the keys of the
+    /// secret there: what a change found at that path concerns.
+    by_path: HashMap<SecretPath, Vec<Ino>>,
     next: Ino,
+}
+
+/// The store path a node belongs to, for `by_path`.
+fn store_path(kind: &NodeKind) -> Option<&SecretPath> {
+    match kind {
+        NodeKind::Dir { path } => Some(path),
+        NodeKind::Key { secret, .. } => Some(secret),
+        NodeKind::Scratch { .. } => None,
+    }
+}
+
+impl Inner {
+    fn index(&mut self, ino: Ino, kind: &NodeKind) {
+        if let Some(path) = store_path(kind) {
+            self.by_path.entry(path.clone()).or_default().push(ino);
+        }
+    }
+
+    fn unindex(&mut self, ino: Ino, kind: &NodeKind) {
+        let Some(path) = store_path(kind) else { return };
+        if let Some(inos) = self.by_path.get_mut(path) {
+            inos.retain(|&i| i != ino);
+            if inos.is_empty() {
+                self.by_path.remove(path);
+            }
+        }
+    }
+
+    /// The nodes indexed under `path`.
+    fn at_path(&self, path: &SecretPath) -> impl Iterator<Item = (Ino, &Node)> {
+        self.by_path
+            .get(path)
+            .into_iter()
+            .flatten()
+            .filter_map(|ino| self.nodes.get(ino).map(|n| (*ino, n)))
+    }
 }
 
 /// All inodes the kernel may hold.
@@ -68,6 +107,8 @@ impl InodeTable {
     /// A table holding only the root, standing for `root`.
     pub fn new(root: SecretPath) -> Self {
         let mut nodes = HashMap::new();
+        let mut by_path = HashMap::new();
+        by_path.insert(root.clone(), vec![ROOT_INO]);
         nodes.insert(
             ROOT_INO,
             Node {
@@ -82,6 +123,7 @@ impl InodeTable {
             inner: Mutex::new(Inner {
                 nodes,
                 by_name: HashMap::new(),
+                by_path,
                 next: ROOT_INO + 1,
             }),
         }
@@ -119,6 +161,7 @@ impl InodeTable {
         }
         let ino = inner.next;
         inner.next += 1;
+        inner.index(ino, &kind);
         inner.nodes.insert(
             ino,
             Node {
@@ -151,12 +194,15 @@ impl InodeTable {
         inner
             .by_name
             .insert((new_parent, new_name.to_string()), ino);
-        if let Some(node) = inner.nodes.get_mut(&ino) {
-            node.parent = new_parent;
-            node.name = new_name.to_string();
-            node.kind = kind;
-            node.shown = None;
-        }
+        let Some(node) = inner.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.parent = new_parent;
+        node.name = new_name.to_string();
+        node.shown = None;
+        let old = std::mem::replace(&mut node.kind, kind.clone());
+        inner.unindex(ino, &old);
+        inner.index(ino, &kind);
     }
 
     /// Records the version of the secret whose attributes of `ino` the
@@ -177,12 +223,9 @@ impl InodeTable {
     /// when the secret changes.
     pub fn keys_of(&self, secret: &SecretPath) -> Vec<(Ino, Ino, String, Option<Arc<Secret>>)> {
         self.lock()
-            .nodes
-            .iter()
-            .filter_map(|(&ino, n)| match &n.kind {
-                NodeKind::Key { secret: s, key } if s == secret => {
-                    Some((ino, n.parent, key.clone(), n.shown.clone()))
-                }
+            .at_path(secret)
+            .filter_map(|(ino, n)| match &n.kind {
+                NodeKind::Key { key, .. } => Some((ino, n.parent, key.clone(), n.shown.clone())),
                 _ => None,
             })
             .collect()
@@ -191,10 +234,9 @@ impl InodeTable {
     /// The directory inodes standing for `path`.
     pub fn dirs_at(&self, path: &SecretPath) -> Vec<Ino> {
         self.lock()
-            .nodes
-            .iter()
-            .filter(|(_, n)| matches!(&n.kind, NodeKind::Dir { path: p } if p == path))
-            .map(|(&ino, _)| ino)
+            .at_path(path)
+            .filter(|(_, n)| n.kind.is_dir())
+            .map(|(ino, _)| ino)
             .collect()
     }
 
@@ -212,6 +254,7 @@ impl InodeTable {
             return;
         }
         if let Some(node) = inner.nodes.remove(&ino) {
+            inner.unindex(ino, &node.kind);
             let key = (node.parent, node.name);
             if inner.by_name.get(&key) == Some(&ino) {
                 inner.by_name.remove(&key);
@@ -278,6 +321,39 @@ mod tests {
         assert_eq!(t.get(a), Some(key));
         t.forget(a, 1);
         assert_eq!(t.remember(ROOT_INO, "x", dir("x"), false), b);
+    }
+
+    #[test]
+    fn keys_and_dirs_are_found_by_store_path_through_renames_and_forgets() {
+        let t = InodeTable::new(SecretPath::root());
+        let key = |s: &str, k: &str| NodeKind::Key {
+            secret: SecretPath::parse(s),
+            key: k.into(),
+        };
+        let app = t.remember(ROOT_INO, "app", dir("app"), true);
+        let a = t.remember(app, "A", key("app", "A"), true);
+        let b = t.remember(app, "B", key("app", "B"), true);
+        let keys = |s: &str| {
+            let mut v: Vec<Ino> = t
+                .keys_of(&SecretPath::parse(s))
+                .into_iter()
+                .map(|k| k.0)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(keys("app"), [a, b]);
+        assert_eq!(t.dirs_at(&SecretPath::parse("app")), [app]);
+        assert_eq!(t.dirs_at(&SecretPath::root()), [ROOT_INO]);
+        // B moves to another secret.
+        let other = t.remember(ROOT_INO, "other", dir("other"), true);
+        t.rename(app, "B", other, "B", key("other", "B"));
+        assert_eq!(keys("app"), [a]);
+        assert_eq!(keys("other"), [b]);
+        t.forget(a, 1);
+        assert_eq!(keys("app"), Vec::<Ino>::new());
+        t.forget(app, 1);
+        assert!(t.dirs_at(&SecretPath::parse("app")).is_empty());
     }
 
     #[test]

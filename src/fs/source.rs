@@ -33,8 +33,11 @@ impl SecretFs {
     ) -> Option<(bool, bool, Duration)> {
         let (_, name) = path.split_last()?;
         let (mut folder, mut secret) = (false, false);
-        for e in cached.value.iter().flat_map(|l| l.iter()) {
-            if e.name == name {
+        if let Some(listing) = &cached.value {
+            // Sorted by name (`fetch_listing`): a folder of thousands of
+            // secrets is searched, not scanned, on every lookup.
+            let first = listing.partition_point(|e| e.name.as_str() < name);
+            for e in listing[first..].iter().take_while(|e| e.name == name) {
                 if e.folder {
                     folder = true;
                 } else {
@@ -61,7 +64,7 @@ impl SecretFs {
         let mut fetched = None;
         let answer = self.listings.get_or_fetch(path, || {
             fetched = Some(self.listings.last(path));
-            self.store.list(path)
+            self.fetch_listing(path)
         });
         if let (Some(before), Ok(now)) = (fetched, &answer) {
             self.notice_listing(path, before.as_ref(), now.value.as_ref());
@@ -78,6 +81,15 @@ impl SecretFs {
             },
             answer => answer,
         }
+    }
+
+    /// Lists the folder `path` in the store, sorted by name.
+    pub(super) fn fetch_listing(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        let mut listing = self.store.list(path)?;
+        if let Some(l) = listing.as_mut() {
+            l.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
+        }
+        Ok(listing)
     }
 
     /// Starts the thread that refreshes expired answers in the background
@@ -98,7 +110,7 @@ impl SecretFs {
                 for job in rx {
                     let Some(fs) = fs.upgrade() else { return };
                     let result = match &job {
-                        Refresh::Listing(p) => fs.store.list(p).map(|l| {
+                        Refresh::Listing(p) => fs.fetch_listing(p).map(|l| {
                             let before = fs.listings.last(p);
                             let now = fs.listings.insert(p.clone(), l);
                             fs.notice_listing(p, before.as_ref(), now.value.as_ref());

@@ -821,3 +821,25 @@ fn a_secret_gone_from_its_folder_invalidates_its_name() {
         "{got:?}"
     );
 }
+
+#[test]
+fn names_sharing_a_prefix_are_told_apart_in_a_large_folder() {
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..500 {
+        store.put(&format!("big/s{i}"), json!({ "K": format!("v{i}") }));
+    }
+    // Vault sorts "a-b" < "a/" (by raw key); by name "a" < "a-b".
+    store.put("big/a", json!({"K": "secret a"}));
+    store.put("big/a/child", json!({"K": "child"}));
+    store.put("big/a-b", json!({"K": "a-b"}));
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    names(&fs, "big");
+    let reads = store.read_calls();
+    assert_eq!(read_all(&fs, "big/a/K").unwrap(), b"secret a");
+    assert_eq!(read_all(&fs, "big/a/child/K").unwrap(), b"child");
+    assert_eq!(read_all(&fs, "big/a-b/K").unwrap(), b"a-b");
+    assert_eq!(read_all(&fs, "big/s499/K").unwrap(), b"v499");
+    assert_eq!(path_ino(&fs, "big/s500").unwrap_err().errno(), libc::ENOENT);
+    // One GET per secret read; "big/s500" is known missing from the listing.
+    assert_eq!(store.read_calls() - reads, 4);
+}
