@@ -372,9 +372,9 @@ impl SecretFs {
         match self.listing(dir) {
             Ok(listing) => {
                 valid_for = valid_for.min(listing.valid_for);
-                let entries = listing.value.iter().flat_map(|l| l.iter());
+                let entries = listing.value.iter().flat_map(|l| source::named(l, name));
                 let (mut folder, mut secret) = (false, false);
-                for e in entries.filter(|e| e.name == name && self.entry_stands(dir, e)) {
+                for e in entries.filter(|e| self.entry_stands(dir, e)) {
                     folder |= e.folder;
                     secret |= !e.folder;
                 }

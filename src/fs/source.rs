@@ -11,6 +11,18 @@ use super::{lock, Refresh, SecretFs};
 use crate::error::Result;
 use crate::store::{ListEntry, Listing, Secret, SecretPath};
 
+/// The entries of a listing (sorted by `fetch_listing`) named `name`: a
+/// folder, a secret, or both. Searched, not scanned: a folder of thousands
+/// of secrets is looked up on every access below it.
+pub(super) fn named<'a>(listing: &'a Listing, name: &str) -> &'a [ListEntry] {
+    let first = listing.partition_point(|e| e.name.as_str() < name);
+    let len = listing[first..]
+        .iter()
+        .take_while(|e| e.name == name)
+        .count();
+    &listing[first..first + len]
+}
+
 impl SecretFs {
     /// What the parent's fresh listing says of `path`: `Some((is_folder,
     /// is_secret, valid_for))` when it is cached and fresh, `None` otherwise.
@@ -34,10 +46,7 @@ impl SecretFs {
         let (_, name) = path.split_last()?;
         let (mut folder, mut secret) = (false, false);
         if let Some(listing) = &cached.value {
-            // Sorted by name (`fetch_listing`): a folder of thousands of
-            // secrets is searched, not scanned, on every lookup.
-            let first = listing.partition_point(|e| e.name.as_str() < name);
-            for e in listing[first..].iter().take_while(|e| e.name == name) {
+            for e in named(listing, name) {
                 if e.folder {
                     folder = true;
                 } else {
