@@ -843,3 +843,19 @@ fn names_sharing_a_prefix_are_told_apart_in_a_large_folder() {
     // One GET per secret read; "big/s500" is known missing from the listing.
     assert_eq!(store.read_calls() - reads, 4);
 }
+
+#[test]
+fn after_a_write_reads_serve_the_committed_value_the_kernel_sized_the_file_by() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write(fh, 0, b"a-longer-new-password").unwrap();
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    // No getattr in between: the kernel knows the size from the write.
+    assert_eq!(
+        fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        b"a-longer-new-password"
+    );
+}

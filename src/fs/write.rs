@@ -61,12 +61,13 @@ impl SecretFs {
 
     /// Applies `change` to the latest data of `secret` and writes it back,
     /// with check-and-set on the version read, retrying on conflict. On
-    /// success the cache holds the new data at once (read-your-writes).
+    /// success the cache holds the new data at once (read-your-writes),
+    /// and so does the returned version.
     fn commit(
         &self,
         secret: &SecretPath,
         mut change: impl FnMut(&mut Data) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Arc<Secret>> {
         let _span = tracing::debug_span!("commit", path = %secret).entered();
         let secret_lock = lock(&self.commit_locks)
             .entry(secret.clone())
@@ -88,10 +89,10 @@ impl SecretFs {
             match self.store.write(secret, &data, cas) {
                 Ok(version) => {
                     let fresh = Secret::from_json_map(&data, version, Some(SystemTime::now()));
-                    self.secrets.insert(secret.clone(), Some(fresh));
+                    let cached = self.secrets.insert(secret.clone(), Some(fresh));
                     self.invalidate_listings_above(secret);
                     tracing::debug!(attempt, version, "committed");
-                    return Ok(());
+                    return cached.value.ok_or(Error::Stale);
                 }
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");
@@ -205,7 +206,7 @@ impl SecretFs {
     /// also a change made without writing (truncation, creation).
     fn commit_handle(&self, fh: u64, force: bool) -> Result<()> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
-        let Handle::Write { buffer, .. } = &*handle else {
+        let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
         };
         let mut b = lock(buffer);
@@ -222,10 +223,16 @@ impl SecretFs {
         } else {
             self.commit(&secret, |data| set_key(data, &key, bytes))
         };
-        if let Err(e) = result {
-            b.failed = Some(e.clone());
-            return Err(e);
-        }
+        let version = match result {
+            Ok(version) => version,
+            Err(e) => {
+                b.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        // The kernel sized the file by what was written: the version just
+        // committed is what its reads must serve.
+        self.inodes.show(*ino, version);
         b.dirty = false;
         b.written = false;
         self.overlay.committed(&secret, &key);
@@ -387,9 +394,11 @@ impl SecretFs {
         match self.find_child(&dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
             Child::Scratch(_) | Child::NewKey(..) => Ok(()),
-            Child::Key(..) => self.commit(&dir, |data| {
-                data.remove(name).map(|_| ()).ok_or(Error::NotFound)
-            }),
+            Child::Key(..) => self
+                .commit(&dir, |data| {
+                    data.remove(name).map(|_| ()).ok_or(Error::NotFound)
+                })
+                .map(drop),
         }
     }
 
