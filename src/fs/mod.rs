@@ -486,7 +486,7 @@ impl SecretFs {
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
                 // The key must exist now; its bytes are read later, from
-                // the version the kernel was last told of (`read_key`).
+                // the version the kernel was last told of (`read_ino`).
                 let cached = self.secret(&secret)?;
                 let s = cached.value.ok_or(Error::NotFound)?;
                 s.keys.get(&key).ok_or(Error::NotFound)?;
@@ -548,8 +548,8 @@ impl SecretFs {
                 SecretSlice::from(copy)
             }
             NodeKind::Key { secret, key } => {
-                // The version whose size the kernel holds: bytes of a newer
-                // one would be cut to the old size (or padded by nothing),
+                // The version whose size the kernel holds: a newer value's
+                // bytes would be cut to the old size (or end short of it),
                 // and a reader would get neither value whole. A newer
                 // version reaches the kernel with its attributes first.
                 let version = match self.inodes.shown(ino) {
