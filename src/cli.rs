@@ -117,10 +117,30 @@ pub struct VaultArgs {
     #[arg(long, env = "VAULT_ADDR", default_value = "https://127.0.0.1:8200")]
     pub addr: String,
 
+    /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
+    /// ~/.vault-token (a file is re-read when it changes, so a rotated token
+    /// is picked up). `approle`: log in with --role-id-file and
+    /// --secret-id-file, and again before the token runs out.
+    #[arg(long, value_enum, default_value = "token", value_name = "METHOD")]
+    pub auth: AuthMethod,
+
     /// File holding the token, used when VAULT_TOKEN is not set
     /// (default: ~/.vault-token).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// --auth approle: file holding the role ID.
+    #[arg(long, value_name = "PATH")]
+    pub role_id_file: Option<PathBuf>,
+
+    /// --auth approle: file holding the secret ID (leave out for a role
+    /// with bind_secret_id=false).
+    #[arg(long, value_name = "PATH")]
+    pub secret_id_file: Option<PathBuf>,
+
+    /// Path the auth method is mounted at (default: approle).
+    #[arg(long, value_name = "PATH")]
+    pub auth_mount: Option<String>,
 
     /// PEM file of the CA that signed the server's certificate.
     #[arg(long, env = "VAULT_CACERT", value_name = "PATH")]
@@ -137,6 +157,15 @@ pub struct VaultArgs {
     /// Deadline of each request to Vault; past it the operation fails with EIO.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// How secretfs logs in to Vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMethod {
+    /// A token: VAULT_TOKEN, --token-file or ~/.vault-token.
+    Token,
+    /// AppRole: role ID and secret ID from files.
+    Approle,
 }
 
 /// Cache and freshness.
@@ -431,6 +460,32 @@ mod tests {
         assert_eq!(m.cache.ttl, Duration::from_secs(7));
         assert_eq!(m.files.uid, Some(1000));
         assert!(m.files.allow_other && !m.files.ro);
+    }
+
+    #[test]
+    fn approle_settings_come_from_a_config_file_or_o() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(
+            &file,
+            "auth = \"approle\"\nrole_id_file = \"/etc/r\"\nsecret_id_file = \"/etc/s\"\n",
+        )
+        .unwrap();
+        let conf = format!("config={}", file.display());
+        let m = mount_args(&["secretfs", "mount", "secret/", "/mnt", "-o", &conf]);
+        assert_eq!(m.vault.auth, AuthMethod::Approle);
+        assert_eq!(m.vault.role_id_file, Some(PathBuf::from("/etc/r")));
+        assert_eq!(m.vault.secret_id_file, Some(PathBuf::from("/etc/s")));
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "-o",
+            "auth=approle,role_id_file=/r,auth_mount=machines",
+        ]);
+        assert_eq!(m.vault.auth, AuthMethod::Approle);
+        assert_eq!(m.vault.auth_mount.as_deref(), Some("machines"));
     }
 
     #[test]

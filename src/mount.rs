@@ -10,12 +10,13 @@ use fuser::{MountOption, SessionACL};
 use secrecy::SecretString;
 
 use crate::audit::AuditLog;
-use crate::cli::MountArgs;
+use crate::cli::{AuthMethod, MountArgs};
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::FuseAdapter;
 use crate::hardening;
+use crate::store::auth::Login;
 use crate::store::vault::{VaultSettings, VaultStore};
 use crate::store::KvVersion;
 
@@ -44,7 +45,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
-    let token = read_token(args.vault.token_file.as_deref())?;
+    let login = login_from(&args.vault)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,7 +56,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
 
     let settings = VaultSettings {
         addr: args.vault.addr.clone(),
-        token,
+        login,
         ca_cert: args.vault.ca_cert.clone(),
         skip_verify: args.vault.tls_skip_verify,
         namespace: args.vault.namespace.clone(),
@@ -272,32 +273,45 @@ fn empty_dir(path: &Path) -> std::io::Result<bool> {
     Ok(std::fs::read_dir(path)?.next().is_none())
 }
 
-/// The token, as the vault/bao CLIs find it: VAULT_TOKEN, else the token
-/// file, else ~/.vault-token.
-fn read_token(token_file: Option<&Path>) -> Result<SecretString, String> {
+/// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
+/// the token file, else ~/.vault-token), or by an AppRole login.
+fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
+    if args.auth == AuthMethod::Approle {
+        let role_id_file = args
+            .role_id_file
+            .clone()
+            .ok_or("--auth approle needs --role-id-file")?;
+        return Ok(Login::AppRole {
+            mount: args
+                .auth_mount
+                .as_deref()
+                .unwrap_or("approle")
+                .trim_matches('/')
+                .to_string(),
+            role_id_file,
+            secret_id_file: args.secret_id_file.clone(),
+        });
+    }
+    if args.role_id_file.is_some() || args.secret_id_file.is_some() {
+        return Err("--role-id-file and --secret-id-file need --auth approle".into());
+    }
     if let Ok(t) = std::env::var("VAULT_TOKEN") {
         if !t.trim().is_empty() {
-            return Ok(SecretString::from(t.trim().to_string()));
+            return Ok(Login::Token(SecretString::from(t.trim().to_string())));
         }
     }
-    let path: PathBuf = match token_file {
-        Some(p) => p.to_path_buf(),
+    let path: PathBuf = match &args.token_file {
+        Some(p) => p.clone(),
         None => match std::env::var_os("HOME") {
             Some(home) => Path::new(&home).join(".vault-token"),
             None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
         },
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        if token_file.is_none() && e.kind() == std::io::ErrorKind::NotFound {
-            "no token: set VAULT_TOKEN, pass --token-file, or log in with `vault login`/`bao login`"
-                .to_string()
-        } else {
-            format!("cannot read token file {}: {e}", path.display())
-        }
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
+    if args.token_file.is_none() && !path.exists() {
+        return Err(
+            "no token: set VAULT_TOKEN, pass --token-file, use --auth approle, or log in with `vault login`/`bao login`"
+                .into(),
+        );
     }
-    Ok(SecretString::from(token.to_string()))
+    Ok(Login::TokenFile(path))
 }

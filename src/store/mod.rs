@@ -1,6 +1,7 @@
 //! The store seen by the core: a trait with a Vault/OpenBao implementation
 //! (`vault`) and an in-memory one for tests (`memory`).
 
+pub mod auth;
 pub mod memory;
 pub mod vault;
 

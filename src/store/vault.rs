@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use super::auth::{self, Credentials, Login};
 use super::{KvVersion, ListEntry, Listing, Secret, SecretPath, SecretStore};
 use crate::error::{Error, Result};
 
@@ -23,8 +24,8 @@ use crate::error::{Error, Result};
 pub struct VaultSettings {
     /// Server address, e.g. `http://127.0.0.1:8200`.
     pub addr: String,
-    /// The token (never logged).
-    pub token: SecretString,
+    /// Where the token comes from (never logged).
+    pub login: Login,
     /// PEM file of a private CA.
     pub ca_cert: Option<PathBuf>,
     /// Skip TLS verification (`VAULT_SKIP_VERIFY`).
@@ -48,8 +49,10 @@ pub struct ResolvedSource {
 
 /// A KV mount on a Vault or OpenBao server.
 pub struct VaultStore {
-    /// Settings for each calling thread's own client.
+    /// Settings for each calling thread's own client, but the token.
     client_settings: VaultClientSettings,
+    /// The token in use (replaced when renewing is not enough).
+    credentials: Arc<Credentials>,
     id: usize,
     source: ResolvedSource,
     timeout: Duration,
@@ -66,7 +69,7 @@ impl VaultStore {
         let mut builder = VaultClientSettingsBuilder::default();
         builder
             .address(settings.addr.as_str())
-            .token(settings.token.expose_secret())
+            .token("")
             .verify(!settings.skip_verify)
             .timeout(Some(settings.timeout))
             .namespace(settings.namespace.clone())
@@ -80,8 +83,7 @@ impl VaultStore {
         let client_settings = builder
             .build()
             .map_err(|e| format!("invalid Vault settings: {e}"))?;
-        let client = VaultClient::new(client_settings.clone())
-            .map_err(|e| format!("cannot build the Vault client: {e}"))?;
+        let login_client = auth::client_for(&client_settings, "")?;
 
         let no_answer = || {
             format!(
@@ -91,17 +93,30 @@ impl VaultStore {
             )
         };
 
-        let token_info = match with_deadline(&rt, settings.timeout, vaultrs::token::lookup_self(&client))
+        let token = with_deadline(&rt, settings.timeout, settings.login.obtain(&login_client))
+            .ok_or_else(no_answer)??;
+        let client = auth::client_for(&client_settings, token.expose_secret())?;
+        let lease = match with_deadline(&rt, settings.timeout, auth::lease_of(&client))
             .ok_or_else(no_answer)?
         {
-            Ok(info) => info,
+            Ok(lease) => lease,
             Err(ClientError::APIError { code: 403, .. }) => {
                 return Err(format!(
-                    "Vault at {} refused the token (403): check VAULT_TOKEN, --token-file or ~/.vault-token",
-                    settings.addr
+                    "Vault at {} refused the token (403): {}",
+                    settings.addr,
+                    match &settings.login {
+                        Login::AppRole { .. } => "check the AppRole role's token policies",
+                        _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
+                    }
                 ))
             }
-            Err(e) => return Err(format!("cannot reach Vault at {}: {}", settings.addr, describe(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "cannot reach Vault at {}: {}",
+                    settings.addr,
+                    describe(&e)
+                ))
+            }
         };
 
         let wanted = SecretPath::parse(source);
@@ -144,9 +159,15 @@ impl VaultStore {
             Some("2") => KvVersion::V2,
             _ => KvVersion::V1,
         };
-        let client = Arc::new(client);
-        if token_info.renewable == Some(true) && token_info.ttl > 0 {
-            rt.spawn(renew_token(client.clone(), token_info.ttl));
+        let credentials = Arc::new(Credentials::new(token));
+        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
+        if needs_care {
+            rt.spawn(auth::keep_fresh(
+                settings.login.clone(),
+                client_settings.clone(),
+                credentials.clone(),
+                lease,
+            ));
         }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
@@ -156,6 +177,7 @@ impl VaultStore {
             .unwrap_or_else(SecretPath::root);
         Ok(VaultStore {
             client_settings,
+            credentials,
             id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             source: ResolvedSource {
                 mount: mount.as_str().to_string(),
@@ -185,8 +207,14 @@ impl VaultStore {
         let started = std::time::Instant::now();
         let outcome = LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
-            if slot.as_ref().map(|l| l.owner) != Some(self.id) {
-                *slot = LocalClient::new(self.id, &self.client_settings);
+            let generation = self.credentials.generation();
+            if slot.as_ref().map(|l| (l.owner, l.generation)) != Some((self.id, generation)) {
+                let token = self.credentials.token();
+                *slot = LocalClient::new(
+                    (self.id, generation),
+                    &self.client_settings,
+                    token.expose_secret(),
+                );
             }
             slot.as_ref().map(|l| {
                 l.rt.block_on(async {
@@ -215,22 +243,29 @@ impl VaultStore {
 struct LocalClient {
     /// Which store it belongs to.
     owner: usize,
+    /// Which of the store's tokens it carries.
+    generation: u64,
     rt: tokio::runtime::Runtime,
     client: Arc<VaultClient>,
 }
 
 impl LocalClient {
-    fn new(owner: usize, settings: &VaultClientSettings) -> Option<Self> {
+    fn new(
+        (owner, generation): (usize, u64),
+        settings: &VaultClientSettings,
+        token: &str,
+    ) -> Option<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| tracing::error!(error = %e, "cannot build a thread's I/O runtime"))
             .ok()?;
-        let client = VaultClient::new(settings.clone())
+        let client = auth::client_for(settings, token)
             .map_err(|e| tracing::error!(error = %e, "cannot build a thread's Vault client"))
             .ok()?;
         Some(LocalClient {
             owner,
+            generation,
             rt,
             client: Arc::new(client),
         })
@@ -387,34 +422,6 @@ impl SecretStore for VaultStore {
     }
 }
 
-/// Renews the token at half its remaining TTL, for as long as the server
-/// allows; a failed renewal is retried sooner. Never logs the token.
-async fn renew_token(client: Arc<VaultClient>, first_ttl: u64) {
-    let mut ttl = first_ttl;
-    loop {
-        tokio::time::sleep(Duration::from_secs((ttl / 2).max(1))).await;
-        match vaultrs::token::renew_self(&*client, None).await {
-            Ok(auth) => {
-                tracing::info!(ttl_seconds = auth.lease_duration, "token renewed");
-                if auth.lease_duration < ttl / 2 {
-                    tracing::warn!(
-                        ttl_seconds = auth.lease_duration,
-                        "the token is reaching its maximum TTL: give secretfs a fresh token before it expires"
-                    );
-                }
-                if !auth.renewable || auth.lease_duration == 0 {
-                    return;
-                }
-                ttl = auth.lease_duration;
-            }
-            Err(e) => {
-                tracing::warn!(error = %describe(&e), "token renewal failed; retrying");
-                ttl = (ttl / 2).max(10);
-            }
-        }
-    }
-}
-
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
 fn with_deadline<T>(rt: &Handle, deadline: Duration, fut: impl Future<Output = T>) -> Option<T> {
     rt.block_on(async move { tokio::time::timeout(deadline, fut).await })
@@ -439,7 +446,7 @@ fn secret_from(
 
 /// A store error as a sentence, without anything the server echoed back
 /// beyond its status and error messages.
-fn describe(e: &ClientError) -> String {
+pub(crate) fn describe(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
         ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),

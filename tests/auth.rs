@@ -1,0 +1,204 @@
+//! Where the token comes from and how it stays valid, against a real
+//! OpenBao through a real mount: an AppRole login repeated before the token
+//! reaches its maximum TTL, a token file whose token is rotated, and clear
+//! start-up errors for bad credentials.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Bao, Mount};
+
+const READER: &str = r#"
+path "secret/data/*" { capabilities = ["read", "list"] }
+path "secret/metadata/*" { capabilities = ["list", "read"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+"#;
+
+/// Creates the policy `reader` and an AppRole role `app` whose tokens live
+/// `ttl` and at most `max_ttl`; writes its role ID and a secret ID to files.
+fn approle(bao: &Bao, dir: &Path, ttl: &str, max_ttl: &str) -> (String, String) {
+    let (status, resp) = bao.api(
+        "PUT",
+        "sys/policies/acl/reader",
+        Some(json!({ "policy": READER })),
+    );
+    assert!(status < 300, "policy: {status} {resp}");
+    let (status, resp) = bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})));
+    assert!(status < 300, "enable approle: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/approle/role/app",
+        Some(json!({"token_policies": "reader", "token_ttl": ttl, "token_max_ttl": max_ttl})),
+    );
+    assert!(status < 300, "role: {status} {resp}");
+    let (_, resp) = bao.api("GET", "auth/approle/role/app/role-id", None);
+    let role_id = resp["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_string();
+    let (_, resp) = bao.api("POST", "auth/approle/role/app/secret-id", None);
+    let secret_id = resp["data"]["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_string();
+    let role_file = dir.join("role-id");
+    let secret_file = dir.join("secret-id");
+    std::fs::write(&role_file, format!("{role_id}\n")).unwrap();
+    std::fs::write(&secret_file, format!("{secret_id}\n")).unwrap();
+    (
+        role_file.display().to_string(),
+        secret_file.display().to_string(),
+    )
+}
+
+/// A token with the `reader` policy living `ttl` at most, not renewable.
+fn short_token(bao: &Bao, ttl: &str) -> String {
+    let (status, resp) = bao.api(
+        "PUT",
+        "sys/policies/acl/reader",
+        Some(json!({ "policy": READER })),
+    );
+    assert!(status < 300, "policy: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["reader"], "ttl": ttl, "renewable": false})),
+    );
+    assert!(status < 300, "token: {status} {resp}");
+    resp["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+/// Reads `path` once a second for `span` (the value is cached for 1 s, so
+/// each read past the TTL asks Vault): every read must give `want`.
+fn keeps_reading(m: &Mount, rel: &str, want: &[u8], span: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < span {
+        match std::fs::read(m.at(rel)) {
+            Ok(v) => assert_eq!(v, want),
+            Err(e) => panic!(
+                "{e} after {:?} (the first token has run out by then?):\n{}",
+                start.elapsed(),
+                m.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+#[test]
+fn approle_logs_in_and_again_before_the_token_reaches_its_maximum_ttl() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let dir = tempfile::tempdir().unwrap();
+    // Renewable for 4 s at a time, 8 s at most: the mount outlives three tokens.
+    let (role, secret) = approle(&bao, dir.path(), "4s", "8s");
+    let m = Mount::with_token(
+        &bao,
+        "",
+        "secret/",
+        &[
+            "--ttl",
+            "1s",
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &role,
+            "--secret-id-file",
+            &secret,
+        ],
+    );
+    keeps_reading(&m, "app/K", b"v", Duration::from_secs(20));
+    let log = m.log();
+    assert!(log.contains("new token obtained"), "{log}");
+    let role_id = std::fs::read_to_string(&role).unwrap();
+    let secret_id = std::fs::read_to_string(&secret).unwrap();
+    assert!(
+        !log.contains(role_id.trim()) && !log.contains(secret_id.trim()),
+        "a credential reached the log"
+    );
+}
+
+#[test]
+fn a_token_file_rotated_before_its_token_expires_is_picked_up() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, short_token(&bao, "8s")).unwrap();
+    let m = Mount::with_token(
+        &bao,
+        "",
+        "secret/",
+        &["--ttl", "1s", "--token-file", &file.display().to_string()],
+    );
+    assert_eq!(std::fs::read(m.at("app/K")).unwrap(), b"v");
+    // As Vault Agent's sink does: a new token replaces the file's content.
+    let next = short_token(&bao, "1h");
+    let tmp = dir.path().join("token.tmp");
+    std::fs::write(&tmp, &next).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    keeps_reading(&m, "app/K", b"v", Duration::from_secs(14));
+    let log = m.log();
+    assert!(
+        log.contains("token file changed: new token in use"),
+        "{log}"
+    );
+    assert!(!log.contains(&next), "the token reached the log");
+}
+
+#[test]
+fn bad_approle_credentials_fail_at_start_with_one_line() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (role, _) = approle(&bao, dir.path(), "1m", "1h");
+    let wrong = dir.path().join("wrong-secret-id");
+    std::fs::write(&wrong, "00000000-0000-0000-0000-000000000000").unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "wrong secret ID",
+            vec![
+                "--role-id-file",
+                &role,
+                "--secret-id-file",
+                wrong.to_str().unwrap(),
+            ],
+        ),
+        (
+            "no role ID file",
+            vec!["--secret-id-file", wrong.to_str().unwrap()],
+        ),
+        (
+            "missing file",
+            vec!["--role-id-file", "/nonexistent/role-id"],
+        ),
+    ];
+    for (what, args) in cases {
+        let mut cmd = Command::new(support::secretfs());
+        cmd.args([
+            "mount",
+            "secret/",
+            mnt.to_str().unwrap(),
+            "--addr",
+            bao.addr(),
+        ])
+        .args(["--auth", "approle"])
+        .args(&args)
+        .env_remove("VAULT_TOKEN")
+        .stdin(Stdio::null());
+        let out = cmd.output().expect("run secretfs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+        assert!(stderr.starts_with("secretfs: "), "{what}: {stderr}");
+        assert!(!support::is_mounted(&mnt), "{what}: mounted");
+    }
+}
