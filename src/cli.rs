@@ -120,7 +120,8 @@ pub struct VaultArgs {
     /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
     /// ~/.vault-token (a file is re-read when it changes, so a rotated token
     /// is picked up). `approle`: log in with --role-id-file and
-    /// --secret-id-file, and again before the token runs out.
+    /// --secret-id-file; `kubernetes`: log in as --role with the pod's
+    /// service account token; both log in again before the token runs out.
     #[arg(long, value_enum, default_value = "token", value_name = "METHOD")]
     pub auth: AuthMethod,
 
@@ -138,7 +139,19 @@ pub struct VaultArgs {
     #[arg(long, value_name = "PATH")]
     pub secret_id_file: Option<PathBuf>,
 
-    /// Path the auth method is mounted at (default: approle).
+    /// --auth kubernetes: the Vault role to log in as.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+
+    /// --auth kubernetes: file holding the service account token.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub jwt_file: PathBuf,
+
+    /// Path the auth method is mounted at (default: approle or kubernetes).
     #[arg(long, value_name = "PATH")]
     pub auth_mount: Option<String>,
 
@@ -166,6 +179,8 @@ pub enum AuthMethod {
     Token,
     /// AppRole: role ID and secret ID from files.
     Approle,
+    /// Kubernetes: the pod's service account token.
+    Kubernetes,
 }
 
 /// Cache and freshness.

@@ -274,7 +274,7 @@ fn empty_dir(path: &Path) -> std::io::Result<bool> {
 }
 
 /// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
-/// the token file, else ~/.vault-token), or by an AppRole login.
+/// the token file, else ~/.vault-token), or by an AppRole or Kubernetes login.
 fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
     if args.auth == AuthMethod::Approle {
         let role_id_file = args
@@ -292,8 +292,27 @@ fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
             secret_id_file: args.secret_id_file.clone(),
         });
     }
+    if args.auth == AuthMethod::Kubernetes {
+        let role = args
+            .role
+            .clone()
+            .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
+        return Ok(Login::Kubernetes {
+            mount: args
+                .auth_mount
+                .as_deref()
+                .unwrap_or("kubernetes")
+                .trim_matches('/')
+                .to_string(),
+            role,
+            jwt_file: args.jwt_file.clone(),
+        });
+    }
     if args.role_id_file.is_some() || args.secret_id_file.is_some() {
         return Err("--role-id-file and --secret-id-file need --auth approle".into());
+    }
+    if args.role.is_some() {
+        return Err("--role needs --auth kubernetes".into());
     }
     if let Ok(t) = std::env::var("VAULT_TOKEN") {
         if !t.trim().is_empty() {

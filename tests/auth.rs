@@ -1,12 +1,18 @@
 //! Where the token comes from and how it stays valid, against a real
-//! OpenBao through a real mount: an AppRole login repeated before the token
-//! reaches its maximum TTL, a token file whose token is rotated, and clear
-//! start-up errors for bad credentials.
+//! OpenBao through a real mount: AppRole and Kubernetes logins repeated
+//! before the token reaches its maximum TTL (Kubernetes against a stand-in
+//! for the API server's TokenReview, the one part of Kubernetes OpenBao
+//! calls), a token file whose token is rotated, and clear start-up errors
+//! for bad credentials.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -201,4 +207,161 @@ fn bad_approle_credentials_fail_at_start_with_one_line() {
         assert!(stderr.starts_with("secretfs: "), "{what}: {stderr}");
         assert!(!support::is_mounted(&mnt), "{what}: mounted");
     }
+}
+
+/// A certificate for `kubernetes_ca_cert`, which OpenBao insists on; the
+/// fake API server below speaks plain HTTP, so it is never used.
+const FAKE_KUBERNETES_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBkjCCATegAwIBAgIUMdT7Y4tIrN1YORr6bG9nJ+6csPAwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSZmFrZS1rdWJlcm5ldGVzLWNhMCAXDTI2MTEyOTA3NTA0MFoY
+DzIxMjYxMTA1MDc1MDQwWjAdMRswGQYDVQQDDBJmYWtlLWt1YmVybmV0ZXMtY2Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQrbJEm5VuySfcvVlL4Lbw71SOPcwoE
+DbhtwSgVBzouGXcDDK+yT8kapUH81TDRcUoheesPHMG/bAhP+kqI6YmXo1MwUTAd
+BgNVHQ4EFgQUGcRjkS37evQRGJzGC2lO3dW8kR0wHwYDVR0jBBgwFoAUGcRjkS37
+evQRGJzGC2lO3dW8kR0wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBG
+AiEA7glKBvhGnUAKPlH2mbnFQ334pIooylkXJwc6Ln5RiYACIQD9pROF3nFhyLFg
+SuMgk0ZxF8E6BeU+kszIFh91oqyOZQ==
+-----END CERTIFICATE-----
+";
+
+/// A stand-in for the Kubernetes API's TokenReview: says yes to every
+/// token, as service account `default/app`. Returns its URL and how many
+/// reviews it answered (one per login).
+fn fake_kubernetes_api() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let reviews = Arc::new(AtomicUsize::new(0));
+    let count = reviews.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "status": {
+                    "authenticated": true,
+                    "user": {"username": "system:serviceaccount:default:app", "uid": "uid-1234"}
+                }
+            })
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, reviews)
+}
+
+/// A service account token as the kubelet mounts it (legacy claims; the
+/// signature is not checked here: OpenBao asks the TokenReview API).
+fn service_account_jwt() -> String {
+    use std::fmt::Write as _;
+    let b64 = |s: &str| {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in s.as_bytes().chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                let _ = out.write_char(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let header = b64(r#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = b64(&json!({
+        "iss": "kubernetes/serviceaccount",
+        "kubernetes.io/serviceaccount/namespace": "default",
+        "kubernetes.io/serviceaccount/service-account.name": "app",
+        "kubernetes.io/serviceaccount/service-account.uid": "uid-1234",
+        "sub": "system:serviceaccount:default:app"
+    })
+    .to_string());
+    format!("{header}.{claims}.{}", b64("not-checked"))
+}
+
+#[test]
+fn kubernetes_auth_logs_in_with_the_service_account_token_and_again_later() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let (api, reviews) = fake_kubernetes_api();
+    let (status, resp) = bao.api(
+        "PUT",
+        "sys/policies/acl/reader",
+        Some(json!({ "policy": READER })),
+    );
+    assert!(status < 300, "policy: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "sys/auth/kubernetes",
+        Some(json!({"type": "kubernetes"})),
+    );
+    assert!(status < 300, "enable kubernetes: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/kubernetes/config",
+        Some(json!({
+            "kubernetes_host": api,
+            "kubernetes_ca_cert": FAKE_KUBERNETES_CA,
+            "disable_local_ca_jwt": true
+        })),
+    );
+    assert!(status < 300, "config: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/kubernetes/role/app",
+        Some(json!({
+            "bound_service_account_names": ["app"],
+            "bound_service_account_namespaces": ["default"],
+            "token_policies": ["reader"],
+            "token_ttl": "4s",
+            "token_max_ttl": "8s"
+        })),
+    );
+    assert!(status < 300, "role: {status} {resp}");
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("token");
+    std::fs::write(&jwt, service_account_jwt()).unwrap();
+    let m = Mount::with_token(
+        &bao,
+        "",
+        "secret/",
+        &[
+            "--ttl",
+            "1s",
+            "--auth",
+            "kubernetes",
+            "--role",
+            "app",
+            "--jwt-file",
+            jwt.to_str().unwrap(),
+        ],
+    );
+    keeps_reading(&m, "app/K", b"v", Duration::from_secs(20));
+    let log = m.log();
+    assert!(log.contains("new token obtained"), "{log}");
+    // One login at start and at least two more (8 s max TTL, 20 s of reads).
+    assert!(reviews.load(Ordering::SeqCst) >= 3, "{log}");
+    assert!(
+        !log.contains(&service_account_jwt()),
+        "the JWT reached the log"
+    );
 }

@@ -1,7 +1,8 @@
 //! Where the Vault token comes from and how it is kept valid: a token given
 //! once (renewed while the server allows), a token file (re-read when it
 //! changes, as Vault Agent's sink or a mounted secret rotate it), or a login
-//! with AppRole (logged in again before the token reaches its end).
+//! with AppRole or a Kubernetes service account (logged in again before the
+//! token reaches its end).
 //!
 //! The token in use lives in [`Credentials`], shared by every thread's
 //! client; a new token bumps its generation and each client picks it up on
@@ -34,6 +35,16 @@ pub enum Login {
         role_id_file: PathBuf,
         /// File holding the secret ID.
         secret_id_file: Option<PathBuf>,
+    },
+    /// Kubernetes: a login with the pod's service account token (a JWT,
+    /// read from its file at each login: the kubelet rotates it).
+    Kubernetes {
+        /// Where the auth method is mounted (`kubernetes`).
+        mount: String,
+        /// The Vault role to log in as.
+        role: String,
+        /// File holding the service account token.
+        jwt_file: PathBuf,
     },
 }
 
@@ -132,6 +143,23 @@ impl Login {
                 )
                 .await
                 .map_err(|e| format!("AppRole login at auth/{mount} failed: {}", describe(&e)))?;
+                Ok(SecretString::from(auth.client_token))
+            }
+            Login::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt = read_credential_file(jwt_file, "service account token")?;
+                let auth =
+                    vaultrs::auth::kubernetes::login(client, mount, role, jwt.expose_secret())
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "Kubernetes login at auth/{mount} as role {role} failed: {}",
+                                describe(&e)
+                            )
+                        })?;
                 Ok(SecretString::from(auth.client_token))
             }
         }
@@ -284,7 +312,7 @@ pub async fn keep_fresh(
         if !warned {
             tracing::warn!(
                 ttl_seconds = lease.ttl,
-                "the token cannot be renewed much longer: give secretfs a fresh one before it expires (--token-file and --auth approle do this themselves)"
+                "the token cannot be renewed much longer: give secretfs a fresh one before it expires (--token-file, --auth approle and --auth kubernetes do this themselves)"
             );
             warned = true;
         }

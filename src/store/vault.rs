@@ -105,7 +105,8 @@ impl VaultStore {
                     "Vault at {} refused the token (403): {}",
                     settings.addr,
                     match &settings.login {
-                        Login::AppRole { .. } => "check the AppRole role's token policies",
+                        Login::AppRole { .. } | Login::Kubernetes { .. } =>
+                            "check the role's token policies",
                         _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
                     }
                 ))
