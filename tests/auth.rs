@@ -24,15 +24,20 @@ path "secret/metadata/*" { capabilities = ["list", "read"] }
 path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 "#;
 
-/// Creates the policy `reader` and an AppRole role `app` whose tokens live
-/// `ttl` and at most `max_ttl`; writes its role ID and a secret ID to files.
-fn approle(bao: &Bao, dir: &Path, ttl: &str, max_ttl: &str) -> (String, String) {
+/// Creates the policy `reader` (read and list secret/).
+fn reader_policy(bao: &Bao) {
     let (status, resp) = bao.api(
         "PUT",
         "sys/policies/acl/reader",
         Some(json!({ "policy": READER })),
     );
     assert!(status < 300, "policy: {status} {resp}");
+}
+
+/// Creates the policy `reader` and an AppRole role `app` whose tokens live
+/// `ttl` and at most `max_ttl`; writes its role ID and a secret ID to files.
+fn approle(bao: &Bao, dir: &Path, ttl: &str, max_ttl: &str) -> (String, String) {
+    reader_policy(bao);
     let (status, resp) = bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})));
     assert!(status < 300, "enable approle: {status} {resp}");
     let (status, resp) = bao.api(
@@ -63,12 +68,7 @@ fn approle(bao: &Bao, dir: &Path, ttl: &str, max_ttl: &str) -> (String, String) 
 
 /// A token with the `reader` policy living `ttl` at most, not renewable.
 fn short_token(bao: &Bao, ttl: &str) -> String {
-    let (status, resp) = bao.api(
-        "PUT",
-        "sys/policies/acl/reader",
-        Some(json!({ "policy": READER })),
-    );
-    assert!(status < 300, "policy: {status} {resp}");
+    reader_policy(bao);
     let (status, resp) = bao.api(
         "POST",
         "auth/token/create",
@@ -303,12 +303,7 @@ fn kubernetes_auth_logs_in_with_the_service_account_token_and_again_later() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "v"}));
     let (api, reviews) = fake_kubernetes_api();
-    let (status, resp) = bao.api(
-        "PUT",
-        "sys/policies/acl/reader",
-        Some(json!({ "policy": READER })),
-    );
-    assert!(status < 300, "policy: {status} {resp}");
+    reader_policy(&bao);
     let (status, resp) = bao.api(
         "POST",
         "sys/auth/kubernetes",

@@ -23,6 +23,13 @@ pub(super) fn named<'a>(listing: &'a Listing, name: &str) -> &'a [ListEntry] {
     &listing[first..first + len]
 }
 
+/// What a path is asked about: a folder (its listing) or a secret.
+#[derive(Clone, Copy)]
+enum Kind {
+    Folder,
+    Secret,
+}
+
 impl SecretFs {
     /// What the parent's fresh listing says of `path`: `Some((is_folder,
     /// is_secret, valid_for))` when it is cached and fresh, `None` otherwise.
@@ -59,33 +66,64 @@ impl SecretFs {
 
     /// The folder listing at `path` (`None`: not a folder).
     pub(super) fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
-        if let Some((false, _, valid_for)) = self.known_from_parent(path) {
-            return Ok(Cached {
+        self.through_cache(
+            path,
+            Kind::Folder,
+            &self.listings,
+            || self.fetch_listing(path),
+            |before, now| self.notice_listing(path, before, now),
+        )
+    }
+
+    /// The answer for `path` as a folder or as a secret: what the parent's
+    /// listing already says, else the cache (a recently expired answer
+    /// while a background refresh runs), else one fetch shared by all who
+    /// ask at once (telling `notice` what it replaced), else, with the store
+    /// unreachable, a stale answer within --stale-if-error.
+    fn through_cache<V>(
+        &self,
+        path: &SecretPath,
+        kind: Kind,
+        cache: &Cache<SecretPath, V>,
+        fetch: impl FnOnce() -> Result<Option<V>>,
+        notice: impl FnOnce(Option<&Arc<V>>, Option<&Arc<V>>),
+    ) -> Result<Cached<V>> {
+        let is_kind = |folder: bool, secret: bool| match kind {
+            Kind::Folder => folder,
+            Kind::Secret => secret,
+        };
+        let not_one = |valid_for| {
+            Ok(Cached {
                 value: None,
                 valid_for,
-            });
+            })
+        };
+        if let Some((folder, secret, valid_for)) = self.known_from_parent(path) {
+            if !is_kind(folder, secret) {
+                return not_one(valid_for);
+            }
         }
-        if let Some(stale) =
-            self.serve_while_refreshing(&self.listings, Refresh::Listing(path.clone()))
-        {
+        let job = match kind {
+            Kind::Folder => Refresh::Listing(path.clone()),
+            Kind::Secret => Refresh::Secret(path.clone()),
+        };
+        if let Some(stale) = self.serve_while_refreshing(cache, job) {
             return Ok(stale);
         }
-        let mut fetched = None;
-        let answer = self.listings.get_or_fetch(path, || {
-            fetched = Some(self.listings.last(path));
-            self.fetch_listing(path)
+        let mut replaced = None;
+        let answer = cache.get_or_fetch(path, || {
+            replaced = Some(cache.last(path));
+            fetch()
         });
-        if let (Some(before), Ok(now)) = (fetched, &answer) {
-            self.notice_listing(path, before.as_ref(), now.value.as_ref());
+        if let (Some(before), Ok(now)) = (replaced, &answer) {
+            notice(before.as_ref(), now.value.as_ref());
         }
         match answer {
-            // A secret with no children has no listing of its own to serve
-            // stale: its parent's says it is no folder.
+            // What the parent's listing says is not of this kind (a secret
+            // with no children is no folder) has no answer of its own to
+            // serve stale: the parent's stale listing stands for it.
             Err(e) if e.is_transient() => match self.known_from_stale_parent(path) {
-                Some((false, _, valid_for)) => Ok(Cached {
-                    value: None,
-                    valid_for,
-                }),
+                Some((folder, secret, valid_for)) if !is_kind(folder, secret) => not_one(valid_for),
                 _ => Err(e),
             },
             answer => answer,
@@ -167,36 +205,13 @@ impl SecretFs {
 
     /// The secret at `path` (`None`: not a secret).
     pub(super) fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
-        if let Some((_, false, valid_for)) = self.known_from_parent(path) {
-            return Ok(Cached {
-                value: None,
-                valid_for,
-            });
-        }
-        if let Some(stale) =
-            self.serve_while_refreshing(&self.secrets, Refresh::Secret(path.clone()))
-        {
-            return Ok(stale);
-        }
-        let mut fetched = None;
-        let answer = self.secrets.get_or_fetch(path, || {
-            fetched = Some(self.secrets.last(path));
-            self.fetch_secret(path)
-        });
-        if let (Some(before), Ok(now)) = (fetched, &answer) {
-            self.notice_secret(path, before.as_ref(), now.value.as_ref());
-        }
-        match answer {
-            // Likewise a folder that is no secret.
-            Err(e) if e.is_transient() => match self.known_from_stale_parent(path) {
-                Some((_, false, valid_for)) => Ok(Cached {
-                    value: None,
-                    valid_for,
-                }),
-                _ => Err(e),
-            },
-            answer => answer,
-        }
+        self.through_cache(
+            path,
+            Kind::Secret,
+            &self.secrets,
+            || self.fetch_secret(path),
+            |before, now| self.notice_secret(path, before, now),
+        )
     }
 
     /// Reads a secret from the store, with its mtime settled.
