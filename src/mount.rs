@@ -276,18 +276,18 @@ fn empty_dir(path: &Path) -> std::io::Result<bool> {
 /// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
 /// the token file, else ~/.vault-token), or by an AppRole or Kubernetes login.
 fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
+    // Where the auth method is mounted: --auth-mount, else its usual path.
+    let auth_mount = |usual: &str| {
+        let given = args.auth_mount.as_deref().unwrap_or(usual);
+        given.trim_matches('/').to_string()
+    };
     if args.auth == AuthMethod::Approle {
         let role_id_file = args
             .role_id_file
             .clone()
             .ok_or("--auth approle needs --role-id-file")?;
         return Ok(Login::AppRole {
-            mount: args
-                .auth_mount
-                .as_deref()
-                .unwrap_or("approle")
-                .trim_matches('/')
-                .to_string(),
+            mount: auth_mount("approle"),
             role_id_file,
             secret_id_file: args.secret_id_file.clone(),
         });
@@ -298,12 +298,7 @@ fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
             .clone()
             .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
         return Ok(Login::Kubernetes {
-            mount: args
-                .auth_mount
-                .as_deref()
-                .unwrap_or("kubernetes")
-                .trim_matches('/')
-                .to_string(),
+            mount: auth_mount("kubernetes"),
             role,
             jwt_file: args.jwt_file.clone(),
         });
