@@ -648,8 +648,8 @@ fn kubernetes_manifests_parse_and_follow_the_mount_propagation_rules() {
             if let Some(mountpoint) = secretfs_mountpoint(&line) {
                 secretfs_mounts += 1;
                 assert!(
-                    line.contains("--token-file "),
-                    "{at}: the token should come from a file"
+                    line.contains("--token-file ") || line.contains("--auth kubernetes"),
+                    "{at}: the token should come from a file or a Kubernetes login"
                 );
                 let shared = shared_at.unwrap_or_else(|| {
                     panic!("{at}: mounts without a Bidirectional volume; nobody would see it")
