@@ -31,6 +31,8 @@ fn init_logging(verbose: u8, log_file: Option<&Path>) {
         .with_target("vaultrs", LevelFilter::OFF)
         .with_target("rustify", LevelFilter::OFF)
         .with_target("reqwest", LevelFilter::WARN)
+        // A refused certificate is reported once, in our own error line.
+        .with_target("rustls", LevelFilter::OFF)
         .with_target("hyper", LevelFilter::WARN)
         .with_target("fuser", LevelFilter::ERROR);
     let file = log_file.and_then(|p| {

@@ -751,3 +751,40 @@ fn sigterm_unmounts_even_when_the_daemon_was_started_with_it_blocked() {
     assert!(status.success(), "{status}\n{}", d.log());
     assert!(!is_mounted(&mnt), "still mounted after exit");
 }
+
+#[test]
+fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() {
+    let bao = Bao::start_tls();
+    assert!(bao.addr().starts_with("https://"));
+    bao.kv2_put("secret", "app", json!({"K": "over-tls"}));
+    let ca = bao.ca_cert();
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // Without the CA: refused before mounting, in one line.
+    let (status, stderr) = mount_expect_failure(bao.addr(), "root", "secret/", &mnt, &[]);
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // --ca-cert.
+    let m = Mount::new(&bao, "secret/", &["--ca-cert", s(&ca)]);
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"over-tls",
+        "{}",
+        m.log()
+    );
+    drop(m);
+    // VAULT_CACERT, as the vault and bao CLIs take it.
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
+        .env("VAULT_TOKEN", "root")
+        .env("VAULT_CACERT", &ca);
+    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(
+        std::fs::read(mnt.join("app/K")).unwrap(),
+        b"over-tls",
+        "{}",
+        d.log()
+    );
+}

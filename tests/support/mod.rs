@@ -56,17 +56,28 @@ fn die_with_parent(cmd: &mut Command) {
 impl Bao {
     /// Starts a server and waits until it answers.
     pub fn start() -> Bao {
-        Bao::start_inner(false)
+        Bao::start_inner(false, false)
     }
 
     /// Starts a server with a file audit device (one JSON line per request:
     /// a counter of backend calls). OpenBao 2.7 enables audit devices only
     /// from its config file.
     pub fn start_audited() -> Bao {
-        Bao::start_inner(true)
+        Bao::start_inner(true, false)
     }
 
-    fn start_inner(audited: bool) -> Bao {
+    /// Starts a server speaking HTTPS with a certificate from a CA of its
+    /// own (`-dev-tls`): [`Bao::ca_cert`] is that CA's PEM file.
+    pub fn start_tls() -> Bao {
+        Bao::start_inner(false, true)
+    }
+
+    /// The PEM file of the CA of a [`Bao::start_tls`] server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("certs").join("vault-ca.pem")
+    }
+
+    fn start_inner(audited: bool, tls: bool) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("openbao.log")).expect("log file");
@@ -77,6 +88,12 @@ impl Bao {
             "-dev-root-token-id=root",
             &format!("-dev-listen-address=127.0.0.1:{port}"),
         ]);
+        if tls {
+            let certs = dir.path().join("certs");
+            std::fs::create_dir(&certs).expect("certs dir");
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
         if audited {
             let config = dir.path().join("audit.hcl");
             let audit_log = dir.path().join("audit.log");
@@ -102,11 +119,18 @@ impl Bao {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
+            // The test's own calls need not check the dev CA; secretfs must.
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(tls)
+                    .build(),
+            )
             .build()
             .into();
+        let scheme = if tls { "https" } else { "http" };
         let mut bao = Bao {
             child: Some(child),
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             dir,
             agent,
         };
