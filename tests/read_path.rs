@@ -788,3 +788,26 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
         d.log()
     );
 }
+
+#[test]
+fn sigint_unmounts_cleanly_and_exits_zero_like_ctrl_c() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut cmd = bare_secretfs(home.path());
+    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
+        .env("VAULT_TOKEN", "root");
+    let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGINT) };
+    let status = eventually(Duration::from_secs(15), || {
+        d.child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| panic!("still running 15 s after SIGINT:\n{}", d.log()));
+    assert!(status.success(), "{status}\n{}", d.log());
+    assert!(!is_mounted(&mnt), "still mounted after exit");
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+}
