@@ -192,7 +192,8 @@ const RETRY: Duration = Duration::from_secs(10);
 
 /// Keeps the token valid for as long as the mount lives: renews it at half
 /// its TTL; when it cannot be renewed further (or is about to reach its
-/// maximum TTL) obtains a new one if `login` can (file, AppRole), else warns.
+/// maximum TTL) obtains a new one if `login` can (file, AppRole,
+/// Kubernetes), else warns.
 /// A token file is also re-read every few seconds and a changed token put
 /// in use once the server accepts it.
 pub async fn keep_fresh(
@@ -213,6 +214,8 @@ pub async fn keep_fresh(
     let mut warned = false;
     // A token the file held that the server refused: not tried again.
     let mut refused: Option<SecretString> = None;
+    // Whether the token file could not be read last time (warned once).
+    let mut unreadable = false;
     loop {
         let wake = if watch_file {
             due.min(Instant::now() + FILE_POLL)
@@ -228,6 +231,7 @@ pub async fn keep_fresh(
                         && refused.as_ref().map(|r| r.expose_secret())
                             != Some(t.expose_secret()) =>
                 {
+                    unreadable = false;
                     match adopt(&base, &credentials, t.clone()).await {
                         Ok(l) => {
                             tracing::info!(file = %path.display(), ttl_seconds = l.ttl, "token file changed: new token in use");
@@ -248,8 +252,13 @@ pub async fn keep_fresh(
                     }
                     continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot re-read the token file"),
+                Ok(_) => unreadable = false,
+                Err(e) => {
+                    if !unreadable {
+                        tracing::warn!(error = %e, "cannot re-read the token file");
+                    }
+                    unreadable = true;
+                }
             }
         }
         if Instant::now() < due {
