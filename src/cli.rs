@@ -120,8 +120,10 @@ pub struct VaultArgs {
     /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
     /// ~/.vault-token (a file is re-read when it changes, so a rotated token
     /// is picked up). `approle`: log in with --role-id-file and
-    /// --secret-id-file; `kubernetes`: log in as --role with the pod's
-    /// service account token; both log in again before the token runs out.
+    /// --secret-id-file; `cert`: log in with the TLS client certificate
+    /// (--client-cert, --client-key); `kubernetes`: log in as --role with
+    /// the pod's service account token. Logins are repeated before the
+    /// token runs out.
     #[arg(long, value_enum, default_value = "token", value_name = "METHOD")]
     pub auth: AuthMethod,
 
@@ -139,9 +141,29 @@ pub struct VaultArgs {
     #[arg(long, value_name = "PATH")]
     pub secret_id_file: Option<PathBuf>,
 
-    /// --auth kubernetes: the Vault role to log in as.
+    /// --auth kubernetes: the Vault role to log in as. --auth cert: the
+    /// certificate role (default: any that matches the certificate).
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
+
+    /// PEM file of a TLS client certificate to present to the server (for
+    /// --auth cert, or a server that requires client certificates).
+    #[arg(
+        long,
+        env = "VAULT_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key.
+    #[arg(
+        long,
+        env = "VAULT_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 
     /// --auth kubernetes: file holding the service account token.
     #[arg(
@@ -151,7 +173,7 @@ pub struct VaultArgs {
     )]
     pub jwt_file: PathBuf,
 
-    /// Path the auth method is mounted at (default: approle or kubernetes).
+    /// Path the auth method is mounted at (default: approle, cert or kubernetes).
     #[arg(long, value_name = "PATH")]
     pub auth_mount: Option<String>,
 
@@ -179,6 +201,8 @@ pub enum AuthMethod {
     Token,
     /// AppRole: role ID and secret ID from files.
     Approle,
+    /// TLS certificate: the client certificate of --client-cert.
+    Cert,
     /// Kubernetes: the pod's service account token.
     Kubernetes,
 }

@@ -58,6 +58,11 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         addr: args.vault.addr.clone(),
         login,
         ca_cert: args.vault.ca_cert.clone(),
+        client_cert: args
+            .vault
+            .client_cert
+            .clone()
+            .zip(args.vault.client_key.clone()),
         skip_verify: args.vault.tls_skip_verify,
         namespace: args.vault.namespace.clone(),
         timeout: args.vault.timeout,
@@ -274,7 +279,8 @@ fn empty_dir(path: &Path) -> std::io::Result<bool> {
 }
 
 /// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
-/// the token file, else ~/.vault-token), or by an AppRole or Kubernetes login.
+/// the token file, else ~/.vault-token), or by a login (AppRole, TLS
+/// certificate, Kubernetes).
 fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
     // Where the auth method is mounted: --auth-mount, else its usual path.
     let auth_mount = |usual: &str| {
@@ -292,6 +298,15 @@ fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
             secret_id_file: args.secret_id_file.clone(),
         });
     }
+    if args.auth == AuthMethod::Cert {
+        if args.client_cert.is_none() {
+            return Err("--auth cert needs --client-cert and --client-key".into());
+        }
+        return Ok(Login::Cert {
+            mount: auth_mount("cert"),
+            role: args.role.clone(),
+        });
+    }
     if args.auth == AuthMethod::Kubernetes {
         let role = args
             .role
@@ -307,7 +322,7 @@ fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
         return Err("--role-id-file and --secret-id-file need --auth approle".into());
     }
     if args.role.is_some() {
-        return Err("--role needs --auth kubernetes".into());
+        return Err("--role needs --auth kubernetes or --auth cert".into());
     }
     if let Ok(t) = std::env::var("VAULT_TOKEN") {
         if !t.trim().is_empty() {

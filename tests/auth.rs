@@ -360,3 +360,109 @@ fn kubernetes_auth_logs_in_with_the_service_account_token_and_again_later() {
         "the JWT reached the log"
     );
 }
+
+/// A self-signed TLS client certificate and its key, made with openssl.
+fn client_certificate(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=secretfs-test"])
+        .args(["-addext", "extendedKeyUsage=clientAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is missing: scripts/install-deps installs it");
+    assert!(out.status.success(), "openssl: {out:?}");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn tls_certificate_auth_logs_in_with_the_client_certificate_and_again_later() {
+    let bao = Bao::start_tls();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    reader_policy(&bao);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = client_certificate(dir.path());
+    let (status, resp) = bao.api("POST", "sys/auth/cert", Some(json!({"type": "cert"})));
+    assert!(status < 300, "enable cert: {status} {resp}");
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/cert/certs/app",
+        Some(json!({
+            "certificate": std::fs::read_to_string(&cert).unwrap(),
+            "token_policies": "reader",
+            "token_ttl": "4s",
+            "token_max_ttl": "8s"
+        })),
+    );
+    assert!(status < 300, "cert role: {status} {resp}");
+    let ca = bao.ca_cert().display().to_string();
+    let m = Mount::with_token(
+        &bao,
+        "",
+        "secret/",
+        &[
+            "--ttl",
+            "1s",
+            "--ca-cert",
+            &ca,
+            "--auth",
+            "cert",
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+        ],
+    );
+    keeps_reading(&m, "app/K", b"v", Duration::from_secs(20));
+    let log = m.log();
+    assert!(log.contains("new token obtained"), "{log}");
+
+    // Without the certificate, or with one the server does not trust: one
+    // line at start, nothing mounted.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (untrusted, untrusted_key) = client_certificate(&other);
+    let cases: [(&str, Vec<&str>); 2] = [
+        ("no client certificate", vec![]),
+        (
+            "untrusted certificate",
+            vec!["--client-cert", &untrusted, "--client-key", &untrusted_key],
+        ),
+    ];
+    for (what, args) in cases {
+        let out = Command::new(support::secretfs())
+            .args([
+                "mount",
+                "secret/",
+                mnt.to_str().unwrap(),
+                "--addr",
+                bao.addr(),
+            ])
+            .args(["--ca-cert", &ca, "--auth", "cert"])
+            .args(&args)
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_CLIENT_CERT")
+            .env_remove("VAULT_CLIENT_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run secretfs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+        assert!(stderr.starts_with("secretfs: "), "{what}: {stderr}");
+        assert!(!support::is_mounted(&mnt), "{what}: mounted");
+    }
+}

@@ -1,8 +1,8 @@
 //! Where the Vault token comes from and how it is kept valid: a token given
 //! once (renewed while the server allows), a token file (re-read when it
 //! changes, as Vault Agent's sink or a mounted secret rotate it), or a login
-//! with AppRole or a Kubernetes service account (logged in again before the
-//! token reaches its end).
+//! with AppRole, a TLS client certificate or a Kubernetes service account
+//! (logged in again before the token reaches its end).
 //!
 //! The token in use lives in [`Credentials`], shared by every thread's
 //! client; a new token bumps its generation and each client picks it up on
@@ -35,6 +35,14 @@ pub enum Login {
         role_id_file: PathBuf,
         /// File holding the secret ID.
         secret_id_file: Option<PathBuf>,
+    },
+    /// TLS certificate: a login with the client certificate the
+    /// connection presents (`--client-cert`, `--client-key`).
+    Cert {
+        /// Where the auth method is mounted (`cert`).
+        mount: String,
+        /// The certificate role to log in against (any matching one when `None`).
+        role: Option<String>,
     },
     /// Kubernetes: a login with the pod's service account token (a JWT,
     /// read from its file at each login: the kubelet rotates it).
@@ -145,6 +153,18 @@ impl Login {
                 .map_err(|e| format!("AppRole login at auth/{mount} failed: {}", describe(&e)))?;
                 Ok(SecretString::from(auth.client_token))
             }
+            Login::Cert { mount, role } => {
+                let name = role.as_deref().unwrap_or("");
+                let auth = vaultrs::auth::cert::login(client, mount, name)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "TLS certificate login at auth/{mount} failed: {}",
+                            describe(&e)
+                        )
+                    })?;
+                Ok(SecretString::from(auth.client_token))
+            }
             Login::Kubernetes {
                 mount,
                 role,
@@ -192,8 +212,8 @@ const RETRY: Duration = Duration::from_secs(10);
 
 /// Keeps the token valid for as long as the mount lives: renews it at half
 /// its TTL; when it cannot be renewed further (or is about to reach its
-/// maximum TTL) obtains a new one if `login` can (file, AppRole,
-/// Kubernetes), else warns.
+/// maximum TTL) obtains a new one if `login` can (file, AppRole, TLS
+/// certificate, Kubernetes), else warns.
 /// A token file is also re-read every few seconds and a changed token put
 /// in use once the server accepts it.
 pub async fn keep_fresh(
@@ -321,7 +341,7 @@ pub async fn keep_fresh(
         if !warned {
             tracing::warn!(
                 ttl_seconds = lease.ttl,
-                "the token cannot be renewed much longer: give secretfs a fresh one before it expires (--token-file, --auth approle and --auth kubernetes do this themselves)"
+                "the token cannot be renewed much longer: give secretfs a fresh one before it expires (--token-file and the --auth login methods do this themselves)"
             );
             warned = true;
         }

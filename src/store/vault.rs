@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
-use vaultrs::client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::client::{Identity, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::auth::{self, Credentials, Login};
@@ -28,6 +28,9 @@ pub struct VaultSettings {
     pub login: Login,
     /// PEM file of a private CA.
     pub ca_cert: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, presented on every
+    /// connection.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Skip TLS verification (`VAULT_SKIP_VERIFY`).
     pub skip_verify: bool,
     /// Enterprise namespace.
@@ -80,6 +83,9 @@ impl VaultStore {
                     .map(|p| p.display().to_string())
                     .collect(),
             );
+        // Explicitly, even when absent: vaultrs would otherwise read
+        // VAULT_CLIENT_CERT itself and only log what goes wrong.
+        builder.identity(settings.client_cert.as_ref().map(identity).transpose()?);
         let client_settings = builder
             .build()
             .map_err(|e| format!("invalid Vault settings: {e}"))?;
@@ -105,7 +111,7 @@ impl VaultStore {
                     "Vault at {} refused the token (403): {}",
                     settings.addr,
                     match &settings.login {
-                        Login::AppRole { .. } | Login::Kubernetes { .. } =>
+                        Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
                             "check the role's token policies",
                         _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
                     }
@@ -421,6 +427,23 @@ impl SecretStore for VaultStore {
         // A TTL of 0 means the token never expires (root tokens).
         Ok((me.ttl > 0).then(|| Duration::from_secs(me.ttl)))
     }
+}
+
+/// The client certificate and key of `--client-cert` and `--client-key`.
+fn identity((cert, key): &(PathBuf, PathBuf)) -> std::result::Result<Identity, String> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    // The key is a credential: wiped from memory once parsed.
+    let mut pem = secrecy::zeroize::Zeroizing::new(read(cert)?);
+    pem.push(b'\n');
+    pem.extend(secrecy::zeroize::Zeroizing::new(read(key)?).iter());
+    Identity::from_pem(&pem).map_err(|e| {
+        format!(
+            "{} and {} are not a PEM certificate and its key: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
