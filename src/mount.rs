@@ -287,36 +287,39 @@ fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
         let given = args.auth_mount.as_deref().unwrap_or(usual);
         given.trim_matches('/').to_string()
     };
-    if args.auth == AuthMethod::Approle {
-        let role_id_file = args
-            .role_id_file
-            .clone()
-            .ok_or("--auth approle needs --role-id-file")?;
-        return Ok(Login::AppRole {
-            mount: auth_mount("approle"),
-            role_id_file,
-            secret_id_file: args.secret_id_file.clone(),
-        });
-    }
-    if args.auth == AuthMethod::Cert {
-        if args.client_cert.is_none() {
-            return Err("--auth cert needs --client-cert and --client-key".into());
+    match args.auth {
+        AuthMethod::Approle => {
+            let role_id_file = args
+                .role_id_file
+                .clone()
+                .ok_or("--auth approle needs --role-id-file")?;
+            return Ok(Login::AppRole {
+                mount: auth_mount("approle"),
+                role_id_file,
+                secret_id_file: args.secret_id_file.clone(),
+            });
         }
-        return Ok(Login::Cert {
-            mount: auth_mount("cert"),
-            role: args.role.clone(),
-        });
-    }
-    if args.auth == AuthMethod::Kubernetes {
-        let role = args
-            .role
-            .clone()
-            .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
-        return Ok(Login::Kubernetes {
-            mount: auth_mount("kubernetes"),
-            role,
-            jwt_file: args.jwt_file.clone(),
-        });
+        AuthMethod::Cert => {
+            if args.client_cert.is_none() {
+                return Err("--auth cert needs --client-cert and --client-key".into());
+            }
+            return Ok(Login::Cert {
+                mount: auth_mount("cert"),
+                role: args.role.clone(),
+            });
+        }
+        AuthMethod::Kubernetes => {
+            let role = args
+                .role
+                .clone()
+                .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
+            return Ok(Login::Kubernetes {
+                mount: auth_mount("kubernetes"),
+                role,
+                jwt_file: args.jwt_file.clone(),
+            });
+        }
+        AuthMethod::Token => {}
     }
     if args.role_id_file.is_some() || args.secret_id_file.is_some() {
         return Err("--role-id-file and --secret-id-file need --auth approle".into());
