@@ -79,7 +79,8 @@ impl SecretFs {
         before: Option<&Arc<Listing>>,
         now: Option<&Arc<Listing>>,
     ) {
-        if self.invalidations.get().is_none() {
+        // Nothing listed before (first fetch, or evicted): nothing is gone.
+        if self.invalidations.get().is_none() || before.is_none() {
             return;
         }
         let names = |l: Option<&Arc<Listing>>| -> BTreeSet<String> {
