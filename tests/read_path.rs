@@ -104,6 +104,14 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// A HOME of the test's own, with an empty mount point `mnt` in it.
+fn home_and_mountpoint() -> (tempfile::TempDir, PathBuf) {
+    let home = tempfile::tempdir().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    (home, mnt)
+}
+
 /// A command for the binary under test with no VAULT_* settings, no
 /// RUST_LOG and a HOME of its own (so ~/.vault-token is the test's).
 fn bare_secretfs(home: &Path) -> Command {
@@ -172,6 +180,19 @@ impl Daemon {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` and checks that the daemon exits 0 within 15 s and
+    /// leaves nothing mounted.
+    fn stops_cleanly_on(&mut self, signal: libc::c_int, name: &str) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = eventually(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .unwrap_or_else(|| panic!("still running 15 s after {name}:\n{}", self.log()));
+        assert!(status.success(), "{status}\n{}", self.log());
+        assert!(!is_mounted(&self.mountpoint), "still mounted after exit");
     }
 }
 
@@ -606,9 +627,7 @@ fn with_vault_stopped_an_uncached_listing_fails_with_eio_and_does_not_hang() {
 fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-env"}));
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     // A token file holding a bad token: VAULT_TOKEN wins over it.
     let file = home.path().join("token");
     std::fs::write(&file, "not-a-token\n").unwrap();
@@ -629,9 +648,7 @@ fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
 fn without_vault_token_the_token_comes_from_token_file() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-file"}));
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     let file = home.path().join("token");
     // As `echo root > FILE` writes it: the newline is not part of the token.
     std::fs::write(&file, "root\n").unwrap();
@@ -660,9 +677,7 @@ fn without_vault_token_the_token_comes_from_token_file() {
 fn without_vault_token_or_token_file_the_token_comes_from_home_vault_token() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-home"}));
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     // As `bao login` leaves it: no newline.
     std::fs::write(home.path().join(".vault-token"), "root").unwrap();
     let mut cmd = bare_secretfs(home.path());
@@ -721,9 +736,7 @@ fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
 fn sigterm_unmounts_even_when_the_daemon_was_started_with_it_blocked() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "v"}));
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     let mut cmd = bare_secretfs(home.path());
     cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
         .env("VAULT_TOKEN", "root");
@@ -742,14 +755,7 @@ fn sigterm_unmounts_even_when_the_daemon_was_started_with_it_blocked() {
     }
     let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
     assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
-    let status = eventually(Duration::from_secs(15), || {
-        d.child.try_wait().ok().flatten()
-    })
-    .unwrap_or_else(|| panic!("still running 15 s after SIGTERM:\n{}", d.log()));
-    assert!(status.success(), "{status}\n{}", d.log());
-    assert!(!is_mounted(&mnt), "still mounted after exit");
+    d.stops_cleanly_on(libc::SIGTERM, "SIGTERM");
 }
 
 #[test]
@@ -758,9 +764,7 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
     assert!(bao.addr().starts_with("https://"));
     bao.kv2_put("secret", "app", json!({"K": "over-tls"}));
     let ca = bao.ca_cert();
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     // Without the CA: refused before mounting, in one line.
     let (status, stderr) = mount_expect_failure(bao.addr(), "root", "secret/", &mnt, &[]);
     assert!(!status.success(), "{stderr}");
@@ -793,21 +797,12 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
 fn sigint_unmounts_cleanly_and_exits_zero_like_ctrl_c() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "v"}));
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (home, mnt) = home_and_mountpoint();
     let mut cmd = bare_secretfs(home.path());
     cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
         .env("VAULT_TOKEN", "root");
     let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
     assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGINT) };
-    let status = eventually(Duration::from_secs(15), || {
-        d.child.try_wait().ok().flatten()
-    })
-    .unwrap_or_else(|| panic!("still running 15 s after SIGINT:\n{}", d.log()));
-    assert!(status.success(), "{status}\n{}", d.log());
-    assert!(!is_mounted(&mnt), "still mounted after exit");
+    d.stops_cleanly_on(libc::SIGINT, "SIGINT");
     assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
 }
