@@ -9,24 +9,11 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use super::clock::{Clock, ManualClock, SystemClock};
+
 use lru::LruCache;
 
 use crate::error::{Error, Result};
-
-/// A source of "now".
-pub trait Clock: Send + Sync {
-    /// The current instant.
-    fn now(&self) -> Instant;
-}
-
-/// The real monotonic clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
 
 /// How long answers live.
 #[derive(Debug, Clone, Copy)]
@@ -256,32 +243,7 @@ impl<K: Hash + Eq + Clone, V> Drop for Landing<'_, K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-    /// A clock moved by hand.
-    pub struct ManualClock {
-        base: Instant,
-        offset_ms: AtomicU64,
-    }
-
-    impl ManualClock {
-        pub fn new() -> Arc<Self> {
-            Arc::new(ManualClock {
-                base: Instant::now(),
-                offset_ms: AtomicU64::new(0),
-            })
-        }
-        pub fn advance(&self, d: Duration) {
-            self.offset_ms
-                .fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Instant {
-            self.base + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
-        }
-    }
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn policy(capacity: usize) -> CachePolicy {
         CachePolicy {

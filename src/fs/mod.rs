@@ -5,6 +5,7 @@
 //! Reads are here; everything that changes the store is in `write`.
 
 pub mod cache;
+pub mod clock;
 pub mod handle;
 pub mod inode;
 mod invalidate;

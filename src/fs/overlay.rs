@@ -48,6 +48,16 @@ pub struct Overlay {
     inner: Mutex<Inner>,
 }
 
+/// Whether `path` lies strictly below `dir`.
+fn is_below(path: &SecretPath, dir: &SecretPath) -> bool {
+    path != dir
+        && (dir.is_root()
+            || path
+                .as_str()
+                .strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
 fn children<'a>(paths: impl Iterator<Item = &'a SecretPath>, dir: &SecretPath) -> Vec<String> {
     paths
         .filter_map(|p| match p.split_last() {
@@ -57,14 +67,25 @@ fn children<'a>(paths: impl Iterator<Item = &'a SecretPath>, dir: &SecretPath) -
         .collect()
 }
 
+impl Inner {
+    /// Paths of what lives only in memory and keeps its directories: local
+    /// directories and scratch files.
+    fn local_paths(&self) -> impl Iterator<Item = &SecretPath> {
+        self.dirs.iter().chain(self.scratch.keys())
+    }
+}
+
 impl Overlay {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `path` is a directory made with mkdir and not yet in the store.
+    /// Whether `path` is a directory made with mkdir and not yet in the
+    /// store, or one above such a directory or a scratch file (which must
+    /// stay reachable even when the store no longer has anything there).
     pub fn is_dir(&self, path: &SecretPath) -> bool {
-        self.lock().dirs.contains(path)
+        let inner = self.lock();
+        inner.dirs.contains(path) || inner.local_paths().any(|d| is_below(d, path))
     }
 
     /// Records a new, empty directory.
@@ -77,18 +98,32 @@ impl Overlay {
         self.lock().dirs.remove(path)
     }
 
-    /// Names of in-memory directories directly under `dir`.
+    /// Names of in-memory directories directly under `dir`, and of those
+    /// that lead to one (or to a scratch file) further down.
     pub fn dirs_in(&self, dir: &SecretPath) -> Vec<String> {
-        children(self.lock().dirs.iter(), dir)
+        let inner = self.lock();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for d in inner.local_paths().filter(|d| is_below(d, dir)) {
+            let rest = if dir.is_root() {
+                d.as_str()
+            } else {
+                &d.as_str()[dir.as_str().len() + 1..]
+            };
+            // A scratch file directly in `dir` is no directory.
+            if let Some((first, _)) = rest.split_once('/') {
+                names.insert(first.to_string());
+            } else if inner.dirs.contains(d) {
+                names.insert(rest.to_string());
+            }
+        }
+        names.into_iter().collect()
     }
 
-    /// Whether anything of the overlay lives directly under `dir`.
+    /// Whether anything of the overlay lives under `dir`.
     pub fn has_children(&self, dir: &SecretPath) -> bool {
         let inner = self.lock();
         let under = |p: &SecretPath| p.split_last().is_some_and(|(parent, _)| &parent == dir);
-        inner.dirs.iter().any(under)
-            || inner.scratch.keys().any(under)
-            || inner.new_keys.iter().any(under)
+        inner.local_paths().any(|p| is_below(p, dir)) || inner.new_keys.iter().any(under)
     }
 
     /// The scratch file at `path`.
@@ -172,19 +207,26 @@ impl Overlay {
             .any(|d| path.is_root() || d.as_str().starts_with(&prefix))
     }
 
-    /// A write of `key` in `secret` reached the store: the key, the secret
-    /// and every folder above it now exist there.
-    pub fn committed(&self, secret: &SecretPath, key: &str) {
+    /// A write of `secret` reached the store: the secret and every folder
+    /// above it now exist there.
+    pub fn secret_written(&self, secret: &SecretPath) {
         let mut inner = self.lock();
-        let key_path = secret.join(key);
-        inner.new_keys.remove(&key_path);
-        inner.displaced.remove(&key_path);
         inner.deleted.remove(secret);
         let mut p = Some(secret.clone());
         while let Some(path) = p {
             inner.dirs.remove(&path);
             p = path.split_last().map(|(parent, _)| parent);
         }
+    }
+
+    /// A write of `key` in `secret` reached the store: the key, the secret
+    /// and every folder above it now exist there.
+    pub fn committed(&self, secret: &SecretPath, key: &str) {
+        self.secret_written(secret);
+        let mut inner = self.lock();
+        let key_path = secret.join(key);
+        inner.new_keys.remove(&key_path);
+        inner.displaced.remove(&key_path);
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::cache::{CachePolicy, SystemClock};
+use super::cache::CachePolicy;
+use super::clock::ManualClock;
 use super::inode::{Ino, ROOT_INO};
 use super::*;
-use crate::store::memory::MemoryStore;
+use crate::store::memory::{Call, MemoryStore, Scope};
 
 fn presentation() -> Presentation {
     Presentation {
@@ -31,7 +32,13 @@ fn policy(ttl: Duration) -> CachePolicy {
 }
 
 fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
-    SecretFs::new(
+    timed(store, root, ttl).0
+}
+
+/// A filesystem over `store` whose clock moves only when the test says.
+fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (SecretFs, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    let fs = SecretFs::new(
         store,
         SecretPath::parse(root),
         FsConfig {
@@ -41,8 +48,9 @@ fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
             max_value_size: 1024,
             background_refresh: false,
         },
-        Arc::new(SystemClock),
-    )
+        clock.clone(),
+    );
+    (fs, clock)
 }
 
 fn seeded() -> Arc<MemoryStore> {
@@ -199,10 +207,10 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
 #[test]
 fn a_plain_secret_is_served_stale_after_its_parent_listing_expired() {
     let store = seeded();
-    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     // "myapp/api/token" has no children: its own listing is never fetched.
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_secs(31));
     store.set_fault(Some(Error::Unavailable("connection refused".into())));
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
     assert_eq!(
@@ -250,11 +258,12 @@ fn a_folder_known_from_its_parent_listing_is_not_read_as_a_secret() {
 #[test]
 fn a_change_in_the_store_shows_after_the_ttl() {
     let store = seeded();
-    let fs = fs_over(store.clone(), "", Duration::from_millis(200));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     store.put("myapp/db", json!({"PASSWORD": "rotated-and-longer"}));
+    clock.advance(Duration::from_secs(29));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
-    std::thread::sleep(Duration::from_millis(250));
+    clock.advance(Duration::from_secs(1));
     assert_eq!(
         read_all(&fs, "myapp/db/PASSWORD").unwrap(),
         b"rotated-and-longer"
@@ -276,9 +285,9 @@ fn attributes_are_valid_no_longer_than_the_cached_value() {
 #[test]
 fn store_outage_is_eio_for_uncached_and_stale_for_cached() {
     let store = seeded();
-    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     read_all(&fs, "myapp/db/PASSWORD").unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_secs(31));
     store.set_fault(Some(Error::Unavailable("connection refused".into())));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     // Nothing under myapp/api was ever fetched.
@@ -301,51 +310,14 @@ fn permission_denied_is_eacces() {
 
 #[test]
 fn a_readable_secret_in_an_unlistable_folder_is_reachable() {
-    struct NoList(Arc<MemoryStore>);
-    impl SecretStore for NoList {
-        fn list(&self, _: &SecretPath) -> Result<Option<crate::store::Listing>> {
-            Err(Error::PermissionDenied("403".into()))
-        }
-        fn read(&self, p: &SecretPath) -> Result<Option<crate::store::Secret>> {
-            if p.as_str().starts_with("myapp/") {
-                self.0.read(p)
-            } else {
-                Err(Error::PermissionDenied("403".into()))
-            }
-        }
-        fn write(
-            &self,
-            _: &SecretPath,
-            _: &serde_json::Map<String, serde_json::Value>,
-            _: Option<u64>,
-        ) -> Result<Option<u64>> {
-            Err(Error::PermissionDenied("403".into()))
-        }
-        fn delete(&self, _: &SecretPath) -> Result<()> {
-            Err(Error::PermissionDenied("403".into()))
-        }
-        fn current_version(&self, _: &SecretPath) -> Result<Option<u64>> {
-            Ok(None)
-        }
-        fn supports_cas(&self) -> bool {
-            true
-        }
-        fn health(&self) -> Result<Option<Duration>> {
-            Ok(None)
-        }
-    }
-    let fs = SecretFs::new(
-        Arc::new(NoList(seeded())),
-        SecretPath::root(),
-        FsConfig {
-            presentation: presentation(),
-            cache: policy(Duration::from_secs(30)),
-            read_only: false,
-            max_value_size: 1024,
-            background_refresh: false,
-        },
-        Arc::new(SystemClock),
-    );
+    // A narrow policy: read below myapp/, nothing else; list nothing.
+    let store = seeded();
+    let denied = || Error::PermissionDenied("403".into());
+    store.fail(Call::List, Scope::Everywhere, denied());
+    store.fail(Call::Read, Scope::At("myapp"), denied());
+    store.fail(Call::Read, Scope::Under("other"), denied());
+    store.fail(Call::Write, Scope::Everywhere, denied());
+    let fs = fs_over(store, "", Duration::from_secs(30));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     assert_eq!(
         path_ino(&fs, "myapp/db/NOPE").unwrap_err().errno(),
@@ -501,7 +473,7 @@ fn a_read_only_mount_refuses_every_change() {
             max_value_size: 1024,
             background_refresh: false,
         },
-        Arc::new(SystemClock),
+        ManualClock::new(),
     );
     let db = path_ino(&fs, "myapp/db").unwrap();
     let key = path_ino(&fs, "myapp/db/USER").unwrap();
@@ -739,6 +711,7 @@ fn stat_shows_the_size_being_written_before_close() {
 #[test]
 fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_next() {
     let store = seeded();
+    let clock = ManualClock::new();
     let fs = Arc::new(SecretFs::new(
         store.clone(),
         SecretPath::root(),
@@ -749,18 +722,24 @@ fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_n
             max_value_size: 1024,
             background_refresh: true,
         },
-        Arc::new(SystemClock),
+        clock.clone(),
     ));
     fs.start_refresher();
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     store.put("myapp/db", json!({"PASSWORD": "rotated"}));
-    std::thread::sleep(Duration::from_millis(350));
+    clock.advance(Duration::from_millis(350));
     // Expired less than a TTL ago: served at once, refreshed behind.
     store.set_delay(Duration::from_millis(100));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
-    std::thread::sleep(Duration::from_millis(250));
-    store.set_delay(Duration::ZERO);
-    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
+    // The refresh lands in the background (the clock stands still: the
+    // old answer is served until then, and one refresh is made).
+    let reads = store.read_calls();
+    let landed = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        read_all(&fs, "myapp/db/PASSWORD").unwrap() == b"rotated"
+    });
+    assert!(landed, "the background refresh never landed");
+    assert_eq!(store.read_calls() - reads, 1);
 }
 
 fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
@@ -772,7 +751,7 @@ fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
 #[test]
 fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
     let store = seeded();
-    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     let rx = invalidations_of(&fs);
     let dir = path_ino(&fs, "myapp/db").unwrap();
     let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
@@ -781,7 +760,7 @@ fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
     assert!(rx.try_recv().is_err(), "nothing changed yet");
     // PASSWORD changes, USER stays, PORT goes.
     store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_secs(31));
     assert_eq!(fs.getattr(password).unwrap().size, 7);
     let got: Vec<Invalidation> = rx.try_iter().collect();
     assert!(got.contains(&Invalidation::Inode(password)), "{got:?}");
@@ -795,7 +774,7 @@ fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
     );
     assert!(!got.contains(&Invalidation::Inode(user)), "{got:?}");
     // Fetched again unchanged: nothing more.
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_secs(31));
     fs.getattr(password).unwrap();
     assert_eq!(rx.try_iter().count(), 0);
 }
@@ -803,14 +782,15 @@ fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
 #[test]
 fn a_secret_gone_from_its_folder_invalidates_its_name() {
     let store = seeded();
-    let fs = fs_over(store.clone(), "", Duration::from_millis(100));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     store.put("myapp/api/other", json!({"k": "v"}));
     let rx = invalidations_of(&fs);
     let api = path_ino(&fs, "myapp/api").unwrap();
     assert_eq!(names(&fs, "myapp/api").len(), 2);
     path_ino(&fs, "myapp/api/token").unwrap();
-    store.remove("myapp/api/token");
-    std::thread::sleep(Duration::from_millis(150));
+    // Gone with all its versions (KV v1 delete, KV v2 metadata delete).
+    store.destroy("myapp/api/token");
+    clock.advance(Duration::from_secs(31));
     assert_eq!(names(&fs, "myapp/api"), [("other".to_string(), true)]);
     let got: Vec<Invalidation> = rx.try_iter().collect();
     assert!(
@@ -858,4 +838,53 @@ fn after_a_write_reads_serve_the_committed_value_the_kernel_sized_the_file_by() 
         fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
         b"a-longer-new-password"
     );
+}
+
+#[test]
+fn mkdir_of_a_secret_that_holds_no_keys_says_it_exists() {
+    // `mkdir` as a lock: it must fail when the directory is there.
+    let store = seeded();
+    store.put("myapp/empty", json!({}));
+    let fs = fs_over(store, "", Duration::from_secs(30));
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(fs.mkdir(myapp, "empty").unwrap_err().errno(), libc::EEXIST);
+}
+
+#[test]
+fn a_directory_made_here_stays_while_the_secret_above_it_is_deleted_elsewhere() {
+    let store = seeded();
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    let api = path_ino(&fs, "myapp/api/token").unwrap();
+    fs.mkdir(api, "new").unwrap();
+    store.destroy("myapp/api/token");
+    clock.advance(Duration::from_secs(31));
+    assert!(path_ino(&fs, "myapp/api/token/new").is_ok());
+    assert_eq!(names(&fs, "myapp/api/token"), [("new".to_string(), true)]);
+}
+
+#[test]
+fn after_its_last_key_is_removed_a_directory_made_here_is_a_secret_rmdir_deletes() {
+    let store = Arc::new(MemoryStore::with_version(crate::store::KvVersion::V1));
+    store.put("app", json!({}));
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let app = path_ino(&fs, "app").unwrap();
+    fs.mkdir(app, "db").unwrap();
+    // Someone else writes the secret the empty directory stands for.
+    store.put("app/db", json!({"K": "v"}));
+    let db = path_ino(&fs, "app/db").unwrap();
+    fs.unlink(db, "K").unwrap();
+    fs.rmdir(app, "db").unwrap();
+    assert_eq!(store.get("app/db"), None);
+    assert_eq!(path_ino(&fs, "app/db").unwrap_err().errno(), libc::ENOENT);
+}
+
+#[test]
+fn rename_noreplace_may_take_the_name_of_a_key_an_editor_moved_aside() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    fs.rename(db, "USER", db, "USER~", false).unwrap();
+    // USER does not show: `mv -n PASSWORD USER` may take its name.
+    fs.rename(db, "PASSWORD", db, "USER", true).unwrap();
+    assert_eq!(store.get("myapp/db").unwrap()["USER"], "hunter2");
 }

@@ -91,6 +91,7 @@ impl SecretFs {
                     let fresh = Secret::from_json_map(&data, version, Some(SystemTime::now()));
                     let cached = self.secrets.insert(secret.clone(), Some(fresh));
                     self.invalidate_listings_above(secret);
+                    self.overlay.secret_written(secret);
                     tracing::debug!(attempt, version, "committed");
                     return cached.value.ok_or(Error::Stale);
                 }
@@ -369,9 +370,12 @@ impl SecretFs {
         }
         let path = dir.join(name);
         match self.find_child(&dir, name) {
-            // A directory left by a (soft) deleted secret, holding nothing, can be made again.
+            // A directory left by a (soft) deleted secret, holding nothing,
+            // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
-                if !self.overlay.is_dir(&path) && self.list_dir(&path)?.is_empty() => {}
+                if !self.overlay.is_dir(&path)
+                    && !self.secret_is_live(&path)
+                    && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
             Err(Error::NotFound) => {}
             Err(e) => return Err(e),
@@ -516,9 +520,11 @@ impl SecretFs {
             );
             return Ok(());
         }
+        // A key an editor moved aside does not show: it may be replaced.
+        let dst_hidden = self.overlay.is_displaced(&dst);
         self.commit(&src_dir, |data| {
             let value = data.remove(name).ok_or(Error::NotFound)?;
-            if no_replace && data.contains_key(new_name) {
+            if no_replace && !dst_hidden && data.contains_key(new_name) {
                 return Err(Error::Exists);
             }
             data.insert(new_name.to_string(), value);

@@ -1,59 +1,203 @@
-//! An in-memory store for tests of the core: Vault's listing rules, call
-//! counters and fault injection. Never used by the binary.
+//! An in-memory store for tests of the core: Vault's listing rules, KV v1
+//! or KV v2 behaviour (versions, check-and-set, soft delete and undelete),
+//! call counters, and faults for every call or for the calls on one path.
+//! Never used by the binary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{ListEntry, Listing, Secret, SecretPath, SecretStore};
+use super::{KvVersion, ListEntry, Listing, Secret, SecretPath, SecretStore};
 use crate::error::{Error, Result};
 
-/// Path → (data, version).
-type Secrets = BTreeMap<String, (serde_json::Map<String, serde_json::Value>, u64)>;
+type Data = serde_json::Map<String, serde_json::Value>;
+
+/// One secret as the store keeps it.
+#[derive(Clone)]
+struct Stored {
+    data: Data,
+    /// The latest version (KV v2; on KV v1 it only counts writes).
+    version: u64,
+    /// The latest version is soft-deleted (KV v2): reads say "no such
+    /// secret", listings still name it, `undelete` brings it back.
+    deleted: bool,
+}
+
+/// Which calls a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Folder listings.
+    List,
+    /// Secret reads (and version lookups).
+    Read,
+    /// Writes and deletes.
+    Write,
+    /// Every call.
+    Any,
+}
+
+/// Which paths a fault applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every path.
+    Everywhere,
+    /// This path only.
+    At(&'a str),
+    /// This path and every path below it.
+    Under(&'a str),
+}
+
+enum Paths {
+    All,
+    At(SecretPath),
+    Under(SecretPath),
+}
+
+struct Fault {
+    call: Call,
+    paths: Paths,
+    error: Error,
+}
+
+impl Fault {
+    fn applies(&self, call: Call, path: &SecretPath) -> bool {
+        let call_matches = self.call == Call::Any || self.call == call;
+        let path_matches = match &self.paths {
+            Paths::All => true,
+            Paths::At(p) => path == p,
+            Paths::Under(p) => {
+                path == p
+                    || p.is_root()
+                    || path
+                        .as_str()
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        };
+        call_matches && path_matches
+    }
+}
 
 /// Secrets kept in a map, listed the way Vault lists them.
-#[derive(Default)]
 pub struct MemoryStore {
-    secrets: Mutex<Secrets>,
-    fault: Mutex<Option<Error>>,
+    kv: KvVersion,
+    secrets: Mutex<BTreeMap<SecretPath, Stored>>,
+    faults: Mutex<Vec<Fault>>,
     delay: Mutex<Duration>,
     lists: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
+    versions: AtomicU64,
+    deletes: AtomicU64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_version(KvVersion::V2)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty KV v2 store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Writes a secret (a JSON object), as `bao kv put` would.
-    pub fn put(&self, path: &str, data: serde_json::Value) {
-        let map = match data {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
-        let path = SecretPath::parse(path).as_str().to_string();
-        let mut secrets = self.lock_secrets();
-        let version = secrets.get(&path).map_or(1, |(_, v)| v + 1);
-        secrets.insert(path, (map, version));
+    /// An empty store behaving like a KV engine of version `kv`.
+    pub fn with_version(kv: KvVersion) -> Self {
+        MemoryStore {
+            kv,
+            secrets: Mutex::new(BTreeMap::new()),
+            faults: Mutex::new(Vec::new()),
+            delay: Mutex::new(Duration::ZERO),
+            lists: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            versions: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+        }
     }
 
-    /// Deletes a secret.
+    /// Writes a secret (a JSON object), as `bao kv put` would.
+    pub fn put(&self, path: &str, data: serde_json::Value) {
+        let data = match data {
+            serde_json::Value::Object(m) => m,
+            _ => Data::new(),
+        };
+        let mut secrets = lock(&self.secrets);
+        let version = secrets
+            .get(&SecretPath::parse(path))
+            .map_or(0, |s| s.version)
+            + 1;
+        secrets.insert(
+            SecretPath::parse(path),
+            Stored {
+                data,
+                version,
+                deleted: false,
+            },
+        );
+    }
+
+    /// Deletes a secret as `bao kv delete` does: a soft delete of the latest
+    /// version on KV v2 (still listed, `undelete` reverses it), gone on KV v1.
     pub fn remove(&self, path: &str) {
-        self.lock_secrets().remove(SecretPath::parse(path).as_str());
+        self.delete_at(&SecretPath::parse(path));
+    }
+
+    /// Reverses a soft delete (`bao kv undelete` of the latest version).
+    pub fn undelete(&self, path: &str) {
+        if let Some(s) = lock(&self.secrets).get_mut(&SecretPath::parse(path)) {
+            s.deleted = false;
+        }
+    }
+
+    /// Removes a secret and all its versions (`bao kv metadata delete`).
+    pub fn destroy(&self, path: &str) {
+        lock(&self.secrets).remove(&SecretPath::parse(path));
     }
 
     /// Makes every call fail with `err` until cleared with `None`.
     pub fn set_fault(&self, err: Option<Error>) {
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = err;
+        let mut faults = lock(&self.faults);
+        faults.clear();
+        if let Some(error) = err {
+            faults.push(Fault {
+                call: Call::Any,
+                paths: Paths::All,
+                error,
+            });
+        }
+    }
+
+    /// Makes `call`s on the paths of `scope` fail with `err`, on top of
+    /// the faults already set (the first one set that applies wins).
+    pub fn fail(&self, call: Call, scope: Scope<'_>, err: Error) {
+        let paths = match scope {
+            Scope::Everywhere => Paths::All,
+            Scope::At(p) => Paths::At(SecretPath::parse(p)),
+            Scope::Under(p) => Paths::Under(SecretPath::parse(p)),
+        };
+        lock(&self.faults).push(Fault {
+            call,
+            paths,
+            error: err,
+        });
+    }
+
+    /// Clears every fault.
+    pub fn heal(&self) {
+        lock(&self.faults).clear();
     }
 
     /// Makes every call take at least `d` (to widen races in tests).
     pub fn set_delay(&self, d: Duration) {
-        *self.delay.lock().unwrap_or_else(|p| p.into_inner()) = d;
+        *lock(&self.delay) = d;
     }
 
     /// Number of LIST calls so far.
@@ -61,42 +205,78 @@ impl MemoryStore {
         self.lists.load(Ordering::SeqCst)
     }
 
-    /// Number of WRITE calls so far (conflicts included).
-    pub fn write_calls(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
-    }
-
-    /// The data of a secret as stored, for assertions.
-    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
-        self.lock_secrets()
-            .get(SecretPath::parse(path).as_str())
-            .map(|(d, _)| serde_json::Value::Object(d.clone()))
-    }
-
-    /// The version of a secret, for assertions.
-    pub fn version(&self, path: &str) -> Option<u64> {
-        self.lock_secrets()
-            .get(SecretPath::parse(path).as_str())
-            .map(|(_, v)| *v)
-    }
-
     /// Number of READ calls so far.
     pub fn read_calls(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
     }
 
-    fn lock_secrets(&self) -> std::sync::MutexGuard<'_, Secrets> {
-        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    /// Number of WRITE calls so far (conflicts and failures included).
+    pub fn write_calls(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
     }
 
-    fn before_call(&self) -> Result<()> {
-        let delay = *self.delay.lock().unwrap_or_else(|p| p.into_inner());
+    /// Number of versions written through the trait (`put` not counted):
+    /// writes that succeeded.
+    pub fn versions_written(&self) -> u64 {
+        self.versions.load(Ordering::SeqCst)
+    }
+
+    /// Number of DELETE calls so far.
+    pub fn delete_calls(&self) -> u64 {
+        self.deletes.load(Ordering::SeqCst)
+    }
+
+    /// The live data of a secret as stored (`None` when absent or deleted).
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        lock(&self.secrets)
+            .get(&SecretPath::parse(path))
+            .filter(|s| !s.deleted)
+            .map(|s| serde_json::Value::Object(s.data.clone()))
+    }
+
+    /// The latest version of a secret, deleted or not.
+    pub fn version(&self, path: &str) -> Option<u64> {
+        lock(&self.secrets)
+            .get(&SecretPath::parse(path))
+            .map(|s| s.version)
+    }
+
+    /// Every secret with live data: path → data, for comparing whole stores.
+    pub fn snapshot(&self) -> BTreeMap<String, serde_json::Value> {
+        lock(&self.secrets)
+            .iter()
+            .filter(|(_, s)| !s.deleted)
+            .map(|(p, s)| {
+                (
+                    p.as_str().to_string(),
+                    serde_json::Value::Object(s.data.clone()),
+                )
+            })
+            .collect()
+    }
+
+    fn before_call(&self, call: Call, path: &SecretPath) -> Result<()> {
+        let delay = *lock(&self.delay);
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        match &*self.fault.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e.clone()),
+        match lock(&self.faults).iter().find(|f| f.applies(call, path)) {
+            Some(f) => Err(f.error.clone()),
             None => Ok(()),
+        }
+    }
+
+    fn delete_at(&self, path: &SecretPath) {
+        let mut secrets = lock(&self.secrets);
+        match self.kv {
+            KvVersion::V2 => {
+                if let Some(s) = secrets.get_mut(path) {
+                    s.deleted = true;
+                }
+            }
+            KvVersion::V1 => {
+                secrets.remove(path);
+            }
         }
     }
 }
@@ -104,15 +284,16 @@ impl MemoryStore {
 impl SecretStore for MemoryStore {
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.before_call()?;
+        self.before_call(Call::List, path)?;
         let prefix = if path.is_root() {
             String::new()
         } else {
             format!("{}/", path.as_str())
         };
+        // KV v2 lists soft-deleted secrets too (their metadata remains).
         let mut names = BTreeSet::new();
-        for key in self.lock_secrets().keys() {
-            if let Some(rest) = key.strip_prefix(&prefix) {
+        for key in lock(&self.secrets).keys() {
+            if let Some(rest) = key.as_str().strip_prefix(&prefix) {
                 match rest.split_once('/') {
                     Some((folder, _)) => names.insert(format!("{folder}/")),
                     None => names.insert(rest.to_string()),
@@ -127,47 +308,55 @@ impl SecretStore for MemoryStore {
 
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.before_call()?;
-        Ok(self
-            .lock_secrets()
-            .get(path.as_str())
-            .map(|(data, version)| Secret::from_json_map(data, Some(*version), None)))
+        self.before_call(Call::Read, path)?;
+        let version = |s: &Stored| (self.kv == KvVersion::V2).then_some(s.version);
+        Ok(lock(&self.secrets)
+            .get(path)
+            .filter(|s| !s.deleted)
+            .map(|s| Secret::from_json_map(&s.data, version(s), None)))
     }
 
-    fn write(
-        &self,
-        path: &SecretPath,
-        data: &serde_json::Map<String, serde_json::Value>,
-        cas: Option<u64>,
-    ) -> Result<Option<u64>> {
+    fn write(&self, path: &SecretPath, data: &Data, cas: Option<u64>) -> Result<Option<u64>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        self.before_call()?;
-        let mut secrets = self.lock_secrets();
-        let current = secrets.get(path.as_str()).map_or(0, |(_, v)| *v);
-        if cas.is_some_and(|c| c != current) {
+        self.before_call(Call::Write, path)?;
+        let mut secrets = lock(&self.secrets);
+        let current = secrets.get(path).map_or(0, |s| s.version);
+        if self.kv == KvVersion::V2 && cas.is_some_and(|c| c != current) {
             return Err(Error::CasConflict);
         }
-        secrets.insert(path.as_str().to_string(), (data.clone(), current + 1));
-        Ok(Some(current + 1))
+        secrets.insert(
+            path.clone(),
+            Stored {
+                data: data.clone(),
+                version: current + 1,
+                deleted: false,
+            },
+        );
+        self.versions.fetch_add(1, Ordering::SeqCst);
+        Ok((self.kv == KvVersion::V2).then_some(current + 1))
     }
 
     fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.before_call()?;
-        self.lock_secrets().remove(path.as_str());
+        self.deletes.fetch_add(1, Ordering::SeqCst);
+        self.before_call(Call::Write, path)?;
+        self.delete_at(path);
         Ok(())
     }
 
     fn current_version(&self, path: &SecretPath) -> Result<Option<u64>> {
-        self.before_call()?;
-        Ok(self.lock_secrets().get(path.as_str()).map(|(_, v)| *v))
+        self.before_call(Call::Read, path)?;
+        if self.kv == KvVersion::V1 {
+            return Ok(None);
+        }
+        Ok(lock(&self.secrets).get(path).map(|s| s.version))
     }
 
     fn supports_cas(&self) -> bool {
-        true
+        self.kv == KvVersion::V2
     }
 
     fn health(&self) -> Result<Option<Duration>> {
-        self.before_call()?;
+        self.before_call(Call::Any, &SecretPath::root())?;
         Ok(None)
     }
 }
