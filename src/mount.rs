@@ -1,24 +1,21 @@
-//! Mounting: check the mountpoint, reach Vault, build the core, run the
-//! fuser session, and unmount cleanly on SIGINT/SIGTERM.
+//! Mounting: check the mountpoint, reach the store, build the core, run
+//! the fuser session, and unmount cleanly on SIGINT/SIGTERM.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
-use secrecy::SecretString;
 
 use crate::audit::AuditLog;
-use crate::cli::{AuthMethod, MountArgs};
+use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::FuseAdapter;
 use crate::hardening;
-use crate::store::auth::Login;
-use crate::store::vault::{VaultSettings, VaultStore};
-use crate::store::KvVersion;
+use crate::store;
 
 /// Mounts and serves until told to stop. An `Err` is one line for stderr.
 ///
@@ -45,7 +42,6 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
-    let login = login_from(&args.vault)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,29 +49,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-
-    let settings = VaultSettings {
-        addr: args.vault.addr.clone(),
-        login,
-        ca_cert: args.vault.ca_cert.clone(),
-        client_cert: args
-            .vault
-            .client_cert
-            .clone()
-            .zip(args.vault.client_key.clone()),
-        skip_verify: args.vault.tls_skip_verify,
-        namespace: args.vault.namespace.clone(),
-        timeout: args.vault.timeout,
-    };
-    let store = VaultStore::connect(&settings, &args.source, runtime.handle().clone())?;
-    let resolved = store.source().clone();
-    tracing::info!(
-        addr = %args.vault.addr,
-        mount = %resolved.mount,
-        folder = %resolved.folder,
-        kv = if resolved.version == KvVersion::V2 { 2 } else { 1 },
-        "connected"
-    );
+    let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
 
     let capacity =
         NonZeroUsize::new(usize::try_from(args.cache.cache_entries).unwrap_or(usize::MAX))
@@ -102,8 +76,8 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         background_refresh: !args.cache.blocking_refresh,
     };
     let core = Arc::new(SecretFs::new(
-        Arc::new(store),
-        resolved.folder.clone(),
+        connected.store,
+        connected.root,
         config,
         Arc::new(SystemClock),
     ));
@@ -276,74 +250,4 @@ fn empty_dir(path: &Path) -> std::io::Result<bool> {
         return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
     }
     Ok(std::fs::read_dir(path)?.next().is_none())
-}
-
-/// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
-/// the token file, else ~/.vault-token), or by a login (AppRole, TLS
-/// certificate, Kubernetes).
-fn login_from(args: &crate::cli::VaultArgs) -> Result<Login, String> {
-    // Where the auth method is mounted: --auth-mount, else its usual path.
-    let auth_mount = |usual: &str| {
-        let given = args.auth_mount.as_deref().unwrap_or(usual);
-        given.trim_matches('/').to_string()
-    };
-    match args.auth {
-        AuthMethod::Approle => {
-            let role_id_file = args
-                .role_id_file
-                .clone()
-                .ok_or("--auth approle needs --role-id-file")?;
-            return Ok(Login::AppRole {
-                mount: auth_mount("approle"),
-                role_id_file,
-                secret_id_file: args.secret_id_file.clone(),
-            });
-        }
-        AuthMethod::Cert => {
-            if args.client_cert.is_none() {
-                return Err("--auth cert needs --client-cert and --client-key".into());
-            }
-            return Ok(Login::Cert {
-                mount: auth_mount("cert"),
-                role: args.role.clone(),
-            });
-        }
-        AuthMethod::Kubernetes => {
-            let role = args
-                .role
-                .clone()
-                .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
-            return Ok(Login::Kubernetes {
-                mount: auth_mount("kubernetes"),
-                role,
-                jwt_file: args.jwt_file.clone(),
-            });
-        }
-        AuthMethod::Token => {}
-    }
-    if args.role_id_file.is_some() || args.secret_id_file.is_some() {
-        return Err("--role-id-file and --secret-id-file need --auth approle".into());
-    }
-    if args.role.is_some() {
-        return Err("--role needs --auth kubernetes or --auth cert".into());
-    }
-    if let Ok(t) = std::env::var("VAULT_TOKEN") {
-        if !t.trim().is_empty() {
-            return Ok(Login::Token(SecretString::from(t.trim().to_string())));
-        }
-    }
-    let path: PathBuf = match &args.token_file {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("HOME") {
-            Some(home) => Path::new(&home).join(".vault-token"),
-            None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
-        },
-    };
-    if args.token_file.is_none() && !path.exists() {
-        return Err(
-            "no token: set VAULT_TOKEN, pass --token-file, use --auth approle, or log in with `vault login`/`bao login`"
-                .into(),
-        );
-    }
-    Ok(Login::TokenFile(path))
 }

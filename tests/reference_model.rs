@@ -28,8 +28,16 @@ use secretfs::fs::cache::CachePolicy;
 use secretfs::fs::clock::ManualClock;
 use secretfs::fs::inode::{Ino, ROOT_INO};
 use secretfs::fs::{FsConfig, Presentation, SecretFs};
+use secretfs::store::deleted::HideDeleted;
 use secretfs::store::memory::MemoryStore;
-use secretfs::store::{KvVersion, SecretPath};
+use secretfs::store::SecretPath;
+
+/// Which KV engine the store behaves like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kv {
+    V1,
+    V2,
+}
 
 const TTL: Duration = Duration::from_secs(30);
 const MAX_VALUE: u64 = 1024;
@@ -355,8 +363,11 @@ fn errno<T>(r: secretfs::error::Result<T>) -> Result<T, i32> {
 }
 
 impl Subject {
-    fn new(kv: KvVersion) -> Subject {
-        let store = Arc::new(MemoryStore::with_version(kv));
+    fn new(kv: Kv) -> Subject {
+        let store = Arc::new(match kv {
+            Kv::V1 => MemoryStore::kv1(),
+            Kv::V2 => MemoryStore::kv2(),
+        });
         let clock = ManualClock::new();
         let config = FsConfig {
             presentation: Presentation {
@@ -375,7 +386,12 @@ impl Subject {
             max_value_size: MAX_VALUE,
             background_refresh: false,
         };
-        let fs = SecretFs::new(store.clone(), SecretPath::root(), config, clock.clone());
+        let fs = SecretFs::new(
+            Arc::new(HideDeleted::new(store.clone())),
+            SecretPath::root(),
+            config,
+            clock.clone(),
+        );
         Subject { fs, store, clock }
     }
 
@@ -811,10 +827,10 @@ fn rename_in_model(
     Ok(())
 }
 
-fn run_case(kv: KvVersion, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_case(kv: Kv, ops: &[Op]) -> Result<(), TestCaseError> {
     let s = Subject::new(kv);
     let mut model = Model {
-        kv2: kv == KvVersion::V2,
+        kv2: kv == Kv::V2,
         ..Model::default()
     };
     for (i, op) in ops.iter().enumerate() {
@@ -832,7 +848,7 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn run_model(kv: KvVersion) {
+fn run_model(kv: Kv) {
     let seed = std::env::var("SECRETFS_MODEL_SEED")
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -866,10 +882,10 @@ fn run_model(kv: KvVersion) {
 
 #[test]
 fn the_core_over_kv2_matches_the_model() {
-    run_model(KvVersion::V2);
+    run_model(Kv::V2);
 }
 
 #[test]
 fn the_core_over_kv1_matches_the_model() {
-    run_model(KvVersion::V1);
+    run_model(Kv::V1);
 }

@@ -190,7 +190,7 @@ impl SecretFs {
             "mounted": true,
             "store_reachable": health.is_ok(),
             "store_error": health.as_ref().err().map(|e| e.to_string()),
-            "token_ttl_seconds": health.ok().flatten().map(|d| d.as_secs()),
+            "token_ttl_seconds": health.ok().and_then(|h| h.credential_ttl).map(|d| d.as_secs()),
             "last_error": last_error,
             "cached_listings": self.listings.len(),
             "cached_secrets": self.secrets.len(),

@@ -1,7 +1,6 @@
 //! What exists in the mount but not (or not yet, or no longer) in the store:
 //! directories made with `mkdir` and still empty, keys created and not yet
-//! committed, editors' scratch files, keys an editor moved aside, and
-//! secrets we deleted that KV v2 listings still name.
+//! committed, editors' scratch files and keys an editor moved aside.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +38,6 @@ struct Inner {
     new_keys: HashSet<SecretPath>,
     /// key path → the scratch path holding its old value.
     displaced: HashMap<SecretPath, SecretPath>,
-    deleted: HashSet<SecretPath>,
 }
 
 /// The in-memory layer over the store. Paths of keys are `secret/KEY`.
@@ -183,35 +181,10 @@ impl Overlay {
         self.lock().displaced.contains_key(key)
     }
 
-    /// Records that the secret at `path` was deleted through the mount.
-    pub fn mark_deleted(&self, path: SecretPath) {
-        self.lock().deleted.insert(path);
-    }
-
-    /// Whether the secret at `path` was deleted through the mount.
-    pub fn is_deleted(&self, path: &SecretPath) -> bool {
-        self.lock().deleted.contains(path)
-    }
-
-    /// Forgets that `path` was deleted (it exists again).
-    pub fn clear_deleted(&self, path: &SecretPath) {
-        self.lock().deleted.remove(path);
-    }
-
-    /// Whether a secret we deleted lies below the folder `path`.
-    pub fn has_deleted_under(&self, path: &SecretPath) -> bool {
-        let prefix = format!("{}/", path.as_str());
-        self.lock()
-            .deleted
-            .iter()
-            .any(|d| path.is_root() || d.as_str().starts_with(&prefix))
-    }
-
     /// A write of `secret` reached the store: the secret and every folder
     /// above it now exist there.
     pub fn secret_written(&self, secret: &SecretPath) {
         let mut inner = self.lock();
-        inner.deleted.remove(secret);
         let mut p = Some(secret.clone());
         while let Some(path) = p {
             inner.dirs.remove(&path);

@@ -1,7 +1,7 @@
 //! The store as the core sees it: folder listings and secrets through the
 //! cache, what a parent's listing already tells, stale-while-revalidate with
-//! its refresher thread, and which listed names still stand (KV v2 keeps
-//! listing soft-deleted secrets).
+//! its refresher thread, and which listed names stand for something (a store
+//! may keep listing soft-deleted secrets).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -239,32 +239,16 @@ impl SecretFs {
         }
     }
 
-    /// Whether a listing entry still stands. KV v2 keeps listing a secret
-    /// after a (soft) delete, and a folder whose secrets are all deleted: a
-    /// secret we deleted does not stand until it holds data again, nor a
-    /// folder holding nothing else.
+    /// Whether a listing entry stands for something that shows: a store
+    /// may keep listing a secret whose latest version is deleted (KV v2
+    /// soft delete). A secret known (fresh in the cache) not to read is
+    /// left out; one not read yet is shown until looked up.
     pub(super) fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
-        self.entry_stands_below(dir, e, 0)
-    }
-
-    pub(super) fn entry_stands_below(&self, dir: &SecretPath, e: &ListEntry, depth: usize) -> bool {
-        let path = dir.join(&e.name);
-        if e.folder {
-            return !self.hollow_folder(&path, depth);
-        }
-        if !self.overlay.is_deleted(&path) {
-            // A secret known (fresh in the cache) to have no live version
-            // is a KV v2 soft delete made elsewhere: hidden too.
-            return !matches!(self.secrets.fresh(&path), Some(Cached { value: None, .. }));
-        }
-        match self.secret(&path) {
-            Ok(Cached { value: Some(_), .. }) => {
-                // Written again (here or by `bao kv undelete`).
-                self.overlay.clear_deleted(&path);
-                true
-            }
-            _ => false,
-        }
+        e.folder
+            || !matches!(
+                self.secrets.fresh(&dir.join(&e.name)),
+                Some(Cached { value: None, .. })
+            )
     }
 
     /// Whether the secret at `path` has a live version (or we may not know).
@@ -272,20 +256,18 @@ impl SecretFs {
         !matches!(self.secret(path), Ok(Cached { value: None, .. }))
     }
 
-    /// Whether the folder `path` lists only secrets we deleted (at any depth).
-    pub(super) fn hollow_folder(&self, path: &SecretPath, depth: usize) -> bool {
-        if depth > 32 || !self.overlay.has_deleted_under(path) {
+    /// Whether the parent's listing names a secret at `path` (whether or
+    /// not it reads).
+    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> bool {
+        let Some((parent, name)) = path.split_last() else {
             return false;
-        }
-        match self.listing(path) {
+        };
+        match self.listing(&parent) {
             Ok(Cached {
                 value: Some(listing),
                 ..
-            }) => listing
-                .iter()
-                .all(|e| !self.entry_stands_below(path, e, depth + 1)),
-            Ok(_) => true,
-            Err(_) => false,
+            }) => named(&listing, name).iter().any(|e| !e.folder),
+            _ => false,
         }
     }
 }

@@ -11,6 +11,7 @@ use super::cache::CachePolicy;
 use super::clock::ManualClock;
 use super::inode::{Ino, ROOT_INO};
 use super::*;
+use crate::store::deleted::HideDeleted;
 use crate::store::memory::{Call, MemoryStore, Scope};
 
 fn presentation() -> Presentation {
@@ -39,7 +40,7 @@ fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
 fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (SecretFs, Arc<ManualClock>) {
     let clock = ManualClock::new();
     let fs = SecretFs::new(
-        store,
+        Arc::new(HideDeleted::new(store)),
         SecretPath::parse(root),
         FsConfig {
             presentation: presentation(),
@@ -864,7 +865,7 @@ fn a_directory_made_here_stays_while_the_secret_above_it_is_deleted_elsewhere() 
 
 #[test]
 fn after_its_last_key_is_removed_a_directory_made_here_is_a_secret_rmdir_deletes() {
-    let store = Arc::new(MemoryStore::with_version(crate::store::KvVersion::V1));
+    let store = Arc::new(MemoryStore::kv1());
     store.put("app", json!({}));
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let app = path_ino(&fs, "app").unwrap();

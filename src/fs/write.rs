@@ -12,12 +12,10 @@ use super::inode::{Ino, NodeKind};
 use super::overlay::{Scratch, ScratchFile};
 use super::{lock, names, Attr, Child, SecretFs};
 use crate::error::{Error, Result};
-use crate::store::{Secret, SecretPath, SecretValue};
+use crate::store::{Precondition, Secret, SecretData, SecretPath, SecretValue};
 
 /// How often a check-and-set write is retried before `EAGAIN`.
 const CAS_ATTEMPTS: usize = 8;
-
-type Data = serde_json::Map<String, serde_json::Value>;
 
 /// Truncates or extends a scratch file to `size` bytes.
 pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
@@ -42,11 +40,10 @@ fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> Resul
     Ok(())
 }
 
-/// The value a key will hold after `bytes` are written to its file.
-fn set_key(data: &mut Data, key: &str, bytes: &[u8]) -> Result<()> {
-    let was_json = data.get(key).is_some_and(|v| !v.is_string());
-    let value = SecretValue::json_for_written(bytes, was_json)?;
-    data.insert(key.to_string(), value);
+/// Sets `key` to the value `bytes` written to its file become.
+fn set_key(data: &mut SecretData, key: &str, bytes: Vec<u8>) -> Result<()> {
+    let was = data.get(key).map(SecretValue::kind);
+    data.insert(key.to_string(), SecretValue::written(bytes, was)?);
     Ok(())
 }
 
@@ -60,13 +57,14 @@ impl SecretFs {
     }
 
     /// Applies `change` to the latest data of `secret` and writes it back,
-    /// with check-and-set on the version read, retrying on conflict. On
-    /// success the cache holds the new data at once (read-your-writes),
-    /// and so does the returned version.
+    /// on condition that the secret is still as read (check-and-set, where
+    /// the store has it), retrying on conflict. On success the cache holds
+    /// the new data at once (read-your-writes), and so does the returned
+    /// version.
     fn commit(
         &self,
         secret: &SecretPath,
-        mut change: impl FnMut(&mut Data) -> Result<()>,
+        mut change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Arc<Secret>> {
         let _span = tracing::debug_span!("commit", path = %secret).entered();
         let secret_lock = lock(&self.commit_locks)
@@ -74,33 +72,34 @@ impl SecretFs {
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
         let _one_at_a_time = lock(&secret_lock);
-        let mut deleted_version = None;
+        let check_and_set = self.store.capabilities().check_and_set;
         for attempt in 1..=CAS_ATTEMPTS {
             let latest = self.store.read(secret)?;
-            let mut data = latest.as_ref().map(Secret::to_json_map).unwrap_or_default();
+            let when = match &latest {
+                _ if !check_and_set => Precondition::Any,
+                Some(Secret {
+                    revision: Some(r), ..
+                }) => Precondition::At(r.clone()),
+                Some(_) => Precondition::Any,
+                None => Precondition::Absent,
+            };
+            let mut data = latest.map(|s| s.keys).unwrap_or_default();
             change(&mut data)?;
-            let cas = self.store.supports_cas().then(|| {
-                latest
-                    .as_ref()
-                    .and_then(|s| s.version)
-                    .or(deleted_version)
-                    .unwrap_or(0)
-            });
-            match self.store.write(secret, &data, cas) {
-                Ok(version) => {
-                    let fresh = Secret::from_json_map(&data, version, Some(SystemTime::now()));
+            match self.store.write(secret, &data, &when) {
+                Ok(revision) => {
+                    tracing::debug!(attempt, revision = ?revision, "committed");
+                    let fresh = Secret {
+                        keys: data,
+                        revision,
+                        modified: Some(SystemTime::now()),
+                    };
                     let cached = self.secrets.insert(secret.clone(), Some(fresh));
                     self.invalidate_listings_above(secret);
                     self.overlay.secret_written(secret);
-                    tracing::debug!(attempt, version, "committed");
                     return cached.value.ok_or(Error::Stale);
                 }
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");
-                    if latest.is_none() {
-                        // A deleted secret keeps its version number: CAS must name it.
-                        deleted_version = self.store.current_version(secret)?;
-                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -222,7 +221,7 @@ impl SecretFs {
         let result = if bytes.len() as u64 > self.config.max_value_size {
             Err(Error::TooBig(self.config.max_value_size))
         } else {
-            self.commit(&secret, |data| set_key(data, &key, bytes))
+            self.commit(&secret, |data| set_key(data, &key, bytes.to_vec()))
         };
         let version = match result {
             Ok(version) => version,
@@ -316,7 +315,7 @@ impl SecretFs {
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
                             self.commit(&secret, |data| {
-                                set_key(data, &key, bytes.expose_secret())
+                                set_key(data, &key, bytes.expose_secret().clone())
                             })?;
                             self.overlay.committed(&secret, &key);
                         }
@@ -426,10 +425,11 @@ impl SecretFs {
         if !self.list_dir(&path)?.is_empty() {
             return Err(Error::NotEmpty);
         }
-        if self.store.read(&path)?.is_some() {
+        // A secret the listing still names is deleted even when it does
+        // not read (deleted elsewhere): the store then stops listing it.
+        if self.store.read(&path)?.is_some() || self.listed_as_secret(&path) {
             self.store.delete(&path)?;
         }
-        self.overlay.mark_deleted(path.clone());
         self.secrets.insert(path.clone(), None);
         self.listings.invalidate(&path);
         self.invalidate_listings_above(&path);
@@ -482,7 +482,7 @@ impl SecretFs {
             {
                 let f = lock(&file);
                 let bytes = f.data.expose_secret();
-                self.commit(&dst_dir, |data| set_key(data, new_name, bytes))?;
+                self.commit(&dst_dir, |data| set_key(data, new_name, bytes.to_vec()))?;
             }
             self.overlay.remove_scratch(&src);
             self.now_a_key((parent, name), (new_parent, new_name), dst_dir);

@@ -8,10 +8,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{KvVersion, ListEntry, Listing, Secret, SecretPath, SecretStore};
+use super::{
+    Capabilities, Health, ListEntry, Listing, Precondition, Revision, Secret, SecretData,
+    SecretPath, SecretStore,
+};
 use crate::error::{Error, Result};
 
 type Data = serde_json::Map<String, serde_json::Value>;
+
+/// Which KV engine the store behaves like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// No versions, no check-and-set, hard deletes.
+    V1,
+    /// Versions, check-and-set, soft deletes.
+    V2,
+}
 
 /// One secret as the store keeps it.
 #[derive(Clone)]
@@ -81,7 +93,7 @@ impl Fault {
 
 /// Secrets kept in a map, listed the way Vault lists them.
 pub struct MemoryStore {
-    kv: KvVersion,
+    kv: Engine,
     secrets: Mutex<BTreeMap<SecretPath, Stored>>,
     faults: Mutex<Vec<Fault>>,
     delay: Mutex<Duration>,
@@ -94,7 +106,7 @@ pub struct MemoryStore {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::with_version(KvVersion::V2)
+        MemoryStore::kv2()
     }
 }
 
@@ -108,8 +120,17 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// An empty store behaving like a KV engine of version `kv`.
-    pub fn with_version(kv: KvVersion) -> Self {
+    /// An empty store behaving like a KV v1 engine.
+    pub fn kv1() -> Self {
+        MemoryStore::with_engine(Engine::V1)
+    }
+
+    /// An empty store behaving like a KV v2 engine.
+    pub fn kv2() -> Self {
+        MemoryStore::with_engine(Engine::V2)
+    }
+
+    fn with_engine(kv: Engine) -> Self {
         MemoryStore {
             kv,
             secrets: Mutex::new(BTreeMap::new()),
@@ -269,12 +290,12 @@ impl MemoryStore {
     fn delete_at(&self, path: &SecretPath) {
         let mut secrets = lock(&self.secrets);
         match self.kv {
-            KvVersion::V2 => {
+            Engine::V2 => {
                 if let Some(s) = secrets.get_mut(path) {
                     s.deleted = true;
                 }
             }
-            KvVersion::V1 => {
+            Engine::V1 => {
                 secrets.remove(path);
             }
         }
@@ -282,6 +303,16 @@ impl MemoryStore {
 }
 
 impl SecretStore for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        let v2 = self.kv == Engine::V2;
+        Capabilities {
+            check_and_set: v2,
+            versions: v2,
+            metadata: v2,
+            soft_delete: v2,
+        }
+    }
+
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::List, path)?;
@@ -291,49 +322,70 @@ impl SecretStore for MemoryStore {
             format!("{}/", path.as_str())
         };
         // KV v2 lists soft-deleted secrets too (their metadata remains).
-        let mut names = BTreeSet::new();
+        let mut entries = BTreeSet::new();
         for key in lock(&self.secrets).keys() {
             if let Some(rest) = key.as_str().strip_prefix(&prefix) {
                 match rest.split_once('/') {
-                    Some((folder, _)) => names.insert(format!("{folder}/")),
-                    None => names.insert(rest.to_string()),
+                    Some((folder, _)) => entries.insert((folder.to_string(), true)),
+                    None => entries.insert((rest.to_string(), false)),
                 };
             }
         }
-        if names.is_empty() {
+        if entries.is_empty() {
             return Ok(None);
         }
-        Ok(Some(names.iter().map(|n| ListEntry::parse(n)).collect()))
+        Ok(Some(
+            entries
+                .into_iter()
+                .map(|(name, folder)| ListEntry { name, folder })
+                .collect(),
+        ))
     }
 
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Read, path)?;
-        let version = |s: &Stored| (self.kv == KvVersion::V2).then_some(s.version);
+        let revision =
+            |s: &Stored| (self.kv == Engine::V2).then(|| Revision::new(s.version.to_string()));
         Ok(lock(&self.secrets)
             .get(path)
             .filter(|s| !s.deleted)
-            .map(|s| Secret::from_json_map(&s.data, version(s), None)))
+            .map(|s| Secret::from_json_map(&s.data, revision(s), None)))
     }
 
-    fn write(&self, path: &SecretPath, data: &Data, cas: Option<u64>) -> Result<Option<u64>> {
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Write, path)?;
         let mut secrets = lock(&self.secrets);
-        let current = secrets.get(path).map_or(0, |s| s.version);
-        if self.kv == KvVersion::V2 && cas.is_some_and(|c| c != current) {
+        let current = secrets.get(path);
+        let holds = match when {
+            _ if self.kv == Engine::V1 => true,
+            Precondition::Any => true,
+            Precondition::Absent => current.is_none_or(|s| s.deleted),
+            Precondition::At(r) => {
+                current.is_some_and(|s| !s.deleted && s.version.to_string() == r.as_str())
+            }
+        };
+        if !holds {
             return Err(Error::CasConflict);
         }
+        let version = current.map_or(0, |s| s.version) + 1;
+        let data: Data = data.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
         secrets.insert(
             path.clone(),
             Stored {
-                data: data.clone(),
-                version: current + 1,
+                data,
+                version,
                 deleted: false,
             },
         );
         self.versions.fetch_add(1, Ordering::SeqCst);
-        Ok((self.kv == KvVersion::V2).then_some(current + 1))
+        Ok((self.kv == Engine::V2).then(|| Revision::new(version.to_string())))
     }
 
     fn delete(&self, path: &SecretPath) -> Result<()> {
@@ -343,20 +395,8 @@ impl SecretStore for MemoryStore {
         Ok(())
     }
 
-    fn current_version(&self, path: &SecretPath) -> Result<Option<u64>> {
-        self.before_call(Call::Read, path)?;
-        if self.kv == KvVersion::V1 {
-            return Ok(None);
-        }
-        Ok(lock(&self.secrets).get(path).map(|s| s.version))
-    }
-
-    fn supports_cas(&self) -> bool {
-        self.kv == KvVersion::V2
-    }
-
-    fn health(&self) -> Result<Option<Duration>> {
+    fn health(&self) -> Result<Health> {
         self.before_call(Call::Any, &SecretPath::root())?;
-        Ok(None)
+        Ok(Health::default())
     }
 }

@@ -1,7 +1,9 @@
-//! The store seen by the core: a trait with a Vault/OpenBao implementation
-//! (`vault`) and an in-memory one for tests (`memory`).
+//! The store seen by the core: a trait that speaks secrets, typed values,
+//! revisions and preconditions, with a Vault/OpenBao implementation
+//! (`vault`) and an in-memory one for tests (`memory`). `deleted` hides
+//! what a store with soft deletes keeps listing after a delete through us.
 
-pub mod auth;
+pub mod deleted;
 pub mod memory;
 pub mod vault;
 
@@ -12,6 +14,40 @@ use std::time::SystemTime;
 use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::error::Result;
+
+/// A store reached from a SOURCE, and the folder in it that the mount's
+/// root stands for.
+pub struct Connected {
+    /// The store.
+    pub store: std::sync::Arc<dyn SecretStore>,
+    /// The folder of SOURCE inside the store.
+    pub root: SecretPath,
+}
+
+/// Reaches the store SOURCE names (a Vault/OpenBao KV mount and folder,
+/// e.g. `secret/team/prod`) with the settings given: what `mount` (and
+/// any other command that reads secrets) starts from. Errors are one
+/// sentence for stderr.
+pub fn connect(
+    source: &str,
+    args: &crate::cli::VaultArgs,
+    rt: tokio::runtime::Handle,
+) -> std::result::Result<Connected, String> {
+    let settings = vault::VaultSettings::from_args(args)?;
+    let store = vault::VaultStore::connect(&settings, source, rt)?;
+    let resolved = store.source().clone();
+    tracing::info!(
+        addr = %settings.addr,
+        mount = %resolved.mount,
+        folder = %resolved.folder,
+        kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
+        "connected"
+    );
+    Ok(Connected {
+        store: std::sync::Arc::new(deleted::HideDeleted::new(store)),
+        root: resolved.folder,
+    })
+}
 
 /// A path inside a KV mount, without leading or trailing slashes.
 /// The empty path is the mount's root folder.
@@ -76,65 +112,82 @@ impl fmt::Debug for SecretPath {
 /// One entry of a folder listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
-    /// The entry's name, without the trailing `/` of a folder.
+    /// The entry's name (one path segment).
     pub name: String,
-    /// `true` for `name/` (a folder), `false` for `name` (a secret).
+    /// `true` for a folder (it holds further entries), `false` for a secret.
     pub folder: bool,
-}
-
-impl ListEntry {
-    /// Parses one key of a LIST answer (`name` or `name/`).
-    pub fn parse(raw: &str) -> Self {
-        match raw.strip_suffix('/') {
-            Some(name) => ListEntry {
-                name: name.to_string(),
-                folder: true,
-            },
-            None => ListEntry {
-                name: raw.to_string(),
-                folder: false,
-            },
-        }
-    }
 }
 
 /// A folder's listing as the store returned it.
 pub type Listing = Vec<ListEntry>;
 
-/// One value of a secret, rendered to the bytes a file shows.
+/// The JSON type of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A string: its bytes are the string's UTF-8.
+    String,
+    /// A number, bool, null, array or object: its bytes are compact JSON.
+    Json,
+}
+
+/// One value of a secret as the store holds it, typed: a string, or any
+/// other JSON value kept as its compact JSON text. Zeroized on drop and
+/// never shown by `Debug`.
+#[derive(Clone)]
 pub struct SecretValue {
+    /// The bytes a file shows.
     bytes: SecretSlice<u8>,
-    /// The value was a JSON number, bool, object, array or null rather than a string.
-    json: bool,
+    kind: ValueKind,
 }
 
 impl SecretValue {
-    /// Renders a JSON value: strings as their UTF-8 bytes, anything else as compact JSON.
+    /// A value from the JSON the store sent.
     pub fn from_json(value: &serde_json::Value) -> Self {
         match value {
-            serde_json::Value::String(s) => SecretValue {
-                bytes: SecretSlice::from(s.as_bytes().to_vec()),
-                json: false,
-            },
+            serde_json::Value::String(s) => SecretValue::string(s.as_bytes().to_vec()),
             other => SecretValue {
                 // Serialising a `Value` cannot fail.
                 bytes: SecretSlice::from(serde_json::to_vec(other).unwrap_or_default()),
-                json: true,
+                kind: ValueKind::Json,
             },
         }
     }
 
-    /// A string value.
-    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+    /// A string value from its UTF-8 bytes (checked by [`SecretValue::written`]).
+    fn string(bytes: Vec<u8>) -> Self {
         SecretValue {
             bytes: SecretSlice::from(bytes),
-            json: false,
+            kind: ValueKind::String,
+        }
+    }
+
+    /// The value bytes written to a file become. A key that held non-string
+    /// JSON (`was`) keeps its type when the new bytes parse as such JSON;
+    /// anything else is a string, which must be UTF-8.
+    pub fn written(bytes: Vec<u8>, was: Option<ValueKind>) -> Result<Self> {
+        // Whatever is not kept is wiped.
+        let mut bytes = secrecy::zeroize::Zeroizing::new(bytes);
+        if was == Some(ValueKind::Json) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                if !v.is_string() {
+                    return Ok(SecretValue::from_json(&v));
+                }
+            }
+        }
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(SecretValue::string(std::mem::take(&mut *bytes))),
+            Err(_) => Err(crate::error::Error::NotUtf8),
         }
     }
 
     /// The bytes a reader sees.
     pub fn expose(&self) -> &[u8] {
         self.bytes.expose_secret()
+    }
+
+    /// Its JSON type.
+    pub fn kind(&self) -> ValueKind {
+        self.kind
     }
 
     /// The length in bytes.
@@ -147,9 +200,24 @@ impl SecretValue {
         self.expose().is_empty()
     }
 
-    /// Whether the store holds this value as non-string JSON.
-    pub fn is_json(&self) -> bool {
-        self.json
+    /// The value as JSON, for a renderer or a store's wire format. The
+    /// copy is outside `secrecy`: drop it as soon as it is used.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self.kind {
+            ValueKind::Json => serde_json::from_slice(self.expose())
+                .unwrap_or_else(|_| serde_json::Value::String(self.lossy())),
+            ValueKind::String => serde_json::Value::String(self.lossy()),
+        }
+    }
+
+    fn lossy(&self) -> String {
+        String::from_utf8_lossy(self.expose()).into_owned()
+    }
+}
+
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.expose() == other.expose()
     }
 }
 
@@ -159,69 +227,73 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-impl SecretValue {
-    /// The value as the store holds it: a JSON string, or the JSON it renders.
-    pub fn to_json(&self) -> serde_json::Value {
-        if self.json {
-            if let Ok(v) = serde_json::from_slice(self.expose()) {
-                return v;
-            }
-        }
-        serde_json::Value::String(String::from_utf8_lossy(self.expose()).into_owned())
-    }
-
-    /// The JSON to store for bytes written to a file. A key that held
-    /// non-string JSON keeps its type when the new bytes parse as JSON;
-    /// anything else is stored as a string, which must be UTF-8.
-    pub fn json_for_written(bytes: &[u8], was_json: bool) -> Result<serde_json::Value> {
-        if was_json {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-                if !v.is_string() {
-                    return Ok(v);
-                }
-            }
-        }
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(serde_json::Value::String(s.to_string())),
-            Err(_) => Err(crate::error::Error::NotUtf8),
+impl serde::Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.kind {
+            ValueKind::String => s.serialize_str(&self.lossy()),
+            ValueKind::Json => self.to_json().serialize(s),
         }
     }
 }
 
-/// A secret: its keys and values, plus what the store says of its version.
-#[derive(Debug, Default)]
+/// A secret's data: key → value.
+pub type SecretData = BTreeMap<String, SecretValue>;
+
+/// Which version of a secret a store holds, as the store names it: only
+/// compared and handed back, never computed with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Revision(String);
+
+impl Revision {
+    /// A revision named `name` by its store.
+    pub fn new(name: impl Into<String>) -> Self {
+        Revision(name.into())
+    }
+
+    /// The store's name for it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What must hold for a write to happen (check-and-set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there.
+    Any,
+    /// Only if the secret has no live version (never written, or deleted).
+    Absent,
+    /// Only if the secret's latest version is still this one.
+    At(Revision),
+}
+
+/// A secret: its data, plus what the store says of its version.
+#[derive(Debug, Default, Clone)]
 pub struct Secret {
     /// Key → value.
-    pub keys: BTreeMap<String, SecretValue>,
-    /// KV v2 version number; `None` on KV v1.
-    pub version: Option<u64>,
-    /// When this version was written (KV v2), used as the files' mtime.
+    pub keys: SecretData,
+    /// The store's revision of this version (`None` when it has none).
+    pub revision: Option<Revision>,
+    /// When this version was written, when the store knows (the files' mtime).
     pub modified: Option<SystemTime>,
 }
 
 impl Secret {
-    /// Whether two reads hold the same keys and bytes.
+    /// Whether two reads hold the same keys and values.
     pub fn same_data(&self, other: &Secret) -> bool {
-        self.keys.len() == other.keys.len()
-            && self
-                .keys
-                .iter()
-                .zip(other.keys.iter())
-                .all(|((ka, va), (kb, vb))| ka == kb && va.expose() == vb.expose())
+        self.keys == other.keys
     }
 
-    /// The data as the store holds it, for a write of the whole secret.
-    pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.keys
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect()
-    }
-
-    /// Builds a secret from the JSON object the store returned.
+    /// Builds a secret from the JSON object a store returned.
     pub fn from_json_map(
         data: &serde_json::Map<String, serde_json::Value>,
-        version: Option<u64>,
+        revision: Option<Revision>,
         modified: Option<SystemTime>,
     ) -> Self {
         Secret {
@@ -229,57 +301,93 @@ impl Secret {
                 .iter()
                 .map(|(k, v)| (k.clone(), SecretValue::from_json(v)))
                 .collect(),
-            version,
+            revision,
             modified,
         }
     }
 }
 
-/// The KV engine version of a mount.
+/// What a store can do beyond listing, reading and writing, which the core
+/// asks instead of assuming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvVersion {
-    /// KV v1: no versions, no check-and-set.
-    V1,
-    /// KV v2: versioned, check-and-set.
-    V2,
+pub struct Capabilities {
+    /// Writes can be made conditional ([`Precondition::At`]/[`Precondition::Absent`]).
+    pub check_and_set: bool,
+    /// Secrets keep numbered versions.
+    pub versions: bool,
+    /// A secret's versions carry metadata (creation time).
+    pub metadata: bool,
+    /// A delete is soft: the latest version is marked deleted and can be
+    /// brought back, and folder listings keep naming the secret.
+    pub soft_delete: bool,
 }
 
-/// A secret store: folders that list, secrets that read.
+/// How the store is, for `secretfs status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// How long the credential in use stays valid, when it expires at all.
+    pub credential_ttl: Option<std::time::Duration>,
+}
+
+/// A secret store: folders that list, secrets that read and write.
 ///
 /// Implementations are blocking (the FUSE worker threads call them directly)
 /// and must bound every call by a deadline.
 pub trait SecretStore: Send + Sync + 'static {
+    /// What this store can do.
+    fn capabilities(&self) -> Capabilities;
+
     /// Lists the folder at `path`. `Ok(None)` when there is no such folder.
+    /// A listing may still name a secret whose latest version was deleted.
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>>;
 
     /// Reads the secret at `path`. `Ok(None)` when there is no such secret
-    /// (or, in KV v2, its latest version is deleted or destroyed).
+    /// (or its latest version is deleted).
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>>;
 
-    /// Writes the whole secret at `path`. With `cas: Some(v)` (KV v2 only)
-    /// the write succeeds only if the current version is `v` (0: none yet),
-    /// else fails with [`Error::CasConflict`](crate::error::Error::CasConflict).
-    /// Returns the new version (KV v2).
+    /// Writes the whole secret at `path` if `when` holds (stores without
+    /// check-and-set write regardless), else fails with
+    /// [`Error::CasConflict`](crate::error::Error::CasConflict).
+    /// Returns the new version's revision, when the store has them.
     fn write(
         &self,
         path: &SecretPath,
-        data: &serde_json::Map<String, serde_json::Value>,
-        cas: Option<u64>,
-    ) -> Result<Option<u64>>;
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>>;
 
-    /// Deletes the secret at `path` (KV v2: a soft delete of the latest version).
+    /// Deletes the secret at `path` (a soft delete where the store has them).
     fn delete(&self, path: &SecretPath) -> Result<()>;
 
-    /// The current version of a secret whose latest version may be deleted
-    /// (KV v2), which a check-and-set write must name. `None` when unknown.
-    fn current_version(&self, path: &SecretPath) -> Result<Option<u64>>;
+    /// Checks that the store answers and the credential is valid.
+    fn health(&self) -> Result<Health>;
+}
 
-    /// Whether writes can be made atomic with check-and-set (KV v2).
-    fn supports_cas(&self) -> bool;
-
-    /// Checks that the store answers and the token is valid; returns the
-    /// token's remaining time to live when it has one.
-    fn health(&self) -> Result<Option<std::time::Duration>>;
+/// A shared store is a store.
+impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        (**self).list(path)
+    }
+    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        (**self).read(path)
+    }
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>> {
+        (**self).write(path, data, when)
+    }
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        (**self).delete(path)
+    }
+    fn health(&self) -> Result<Health> {
+        (**self).health()
+    }
 }
 
 #[cfg(test)]
@@ -302,22 +410,10 @@ mod tests {
     }
 
     #[test]
-    fn list_entries_tell_folders_from_secrets() {
-        assert_eq!(
-            ListEntry::parse("app/"),
-            ListEntry {
-                name: "app".into(),
-                folder: true
-            }
-        );
-        assert!(!ListEntry::parse("db").folder);
-    }
-
-    #[test]
     fn strings_render_as_exact_bytes() {
         let v = SecretValue::from_json(&json!("pa\nss é"));
         assert_eq!(v.expose(), "pa\nss é".as_bytes());
-        assert!(!v.is_json());
+        assert_eq!(v.kind(), ValueKind::String);
     }
 
     #[test]
@@ -329,28 +425,19 @@ mod tests {
             SecretValue::from_json(&json!({"a": [1, "x"]})).expose(),
             br#"{"a":[1,"x"]}"#
         );
-        assert!(SecretValue::from_json(&json!(1.5)).is_json());
+        assert_eq!(SecretValue::from_json(&json!(1.5)).kind(), ValueKind::Json);
     }
 
     #[test]
     fn written_bytes_keep_a_json_type_only_where_there_was_one() {
-        assert_eq!(
-            SecretValue::json_for_written(b"43", true).unwrap(),
-            json!(43)
-        );
-        assert_eq!(
-            SecretValue::json_for_written(b"43", false).unwrap(),
-            json!("43")
-        );
-        assert_eq!(
-            SecretValue::json_for_written(b"not json", true).unwrap(),
-            json!("not json")
-        );
-        assert_eq!(
-            SecretValue::json_for_written(br#""quoted""#, true).unwrap(),
-            json!("\"quoted\"")
-        );
-        assert!(SecretValue::json_for_written(&[0xff, 0xfe], false).is_err());
+        let json = Some(ValueKind::Json);
+        let written = |b: &[u8], was| SecretValue::written(b.to_vec(), was).unwrap().to_json();
+        assert_eq!(written(b"43", json), json!(43));
+        assert_eq!(written(b"43", Some(ValueKind::String)), json!("43"));
+        assert_eq!(written(b"43", None), json!("43"));
+        assert_eq!(written(b"not json", json), json!("not json"));
+        assert_eq!(written(br#""quoted""#, json), json!("\"quoted\""));
+        assert!(SecretValue::written(vec![0xff, 0xfe], None).is_err());
     }
 
     #[test]
@@ -362,7 +449,9 @@ mod tests {
             json!(null),
             json!({"a": [true]}),
         ] {
-            assert_eq!(SecretValue::from_json(&v).to_json(), v);
+            let value = SecretValue::from_json(&v);
+            assert_eq!(value.to_json(), v);
+            assert_eq!(serde_json::to_value(&value).unwrap(), v);
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use vaultrs::client::{VaultClient, VaultClientSettings};
 
-use super::vault::describe;
+use super::error::describe;
 
 /// How secretfs obtains its token.
 #[derive(Debug, Clone)]

@@ -1,0 +1,192 @@
+//! Soft deletes, hidden: a store whose deletes are soft (KV v2) keeps
+//! listing a deleted secret, and a folder that holds only deleted secrets.
+//! [`HideDeleted`] wraps such a store and leaves out of its listings what
+//! was deleted through it, until a read or a write finds it live again
+//! (`bao kv undelete`, a new version). Secrets deleted by others may still
+//! be listed: the core shows those only when they read (see
+//! docs/SEMANTICS.md).
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    Capabilities, Health, Listing, Precondition, Revision, Secret, SecretData, SecretPath,
+    SecretStore,
+};
+use crate::error::Result;
+
+/// How deep below a listed folder deleted secrets are looked for.
+const MAX_DEPTH: usize = 32;
+
+/// A store whose listings leave out the secrets deleted through it.
+pub struct HideDeleted<S> {
+    inner: S,
+    /// Secrets deleted through us and not seen live since.
+    deleted: Mutex<HashSet<SecretPath>>,
+}
+
+impl<S: SecretStore> HideDeleted<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        HideDeleted {
+            inner,
+            deleted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn marks(&self) -> MutexGuard<'_, HashSet<SecretPath>> {
+        self.deleted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn any_below(&self, folder: &SecretPath) -> bool {
+        let prefix = format!("{}/", folder.as_str());
+        self.marks()
+            .iter()
+            .any(|d| folder.is_root() || d.as_str().starts_with(&prefix))
+    }
+
+    /// Whether the listed secret at `path` still stands: not deleted
+    /// through us, or live again since.
+    fn secret_stands(&self, path: &SecretPath) -> Result<bool> {
+        if !self.marks().contains(path) {
+            return Ok(true);
+        }
+        Ok(self.read(path)?.is_some())
+    }
+
+    /// Whether the folder at `path` holds nothing but secrets deleted
+    /// through us (at any depth).
+    fn hollow(&self, path: &SecretPath, depth: usize) -> Result<bool> {
+        if depth > MAX_DEPTH || !self.any_below(path) {
+            return Ok(false);
+        }
+        match self.inner.list(path)? {
+            None => Ok(true),
+            Some(listing) => {
+                for e in &listing {
+                    if self.stands(path, e, depth + 1)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn stands(&self, folder: &SecretPath, e: &super::ListEntry, depth: usize) -> Result<bool> {
+        let path = folder.join(&e.name);
+        if e.folder {
+            Ok(!self.hollow(&path, depth)?)
+        } else {
+            self.secret_stands(&path)
+        }
+    }
+}
+
+impl<S: SecretStore> SecretStore for HideDeleted<S> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        let Some(listing) = self.inner.list(path)? else {
+            return Ok(None);
+        };
+        if !self.any_below(path) {
+            return Ok(Some(listing));
+        }
+        let mut kept = Vec::with_capacity(listing.len());
+        for e in listing {
+            if self.stands(path, &e, 0)? {
+                kept.push(e);
+            }
+        }
+        Ok((!kept.is_empty()).then_some(kept))
+    }
+
+    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        let secret = self.inner.read(path)?;
+        if secret.is_some() {
+            self.marks().remove(path);
+        }
+        Ok(secret)
+    }
+
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>> {
+        let revision = self.inner.write(path, data, when)?;
+        self.marks().remove(path);
+        Ok(revision)
+    }
+
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.inner.delete(path)?;
+        self.marks().insert(path.clone());
+        Ok(())
+    }
+
+    fn health(&self) -> Result<Health> {
+        self.inner.health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn names(store: &dyn SecretStore, path: &str) -> Vec<String> {
+        store
+            .list(&SecretPath::parse(path))
+            .unwrap()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_secret_deleted_through_it_leaves_the_listing_until_it_lives_again() {
+        let memory = Arc::new(MemoryStore::kv2());
+        memory.put("app/db", json!({"K": "v"}));
+        memory.put("app/api", json!({"K": "v"}));
+        let store = HideDeleted::new(memory.clone());
+        store.delete(&SecretPath::parse("app/db")).unwrap();
+        // The store itself still lists it (KV v2 keeps the metadata).
+        assert_eq!(names(&*memory, "app"), ["api", "db"]);
+        assert_eq!(names(&store, "app"), ["api"]);
+        memory.undelete("app/db");
+        assert_eq!(names(&store, "app"), ["api", "db"]);
+    }
+
+    #[test]
+    fn a_folder_holding_only_deleted_secrets_leaves_the_listing() {
+        let memory = Arc::new(MemoryStore::kv2());
+        memory.put("app/db/one", json!({"K": "v"}));
+        memory.put("app/db/two/three", json!({"K": "v"}));
+        memory.put("other", json!({"K": "v"}));
+        let store = HideDeleted::new(memory.clone());
+        store.delete(&SecretPath::parse("app/db/one")).unwrap();
+        assert_eq!(
+            names(&store, ""),
+            ["app/", "other"].map(|n| n.trim_end_matches('/'))
+        );
+        store
+            .delete(&SecretPath::parse("app/db/two/three"))
+            .unwrap();
+        assert_eq!(names(&store, ""), ["other"]);
+        assert!(store.list(&SecretPath::parse("app")).unwrap().is_none());
+        // Written again: back.
+        let data = SecretData::new();
+        store
+            .write(&SecretPath::parse("app/db/one"), &data, &Precondition::Any)
+            .unwrap();
+        assert_eq!(names(&store, ""), ["app", "other"]);
+    }
+}

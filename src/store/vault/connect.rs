@@ -1,0 +1,306 @@
+//! Connecting: building the client from the settings, obtaining and
+//! checking the token, and resolving SOURCE to a KV mount and folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustify::enums::{RequestMethod, RequestType, ResponseType};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::runtime::Handle;
+use vaultrs::client::{Identity, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use super::auth::{self, Credentials, Login};
+use super::client::{with_deadline, Client};
+use super::error::describe;
+use super::{KvVersion, ResolvedSource, VaultStore};
+use crate::cli::{AuthMethod, VaultArgs};
+use crate::store::SecretPath;
+
+/// How to reach and authenticate to the server.
+pub struct VaultSettings {
+    /// Server address, e.g. `http://127.0.0.1:8200`.
+    pub addr: String,
+    /// Where the token comes from (never logged).
+    pub login: Login,
+    /// PEM file of a private CA.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, presented on every
+    /// connection.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Skip TLS verification (`VAULT_SKIP_VERIFY`).
+    pub skip_verify: bool,
+    /// Enterprise namespace.
+    pub namespace: Option<String>,
+    /// Deadline of every request.
+    pub timeout: Duration,
+}
+
+impl VaultSettings {
+    /// The settings the command line (or environment) gives.
+    pub fn from_args(args: &VaultArgs) -> Result<VaultSettings, String> {
+        Ok(VaultSettings {
+            addr: args.addr.clone(),
+            login: login_from(args)?,
+            ca_cert: args.ca_cert.clone(),
+            client_cert: args.client_cert.clone().zip(args.client_key.clone()),
+            skip_verify: args.tls_skip_verify,
+            namespace: args.namespace.clone(),
+            timeout: args.timeout,
+        })
+    }
+}
+
+impl VaultStore {
+    /// Connects, checks the token and resolves `source` to a KV mount.
+    /// Errors are one human sentence, fit for stderr before mounting.
+    pub fn connect(
+        settings: &VaultSettings,
+        source: &str,
+        rt: Handle,
+    ) -> std::result::Result<Self, String> {
+        let mut builder = VaultClientSettingsBuilder::default();
+        builder
+            .address(settings.addr.as_str())
+            .token("")
+            .verify(!settings.skip_verify)
+            .timeout(Some(settings.timeout))
+            .namespace(settings.namespace.clone())
+            .ca_certs(
+                settings
+                    .ca_cert
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            );
+        // Explicitly, even when absent: vaultrs would otherwise read
+        // VAULT_CLIENT_CERT itself and only log what goes wrong.
+        builder.identity(settings.client_cert.as_ref().map(identity).transpose()?);
+        let client_settings = builder
+            .build()
+            .map_err(|e| format!("invalid Vault settings: {e}"))?;
+        let login_client = auth::client_for(&client_settings, "")?;
+
+        let no_answer = || {
+            format!(
+                "Vault at {} did not answer within {}",
+                settings.addr,
+                humantime::format_duration(settings.timeout)
+            )
+        };
+
+        let token = with_deadline(&rt, settings.timeout, settings.login.obtain(&login_client))
+            .ok_or_else(no_answer)??;
+        let client = auth::client_for(&client_settings, token.expose_secret())?;
+        let lease = match with_deadline(&rt, settings.timeout, auth::lease_of(&client))
+            .ok_or_else(no_answer)?
+        {
+            Ok(lease) => lease,
+            Err(ClientError::APIError { code: 403, .. }) => {
+                return Err(format!(
+                    "Vault at {} refused the token (403): {}",
+                    settings.addr,
+                    match &settings.login {
+                        Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
+                            "check the role's token policies",
+                        _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
+                    }
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot reach Vault at {}: {}",
+                    settings.addr,
+                    describe(&e)
+                ))
+            }
+        };
+
+        let wanted = SecretPath::parse(source);
+        if wanted.is_root() {
+            return Err("SOURCE must name a KV mount, e.g. secret/ or secret/team/prod".into());
+        }
+        let request = UiMountRequest {
+            path: wanted.as_str().to_string(),
+        };
+        let ui = match with_deadline(
+            &rt,
+            settings.timeout,
+            vaultrs::api::exec_with_result(&client, request),
+        )
+        .ok_or_else(no_answer)?
+        {
+            Ok(ui) => ui,
+            Err(ClientError::APIError { code: 403, .. }) => {
+                return Err(format!(
+                "the token may not look up the mount of {source} (403 on sys/internal/ui/mounts)"
+            ))
+            }
+            Err(ClientError::APIError {
+                code: 400 | 404, ..
+            }) => return Err(format!("no secrets engine is mounted at {source}")),
+            Err(e) => {
+                return Err(format!(
+                    "cannot resolve the mount of {source}: {}",
+                    describe(&e)
+                ))
+            }
+        };
+        if ui.engine != "kv" && ui.engine != "generic" {
+            return Err(format!(
+                "{source} is a {} secrets engine, not KV",
+                ui.engine
+            ));
+        }
+        let version = match ui.options.as_ref().and_then(|o| o.version.as_deref()) {
+            Some("2") => KvVersion::V2,
+            _ => KvVersion::V1,
+        };
+        let credentials = Arc::new(Credentials::new(token));
+        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
+        if needs_care {
+            rt.spawn(auth::keep_fresh(
+                settings.login.clone(),
+                client_settings.clone(),
+                credentials.clone(),
+                lease,
+            ));
+        }
+        let mount = SecretPath::parse(&ui.path);
+        let folder = wanted
+            .as_str()
+            .strip_prefix(mount.as_str())
+            .map(SecretPath::parse)
+            .unwrap_or_else(SecretPath::root);
+        Ok(VaultStore {
+            client: Client::new(client_settings, credentials, settings.timeout),
+            source: ResolvedSource {
+                mount: mount.as_str().to_string(),
+                folder,
+                version,
+            },
+        })
+    }
+}
+
+/// The client certificate and key of `--client-cert` and `--client-key`.
+fn identity((cert, key): &(PathBuf, PathBuf)) -> std::result::Result<Identity, String> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    // The key is a credential: wiped from memory once parsed.
+    let mut pem = secrecy::zeroize::Zeroizing::new(read(cert)?);
+    pem.push(b'\n');
+    pem.extend(secrecy::zeroize::Zeroizing::new(read(key)?).iter());
+    Identity::from_pem(&pem).map_err(|e| {
+        format!(
+            "{} and {} are not a PEM certificate and its key: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
+}
+
+/// `GET sys/internal/ui/mounts/<path>`: which mount owns a path, and its
+/// engine type and options. Any token that may use the path may ask.
+struct UiMountRequest {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UiMountOptions {
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UiMountResponse {
+    path: String,
+    #[serde(rename = "type")]
+    engine: String,
+    options: Option<UiMountOptions>,
+}
+
+impl rustify::Endpoint for UiMountRequest {
+    type Response = UiMountResponse;
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        format!("sys/internal/ui/mounts/{}", self.path)
+    }
+
+    fn method(&self) -> RequestMethod {
+        RequestMethod::GET
+    }
+}
+
+/// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
+/// the token file, else ~/.vault-token), or by a login (AppRole, TLS
+/// certificate, Kubernetes).
+fn login_from(args: &VaultArgs) -> Result<Login, String> {
+    // Where the auth method is mounted: --auth-mount, else its usual path.
+    let auth_mount = |usual: &str| {
+        let given = args.auth_mount.as_deref().unwrap_or(usual);
+        given.trim_matches('/').to_string()
+    };
+    match args.auth {
+        AuthMethod::Approle => {
+            let role_id_file = args
+                .role_id_file
+                .clone()
+                .ok_or("--auth approle needs --role-id-file")?;
+            return Ok(Login::AppRole {
+                mount: auth_mount("approle"),
+                role_id_file,
+                secret_id_file: args.secret_id_file.clone(),
+            });
+        }
+        AuthMethod::Cert => {
+            if args.client_cert.is_none() {
+                return Err("--auth cert needs --client-cert and --client-key".into());
+            }
+            return Ok(Login::Cert {
+                mount: auth_mount("cert"),
+                role: args.role.clone(),
+            });
+        }
+        AuthMethod::Kubernetes => {
+            let role = args
+                .role
+                .clone()
+                .ok_or("--auth kubernetes needs --role (the Vault role to log in as)")?;
+            return Ok(Login::Kubernetes {
+                mount: auth_mount("kubernetes"),
+                role,
+                jwt_file: args.jwt_file.clone(),
+            });
+        }
+        AuthMethod::Token => {}
+    }
+    if args.role_id_file.is_some() || args.secret_id_file.is_some() {
+        return Err("--role-id-file and --secret-id-file need --auth approle".into());
+    }
+    if args.role.is_some() {
+        return Err("--role needs --auth kubernetes or --auth cert".into());
+    }
+    if let Ok(t) = std::env::var("VAULT_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Login::Token(SecretString::from(t.trim().to_string())));
+        }
+    }
+    let path: PathBuf = match &args.token_file {
+        Some(p) => p.clone(),
+        None => match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(".vault-token"),
+            None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
+        },
+    };
+    if args.token_file.is_none() && !path.exists() {
+        return Err(
+            "no token: set VAULT_TOKEN, pass --token-file, use --auth approle, or log in with `vault login`/`bao login`"
+                .into(),
+        );
+    }
+    Ok(Login::TokenFile(path))
+}

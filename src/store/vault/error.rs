@@ -1,0 +1,98 @@
+//! Vault's answers as our errors: by HTTP status, and for check-and-set
+//! conflicts by status and the error the body carries.
+
+use vaultrs::error::ClientError;
+
+use crate::error::Error;
+
+/// A store error as a sentence, without anything the server echoed back
+/// beyond its status and error messages.
+pub fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
+        ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => format!("HTTP {code}"),
+        ClientError::RestClientError { source } => {
+            // Walk to the innermost cause: "connection refused" says more than
+            // "error sending request".
+            let mut msg = source.to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(source);
+            while let Some(c) = cause {
+                msg = c.to_string();
+                cause = c.source();
+            }
+            msg
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The HTTP status of a failed request. vaultrs gives `APIError` only when
+/// the body carries an `errors` list; a KV v2 read of a deleted secret is a
+/// 404 whose body holds metadata instead, and surfaces as a raw response error.
+pub fn status(e: &ClientError) -> Option<u16> {
+    match e {
+        ClientError::APIError { code, .. } => Some(*code),
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => Some(*code),
+        _ => None,
+    }
+}
+
+/// Whether Vault refused a check-and-set write: a 400 whose body names
+/// the check-and-set parameter (Vault has no status of its own for it).
+pub fn is_cas_conflict(e: &ClientError) -> bool {
+    match e {
+        ClientError::APIError { code: 400, errors } => {
+            errors.iter().any(|m| m.starts_with("check-and-set"))
+        }
+        _ => false,
+    }
+}
+
+/// The error of a failed request.
+pub fn to_error(e: &ClientError) -> Error {
+    if is_cas_conflict(e) {
+        return Error::CasConflict;
+    }
+    match status(e) {
+        Some(403) => Error::PermissionDenied(describe(e)),
+        Some(400) => Error::Invalid(describe(e)),
+        Some(_) => Error::Unavailable(describe(e)),
+        None if matches!(e, ClientError::RestClientError { .. }) => Error::Unavailable(describe(e)),
+        None => Error::Protocol(describe(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, errors: &[&str]) -> ClientError {
+        ClientError::APIError {
+            code,
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cas_mismatch_is_a_conflict_and_other_400s_are_not() {
+        let cas = api(
+            400,
+            &["check-and-set parameter did not match the current version"],
+        );
+        assert!(matches!(to_error(&cas), Error::CasConflict));
+        assert!(matches!(
+            to_error(&api(400, &["bad path"])),
+            Error::Invalid(_)
+        ));
+        assert!(matches!(
+            to_error(&api(403, &[])),
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(to_error(&api(503, &[])), Error::Unavailable(_)));
+    }
+}
