@@ -188,24 +188,15 @@ fn bad_approle_credentials_fail_at_start_with_one_line() {
         ),
     ];
     for (what, args) in cases {
-        let mut cmd = Command::new(support::secretfs());
-        cmd.args([
-            "mount",
-            "secret/",
-            mnt.to_str().unwrap(),
-            "--addr",
-            bao.addr(),
-        ])
-        .args(["--auth", "approle"])
-        .args(&args)
-        .env_remove("VAULT_TOKEN")
-        .stdin(Stdio::null());
-        let out = cmd.output().expect("run secretfs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: {stderr}");
+        let (status, stderr) = Mount::builder(&bao, "secret/")
+            .no_token()
+            .at(&mnt)
+            .args(&["--auth", "approle"])
+            .args(&args)
+            .fail();
+        assert!(!status.success(), "{what}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
         assert!(stderr.starts_with("secretfs: "), "{what}: {stderr}");
-        assert!(!support::is_mounted(&mnt), "{what}: mounted");
     }
 }
 
@@ -443,26 +434,14 @@ fn tls_certificate_auth_logs_in_with_the_client_certificate_and_again_later() {
         ),
     ];
     for (what, args) in cases {
-        let out = Command::new(support::secretfs())
-            .args([
-                "mount",
-                "secret/",
-                mnt.to_str().unwrap(),
-                "--addr",
-                bao.addr(),
-            ])
-            .args(["--ca-cert", &ca, "--auth", "cert"])
+        let (status, stderr) = Mount::builder(&bao, "secret/")
+            .no_token()
+            .at(&mnt)
+            .args(&["--ca-cert", &ca, "--auth", "cert"])
             .args(&args)
-            .env_remove("VAULT_TOKEN")
-            .env_remove("VAULT_CLIENT_CERT")
-            .env_remove("VAULT_CLIENT_KEY")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run secretfs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: {stderr}");
+            .fail();
+        assert!(!status.success(), "{what}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
         assert!(stderr.starts_with("secretfs: "), "{what}: {stderr}");
-        assert!(!support::is_mounted(&mnt), "{what}: mounted");
     }
 }

@@ -4,10 +4,10 @@
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use support::{q, sh, sh_ok, Bao, Mount};
+use support::{dead_addr, eventually, q, sh, sh_ok, Bao, Mount};
 
 fn seeded() -> Bao {
     let bao = Bao::start();
@@ -26,18 +26,6 @@ fn seeded() -> Bao {
     bao.kv2_put("secret", "clash", json!({"child": "shadowed", "k": "v"}));
     bao.kv2_put("secret", "clash/child", json!({"x": "y"}));
     bao
-}
-
-/// Reads a file repeatedly until it holds `want` or `within` passes.
-fn eventually_reads(path: &std::path::Path, want: &[u8], within: Duration) -> Vec<u8> {
-    let start = Instant::now();
-    loop {
-        let got = std::fs::read(path).unwrap_or_default();
-        if got == want || start.elapsed() > within {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -212,8 +200,11 @@ fn a_change_in_vault_shows_after_the_ttl_even_to_a_cached_reader() {
         }
         let longer = format!("rotated-{}-and-longer", before.len());
         bao.kv2_put("secret", "myapp/api/token", json!({"value": longer}));
-        let got = eventually_reads(&path, longer.as_bytes(), Duration::from_secs(4));
-        assert_eq!(String::from_utf8_lossy(&got), longer, "{mode:?}");
+        eventually(
+            format!("{mode:?}: the rotated value to show to a cached reader"),
+            Duration::from_secs(4),
+            || (std::fs::read(&path).unwrap_or_default() == longer.as_bytes()).then_some(()),
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), longer.len() as u64);
         // The kernel was told to drop what it held of the old value.
         let log = m.log();
@@ -235,14 +226,15 @@ fn a_new_secret_in_vault_appears_in_ls_after_the_ttl() {
     let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
     assert!(!sh_ok(&format!("ls {}", q(&m.at("myapp")))).contains("cache"));
     bao.kv2_put("secret", "myapp/cache", json!({"URL": "redis://"}));
-    let start = Instant::now();
-    while !sh_ok(&format!("ls {}", q(&m.at("myapp")))).contains("cache") {
-        assert!(
-            start.elapsed() < Duration::from_secs(4),
-            "new secret never showed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the new secret to show in ls",
+        Duration::from_secs(4),
+        || {
+            sh_ok(&format!("ls {}", q(&m.at("myapp"))))
+                .contains("cache")
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -341,10 +333,7 @@ fn start_up_failures_give_one_line_and_mount_nothing() {
     let full = dir.path().join("full");
     std::fs::create_dir(&full).unwrap();
     std::fs::write(full.join("x"), "").unwrap();
-    let dead = format!("http://127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    });
+    let dead = dead_addr();
     let missing = dir.path().join("missing");
     let cases: Vec<(&str, &std::path::Path, String, &str)> = vec![
         ("root", &full, bao.addr().to_string(), "not empty"),
@@ -358,47 +347,26 @@ fn start_up_failures_give_one_line_and_mount_nothing() {
         ("root", &missing, bao.addr().to_string(), "mountpoint"),
     ];
     for (token, mountpoint, addr, want) in cases {
-        let out = std::process::Command::new(support::secretfs())
-            .args([
-                "mount",
-                "secret/",
-                mountpoint.to_str().unwrap(),
-                "--addr",
-                &addr,
-                "--timeout",
-                "3s",
-            ])
-            .env("VAULT_TOKEN", token)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{want}: {stderr}");
+        let (status, stderr) = Mount::builder(&bao, "secret/")
+            .addr(&addr)
+            .token(token)
+            .at(mountpoint)
+            .args(&["--timeout", "3s"])
+            .fail();
+        assert!(!status.success(), "{want}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{want}: {stderr}");
         assert!(
             stderr.starts_with("secretfs: ") && stderr.contains(want),
             "{want}: {stderr}"
         );
-        assert!(!support::is_mounted(mountpoint));
     }
 }
 
 #[test]
 fn a_source_that_is_not_a_kv_mount_is_refused() {
     let bao = seeded();
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(support::secretfs())
-        .args([
-            "mount",
-            "nosuchmount/",
-            dir.path().to_str().unwrap(),
-            "--addr",
-            bao.addr(),
-        ])
-        .env("VAULT_TOKEN", "root")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, stderr) = Mount::builder(&bao, "nosuchmount/").fail();
+    assert!(!status.success());
     assert!(stderr.starts_with("secretfs: "), "{stderr}");
 }
 

@@ -15,73 +15,16 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{is_mounted, Bao, Mount};
+use support::{
+    dead_addr, eventually, is_mounted, names, read_within, run, run_ok, s, set, Bao, Mount,
+};
 
 // ---------------------------------------------------------------- helpers
-
-/// Runs a real program (`ls`, `cat`, `stat`) under coreutils' `timeout`, so
-/// that a hung filesystem fails the test instead of hanging it.
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("15")
-        .arg(cmd)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
-}
-
-/// `run`, panicking with the program's stderr unless it succeeds.
-fn run_ok(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "`{cmd} {}` failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Reads `path` in a thread and gives up after `within`: a read that hangs
-/// is a failure, never a hung test.
-fn read_within(path: &Path, within: Duration) -> std::io::Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::fs::read(path));
-    });
-    rx.recv_timeout(within)
-        .unwrap_or_else(|_| panic!("a read hung for more than {within:?}"))
-}
-
-/// Polls `probe` until it returns `Some` or `within` passes.
-fn eventually<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        if start.elapsed() > within {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The filesystem type mountinfo gives for the mount point `path`.
 fn fstype(path: &Path) -> Option<String> {
@@ -91,194 +34,6 @@ fn fstype(path: &Path) -> Option<String> {
         let mp = left.split(' ').nth(4)?;
         (Path::new(mp) == path).then(|| right.split(' ').next().unwrap_or("").to_string())
     })
-}
-
-fn names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// A HOME of the test's own, with an empty mount point `mnt` in it.
-fn home_and_mountpoint() -> (tempfile::TempDir, PathBuf) {
-    let home = tempfile::tempdir().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    (home, mnt)
-}
-
-/// A command for the binary under test with no VAULT_* settings, no
-/// RUST_LOG and a HOME of its own (so ~/.vault-token is the test's).
-fn bare_secretfs(home: &Path) -> Command {
-    let mut cmd = Command::new(support::secretfs());
-    for var in [
-        "VAULT_ADDR",
-        "VAULT_TOKEN",
-        "VAULT_CACERT",
-        "VAULT_CAPATH",
-        "VAULT_NAMESPACE",
-        "VAULT_SKIP_VERIFY",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("HOME", home).stdin(Stdio::null());
-    cmd
-}
-
-/// Kills the child if the spawning thread dies (a failed test leaves no
-/// daemon behind).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// A daemon started from a hand-made command line (for the address and
-/// token sources that `support::Mount` fixes): waits until mounted, and on
-/// drop sends SIGTERM and lazily unmounts whatever is left.
-struct Daemon {
-    child: Child,
-    mountpoint: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(mut cmd: Command, mountpoint: &Path, log: PathBuf) -> Daemon {
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().expect("cannot start secretfs");
-        let mut d = Daemon {
-            child,
-            mountpoint: mountpoint.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_mounted(&d.mountpoint) {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("secretfs exited ({status}) before mounting:\n{}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "secretfs did not mount in 10 s:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `signal` and checks that the daemon exits 0 within 15 s and
-    /// leaves nothing mounted.
-    fn stops_cleanly_on(&mut self, signal: libc::c_int, name: &str) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = eventually(Duration::from_secs(15), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .unwrap_or_else(|| panic!("still running 15 s after {name}:\n{}", self.log()));
-        assert!(status.success(), "{status}\n{}", self.log());
-        assert!(!is_mounted(&self.mountpoint), "still mounted after exit");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&self.mountpoint)
-                .status();
-        }
-    }
-}
-
-/// Starts `secretfs mount SOURCE MOUNTPOINT --addr ADDR ARGS` with `token`
-/// in VAULT_TOKEN, expecting it to fail: waits at most 20 s, checks that
-/// nothing got mounted and returns the exit status and stderr.
-fn mount_expect_failure(
-    addr: &str,
-    token: &str,
-    source: &str,
-    mountpoint: &Path,
-    args: &[&str],
-) -> (ExitStatus, String) {
-    let home = tempfile::tempdir().unwrap();
-    let err = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.arg("mount")
-        .arg(source)
-        .arg(mountpoint)
-        .args(["--addr", addr])
-        .args(args)
-        .env("VAULT_TOKEN", token)
-        .stdout(Stdio::null())
-        .stderr(err.reopen().unwrap());
-    die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().expect("cannot start secretfs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            if is_mounted(mountpoint) {
-                let _ = Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(mountpoint)
-                    .status();
-            }
-            panic!(
-                "secretfs {source} {} did not give up in 20 s:\n{}",
-                mountpoint.display(),
-                std::fs::read_to_string(err.path()).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(
-        !is_mounted(mountpoint),
-        "a failed start left {} mounted",
-        mountpoint.display()
-    );
-    (status, std::fs::read_to_string(err.path()).unwrap())
-}
-
-/// A free port with nothing listening on it.
-fn dead_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}")
 }
 
 // ------------------------------------------------------------------ tests
@@ -432,11 +187,6 @@ fn a_file_held_open_across_a_shorter_value_reads_one_whole_value() {
     let n = f.read_at(&mut buf, 0).unwrap();
     let got = buf[..n].to_vec();
     drop(f);
-    // And what everyone else reads from then on (TTL 1 s and slack).
-    let later = eventually(Duration::from_secs(4), || {
-        let v = run_ok("cat", &[s(&path)]);
-        (v == "short").then_some(())
-    });
     assert!(
         whole(&got, LONG, "short"),
         "pread {:?} (stat size {len}): neither the old value nor the new one; \
@@ -445,10 +195,11 @@ fn a_file_held_open_across_a_shorter_value_reads_one_whole_value() {
         run_ok("cat", &[s(&path)]),
         m.log()
     );
-    assert!(
-        later.is_some(),
-        "`cat` still gives {:?} 4 s after the reader closed",
-        run_ok("cat", &[s(&path)])
+    // And what everyone else reads from then on (TTL 1 s and slack).
+    eventually(
+        "`cat` to give the new value after the reader closed",
+        Duration::from_secs(4),
+        || (run_ok("cat", &[s(&path)]) == "short").then_some(()),
     );
 }
 
@@ -460,10 +211,11 @@ fn a_key_removed_in_vault_disappears_after_the_ttl() {
     assert_eq!(names(&m.at("app")), set(&["DROP", "KEEP"]));
     assert_eq!(std::fs::read(m.at("app/DROP")).unwrap(), b"d");
     bao.kv2_put("secret", "app", json!({"KEEP": "k"}));
-    eventually(Duration::from_secs(4), || {
-        (names(&m.at("app")) == set(&["KEEP"])).then_some(())
-    })
-    .expect("the removed key was still listed 4 s after the change");
+    eventually(
+        "the removed key to leave the listing",
+        Duration::from_secs(4),
+        || (names(&m.at("app")) == set(&["KEEP"])).then_some(()),
+    );
     let err = std::fs::read(m.at("app/DROP")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     assert_eq!(std::fs::read(m.at("app/KEEP")).unwrap(), b"k");
@@ -479,10 +231,11 @@ fn a_secret_deleted_in_vault_reads_as_enoent_after_the_ttl() {
     // KV v2 soft delete of the latest version, as `bao kv delete` does.
     let (status, body) = bao.api("DELETE", "secret/data/dir/gone", None);
     assert!(status < 300, "delete: {status} {body}");
-    let err = eventually(Duration::from_secs(4), || {
-        std::fs::read(m.at("dir/gone/KEY")).err()
-    })
-    .expect("a deleted secret still read 4 s after the delete with --ttl 1s");
+    let err = eventually(
+        "a secret deleted in Vault to stop reading (--ttl 1s)",
+        Duration::from_secs(4),
+        || std::fs::read(m.at("dir/gone/KEY")).err(),
+    );
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     let out = run("cat", &[s(&m.at("dir/gone/KEY"))]);
     assert!(
@@ -574,22 +327,17 @@ fn past_the_stale_if_error_window_a_cached_value_turns_into_eio() {
         ),
     }
     // TTL 1 s + window 2 s, then one request timeout and slack.
-    let err = eventually(Duration::from_secs(8), || {
-        match read_within(&path, Duration::from_secs(15)) {
+    let err = eventually(
+        "a cached value to turn into an error past --ttl 1s --stale-if-error 2s",
+        Duration::from_secs(8),
+        || match read_within(&path, Duration::from_secs(15)) {
             Ok(v) => {
                 assert_eq!(v, b"app", "a wrong value while Vault is down");
                 None
             }
             Err(e) => Some(e),
-        }
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "still served {:?} after the fetch with --ttl 1s --stale-if-error 2s:\n{}",
-            fetched.elapsed(),
-            m.log()
-        )
-    });
+        },
+    );
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert!(
         fetched.elapsed() >= Duration::from_secs(3),
@@ -627,20 +375,19 @@ fn with_vault_stopped_an_uncached_listing_fails_with_eio_and_does_not_hang() {
 fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-env"}));
-    let (home, mnt) = home_and_mountpoint();
+    let dir = tempfile::tempdir().unwrap();
     // A token file holding a bad token: VAULT_TOKEN wins over it.
-    let file = home.path().join("token");
+    let file = dir.path().join("token");
     std::fs::write(&file, "not-a-token\n").unwrap();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args(["mount", "secret/", s(&mnt), "--token-file", s(&file)])
-        .env("VAULT_ADDR", bao.addr())
-        .env("VAULT_TOKEN", "root");
-    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    let m = Mount::builder(&bao, "secret/")
+        .addr_from_env()
+        .args(&["--token-file", s(&file)])
+        .start();
     assert_eq!(
-        std::fs::read(mnt.join("app/K")).unwrap(),
+        std::fs::read(m.at("app/K")).unwrap(),
         b"from-env",
         "{}",
-        d.log()
+        m.log()
     );
 }
 
@@ -648,28 +395,22 @@ fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
 fn without_vault_token_the_token_comes_from_token_file() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-file"}));
-    let (home, mnt) = home_and_mountpoint();
+    let home = tempfile::tempdir().unwrap();
     let file = home.path().join("token");
     // As `echo root > FILE` writes it: the newline is not part of the token.
     std::fs::write(&file, "root\n").unwrap();
     // ~/.vault-token holds a bad token: --token-file wins over it.
     std::fs::write(home.path().join(".vault-token"), "not-a-token").unwrap();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args([
-        "mount",
-        "secret/",
-        s(&mnt),
-        "--addr",
-        bao.addr(),
-        "--token-file",
-        s(&file),
-    ]);
-    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    let m = Mount::builder(&bao, "secret/")
+        .no_token()
+        .home(home.path())
+        .args(&["--token-file", s(&file)])
+        .start();
     assert_eq!(
-        std::fs::read(mnt.join("app/K")).unwrap(),
+        std::fs::read(m.at("app/K")).unwrap(),
         b"from-file",
         "{}",
-        d.log()
+        m.log()
     );
 }
 
@@ -677,17 +418,18 @@ fn without_vault_token_the_token_comes_from_token_file() {
 fn without_vault_token_or_token_file_the_token_comes_from_home_vault_token() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-home"}));
-    let (home, mnt) = home_and_mountpoint();
+    let home = tempfile::tempdir().unwrap();
     // As `bao login` leaves it: no newline.
     std::fs::write(home.path().join(".vault-token"), "root").unwrap();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()]);
-    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    let m = Mount::builder(&bao, "secret/")
+        .no_token()
+        .home(home.path())
+        .start();
     assert_eq!(
-        std::fs::read(mnt.join("app/K")).unwrap(),
+        std::fs::read(m.at("app/K")).unwrap(),
         b"from-home",
         "{}",
-        d.log()
+        m.log()
     );
 }
 
@@ -715,7 +457,11 @@ fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
         ("not a KV mount", &live, "root", &empty, "cubbyhole/"),
     ];
     for (what, addr, token, mountpoint, source) in cases {
-        let (status, stderr) = mount_expect_failure(addr, token, source, mountpoint, &[]);
+        let (status, stderr) = Mount::builder(&bao, source)
+            .addr(addr)
+            .token(token)
+            .at(mountpoint)
+            .fail();
         assert!(
             !status.success(),
             "{what}: exit {status}, stderr {stderr:?}"
@@ -736,26 +482,15 @@ fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
 fn sigterm_unmounts_even_when_the_daemon_was_started_with_it_blocked() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "v"}));
-    let (home, mnt) = home_and_mountpoint();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
-        .env("VAULT_TOKEN", "root");
     // As some supervisors leave it: SIGTERM and SIGINT blocked, a mask
     // that exec keeps.
-    // SAFETY: signal-set calls and sigprocmask between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
-    assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
-    d.stops_cleanly_on(libc::SIGTERM, "SIGTERM");
+    let mut m = Mount::builder(&bao, "secret/")
+        .block_signals(&[libc::SIGTERM, libc::SIGINT])
+        .start();
+    assert_eq!(std::fs::read(m.at("app/K")).unwrap(), b"v");
+    let status = m.terminate();
+    assert!(status.success(), "{status}\n{}", m.log());
+    assert!(!is_mounted(m.path()), "still mounted after exit");
 }
 
 #[test]
@@ -764,9 +499,8 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
     assert!(bao.addr().starts_with("https://"));
     bao.kv2_put("secret", "app", json!({"K": "over-tls"}));
     let ca = bao.ca_cert();
-    let (home, mnt) = home_and_mountpoint();
     // Without the CA: refused before mounting, in one line.
-    let (status, stderr) = mount_expect_failure(bao.addr(), "root", "secret/", &mnt, &[]);
+    let (status, stderr) = Mount::builder(&bao, "secret/").fail();
     assert!(!status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("certificate"), "{stderr}");
@@ -780,16 +514,14 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
     );
     drop(m);
     // VAULT_CACERT, as the vault and bao CLIs take it.
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
-        .env("VAULT_TOKEN", "root")
-        .env("VAULT_CACERT", &ca);
-    let d = Daemon::start(cmd, &mnt, home.path().join("log"));
+    let m = Mount::builder(&bao, "secret/")
+        .env("VAULT_CACERT", &ca)
+        .start();
     assert_eq!(
-        std::fs::read(mnt.join("app/K")).unwrap(),
+        std::fs::read(m.at("app/K")).unwrap(),
         b"over-tls",
         "{}",
-        d.log()
+        m.log()
     );
 }
 
@@ -797,12 +529,10 @@ fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() 
 fn sigint_unmounts_cleanly_and_exits_zero_like_ctrl_c() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "v"}));
-    let (home, mnt) = home_and_mountpoint();
-    let mut cmd = bare_secretfs(home.path());
-    cmd.args(["mount", "secret/", s(&mnt), "--addr", bao.addr()])
-        .env("VAULT_TOKEN", "root");
-    let mut d = Daemon::start(cmd, &mnt, home.path().join("log"));
-    assert_eq!(std::fs::read(mnt.join("app/K")).unwrap(), b"v");
-    d.stops_cleanly_on(libc::SIGINT, "SIGINT");
-    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    let mut m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(std::fs::read(m.at("app/K")).unwrap(), b"v");
+    let status = m.stop_with(libc::SIGINT);
+    assert!(status.success(), "{status}\n{}", m.log());
+    assert!(!is_mounted(m.path()), "still mounted after exit");
+    assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
 }
