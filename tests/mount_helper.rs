@@ -1,6 +1,7 @@
 //! Mounting the way systems do: `mount -t fuse.secretfs` through Debian's
-//! mount.fuse3, `umount`, failures that leave nothing behind, and daemons
-//! killed with SIGTERM or SIGKILL.
+//! mount.fuse3, options from `-o` and a config file, `mount -a` with an
+//! fstab line, `umount`, and failures that leave nothing behind. (Signals
+//! and killed daemons: tests/shutdown.rs.)
 //!
 //! mount(8) runs helpers with a fixed PATH, so this test puts a symlink to
 //! the binary under test at /usr/local/bin/secretfs for its duration (and
@@ -188,43 +189,5 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         assert!(stderr.contains(want), "{opts}: {stderr}");
         std::thread::sleep(Duration::from_millis(200));
         assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
-    }
-}
-
-#[test]
-fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
-    let mut m = Mount::new(&bao, "secret/", &[]);
-    let open = std::fs::File::open(m.at("app/db/PASSWORD")).unwrap();
-    let status = m.terminate();
-    assert!(status.success(), "{status}: {}", m.log());
-    assert!(!is_mounted(m.path()));
-    drop(open);
-}
-
-#[test]
-fn a_killed_daemon_leaves_a_mountpoint_that_mounts_again() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
-    for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let mut m = Mount::new(&bao, "secret/", &[]);
-        let at = m.path().to_path_buf();
-        assert!(at.join("app/db").is_dir());
-        let pid = daemons_for(&at)[0];
-        // SAFETY: kill(2) on the daemon we started.
-        unsafe { libc::kill(pid, signal) };
-        let _ = m.wait_exit(Duration::from_secs(10));
-        // The same mountpoint mounts again, dead FUSE mount or not.
-        let again = Mount::builder(&bao, "secret/").at(&at).start();
-        let read = std::fs::read(again.at("app/db/PASSWORD"));
-        assert_eq!(
-            read.ok().as_deref(),
-            Some(&b"hunter2"[..]),
-            "after signal {signal}: {}",
-            again.log()
-        );
-        drop(again);
-        drop(m);
     }
 }

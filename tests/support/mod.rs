@@ -301,6 +301,32 @@ impl Drop for Bao {
     }
 }
 
+/// A server holding the tree most read tests look at:
+///
+/// - `myapp/db`: `PASSWORD` = `hunter2`, `USER` = `app`, `MULTI` (two
+///   lines), `UNICODE` = `pässwörd ✓`; and `myapp/db/replica`: `HOST` = `r1`
+/// - `myapp/api/token`: `value` = `t0k`
+/// - `myapp/typed`: a number, a float, a bool, an object, an array, a null
+/// - `clash`: keys `child` and `k`, and a secret `clash/child` (`x` = `y`)
+pub fn seeded() -> Bao {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "myapp/db",
+        json!({"PASSWORD": "hunter2", "USER": "app", "MULTI": "line1\nline2", "UNICODE": "pässwörd ✓"}),
+    );
+    bao.kv2_put("secret", "myapp/db/replica", json!({"HOST": "r1"}));
+    bao.kv2_put("secret", "myapp/api/token", json!({"value": "t0k"}));
+    bao.kv2_put(
+        "secret",
+        "myapp/typed",
+        json!({"n": 42, "f": 1.5, "b": true, "o": {"a": [1, "x"]}, "a": [1, 2], "z": null}),
+    );
+    bao.kv2_put("secret", "clash", json!({"child": "shadowed", "k": "v"}));
+    bao.kv2_put("secret", "clash/child", json!({"x": "y"}));
+    bao
+}
+
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
