@@ -24,4 +24,14 @@ fn bao_fixture_starts_and_round_trips_kv1_and_kv2() {
     bao.enable_kv("kv1", 1);
     bao.kv1_put("kv1", "fixture/b", json!({"k": "v1"}));
     assert_eq!(bao.kv1_get("kv1", "fixture/b"), Some(json!({"k": "v1"})));
+    // A KV v2 mount takes writes as soon as enable_kv returns (it waits
+    // for the mount's upgrade to end).
+    for mount in ["kv2-a", "kv2-b", "kv2-c"] {
+        bao.enable_kv(mount, 2);
+        bao.kv2_put(mount, "fixture/c", json!({"k": mount}));
+        assert_eq!(
+            bao.kv2_get(mount, "fixture/c").map(|(d, _)| d),
+            Some(json!({"k": mount}))
+        );
+    }
 }

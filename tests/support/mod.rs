@@ -143,6 +143,9 @@ impl Bao {
             health.is_ok_and(|r| r.status() == 200).then_some(())
         });
         assert!(up.is_some(), "bao did not answer in 30 s:\n{}", bao.log());
+        // Dev mode's `secret/` is a KV v2 mount that, like any new one,
+        // upgrades itself first.
+        bao.wait_until_kv_answers("secret", 2);
         bao
     }
 
@@ -213,11 +216,39 @@ impl Bao {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Enables a KV mount of the given version at `mount`.
+    /// Enables a KV mount of the given version at `mount`, and returns once
+    /// it answers.
     pub fn enable_kv(&self, mount: &str, version: u8) {
         let body = json!({"type": "kv", "options": {"version": version.to_string()}});
         let (status, resp) = self.api("POST", &format!("sys/mounts/{mount}"), Some(body));
         assert!(status < 300, "enable {mount}: {status} {resp}");
+        self.wait_until_kv_answers(mount, version);
+    }
+
+    /// Waits (30 s at most) until the KV mount at `mount` answers. Enabling
+    /// returns before a new KV v2 mount has upgraded itself ("Upgrading
+    /// from non-versioned to versioned data"), and until then it answers
+    /// every request, its config read included, with an error; KV v1 needs
+    /// no upgrade, and a listing that answers (an empty one is a 404) shows
+    /// it is mounted.
+    fn wait_until_kv_answers(&self, mount: &str, version: u8) {
+        let (path, ready): (String, &[u16]) = match version {
+            2 => (format!("{mount}/config"), &[200]),
+            _ => (format!("{mount}/?list=true"), &[200, 404]),
+        };
+        let mut last = (0, Value::Null);
+        let answered = poll(Duration::from_secs(30), || {
+            last = self.api("GET", &path, None);
+            ready.contains(&last.0).then_some(())
+        });
+        assert!(
+            answered.is_some(),
+            "KV v{version} mount {mount}/ still not answering 30 s after it was enabled \
+             (GET {path}: {} {}):\n{}",
+            last.0,
+            last.1,
+            self.log()
+        );
     }
 
     /// Writes a KV v2 secret.
