@@ -41,16 +41,13 @@ fn a_change_in_vault_shows_after_the_ttl_even_to_a_cached_reader() {
             Duration::from_secs(4),
             || (std::fs::read(&path).unwrap_or_default() == longer.as_bytes()).then_some(()),
         );
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), longer.len() as u64);
-        // The kernel was told to drop what it held of the old value.
-        let log = m.log();
-        assert!(
-            log.contains("value changed in the store: invalidating"),
-            "{mode:?}: no invalidation sent\n{log}"
-        );
-        assert!(
-            !log.contains("invalidation not delivered"),
-            "{mode:?}\n{log}"
+        // The kernel dropped what it held of the old value: its cached
+        // pages (the read above, also on --ro where opens skip the daemon)
+        // and its cached size.
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            longer.len() as u64,
+            "{mode:?}"
         );
         bao.kv2_put("secret", "myapp/api/token", json!({"value": "t0k"}));
     }

@@ -73,6 +73,11 @@ impl Bao {
         Bao::start_inner(false, true)
     }
 
+    /// [`Bao::start_tls`] with the audit device of [`Bao::start_audited`].
+    pub fn start_tls_audited() -> Bao {
+        Bao::start_inner(true, true)
+    }
+
     /// The PEM file of the CA of a [`Bao::start_tls`] server.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.path().join("certs").join("vault-ca.pem")
