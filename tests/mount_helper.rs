@@ -1,6 +1,7 @@
 //! Mounting the way systems do: `mount -t fuse.secretfs` through Debian's
-//! mount.fuse3, `umount`, failures that leave nothing behind, and daemons
-//! killed with SIGTERM or SIGKILL.
+//! mount.fuse3, options from `-o` and a config file, `mount -a` with an
+//! fstab line, `umount`, and failures that leave nothing behind. (Signals
+//! and killed daemons: tests/shutdown.rs.)
 //!
 //! mount(8) runs helpers with a fixed PATH, so this test puts a symlink to
 //! the binary under test at /usr/local/bin/secretfs for its duration (and
@@ -8,12 +9,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use support::{is_mounted, Bao};
+use support::{dead_addr, eventually, is_mounted, Bao, Mount};
 
 const INSTALLED: &str = "/usr/local/bin/secretfs";
 
@@ -48,25 +49,6 @@ impl Drop for OnPath {
     }
 }
 
-fn mountpoint(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    let p = dir.path().join(name);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-/// Runs mount(8) with the server's address and `token` in the environment.
-fn mount(bao: &Bao, token: &str, source: &str, at: &Path, opts: &str) -> std::process::Output {
-    let mut cmd = Command::new("mount");
-    cmd.args(["-t", "fuse.secretfs", source])
-        .arg(at)
-        .env("VAULT_ADDR", bao.addr())
-        .env("VAULT_TOKEN", token);
-    if !opts.is_empty() {
-        cmd.args(["-o", opts]);
-    }
-    cmd.output().expect("mount(8)")
-}
-
 /// The pids of daemons serving `at`.
 fn daemons_for(at: &Path) -> Vec<i32> {
     let wanted = at.to_string_lossy().into_owned();
@@ -89,14 +71,6 @@ fn daemons_for(at: &Path) -> Vec<i32> {
     pids
 }
 
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn mounting_through_mount_8_and_fstab_style_options() {
     let _on_path = OnPath::install();
@@ -105,19 +79,11 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     let dir = tempfile::tempdir().unwrap();
 
     // mount -t fuse.secretfs returns once the filesystem answers.
-    let at = mountpoint(&dir, "ok");
-    let out = mount(
-        &bao,
-        "root",
-        "secret/app",
-        &at,
-        "ttl=5s,_netdev,nofail,x-systemd.automount",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let m = Mount::builder(&bao, "secret/app")
+        .via_mount8()
+        .args(&["-o", "ttl=5s,_netdev,nofail,x-systemd.automount"])
+        .start();
+    let at = m.path().to_path_buf();
     assert!(is_mounted(&at));
     assert_eq!(std::fs::read(at.join("db/PASSWORD")).unwrap(), b"hunter2");
     assert_eq!(daemons_for(&at).len(), 1, "one daemon in the background");
@@ -146,26 +112,21 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!is_mounted(&at));
-    wait_until("daemon exits after umount", Duration::from_secs(5), || {
-        daemons_for(&at).is_empty()
-    });
+    eventually(
+        "the daemon to exit after umount",
+        Duration::from_secs(5),
+        || daemons_for(&at).is_empty().then_some(()),
+    );
+    drop(m);
 
     // Options from a config file, as fstab would pass them.
     let conf = dir.path().join("app.toml");
     std::fs::write(&conf, "ttl = \"5s\"\nfile_mode = \"0440\"\nro = true\n").unwrap();
-    let at = mountpoint(&dir, "conf");
-    let out = mount(
-        &bao,
-        "root",
-        "secret/app",
-        &at,
-        &format!("config={}", conf.display()),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let m = Mount::builder(&bao, "secret/app")
+        .via_mount8()
+        .args(&["-o", &format!("config={}", conf.display())])
+        .start();
+    let at = m.path();
     let meta = std::fs::metadata(at.join("db/PASSWORD")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -173,11 +134,13 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     );
     let err = std::fs::write(at.join("db/PASSWORD"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    assert!(Command::new("umount").arg(&at).status().unwrap().success());
+    assert!(Command::new("umount").arg(at).status().unwrap().success());
+    drop(m);
 
     // An fstab line: `mount -a` mounts it, and a second `mount -a` knows it
     // is mounted already.
-    let at = mountpoint(&dir, "fstab");
+    let at = dir.path().join("fstab");
+    std::fs::create_dir(&at).unwrap();
     let fstab = dir.path().join("fstab.test");
     std::fs::write(
         &fstab,
@@ -206,60 +169,25 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     assert!(Command::new("umount").arg(&at).status().unwrap().success());
 
     // Failures: non-zero exit, secretfs's reason, nothing mounted or running.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
+    let dead = dead_addr();
     for (token, opts, want) in [
         ("root", format!("addr={dead},timeout=2s"), "cannot reach"),
         ("not-a-token", String::new(), "refused the token"),
         ("root", "bogus_option=1".to_string(), ""),
     ] {
-        let at = mountpoint(&dir, "fail");
-        let out = mount(&bao, token, "secret/app", &at, &opts);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{opts}: mount succeeded");
+        let at = dir.path().join("fail");
+        std::fs::create_dir_all(&at).unwrap();
+        let mut mount = Mount::builder(&bao, "secret/app")
+            .via_mount8()
+            .token(token)
+            .at(&at);
+        if !opts.is_empty() {
+            mount = mount.args(&["-o", &opts]);
+        }
+        let (status, stderr) = mount.fail();
+        assert!(!status.success(), "{opts}: mount succeeded");
         assert!(stderr.contains(want), "{opts}: {stderr}");
-        assert!(!is_mounted(&at), "{opts}: left mounted");
         std::thread::sleep(Duration::from_millis(200));
         assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
-    }
-}
-
-#[test]
-fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
-    let mut m = support::Mount::new(&bao, "secret/", &[]);
-    let open = std::fs::File::open(m.at("app/db/PASSWORD")).unwrap();
-    let status = m.terminate();
-    assert!(status.success(), "{status}: {}", m.log());
-    assert!(!is_mounted(m.path()));
-    drop(open);
-}
-
-#[test]
-fn a_killed_daemon_leaves_a_mountpoint_that_mounts_again() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
-    for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let mut m = support::Mount::new(&bao, "secret/", &[]);
-        let at = m.path().to_path_buf();
-        assert!(at.join("app/db").is_dir());
-        let pid = daemons_for(&at)[0];
-        // SAFETY: kill(2) on the daemon we started.
-        unsafe { libc::kill(pid, signal) };
-        let _ = m.wait_exit(Duration::from_secs(10));
-        // The same mountpoint mounts again, dead FUSE mount or not.
-        let again = support::Mount::at_path(&bao, "root", "secret/", &at, &[]);
-        let read = std::fs::read(again.at("app/db/PASSWORD"));
-        assert_eq!(
-            read.ok().as_deref(),
-            Some(&b"hunter2"[..]),
-            "after signal {signal}: {}",
-            again.log()
-        );
-        drop(again);
-        drop(m);
     }
 }

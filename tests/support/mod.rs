@@ -2,6 +2,7 @@
 //! secretfs binary. Both fail the test loudly when FUSE or `bao` is missing.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,11 @@ impl Bao {
         Bao::start_inner(false, true)
     }
 
+    /// [`Bao::start_tls`] with the audit device of [`Bao::start_audited`].
+    pub fn start_tls_audited() -> Bao {
+        Bao::start_inner(true, true)
+    }
+
     /// The PEM file of the CA of a [`Bao::start_tls`] server.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.path().join("certs").join("vault-ca.pem")
@@ -134,23 +140,18 @@ impl Bao {
             dir,
             agent,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = bao.agent.get(format!("{}/v1/sys/health", bao.addr)).call() {
-                if r.status() == 200 {
-                    return bao;
-                }
-            }
+        let up = poll(Duration::from_secs(30), || {
             if let Some(Ok(Some(status))) = bao.child.as_mut().map(|c| c.try_wait()) {
                 panic!("bao exited ({status}) before answering:\n{}", bao.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "bao did not answer in 30 s:\n{}",
-                bao.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            let health = bao.agent.get(format!("{}/v1/sys/health", bao.addr)).call();
+            health.is_ok_and(|r| r.status() == 200).then_some(())
+        });
+        assert!(up.is_some(), "bao did not answer in 30 s:\n{}", bao.log());
+        // Dev mode's `secret/` is a KV v2 mount that, like any new one,
+        // upgrades itself first.
+        bao.wait_until_kv_answers("secret", 2);
+        bao
     }
 
     /// Requests the server received so far with this operation (`read`,
@@ -220,11 +221,39 @@ impl Bao {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Enables a KV mount of the given version at `mount`.
+    /// Enables a KV mount of the given version at `mount`, and returns once
+    /// it answers.
     pub fn enable_kv(&self, mount: &str, version: u8) {
         let body = json!({"type": "kv", "options": {"version": version.to_string()}});
         let (status, resp) = self.api("POST", &format!("sys/mounts/{mount}"), Some(body));
         assert!(status < 300, "enable {mount}: {status} {resp}");
+        self.wait_until_kv_answers(mount, version);
+    }
+
+    /// Waits (30 s at most) until the KV mount at `mount` answers. Enabling
+    /// returns before a new KV v2 mount has upgraded itself ("Upgrading
+    /// from non-versioned to versioned data"), and until then it answers
+    /// every request, its config read included, with an error; KV v1 needs
+    /// no upgrade, and a listing that answers (an empty one is a 404) shows
+    /// it is mounted.
+    fn wait_until_kv_answers(&self, mount: &str, version: u8) {
+        let (path, ready): (String, &[u16]) = match version {
+            2 => (format!("{mount}/config"), &[200]),
+            _ => (format!("{mount}/?list=true"), &[200, 404]),
+        };
+        let mut last = (0, Value::Null);
+        let answered = poll(Duration::from_secs(30), || {
+            last = self.api("GET", &path, None);
+            ready.contains(&last.0).then_some(())
+        });
+        assert!(
+            answered.is_some(),
+            "KV v{version} mount {mount}/ still not answering 30 s after it was enabled \
+             (GET {path}: {} {}):\n{}",
+            last.0,
+            last.1,
+            self.log()
+        );
     }
 
     /// Writes a KV v2 secret.
@@ -308,6 +337,32 @@ impl Drop for Bao {
     }
 }
 
+/// A server holding the tree most read tests look at:
+///
+/// - `myapp/db`: `PASSWORD` = `hunter2`, `USER` = `app`, `MULTI` (two
+///   lines), `UNICODE` = `pässwörd ✓`; and `myapp/db/replica`: `HOST` = `r1`
+/// - `myapp/api/token`: `value` = `t0k`
+/// - `myapp/typed`: a number, a float, a bool, an object, an array, a null
+/// - `clash`: keys `child` and `k`, and a secret `clash/child` (`x` = `y`)
+pub fn seeded() -> Bao {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "myapp/db",
+        json!({"PASSWORD": "hunter2", "USER": "app", "MULTI": "line1\nline2", "UNICODE": "pässwörd ✓"}),
+    );
+    bao.kv2_put("secret", "myapp/db/replica", json!({"HOST": "r1"}));
+    bao.kv2_put("secret", "myapp/api/token", json!({"value": "t0k"}));
+    bao.kv2_put(
+        "secret",
+        "myapp/typed",
+        json!({"n": 42, "f": 1.5, "b": true, "o": {"a": [1, "x"]}, "a": [1, 2], "z": null}),
+    );
+    bao.kv2_put("secret", "clash", json!({"child": "shadowed", "k": "v"}));
+    bao.kv2_put("secret", "clash/child", json!({"x": "y"}));
+    bao
+}
+
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -317,12 +372,34 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|mp| Path::new(mp) == path)
 }
 
-/// The real `secretfs` binary, mounted in the foreground on a temp dir.
-pub struct Mount {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    log: PathBuf,
-    mountpoint: PathBuf,
+/// How often [`eventually`] asks again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// The one polling loop: asks `probe` until it returns `Some` or `within`
+/// has passed (`None`). Tests call [`eventually`]; this is for the fixtures
+/// below, which add the daemon's or the server's log to their own panics.
+fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Asks `probe` until it returns `Some`, and returns that; panics naming
+/// `what` (what was awaited) when `within` passes first. A probe may panic
+/// itself to fail at once (a wrong value rather than a late one).
+pub fn eventually<T>(
+    what: impl std::fmt::Display,
+    within: Duration,
+    probe: impl FnMut() -> Option<T>,
+) -> T {
+    poll(within, probe).unwrap_or_else(|| panic!("{what}: not within {within:?}"))
 }
 
 /// The binary under test.
@@ -330,71 +407,235 @@ pub fn secretfs() -> &'static str {
     env!("CARGO_BIN_EXE_secretfs")
 }
 
-impl Mount {
-    /// Mounts `source` with the root token.
-    pub fn new(bao: &Bao, source: &str, args: &[&str]) -> Mount {
-        Mount::with_token(bao, "root", source, args)
+/// A free loopback port with nothing listening on it, as a URL.
+pub fn dead_addr() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// Environment variables the daemon reads: never inherited from whoever
+/// runs the tests, only set by the fixture.
+const DAEMON_ENV: &[&str] = &[
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_CACERT",
+    "VAULT_CAPATH",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+    "VAULT_NAMESPACE",
+    "VAULT_SKIP_VERIFY",
+    "RUST_LOG",
+];
+
+/// Where the daemon gets the server's address from.
+#[derive(Clone)]
+enum Addr {
+    /// `--addr URL`.
+    Flag(String),
+    /// `VAULT_ADDR=URL`.
+    Env(String),
+}
+
+/// How a [`Mount`] is started: `secretfs mount SOURCE MOUNTPOINT --addr
+/// ADDR ARGS` by default, or `mount -t fuse.secretfs SOURCE MOUNTPOINT ARGS`
+/// ([`MountBuilder::via_mount8`]). Made by [`Mount::builder`]; ends with
+/// [`MountBuilder::start`] (must mount) or [`MountBuilder::fail`] (must not).
+///
+/// The daemon never sees the tester's `VAULT_*` or `RUST_LOG`, and its HOME
+/// is a directory of the fixture's own (so `~/.vault-token` is the test's)
+/// unless [`MountBuilder::home`] says otherwise.
+pub struct MountBuilder {
+    source: String,
+    addr: Addr,
+    token: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
+    home: Option<PathBuf>,
+    at: Option<PathBuf>,
+    rust_log: Option<String>,
+    blocked_signals: Vec<libc::c_int>,
+    mount8: bool,
+}
+
+impl MountBuilder {
+    /// The server's address (default: the `Bao` given to [`Mount::builder`]).
+    pub fn addr(mut self, addr: &str) -> Self {
+        self.addr = Addr::Flag(addr.to_string());
+        self
     }
 
-    /// Mounts `source` with `token` and extra `args`; waits until mounted.
-    pub fn with_token(bao: &Bao, token: &str, source: &str, args: &[&str]) -> Mount {
+    /// Passes the address in `VAULT_ADDR` instead of `--addr`.
+    pub fn addr_from_env(mut self) -> Self {
+        let (Addr::Flag(a) | Addr::Env(a)) = self.addr;
+        self.addr = Addr::Env(a);
+        self
+    }
+
+    /// `VAULT_TOKEN` (default: `root`).
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// No `VAULT_TOKEN` at all: the token comes from elsewhere.
+    pub fn no_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    /// More arguments after SOURCE and MOUNTPOINT (`-o LIST` in the
+    /// mount(8) form).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// One more environment variable.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.env
+            .push((key.to_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// The daemon's HOME.
+    pub fn home(mut self, home: &Path) -> Self {
+        self.home = Some(home.to_path_buf());
+        self
+    }
+
+    /// Mounts on `path` (which the `Mount` does not own, and which is not
+    /// created) instead of an empty directory of the fixture's own.
+    pub fn at(mut self, path: &Path) -> Self {
+        self.at = Some(path.to_path_buf());
+        self
+    }
+
+    /// `RUST_LOG` for the daemon. Default: `secretfs=debug` for
+    /// [`MountBuilder::start`] (unset in the mount(8) form), unset for
+    /// [`MountBuilder::fail`] (what a user sees).
+    pub fn log(mut self, rust_log: &str) -> Self {
+        self.rust_log = Some(rust_log.to_string());
+        self
+    }
+
+    /// Starts the daemon with these signals blocked (a mask that exec
+    /// keeps, as some supervisors leave it).
+    pub fn block_signals(mut self, signals: &[libc::c_int]) -> Self {
+        self.blocked_signals.extend_from_slice(signals);
+        self
+    }
+
+    /// Mounts through mount(8) (`mount -t fuse.secretfs`, which runs
+    /// Debian's mount.fuse3, which runs `secretfs` from /usr/local/bin in
+    /// the background); the address goes in `VAULT_ADDR`. The `Mount` then
+    /// has no child of its own: `umount` stops the daemon.
+    pub fn via_mount8(mut self) -> Self {
+        self.mount8 = true;
+        self
+    }
+
+    fn command(&self, mountpoint: &Path, home: &Path, rust_log: Option<&str>) -> Command {
+        let mut cmd;
+        if self.mount8 {
+            cmd = Command::new("mount");
+            cmd.args(["-t", "fuse.secretfs", &self.source])
+                .arg(mountpoint);
+        } else {
+            cmd = Command::new(secretfs());
+            cmd.args(["mount", &self.source]).arg(mountpoint);
+        }
+        for var in DAEMON_ENV {
+            cmd.env_remove(var);
+        }
+        match &self.addr {
+            Addr::Flag(a) if !self.mount8 => {
+                cmd.args(["--addr", a]);
+            }
+            Addr::Flag(a) | Addr::Env(a) => {
+                cmd.env("VAULT_ADDR", a);
+            }
+        }
+        cmd.args(&self.args);
+        if let Some(t) = &self.token {
+            cmd.env("VAULT_TOKEN", t);
+        }
+        if let Some(l) = rust_log {
+            cmd.env("RUST_LOG", l);
+        }
+        cmd.env("HOME", home).stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if !self.mount8 {
+            die_with_parent(&mut cmd);
+        }
+        let signals = self.blocked_signals.clone();
+        if !signals.is_empty() {
+            // SAFETY: signal-set calls and sigprocmask between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for s in &signals {
+                        libc::sigaddset(&mut set, *s);
+                    }
+                    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// The fixture's directory, the mount point and the HOME to use.
+    fn places(&self) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).expect("mkdir");
-        Mount::start(bao, token, source, dir, mountpoint, args, "secretfs=debug")
+        let mountpoint = match &self.at {
+            Some(p) => p.clone(),
+            None => {
+                let p = dir.path().join("mnt");
+                std::fs::create_dir(&p).expect("mkdir");
+                p
+            }
+        };
+        let home = self
+            .home
+            .clone()
+            .unwrap_or_else(|| dir.path().to_path_buf());
+        (dir, mountpoint, home)
     }
 
-    /// Mounts `source` logging only warnings (for benchmarks: debug logging
-    /// costs time on every request).
-    pub fn quiet(bao: &Bao, source: &str, args: &[&str]) -> Mount {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).expect("mkdir");
-        Mount::start(bao, "root", source, dir, mountpoint, args, "secretfs=warn")
-    }
-
-    /// Mounts on an existing directory (which this `Mount` does not own).
-    pub fn at_path(bao: &Bao, token: &str, source: &str, at: &Path, args: &[&str]) -> Mount {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Mount::start(
-            bao,
-            token,
-            source,
-            dir,
-            at.to_path_buf(),
-            args,
-            "secretfs=debug",
-        )
-    }
-
-    fn start(
-        bao: &Bao,
-        token: &str,
-        source: &str,
-        dir: tempfile::TempDir,
-        mountpoint: PathBuf,
-        args: &[&str],
-        rust_log: &str,
-    ) -> Mount {
+    /// Mounts and waits until the mount answers; panics (with the daemon's
+    /// stderr) if it exits first or does not answer in 20 s.
+    pub fn start(self) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: FUSE is not available here"
         );
+        let (dir, mountpoint, home) = self.places();
+        // Debug logs in the daemon's log, except in the mount(8) form
+        // (whose background daemon has no stderr to keep them).
+        let rust_log = match &self.rust_log {
+            Some(l) => Some(l.as_str()),
+            None => (!self.mount8).then_some("secretfs=debug"),
+        };
+        let mut cmd = self.command(&mountpoint, &home, rust_log);
         let log = dir.path().join("secretfs.log");
-        let mut cmd = Command::new(secretfs());
-        cmd.arg("mount")
-            .arg(source)
-            .arg(&mountpoint)
-            .args(["--addr", bao.addr()])
-            .args(args)
-            .env("VAULT_TOKEN", token)
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
-        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("cannot start secretfs");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        if self.mount8 {
+            let Some(status) = poll(Duration::from_secs(30), || child.try_wait().ok().flatten())
+            else {
+                let _ = child.kill();
+                panic!("mount(8) did not return in 30 s:\n{}", read_log());
+            };
+            assert!(
+                status.success(),
+                "mount(8) failed ({status}): {}",
+                read_log()
+            );
+        }
         // Mounted and answering: a dead mount left by a killed daemon is in
         // mountinfo too, and stat may still answer from the kernel's cache,
         // but opendir needs the daemon.
@@ -402,22 +643,101 @@ impl Mount {
             Ok(_) => true,
             Err(e) => e.raw_os_error() != Some(libc::ENOTCONN),
         };
-        while !(is_mounted(&mountpoint) && answers(&mountpoint)) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "secretfs exited ({status}) before mounting:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+        let up = poll(Duration::from_secs(20), || {
+            if !self.mount8 {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "secretfs exited ({status}) before mounting:\n{}",
+                        read_log()
+                    );
+                }
             }
-            assert!(Instant::now() < deadline, "secretfs did not mount in 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (is_mounted(&mountpoint) && answers(&mountpoint)).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "secretfs did not mount in 20 s:\n{}",
+            read_log()
+        );
         Mount {
-            child: Some(child),
+            child: (!self.mount8).then_some(child),
             dir,
             log,
             mountpoint,
         }
+    }
+
+    /// Starts it expecting a refusal: waits at most 20 s for the exit,
+    /// checks that nothing got mounted and returns the exit status and
+    /// stderr (secretfs's, or mount(8)'s).
+    pub fn fail(self) -> (ExitStatus, String) {
+        let (dir, mountpoint, home) = self.places();
+        let mut cmd = self.command(&mountpoint, &home, self.rust_log.as_deref());
+        let err = dir.path().join("stderr");
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("stderr file"));
+        let mut child = cmd.spawn().expect("cannot start secretfs");
+        let stderr = || std::fs::read_to_string(&err).unwrap_or_default();
+        let Some(status) = poll(Duration::from_secs(20), || child.try_wait().ok().flatten()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            if is_mounted(&mountpoint) {
+                let _ = Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&mountpoint)
+                    .status();
+            }
+            panic!(
+                "secretfs {} {} did not give up in 20 s:\n{}",
+                self.source,
+                mountpoint.display(),
+                stderr()
+            );
+        };
+        assert!(
+            !is_mounted(&mountpoint),
+            "a failed start left {} mounted",
+            mountpoint.display()
+        );
+        (status, stderr())
+    }
+}
+
+/// The real `secretfs` binary, mounted (see [`MountBuilder`]). Dropping it
+/// stops the daemon (SIGTERM, then SIGKILL) and lazily unmounts what is left.
+pub struct Mount {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    mountpoint: PathBuf,
+}
+
+impl Mount {
+    /// A mount of `source` from `bao` with the root token, to be set up
+    /// further and started.
+    pub fn builder(bao: &Bao, source: &str) -> MountBuilder {
+        MountBuilder {
+            source: source.to_string(),
+            addr: Addr::Flag(bao.addr().to_string()),
+            token: Some("root".to_string()),
+            args: Vec::new(),
+            env: Vec::new(),
+            home: None,
+            at: None,
+            rust_log: None,
+            blocked_signals: Vec::new(),
+            mount8: false,
+        }
+    }
+
+    /// Mounts `source` with the root token and extra `args`.
+    pub fn new(bao: &Bao, source: &str, args: &[&str]) -> Mount {
+        Mount::builder(bao, source).args(args).start()
+    }
+
+    /// Mounts `source` with `token` and extra `args`.
+    pub fn with_token(bao: &Bao, token: &str, source: &str, args: &[&str]) -> Mount {
+        Mount::builder(bao, source).token(token).args(args).start()
     }
 
     /// The mount point.
@@ -430,12 +750,12 @@ impl Mount {
         self.mountpoint.join(rel)
     }
 
-    /// The daemon's process id.
+    /// The daemon's process id (`None` in the mount(8) form).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// The daemon's log so far.
+    /// The daemon's log so far (empty in the mount(8) form).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -443,33 +763,27 @@ impl Mount {
     /// Waits for the daemon to exit by itself (after a signal sent elsewhere).
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let status = poll(within, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Sends `signal` and waits for the daemon to exit; panics with its log
+    /// if it is still running 15 s later.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        poll(Duration::from_secs(15), || child.try_wait().ok().flatten()).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("secretfs ignored signal {signal} for 15 s:\n{}", self.log())
+        })
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("already stopped");
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("secretfs ignored SIGTERM for 15 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.stop_with(libc::SIGTERM)
     }
 }
 
@@ -478,13 +792,7 @@ impl Drop for Mount {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let _ = poll(Duration::from_secs(10), || child.try_wait().ok().flatten());
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -542,4 +850,61 @@ pub fn write_and_close(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Shell-quotes a path.
 pub fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Runs a real program (`ls`, `cat`, `stat`) in the C locale under
+/// coreutils' `timeout`, so that a hung filesystem fails the test instead of
+/// hanging it (exit status 124).
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("15")
+        .arg(cmd)
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// [`run`], panicking with the program's stderr unless it succeeds.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "`{cmd} {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A path as an argument for [`run`].
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Reads `path` in a thread and gives up after `within`: a read that hangs
+/// is a failure, never a hung test.
+pub fn read_within(path: &Path, within: Duration) -> std::io::Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(path));
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("a read hung for more than {within:?}"))
+}
+
+/// The names in a directory.
+pub fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A set of names, to compare with [`names`].
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }

@@ -1,0 +1,131 @@
+//! Who reads what, and what never leaks: a token's policy decides what the
+//! mount shows (`EACCES` for a denied path, direct reads of known paths
+//! without the right to list), the token and the values never reach the
+//! log or a command line, and `--audit-log` records each open with its
+//! caller, never the value.
+//!
+//! Fixtures are the shared ones in tests/support (one OpenBao dev server
+//! per test: it starts in about a second, tests may stop it, and a server
+//! of its own keeps each test's data apart). Nothing here skips: a missing
+//! `bao` or FUSE fails the test with a message that says what to install.
+
+mod support;
+
+use std::io::ErrorKind;
+
+use serde_json::json;
+use support::{q, run, run_ok, s, seeded, sh_ok, Bao, Mount};
+
+#[test]
+fn a_path_denied_by_policy_is_eacces_while_allowed_ones_read() {
+    let bao = seeded();
+    bao.kv2_put("secret", "denied/x", json!({"KEY": "no"}));
+    let token = bao.token_with_policy(
+        "myapp-only",
+        r#"
+        path "secret/data/myapp/*" { capabilities = ["read"] }
+        path "secret/metadata/*" { capabilities = ["list"] }
+        path "secret/metadata/" { capabilities = ["list"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(
+        std::fs::read(m.at("myapp/db/PASSWORD")).unwrap(),
+        b"hunter2"
+    );
+    let err = std::fs::read(m.at("denied/x/KEY")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    assert!(
+        m.log().contains("denied/x"),
+        "the refusal is logged with its path"
+    );
+}
+
+#[test]
+fn a_denied_secret_is_permission_denied_to_cat_while_allowed_ones_read() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "allowed/app", json!({"KEY": "yes"}));
+    bao.kv2_put("secret", "denied/x", json!({"KEY": "no"}));
+    // Keeps the default policy (auth/token/lookup-self).
+    let token = bao.token_with_policy(
+        "allowed-only",
+        r#"
+        path "secret/data/allowed/*" { capabilities = ["read", "list"] }
+        path "secret/metadata/*" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(run_ok("ls", &[s(m.path())]), "allowed\ndenied\n");
+    assert_eq!(run_ok("cat", &[s(&m.at("allowed/app/KEY"))]), "yes");
+    let out = run("cat", &[s(&m.at("denied/x/KEY"))]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "cat said: {}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log()
+    );
+    let err = std::fs::read(m.at("denied/x/KEY")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(!m.log().contains("\"no\""), "a value reached the log");
+}
+
+#[test]
+fn a_token_without_list_rights_still_reads_known_paths() {
+    let bao = seeded();
+    let token = bao.token_with_policy(
+        "read-no-list",
+        r#"path "secret/data/myapp/*" { capabilities = ["read"] }"#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(
+        std::fs::read(m.at("myapp/db/PASSWORD")).unwrap(),
+        b"hunter2"
+    );
+    let err = std::fs::read_dir(m.path()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+}
+
+#[test]
+fn the_token_never_reaches_the_log_or_the_command_line() {
+    let bao = seeded();
+    let token = bao.token_with_policy("all", r#"path "*" { capabilities = ["read", "list"] }"#);
+    let m = Mount::with_token(&bao, &token, "secret/", &["-vv"]);
+    let _ = std::fs::read(m.at("myapp/db/PASSWORD"));
+    let _ = std::fs::read(m.at("nope/x"));
+    assert!(!m.log().contains(&token), "token in the log");
+    assert!(!m.log().contains("hunter2"), "a value in the log");
+    let ps = sh_ok("ps -eo args");
+    assert!(!ps.contains(&token), "token on a command line");
+}
+
+#[test]
+fn the_audit_log_records_each_open_with_caller_and_never_the_value() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--ro", "--audit-log", log.to_str().unwrap()],
+    );
+    for _ in 0..3 {
+        sh_ok(&format!("cat {} >/dev/null", q(&m.at("myapp/db/PASSWORD"))));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every open is seen, even on a --ro mount (no "no open" fast path).
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in &lines {
+        assert_eq!(l["path"], json!("/myapp/db/PASSWORD"));
+        assert_eq!(l["op"], json!("open-read"));
+        assert_eq!(l["comm"], json!("cat"));
+        assert_eq!(l["uid"], json!(0));
+        assert!(l["pid"].as_u64().unwrap() > 0);
+    }
+    assert!(!text.contains("hunter2"));
+}

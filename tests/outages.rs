@@ -1,0 +1,159 @@
+//! Reads while OpenBao is down: cached values are served for the
+//! stale-if-error window past their TTL and `EIO` follows; what was never
+//! cached fails with `EIO` within the request timeout and never hangs.
+//! (A write with the store down: tests/write_path.rs.)
+//!
+//! Fixtures are the shared ones in tests/support (one OpenBao dev server
+//! per test: it starts in about a second, tests may stop it, and a server
+//! of its own keeps each test's data apart). Nothing here skips: a missing
+//! `bao` or FUSE fails the test with a message that says what to install.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{eventually, read_within, run, run_ok, s, seeded, Bao, Mount};
+
+#[test]
+fn with_vault_stopped_cached_values_are_served_within_the_stale_window() {
+    let mut bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--timeout", "1s"]);
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    bao.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    // The outage is not hidden: `secretfs status` says the mount answers
+    // but the store does not (exit 1, not 2: no reason to restart).
+    let out = Command::new(support::secretfs())
+        .arg("status")
+        .arg(m.path())
+        .output()
+        .expect("secretfs status");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out:?}"));
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(
+        (report["healthy"].clone(), report["store_reachable"].clone()),
+        (json!(false), json!(false)),
+        "{report}"
+    );
+}
+
+#[test]
+fn with_vault_stopped_a_cached_plain_secret_is_served_within_the_stale_window() {
+    let mut bao = Bao::start();
+    // A secret with no children: its folder listing is a 404.
+    bao.kv2_put("secret", "plain", json!({"USER": "app"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--timeout", "1s"]);
+    let path = m.at("plain/USER");
+    assert_eq!(std::fs::read(&path).unwrap(), b"app");
+    let fetched = Instant::now();
+    bao.stop();
+    // Past the TTL (1 s), well inside the default window (5 m): first while
+    // a stale-while-revalidate answer is still allowed (< 2 TTL), then past it.
+    for at in [Duration::from_millis(1500), Duration::from_millis(2500)] {
+        std::thread::sleep(at.saturating_sub(fetched.elapsed()));
+        match read_within(&path, Duration::from_secs(15)) {
+            Ok(v) => assert_eq!(v, b"app"),
+            Err(e) => panic!(
+                "{e} {:?} after the fetch, inside --ttl 1s + --stale-if-error 5m:\n{}",
+                fetched.elapsed(),
+                m.log()
+            ),
+        }
+    }
+    assert_eq!(run_ok("cat", &[s(&path)]), "app");
+}
+
+#[test]
+fn past_the_stale_if_error_window_a_cached_value_turns_into_eio() {
+    let mut bao = Bao::start();
+    // A secret that is also a folder (its listing is cached too).
+    bao.kv2_put("secret", "app", json!({"USER": "app"}));
+    bao.kv2_put("secret", "app/child", json!({"C": "c"}));
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--ttl", "1s", "--stale-if-error", "2s", "--timeout", "1s"],
+    );
+    let path = m.at("app/USER");
+    assert_eq!(std::fs::read(&path).unwrap(), b"app");
+    let fetched = Instant::now();
+    bao.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Past the TTL, inside the window: still served.
+    match read_within(&path, Duration::from_secs(15)) {
+        Ok(v) => assert_eq!(v, b"app"),
+        Err(e) => panic!(
+            "{e} {:?} after the fetch, inside --ttl 1s + --stale-if-error 2s:\n{}",
+            fetched.elapsed(),
+            m.log()
+        ),
+    }
+    // TTL 1 s + window 2 s, then one request timeout and slack.
+    let err = eventually(
+        "a cached value to turn into an error past --ttl 1s --stale-if-error 2s",
+        Duration::from_secs(8),
+        || match read_within(&path, Duration::from_secs(15)) {
+            Ok(v) => {
+                assert_eq!(v, b"app", "a wrong value while Vault is down");
+                None
+            }
+            Err(e) => Some(e),
+        },
+    );
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        fetched.elapsed() >= Duration::from_secs(3),
+        "EIO {:?} after the fetch, before the window ended",
+        fetched.elapsed()
+    );
+    let out = run("cat", &[s(&path)]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn with_vault_stopped_uncached_reads_fail_with_eio_and_do_not_hang() {
+    let mut bao = seeded();
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--timeout", "2s", "--stale-if-error", "0s"],
+    );
+    assert!(m.at("myapp").is_dir());
+    bao.stop();
+    let path = m.at("myapp/db/PASSWORD");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(path));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("a read hung with Vault down");
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+}
+
+#[test]
+fn with_vault_stopped_an_uncached_listing_fails_with_eio_and_does_not_hang() {
+    let mut bao = Bao::start();
+    bao.kv2_put("secret", "cold/a", json!({"K": "v"}));
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--timeout", "2s", "--stale-if-error", "0s"],
+    );
+    assert!(m.path().is_dir());
+    bao.stop();
+    let out = run("ls", &[s(&m.at("cold"))]);
+    assert_ne!(out.status.code(), Some(124), "ls hung with Vault down");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,192 @@
+//! What the mount shows, against a real OpenBao through a real mount:
+//! folders and secrets as directories, keys as files holding exactly the
+//! value (compact JSON for non-string values), a path that is a secret and
+//! a folder at once, a child that wins over a key of the same name, key
+//! names that cannot be file names, missing names, and the attributes
+//! (`stat`: mode, owner, size; `--uid`, `--gid`, `--file-mode`,
+//! `--dir-mode` as flags or `-o`).
+//!
+//! Fixtures are the shared ones in tests/support (one OpenBao dev server
+//! per test: it starts in about a second, tests may stop it, and a server
+//! of its own keeps each test's data apart). Nothing here skips: a missing
+//! `bao` or FUSE fails the test with a message that says what to install.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use serde_json::json;
+use support::{names, q, run_ok, s, seeded, set, sh, sh_ok, Bao, Mount};
+
+#[test]
+fn ls_and_cat_show_folders_secrets_and_exact_values() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(sh_ok(&format!("ls {}", q(m.path()))), "clash\nmyapp\n");
+    assert_eq!(
+        sh_ok(&format!("ls {}", q(&m.at("myapp")))),
+        "api\ndb\ntyped\n"
+    );
+    assert_eq!(
+        sh_ok(&format!("cat {}", q(&m.at("myapp/db/PASSWORD")))),
+        "hunter2"
+    );
+    assert_eq!(
+        std::fs::read(m.at("myapp/db/MULTI")).unwrap(),
+        b"line1\nline2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.at("myapp/db/UNICODE")).unwrap(),
+        "pässwörd ✓"
+    );
+    assert_eq!(
+        std::fs::read(m.at("myapp/api/token/value")).unwrap(),
+        b"t0k"
+    );
+}
+
+#[test]
+fn the_root_lists_plain_secrets_beside_folders() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "solo", json!({"KEY": "alone"}));
+    bao.kv2_put("secret", "folder/inner", json!({"I": "1"}));
+    bao.kv2_put("secret", "both", json!({"B": "2"}));
+    bao.kv2_put("secret", "both/child", json!({"C": "3"}));
+    let m = Mount::new(&bao, "secret/", &[]);
+    // -p marks directories: every name at the root is one.
+    assert_eq!(
+        run_ok("ls", &["-p", s(m.path())]),
+        "both/\nfolder/\nsolo/\n"
+    );
+    assert_eq!(run_ok("ls", &["-p", s(&m.at("solo"))]), "KEY\n");
+    assert_eq!(run_ok("ls", &["-p", s(&m.at("both"))]), "B\nchild/\n");
+    assert_eq!(run_ok("cat", &[s(&m.at("solo/KEY"))]), "alone");
+}
+
+#[test]
+fn a_path_that_is_secret_and_folder_shows_keys_and_children() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(
+        sh_ok(&format!("ls {}", q(&m.at("myapp/db")))),
+        "MULTI\nPASSWORD\nUNICODE\nUSER\nreplica\n"
+    );
+    assert!(m.at("myapp/db/replica").is_dir());
+    assert_eq!(std::fs::read(m.at("myapp/db/replica/HOST")).unwrap(), b"r1");
+}
+
+#[test]
+fn a_child_directory_wins_over_a_key_of_the_same_name() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert!(m.at("clash/child").is_dir());
+    assert_eq!(std::fs::read(m.at("clash/child/x")).unwrap(), b"y");
+    assert_eq!(std::fs::read(m.at("clash/k")).unwrap(), b"v");
+}
+
+#[test]
+fn non_string_values_are_compact_json() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let read = |k: &str| std::fs::read_to_string(m.at(&format!("myapp/typed/{k}"))).unwrap();
+    assert_eq!(read("n"), "42");
+    assert_eq!(read("f"), "1.5");
+    assert_eq!(read("b"), "true");
+    assert_eq!(read("o"), r#"{"a":[1,"x"]}"#);
+    assert_eq!(read("a"), "[1,2]");
+    assert_eq!(read("z"), "null");
+}
+
+#[test]
+fn keys_that_cannot_be_file_names_are_hidden_and_the_others_read() {
+    let bao = Bao::start();
+    let long = "k".repeat(300);
+    bao.kv2_put(
+        "secret",
+        "odd",
+        json!({
+            "ok": "1", "with space": "2", ".dot": "3", "ünï": "4",
+            "a/b": "slash", "..": "dotdot", long.as_str(): "long"
+        }),
+    );
+    let m = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(
+        names(&m.at("odd")),
+        set(&["ok", "with space", ".dot", "ünï"])
+    );
+    assert_eq!(run_ok("cat", &[s(&m.at("odd/with space"))]), "2");
+    assert_eq!(std::fs::read(m.at("odd/.dot")).unwrap(), b"3");
+    assert_eq!(std::fs::read(m.at("odd/ünï")).unwrap(), b"4");
+}
+
+#[test]
+fn missing_names_are_enoent() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    for p in [
+        "nope",
+        "myapp/nope",
+        "myapp/db/NOPE",
+        "myapp/db/replica/NOPE",
+    ] {
+        let err = std::fs::read(m.at(p)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{p}");
+    }
+    let out = sh(&format!("cat {}", q(&m.at("myapp/db/NOPE"))));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file or directory"));
+}
+
+#[test]
+fn stat_shows_mode_owner_and_size() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    let out = sh_ok(&format!(
+        "stat -c '%a %U %s' {} {}",
+        q(&m.at("myapp/db/PASSWORD")),
+        q(&m.at("myapp/db/UNICODE"))
+    ));
+    let unicode_len = "pässwörd ✓".len();
+    assert_eq!(out, format!("400 root 7\n400 root {unicode_len}\n"));
+    let dir = std::fs::metadata(m.at("myapp/db")).unwrap();
+    assert!(dir.is_dir());
+    assert_eq!(dir.permissions().mode() & 0o7777, 0o500);
+    assert_eq!(
+        (
+            dir.nlink(),
+            std::fs::metadata(m.at("myapp/db/USER")).unwrap().nlink()
+        ),
+        (2, 1)
+    );
+}
+
+#[test]
+fn ownership_and_modes_follow_the_options_given_as_flags_or_o() {
+    let bao = seeded();
+    for args in [
+        vec![
+            "--uid",
+            "1234",
+            "--gid",
+            "4321",
+            "--file-mode",
+            "0440",
+            "--dir-mode",
+            "0550",
+        ],
+        vec!["-o", "uid=1234,gid=4321,file_mode=0440,dir_mode=0550"],
+    ] {
+        let m = Mount::new(&bao, "secret/", &args);
+        let f = std::fs::metadata(m.at("myapp/db/USER")).unwrap();
+        assert_eq!(
+            (f.uid(), f.gid(), f.mode() & 0o7777),
+            (1234, 4321, 0o440),
+            "{args:?}"
+        );
+        let d = std::fs::metadata(m.at("myapp")).unwrap();
+        assert_eq!(
+            (d.uid(), d.gid(), d.mode() & 0o7777),
+            (1234, 4321, 0o550),
+            "{args:?}"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting `secretfs mount`: where the address, the token and the CA come
+//! from (`--addr`/`VAULT_ADDR`, `VAULT_TOKEN`, `--token-file`,
+//! `~/.vault-token`, `--ca-cert`/`VAULT_CACERT`), and start-up failures: one
+//! line on stderr, a non-zero exit within 20 s, nothing mounted, the
+//! mountpoint untouched. (Bad login credentials: tests/auth.rs; mount(8)'s
+//! failures: tests/mount_helper.rs.)
+//!
+//! Fixtures are the shared ones in tests/support (one OpenBao dev server
+//! per test: it starts in about a second, tests may stop it, and a server
+//! of its own keeps each test's data apart). Nothing here skips: a missing
+//! `bao` or FUSE fails the test with a message that says what to install.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::json;
+use support::{dead_addr, s, seeded, Bao, Mount};
+
+#[test]
+fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-env"}));
+    let dir = tempfile::tempdir().unwrap();
+    // A token file holding a bad token: VAULT_TOKEN wins over it.
+    let file = dir.path().join("token");
+    std::fs::write(&file, "not-a-token\n").unwrap();
+    let m = Mount::builder(&bao, "secret/")
+        .addr_from_env()
+        .args(&["--token-file", s(&file)])
+        .start();
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"from-env",
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn without_vault_token_the_token_comes_from_token_file() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-file"}));
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("token");
+    // As `echo root > FILE` writes it: the newline is not part of the token.
+    std::fs::write(&file, "root\n").unwrap();
+    // ~/.vault-token holds a bad token: --token-file wins over it.
+    std::fs::write(home.path().join(".vault-token"), "not-a-token").unwrap();
+    let m = Mount::builder(&bao, "secret/")
+        .no_token()
+        .home(home.path())
+        .args(&["--token-file", s(&file)])
+        .start();
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"from-file",
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn without_vault_token_or_token_file_the_token_comes_from_home_vault_token() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "from-home"}));
+    let home = tempfile::tempdir().unwrap();
+    // As `bao login` leaves it: no newline.
+    std::fs::write(home.path().join(".vault-token"), "root").unwrap();
+    let m = Mount::builder(&bao, "secret/")
+        .no_token()
+        .home(home.path())
+        .start();
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"from-home",
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn a_server_with_a_private_ca_is_trusted_through_ca_cert_or_vault_cacert_only() {
+    let bao = Bao::start_tls();
+    assert!(bao.addr().starts_with("https://"));
+    bao.kv2_put("secret", "app", json!({"K": "over-tls"}));
+    let ca = bao.ca_cert();
+    // Without the CA: refused before mounting, in one line.
+    let (status, stderr) = Mount::builder(&bao, "secret/").fail();
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // --ca-cert.
+    let m = Mount::new(&bao, "secret/", &["--ca-cert", s(&ca)]);
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"over-tls",
+        "{}",
+        m.log()
+    );
+    drop(m);
+    // VAULT_CACERT, as the vault and bao CLIs take it.
+    let m = Mount::builder(&bao, "secret/")
+        .env("VAULT_CACERT", &ca)
+        .start();
+    assert_eq!(
+        std::fs::read(m.at("app/K")).unwrap(),
+        b"over-tls",
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn start_up_failures_give_one_line_and_mount_nothing() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), "").unwrap();
+    let dead = dead_addr();
+    let missing = dir.path().join("missing");
+    let cases: Vec<(&str, &std::path::Path, String, &str)> = vec![
+        ("root", &full, bao.addr().to_string(), "not empty"),
+        ("root", &empty, dead, "cannot reach"),
+        (
+            "wrong-token",
+            &empty,
+            bao.addr().to_string(),
+            "refused the token",
+        ),
+        ("root", &missing, bao.addr().to_string(), "mountpoint"),
+    ];
+    for (token, mountpoint, addr, want) in cases {
+        let (status, stderr) = Mount::builder(&bao, "secret/")
+            .addr(&addr)
+            .token(token)
+            .at(mountpoint)
+            .args(&["--timeout", "3s"])
+            .fail();
+        assert!(!status.success(), "{want}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{want}: {stderr}");
+        assert!(
+            stderr.starts_with("secretfs: ") && stderr.contains(want),
+            "{want}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn start_up_failures_end_within_20s_with_one_line_and_mount_nothing() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), "keep me").unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let missing = dir.path().join("missing");
+    let live = bao.addr().to_string();
+    let dead = dead_addr();
+    let cases: [(&str, &str, &str, &Path, &str); 7] = [
+        ("non-empty mountpoint", &live, "root", &full, "secret/"),
+        ("missing mountpoint", &live, "root", &missing, "secret/"),
+        ("mountpoint is a file", &live, "root", &file, "secret/"),
+        ("nothing listening", &dead, "root", &empty, "secret/"),
+        ("bad token", &live, "not-a-token", &empty, "secret/"),
+        ("no such mount", &live, "root", &empty, "nosuchmount/"),
+        ("not a KV mount", &live, "root", &empty, "cubbyhole/"),
+    ];
+    for (what, addr, token, mountpoint, source) in cases {
+        let (status, stderr) = Mount::builder(&bao, source)
+            .addr(addr)
+            .token(token)
+            .at(mountpoint)
+            .fail();
+        assert!(
+            !status.success(),
+            "{what}: exit {status}, stderr {stderr:?}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
+        assert!(stderr.starts_with("secretfs: "), "{what}: {stderr:?}");
+        assert!(!stderr.contains("not-a-token"), "{what}: token printed");
+    }
+    assert_eq!(
+        std::fs::read(full.join("x")).unwrap(),
+        b"keep me",
+        "the non-empty mountpoint was touched"
+    );
+    assert!(!missing.exists(), "the missing mountpoint was created");
+}
+
+#[test]
+fn a_source_that_is_not_a_kv_mount_is_refused() {
+    let bao = seeded();
+    let (status, stderr) = Mount::builder(&bao, "nosuchmount/").fail();
+    assert!(!status.success());
+    assert!(stderr.starts_with("secretfs: "), "{stderr}");
+}
