@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
+use super::source::Change;
 use super::SecretFs;
 use crate::store::{Listing, Secret, SecretPath};
 
@@ -31,6 +32,19 @@ impl SecretFs {
         let _ = self.invalidations.set(tx);
     }
 
+    /// An answer of the store replaced an older one: tells the kernel what
+    /// to forget.
+    pub(super) fn notice(&self, change: Change) {
+        match change {
+            Change::Secret { path, before, now } => {
+                self.notice_secret(&path, before.as_ref(), now.as_ref())
+            }
+            Change::Listing { path, before, now } => {
+                self.notice_listing(&path, before.as_ref(), now.as_ref())
+            }
+        }
+    }
+
     fn invalidate(&self, what: Invalidation) {
         if let Some(tx) = self.invalidations.get() {
             // The receiver only goes away when the mount ends.
@@ -41,7 +55,7 @@ impl SecretFs {
     /// A fresh answer for the secret at `path` is in the cache; `before` was
     /// the last one. Every key file the kernel was shown different bytes
     /// of is invalidated, and the names of keys that are gone.
-    pub(super) fn notice_secret(
+    fn notice_secret(
         &self,
         path: &SecretPath,
         before: Option<&Arc<Secret>>,
@@ -73,7 +87,7 @@ impl SecretFs {
     /// A fresh listing of the folder `path` is in the cache; `before` was
     /// the last one. Names it no longer holds are invalidated in every
     /// directory standing for `path`.
-    pub(super) fn notice_listing(
+    fn notice_listing(
         &self,
         path: &SecretPath,
         before: Option<&Arc<Listing>>,

@@ -11,7 +11,7 @@ pub mod inode;
 mod invalidate;
 pub mod names;
 pub mod overlay;
-mod source;
+pub mod source;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,12 +21,13 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::error::{Error, Result};
-use crate::store::{Listing, Secret, SecretPath, SecretStore};
-use cache::{Cache, CachePolicy, Cached, Clock};
+use crate::store::{ListEntry, Listing, Secret, SecretPath, SecretStore};
+use cache::{CachePolicy, Cached, Clock};
 use handle::{DirEntryInfo, Handle, HandleTable, SharedBuffer};
 use inode::{Ino, InodeTable, NodeKind};
 pub use invalidate::Invalidation;
 use overlay::Overlay;
+use source::{Refresh, Source};
 
 /// Ownership and modes shown on every node.
 #[derive(Debug, Clone, Copy)]
@@ -55,13 +56,6 @@ pub struct FsConfig {
     /// Refresh expired answers in the background while serving the old one
     /// (stale-while-revalidate), once [`SecretFs::start_refresher`] runs.
     pub background_refresh: bool,
-}
-
-/// A refresh to run in the background.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Refresh {
-    Listing(SecretPath),
-    Secret(SecretPath),
 }
 
 /// Attributes of one node, and how long the kernel may keep them.
@@ -99,10 +93,9 @@ const LOCAL_TTL: Duration = Duration::from_secs(1);
 
 /// The filesystem.
 pub struct SecretFs {
-    store: Arc<dyn SecretStore>,
+    /// The store behind the cache.
+    source: Arc<Source>,
     inodes: InodeTable,
-    listings: Cache<SecretPath, Listing>,
-    secrets: Cache<SecretPath, Secret>,
     handles: HandleTable,
     overlay: Overlay,
     /// Write buffers by inode, with the number of handles sharing each.
@@ -110,13 +103,8 @@ pub struct SecretFs {
     /// One commit at a time per secret, so our own writers never race.
     commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
     config: FsConfig,
-    started: SystemTime,
     /// The last failure logged, for `secretfs status`.
     last_error: Mutex<Option<(SystemTime, String)>>,
-    /// Where background refreshes are sent, once the refresher runs.
-    refresher: std::sync::OnceLock<std::sync::mpsc::Sender<Refresh>>,
-    /// Refreshes queued or running, so each path is refreshed once at a time.
-    refreshing: Mutex<std::collections::HashSet<Refresh>>,
     /// Where invalidations for the kernel go, once the mount is up.
     invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
 }
@@ -143,20 +131,95 @@ impl SecretFs {
         clock: Arc<dyn Clock>,
     ) -> Self {
         SecretFs {
-            store,
+            source: Arc::new(Source::new(store, config.cache, clock)),
             inodes: InodeTable::new(root),
-            listings: Cache::new(config.cache, clock.clone()),
-            secrets: Cache::new(config.cache, clock),
             handles: HandleTable::default(),
             overlay: Overlay::default(),
             writers: Mutex::new(HashMap::new()),
             commit_locks: Mutex::new(HashMap::new()),
             config,
-            started: SystemTime::now(),
             last_error: Mutex::new(None),
-            refresher: std::sync::OnceLock::new(),
-            refreshing: Mutex::new(std::collections::HashSet::new()),
             invalidations: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The folder listing at `path` (`None`: not a folder).
+    fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
+        let (answer, change) = self.source.listing(path)?;
+        if let Some(change) = change {
+            self.notice(change);
+        }
+        Ok(answer)
+    }
+
+    /// The secret at `path` (`None`: not a secret).
+    fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
+        let (answer, change) = self.source.secret(path)?;
+        if let Some(change) = change {
+            self.notice(change);
+        }
+        Ok(answer)
+    }
+
+    /// Starts the thread that refreshes expired answers in the background
+    /// (when `background_refresh` is set). Without it every refresh blocks
+    /// the reader that needs it.
+    pub fn start_refresher(self: &Arc<Self>) {
+        if !self.config.background_refresh {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
+        let fs = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-refresh".into())
+            .spawn(move || {
+                for job in rx {
+                    let Some(fs) = fs.upgrade() else { return };
+                    match fs.source.refresh(&job) {
+                        Ok(change) => fs.notice(change),
+                        // The stale answer stays; the next reader fetches (or
+                        // gets stale-if-error) in the foreground.
+                        Err(e) => tracing::debug!(?job, error = %e, "background refresh failed"),
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => self.source.refresh_through(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the refresh thread: refreshing in the foreground")
+            }
+        }
+    }
+
+    /// Whether a listing entry stands for something that shows: a store
+    /// may keep listing a secret whose latest version is deleted (KV v2
+    /// soft delete). A secret known (fresh in the cache) not to read is
+    /// left out; one not read yet is shown until looked up.
+    fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
+        e.folder
+            || !matches!(
+                self.source.fresh_secret(&dir.join(&e.name)),
+                Some(Cached { value: None, .. })
+            )
+    }
+
+    /// Whether the secret at `path` has a live version (or we may not know).
+    fn secret_is_live(&self, path: &SecretPath) -> bool {
+        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
+    }
+
+    /// Whether the parent's listing names a secret at `path` (whether or
+    /// not it reads).
+    fn listed_as_secret(&self, path: &SecretPath) -> bool {
+        let Some((parent, name)) = path.split_last() else {
+            return false;
+        };
+        match self.listing(&parent) {
+            Ok(Cached {
+                value: Some(listing),
+                ..
+            }) => source::named(&listing, name).iter().any(|e| !e.folder),
+            _ => false,
         }
     }
 
@@ -181,7 +244,8 @@ impl SecretFs {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         };
-        let health = self.store.health();
+        let health = self.source.health();
+        let (cached_listings, cached_secrets) = self.source.counts();
         let last_error = lock(&self.last_error)
             .as_ref()
             .map(|(t, what)| serde_json::json!({"at_unix": secs(*t), "error": what}));
@@ -192,18 +256,19 @@ impl SecretFs {
             "store_error": health.as_ref().err().map(|e| e.to_string()),
             "token_ttl_seconds": health.ok().and_then(|h| h.credential_ttl).map(|d| d.as_secs()),
             "last_error": last_error,
-            "cached_listings": self.listings.len(),
-            "cached_secrets": self.secrets.len(),
+            "cached_listings": cached_listings,
+            "cached_secrets": cached_secrets,
             "inodes": self.inodes.len(),
             "open_handles": self.handles.len(),
             "read_only": self.config.read_only,
-            "mounted_at_unix": secs(self.started),
+            "mounted_at_unix": secs(self.source.started()),
         })
     }
 
     /// Number of inodes and cache entries held, for status and tests.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.inodes.len(), self.listings.len(), self.secrets.len())
+        let (listings, secrets) = self.source.counts();
+        (self.inodes.len(), listings, secrets)
     }
 
     // ---- attributes ------------------------------------------------------
@@ -216,7 +281,7 @@ impl SecretFs {
             perm: self.config.presentation.dir_mode,
             uid: self.config.presentation.uid,
             gid: self.config.presentation.gid,
-            mtime: self.started,
+            mtime: self.source.started(),
             valid_for,
         }
     }
@@ -269,7 +334,7 @@ impl SecretFs {
         Ok(self.file_attr(
             ino,
             value.len(),
-            secret.modified.unwrap_or(self.started),
+            secret.modified.unwrap_or(self.source.started()),
             valid_for,
         ))
     }

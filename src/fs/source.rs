@@ -1,15 +1,20 @@
-//! The store as the core sees it: folder listings and secrets through the
-//! cache, what a parent's listing already tells, stale-while-revalidate with
-//! its refresher thread, and which listed names stand for something (a store
-//! may keep listing soft-deleted secrets).
+//! The store behind the cache: folder listings and secrets as the core
+//! asks for them, with what a parent's listing already tells, coalesced
+//! fetches, stale-while-revalidate, stale-if-error, and writes that land in
+//! the cache at once. Every answer that replaced an older one comes back
+//! with the [`Change`], from which the core makes kernel invalidations.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use super::cache::{Cache, Cached};
-use super::{lock, Refresh, SecretFs};
+use super::cache::{Cache, CachePolicy, Cached, Clock};
 use crate::error::Result;
-use crate::store::{ListEntry, Listing, Secret, SecretPath};
+use crate::store::{
+    Capabilities, Health, ListEntry, Listing, Precondition, Secret, SecretData, SecretPath,
+    SecretStore,
+};
 
 /// The entries of a listing (sorted by `fetch_listing`) named `name`: a
 /// folder, a secret, or both. Searched, not scanned: a folder of thousands
@@ -23,6 +28,41 @@ pub(super) fn named<'a>(listing: &'a Listing, name: &str) -> &'a [ListEntry] {
     &listing[first..first + len]
 }
 
+/// A refresh to run in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Refresh {
+    /// The listing of a folder.
+    Listing(SecretPath),
+    /// A secret.
+    Secret(SecretPath),
+}
+
+/// An answer that replaced an older one (or a first one): what the kernel
+/// may have to forget.
+pub enum Change {
+    /// A folder's listing.
+    Listing {
+        /// The folder.
+        path: SecretPath,
+        /// The listing held before (`None`: none, or not a folder).
+        before: Option<Arc<Listing>>,
+        /// The listing now.
+        now: Option<Arc<Listing>>,
+    },
+    /// A secret.
+    Secret {
+        /// The secret's path.
+        path: SecretPath,
+        /// The version held before.
+        before: Option<Arc<Secret>>,
+        /// The version now.
+        now: Option<Arc<Secret>>,
+    },
+}
+
+/// An answer, and the change it made to what was held.
+pub type Fetched<V> = (Cached<V>, Option<Change>);
+
 /// What a path is asked about: a folder (its listing) or a secret.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -30,77 +70,232 @@ enum Kind {
     Secret,
 }
 
-impl SecretFs {
-    /// What the parent's fresh listing says of `path`: `Some((is_folder,
-    /// is_secret, valid_for))` when it is cached and fresh, `None` otherwise.
-    pub(super) fn known_from_parent(&self, path: &SecretPath) -> Option<(bool, bool, Duration)> {
+/// What the parent's listing says of a path.
+struct ParentSays {
+    folder: bool,
+    secret: bool,
+    valid_for: Duration,
+}
+
+impl ParentSays {
+    fn is(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Folder => self.folder,
+            Kind::Secret => self.secret,
+        }
+    }
+}
+
+/// The store as the core sees it: through the cache.
+pub struct Source {
+    store: Arc<dyn SecretStore>,
+    listings: Cache<SecretPath, Listing>,
+    secrets: Cache<SecretPath, Secret>,
+    /// When the mount started: the mtime of what the store gives none.
+    started: SystemTime,
+    /// Where background refreshes are sent, once a refresher runs.
+    refresher: OnceLock<Sender<Refresh>>,
+    /// Refreshes queued or running, so each path is refreshed once at a time.
+    refreshing: Mutex<HashSet<Refresh>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Source {
+    /// The store `store` behind caches of `policy`.
+    pub fn new(store: Arc<dyn SecretStore>, policy: CachePolicy, clock: Arc<dyn Clock>) -> Self {
+        Source {
+            store,
+            listings: Cache::new(policy, clock.clone()),
+            secrets: Cache::new(policy, clock),
+            started: SystemTime::now(),
+            refresher: OnceLock::new(),
+            refreshing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// What the store can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.store.capabilities()
+    }
+
+    /// Whether the store answers and its credential holds.
+    pub fn health(&self) -> Result<Health> {
+        self.store.health()
+    }
+
+    /// Numbers of listings and secrets held.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.listings.len(), self.secrets.len())
+    }
+
+    /// When the mount started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Sends expired answers to `tx` to be refreshed in the background
+    /// (once; later calls are ignored). Without it every refresh blocks
+    /// the reader that needs it.
+    pub fn refresh_through(&self, tx: Sender<Refresh>) {
+        let _ = self.refresher.set(tx);
+    }
+
+    /// The folder listing at `path` (`None`: not a folder).
+    pub fn listing(&self, path: &SecretPath) -> Result<Fetched<Listing>> {
+        self.through_cache(path, Kind::Folder, &self.listings, || {
+            self.fetch_listing(path)
+        })
+    }
+
+    /// The secret at `path` (`None`: not a secret).
+    pub fn secret(&self, path: &SecretPath) -> Result<Fetched<Secret>> {
+        self.through_cache(path, Kind::Secret, &self.secrets, || {
+            self.fetch_secret(path)
+        })
+    }
+
+    /// The cached answer for the secret at `path`, if fresh.
+    pub fn fresh_secret(&self, path: &SecretPath) -> Option<Cached<Secret>> {
+        self.secrets.fresh(path)
+    }
+
+    /// Runs one background refresh; the change it made.
+    pub fn refresh(&self, job: &Refresh) -> Result<Change> {
+        let result = match job {
+            Refresh::Listing(p) => self.fetch_listing(p).map(|l| {
+                let before = self.listings.last(p);
+                let now = self.listings.insert(p.clone(), l).value;
+                Change::Listing {
+                    path: p.clone(),
+                    before,
+                    now,
+                }
+            }),
+            Refresh::Secret(p) => self.fetch_secret(p).map(|s| {
+                let before = self.secrets.last(p);
+                let now = self.secrets.insert(p.clone(), s).value;
+                Change::Secret {
+                    path: p.clone(),
+                    before,
+                    now,
+                }
+            }),
+        };
+        lock(&self.refreshing).remove(job);
+        result
+    }
+
+    /// The latest version of a secret, from the store (not the cache): what
+    /// a change is made to.
+    pub fn read_latest(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        self.store.read(path)
+    }
+
+    /// Writes `data` as the secret at `path` if `when` holds. On success
+    /// the cache holds it at once (read-your-writes) and the listings above
+    /// are fetched again; the version written is returned.
+    pub fn write(
+        &self,
+        path: &SecretPath,
+        data: SecretData,
+        when: &Precondition,
+    ) -> Result<Arc<Secret>> {
+        let revision = self.store.write(path, &data, when)?;
+        let fresh = Secret {
+            keys: data,
+            revision,
+            modified: Some(SystemTime::now()),
+        };
+        let cached = self.secrets.insert(path.clone(), Some(fresh));
+        self.forget_listings_above(path);
+        cached
+            .value
+            .ok_or_else(|| crate::error::Error::Protocol("a write left nothing cached".into()))
+    }
+
+    /// Deletes the secret at `path`; the cache knows at once.
+    pub fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.store.delete(path)?;
+        self.forget_deleted(path);
+        Ok(())
+    }
+
+    /// Records that nothing is at `path` any more (a directory removed):
+    /// its secret and listing are gone, and the listings above change.
+    pub fn forget_deleted(&self, path: &SecretPath) {
+        self.secrets.insert(path.clone(), None);
+        self.listings.invalidate(path);
+        self.forget_listings_above(path);
+    }
+
+    fn forget_listings_above(&self, path: &SecretPath) {
+        let mut p = path.split_last().map(|(parent, _)| parent);
+        while let Some(dir) = p {
+            self.listings.invalidate(&dir);
+            p = dir.split_last().map(|(parent, _)| parent);
+        }
+    }
+
+    /// What the parent's fresh listing says of `path`, when it is cached.
+    fn known_from_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
-        self.parent_says(path, self.listings.fresh(&parent)?)
+        Self::parent_says(path, self.listings.fresh(&parent)?)
     }
 
     /// What the parent's last listing says of `path` while the store is
     /// unreachable and that listing is within the stale-if-error window.
-    fn known_from_stale_parent(&self, path: &SecretPath) -> Option<(bool, bool, Duration)> {
+    fn known_from_stale_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
-        self.parent_says(path, self.listings.stale(&parent)?)
+        Self::parent_says(path, self.listings.stale(&parent)?)
     }
 
-    fn parent_says(
-        &self,
-        path: &SecretPath,
-        cached: Cached<Listing>,
-    ) -> Option<(bool, bool, Duration)> {
+    fn parent_says(path: &SecretPath, cached: Cached<Listing>) -> Option<ParentSays> {
         let (_, name) = path.split_last()?;
-        let (mut folder, mut secret) = (false, false);
-        if let Some(listing) = &cached.value {
-            for e in named(listing, name) {
-                if e.folder {
-                    folder = true;
-                } else {
-                    secret = true;
-                }
+        let mut says = ParentSays {
+            folder: false,
+            secret: false,
+            valid_for: cached.valid_for,
+        };
+        for e in cached.value.iter().flat_map(|l| named(l, name)) {
+            if e.folder {
+                says.folder = true;
+            } else {
+                says.secret = true;
             }
         }
-        Some((folder, secret, cached.valid_for))
-    }
-
-    /// The folder listing at `path` (`None`: not a folder).
-    pub(super) fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
-        self.through_cache(
-            path,
-            Kind::Folder,
-            &self.listings,
-            || self.fetch_listing(path),
-            |before, now| self.notice_listing(path, before, now),
-        )
+        Some(says)
     }
 
     /// The answer for `path` as a folder or as a secret: what the parent's
     /// listing already says, else the cache (a recently expired answer
     /// while a background refresh runs), else one fetch shared by all who
-    /// ask at once (telling `notice` what it replaced), else, with the store
-    /// unreachable, a stale answer within --stale-if-error.
+    /// ask at once, else, with the store unreachable, a stale answer
+    /// within --stale-if-error.
     fn through_cache<V>(
         &self,
         path: &SecretPath,
         kind: Kind,
         cache: &Cache<SecretPath, V>,
         fetch: impl FnOnce() -> Result<Option<V>>,
-        notice: impl FnOnce(Option<&Arc<V>>, Option<&Arc<V>>),
-    ) -> Result<Cached<V>> {
-        let is_kind = |folder: bool, secret: bool| match kind {
-            Kind::Folder => folder,
-            Kind::Secret => secret,
-        };
+    ) -> Result<Fetched<V>>
+    where
+        Change: From<(SecretPath, Option<Arc<V>>, Option<Arc<V>>)>,
+    {
         let not_one = |valid_for| {
-            Ok(Cached {
-                value: None,
-                valid_for,
-            })
+            Ok((
+                Cached {
+                    value: None,
+                    valid_for,
+                },
+                None,
+            ))
         };
-        if let Some((folder, secret, valid_for)) = self.known_from_parent(path) {
-            if !is_kind(folder, secret) {
-                return not_one(valid_for);
+        if let Some(says) = self.known_from_parent(path) {
+            if !says.is(kind) {
+                return not_one(says.valid_for);
             }
         }
         let job = match kind {
@@ -108,82 +303,33 @@ impl SecretFs {
             Kind::Secret => Refresh::Secret(path.clone()),
         };
         if let Some(stale) = self.serve_while_refreshing(cache, job) {
-            return Ok(stale);
+            return Ok((stale, None));
         }
         let mut replaced = None;
         let answer = cache.get_or_fetch(path, || {
             replaced = Some(cache.last(path));
             fetch()
         });
-        if let (Some(before), Ok(now)) = (replaced, &answer) {
-            notice(before.as_ref(), now.value.as_ref());
-        }
         match answer {
+            Ok(now) => {
+                let change =
+                    replaced.map(|before| Change::from((path.clone(), before, now.value.clone())));
+                Ok((now, change))
+            }
             // What the parent's listing says is not of this kind (a secret
             // with no children is no folder) has no answer of its own to
             // serve stale: the parent's stale listing stands for it.
             Err(e) if e.is_transient() => match self.known_from_stale_parent(path) {
-                Some((folder, secret, valid_for)) if !is_kind(folder, secret) => not_one(valid_for),
+                Some(says) if !says.is(kind) => not_one(says.valid_for),
                 _ => Err(e),
             },
-            answer => answer,
-        }
-    }
-
-    /// Lists the folder `path` in the store, sorted by name.
-    pub(super) fn fetch_listing(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        let mut listing = self.store.list(path)?;
-        if let Some(l) = listing.as_mut() {
-            l.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
-        }
-        Ok(listing)
-    }
-
-    /// Starts the thread that refreshes expired answers in the background
-    /// (when `background_refresh` is set). Without it every refresh blocks
-    /// the reader that needs it.
-    pub fn start_refresher(self: &Arc<Self>) {
-        if !self.config.background_refresh {
-            return;
-        }
-        let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
-        if self.refresher.set(tx).is_err() {
-            return;
-        }
-        let fs = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name("secretfs-refresh".into())
-            .spawn(move || {
-                for job in rx {
-                    let Some(fs) = fs.upgrade() else { return };
-                    let result = match &job {
-                        Refresh::Listing(p) => fs.fetch_listing(p).map(|l| {
-                            let before = fs.listings.last(p);
-                            let now = fs.listings.insert(p.clone(), l);
-                            fs.notice_listing(p, before.as_ref(), now.value.as_ref());
-                        }),
-                        Refresh::Secret(p) => fs.fetch_secret(p).map(|s| {
-                            let before = fs.secrets.last(p);
-                            let now = fs.secrets.insert(p.clone(), s);
-                            fs.notice_secret(p, before.as_ref(), now.value.as_ref());
-                        }),
-                    };
-                    if let Err(e) = result {
-                        // The stale answer stays; the next reader fetches (or
-                        // gets stale-if-error) in the foreground.
-                        tracing::debug!(?job, error = %e, "background refresh failed");
-                    }
-                    lock(&fs.refreshing).remove(&job);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the refresh thread: refreshing in the foreground");
+            Err(e) => Err(e),
         }
     }
 
     /// A recently expired answer, served at once while `job` refreshes it
     /// in the background; `None` when the caller must fetch itself.
-    pub(super) fn serve_while_refreshing<V>(
+    fn serve_while_refreshing<V>(
         &self,
         cache: &Cache<SecretPath, V>,
         job: Refresh,
@@ -203,19 +349,17 @@ impl SecretFs {
         Some(stale)
     }
 
-    /// The secret at `path` (`None`: not a secret).
-    pub(super) fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
-        self.through_cache(
-            path,
-            Kind::Secret,
-            &self.secrets,
-            || self.fetch_secret(path),
-            |before, now| self.notice_secret(path, before, now),
-        )
+    /// Lists the folder `path` in the store, sorted by name.
+    fn fetch_listing(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        let mut listing = self.store.list(path)?;
+        if let Some(l) = listing.as_mut() {
+            l.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
+        }
+        Ok(listing)
     }
 
     /// Reads a secret from the store, with its mtime settled.
-    pub(super) fn fetch_secret(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn fetch_secret(&self, path: &SecretPath) -> Result<Option<Secret>> {
         let mut fresh = self.store.read(path)?;
         if let Some(s) = fresh.as_mut() {
             s.modified = Some(self.modified_time(path, s));
@@ -223,12 +367,12 @@ impl SecretFs {
         Ok(fresh)
     }
 
-    /// A file's mtime: the KV v2 version's creation time, else (KV v1) the
-    /// time we first saw this content. It must change whenever the bytes
-    /// do: the kernel drops its cached pages when it sees a new mtime
-    /// (FUSE_AUTO_INVAL_DATA), which is how a refreshed value reaches
-    /// readers that keep the file in the page cache.
-    pub(super) fn modified_time(&self, path: &SecretPath, fresh: &Secret) -> SystemTime {
+    /// A file's mtime: the version's creation time where the store keeps
+    /// one, else the time we first saw this content. It must change
+    /// whenever the bytes do: the kernel drops its cached pages when it
+    /// sees a new mtime (FUSE_AUTO_INVAL_DATA), which is how a refreshed
+    /// value reaches readers that keep the file in the page cache.
+    fn modified_time(&self, path: &SecretPath, fresh: &Secret) -> SystemTime {
         if let Some(t) = fresh.modified {
             return t;
         }
@@ -238,36 +382,16 @@ impl SecretFs {
             None => self.started,
         }
     }
+}
 
-    /// Whether a listing entry stands for something that shows: a store
-    /// may keep listing a secret whose latest version is deleted (KV v2
-    /// soft delete). A secret known (fresh in the cache) not to read is
-    /// left out; one not read yet is shown until looked up.
-    pub(super) fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
-        e.folder
-            || !matches!(
-                self.secrets.fresh(&dir.join(&e.name)),
-                Some(Cached { value: None, .. })
-            )
+impl From<(SecretPath, Option<Arc<Listing>>, Option<Arc<Listing>>)> for Change {
+    fn from((path, before, now): (SecretPath, Option<Arc<Listing>>, Option<Arc<Listing>>)) -> Self {
+        Change::Listing { path, before, now }
     }
+}
 
-    /// Whether the secret at `path` has a live version (or we may not know).
-    pub(super) fn secret_is_live(&self, path: &SecretPath) -> bool {
-        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
-    }
-
-    /// Whether the parent's listing names a secret at `path` (whether or
-    /// not it reads).
-    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> bool {
-        let Some((parent, name)) = path.split_last() else {
-            return false;
-        };
-        match self.listing(&parent) {
-            Ok(Cached {
-                value: Some(listing),
-                ..
-            }) => named(&listing, name).iter().any(|e| !e.folder),
-            _ => false,
-        }
+impl From<(SecretPath, Option<Arc<Secret>>, Option<Arc<Secret>>)> for Change {
+    fn from((path, before, now): (SecretPath, Option<Arc<Secret>>, Option<Arc<Secret>>)) -> Self {
+        Change::Secret { path, before, now }
     }
 }

@@ -72,9 +72,9 @@ impl SecretFs {
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
         let _one_at_a_time = lock(&secret_lock);
-        let check_and_set = self.store.capabilities().check_and_set;
+        let check_and_set = self.source.capabilities().check_and_set;
         for attempt in 1..=CAS_ATTEMPTS {
-            let latest = self.store.read(secret)?;
+            let latest = self.source.read_latest(secret)?;
             let when = match &latest {
                 _ if !check_and_set => Precondition::Any,
                 Some(Secret {
@@ -85,18 +85,11 @@ impl SecretFs {
             };
             let mut data = latest.map(|s| s.keys).unwrap_or_default();
             change(&mut data)?;
-            match self.store.write(secret, &data, &when) {
-                Ok(revision) => {
-                    tracing::debug!(attempt, revision = ?revision, "committed");
-                    let fresh = Secret {
-                        keys: data,
-                        revision,
-                        modified: Some(SystemTime::now()),
-                    };
-                    let cached = self.secrets.insert(secret.clone(), Some(fresh));
-                    self.invalidate_listings_above(secret);
+            match self.source.write(secret, data, &when) {
+                Ok(written) => {
+                    tracing::debug!(attempt, revision = ?written.revision, "committed");
                     self.overlay.secret_written(secret);
-                    return cached.value.ok_or(Error::Stale);
+                    return Ok(written);
                 }
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");
@@ -105,14 +98,6 @@ impl SecretFs {
             }
         }
         Err(Error::CasConflict)
-    }
-
-    fn invalidate_listings_above(&self, path: &SecretPath) {
-        let mut p = path.split_last().map(|(parent, _)| parent);
-        while let Some(dir) = p {
-            self.listings.invalidate(&dir);
-            p = dir.split_last().map(|(parent, _)| parent);
-        }
     }
 
     /// The bytes a key's file shows now: its write buffer, else the store's value.
@@ -427,12 +412,11 @@ impl SecretFs {
         }
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
-        if self.store.read(&path)?.is_some() || self.listed_as_secret(&path) {
-            self.store.delete(&path)?;
+        if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path) {
+            self.source.delete(&path)?;
+        } else {
+            self.source.forget_deleted(&path);
         }
-        self.secrets.insert(path.clone(), None);
-        self.listings.invalidate(&path);
-        self.invalidate_listings_above(&path);
         Ok(())
     }
 
