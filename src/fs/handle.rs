@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use secrecy::{SecretBox, SecretSlice};
+use secrecy::SecretSlice;
 
 use super::inode::Ino;
 use super::overlay::Scratch;
-use crate::store::SecretPath;
+use super::writers::SharedBuffer;
 
 /// One entry of a directory as listed when it was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,30 +18,6 @@ pub struct DirEntryInfo {
     /// `true` for a directory, `false` for a key file.
     pub is_dir: bool,
 }
-
-/// The pending new value of one key, shared by all handles that opened it
-/// for writing (as a page cache would be). Committed on flush/fsync.
-pub struct WriteBuffer {
-    /// The secret holding the key.
-    pub secret: SecretPath,
-    /// The key.
-    pub key: String,
-    /// The file's bytes as written so far (zeroized on drop).
-    pub data: SecretBox<Vec<u8>>,
-    /// Whether `data` differs from what the store has.
-    pub dirty: bool,
-    /// Whether bytes were written since the last commit. A flush commits
-    /// only then: shells open, `dup2` and close the first descriptor before
-    /// writing, and that close must not commit an empty value.
-    pub written: bool,
-    /// The first error a writer was told (by `write`, `flush` or `fsync`).
-    /// From then on the buffer is never committed: a program that saw a
-    /// failure must not find its half-done change in the store later.
-    pub failed: Option<crate::error::Error>,
-}
-
-/// A shared write buffer.
-pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
 
 /// What an open handle holds.
 pub enum Handle {

@@ -13,8 +13,9 @@ pub mod names;
 pub mod overlay;
 pub mod source;
 mod write;
+pub mod writers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -23,11 +24,12 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::error::{Error, Result};
 use crate::store::{ListEntry, Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
-use handle::{DirEntryInfo, Handle, HandleTable, SharedBuffer};
+use handle::{DirEntryInfo, Handle, HandleTable};
 use inode::{Ino, InodeTable, NodeKind};
 pub use invalidate::Invalidation;
 use overlay::Overlay;
 use source::{Refresh, Source};
+use writers::Writers;
 
 /// Ownership and modes shown on every node.
 #[derive(Debug, Clone, Copy)]
@@ -98,10 +100,8 @@ pub struct SecretFs {
     inodes: InodeTable,
     handles: HandleTable,
     overlay: Overlay,
-    /// Write buffers by inode, with the number of handles sharing each.
-    writers: Mutex<HashMap<Ino, (SharedBuffer, usize)>>,
-    /// One commit at a time per secret, so our own writers never race.
-    commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
+    /// Write buffers of open files, and commits.
+    writers: Writers,
     config: FsConfig,
     /// The last failure logged, for `secretfs status`.
     last_error: Mutex<Option<(SystemTime, String)>>,
@@ -135,8 +135,7 @@ impl SecretFs {
             inodes: InodeTable::new(root),
             handles: HandleTable::default(),
             overlay: Overlay::default(),
-            writers: Mutex::new(HashMap::new()),
-            commit_locks: Mutex::new(HashMap::new()),
+            writers: Writers::default(),
             config,
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
@@ -302,18 +301,7 @@ impl SecretFs {
     /// A write buffer's size, when the inode is open for writing: what
     /// `stat` must show while a writer has not closed yet.
     fn buffered_size(&self, ino: Ino) -> Option<u64> {
-        let buffer = self.live_buffer(ino)?;
-        let size = lock(&buffer).data.expose_secret().len() as u64;
-        Some(size)
-    }
-
-    /// The write buffer of `ino` while it is open for writing, unless its
-    /// writer was told an error: then it will be discarded, and nobody else
-    /// may see its bytes (its release may still be on the way).
-    fn live_buffer(&self, ino: Ino) -> Option<SharedBuffer> {
-        let buffer = lock(&self.writers).get(&ino).map(|(b, _)| b.clone())?;
-        let failed = lock(&buffer).failed.is_some();
-        (!failed).then_some(buffer)
+        self.writers.live_size(ino)
     }
 
     /// Attributes of the key file `ino` as `secret` holds it. With `shown`
@@ -541,9 +529,9 @@ impl SecretFs {
                 if write {
                     return self.open_for_write(ino, secret, key, truncate);
                 }
-                if let Some(buffer) = self.live_buffer(ino) {
+                if let Some(buffer) = self.writers.live(ino) {
                     // Read what the writer wrote, as a local filesystem would.
-                    let copy = lock(&buffer).data.expose_secret().clone();
+                    let copy = lock(&buffer).bytes().to_vec();
                     let value = Arc::new(SecretSlice::from(copy));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
@@ -575,7 +563,7 @@ impl SecretFs {
             Handle::Key { ino } => self.read_ino(*ino, offset, size, f),
             Handle::Write { buffer, .. } => {
                 let b = lock(buffer);
-                Ok(f(slice_at(b.data.expose_secret(), offset, size)))
+                Ok(f(slice_at(b.bytes(), offset, size)))
             }
             Handle::Scratch { file } => {
                 let file = lock(file);

@@ -2,20 +2,18 @@
 //! into as few store writes as possible, each one a read-modify-write of
 //! the whole secret with check-and-set (KV v2), retried on conflict.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
-use super::handle::{Handle, WriteBuffer};
+use super::handle::Handle;
 use super::inode::{Ino, NodeKind};
 use super::overlay::{Scratch, ScratchFile};
+use super::writers::{write_into, WriteBuffer};
 use super::{lock, names, Attr, Child, SecretFs};
 use crate::error::{Error, Result};
-use crate::store::{Precondition, Secret, SecretData, SecretPath, SecretValue};
-
-/// How often a check-and-set write is retried before `EAGAIN`.
-const CAS_ATTEMPTS: usize = 8;
+use crate::store::{Secret, SecretData, SecretPath, SecretValue};
 
 /// Truncates or extends a scratch file to `size` bytes.
 pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
@@ -24,20 +22,6 @@ pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
         .expose_secret_mut()
         .resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
     f.modified = SystemTime::now();
-}
-
-/// Writes `bytes` at `offset` into `buf`, refusing to grow past `limit`.
-fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> Result<()> {
-    let end = offset.saturating_add(bytes.len() as u64);
-    if end > limit {
-        return Err(Error::TooBig(limit));
-    }
-    let (start, end) = (offset as usize, end as usize);
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    buf[start..end].copy_from_slice(bytes);
-    Ok(())
 }
 
 /// Sets `key` to the value `bytes` written to its file become.
@@ -56,54 +40,22 @@ impl SecretFs {
         }
     }
 
-    /// Applies `change` to the latest data of `secret` and writes it back,
-    /// on condition that the secret is still as read (check-and-set, where
-    /// the store has it), retrying on conflict. On success the cache holds
-    /// the new data at once (read-your-writes), and so does the returned
-    /// version.
+    /// Commits a change to `secret` (see [`Writers::commit`]); what lived
+    /// only in memory above it now exists in the store.
     fn commit(
         &self,
         secret: &SecretPath,
-        mut change: impl FnMut(&mut SecretData) -> Result<()>,
+        change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Arc<Secret>> {
-        let _span = tracing::debug_span!("commit", path = %secret).entered();
-        let secret_lock = lock(&self.commit_locks)
-            .entry(secret.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(())))
-            .clone();
-        let _one_at_a_time = lock(&secret_lock);
-        let check_and_set = self.source.capabilities().check_and_set;
-        for attempt in 1..=CAS_ATTEMPTS {
-            let latest = self.source.read_latest(secret)?;
-            let when = match &latest {
-                _ if !check_and_set => Precondition::Any,
-                Some(Secret {
-                    revision: Some(r), ..
-                }) => Precondition::At(r.clone()),
-                Some(_) => Precondition::Any,
-                None => Precondition::Absent,
-            };
-            let mut data = latest.map(|s| s.keys).unwrap_or_default();
-            change(&mut data)?;
-            match self.source.write(secret, data, &when) {
-                Ok(written) => {
-                    tracing::debug!(attempt, revision = ?written.revision, "committed");
-                    self.overlay.secret_written(secret);
-                    return Ok(written);
-                }
-                Err(Error::CasConflict) => {
-                    tracing::debug!(attempt, "check-and-set conflict: re-reading");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::CasConflict)
+        let written = self.writers.commit(&self.source, secret, change)?;
+        self.overlay.secret_written(secret);
+        Ok(written)
     }
 
     /// The bytes a key's file shows now: its write buffer, else the store's value.
     fn current_bytes(&self, ino: Ino, secret: &SecretPath, key: &str) -> Result<Vec<u8>> {
-        if let Some(buffer) = self.live_buffer(ino) {
-            return Ok(lock(&buffer).data.expose_secret().clone());
+        if let Some(buffer) = self.writers.live(ino) {
+            return Ok(lock(&buffer).bytes().to_vec());
         }
         if self.overlay.is_new_key(&secret.join(key)) {
             return Ok(Vec::new());
@@ -121,11 +73,7 @@ impl SecretFs {
         truncate: bool,
     ) -> Result<u64> {
         self.writable()?;
-        let existing = lock(&self.writers).get_mut(&ino).map(|(b, n)| {
-            *n += 1;
-            b.clone()
-        });
-        let buffer = match existing {
+        let buffer = match self.writers.join(ino) {
             Some(b) => b,
             None => {
                 let initial = if truncate {
@@ -133,24 +81,12 @@ impl SecretFs {
                 } else {
                     self.current_bytes(ino, &secret, &key)?
                 };
-                let fresh = Arc::new(Mutex::new(WriteBuffer {
-                    secret,
-                    key,
-                    data: SecretBox::new(Box::new(initial)),
-                    dirty: false,
-                    written: false,
-                    failed: None,
-                }));
-                let mut writers = lock(&self.writers);
-                let entry = writers.entry(ino).or_insert((fresh, 0));
-                entry.1 += 1;
-                entry.0.clone()
+                self.writers
+                    .start(ino, WriteBuffer::new(secret, key, initial))
             }
         };
         if truncate {
-            let mut b = lock(&buffer);
-            b.data.expose_secret_mut().clear();
-            b.dirty = true;
+            lock(&buffer).resize(0);
         }
         Ok(self.handles.insert(Handle::Write { ino, buffer }))
     }
@@ -160,15 +96,7 @@ impl SecretFs {
         self.writable()?;
         let limit = self.config.max_value_size;
         match &*self.handles.get(fh).ok_or(Error::Stale)? {
-            Handle::Write { buffer, .. } => {
-                let mut b = lock(buffer);
-                if let Err(e) = write_into(b.data.expose_secret_mut(), offset, data, limit) {
-                    b.failed.get_or_insert(e.clone());
-                    return Err(e);
-                }
-                b.dirty = true;
-                b.written = true;
-            }
+            Handle::Write { buffer, .. } => lock(buffer).write_at(offset, data, limit)?,
             Handle::Scratch { file } => {
                 let mut f = lock(file);
                 write_into(f.data.expose_secret_mut(), offset, data, limit)?;
@@ -188,38 +116,37 @@ impl SecretFs {
     }
 
     /// Commits an open file's buffer if it holds a change; with `force`
-    /// also a change made without writing (truncation, creation).
+    /// also a change made without writing (truncation, creation). The
+    /// buffer is not locked while the store is asked.
     fn commit_handle(&self, fh: u64, force: bool) -> Result<()> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
         };
-        let mut b = lock(buffer);
-        if let Some(e) = &b.failed {
-            return Err(e.clone());
-        }
-        if !b.dirty || !(b.written || force) {
-            return Ok(());
-        }
-        let (secret, key) = (b.secret.clone(), b.key.clone());
-        let bytes = b.data.expose_secret();
+        let (secret, key, due) = {
+            let b = lock(buffer);
+            let Some(due) = b.due(force)? else {
+                return Ok(());
+            };
+            (b.secret.clone(), b.key.clone(), due)
+        };
+        let bytes = due.bytes.expose_secret();
         let result = if bytes.len() as u64 > self.config.max_value_size {
             Err(Error::TooBig(self.config.max_value_size))
         } else {
-            self.commit(&secret, |data| set_key(data, &key, bytes.to_vec()))
+            self.commit(&secret, |data| set_key(data, &key, bytes.clone()))
         };
         let version = match result {
             Ok(version) => version,
             Err(e) => {
-                b.failed = Some(e.clone());
+                lock(buffer).fail(e.clone());
                 return Err(e);
             }
         };
         // The kernel sized the file by what was written: the version just
         // committed is what its reads must serve.
         self.inodes.show(*ino, version);
-        b.dirty = false;
-        b.written = false;
+        lock(buffer).committed(&due);
         self.overlay.committed(&secret, &key);
         Ok(())
     }
@@ -237,22 +164,16 @@ impl SecretFs {
             return;
         };
         if let Handle::Write { ino, buffer } = &*handle {
-            let told = lock(buffer).failed.is_some();
+            let told = lock(buffer).failure().is_some();
             if told {
                 tracing::info!(path = %self.describe(*ino), "change discarded after an error the writer was told");
             } else if let Err(e) = self.commit_handle(fh, true) {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
-            let mut writers = lock(&self.writers);
-            if let Some((buffer, n)) = writers.get_mut(ino) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    let b = lock(buffer);
-                    // A created key that never reached the store disappears.
-                    self.overlay.remove_new_key(&b.secret.join(&b.key));
-                    drop(b);
-                    writers.remove(ino);
-                }
+            if let Some(last) = self.writers.leave(*ino) {
+                // A created key that never reached the store disappears.
+                let b = lock(&last);
+                self.overlay.remove_new_key(&b.secret.join(&b.key));
             }
         }
         self.handles.remove(fh);
@@ -286,14 +207,10 @@ impl SecretFs {
                 }
                 NodeKind::Key { secret, key } => {
                     let len = usize::try_from(size).unwrap_or(usize::MAX);
-                    let open = self.live_buffer(ino);
+                    let open = self.writers.live(ino);
                     match open {
-                        Some(buffer) => {
-                            // Committed with the writer's flush.
-                            let mut b = lock(&buffer);
-                            b.data.expose_secret_mut().resize(len, 0);
-                            b.dirty = true;
-                        }
+                        // Committed with the writer's flush.
+                        Some(buffer) => lock(&buffer).resize(size),
                         None => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
                             let mut bytes = self.current_bytes(ino, &secret, &key)?;
