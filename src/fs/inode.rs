@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::view::ViewId;
 use crate::store::{Secret, SecretPath};
 
 /// An inode number.
@@ -12,6 +13,20 @@ pub type Ino = u64;
 
 /// The root directory's inode number (FUSE's fixed 1).
 pub const ROOT_INO: Ino = 1;
+
+/// A file inode of a secret, as [`InodeTable::files_of`] finds it.
+pub struct FileNode {
+    /// Its inode.
+    pub ino: Ino,
+    /// The directory holding it.
+    pub parent: Ino,
+    /// The view it is seen through.
+    pub view: ViewId,
+    /// Its name.
+    pub name: String,
+    /// The version of the secret the kernel was last told of.
+    pub shown: Option<Arc<Secret>>,
+}
 
 /// What a node stands for in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +36,14 @@ pub enum NodeKind {
         /// The store path the directory stands for.
         path: SecretPath,
     },
-    /// A file: one key of one secret.
-    Key {
-        /// The secret holding the key.
+    /// A file of a secret, seen through a view (one key, in the `keys` view).
+    File {
+        /// The secret the file shows.
         secret: SecretPath,
-        /// The key's name, which is also the file's name.
-        key: String,
+        /// The view it is seen through.
+        view: ViewId,
+        /// The file's name, as the view names it.
+        name: String,
     },
     /// An editor's or tool's scratch file, kept in memory only.
     Scratch {
@@ -47,7 +64,7 @@ struct Node {
     name: String,
     kind: NodeKind,
     lookups: u64,
-    /// For a key: the version of its secret whose size and mtime the kernel
+    /// For a file: the version of its secret whose size and mtime the kernel
     /// was last told. Reads serve these bytes, so that the kernel's idea of
     /// the file's size and the bytes it gets always belong together.
     shown: Option<Arc<Secret>>,
@@ -66,7 +83,7 @@ struct Inner {
 fn store_path(kind: &NodeKind) -> Option<&SecretPath> {
     match kind {
         NodeKind::Dir { path } => Some(path),
-        NodeKind::Key { secret, .. } => Some(secret),
+        NodeKind::File { secret, .. } => Some(secret),
         NodeKind::Scratch { .. } => None,
     }
 }
@@ -218,14 +235,19 @@ impl InodeTable {
         self.lock().nodes.get(&ino).and_then(|n| n.shown.clone())
     }
 
-    /// The key inodes of `secret` the kernel may hold: each with its
-    /// parent, its key and the version last shown, for what to invalidate
-    /// when the secret changes.
-    pub fn keys_of(&self, secret: &SecretPath) -> Vec<(Ino, Ino, String, Option<Arc<Secret>>)> {
+    /// The file inodes of `secret` the kernel may hold, for what to
+    /// invalidate when the secret changes.
+    pub fn files_of(&self, secret: &SecretPath) -> Vec<FileNode> {
         self.lock()
             .at_path(secret)
             .filter_map(|(ino, n)| match &n.kind {
-                NodeKind::Key { key, .. } => Some((ino, n.parent, key.clone(), n.shown.clone())),
+                NodeKind::File { view, name, .. } => Some(FileNode {
+                    ino,
+                    parent: n.parent,
+                    view: *view,
+                    name: name.clone(),
+                    shown: n.shown.clone(),
+                }),
                 _ => None,
             })
             .collect()
@@ -277,6 +299,14 @@ impl InodeTable {
 mod tests {
     use super::*;
 
+    fn keys_view() -> ViewId {
+        crate::fs::view::Views::for_layout()
+            .iter()
+            .next()
+            .map(|(id, _)| id)
+            .unwrap()
+    }
+
     fn dir(p: &str) -> NodeKind {
         NodeKind::Dir {
             path: SecretPath::parse(p),
@@ -310,9 +340,10 @@ mod tests {
     #[test]
     fn a_name_that_changes_kind_gets_a_new_inode() {
         let t = InodeTable::new(SecretPath::root());
-        let key = NodeKind::Key {
+        let key = NodeKind::File {
             secret: SecretPath::parse("app"),
-            key: "x".into(),
+            view: keys_view(),
+            name: "x".into(),
         };
         let a = t.remember(ROOT_INO, "x", key.clone(), true);
         let b = t.remember(ROOT_INO, "x", dir("x"), true);
@@ -326,18 +357,19 @@ mod tests {
     #[test]
     fn keys_and_dirs_are_found_by_store_path_through_renames_and_forgets() {
         let t = InodeTable::new(SecretPath::root());
-        let key = |s: &str, k: &str| NodeKind::Key {
+        let key = |s: &str, k: &str| NodeKind::File {
             secret: SecretPath::parse(s),
-            key: k.into(),
+            view: keys_view(),
+            name: k.into(),
         };
         let app = t.remember(ROOT_INO, "app", dir("app"), true);
         let a = t.remember(app, "A", key("app", "A"), true);
         let b = t.remember(app, "B", key("app", "B"), true);
         let keys = |s: &str| {
             let mut v: Vec<Ino> = t
-                .keys_of(&SecretPath::parse(s))
+                .files_of(&SecretPath::parse(s))
                 .into_iter()
-                .map(|k| k.0)
+                .map(|k| k.ino)
                 .collect();
             v.sort_unstable();
             v

@@ -69,17 +69,21 @@ impl SecretFs {
                 return;
             }
         }
-        for (ino, parent, key, shown) in self.inodes.keys_of(path) {
-            let Some(shown) = shown else { continue };
-            let new = now.and_then(|s| s.keys.get(&key));
-            let old = shown.keys.get(&key);
-            if old.map(|v| v.expose()) == new.map(|v| v.expose()) {
+        for file in self.inodes.files_of(path) {
+            let Some(shown) = &file.shown else { continue };
+            let view = self.views.get(file.view);
+            let new = now.and_then(|s| view.render(s, &file.name));
+            let old = view.render(shown, &file.name);
+            if old.as_ref().map(|r| r.bytes()) == new.as_ref().map(|r| r.bytes()) {
                 continue;
             }
-            tracing::debug!(%path, ino, "value changed in the store: invalidating");
-            self.invalidate(Invalidation::Inode(ino));
+            tracing::debug!(%path, ino = file.ino, "value changed in the store: invalidating");
+            self.invalidate(Invalidation::Inode(file.ino));
             if new.is_none() {
-                self.invalidate(Invalidation::Entry { parent, name: key });
+                self.invalidate(Invalidation::Entry {
+                    parent: file.parent,
+                    name: file.name,
+                });
             }
         }
     }

@@ -12,6 +12,7 @@ mod invalidate;
 pub mod names;
 pub mod overlay;
 pub mod source;
+pub mod view;
 mod write;
 pub mod writers;
 
@@ -29,6 +30,7 @@ use inode::{Ino, InodeTable, NodeKind};
 pub use invalidate::Invalidation;
 use overlay::Overlay;
 use source::{Refresh, Source};
+use view::{ViewId, Views};
 use writers::Writers;
 
 /// Ownership and modes shown on every node.
@@ -83,10 +85,40 @@ pub struct Attr {
 
 /// What a name in a directory stands for.
 enum Child {
+    /// A folder, a secret, or both.
     Dir(SecretPath),
-    Key(SecretPath, String, Option<Arc<Secret>>),
-    NewKey(SecretPath, String),
+    /// A file of a secret seen through a view, as `version` shows it.
+    File {
+        /// The file: its secret, view and name.
+        file: FileRef,
+        /// The version of the secret found.
+        version: Arc<Secret>,
+    },
+    /// A file created and not yet written to the store.
+    NewFile(FileRef),
+    /// A scratch file, in memory only.
     Scratch(SecretPath),
+}
+
+/// A file of a secret seen through a view.
+#[derive(Debug, Clone)]
+pub(crate) struct FileRef {
+    /// The secret.
+    secret: SecretPath,
+    /// The view.
+    view: ViewId,
+    /// The file's name.
+    name: String,
+}
+
+impl FileRef {
+    fn kind(&self) -> NodeKind {
+        NodeKind::File {
+            secret: self.secret.clone(),
+            view: self.view,
+            name: self.name.clone(),
+        }
+    }
 }
 
 /// How long the kernel may trust an answer about in-memory nodes, which
@@ -103,6 +135,8 @@ pub struct SecretFs {
     /// Write buffers of open files, and commits.
     writers: Writers,
     config: FsConfig,
+    /// How secrets show as files.
+    views: Views,
     /// The last failure logged, for `secretfs status`.
     last_error: Mutex<Option<(SystemTime, String)>>,
     /// Where invalidations for the kernel go, once the mount is up.
@@ -137,6 +171,7 @@ impl SecretFs {
             overlay: Overlay::default(),
             writers: Writers::default(),
             config,
+            views: Views::for_layout(),
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
         }
@@ -226,7 +261,7 @@ impl SecretFs {
     pub fn describe(&self, ino: Ino) -> String {
         match self.inodes.get(ino) {
             Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
-            Some(NodeKind::Key { secret, key }) => format!("/{}", secret.join(&key)),
+            Some(NodeKind::File { secret, name, .. }) => format!("/{}", secret.join(&name)),
             None => format!("<inode {ino}>"),
         }
     }
@@ -304,27 +339,49 @@ impl SecretFs {
         self.writers.live_size(ino)
     }
 
-    /// Attributes of the key file `ino` as `secret` holds it. With `shown`
-    /// the kernel is being told them: reads of `ino` serve this version
-    /// from then on (see [`InodeTable::show`]).
-    fn key_attr(
+    /// Attributes of the file `ino` (`file` seen in `version` of its
+    /// secret). With `shown` the kernel is being told them: reads of `ino`
+    /// serve this version from then on (see [`InodeTable::show`]).
+    fn secret_file_attr(
         &self,
         ino: Ino,
-        secret: &Arc<Secret>,
-        key: &str,
+        file: &FileRef,
+        version: &Arc<Secret>,
         valid_for: Duration,
         shown: bool,
     ) -> Result<Attr> {
-        let value = secret.keys.get(key).ok_or(Error::NotFound)?;
+        let size = self
+            .views
+            .get(file.view)
+            .render(version, &file.name)
+            .ok_or(Error::NotFound)?
+            .bytes()
+            .len() as u64;
         if shown {
-            self.inodes.show(ino, secret.clone());
+            self.inodes.show(ino, version.clone());
         }
         Ok(self.file_attr(
             ino,
-            value.len(),
-            secret.modified.unwrap_or(self.source.started()),
+            size,
+            version.modified.unwrap_or(self.source.started()),
             valid_for,
         ))
+    }
+
+    /// The view through which `version` shows a file `name`, if any.
+    fn view_showing(&self, version: &Secret, name: &str) -> Option<ViewId> {
+        self.views
+            .iter()
+            .find(|(_, v)| v.render(version, name).is_some())
+            .map(|(id, _)| id)
+    }
+
+    /// The view through which a new file `name` is created, if any.
+    fn view_creating(&self, name: &str) -> Option<ViewId> {
+        self.views
+            .iter()
+            .find(|(_, v)| v.can_create(name))
+            .map(|(id, _)| id)
     }
 
     /// Attributes of the in-memory scratch file at `path`.
@@ -384,26 +441,16 @@ impl SecretFs {
                     .remember(parent, name, NodeKind::Scratch { path }, lookup);
                 Ok(Attr { ino, ..attr })
             }
-            Child::NewKey(secret, key) | Child::Key(secret, key, None) => {
-                let ino = self
-                    .inodes
-                    .remember(parent, name, NodeKind::Key { secret, key }, lookup);
+            Child::NewFile(file) => {
+                let ino = self.inodes.remember(parent, name, file.kind(), lookup);
                 let size = self.buffered_size(ino).unwrap_or(0);
                 Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
             }
-            Child::Key(secret_path, key, Some(secret)) => {
-                let ino = self.inodes.remember(
-                    parent,
-                    name,
-                    NodeKind::Key {
-                        secret: secret_path,
-                        key: key.clone(),
-                    },
-                    lookup,
-                );
+            Child::File { file, version } => {
+                let ino = self.inodes.remember(parent, name, file.kind(), lookup);
                 match self.buffered_size(ino) {
                     Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
-                    None => self.key_attr(ino, &secret, &key, valid_for, lookup),
+                    None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
                 }
             }
         }
@@ -419,7 +466,14 @@ impl SecretFs {
             return Ok((Child::Scratch(child_path), LOCAL_TTL));
         }
         if self.overlay.is_new_key(&child_path) {
-            return Ok((Child::NewKey(dir.clone(), name.to_string()), Duration::ZERO));
+            if let Some(view) = self.view_creating(name) {
+                let file = FileRef {
+                    secret: dir.clone(),
+                    view,
+                    name: name.to_string(),
+                };
+                return Ok((Child::NewFile(file), Duration::ZERO));
+            }
         }
         let mut list_denied = None;
         let mut valid_for = self.config.cache.ttl;
@@ -453,9 +507,14 @@ impl SecretFs {
         if let Some(secret) = secret {
             valid_for = valid_for.min(secret.valid_for);
             if let Some(s) = &secret.value {
-                if s.keys.contains_key(name) {
-                    let key = Child::Key(dir.clone(), name.to_string(), Some(s.clone()));
-                    return Ok((key, valid_for));
+                if let Some(view) = self.view_showing(s, name) {
+                    let file = FileRef {
+                        secret: dir.clone(),
+                        view,
+                        name: name.to_string(),
+                    };
+                    let version = s.clone();
+                    return Ok((Child::File { file, version }, valid_for));
                 }
             }
         }
@@ -491,16 +550,17 @@ impl SecretFs {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
             NodeKind::Scratch { path } => self.scratch_attr(ino, &path),
-            NodeKind::Key { secret, key } => {
+            NodeKind::File { secret, view, name } => {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
                 }
-                if self.overlay.is_new_key(&secret.join(&key)) {
+                if self.overlay.is_new_key(&secret.join(&name)) {
                     return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
                 }
                 let cached = self.secret(&secret)?;
-                let s = cached.value.ok_or(Error::NotFound)?;
-                self.key_attr(ino, &s, &key, cached.valid_for, true)
+                let version = cached.value.ok_or(Error::NotFound)?;
+                let file = FileRef { secret, view, name };
+                self.secret_file_attr(ino, &file, &version, cached.valid_for, true)
             }
         }
     }
@@ -525,9 +585,10 @@ impl SecretFs {
                 }
                 Ok(self.handles.insert(Handle::Scratch { file }))
             }
-            NodeKind::Key { secret, key } => {
+            NodeKind::File { secret, view, name } => {
+                let file = FileRef { secret, view, name };
                 if write {
-                    return self.open_for_write(ino, secret, key, truncate);
+                    return self.open_for_write(ino, file, truncate);
                 }
                 if let Some(buffer) = self.writers.live(ino) {
                     // Read what the writer wrote, as a local filesystem would.
@@ -535,15 +596,16 @@ impl SecretFs {
                     let value = Arc::new(SecretSlice::from(copy));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
-                if self.overlay.is_new_key(&secret.join(&key)) {
+                if self.overlay.is_new_key(&file.secret.join(&file.name)) {
                     let value = Arc::new(SecretSlice::from(Vec::new()));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
-                // The key must exist now; its bytes are read later, from
+                // The file must exist now; its bytes are read later, from
                 // the version the kernel was last told of (`read_ino`).
-                let cached = self.secret(&secret)?;
-                let s = cached.value.ok_or(Error::NotFound)?;
-                s.keys.get(&key).ok_or(Error::NotFound)?;
+                let cached = self.secret(&file.secret)?;
+                let version = cached.value.ok_or(Error::NotFound)?;
+                let view = self.views.get(file.view);
+                view.render(&version, &file.name).ok_or(Error::NotFound)?;
                 Ok(self.handles.insert(Handle::Key { ino }))
             }
         }
@@ -577,7 +639,7 @@ impl SecretFs {
     /// read-only mount the kernel can serve key files from its page cache
     /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
     pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
-        self.config.read_only && matches!(self.inodes.get(ino), Some(NodeKind::Key { .. }))
+        self.config.read_only && matches!(self.inodes.get(ino), Some(NodeKind::File { .. }))
     }
 
     /// Whether this mount refuses every change.
@@ -601,7 +663,7 @@ impl SecretFs {
                 let copy = lock(&file).data.expose_secret().clone();
                 SecretSlice::from(copy)
             }
-            NodeKind::Key { secret, key } => {
+            NodeKind::File { secret, view, name } => {
                 // The version whose size the kernel holds: a newer value's
                 // bytes would be cut to the old size (or end short of it),
                 // and a reader would get neither value whole. A newer
@@ -610,8 +672,12 @@ impl SecretFs {
                     Some(v) => v,
                     None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
                 };
-                let value = version.keys.get(&key).ok_or(Error::NotFound)?;
-                return Ok(f(slice_at(value.expose(), offset, size)));
+                let rendered = self
+                    .views
+                    .get(view)
+                    .render(&version, &name)
+                    .ok_or(Error::NotFound)?;
+                return Ok(f(slice_at(rendered.bytes(), offset, size)));
             }
         };
         Ok(f(slice_at(bytes.expose_secret(), offset, size)))
@@ -627,8 +693,8 @@ impl SecretFs {
         }))
     }
 
-    /// The names in a directory: store folders and secrets, the secret's
-    /// keys, and what lives in memory.
+    /// The names in a directory: store folders and secrets, the files the
+    /// views show of the secret, and what lives in memory.
     fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
         let mut entries: BTreeMap<String, bool> = BTreeMap::new();
         let mut denied = None;
@@ -656,16 +722,14 @@ impl SecretFs {
                 ..
             }) => {
                 found = true;
-                for key in secret.keys.keys() {
-                    if !names::is_showable(key) {
-                        tracing::debug!(path = %dir, "key name cannot be a file name: hidden");
-                        continue;
+                for (_, view) in self.views.iter() {
+                    for name in view.files(&secret) {
+                        if self.overlay.is_displaced(&dir.join(&name)) {
+                            continue;
+                        }
+                        // Where a file and a child share a name, the directory wins.
+                        entries.entry(name).or_insert(false);
                     }
-                    if self.overlay.is_displaced(&dir.join(key)) {
-                        continue;
-                    }
-                    // Where a key and a child share a name, the directory wins.
-                    entries.entry(key.clone()).or_insert(false);
                 }
             }
             Ok(_) => {}
@@ -715,17 +779,31 @@ impl SecretFs {
             Child::Dir(child_path)
         } else if self.overlay.scratch(&child_path).is_some() {
             Child::Scratch(child_path)
-        } else if self.overlay.is_new_key(&child_path) {
-            Child::NewKey(path, entry.name.clone())
+        } else if let (true, Some(view)) = (
+            self.overlay.is_new_key(&child_path),
+            self.view_creating(&entry.name),
+        ) {
+            Child::NewFile(FileRef {
+                secret: path,
+                view,
+                name: entry.name.clone(),
+            })
         } else {
             let cached = self.secret(&path)?;
-            let secret = cached.value.ok_or(Error::NotFound)?;
-            let valid_for = cached.valid_for;
+            let version = cached.value.ok_or(Error::NotFound)?;
+            let view = self
+                .view_showing(&version, &entry.name)
+                .ok_or(Error::NotFound)?;
+            let file = FileRef {
+                secret: path,
+                view,
+                name: entry.name.clone(),
+            };
             return self.remember(
                 dir,
                 &entry.name,
-                Child::Key(path, entry.name.clone(), Some(secret)),
-                valid_for,
+                Child::File { file, version },
+                cached.valid_for,
                 lookup,
             );
         };

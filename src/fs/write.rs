@@ -11,9 +11,9 @@ use super::handle::Handle;
 use super::inode::{Ino, NodeKind};
 use super::overlay::{Scratch, ScratchFile};
 use super::writers::{write_into, WriteBuffer};
-use super::{lock, names, Attr, Child, SecretFs};
+use super::{lock, names, Attr, Child, FileRef, SecretFs};
 use crate::error::{Error, Result};
-use crate::store::{Secret, SecretData, SecretPath, SecretValue};
+use crate::store::{Secret, SecretData, SecretPath};
 
 /// Truncates or extends a scratch file to `size` bytes.
 pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
@@ -22,13 +22,6 @@ pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
         .expose_secret_mut()
         .resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
     f.modified = SystemTime::now();
-}
-
-/// Sets `key` to the value `bytes` written to its file become.
-fn set_key(data: &mut SecretData, key: &str, bytes: Vec<u8>) -> Result<()> {
-    let was = data.get(key).map(SecretValue::kind);
-    data.insert(key.to_string(), SecretValue::written(bytes, was)?);
-    Ok(())
 }
 
 impl SecretFs {
@@ -52,26 +45,31 @@ impl SecretFs {
         Ok(written)
     }
 
-    /// The bytes a key's file shows now: its write buffer, else the store's value.
-    fn current_bytes(&self, ino: Ino, secret: &SecretPath, key: &str) -> Result<Vec<u8>> {
+    /// The bytes a file shows now: its write buffer, else its view of
+    /// the secret.
+    fn current_bytes(&self, ino: Ino, file: &FileRef) -> Result<Vec<u8>> {
         if let Some(buffer) = self.writers.live(ino) {
             return Ok(lock(&buffer).bytes().to_vec());
         }
-        if self.overlay.is_new_key(&secret.join(key)) {
+        if self.overlay.is_new_key(&file.secret.join(&file.name)) {
             return Ok(Vec::new());
         }
-        let cached = self.secret(secret)?;
-        let s = cached.value.ok_or(Error::NotFound)?;
-        Ok(s.keys.get(key).ok_or(Error::NotFound)?.expose().to_vec())
+        let cached = self.secret(&file.secret)?;
+        let version = cached.value.ok_or(Error::NotFound)?;
+        let view = self.views.get(file.view);
+        let rendered = view.render(&version, &file.name).ok_or(Error::NotFound)?;
+        Ok(rendered.bytes().to_vec())
     }
 
-    pub(super) fn open_for_write(
-        &self,
-        ino: Ino,
-        secret: SecretPath,
-        key: String,
-        truncate: bool,
-    ) -> Result<u64> {
+    /// Writes `bytes` as the file's new content: one commit of its secret.
+    fn commit_file(&self, file: &FileRef, bytes: &[u8]) -> Result<Arc<Secret>> {
+        let view = self.views.get(file.view);
+        self.commit(&file.secret, |data| {
+            view.write(data, &file.name, bytes.to_vec())
+        })
+    }
+
+    pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<u64> {
         self.writable()?;
         let buffer = match self.writers.join(ino) {
             Some(b) => b,
@@ -79,10 +77,9 @@ impl SecretFs {
                 let initial = if truncate {
                     Vec::new()
                 } else {
-                    self.current_bytes(ino, &secret, &key)?
+                    self.current_bytes(ino, &file)?
                 };
-                self.writers
-                    .start(ino, WriteBuffer::new(secret, key, initial))
+                self.writers.start(ino, WriteBuffer::new(file, initial))
             }
         };
         if truncate {
@@ -123,18 +120,18 @@ impl SecretFs {
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
         };
-        let (secret, key, due) = {
+        let (file, due) = {
             let b = lock(buffer);
             let Some(due) = b.due(force)? else {
                 return Ok(());
             };
-            (b.secret.clone(), b.key.clone(), due)
+            (b.file.clone(), due)
         };
         let bytes = due.bytes.expose_secret();
         let result = if bytes.len() as u64 > self.config.max_value_size {
             Err(Error::TooBig(self.config.max_value_size))
         } else {
-            self.commit(&secret, |data| set_key(data, &key, bytes.clone()))
+            self.commit_file(&file, bytes)
         };
         let version = match result {
             Ok(version) => version,
@@ -147,7 +144,7 @@ impl SecretFs {
         // committed is what its reads must serve.
         self.inodes.show(*ino, version);
         lock(buffer).committed(&due);
-        self.overlay.committed(&secret, &key);
+        self.overlay.committed(&file.secret, &file.name);
         Ok(())
     }
 
@@ -173,7 +170,8 @@ impl SecretFs {
             if let Some(last) = self.writers.leave(*ino) {
                 // A created key that never reached the store disappears.
                 let b = lock(&last);
-                self.overlay.remove_new_key(&b.secret.join(&b.key));
+                self.overlay
+                    .remove_new_key(&b.file.secret.join(&b.file.name));
             }
         }
         self.handles.remove(fh);
@@ -205,7 +203,8 @@ impl SecretFs {
                     let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
                     truncate_scratch(&file, size);
                 }
-                NodeKind::Key { secret, key } => {
+                NodeKind::File { secret, view, name } => {
+                    let file = FileRef { secret, view, name };
                     let len = usize::try_from(size).unwrap_or(usize::MAX);
                     let open = self.writers.live(ino);
                     match open {
@@ -213,13 +212,11 @@ impl SecretFs {
                         Some(buffer) => lock(&buffer).resize(size),
                         None => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
-                            let mut bytes = self.current_bytes(ino, &secret, &key)?;
+                            let mut bytes = self.current_bytes(ino, &file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
-                            self.commit(&secret, |data| {
-                                set_key(data, &key, bytes.expose_secret().clone())
-                            })?;
-                            self.overlay.committed(&secret, &key);
+                            self.commit_file(&file, bytes.expose_secret())?;
+                            self.overlay.committed(&file.secret, &file.name);
                         }
                     }
                 }
@@ -250,15 +247,23 @@ impl SecretFs {
                 "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
             ));
         }
+        let view = self
+            .view_creating(name)
+            .ok_or_else(|| Error::Invalid(format!("{name:?} cannot be a file of a secret")))?;
         self.overlay.add_new_key(path);
+        let file = FileRef {
+            secret: dir,
+            view,
+            name: name.to_string(),
+        };
         let attr = self.remember(
             parent,
             name,
-            Child::NewKey(dir.clone(), name.to_string()),
+            Child::NewFile(file.clone()),
             std::time::Duration::ZERO,
             true,
         )?;
-        let fh = self.open_for_write(attr.ino, dir, name.to_string(), true)?;
+        let fh = self.open_for_write(attr.ino, file, true)?;
         Ok((attr, fh))
     }
 
@@ -298,12 +303,11 @@ impl SecretFs {
         }
         match self.find_child(&dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
-            Child::Scratch(_) | Child::NewKey(..) => Ok(()),
-            Child::Key(..) => self
-                .commit(&dir, |data| {
-                    data.remove(name).map(|_| ()).ok_or(Error::NotFound)
-                })
-                .map(drop),
+            Child::Scratch(_) | Child::NewFile(_) => Ok(()),
+            Child::File { file, .. } => {
+                let view = self.views.get(file.view);
+                self.commit(&dir, |data| view.remove(data, name)).map(drop)
+            }
         }
     }
 
@@ -380,26 +384,33 @@ impl SecretFs {
                 return Err(Error::CrossSecret);
             }
             // `sed -i`, `mv tmp KEY`: the scratch file's bytes become the key.
+            let view = self.view_creating(new_name).ok_or_else(|| {
+                Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
+            })?;
+            let target = FileRef {
+                secret: dst_dir,
+                view,
+                name: new_name.to_string(),
+            };
             {
                 let f = lock(&file);
-                let bytes = f.data.expose_secret();
-                self.commit(&dst_dir, |data| set_key(data, new_name, bytes.to_vec()))?;
+                self.commit_file(&target, f.data.expose_secret())?;
             }
             self.overlay.remove_scratch(&src);
-            self.now_a_key((parent, name), (new_parent, new_name), dst_dir);
+            self.now_a_file((parent, name), (new_parent, new_name), target);
             return Ok(());
         }
 
-        match self.find_child(&src_dir, name)?.0 {
+        let source = match self.find_child(&src_dir, name)?.0 {
             Child::Dir(_) => return Err(Error::CrossSecret),
             Child::Scratch(_) => return Err(Error::NotFound),
-            Child::NewKey(..) => {
+            Child::NewFile(_) => {
                 return Err(Error::NotPermitted(
                     "the key is still being written: close it first",
                 ))
             }
-            Child::Key(..) => {}
-        }
+            Child::File { file, .. } => file,
+        };
         if src_dir != dst_dir {
             return Err(Error::CrossSecret);
         }
@@ -408,7 +419,7 @@ impl SecretFs {
             // value in memory and hide the key until the new one is written.
             // (Inode 0, never allocated, when the kernel holds no inode for it.)
             let src_ino = self.inodes.lookup_name(parent, name).unwrap_or(0);
-            let bytes = self.current_bytes(src_ino, &src_dir, name)?;
+            let bytes = self.current_bytes(src_ino, &source)?;
             self.overlay
                 .put_scratch(dst.clone(), ScratchFile::new(bytes));
             self.overlay.displace(src, dst.clone());
@@ -423,31 +434,28 @@ impl SecretFs {
         }
         // A key an editor moved aside does not show: it may be replaced.
         let dst_hidden = self.overlay.is_displaced(&dst);
+        let view = self.views.get(source.view);
         self.commit(&src_dir, |data| {
-            let value = data.remove(name).ok_or(Error::NotFound)?;
-            if no_replace && !dst_hidden && data.contains_key(new_name) {
-                return Err(Error::Exists);
-            }
-            data.insert(new_name.to_string(), value);
-            Ok(())
+            view.rename(data, name, new_name, no_replace && !dst_hidden)
         })?;
-        self.now_a_key((parent, name), (new_parent, new_name), dst_dir);
+        let target = FileRef {
+            name: new_name.to_string(),
+            ..source
+        };
+        self.now_a_file((parent, name), (new_parent, new_name), target);
         Ok(())
     }
 
-    /// After a rename was committed: the new name is a key of `secret`, and
-    /// the inode the kernel keeps across the rename stands for it.
-    fn now_a_key(
+    /// After a rename was committed: the new name is `file`, and the inode
+    /// the kernel keeps across the rename stands for it.
+    fn now_a_file(
         &self,
         (parent, name): (Ino, &str),
         (new_parent, new_name): (Ino, &str),
-        secret: SecretPath,
+        file: FileRef,
     ) {
-        self.overlay.committed(&secret, new_name);
-        let kind = NodeKind::Key {
-            secret,
-            key: new_name.to_string(),
-        };
-        self.inodes.rename(parent, name, new_parent, new_name, kind);
+        self.overlay.committed(&file.secret, &file.name);
+        self.inodes
+            .rename(parent, name, new_parent, new_name, file.kind());
     }
 }

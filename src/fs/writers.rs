@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 use super::inode::Ino;
 use super::source::Source;
+use super::FileRef;
 use crate::error::{Error, Result};
 use crate::store::{Precondition, Secret, SecretData, SecretPath};
 
@@ -43,10 +44,8 @@ pub enum WriteState {
 /// The pending new value of one key, shared by all handles that opened it
 /// for writing (as a page cache would be).
 pub struct WriteBuffer {
-    /// The secret holding the key.
-    pub secret: SecretPath,
-    /// The key.
-    pub key: String,
+    /// The file written.
+    pub(crate) file: FileRef,
     /// The file's bytes as written so far (zeroized on drop).
     data: SecretBox<Vec<u8>>,
     state: WriteState,
@@ -64,11 +63,10 @@ pub struct Due {
 }
 
 impl WriteBuffer {
-    /// A clean buffer holding `initial`.
-    pub fn new(secret: SecretPath, key: String, initial: Vec<u8>) -> Self {
+    /// A clean buffer of `file` holding `initial`.
+    pub(crate) fn new(file: FileRef, initial: Vec<u8>) -> Self {
         WriteBuffer {
-            secret,
-            key,
+            file,
             data: SecretBox::new(Box::new(initial)),
             state: WriteState::Clean,
             edits: 0,
@@ -273,7 +271,17 @@ mod tests {
     use super::*;
 
     fn buffer(initial: &[u8]) -> WriteBuffer {
-        WriteBuffer::new(SecretPath::parse("s"), "K".into(), initial.to_vec())
+        let view = crate::fs::view::Views::for_layout()
+            .iter()
+            .next()
+            .map(|(id, _)| id)
+            .unwrap();
+        let file = FileRef {
+            secret: SecretPath::parse("s"),
+            view,
+            name: "K".into(),
+        };
+        WriteBuffer::new(file, initial.to_vec())
     }
 
     #[test]

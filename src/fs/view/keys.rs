@@ -1,0 +1,63 @@
+//! The `keys` view: a secret is a directory holding one file per key,
+//! whose bytes are the value (a string's UTF-8, other JSON as compact text).
+
+use super::{Rendered, View};
+use crate::error::{Error, Result};
+use crate::fs::names;
+use crate::store::{Secret, SecretData, SecretValue};
+
+/// One file per key.
+pub struct Keys;
+
+impl View for Keys {
+    fn name(&self) -> &'static str {
+        "keys"
+    }
+
+    fn files(&self, secret: &Secret) -> Vec<String> {
+        secret
+            .keys
+            .keys()
+            .filter(|k| {
+                let showable = names::is_showable(k);
+                if !showable {
+                    tracing::debug!("key name cannot be a file name: hidden");
+                }
+                showable
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn render<'a>(&self, secret: &'a Secret, name: &str) -> Option<Rendered<'a>> {
+        secret
+            .keys
+            .get(name)
+            .map(|v| Rendered::Borrowed(v.expose()))
+    }
+
+    fn can_create(&self, name: &str) -> bool {
+        names::is_showable(name)
+    }
+
+    /// A key that held non-string JSON keeps its type when the new bytes
+    /// parse as JSON; anything else is stored as a string.
+    fn write(&self, data: &mut SecretData, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let was = data.get(name).map(SecretValue::kind);
+        data.insert(name.to_string(), SecretValue::written(bytes, was)?);
+        Ok(())
+    }
+
+    fn remove(&self, data: &mut SecretData, name: &str) -> Result<()> {
+        data.remove(name).map(drop).ok_or(Error::NotFound)
+    }
+
+    fn rename(&self, data: &mut SecretData, from: &str, to: &str, no_replace: bool) -> Result<()> {
+        let value = data.remove(from).ok_or(Error::NotFound)?;
+        if no_replace && data.contains_key(to) {
+            return Err(Error::Exists);
+        }
+        data.insert(to.to_string(), value);
+        Ok(())
+    }
+}

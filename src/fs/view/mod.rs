@@ -1,0 +1,98 @@
+//! Views: how a secret shows as files. A view says which file names a
+//! secret shows, renders each file's bytes, and turns what a program writes
+//! to (or removes, or renames among) its files into a change of the
+//! secret's data. The core asks the views registered for the mount and
+//! knows nothing of any one of them; adding a view is a module here plus
+//! one line in [`Views::for_layout`].
+//!
+//! Views show their files in the secret's own directory (`keys`: one file
+//! per key).
+
+mod keys;
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretSlice};
+
+use crate::error::Result;
+use crate::store::{Secret, SecretData};
+
+pub use keys::Keys;
+
+/// The bytes of one file: borrowed from the cached secret where they are
+/// stored as they show, else rendered (and zeroized when dropped).
+pub enum Rendered<'a> {
+    /// The stored bytes themselves.
+    Borrowed(&'a [u8]),
+    /// Bytes made for this file.
+    Owned(SecretSlice<u8>),
+}
+
+impl Rendered<'_> {
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Rendered::Borrowed(b) => b,
+            Rendered::Owned(s) => s.expose_secret(),
+        }
+    }
+}
+
+/// How a secret shows as files.
+pub trait View: Send + Sync + 'static {
+    /// The view's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// The names of the files `secret` shows.
+    fn files(&self, secret: &Secret) -> Vec<String>;
+
+    /// The bytes of the file `name` of `secret`; `None` when it shows no
+    /// such file.
+    fn render<'a>(&self, secret: &'a Secret, name: &str) -> Option<Rendered<'a>>;
+
+    /// Whether a program may create a file `name` (the change reaches the
+    /// store when it is written).
+    fn can_create(&self, name: &str) -> bool;
+
+    /// Applies the bytes written to the file `name` to the secret's data.
+    fn write(&self, data: &mut SecretData, name: &str, bytes: Vec<u8>) -> Result<()>;
+
+    /// Removes the file `name` from the secret's data.
+    fn remove(&self, data: &mut SecretData, name: &str) -> Result<()>;
+
+    /// Renames the file `from` to `to` within the secret's data; with
+    /// `no_replace`, an existing `to` is an error.
+    fn rename(&self, data: &mut SecretData, from: &str, to: &str, no_replace: bool) -> Result<()>;
+}
+
+/// Which registered view a file is seen through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewId(u8);
+
+/// The views of a mount, in the order they are asked.
+#[derive(Clone)]
+pub struct Views(Vec<Arc<dyn View>>);
+
+impl Views {
+    /// The views of a layout. Today one: `keys`.
+    pub fn for_layout() -> Self {
+        Views(vec![Arc::new(Keys)])
+    }
+
+    /// Every view with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (ViewId, &dyn View)> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ViewId(u8::try_from(i).unwrap_or(u8::MAX)), v.as_ref()))
+    }
+
+    /// The view `id`.
+    pub fn get(&self, id: ViewId) -> &dyn View {
+        // Ids come from `iter`: always in range.
+        self.0
+            .get(usize::from(id.0))
+            .or_else(|| self.0.first())
+            .map_or(&Keys as &dyn View, |v| v.as_ref())
+    }
+}
