@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use secrecy::SecretSlice;
 
 use super::inode::Ino;
-use super::overlay::Scratch;
+use super::local::Scratch;
 use super::writers::SharedBuffer;
 
 /// One entry of a directory as listed when it was opened.

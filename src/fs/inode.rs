@@ -3,7 +3,7 @@
 //! nowhere else. Numbers are monotonic and never reused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use super::view::ViewId;
 use crate::store::{Secret, SecretPath};
@@ -14,7 +14,7 @@ pub type Ino = u64;
 /// The root directory's inode number (FUSE's fixed 1).
 pub const ROOT_INO: Ino = 1;
 
-/// A file inode of a secret, as [`InodeTable::files_of`] finds it.
+/// A file inode of a secret, as [`Inodes::files_of`] finds it.
 pub struct FileNode {
     /// Its inode.
     pub ino: Ino,
@@ -70,7 +70,9 @@ struct Node {
     shown: Option<Arc<Secret>>,
 }
 
-struct Inner {
+/// All inodes the kernel may hold (see [`Namespace`](super::namespace::Namespace),
+/// which owns them together with what lives only in memory).
+pub struct Inodes {
     nodes: HashMap<Ino, Node>,
     by_name: HashMap<(Ino, String), Ino>,
     /// Store path → the directories standing for it and the keys of the
@@ -88,7 +90,7 @@ fn store_path(kind: &NodeKind) -> Option<&SecretPath> {
     }
 }
 
-impl Inner {
+impl Inodes {
     fn index(&mut self, ino: Ino, kind: &NodeKind) {
         if let Some(path) = store_path(kind) {
             self.by_path.entry(path.clone()).or_default().push(ino);
@@ -115,12 +117,7 @@ impl Inner {
     }
 }
 
-/// All inodes the kernel may hold.
-pub struct InodeTable {
-    inner: Mutex<Inner>,
-}
-
-impl InodeTable {
+impl Inodes {
     /// A table holding only the root, standing for `root`.
     pub fn new(root: SecretPath) -> Self {
         let mut nodes = HashMap::new();
@@ -136,35 +133,29 @@ impl InodeTable {
                 shown: None,
             },
         );
-        InodeTable {
-            inner: Mutex::new(Inner {
-                nodes,
-                by_name: HashMap::new(),
-                by_path,
-                next: ROOT_INO + 1,
-            }),
+        Inodes {
+            nodes,
+            by_name: HashMap::new(),
+            by_path,
+            next: ROOT_INO + 1,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What `ino` stands for, if the table knows it.
     pub fn get(&self, ino: Ino) -> Option<NodeKind> {
-        self.lock().nodes.get(&ino).map(|n| n.kind.clone())
+        self.nodes.get(&ino).map(|n| n.kind.clone())
     }
 
     /// The parent of `ino` (the root is its own parent).
     pub fn parent(&self, ino: Ino) -> Option<Ino> {
-        self.lock().nodes.get(&ino).map(|n| n.parent)
+        self.nodes.get(&ino).map(|n| n.parent)
     }
 
     /// The inode for `name` in `parent`, created if new or if the name now
     /// stands for something else (a key that became a folder gets a new inode).
     /// `lookup` counts one kernel reference (lookup, create, readdirplus).
-    pub fn remember(&self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
-        let mut inner = self.lock();
+    pub fn remember(&mut self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
+        let inner = self;
         let key = (parent, name.to_string());
         if let Some(&ino) = inner.by_name.get(&key) {
             if let Some(node) = inner.nodes.get_mut(&ino) {
@@ -195,16 +186,20 @@ impl InodeTable {
 
     /// The inode currently named `name` in `parent`, if any.
     pub fn lookup_name(&self, parent: Ino, name: &str) -> Option<Ino> {
-        self.lock()
-            .by_name
-            .get(&(parent, name.to_string()))
-            .copied()
+        self.by_name.get(&(parent, name.to_string())).copied()
     }
 
     /// Moves the node named `name` in `parent` to `new_name` in `new_parent`,
     /// now standing for `kind` (the kernel keeps the inode across a rename).
-    pub fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, kind: NodeKind) {
-        let mut inner = self.lock();
+    pub fn rename(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        kind: NodeKind,
+    ) {
+        let inner = self;
         let Some(ino) = inner.by_name.remove(&(parent, name.to_string())) else {
             return;
         };
@@ -224,22 +219,21 @@ impl InodeTable {
 
     /// Records the version of the secret whose attributes of `ino` the
     /// kernel is being told.
-    pub fn show(&self, ino: Ino, version: Arc<Secret>) {
-        if let Some(node) = self.lock().nodes.get_mut(&ino) {
+    pub fn show(&mut self, ino: Ino, version: Arc<Secret>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
             node.shown = Some(version);
         }
     }
 
     /// The version of the secret last shown for `ino`.
     pub fn shown(&self, ino: Ino) -> Option<Arc<Secret>> {
-        self.lock().nodes.get(&ino).and_then(|n| n.shown.clone())
+        self.nodes.get(&ino).and_then(|n| n.shown.clone())
     }
 
     /// The file inodes of `secret` the kernel may hold, for what to
     /// invalidate when the secret changes.
     pub fn files_of(&self, secret: &SecretPath) -> Vec<FileNode> {
-        self.lock()
-            .at_path(secret)
+        self.at_path(secret)
             .filter_map(|(ino, n)| match &n.kind {
                 NodeKind::File { view, name, .. } => Some(FileNode {
                     ino,
@@ -255,19 +249,18 @@ impl InodeTable {
 
     /// The directory inodes standing for `path`.
     pub fn dirs_at(&self, path: &SecretPath) -> Vec<Ino> {
-        self.lock()
-            .at_path(path)
+        self.at_path(path)
             .filter(|(_, n)| n.kind.is_dir())
             .map(|(ino, _)| ino)
             .collect()
     }
 
     /// The kernel dropped `n` references to `ino`; at zero the inode is forgotten.
-    pub fn forget(&self, ino: Ino, n: u64) {
+    pub fn forget(&mut self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
             return;
         }
-        let mut inner = self.lock();
+        let inner = self;
         let Some(node) = inner.nodes.get_mut(&ino) else {
             return;
         };
@@ -286,7 +279,7 @@ impl InodeTable {
 
     /// Number of inodes held (the root included).
     pub fn len(&self) -> usize {
-        self.lock().nodes.len()
+        self.nodes.len()
     }
 
     /// Whether only the root is held.
@@ -315,7 +308,7 @@ mod tests {
 
     #[test]
     fn the_same_name_gets_the_same_inode() {
-        let t = InodeTable::new(SecretPath::root());
+        let mut t = Inodes::new(SecretPath::root());
         let a = t.remember(ROOT_INO, "app", dir("app"), true);
         let b = t.remember(ROOT_INO, "app", dir("app"), true);
         assert_eq!(a, b);
@@ -325,7 +318,7 @@ mod tests {
 
     #[test]
     fn an_inode_is_forgotten_when_its_lookups_reach_zero_and_never_reused() {
-        let t = InodeTable::new(SecretPath::root());
+        let mut t = Inodes::new(SecretPath::root());
         let a = t.remember(ROOT_INO, "app", dir("app"), true);
         t.remember(ROOT_INO, "app", dir("app"), true);
         t.forget(a, 1);
@@ -339,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_name_that_changes_kind_gets_a_new_inode() {
-        let t = InodeTable::new(SecretPath::root());
+        let mut t = Inodes::new(SecretPath::root());
         let key = NodeKind::File {
             secret: SecretPath::parse("app"),
             view: keys_view(),
@@ -356,7 +349,7 @@ mod tests {
 
     #[test]
     fn keys_and_dirs_are_found_by_store_path_through_renames_and_forgets() {
-        let t = InodeTable::new(SecretPath::root());
+        let mut t = Inodes::new(SecretPath::root());
         let key = |s: &str, k: &str| NodeKind::File {
             secret: SecretPath::parse(s),
             view: keys_view(),
@@ -365,7 +358,7 @@ mod tests {
         let app = t.remember(ROOT_INO, "app", dir("app"), true);
         let a = t.remember(app, "A", key("app", "A"), true);
         let b = t.remember(app, "B", key("app", "B"), true);
-        let keys = |s: &str| {
+        let keys = |t: &Inodes, s: &str| {
             let mut v: Vec<Ino> = t
                 .files_of(&SecretPath::parse(s))
                 .into_iter()
@@ -374,23 +367,23 @@ mod tests {
             v.sort_unstable();
             v
         };
-        assert_eq!(keys("app"), [a, b]);
+        assert_eq!(keys(&t, "app"), [a, b]);
         assert_eq!(t.dirs_at(&SecretPath::parse("app")), [app]);
         assert_eq!(t.dirs_at(&SecretPath::root()), [ROOT_INO]);
         // B moves to another secret.
         let other = t.remember(ROOT_INO, "other", dir("other"), true);
         t.rename(app, "B", other, "B", key("other", "B"));
-        assert_eq!(keys("app"), [a]);
-        assert_eq!(keys("other"), [b]);
+        assert_eq!(keys(&t, "app"), [a]);
+        assert_eq!(keys(&t, "other"), [b]);
         t.forget(a, 1);
-        assert_eq!(keys("app"), Vec::<Ino>::new());
+        assert_eq!(keys(&t, "app"), Vec::<Ino>::new());
         t.forget(app, 1);
         assert!(t.dirs_at(&SecretPath::parse("app")).is_empty());
     }
 
     #[test]
     fn the_root_is_never_forgotten() {
-        let t = InodeTable::new(SecretPath::root());
+        let mut t = Inodes::new(SecretPath::root());
         t.forget(ROOT_INO, 100);
         assert!(t.get(ROOT_INO).is_some());
     }

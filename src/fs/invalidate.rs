@@ -69,7 +69,7 @@ impl SecretFs {
                 return;
             }
         }
-        for file in self.inodes.files_of(path) {
+        for file in self.names.files_of(path) {
             let Some(shown) = &file.shown else { continue };
             let view = self.views.get(file.view);
             let new = now.and_then(|s| view.render(s, &file.name));
@@ -112,9 +112,10 @@ impl SecretFs {
         if gone.is_empty() {
             return;
         }
-        for dir in self.inodes.dirs_at(path) {
+        for dir in self.names.dirs_at(path) {
             for name in &gone {
-                if self.inodes.lookup_name(dir, name).is_some() {
+                let at = super::namespace::Name { parent: dir, name };
+                if self.names.lookup_name(at).is_some() {
                     tracing::debug!(%path, ino = dir, "name gone from the store: invalidating");
                     self.invalidate(Invalidation::Entry {
                         parent: dir,

@@ -9,8 +9,9 @@ pub mod clock;
 pub mod handle;
 pub mod inode;
 mod invalidate;
+pub mod local;
 pub mod names;
-pub mod overlay;
+pub mod namespace;
 pub mod source;
 pub mod view;
 mod write;
@@ -26,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::store::{ListEntry, Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
 use handle::{DirEntryInfo, Handle, HandleTable};
-use inode::{Ino, InodeTable, NodeKind};
+use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
-use overlay::Overlay;
+use namespace::{Name, Namespace};
 use source::{Refresh, Source};
 use view::{ViewId, Views};
 use writers::Writers;
@@ -129,9 +130,9 @@ const LOCAL_TTL: Duration = Duration::from_secs(1);
 pub struct SecretFs {
     /// The store behind the cache.
     source: Arc<Source>,
-    inodes: InodeTable,
+    /// Every node: the inode table and what lives only in memory.
+    names: Namespace,
     handles: HandleTable,
-    overlay: Overlay,
     /// Write buffers of open files, and commits.
     writers: Writers,
     config: FsConfig,
@@ -166,9 +167,8 @@ impl SecretFs {
     ) -> Self {
         SecretFs {
             source: Arc::new(Source::new(store, config.cache, clock)),
-            inodes: InodeTable::new(root),
+            names: Namespace::new(root),
             handles: HandleTable::default(),
-            overlay: Overlay::default(),
             writers: Writers::default(),
             config,
             views: Views::for_layout(),
@@ -259,7 +259,7 @@ impl SecretFs {
 
     /// The store path behind `ino`, for log lines (`secret/KEY` for files).
     pub fn describe(&self, ino: Ino) -> String {
-        match self.inodes.get(ino) {
+        match self.names.get(ino) {
             Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
             Some(NodeKind::File { secret, name, .. }) => format!("/{}", secret.join(&name)),
             None => format!("<inode {ino}>"),
@@ -292,7 +292,7 @@ impl SecretFs {
             "last_error": last_error,
             "cached_listings": cached_listings,
             "cached_secrets": cached_secrets,
-            "inodes": self.inodes.len(),
+            "inodes": self.names.len(),
             "open_handles": self.handles.len(),
             "read_only": self.config.read_only,
             "mounted_at_unix": secs(self.source.started()),
@@ -302,7 +302,7 @@ impl SecretFs {
     /// Number of inodes and cache entries held, for status and tests.
     pub fn stats(&self) -> (usize, usize, usize) {
         let (listings, secrets) = self.source.counts();
-        (self.inodes.len(), listings, secrets)
+        (self.names.len(), listings, secrets)
     }
 
     // ---- attributes ------------------------------------------------------
@@ -341,7 +341,7 @@ impl SecretFs {
 
     /// Attributes of the file `ino` (`file` seen in `version` of its
     /// secret). With `shown` the kernel is being told them: reads of `ino`
-    /// serve this version from then on (see [`InodeTable::show`]).
+    /// serve this version from then on (see [`Namespace::show`]).
     fn secret_file_attr(
         &self,
         ino: Ino,
@@ -358,7 +358,7 @@ impl SecretFs {
             .bytes()
             .len() as u64;
         if shown {
-            self.inodes.show(ino, version.clone());
+            self.names.show(ino, version.clone());
         }
         Ok(self.file_attr(
             ino,
@@ -386,14 +386,14 @@ impl SecretFs {
 
     /// Attributes of the in-memory scratch file at `path`.
     fn scratch_attr(&self, ino: Ino, path: &SecretPath) -> Result<Attr> {
-        let file = self.overlay.scratch(path).ok_or(Error::NotFound)?;
+        let file = self.names.scratch(path).ok_or(Error::NotFound)?;
         let f = lock(&file);
         let size = f.data.expose_secret().len() as u64;
         Ok(self.file_attr(ino, size, f.modified, LOCAL_TTL))
     }
 
     fn dir_path(&self, ino: Ino) -> Result<SecretPath> {
-        match self.inodes.get(ino) {
+        match self.names.get(ino) {
             Some(NodeKind::Dir { path }) => Ok(path),
             Some(_) => Err(Error::NotDir),
             None => Err(Error::Stale),
@@ -401,7 +401,7 @@ impl SecretFs {
     }
 
     fn node(&self, ino: Ino) -> Result<NodeKind> {
-        self.inodes.get(ino).ok_or(Error::Stale)
+        self.names.get(ino).ok_or(Error::Stale)
     }
 
     // ---- operations --------------------------------------------------------
@@ -427,27 +427,24 @@ impl SecretFs {
         valid_for: Duration,
         lookup: bool,
     ) -> Result<Attr> {
+        let at = Name { parent, name };
         match child {
             Child::Dir(path) => {
-                let ino = self
-                    .inodes
-                    .remember(parent, name, NodeKind::Dir { path }, lookup);
+                let ino = self.names.remember(at, NodeKind::Dir { path }, lookup);
                 Ok(self.dir_attr(ino, valid_for))
             }
             Child::Scratch(path) => {
                 let attr = self.scratch_attr(0, &path)?;
-                let ino = self
-                    .inodes
-                    .remember(parent, name, NodeKind::Scratch { path }, lookup);
+                let ino = self.names.remember(at, NodeKind::Scratch { path }, lookup);
                 Ok(Attr { ino, ..attr })
             }
             Child::NewFile(file) => {
-                let ino = self.inodes.remember(parent, name, file.kind(), lookup);
+                let ino = self.names.remember(at, file.kind(), lookup);
                 let size = self.buffered_size(ino).unwrap_or(0);
                 Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
             }
             Child::File { file, version } => {
-                let ino = self.inodes.remember(parent, name, file.kind(), lookup);
+                let ino = self.names.remember(at, file.kind(), lookup);
                 match self.buffered_size(ino) {
                     Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
                     None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
@@ -459,13 +456,13 @@ impl SecretFs {
     fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
         let child_path = dir.join(name);
         // What lives only in memory comes first.
-        if self.overlay.is_dir(&child_path) {
+        if self.names.is_local_dir(&child_path) {
             return Ok((Child::Dir(child_path), LOCAL_TTL));
         }
-        if self.overlay.scratch(&child_path).is_some() {
+        if self.names.scratch(&child_path).is_some() {
             return Ok((Child::Scratch(child_path), LOCAL_TTL));
         }
-        if self.overlay.is_new_key(&child_path) {
+        if self.names.is_new_file(&child_path) {
             if let Some(view) = self.view_creating(name) {
                 let file = FileRef {
                     secret: dir.clone(),
@@ -496,7 +493,7 @@ impl SecretFs {
             Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
             Err(e) => return Err(e),
         }
-        if self.overlay.is_displaced(&child_path) {
+        if self.names.is_set_aside(&child_path) {
             return Err(Error::NotFound);
         }
         let secret = match self.secret(dir) {
@@ -554,7 +551,7 @@ impl SecretFs {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
                 }
-                if self.overlay.is_new_key(&secret.join(&name)) {
+                if self.names.is_new_file(&secret.join(&name)) {
                     return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
                 }
                 let cached = self.secret(&secret)?;
@@ -567,7 +564,7 @@ impl SecretFs {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        self.names.forget(ino, n);
     }
 
     /// Opens a file. Read-only opens of a key hold the value as it is now;
@@ -579,7 +576,7 @@ impl SecretFs {
                 if write && self.config.read_only {
                     return Err(Error::ReadOnly);
                 }
-                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
                 if truncate {
                     write::truncate_scratch(&file, 0);
                 }
@@ -596,7 +593,7 @@ impl SecretFs {
                     let value = Arc::new(SecretSlice::from(copy));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
-                if self.overlay.is_new_key(&file.secret.join(&file.name)) {
+                if self.names.is_new_file(&file.secret.join(&file.name)) {
                     let value = Arc::new(SecretSlice::from(Vec::new()));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
@@ -639,7 +636,7 @@ impl SecretFs {
     /// read-only mount the kernel can serve key files from its page cache
     /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
     pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
-        self.config.read_only && matches!(self.inodes.get(ino), Some(NodeKind::File { .. }))
+        self.config.read_only && matches!(self.names.get(ino), Some(NodeKind::File { .. }))
     }
 
     /// Whether this mount refuses every change.
@@ -659,7 +656,7 @@ impl SecretFs {
         let bytes = match self.node(ino)? {
             NodeKind::Dir { .. } => return Err(Error::IsDir),
             NodeKind::Scratch { path } => {
-                let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
                 let copy = lock(&file).data.expose_secret().clone();
                 SecretSlice::from(copy)
             }
@@ -668,7 +665,7 @@ impl SecretFs {
                 // bytes would be cut to the old size (or end short of it),
                 // and a reader would get neither value whole. A newer
                 // version reaches the kernel with its attributes first.
-                let version = match self.inodes.shown(ino) {
+                let version = match self.names.shown(ino) {
                     Some(v) => v,
                     None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
                 };
@@ -724,7 +721,7 @@ impl SecretFs {
                 found = true;
                 for (_, view) in self.views.iter() {
                     for name in view.files(&secret) {
-                        if self.overlay.is_displaced(&dir.join(&name)) {
+                        if self.names.is_set_aside(&dir.join(&name)) {
                             continue;
                         }
                         // Where a file and a child share a name, the directory wins.
@@ -740,14 +737,14 @@ impl SecretFs {
             }
             Err(e) => return Err(e),
         }
-        for name in self.overlay.dirs_in(dir) {
+        for name in self.names.local_dirs_in(dir) {
             entries.insert(name, true);
         }
         for name in self
-            .overlay
-            .new_keys_in(dir)
+            .names
+            .new_files_in(dir)
             .into_iter()
-            .chain(self.overlay.scratch_in(dir))
+            .chain(self.names.scratch_in(dir))
         {
             entries.entry(name).or_insert(false);
         }
@@ -777,10 +774,10 @@ impl SecretFs {
         let child_path = path.join(&entry.name);
         let child = if entry.is_dir {
             Child::Dir(child_path)
-        } else if self.overlay.scratch(&child_path).is_some() {
+        } else if self.names.scratch(&child_path).is_some() {
             Child::Scratch(child_path)
         } else if let (true, Some(view)) = (
-            self.overlay.is_new_key(&child_path),
+            self.names.is_new_file(&child_path),
             self.view_creating(&entry.name),
         ) {
             Child::NewFile(FileRef {
@@ -812,7 +809,7 @@ impl SecretFs {
 
     /// The parent inode of a directory, for `..`.
     pub fn parent_of(&self, ino: Ino) -> Ino {
-        self.inodes.parent(ino).unwrap_or(inode::ROOT_INO)
+        self.names.parent(ino).unwrap_or(inode::ROOT_INO)
     }
 }
 

@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 use super::handle::Handle;
 use super::inode::{Ino, NodeKind};
-use super::overlay::{Scratch, ScratchFile};
+use super::local::Scratch;
+use super::namespace::Name;
 use super::writers::{write_into, WriteBuffer};
 use super::{lock, names, Attr, Child, FileRef, SecretFs};
 use crate::error::{Error, Result};
@@ -41,7 +42,7 @@ impl SecretFs {
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Arc<Secret>> {
         let written = self.writers.commit(&self.source, secret, change)?;
-        self.overlay.secret_written(secret);
+        self.names.secret_written(secret);
         Ok(written)
     }
 
@@ -51,7 +52,7 @@ impl SecretFs {
         if let Some(buffer) = self.writers.live(ino) {
             return Ok(lock(&buffer).bytes().to_vec());
         }
-        if self.overlay.is_new_key(&file.secret.join(&file.name)) {
+        if self.names.is_new_file(&file.secret.join(&file.name)) {
             return Ok(Vec::new());
         }
         let cached = self.secret(&file.secret)?;
@@ -142,9 +143,9 @@ impl SecretFs {
         };
         // The kernel sized the file by what was written: the version just
         // committed is what its reads must serve.
-        self.inodes.show(*ino, version);
+        self.names.show(*ino, version);
         lock(buffer).committed(&due);
-        self.overlay.committed(&file.secret, &file.name);
+        self.names.file_written(&file.secret, &file.name);
         Ok(())
     }
 
@@ -170,8 +171,8 @@ impl SecretFs {
             if let Some(last) = self.writers.leave(*ino) {
                 // A created key that never reached the store disappears.
                 let b = lock(&last);
-                self.overlay
-                    .remove_new_key(&b.file.secret.join(&b.file.name));
+                self.names
+                    .remove_new_file(&b.file.secret.join(&b.file.name));
             }
         }
         self.handles.remove(fh);
@@ -200,7 +201,7 @@ impl SecretFs {
             match self.node(ino)? {
                 NodeKind::Dir { .. } => return Err(Error::IsDir),
                 NodeKind::Scratch { path } => {
-                    let file = self.overlay.scratch(&path).ok_or(Error::NotFound)?;
+                    let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
                     truncate_scratch(&file, size);
                 }
                 NodeKind::File { secret, view, name } => {
@@ -216,7 +217,7 @@ impl SecretFs {
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
                             self.commit_file(&file, bytes.expose_secret())?;
-                            self.overlay.committed(&file.secret, &file.name);
+                            self.names.file_written(&file.secret, &file.name);
                         }
                     }
                 }
@@ -235,11 +236,10 @@ impl SecretFs {
             return Err(Error::Invalid(format!("{name:?} cannot be a key name")));
         }
         let path = dir.join(name);
+        let at = Name { parent, name };
         if names::is_scratch(name) {
-            let file = self
-                .overlay
-                .put_scratch(path.clone(), ScratchFile::new(Vec::new()));
-            let attr = self.remember(parent, name, Child::Scratch(path), super::LOCAL_TTL, true)?;
+            let (ino, file) = self.names.create_scratch(at, path.clone());
+            let attr = self.scratch_attr(ino, &path)?;
             return Ok((attr, self.handles.insert(Handle::Scratch { file })));
         }
         if dir.is_root() {
@@ -250,20 +250,14 @@ impl SecretFs {
         let view = self
             .view_creating(name)
             .ok_or_else(|| Error::Invalid(format!("{name:?} cannot be a file of a secret")))?;
-        self.overlay.add_new_key(path);
         let file = FileRef {
             secret: dir,
             view,
             name: name.to_string(),
         };
-        let attr = self.remember(
-            parent,
-            name,
-            Child::NewFile(file.clone()),
-            std::time::Duration::ZERO,
-            true,
-        )?;
-        let fh = self.open_for_write(attr.ino, file, true)?;
+        let ino = self.names.create_file(at, path, file.kind());
+        let attr = self.file_attr(ino, 0, SystemTime::now(), std::time::Duration::ZERO);
+        let fh = self.open_for_write(ino, file, true)?;
         Ok((attr, fh))
     }
 
@@ -279,15 +273,15 @@ impl SecretFs {
             // A directory left by a (soft) deleted secret, holding nothing,
             // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
-                if !self.overlay.is_dir(&path)
+                if !self.names.is_local_dir(&path)
                     && !self.secret_is_live(&path)
                     && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
             Err(Error::NotFound) => {}
             Err(e) => return Err(e),
         }
-        self.overlay.add_dir(path.clone());
-        self.remember(parent, name, Child::Dir(path), super::LOCAL_TTL, true)
+        let ino = self.names.make_dir(Name { parent, name }, path);
+        Ok(self.dir_attr(ino, super::LOCAL_TTL))
     }
 
     /// Removes a key (one write of its secret without it) or a scratch file.
@@ -295,10 +289,10 @@ impl SecretFs {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         let path = dir.join(name);
-        if self.overlay.remove_scratch(&path).is_some() {
+        if self.names.remove_scratch(&path).is_some() {
             return Ok(());
         }
-        if self.overlay.remove_new_key(&path) {
+        if self.names.remove_new_file(&path) {
             return Ok(());
         }
         match self.find_child(&dir, name)?.0 {
@@ -317,11 +311,11 @@ impl SecretFs {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         let path = dir.join(name);
-        if self.overlay.is_dir(&path) {
-            if self.overlay.has_children(&path) {
+        if self.names.is_local_dir(&path) {
+            if self.names.has_local_children(&path) {
                 return Err(Error::NotEmpty);
             }
-            self.overlay.remove_dir(&path);
+            self.names.remove_local_dir(&path);
             return Ok(());
         }
         match self.find_child(&dir, name)?.0 {
@@ -361,23 +355,19 @@ impl SecretFs {
             return Err(Error::Invalid(format!("{new_name:?} cannot be a key name")));
         }
         let (src, dst) = (src_dir.join(name), dst_dir.join(new_name));
+        let from = Name { parent, name };
+        let to = Name {
+            parent: new_parent,
+            name: new_name,
+        };
         let dst_scratch = names::is_scratch(new_name);
         if no_replace && self.find_child(&dst_dir, new_name).is_ok() {
             return Err(Error::Exists);
         }
 
-        if let Some(file) = self.overlay.scratch(&src) {
+        if let Some(file) = self.names.scratch(&src) {
             if dst_scratch {
-                self.overlay.remove_scratch(&src);
-                let moved = std::mem::replace(&mut *lock(&file), ScratchFile::new(Vec::new()));
-                self.overlay.put_scratch(dst.clone(), moved);
-                self.inodes.rename(
-                    parent,
-                    name,
-                    new_parent,
-                    new_name,
-                    NodeKind::Scratch { path: dst },
-                );
+                self.names.move_scratch((from, &src), (to, dst));
                 return Ok(());
             }
             if src_dir != dst_dir {
@@ -396,8 +386,8 @@ impl SecretFs {
                 let f = lock(&file);
                 self.commit_file(&target, f.data.expose_secret())?;
             }
-            self.overlay.remove_scratch(&src);
-            self.now_a_file((parent, name), (new_parent, new_name), target);
+            self.names.remove_scratch(&src);
+            self.now_a_file(from, to, target);
             return Ok(());
         }
 
@@ -418,22 +408,13 @@ impl SecretFs {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
             // (Inode 0, never allocated, when the kernel holds no inode for it.)
-            let src_ino = self.inodes.lookup_name(parent, name).unwrap_or(0);
+            let src_ino = self.names.lookup_name(from).unwrap_or(0);
             let bytes = self.current_bytes(src_ino, &source)?;
-            self.overlay
-                .put_scratch(dst.clone(), ScratchFile::new(bytes));
-            self.overlay.displace(src, dst.clone());
-            self.inodes.rename(
-                parent,
-                name,
-                new_parent,
-                new_name,
-                NodeKind::Scratch { path: dst },
-            );
+            self.names.set_aside((from, src), (to, dst), bytes);
             return Ok(());
         }
         // A key an editor moved aside does not show: it may be replaced.
-        let dst_hidden = self.overlay.is_displaced(&dst);
+        let dst_hidden = self.names.is_set_aside(&dst);
         let view = self.views.get(source.view);
         self.commit(&src_dir, |data| {
             view.rename(data, name, new_name, no_replace && !dst_hidden)
@@ -442,20 +423,14 @@ impl SecretFs {
             name: new_name.to_string(),
             ..source
         };
-        self.now_a_file((parent, name), (new_parent, new_name), target);
+        self.now_a_file(from, to, target);
         Ok(())
     }
 
     /// After a rename was committed: the new name is `file`, and the inode
     /// the kernel keeps across the rename stands for it.
-    fn now_a_file(
-        &self,
-        (parent, name): (Ino, &str),
-        (new_parent, new_name): (Ino, &str),
-        file: FileRef,
-    ) {
-        self.overlay.committed(&file.secret, &file.name);
-        self.inodes
-            .rename(parent, name, new_parent, new_name, file.kind());
+    fn now_a_file(&self, from: Name<'_>, to: Name<'_>, file: FileRef) {
+        self.names
+            .renamed_to_file(from, to, (&file.secret, &file.name), file.kind());
     }
 }

@@ -3,7 +3,7 @@
 //! committed, editors' scratch files and keys an editor moved aside.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use secrecy::SecretBox;
@@ -31,19 +31,14 @@ impl ScratchFile {
 /// A shared scratch file.
 pub type Scratch = Arc<Mutex<ScratchFile>>;
 
+/// What lives only in memory. Paths of files are `secret/NAME`.
 #[derive(Default)]
-struct Inner {
+pub struct Local {
     dirs: BTreeSet<SecretPath>,
     scratch: HashMap<SecretPath, Scratch>,
     new_keys: HashSet<SecretPath>,
     /// key path → the scratch path holding its old value.
     displaced: HashMap<SecretPath, SecretPath>,
-}
-
-/// The in-memory layer over the store. Paths of keys are `secret/KEY`.
-#[derive(Default)]
-pub struct Overlay {
-    inner: Mutex<Inner>,
 }
 
 /// Whether `path` lies strictly below `dir`.
@@ -65,7 +60,7 @@ fn children<'a>(paths: impl Iterator<Item = &'a SecretPath>, dir: &SecretPath) -
         .collect()
 }
 
-impl Inner {
+impl Local {
     /// Paths of what lives only in memory and keeps its directories: local
     /// directories and scratch files.
     fn local_paths(&self) -> impl Iterator<Item = &SecretPath> {
@@ -73,33 +68,29 @@ impl Inner {
     }
 }
 
-impl Overlay {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl Local {
     /// Whether `path` is a directory made with mkdir and not yet in the
     /// store, or one above such a directory or a scratch file (which must
     /// stay reachable even when the store no longer has anything there).
     pub fn is_dir(&self, path: &SecretPath) -> bool {
-        let inner = self.lock();
+        let inner = self;
         inner.dirs.contains(path) || inner.local_paths().any(|d| is_below(d, path))
     }
 
     /// Records a new, empty directory.
-    pub fn add_dir(&self, path: SecretPath) {
-        self.lock().dirs.insert(path);
+    pub fn add_dir(&mut self, path: SecretPath) {
+        self.dirs.insert(path);
     }
 
     /// Forgets an in-memory directory; `false` if there was none.
-    pub fn remove_dir(&self, path: &SecretPath) -> bool {
-        self.lock().dirs.remove(path)
+    pub fn remove_dir(&mut self, path: &SecretPath) -> bool {
+        self.dirs.remove(path)
     }
 
     /// Names of in-memory directories directly under `dir`, and of those
     /// that lead to one (or to a scratch file) further down.
     pub fn dirs_in(&self, dir: &SecretPath) -> Vec<String> {
-        let inner = self.lock();
+        let inner = self;
         let mut names: BTreeSet<String> = BTreeSet::new();
         for d in inner.local_paths().filter(|d| is_below(d, dir)) {
             let rest = if dir.is_root() {
@@ -117,74 +108,74 @@ impl Overlay {
         names.into_iter().collect()
     }
 
-    /// Whether anything of the overlay lives under `dir`.
+    /// Whether anything living in memory lies under `dir`.
     pub fn has_children(&self, dir: &SecretPath) -> bool {
-        let inner = self.lock();
+        let inner = self;
         let under = |p: &SecretPath| p.split_last().is_some_and(|(parent, _)| &parent == dir);
         inner.local_paths().any(|p| is_below(p, dir)) || inner.new_keys.iter().any(under)
     }
 
     /// The scratch file at `path`.
     pub fn scratch(&self, path: &SecretPath) -> Option<Scratch> {
-        self.lock().scratch.get(path).cloned()
+        self.scratch.get(path).cloned()
     }
 
     /// Creates (or replaces) a scratch file.
-    pub fn put_scratch(&self, path: SecretPath, file: ScratchFile) -> Scratch {
+    pub fn put_scratch(&mut self, path: SecretPath, file: ScratchFile) -> Scratch {
         let file = Arc::new(Mutex::new(file));
-        self.lock().scratch.insert(path, file.clone());
+        self.scratch.insert(path, file.clone());
         file
     }
 
     /// Removes a scratch file; a key it held aside shows again.
-    pub fn remove_scratch(&self, path: &SecretPath) -> Option<Scratch> {
-        let mut inner = self.lock();
+    pub fn remove_scratch(&mut self, path: &SecretPath) -> Option<Scratch> {
+        let inner = self;
         inner.displaced.retain(|_, s| s != path);
         inner.scratch.remove(path)
     }
 
     /// Names of scratch files directly under `dir`.
     pub fn scratch_in(&self, dir: &SecretPath) -> Vec<String> {
-        children(self.lock().scratch.keys(), dir)
+        children(self.scratch.keys(), dir)
     }
 
     /// Records a key created and not yet committed.
-    pub fn add_new_key(&self, key: SecretPath) {
-        let mut inner = self.lock();
+    pub fn add_new_key(&mut self, key: SecretPath) {
+        let inner = self;
         inner.displaced.remove(&key);
         inner.new_keys.insert(key);
     }
 
     /// Whether `key` was created and is not yet committed.
     pub fn is_new_key(&self, key: &SecretPath) -> bool {
-        self.lock().new_keys.contains(key)
+        self.new_keys.contains(key)
     }
 
     /// Forgets an uncommitted key; `false` if there was none.
-    pub fn remove_new_key(&self, key: &SecretPath) -> bool {
-        self.lock().new_keys.remove(key)
+    pub fn remove_new_key(&mut self, key: &SecretPath) -> bool {
+        self.new_keys.remove(key)
     }
 
     /// Names of uncommitted keys of the secret `dir`.
     pub fn new_keys_in(&self, dir: &SecretPath) -> Vec<String> {
-        children(self.lock().new_keys.iter(), dir)
+        children(self.new_keys.iter(), dir)
     }
 
     /// Hides `key` (still in the store) while `scratch` holds its old value:
     /// an editor renamed the file to its backup name and writes a new one.
-    pub fn displace(&self, key: SecretPath, scratch: SecretPath) {
-        self.lock().displaced.insert(key, scratch);
+    pub fn displace(&mut self, key: SecretPath, scratch: SecretPath) {
+        self.displaced.insert(key, scratch);
     }
 
     /// Whether `key` is hidden behind an editor's backup.
     pub fn is_displaced(&self, key: &SecretPath) -> bool {
-        self.lock().displaced.contains_key(key)
+        self.displaced.contains_key(key)
     }
 
     /// A write of `secret` reached the store: the secret and every folder
     /// above it now exist there.
-    pub fn secret_written(&self, secret: &SecretPath) {
-        let mut inner = self.lock();
+    pub fn secret_written(&mut self, secret: &SecretPath) {
+        let inner = self;
         let mut p = Some(secret.clone());
         while let Some(path) = p {
             inner.dirs.remove(&path);
@@ -194,9 +185,9 @@ impl Overlay {
 
     /// A write of `key` in `secret` reached the store: the key, the secret
     /// and every folder above it now exist there.
-    pub fn committed(&self, secret: &SecretPath, key: &str) {
+    pub fn committed(&mut self, secret: &SecretPath, key: &str) {
         self.secret_written(secret);
-        let mut inner = self.lock();
+        let inner = self;
         let key_path = secret.join(key);
         inner.new_keys.remove(&key_path);
         inner.displaced.remove(&key_path);
@@ -209,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_commit_turns_in_memory_directories_into_store_ones() {
-        let o = Overlay::default();
+        let mut o = Local::default();
         o.add_dir(SecretPath::parse("a"));
         o.add_dir(SecretPath::parse("a/b"));
         assert_eq!(o.dirs_in(&SecretPath::parse("a")), vec!["b".to_string()]);
@@ -222,7 +213,7 @@ mod tests {
 
     #[test]
     fn removing_a_backup_shows_the_key_it_held_aside() {
-        let o = Overlay::default();
+        let mut o = Local::default();
         let (key, backup) = (SecretPath::parse("s/K"), SecretPath::parse("s/K~"));
         o.put_scratch(backup.clone(), ScratchFile::new(b"old".to_vec()));
         o.displace(key.clone(), backup.clone());

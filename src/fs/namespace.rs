@@ -1,0 +1,271 @@
+//! The namespace: every node the mount shows, store-backed or living only
+//! in memory, under one lock. It owns the inode table (inode numbers ↔
+//! parent, name and what each node stands for, with the kernel's lookup
+//! counts) and what exists only here: directories made with mkdir and not
+//! yet written, files created and not yet written, editors' scratch files,
+//! and keys an editor set aside. Changes that touch both (a scratch file
+//! created, moved or turned into a key; a key set aside) happen in one
+//! step, so the two never disagree.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::inode::{FileNode, Ino, Inodes, NodeKind};
+use super::local::{Local, Scratch, ScratchFile};
+use crate::store::{Secret, SecretPath};
+
+/// A name in a directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Name<'a> {
+    /// The directory's inode.
+    pub parent: Ino,
+    /// The name.
+    pub name: &'a str,
+}
+
+struct State {
+    inodes: Inodes,
+    local: Local,
+}
+
+/// Every node of the mount.
+pub struct Namespace {
+    state: Mutex<State>,
+}
+
+impl Namespace {
+    /// A namespace holding only the root, standing for `root` in the store.
+    pub fn new(root: SecretPath) -> Self {
+        Namespace {
+            state: Mutex::new(State {
+                inodes: Inodes::new(root),
+                local: Local::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- inodes ------------------------------------------------------------
+
+    /// What `ino` stands for, if the kernel may still hold it.
+    pub fn get(&self, ino: Ino) -> Option<NodeKind> {
+        self.lock().inodes.get(ino)
+    }
+
+    /// The parent of `ino` (the root is its own parent).
+    pub fn parent(&self, ino: Ino) -> Option<Ino> {
+        self.lock().inodes.parent(ino)
+    }
+
+    /// The inode for `at`, created if new or if the name now stands for
+    /// something else. `lookup` counts one kernel reference.
+    pub fn remember(&self, at: Name<'_>, kind: NodeKind, lookup: bool) -> Ino {
+        self.lock()
+            .inodes
+            .remember(at.parent, at.name, kind, lookup)
+    }
+
+    /// The inode currently named `at`, if any.
+    pub fn lookup_name(&self, at: Name<'_>) -> Option<Ino> {
+        self.lock().inodes.lookup_name(at.parent, at.name)
+    }
+
+    /// Records the version of the secret whose attributes of `ino` the
+    /// kernel is being told: reads of `ino` serve it from then on.
+    pub fn show(&self, ino: Ino, version: Arc<Secret>) {
+        self.lock().inodes.show(ino, version)
+    }
+
+    /// The version of the secret last shown for `ino`.
+    pub fn shown(&self, ino: Ino) -> Option<Arc<Secret>> {
+        self.lock().inodes.shown(ino)
+    }
+
+    /// The file inodes of `secret` the kernel may hold.
+    pub fn files_of(&self, secret: &SecretPath) -> Vec<FileNode> {
+        self.lock().inodes.files_of(secret)
+    }
+
+    /// The directory inodes standing for `path`.
+    pub fn dirs_at(&self, path: &SecretPath) -> Vec<Ino> {
+        self.lock().inodes.dirs_at(path)
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.lock().inodes.forget(ino, n)
+    }
+
+    /// Number of inodes held (the root included).
+    pub fn len(&self) -> usize {
+        self.lock().inodes.len()
+    }
+
+    /// Whether only the root is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().inodes.is_empty()
+    }
+
+    // ---- what lives only in memory -----------------------------------------
+
+    /// Whether `path` is a directory that lives in memory (made with mkdir,
+    /// or above one or above a scratch file).
+    pub fn is_local_dir(&self, path: &SecretPath) -> bool {
+        self.lock().local.is_dir(path)
+    }
+
+    /// Names of the directories living in memory directly under `dir`.
+    pub fn local_dirs_in(&self, dir: &SecretPath) -> Vec<String> {
+        self.lock().local.dirs_in(dir)
+    }
+
+    /// Whether anything living in memory lies under `dir`.
+    pub fn has_local_children(&self, dir: &SecretPath) -> bool {
+        self.lock().local.has_children(dir)
+    }
+
+    /// The scratch file at `path`.
+    pub fn scratch(&self, path: &SecretPath) -> Option<Scratch> {
+        self.lock().local.scratch(path)
+    }
+
+    /// Names of the scratch files directly under `dir`.
+    pub fn scratch_in(&self, dir: &SecretPath) -> Vec<String> {
+        self.lock().local.scratch_in(dir)
+    }
+
+    /// Whether the file at `path` was created and is not written yet.
+    pub fn is_new_file(&self, path: &SecretPath) -> bool {
+        self.lock().local.is_new_key(path)
+    }
+
+    /// Names of the files created and not written yet in `dir`.
+    pub fn new_files_in(&self, dir: &SecretPath) -> Vec<String> {
+        self.lock().local.new_keys_in(dir)
+    }
+
+    /// Whether the key at `path` is hidden behind an editor's backup.
+    pub fn is_set_aside(&self, path: &SecretPath) -> bool {
+        self.lock().local.is_displaced(path)
+    }
+
+    /// Makes a directory in memory at `path`, named `at`.
+    pub fn make_dir(&self, at: Name<'_>, path: SecretPath) -> Ino {
+        let mut state = self.lock();
+        state.local.add_dir(path.clone());
+        state
+            .inodes
+            .remember(at.parent, at.name, NodeKind::Dir { path }, true)
+    }
+
+    /// Removes a directory living in memory; `false` if there was none.
+    pub fn remove_local_dir(&self, path: &SecretPath) -> bool {
+        self.lock().local.remove_dir(path)
+    }
+
+    /// Creates an empty scratch file at `path`, named `at`.
+    pub fn create_scratch(&self, at: Name<'_>, path: SecretPath) -> (Ino, Scratch) {
+        let mut state = self.lock();
+        let file = state
+            .local
+            .put_scratch(path.clone(), ScratchFile::new(Vec::new()));
+        let ino = state
+            .inodes
+            .remember(at.parent, at.name, NodeKind::Scratch { path }, true);
+        (ino, file)
+    }
+
+    /// Removes a scratch file; a key it held aside shows again.
+    pub fn remove_scratch(&self, path: &SecretPath) -> Option<Scratch> {
+        self.lock().local.remove_scratch(path)
+    }
+
+    /// Moves the scratch file `from` (at `src`) to `to` (at `dst`).
+    pub fn move_scratch(
+        &self,
+        (from, src): (Name<'_>, &SecretPath),
+        (to, dst): (Name<'_>, SecretPath),
+    ) {
+        let mut state = self.lock();
+        let Some(file) = state.local.remove_scratch(src) else {
+            return;
+        };
+        let moved = std::mem::replace(
+            &mut *file.lock().unwrap_or_else(|p| p.into_inner()),
+            ScratchFile::new(Vec::new()),
+        );
+        state.local.put_scratch(dst.clone(), moved);
+        state.inodes.rename(
+            from.parent,
+            from.name,
+            to.parent,
+            to.name,
+            NodeKind::Scratch { path: dst },
+        );
+    }
+
+    /// Creates a file at `path`, named `at`, standing for `kind`: it shows
+    /// (empty) until written, and disappears if it never is.
+    pub fn create_file(&self, at: Name<'_>, path: SecretPath, kind: NodeKind) -> Ino {
+        let mut state = self.lock();
+        state.local.add_new_key(path);
+        state.inodes.remember(at.parent, at.name, kind, true)
+    }
+
+    /// Forgets a created file that was never written; `false` if none.
+    pub fn remove_new_file(&self, path: &SecretPath) -> bool {
+        self.lock().local.remove_new_key(path)
+    }
+
+    /// An editor's backup (`KEY` → `KEY~`): the key at `key` (named
+    /// `from`) is hidden, and its old bytes live in a scratch file at
+    /// `backup` (named `to`) until the editor writes the new value.
+    pub fn set_aside(
+        &self,
+        (from, key): (Name<'_>, SecretPath),
+        (to, backup): (Name<'_>, SecretPath),
+        bytes: Vec<u8>,
+    ) {
+        let mut state = self.lock();
+        state
+            .local
+            .put_scratch(backup.clone(), ScratchFile::new(bytes));
+        state.local.displace(key, backup.clone());
+        state.inodes.rename(
+            from.parent,
+            from.name,
+            to.parent,
+            to.name,
+            NodeKind::Scratch { path: backup },
+        );
+    }
+
+    /// A write of `secret` reached the store: the secret and every folder
+    /// above it exist there now.
+    pub fn secret_written(&self, secret: &SecretPath) {
+        self.lock().local.secret_written(secret)
+    }
+
+    /// A write of the file `name` of `secret` reached the store.
+    pub fn file_written(&self, secret: &SecretPath, name: &str) {
+        self.lock().local.committed(secret, name)
+    }
+
+    /// A rename committed in the store: the node `from` is now `to`,
+    /// standing for the file `name` of `secret` (`kind`).
+    pub fn renamed_to_file(
+        &self,
+        from: Name<'_>,
+        to: Name<'_>,
+        (secret, name): (&SecretPath, &str),
+        kind: NodeKind,
+    ) {
+        let mut state = self.lock();
+        state.local.committed(secret, name);
+        state
+            .inodes
+            .rename(from.parent, from.name, to.parent, to.name, kind);
+    }
+}
