@@ -525,6 +525,12 @@ fn check(model: &Model, s: &Subject) -> Result<(), TestCaseError> {
         model.versions,
         "versions written"
     );
+    // One at a time, no write is refused: each is one request.
+    prop_assert_eq!(
+        s.store.write_calls(),
+        s.store.versions_written(),
+        "write requests"
+    );
     Ok(())
 }
 

@@ -183,14 +183,12 @@ impl Local {
         }
     }
 
-    /// A write of `key` in `secret` reached the store: the key, the secret
-    /// and every folder above it now exist there.
-    pub fn committed(&mut self, secret: &SecretPath, key: &str) {
+    /// A write of the file at `file` (a file of `secret`) reached the
+    /// store: the file, the secret and every folder above it exist there.
+    pub fn committed(&mut self, secret: &SecretPath, file: &SecretPath) {
         self.secret_written(secret);
-        let inner = self;
-        let key_path = secret.join(key);
-        inner.new_keys.remove(&key_path);
-        inner.displaced.remove(&key_path);
+        self.new_keys.remove(file);
+        self.displaced.remove(file);
     }
 }
 
@@ -205,7 +203,7 @@ mod tests {
         o.add_dir(SecretPath::parse("a/b"));
         assert_eq!(o.dirs_in(&SecretPath::parse("a")), vec!["b".to_string()]);
         o.add_new_key(SecretPath::parse("a/b/K"));
-        o.committed(&SecretPath::parse("a/b"), "K");
+        o.committed(&SecretPath::parse("a/b"), &SecretPath::parse("a/b/K"));
         assert!(!o.is_dir(&SecretPath::parse("a")));
         assert!(!o.is_dir(&SecretPath::parse("a/b")));
         assert!(!o.is_new_key(&SecretPath::parse("a/b/K")));

@@ -31,7 +31,7 @@ use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
 use namespace::{Name, Namespace};
 use source::{Refresh, Source};
-use view::{ViewId, Views};
+use view::{Placement, ViewId, Views};
 use writers::Writers;
 
 /// Ownership and modes shown on every node.
@@ -158,12 +158,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SecretFs {
-    /// A filesystem whose root stands for `root` in `store`.
+    /// A filesystem whose root stands for `root` in `store`, showing each
+    /// secret as a directory of key files.
     pub fn new(
         store: Arc<dyn SecretStore>,
         root: SecretPath,
         config: FsConfig,
         clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::with_views(store, root, config, clock, Views::for_layout())
+    }
+
+    /// A filesystem showing secrets through `views`.
+    pub fn with_views(
+        store: Arc<dyn SecretStore>,
+        root: SecretPath,
+        config: FsConfig,
+        clock: Arc<dyn Clock>,
+        views: Views,
     ) -> Self {
         SecretFs {
             source: Arc::new(Source::new(store, config.cache, clock)),
@@ -171,7 +183,7 @@ impl SecretFs {
             handles: HandleTable::default(),
             writers: Writers::default(),
             config,
-            views: Views::for_layout(),
+            views,
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
         }
@@ -261,7 +273,9 @@ impl SecretFs {
     pub fn describe(&self, ino: Ino) -> String {
         match self.names.get(ino) {
             Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
-            Some(NodeKind::File { secret, name, .. }) => format!("/{}", secret.join(&name)),
+            Some(NodeKind::File { secret, view, name }) => {
+                format!("/{}", self.file_path(&FileRef { secret, view, name }))
+            }
             None => format!("<inode {ino}>"),
         }
     }
@@ -368,10 +382,38 @@ impl SecretFs {
         ))
     }
 
+    /// The file `name` in the directory `dir`, seen through `view`: for a
+    /// view inside secrets a file of the secret at `dir`, for a view beside
+    /// them a file of the secret it is named after (`None`: no such name).
+    fn file_ref(&self, dir: &SecretPath, view: ViewId, name: &str) -> Option<FileRef> {
+        let v = self.views.get(view);
+        let secret = match v.placement() {
+            Placement::Inside => dir.clone(),
+            Placement::Beside => dir.join(&v.secret_named(name)?),
+        };
+        Some(FileRef {
+            secret,
+            view,
+            name: name.to_string(),
+        })
+    }
+
+    /// Where a file is in the mount: its directory's path and its name.
+    fn file_path(&self, file: &FileRef) -> SecretPath {
+        match self.views.get(file.view).placement() {
+            Placement::Inside => file.secret.join(&file.name),
+            Placement::Beside => match file.secret.split_last() {
+                Some((folder, _)) => folder.join(&file.name),
+                None => file.secret.join(&file.name),
+            },
+        }
+    }
+
     /// The view through which `version` shows a file `name`, if any.
     fn view_showing(&self, version: &Secret, name: &str) -> Option<ViewId> {
         self.views
             .iter()
+            .filter(|(_, v)| v.placement() == Placement::Inside)
             .find(|(_, v)| v.render(version, name).is_some())
             .map(|(id, _)| id)
     }
@@ -463,12 +505,8 @@ impl SecretFs {
             return Ok((Child::Scratch(child_path), LOCAL_TTL));
         }
         if self.names.is_new_file(&child_path) {
-            if let Some(view) = self.view_creating(name) {
-                let file = FileRef {
-                    secret: dir.clone(),
-                    view,
-                    name: name.to_string(),
-                };
+            let view = self.view_creating(name);
+            if let Some(file) = view.and_then(|v| self.file_ref(dir, v, name)) {
                 return Ok((Child::NewFile(file), Duration::ZERO));
             }
         }
@@ -495,6 +533,9 @@ impl SecretFs {
         }
         if self.names.is_set_aside(&child_path) {
             return Err(Error::NotFound);
+        }
+        if let Some(found) = self.find_beside(dir, name)? {
+            return Ok(found);
         }
         let secret = match self.secret(dir) {
             // Neither listable nor readable: the child may still be (below).
@@ -541,6 +582,30 @@ impl SecretFs {
         Err(Error::NotFound)
     }
 
+    /// A file shown beside the secret it is named after (`P.json`), if a
+    /// view beside secrets shows `name` in `dir`.
+    fn find_beside(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+        for (view, v) in self.views.iter() {
+            if v.placement() != Placement::Beside {
+                continue;
+            }
+            let Some(file) = self.file_ref(dir, view, name) else {
+                continue;
+            };
+            let cached = match self.secret(&file.secret) {
+                Ok(c) => c,
+                Err(Error::PermissionDenied(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(version) = cached.value {
+                if v.render(&version, name).is_some() {
+                    return Ok(Some((Child::File { file, version }, cached.valid_for)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Attributes of `ino`; a key's size comes from its (cached) secret, or
     /// from its write buffer while it is open for writing.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
@@ -551,12 +616,12 @@ impl SecretFs {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
                 }
-                if self.names.is_new_file(&secret.join(&name)) {
+                let file = FileRef { secret, view, name };
+                if self.names.is_new_file(&self.file_path(&file)) {
                     return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
                 }
-                let cached = self.secret(&secret)?;
+                let cached = self.secret(&file.secret)?;
                 let version = cached.value.ok_or(Error::NotFound)?;
-                let file = FileRef { secret, view, name };
                 self.secret_file_attr(ino, &file, &version, cached.valid_for, true)
             }
         }
@@ -593,7 +658,7 @@ impl SecretFs {
                     let value = Arc::new(SecretSlice::from(copy));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
-                if self.names.is_new_file(&file.secret.join(&file.name)) {
+                if self.names.is_new_file(&self.file_path(&file)) {
                     let value = Arc::new(SecretSlice::from(Vec::new()));
                     return Ok(self.handles.insert(Handle::Read { value }));
                 }
@@ -707,6 +772,20 @@ impl SecretFs {
                     .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
                 {
                     entries.insert(e.name.clone(), true);
+                    if e.folder {
+                        continue;
+                    }
+                    for (_, view) in self.views.iter() {
+                        let Some(file) = view.beside_name(&e.name) else {
+                            continue;
+                        };
+                        if view.placement() == Placement::Beside
+                            && names::is_showable(&file)
+                            && !self.names.is_set_aside(&dir.join(&file))
+                        {
+                            entries.entry(file).or_insert(false);
+                        }
+                    }
                 }
             }
             Ok(_) => {}
@@ -719,7 +798,11 @@ impl SecretFs {
                 ..
             }) => {
                 found = true;
-                for (_, view) in self.views.iter() {
+                let inside = self
+                    .views
+                    .iter()
+                    .filter(|(_, v)| v.placement() == Placement::Inside);
+                for (_, view) in inside {
                     for name in view.files(&secret) {
                         if self.names.is_set_aside(&dir.join(&name)) {
                             continue;
@@ -771,40 +854,13 @@ impl SecretFs {
     /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
     pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
         let path = self.dir_path(dir)?;
-        let child_path = path.join(&entry.name);
-        let child = if entry.is_dir {
-            Child::Dir(child_path)
-        } else if self.names.scratch(&child_path).is_some() {
-            Child::Scratch(child_path)
-        } else if let (true, Some(view)) = (
-            self.names.is_new_file(&child_path),
-            self.view_creating(&entry.name),
-        ) {
-            Child::NewFile(FileRef {
-                secret: path,
-                view,
-                name: entry.name.clone(),
-            })
-        } else {
-            let cached = self.secret(&path)?;
-            let version = cached.value.ok_or(Error::NotFound)?;
-            let view = self
-                .view_showing(&version, &entry.name)
-                .ok_or(Error::NotFound)?;
-            let file = FileRef {
-                secret: path,
-                view,
-                name: entry.name.clone(),
-            };
-            return self.remember(
-                dir,
-                &entry.name,
-                Child::File { file, version },
-                cached.valid_for,
-                lookup,
-            );
-        };
-        self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup)
+        if entry.is_dir {
+            let child = Child::Dir(path.join(&entry.name));
+            return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);
+        }
+        // Everything a file can be, found as a lookup finds it (cached).
+        let (child, valid_for) = self.find_child(&path, &entry.name)?;
+        self.remember(dir, &entry.name, child, valid_for, lookup)
     }
 
     /// The parent inode of a directory, for `..`.

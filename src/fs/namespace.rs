@@ -248,22 +248,22 @@ impl Namespace {
         self.lock().local.secret_written(secret)
     }
 
-    /// A write of the file `name` of `secret` reached the store.
-    pub fn file_written(&self, secret: &SecretPath, name: &str) {
-        self.lock().local.committed(secret, name)
+    /// A write of the file at `path` (a file of `secret`) reached the store.
+    pub fn file_written(&self, secret: &SecretPath, path: &SecretPath) {
+        self.lock().local.committed(secret, path)
     }
 
     /// A rename committed in the store: the node `from` is now `to`,
-    /// standing for the file `name` of `secret` (`kind`).
+    /// standing for the file at `path` of `secret` (`kind`).
     pub fn renamed_to_file(
         &self,
         from: Name<'_>,
         to: Name<'_>,
-        (secret, name): (&SecretPath, &str),
+        (secret, path): (&SecretPath, &SecretPath),
         kind: NodeKind,
     ) {
         let mut state = self.lock();
-        state.local.committed(secret, name);
+        state.local.committed(secret, path);
         state
             .inodes
             .rename(from.parent, from.name, to.parent, to.name, kind);

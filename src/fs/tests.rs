@@ -889,3 +889,162 @@ fn rename_noreplace_may_take_the_name_of_a_key_an_editor_moved_aside() {
     fs.rename(db, "PASSWORD", db, "USER", true).unwrap();
     assert_eq!(store.get("myapp/db").unwrap()["USER"], "hunter2");
 }
+
+// ---- a view beside secrets -------------------------------------------------
+
+/// A view beside each secret: `P.txt` holds one `KEY=value` line per key;
+/// writing it replaces the secret's data. Proves that a view is a module
+/// plus a registration: nothing else in the core knows it.
+struct Lines;
+
+impl view::View for Lines {
+    fn name(&self) -> &'static str {
+        "lines"
+    }
+    fn placement(&self) -> view::Placement {
+        view::Placement::Beside
+    }
+    fn beside_name(&self, secret: &str) -> Option<String> {
+        Some(format!("{secret}.txt"))
+    }
+    fn secret_named(&self, file: &str) -> Option<String> {
+        file.strip_suffix(".txt")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+    fn files(&self, _: &Secret) -> Vec<String> {
+        Vec::new()
+    }
+    fn render<'a>(&self, secret: &'a Secret, _: &str) -> Option<view::Rendered<'a>> {
+        let mut text = Vec::new();
+        for (k, v) in &secret.keys {
+            text.extend_from_slice(k.as_bytes());
+            text.push(b'=');
+            text.extend_from_slice(v.expose());
+            text.push(b'\n');
+        }
+        Some(view::Rendered::Owned(secrecy::SecretSlice::from(text)))
+    }
+    fn can_create(&self, name: &str) -> bool {
+        self.secret_named(name).is_some()
+    }
+    fn write(&self, data: &mut crate::store::SecretData, _: &str, bytes: Vec<u8>) -> Result<()> {
+        let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8)?;
+        let mut parsed = crate::store::SecretData::new();
+        for line in text.lines() {
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| Error::Invalid("not KEY=value".into()))?;
+            let value = crate::store::SecretValue::written(v.as_bytes().to_vec(), None)?;
+            parsed.insert(k.to_string(), value);
+        }
+        *data = parsed;
+        Ok(())
+    }
+    fn remove(&self, _: &mut crate::store::SecretData, _: &str) -> Result<()> {
+        Err(Error::NotPermitted("a secret is removed with rmdir"))
+    }
+    fn rename(&self, _: &mut crate::store::SecretData, _: &str, _: &str, _: bool) -> Result<()> {
+        Err(Error::CrossSecret)
+    }
+}
+
+fn fs_with_lines(store: Arc<MemoryStore>) -> (SecretFs, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    // Asked first: a new `NAME.txt` is a secret, not a key.
+    let views = view::Views::of(vec![Arc::new(Lines), Arc::new(view::Keys)]);
+    let fs = SecretFs::with_views(
+        Arc::new(HideDeleted::new(store)),
+        SecretPath::root(),
+        FsConfig {
+            presentation: presentation(),
+            cache: policy(Duration::from_secs(30)),
+            read_only: false,
+            max_value_size: 1024,
+            background_refresh: false,
+        },
+        clock.clone(),
+        views,
+    );
+    (fs, clock)
+}
+
+#[test]
+fn a_view_beside_secrets_shows_one_file_per_secret_next_to_its_directory() {
+    let (fs, _) = fs_with_lines(seeded());
+    assert_eq!(
+        names(&fs, "myapp"),
+        vec![
+            ("api".into(), true),
+            ("db".into(), true),
+            ("db.txt".into(), false)
+        ]
+    );
+    assert_eq!(
+        read_all(&fs, "myapp/db.txt").unwrap(),
+        b"PASSWORD=hunter2\nPORT=5432\nUSER=app\n"
+    );
+    let ino = path_ino(&fs, "myapp/db.txt").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, 36);
+    // The keys view still shows the same secret as a directory.
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
+    assert_eq!(
+        path_ino(&fs, "myapp/nope.txt").unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn writing_a_file_beside_a_secret_is_one_write_of_that_secret() {
+    let store = seeded();
+    let (fs, _) = fs_with_lines(store.clone());
+    let writes = store.write_calls();
+    write_file(&fs, "myapp/db.txt", b"USER=admin\n").unwrap();
+    assert_eq!(store.write_calls() - writes, 1);
+    assert_eq!(store.get("myapp/db"), Some(json!({"USER": "admin"})));
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"admin");
+    assert_eq!(read_all(&fs, "myapp/db.txt").unwrap(), b"USER=admin\n");
+    // A line that does not parse changes nothing.
+    assert_eq!(
+        write_file(&fs, "myapp/db.txt", b"garbage")
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(store.get("myapp/db"), Some(json!({"USER": "admin"})));
+}
+
+#[test]
+fn creating_a_file_beside_makes_the_secret_it_is_named_after() {
+    let store = seeded();
+    let (fs, _) = fs_with_lines(store.clone());
+    write_file(&fs, "myapp/cache.txt", b"HOST=redis\n").unwrap();
+    assert_eq!(store.get("myapp/cache"), Some(json!({"HOST": "redis"})));
+    assert!(names(&fs, "myapp").contains(&("cache".into(), true)));
+    // Renaming it would move it to another secret.
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(
+        fs.rename(myapp, "cache.txt", myapp, "other.txt", false)
+            .unwrap_err()
+            .errno(),
+        libc::EXDEV
+    );
+    // `sed -i`: a scratch file renamed onto it commits its bytes.
+    write_file(&fs, "myapp/sedAb12Cd", b"HOST=memcached\n").unwrap();
+    fs.rename(myapp, "sedAb12Cd", myapp, "cache.txt", false)
+        .unwrap();
+    assert_eq!(store.get("myapp/cache"), Some(json!({"HOST": "memcached"})));
+}
+
+#[test]
+fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
+    let store = seeded();
+    let (fs, clock) = fs_with_lines(store.clone());
+    let rx = invalidations_of(&fs);
+    let ino = path_ino(&fs, "myapp/db.txt").unwrap();
+    store.put("myapp/db", json!({"USER": "other"}));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(fs.getattr(ino).unwrap().size, 11);
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    assert!(got.contains(&Invalidation::Inode(ino)), "{got:?}");
+}

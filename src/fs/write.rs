@@ -52,7 +52,7 @@ impl SecretFs {
         if let Some(buffer) = self.writers.live(ino) {
             return Ok(lock(&buffer).bytes().to_vec());
         }
-        if self.names.is_new_file(&file.secret.join(&file.name)) {
+        if self.names.is_new_file(&self.file_path(file)) {
             return Ok(Vec::new());
         }
         let cached = self.secret(&file.secret)?;
@@ -145,7 +145,8 @@ impl SecretFs {
         // committed is what its reads must serve.
         self.names.show(*ino, version);
         lock(buffer).committed(&due);
-        self.names.file_written(&file.secret, &file.name);
+        self.names
+            .file_written(&file.secret, &self.file_path(&file));
         Ok(())
     }
 
@@ -171,8 +172,7 @@ impl SecretFs {
             if let Some(last) = self.writers.leave(*ino) {
                 // A created key that never reached the store disappears.
                 let b = lock(&last);
-                self.names
-                    .remove_new_file(&b.file.secret.join(&b.file.name));
+                self.names.remove_new_file(&self.file_path(&b.file));
             }
         }
         self.handles.remove(fh);
@@ -217,7 +217,8 @@ impl SecretFs {
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
                             self.commit_file(&file, bytes.expose_secret())?;
-                            self.names.file_written(&file.secret, &file.name);
+                            self.names
+                                .file_written(&file.secret, &self.file_path(&file));
                         }
                     }
                 }
@@ -242,19 +243,14 @@ impl SecretFs {
             let attr = self.scratch_attr(ino, &path)?;
             return Ok((attr, self.handles.insert(Handle::Scratch { file })));
         }
-        if dir.is_root() {
+        let cannot = || Error::Invalid(format!("{name:?} cannot be a file of a secret"));
+        let view = self.view_creating(name).ok_or_else(cannot)?;
+        let file = self.file_ref(&dir, view, name).ok_or_else(cannot)?;
+        if file.secret.is_root() {
             return Err(Error::NotPermitted(
                 "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
             ));
         }
-        let view = self
-            .view_creating(name)
-            .ok_or_else(|| Error::Invalid(format!("{name:?} cannot be a file of a secret")))?;
-        let file = FileRef {
-            secret: dir,
-            view,
-            name: name.to_string(),
-        };
         let ino = self.names.create_file(at, path, file.kind());
         let attr = self.file_attr(ino, 0, SystemTime::now(), std::time::Duration::ZERO);
         let fh = self.open_for_write(ino, file, true)?;
@@ -300,7 +296,8 @@ impl SecretFs {
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
                 let view = self.views.get(file.view);
-                self.commit(&dir, |data| view.remove(data, name)).map(drop)
+                self.commit(&file.secret, |data| view.remove(data, &file.name))
+                    .map(drop)
             }
         }
     }
@@ -374,14 +371,12 @@ impl SecretFs {
                 return Err(Error::CrossSecret);
             }
             // `sed -i`, `mv tmp KEY`: the scratch file's bytes become the key.
-            let view = self.view_creating(new_name).ok_or_else(|| {
-                Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
-            })?;
-            let target = FileRef {
-                secret: dst_dir,
-                view,
-                name: new_name.to_string(),
-            };
+            let target = self
+                .view_creating(new_name)
+                .and_then(|view| self.file_ref(&dst_dir, view, new_name))
+                .ok_or_else(|| {
+                    Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
+                })?;
             {
                 let f = lock(&file);
                 self.commit_file(&target, f.data.expose_secret())?;
@@ -413,16 +408,17 @@ impl SecretFs {
             self.names.set_aside((from, src), (to, dst), bytes);
             return Ok(());
         }
+        // Within one secret only: one write renames a key.
+        let target = self
+            .file_ref(&dst_dir, source.view, new_name)
+            .filter(|t| t.secret == source.secret)
+            .ok_or(Error::CrossSecret)?;
         // A key an editor moved aside does not show: it may be replaced.
         let dst_hidden = self.names.is_set_aside(&dst);
         let view = self.views.get(source.view);
-        self.commit(&src_dir, |data| {
-            view.rename(data, name, new_name, no_replace && !dst_hidden)
+        self.commit(&source.secret, |data| {
+            view.rename(data, &source.name, &target.name, no_replace && !dst_hidden)
         })?;
-        let target = FileRef {
-            name: new_name.to_string(),
-            ..source
-        };
         self.now_a_file(from, to, target);
         Ok(())
     }
@@ -430,7 +426,11 @@ impl SecretFs {
     /// After a rename was committed: the new name is `file`, and the inode
     /// the kernel keeps across the rename stands for it.
     fn now_a_file(&self, from: Name<'_>, to: Name<'_>, file: FileRef) {
-        self.names
-            .renamed_to_file(from, to, (&file.secret, &file.name), file.kind());
+        self.names.renamed_to_file(
+            from,
+            to,
+            (&file.secret, &self.file_path(&file)),
+            file.kind(),
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! knows nothing of any one of them; adding a view is a module here plus
 //! one line in [`Views::for_layout`].
 //!
-//! Views show their files in the secret's own directory (`keys`: one file
-//! per key).
+//! A view shows its files in the secret's own directory (`keys`: one file
+//! per key, `P/K`) or beside it, in the folder holding the secret, one
+//! file named after the secret (`P.json` next to `P/`).
 
 mod keys;
 
@@ -38,12 +39,39 @@ impl Rendered<'_> {
     }
 }
 
+/// Where a view's files show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the secret's own directory: `P/NAME`.
+    Inside,
+    /// In the folder holding the secret, one file named after it:
+    /// [`View::beside_name`].
+    Beside,
+}
+
 /// How a secret shows as files.
 pub trait View: Send + Sync + 'static {
     /// The view's name, for logs.
     fn name(&self) -> &'static str;
 
-    /// The names of the files `secret` shows.
+    /// Where its files show.
+    fn placement(&self) -> Placement {
+        Placement::Inside
+    }
+
+    /// For a view beside the secret: the name of the file that the secret
+    /// named `secret` shows as.
+    fn beside_name(&self, _secret: &str) -> Option<String> {
+        None
+    }
+
+    /// For a view beside the secret: the name of the secret the file
+    /// `file` stands for.
+    fn secret_named(&self, _file: &str) -> Option<String> {
+        None
+    }
+
+    /// The names of the files `secret` shows (a view inside the secret).
     fn files(&self, secret: &Secret) -> Vec<String>;
 
     /// The bytes of the file `name` of `secret`; `None` when it shows no
@@ -77,6 +105,11 @@ impl Views {
     /// The views of a layout. Today one: `keys`.
     pub fn for_layout() -> Self {
         Views(vec![Arc::new(Keys)])
+    }
+
+    /// These views, asked in this order.
+    pub fn of(views: Vec<Arc<dyn View>>) -> Self {
+        Views(views)
     }
 
     /// Every view with its id.
