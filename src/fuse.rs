@@ -4,8 +4,6 @@
 use std::ffi::OsStr;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::time::SystemTime;
 
 use fuser::{
@@ -18,7 +16,7 @@ use fuser::{
 use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
 use crate::fs::inode::ROOT_INO;
-use crate::fs::{Attr, Invalidation, SecretFs};
+use crate::fs::{Attr, DirEntry, DirReplier, Invalidation, SecretFs};
 use crate::status::STATUS_XATTR;
 
 /// Starts the thread that delivers the core's invalidations to the kernel
@@ -104,6 +102,54 @@ fn file_type(is_dir: bool) -> FileType {
         FileType::Directory
     } else {
         FileType::RegularFile
+    }
+}
+
+/// A READDIR or READDIRPLUS reply being filled by the core.
+struct Entries<'a, R> {
+    adapter: &'a FuseAdapter,
+    op: &'static str,
+    reply: R,
+}
+
+impl<R> Entries<'_, R> {
+    fn log_skipped(&self, dir: u64, name: &str, error: &Error) {
+        self.adapter
+            .fail(self.op, dir, Some(OsStr::new(name)), error);
+    }
+}
+
+impl DirReplier for Entries<'_, ReplyDirectory> {
+    fn add(&mut self, e: DirEntry<'_>) -> bool {
+        // fuser's `add` says whether the buffer was full.
+        !self
+            .reply
+            .add(INodeNo(e.ino), e.offset, file_type(e.is_dir), e.name)
+    }
+
+    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+        self.log_skipped(dir, name, error);
+    }
+}
+
+impl DirReplier for Entries<'_, ReplyDirectoryPlus> {
+    fn add(&mut self, e: DirEntry<'_>) -> bool {
+        let Some(attr) = e.attr else {
+            // The core gives attributes to every READDIRPLUS entry.
+            return false;
+        };
+        !self.reply.add(
+            INodeNo(e.ino),
+            e.offset,
+            e.name,
+            &attr.valid_for,
+            &to_file_attr(attr),
+            Generation(0),
+        )
+    }
+
+    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+        self.log_skipped(dir, name, error);
     }
 }
 
@@ -473,40 +519,18 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
-        let (dir, entries) = match self.core.dir_entries(fh.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
+        let mut out = Entries {
+            adapter: self,
+            op: "readdir",
+            reply,
         };
-        // Offsets: 1 is ".", 2 is "..", 3.. are entries; each entry's offset
-        // is the offset of the next one.
-        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
-        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*dino), (i + 1) as u64, FileType::Directory, name) {
-                return reply.ok();
-            }
+        match self.core.readdir(fh.0, offset, false, &mut out) {
+            Ok(()) => out.reply.ok(),
+            Err(e) => out.reply.error(self.fail("readdir", ino.0, None, &e)),
         }
-        let skip = (offset as usize).saturating_sub(2);
-        for (i, entry) in entries.iter().enumerate().skip(skip) {
-            let ino = match self.core.entry_attr(dir, entry, false) {
-                Ok(a) => a.ino,
-                Err(e) => {
-                    self.fail("readdir", dir, Some(OsStr::new(&entry.name)), &e);
-                    continue;
-                }
-            };
-            if reply.add(
-                INodeNo(ino),
-                (i + 3) as u64,
-                file_type(entry.is_dir),
-                &entry.name,
-            ) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -515,54 +539,18 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
-        let (dir, entries) = match self.core.dir_entries(fh.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),
+        let mut out = Entries {
+            adapter: self,
+            op: "readdirplus",
+            reply,
         };
-        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
-        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
-            // `.` and `..` take no lookup reference.
-            let attr = match self.core.getattr(*dino) {
-                Ok(a) => a,
-                Err(e) => return reply.error(self.fail("readdirplus", *dino, None, &e)),
-            };
-            if reply.add(
-                INodeNo(*dino),
-                (i + 1) as u64,
-                name,
-                &Duration::ZERO,
-                &to_file_attr(&attr),
-                Generation(0),
-            ) {
-                return reply.ok();
-            }
+        match self.core.readdir(fh.0, offset, true, &mut out) {
+            Ok(()) => out.reply.ok(),
+            Err(e) => out.reply.error(self.fail("readdirplus", ino.0, None, &e)),
         }
-        let skip = (offset as usize).saturating_sub(2);
-        for (i, entry) in entries.iter().enumerate().skip(skip) {
-            let attr = match self.core.entry_attr(dir, entry, true) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.fail("readdirplus", dir, Some(OsStr::new(&entry.name)), &e);
-                    continue;
-                }
-            };
-            if reply.add(
-                INodeNo(attr.ino),
-                (i + 3) as u64,
-                &entry.name,
-                &attr.valid_for,
-                &to_file_attr(&attr),
-                Generation(0),
-            ) {
-                // Not sent: the kernel takes no reference on it.
-                self.core.forget(attr.ino, 1);
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(

@@ -11,6 +11,7 @@ pub mod inode;
 mod invalidate;
 pub mod names;
 pub mod overlay;
+mod readdir;
 mod source;
 mod write;
 
@@ -27,6 +28,7 @@ use handle::{DirEntryInfo, Handle, HandleTable, SharedBuffer};
 use inode::{Ino, InodeTable, NodeKind};
 pub use invalidate::Invalidation;
 use overlay::Overlay;
+pub use readdir::{DirEntry, DirReplier};
 
 /// Ownership and modes shown on every node.
 #[derive(Debug, Clone, Copy)]
