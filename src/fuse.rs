@@ -15,9 +15,7 @@ use fuser::{
 
 use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
-use crate::fs::inode::ROOT_INO;
 use crate::fs::{Attr, DirEntry, DirReplier, Invalidation, SecretFs};
-use crate::status::STATUS_XATTR;
 
 /// Starts the thread that delivers the core's invalidations to the kernel
 /// and returns where to send them. Notifications go out from this thread
@@ -150,6 +148,18 @@ impl DirReplier for Entries<'_, ReplyDirectoryPlus> {
 
     fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
         self.log_skipped(dir, name, error);
+    }
+}
+
+/// Answers a getxattr or listxattr: the size alone when asked with size 0,
+/// ERANGE when the caller's buffer is too small.
+fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(bytes);
     }
 }
 
@@ -486,23 +496,31 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // The root's status attribute is how `secretfs status` asks us how
-        // we are; no other extended attribute exists.
-        if ino.0 != ROOT_INO || name != OsStr::new(STATUS_XATTR) {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
-        let bytes = self.core.status_json().to_string().into_bytes();
-        if size == 0 {
-            reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
-        } else if bytes.len() > size as usize {
-            reply.error(Errno::from_i32(libc::ERANGE));
-        } else {
-            reply.data(&bytes);
+        let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.getxattr(ino.0, n),
+            None => Err(Error::NoAttribute),
+        };
+        match result {
+            Ok(bytes) => reply_xattr(reply, size, &bytes),
+            Err(e) => reply.error(self.fail("getxattr", ino.0, Some(name), &e)),
         }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
+        match self.core.listxattr(ino.0) {
+            Ok(names) => {
+                // Each name followed by a NUL, as listxattr(2) returns them.
+                let mut bytes = Vec::new();
+                for name in names {
+                    bytes.extend_from_slice(name.as_bytes());
+                    bytes.push(0);
+                }
+                reply_xattr(reply, size, &bytes);
+            }
+            Err(e) => reply.error(self.fail("listxattr", ino.0, None, &e)),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

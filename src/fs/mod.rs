@@ -14,6 +14,7 @@ pub mod overlay;
 mod readdir;
 mod source;
 mod write;
+pub mod xattr;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
