@@ -1,47 +1,26 @@
 //! The `fuser` adapter: unpacks each request, calls the core, replies.
 //! Errors are logged here, once, with the operation, inode and path.
+//! Mounting, unmounting and the notifier thread are in `session`; this
+//! folder is the only place that knows `fuser`.
+
+mod session;
+
+pub use session::{mount, MountSettings, Mounted};
 
 use std::ffi::OsStr;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
     BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
-use crate::fs::{Attr, DirEntry, DirReplier, Invalidation, SecretFs};
-
-/// Starts the thread that delivers the core's invalidations to the kernel
-/// and returns where to send them. Notifications go out from this thread
-/// only, never from a request's handler: the kernel may hold locks for the
-/// request that an invalidation of the same inode waits on.
-pub fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
-    std::thread::Builder::new()
-        .name("secretfs-notify".into())
-        .spawn(move || {
-            for what in rx {
-                let sent = match &what {
-                    // Attributes and every cached page.
-                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                    Invalidation::Entry { parent, name } => {
-                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                    }
-                };
-                if let Err(e) = sent {
-                    // The kernel may have forgotten the inode meanwhile.
-                    tracing::debug!(?what, error = %e, "invalidation not delivered");
-                }
-            }
-        })?;
-    Ok(tx)
-}
+use crate::fs::{Attr, DirEntry, DirReplier, SecretFs};
 
 /// The FUSE face of a [`SecretFs`].
 pub struct FuseAdapter {
