@@ -14,13 +14,15 @@ use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
+use crate::start_error::StartError;
 use crate::store;
 
-/// Mounts and serves until told to stop. An `Err` is one line for stderr.
+/// Mounts and serves until told to stop. An `Err`'s `Display` is one line
+/// for stderr.
 ///
 /// In the mount-helper form (`--background`) this starts a background copy
 /// of itself and returns once that copy reports the filesystem ready.
-pub fn run(args: MountArgs) -> Result<(), String> {
+pub fn run(args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
     if args.background && !args.foreground && args.ready_fd.is_none() {
         // The daemon's own checks are bounded by --timeout; mounting is quick.
@@ -29,13 +31,13 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     }
     let mut readiness = Readiness::new(args.ready_fd);
     let result = serve(args, &mut readiness);
-    if let Err(msg) = &result {
-        readiness.failed(msg);
+    if let Err(e) = &result {
+        readiness.failed(&e.to_string());
     }
     result
 }
 
-fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
+fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     hardening::no_dumps();
     if args.files.mlock {
         hardening::lock_memory()?;
@@ -47,7 +49,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         .thread_name("secretfs-io")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
 
     let core = build_core(connected, &args);
@@ -57,7 +59,12 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         .files
         .audit_log
         .as_deref()
-        .map(AuditLog::open)
+        .map(|path| {
+            AuditLog::open(path).map_err(|reason| StartError::Audit {
+                path: path.to_path_buf(),
+                reason,
+            })
+        })
         .transpose()?;
     let settings = MountSettings {
         fsname: args.source.clone(),
@@ -66,8 +73,12 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         threads: usize::try_from(args.files.threads).unwrap_or(4),
         audit,
     };
-    let mounted = fuse::mount(core.clone(), &args.mountpoint, settings)
-        .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
+    let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
+        StartError::Mount {
+            path: args.mountpoint.clone(),
+            reason,
+        }
+    })?;
     match mounted.start_notifier() {
         Ok(tx) => core.send_invalidations_to(tx),
         // Kernel caches still expire with the TTL (attributes say so).
@@ -80,9 +91,10 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
     if stopped_by_signal {
         daemon::notify_systemd("STOPPING=1");
         tracing::info!("unmounting");
-        mounted
-            .unmount()
-            .map_err(|e| format!("unmount of {} failed: {e}", args.mountpoint.display()))?;
+        mounted.unmount().map_err(|reason| StartError::Unmount {
+            path: args.mountpoint.clone(),
+            reason,
+        })?;
     } else {
         tracing::info!("unmounted from outside");
         if let Err(e) = mounted.join() {
@@ -174,7 +186,7 @@ fn accept_stop_signals() {
 /// The mountpoint must be an existing, empty directory. A dead FUSE mount
 /// left there by a killed daemon ("Transport endpoint is not connected") is
 /// detached first, so that a restart just works.
-fn check_mountpoint(path: &Path) -> Result<(), String> {
+fn check_mountpoint(path: &Path) -> Result<(), StartError> {
     match empty_dir(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %path.display(), "detaching a dead mount left by a previous daemon");
@@ -184,19 +196,23 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
                 .status()
                 .is_ok_and(|s| s.success());
             if !detached {
-                return Err(format!(
-                    "mountpoint {}: {e}; `fusermount3 -uz {}` could not detach it",
-                    path.display(),
-                    path.display()
-                ));
+                return Err(StartError::DeadMount {
+                    path: path.to_path_buf(),
+                    reason: e,
+                });
             }
             empty_dir(path)
         }
         other => other,
     }
-    .map_err(|e| format!("mountpoint {}: {e}", path.display()))?
+    .map_err(|reason| StartError::Mountpoint {
+        path: path.to_path_buf(),
+        reason,
+    })?
     .then_some(())
-    .ok_or_else(|| format!("mountpoint {} is not empty", path.display()))
+    .ok_or_else(|| StartError::MountpointNotEmpty {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Whether `path` is an empty directory (an error if it is no directory).
