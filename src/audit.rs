@@ -23,14 +23,13 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens (creating, mode 0600) the log at `path` for appending.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            .open(path)?;
         Ok(AuditLog {
             file: Mutex::new(file),
         })

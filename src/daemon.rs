@@ -12,6 +12,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::start_error::StartError;
+
 /// How a mounting process tells whoever waits that it is ready (or not).
 pub struct Readiness {
     pipe: Option<File>,
@@ -67,12 +69,12 @@ pub fn notify_systemd(state: &str) {
 /// Starts this program again in the background (new session, no terminal)
 /// with `--ready-fd`, waits until it reports readiness, and returns `Ok`
 /// then; or its one-line reason when it fails or goes silent.
-pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(), StartError> {
+    let exe = std::env::current_exe().map_err(StartError::OwnExecutable)?;
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds; O_CLOEXEC keeps them out of other children.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        return Err(StartError::ReadinessPipe(std::io::Error::last_os_error()));
     }
     // SAFETY: both fds are fresh and ours.
     let (mut reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
@@ -84,7 +86,10 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| format!("log file {}: {e}", p.display()))?,
+                .map_err(|reason| StartError::LogFile {
+                    path: p.to_path_buf(),
+                    reason,
+                })?,
         ),
         // Under systemd (a .mount unit) stderr is already the journal: keep it.
         None if std::env::var_os("JOURNAL_STREAM").is_some() => Stdio::inherit(),
@@ -112,9 +117,7 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let mut child = command.spawn().map_err(StartError::DaemonSpawn)?;
     drop(writer);
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -129,18 +132,15 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
             let _ = child.wait();
             let line = text.lines().next().unwrap_or("").trim();
             Err(if line.is_empty() {
-                "the daemon exited before the filesystem was ready".to_string()
+                StartError::DaemonExited
             } else {
-                line.to_string()
+                StartError::DaemonFailed(line.to_string())
             })
         }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!(
-                "the filesystem was not ready within {}",
-                humantime::format_duration(deadline)
-            ))
+            Err(StartError::NotReady(deadline))
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum Error {
     /// The operation does not apply to this kind of node.
     #[error("not a directory")]
     NotDir,
+    /// No extended attribute of that name.
+    #[error("no such extended attribute")]
+    NoAttribute,
 }
 
 impl Error {
@@ -82,6 +85,7 @@ impl Error {
             Error::NotPermitted(_) => libc::EPERM,
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
+            Error::NoAttribute => libc::ENODATA,
         }
     }
 
@@ -99,7 +103,12 @@ impl Error {
     pub fn is_expected(&self) -> bool {
         matches!(
             self,
-            Error::NotFound | Error::IsDir | Error::NotDir | Error::Exists | Error::CrossSecret
+            Error::NotFound
+                | Error::IsDir
+                | Error::NotDir
+                | Error::Exists
+                | Error::CrossSecret
+                | Error::NoAttribute
         )
     }
 }
@@ -120,6 +129,7 @@ mod tests {
         assert_eq!(Error::TooBig(1).errno(), libc::EFBIG);
         assert_eq!(Error::NotUtf8.errno(), libc::EILSEQ);
         assert_eq!(Error::CrossSecret.errno(), libc::EXDEV);
+        assert_eq!(Error::NoAttribute.errno(), libc::ENODATA);
     }
 
     #[test]

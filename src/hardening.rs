@@ -1,5 +1,7 @@
 //! Keeping secret values out of core dumps, swap and other processes.
 
+use crate::start_error::StartError;
+
 /// Refuses core dumps and ptrace by other non-root processes
 /// (`PR_SET_DUMPABLE=0`, `RLIMIT_CORE=0`). Always on.
 pub fn no_dumps() {
@@ -20,13 +22,10 @@ pub fn no_dumps() {
 
 /// Locks all present and future memory (`mlockall`), so values never reach
 /// swap. Needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK.
-pub fn lock_memory() -> Result<(), String> {
+pub fn lock_memory() -> Result<(), StartError> {
     // SAFETY: plain syscall with constant flags.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        return Err(format!(
-            "--mlock: mlockall failed: {} (needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK)",
-            std::io::Error::last_os_error()
-        ));
+        return Err(StartError::MemoryLock(std::io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -12,5 +12,6 @@ pub mod fs;
 pub mod fuse;
 pub mod hardening;
 pub mod mount;
+pub mod start_error;
 pub mod status;
 pub mod store;

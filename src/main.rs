@@ -64,8 +64,8 @@ fn main() -> ExitCode {
             init_logging(args.verbose, args.log_file.as_deref());
             match secretfs::mount::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(msg) => {
-                    eprintln!("secretfs: {msg}");
+                Err(e) => {
+                    eprintln!("secretfs: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,27 +1,28 @@
-//! Mounting: check the mountpoint, reach the store, build the core, run
-//! the fuser session, and unmount cleanly on SIGINT/SIGTERM.
+//! `secretfs mount`: check the mountpoint, reach the store, build the core,
+//! mount it (through `crate::fuse`), report readiness, and unmount cleanly
+//! on SIGINT/SIGTERM.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{MountOption, SessionACL};
-
 use crate::audit::AuditLog;
 use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
+use crate::start_error::StartError;
 use crate::store;
 
-/// Mounts and serves until told to stop. An `Err` is one line for stderr.
+/// Mounts and serves until told to stop. An `Err`'s `Display` is one line
+/// for stderr.
 ///
 /// In the mount-helper form (`--background`) this starts a background copy
 /// of itself and returns once that copy reports the filesystem ready.
-pub fn run(args: MountArgs) -> Result<(), String> {
+pub fn run(args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
     if args.background && !args.foreground && args.ready_fd.is_none() {
         // The daemon's own checks are bounded by --timeout; mounting is quick.
@@ -30,13 +31,13 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     }
     let mut readiness = Readiness::new(args.ready_fd);
     let result = serve(args, &mut readiness);
-    if let Err(msg) = &result {
-        readiness.failed(msg);
+    if let Err(e) = &result {
+        readiness.failed(&e.to_string());
     }
     result
 }
 
-fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
+fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     hardening::no_dumps();
     if args.files.mlock {
         hardening::lock_memory()?;
@@ -48,9 +49,75 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         .thread_name("secretfs-io")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
 
+    let core = build_core(connected, &args);
+    core.start_refresher();
+
+    let audit = args
+        .files
+        .audit_log
+        .as_deref()
+        .map(|path| {
+            AuditLog::open(path).map_err(|reason| StartError::Audit {
+                path: path.to_path_buf(),
+                reason,
+            })
+        })
+        .transpose()?;
+    let settings = MountSettings {
+        fsname: args.source.clone(),
+        allow_other: args.files.allow_other,
+        read_only: args.files.ro,
+        threads: usize::try_from(args.files.threads).unwrap_or(4),
+        audit,
+    };
+    let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
+        StartError::Mount {
+            path: args.mountpoint.clone(),
+            reason,
+        }
+    })?;
+    match mounted.start_notifier() {
+        Ok(tx) => core.send_invalidations_to(tx),
+        // Kernel caches still expire with the TTL (attributes say so).
+        Err(e) => tracing::warn!(error = %e, "cannot start the notifier thread"),
+    }
+    tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
+    readiness.ready();
+
+    let stopped_by_signal = runtime.block_on(wait_for_stop(&mounted));
+    if stopped_by_signal {
+        daemon::notify_systemd("STOPPING=1");
+        tracing::info!("unmounting");
+        mounted.unmount().map_err(|reason| StartError::Unmount {
+            path: args.mountpoint.clone(),
+            reason,
+        })?;
+    } else {
+        tracing::info!("unmounted from outside");
+        if let Err(e) = mounted.join() {
+            tracing::warn!(error = %e, "session ended with an error");
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// The core over the connected store, configured by the command line.
+fn build_core(connected: store::Connected, args: &MountArgs) -> Arc<SecretFs> {
+    Arc::new(SecretFs::new(
+        connected.store,
+        connected.root,
+        fs_config(args),
+        Arc::new(SystemClock),
+    ))
+}
+
+/// The core's configuration: what the command line says, and the mounting
+/// user as the owner unless told otherwise.
+fn fs_config(args: &MountArgs) -> FsConfig {
     let capacity =
         NonZeroUsize::new(usize::try_from(args.cache.cache_entries).unwrap_or(usize::MAX))
             .unwrap_or(NonZeroUsize::MIN);
@@ -68,118 +135,18 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), String> {
         file_mode: args.files.file_mode,
         dir_mode: args.files.dir_mode,
     };
-    let config = FsConfig {
+    FsConfig {
         presentation,
         cache: policy,
         read_only: args.files.ro,
         max_value_size: args.files.max_value_size,
         background_refresh: !args.cache.blocking_refresh,
-    };
-    let core = Arc::new(SecretFs::new(
-        connected.store,
-        connected.root,
-        config,
-        Arc::new(SystemClock),
-    ));
-    core.start_refresher();
-
-    let mut options = vec![
-        // Exactly the SOURCE, as mount(8) and fstab name it, so that
-        // `mount -a` sees the filesystem as mounted already.
-        MountOption::FSName(args.source.clone()),
-        MountOption::Subtype("secretfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-    ];
-    if args.files.ro {
-        options.push(MountOption::RO);
-    }
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.acl = if args.files.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(usize::try_from(args.files.threads).unwrap_or(4));
-
-    let audit = args
-        .files
-        .audit_log
-        .as_deref()
-        .map(AuditLog::open)
-        .transpose()?;
-    let session = fuser::spawn_mount(
-        FuseAdapter::new(core.clone(), audit),
-        &args.mountpoint,
-        &fuse_config,
-    )
-    .map_err(|e| format!("cannot mount on {}: {e}", args.mountpoint.display()))?;
-    match crate::fuse::spawn_notifier(session.notifier()) {
-        Ok(tx) => core.send_invalidations_to(tx),
-        // Kernel caches still expire with the TTL (attributes say so).
-        Err(e) => tracing::warn!(error = %e, "cannot start the notifier thread"),
-    }
-    tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
-    readiness.ready();
-
-    let stopped_by_signal = runtime.block_on(wait_for_stop(&session));
-    if stopped_by_signal {
-        daemon::notify_systemd("STOPPING=1");
-        tracing::info!("unmounting");
-        unmount(session, &args.mountpoint)?;
-    } else {
-        tracing::info!("unmounted from outside");
-        if let Err(e) = session.join() {
-            tracing::warn!(error = %e, "session ended with an error");
-        }
-    }
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
-}
-
-/// How long a clean unmount may take before we detach lazily or just exit.
-const UNMOUNT_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Unmounts and waits (boundedly) for the session to end. When files are
-/// still open (EBUSY) the mount is detached lazily: it leaves the namespace
-/// now and open files see ENOTCONN once we exit. When the session does not
-/// end (another mount namespace still holds a bind of it), we exit anyway.
-fn unmount(session: fuser::BackgroundSession, mountpoint: &Path) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(session.umount_and_join());
-    });
-    match rx.recv_timeout(UNMOUNT_DEADLINE) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "unmount failed (files still open?): detaching lazily");
-            let detached = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mountpoint)
-                .status()
-                .is_ok_and(|s| s.success());
-            if detached {
-                Ok(())
-            } else {
-                Err(format!("unmount of {} failed: {e}", mountpoint.display()))
-            }
-        }
-        Err(_) => {
-            tracing::warn!(
-                "the session did not end after unmounting (another mount namespace may still hold it): exiting"
-            );
-            Ok(())
-        }
     }
 }
 
 /// Waits for SIGINT/SIGTERM (`true`) or for the session to end because the
 /// filesystem was unmounted from outside (`false`).
-async fn wait_for_stop(session: &fuser::BackgroundSession) -> bool {
+async fn wait_for_stop(mounted: &Mounted) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -193,7 +160,7 @@ async fn wait_for_stop(session: &fuser::BackgroundSession) -> bool {
         tokio::select! {
             _ = term.recv() => return true,
             _ = int.recv() => return true,
-            _ = tick.tick() => if session.guard.is_finished() { return false },
+            _ = tick.tick() => if mounted.is_finished() { return false },
         }
     }
 }
@@ -219,7 +186,7 @@ fn accept_stop_signals() {
 /// The mountpoint must be an existing, empty directory. A dead FUSE mount
 /// left there by a killed daemon ("Transport endpoint is not connected") is
 /// detached first, so that a restart just works.
-fn check_mountpoint(path: &Path) -> Result<(), String> {
+fn check_mountpoint(path: &Path) -> Result<(), StartError> {
     match empty_dir(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %path.display(), "detaching a dead mount left by a previous daemon");
@@ -229,19 +196,23 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
                 .status()
                 .is_ok_and(|s| s.success());
             if !detached {
-                return Err(format!(
-                    "mountpoint {}: {e}; `fusermount3 -uz {}` could not detach it",
-                    path.display(),
-                    path.display()
-                ));
+                return Err(StartError::DeadMount {
+                    path: path.to_path_buf(),
+                    reason: e,
+                });
             }
             empty_dir(path)
         }
         other => other,
     }
-    .map_err(|e| format!("mountpoint {}: {e}", path.display()))?
+    .map_err(|reason| StartError::Mountpoint {
+        path: path.to_path_buf(),
+        reason,
+    })?
     .then_some(())
-    .ok_or_else(|| format!("mountpoint {} is not empty", path.display()))
+    .ok_or_else(|| StartError::MountpointNotEmpty {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Whether `path` is an empty directory (an error if it is no directory).

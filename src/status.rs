@@ -7,8 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The extended attribute of the mount's root that holds its status (JSON).
-pub const STATUS_XATTR: &str = "user.secretfs.status";
+use crate::fs::xattr::STATUS_XATTR;
 
 /// How long a probe waits for a hung mount before calling it unhealthy.
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);

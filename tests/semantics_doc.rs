@@ -58,6 +58,7 @@ fn errno_named(name: &str) -> i32 {
         "EINVAL" => libc::EINVAL,
         "EIO" => libc::EIO,
         "EISDIR" => libc::EISDIR,
+        "ENODATA" => libc::ENODATA,
         "ENOENT" => libc::ENOENT,
         "ENOSYS" => libc::ENOSYS,
         "ENOTDIR" => libc::ENOTDIR,
@@ -127,6 +128,7 @@ fn all_errors() -> Vec<Error> {
         Error::NotPermitted("chown"),
         Error::IsDir,
         Error::NotDir,
+        Error::NoAttribute,
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -148,7 +150,8 @@ fn all_errors() -> Vec<Error> {
             | Error::NotEmpty
             | Error::NotPermitted(_)
             | Error::IsDir
-            | Error::NotDir => {}
+            | Error::NotDir
+            | Error::NoAttribute => {}
         }
     }
     all

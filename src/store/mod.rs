@@ -32,7 +32,7 @@ pub fn connect(
     source: &str,
     args: &crate::cli::VaultArgs,
     rt: tokio::runtime::Handle,
-) -> std::result::Result<Connected, String> {
+) -> std::result::Result<Connected, crate::start_error::StartError> {
     let settings = vault::VaultSettings::from_args(args)?;
     let store = vault::VaultStore::connect(&settings, source, rt)?;
     let resolved = store.source().clone();

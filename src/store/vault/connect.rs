@@ -17,6 +17,7 @@ use super::client::{with_deadline, Client};
 use super::error::describe;
 use super::{KvVersion, ResolvedSource, VaultStore};
 use crate::cli::{AuthMethod, VaultArgs};
+use crate::start_error::StartError;
 use crate::store::SecretPath;
 
 /// How to reach and authenticate to the server.
@@ -40,10 +41,10 @@ pub struct VaultSettings {
 
 impl VaultSettings {
     /// The settings the command line (or environment) gives.
-    pub fn from_args(args: &VaultArgs) -> Result<VaultSettings, String> {
+    pub fn from_args(args: &VaultArgs) -> Result<VaultSettings, StartError> {
         Ok(VaultSettings {
             addr: args.addr.clone(),
-            login: login_from(args)?,
+            login: login_from(args).map_err(StartError::Options)?,
             ca_cert: args.ca_cert.clone(),
             client_cert: args.client_cert.clone().zip(args.client_key.clone()),
             skip_verify: args.tls_skip_verify,
@@ -55,12 +56,14 @@ impl VaultSettings {
 
 impl VaultStore {
     /// Connects, checks the token and resolves `source` to a KV mount.
-    /// Errors are one human sentence, fit for stderr before mounting.
+    /// Errors are one human sentence, fit for stderr before mounting:
+    /// [`StartError::Options`] for settings that cannot work,
+    /// [`StartError::Store`] for what the server said (or did not).
     pub fn connect(
         settings: &VaultSettings,
         source: &str,
         rt: Handle,
-    ) -> std::result::Result<Self, String> {
+    ) -> std::result::Result<Self, StartError> {
         let mut builder = VaultClientSettingsBuilder::default();
         builder
             .address(settings.addr.as_str())
@@ -77,29 +80,38 @@ impl VaultStore {
             );
         // Explicitly, even when absent: vaultrs would otherwise read
         // VAULT_CLIENT_CERT itself and only log what goes wrong.
-        builder.identity(settings.client_cert.as_ref().map(identity).transpose()?);
+        builder.identity(
+            settings
+                .client_cert
+                .as_ref()
+                .map(identity)
+                .transpose()
+                .map_err(StartError::Options)?,
+        );
         let client_settings = builder
             .build()
-            .map_err(|e| format!("invalid Vault settings: {e}"))?;
-        let login_client = auth::client_for(&client_settings, "")?;
+            .map_err(|e| StartError::Options(format!("invalid Vault settings: {e}")))?;
+        let login_client = auth::client_for(&client_settings, "").map_err(StartError::Store)?;
 
         let no_answer = || {
-            format!(
+            StartError::Store(format!(
                 "Vault at {} did not answer within {}",
                 settings.addr,
                 humantime::format_duration(settings.timeout)
-            )
+            ))
         };
 
         let token = with_deadline(&rt, settings.timeout, settings.login.obtain(&login_client))
-            .ok_or_else(no_answer)??;
-        let client = auth::client_for(&client_settings, token.expose_secret())?;
+            .ok_or_else(no_answer)?
+            .map_err(StartError::Store)?;
+        let client =
+            auth::client_for(&client_settings, token.expose_secret()).map_err(StartError::Store)?;
         let lease = match with_deadline(&rt, settings.timeout, auth::lease_of(&client))
             .ok_or_else(no_answer)?
         {
             Ok(lease) => lease,
             Err(ClientError::APIError { code: 403, .. }) => {
-                return Err(format!(
+                return Err(StartError::Store(format!(
                     "Vault at {} refused the token (403): {}",
                     settings.addr,
                     match &settings.login {
@@ -107,20 +119,22 @@ impl VaultStore {
                             "check the role's token policies",
                         _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
                     }
-                ))
+                )))
             }
             Err(e) => {
-                return Err(format!(
+                return Err(StartError::Store(format!(
                     "cannot reach Vault at {}: {}",
                     settings.addr,
                     describe(&e)
-                ))
+                )))
             }
         };
 
         let wanted = SecretPath::parse(source);
         if wanted.is_root() {
-            return Err("SOURCE must name a KV mount, e.g. secret/ or secret/team/prod".into());
+            return Err(StartError::Options(
+                "SOURCE must name a KV mount, e.g. secret/ or secret/team/prod".into(),
+            ));
         }
         let request = UiMountRequest {
             path: wanted.as_str().to_string(),
@@ -134,25 +148,29 @@ impl VaultStore {
         {
             Ok(ui) => ui,
             Err(ClientError::APIError { code: 403, .. }) => {
-                return Err(format!(
+                return Err(StartError::Store(format!(
                 "the token may not look up the mount of {source} (403 on sys/internal/ui/mounts)"
-            ))
+            )))
             }
             Err(ClientError::APIError {
                 code: 400 | 404, ..
-            }) => return Err(format!("no secrets engine is mounted at {source}")),
+            }) => {
+                return Err(StartError::Store(format!(
+                    "no secrets engine is mounted at {source}"
+                )))
+            }
             Err(e) => {
-                return Err(format!(
+                return Err(StartError::Store(format!(
                     "cannot resolve the mount of {source}: {}",
                     describe(&e)
-                ))
+                )))
             }
         };
         if ui.engine != "kv" && ui.engine != "generic" {
-            return Err(format!(
+            return Err(StartError::Store(format!(
                 "{source} is a {} secrets engine, not KV",
                 ui.engine
-            ));
+            )));
         }
         let version = match ui.options.as_ref().and_then(|o| o.version.as_deref()) {
             Some("2") => KvVersion::V2,

@@ -1,51 +1,26 @@
 //! The `fuser` adapter: unpacks each request, calls the core, replies.
 //! Errors are logged here, once, with the operation, inode and path.
+//! Mounting, unmounting and the notifier thread are in `session`; this
+//! folder is the only place that knows `fuser`.
+
+mod session;
+
+pub use session::{mount, MountSettings, Mounted};
 
 use std::ffi::OsStr;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::time::SystemTime;
 
 use fuser::{
     BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
-use crate::fs::inode::ROOT_INO;
-use crate::fs::{Attr, Invalidation, SecretFs};
-use crate::status::STATUS_XATTR;
-
-/// Starts the thread that delivers the core's invalidations to the kernel
-/// and returns where to send them. Notifications go out from this thread
-/// only, never from a request's handler: the kernel may hold locks for the
-/// request that an invalidation of the same inode waits on.
-pub fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
-    std::thread::Builder::new()
-        .name("secretfs-notify".into())
-        .spawn(move || {
-            for what in rx {
-                let sent = match &what {
-                    // Attributes and every cached page.
-                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                    Invalidation::Entry { parent, name } => {
-                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                    }
-                };
-                if let Err(e) = sent {
-                    // The kernel may have forgotten the inode meanwhile.
-                    tracing::debug!(?what, error = %e, "invalidation not delivered");
-                }
-            }
-        })?;
-    Ok(tx)
-}
+use crate::fs::{Attr, DirEntry, DirReplier, SecretFs};
 
 /// The FUSE face of a [`SecretFs`].
 pub struct FuseAdapter {
@@ -104,6 +79,66 @@ fn file_type(is_dir: bool) -> FileType {
         FileType::Directory
     } else {
         FileType::RegularFile
+    }
+}
+
+/// A READDIR or READDIRPLUS reply being filled by the core.
+struct Entries<'a, R> {
+    adapter: &'a FuseAdapter,
+    op: &'static str,
+    reply: R,
+}
+
+impl<R> Entries<'_, R> {
+    fn log_skipped(&self, dir: u64, name: &str, error: &Error) {
+        self.adapter
+            .fail(self.op, dir, Some(OsStr::new(name)), error);
+    }
+}
+
+impl DirReplier for Entries<'_, ReplyDirectory> {
+    fn add(&mut self, e: DirEntry<'_>) -> bool {
+        // fuser's `add` says whether the buffer was full.
+        !self
+            .reply
+            .add(INodeNo(e.ino), e.offset, file_type(e.is_dir), e.name)
+    }
+
+    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+        self.log_skipped(dir, name, error);
+    }
+}
+
+impl DirReplier for Entries<'_, ReplyDirectoryPlus> {
+    fn add(&mut self, e: DirEntry<'_>) -> bool {
+        let Some(attr) = e.attr else {
+            // The core gives attributes to every READDIRPLUS entry.
+            return false;
+        };
+        !self.reply.add(
+            INodeNo(e.ino),
+            e.offset,
+            e.name,
+            &attr.valid_for,
+            &to_file_attr(attr),
+            Generation(0),
+        )
+    }
+
+    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+        self.log_skipped(dir, name, error);
+    }
+}
+
+/// Answers a getxattr or listxattr: the size alone when asked with size 0,
+/// ERANGE when the caller's buffer is too small.
+fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(bytes);
     }
 }
 
@@ -440,23 +475,31 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // The root's status attribute is how `secretfs status` asks us how
-        // we are; no other extended attribute exists.
-        if ino.0 != ROOT_INO || name != OsStr::new(STATUS_XATTR) {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
-        let bytes = self.core.status_json().to_string().into_bytes();
-        if size == 0 {
-            reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
-        } else if bytes.len() > size as usize {
-            reply.error(Errno::from_i32(libc::ERANGE));
-        } else {
-            reply.data(&bytes);
+        let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
+        let result = match name.to_str() {
+            Some(n) => self.core.getxattr(ino.0, n),
+            None => Err(Error::NoAttribute),
+        };
+        match result {
+            Ok(bytes) => reply_xattr(reply, size, &bytes),
+            Err(e) => reply.error(self.fail("getxattr", ino.0, Some(name), &e)),
         }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
+        match self.core.listxattr(ino.0) {
+            Ok(names) => {
+                // Each name followed by a NUL, as listxattr(2) returns them.
+                let mut bytes = Vec::new();
+                for name in names {
+                    bytes.extend_from_slice(name.as_bytes());
+                    bytes.push(0);
+                }
+                reply_xattr(reply, size, &bytes);
+            }
+            Err(e) => reply.error(self.fail("listxattr", ino.0, None, &e)),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -473,40 +516,18 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
-        let (dir, entries) = match self.core.dir_entries(fh.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
+        let mut out = Entries {
+            adapter: self,
+            op: "readdir",
+            reply,
         };
-        // Offsets: 1 is ".", 2 is "..", 3.. are entries; each entry's offset
-        // is the offset of the next one.
-        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
-        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*dino), (i + 1) as u64, FileType::Directory, name) {
-                return reply.ok();
-            }
+        match self.core.readdir(fh.0, offset, false, &mut out) {
+            Ok(()) => out.reply.ok(),
+            Err(e) => out.reply.error(self.fail("readdir", ino.0, None, &e)),
         }
-        let skip = (offset as usize).saturating_sub(2);
-        for (i, entry) in entries.iter().enumerate().skip(skip) {
-            let ino = match self.core.entry_attr(dir, entry, false) {
-                Ok(a) => a.ino,
-                Err(e) => {
-                    self.fail("readdir", dir, Some(OsStr::new(&entry.name)), &e);
-                    continue;
-                }
-            };
-            if reply.add(
-                INodeNo(ino),
-                (i + 3) as u64,
-                file_type(entry.is_dir),
-                &entry.name,
-            ) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -515,54 +536,18 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
-        let (dir, entries) = match self.core.dir_entries(fh.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),
+        let mut out = Entries {
+            adapter: self,
+            op: "readdirplus",
+            reply,
         };
-        let dots = [(dir, "."), (self.core.parent_of(dir), "..")];
-        for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
-            // `.` and `..` take no lookup reference.
-            let attr = match self.core.getattr(*dino) {
-                Ok(a) => a,
-                Err(e) => return reply.error(self.fail("readdirplus", *dino, None, &e)),
-            };
-            if reply.add(
-                INodeNo(*dino),
-                (i + 1) as u64,
-                name,
-                &Duration::ZERO,
-                &to_file_attr(&attr),
-                Generation(0),
-            ) {
-                return reply.ok();
-            }
+        match self.core.readdir(fh.0, offset, true, &mut out) {
+            Ok(()) => out.reply.ok(),
+            Err(e) => out.reply.error(self.fail("readdirplus", ino.0, None, &e)),
         }
-        let skip = (offset as usize).saturating_sub(2);
-        for (i, entry) in entries.iter().enumerate().skip(skip) {
-            let attr = match self.core.entry_attr(dir, entry, true) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.fail("readdirplus", dir, Some(OsStr::new(&entry.name)), &e);
-                    continue;
-                }
-            };
-            if reply.add(
-                INodeNo(attr.ino),
-                (i + 3) as u64,
-                &entry.name,
-                &attr.valid_for,
-                &to_file_attr(&attr),
-                Generation(0),
-            ) {
-                // Not sent: the kernel takes no reference on it.
-                self.core.forget(attr.ino, 1);
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(

@@ -1,0 +1,88 @@
+//! Extended attributes. The mount's root has one, `user.secretfs.status`:
+//! how `secretfs status` asks a running mount how it is, in a name space no
+//! secret can collide with. No other node has any.
+
+use super::inode::{Ino, ROOT_INO};
+use super::SecretFs;
+use crate::error::{Error, Result};
+
+/// The extended attribute of the mount's root that holds its status (JSON).
+pub const STATUS_XATTR: &str = "user.secretfs.status";
+
+impl SecretFs {
+    /// The value of the extended attribute `name` of `ino`
+    /// ([`Error::NoAttribute`] when it has none of that name).
+    pub fn getxattr(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
+        if ino == ROOT_INO && name == STATUS_XATTR {
+            return Ok(self.status_json().to_string().into_bytes());
+        }
+        Err(Error::NoAttribute)
+    }
+
+    /// The names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
+        Ok(if ino == ROOT_INO {
+            vec![STATUS_XATTR.to_string()]
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::fs::cache::CachePolicy;
+    use crate::fs::clock::ManualClock;
+    use crate::fs::{FsConfig, Presentation};
+    use crate::store::memory::MemoryStore;
+    use crate::store::SecretPath;
+
+    fn fs() -> SecretFs {
+        let store = Arc::new(MemoryStore::new());
+        store.put("app", json!({"K": "v"}));
+        let config = FsConfig {
+            presentation: Presentation {
+                uid: 1000,
+                gid: 1000,
+                file_mode: 0o400,
+                dir_mode: 0o500,
+            },
+            cache: CachePolicy {
+                ttl: Duration::from_secs(30),
+                negative_ttl: Duration::from_secs(5),
+                stale_if_error: Duration::from_secs(300),
+                capacity: NonZeroUsize::MIN.saturating_add(99),
+            },
+            read_only: false,
+            max_value_size: 1024,
+            background_refresh: false,
+        };
+        SecretFs::new(store, SecretPath::root(), config, ManualClock::new())
+    }
+
+    #[test]
+    fn the_root_answers_its_status_as_json() {
+        let fs = fs();
+        let bytes = fs.getxattr(ROOT_INO, "user.secretfs.status").unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status["mounted"], json!(true));
+        assert_eq!(fs.listxattr(ROOT_INO).unwrap(), [STATUS_XATTR]);
+    }
+
+    #[test]
+    fn any_other_attribute_is_no_data() {
+        let fs = fs();
+        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let no_data = |r: Result<Vec<u8>>| r.unwrap_err().errno() == libc::ENODATA;
+        assert!(no_data(fs.getxattr(ROOT_INO, "user.other")));
+        assert!(no_data(fs.getxattr(app, STATUS_XATTR)));
+        assert!(fs.listxattr(app).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,154 @@
+//! The FUSE session: mounting the adapter with plain settings, the thread
+//! that delivers the core's invalidations, and unmounting.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, INodeNo, MountOption, Notifier, SessionACL};
+
+use super::FuseAdapter;
+use crate::audit::AuditLog;
+use crate::fs::{Invalidation, SecretFs};
+
+/// How to mount: the few settings that reach the kernel, nothing of FUSE's.
+pub struct MountSettings {
+    /// What `/proc/mounts` shows as the source (the SOURCE, exactly).
+    pub fsname: String,
+    /// Let other users in (the kernel still checks modes).
+    pub allow_other: bool,
+    /// Mount read-only (`ro`).
+    pub read_only: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// With an audit log, every open of a file is recorded.
+    pub audit: Option<AuditLog>,
+}
+
+/// A mounted filesystem, served by its own threads until unmounted.
+pub struct Mounted {
+    session: BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+/// Mounts `core` on `mountpoint` and starts serving it.
+pub fn mount(
+    core: Arc<SecretFs>,
+    mountpoint: &Path,
+    settings: MountSettings,
+) -> std::io::Result<Mounted> {
+    let mut options = vec![
+        // Exactly the SOURCE, as mount(8) and fstab name it, so that
+        // `mount -a` sees the filesystem as mounted already.
+        MountOption::FSName(settings.fsname),
+        MountOption::Subtype("secretfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+    ];
+    if settings.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if settings.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(settings.threads);
+    let session = fuser::spawn_mount(FuseAdapter::new(core, settings.audit), mountpoint, &config)?;
+    Ok(Mounted {
+        session,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+/// How long a clean unmount may take before we detach lazily or just exit.
+const UNMOUNT_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Mounted {
+    /// Starts the thread that delivers the core's invalidations to the
+    /// kernel and returns where to send them.
+    pub fn start_notifier(&self) -> std::io::Result<Sender<Invalidation>> {
+        spawn_notifier(self.session.notifier())
+    }
+
+    /// Whether the session ended: the filesystem was unmounted from outside.
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Waits for the session to end, once it was unmounted from outside.
+    pub fn join(self) -> std::io::Result<()> {
+        self.session.join()
+    }
+
+    /// Unmounts and waits (boundedly) for the session to end. When files
+    /// are still open (EBUSY) the mount is detached lazily: it leaves the
+    /// namespace now and open files see ENOTCONN once we exit. When the
+    /// session does not end (another mount namespace still holds a bind of
+    /// it), this returns anyway. An error only when neither worked.
+    pub fn unmount(self) -> std::io::Result<()> {
+        let Mounted {
+            session,
+            mountpoint,
+        } = self;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(session.umount_and_join());
+        });
+        match rx.recv_timeout(UNMOUNT_DEADLINE) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "unmount failed (files still open?): detaching lazily");
+                let detached = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&mountpoint)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if detached {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the session did not end after unmounting (another mount namespace may still hold it): exiting"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Starts the thread that delivers the core's invalidations to the kernel
+/// and returns where to send them. Notifications go out from this thread
+/// only, never from a request's handler: the kernel may hold locks for the
+/// request that an invalidation of the same inode waits on.
+fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
+    std::thread::Builder::new()
+        .name("secretfs-notify".into())
+        .spawn(move || {
+            for what in rx {
+                let sent = match &what {
+                    // Attributes and every cached page.
+                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    Invalidation::Entry { parent, name } => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                    }
+                };
+                if let Err(e) = sent {
+                    // The kernel may have forgotten the inode meanwhile.
+                    tracing::debug!(?what, error = %e, "invalidation not delivered");
+                }
+            }
+        })?;
+    Ok(tx)
+}
