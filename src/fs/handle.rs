@@ -10,6 +10,11 @@ use super::inode::Ino;
 use super::local::Scratch;
 use super::writers::SharedBuffer;
 
+/// An open file or directory handle's number (never 0: a read with no
+/// handle is a read after a "no open" open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fh(pub u64);
+
 /// One entry of a directory as listed when it was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntryInfo {
@@ -56,29 +61,29 @@ pub enum Handle {
 /// Handle number → handle.
 #[derive(Default)]
 pub struct HandleTable {
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    handles: Mutex<HashMap<Fh, Arc<Handle>>>,
     next: AtomicU64,
 }
 
 impl HandleTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Handle>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Fh, Arc<Handle>>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores a handle and returns its number.
-    pub fn insert(&self, handle: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    pub fn insert(&self, handle: Handle) -> Fh {
+        let fh = Fh(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         self.lock().insert(fh, Arc::new(handle));
         fh
     }
 
     /// The handle `fh`, if open.
-    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+    pub fn get(&self, fh: Fh) -> Option<Arc<Handle>> {
         self.lock().get(&fh).cloned()
     }
 
     /// Closes `fh`.
-    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+    pub fn remove(&self, fh: Fh) -> Option<Arc<Handle>> {
         self.lock().remove(&fh)
     }
 

@@ -8,11 +8,18 @@ use std::sync::Arc;
 use super::view::ViewId;
 use crate::store::{Secret, SecretPath};
 
-/// An inode number.
-pub type Ino = u64;
+/// An inode number: monotonic, never reused within a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+impl std::fmt::Display for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// The root directory's inode number (FUSE's fixed 1).
-pub const ROOT_INO: Ino = 1;
+pub const ROOT_INO: Ino = Ino(1);
 
 /// A file inode of a secret, as [`Inodes::files_of`] finds it.
 pub struct FileNode {
@@ -137,7 +144,7 @@ impl Inodes {
             nodes,
             by_name: HashMap::new(),
             by_path,
-            next: ROOT_INO + 1,
+            next: Ino(ROOT_INO.0 + 1),
         }
     }
 
@@ -168,7 +175,7 @@ impl Inodes {
             }
         }
         let ino = inner.next;
-        inner.next += 1;
+        inner.next = Ino(ino.0 + 1);
         inner.index(ino, &kind);
         inner.nodes.insert(
             ino,

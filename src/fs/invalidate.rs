@@ -1,13 +1,14 @@
 //! Telling the kernel what to forget when a refresh finds the store
 //! changed: a key file whose bytes changed (its attributes and cached
 //! pages), a name that is gone. The FUSE adapter delivers these from a
-//! thread of its own (`crate::fuse::spawn_notifier`); the core only says
+//! thread of its own (`crate::fuse::session`); the core only says
 //! which, so it stays free of FUSE and testable without a mount.
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
+use super::inode::Ino;
 use super::source::Change;
 use super::SecretFs;
 use crate::store::{Listing, Secret, SecretPath};
@@ -16,11 +17,11 @@ use crate::store::{Listing, Secret, SecretPath};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
     /// A file's attributes and cached pages: its bytes changed.
-    Inode(u64),
+    Inode(Ino),
     /// The name `name` in the directory `parent`: it is gone.
     Entry {
         /// The directory's inode.
-        parent: u64,
+        parent: Ino,
         /// The name.
         name: String,
     },
@@ -77,7 +78,7 @@ impl SecretFs {
             if old.as_ref().map(|r| r.bytes()) == new.as_ref().map(|r| r.bytes()) {
                 continue;
             }
-            tracing::debug!(%path, ino = file.ino, "value changed in the store: invalidating");
+            tracing::debug!(%path, ino = file.ino.0, "value changed in the store: invalidating");
             self.invalidate(Invalidation::Inode(file.ino));
             if new.is_none() {
                 self.invalidate(Invalidation::Entry {
@@ -116,7 +117,7 @@ impl SecretFs {
             for name in &gone {
                 let at = super::namespace::Name { parent: dir, name };
                 if self.names.lookup_name(at).is_some() {
-                    tracing::debug!(%path, ino = dir, "name gone from the store: invalidating");
+                    tracing::debug!(%path, ino = dir.0, "name gone from the store: invalidating");
                     self.invalidate(Invalidation::Entry {
                         parent: dir,
                         name: (*name).clone(),

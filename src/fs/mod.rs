@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::error::{Error, Result};
 use crate::store::{ListEntry, Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
-use handle::{DirEntryInfo, Handle, HandleTable};
+use handle::{DirEntryInfo, Fh, Handle, HandleTable};
 use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
 use namespace::{Name, Namespace};
@@ -479,7 +479,7 @@ impl SecretFs {
                 Ok(self.dir_attr(ino, valid_for))
             }
             Child::Scratch(path) => {
-                let attr = self.scratch_attr(0, &path)?;
+                let attr = self.scratch_attr(Ino(0), &path)?;
                 let ino = self.names.remember(at, NodeKind::Scratch { path }, lookup);
                 Ok(Attr { ino, ..attr })
             }
@@ -637,7 +637,7 @@ impl SecretFs {
 
     /// Opens a file. Read-only opens of a key hold the value as it is now;
     /// opens for writing share one buffer per inode, committed on flush.
-    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
+    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Err(Error::IsDir),
             NodeKind::Scratch { path } => {
@@ -677,13 +677,7 @@ impl SecretFs {
     }
 
     /// Reads up to `size` bytes at `offset` of an open file.
-    pub fn read<R>(
-        &self,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
+    pub fn read<R>(&self, fh: Fh, offset: u64, size: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         match &*handle {
             Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),
@@ -749,7 +743,7 @@ impl SecretFs {
     }
 
     /// Opens a directory: lists it once, so that offsets stay stable.
-    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
         let dir = self.dir_path(ino)?;
         let entries = self.list_dir(&dir)?;
         Ok(self.handles.insert(Handle::Dir {
@@ -846,7 +840,7 @@ impl SecretFs {
     }
 
     /// The entries of an open directory (`.` and `..` excluded) and the directory's inode.
-    pub fn dir_entries(&self, fh: u64) -> Result<(Ino, Arc<Vec<DirEntryInfo>>)> {
+    pub fn dir_entries(&self, fh: Fh) -> Result<(Ino, Arc<Vec<DirEntryInfo>>)> {
         match &*self.handles.get(fh).ok_or(Error::Stale)? {
             Handle::Dir { ino, entries } => Ok((*ino, entries.clone())),
             _ => Err(Error::NotDir),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::handle::Fh;
 use super::inode::Ino;
 use super::{Attr, SecretFs};
 use crate::error::{Error, Result};
@@ -49,13 +50,7 @@ impl SecretFs {
     /// every entry but `.` and `..` counts as a lookup: the kernel holds a
     /// reference to it afterwards. An entry `out` does not take gives its
     /// reference back. Without `plus` no reference is taken.
-    pub fn readdir(
-        &self,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        out: &mut dyn DirReplier,
-    ) -> Result<()> {
+    pub fn readdir(&self, fh: Fh, offset: u64, plus: bool, out: &mut dyn DirReplier) -> Result<()> {
         let (dir, entries) = self.dir_entries(fh)?;
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         let dots = [(dir, "."), (self.parent_of(dir), "..")];
@@ -184,7 +179,7 @@ mod tests {
         }
     }
 
-    fn list(fs: &SecretFs, fh: u64, offset: u64, plus: bool, room: usize) -> Collect {
+    fn list(fs: &SecretFs, fh: Fh, offset: u64, plus: bool, room: usize) -> Collect {
         let mut out = Collect {
             room,
             ..Collect::default()
@@ -201,7 +196,7 @@ mod tests {
             .collect()
     }
 
-    fn open_db(fs: &SecretFs) -> (Ino, u64) {
+    fn open_db(fs: &SecretFs) -> (Ino, Fh) {
         let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
         let db = fs.lookup(app, "db").unwrap().ino;
         (db, fs.opendir(db).unwrap())

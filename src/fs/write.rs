@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
-use super::handle::Handle;
+use super::handle::{Fh, Handle};
 use super::inode::{Ino, NodeKind};
 use super::local::Scratch;
 use super::namespace::Name;
@@ -70,7 +70,7 @@ impl SecretFs {
         })
     }
 
-    pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<u64> {
+    pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
         self.writable()?;
         let buffer = match self.writers.join(ino) {
             Some(b) => b,
@@ -90,7 +90,7 @@ impl SecretFs {
     }
 
     /// Writes `data` at `offset` of an open file; the store sees it on flush.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
         self.writable()?;
         let limit = self.config.max_value_size;
         match &*self.handles.get(fh).ok_or(Error::Stale)? {
@@ -109,14 +109,14 @@ impl SecretFs {
     /// Commits what was written through `fh` (on close and fsync), so that
     /// any failure reaches the program. A change made only by truncation or
     /// creation, with no byte written, waits for [`release`](Self::release).
-    pub fn flush(&self, fh: u64) -> Result<()> {
+    pub fn flush(&self, fh: Fh) -> Result<()> {
         self.commit_handle(fh, false)
     }
 
     /// Commits an open file's buffer if it holds a change; with `force`
     /// also a change made without writing (truncation, creation). The
     /// buffer is not locked while the store is asked.
-    fn commit_handle(&self, fh: u64, force: bool) -> Result<()> {
+    fn commit_handle(&self, fh: Fh, force: bool) -> Result<()> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
@@ -151,14 +151,14 @@ impl SecretFs {
     }
 
     /// Commits every change of an open file, written or not (fsync).
-    pub fn fsync(&self, fh: u64) -> Result<()> {
+    pub fn fsync(&self, fh: Fh) -> Result<()> {
         self.commit_handle(fh, true)
     }
 
     /// Closes a handle. A write buffer that is still dirty (a truncation or
     /// creation with nothing written) is committed now; its errors can only
     /// be logged. A buffer whose writer was told an error is discarded.
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: Fh) {
         let Some(handle) = self.handles.get(fh) else {
             return;
         };
@@ -230,7 +230,7 @@ impl SecretFs {
     /// Creates a file and opens it for writing. Scratch names live in
     /// memory; other names become a key of the directory's secret, committed
     /// on flush (an empty file makes an empty value).
-    pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, u64)> {
+    pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         if !names::is_showable(name) {
@@ -403,7 +403,7 @@ impl SecretFs {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
             // (Inode 0, never allocated, when the kernel holds no inode for it.)
-            let src_ino = self.names.lookup_name(from).unwrap_or(0);
+            let src_ino = self.names.lookup_name(from).unwrap_or(Ino(0));
             let bytes = self.current_bytes(src_ino, &source)?;
             self.names.set_aside((from, src), (to, dst), bytes);
             return Ok(());

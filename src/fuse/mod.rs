@@ -20,6 +20,8 @@ use fuser::{
 
 use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
+use crate::fs::handle::Fh;
+use crate::fs::inode::Ino;
 use crate::fs::{Attr, DirEntry, DirReplier, SecretFs};
 
 /// The FUSE face of a [`SecretFs`].
@@ -35,15 +37,15 @@ impl FuseAdapter {
     }
 
     /// Logs a failed request once and turns it into its errno.
-    fn fail(&self, op: &'static str, ino: u64, name: Option<&OsStr>, e: &Error) -> Errno {
+    fn fail(&self, op: &'static str, ino: Ino, name: Option<&OsStr>, e: &Error) -> Errno {
         let mut path = self.core.describe(ino);
         if let Some(name) = name {
             path = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
         }
         if e.is_expected() {
-            tracing::debug!(op, ino, path = %path, error = %e, "request failed");
+            tracing::debug!(op, ino = ino.0, path = %path, error = %e, "request failed");
         } else {
-            tracing::warn!(op, ino, path = %path, error = %e, "request failed");
+            tracing::warn!(op, ino = ino.0, path = %path, error = %e, "request failed");
             self.core.record_error(format!("{op} {path}: {e}"));
         }
         Errno::from_i32(e.errno())
@@ -52,7 +54,7 @@ impl FuseAdapter {
 
 fn to_file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(a.ino.0),
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: a.mtime,
@@ -90,7 +92,7 @@ struct Entries<'a, R> {
 }
 
 impl<R> Entries<'_, R> {
-    fn log_skipped(&self, dir: u64, name: &str, error: &Error) {
+    fn log_skipped(&self, dir: Ino, name: &str, error: &Error) {
         self.adapter
             .fail(self.op, dir, Some(OsStr::new(name)), error);
     }
@@ -101,10 +103,10 @@ impl DirReplier for Entries<'_, ReplyDirectory> {
         // fuser's `add` says whether the buffer was full.
         !self
             .reply
-            .add(INodeNo(e.ino), e.offset, file_type(e.is_dir), e.name)
+            .add(INodeNo(e.ino.0), e.offset, file_type(e.is_dir), e.name)
     }
 
-    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+    fn skipped(&mut self, dir: Ino, name: &str, error: &Error) {
         self.log_skipped(dir, name, error);
     }
 }
@@ -116,7 +118,7 @@ impl DirReplier for Entries<'_, ReplyDirectoryPlus> {
             return false;
         };
         !self.reply.add(
-            INodeNo(e.ino),
+            INodeNo(e.ino.0),
             e.offset,
             e.name,
             &attr.valid_for,
@@ -125,7 +127,7 @@ impl DirReplier for Entries<'_, ReplyDirectoryPlus> {
         )
     }
 
-    fn skipped(&mut self, dir: u64, name: &str, error: &Error) {
+    fn skipped(&mut self, dir: Ino, name: &str, error: &Error) {
         self.log_skipped(dir, name, error);
     }
 }
@@ -170,26 +172,26 @@ impl Filesystem for FuseAdapter {
             reply.error(Errno::ENOENT);
             return;
         };
-        match self.core.lookup(parent.0, name_str) {
+        match self.core.lookup(Ino(parent.0), name_str) {
             Ok(attr) => reply.entry_with_ttls(
                 &attr.valid_for,
                 &attr.valid_for,
                 &to_file_attr(&attr),
                 Generation(0),
             ),
-            Err(e) => reply.error(self.fail("lookup", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("lookup", Ino(parent.0), Some(name), &e)),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        self.core.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
-        match self.core.getattr(ino.0) {
+        match self.core.getattr(Ino(ino.0)) {
             Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-            Err(e) => reply.error(self.fail("getattr", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("getattr", Ino(ino.0), None, &e)),
         }
     }
 
@@ -202,8 +204,8 @@ impl Filesystem for FuseAdapter {
                 pid: req.pid(),
             };
             let op = if write { "open-write" } else { "open-read" };
-            audit.record(op, &self.core.describe(ino.0), caller);
-        } else if !write && self.core.opens_can_skip_daemon(ino.0) {
+            audit.record(op, &self.core.describe(Ino(ino.0)), caller);
+        } else if !write && self.core.opens_can_skip_daemon(Ino(ino.0)) {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
             // arrive without a handle.
@@ -217,9 +219,9 @@ impl Filesystem for FuseAdapter {
         } else {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         };
-        match self.core.open(ino.0, write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh), cache),
-            Err(e) => reply.error(self.fail("open", ino.0, None, &e)),
+        match self.core.open(Ino(ino.0), write, truncate) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), cache),
+            Err(e) => reply.error(self.fail("open", Ino(ino.0), None, &e)),
         }
     }
 
@@ -243,12 +245,12 @@ impl Filesystem for FuseAdapter {
             }
         };
         let result = if fh.0 == 0 {
-            self.core.read_ino(ino.0, offset, size, send)
+            self.core.read_ino(Ino(ino.0), offset, size, send)
         } else {
-            self.core.read(fh.0, offset, size, send)
+            self.core.read(Fh(fh.0), offset, size, send)
         };
         if let (Err(e), Some(r)) = (result, reply) {
-            r.error(self.fail("read", ino.0, None, &e));
+            r.error(self.fail("read", Ino(ino.0), None, &e));
         }
     }
 
@@ -262,7 +264,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
+        self.core.release(Fh(fh.0));
         reply.ok();
     }
 
@@ -279,9 +281,9 @@ impl Filesystem for FuseAdapter {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
         }
-        match self.core.flush(fh.0) {
+        match self.core.flush(Fh(fh.0)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("flush", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("flush", Ino(ino.0), None, &e)),
         }
     }
 
@@ -294,9 +296,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        match self.core.fsync(fh.0) {
+        match self.core.fsync(Fh(fh.0)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsync", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("fsync", Ino(ino.0), None, &e)),
         }
     }
 
@@ -325,9 +327,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
-        match self.core.write(fh.0, offset, data) {
+        match self.core.write(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.fail("write", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("write", Ino(ino.0), None, &e)),
         }
     }
 
@@ -350,9 +352,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
-        match self.core.setattr(ino.0, size, uid, gid) {
+        match self.core.setattr(Ino(ino.0), size, uid, gid) {
             Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-            Err(e) => reply.error(self.fail("setattr", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("setattr", Ino(ino.0), None, &e)),
         }
     }
 
@@ -368,7 +370,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = tracing::debug_span!("create", ino = parent.0).entered();
         let result = match name.to_str() {
-            Some(n) => self.core.create(parent.0, n),
+            Some(n) => self.core.create(Ino(parent.0), n),
             None => Err(Error::NotUtf8),
         };
         if let (Some(audit), Ok((attr, _))) = (&self.audit, &result) {
@@ -383,10 +385,10 @@ impl Filesystem for FuseAdapter {
                 &attr.valid_for,
                 &to_file_attr(&attr),
                 Generation(0),
-                FileHandle(fh),
+                FileHandle(fh.0),
                 FopenFlags::empty(),
             ),
-            Err(e) => reply.error(self.fail("create", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("create", Ino(parent.0), Some(name), &e)),
         }
     }
 
@@ -401,7 +403,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
         let result = match name.to_str() {
-            Some(n) => self.core.mkdir(parent.0, n),
+            Some(n) => self.core.mkdir(Ino(parent.0), n),
             None => Err(Error::NotUtf8),
         };
         match result {
@@ -411,31 +413,31 @@ impl Filesystem for FuseAdapter {
                 &to_file_attr(&attr),
                 Generation(0),
             ),
-            Err(e) => reply.error(self.fail("mkdir", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("mkdir", Ino(parent.0), Some(name), &e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
         let result = match name.to_str() {
-            Some(n) => self.core.unlink(parent.0, n),
+            Some(n) => self.core.unlink(Ino(parent.0), n),
             None => Err(Error::NotFound),
         };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("unlink", Ino(parent.0), Some(name), &e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
         let result = match name.to_str() {
-            Some(n) => self.core.rmdir(parent.0, n),
+            Some(n) => self.core.rmdir(Ino(parent.0), n),
             None => Err(Error::NotFound),
         };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("rmdir", Ino(parent.0), Some(name), &e)),
         }
     }
 
@@ -458,9 +460,9 @@ impl Filesystem for FuseAdapter {
             } else {
                 match (name.to_str(), newname.to_str()) {
                     (Some(n), Some(nn)) => self.core.rename(
-                        parent.0,
+                        Ino(parent.0),
                         n,
-                        newparent.0,
+                        Ino(newparent.0),
                         nn,
                         flags.contains(RenameFlags::RENAME_NOREPLACE),
                     ),
@@ -470,25 +472,25 @@ impl Filesystem for FuseAdapter {
             };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rename", parent.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("rename", Ino(parent.0), Some(name), &e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
         let result = match name.to_str() {
-            Some(n) => self.core.getxattr(ino.0, n),
+            Some(n) => self.core.getxattr(Ino(ino.0), n),
             None => Err(Error::NoAttribute),
         };
         match result {
             Ok(bytes) => reply_xattr(reply, size, &bytes),
-            Err(e) => reply.error(self.fail("getxattr", ino.0, Some(name), &e)),
+            Err(e) => reply.error(self.fail("getxattr", Ino(ino.0), Some(name), &e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
-        match self.core.listxattr(ino.0) {
+        match self.core.listxattr(Ino(ino.0)) {
             Ok(names) => {
                 // Each name followed by a NUL, as listxattr(2) returns them.
                 let mut bytes = Vec::new();
@@ -498,15 +500,15 @@ impl Filesystem for FuseAdapter {
                 }
                 reply_xattr(reply, size, &bytes);
             }
-            Err(e) => reply.error(self.fail("listxattr", ino.0, None, &e)),
+            Err(e) => reply.error(self.fail("listxattr", Ino(ino.0), None, &e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
-        match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("opendir", ino.0, None, &e)),
+        match self.core.opendir(Ino(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Err(e) => reply.error(self.fail("opendir", Ino(ino.0), None, &e)),
         }
     }
 
@@ -524,9 +526,9 @@ impl Filesystem for FuseAdapter {
             op: "readdir",
             reply,
         };
-        match self.core.readdir(fh.0, offset, false, &mut out) {
+        match self.core.readdir(Fh(fh.0), offset, false, &mut out) {
             Ok(()) => out.reply.ok(),
-            Err(e) => out.reply.error(self.fail("readdir", ino.0, None, &e)),
+            Err(e) => out.reply.error(self.fail("readdir", Ino(ino.0), None, &e)),
         }
     }
 
@@ -544,9 +546,11 @@ impl Filesystem for FuseAdapter {
             op: "readdirplus",
             reply,
         };
-        match self.core.readdir(fh.0, offset, true, &mut out) {
+        match self.core.readdir(Fh(fh.0), offset, true, &mut out) {
             Ok(()) => out.reply.ok(),
-            Err(e) => out.reply.error(self.fail("readdirplus", ino.0, None, &e)),
+            Err(e) => out
+                .reply
+                .error(self.fail("readdirplus", Ino(ino.0), None, &e)),
         }
     }
 
@@ -558,7 +562,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
+        self.core.release(Fh(fh.0));
         reply.ok();
     }
 }

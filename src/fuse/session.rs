@@ -139,9 +139,9 @@ fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
             for what in rx {
                 let sent = match &what {
                     // Attributes and every cached page.
-                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(ino.0), 0, 0),
                     Invalidation::Entry { parent, name } => {
-                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        notifier.inval_entry(INodeNo(parent.0), OsStr::new(name))
                     }
                 };
                 if let Err(e) = sent {
