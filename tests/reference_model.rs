@@ -420,7 +420,7 @@ impl Subject {
 
     fn read_file(&self, ino: Ino) -> Result<Vec<u8>, i32> {
         let fh = errno(self.fs.open(ino, false, false))?;
-        let bytes = errno(self.fs.read(fh, 0, 1 << 20, |b| b.to_vec()));
+        let bytes = errno(self.fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec()));
         self.fs.release(fh);
         bytes
     }
@@ -607,7 +607,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             };
             let (buf, offsets) = apply_writes(base, writes);
             for (w, offset) in writes.iter().zip(offsets) {
-                let n = errno(s.fs.write(fh, offset, &w.bytes));
+                let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
                 prop_assert_eq!(n, Ok(w.bytes.len() as u32), "write");
             }
             let flushed = errno(s.fs.flush(fh));

@@ -66,6 +66,23 @@ pub struct FsConfig {
     pub background_refresh: bool,
 }
 
+/// A failure logged, as `secretfs status` reports the last one.
+struct Failure {
+    at: SystemTime,
+    what: String,
+}
+
+/// How much the mount holds, for `secretfs status` and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Inodes the kernel may hold (the root included).
+    pub inodes: usize,
+    /// Folder listings cached.
+    pub listings: usize,
+    /// Secrets cached.
+    pub secrets: usize,
+}
+
 /// Attributes of one node, and how long the kernel may keep them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -142,7 +159,7 @@ pub struct SecretFs {
     /// How secrets show as files.
     views: Views,
     /// The last failure logged, for `secretfs status`.
-    last_error: Mutex<Option<(SystemTime, String)>>,
+    last_error: Mutex<Option<Failure>>,
     /// Where invalidations for the kernel go, once the mount is up.
     invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
 }
@@ -194,7 +211,7 @@ impl SecretFs {
 
     /// The folder listing at `path` (`None`: not a folder).
     fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
-        let (answer, change) = self.source.listing(path)?;
+        let source::Fetched { answer, change } = self.source.listing(path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -203,7 +220,7 @@ impl SecretFs {
 
     /// The secret at `path` (`None`: not a secret).
     fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
-        let (answer, change) = self.source.secret(path)?;
+        let source::Fetched { answer, change } = self.source.secret(path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -285,7 +302,10 @@ impl SecretFs {
 
     /// Remembers a failure (already logged) for `secretfs status`.
     pub fn record_error(&self, what: String) {
-        *lock(&self.last_error) = Some((SystemTime::now(), what));
+        *lock(&self.last_error) = Some(Failure {
+            at: SystemTime::now(),
+            what,
+        });
     }
 
     /// The mount's health as JSON: whether the store answers, the token's
@@ -296,10 +316,10 @@ impl SecretFs {
                 .map_or(0, |d| d.as_secs())
         };
         let health = self.source.health();
-        let (cached_listings, cached_secrets) = self.source.counts();
+        let stats = self.stats();
         let last_error = lock(&self.last_error)
             .as_ref()
-            .map(|(t, what)| serde_json::json!({"at_unix": secs(*t), "error": what}));
+            .map(|f| serde_json::json!({"at_unix": secs(f.at), "error": f.what}));
         serde_json::json!({
             "healthy": health.is_ok(),
             "mounted": true,
@@ -307,9 +327,9 @@ impl SecretFs {
             "store_error": health.as_ref().err().map(|e| e.to_string()),
             "token_ttl_seconds": health.ok().and_then(|h| h.credential_ttl).map(|d| d.as_secs()),
             "last_error": last_error,
-            "cached_listings": cached_listings,
-            "cached_secrets": cached_secrets,
-            "inodes": self.names.len(),
+            "cached_listings": stats.listings,
+            "cached_secrets": stats.secrets,
+            "inodes": stats.inodes,
             "open_handles": self.handles.len(),
             "read_only": self.config.read_only,
             "mounted_at_unix": secs(self.source.started()),
@@ -317,9 +337,13 @@ impl SecretFs {
     }
 
     /// Number of inodes and cache entries held, for status and tests.
-    pub fn stats(&self) -> (usize, usize, usize) {
+    pub fn stats(&self) -> Stats {
         let (listings, secrets) = self.source.counts();
-        (self.names.len(), listings, secrets)
+        Stats {
+            inodes: self.names.len(),
+            listings,
+            secrets,
+        }
     }
 
     // ---- attributes ------------------------------------------------------
@@ -677,7 +701,13 @@ impl SecretFs {
     }
 
     /// Reads up to `size` bytes at `offset` of an open file.
-    pub fn read<R>(&self, fh: Fh, offset: u64, size: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    pub fn read_handle<R>(
+        &self,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         match &*handle {
             Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),

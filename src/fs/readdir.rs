@@ -233,17 +233,21 @@ mod tests {
     fn readdirplus_takes_a_reference_per_entry_sent_and_none_for_the_dots() {
         let fs = fs();
         let (db, fh) = open_db(&fs);
-        let before = fs.stats().0;
+        let before = fs.stats().inodes;
         // Room for `.`, `..` and one entry: the second is not taken.
         let some = list(&fs, fh, 0, true, 3);
         assert_eq!(names(&some), [(1, "."), (2, ".."), (3, "PASSWORD")]);
         assert_eq!(some.entries[0].3, Some(Duration::ZERO));
         assert_eq!(some.entries[1].3, Some(Duration::ZERO));
         assert_eq!(some.entries[2].3, Some(TTL));
-        assert_eq!(fs.stats().0, before + 1, "USER's reference was given back");
+        assert_eq!(
+            fs.stats().inodes,
+            before + 1,
+            "USER's reference was given back"
+        );
         let file = fs.lookup(db, "PASSWORD").unwrap().ino;
         fs.forget(file, 2);
-        assert_eq!(fs.stats().0, before, "one READDIRPLUS and one lookup");
+        assert_eq!(fs.stats().inodes, before, "one READDIRPLUS and one lookup");
     }
 
     #[test]
@@ -251,11 +255,11 @@ mod tests {
         let fs = fs();
         let (db, fh) = open_db(&fs);
         list(&fs, fh, 0, false, usize::MAX);
-        let listed = fs.stats().0;
+        let listed = fs.stats().inodes;
         // The one reference is the lookup's: forgetting it drops the inode.
         let file = fs.lookup(db, "USER").unwrap().ino;
         fs.forget(file, 1);
-        assert_eq!(fs.stats().0, listed - 1);
+        assert_eq!(fs.stats().inodes, listed - 1);
     }
 
     #[test]

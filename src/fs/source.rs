@@ -61,7 +61,12 @@ pub enum Change {
 }
 
 /// An answer, and the change it made to what was held.
-pub type Fetched<V> = (Cached<V>, Option<Change>);
+pub struct Fetched<V> {
+    /// The answer and how long it stays valid.
+    pub answer: Cached<V>,
+    /// What it replaced, when it was fetched now.
+    pub change: Option<Change>,
+}
 
 /// What a path is asked about: a folder (its listing) or a secret.
 #[derive(Clone, Copy)]
@@ -285,13 +290,13 @@ impl Source {
         Change: From<(SecretPath, Option<Arc<V>>, Option<Arc<V>>)>,
     {
         let not_one = |valid_for| {
-            Ok((
-                Cached {
+            Ok(Fetched {
+                answer: Cached {
                     value: None,
                     valid_for,
                 },
-                None,
-            ))
+                change: None,
+            })
         };
         if let Some(says) = self.known_from_parent(path) {
             if !says.is(kind) {
@@ -303,7 +308,10 @@ impl Source {
             Kind::Secret => Refresh::Secret(path.clone()),
         };
         if let Some(stale) = self.serve_while_refreshing(cache, job) {
-            return Ok((stale, None));
+            return Ok(Fetched {
+                answer: stale,
+                change: None,
+            });
         }
         let mut replaced = None;
         let answer = cache.get_or_fetch(path, || {
@@ -314,7 +322,10 @@ impl Source {
             Ok(now) => {
                 let change =
                     replaced.map(|before| Change::from((path.clone(), before, now.value.clone())));
-                Ok((now, change))
+                Ok(Fetched {
+                    answer: now,
+                    change,
+                })
             }
             // What the parent's listing says is not of this kind (a secret
             // with no children is no folder) has no answer of its own to

@@ -78,7 +78,7 @@ fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
 fn read_all(fs: &SecretFs, path: &str) -> Result<Vec<u8>> {
     let ino = path_ino(fs, path)?;
     let fh = fs.open(ino, false, false)?;
-    let bytes = fs.read(fh, 0, 1 << 20, |b| b.to_vec());
+    let bytes = fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec());
     fs.release(fh);
     bytes
 }
@@ -173,12 +173,15 @@ fn reads_at_offsets_return_the_right_slice() {
     let fh = fs
         .open(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), false, false)
         .unwrap();
-    assert_eq!(fs.read(fh, 2, 3, |b| b.to_vec()).unwrap(), b"nte");
-    assert_eq!(fs.read(fh, 5, 100, |b| b.to_vec()).unwrap(), b"r2");
-    assert!(fs.read(fh, 100, 10, |b| b.to_vec()).unwrap().is_empty());
+    assert_eq!(fs.read_handle(fh, 2, 3, |b| b.to_vec()).unwrap(), b"nte");
+    assert_eq!(fs.read_handle(fh, 5, 100, |b| b.to_vec()).unwrap(), b"r2");
+    assert!(fs
+        .read_handle(fh, 100, 10, |b| b.to_vec())
+        .unwrap()
+        .is_empty());
     fs.release(fh);
     assert_eq!(
-        fs.read(fh, 0, 1, |b| b.len()).unwrap_err().errno(),
+        fs.read_handle(fh, 0, 1, |b| b.len()).unwrap_err().errno(),
         libc::ESTALE
     );
 }
@@ -192,7 +195,10 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
     // Longer, then shorter: the kernel still holds size 7 until it asks.
     for value in ["rotated-and-longer", "short"] {
         store.put("myapp/db", json!({ "PASSWORD": value }));
-        assert_eq!(fs.read(fh, 0, 4096, |b| b.to_vec()).unwrap(), b"hunter2");
+        assert_eq!(
+            fs.read_handle(fh, 0, 4096, |b| b.to_vec()).unwrap(),
+            b"hunter2"
+        );
         assert_eq!(
             fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
             b"hunter2"
@@ -200,7 +206,10 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
     }
     // Once the kernel is told the new size, reads serve the new bytes.
     assert_eq!(fs.getattr(ino).unwrap().size, 5);
-    assert_eq!(fs.read(fh, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
+    assert_eq!(
+        fs.read_handle(fh, 0, 4096, |b| b.to_vec()).unwrap(),
+        b"short"
+    );
     assert_eq!(fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
     fs.release(fh);
 }
@@ -228,7 +237,10 @@ fn an_open_handle_keeps_the_value_it_opened() {
         .open(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), false, false)
         .unwrap();
     store.put("myapp/db", json!({"PASSWORD": "changed"}));
-    assert_eq!(fs.read(fh, 0, 100, |b| b.to_vec()).unwrap(), b"hunter2");
+    assert_eq!(
+        fs.read_handle(fh, 0, 100, |b| b.to_vec()).unwrap(),
+        b"hunter2"
+    );
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"changed");
 }
 
@@ -357,11 +369,11 @@ fn many_threads_opening_one_cold_secret_make_one_read() {
 #[test]
 fn forgotten_inodes_are_dropped() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
-    let before = fs.stats().0;
+    let before = fs.stats().inodes;
     let ino = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.stats().0, before + 1);
+    assert_eq!(fs.stats().inodes, before + 1);
     fs.forget(ino, 1);
-    assert_eq!(fs.stats().0, before);
+    assert_eq!(fs.stats().inodes, before);
 }
 
 // ---- the write path --------------------------------------------------------
@@ -374,7 +386,7 @@ fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
         Err(Error::NotFound) => fs.create(parent, name)?.1,
         Err(e) => return Err(e),
     };
-    let result = fs.write(fh, 0, bytes).and_then(|_| fs.flush(fh));
+    let result = fs.write_handle(fh, 0, bytes).and_then(|_| fs.flush(fh));
     fs.release(fh);
     result
 }
@@ -417,7 +429,7 @@ fn a_close_without_writes_commits_nothing_until_release() {
     let fh = fs.open(ino, true, true).unwrap();
     fs.flush(fh).unwrap();
     assert_eq!(store.write_calls(), before);
-    fs.write(fh, 0, b"x").unwrap();
+    fs.write_handle(fh, 0, b"x").unwrap();
     fs.flush(fh).unwrap();
     fs.release(fh);
     assert_eq!(store.write_calls(), before + 1);
@@ -442,8 +454,8 @@ fn appends_and_offset_writes_change_the_right_bytes() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let fh = fs.open(ino, true, false).unwrap();
-    fs.write(fh, 3, b"-suffix").unwrap();
-    fs.write(fh, 0, b"A").unwrap();
+    fs.write_handle(fh, 3, b"-suffix").unwrap();
+    fs.write_handle(fh, 0, b"A").unwrap();
     fs.flush(fh).unwrap();
     fs.release(fh);
     assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("App-suffix"));
@@ -541,7 +553,7 @@ fn editor_scratch_files_never_reach_the_store() {
     let writes = store.write_calls();
     // vim: swap file, probe file, backup by rename, new file, delete backup.
     let (_, swap) = fs.create(db, ".PASSWORD.swp").unwrap();
-    fs.write(swap, 0, b"swap data").unwrap();
+    fs.write_handle(swap, 0, b"swap data").unwrap();
     fs.flush(swap).unwrap();
     fs.release(swap);
     let (_, probe) = fs.create(db, "4913").unwrap();
@@ -574,7 +586,7 @@ fn sed_in_place_commits_its_temporary_file_as_the_key() {
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
     let (_, fh) = fs.create(db, "sedAbC123").unwrap();
-    fs.write(fh, 0, b"sedded").unwrap();
+    fs.write_handle(fh, 0, b"sedded").unwrap();
     fs.flush(fh).unwrap();
     fs.release(fh);
     fs.rename(db, "sedAbC123", db, "PASSWORD", false).unwrap();
@@ -670,7 +682,7 @@ fn a_change_made_elsewhere_between_read_and_write_is_kept() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let fh = fs.open(ino, true, true).unwrap();
-    fs.write(fh, 0, b"mine").unwrap();
+    fs.write_handle(fh, 0, b"mine").unwrap();
     // Someone else rotates the password while our file is open.
     store.put(
         "myapp/db",
@@ -691,7 +703,7 @@ fn a_failed_commit_reaches_flush_and_keeps_the_old_value() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let fh = fs.open(ino, true, true).unwrap();
-    fs.write(fh, 0, b"new").unwrap();
+    fs.write_handle(fh, 0, b"new").unwrap();
     store.set_fault(Some(Error::Unavailable("down".into())));
     assert_eq!(fs.flush(fh).unwrap_err().errno(), libc::EIO);
     fs.release(fh);
@@ -704,7 +716,7 @@ fn stat_shows_the_size_being_written_before_close() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let fh = fs.open(ino, true, true).unwrap();
-    fs.write(fh, 0, b"twelve bytes").unwrap();
+    fs.write_handle(fh, 0, b"twelve bytes").unwrap();
     assert_eq!(fs.getattr(ino).unwrap().size, 12);
     fs.release(fh);
 }
@@ -831,7 +843,7 @@ fn after_a_write_reads_serve_the_committed_value_the_kernel_sized_the_file_by() 
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     let fh = fs.open(ino, true, true).unwrap();
-    fs.write(fh, 0, b"a-longer-new-password").unwrap();
+    fs.write_handle(fh, 0, b"a-longer-new-password").unwrap();
     fs.flush(fh).unwrap();
     fs.release(fh);
     // No getattr in between: the kernel knows the size from the write.

@@ -90,7 +90,7 @@ impl SecretFs {
     }
 
     /// Writes `data` at `offset` of an open file; the store sees it on flush.
-    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
+    pub fn write_handle(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
         self.writable()?;
         let limit = self.config.max_value_size;
         match &*self.handles.get(fh).ok_or(Error::Stale)? {

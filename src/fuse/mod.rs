@@ -247,7 +247,7 @@ impl Filesystem for FuseAdapter {
         let result = if fh.0 == 0 {
             self.core.read_ino(Ino(ino.0), offset, size, send)
         } else {
-            self.core.read(Fh(fh.0), offset, size, send)
+            self.core.read_handle(Fh(fh.0), offset, size, send)
         };
         if let (Err(e), Some(r)) = (result, reply) {
             r.error(self.fail("read", Ino(ino.0), None, &e));
@@ -327,7 +327,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
-        match self.core.write(Fh(fh.0), offset, data) {
+        match self.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.fail("write", Ino(ino.0), None, &e)),
         }
