@@ -948,7 +948,7 @@ impl view::View for Lines {
                 .split_once('=')
                 .ok_or_else(|| Error::Invalid("not KEY=value".into()))?;
             let value = crate::store::SecretValue::written(v.as_bytes().to_vec(), None)?;
-            parsed.insert(k.to_string(), value);
+            parsed.insert(crate::store::KeyName::from(k), value);
         }
         *data = parsed;
         Ok(())

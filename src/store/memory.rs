@@ -375,7 +375,10 @@ impl SecretStore for MemoryStore {
             return Err(Error::CasConflict);
         }
         let version = current.map_or(0, |s| s.version) + 1;
-        let data: Data = data.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+        let data: Data = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_json()))
+            .collect();
         secrets.insert(
             path.clone(),
             Stored {

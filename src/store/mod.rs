@@ -236,8 +236,52 @@ impl serde::Serialize for SecretValue {
     }
 }
 
+/// The name of a key of a secret: any string the store allows (not every
+/// one can be a file name; see `fs::names::is_showable`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for KeyName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for KeyName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for KeyName {
+    fn from(s: &str) -> Self {
+        KeyName(s.to_string())
+    }
+}
+
+impl From<String> for KeyName {
+    fn from(s: String) -> Self {
+        KeyName(s)
+    }
+}
+
 /// A secret's data: key → value.
-pub type SecretData = BTreeMap<String, SecretValue>;
+pub type SecretData = BTreeMap<KeyName, SecretValue>;
 
 /// Which version of a secret a store holds, as the store names it: only
 /// compared and handed back, never computed with.
@@ -299,7 +343,7 @@ impl Secret {
         Secret {
             keys: data
                 .iter()
-                .map(|(k, v)| (k.clone(), SecretValue::from_json(v)))
+                .map(|(k, v)| (KeyName::from(k.as_str()), SecretValue::from_json(v)))
                 .collect(),
             revision,
             modified,

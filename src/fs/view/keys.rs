@@ -4,7 +4,7 @@
 use super::{Rendered, View};
 use crate::error::{Error, Result};
 use crate::fs::names;
-use crate::store::{Secret, SecretData, SecretValue};
+use crate::store::{KeyName, Secret, SecretData, SecretValue};
 
 /// One file per key.
 pub struct Keys;
@@ -25,7 +25,7 @@ impl View for Keys {
                 }
                 showable
             })
-            .cloned()
+            .map(|k| k.to_string())
             .collect()
     }
 
@@ -44,7 +44,7 @@ impl View for Keys {
     /// parse as JSON; anything else is stored as a string.
     fn write(&self, data: &mut SecretData, name: &str, bytes: Vec<u8>) -> Result<()> {
         let was = data.get(name).map(SecretValue::kind);
-        data.insert(name.to_string(), SecretValue::written(bytes, was)?);
+        data.insert(KeyName::from(name), SecretValue::written(bytes, was)?);
         Ok(())
     }
 
@@ -57,7 +57,7 @@ impl View for Keys {
         if no_replace && data.contains_key(to) {
             return Err(Error::Exists);
         }
-        data.insert(to.to_string(), value);
+        data.insert(KeyName::from(to), value);
         Ok(())
     }
 }
