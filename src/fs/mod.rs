@@ -2,7 +2,13 @@
 //! free of FUSE. Each operation returns plain structs or an [`Error`]; the
 //! FUSE adapter (`crate::fuse`) only translates.
 //!
-//! Reads are here; everything that changes the store is in `write`.
+//! `SecretFs` is made of parts with interfaces of their own: the store
+//! behind the cache (`source`), every node (`namespace`), the views that
+//! show secrets as files (`view`), the open handles (`handle`) and the
+//! write buffers and commits (`writers`). Its operations: names to nodes
+//! in `lookup`, reads in `read`, directory listings in `readdir`, changes
+//! in `write`, extended attributes in `xattr`; what the kernel must forget
+//! in `invalidate`.
 
 pub mod cache;
 pub mod clock;
@@ -10,8 +16,10 @@ pub mod handle;
 pub mod inode;
 mod invalidate;
 pub mod local;
+mod lookup;
 pub mod names;
 pub mod namespace;
+mod read;
 mod readdir;
 pub mod source;
 pub mod view;
@@ -19,19 +27,18 @@ mod write;
 pub mod writers;
 pub mod xattr;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
-use crate::store::{ListEntry, Listing, Secret, SecretPath, SecretStore};
+use crate::store::{Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
-use handle::{DirEntryInfo, Fh, Handle, HandleTable};
+use handle::HandleTable;
 use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
-use namespace::{Name, Namespace};
+use namespace::Namespace;
 pub use readdir::{DirEntry, DirReplier};
 use source::{Refresh, Source};
 use view::{Placement, ViewId, Views};
@@ -257,38 +264,6 @@ impl SecretFs {
         }
     }
 
-    /// Whether a listing entry stands for something that shows: a store
-    /// may keep listing a secret whose latest version is deleted (KV v2
-    /// soft delete). A secret known (fresh in the cache) not to read is
-    /// left out; one not read yet is shown until looked up.
-    fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
-        e.folder
-            || !matches!(
-                self.source.fresh_secret(&dir.join(&e.name)),
-                Some(Cached { value: None, .. })
-            )
-    }
-
-    /// Whether the secret at `path` has a live version (or we may not know).
-    fn secret_is_live(&self, path: &SecretPath) -> bool {
-        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
-    }
-
-    /// Whether the parent's listing names a secret at `path` (whether or
-    /// not it reads).
-    fn listed_as_secret(&self, path: &SecretPath) -> bool {
-        let Some((parent, name)) = path.split_last() else {
-            return false;
-        };
-        match self.listing(&parent) {
-            Ok(Cached {
-                value: Some(listing),
-                ..
-            }) => source::named(&listing, name).iter().any(|e| !e.folder),
-            _ => false,
-        }
-    }
-
     /// The store path behind `ino`, for log lines (`secret/KEY` for files).
     pub fn describe(&self, ino: Ino) -> String {
         match self.names.get(ino) {
@@ -345,8 +320,6 @@ impl SecretFs {
             secrets,
         }
     }
-
-    // ---- attributes ------------------------------------------------------
 
     fn dir_attr(&self, ino: Ino, valid_for: Duration) -> Attr {
         Attr {
@@ -471,428 +444,6 @@ impl SecretFs {
 
     fn node(&self, ino: Ino) -> Result<NodeKind> {
         self.names.get(ino).ok_or(Error::Stale)
-    }
-
-    // ---- operations --------------------------------------------------------
-
-    /// Finds `name` in the directory `parent`: a child folder or secret
-    /// (directories win over keys), else a key of the secret at `parent`.
-    /// Counts one kernel reference on the returned inode.
-    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
-        let dir = self.dir_path(parent)?;
-        if !names::is_showable(name) {
-            return Err(Error::NotFound);
-        }
-        let (child, valid_for) = self.find_child(&dir, name)?;
-        self.remember(parent, name, child, valid_for, true)
-    }
-
-    /// Registers a found child in the inode table and returns its attributes.
-    fn remember(
-        &self,
-        parent: Ino,
-        name: &str,
-        child: Child,
-        valid_for: Duration,
-        lookup: bool,
-    ) -> Result<Attr> {
-        let at = Name { parent, name };
-        match child {
-            Child::Dir(path) => {
-                let ino = self.names.remember(at, NodeKind::Dir { path }, lookup);
-                Ok(self.dir_attr(ino, valid_for))
-            }
-            Child::Scratch(path) => {
-                let attr = self.scratch_attr(Ino(0), &path)?;
-                let ino = self.names.remember(at, NodeKind::Scratch { path }, lookup);
-                Ok(Attr { ino, ..attr })
-            }
-            Child::NewFile(file) => {
-                let ino = self.names.remember(at, file.kind(), lookup);
-                let size = self.buffered_size(ino).unwrap_or(0);
-                Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
-            }
-            Child::File { file, version } => {
-                let ino = self.names.remember(at, file.kind(), lookup);
-                match self.buffered_size(ino) {
-                    Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
-                    None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
-                }
-            }
-        }
-    }
-
-    fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
-        let child_path = dir.join(name);
-        // What lives only in memory comes first.
-        if self.names.is_local_dir(&child_path) {
-            return Ok((Child::Dir(child_path), LOCAL_TTL));
-        }
-        if self.names.scratch(&child_path).is_some() {
-            return Ok((Child::Scratch(child_path), LOCAL_TTL));
-        }
-        if self.names.is_new_file(&child_path) {
-            let view = self.view_creating(name);
-            if let Some(file) = view.and_then(|v| self.file_ref(dir, v, name)) {
-                return Ok((Child::NewFile(file), Duration::ZERO));
-            }
-        }
-        let mut list_denied = None;
-        let mut valid_for = self.config.cache.ttl;
-        match self.listing(dir) {
-            Ok(listing) => {
-                valid_for = valid_for.min(listing.valid_for);
-                let entries = listing.value.iter().flat_map(|l| source::named(l, name));
-                let (mut folder, mut secret) = (false, false);
-                for e in entries.filter(|e| self.entry_stands(dir, e)) {
-                    folder |= e.folder;
-                    secret |= !e.folder;
-                }
-                // KV v2 keeps listing a soft-deleted secret: a secret-only
-                // entry is a directory only if it has a live version. Its
-                // GET is needed by the first access below it anyway.
-                if folder || (secret && self.secret_is_live(&child_path)) {
-                    return Ok((Child::Dir(child_path), valid_for));
-                }
-            }
-            Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
-            Err(e) => return Err(e),
-        }
-        if self.names.is_set_aside(&child_path) {
-            return Err(Error::NotFound);
-        }
-        if let Some(found) = self.find_beside(dir, name)? {
-            return Ok(found);
-        }
-        let secret = match self.secret(dir) {
-            // Neither listable nor readable: the child may still be (below).
-            Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
-            other => Some(other?),
-        };
-        if let Some(secret) = secret {
-            valid_for = valid_for.min(secret.valid_for);
-            if let Some(s) = &secret.value {
-                if let Some(view) = self.view_showing(s, name) {
-                    let file = FileRef {
-                        secret: dir.clone(),
-                        view,
-                        name: name.to_string(),
-                    };
-                    let version = s.clone();
-                    return Ok((Child::File { file, version }, valid_for));
-                }
-            }
-        }
-        // A token may read secrets without the right to list their folder
-        // (a common narrow policy): then ask about the child itself.
-        if list_denied.is_some() {
-            let as_secret = self.secret(&child_path);
-            if let Ok(Cached { value: Some(_), .. }) = as_secret {
-                return Ok((Child::Dir(child_path), valid_for));
-            }
-            let as_folder = self.listing(&child_path);
-            if let Ok(Cached { value: Some(_), .. }) = as_folder {
-                return Ok((Child::Dir(child_path), valid_for));
-            }
-            let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
-            if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
-                // We may not know: a directory that lists as EACCES, so that
-                // paths below it the token may read stay reachable.
-                return Ok((Child::Dir(child_path), valid_for));
-            }
-            if let Err(e) = as_secret.and(as_folder.map(|_| ())) {
-                if !matches!(e, Error::PermissionDenied(_)) {
-                    return Err(e);
-                }
-            }
-        }
-        Err(Error::NotFound)
-    }
-
-    /// A file shown beside the secret it is named after (`P.json`), if a
-    /// view beside secrets shows `name` in `dir`.
-    fn find_beside(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
-        for (view, v) in self.views.iter() {
-            if v.placement() != Placement::Beside {
-                continue;
-            }
-            let Some(file) = self.file_ref(dir, view, name) else {
-                continue;
-            };
-            let cached = match self.secret(&file.secret) {
-                Ok(c) => c,
-                Err(Error::PermissionDenied(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            if let Some(version) = cached.value {
-                if v.render(&version, name).is_some() {
-                    return Ok(Some((Child::File { file, version }, cached.valid_for)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Attributes of `ino`; a key's size comes from its (cached) secret, or
-    /// from its write buffer while it is open for writing.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        match self.node(ino)? {
-            NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
-            NodeKind::Scratch { path } => self.scratch_attr(ino, &path),
-            NodeKind::File { secret, view, name } => {
-                if let Some(size) = self.buffered_size(ino) {
-                    return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
-                }
-                let file = FileRef { secret, view, name };
-                if self.names.is_new_file(&self.file_path(&file)) {
-                    return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
-                }
-                let cached = self.secret(&file.secret)?;
-                let version = cached.value.ok_or(Error::NotFound)?;
-                self.secret_file_attr(ino, &file, &version, cached.valid_for, true)
-            }
-        }
-    }
-
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: Ino, n: u64) {
-        self.names.forget(ino, n);
-    }
-
-    /// Opens a file. Read-only opens of a key hold the value as it is now;
-    /// opens for writing share one buffer per inode, committed on flush.
-    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
-        match self.node(ino)? {
-            NodeKind::Dir { .. } => Err(Error::IsDir),
-            NodeKind::Scratch { path } => {
-                if write && self.config.read_only {
-                    return Err(Error::ReadOnly);
-                }
-                let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
-                if truncate {
-                    write::truncate_scratch(&file, 0);
-                }
-                Ok(self.handles.insert(Handle::Scratch { file }))
-            }
-            NodeKind::File { secret, view, name } => {
-                let file = FileRef { secret, view, name };
-                if write {
-                    return self.open_for_write(ino, file, truncate);
-                }
-                if let Some(buffer) = self.writers.live(ino) {
-                    // Read what the writer wrote, as a local filesystem would.
-                    let copy = lock(&buffer).bytes().to_vec();
-                    let value = Arc::new(SecretSlice::from(copy));
-                    return Ok(self.handles.insert(Handle::Read { value }));
-                }
-                if self.names.is_new_file(&self.file_path(&file)) {
-                    let value = Arc::new(SecretSlice::from(Vec::new()));
-                    return Ok(self.handles.insert(Handle::Read { value }));
-                }
-                // The file must exist now; its bytes are read later, from
-                // the version the kernel was last told of (`read_ino`).
-                let cached = self.secret(&file.secret)?;
-                let version = cached.value.ok_or(Error::NotFound)?;
-                let view = self.views.get(file.view);
-                view.render(&version, &file.name).ok_or(Error::NotFound)?;
-                Ok(self.handles.insert(Handle::Key { ino }))
-            }
-        }
-    }
-
-    /// Reads up to `size` bytes at `offset` of an open file.
-    pub fn read_handle<R>(
-        &self,
-        fh: Fh,
-        offset: u64,
-        size: u32,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
-        let handle = self.handles.get(fh).ok_or(Error::Stale)?;
-        match &*handle {
-            Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),
-            Handle::Key { ino } => self.read_ino(*ino, offset, size, f),
-            Handle::Write { buffer, .. } => {
-                let b = lock(buffer);
-                Ok(f(slice_at(b.bytes(), offset, size)))
-            }
-            Handle::Scratch { file } => {
-                let file = lock(file);
-                Ok(f(slice_at(file.data.expose_secret(), offset, size)))
-            }
-            Handle::Dir { .. } => Err(Error::IsDir),
-        }
-    }
-
-    /// Whether opens of `ino` for reading may skip the daemon: on a
-    /// read-only mount the kernel can serve key files from its page cache
-    /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
-    pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
-        self.config.read_only && matches!(self.names.get(ino), Some(NodeKind::File { .. }))
-    }
-
-    /// Whether this mount refuses every change.
-    pub fn is_read_only(&self) -> bool {
-        self.config.read_only
-    }
-
-    /// Reads a file by inode: what every read of a key comes to, and all
-    /// reads after a "no open" open (the kernel sends them with no handle).
-    pub fn read_ino<R>(
-        &self,
-        ino: Ino,
-        offset: u64,
-        size: u32,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
-        let bytes = match self.node(ino)? {
-            NodeKind::Dir { .. } => return Err(Error::IsDir),
-            NodeKind::Scratch { path } => {
-                let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
-                let copy = lock(&file).data.expose_secret().clone();
-                SecretSlice::from(copy)
-            }
-            NodeKind::File { secret, view, name } => {
-                // The version whose size the kernel holds: a newer value's
-                // bytes would be cut to the old size (or end short of it),
-                // and a reader would get neither value whole. A newer
-                // version reaches the kernel with its attributes first.
-                let version = match self.names.shown(ino) {
-                    Some(v) => v,
-                    None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
-                };
-                let rendered = self
-                    .views
-                    .get(view)
-                    .render(&version, &name)
-                    .ok_or(Error::NotFound)?;
-                return Ok(f(slice_at(rendered.bytes(), offset, size)));
-            }
-        };
-        Ok(f(slice_at(bytes.expose_secret(), offset, size)))
-    }
-
-    /// Opens a directory: lists it once, so that offsets stay stable.
-    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
-        let dir = self.dir_path(ino)?;
-        let entries = self.list_dir(&dir)?;
-        Ok(self.handles.insert(Handle::Dir {
-            ino,
-            entries: Arc::new(entries),
-        }))
-    }
-
-    /// The names in a directory: store folders and secrets, the files the
-    /// views show of the secret, and what lives in memory.
-    fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
-        let mut entries: BTreeMap<String, bool> = BTreeMap::new();
-        let mut denied = None;
-        let mut found = false;
-        match self.listing(dir) {
-            Ok(Cached {
-                value: Some(listing),
-                ..
-            }) => {
-                found = true;
-                for e in listing
-                    .iter()
-                    .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
-                {
-                    entries.insert(e.name.clone(), true);
-                    if e.folder {
-                        continue;
-                    }
-                    for (_, view) in self.views.iter() {
-                        let Some(file) = view.beside_name(&e.name) else {
-                            continue;
-                        };
-                        if view.placement() == Placement::Beside
-                            && names::is_showable(&file)
-                            && !self.names.is_set_aside(&dir.join(&file))
-                        {
-                            entries.entry(file).or_insert(false);
-                        }
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e @ Error::PermissionDenied(_)) => denied = Some(e),
-            Err(e) => return Err(e),
-        }
-        match self.secret(dir) {
-            Ok(Cached {
-                value: Some(secret),
-                ..
-            }) => {
-                found = true;
-                let inside = self
-                    .views
-                    .iter()
-                    .filter(|(_, v)| v.placement() == Placement::Inside);
-                for (_, view) in inside {
-                    for name in view.files(&secret) {
-                        if self.names.is_set_aside(&dir.join(&name)) {
-                            continue;
-                        }
-                        // Where a file and a child share a name, the directory wins.
-                        entries.entry(name).or_insert(false);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e @ Error::PermissionDenied(_)) => {
-                if !found {
-                    denied = Some(e);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        for name in self.names.local_dirs_in(dir) {
-            entries.insert(name, true);
-        }
-        for name in self
-            .names
-            .new_files_in(dir)
-            .into_iter()
-            .chain(self.names.scratch_in(dir))
-        {
-            entries.entry(name).or_insert(false);
-        }
-        if let (true, Some(e)) = (entries.is_empty() && !found, denied) {
-            // Nothing visible and something refused: say so rather than show
-            // an empty directory.
-            return Err(e);
-        }
-        Ok(entries
-            .into_iter()
-            .map(|(name, is_dir)| DirEntryInfo { name, is_dir })
-            .collect())
-    }
-
-    /// The entries of an open directory (`.` and `..` excluded) and the directory's inode.
-    pub fn dir_entries(&self, fh: Fh) -> Result<(Ino, Arc<Vec<DirEntryInfo>>)> {
-        match &*self.handles.get(fh).ok_or(Error::Stale)? {
-            Handle::Dir { ino, entries } => Ok((*ino, entries.clone())),
-            _ => Err(Error::NotDir),
-        }
-    }
-
-    /// Attributes of one entry of an open directory, for READDIRPLUS or
-    /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
-    pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
-        let path = self.dir_path(dir)?;
-        if entry.is_dir {
-            let child = Child::Dir(path.join(&entry.name));
-            return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);
-        }
-        // Everything a file can be, found as a lookup finds it (cached).
-        let (child, valid_for) = self.find_child(&path, &entry.name)?;
-        self.remember(dir, &entry.name, child, valid_for, lookup)
-    }
-
-    /// The parent inode of a directory, for `..`.
-    pub fn parent_of(&self, ino: Ino) -> Ino {
-        self.names.parent(ino).unwrap_or(inode::ROOT_INO)
     }
 }
 

@@ -1,0 +1,308 @@
+//! Names to nodes: what a name in a directory stands for (a folder or
+//! secret, a file a view shows, something living in memory) and what a
+//! directory lists, from the store's folder listings and secrets (cached)
+//! and the namespace.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::cache::Cached;
+use super::handle::DirEntryInfo;
+use super::inode::{Ino, NodeKind};
+use super::namespace::Name;
+use super::view::Placement;
+use super::{names, source, Attr, Child, FileRef, SecretFs, LOCAL_TTL};
+use crate::error::{Error, Result};
+use crate::store::{ListEntry, SecretPath};
+
+impl SecretFs {
+    /// Whether a listing entry stands for something that shows: a store
+    /// may keep listing a secret whose latest version is deleted (KV v2
+    /// soft delete). A secret known (fresh in the cache) not to read is
+    /// left out; one not read yet is shown until looked up.
+    pub(super) fn entry_stands(&self, dir: &SecretPath, e: &ListEntry) -> bool {
+        e.folder
+            || !matches!(
+                self.source.fresh_secret(&dir.join(&e.name)),
+                Some(Cached { value: None, .. })
+            )
+    }
+
+    /// Whether the secret at `path` has a live version (or we may not know).
+    pub(super) fn secret_is_live(&self, path: &SecretPath) -> bool {
+        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
+    }
+
+    /// Whether the parent's listing names a secret at `path` (whether or
+    /// not it reads).
+    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> bool {
+        let Some((parent, name)) = path.split_last() else {
+            return false;
+        };
+        match self.listing(&parent) {
+            Ok(Cached {
+                value: Some(listing),
+                ..
+            }) => source::named(&listing, name).iter().any(|e| !e.folder),
+            _ => false,
+        }
+    }
+
+    /// Finds `name` in the directory `parent`: a child folder or secret
+    /// (directories win over keys), else a key of the secret at `parent`.
+    /// Counts one kernel reference on the returned inode.
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
+        let dir = self.dir_path(parent)?;
+        if !names::is_showable(name) {
+            return Err(Error::NotFound);
+        }
+        let (child, valid_for) = self.find_child(&dir, name)?;
+        self.remember(parent, name, child, valid_for, true)
+    }
+
+    /// Registers a found child in the inode table and returns its attributes.
+    pub(super) fn remember(
+        &self,
+        parent: Ino,
+        name: &str,
+        child: Child,
+        valid_for: Duration,
+        lookup: bool,
+    ) -> Result<Attr> {
+        let at = Name { parent, name };
+        match child {
+            Child::Dir(path) => {
+                let ino = self.names.remember(at, NodeKind::Dir { path }, lookup);
+                Ok(self.dir_attr(ino, valid_for))
+            }
+            Child::Scratch(path) => {
+                let attr = self.scratch_attr(Ino(0), &path)?;
+                let ino = self.names.remember(at, NodeKind::Scratch { path }, lookup);
+                Ok(Attr { ino, ..attr })
+            }
+            Child::NewFile(file) => {
+                let ino = self.names.remember(at, file.kind(), lookup);
+                let size = self.buffered_size(ino).unwrap_or(0);
+                Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
+            }
+            Child::File { file, version } => {
+                let ino = self.names.remember(at, file.kind(), lookup);
+                match self.buffered_size(ino) {
+                    Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
+                    None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
+                }
+            }
+        }
+    }
+
+    pub(super) fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        let child_path = dir.join(name);
+        // What lives only in memory comes first.
+        if self.names.is_local_dir(&child_path) {
+            return Ok((Child::Dir(child_path), LOCAL_TTL));
+        }
+        if self.names.scratch(&child_path).is_some() {
+            return Ok((Child::Scratch(child_path), LOCAL_TTL));
+        }
+        if self.names.is_new_file(&child_path) {
+            let view = self.view_creating(name);
+            if let Some(file) = view.and_then(|v| self.file_ref(dir, v, name)) {
+                return Ok((Child::NewFile(file), Duration::ZERO));
+            }
+        }
+        let mut list_denied = None;
+        let mut valid_for = self.config.cache.ttl;
+        match self.listing(dir) {
+            Ok(listing) => {
+                valid_for = valid_for.min(listing.valid_for);
+                let entries = listing.value.iter().flat_map(|l| source::named(l, name));
+                let (mut folder, mut secret) = (false, false);
+                for e in entries.filter(|e| self.entry_stands(dir, e)) {
+                    folder |= e.folder;
+                    secret |= !e.folder;
+                }
+                // KV v2 keeps listing a soft-deleted secret: a secret-only
+                // entry is a directory only if it has a live version. Its
+                // GET is needed by the first access below it anyway.
+                if folder || (secret && self.secret_is_live(&child_path)) {
+                    return Ok((Child::Dir(child_path), valid_for));
+                }
+            }
+            Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
+            Err(e) => return Err(e),
+        }
+        if self.names.is_set_aside(&child_path) {
+            return Err(Error::NotFound);
+        }
+        if let Some(found) = self.find_beside(dir, name)? {
+            return Ok(found);
+        }
+        let secret = match self.secret(dir) {
+            // Neither listable nor readable: the child may still be (below).
+            Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
+            other => Some(other?),
+        };
+        if let Some(secret) = secret {
+            valid_for = valid_for.min(secret.valid_for);
+            if let Some(s) = &secret.value {
+                if let Some(view) = self.view_showing(s, name) {
+                    let file = FileRef {
+                        secret: dir.clone(),
+                        view,
+                        name: name.to_string(),
+                    };
+                    let version = s.clone();
+                    return Ok((Child::File { file, version }, valid_for));
+                }
+            }
+        }
+        // A token may read secrets without the right to list their folder
+        // (a common narrow policy): then ask about the child itself.
+        if list_denied.is_some() {
+            let as_secret = self.secret(&child_path);
+            if let Ok(Cached { value: Some(_), .. }) = as_secret {
+                return Ok((Child::Dir(child_path), valid_for));
+            }
+            let as_folder = self.listing(&child_path);
+            if let Ok(Cached { value: Some(_), .. }) = as_folder {
+                return Ok((Child::Dir(child_path), valid_for));
+            }
+            let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
+            if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
+                // We may not know: a directory that lists as EACCES, so that
+                // paths below it the token may read stay reachable.
+                return Ok((Child::Dir(child_path), valid_for));
+            }
+            if let Err(e) = as_secret.and(as_folder.map(|_| ())) {
+                if !matches!(e, Error::PermissionDenied(_)) {
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    /// A file shown beside the secret it is named after (`P.json`), if a
+    /// view beside secrets shows `name` in `dir`.
+    fn find_beside(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+        for (view, v) in self.views.iter() {
+            if v.placement() != Placement::Beside {
+                continue;
+            }
+            let Some(file) = self.file_ref(dir, view, name) else {
+                continue;
+            };
+            let cached = match self.secret(&file.secret) {
+                Ok(c) => c,
+                Err(Error::PermissionDenied(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(version) = cached.value {
+                if v.render(&version, name).is_some() {
+                    return Ok(Some((Child::File { file, version }, cached.valid_for)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The names in a directory: store folders and secrets, the files the
+    /// views show of the secret, and what lives in memory.
+    pub(super) fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
+        let mut entries: BTreeMap<String, bool> = BTreeMap::new();
+        let mut denied = None;
+        let mut found = false;
+        match self.listing(dir) {
+            Ok(Cached {
+                value: Some(listing),
+                ..
+            }) => {
+                found = true;
+                for e in listing
+                    .iter()
+                    .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
+                {
+                    entries.insert(e.name.clone(), true);
+                    if e.folder {
+                        continue;
+                    }
+                    for (_, view) in self.views.iter() {
+                        let Some(file) = view.beside_name(&e.name) else {
+                            continue;
+                        };
+                        if view.placement() == Placement::Beside
+                            && names::is_showable(&file)
+                            && !self.names.is_set_aside(&dir.join(&file))
+                        {
+                            entries.entry(file).or_insert(false);
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e @ Error::PermissionDenied(_)) => denied = Some(e),
+            Err(e) => return Err(e),
+        }
+        match self.secret(dir) {
+            Ok(Cached {
+                value: Some(secret),
+                ..
+            }) => {
+                found = true;
+                let inside = self
+                    .views
+                    .iter()
+                    .filter(|(_, v)| v.placement() == Placement::Inside);
+                for (_, view) in inside {
+                    for name in view.files(&secret) {
+                        if self.names.is_set_aside(&dir.join(&name)) {
+                            continue;
+                        }
+                        // Where a file and a child share a name, the directory wins.
+                        entries.entry(name).or_insert(false);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e @ Error::PermissionDenied(_)) => {
+                if !found {
+                    denied = Some(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        for name in self.names.local_dirs_in(dir) {
+            entries.insert(name, true);
+        }
+        for name in self
+            .names
+            .new_files_in(dir)
+            .into_iter()
+            .chain(self.names.scratch_in(dir))
+        {
+            entries.entry(name).or_insert(false);
+        }
+        if let (true, Some(e)) = (entries.is_empty() && !found, denied) {
+            // Nothing visible and something refused: say so rather than show
+            // an empty directory.
+            return Err(e);
+        }
+        Ok(entries
+            .into_iter()
+            .map(|(name, is_dir)| DirEntryInfo { name, is_dir })
+            .collect())
+    }
+
+    /// Attributes of one entry of an open directory, for READDIRPLUS or
+    /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
+    pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
+        let path = self.dir_path(dir)?;
+        if entry.is_dir {
+            let child = Child::Dir(path.join(&entry.name));
+            return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);
+        }
+        // Everything a file can be, found as a lookup finds it (cached).
+        let (child, valid_for) = self.find_child(&path, &entry.name)?;
+        self.remember(dir, &entry.name, child, valid_for, lookup)
+    }
+}
