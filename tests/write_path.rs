@@ -392,3 +392,31 @@ fn a_json_typed_value_keeps_its_type_when_rewritten() {
     std::fs::write(m.at("app/db/PORT"), "6543").unwrap();
     assert_eq!(data(&bao, "app/db")["PORT"], json!(6543));
 }
+
+#[test]
+fn a_secret_deleted_here_or_elsewhere_can_be_written_again() {
+    // KV v2 keeps counting a deleted secret's versions: a write "if
+    // absent" must name the deleted version (the store finds it).
+    let bao = seeded();
+    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
+    bao.kv2_put("secret", "app/elsewhere", json!({"K": "v"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
+    assert!(bao.kv2_get("secret", "app/gone").is_none());
+    let before = bao.kv2_version("secret", "app/gone");
+    sh_ok(&format!(
+        "mkdir {d} && printf new > {d}/K",
+        d = q(&m.at("app/gone"))
+    ));
+    assert_eq!(data(&bao, "app/gone"), json!({"K": "new"}));
+    assert_eq!(bao.kv2_version("secret", "app/gone"), before + 1);
+
+    let (status, _) = bao.api("DELETE", "secret/data/app/elsewhere", None);
+    assert!(status < 300, "{status}");
+    std::thread::sleep(Duration::from_millis(1500));
+    sh_ok(&format!(
+        "mkdir -p {d} && printf again > {d}/K",
+        d = q(&m.at("app/elsewhere"))
+    ));
+    assert_eq!(data(&bao, "app/elsewhere"), json!({"K": "again"}));
+}

@@ -43,8 +43,14 @@ pub fn connect(
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
         "connected"
     );
+    // Soft deletes leave names in listings: hide those deleted through us.
+    let store: std::sync::Arc<dyn SecretStore> = if store.capabilities().soft_delete {
+        std::sync::Arc::new(deleted::HideDeleted::new(store))
+    } else {
+        std::sync::Arc::new(store)
+    };
     Ok(Connected {
-        store: std::sync::Arc::new(deleted::HideDeleted::new(store)),
+        store,
         root: resolved.folder,
     })
 }
