@@ -201,3 +201,52 @@ fn a_source_that_is_not_a_kv_mount_is_refused() {
     assert!(!status.success());
     assert!(stderr.starts_with("secretfs: "), "{stderr}");
 }
+
+#[test]
+fn an_address_that_is_no_url_is_refused_in_one_line_without_a_panic() {
+    let bao = Bao::start();
+    let host_port = bao.addr().trim_start_matches("http://").to_string();
+    let cases: [(&str, String, String); 5] = [
+        (
+            "no scheme, in VAULT_ADDR",
+            host_port.clone(),
+            format!("VAULT_ADDR/--addr {host_port:?} is not a URL: did you mean http://{host_port}?"),
+        ),
+        (
+            "no scheme, a name that parses as one",
+            "vault.example.com:8200".into(),
+            "VAULT_ADDR/--addr \"vault.example.com:8200\" is not a URL: \
+             did you mean https://vault.example.com:8200?"
+                .into(),
+        ),
+        (
+            "empty",
+            String::new(),
+            "VAULT_ADDR/--addr is empty: give the server's URL, e.g. https://vault.example.com:8200"
+                .into(),
+        ),
+        (
+            "unknown scheme",
+            format!("ftp://{host_port}"),
+            format!(
+                "VAULT_ADDR/--addr \"ftp://{host_port}\" is not an http:// or https:// URL (scheme \"ftp\")"
+            ),
+        ),
+        (
+            "no host",
+            "http://".into(),
+            "VAULT_ADDR/--addr \"http://\" is not a URL: empty host".into(),
+        ),
+    ];
+    for (what, addr, want) in cases {
+        let builder = Mount::builder(&bao, "secret/");
+        let builder = if what.ends_with("VAULT_ADDR") {
+            builder.addr(&addr).addr_from_env()
+        } else {
+            builder.addr(&addr)
+        };
+        let (status, stderr) = builder.fail();
+        assert_eq!(status.code(), Some(1), "{what}: {stderr}");
+        assert_eq!(stderr, format!("secretfs: {want}\n"), "{what}");
+    }
+}

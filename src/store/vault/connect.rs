@@ -64,6 +64,8 @@ impl VaultStore {
         source: &str,
         rt: Handle,
     ) -> std::result::Result<Self, StartError> {
+        // vaultrs panics on an address that is not a URL: check it first.
+        check_addr(&settings.addr).map_err(StartError::Options)?;
         let mut builder = VaultClientSettingsBuilder::default();
         builder
             .address(settings.addr.as_str())
@@ -201,6 +203,41 @@ impl VaultStore {
             },
         })
     }
+}
+
+/// Checks that `addr` is an address the client can use: an `http://` or
+/// `https://` URL with a host. The error is one line saying what is wrong
+/// and, for an address without a scheme, what would work.
+fn check_addr(addr: &str) -> std::result::Result<(), String> {
+    let what = "VAULT_ADDR/--addr";
+    let trimmed = addr.trim();
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{what} is empty: give the server's URL, e.g. https://vault.example.com:8200"
+        ));
+    }
+    if !trimmed.contains("://") {
+        // `127.0.0.1:8200` does not parse; `localhost:8200` parses with
+        // "localhost" as its scheme: both lack one.
+        let loopback = ["127.", "localhost", "[::1]"]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+        let scheme = if loopback { "http" } else { "https" };
+        return Err(format!(
+            "{what} {addr:?} is not a URL: did you mean {scheme}://{trimmed}?"
+        ));
+    }
+    let url = url::Url::parse(trimmed).map_err(|e| format!("{what} {addr:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{what} {addr:?} is not an http:// or https:// URL (scheme {:?})",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what} {addr:?} has no host"));
+    }
+    Ok(())
 }
 
 /// The client certificate and key of `--client-cert` and `--client-key`.
