@@ -250,3 +250,16 @@ fn an_address_that_is_no_url_is_refused_in_one_line_without_a_panic() {
         assert_eq!(stderr, format!("secretfs: {want}\n"), "{what}");
     }
 }
+
+#[test]
+fn https_against_an_http_server_says_the_server_did_not_answer_tls() {
+    let bao = Bao::start();
+    let http = bao.addr().to_string();
+    let https = http.replacen("http://", "https://", 1);
+    let (status, stderr) = Mount::builder(&bao, "secret/").addr(&https).fail();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("secretfs: the server at {https} did not answer TLS; is it {http}?\n")
+    );
+}

@@ -14,7 +14,7 @@ use vaultrs::error::ClientError;
 
 use super::auth::{self, Credentials, Login};
 use super::client::{with_deadline, Client};
-use super::error::describe;
+use super::error::{describe, is_not_tls};
 use super::{KvVersion, ResolvedSource, VaultStore};
 use crate::cli::{AuthMethod, VaultArgs};
 use crate::start_error::StartError;
@@ -121,6 +121,13 @@ impl VaultStore {
                             "check the role's token policies",
                         _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
                     }
+                )))
+            }
+            Err(e) if is_not_tls(&e) => {
+                return Err(StartError::Store(format!(
+                    "the server at {} did not answer TLS; is it {}?",
+                    settings.addr,
+                    settings.addr.replacen("https://", "http://", 1)
                 )))
             }
             Err(e) => {

@@ -29,6 +29,36 @@ pub fn describe(e: &ClientError) -> String {
     }
 }
 
+/// Whether a request failed because the server did not speak TLS where
+/// TLS was expected (`https://` against an `http://` server): rustls then
+/// reads an HTTP answer as a TLS record and refuses its content type. The
+/// rustls error is found in the error chain by type, also inside the
+/// `io::Error`s that the connector wraps it in (two, nested: an
+/// `io::Error`'s `source()` skips the error it wraps, so each is opened).
+pub fn is_not_tls(e: &ClientError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let mut wrapped = c;
+        loop {
+            if let Some(tls) = wrapped.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                );
+            }
+            match wrapped
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(inner) => wrapped = inner,
+                None => break,
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// The HTTP status of a failed request. vaultrs gives `APIError` only when
 /// the body carries an `errors` list; a KV v2 read of a deleted secret is a
 /// 404 whose body holds metadata instead, and surfaces as a raw response error.
