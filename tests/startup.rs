@@ -263,3 +263,15 @@ fn https_against_an_http_server_says_the_server_did_not_answer_tls() {
         format!("secretfs: the server at {https} did not answer TLS; is it {http}?\n")
     );
 }
+
+#[test]
+fn a_source_with_no_mount_says_so_even_as_a_403() {
+    let bao = Bao::start();
+    let (status, stderr) = Mount::builder(&bao, "nope/").fail();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "secretfs: no secrets engine is mounted at nope/, or the token may not look up \
+         its mount (403 on sys/internal/ui/mounts)\n"
+    );
+}

@@ -157,9 +157,12 @@ impl VaultStore {
         {
             Ok(ui) => ui,
             Err(ClientError::APIError { code: 403, .. }) => {
+                // Vault answers 403 both when the policy forbids the
+                // lookup and when no mount owns the path (even to root).
                 return Err(StartError::Store(format!(
-                "the token may not look up the mount of {source} (403 on sys/internal/ui/mounts)"
-            )))
+                    "no secrets engine is mounted at {source}, or the token may not look up \
+                     its mount (403 on sys/internal/ui/mounts)"
+                )));
             }
             Err(ClientError::APIError {
                 code: 400 | 404, ..
