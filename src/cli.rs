@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Mount HashiCorp Vault / OpenBao KV secrets as files.
 ///
@@ -375,17 +375,93 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Vec<OsString> {
 
 /// The mount-helper form `secretfs SOURCE MOUNTPOINT [-o OPTS]` (what
 /// `mount.fuse3` runs) becomes `secretfs mount --background SOURCE MOUNTPOINT ...`.
+/// Anything that does not look like that form is left to clap, so that a
+/// mistyped subcommand gets clap's "unrecognized subcommand" and its
+/// suggestion rather than an attempt to mount it.
 pub fn expand_helper_form(mut args: Vec<OsString>) -> Vec<OsString> {
-    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
-    let is_known = |a: &str| a.starts_with('-') || matches!(a, "mount" | "status" | "help");
-    match first {
-        Some(a) if !is_known(&a) => {
-            args.insert(1, OsString::from("mount"));
-            args.insert(2, OsString::from("--background"));
-            args
-        }
-        _ => args,
+    if looks_like_helper_form(&args) {
+        args.insert(1, OsString::from("mount"));
+        args.insert(2, OsString::from("--background"));
     }
+    args
+}
+
+/// Whether `args` (with the program name first) are the mount-helper form:
+/// the first argument is neither an option nor a subcommand, and either
+/// `-o` is given (mount.fuse3 always passes it) or there are exactly two
+/// positional arguments, the second an absolute path or an existing
+/// directory, and the first is not a near miss of a subcommand's name
+/// (`secretfs statsu /mnt` is a typo, not a KV mount named `statsu`).
+fn looks_like_helper_form(args: &[OsString]) -> bool {
+    let Some(first) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let cli = Cli::command();
+    let subcommands: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(std::iter::once("help".to_string()))
+        .collect();
+    if first.starts_with('-') || subcommands.contains(&first) {
+        return false;
+    }
+    let Some(mount) = cli.find_subcommand("mount") else {
+        return false;
+    };
+    // A long option of `secretfs mount` that takes a value from the next
+    // argument (`--ttl 5s`): that value is no positional argument.
+    let takes_value = |long: &str| {
+        mount
+            .get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut positionals = Vec::new();
+    let mut has_o = false;
+    let mut iter = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            positionals.extend(iter.by_ref().map(|a| a.into_owned()));
+        } else if let Some(long) = arg.strip_prefix("--") {
+            if !long.contains('=') && takes_value(long) {
+                iter.next();
+            }
+        } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+            if short.starts_with('o') {
+                has_o = true;
+                if short == "o" {
+                    iter.next();
+                }
+            }
+        } else {
+            positionals.push(arg.into_owned());
+        }
+    }
+    if has_o {
+        return true;
+    }
+    let [_, mountpoint] = positionals.as_slice() else {
+        return false;
+    };
+    let mountpoint = std::path::Path::new(mountpoint);
+    let near_miss =
+        !first.contains('/') && subcommands.iter().any(|c| edit_distance(c, &first) <= 2);
+    (mountpoint.is_absolute() || mountpoint.is_dir()) && !near_miss
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Replaces `--config FILE` (or `--config=FILE`) with the options the TOML
@@ -481,6 +557,63 @@ mod tests {
         assert_eq!(m.source, "secret/app");
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "foreground"]);
         assert!(m.foreground);
+    }
+
+    #[test]
+    fn the_mount_helper_form_is_what_mount_fuse3_runs() {
+        // mount.fuse3 runs `secretfs SOURCE MOUNTPOINT -o OPTIONS`, with an
+        // absolute mountpoint and always some options.
+        let m = mount_args(&["secretfs", "kv", "/run/secrets", "-o", "rw,dev,suid"]);
+        assert!(m.background);
+        assert_eq!(m.source, "kv");
+        // By hand, without -o: two positional arguments, the second a path.
+        let m = mount_args(&["secretfs", "secret/app", "/mnt", "-f", "--ttl", "5s"]);
+        assert!(m.background && m.foreground);
+        assert_eq!(m.cache.ttl, Duration::from_secs(5));
+        let m = mount_args(&["secretfs", "secret/app", "/mnt", "--log-file", "/var/log/x"]);
+        assert_eq!(m.log_file, Some(PathBuf::from("/var/log/x")));
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse_strs(args) {
+            Ok(cli) => panic!("{args:?} parsed as {cli:?}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn a_mistyped_subcommand_is_not_taken_for_the_mount_helper_form() {
+        let err = usage_error(&["secretfs", "moutn", "secret/", "mp"]);
+        assert!(err.contains("unrecognized subcommand 'moutn'"), "{err}");
+        assert!(err.contains("'mount'"), "{err}");
+        let err = usage_error(&["secretfs", "moutn", "secret/", "/tmp/x"]);
+        assert!(err.contains("unrecognized subcommand 'moutn'"), "{err}");
+        let err = usage_error(&["secretfs", "completions", "bash"]);
+        assert!(
+            err.contains("unrecognized subcommand 'completions'"),
+            "{err}"
+        );
+        // Two arguments, the second a path, but the first a near miss of
+        // `status`: a typo, not a KV mount named statsu.
+        let err = usage_error(&["secretfs", "statsu", "/mnt"]);
+        assert!(
+            err.contains("unrecognized subcommand 'statsu'") && err.contains("'status'"),
+            "{err}"
+        );
+        let err = usage_error(&["secretfs", "secret/"]);
+        assert!(err.contains("unrecognized subcommand 'secret/'"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("mount", "moutn"), 2);
+        assert_eq!(edit_distance("status", "stats"), 1);
+        assert_eq!(edit_distance("mount", "mount"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("secret", "status"), 5);
     }
 
     #[test]

@@ -202,6 +202,25 @@ fn a_source_that_is_not_a_kv_mount_is_refused() {
     assert!(stderr.starts_with("secretfs: "), "{stderr}");
 }
 
+/// Runs `secretfs ARGS` (under `timeout`, with the root token and no
+/// inherited `VAULT_*`), returning its exit status and stderr.
+fn secretfs_with(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("20").arg(support::secretfs()).args(args);
+    for var in ["VAULT_ADDR", "VAULT_CACERT", "VAULT_NAMESPACE", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .env("VAULT_TOKEN", "root")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run secretfs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn an_address_that_is_no_url_is_refused_in_one_line_without_a_panic() {
     let bao = Bao::start();
@@ -273,5 +292,21 @@ fn a_source_with_no_mount_says_so_even_as_a_403() {
         stderr,
         "secretfs: no secrets engine is mounted at nope/, or the token may not look up \
          its mount (403 on sys/internal/ui/mounts)\n"
+    );
+}
+
+#[test]
+fn a_mistyped_subcommand_gets_clap_s_suggestion_not_a_mount_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) =
+        secretfs_with(&["moutn".as_ref(), "secret/".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'moutn'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("similar subcommand exists: 'mount'"),
+        "{stderr}"
     );
 }
