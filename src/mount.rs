@@ -15,6 +15,7 @@ use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
 use crate::start_error::StartError;
+use crate::status;
 use crate::store;
 
 /// Mounts and serves until told to stop. An `Err`'s `Display` is one line
@@ -185,8 +186,15 @@ fn accept_stop_signals() {
 
 /// The mountpoint must be an existing, empty directory. A dead FUSE mount
 /// left there by a killed daemon ("Transport endpoint is not connected") is
-/// detached first, so that a restart just works.
+/// detached first, so that a restart just works; a live secretfs mount is
+/// named as such (not as a directory that is not empty).
 fn check_mountpoint(path: &Path) -> Result<(), StartError> {
+    if let Some(pid) = status::mounted_by_secretfs(path) {
+        return Err(StartError::AlreadyMounted {
+            path: path.to_path_buf(),
+            pid,
+        });
+    }
     match empty_dir(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %path.display(), "detaching a dead mount left by a previous daemon");

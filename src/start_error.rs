@@ -37,6 +37,17 @@ pub enum StartError {
         /// The mountpoint.
         path: PathBuf,
     },
+    /// A live secretfs already serves the mountpoint.
+    #[error("{} is already mounted {}", path.display(), match pid {
+        Some(pid) => format!("by secretfs (pid {pid})"),
+        None => "(by secretfs)".to_string(),
+    })]
+    AlreadyMounted {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The daemon serving it, when its status says.
+        pid: Option<u32>,
+    },
     /// The Vault options cannot be used: they do not fit together, find no
     /// token, name files that cannot be read, or SOURCE names no KV mount.
     #[error("{0}")]
@@ -127,8 +138,24 @@ mod tests {
              `fusermount3 -uz /mnt/x` could not detach it"
         );
         assert_eq!(
-            StartError::MountpointNotEmpty { path }.to_string(),
+            StartError::MountpointNotEmpty { path: path.clone() }.to_string(),
             "mountpoint /mnt/x is not empty"
+        );
+        assert_eq!(
+            StartError::AlreadyMounted {
+                path: path.clone(),
+                pid: Some(42)
+            }
+            .to_string(),
+            "/mnt/x is already mounted by secretfs (pid 42)"
+        );
+        assert_eq!(
+            StartError::AlreadyMounted {
+                path: path.clone(),
+                pid: None
+            }
+            .to_string(),
+            "/mnt/x is already mounted (by secretfs)"
         );
         assert_eq!(
             StartError::NotReady(Duration::from_secs(25)).to_string(),

@@ -58,6 +58,30 @@ fn read_status(mountpoint: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// How long [`mounted_by_secretfs`] waits for a mount to answer.
+const CHECK_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether a live secretfs serves `mountpoint`: `Some(pid)` when its
+/// status attribute answers (the pid when the status names it), `None` when
+/// no FUSE mount is there, it is not secretfs, it is dead (ENOTCONN) or it
+/// does not answer within two seconds.
+pub fn mounted_by_secretfs(mountpoint: &Path) -> Option<Option<u32>> {
+    if !is_fuse_mount(mountpoint) {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mp = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_status(&mp));
+    });
+    let bytes = rx.recv_timeout(CHECK_DEADLINE).ok()?.ok()?;
+    let pid = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("pid").and_then(serde_json::Value::as_u64))
+        .and_then(|p| u32::try_from(p).ok());
+    Some(pid)
+}
+
 /// Exit code when the store is unreachable but the mount answers.
 const EXIT_STORE_DOWN: u8 = 1;
 /// Exit code when nothing (alive) is mounted there.

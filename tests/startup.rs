@@ -310,3 +310,32 @@ fn a_mistyped_subcommand_gets_clap_s_suggestion_not_a_mount_attempt() {
         "{stderr}"
     );
 }
+
+#[test]
+fn mounting_twice_names_the_running_secretfs_and_leaves_it_serving() {
+    let bao = seeded();
+    bao.kv2_put("secret", "twice", json!({"K": "still-here"}));
+    let m = Mount::new(&bao, "secret/", &[]);
+    let (status, stderr) = secretfs_with(&[
+        "mount".as_ref(),
+        "secret/".as_ref(),
+        m.path().as_os_str(),
+        "--addr".as_ref(),
+        bao.addr().as_ref(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let pid = m.pid().expect("a foreground daemon");
+    assert_eq!(
+        stderr,
+        format!(
+            "secretfs: {} is already mounted by secretfs (pid {pid})\n",
+            m.path().display()
+        )
+    );
+    assert_eq!(
+        std::fs::read(m.at("twice/K")).unwrap(),
+        b"still-here",
+        "{}",
+        m.log()
+    );
+}

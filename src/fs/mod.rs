@@ -308,6 +308,7 @@ impl SecretFs {
             "open_handles": self.handles.len(),
             "read_only": self.config.read_only,
             "mounted_at_unix": secs(self.source.started()),
+            "pid": std::process::id(),
         })
     }
 
