@@ -10,8 +10,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 /// Mount HashiCorp Vault / OpenBao KV secrets as files.
 ///
 /// Each Vault folder and each secret becomes a directory, each key of a secret a
-/// read-only file holding exactly the value. Values are fetched on demand and
-/// kept in memory for --ttl.
+/// file (mode 0400 unless --file-mode) holding exactly the value. Values are
+/// fetched on demand and kept in memory for --ttl. The mount is read-write:
+/// a changed file goes back to the store when it is closed; --ro makes it
+/// read-only.
 #[derive(Debug, Parser)]
 #[command(
     name = "secretfs",
@@ -260,7 +262,8 @@ pub struct FileArgs {
     #[arg(long)]
     pub allow_other: bool,
 
-    /// Read-only mount: every write fails with EROFS.
+    /// Read-only mount: every change fails with EROFS. Without it the mount
+    /// is read-write and changes go back to the store.
     #[arg(long)]
     pub ro: bool,
 
@@ -687,6 +690,31 @@ mod tests {
         assert_eq!(m.files.file_mode, 0o400);
         assert_eq!(m.files.dir_mode, 0o500);
         assert!(!m.files.allow_other && !m.files.ro);
+    }
+
+    #[test]
+    fn help_readme_and_the_default_agree_that_the_mount_is_read_write() {
+        let m = mount_args(&["secretfs", "mount", "secret/", "/mnt"]);
+        assert!(!m.files.ro, "the default mount is read-write");
+        // One space between words, however clap wraps the lines.
+        let words = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let help = words(Cli::command().render_long_help().to_string());
+        assert!(!help.contains("read-only file"), "{help}");
+        assert!(help.contains("The mount is read-write"), "{help}");
+        assert!(help.contains("--ro makes it read-only"), "{help}");
+        let mount_help = Cli::command()
+            .find_subcommand_mut("mount")
+            .map(|c| words(c.render_long_help().to_string()))
+            .unwrap_or_default();
+        assert!(
+            mount_help.contains("Without it the mount is read-write"),
+            "{mount_help}"
+        );
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains("The mount is read-write unless mounted `--ro`"),
+            "README's first section must say the mount is read-write by default"
+        );
     }
 
     #[test]
