@@ -215,7 +215,7 @@ impl Source {
             modified: Some(SystemTime::now()),
         };
         let cached = self.secrets.insert(path.clone(), Some(fresh));
-        self.forget_listings_above(path);
+        self.note_written(path);
         cached
             .value
             .ok_or_else(|| crate::error::Error::Protocol("a write left nothing cached".into()))
@@ -234,6 +234,27 @@ impl Source {
         self.secrets.insert(path.clone(), None);
         self.listings.invalidate(path);
         self.forget_listings_above(path);
+    }
+
+    /// A secret was written at `path`: each listing above must name it (a
+    /// new secret, a new folder on the way). Only listings that do not yet
+    /// are fetched again; the others stay, and with them what
+    /// stale-if-error serves should the store go away right after.
+    fn note_written(&self, path: &SecretPath) {
+        let mut child = path.clone();
+        let mut folder = false;
+        while let Some((parent, name)) = child.split_last() {
+            let named = self
+                .listings
+                .last(&parent)
+                .is_some_and(|l| named(&l, name).iter().any(|e| e.folder == folder));
+            if named {
+                return;
+            }
+            self.listings.invalidate(&parent);
+            child = parent;
+            folder = true;
+        }
     }
 
     fn forget_listings_above(&self, path: &SecretPath) {

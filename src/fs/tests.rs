@@ -1060,3 +1060,34 @@ fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
     let got: Vec<Invalidation> = rx.try_iter().collect();
     assert!(got.contains(&Invalidation::Inode(ino)), "{got:?}");
 }
+
+#[test]
+fn a_write_keeps_the_listings_that_stale_if_error_serves_from() {
+    // Writing other/k must not drop the cached listings above it: with the
+    // store gone right after, myapp/db is still read from its stale copy.
+    let store = seeded();
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    write_file(&fs, "other/k", b"new").unwrap();
+    store.set_fault(Some(Error::Unavailable("connection refused".into())));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+}
+
+#[test]
+fn a_new_secret_shows_in_the_listings_above_it_at_once() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    assert!(!names(&fs, "").iter().any(|(n, _)| n == "fresh"));
+    let root = path_ino(&fs, "").unwrap();
+    fs.mkdir(root, "fresh").unwrap();
+    let fresh = path_ino(&fs, "fresh").unwrap();
+    fs.mkdir(fresh, "deeper").unwrap();
+    write_file(&fs, "fresh/deeper/K", b"v").unwrap();
+    let lists = store.list_calls();
+    assert!(names(&fs, "").contains(&("fresh".to_string(), true)));
+    assert!(names(&fs, "fresh").contains(&("deeper".to_string(), true)));
+    assert_eq!(read_all(&fs, "fresh/deeper/K").unwrap(), b"v");
+    // The listings that did not name the new secret were fetched again.
+    assert!(store.list_calls() > lists);
+}
