@@ -157,3 +157,66 @@ fn with_vault_stopped_an_uncached_listing_fails_with_eio_and_does_not_hang() {
         "{out:?}"
     );
 }
+
+#[test]
+fn with_vault_hung_only_the_first_request_waits_on_it_until_it_answers_again() {
+    // A paused server (a hung node, a black-holed network) answers nothing:
+    // once one request has timed out, reads stop waiting on it — cached
+    // values at once (within --stale-if-error), everything else EIO at once
+    // — until a background probe finds it back.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--timeout", "1s"]);
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    bao.pause();
+    // Past two TTLs: no stale-while-revalidate; requests go to the store.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    for _ in 0..3 {
+        // Each of these waited for at least one --timeout (1 s) before.
+        let started = Instant::now();
+        assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+        let cold = std::fs::read(m.at("myapp/api/token/value"));
+        let took = started.elapsed();
+        assert_eq!(
+            cold.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EIO)),
+            "an uncached read with the store hung"
+        );
+        assert!(
+            took < Duration::from_millis(800),
+            "a cached and an uncached read waited {took:?} on a store known to hang"
+        );
+    }
+    bao.resume();
+    let value = eventually(
+        "the mount notices the store is back",
+        Duration::from_secs(10),
+        || std::fs::read(m.at("myapp/api/token/value")).ok(),
+    );
+    assert_eq!(value, b"t0k");
+}
+
+#[test]
+fn status_of_a_mount_whose_store_hangs_says_so_within_its_own_deadline() {
+    // A liveness probe must not restart a healthy mount because the store
+    // hangs: `status` answers "mounted, store unreachable" (exit 1), not
+    // "not mounted" (exit 2), whatever --timeout is.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--timeout", "30s"]);
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    bao.pause();
+    let out = Command::new(support::secretfs())
+        .arg("status")
+        .arg(m.path())
+        .output()
+        .expect("secretfs status");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out:?}"));
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(
+        (report["mounted"].clone(), report["store_reachable"].clone()),
+        (json!(true), json!(false)),
+        "{report}"
+    );
+    bao.resume();
+}

@@ -125,11 +125,17 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
 
     /// The cached positive answer, however old, while within the stale-if-error window.
     pub fn stale(&self, key: &K) -> Option<Cached<V>> {
-        let now = self.clock.now();
+        self.stale_at(key, self.clock.now())
+    }
+
+    /// The cached positive answer as it stood at `at`: within the
+    /// stale-if-error window then (a request that waited on a hung store
+    /// must not lose an answer that was servable when it was asked).
+    fn stale_at(&self, key: &K, at: Instant) -> Option<Cached<V>> {
         let mut entries = lock(&self.entries);
         let entry = entries.get(key)?;
         let value = entry.value.clone()?;
-        let age = now.saturating_duration_since(entry.fetched);
+        let age = at.saturating_duration_since(entry.fetched);
         (age < self.policy.ttl + self.policy.stale_if_error).then(|| Cached {
             value: Some(value),
             // Ask again soon: the store may be back.
@@ -176,6 +182,7 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         if let Some(hit) = self.fresh(key) {
             return Ok(hit);
         }
+        let asked = self.clock.now();
         let (flight, leader) = {
             let mut flights = lock(&self.flights);
             match flights.get(key) {
@@ -210,7 +217,7 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
             Some(hit) => Ok(hit),
             None => match fetch() {
                 Ok(value) => Ok(self.insert(key.clone(), value)),
-                Err(e) if e.is_transient() => match self.stale(key) {
+                Err(e) if e.is_transient() => match self.stale_at(key, asked) {
                     Some(stale) => {
                         tracing::warn!(error = %e, "store unreachable: serving a cached answer past its TTL (stale-if-error)");
                         Ok(stale)
@@ -433,6 +440,21 @@ mod tests {
         );
         clock.advance(Duration::from_secs(30));
         assert!(cache.recently_expired(&"k").is_none());
+    }
+
+    #[test]
+    fn an_answer_servable_when_asked_is_served_after_a_slow_failure() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        cache.insert("k", Some(1));
+        // 89 s old when asked: inside TTL + stale-if-error (30 + 60 s).
+        clock.advance(Duration::from_secs(89));
+        let got = cache.get_or_fetch(&"k", || {
+            // The store hangs past the end of the window, then fails.
+            clock.advance(Duration::from_secs(5));
+            Err(Error::Timeout(Duration::from_secs(5)))
+        });
+        assert_eq!(got.unwrap().value.as_deref(), Some(&1));
     }
 
     #[test]

@@ -3,14 +3,20 @@
 //! fetches, stale-while-revalidate, stale-if-error, and writes that land in
 //! the cache at once. Every answer that replaced an older one comes back
 //! with the [`Change`], from which the core makes kernel invalidations.
+//!
+//! Once a request has timed out or could not reach the store, the store is
+//! "down" until a background probe gets an answer: meanwhile cached answers
+//! are served at once (stale ones within --stale-if-error), anything else
+//! fails at once with `EIO`, and only the probe waits on the store.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::cache::{Cache, CachePolicy, Cached, Clock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{
     Capabilities, Health, ListEntry, Listing, Precondition, Secret, SecretData, SecretPath,
     SecretStore,
@@ -91,9 +97,33 @@ impl ParentSays {
     }
 }
 
+/// How often a probe asks a store that stopped answering whether it is back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long `secretfs status` waits for the store's health, whatever
+/// --timeout is: the status command has a deadline of its own.
+const HEALTH_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether an error says the store could not be reached (rather than that
+/// it answered no).
+fn is_outage(e: &Error) -> bool {
+    matches!(e, Error::Timeout(_) | Error::Unavailable(_))
+}
+
+/// Whether the store answers, as the last request found.
+#[derive(Default)]
+struct Reach {
+    /// A request timed out or could not connect, and no probe got an
+    /// answer since.
+    down: AtomicBool,
+    /// A probe thread is running.
+    probing: AtomicBool,
+}
+
 /// The store as the core sees it: through the cache.
 pub struct Source {
     store: Arc<dyn SecretStore>,
+    reach: Arc<Reach>,
     listings: Cache<SecretPath, Listing>,
     secrets: Cache<SecretPath, Secret>,
     /// When the mount started: the mtime of what the store gives none.
@@ -113,6 +143,7 @@ impl Source {
     pub fn new(store: Arc<dyn SecretStore>, policy: CachePolicy, clock: Arc<dyn Clock>) -> Self {
         Source {
             store,
+            reach: Arc::new(Reach::default()),
             listings: Cache::new(policy, clock.clone()),
             secrets: Cache::new(policy, clock),
             started: SystemTime::now(),
@@ -126,9 +157,64 @@ impl Source {
         self.store.capabilities()
     }
 
-    /// Whether the store answers and its credential holds.
+    /// Whether the store answers and its credential holds: at once when
+    /// it is known down, else within a few seconds whatever --timeout is.
     pub fn health(&self) -> Result<Health> {
-        self.store.health()
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        let store = self.store.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("secretfs-health".into())
+            .spawn(move || {
+                let _ = tx.send(store.health());
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start a health check: {e}")))?;
+        let answer = rx
+            .recv_timeout(HEALTH_WAIT)
+            .unwrap_or(Err(Error::Timeout(HEALTH_WAIT)));
+        self.noted(answer)
+    }
+
+    /// Whether the store is known not to answer (a probe is checking).
+    pub fn is_down(&self) -> bool {
+        self.reach.down.load(Ordering::SeqCst)
+    }
+
+    fn down_error() -> Error {
+        Error::Unavailable("the store did not answer the last request (a probe is checking)".into())
+    }
+
+    /// Passes `result` on, marking the store down when it says the store
+    /// could not be reached.
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if is_outage(e) {
+                self.went_down(e);
+            }
+        }
+        result
+    }
+
+    fn went_down(&self, e: &Error) {
+        if !self.reach.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %e, "store unreachable: answering from the cache (stale answers within --stale-if-error), failing the rest at once, probing it in the background");
+        }
+        if self.reach.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = self.store.clone();
+        let reach = Arc::downgrade(&self.reach);
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-probe".into())
+            .spawn(move || probe(store, reach));
+        if let Err(e) = spawned {
+            // Without a probe, requests keep trying the store themselves.
+            tracing::error!(error = %e, "cannot start the store probe");
+            self.reach.probing.store(false, Ordering::SeqCst);
+            self.reach.down.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Numbers of listings and secrets held.
@@ -169,6 +255,10 @@ impl Source {
 
     /// Runs one background refresh; the change it made.
     pub fn refresh(&self, job: &Refresh) -> Result<Change> {
+        if self.is_down() {
+            lock(&self.refreshing).remove(job);
+            return Err(Self::down_error());
+        }
         let result = match job {
             Refresh::Listing(p) => self.fetch_listing(p).map(|l| {
                 let before = self.listings.last(p);
@@ -190,13 +280,16 @@ impl Source {
             }),
         };
         lock(&self.refreshing).remove(job);
-        result
+        self.noted(result)
     }
 
     /// The latest version of a secret, from the store (not the cache): what
     /// a change is made to.
     pub fn read_latest(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        self.store.read(path)
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        self.noted(self.store.read(path))
     }
 
     /// Writes `data` as the secret at `path` if `when` holds. On success
@@ -208,7 +301,10 @@ impl Source {
         data: SecretData,
         when: &Precondition,
     ) -> Result<Arc<Secret>> {
-        let revision = self.store.write(path, &data, when)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        let revision = self.noted(self.store.write(path, &data, when))?;
         let fresh = Secret {
             keys: data,
             revision,
@@ -223,7 +319,10 @@ impl Source {
 
     /// Deletes the secret at `path`; the cache knows at once.
     pub fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.store.delete(path)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        self.noted(self.store.delete(path))?;
         self.forget_deleted(path);
         Ok(())
     }
@@ -324,6 +423,9 @@ impl Source {
                 return not_one(says.valid_for);
             }
         }
+        if self.is_down() {
+            return self.while_down(path, kind, cache);
+        }
         let job = match kind {
             Kind::Folder => Refresh::Listing(path.clone()),
             Kind::Secret => Refresh::Secret(path.clone()),
@@ -337,7 +439,7 @@ impl Source {
         let mut replaced = None;
         let answer = cache.get_or_fetch(path, || {
             replaced = Some(cache.last(path));
-            fetch()
+            self.noted(fetch())
         });
         match answer {
             Ok(now) => {
@@ -357,6 +459,31 @@ impl Source {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// The answer for `path` while the store is down: the cache's (a stale
+    /// one within --stale-if-error), what the parent's stale listing says,
+    /// else `EIO` at once.
+    fn while_down<V>(
+        &self,
+        path: &SecretPath,
+        kind: Kind,
+        cache: &Cache<SecretPath, V>,
+    ) -> Result<Fetched<V>> {
+        let answer = match cache.fresh(path).or_else(|| cache.stale(path)) {
+            Some(answer) => answer,
+            None => match self.known_from_stale_parent(path) {
+                Some(says) if !says.is(kind) => Cached {
+                    value: None,
+                    valid_for: says.valid_for,
+                },
+                _ => return Err(Self::down_error()),
+            },
+        };
+        Ok(Fetched {
+            answer,
+            change: None,
+        })
     }
 
     /// A recently expired answer, served at once while `job` refreshes it
@@ -425,5 +552,25 @@ impl From<(SecretPath, Option<Arc<Listing>>, Option<Arc<Listing>>)> for Change {
 impl From<(SecretPath, Option<Arc<Secret>>, Option<Arc<Secret>>)> for Change {
     fn from((path, before, now): (SecretPath, Option<Arc<Secret>>, Option<Arc<Secret>>)) -> Self {
         Change::Secret { path, before, now }
+    }
+}
+
+/// Asks the store every [`PROBE_EVERY`] whether it answers again, until it
+/// does (any answer, a refusal included) or the mount is gone.
+fn probe(store: Arc<dyn SecretStore>, reach: Weak<Reach>) {
+    loop {
+        std::thread::sleep(PROBE_EVERY);
+        let Some(r) = reach.upgrade() else { return };
+        match store.health() {
+            Err(e) if is_outage(&e) => {
+                tracing::debug!(error = %e, "probe: the store still does not answer");
+            }
+            _ => {
+                r.down.store(false, Ordering::SeqCst);
+                r.probing.store(false, Ordering::SeqCst);
+                tracing::info!("the store answers again");
+                return;
+            }
+        }
     }
 }

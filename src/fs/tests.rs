@@ -1091,3 +1091,37 @@ fn a_new_secret_shows_in_the_listings_above_it_at_once() {
     // The listings that did not name the new secret were fetched again.
     assert!(store.list_calls() > lists);
 }
+
+#[test]
+fn once_the_store_fails_to_answer_only_the_probe_asks_it_until_it_is_back() {
+    let store = seeded();
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    clock.advance(Duration::from_secs(31));
+    store.set_fault(Some(Error::Timeout(Duration::from_secs(3))));
+    // The first request that finds the store gone waits for it...
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    let calls = store.read_calls() + store.list_calls();
+    // ...the next ones do not: cached answers at once, the rest EIO at once.
+    for _ in 0..5 {
+        assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+        assert_eq!(
+            path_ino(&fs, "myapp/api/token").unwrap_err().errno(),
+            libc::EIO
+        );
+        assert_eq!(
+            write_file(&fs, "myapp/db/USER", b"x").unwrap_err().errno(),
+            libc::EIO
+        );
+    }
+    assert_eq!(store.read_calls() + store.list_calls(), calls);
+    assert!(!fs.status_json()["store_reachable"].as_bool().unwrap());
+    // Back: the probe (every second) notices, and requests go through again.
+    store.set_fault(None);
+    let back = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        path_ino(&fs, "myapp/api/token").is_ok()
+    });
+    assert!(back, "the store came back but the mount did not notice");
+    assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
+}

@@ -322,6 +322,29 @@ impl Bao {
             .to_string()
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its port and never answers,
+    /// like a hung server or a black-holed network.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Stops the server (to test outages).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -333,6 +356,11 @@ impl Bao {
 
 impl Drop for Bao {
     fn drop(&mut self) {
+        // A paused server must be woken to be killed cleanly.
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
+        }
         self.stop();
     }
 }
