@@ -64,6 +64,11 @@ pub enum Error {
     /// No extended attribute of that name.
     #[error("no such extended attribute")]
     NoAttribute,
+    /// The answer needs the store, and the caller asked not to wait for it
+    /// (the FUSE adapter then asks again off its request threads). Never
+    /// reaches a program.
+    #[error("the answer needs the store")]
+    WouldBlock,
 }
 
 impl Error {
@@ -86,6 +91,7 @@ impl Error {
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
             Error::NoAttribute => libc::ENODATA,
+            Error::WouldBlock => libc::EAGAIN,
         }
     }
 
@@ -109,6 +115,7 @@ impl Error {
                 | Error::Exists
                 | Error::CrossSecret
                 | Error::NoAttribute
+                | Error::WouldBlock
         )
     }
 }

@@ -220,3 +220,54 @@ fn status_of_a_mount_whose_store_hangs_says_so_within_its_own_deadline() {
     );
     bao.resume();
 }
+
+#[test]
+fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
+    // 16 cold reads hang on a frozen store (more than the daemon's 4
+    // request threads): a read of a cached key must not queue behind them.
+    // Each in a folder of its own: the kernel sends one lookup at a time
+    // per directory.
+    let bao = seeded();
+    for i in 0..16 {
+        bao.kv2_put("secret", &format!("cold{i}/s"), json!({"K": "v"}));
+    }
+    let m = Mount::new(&bao, "secret/", &["--ttl", "10m", "--timeout", "5s"]);
+    // Cached: the key, and the root listing that names cold0..cold15.
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    bao.pause();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cold: Vec<_> = (0..16)
+        .map(|i| {
+            let (path, done) = (m.at(&format!("cold{i}/s/K")), done.clone());
+            std::thread::spawn(move || {
+                let r = std::fs::read(path);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                r
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut took = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+        took.push(started.elapsed());
+    }
+    let still_hanging = 16 - done.load(std::sync::atomic::Ordering::SeqCst);
+    took.sort();
+    eprintln!(
+        "cached reads while {still_hanging} cold reads hang: p50 {:?}, p99 {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        took[took.len() - 1]
+    );
+    assert_eq!(
+        still_hanging, 16,
+        "the cached reads were answered only after cold reads gave up"
+    );
+    for t in cold {
+        let r = t.join().expect("cold reader");
+        assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+    }
+    bao.resume();
+}

@@ -129,6 +129,7 @@ fn all_errors() -> Vec<Error> {
         Error::IsDir,
         Error::NotDir,
         Error::NoAttribute,
+        Error::WouldBlock,
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -151,7 +152,8 @@ fn all_errors() -> Vec<Error> {
             | Error::NotPermitted(_)
             | Error::IsDir
             | Error::NotDir
-            | Error::NoAttribute => {}
+            | Error::NoAttribute
+            | Error::WouldBlock => {}
         }
     }
     all

@@ -28,23 +28,30 @@ impl SecretFs {
             )
     }
 
-    /// Whether the secret at `path` has a live version (or we may not know).
-    pub(super) fn secret_is_live(&self, path: &SecretPath) -> bool {
-        !matches!(self.secret(path), Ok(Cached { value: None, .. }))
+    /// Whether the secret at `path` has a live version (or we may not
+    /// know: the store failed). `WouldBlock` when it is not cached and the
+    /// caller may not wait.
+    pub(super) fn secret_is_live(&self, path: &SecretPath) -> Result<bool> {
+        match self.secret(path) {
+            Ok(Cached { value: None, .. }) => Ok(false),
+            Err(Error::WouldBlock) => Err(Error::WouldBlock),
+            _ => Ok(true),
+        }
     }
 
     /// Whether the parent's listing names a secret at `path` (whether or
     /// not it reads).
-    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> bool {
+    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> Result<bool> {
         let Some((parent, name)) = path.split_last() else {
-            return false;
+            return Ok(false);
         };
         match self.listing(&parent) {
             Ok(Cached {
                 value: Some(listing),
                 ..
-            }) => source::named(&listing, name).iter().any(|e| !e.folder),
-            _ => false,
+            }) => Ok(source::named(&listing, name).iter().any(|e| !e.folder)),
+            Err(Error::WouldBlock) => Err(Error::WouldBlock),
+            _ => Ok(false),
         }
     }
 
@@ -124,7 +131,7 @@ impl SecretFs {
                 // KV v2 keeps listing a soft-deleted secret: a secret-only
                 // entry is a directory only if it has a live version. Its
                 // GET is needed by the first access below it anyway.
-                if folder || (secret && self.secret_is_live(&child_path)) {
+                if folder || (secret && self.secret_is_live(&child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }

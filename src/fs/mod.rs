@@ -40,6 +40,7 @@ use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
 use namespace::Namespace;
 pub use readdir::{DirEntry, DirReplier};
+pub use source::without_waiting;
 use source::{Refresh, Source};
 use view::{Placement, ViewId, Views};
 use writers::Writers;

@@ -104,6 +104,34 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// --timeout is: the status command has a deadline of its own.
 const HEALTH_WAIT: Duration = Duration::from_secs(3);
 
+thread_local! {
+    /// Set while the calling thread may not wait on the store.
+    static NO_WAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` on this thread without waiting on the store: whatever would ask
+/// the store fails with [`Error::WouldBlock`] instead, so that a request
+/// thread answers what the cache can answer and hands the rest on.
+pub fn without_waiting<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_WAIT.with(|w| w.set(self.0));
+        }
+    }
+    let _reset = Reset(NO_WAIT.with(|w| w.replace(true)));
+    f()
+}
+
+/// `Err(WouldBlock)` when this thread may not wait on the store.
+fn may_wait() -> Result<()> {
+    if NO_WAIT.with(|w| w.get()) {
+        Err(Error::WouldBlock)
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether an error says the store could not be reached (rather than that
 /// it answered no).
 fn is_outage(e: &Error) -> bool {
@@ -163,6 +191,7 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
+        may_wait()?;
         let store = self.store.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -289,6 +318,7 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
+        may_wait()?;
         self.noted(self.store.read(path))
     }
 
@@ -304,6 +334,7 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
+        may_wait()?;
         let revision = self.noted(self.store.write(path, &data, when))?;
         let fresh = Secret {
             keys: data,
@@ -322,6 +353,7 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
+        may_wait()?;
         self.noted(self.store.delete(path))?;
         self.forget_deleted(path);
         Ok(())
@@ -436,6 +468,14 @@ impl Source {
                 change: None,
             });
         }
+        if let Some(answer) = cache.fresh(path) {
+            return Ok(Fetched {
+                answer,
+                change: None,
+            });
+        }
+        // Only a fetch (or waiting for another thread's fetch) is left.
+        may_wait()?;
         let mut replaced = None;
         let answer = cache.get_or_fetch(path, || {
             replaced = Some(cache.last(path));

@@ -270,7 +270,7 @@ impl SecretFs {
             // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
                 if !self.names.is_local_dir(&path)
-                    && !self.secret_is_live(&path)
+                    && !self.secret_is_live(&path)?
                     && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
             Err(Error::NotFound) => {}
@@ -324,7 +324,7 @@ impl SecretFs {
         }
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
-        if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path) {
+        if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)? {
             self.source.delete(&path)?;
         } else {
             self.source.forget_deleted(&path);

@@ -2,7 +2,14 @@
 //! Errors are logged here, once, with the operation, inode and path.
 //! Mounting, unmounting and the notifier thread are in `session`; this
 //! folder is the only place that knows `fuser`.
+//!
+//! Request threads never wait on the store: reads (lookup, getattr, open,
+//! read, opendir) are answered on the request thread when the cache can
+//! answer them, and everything that needs the store (those reads on a
+//! miss, every change, directory listings and extended attributes) runs on
+//! the store threads of `pool`, which reply when done.
 
+mod pool;
 mod session;
 
 pub use session::{mount, MountSettings, Mounted};
@@ -22,20 +29,62 @@ use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
-use crate::fs::{Attr, DirEntry, DirReplier, SecretFs};
+use crate::fs::{without_waiting, Attr, DirEntry, DirReplier, SecretFs};
+use pool::Pool;
+
+/// How many threads may wait on the store at once: requests beyond that
+/// queue for them (the store's own deadline bounds each wait).
+const STORE_THREADS: usize = 16;
+
+/// What request threads and store threads share.
+struct Shared {
+    core: Arc<SecretFs>,
+    audit: Option<AuditLog>,
+}
 
 /// The FUSE face of a [`SecretFs`].
 pub struct FuseAdapter {
-    core: Arc<SecretFs>,
-    audit: Option<AuditLog>,
+    shared: Arc<Shared>,
+    pool: Pool,
 }
 
 impl FuseAdapter {
     /// Wraps the core; with an audit log, every open of a file is recorded.
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
-        FuseAdapter { core, audit }
+        FuseAdapter {
+            shared: Arc::new(Shared { core, audit }),
+            pool: Pool::new(STORE_THREADS),
+        }
     }
 
+    /// Runs `job` on a store thread.
+    fn later(&self, job: impl FnOnce(&Shared) + Send + 'static) {
+        let shared = self.shared.clone();
+        self.pool.run(move || job(&shared));
+    }
+
+    /// Answers with `op` on this thread if the cache can; else on a store
+    /// thread. `send` replies either way.
+    fn now_or_later<T, R>(
+        &self,
+        reply: R,
+        op: impl Fn(&SecretFs) -> crate::error::Result<T> + Send + 'static,
+        send: impl FnOnce(&Shared, R, crate::error::Result<T>) + Send + 'static,
+    ) where
+        R: Send + 'static,
+        T: 'static,
+    {
+        match without_waiting(|| op(&self.shared.core)) {
+            Err(Error::WouldBlock) => self.later(move |s| {
+                let result = op(&s.core);
+                send(s, reply, result);
+            }),
+            result => send(&self.shared, reply, result),
+        }
+    }
+}
+
+impl Shared {
     /// Logs a failed request once and turns it into its errno.
     fn fail(&self, op: &'static str, ino: Ino, name: Option<&OsStr>, e: &Error) -> Errno {
         let mut path = self.core.describe(ino);
@@ -86,15 +135,48 @@ fn file_type(is_dir: bool) -> FileType {
 
 /// A READDIR or READDIRPLUS reply being filled by the core.
 struct Entries<'a, R> {
-    adapter: &'a FuseAdapter,
+    shared: &'a Shared,
     op: &'static str,
     reply: R,
 }
 
 impl<R> Entries<'_, R> {
     fn log_skipped(&self, dir: Ino, name: &str, error: &Error) {
-        self.adapter
+        self.shared
             .fail(self.op, dir, Some(OsStr::new(name)), error);
+    }
+}
+
+/// Answers a LOOKUP or MKDIR.
+fn send_entry(
+    s: &Shared,
+    op: &'static str,
+    (parent, name): (Ino, &OsStr),
+    reply: ReplyEntry,
+    result: crate::error::Result<Attr>,
+) {
+    match result {
+        Ok(attr) => reply.entry_with_ttls(
+            &attr.valid_for,
+            &attr.valid_for,
+            &to_file_attr(&attr),
+            Generation(0),
+        ),
+        Err(e) => reply.error(s.fail(op, parent, Some(name), &e)),
+    }
+}
+
+/// Answers a request that returns nothing but its outcome.
+fn send_empty(
+    s: &Shared,
+    op: &'static str,
+    (ino, name): (Ino, Option<&OsStr>),
+    reply: ReplyEmpty,
+    result: crate::error::Result<()>,
+) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(s.fail(op, ino, name, &e)),
     }
 }
 
@@ -168,44 +250,50 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _span = tracing::debug_span!("lookup", ino = parent.0).entered();
-        let Some(name_str) = name.to_str() else {
+        let Some(name) = name.to_str().map(str::to_string) else {
             reply.error(Errno::ENOENT);
             return;
         };
-        match self.core.lookup(Ino(parent.0), name_str) {
-            Ok(attr) => reply.entry_with_ttls(
-                &attr.valid_for,
-                &attr.valid_for,
-                &to_file_attr(&attr),
-                Generation(0),
-            ),
-            Err(e) => reply.error(self.fail("lookup", Ino(parent.0), Some(name), &e)),
-        }
+        let parent = Ino(parent.0);
+        let looked_up = name.clone();
+        self.now_or_later(
+            reply,
+            move |core| core.lookup(parent, &looked_up),
+            move |s, reply, result| {
+                send_entry(s, "lookup", (parent, OsStr::new(&name)), reply, result)
+            },
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(Ino(ino.0), nlookup);
+        self.shared.core.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
-        match self.core.getattr(Ino(ino.0)) {
-            Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-            Err(e) => reply.error(self.fail("getattr", Ino(ino.0), None, &e)),
-        }
+        let ino = Ino(ino.0);
+        self.now_or_later(
+            reply,
+            move |core| core.getattr(ino),
+            move |s, reply, result| match result {
+                Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
+                Err(e) => reply.error(s.fail("getattr", ino, None, &e)),
+            },
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        if let Some(audit) = &self.audit {
+        let core = &self.shared.core;
+        if let Some(audit) = &self.shared.audit {
             let caller = Caller {
                 uid: req.uid(),
                 pid: req.pid(),
             };
             let op = if write { "open-write" } else { "open-read" };
-            audit.record(op, &self.core.describe(Ino(ino.0)), caller);
-        } else if !write && self.core.opens_can_skip_daemon(Ino(ino.0)) {
+            audit.record(op, &core.describe(Ino(ino.0)), caller);
+        } else if !write && core.opens_can_skip_daemon(Ino(ino.0)) {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
             // arrive without a handle.
@@ -219,10 +307,17 @@ impl Filesystem for FuseAdapter {
         } else {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         };
-        match self.core.open(Ino(ino.0), write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), cache),
-            Err(e) => reply.error(self.fail("open", Ino(ino.0), None, &e)),
+        let ino = Ino(ino.0);
+        let send =
+            move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| match result {
+                Ok(fh) => reply.opened(FileHandle(fh.0), cache),
+                Err(e) => reply.error(s.fail("open", ino, None, &e)),
+            };
+        if write {
+            // A write buffer starts from the value: the store may be asked.
+            return self.later(move |s| send(s, reply, s.core.open(ino, write, truncate)));
         }
+        self.now_or_later(reply, move |core| core.open(ino, false, false), send);
     }
 
     fn read(
@@ -237,20 +332,34 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
+        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
         // The reply is sent inside the closure so the bytes are never copied again.
-        let mut reply = Some(reply);
-        let send = |bytes: &[u8]| {
-            if let Some(r) = reply.take() {
-                r.data(bytes);
+        let read = move |core: &SecretFs, reply: &mut Option<ReplyData>| {
+            let send = |bytes: &[u8]| {
+                if let Some(r) = reply.take() {
+                    r.data(bytes);
+                }
+            };
+            if fh.0 == 0 {
+                core.read_ino(ino, offset, size, send)
+            } else {
+                core.read_handle(fh, offset, size, send)
             }
         };
-        let result = if fh.0 == 0 {
-            self.core.read_ino(Ino(ino.0), offset, size, send)
-        } else {
-            self.core.read_handle(Fh(fh.0), offset, size, send)
-        };
-        if let (Err(e), Some(r)) = (result, reply) {
-            r.error(self.fail("read", Ino(ino.0), None, &e));
+        let mut reply = Some(reply);
+        let result = without_waiting(|| read(&self.shared.core, &mut reply));
+        let finish =
+            move |s: &Shared, result: crate::error::Result<()>, reply: Option<ReplyData>| {
+                if let (Err(e), Some(r)) = (result, reply) {
+                    r.error(s.fail("read", ino, None, &e));
+                }
+            };
+        match result {
+            Err(Error::WouldBlock) => self.later(move |s| {
+                let result = read(&s.core, &mut reply);
+                finish(s, result, reply);
+            }),
+            result => finish(&self.shared, result, reply),
         }
     }
 
@@ -264,8 +373,12 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(Fh(fh.0));
-        reply.ok();
+        // The last close of a written file may commit (a change made
+        // without writing): the store may be asked.
+        self.later(move |s| {
+            s.core.release(Fh(fh.0));
+            reply.ok();
+        });
     }
 
     fn flush(
@@ -277,14 +390,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
-        if self.core.is_read_only() {
+        if self.shared.core.is_read_only() {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
         }
-        match self.core.flush(Fh(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("flush", Ino(ino.0), None, &e)),
-        }
+        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
+        self.later(move |s| send_empty(s, "flush", (ino, None), reply, s.core.flush(fh)));
     }
 
     fn fsync(
@@ -296,10 +407,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        match self.core.fsync(Fh(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsync", Ino(ino.0), None, &e)),
-        }
+        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
+        self.later(move |s| send_empty(s, "fsync", (ino, None), reply, s.core.fsync(fh)));
     }
 
     fn fsyncdir(
@@ -327,9 +436,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
-        match self.core.write_handle(Fh(fh.0), offset, data) {
+        // Into the write buffer: the store is not asked.
+        match self.shared.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.fail("write", Ino(ino.0), None, &e)),
+            Err(e) => reply.error(self.shared.fail("write", Ino(ino.0), None, &e)),
         }
     }
 
@@ -352,10 +462,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
-        match self.core.setattr(Ino(ino.0), size, uid, gid) {
+        let ino = Ino(ino.0);
+        self.later(move |s| match s.core.setattr(ino, size, uid, gid) {
             Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-            Err(e) => reply.error(self.fail("setattr", Ino(ino.0), None, &e)),
-        }
+            Err(e) => reply.error(s.fail("setattr", ino, None, &e)),
+        });
     }
 
     fn create(
@@ -369,27 +480,31 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let _span = tracing::debug_span!("create", ino = parent.0).entered();
-        let result = match name.to_str() {
-            Some(n) => self.core.create(Ino(parent.0), n),
-            None => Err(Error::NotUtf8),
+        let name = name.to_os_string();
+        let parent = Ino(parent.0);
+        let caller = Caller {
+            uid: req.uid(),
+            pid: req.pid(),
         };
-        if let (Some(audit), Ok((attr, _))) = (&self.audit, &result) {
-            let caller = Caller {
-                uid: req.uid(),
-                pid: req.pid(),
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.create(parent, n),
+                None => Err(Error::NotUtf8),
             };
-            audit.record("create", &self.core.describe(attr.ino), caller);
-        }
-        match result {
-            Ok((attr, fh)) => reply.created(
-                &attr.valid_for,
-                &to_file_attr(&attr),
-                Generation(0),
-                FileHandle(fh.0),
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(self.fail("create", Ino(parent.0), Some(name), &e)),
-        }
+            if let (Some(audit), Ok((attr, _))) = (&s.audit, &result) {
+                audit.record("create", &s.core.describe(attr.ino), caller);
+            }
+            match result {
+                Ok((attr, fh)) => reply.created(
+                    &attr.valid_for,
+                    &to_file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh.0),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
+            }
+        });
     }
 
     fn mkdir(
@@ -402,43 +517,41 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
-        let result = match name.to_str() {
-            Some(n) => self.core.mkdir(Ino(parent.0), n),
-            None => Err(Error::NotUtf8),
-        };
-        match result {
-            Ok(attr) => reply.entry_with_ttls(
-                &attr.valid_for,
-                &attr.valid_for,
-                &to_file_attr(&attr),
-                Generation(0),
-            ),
-            Err(e) => reply.error(self.fail("mkdir", Ino(parent.0), Some(name), &e)),
-        }
+        let name = name.to_os_string();
+        let parent = Ino(parent.0);
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.mkdir(parent, n),
+                None => Err(Error::NotUtf8),
+            };
+            send_entry(s, "mkdir", (parent, &name), reply, result);
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
-        let result = match name.to_str() {
-            Some(n) => self.core.unlink(Ino(parent.0), n),
-            None => Err(Error::NotFound),
-        };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", Ino(parent.0), Some(name), &e)),
-        }
+        let name = name.to_os_string();
+        let parent = Ino(parent.0);
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.unlink(parent, n),
+                None => Err(Error::NotFound),
+            };
+            send_empty(s, "unlink", (parent, Some(&name)), reply, result);
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
-        let result = match name.to_str() {
-            Some(n) => self.core.rmdir(Ino(parent.0), n),
-            None => Err(Error::NotFound),
-        };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", Ino(parent.0), Some(name), &e)),
-        }
+        let name = name.to_os_string();
+        let parent = Ino(parent.0);
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.rmdir(parent, n),
+                None => Err(Error::NotFound),
+            };
+            send_empty(s, "rmdir", (parent, Some(&name)), reply, result);
+        });
     }
 
     fn rename(
@@ -452,45 +565,51 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("rename", ino = parent.0).entered();
-        let result =
-            if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-                Err(Error::Invalid(
-                    "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
-                ))
-            } else {
-                match (name.to_str(), newname.to_str()) {
-                    (Some(n), Some(nn)) => self.core.rename(
-                        Ino(parent.0),
-                        n,
-                        Ino(newparent.0),
-                        nn,
-                        flags.contains(RenameFlags::RENAME_NOREPLACE),
-                    ),
-                    (None, _) => Err(Error::NotFound),
-                    (_, None) => Err(Error::NotUtf8),
-                }
-            };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rename", Ino(parent.0), Some(name), &e)),
-        }
+        let (name, newname) = (name.to_os_string(), newname.to_os_string());
+        let (parent, newparent) = (Ino(parent.0), Ino(newparent.0));
+        self.later(move |s| {
+            let result =
+                if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+                    Err(Error::Invalid(
+                        "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
+                    ))
+                } else {
+                    match (name.to_str(), newname.to_str()) {
+                        (Some(n), Some(nn)) => s.core.rename(
+                            parent,
+                            n,
+                            newparent,
+                            nn,
+                            flags.contains(RenameFlags::RENAME_NOREPLACE),
+                        ),
+                        (None, _) => Err(Error::NotFound),
+                        (_, None) => Err(Error::NotUtf8),
+                    }
+                };
+            send_empty(s, "rename", (parent, Some(&name)), reply, result);
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
-        let result = match name.to_str() {
-            Some(n) => self.core.getxattr(Ino(ino.0), n),
-            None => Err(Error::NoAttribute),
-        };
-        match result {
-            Ok(bytes) => reply_xattr(reply, size, &bytes),
-            Err(e) => reply.error(self.fail("getxattr", Ino(ino.0), Some(name), &e)),
-        }
+        // The status attribute asks the store how it is.
+        let name = name.to_os_string();
+        let ino = Ino(ino.0);
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.getxattr(ino, n),
+                None => Err(Error::NoAttribute),
+            };
+            match result {
+                Ok(bytes) => reply_xattr(reply, size, &bytes),
+                Err(e) => reply.error(s.fail("getxattr", ino, Some(&name), &e)),
+            }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
-        match self.core.listxattr(Ino(ino.0)) {
+        match self.shared.core.listxattr(Ino(ino.0)) {
             Ok(names) => {
                 // Each name followed by a NUL, as listxattr(2) returns them.
                 let mut bytes = Vec::new();
@@ -500,16 +619,21 @@ impl Filesystem for FuseAdapter {
                 }
                 reply_xattr(reply, size, &bytes);
             }
-            Err(e) => reply.error(self.fail("listxattr", Ino(ino.0), None, &e)),
+            Err(e) => reply.error(self.shared.fail("listxattr", Ino(ino.0), None, &e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
-        match self.core.opendir(Ino(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("opendir", Ino(ino.0), None, &e)),
-        }
+        let ino = Ino(ino.0);
+        self.now_or_later(
+            reply,
+            move |core| core.opendir(ino),
+            move |s, reply, result| match result {
+                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                Err(e) => reply.error(s.fail("opendir", ino, None, &e)),
+            },
+        );
     }
 
     fn readdir(
@@ -521,15 +645,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyDirectory,
     ) {
         let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
-        let mut out = Entries {
-            adapter: self,
-            op: "readdir",
-            reply,
-        };
-        match self.core.readdir(Fh(fh.0), offset, false, &mut out) {
-            Ok(()) => out.reply.ok(),
-            Err(e) => out.reply.error(self.fail("readdir", Ino(ino.0), None, &e)),
-        }
+        // Attributes of entries may need the store.
+        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
+        self.later(move |s| {
+            let mut out = Entries {
+                shared: s,
+                op: "readdir",
+                reply,
+            };
+            match s.core.readdir(fh, offset, false, &mut out) {
+                Ok(()) => out.reply.ok(),
+                Err(e) => out.reply.error(s.fail("readdir", ino, None, &e)),
+            }
+        });
     }
 
     fn readdirplus(
@@ -541,17 +669,18 @@ impl Filesystem for FuseAdapter {
         reply: ReplyDirectoryPlus,
     ) {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
-        let mut out = Entries {
-            adapter: self,
-            op: "readdirplus",
-            reply,
-        };
-        match self.core.readdir(Fh(fh.0), offset, true, &mut out) {
-            Ok(()) => out.reply.ok(),
-            Err(e) => out
-                .reply
-                .error(self.fail("readdirplus", Ino(ino.0), None, &e)),
-        }
+        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
+        self.later(move |s| {
+            let mut out = Entries {
+                shared: s,
+                op: "readdirplus",
+                reply,
+            };
+            match s.core.readdir(fh, offset, true, &mut out) {
+                Ok(()) => out.reply.ok(),
+                Err(e) => out.reply.error(s.fail("readdirplus", ino, None, &e)),
+            }
+        });
     }
 
     fn releasedir(
@@ -562,7 +691,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.release(Fh(fh.0));
+        self.shared.core.release(Fh(fh.0));
         reply.ok();
     }
 }
