@@ -19,6 +19,10 @@ pub enum Error {
     /// The store could not be reached or answered 5xx.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The operation used up its deadline (--timeout for all the store
+    /// requests it makes together), with the store still answering.
+    #[error("the operation ran out of time after {}", humantime::format_duration(*.0))]
+    OutOfTime(Duration),
     /// A backend request ran past its deadline.
     #[error("store request timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
@@ -77,7 +81,10 @@ impl Error {
         match self {
             Error::NotFound => libc::ENOENT,
             Error::PermissionDenied(_) => libc::EACCES,
-            Error::Unavailable(_) | Error::Timeout(_) | Error::Protocol(_) => libc::EIO,
+            Error::Unavailable(_)
+            | Error::Timeout(_)
+            | Error::OutOfTime(_)
+            | Error::Protocol(_) => libc::EIO,
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
             Error::Stale => libc::ESTALE,
@@ -100,7 +107,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Timeout(_) | Error::Protocol(_)
+            Error::Unavailable(_) | Error::Timeout(_) | Error::OutOfTime(_) | Error::Protocol(_)
         )
     }
 

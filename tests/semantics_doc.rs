@@ -130,6 +130,7 @@ fn all_errors() -> Vec<Error> {
         Error::NotDir,
         Error::NoAttribute,
         Error::WouldBlock,
+        Error::OutOfTime(Duration::from_secs(1)),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -153,7 +154,8 @@ fn all_errors() -> Vec<Error> {
             | Error::IsDir
             | Error::NotDir
             | Error::NoAttribute
-            | Error::WouldBlock => {}
+            | Error::WouldBlock
+            | Error::OutOfTime(_) => {}
         }
     }
     all

@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
+pub use crate::store::deadline::operation;
 use crate::store::{Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
 use handle::HandleTable;

@@ -1125,3 +1125,26 @@ fn once_the_store_fails_to_answer_only_the_probe_asks_it_until_it_is_back() {
     assert!(back, "the store came back but the mount did not notice");
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
 }
+
+#[test]
+fn an_operation_asks_the_store_for_no_longer_than_one_timeout_in_all() {
+    // Every write keeps losing its check-and-set: 8 tries of a read and a
+    // write, 150 ms each, would take 2.4 s; the close's one deadline (a
+    // 400 ms store timeout) ends it first, with EIO rather than EAGAIN.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write_handle(fh, 0, b"x").unwrap();
+    store.set_delay(Duration::from_millis(150));
+    store.set_timeout(Duration::from_millis(400));
+    store.fail(Call::Write, Scope::Everywhere, Error::CasConflict);
+    let flushed = crate::store::deadline::operation(|| fs.flush(fh));
+    assert_eq!(flushed.unwrap_err().errno(), libc::EIO);
+    assert!(store.write_calls() < 3, "{} writes", store.write_calls());
+    // A deadline used up is no outage: the store is not marked down.
+    store.heal();
+    store.set_delay(Duration::ZERO);
+    assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
+    fs.release(fh);
+}

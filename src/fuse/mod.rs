@@ -29,7 +29,7 @@ use crate::audit::{AuditLog, Caller};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
-use crate::fs::{without_waiting, Attr, DirEntry, DirReplier, SecretFs};
+use crate::fs::{operation, without_waiting, Attr, DirEntry, DirReplier, SecretFs};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -57,10 +57,11 @@ impl FuseAdapter {
         }
     }
 
-    /// Runs `job` on a store thread.
+    /// Runs `job` on a store thread, as one operation: all the store
+    /// requests it makes share one deadline.
     fn later(&self, job: impl FnOnce(&Shared) + Send + 'static) {
         let shared = self.shared.clone();
-        self.pool.run(move || job(&shared));
+        self.pool.run(move || operation(|| job(&shared)));
     }
 
     /// Answers with `op` on this thread if the cache can; else on a store

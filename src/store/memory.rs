@@ -97,6 +97,8 @@ pub struct MemoryStore {
     secrets: Mutex<BTreeMap<SecretPath, Stored>>,
     faults: Mutex<Vec<Fault>>,
     delay: Mutex<Duration>,
+    /// Each call's own deadline, as a real store's request timeout.
+    timeout: Mutex<Option<Duration>>,
     lists: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -136,6 +138,7 @@ impl MemoryStore {
             secrets: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             delay: Mutex::new(Duration::ZERO),
+            timeout: Mutex::new(None),
             lists: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -221,6 +224,13 @@ impl MemoryStore {
         *lock(&self.delay) = d;
     }
 
+    /// Gives each call a deadline, as a real store's request timeout: a
+    /// call that would take longer (see [`MemoryStore::set_delay`]) fails,
+    /// and calls of one operation share it (`store::deadline`).
+    pub fn set_timeout(&self, d: Duration) {
+        *lock(&self.timeout) = Some(d);
+    }
+
     /// Number of LIST calls so far.
     pub fn list_calls(&self) -> u64 {
         self.lists.load(Ordering::SeqCst)
@@ -278,6 +288,19 @@ impl MemoryStore {
 
     fn before_call(&self, call: Call, path: &SecretPath) -> Result<()> {
         let delay = *lock(&self.delay);
+        if let Some(timeout) = *lock(&self.timeout) {
+            let Some(limit) = super::deadline::left(timeout) else {
+                return Err(Error::OutOfTime(timeout));
+            };
+            if delay >= limit {
+                std::thread::sleep(limit);
+                return Err(if limit < timeout {
+                    Error::OutOfTime(timeout)
+                } else {
+                    Error::Timeout(timeout)
+                });
+            }
+        }
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }

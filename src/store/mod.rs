@@ -3,6 +3,7 @@
 //! (`vault`) and an in-memory one for tests (`memory`). `deleted` hides
 //! what a store with soft deletes keeps listing after a delete through us.
 
+pub mod deadline;
 pub mod deleted;
 pub mod memory;
 pub mod vault;

@@ -54,7 +54,10 @@ impl Client {
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
-        let deadline = self.timeout;
+        // This request's share of the operation's deadline.
+        let Some(deadline) = crate::store::deadline::left(self.timeout) else {
+            return Err(Error::OutOfTime(self.timeout));
+        };
         let started = std::time::Instant::now();
         let outcome = LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
@@ -79,6 +82,9 @@ impl Client {
             "store request"
         );
         match outcome {
+            // A request cut short by its operation's deadline says nothing
+            // of the store; one that had the whole timeout says it hangs.
+            None if deadline < self.timeout => Err(Error::OutOfTime(self.timeout)),
             None => Err(Error::Timeout(self.timeout)),
             Some(Ok(v)) => Ok(Some(v)),
             Some(Err(e)) if status(&e) == Some(404) => Ok(None),

@@ -1,0 +1,62 @@
+//! One deadline per operation: the store requests one filesystem operation
+//! makes (a lookup's listing and read, a commit's reads, writes and
+//! retries) share one budget, the store's request timeout, instead of
+//! each having it anew. The FUSE adapter marks where an operation starts;
+//! requests made outside one (background refreshes, the probe) each get
+//! the whole timeout.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// When the operation running on this thread started.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` as one operation: every store request it makes on this thread
+/// counts against one deadline, measured from now (an operation inside
+/// another keeps the outer one's).
+pub fn operation<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<Instant>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STARTED.with(|s| s.set(self.0));
+        }
+    }
+    let outer = STARTED.with(|s| s.get());
+    let _reset = Reset(outer);
+    STARTED.with(|s| s.set(Some(outer.unwrap_or_else(Instant::now))));
+    f()
+}
+
+/// How long a request may take now, when the whole operation may take
+/// `budget`: all of it outside an operation, what is left inside one;
+/// `None` once the operation has used it up.
+pub fn left(budget: Duration) -> Option<Duration> {
+    match STARTED.with(|s| s.get()) {
+        None => Some(budget),
+        Some(started) => budget
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_of_one_operation_share_its_budget() {
+        let budget = Duration::from_millis(200);
+        assert_eq!(left(budget), Some(budget));
+        operation(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            let l = left(budget).unwrap();
+            assert!(l <= Duration::from_millis(150), "{l:?}");
+            operation(|| assert!(left(budget).unwrap() <= l));
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(left(budget), None);
+        });
+        assert_eq!(left(budget), Some(budget));
+    }
+}
