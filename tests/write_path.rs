@@ -324,6 +324,87 @@ fn bad_input_fails_at_write_or_close_and_changes_nothing() {
     assert!(!m.log().contains("xxxxxxxx"), "a value reached the log");
 }
 
+/// `secretfs status MOUNTPOINT`'s JSON.
+fn status(m: &Mount) -> serde_json::Value {
+    let out = std::process::Command::new(support::secretfs())
+        .arg("status")
+        .arg(m.path())
+        .output()
+        .expect("secretfs status");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn a_default_mount_is_read_only_every_change_fails_with_erofs() {
+    let bao = seeded();
+    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
+    let versions = |bao: &Bao| {
+        (
+            bao.kv2_version("secret", "app/db"),
+            bao.kv2_version("secret", "app/gone"),
+        )
+    };
+    let before = versions(&bao);
+    let m = Mount::new(&bao, "secret/", &[]);
+    let db = m.at("app/db");
+    for cmd in [
+        format!("echo x > {}/USER", q(&db)),
+        format!("echo x >> {}/USER", q(&db)),
+        format!("rm {}/PORT", q(&db)),
+        format!("rm -f {}/PORT", q(&db)),
+        format!("mkdir {}", q(&m.at("app/D"))),
+        format!("touch {}/NEW", q(&db)),
+        format!("mv {0}/USER {0}/LOGIN", q(&db)),
+        format!("truncate -s 0 {}/PASSWORD", q(&db)),
+        format!("sed -i s/old/new/ {}/PASSWORD", q(&db)),
+        format!("rm -rf {}", q(&m.at("app/gone"))),
+        format!("rm -rf {}/*", q(m.path())),
+    ] {
+        let out = support::sh(&cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "`{cmd}` succeeded on a default mount"
+        );
+        assert!(
+            stderr.contains("Read-only file system"),
+            "`{cmd}`: {stderr}"
+        );
+    }
+    assert_eq!(versions(&bao), before, "a default mount changed the store");
+    assert_eq!(
+        data(&bao, "app/db"),
+        json!({"PASSWORD": "old", "USER": "app", "PORT": 5432})
+    );
+    assert_eq!(data(&bao, "app/gone"), json!({"K": "v"}));
+    // The mount still shows what it showed, and still reads.
+    assert_eq!(std::fs::read(db.join("USER")).unwrap(), b"app");
+    assert!(!db.join("NEW").exists() && !m.at("app/D").exists());
+    let report = status(&m);
+    assert_eq!(
+        (report["mode"].clone(), report["read_only"].clone()),
+        (json!("read-only"), json!(true)),
+        "{report}"
+    );
+}
+
+#[test]
+fn status_says_a_writable_mount_is_writable() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let report = status(&m);
+    assert_eq!(
+        (report["mode"].clone(), report["read_only"].clone()),
+        (json!("writable"), json!(false)),
+        "{report}"
+    );
+}
+
 #[test]
 fn a_read_only_mount_refuses_writes_with_erofs() {
     let bao = seeded();
