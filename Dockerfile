@@ -10,9 +10,12 @@
 #     -v /run/secretfs/myapp:/run/myapp:rshared \
 #     -v /etc/secretfs/myapp.token:/etc/secretfs/token:ro \
 #     -e VAULT_ADDR=https://vault.example.com:8200 \
-#     secretfs --token-file /etc/secretfs/token --allow-other --uid 1000 --gid 1000 --ro \
+#     secretfs --token-file /etc/secretfs/token --allow-other --uid 1000 --gid 1000 \
 #     secret/myapp /run/myapp/secrets
 #   docker run -v /run/secretfs/myapp:/run/myapp:ro,rslave myapp   # reads /run/myapp/secrets/...
+#
+# The mount is read-only (the default; no --writable): the application reads
+# its secrets and cannot change or delete them in Vault.
 #
 # The arguments are those of `secretfs mount` (the entrypoint), which stays in
 # the foreground; `docker stop` (SIGTERM) unmounts and exits 0. The volume is

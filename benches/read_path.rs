@@ -7,14 +7,19 @@
 //! dirs and prints plain-text tables, each followed by how it was measured:
 //!
 //! 1. cached read (open+read+close of a 32-byte key) vs tmpfs, 1 and 8
-//!    threads, for a default and a `--ro` mount;
+//!    threads, for a `--writable` and a default (read-only) mount;
 //! 2. cold read (secret not cached) vs one raw KV v2 GET over keep-alive;
-//! 3. propagation delay of a value changed in Vault, `--ttl 2s`, default and
-//!    `--ro` mounts (a round that never shows the new value is diagnosed
+//! 3. propagation delay of a value changed in Vault, `--ttl 2s`, `--writable`
+//!    and default (read-only) mounts (a round that never shows the new value is diagnosed
 //!    with an O_DIRECT read: daemon or page cache?);
 //! 4. backend load: GETs made for 8 busy readers, for 64 threads opening one
 //!    cold secret at once, and LISTs made by `ls -l` of a 1000-secret folder;
 //! 5. memory (VmRSS) of the daemon after mounting and with 1000 secrets cached.
+//!
+//! The two modes are the ones measured before read-only became the default:
+//! "--writable" is the former default (read-write) mount, "default,
+//! read-only" the former `--ro` one. Sections 4 and 5 mount `--writable`, as
+//! they always did (read-write), so that their figures stay comparable.
 //!
 //! Self-contained on purpose (no `tests/support`): a change to the test
 //! helpers must not change what the benchmark measures. Every wait is
@@ -865,8 +870,8 @@ fn main() {
 fn cached_section(work: &Path, bao: &Bao) {
     section("1. cached read", Duration::from_secs(120));
     let tmpfs = TmpfsFile::new(work);
-    let rw = Mount::start(work, bao, "cached", &["--ttl", "10m"]);
-    let ro = Mount::start(work, bao, "cached-ro", &["--ro", "--ttl", "10m"]);
+    let rw = Mount::start(work, bao, "cached", &["--writable", "--ttl", "10m"]);
+    let ro = Mount::start(work, bao, "cached-ro", &["--ttl", "10m"]);
     let rel = "bench/hot/PASSWORD";
     let mut buf = Vec::new();
     for m in [&rw, &ro] {
@@ -875,12 +880,12 @@ fn cached_section(work: &Path, bao: &Bao) {
     }
     let targets: [(&str, PathBuf); 3] = [
         ("tmpfs (/dev/shm)", tmpfs.file.clone()),
-        ("secretfs", rw.at(rel)),
-        ("secretfs --ro", ro.at(rel)),
+        ("secretfs --writable", rw.at(rel)),
+        ("secretfs (default, read-only)", ro.at(rel)),
     ];
     println!("\n1. CACHED READ: open+read+close of a 32-byte key file (secret cached, --ttl 10m)");
     println!(
-        "   {:<18} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8}",
+        "   {:<30} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8}",
         "", "threads", "p50 µs", "p99 µs", "ops/s", "p50 ×", "ops/s ×"
     );
     for threads in [1, 8] {
@@ -897,7 +902,7 @@ fn cached_section(work: &Path, bao: &Bao) {
             let (p50, p99, ops) = (stat(i, |r| r.p50), stat(i, |r| r.p99), stat(i, |r| r.ops));
             let bad: usize = rounds[i].iter().map(|r| r.bad).sum();
             println!(
-                "   {name:<18} {threads:>7} {p50:>9.1} {p99:>9.1} {ops:>10.0} {:>7.1}x {:>7.1}x{}",
+                "   {name:<30} {threads:>7} {p50:>9.1} {p99:>9.1} {ops:>10.0} {:>7.1}x {:>7.1}x{}",
                 p50 / base_p50,
                 base_ops / ops,
                 if bad > 0 {
@@ -910,7 +915,7 @@ fn cached_section(work: &Path, bao: &Bao) {
     }
     println!("   how: one op = File::open + read_to_end into a reused Vec + close (drop), timed with Instant in");
     println!("        this process; {CACHED_OPS} timed ops per row and round (split evenly over the threads), after");
-    println!("        {CACHED_WARMUP} untimed ops per thread; {CACHED_ROUNDS} rounds with tmpfs, secretfs and secretfs --ro interleaved;");
+    println!("        {CACHED_WARMUP} untimed ops per thread; {CACHED_ROUNDS} rounds with tmpfs, secretfs --writable and the default read-only mount interleaved;");
     println!("        each figure is the median of its per-round values.");
     println!("   p50/p99: nearest-rank percentiles of all ops of a round, all threads pooled.");
     println!(
@@ -924,8 +929,8 @@ fn cached_section(work: &Path, bao: &Bao) {
 /// 2. Cold read vs a raw GET.
 fn cold_section(work: &Path, bao: &Bao) {
     section("2. cold read", Duration::from_secs(90));
-    let m = Mount::start(work, bao, "cold", &["--ttl", "10m"]);
-    let ro = Mount::start(work, bao, "cold-ro", &["--ttl", "10m", "--ro"]);
+    let m = Mount::start(work, bao, "cold", &["--writable", "--ttl", "10m"]);
+    let ro = Mount::start(work, bao, "cold-ro", &["--ttl", "10m"]);
     for mount in [&m, &ro] {
         let listed = std::fs::read_dir(mount.at("cold"))
             .expect("ls cold/")
@@ -982,46 +987,46 @@ fn cold_section(work: &Path, bao: &Bao) {
     println!(
         "\n2. COLD READ: secret not cached, each of {COLD} distinct secrets read once (--ttl 10m)"
     );
-    println!("   {:<34} {:>9} {:>9}", "", "p50 µs", "p99 µs");
+    println!("   {:<44} {:>9} {:>9}", "", "p50 µs", "p99 µs");
     println!(
-        "   {:<34} {:>9.0} {:>9.0}",
+        "   {:<44} {:>9.0} {:>9.0}",
         "raw KV v2 GET, keep-alive (ureq)",
         pct_us(&get_ns, 0.5),
         pct_us(&get_ns, 0.99)
     );
     println!(
-        "   {:<34} {:>9.0} {:>9.0}",
-        "secretfs open+read+close",
+        "   {:<44} {:>9.0} {:>9.0}",
+        "secretfs --writable open+read+close",
         pct_us(&fs_ns, 0.5),
         pct_us(&fs_ns, 0.99)
     );
     println!(
-        "   {:<34} {:>9.0} {:>9}",
-        "secretfs p50 minus raw GET p50",
+        "   {:<44} {:>9.0} {:>9}",
+        "secretfs --writable p50 minus raw GET p50",
         pct_us(&fs_ns, 0.5) - pct_us(&get_ns, 0.5),
         "-"
     );
     println!(
-        "   {:<34} {:>9.0} {:>9.0}",
-        "secretfs --ro open+read+close",
+        "   {:<44} {:>9.0} {:>9.0}",
+        "secretfs read-only open+read+close",
         pct_us(&ro_ns, 0.5),
         pct_us(&ro_ns, 0.99)
     );
     println!(
-        "   {:<34} {:>9.0} {:>9}",
-        "secretfs --ro p50 minus raw GET p50",
+        "   {:<44} {:>9.0} {:>9}",
+        "secretfs read-only p50 minus raw GET p50",
         pct_us(&ro_ns, 0.5) - pct_us(&get_ns, 0.5),
         "-"
     );
     println!(
-        "   {:<34} {:>9.0} {:>9.0}",
-        "secretfs, first read, no GET",
+        "   {:<44} {:>9.0} {:>9.0}",
+        "secretfs --writable, first read, no GET",
         pct_us(&fs_key_ns, 0.5),
         pct_us(&fs_key_ns, 0.99)
     );
     println!(
-        "   {:<34} {:>9.0} {:>9.0}",
-        "secretfs --ro, first read, no GET",
+        "   {:<44} {:>9.0} {:>9.0}",
+        "secretfs read-only, first read, no GET",
         pct_us(&ro_key_ns, 0.5),
         pct_us(&ro_key_ns, 0.99)
     );
@@ -1038,9 +1043,9 @@ fn cold_section(work: &Path, bao: &Bao) {
     println!(
         "        secret and key + GET + open/read/release; timed with Instant around File::open + read_to_end + close."
     );
-    println!("        Interleaved in the same loop: secretfs reads cold/aNNNN, the raw GET (this process, one ureq");
+    println!("        Interleaved in the same loop: secretfs --writable reads cold/aNNNN, the raw GET (this process, one ureq");
     println!("        agent, connection warmed by 20 GETs, full body read, no JSON parse) reads cold/bNNNN, secretfs");
-    println!("        --ro (a second mount) reads cold/cNNNN, so all see distinct never-read secrets and the same server state.");
+    println!("        read-only (a second mount, the default) reads cold/cNNNN, so all see distinct never-read secrets and the same server state.");
     println!("        p50/p99: nearest rank of {COLD}.");
     println!("        \"first read, no GET\": right after each cold read, the secret's other key (USER) is read: the");
     println!("        daemon holds it, the kernel does not (lookup + open/read/release): the FUSE share of a cold read.");
@@ -1171,21 +1176,27 @@ fn propagation_run(work: &Path, bao: &Bao, name: &'static str, extra: &[&str]) -
 fn propagation_section(work: &Path, bao: &Bao) {
     section("3. propagation", Duration::from_secs(180));
     let runs = [
-        ("secretfs", propagation_run(work, bao, "rw", &[])),
-        ("secretfs --ro", propagation_run(work, bao, "ro", &["--ro"])),
+        (
+            "secretfs --writable",
+            propagation_run(work, bao, "rw", &["--writable"]),
+        ),
+        (
+            "secretfs (default, read-only)",
+            propagation_run(work, bao, "ro", &[]),
+        ),
     ];
     println!(
         "\n3. PROPAGATION DELAY: value changed in Vault until a reader sees it (--ttl {} s, {PROP_ROUNDS} rounds)",
         PROP_TTL.as_secs()
     );
     println!(
-        "   {:<18} {:>7} {:>7} {:>7} {:>7}   per round (ms)",
+        "   {:<30} {:>7} {:>7} {:>7} {:>7}   per round (ms)",
         "", "p50 ms", "p99 ms", "max ms", "missed"
     );
     for (name, r) in &runs {
         let ms = |p: f64| pct_us(&r.sorted, p) / 1000.0;
         println!(
-            "   {name:<18} {:>7.0} {:>7.0} {:>7.0} {:>7}   {}",
+            "   {name:<30} {:>7.0} {:>7.0} {:>7.0} {:>7}   {}",
             ms(0.5),
             ms(0.99),
             ms(1.0),
@@ -1239,7 +1250,7 @@ fn load_section(work: &Path, bao: &Bao) -> Memory {
 
     // 4a. Busy readers of one secret.
     let ttl = format!("{}s", LOAD_TTL.as_secs());
-    let m = Mount::start(work, bao, "load", &["--ttl", &ttl]);
+    let m = Mount::start(work, bao, "load", &["--writable", "--ttl", &ttl]);
     let path = m.at("load/one/PASSWORD");
     let mut buf = Vec::new();
     read_once(&path, &mut buf).expect("warm read");
@@ -1288,7 +1299,7 @@ fn load_section(work: &Path, bao: &Bao) -> Memory {
     println!("      half a TTL before the window; GETs = audit-log `read` requests on secret/data/load/one during the window.");
 
     // 4b. A storm of opens on one cold secret.
-    let m = Mount::start(work, bao, "storm", &["--ttl", "10m"]);
+    let m = Mount::start(work, bao, "storm", &["--writable", "--ttl", "10m"]);
     let mark = bao.mark();
     let barrier = Arc::new(Barrier::new(STORM));
     let threads: Vec<_> = (0..STORM)
@@ -1323,7 +1334,7 @@ fn load_section(work: &Path, bao: &Bao) -> Memory {
     println!("      storm/one/PASSWORD (std::fs::read); counts = audit-log requests from mount to the last read.");
 
     // 4c. ls -l of a 1000-secret folder (fresh mount; section 5's too).
-    let m = Mount::start(work, bao, "many", &["--ttl", "10m"]);
+    let m = Mount::start(work, bao, "many", &["--writable", "--ttl", "10m"]);
     std::thread::sleep(Duration::from_millis(500));
     let after_mount = rss_kib(m.pid());
     let mark = bao.mark();

@@ -11,9 +11,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 ///
 /// Each Vault folder and each secret becomes a directory, each key of a secret a
 /// file (mode 0400 unless --file-mode) holding exactly the value. Values are
-/// fetched on demand and kept in memory for --ttl. The mount is read-write:
-/// a changed file goes back to the store when it is closed; --ro makes it
-/// read-only.
+/// fetched on demand and kept in memory for --ttl. The mount is read-only
+/// unless started with --writable: every change fails with EROFS, so a
+/// stray `rm -rf` cannot reach the store, and opens skip the daemon. With
+/// --writable a changed file goes back to the store when it is closed.
 #[derive(Debug, Parser)]
 #[command(
     name = "secretfs",
@@ -41,9 +42,11 @@ pub enum Command {
     /// it is never accepted on the command line.
     #[command(
         after_help = "Every option can also be given as -o key=value or -o flag, comma-separated \
-(e.g. -o ttl=30s,uid=1000,allow_other,ro), as mount(8) and /etc/fstab pass them.\n\n\
+(e.g. -o ttl=30s,uid=1000,allow_other,writable), as mount(8) and /etc/fstab pass them; \
+-o rw, which mount(8) always passes, is ignored: only --writable (-o writable) makes a mount writable.\n\n\
 Examples:\n  VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... secretfs mount secret/ /run/secrets\n  \
-secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000"
+secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000\n  \
+secretfs mount secret/team /mnt/team --writable    # changes go back to the store"
     )]
     Mount(MountArgs),
 
@@ -262,10 +265,17 @@ pub struct FileArgs {
     #[arg(long)]
     pub allow_other: bool,
 
-    /// Read-only mount: every change fails with EROFS. Without it the mount
-    /// is read-write and changes go back to the store.
-    #[arg(long)]
+    /// Read-only mount: every change fails with EROFS. This is the default;
+    /// the flag (and -o ro) is accepted to say so. Refused with --writable.
+    #[arg(long, conflicts_with = "writable")]
     pub ro: bool,
+
+    /// Write changes back to the store (echo > KEY, cp, mv, rm, mkdir,
+    /// editors): a changed file is written when it is closed. Without it
+    /// the mount is read-only. -o rw does not do this (mount(8) always
+    /// passes rw); -o writable does.
+    #[arg(long)]
+    pub writable: bool,
 
     /// Largest value a write may store (bytes; K, M suffixes); larger writes fail with EFBIG.
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
@@ -273,7 +283,7 @@ pub struct FileArgs {
 
     /// Append one JSON line per open of a key file (time, op, path, uid, pid,
     /// process name; never the value) to this file. Every open then reaches
-    /// the daemon, so `--ro` mounts lose their no-open fast path.
+    /// the daemon, so read-only mounts lose their no-open fast path.
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
 
@@ -285,6 +295,14 @@ pub struct FileArgs {
     /// FUSE worker threads: requests that wait on Vault do not block others.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
+}
+
+impl FileArgs {
+    /// Whether the mount refuses every change: unless `--writable` (`--ro`
+    /// only says so; clap refuses the two together).
+    pub fn read_only(&self) -> bool {
+        !self.writable
+    }
 }
 
 /// Parses `30s`, `500ms`, `5m`, `1h`.
@@ -556,7 +574,7 @@ mod tests {
     #[test]
     fn the_mount_helper_form_mounts_in_the_background() {
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "ro,_netdev"]);
-        assert!(m.background && m.files.ro);
+        assert!(m.background && m.files.ro && m.files.read_only());
         assert_eq!(m.source, "secret/app");
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "foreground"]);
         assert!(m.foreground);
@@ -569,6 +587,10 @@ mod tests {
         let m = mount_args(&["secretfs", "kv", "/run/secrets", "-o", "rw,dev,suid"]);
         assert!(m.background);
         assert_eq!(m.source, "kv");
+        // mount(8) always passes rw: it is no switch, the mount stays read-only.
+        assert!(m.files.read_only(), "-o rw made the mount writable");
+        let m = mount_args(&["secretfs", "kv", "/run/secrets", "-o", "rw,writable"]);
+        assert!(!m.files.read_only() && m.files.writable);
         // By hand, without -o: two positional arguments, the second a path.
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-f", "--ttl", "5s"]);
         assert!(m.background && m.foreground);
@@ -625,7 +647,7 @@ mod tests {
         let file = dir.path().join("app.toml");
         std::fs::write(
             &file,
-            "ttl = \"5s\"\nuid = 1000\nallow_other = true\nro = false\n",
+            "ttl = \"5s\"\nuid = 1000\nallow_other = true\nro = false\nwritable = true\n",
         )
         .unwrap();
         let conf = format!("config={}", file.display());
@@ -634,7 +656,27 @@ mod tests {
         ]);
         assert_eq!(m.cache.ttl, Duration::from_secs(7));
         assert_eq!(m.files.uid, Some(1000));
-        assert!(m.files.allow_other && !m.files.ro);
+        assert!(m.files.allow_other && !m.files.ro && !m.files.read_only());
+    }
+
+    #[test]
+    fn ro_and_writable_together_are_refused() {
+        for args in [
+            &["secretfs", "mount", "secret/", "/mnt", "--ro", "--writable"][..],
+            &["secretfs", "secret/", "/mnt", "-o", "writable,ro"][..],
+        ] {
+            let err = usage_error(args);
+            assert!(
+                err.contains("'--ro' cannot be used with '--writable'")
+                    || err.contains("'--writable' cannot be used with '--ro'"),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "ro = true\n").unwrap();
+        let conf = format!("config={}", file.display());
+        usage_error(&["secretfs", "secret/", "/mnt", "-o", &conf, "-o", "writable"]);
     }
 
     #[test]
@@ -689,31 +731,39 @@ mod tests {
         assert_eq!(m.cache.ttl, Duration::from_secs(30));
         assert_eq!(m.files.file_mode, 0o400);
         assert_eq!(m.files.dir_mode, 0o500);
-        assert!(!m.files.allow_other && !m.files.ro);
+        assert!(!m.files.allow_other && m.files.read_only());
     }
 
     #[test]
-    fn help_readme_and_the_default_agree_that_the_mount_is_read_write() {
+    fn help_readme_and_the_default_agree_that_the_mount_is_read_only() {
         let m = mount_args(&["secretfs", "mount", "secret/", "/mnt"]);
-        assert!(!m.files.ro, "the default mount is read-write");
+        assert!(m.files.read_only(), "the default mount is read-only");
         // One space between words, however clap wraps the lines.
         let words = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
         let help = words(Cli::command().render_long_help().to_string());
-        assert!(!help.contains("read-only file"), "{help}");
-        assert!(help.contains("The mount is read-write"), "{help}");
-        assert!(help.contains("--ro makes it read-only"), "{help}");
+        assert!(!help.contains("read-write"), "{help}");
+        assert!(
+            help.contains("The mount is read-only unless started with --writable"),
+            "{help}"
+        );
         let mount_help = Cli::command()
             .find_subcommand_mut("mount")
             .map(|c| words(c.render_long_help().to_string()))
             .unwrap_or_default();
+        assert!(mount_help.contains("This is the default"), "{mount_help}");
         assert!(
-            mount_help.contains("Without it the mount is read-write"),
+            mount_help.contains("Without it the mount is read-only"),
             "{mount_help}"
         );
-        let readme = include_str!("../README.md");
+        assert!(mount_help.contains("-o rw, which mount(8) always passes, is ignored"));
+        let readme = words(include_str!("../README.md").to_string());
         assert!(
-            readme.contains("The mount is read-write unless mounted `--ro`"),
-            "README's first section must say the mount is read-write by default"
+            readme.contains("The mount is read-only unless started with `--writable`"),
+            "README's first section must say the mount is read-only by default"
+        );
+        assert!(
+            !readme.contains("read-write unless"),
+            "README still says read-write"
         );
     }
 

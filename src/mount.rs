@@ -70,7 +70,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     let settings = MountSettings {
         fsname: args.source.clone(),
         allow_other: args.files.allow_other,
-        read_only: args.files.ro,
+        read_only: args.files.read_only(),
         threads: usize::try_from(args.files.threads).unwrap_or(4),
         audit,
     };
@@ -139,7 +139,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
     FsConfig {
         presentation,
         cache: policy,
-        read_only: args.files.ro,
+        read_only: args.files.read_only(),
         max_value_size: args.files.max_value_size,
         background_refresh: !args.cache.blocking_refresh,
     }

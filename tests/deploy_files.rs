@@ -926,3 +926,44 @@ fn example_config_is_accepted_by_secretfs() {
         "config:\n{all}\nstderr:\n{stderr}"
     );
 }
+
+#[test]
+fn the_shipped_mounts_for_applications_stay_read_only() {
+    // Read-only is the default: no unit, image or manifest turns writes on,
+    // and the example config only suggests it in a comment.
+    let mut sources: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, text) in unit_files() {
+        let mut keys = options_used(&text);
+        let s = unit_settings(&text);
+        for options in setting(&s, "Mount", "Options") {
+            keys.extend(option_list_keys(options));
+        }
+        sources.push((format!("systemd/{name}"), keys));
+    }
+    sources.push(("Dockerfile".into(), options_used(&read("Dockerfile"))));
+    for (file, doc) in manifests() {
+        if let Some(spec) = pod_spec(&doc) {
+            for c in items(&spec["initContainers"])
+                .iter()
+                .chain(items(&spec["containers"]))
+            {
+                sources.push((
+                    format!("deploy/kubernetes/{file}"),
+                    options_used(&command_line(c)),
+                ));
+            }
+        }
+    }
+    let example: toml::Table =
+        toml::from_str(&read("systemd/myapp.toml.example")).expect("myapp.toml.example is TOML");
+    sources.push((
+        "systemd/myapp.toml.example".into(),
+        example.keys().cloned().collect(),
+    ));
+    for (file, keys) in &sources {
+        assert!(
+            !keys.iter().any(|k| k == "writable"),
+            "{file} mounts --writable: {keys:?}"
+        );
+    }
+}

@@ -26,7 +26,9 @@ fn whole(got: &[u8], old: &str, new: &str) -> bool {
 #[test]
 fn a_change_in_vault_shows_after_the_ttl_even_to_a_cached_reader() {
     let bao = seeded();
-    for mode in [&["--ttl", "1s"][..], &["--ttl", "1s", "--ro"][..]] {
+    // Both modes: writable (opens reach the daemon) and the default,
+    // read-only (opens skip it).
+    for mode in [&["--ttl", "1s", "--writable"][..], &["--ttl", "1s"][..]] {
         let m = Mount::new(&bao, "secret/", mode);
         let path = m.at("myapp/api/token/value");
         let before = std::fs::read(&path).unwrap();
@@ -42,7 +44,7 @@ fn a_change_in_vault_shows_after_the_ttl_even_to_a_cached_reader() {
             || (std::fs::read(&path).unwrap_or_default() == longer.as_bytes()).then_some(()),
         );
         // The kernel dropped what it held of the old value: its cached
-        // pages (the read above, also on --ro where opens skip the daemon)
+        // pages (the read above, also on a read-only mount, where opens skip the daemon)
         // and its cached size.
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),

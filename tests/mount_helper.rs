@@ -103,6 +103,15 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         (report["healthy"].clone(), report["store_reachable"].clone()),
         (json!(true), json!(true))
     );
+    // mount(8) passed `rw` (it always does): the mount is read-only all
+    // the same, and says so.
+    assert_eq!(report["mode"], json!("read-only"), "{report}");
+    let err = std::fs::write(at.join("db/PASSWORD"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(
+        bao.kv2_get("secret", "app/db").map(|(d, _)| d),
+        Some(json!({"PASSWORD": "hunter2"}))
+    );
 
     // umount stops the daemon and leaves a clean directory.
     let out = Command::new("umount").arg(&at).output().unwrap();
@@ -136,6 +145,29 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     assert!(Command::new("umount").arg(at).status().unwrap().success());
     drop(m);
+
+    // -o writable (beside the rw that mount(8) adds, and an explicit one)
+    // turns write-back on.
+    let m = Mount::builder(&bao, "secret/app")
+        .via_mount8()
+        .args(&["-o", "rw,writable,ttl=5s"])
+        .start();
+    let at = m.path();
+    std::fs::write(at.join("db/PASSWORD"), "rotated").unwrap();
+    assert_eq!(
+        bao.kv2_get("secret", "app/db").map(|(d, _)| d),
+        Some(json!({"PASSWORD": "rotated"}))
+    );
+    let status = Command::new(support::secretfs())
+        .arg("status")
+        .arg(at)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["mode"], json!("writable"), "{report}");
+    assert!(Command::new("umount").arg(at).status().unwrap().success());
+    drop(m);
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
 
     // An fstab line: `mount -a` mounts it, and a second `mount -a` knows it
     // is mounted already.

@@ -25,7 +25,7 @@ fn data(bao: &Bao, path: &str) -> serde_json::Value {
 #[test]
 fn shell_redirection_writes_one_version_and_keeps_other_keys() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
     let v = bao.kv2_version("secret", "app/db");
     sh_ok(&format!(
         "echo -n rotated > {}",
@@ -43,7 +43,7 @@ fn shell_redirection_writes_one_version_and_keeps_other_keys() {
 #[test]
 fn common_tools_each_make_exactly_one_version() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
     let dir = m.at("app/db");
     let local = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(local.path(), "from-a-file").unwrap();
@@ -102,7 +102,7 @@ fn common_tools_each_make_exactly_one_version() {
 #[test]
 fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     let before = bao.kv2_version("secret", "app/db");
     sh_ok(&format!(
         "vim -Nu NONE -es -c '%s/old/vimmed/' -c 'wq!' {}",
@@ -125,7 +125,7 @@ fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file() {
 #[test]
 fn vim_with_backup_by_rename_still_makes_one_version() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     let before = bao.kv2_version("secret", "app/db");
     // backupcopy=no: vim renames the original to PASSWORD~ and writes a new file.
     sh_ok(&format!(
@@ -141,7 +141,7 @@ fn vim_with_backup_by_rename_still_makes_one_version() {
 fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
     let bao = seeded();
     bao.kv2_put("secret", "app/other", json!({"K": "v"}));
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     sh_ok(&format!("rm {}", q(&m.at("app/db/PORT"))));
     assert_eq!(
         data(&bao, "app/db"),
@@ -159,7 +159,7 @@ fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
 #[test]
 fn rename_inside_a_secret_is_atomic_and_honours_noreplace() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     let before = bao.kv2_version("secret", "app/db");
     std::fs::rename(m.at("app/db/USER"), m.at("app/db/LOGIN")).unwrap();
     assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
@@ -190,7 +190,7 @@ fn rename_inside_a_secret_is_atomic_and_honours_noreplace() {
 #[test]
 fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     std::fs::create_dir(m.at("app/new")).unwrap();
     assert!(
         bao.kv2_get("secret", "app/new").is_none(),
@@ -214,7 +214,7 @@ fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree() {
 fn rm_r_soft_deletes_secrets_that_undelete_brings_back() {
     let bao = seeded();
     bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
-    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "1s"]);
     assert_eq!(std::fs::read(m.at("app/gone/K")).unwrap(), b"v");
     sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
     assert!(bao.kv2_get("secret", "app/gone").is_none());
@@ -242,7 +242,7 @@ fn rm_r_soft_deletes_secrets_that_undelete_brings_back() {
 #[test]
 fn rmdir_refuses_a_directory_that_holds_keys() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
     assert!(bao.kv2_get("secret", "app/db").is_some());
@@ -251,7 +251,7 @@ fn rmdir_refuses_a_directory_that_holds_keys() {
 #[test]
 fn concurrent_writers_of_two_keys_lose_nothing() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     let writers: Vec<_> = ["A", "B"]
         .into_iter()
         .map(|key| {
@@ -290,7 +290,7 @@ fn concurrent_writers_of_two_keys_lose_nothing() {
 #[test]
 fn a_change_made_in_vault_is_not_overwritten_by_a_write_of_another_key() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
     assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app"); // cached now
     bao.kv2_put(
         "secret",
@@ -308,7 +308,7 @@ fn a_change_made_in_vault_is_not_overwritten_by_a_write_of_another_key() {
 #[test]
 fn bad_input_fails_at_write_or_close_and_changes_nothing() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--max-value-size", "1K"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--max-value-size", "1K"]);
     let before = bao.kv2_version("secret", "app/db");
     let err = write_and_close(&m.at("app/db/USER"), &[0xff, 0xfe, 0x00]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EILSEQ), "{err}");
@@ -322,6 +322,87 @@ fn bad_input_fails_at_write_or_close_and_changes_nothing() {
         "the failure is logged with its path"
     );
     assert!(!m.log().contains("xxxxxxxx"), "a value reached the log");
+}
+
+/// `secretfs status MOUNTPOINT`'s JSON.
+fn status(m: &Mount) -> serde_json::Value {
+    let out = std::process::Command::new(support::secretfs())
+        .arg("status")
+        .arg(m.path())
+        .output()
+        .expect("secretfs status");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn a_default_mount_is_read_only_every_change_fails_with_erofs() {
+    let bao = seeded();
+    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
+    let versions = |bao: &Bao| {
+        (
+            bao.kv2_version("secret", "app/db"),
+            bao.kv2_version("secret", "app/gone"),
+        )
+    };
+    let before = versions(&bao);
+    let m = Mount::new(&bao, "secret/", &[]);
+    let db = m.at("app/db");
+    for cmd in [
+        format!("echo x > {}/USER", q(&db)),
+        format!("echo x >> {}/USER", q(&db)),
+        format!("rm {}/PORT", q(&db)),
+        format!("rm -f {}/PORT", q(&db)),
+        format!("mkdir {}", q(&m.at("app/D"))),
+        format!("touch {}/NEW", q(&db)),
+        format!("mv {0}/USER {0}/LOGIN", q(&db)),
+        format!("truncate -s 0 {}/PASSWORD", q(&db)),
+        format!("sed -i s/old/new/ {}/PASSWORD", q(&db)),
+        format!("rm -rf {}", q(&m.at("app/gone"))),
+        format!("rm -rf {}/*", q(m.path())),
+    ] {
+        let out = support::sh(&cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "`{cmd}` succeeded on a default mount"
+        );
+        assert!(
+            stderr.contains("Read-only file system"),
+            "`{cmd}`: {stderr}"
+        );
+    }
+    assert_eq!(versions(&bao), before, "a default mount changed the store");
+    assert_eq!(
+        data(&bao, "app/db"),
+        json!({"PASSWORD": "old", "USER": "app", "PORT": 5432})
+    );
+    assert_eq!(data(&bao, "app/gone"), json!({"K": "v"}));
+    // The mount still shows what it showed, and still reads.
+    assert_eq!(std::fs::read(db.join("USER")).unwrap(), b"app");
+    assert!(!db.join("NEW").exists() && !m.at("app/D").exists());
+    let report = status(&m);
+    assert_eq!(
+        (report["mode"].clone(), report["read_only"].clone()),
+        (json!("read-only"), json!(true)),
+        "{report}"
+    );
+}
+
+#[test]
+fn status_says_a_writable_mount_is_writable() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let report = status(&m);
+    assert_eq!(
+        (report["mode"].clone(), report["read_only"].clone()),
+        (json!("writable"), json!(false)),
+        "{report}"
+    );
 }
 
 #[test]
@@ -347,7 +428,7 @@ fn a_write_denied_by_policy_fails_with_eacces_at_close() {
         path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
         "#,
     );
-    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    let m = Mount::with_token(&bao, &token, "secret/", &["--writable"]);
     assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
     let err = write_and_close(&m.at("app/db/USER"), b"hacked").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
@@ -357,7 +438,11 @@ fn a_write_denied_by_policy_fails_with_eacces_at_close() {
 #[test]
 fn with_the_store_down_a_write_fails_with_eio_and_reads_keep_working() {
     let mut bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--ttl", "5m", "--timeout", "2s"]);
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--writable", "--ttl", "5m", "--timeout", "2s"],
+    );
     assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
     bao.stop();
     let err = write_and_close(&m.at("app/db/USER"), b"new").unwrap_err();
@@ -370,7 +455,7 @@ fn kv1_mounts_write_rename_and_delete_too() {
     let bao = Bao::start();
     bao.enable_kv("kv1", 1);
     bao.kv1_put("kv1", "svc/cfg", json!({"A": "1", "B": "2"}));
-    let m = Mount::new(&bao, "kv1/", &[]);
+    let m = Mount::new(&bao, "kv1/", &["--writable"]);
     std::fs::write(m.at("svc/cfg/A"), "one").unwrap();
     std::fs::rename(m.at("svc/cfg/B"), m.at("svc/cfg/C")).unwrap();
     std::fs::write(m.at("svc/cfg/D"), "4").unwrap();
@@ -387,7 +472,7 @@ fn kv1_mounts_write_rename_and_delete_too() {
 #[test]
 fn a_json_typed_value_keeps_its_type_when_rewritten() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
     assert_eq!(std::fs::read(m.at("app/db/PORT")).unwrap(), b"5432");
     std::fs::write(m.at("app/db/PORT"), "6543").unwrap();
     assert_eq!(data(&bao, "app/db")["PORT"], json!(6543));
@@ -400,7 +485,7 @@ fn a_secret_deleted_here_or_elsewhere_can_be_written_again() {
     let bao = seeded();
     bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
     bao.kv2_put("secret", "app/elsewhere", json!({"K": "v"}));
-    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "1s"]);
     sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
     assert!(bao.kv2_get("secret", "app/gone").is_none());
     let before = bao.kv2_version("secret", "app/gone");

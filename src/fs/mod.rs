@@ -309,6 +309,7 @@ impl SecretFs {
             "inodes": stats.inodes,
             "open_handles": self.handles.len(),
             "read_only": self.config.read_only,
+            "mode": if self.config.read_only { "read-only" } else { "writable" },
             "mounted_at_unix": secs(self.source.started()),
             "pid": std::process::id(),
         })
