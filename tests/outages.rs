@@ -231,7 +231,13 @@ fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
     for i in 0..16 {
         bao.kv2_put("secret", &format!("cold{i}/s"), json!({"K": "v"}));
     }
-    let m = Mount::new(&bao, "secret/", &["--ttl", "10m", "--timeout", "5s"]);
+    // Writable: every open reaches the daemon (a read-only mount's opens
+    // do not), so the cached reads really need a free request thread.
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--writable", "--ttl", "10m", "--timeout", "5s"],
+    );
     // Cached: the key, and the root listing that names cold0..cold15.
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     bao.pause();
