@@ -55,6 +55,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
 
     let core = build_core(connected, &args);
     core.start_refresher();
+    core.start_sweeper();
 
     let audit = args
         .files

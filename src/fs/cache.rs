@@ -155,6 +155,32 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         Cached { value, valid_for }
     }
 
+    /// Drops every answer past its TTL plus the stale-if-error window:
+    /// nothing may serve it any more, so its values leave memory (zeroized
+    /// as they drop). Returns the keys dropped.
+    pub fn sweep(&self) -> Vec<K> {
+        let now = self.clock.now();
+        let limit = self.policy.ttl + self.policy.stale_if_error;
+        let mut entries = lock(&self.entries);
+        let old: Vec<K> = entries
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.fetched) >= limit)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            entries.pop(k);
+        }
+        old
+    }
+
+    /// How long ago the answer held for `key` was fetched.
+    pub fn age(&self, key: &K) -> Option<Duration> {
+        let now = self.clock.now();
+        lock(&self.entries)
+            .peek(key)
+            .map(|e| now.saturating_duration_since(e.fetched))
+    }
+
     /// Forgets a key (after a write, or to force a refresh).
     pub fn invalidate(&self, key: &K) {
         lock(&self.entries).pop(key);
@@ -455,6 +481,20 @@ mod tests {
             Err(Error::Timeout(Duration::from_secs(5)))
         });
         assert_eq!(got.unwrap().value.as_deref(), Some(&1));
+    }
+
+    #[test]
+    fn a_sweep_drops_only_answers_past_ttl_and_stale_window() {
+        let clock = ManualClock::new();
+        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
+        cache.insert("old", Some(1));
+        clock.advance(Duration::from_secs(60));
+        cache.insert("new", Some(2));
+        clock.advance(Duration::from_secs(30));
+        // "old" is 90 s old (30 s TTL + 60 s window): gone; "new" stays.
+        assert_eq!(cache.sweep(), vec!["old"]);
+        assert!(cache.last(&"old").is_none());
+        assert_eq!(cache.last(&"new").as_deref(), Some(&2));
     }
 
     #[test]

@@ -232,6 +232,26 @@ impl Inodes {
         }
     }
 
+    /// Every file inode holding a version it was shown: (inode, secret, version).
+    pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
+        self.nodes
+            .iter()
+            .filter_map(|(ino, n)| match (&n.kind, &n.shown) {
+                (NodeKind::File { secret, .. }, Some(v)) => Some((*ino, secret.clone(), v.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets the version shown for `ino`, if it is still `version`.
+    pub fn unshow(&mut self, ino: Ino, version: &Arc<Secret>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, version)) {
+                node.shown = None;
+            }
+        }
+    }
+
     /// The version of the secret last shown for `ino`.
     pub fn shown(&self, ino: Ino) -> Option<Arc<Secret>> {
         self.nodes.get(&ino).and_then(|n| n.shown.clone())

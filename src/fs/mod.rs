@@ -90,6 +90,8 @@ pub struct Stats {
     pub listings: usize,
     /// Secrets cached.
     pub secrets: usize,
+    /// Files holding the version of their secret they were last shown.
+    pub shown: usize,
 }
 
 /// Attributes of one node, and how long the kernel may keep them.
@@ -236,6 +238,44 @@ impl SecretFs {
         Ok(answer)
     }
 
+    /// Lets values leave memory once nothing may serve them: answers past
+    /// their TTL and --stale-if-error go, and so does the version a file
+    /// was last shown when it is that old, or was replaced more than a TTL
+    /// ago (the kernel asks for attributes again before it reads).
+    pub fn sweep(&self) {
+        let swept: std::collections::HashSet<SecretPath> =
+            self.source.sweep().into_iter().collect();
+        let ttl = self.config.cache.ttl;
+        for (ino, secret, version) in self.names.shown_versions() {
+            let gone = swept.contains(&secret)
+                || match self.source.held(&secret) {
+                    None => true,
+                    Some((held, age)) => !Arc::ptr_eq(&held, &version) && age >= ttl,
+                };
+            if gone {
+                self.names.unshow(ino, &version);
+            }
+        }
+    }
+
+    /// Starts the thread that sweeps old values out of memory (see
+    /// [`SecretFs::sweep`]), every half TTL (between 1 s and 30 s).
+    pub fn start_sweeper(self: &Arc<Self>) {
+        let every =
+            (self.config.cache.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let fs = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(fs) = fs.upgrade() else { return };
+                fs.sweep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the sweeper: values stay in memory until evicted");
+        }
+    }
+
     /// Starts the thread that refreshes expired answers in the background
     /// (when `background_refresh` is set). Without it every refresh blocks
     /// the reader that needs it.
@@ -322,6 +362,7 @@ impl SecretFs {
             inodes: self.names.len(),
             listings,
             secrets,
+            shown: self.names.shown_versions().len(),
         }
     }
 

@@ -83,6 +83,16 @@ impl Namespace {
         self.lock().inodes.shown(ino)
     }
 
+    /// Every file inode holding a version it was shown.
+    pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
+        self.lock().inodes.shown_versions()
+    }
+
+    /// Forgets the version shown for `ino`, if it is still `version`.
+    pub fn unshow(&self, ino: Ino, version: &Arc<Secret>) {
+        self.lock().inodes.unshow(ino, version)
+    }
+
     /// The file inodes of `secret` the kernel may hold.
     pub fn files_of(&self, secret: &SecretPath) -> Vec<FileNode> {
         self.lock().inodes.files_of(secret)

@@ -185,6 +185,19 @@ impl Source {
         self.store.capabilities()
     }
 
+    /// Drops the answers nothing may serve any more (past TTL and
+    /// stale-if-error); returns the paths of the secrets dropped.
+    pub fn sweep(&self) -> Vec<SecretPath> {
+        self.listings.sweep();
+        self.secrets.sweep()
+    }
+
+    /// The version of the secret at `path` the cache holds, and how long
+    /// ago it was fetched.
+    pub fn held(&self, path: &SecretPath) -> Option<(Arc<Secret>, Duration)> {
+        Some((self.secrets.last(path)?, self.secrets.age(path)?))
+    }
+
     /// Whether the store answers and its credential holds: at once when
     /// it is known down, else within a few seconds whatever --timeout is.
     pub fn health(&self) -> Result<Health> {

@@ -1148,3 +1148,32 @@ fn an_operation_asks_the_store_for_no_longer_than_one_timeout_in_all() {
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
     fs.release(fh);
 }
+
+#[test]
+fn values_leave_memory_once_nothing_may_serve_them() {
+    // --ttl 30s, --stale-if-error 300s (policy above).
+    let store = seeded();
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
+    assert_eq!(fs.stats().shown, 2);
+    // Replaced in the store and refetched (USER is looked up again):
+    // PASSWORD's inode still holds the old version, which no read may
+    // serve once the kernel's attributes of it expired (a TTL later).
+    store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
+    clock.advance(Duration::from_secs(31));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    fs.lookup(db, "USER").unwrap();
+    fs.sweep();
+    assert_eq!(fs.stats().shown, 2, "replaced less than a TTL ago: kept");
+    clock.advance(Duration::from_secs(31));
+    fs.sweep();
+    assert_eq!(fs.stats().shown, 1, "the old version left memory");
+    // Past TTL + stale-if-error: every value goes.
+    clock.advance(Duration::from_secs(330));
+    fs.sweep();
+    let after = fs.stats();
+    assert_eq!((after.secrets, after.listings, after.shown), (0, 0, 0));
+    // And is fetched again when read.
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
+}
