@@ -229,9 +229,10 @@ pub struct CacheArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
-    /// Refresh an expired value before answering (the reader waits for
-    /// Vault). By default a value that expired less than one TTL ago is
-    /// served at once while a single refresh runs in the background.
+    /// No refresh ahead: each value is fetched again by the first reader
+    /// that finds it expired. By default a value read in the last tenth of
+    /// its TTL is refreshed in the background before it expires (readers
+    /// do not wait, and all keys of a secret change version at once).
     #[arg(long)]
     pub blocking_refresh: bool,
 

@@ -107,22 +107,6 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         lock(&self.entries).peek(key).and_then(|e| e.value.clone())
     }
 
-    /// An answer that expired less than one TTL ago: what a reader may get
-    /// at once while a refresh runs in the background (stale-while-revalidate).
-    /// Older answers are fetched again before anyone sees them.
-    pub fn recently_expired(&self, key: &K) -> Option<Cached<V>> {
-        let now = self.clock.now();
-        let mut entries = lock(&self.entries);
-        let entry = entries.get(key)?;
-        let age = now.saturating_duration_since(entry.fetched);
-        let life = self.life(entry);
-        (age >= life && age < life * 2).then(|| Cached {
-            value: entry.value.clone(),
-            // Ask again on the next access: the refresh lands in a moment.
-            valid_for: Duration::ZERO,
-        })
-    }
-
     /// The cached positive answer, however old, while within the stale-if-error window.
     pub fn stale(&self, key: &K) -> Option<Cached<V>> {
         self.stale_at(key, self.clock.now())
@@ -450,22 +434,6 @@ mod tests {
         );
         clock.advance(Duration::from_secs(60));
         assert!(cache.get_or_fetch(&"k", down).is_err());
-    }
-
-    #[test]
-    fn only_answers_expired_less_than_a_ttl_ago_may_be_served_while_refreshing() {
-        let clock = ManualClock::new();
-        let cache: Cache<&str, u32> = Cache::new(policy(10), clock.clone());
-        cache.insert("k", Some(1));
-        assert!(cache.recently_expired(&"k").is_none());
-        clock.advance(Duration::from_secs(31));
-        let stale = cache.recently_expired(&"k").unwrap();
-        assert_eq!(
-            (stale.value.as_deref(), stale.valid_for),
-            (Some(&1), Duration::ZERO)
-        );
-        clock.advance(Duration::from_secs(30));
-        assert!(cache.recently_expired(&"k").is_none());
     }
 
     #[test]

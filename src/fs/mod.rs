@@ -153,6 +153,9 @@ impl FileRef {
     }
 }
 
+/// Threads refreshing answers ahead of their expiry.
+const REFRESHERS: usize = 4;
+
 /// How long the kernel may trust an answer about in-memory nodes, which
 /// only this process changes.
 const LOCAL_TTL: Duration = Duration::from_secs(1);
@@ -276,33 +279,41 @@ impl SecretFs {
         }
     }
 
-    /// Starts the thread that refreshes expired answers in the background
-    /// (when `background_refresh` is set). Without it every refresh blocks
-    /// the reader that needs it.
+    /// Starts the threads that refresh answers ahead of their expiry
+    /// while they are being read (when `background_refresh` is set).
+    /// Without them every value is fetched again by the reader that finds
+    /// it expired. Several threads: refreshes of many secrets must not
+    /// queue behind each other (that would stretch the freshness bound).
     pub fn start_refresher(self: &Arc<Self>) {
         if !self.config.background_refresh {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
-        let fs = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name("secretfs-refresh".into())
-            .spawn(move || {
-                for job in rx {
-                    let Some(fs) = fs.upgrade() else { return };
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..REFRESHERS {
+            let (fs, rx) = (Arc::downgrade(self), rx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("secretfs-refresh-{i}"))
+                .spawn(move || loop {
+                    let job = lock(&rx).recv();
+                    let (Ok(job), Some(fs)) = (job, fs.upgrade()) else {
+                        return;
+                    };
                     match fs.source.refresh(&job) {
                         Ok(change) => fs.notice(change),
-                        // The stale answer stays; the next reader fetches (or
-                        // gets stale-if-error) in the foreground.
+                        // The answer stays until it expires; then its next
+                        // reader fetches it (or gets stale-if-error).
                         Err(e) => tracing::debug!(?job, error = %e, "background refresh failed"),
                     }
-                }
-            });
-        match spawned {
-            Ok(_) => self.source.refresh_through(tx),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the refresh thread: refreshing in the foreground")
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(error = %e, "cannot start a refresh thread"),
             }
+        }
+        if started > 0 {
+            self.source.refresh_through(tx);
         }
     }
 

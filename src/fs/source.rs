@@ -160,6 +160,8 @@ pub struct Source {
     refresher: OnceLock<Sender<Refresh>>,
     /// Refreshes queued or running, so each path is refreshed once at a time.
     refreshing: Mutex<HashSet<Refresh>>,
+    /// An answer read with less validity left than this is refreshed ahead.
+    ahead: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,6 +179,7 @@ impl Source {
             started: SystemTime::now(),
             refresher: OnceLock::new(),
             refreshing: Mutex::new(HashSet::new()),
+            ahead: policy.ttl / 10,
         }
     }
 
@@ -475,13 +478,10 @@ impl Source {
             Kind::Folder => Refresh::Listing(path.clone()),
             Kind::Secret => Refresh::Secret(path.clone()),
         };
-        if let Some(stale) = self.serve_while_refreshing(cache, job) {
-            return Ok(Fetched {
-                answer: stale,
-                change: None,
-            });
-        }
         if let Some(answer) = cache.fresh(path) {
+            if answer.valid_for < self.ahead {
+                self.refresh_ahead(job);
+            }
             return Ok(Fetched {
                 answer,
                 change: None,
@@ -539,26 +539,17 @@ impl Source {
         })
     }
 
-    /// A recently expired answer, served at once while `job` refreshes it
-    /// in the background; `None` when the caller must fetch itself.
-    fn serve_while_refreshing<V>(
-        &self,
-        cache: &Cache<SecretPath, V>,
-        job: Refresh,
-    ) -> Option<Cached<V>> {
-        let tx = self.refresher.get()?;
-        let key = match &job {
-            Refresh::Listing(p) | Refresh::Secret(p) => p,
+    /// Queues a background refresh of an answer being read in the last
+    /// part of its life (once per path at a time), so that it is replaced
+    /// before it expires: all keys of a secret switch to the new version
+    /// at one instant, and readers never wait for it.
+    fn refresh_ahead(&self, job: Refresh) {
+        let Some(tx) = self.refresher.get() else {
+            return;
         };
-        if cache.fresh(key).is_some() {
-            return None;
-        }
-        let stale = cache.recently_expired(key)?;
         if lock(&self.refreshing).insert(job.clone()) && tx.send(job.clone()).is_err() {
             lock(&self.refreshing).remove(&job);
-            return None;
         }
-        Some(stale)
     }
 
     /// Lists the folder `path` in the store, sorted by name.

@@ -721,16 +721,15 @@ fn stat_shows_the_size_being_written_before_close() {
     fs.release(fh);
 }
 
-#[test]
-fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_next() {
-    let store = seeded();
+/// A filesystem refreshing ahead in the background, over a clock moved by hand.
+fn refreshing_ahead(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>) {
     let clock = ManualClock::new();
     let fs = Arc::new(SecretFs::new(
-        store.clone(),
+        Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
         FsConfig {
             presentation: presentation(),
-            cache: policy(Duration::from_millis(300)),
+            cache: policy(Duration::from_secs(30)),
             read_only: false,
             max_value_size: 1024,
             background_refresh: true,
@@ -738,21 +737,52 @@ fn with_background_refresh_a_reader_gets_the_old_value_at_once_and_the_new_one_n
         clock.clone(),
     ));
     fs.start_refresher();
+    (fs, clock)
+}
+
+#[test]
+fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
+    let store = seeded();
+    let (fs, clock) = refreshing_ahead(store.clone());
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     store.put("myapp/db", json!({"PASSWORD": "rotated"}));
-    clock.advance(Duration::from_millis(350));
-    // Expired less than a TTL ago: served at once, refreshed behind.
-    store.set_delay(Duration::from_millis(100));
+    // 28 s into a 30 s TTL: the cached value, and a refresh behind it.
+    clock.advance(Duration::from_secs(28));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
-    // The refresh lands in the background (the clock stands still: the
-    // old answer is served until then, and one refresh is made).
-    let reads = store.read_calls();
     let landed = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(10));
         read_all(&fs, "myapp/db/PASSWORD").unwrap() == b"rotated"
     });
-    assert!(landed, "the background refresh never landed");
-    assert_eq!(store.read_calls() - reads, 1);
+    assert!(landed, "the refresh ahead never landed");
+    // Past the first value's expiry: the refreshed one is fresh, no fetch.
+    let reads = store.read_calls();
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
+    assert_eq!(store.read_calls(), reads);
+}
+
+#[test]
+fn two_keys_read_one_after_the_other_after_expiry_come_from_one_version() {
+    // A certificate and its key: nobody read them near expiry, the secret
+    // changed; the first read must not serve the old version while it
+    // refreshes, or the second would get the new one (nginx: "key values
+    // mismatch").
+    let store = seeded();
+    let (fs, clock) = refreshing_ahead(store.clone());
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "new-pass", "USER": "new-user"}),
+    );
+    clock.advance(Duration::from_secs(31));
+    let password = read_all(&fs, "myapp/db/PASSWORD").unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    let user = read_all(&fs, "myapp/db/USER").unwrap();
+    assert_eq!(
+        (password, user),
+        (b"new-pass".to_vec(), b"new-user".to_vec())
+    );
 }
 
 fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
