@@ -70,8 +70,8 @@ pub struct FsConfig {
     pub read_only: bool,
     /// Largest value a write may produce, in bytes (`EFBIG` past it).
     pub max_value_size: u64,
-    /// Refresh expired answers in the background while serving the old one
-    /// (stale-while-revalidate), once [`SecretFs::start_refresher`] runs.
+    /// Refresh answers read near their expiry in the background, before
+    /// they expire, once [`SecretFs::start_refresher`] runs.
     pub background_refresh: bool,
 }
 

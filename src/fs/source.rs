@@ -1,6 +1,6 @@
 //! The store behind the cache: folder listings and secrets as the core
 //! asks for them, with what a parent's listing already tells, coalesced
-//! fetches, stale-while-revalidate, stale-if-error, and writes that land in
+//! fetches, refresh ahead of expiry, stale-if-error, and writes that land in
 //! the cache at once. Every answer that replaced an older one comes back
 //! with the [`Change`], from which the core makes kernel invalidations.
 //!
@@ -272,9 +272,9 @@ impl Source {
         self.started
     }
 
-    /// Sends expired answers to `tx` to be refreshed in the background
-    /// (once; later calls are ignored). Without it every refresh blocks
-    /// the reader that needs it.
+    /// Sends answers read near their expiry to `tx`, to be refreshed in
+    /// the background (once; later calls are ignored). Without it every
+    /// expired answer is fetched again by the reader that needs it.
     pub fn refresh_through(&self, tx: Sender<Refresh>) {
         let _ = self.refresher.set(tx);
     }
@@ -443,10 +443,10 @@ impl Source {
     }
 
     /// The answer for `path` as a folder or as a secret: what the parent's
-    /// listing already says, else the cache (a recently expired answer
-    /// while a background refresh runs), else one fetch shared by all who
-    /// ask at once, else, with the store unreachable, a stale answer
-    /// within --stale-if-error.
+    /// listing already says, else the cache's fresh answer (refreshed
+    /// ahead in the background when it is near its end), else one fetch
+    /// shared by all who ask at once, else, with the store unreachable, a
+    /// stale answer within --stale-if-error.
     fn through_cache<V>(
         &self,
         path: &SecretPath,
