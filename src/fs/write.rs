@@ -155,6 +155,13 @@ impl SecretFs {
         self.commit_handle(fh, true)
     }
 
+    /// Whether `fh` writes: its release may commit (and ask the store).
+    pub fn writes_through(&self, fh: Fh) -> bool {
+        self.handles
+            .get(fh)
+            .is_some_and(|h| matches!(&*h, Handle::Write { .. }))
+    }
+
     /// Closes a handle. A write buffer that is still dirty (a truncation or
     /// creation with nothing written) is committed now; its errors can only
     /// be logged. A buffer whose writer was told an error is discarded.

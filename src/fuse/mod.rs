@@ -374,10 +374,16 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let fh = Fh(fh.0);
+        if !self.shared.core.writes_through(fh) {
+            // A read handle: nothing to commit, nothing to wait for.
+            self.shared.core.release(fh);
+            return reply.ok();
+        }
         // The last close of a written file may commit (a change made
         // without writing): the store may be asked.
         self.later(move |s| {
-            s.core.release(Fh(fh.0));
+            s.core.release(fh);
             reply.ok();
         });
     }

@@ -111,7 +111,8 @@ impl Mounted {
                     .arg(&mountpoint)
                     .status()
                     .is_ok_and(|s| s.success());
-                if detached {
+                if detached || !still_mounted(&mountpoint) {
+                    // Either way the mount is gone, which is what was asked.
                     Ok(())
                 } else {
                     Err(e)
@@ -151,4 +152,24 @@ fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
             }
         })?;
     Ok(tx)
+}
+
+/// Whether `mountpoint` is still a mount point in this namespace.
+fn still_mounted(mountpoint: &Path) -> bool {
+    // The parent, not the mount point itself: a dead FUSE mount cannot be
+    // resolved (ENOTCONN) and is still mounted.
+    let parent = match mountpoint.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(parent), Some(name)) = (std::fs::canonicalize(parent), mountpoint.file_name()) else {
+        return true;
+    };
+    let wanted = parent.join(name);
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|table| {
+        table
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .any(|mp| Path::new(mp) == wanted)
+    })
 }
