@@ -3,9 +3,12 @@
 //! fstab line, `umount`, and failures that leave nothing behind. (Signals
 //! and killed daemons: tests/shutdown.rs.)
 //!
-//! mount(8) runs helpers with a fixed PATH, so this test puts a symlink to
-//! the binary under test at /usr/local/bin/secretfs for its duration (and
-//! removes it after), unless a real secretfs is installed there.
+//! mount(8) runs helpers with a fixed PATH, so this test makes the binary
+//! under test /usr/local/bin/secretfs for its duration: a symlink it
+//! removes after when nothing is there; when a secretfs is installed there
+//! (as README says to), the build is bound over it in a mount namespace of
+//! the test's own thread, so the installed copy is neither run nor touched
+//! and nobody else sees the difference.
 
 mod support;
 
@@ -26,18 +29,51 @@ struct OnPath {
 impl OnPath {
     fn install() -> OnPath {
         let link = Path::new(INSTALLED);
-        match std::fs::symlink_metadata(link) {
-            Ok(m) if !m.file_type().is_symlink() => {
-                panic!("{INSTALLED} exists and is not ours: this test would run it instead of the build under test")
-            }
-            Ok(_) => {
-                std::fs::remove_file(link).expect("replace stale symlink");
-            }
-            Err(_) => {}
+        if std::fs::symlink_metadata(link).is_err() {
+            std::os::unix::fs::symlink(support::secretfs(), link)
+                .unwrap_or_else(|e| panic!("cannot link {INSTALLED} (tests run as root): {e}"));
+            return OnPath { created: true };
         }
-        std::os::unix::fs::symlink(support::secretfs(), link)
-            .unwrap_or_else(|e| panic!("cannot link {INSTALLED} (tests run as root): {e}"));
-        OnPath { created: true }
+        // Installed: bind the build over it where only this thread (and
+        // the processes it starts) can see.
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (root, target) = (c("/"), c(INSTALLED));
+        let build = c(support::secretfs());
+        // SAFETY: plain syscalls on NUL-terminated paths; unshare affects
+        // this thread only (CLONE_NEWNS implies CLONE_FS).
+        unsafe {
+            assert_eq!(
+                libc::unshare(libc::CLONE_NEWNS),
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(
+                libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null()
+                ),
+                0,
+                "making / private: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(
+                libc::mount(
+                    build.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null()
+                ),
+                0,
+                "binding the build over {INSTALLED}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        OnPath { created: false }
     }
 }
 

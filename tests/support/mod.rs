@@ -393,7 +393,8 @@ pub fn seeded() -> Bao {
 
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // This thread's: a test may run in a mount namespace of its own.
+    let table = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
     table
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
