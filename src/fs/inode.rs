@@ -162,10 +162,9 @@ impl Inodes {
     /// stands for something else (a key that became a folder gets a new inode).
     /// `lookup` counts one kernel reference (lookup, create, readdirplus).
     pub fn remember(&mut self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
-        let inner = self;
         let key = (parent, name.to_string());
-        if let Some(&ino) = inner.by_name.get(&key) {
-            if let Some(node) = inner.nodes.get_mut(&ino) {
+        if let Some(&ino) = self.by_name.get(&key) {
+            if let Some(node) = self.nodes.get_mut(&ino) {
                 if node.kind == kind {
                     if lookup {
                         node.lookups += 1;
@@ -174,10 +173,10 @@ impl Inodes {
                 }
             }
         }
-        let ino = inner.next;
-        inner.next = Ino(ino.0 + 1);
-        inner.index(ino, &kind);
-        inner.nodes.insert(
+        let ino = self.next;
+        self.next = Ino(ino.0 + 1);
+        self.index(ino, &kind);
+        self.nodes.insert(
             ino,
             Node {
                 parent,
@@ -187,7 +186,7 @@ impl Inodes {
                 shown: None,
             },
         );
-        inner.by_name.insert(key, ino);
+        self.by_name.insert(key, ino);
         ino
     }
 
@@ -206,22 +205,19 @@ impl Inodes {
         new_name: &str,
         kind: NodeKind,
     ) {
-        let inner = self;
-        let Some(ino) = inner.by_name.remove(&(parent, name.to_string())) else {
+        let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else {
             return;
         };
-        inner
-            .by_name
-            .insert((new_parent, new_name.to_string()), ino);
-        let Some(node) = inner.nodes.get_mut(&ino) else {
+        self.by_name.insert((new_parent, new_name.to_string()), ino);
+        let Some(node) = self.nodes.get_mut(&ino) else {
             return;
         };
         node.parent = new_parent;
         node.name = new_name.to_string();
         node.shown = None;
         let old = std::mem::replace(&mut node.kind, kind.clone());
-        inner.unindex(ino, &old);
-        inner.index(ino, &kind);
+        self.unindex(ino, &old);
+        self.index(ino, &kind);
     }
 
     /// Records the version of the secret whose attributes of `ino` the
@@ -287,19 +283,18 @@ impl Inodes {
         if ino == ROOT_INO {
             return;
         }
-        let inner = self;
-        let Some(node) = inner.nodes.get_mut(&ino) else {
+        let Some(node) = self.nodes.get_mut(&ino) else {
             return;
         };
         node.lookups = node.lookups.saturating_sub(n);
         if node.lookups > 0 {
             return;
         }
-        if let Some(node) = inner.nodes.remove(&ino) {
-            inner.unindex(ino, &node.kind);
+        if let Some(node) = self.nodes.remove(&ino) {
+            self.unindex(ino, &node.kind);
             let key = (node.parent, node.name);
-            if inner.by_name.get(&key) == Some(&ino) {
-                inner.by_name.remove(&key);
+            if self.by_name.get(&key) == Some(&ino) {
+                self.by_name.remove(&key);
             }
         }
     }

@@ -73,8 +73,7 @@ impl Local {
     /// store, or one above such a directory or a scratch file (which must
     /// stay reachable even when the store no longer has anything there).
     pub fn is_dir(&self, path: &SecretPath) -> bool {
-        let inner = self;
-        inner.dirs.contains(path) || inner.local_paths().any(|d| is_below(d, path))
+        self.dirs.contains(path) || self.local_paths().any(|d| is_below(d, path))
     }
 
     /// Records a new, empty directory.
@@ -90,9 +89,8 @@ impl Local {
     /// Names of in-memory directories directly under `dir`, and of those
     /// that lead to one (or to a scratch file) further down.
     pub fn dirs_in(&self, dir: &SecretPath) -> Vec<String> {
-        let inner = self;
         let mut names: BTreeSet<String> = BTreeSet::new();
-        for d in inner.local_paths().filter(|d| is_below(d, dir)) {
+        for d in self.local_paths().filter(|d| is_below(d, dir)) {
             let rest = if dir.is_root() {
                 d.as_str()
             } else {
@@ -101,7 +99,7 @@ impl Local {
             // A scratch file directly in `dir` is no directory.
             if let Some((first, _)) = rest.split_once('/') {
                 names.insert(first.to_string());
-            } else if inner.dirs.contains(d) {
+            } else if self.dirs.contains(d) {
                 names.insert(rest.to_string());
             }
         }
@@ -110,9 +108,8 @@ impl Local {
 
     /// Whether anything living in memory lies under `dir`.
     pub fn has_children(&self, dir: &SecretPath) -> bool {
-        let inner = self;
         let under = |p: &SecretPath| p.split_last().is_some_and(|(parent, _)| &parent == dir);
-        inner.local_paths().any(|p| is_below(p, dir)) || inner.new_keys.iter().any(under)
+        self.local_paths().any(|p| is_below(p, dir)) || self.new_keys.iter().any(under)
     }
 
     /// The scratch file at `path`.
@@ -129,9 +126,8 @@ impl Local {
 
     /// Removes a scratch file; a key it held aside shows again.
     pub fn remove_scratch(&mut self, path: &SecretPath) -> Option<Scratch> {
-        let inner = self;
-        inner.displaced.retain(|_, s| s != path);
-        inner.scratch.remove(path)
+        self.displaced.retain(|_, s| s != path);
+        self.scratch.remove(path)
     }
 
     /// Names of scratch files directly under `dir`.
@@ -141,9 +137,8 @@ impl Local {
 
     /// Records a key created and not yet committed.
     pub fn add_new_key(&mut self, key: SecretPath) {
-        let inner = self;
-        inner.displaced.remove(&key);
-        inner.new_keys.insert(key);
+        self.displaced.remove(&key);
+        self.new_keys.insert(key);
     }
 
     /// Whether `key` was created and is not yet committed.
@@ -175,10 +170,9 @@ impl Local {
     /// A write of `secret` reached the store: the secret and every folder
     /// above it now exist there.
     pub fn secret_written(&mut self, secret: &SecretPath) {
-        let inner = self;
         let mut p = Some(secret.clone());
         while let Some(path) = p {
-            inner.dirs.remove(&path);
+            self.dirs.remove(&path);
             p = path.split_last().map(|(parent, _)| parent);
         }
     }
