@@ -277,3 +277,37 @@ fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
     }
     bao.resume();
 }
+
+#[test]
+fn with_the_store_known_down_a_shell_redirection_fails_at_open() {
+    // bash and dash ignore close()'s result: refusing at open is the only
+    // way `echo x > KEY` can say the change was not saved.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable", "--timeout", "1s"]);
+    assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
+    bao.pause();
+    // One request finds the store hung.
+    assert!(std::fs::read(m.at("myapp/api/token/value")).is_err());
+    // Debian's sh is dash.
+    for shell in ["bash", "sh"] {
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(format!(
+                "echo -n x > {}",
+                support::q(&m.at("myapp/db/USER"))
+            ))
+            .output()
+            .expect("run the shell");
+        assert!(
+            !out.status.success(),
+            "{shell}: the redirection said nothing"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bao.resume();
+    assert_eq!(bao.kv2_get("secret", "myapp/db").unwrap().0["USER"], "app");
+}

@@ -1207,3 +1207,23 @@ fn values_leave_memory_once_nothing_may_serve_them() {
     // And is fetched again when read.
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
 }
+
+#[test]
+fn with_the_store_known_down_an_open_for_writing_fails_where_shells_see_it() {
+    // bash and dash ignore close()'s result: `echo x > K` must fail at open.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let user = path_ino(&fs, "myapp/db/USER").unwrap();
+    store.set_fault(Some(Error::Timeout(Duration::from_secs(3))));
+    // A request finds the store gone (an uncached path).
+    assert!(path_ino(&fs, "myapp/api/token").is_err());
+    assert_eq!(fs.open(user, true, true).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.create(db, "NEW").unwrap_err().errno(), libc::EIO);
+    // Editors' scratch files still work: nothing reaches the store.
+    assert!(fs.create(db, ".USER.swp").is_ok());
+    assert_eq!(
+        path_ino(&fs, "myapp/db/NEW").unwrap_err().errno(),
+        libc::ENOENT
+    );
+}

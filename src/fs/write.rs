@@ -26,6 +26,17 @@ pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
 }
 
 impl SecretFs {
+    /// A change cannot be saved while the store is known not to answer:
+    /// say so at open, where shells see it (they ignore close's errors).
+    fn store_answers(&self) -> Result<()> {
+        if self.source.is_down() {
+            return Err(Error::Unavailable(
+                "the store does not answer: a change could not be saved".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<()> {
         if self.config.read_only {
             Err(Error::ReadOnly)
@@ -72,6 +83,7 @@ impl SecretFs {
 
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
         self.writable()?;
+        self.store_answers()?;
         let buffer = match self.writers.join(ino) {
             Some(b) => b,
             None => {
@@ -250,6 +262,7 @@ impl SecretFs {
             let attr = self.scratch_attr(ino, &path)?;
             return Ok((attr, self.handles.insert(Handle::Scratch { file })));
         }
+        self.store_answers()?;
         let cannot = || Error::Invalid(format!("{name:?} cannot be a file of a secret"));
         let view = self.view_creating(name).ok_or_else(cannot)?;
         let file = self.file_ref(&dir, view, name).ok_or_else(cannot)?;
