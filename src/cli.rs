@@ -282,11 +282,18 @@ pub struct FileArgs {
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
     pub max_value_size: u64,
 
-    /// Append one JSON line per open of a key file (time, op, path, uid, pid,
-    /// process name; never the value) to this file. Every open then reaches
-    /// the daemon, so read-only mounts lose their no-open fast path.
+    /// Append one JSON line per open of a key file and per change (create,
+    /// write commit, truncate, unlink, rename, mkdir, rmdir; refused ones
+    /// too) to this file: time, op, path, uid, gid, pid, process name and
+    /// outcome, never the value. Every open then reaches the daemon, so
+    /// read-only mounts lose their no-open fast path.
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
+
+    /// Send each audit line to syslog/journald as well (facility authpriv,
+    /// ident secretfs). Needs --audit-log.
+    #[arg(long, requires = "audit_log")]
+    pub audit_syslog: bool,
 
     /// Lock the daemon's memory (mlockall) so secret values never reach swap.
     /// Needs CAP_IPC_LOCK (root has it) or a high RLIMIT_MEMLOCK.

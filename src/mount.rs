@@ -62,7 +62,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .audit_log
         .as_deref()
         .map(|path| {
-            AuditLog::open(path).map_err(|reason| StartError::Audit {
+            AuditLog::open(path, args.files.audit_syslog).map_err(|reason| StartError::Audit {
                 path: path.to_path_buf(),
                 reason,
             })
@@ -73,7 +73,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         allow_other: args.files.allow_other,
         read_only: args.files.read_only(),
         threads: usize::try_from(args.files.threads).unwrap_or(4),
-        audit,
+        audit: audit.clone(),
     };
     let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
         StartError::Mount {
@@ -104,6 +104,14 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // The session may not have ended (a lazy detach, another namespace
+    // holding the mount), and with it the adapter's copy of the log: the
+    // records written so far reach the file before we exit.
+    if let Some(audit) = audit {
+        if !audit.flush(Duration::from_secs(5)) {
+            tracing::error!("the audit log could not be flushed before exiting");
+        }
+    }
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::audit::{AuditLog, Caller};
+use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
@@ -49,7 +49,8 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// Wraps the core; with an audit log, every open of a file is recorded.
+    /// Wraps the core; with an audit log, every open of a file and every
+    /// change is recorded, with its outcome.
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
         FuseAdapter {
             shared: Arc::new(Shared { core, audit }),
@@ -85,13 +86,64 @@ impl FuseAdapter {
     }
 }
 
+/// Who made a request. Only what the request says: the process behind
+/// the thread is looked up by the audit log's writer, off this thread.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        tid: req.pid(),
+    }
+}
+
 impl Shared {
+    /// The path of `name` in `parent` (of `parent` itself without a name).
+    fn path_of(&self, parent: Ino, name: Option<&OsStr>) -> String {
+        let path = self.core.describe(parent);
+        match name {
+            Some(name) => format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy()),
+            None => path,
+        }
+    }
+
+    /// With an audit log, records `op` by `caller` and how it ended;
+    /// `paths` (the path, and a rename's new path) is only worked out then.
+    fn audit<T>(
+        &self,
+        op: &'static str,
+        caller: Caller,
+        result: &crate::error::Result<T>,
+        paths: impl FnOnce(&Self) -> (String, Option<String>),
+    ) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let (path, new_path) = paths(self);
+        // A change runs on a store thread and its caller waits for the
+        // reply: look its process up now, before it can exit. A cached
+        // open runs on a request thread: the log's writer looks it up.
+        let process = (op != "open-read").then(|| Process::of(caller.tid));
+        let outcome = match result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Failed {
+                errno: e.errno(),
+                reason: e.to_string(),
+            },
+        };
+        audit.record(Record {
+            time: SystemTime::now(),
+            op,
+            path,
+            new_path,
+            caller,
+            outcome,
+            process,
+        });
+    }
+
     /// Logs a failed request once and turns it into its errno.
     fn fail(&self, op: &'static str, ino: Ino, name: Option<&OsStr>, e: &Error) -> Errno {
-        let mut path = self.core.describe(ino);
-        if let Some(name) = name {
-            path = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
-        }
+        let path = self.path_of(ino, name);
         if e.is_expected() {
             tracing::debug!(op, ino = ino.0, path = %path, error = %e, "request failed");
         } else {
@@ -287,14 +339,9 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let core = &self.shared.core;
-        if let Some(audit) = &self.shared.audit {
-            let caller = Caller {
-                uid: req.uid(),
-                pid: req.pid(),
-            };
-            let op = if write { "open-write" } else { "open-read" };
-            audit.record(op, &core.describe(Ino(ino.0)), caller);
-        } else if !write && core.opens_can_skip_daemon(Ino(ino.0)) {
+        let caller = caller(req);
+        let op = if write { "open-write" } else { "open-read" };
+        if self.shared.audit.is_none() && !write && core.opens_can_skip_daemon(Ino(ino.0)) {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
             // arrive without a handle.
@@ -309,11 +356,13 @@ impl Filesystem for FuseAdapter {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         };
         let ino = Ino(ino.0);
-        let send =
-            move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| match result {
+        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| {
+            s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
+            match result {
                 Ok(fh) => reply.opened(FileHandle(fh.0), cache),
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
-            };
+            }
+        };
         if write {
             // A write buffer starts from the value: the store may be asked.
             return self.later(move |s| send(s, reply, s.core.open(ino, write, truncate)));
@@ -390,7 +439,7 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
@@ -401,21 +450,29 @@ impl Filesystem for FuseAdapter {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
         }
-        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(move |s| send_empty(s, "flush", (ino, None), reply, s.core.flush(fh)));
+        let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
+        self.later(move |s| {
+            let result = s.core.flush(fh);
+            s.audit("flush", caller, &result, |s| (s.path_of(ino, None), None));
+            send_empty(s, "flush", (ino, None), reply, result);
+        });
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(move |s| send_empty(s, "fsync", (ino, None), reply, s.core.fsync(fh)));
+        let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
+        self.later(move |s| {
+            let result = s.core.fsync(fh);
+            s.audit("fsync", caller, &result, |s| (s.path_of(ino, None), None));
+            send_empty(s, "fsync", (ino, None), reply, result);
+        });
     }
 
     fn fsyncdir(
@@ -452,7 +509,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _mode: Option<u32>,
         uid: Option<u32>,
@@ -469,10 +526,17 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
-        let ino = Ino(ino.0);
-        self.later(move |s| match s.core.setattr(ino, size, uid, gid) {
-            Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-            Err(e) => reply.error(s.fail("setattr", ino, None, &e)),
+        let (ino, caller) = (Ino(ino.0), caller(req));
+        self.later(move |s| {
+            let result = s.core.setattr(ino, size, uid, gid);
+            // A truncation or a change of owner: times and modes change nothing.
+            if size.is_some() || uid.is_some() || gid.is_some() {
+                s.audit("setattr", caller, &result, |s| (s.path_of(ino, None), None));
+            }
+            match result {
+                Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
+                Err(e) => reply.error(s.fail("setattr", ino, None, &e)),
+            }
         });
     }
 
@@ -489,18 +553,15 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("create", ino = parent.0).entered();
         let name = name.to_os_string();
         let parent = Ino(parent.0);
-        let caller = Caller {
-            uid: req.uid(),
-            pid: req.pid(),
-        };
+        let caller = caller(req);
         self.later(move |s| {
             let result = match name.to_str() {
                 Some(n) => s.core.create(parent, n),
                 None => Err(Error::NotUtf8),
             };
-            if let (Some(audit), Ok((attr, _))) = (&s.audit, &result) {
-                audit.record("create", &s.core.describe(attr.ino), caller);
-            }
+            s.audit("create", caller, &result, |s| {
+                (s.path_of(parent, Some(&name)), None)
+            });
             match result {
                 Ok((attr, fh)) => reply.created(
                     &attr.valid_for,
@@ -516,7 +577,7 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -525,45 +586,54 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
         let name = name.to_os_string();
-        let parent = Ino(parent.0);
+        let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
                 Some(n) => s.core.mkdir(parent, n),
                 None => Err(Error::NotUtf8),
             };
+            s.audit("mkdir", caller, &result, |s| {
+                (s.path_of(parent, Some(&name)), None)
+            });
             send_entry(s, "mkdir", (parent, &name), reply, result);
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
         let name = name.to_os_string();
-        let parent = Ino(parent.0);
+        let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
                 Some(n) => s.core.unlink(parent, n),
                 None => Err(Error::NotFound),
             };
+            s.audit("unlink", caller, &result, |s| {
+                (s.path_of(parent, Some(&name)), None)
+            });
             send_empty(s, "unlink", (parent, Some(&name)), reply, result);
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
         let name = name.to_os_string();
-        let parent = Ino(parent.0);
+        let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
                 Some(n) => s.core.rmdir(parent, n),
                 None => Err(Error::NotFound),
             };
+            s.audit("rmdir", caller, &result, |s| {
+                (s.path_of(parent, Some(&name)), None)
+            });
             send_empty(s, "rmdir", (parent, Some(&name)), reply, result);
         });
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -574,6 +644,7 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("rename", ino = parent.0).entered();
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         let (parent, newparent) = (Ino(parent.0), Ino(newparent.0));
+        let caller = caller(req);
         self.later(move |s| {
             let result =
                 if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
@@ -593,6 +664,12 @@ impl Filesystem for FuseAdapter {
                         (_, None) => Err(Error::NotUtf8),
                     }
                 };
+            s.audit("rename", caller, &result, |s| {
+                (
+                    s.path_of(parent, Some(&name)),
+                    Some(s.path_of(newparent, Some(&newname))),
+                )
+            });
             send_empty(s, "rename", (parent, Some(&name)), reply, result);
         });
     }

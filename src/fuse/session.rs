@@ -23,7 +23,10 @@ pub struct MountSettings {
     pub read_only: bool,
     /// FUSE worker threads.
     pub threads: usize,
-    /// With an audit log, every open of a file is recorded.
+    /// With an audit log, every open of a file and every change is
+    /// recorded; a read-only mount is then not `ro` in the kernel, so that
+    /// each attempted change reaches the daemon, which refuses it (`EROFS`)
+    /// and records the attempt.
     pub audit: Option<AuditLog>,
 }
 
@@ -50,7 +53,7 @@ pub fn mount(
         MountOption::NoExec,
         MountOption::NoAtime,
     ];
-    if settings.read_only {
+    if settings.read_only && settings.audit.is_none() {
         options.push(MountOption::RO);
     }
     let mut config = fuser::Config::default();
