@@ -605,10 +605,29 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                     (fh, Vec::new())
                 }
             };
-            let (buf, offsets) = apply_writes(base, writes);
+            let (buf, offsets) = apply_writes(base.clone(), writes);
+            // A key's value is UTF-8: a write that leaves bytes that never
+            // can be (not just a character cut at the end) fails at once,
+            // and the change is never saved.
+            let mut partial = base;
+            let mut refused = false;
             for (w, offset) in writes.iter().zip(offsets) {
+                let (start, end) = (offset as usize, offset as usize + w.bytes.len());
+                if partial.len() < end {
+                    partial.resize(end, 0);
+                }
+                partial[start..end].copy_from_slice(&w.bytes);
+                let broken = std::str::from_utf8(&partial)
+                    .err()
+                    .is_some_and(|e| e.error_len().is_some());
+                let want = if broken && !is_scratch(name) {
+                    refused = true;
+                    Err(libc::EILSEQ)
+                } else {
+                    Ok(w.bytes.len() as u32)
+                };
                 let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
-                prop_assert_eq!(n, Ok(w.bytes.len() as u32), "write");
+                prop_assert_eq!(n, want, "write");
             }
             let flushed = errno(s.fs.flush(fh));
             s.fs.release(fh);
@@ -623,6 +642,9 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let changed = existing.is_none() || *truncate || !writes.is_empty();
             if !changed {
                 return expect("close without change", flushed, Ok(()));
+            }
+            if refused {
+                return expect("close after a refused write", flushed, Err(libc::EILSEQ));
             }
             let committed = model.commit_key(dir, name, &buf);
             // Only a close after writes reports; a change without writes

@@ -505,3 +505,37 @@ fn a_secret_deleted_here_or_elsewhere_can_be_written_again() {
     ));
     assert_eq!(data(&bao, "app/elsewhere"), json!({"K": "again"}));
 }
+
+#[test]
+fn bytes_that_cannot_be_text_fail_at_write_where_shells_see_it() {
+    // bash and dash ignore close()'s result, but not a failed write():
+    // `printf '\xff' > KEY` must say so. A character cut between two
+    // writes (cp of a large value) is no error.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let before = bao.kv2_version("secret", "app/db");
+    for shell in ["bash", "sh"] {
+        let out = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(format!("printf '\\377' > {}", q(&m.at("app/db/USER"))))
+            .output()
+            .expect("run the shell");
+        assert!(!out.status.success(), "{shell}: the redirection said nothing");
+        // bash names the error (EILSEQ); dash's printf says "I/O error".
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("multibyte") || said.contains("I/O error"),
+            "{shell}: {said}"
+        );
+    }
+    assert_eq!(bao.kv2_version("secret", "app/db"), before);
+    assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
+    // 5001 two-byte characters after one ASCII byte: the 4096-byte pages
+    // cp writes cut characters in two.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("value");
+    let value = format!("x{}", "é".repeat(5001));
+    std::fs::write(&src, &value).unwrap();
+    sh_ok(&format!("cp {} {}", q(&src), q(&m.at("app/db/USER"))));
+    assert_eq!(data(&bao, "app/db")["USER"], json!(value));
+}

@@ -106,7 +106,12 @@ impl SecretFs {
         self.writable()?;
         let limit = self.config.max_value_size;
         match &*self.handles.get(fh).ok_or(Error::Stale)? {
-            Handle::Write { buffer, .. } => lock(buffer).write_at(offset, data, limit)?,
+            Handle::Write { buffer, .. } => {
+                let mut b = lock(buffer);
+                b.write_at(offset, data, limit)?;
+                let (view, name) = (self.views.get(b.file.view), b.file.name.clone());
+                b.check(|bytes| view.check_partial(&name, bytes))?;
+            }
             Handle::Scratch { file } => {
                 let mut f = lock(file);
                 write_into(f.data.expose_secret_mut(), offset, data, limit)?;

@@ -100,6 +100,16 @@ impl WriteBuffer {
         Ok(())
     }
 
+    /// Checks what was written so far with `check`; a failure fails the
+    /// buffer (the writer is told now).
+    pub fn check(&mut self, check: impl FnOnce(&[u8]) -> Result<()>) -> Result<()> {
+        if let Err(e) = check(self.data.expose_secret()) {
+            self.fail(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Truncates or extends the buffer to `len` bytes.
     pub fn resize(&mut self, len: u64) {
         self.data

@@ -40,6 +40,15 @@ impl View for Keys {
         names::is_showable(name)
     }
 
+    /// Values are UTF-8 text: bytes that are not (beyond a character cut
+    /// at the end, which the next write may complete) never will be.
+    fn check_partial(&self, _name: &str, bytes: &[u8]) -> Result<()> {
+        match std::str::from_utf8(bytes) {
+            Err(e) if e.error_len().is_some() => Err(Error::NotUtf8),
+            _ => Ok(()),
+        }
+    }
+
     /// A key that held non-string JSON keeps its type when the new bytes
     /// parse as JSON; anything else is stored as a string.
     fn write(&self, data: &mut SecretData, name: &str, bytes: Vec<u8>) -> Result<()> {

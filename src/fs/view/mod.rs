@@ -82,6 +82,13 @@ pub trait View: Send + Sync + 'static {
     /// store when it is written).
     fn can_create(&self, name: &str) -> bool;
 
+    /// Whether bytes written so far to the file `name` can still become a
+    /// value it accepts (more bytes may follow): `Err` when they cannot,
+    /// told to the writer at `write()` already, not only at `close()`.
+    fn check_partial(&self, _name: &str, _bytes: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     /// Applies the bytes written to the file `name` to the secret's data.
     fn write(&self, data: &mut SecretData, name: &str, bytes: Vec<u8>) -> Result<()>;
 
