@@ -18,7 +18,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "secretfs",
-    version,
+    version = VERSION,
     propagate_version = true,
     args_override_self = true,
     after_help = "mount(8) form: secretfs SOURCE MOUNTPOINT -o OPTIONS  (what `mount -t fuse.secretfs` \
@@ -29,6 +29,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// What `--version` prints: the version, and the commit built and its date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SECRETFS_COMMIT"),
+    ", ",
+    env!("SECRETFS_COMMIT_DATE"),
+    ")"
+);
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -49,6 +59,13 @@ secretfs mount kv1/team /mnt/team --ttl 5s --uid 1000 --gid 1000\n  \
 secretfs mount secret/team /mnt/team --writable    # changes go back to the store"
     )]
     Mount(MountArgs),
+
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell), e.g. `secretfs completions bash > /etc/bash_completion.d/secretfs`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///

@@ -60,6 +60,22 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
         Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: clap_complete panics on a failed write
+            // (a closed pipe), which is the user's to cause.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli::Cli::command(), "secretfs", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("secretfs: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Mount(args) => {
             init_logging(args.verbose, args.log_file.as_deref());
             match secretfs::mount::run(args) {

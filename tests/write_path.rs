@@ -520,7 +520,10 @@ fn bytes_that_cannot_be_text_fail_at_write_where_shells_see_it() {
             .arg(format!("printf '\\377' > {}", q(&m.at("app/db/USER"))))
             .output()
             .expect("run the shell");
-        assert!(!out.status.success(), "{shell}: the redirection said nothing");
+        assert!(
+            !out.status.success(),
+            "{shell}: the redirection said nothing"
+        );
         // bash names the error (EILSEQ); dash's printf says "I/O error".
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
