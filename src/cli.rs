@@ -641,9 +641,10 @@ mod tests {
         assert!(err.contains("'mount'"), "{err}");
         let err = usage_error(&["secretfs", "moutn", "secret/", "/tmp/x"]);
         assert!(err.contains("unrecognized subcommand 'moutn'"), "{err}");
-        let err = usage_error(&["secretfs", "completions", "bash"]);
+        // `completions` is a subcommand; a near miss of it is a typo.
+        let err = usage_error(&["secretfs", "completion", "bash"]);
         assert!(
-            err.contains("unrecognized subcommand 'completions'"),
+            err.contains("unrecognized subcommand 'completion'") && err.contains("'completions'"),
             "{err}"
         );
         // Two arguments, the second a path, but the first a near miss of
