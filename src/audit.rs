@@ -367,8 +367,16 @@ mod tests {
         assert!(v["comm"].is_string());
         assert!(v.get("tid").is_none(), "the main thread's id is the pid");
 
-        // A thread that has exited: its id stands as the pid, no name.
-        let caller = std::thread::spawn(me).join().unwrap();
+        // A caller that is gone: its id stands as the pid, no name. (An id
+        // above pid_max: a thread just joined may linger in /proc a moment.)
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        let caller = Caller {
+            tid: pid_max + 1,
+            ..me()
+        };
         let gone = Record {
             caller,
             ..record("unlink", Outcome::Ok)
