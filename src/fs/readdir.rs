@@ -109,17 +109,15 @@ impl SecretFs {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroUsize;
     use std::sync::Arc;
     use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
-    use crate::fs::cache::CachePolicy;
     use crate::fs::clock::ManualClock;
     use crate::fs::inode::ROOT_INO;
-    use crate::fs::{FsConfig, Presentation};
+    use crate::fs::tests::config;
     use crate::store::memory::{Call, MemoryStore, Scope};
     use crate::store::SecretPath;
 
@@ -127,24 +125,7 @@ mod tests {
 
     fn timed(store: Arc<MemoryStore>) -> (SecretFs, Arc<ManualClock>) {
         let clock = ManualClock::new();
-        let config = FsConfig {
-            presentation: Presentation {
-                uid: 1000,
-                gid: 1000,
-                file_mode: 0o400,
-                dir_mode: 0o500,
-            },
-            cache: CachePolicy {
-                ttl: TTL,
-                negative_ttl: Duration::from_secs(5),
-                stale_if_error: Duration::from_secs(300),
-                capacity: NonZeroUsize::MIN.saturating_add(99),
-            },
-            read_only: false,
-            max_value_size: 1024,
-            background_refresh: false,
-        };
-        let fs = SecretFs::new(store, SecretPath::root(), config, clock.clone());
+        let fs = SecretFs::new(store, SecretPath::root(), config(TTL), clock.clone());
         (fs, clock)
     }
 

@@ -32,6 +32,17 @@ fn policy(ttl: Duration) -> CachePolicy {
     }
 }
 
+/// The configuration core tests use: writable, no background refresh.
+pub(super) fn config(ttl: Duration) -> FsConfig {
+    FsConfig {
+        presentation: presentation(),
+        cache: policy(ttl),
+        read_only: false,
+        max_value_size: 1024,
+        background_refresh: false,
+    }
+}
+
 fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
     timed(store, root, ttl).0
 }
@@ -42,13 +53,7 @@ fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (SecretFs, Arc<M
     let fs = SecretFs::new(
         Arc::new(HideDeleted::new(store)),
         SecretPath::parse(root),
-        FsConfig {
-            presentation: presentation(),
-            cache: policy(ttl),
-            read_only: false,
-            max_value_size: 1024,
-            background_refresh: false,
-        },
+        config(ttl),
         clock.clone(),
     );
     (fs, clock)
@@ -480,11 +485,8 @@ fn a_read_only_mount_refuses_every_change() {
         store.clone(),
         SecretPath::root(),
         FsConfig {
-            presentation: presentation(),
-            cache: policy(Duration::from_secs(30)),
             read_only: true,
-            max_value_size: 1024,
-            background_refresh: false,
+            ..config(Duration::from_secs(30))
         },
         ManualClock::new(),
     );
@@ -728,11 +730,8 @@ fn refreshing_ahead(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>
         Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
         FsConfig {
-            presentation: presentation(),
-            cache: policy(Duration::from_secs(30)),
-            read_only: false,
-            max_value_size: 1024,
             background_refresh: true,
+            ..config(Duration::from_secs(30))
         },
         clock.clone(),
     ));
@@ -998,13 +997,7 @@ fn fs_with_lines(store: Arc<MemoryStore>) -> (SecretFs, Arc<ManualClock>) {
     let fs = SecretFs::with_views(
         Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
-        FsConfig {
-            presentation: presentation(),
-            cache: policy(Duration::from_secs(30)),
-            read_only: false,
-            max_value_size: 1024,
-            background_refresh: false,
-        },
+        config(Duration::from_secs(30)),
         clock.clone(),
         views,
     );

@@ -31,39 +31,20 @@ impl SecretFs {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroUsize;
     use std::sync::Arc;
     use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
-    use crate::fs::cache::CachePolicy;
     use crate::fs::clock::ManualClock;
-    use crate::fs::{FsConfig, Presentation};
     use crate::store::memory::MemoryStore;
     use crate::store::SecretPath;
 
     fn fs() -> SecretFs {
         let store = Arc::new(MemoryStore::new());
         store.put("app", json!({"K": "v"}));
-        let config = FsConfig {
-            presentation: Presentation {
-                uid: 1000,
-                gid: 1000,
-                file_mode: 0o400,
-                dir_mode: 0o500,
-            },
-            cache: CachePolicy {
-                ttl: Duration::from_secs(30),
-                negative_ttl: Duration::from_secs(5),
-                stale_if_error: Duration::from_secs(300),
-                capacity: NonZeroUsize::MIN.saturating_add(99),
-            },
-            read_only: false,
-            max_value_size: 1024,
-            background_refresh: false,
-        };
+        let config = crate::fs::tests::config(Duration::from_secs(30));
         SecretFs::new(store, SecretPath::root(), config, ManualClock::new())
     }
 
