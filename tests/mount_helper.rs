@@ -125,16 +125,8 @@ fn mounting_through_mount_8_and_fstab_style_options() {
     assert_eq!(daemons_for(&at).len(), 1, "one daemon in the background");
 
     // `secretfs status` reports it healthy.
-    let status = Command::new(support::secretfs())
-        .args(["status", at.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (code, report) = support::status(&at);
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(
         (report["healthy"].clone(), report["store_reachable"].clone()),
         (json!(true), json!(true))
@@ -194,12 +186,7 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         bao.kv2_get("secret", "app/db").map(|(d, _)| d),
         Some(json!({"PASSWORD": "rotated"}))
     );
-    let status = Command::new(support::secretfs())
-        .arg("status")
-        .arg(at)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (_, report) = support::status(at);
     assert_eq!(report["mode"], json!("writable"), "{report}");
     assert!(Command::new("umount").arg(at).status().unwrap().success());
     drop(m);

@@ -26,14 +26,8 @@ fn with_vault_stopped_cached_values_are_served_within_the_stale_window() {
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     // The outage is not hidden: `secretfs status` says the mount answers
     // but the store does not (exit 1, not 2: no reason to restart).
-    let out = Command::new(support::secretfs())
-        .arg("status")
-        .arg(m.path())
-        .output()
-        .expect("secretfs status");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out:?}"));
-    assert_eq!(out.status.code(), Some(1), "{report}");
+    let (code, report) = support::status(m.path());
+    assert_eq!(code, Some(1), "{report}");
     assert_eq!(
         (report["healthy"].clone(), report["store_reachable"].clone()),
         (json!(false), json!(false)),
@@ -205,14 +199,8 @@ fn status_of_a_mount_whose_store_hangs_says_so_within_its_own_deadline() {
     let m = Mount::new(&bao, "secret/", &["--timeout", "30s"]);
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     bao.pause();
-    let out = Command::new(support::secretfs())
-        .arg("status")
-        .arg(m.path())
-        .output()
-        .expect("secretfs status");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out:?}"));
-    assert_eq!(out.status.code(), Some(1), "{report}");
+    let (code, report) = support::status(m.path());
+    assert_eq!(code, Some(1), "{report}");
     assert_eq!(
         (report["mounted"].clone(), report["store_reachable"].clone()),
         (json!(true), json!(false)),

@@ -326,17 +326,7 @@ fn bad_input_fails_at_write_or_close_and_changes_nothing() {
 
 /// `secretfs status MOUNTPOINT`'s JSON.
 fn status(m: &Mount) -> serde_json::Value {
-    let out = std::process::Command::new(support::secretfs())
-        .arg("status")
-        .arg(m.path())
-        .output()
-        .expect("secretfs status");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    support::status(m.path()).1
 }
 
 #[test]

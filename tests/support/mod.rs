@@ -835,6 +835,18 @@ impl Drop for Mount {
     }
 }
 
+/// What `secretfs status AT` says: its exit code and its JSON report.
+pub fn status(at: &Path) -> (Option<i32>, Value) {
+    let out = Command::new(secretfs())
+        .arg("status")
+        .arg(at)
+        .output()
+        .expect("secretfs status");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out:?}"));
+    (out.status.code(), report)
+}
+
 /// Runs a shell command line (as users would) and returns its output.
 pub fn sh(script: &str) -> Output {
     Command::new("sh")
