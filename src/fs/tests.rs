@@ -72,6 +72,18 @@ fn seeded() -> Arc<MemoryStore> {
     store
 }
 
+/// Waits (at most 5 s, polling) for a background thread to make `done` true.
+fn soon(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
     let mut ino = ROOT_INO;
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -748,11 +760,9 @@ fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
     // 28 s into a 30 s TTL: the cached value, and a refresh behind it.
     clock.advance(Duration::from_secs(28));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
-    let landed = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
+    soon("the refresh ahead lands", || {
         read_all(&fs, "myapp/db/PASSWORD").unwrap() == b"rotated"
     });
-    assert!(landed, "the refresh ahead never landed");
     // Past the first value's expiry: the refreshed one is fresh, no fetch.
     let reads = store.read_calls();
     clock.advance(Duration::from_secs(3));
@@ -1141,11 +1151,9 @@ fn once_the_store_fails_to_answer_only_the_probe_asks_it_until_it_is_back() {
     assert!(!fs.status_json()["store_reachable"].as_bool().unwrap());
     // Back: the probe (every second) notices, and requests go through again.
     store.set_fault(None);
-    let back = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
+    soon("the mount notices the store is back", || {
         path_ino(&fs, "myapp/api/token").is_ok()
     });
-    assert!(back, "the store came back but the mount did not notice");
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
 }
 
