@@ -239,6 +239,11 @@ impl Inodes {
             .collect()
     }
 
+    /// How many file inodes hold a version they were shown.
+    pub fn shown_count(&self) -> usize {
+        self.nodes.values().filter(|n| n.shown.is_some()).count()
+    }
+
     /// Forgets the version shown for `ino`, if it is still `version`.
     pub fn unshow(&mut self, ino: Ino, version: &Arc<Secret>) {
         if let Some(node) = self.nodes.get_mut(&ino) {

@@ -373,7 +373,7 @@ impl SecretFs {
             inodes: self.names.len(),
             listings,
             secrets,
-            shown: self.names.shown_versions().len(),
+            shown: self.names.shown_count(),
         }
     }
 

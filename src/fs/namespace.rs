@@ -88,6 +88,11 @@ impl Namespace {
         self.lock().inodes.shown_versions()
     }
 
+    /// How many file inodes hold a version they were shown.
+    pub fn shown_count(&self) -> usize {
+        self.lock().inodes.shown_count()
+    }
+
     /// Forgets the version shown for `ino`, if it is still `version`.
     pub fn unshow(&self, ino: Ino, version: &Arc<Secret>) {
         self.lock().inodes.unshow(ino, version)
