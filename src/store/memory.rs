@@ -103,7 +103,6 @@ pub struct MemoryStore {
     reads: AtomicU64,
     writes: AtomicU64,
     versions: AtomicU64,
-    deletes: AtomicU64,
 }
 
 impl Default for MemoryStore {
@@ -143,7 +142,6 @@ impl MemoryStore {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             versions: AtomicU64::new(0),
-            deletes: AtomicU64::new(0),
         }
     }
 
@@ -250,11 +248,6 @@ impl MemoryStore {
     /// writes that succeeded.
     pub fn versions_written(&self) -> u64 {
         self.versions.load(Ordering::SeqCst)
-    }
-
-    /// Number of DELETE calls so far.
-    pub fn delete_calls(&self) -> u64 {
-        self.deletes.load(Ordering::SeqCst)
     }
 
     /// The live data of a secret as stored (`None` when absent or deleted).
@@ -415,7 +408,6 @@ impl SecretStore for MemoryStore {
     }
 
     fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.deletes.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Write, path)?;
         self.delete_at(path);
         Ok(())
