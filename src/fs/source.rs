@@ -386,7 +386,10 @@ impl Source {
     /// A secret was written at `path`: each listing above must name it (a
     /// new secret, a new folder on the way). Only listings that do not yet
     /// are fetched again; the others stay, and with them what
-    /// stale-if-error serves should the store go away right after.
+    /// stale-if-error serves should the store go away right after. Every
+    /// level is checked: a listing below that names its child says
+    /// nothing of the levels above (an old copy may name what a fresher
+    /// listing above does not yet show as a folder).
     fn note_written(&self, path: &SecretPath) {
         let mut child = path.clone();
         let mut folder = false;
@@ -395,10 +398,9 @@ impl Source {
                 .listings
                 .last(&parent)
                 .is_some_and(|l| named(&l, name).iter().any(|e| e.folder == folder));
-            if named {
-                return;
+            if !named {
+                self.listings.invalidate(&parent);
             }
-            self.listings.invalidate(&parent);
             child = parent;
             folder = true;
         }

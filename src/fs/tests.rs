@@ -1228,3 +1228,23 @@ fn with_the_store_known_down_an_open_for_writing_fails_where_shells_see_it() {
         libc::ENOENT
     );
 }
+
+#[test]
+fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
+    // Found by the reference model (KV v1, seed 1796047179745081601): an
+    // old copy of a's listing still named b, so the write stopped looking
+    // there and left the root's fresh listing, where a is no folder yet.
+    let store = Arc::new(MemoryStore::kv1());
+    store.put("a/b", json!({}));
+    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    assert_eq!(names(&fs, "a"), [("b".to_string(), true)]);
+    store.remove("a/b");
+    store.put("a", json!({}));
+    clock.advance(Duration::from_secs(31));
+    assert!(names(&fs, "a").is_empty());
+    let a = path_ino(&fs, "a").unwrap();
+    fs.mkdir(a, "b").unwrap();
+    write_file(&fs, "a/b/K", b"").unwrap();
+    assert_eq!(names(&fs, "a"), [("b".to_string(), true)]);
+    assert_eq!(read_all(&fs, "a/b/K").unwrap(), b"");
+}
