@@ -312,6 +312,15 @@ pub struct FileArgs {
     #[arg(long, requires = "audit_log")]
     pub audit_syslog: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464): store requests by operation and outcome with
+    /// latencies, cache hits/misses/stale answers, refreshes, FUSE
+    /// operations, kernel invalidations, open handles, token expiry.
+    /// Never a path or a value. Off unless given; bind a loopback address
+    /// unless the network is trusted.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Lock the daemon's memory (mlockall) so secret values never reach swap.
     /// Needs CAP_IPC_LOCK (root has it) or a high RLIMIT_MEMLOCK.
     #[arg(long)]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod hardening;
+pub mod metrics;
 pub mod mount;
 pub mod start_error;
 pub mod status;

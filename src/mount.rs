@@ -4,7 +4,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::audit::AuditLog;
@@ -14,6 +14,7 @@ use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
+use crate::metrics;
 use crate::start_error::StartError;
 use crate::status;
 use crate::store;
@@ -51,9 +52,16 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // Bound before anything else, so a busy address fails the mount; on
+    // before connecting, so the first token lease is counted.
+    let core_slot: Arc<OnceLock<Weak<SecretFs>>> = Arc::default();
+    if let Some(addr) = &args.files.metrics {
+        start_metrics(addr, core_slot.clone())?;
+    }
     let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
 
     let core = build_core(connected, &args);
+    let _ = core_slot.set(Arc::downgrade(&core));
     core.start_refresher();
     core.start_sweeper();
 
@@ -113,6 +121,43 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Serves `--metrics` at `addr`, with the levels of the core `slot` will
+/// hold once it is built.
+fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), StartError> {
+    let failed = |reason| StartError::Metrics {
+        addr: addr.to_string(),
+        reason,
+    };
+    let server = metrics::serve(addr).map_err(failed)?;
+    let levels: metrics::Levels = Box::new(move || {
+        let Some(core) = slot.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
+        let stats = core.stats();
+        let level = |name, help, value: usize| metrics::Level {
+            name,
+            help,
+            value: i64::try_from(value).unwrap_or(i64::MAX),
+        };
+        vec![
+            level("open_handles", "Open file handles", stats.handles),
+            level("inodes", "Inodes the kernel may hold", stats.inodes),
+            level("cached_secrets", "Secrets in the cache", stats.secrets),
+            level(
+                "cached_listings",
+                "Folder listings in the cache",
+                stats.listings,
+            ),
+            level(
+                "store_up",
+                "1 while the store answers, 0 while it is taken to be down",
+                usize::from(!stats.store_down),
+            ),
+        ]
+    });
+    server.start(metrics::enable(levels)).map_err(failed)
 }
 
 /// The core over the connected store, configured by the command line.

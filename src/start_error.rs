@@ -59,6 +59,14 @@ pub enum StartError {
     /// The runtime that talks to the store could not start.
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--metrics`: the address could not be bound.
+    #[error("metrics address {addr}: {reason}")]
+    Metrics {
+        /// The address given.
+        addr: String,
+        /// Why it cannot be bound.
+        reason: std::io::Error,
+    },
     /// `--audit-log`: the file could not be opened.
     #[error("audit log {}: {reason}", path.display())]
     Audit {

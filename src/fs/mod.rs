@@ -92,6 +92,10 @@ pub struct Stats {
     pub secrets: usize,
     /// Files holding the version of their secret they were last shown.
     pub shown: usize,
+    /// Open file handles.
+    pub handles: usize,
+    /// Whether the store is taken to be down (a probe is waiting for it).
+    pub store_down: bool,
 }
 
 /// Attributes of one node, and how long the kernel may keep them.
@@ -374,6 +378,8 @@ impl SecretFs {
             listings,
             secrets,
             shown: self.names.shown_count(),
+            handles: self.handles.len(),
+            store_down: self.source.is_down(),
         }
     }
 

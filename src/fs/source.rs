@@ -325,6 +325,11 @@ impl Source {
             }),
         };
         lock(&self.refreshing).remove(job);
+        let kind = match job {
+            Refresh::Listing(_) => "listing",
+            Refresh::Secret(_) => "secret",
+        };
+        crate::metrics::record_refresh(kind, if result.is_ok() { "ok" } else { "failed" });
         self.noted(result)
     }
 
@@ -473,8 +478,17 @@ impl Source {
                 return not_one(says.valid_for);
             }
         }
+        let label = match kind {
+            Kind::Folder => "listing",
+            Kind::Secret => "secret",
+        };
         if self.is_down() {
-            return self.while_down(path, kind, cache);
+            let answer = self.while_down(path, kind, cache);
+            crate::metrics::record_cache_lookup(
+                label,
+                if answer.is_ok() { "stale" } else { "failed" },
+            );
+            return answer;
         }
         let job = match kind {
             Kind::Folder => Refresh::Listing(path.clone()),
@@ -484,6 +498,7 @@ impl Source {
             if answer.valid_for < self.ahead {
                 self.refresh_ahead(job);
             }
+            crate::metrics::record_cache_lookup(label, "hit");
             return Ok(Fetched {
                 answer,
                 change: None,
@@ -492,10 +507,22 @@ impl Source {
         // Only a fetch (or waiting for another thread's fetch) is left.
         may_wait()?;
         let mut replaced = None;
+        let mut fetch_failed = false;
         let answer = cache.get_or_fetch(path, || {
             replaced = Some(cache.last(path));
-            self.noted(fetch())
+            let fetched = self.noted(fetch());
+            fetch_failed = fetched.is_err();
+            fetched
         });
+        crate::metrics::record_cache_lookup(
+            label,
+            match (&answer, replaced.is_some(), fetch_failed) {
+                (Err(_), _, _) => "failed",
+                (Ok(_), false, _) => "coalesced",
+                (Ok(_), true, false) => "miss",
+                (Ok(_), true, true) => "stale",
+            },
+        );
         match answer {
             Ok(now) => {
                 let change =

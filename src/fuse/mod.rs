@@ -302,6 +302,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        crate::metrics::record_fuse_op("lookup");
         let _span = tracing::debug_span!("lookup", ino = parent.0).entered();
         let Some(name) = name.to_str().map(str::to_string) else {
             reply.error(Errno::ENOENT);
@@ -319,10 +320,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        crate::metrics::record_fuse_op("forget");
         self.shared.core.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        crate::metrics::record_fuse_op("getattr");
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
         let ino = Ino(ino.0);
         self.now_or_later(
@@ -336,6 +339,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        crate::metrics::record_fuse_op("open");
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let core = &self.shared.core;
@@ -381,6 +385,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        crate::metrics::record_fuse_op("read");
         let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
         // The reply is sent inside the closure so the bytes are never copied again.
@@ -423,6 +428,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("release");
         let fh = Fh(fh.0);
         if !self.shared.core.writes_through(fh) {
             // A read handle: nothing to commit, nothing to wait for.
@@ -445,6 +451,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("flush");
         let _span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
         if self.shared.core.is_read_only() {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
@@ -466,6 +473,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("fsync");
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
         let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
         self.later(move |s| {
@@ -483,6 +491,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("fsyncdir");
         // Directory changes reach the store when they are made.
         reply.ok();
     }
@@ -499,6 +508,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        crate::metrics::record_fuse_op("write");
         let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
         // Into the write buffer: the store is not asked.
         match self.shared.core.write_handle(Fh(fh.0), offset, data) {
@@ -525,6 +535,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        crate::metrics::record_fuse_op("setattr");
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
@@ -550,6 +561,7 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        crate::metrics::record_fuse_op("create");
         let _span = tracing::debug_span!("create", ino = parent.0).entered();
         let name = name.to_os_string();
         let parent = Ino(parent.0);
@@ -584,6 +596,7 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        crate::metrics::record_fuse_op("mkdir");
         let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
@@ -600,6 +613,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        crate::metrics::record_fuse_op("unlink");
         let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
@@ -616,6 +630,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        crate::metrics::record_fuse_op("rmdir");
         let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
@@ -641,6 +656,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("rename");
         let _span = tracing::debug_span!("rename", ino = parent.0).entered();
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         let (parent, newparent) = (Ino(parent.0), Ino(newparent.0));
@@ -675,6 +691,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        crate::metrics::record_fuse_op("getxattr");
         let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
         // The status attribute asks the store how it is.
         let name = name.to_os_string();
@@ -692,6 +709,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        crate::metrics::record_fuse_op("listxattr");
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
         match self.shared.core.listxattr(Ino(ino.0)) {
             Ok(names) => {
@@ -708,6 +726,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        crate::metrics::record_fuse_op("opendir");
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
         let ino = Ino(ino.0);
         self.now_or_later(
@@ -728,6 +747,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        crate::metrics::record_fuse_op("readdir");
         let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
         // Attributes of entries may need the store.
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
@@ -752,6 +772,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        crate::metrics::record_fuse_op("readdirplus");
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
         self.later(move |s| {
@@ -775,6 +796,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("releasedir");
         self.shared.core.release(Fh(fh.0));
         reply.ok();
     }

@@ -143,8 +143,12 @@ fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
             for what in rx {
                 let sent = match &what {
                     // Attributes and every cached page.
-                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(ino.0), 0, 0),
+                    Invalidation::Inode(ino) => {
+                        crate::metrics::record_invalidation("inode");
+                        notifier.inval_inode(INodeNo(ino.0), 0, 0)
+                    }
                     Invalidation::Entry { parent, name } => {
+                        crate::metrics::record_invalidation("entry");
                         notifier.inval_entry(INodeNo(parent.0), OsStr::new(name))
                     }
                 };

@@ -6,6 +6,7 @@
 pub mod deadline;
 pub mod deleted;
 pub mod memory;
+pub mod metered;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -45,10 +46,11 @@ pub fn connect(
         "connected"
     );
     // Soft deletes leave names in listings: hide those deleted through us.
+    // Outermost, every request is counted for --metrics.
     let store: std::sync::Arc<dyn SecretStore> = if store.capabilities().soft_delete {
-        std::sync::Arc::new(deleted::HideDeleted::new(store))
+        std::sync::Arc::new(metered::Metered::new(deleted::HideDeleted::new(store)))
     } else {
-        std::sync::Arc::new(store)
+        std::sync::Arc::new(metered::Metered::new(store))
     };
     Ok(Connected {
         store,

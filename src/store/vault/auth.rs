@@ -210,6 +210,11 @@ const FILE_POLL: Duration = Duration::from_secs(5);
 /// How soon a failed renewal or login is tried again, at most.
 const RETRY: Duration = Duration::from_secs(10);
 
+/// Tells the metrics when the token in use expires.
+fn note_lease(lease: &Lease) {
+    crate::metrics::record_token_ttl((lease.ttl > 0).then(|| Duration::from_secs(lease.ttl)));
+}
+
 /// Keeps the token valid for as long as the mount lives: renews it at half
 /// its TTL; when it cannot be renewed further (or is about to reach its
 /// maximum TTL) obtains a new one if `login` can (file, AppRole, TLS
@@ -228,6 +233,7 @@ pub async fn keep_fresh(
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let mut due = Instant::now() + if lease.ttl == 0 { far } else { half(&lease) };
     let watch_file = matches!(login, Login::TokenFile(_));
+    note_lease(&lease);
     if lease.ttl == 0 && !watch_file {
         return; // never expires: nothing to do
     }
@@ -256,6 +262,7 @@ pub async fn keep_fresh(
                         Ok(l) => {
                             tracing::info!(file = %path.display(), ttl_seconds = l.ttl, "token file changed: new token in use");
                             lease = l;
+                            note_lease(&lease);
                             due = Instant::now() + if l.ttl == 0 { far } else { half(&l) };
                             warned = false;
                         }
@@ -305,6 +312,7 @@ pub async fn keep_fresh(
                         ttl: auth.lease_duration,
                         renewable: auth.renewable,
                     };
+                    note_lease(&lease);
                     due = Instant::now() + half(&lease);
                     if !shrinking {
                         warned = false;
@@ -323,6 +331,7 @@ pub async fn keep_fresh(
                 Ok(l) => {
                     tracing::info!(ttl_seconds = l.ttl, "new token obtained");
                     lease = l;
+                    note_lease(&lease);
                     due = Instant::now() + if l.ttl == 0 { far } else { half(&l) };
                     warned = false;
                 }

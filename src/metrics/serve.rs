@@ -1,0 +1,139 @@
+//! The scrape endpoint: `GET /metrics` over plain HTTP/1.1 on the address
+//! given with `--metrics`, one connection at a time on a thread of its
+//! own. A scrape is a few KiB every few seconds; a full HTTP server crate
+//! would bring more code than this file, so this answers exactly one
+//! request per connection and closes it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use super::Metrics;
+
+/// The longest request head read; anything longer is refused.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request or read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bound scrape endpoint.
+pub struct Server {
+    listener: TcpListener,
+}
+
+/// Binds `addr` (so that a busy or bad address fails the mount before it
+/// starts), ready to serve `metrics` with [`Server::start`].
+pub fn serve(addr: &str) -> std::io::Result<Server> {
+    let listener = TcpListener::bind(addr)?;
+    Ok(Server { listener })
+}
+
+impl Server {
+    /// The address bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers scrapes on a thread of its own until the process exits.
+    pub fn start(self, metrics: &'static Metrics) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("secretfs-metrics".into())
+            .spawn(move || {
+                for stream in self.listener.incoming() {
+                    match stream {
+                        Ok(s) => {
+                            if let Err(e) = answer(s, metrics) {
+                                tracing::debug!(error = %e, "metrics request not answered");
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "metrics connection failed"),
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+}
+
+/// Reads one request head and answers it.
+fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_HEAD {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            );
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    let mut words = line.split(|&b| b == b' ');
+    let (method, target) = (words.next().unwrap_or(&[]), words.next().unwrap_or(&[]));
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+    match (method, path) {
+        (b"GET", b"/metrics") => respond(
+            &mut stream,
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            &metrics.encode(),
+        ),
+        (b"GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n"),
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", ""),
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(request.as_bytes()).expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    }
+
+    #[test]
+    fn a_scrape_gets_the_families_and_other_paths_do_not() {
+        let metrics = super::super::enable(Box::new(Vec::new));
+        let server = serve("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        server.start(metrics).expect("start");
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("# TYPE secretfs_token_expiry_timestamp_seconds gauge"),
+            "{ok}"
+        );
+        assert!(ok.ends_with("# EOF\n"), "{ok}");
+        let missing = get(addr, "GET / HTTP/1.1\r\n\r\n");
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let post = get(addr, "POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    }
+
+    #[test]
+    fn a_busy_address_fails_at_bind() {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        assert!(serve(&addr).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! `--metrics ADDR`: a real mount against a real OpenBao, scraped by a
+//! real HTTP client (ureq), shows what the mount did: store requests by
+//! operation and outcome, cache lookups, FUSE operations, open handles,
+//! the token's expiry, whether the store is up; and a busy address fails
+//! the mount in one line.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{eventually, seeded, Mount};
+
+/// A loopback address nothing listens on (bound and released).
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// The scrape's samples: `name{labels}` → value.
+fn scrape(addr: &str) -> Vec<(String, f64)> {
+    let mut resp = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .expect("scrape");
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[test]
+fn a_scrape_shows_what_the_mount_did() {
+    let bao = seeded();
+    let token = bao.token_with_policy(
+        "reader",
+        "path \"secret/*\" { capabilities = [\"read\", \"list\"] }",
+    );
+    let addr = free_addr();
+    let m = Mount::builder(&bao, "secret/")
+        .token(&token)
+        .args(&["--metrics", &addr])
+        .start();
+
+    for key in ["myapp/db/PASSWORD", "myapp/api/token/value", "clash/k"] {
+        std::fs::read(m.at(key)).expect("read through the mount");
+    }
+    let held = std::fs::File::open(m.at("myapp/db/USER")).expect("open");
+
+    let samples = scrape(&addr);
+    let reads = value(
+        &samples,
+        "secretfs_store_request_duration_seconds_count{op=\"read\",outcome=\"ok\"}",
+    );
+    assert!(
+        reads >= 3.0,
+        "3 secrets read, {reads} store reads counted: {samples:?}"
+    );
+    let lists = value(
+        &samples,
+        "secretfs_store_request_duration_seconds_count{op=\"list\",outcome=\"ok\"}",
+    );
+    assert!(lists >= 1.0, "{samples:?}");
+    let misses = value(
+        &samples,
+        "secretfs_cache_lookups_total{kind=\"secret\",result=\"miss\"}",
+    );
+    assert!(misses >= 3.0, "{samples:?}");
+    assert!(value(&samples, "secretfs_fuse_operations_total{op=\"lookup\"}") >= 4.0);
+    assert!(
+        value(&samples, "secretfs_cached_secrets") >= 3.0,
+        "{samples:?}"
+    );
+    assert_eq!(value(&samples, "secretfs_store_up"), 1.0, "{samples:?}");
+    // Read-only mounts open without the daemon; a handle shows only on a
+    // writable mount, so this one counts none (and says so).
+    assert!(samples.iter().any(|(n, _)| n == "secretfs_open_handles"));
+    drop(held);
+    // The token was made with a TTL: its expiry lies ahead.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let expiry = value(&samples, "secretfs_token_expiry_timestamp_seconds");
+    assert!(expiry > now, "token expiry {expiry} not after now {now}");
+    // No label holds a path or a value.
+    for (name, _) in &samples {
+        assert!(
+            !name.contains("myapp") && !name.contains("hunter2"),
+            "{name}"
+        );
+    }
+
+    // With the store gone, the gauge says so and failures are counted.
+    bao.pause();
+    assert!(std::fs::read(m.at("myapp/db/replica/HOST")).is_err());
+    eventually("store_up to fall to 0", Duration::from_secs(10), || {
+        let s = scrape(&addr);
+        (value(&s, "secretfs_store_up") == 0.0).then_some(())
+    });
+    let samples = scrape(&addr);
+    // A hung server's request ends as a timeout or "unavailable" (how
+    // the HTTP client words it), never as ok.
+    let failed: f64 = samples
+        .iter()
+        .filter(|(n, _)| {
+            n.starts_with("secretfs_store_request_duration_seconds_count{op=\"read\"")
+                && !n.contains("outcome=\"ok\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert!(failed >= 1.0, "{samples:?}");
+    let lookups_failed = value(
+        &samples,
+        "secretfs_cache_lookups_total{kind=\"secret\",result=\"failed\"}",
+    );
+    assert!(lookups_failed >= 1.0, "{samples:?}");
+    bao.resume();
+}
+
+#[test]
+fn a_busy_metrics_address_fails_the_mount_in_one_line() {
+    let bao = seeded();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (status, stderr) = Mount::builder(&bao, "secret/")
+        .args(&["--metrics", &addr])
+        .fail();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("metrics address {addr}:")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
