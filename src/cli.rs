@@ -67,6 +67,16 @@ secretfs mount secret/team /mnt/team --writable    # changes go back to the stor
         shell: clap_complete::Shell,
     },
 
+    /// Print the manual page secretfs(1) (roff), or with --dir write it and
+    /// one page per subcommand (secretfs-mount(1), ...) into DIR, e.g.
+    /// `secretfs man --dir /usr/local/share/man/man1`; `secretfs man | man -l -`
+    /// reads it.
+    Man {
+        /// Write secretfs.1 and the subcommands' pages into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///
     /// Prints one JSON object (mounted, store reachable, last error, cache

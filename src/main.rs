@@ -76,6 +76,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Man { dir } => match write_man(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secretfs: cannot write the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Mount(args) => {
             init_logging(args.verbose, args.log_file.as_deref());
             match secretfs::mount::run(args) {
@@ -85,6 +93,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `secretfs man`: the page to stdout, or every page into `dir`.
+fn write_man(dir: Option<&Path>) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let command = cli::Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(command, dir)
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            std::io::stdout().write_all(&page)
         }
     }
 }

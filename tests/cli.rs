@@ -1,5 +1,6 @@
-//! The command line's own answers: `--version` names the commit built, and
-//! `completions SHELL` prints a script the shell accepts.
+//! The command line's own answers: `--version` names the commit built,
+//! `completions SHELL` prints a script the shell accepts, and `man` writes
+//! manual pages that man(1) renders with every option of `mount`.
 
 mod support;
 
@@ -53,4 +54,45 @@ fn completions_for_bash_are_a_script_bash_accepts() {
     let out = secretfs(&["completion", "bash"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'completions'"));
+}
+
+#[test]
+fn man_pages_render_and_list_every_mount_option() {
+    let out = secretfs(&["man"]);
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH secretfs 1"), "{page}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = secretfs(&["man", "--dir", dir.path().to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    for name in [
+        "secretfs.1",
+        "secretfs-mount.1",
+        "secretfs-status.1",
+        "secretfs-completions.1",
+    ] {
+        assert!(dir.path().join(name).is_file(), "{name} not written");
+    }
+    // man(1) renders the mount page; every long option of `mount` is in it.
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("secretfs-mount.1"))
+        .env("MANWIDTH", "200")
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("run man (apt-get install man-db)");
+    assert!(rendered.status.success(), "{rendered:?}");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    use clap::CommandFactory;
+    let cli = secretfs::cli::Cli::command();
+    let mount = cli.find_subcommand("mount").expect("mount subcommand");
+    for arg in mount.get_arguments().filter(|a| !a.is_hide_set()) {
+        if let Some(long) = arg.get_long() {
+            assert!(
+                text.contains(&format!("--{long}")),
+                "--{long} missing from secretfs-mount(1)"
+            );
+        }
+    }
 }
