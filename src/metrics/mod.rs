@@ -99,7 +99,7 @@ impl Metrics {
         let refreshes = Family::<Labels2, Counter>::default();
         registry.register(
             "refreshes",
-            "Background refreshes of cached answers by kind and result (changed, unchanged, failed)",
+            "Background refreshes of cached answers ahead of their expiry, by kind (secret, listing) and result (ok, failed)",
             refreshes.clone(),
         );
         let fuse_ops = Family::<Labels1, Counter>::default();
