@@ -495,12 +495,12 @@ impl Source {
             Kind::Secret => Refresh::Secret(path.clone()),
         };
         if let Some(answer) = cache.fresh(path) {
-            if answer.valid_for < self.ahead {
+            if answer.valid_for <= self.ahead {
                 self.refresh_ahead(job);
             }
             crate::metrics::record_cache_lookup(label, "hit");
             return Ok(Fetched {
-                answer,
+                answer: self.for_the_kernel(answer),
                 change: None,
             });
         }
@@ -528,7 +528,7 @@ impl Source {
                 let change =
                     replaced.map(|before| Change::from((path.clone(), before, now.value.clone())));
                 Ok(Fetched {
-                    answer: now,
+                    answer: self.for_the_kernel(now),
                     change,
                 })
             }
@@ -566,6 +566,18 @@ impl Source {
             answer,
             change: None,
         })
+    }
+
+    /// A fresh answer as the kernel may keep it: with a refresher running,
+    /// only until the last part of its life begins, so that a value read
+    /// through the kernel's caches comes back to us while it can still be
+    /// refreshed ahead, instead of once it has expired (when the reader
+    /// would wait for the store).
+    fn for_the_kernel<V>(&self, mut answer: Cached<V>) -> Cached<V> {
+        if self.refresher.get().is_some() {
+            answer.valid_for = answer.valid_for.saturating_sub(self.ahead);
+        }
+        answer
     }
 
     /// Queues a background refresh of an answer being read in the last

@@ -771,6 +771,31 @@ fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
 }
 
 #[test]
+fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() {
+    // A value read through the kernel's caches only reaches us when the
+    // kernel asks again: if it may keep it the whole TTL, it asks once the
+    // value has expired, and that reader waits for the store.
+    let store = seeded();
+    let (fs, clock) = refreshing_ahead(store.clone());
+    let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    let kept = fs.getattr(ino).unwrap().valid_for;
+    assert!(
+        kept <= Duration::from_secs(27),
+        "the kernel may keep it {kept:?} of a 30 s TTL"
+    );
+    assert!(kept >= Duration::from_secs(26), "{kept:?}");
+    // Asked back at 27 s: the value is still fresh and is refreshed ahead.
+    clock.advance(kept);
+    let reads = store.read_calls();
+    fs.getattr(ino).unwrap();
+    soon("the refresh ahead lands", || store.read_calls() > reads);
+    clock.advance(Duration::from_secs(4));
+    let before = store.read_calls();
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    assert_eq!(store.read_calls(), before, "the reader waited for a fetch");
+}
+
+#[test]
 fn two_keys_read_one_after_the_other_after_expiry_come_from_one_version() {
     // A certificate and its key: nobody read them near expiry, the secret
     // changed; the first read must not serve the old version while it
