@@ -110,8 +110,10 @@ fn twenty_mounts_reading_a_hundred_secrets_each_stay_within_ttl_plus_one_refresh
         bao.kv2_put("secret", "load/changing", json!({"V": next.to_string()}));
         generation.store(next, Ordering::Relaxed);
     }
-    let gets = bao.requests_under("read", "secret/data/load/s") - gets_before;
+    // The audit log is read as it is at this moment (reading it takes a
+    // few seconds that must not count as measured time).
     let measured = started.elapsed();
+    let gets = bao.requests_under("read", "secret/data/load/s") - gets_before;
     // The last change's watchers get a TTL and a bit to see it.
     std::thread::sleep(ttl + Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
