@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// When the operation running on this thread started.
     static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether requests now leave [`RESERVE`] of the budget unused.
+    static RESERVING: Cell<bool> = const { Cell::new(false) };
 }
+
+/// The share of the budget (1/RESERVE) that [`keeping_a_reserve`] keeps.
+const RESERVE: u32 = 4;
 
 /// Runs `f` as one operation: every store request it makes on this thread
 /// counts against one deadline, measured from now (an operation inside
@@ -29,16 +34,34 @@ pub fn operation<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// How long a request may take now, when the whole operation may take
-/// `budget`: all of it outside an operation, what is left inside one;
-/// `None` once the operation has used it up.
-pub fn left(budget: Duration) -> Option<Duration> {
-    match STARTED.with(|s| s.get()) {
-        None => Some(budget),
-        Some(started) => budget
-            .checked_sub(started.elapsed())
-            .filter(|d| !d.is_zero()),
+/// Runs `f` keeping a quarter of the budget for what follows: its requests
+/// must end that much earlier. A write that gets no answer in time leaves
+/// time for the read that finds out whether it was applied.
+pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RESERVING.with(|r| r.set(self.0));
+        }
     }
+    let _reset = Reset(RESERVING.with(|r| r.replace(true)));
+    f()
+}
+
+/// How long a request may take now, when the whole operation may take
+/// `budget`: all of it outside an operation, what is left inside one (less
+/// the reserve inside [`keeping_a_reserve`]); `None` once the operation
+/// has used it up.
+pub fn left(budget: Duration) -> Option<Duration> {
+    let reserve = if RESERVING.with(|r| r.get()) {
+        budget / RESERVE
+    } else {
+        Duration::ZERO
+    };
+    let used = STARTED
+        .with(|s| s.get())
+        .map_or(Duration::ZERO, |s| s.elapsed());
+    budget.checked_sub(used + reserve).filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]
@@ -58,5 +81,18 @@ mod tests {
             assert_eq!(left(budget), None);
         });
         assert_eq!(left(budget), Some(budget));
+    }
+
+    #[test]
+    fn a_reserve_is_kept_for_what_follows() {
+        let budget = Duration::from_millis(400);
+        keeping_a_reserve(|| assert_eq!(left(budget), Some(Duration::from_millis(300))));
+        assert_eq!(left(budget), Some(budget));
+        operation(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            let kept = keeping_a_reserve(|| left(budget).unwrap());
+            assert!(kept <= Duration::from_millis(250), "{kept:?}");
+            assert!(left(budget).unwrap() > kept + Duration::from_millis(90));
+        });
     }
 }
