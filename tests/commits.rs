@@ -365,3 +365,37 @@ fn a_close_whose_outcome_cannot_be_known_fails_and_the_mount_reads_the_store_aga
     );
     assert_eq!(std::fs::read(&key).unwrap(), b"new");
 }
+
+#[test]
+fn rsync_inplace_again_with_unchanged_sources_makes_no_version() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("CERT"), "cert-bytes").unwrap();
+    std::fs::write(src.path().join("KEY"), "key-bytes").unwrap();
+    // Sources older than anything in the mount: rsync's quick check
+    // (size and mtime) never matches, as with any real tree.
+    sh_ok(&format!("touch -d 2001-01-01 {}/*", q(src.path())));
+    let rsync = |opts: &str| {
+        sh_ok(&format!(
+            "rsync {opts} {}/ {}/",
+            q(src.path()),
+            q(&m.at("app/db"))
+        ))
+    };
+    rsync("-r --inplace");
+    let v = bao.kv2_version("secret", "app/db");
+    let d = bao.kv2_get("secret", "app/db").unwrap().0;
+    assert_eq!((&d["CERT"], &d["KEY"]), (&json!("cert-bytes"), &json!("key-bytes")));
+    // rsync cannot set times on the mount, so it sends every file again:
+    // unchanged bytes make no version.
+    rsync("-r --inplace");
+    rsync("-rt --inplace");
+    rsync("-rc");
+    assert_eq!(bao.kv2_version("secret", "app/db"), v, "no new version");
+    // A changed source makes one.
+    std::fs::write(src.path().join("KEY"), "new-key").unwrap();
+    rsync("-r --inplace");
+    assert_eq!(bao.kv2_version("secret", "app/db"), v + 1);
+    assert_eq!(std::fs::read(m.at("app/db/KEY")).unwrap(), b"new-key");
+}
