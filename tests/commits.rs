@@ -390,7 +390,7 @@ fn rsync_inplace_again_with_unchanged_sources_makes_no_version() {
     // rsync cannot set times on the mount, so it sends every file again:
     // unchanged bytes make no version.
     rsync("-r --inplace");
-    rsync("-rt --inplace");
+    rsync("-a --inplace");
     rsync("-rc");
     assert_eq!(bao.kv2_version("secret", "app/db"), v, "no new version");
     // A changed source makes one.
