@@ -386,7 +386,10 @@ fn rsync_inplace_again_with_unchanged_sources_makes_no_version() {
     rsync("-r --inplace");
     let v = bao.kv2_version("secret", "app/db");
     let d = bao.kv2_get("secret", "app/db").unwrap().0;
-    assert_eq!((&d["CERT"], &d["KEY"]), (&json!("cert-bytes"), &json!("key-bytes")));
+    assert_eq!(
+        (&d["CERT"], &d["KEY"]),
+        (&json!("cert-bytes"), &json!("key-bytes"))
+    );
     // rsync cannot set times on the mount, so it sends every file again:
     // unchanged bytes make no version.
     rsync("-r --inplace");

@@ -35,7 +35,8 @@ pub enum WriteState {
     /// It holds what the store holds.
     Clean,
     /// Changed without a byte written (`O_TRUNC`, `ftruncate`, a new
-    /// file): committed by `fsync` or the last close, not by every `close`
+    /// file): committed by `fsync` or at release (the last close of this
+    /// open file description), not by every `close`
     /// (shells open, `dup2` and close the first descriptor before writing,
     /// and that close must not commit an empty value).
     Changed,
@@ -340,7 +341,9 @@ impl Writers {
             }
             // Part of the time is kept for finding out what became of a
             // write that gets no answer.
-            match deadline::keeping_a_reserve(|| source.write(secret, data, &when)) {
+            let (written, not_sent) =
+                deadline::keeping_a_reserve(|| source.write(secret, data, &when));
+            match written {
                 Ok(written) => {
                     tracing::debug!(attempt, revision = ?written.revision, "committed");
                     return Ok(written);
@@ -348,7 +351,7 @@ impl Writers {
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");
                 }
-                Err(e) if may_have_landed(&e) => {
+                Err(e) if may_have_landed(&e) && !not_sent => {
                     tracing::debug!(attempt, error = %e, "a write got no answer: reading to find out");
                     unanswered.get_or_insert(e);
                 }

@@ -13,6 +13,9 @@ thread_local! {
     static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether requests now leave [`RESERVE`] of the budget unused.
     static RESERVING: Cell<bool> = const { Cell::new(false) };
+    /// Whether a request inside [`keeping_a_reserve`] found no time left
+    /// (and so was never sent).
+    static NOT_SENT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The share of the budget (1/RESERVE) that [`keeping_a_reserve`] keeps.
@@ -36,8 +39,10 @@ pub fn operation<T>(f: impl FnOnce() -> T) -> T {
 
 /// Runs `f` keeping a quarter of the budget for what follows: its requests
 /// must end that much earlier. A write that gets no answer in time leaves
-/// time for the read that finds out whether it was applied.
-pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> T {
+/// time for the read that finds out whether it was applied. Also says
+/// whether a request of `f` found no time left at all: that one was never
+/// sent, so its failure says nothing happened.
+pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> (T, bool) {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -45,7 +50,9 @@ pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> T {
         }
     }
     let _reset = Reset(RESERVING.with(|r| r.replace(true)));
-    f()
+    NOT_SENT.with(|n| n.set(false));
+    let result = f();
+    (result, NOT_SENT.with(|n| n.replace(false)))
 }
 
 /// How long a request may take now, when the whole operation may take
@@ -61,7 +68,11 @@ pub fn left(budget: Duration) -> Option<Duration> {
     let used = STARTED
         .with(|s| s.get())
         .map_or(Duration::ZERO, |s| s.elapsed());
-    budget.checked_sub(used + reserve).filter(|d| !d.is_zero())
+    let left = budget.checked_sub(used + reserve).filter(|d| !d.is_zero());
+    if left.is_none() && !reserve.is_zero() {
+        NOT_SENT.with(|n| n.set(true));
+    }
+    left
 }
 
 #[cfg(test)]
@@ -86,13 +97,18 @@ mod tests {
     #[test]
     fn a_reserve_is_kept_for_what_follows() {
         let budget = Duration::from_millis(400);
-        keeping_a_reserve(|| assert_eq!(left(budget), Some(Duration::from_millis(300))));
+        let (kept, not_sent) = keeping_a_reserve(|| left(budget));
+        assert_eq!((kept, not_sent), (Some(Duration::from_millis(300)), false));
         assert_eq!(left(budget), Some(budget));
         operation(|| {
             std::thread::sleep(Duration::from_millis(50));
-            let kept = keeping_a_reserve(|| left(budget).unwrap());
+            let (kept, _) = keeping_a_reserve(|| left(budget).unwrap());
             assert!(kept <= Duration::from_millis(250), "{kept:?}");
             assert!(left(budget).unwrap() > kept + Duration::from_millis(90));
+            std::thread::sleep(Duration::from_millis(260));
+            // Within the reserve: a request inside gets no time, and is
+            // known not to have been sent.
+            assert_eq!(keeping_a_reserve(|| left(budget)), (None, true));
         });
     }
 }
