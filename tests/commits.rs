@@ -56,19 +56,19 @@ fn rounds() -> usize {
 #[test]
 fn concurrent_writers_of_one_key_each_store_their_whole_value() {
     let bao = seeded();
-    // Keep every version the test makes.
-    let (status, resp) = bao.api(
-        "POST",
-        "secret/metadata/app/db",
-        Some(json!({"max_versions": 1000})),
-    );
-    assert!(status < 300, "{status} {resp}");
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
-    let key = m.at("app/db/PASSWORD");
     let rounds = rounds();
     // bash and dash writers; each value goes out in three write() calls
     // (three printf builtins into one redirection).
     let shells = ["bash", "dash", "bash", "dash"];
+    // Keep every version the test makes.
+    let (status, resp) = bao.api(
+        "POST",
+        "secret/metadata/app/db",
+        Some(json!({"max_versions": shells.len() * rounds + 10})),
+    );
+    assert!(status < 300, "{status} {resp}");
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let key = m.at("app/db/PASSWORD");
     let children: Vec<_> = shells
         .iter()
         .enumerate()
@@ -112,6 +112,12 @@ fn concurrent_writers_of_one_key_each_store_their_whole_value() {
         .filter(|(_, d)| !d["PASSWORD"].as_str().is_some_and(|v| written.contains(v)))
         .map(|(v, d)| format!("v{v}: {:?}", d["PASSWORD"]))
         .collect();
+    eprintln!(
+        "{} writers x {rounds} rounds: {} versions, {} not written whole",
+        shells.len(),
+        versions.len(),
+        bad.len()
+    );
     assert!(
         bad.is_empty(),
         "{} of {} versions hold a value no writer wrote whole, e.g. {:?}",
