@@ -408,3 +408,30 @@ fn rsync_inplace_again_with_unchanged_sources_makes_no_version() {
     assert_eq!(bao.kv2_version("secret", "app/db"), v + 1);
     assert_eq!(std::fs::read(m.at("app/db/KEY")).unwrap(), b"new-key");
 }
+
+#[test]
+fn with_the_server_paused_a_failed_close_stored_nothing() {
+    let bao = seeded();
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &["--writable", "--ttl", "5m", "--timeout", "2s"],
+    );
+    let key = m.at("app/db/PASSWORD");
+    assert_eq!(std::fs::read(&key).unwrap(), b"old");
+    let v = bao.kv2_version("secret", "app/db");
+    let f = open_and_write(&key, b"new");
+    // Hung before the commit's read is answered: the write never goes out.
+    bao.pause();
+    let closed = close(f);
+    bao.resume();
+    let err = closed.unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The read the hung server got late changes nothing; nothing else
+    // reaches it (the writer was told: its change is discarded).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(bao.kv2_version("secret", "app/db"), v);
+    let (_, status) = support::status(m.path());
+    assert_eq!(status["unknown_outcomes"], json!(0), "{status}");
+    assert_eq!(std::fs::read(&key).unwrap(), b"old");
+}
