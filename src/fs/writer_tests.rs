@@ -108,6 +108,27 @@ fn a_shell_redirection_still_commits_once_and_a_lone_truncation_at_release() {
 }
 
 #[test]
+fn fsync_commits_this_writers_change_and_close_then_writes_nothing_more() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let other = fs.open(ino, true, true).unwrap();
+    fs.write_handle(other, 0, b"other").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    let before = store.write_calls();
+    fs.fsync(fh).unwrap(); // a truncation alone, committed by fsync
+    assert_eq!(stored(&store, "USER"), json!(""));
+    fs.write_handle(fh, 0, b"synced").unwrap();
+    fs.fsync(fh).unwrap();
+    assert_eq!(stored(&store, "USER"), json!("synced"));
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    assert_eq!(store.write_calls(), before + 2);
+    fs.release(other);
+    assert_eq!(stored(&store, "USER"), json!("other"));
+}
+
+#[test]
 fn a_failed_writer_never_commits_and_another_writer_is_not_affected() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
