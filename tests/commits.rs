@@ -325,12 +325,13 @@ fn a_write_applied_whose_answer_was_lost_is_a_successful_close() {
     let proxy = lossy::Proxy::start(bao.addr());
     let m = Mount::builder(&bao, "secret/")
         .addr(proxy.addr())
-        .args(&["--writable", "--ttl", "5m", "--timeout", "2s"])
+        .args(&["--writable", "--ttl", "5m", "--timeout", "4s"])
         .start();
     let key = m.at("app/db/PASSWORD");
     assert_eq!(std::fs::read(&key).unwrap(), b"old");
     let v = bao.kv2_version("secret", "app/db");
     let f = open_and_write(&key, b"new");
+    // (4 s: the read that finds the write out gets the last second.)
     proxy.set(lossy::LOSE_WRITE_ANSWERS);
     let closed = close(f);
     proxy.release();
