@@ -57,9 +57,9 @@ fn rounds() -> usize {
 fn concurrent_writers_of_one_key_each_store_their_whole_value() {
     let bao = seeded();
     let rounds = rounds();
-    // bash and dash writers; each value goes out in three write() calls
-    // (three printf builtins into one redirection).
-    let shells = ["bash", "dash", "bash", "dash"];
+    // bash, dash and python writers; each value goes out in three write()
+    // calls (three printf builtins into one redirection; three os.write).
+    let shells = ["bash", "dash", "python3", "bash", "dash"];
     // Keep every version the test makes.
     let (status, resp) = bao.api(
         "POST",
@@ -74,15 +74,29 @@ fn concurrent_writers_of_one_key_each_store_their_whole_value() {
         .enumerate()
         .map(|(w, shell)| {
             let mut script = String::new();
+            if *shell == "python3" {
+                script.push_str(&format!(
+                    "import os\nkey = {:?}\n",
+                    key.display().to_string()
+                ));
+            }
             for r in 0..rounds {
                 let v = value_of(w, r);
                 let third = v.len() / 3;
                 let (a, rest) = v.split_at(third);
                 let (b, c) = rest.split_at(third);
-                script.push_str(&format!(
-                    "{{ printf %s {a}; printf %s {b}; printf %s {c}; }} > {}\n",
-                    q(&key)
-                ));
+                script.push_str(&if *shell == "python3" {
+                    format!(
+                        "fd = os.open(key, os.O_WRONLY | os.O_TRUNC)\n\
+                         for part in ({a:?}, {b:?}, {c:?}): os.write(fd, part.encode())\n\
+                         os.close(fd)\n"
+                    )
+                } else {
+                    format!(
+                        "{{ printf %s {a}; printf %s {b}; printf %s {c}; }} > {}\n",
+                        q(&key)
+                    )
+                });
             }
             Command::new(shell)
                 .arg("-c")
