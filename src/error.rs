@@ -26,6 +26,10 @@ pub enum Error {
     /// A backend request ran past its deadline.
     #[error("store request timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// A write got no answer (the error inside), and the store could not
+    /// tell either whether it was applied.
+    #[error("outcome unknown: the write may or may not have been applied ({0})")]
+    OutcomeUnknown(Box<Error>),
     /// The store answered something we do not understand.
     #[error("unexpected answer from the store: {0}")]
     Protocol(String),
@@ -84,6 +88,7 @@ impl Error {
             Error::Unavailable(_)
             | Error::Timeout(_)
             | Error::OutOfTime(_)
+            | Error::OutcomeUnknown(_)
             | Error::Protocol(_) => libc::EIO,
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
@@ -107,7 +112,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Timeout(_) | Error::OutOfTime(_) | Error::Protocol(_)
+            Error::Unavailable(_)
+                | Error::Timeout(_)
+                | Error::OutOfTime(_)
+                | Error::OutcomeUnknown(_)
+                | Error::Protocol(_)
         )
     }
 

@@ -115,6 +115,14 @@ enum Op {
         truncate: bool,
         writes: Vec<WriteCall>,
     },
+    /// Two programs open one existing key for writing, write in turns,
+    /// and close one after the other: each close commits its own buffer.
+    TwoWriters {
+        dir: &'static str,
+        name: &'static str,
+        first: Writer,
+        second: Writer,
+    },
     Unlink {
         dir: &'static str,
         name: &'static str,
@@ -151,6 +159,13 @@ enum Op {
     },
 }
 
+/// One of [`Op::TwoWriters`]: how it opens, what it writes.
+#[derive(Debug, Clone)]
+struct Writer {
+    truncate: bool,
+    writes: Vec<WriteCall>,
+}
+
 fn any_of(names: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
     proptest::sample::select(names)
 }
@@ -184,10 +199,17 @@ fn write_call() -> impl Strategy<Value = WriteCall> {
     ]
 }
 
+fn writer() -> impl Strategy<Value = Writer> {
+    (any::<bool>(), proptest::collection::vec(write_call(), 0..3))
+        .prop_map(|(truncate, writes)| Writer { truncate, writes })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (dir(), file_name(), any::<bool>(), proptest::collection::vec(write_call(), 0..3))
             .prop_map(|(dir, name, truncate, writes)| Op::WriteFile { dir, name, truncate, writes }),
+        2 => (dir(), any_of(KEYS), writer(), writer())
+            .prop_map(|(dir, name, first, second)| Op::TwoWriters { dir, name, first, second }),
         2 => (dir(), any_of(&["K", "L", "K~", ".K.swp", "sedAb12Cd"]))
             .prop_map(|(dir, name)| Op::Unlink { dir, name }),
         // Mostly within one directory, as editors and tools rename.
@@ -316,8 +338,12 @@ impl Model {
         self.files_in(dir).remove(&join(dir, name))
     }
 
-    /// A write of `secret` through the mount reached the store.
+    /// A write of `secret` through the mount reached the store: a new
+    /// version, unless the store held that data already.
     fn committed(&mut self, secret: &str, key: &str, data: BTreeMap<String, Value>) {
+        if self.live(secret) != Some(&data) {
+            self.versions += 1;
+        }
         self.secrets.insert(
             secret.to_string(),
             ModelSecret {
@@ -325,7 +351,6 @@ impl Model {
                 deleted: false,
             },
         );
-        self.versions += 1;
         self.displaced.remove(&join(secret, key));
         self.deleted_here.remove(secret);
         self.local_dirs.retain(|d| !at_or_below(secret, d));
@@ -651,6 +676,78 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             // is committed at release, whose errors are only logged.
             let want = if writes.is_empty() { Ok(()) } else { committed };
             expect("close", flushed, want)
+        }
+        Op::TwoWriters {
+            dir,
+            name,
+            first,
+            second,
+        } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            let Some(base) = model.file(dir, name) else {
+                return Ok(());
+            };
+            let ino = errno(s.fs.lookup(parent, name))
+                .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
+                .ino;
+            let writers = [first, second];
+            let mut open = Vec::new();
+            for w in writers {
+                let fh = errno(s.fs.open(ino, true, w.truncate))
+                    .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
+                let start = if w.truncate { Vec::new() } else { base.clone() };
+                // (buffer, refused)
+                open.push((fh, start, false));
+            }
+            // Write calls in turns: first, second, first, ...
+            let turns = first.writes.len().max(second.writes.len());
+            for i in 0..turns {
+                for (w, (fh, buf, refused)) in writers.iter().zip(open.iter_mut()) {
+                    let Some(call) = w.writes.get(i) else {
+                        continue;
+                    };
+                    let offset = u64::from(call.offset_pick) % (buf.len() as u64 + 2);
+                    let (start, end) = (offset as usize, offset as usize + call.bytes.len());
+                    if buf.len() < end {
+                        buf.resize(end, 0);
+                    }
+                    buf[start..end].copy_from_slice(&call.bytes);
+                    let broken = std::str::from_utf8(buf)
+                        .err()
+                        .is_some_and(|e| e.error_len().is_some());
+                    // A writer told an error never commits.
+                    let want = if broken {
+                        *refused = true;
+                        Err(libc::EILSEQ)
+                    } else {
+                        Ok(call.bytes.len() as u32)
+                    };
+                    let got = errno(s.fs.write_handle(*fh, offset, &call.bytes));
+                    prop_assert_eq!(got, want, "write");
+                }
+            }
+            for (w, (fh, buf, refused)) in writers.iter().zip(open) {
+                let flushed = errno(s.fs.flush(fh));
+                s.fs.release(fh);
+                if refused {
+                    expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
+                    continue;
+                }
+                if !w.truncate && w.writes.is_empty() {
+                    expect("close without change", flushed, Ok(()))?;
+                    continue;
+                }
+                let committed = model.commit_key(dir, name, &buf);
+                let want = if w.writes.is_empty() {
+                    Ok(())
+                } else {
+                    committed
+                };
+                expect("close", flushed, want)?;
+            }
+            Ok(())
         }
         Op::Unlink { dir, name } => {
             let Some(parent) = reach(model, s, dir)? else {

@@ -131,6 +131,7 @@ fn all_errors() -> Vec<Error> {
         Error::NoAttribute,
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
+        Error::OutcomeUnknown(Box::new(Error::Timeout(Duration::from_secs(5)))),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -155,7 +156,8 @@ fn all_errors() -> Vec<Error> {
             | Error::NotDir
             | Error::NoAttribute
             | Error::WouldBlock
-            | Error::OutOfTime(_) => {}
+            | Error::OutOfTime(_)
+            | Error::OutcomeUnknown(_) => {}
         }
     }
     all

@@ -41,7 +41,7 @@ pub enum Handle {
     Write {
         /// The file's inode.
         ino: Ino,
-        /// The buffer shared by every writer of this inode.
+        /// This open's own buffer (its `dup`s share it; other opens have theirs).
         buffer: SharedBuffer,
     },
     /// A scratch file (memory only).

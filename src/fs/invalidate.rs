@@ -46,7 +46,7 @@ impl SecretFs {
         }
     }
 
-    fn invalidate(&self, what: Invalidation) {
+    pub(super) fn invalidate(&self, what: Invalidation) {
         if let Some(tx) = self.invalidations.get() {
             // The receiver only goes away when the mount ends.
             let _ = tx.send(what);

@@ -363,6 +363,7 @@ impl SecretFs {
             "cached_secrets": stats.secrets,
             "inodes": stats.inodes,
             "open_handles": self.handles.len(),
+            "unknown_outcomes": self.writers.unknown_outcomes(),
             "read_only": self.config.read_only,
             "mode": if self.config.read_only { "read-only" } else { "writable" },
             "mounted_at_unix": secs(self.source.started()),
@@ -409,10 +410,10 @@ impl SecretFs {
         }
     }
 
-    /// A write buffer's size, when the inode is open for writing: what
-    /// `stat` must show while a writer has not closed yet.
+    /// The size of the change a writer of `ino` made last and has not
+    /// committed yet: what `stat` shows while writers have not closed.
     fn buffered_size(&self, ino: Ino) -> Option<u64> {
-        self.writers.live_size(ino)
+        self.writers.pending_size(ino)
     }
 
     /// Attributes of the file `ino` (`file` seen in `version` of its
@@ -511,3 +512,5 @@ impl SecretFs {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writer_tests;

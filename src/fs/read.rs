@@ -40,7 +40,7 @@ impl SecretFs {
     }
 
     /// Opens a file. Read-only opens of a key hold the value as it is now;
-    /// opens for writing share one buffer per inode, committed on flush.
+    /// each open for writing has a buffer of its own, committed on flush.
     pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Err(Error::IsDir),
@@ -59,8 +59,9 @@ impl SecretFs {
                 if write {
                     return self.open_for_write(ino, file, truncate);
                 }
-                if let Some(buffer) = self.writers.live(ino) {
-                    // Read what the writer wrote, as a local filesystem would.
+                if let Some(buffer) = self.writers.pending(ino) {
+                    // Read what a writer wrote, as a local filesystem would
+                    // (the change made last, when several write).
                     let copy = lock(&buffer).bytes().to_vec();
                     let value = Arc::new(SecretSlice::from(copy));
                     return Ok(self.handles.insert(Handle::Read { value }));

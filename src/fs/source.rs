@@ -343,6 +343,32 @@ impl Source {
         self.noted(self.store.read(path))
     }
 
+    /// The latest version of a secret from the store, asked even while it
+    /// is marked down: to find out what became of a write that got no
+    /// answer, within what is left of the operation's deadline.
+    pub fn read_latest_anyway(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        may_wait()?;
+        self.noted(self.store.read(path))
+    }
+
+    /// `secret`, just read from the store, is what a change would have
+    /// written: the cache holds it now, as after a write.
+    pub fn found(&self, path: &SecretPath, mut secret: Secret) -> Result<Arc<Secret>> {
+        secret.modified = Some(self.modified_time(path, &secret));
+        let cached = self.secrets.insert(path.clone(), Some(secret));
+        cached
+            .value
+            .ok_or_else(|| crate::error::Error::Protocol("a read left nothing cached".into()))
+    }
+
+    /// Drops the cached copy of the secret at `path` (and the listings
+    /// above that do not name it yet): what the store holds is read again
+    /// before it is served, stale-if-error included.
+    pub fn forget_secret(&self, path: &SecretPath) {
+        self.secrets.invalidate(path);
+        self.note_written(path);
+    }
+
     /// Writes `data` as the secret at `path` if `when` holds. On success
     /// the cache holds it at once (read-your-writes) and the listings above
     /// are fetched again; the version written is returned.

@@ -43,7 +43,7 @@ pub(super) fn config(ttl: Duration) -> FsConfig {
     }
 }
 
-fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
+pub(super) fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
     timed(store, root, ttl).0
 }
 
@@ -59,7 +59,7 @@ fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (SecretFs, Arc<M
     (fs, clock)
 }
 
-fn seeded() -> Arc<MemoryStore> {
+pub(super) fn seeded() -> Arc<MemoryStore> {
     let store = Arc::new(MemoryStore::new());
     store.put(
         "myapp/db",
@@ -73,7 +73,7 @@ fn seeded() -> Arc<MemoryStore> {
 }
 
 /// Waits (at most 5 s, polling) for a background thread to make `done` true.
-fn soon(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) fn soon(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !done() {
         assert!(
@@ -84,7 +84,7 @@ fn soon(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
+pub(super) fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
     let mut ino = ROOT_INO;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         ino = fs.lookup(ino, part)?.ino;
@@ -92,7 +92,7 @@ fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
     Ok(ino)
 }
 
-fn read_all(fs: &SecretFs, path: &str) -> Result<Vec<u8>> {
+pub(super) fn read_all(fs: &SecretFs, path: &str) -> Result<Vec<u8>> {
     let ino = path_ino(fs, path)?;
     let fh = fs.open(ino, false, false)?;
     let bytes = fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec());
@@ -395,7 +395,7 @@ fn forgotten_inodes_are_dropped() {
 
 // ---- the write path --------------------------------------------------------
 
-fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
     let (dir, name) = path.rsplit_once('/').unwrap();
     let parent = path_ino(fs, dir)?;
     let fh = match fs.lookup(parent, name) {

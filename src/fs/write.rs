@@ -52,17 +52,43 @@ impl SecretFs {
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Arc<Secret>> {
-        let written = self.writers.commit(&self.source, secret, change)?;
+        let written = match self.writers.commit(&self.source, secret, change) {
+            Ok(written) => written,
+            Err(e @ Error::OutcomeUnknown(_)) => {
+                self.outcome_unknown(secret);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.names.secret_written(secret);
         Ok(written)
     }
 
-    /// The bytes a file shows now: its write buffer, else its view of
-    /// the secret.
+    /// A write of `secret` may or may not have been applied (the cache
+    /// forgot it already): the kernel must forget what it was shown of
+    /// its files too, so that nothing serves the old value as if nothing
+    /// happened; their next reads ask the store.
+    fn outcome_unknown(&self, secret: &SecretPath) {
+        for file in self.names.files_of(secret) {
+            if let Some(shown) = &file.shown {
+                self.names.unshow(file.ino, shown);
+            }
+            self.invalidate(super::Invalidation::Inode(file.ino));
+        }
+    }
+
+    /// The bytes a file shows now: the change a writer made last and has
+    /// not committed yet, else its value in the store.
     fn current_bytes(&self, ino: Ino, file: &FileRef) -> Result<Vec<u8>> {
-        if let Some(buffer) = self.writers.live(ino) {
+        if let Some(buffer) = self.writers.pending(ino) {
             return Ok(lock(&buffer).bytes().to_vec());
         }
+        self.stored_bytes(file)
+    }
+
+    /// The file's value in the store (as cached), whatever writers of it
+    /// have not committed yet: what a writer's own buffer starts from.
+    fn stored_bytes(&self, file: &FileRef) -> Result<Vec<u8>> {
         if self.names.is_new_file(&self.file_path(file)) {
             return Ok(Vec::new());
         }
@@ -84,20 +110,18 @@ impl SecretFs {
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
         self.writable()?;
         self.store_answers()?;
-        let buffer = match self.writers.join(ino) {
-            Some(b) => b,
-            None => {
-                let initial = if truncate {
-                    Vec::new()
-                } else {
-                    self.current_bytes(ino, &file)?
-                };
-                self.writers.start(ino, WriteBuffer::new(file, initial))
-            }
+        // A buffer of this writer's own, from the value in the store (not
+        // from what another writer has not committed: that would mix them).
+        let initial = if truncate {
+            Vec::new()
+        } else {
+            self.stored_bytes(&file)?
         };
+        let mut buffer = WriteBuffer::new(file, initial);
         if truncate {
-            lock(&buffer).resize(0);
+            buffer.resize(0);
         }
+        let buffer = self.writers.start(ino, buffer);
         Ok(self.handles.insert(Handle::Write { ino, buffer }))
     }
 
@@ -193,9 +217,9 @@ impl SecretFs {
             } else if let Err(e) = self.commit_handle(fh, true) {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
-            if let Some(last) = self.writers.leave(*ino) {
+            if self.writers.leave(*ino, buffer) {
                 // A created key that never reached the store disappears.
-                let b = lock(&last);
+                let b = lock(buffer);
                 self.names.remove_new_file(&self.file_path(&b.file));
             }
         }
@@ -204,9 +228,12 @@ impl SecretFs {
 
     /// Changes attributes: size (truncate) is a write; owner and group are
     /// fixed by the mount; modes are accepted and ignored (the mount sets them).
+    /// A truncation through an open file (`ftruncate`, `fh`) changes that
+    /// writer's buffer; one by path is committed at once.
     pub fn setattr(
         &self,
         ino: Ino,
+        fh: Option<Fh>,
         size: Option<u64>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -231,13 +258,13 @@ impl SecretFs {
                 NodeKind::File { secret, view, name } => {
                     let file = FileRef { secret, view, name };
                     let len = usize::try_from(size).unwrap_or(usize::MAX);
-                    let open = self.writers.live(ino);
-                    match open {
+                    let handle = fh.and_then(|fh| self.handles.get(fh));
+                    match handle.as_deref() {
                         // Committed with the writer's flush.
-                        Some(buffer) => lock(&buffer).resize(size),
-                        None => {
+                        Some(Handle::Write { buffer, .. }) => lock(buffer).resize(size),
+                        _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
-                            let mut bytes = self.current_bytes(ino, &file)?;
+                            let mut bytes = self.stored_bytes(&file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
                             self.commit_file(&file, bytes.expose_secret())?;

@@ -1,11 +1,16 @@
-//! The writers: a write buffer per key file open for writing, with an
-//! explicit state, and the commits that turn a buffer (or any other change
-//! to a secret) into one store write: read the latest version, change it,
-//! write it back on condition that it is still the latest (check-and-set),
-//! retry on conflict. One commit at a time per secret; no buffer is locked
-//! while the store is asked.
+//! The writers: a write buffer per open file description that writes
+//! (each writer's own, as `O_TRUNC` or the value at open started it), with
+//! an explicit state, and the commits that turn a buffer (or any other
+//! change to a secret) into one store write: read the latest version,
+//! change it, write it back on condition that it is still the latest
+//! (check-and-set), retry on conflict. A change that leaves the secret as
+//! it is writes nothing. A write whose answer never came is found out by
+//! reading again; when even that cannot tell, the outcome is unknown. One
+//! commit at a time per secret; no buffer is locked while the store is
+//! asked.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
@@ -14,6 +19,7 @@ use super::inode::Ino;
 use super::source::Source;
 use super::FileRef;
 use crate::error::{Error, Result};
+use crate::store::deadline;
 use crate::store::{Precondition, Secret, SecretData, SecretPath};
 
 /// How often a check-and-set write is retried before `EAGAIN`.
@@ -29,7 +35,8 @@ pub enum WriteState {
     /// It holds what the store holds.
     Clean,
     /// Changed without a byte written (`O_TRUNC`, `ftruncate`, a new
-    /// file): committed by `fsync` or the last close, not by every `close`
+    /// file): committed by `fsync` or at release (the last close of this
+    /// open file description), not by every `close`
     /// (shells open, `dup2` and close the first descriptor before writing,
     /// and that close must not commit an empty value).
     Changed,
@@ -41,8 +48,13 @@ pub enum WriteState {
     Failed(Error),
 }
 
-/// The pending new value of one key, shared by all handles that opened it
-/// for writing (as a page cache would be).
+/// Orders the changes made to all buffers: the one changed last is what a
+/// reader opening the file (and `stat`) sees while several write it.
+static CHANGES: AtomicU64 = AtomicU64::new(1);
+
+/// The pending new value of one key, as one open file description (one
+/// `open()`, shared by its `dup`s and forks) wrote it: its own, so that its
+/// close commits exactly what it wrote.
 pub struct WriteBuffer {
     /// The file written.
     pub(crate) file: FileRef,
@@ -52,6 +64,8 @@ pub struct WriteBuffer {
     /// Bumped by every change: a commit leaves the buffer clean only if
     /// nothing changed while it ran.
     edits: u64,
+    /// When it was last changed, in the order of [`CHANGES`].
+    changed: u64,
 }
 
 /// What a commit of a buffer writes.
@@ -70,7 +84,18 @@ impl WriteBuffer {
             data: SecretBox::new(Box::new(initial)),
             state: WriteState::Clean,
             edits: 0,
+            changed: 0,
         }
+    }
+
+    fn touch(&mut self) {
+        self.edits += 1;
+        self.changed = CHANGES.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether it holds a change not committed yet (and no error).
+    fn is_pending(&self) -> bool {
+        matches!(self.state, WriteState::Changed | WriteState::Written)
     }
 
     /// The bytes as written so far.
@@ -93,7 +118,7 @@ impl WriteBuffer {
             self.fail(e.clone());
             return Err(e);
         }
-        self.edits += 1;
+        self.touch();
         if !matches!(self.state, WriteState::Failed(_)) {
             self.state = WriteState::Written;
         }
@@ -115,7 +140,7 @@ impl WriteBuffer {
         self.data
             .expose_secret_mut()
             .resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
-        self.edits += 1;
+        self.touch();
         if matches!(self.state, WriteState::Clean) {
             self.state = WriteState::Changed;
         }
@@ -166,76 +191,91 @@ pub fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> R
     Ok(())
 }
 
-/// A shared write buffer.
+/// A write buffer shared by a handle and the operations that look at it.
 pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
-
-/// A buffer and the number of handles writing through it.
-struct Open {
-    buffer: SharedBuffer,
-    handles: usize,
-}
 
 /// The write buffers of open files, and one commit at a time per secret.
 #[derive(Default)]
 pub struct Writers {
-    open: Mutex<HashMap<Ino, Open>>,
+    /// Inode → the buffers of its open file descriptions that write.
+    open: Mutex<HashMap<Ino, Vec<SharedBuffer>>>,
     commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
+    /// Commits whose write got no answer and whose outcome a read after it
+    /// could not tell either.
+    unknown_outcomes: AtomicU64,
 }
 
 impl Writers {
-    /// Joins the buffer of `ino` if one is open (one more handle on it).
-    pub fn join(&self, ino: Ino) -> Option<SharedBuffer> {
-        lock(&self.open).get_mut(&ino).map(|o| {
-            o.handles += 1;
-            o.buffer.clone()
-        })
-    }
-
-    /// Opens `buffer` for `ino`, or joins the one another writer opened
-    /// meanwhile.
+    /// Opens a buffer of its own for one more writer of `ino`.
     pub fn start(&self, ino: Ino, buffer: WriteBuffer) -> SharedBuffer {
-        let mut open = lock(&self.open);
-        let o = open.entry(ino).or_insert_with(|| Open {
-            buffer: Arc::new(Mutex::new(buffer)),
-            handles: 0,
-        });
-        o.handles += 1;
-        o.buffer.clone()
+        let buffer = Arc::new(Mutex::new(buffer));
+        lock(&self.open)
+            .entry(ino)
+            .or_default()
+            .push(buffer.clone());
+        buffer
     }
 
-    /// The buffer of `ino` while it is open for writing, unless its writer
-    /// was told an error: then it will be discarded, and nobody else may
-    /// see its bytes (its release may still be on the way).
-    pub fn live(&self, ino: Ino) -> Option<SharedBuffer> {
-        let buffer = lock(&self.open).get(&ino).map(|o| o.buffer.clone())?;
-        let failed = lock(&buffer).failure().is_some();
-        (!failed).then_some(buffer)
+    /// The buffer of `ino` holding the change made last that no close has
+    /// committed yet (none once each is committed, clean, or failed: a
+    /// buffer whose writer was told an error will be discarded, and nobody
+    /// else may see its bytes). What a reader opening the file sees, and
+    /// what `stat` shows, while writers have not closed.
+    pub fn pending(&self, ino: Ino) -> Option<SharedBuffer> {
+        let buffers = lock(&self.open).get(&ino).cloned()?;
+        buffers
+            .into_iter()
+            .filter_map(|b| {
+                let changed = {
+                    let w = lock(&b);
+                    w.is_pending().then_some(w.changed)
+                };
+                changed.map(|c| (c, b))
+            })
+            .max_by_key(|(c, _)| *c)
+            .map(|(_, b)| b)
     }
 
-    /// The size of the buffer of `ino` while it is live: what `stat` must
-    /// show while a writer has not closed yet.
-    pub fn live_size(&self, ino: Ino) -> Option<u64> {
-        let buffer = self.live(ino)?;
+    /// The size of [`pending`](Self::pending)'s buffer.
+    pub fn pending_size(&self, ino: Ino) -> Option<u64> {
+        let buffer = self.pending(ino)?;
         let size = lock(&buffer).bytes().len() as u64;
         Some(size)
     }
 
-    /// One handle on `ino`'s buffer closed; the buffer, when it was the last.
-    pub fn leave(&self, ino: Ino) -> Option<SharedBuffer> {
+    /// A writer of `ino` closed `buffer`; whether it was the last writer.
+    pub fn leave(&self, ino: Ino, buffer: &SharedBuffer) -> bool {
         let mut open = lock(&self.open);
-        let o = open.get_mut(&ino)?;
-        o.handles = o.handles.saturating_sub(1);
-        if o.handles > 0 {
-            return None;
+        let Some(buffers) = open.get_mut(&ino) else {
+            return true;
+        };
+        buffers.retain(|b| !Arc::ptr_eq(b, buffer));
+        if buffers.is_empty() {
+            open.remove(&ino);
+            return true;
         }
-        open.remove(&ino).map(|o| o.buffer)
+        false
+    }
+
+    /// Commits whose outcome stayed unknown, since the mount started.
+    pub fn unknown_outcomes(&self) -> u64 {
+        self.unknown_outcomes.load(Ordering::Relaxed)
     }
 
     /// Applies `change` to the latest data of `secret` and writes it back,
     /// on condition that the secret is still as read (check-and-set, where
-    /// the store has it), retrying on conflict. Our own commits of one
-    /// secret run one at a time. Returns the version written, which the
-    /// cache already holds (read-your-writes).
+    /// the store has it), retrying on conflict. A change that leaves the
+    /// data as it is writes nothing. Our own commits of one secret run one
+    /// at a time. Returns the version written (or found), which the cache
+    /// already holds (read-your-writes).
+    ///
+    /// A write that got no answer in time (it may have been applied) is
+    /// found out within the operation's deadline: its request leaves part
+    /// of the time for a read after it, which shows our change (done), or
+    /// the secret as it was (written again, on the same condition, so that
+    /// at most one of the two requests lands). When that read fails too,
+    /// the outcome is unknown: [`Error::OutcomeUnknown`], the cached copy
+    /// dropped, so that the secret is read again before it is served.
     pub fn commit(
         &self,
         source: &Source,
@@ -248,9 +288,39 @@ impl Writers {
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
         let _one_at_a_time = lock(&secret_lock);
+        let mut unanswered = None;
+        let result = Self::attempts(source, secret, &mut change, &mut unanswered);
+        match (result, unanswered) {
+            (Err(e), Some(first)) => {
+                self.unknown_outcomes.fetch_add(1, Ordering::Relaxed);
+                source.forget_secret(secret);
+                tracing::warn!(
+                    path = %secret,
+                    write = %first,
+                    then = %e,
+                    "outcome unknown: a write got no answer and the store could not tell whether it was applied; the secret is read again before it is served"
+                );
+                Err(Error::OutcomeUnknown(Box::new(first)))
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The read-change-write rounds of [`commit`](Self::commit); a write
+    /// that got no answer is left in `unanswered`.
+    fn attempts(
+        source: &Source,
+        secret: &SecretPath,
+        change: &mut impl FnMut(&mut SecretData) -> Result<()>,
+        unanswered: &mut Option<Error>,
+    ) -> Result<Arc<Secret>> {
         let check_and_set = source.capabilities().check_and_set;
         for attempt in 1..=CAS_ATTEMPTS {
-            let latest = source.read_latest(secret)?;
+            let latest = match unanswered {
+                // The store may be marked down by now: ask it anyway.
+                Some(_) => source.read_latest_anyway(secret)?,
+                None => source.read_latest(secret)?,
+            };
             let when = match &latest {
                 _ if !check_and_set => Precondition::Any,
                 Some(Secret {
@@ -259,9 +329,21 @@ impl Writers {
                 Some(_) => Precondition::Any,
                 None => Precondition::Absent,
             };
-            let mut data = latest.map(|s| s.keys).unwrap_or_default();
+            let mut data = latest.as_ref().map(|s| s.keys.clone()).unwrap_or_default();
             change(&mut data)?;
-            match source.write(secret, data, &when) {
+            if let Some(latest) = latest {
+                if latest.keys == data {
+                    // Nothing to change (the bytes it holds, or our write
+                    // that got no answer): no new version.
+                    tracing::debug!(attempt, "the store holds this already: nothing written");
+                    return source.found(secret, latest);
+                }
+            }
+            // Part of the time is kept for finding out what became of a
+            // write that gets no answer.
+            let (written, not_sent) =
+                deadline::keeping_a_reserve(|| source.write(secret, data, &when));
+            match written {
                 Ok(written) => {
                     tracing::debug!(attempt, revision = ?written.revision, "committed");
                     return Ok(written);
@@ -269,11 +351,21 @@ impl Writers {
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");
                 }
+                Err(e) if may_have_landed(&e) && !not_sent => {
+                    tracing::debug!(attempt, error = %e, "a write got no answer: reading to find out");
+                    unanswered.get_or_insert(e);
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::CasConflict)
+        Err(unanswered.clone().unwrap_or(Error::CasConflict))
     }
+}
+
+/// Whether a write that failed with `e` may still have been applied: its
+/// request went out and no answer came in time.
+fn may_have_landed(e: &Error) -> bool {
+    matches!(e, Error::Timeout(_) | Error::OutOfTime(_))
 }
 
 #[cfg(test)]

@@ -528,7 +528,7 @@ impl Filesystem for FuseAdapter {
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -539,7 +539,7 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let result = s.core.setattr(ino, size, uid, gid);
+            let result = s.core.setattr(ino, fh.map(|fh| Fh(fh.0)), size, uid, gid);
             // A truncation or a change of owner: times and modes change nothing.
             if size.is_some() || uid.is_some() || gid.is_some() {
                 s.audit("setattr", caller, &result, |s| (s.path_of(ino, None), None));

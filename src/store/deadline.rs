@@ -11,7 +11,15 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// When the operation running on this thread started.
     static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether requests now leave [`RESERVE`] of the budget unused.
+    static RESERVING: Cell<bool> = const { Cell::new(false) };
+    /// Whether a request inside [`keeping_a_reserve`] found no time left
+    /// (and so was never sent).
+    static NOT_SENT: Cell<bool> = const { Cell::new(false) };
 }
+
+/// The share of the budget (1/RESERVE) that [`keeping_a_reserve`] keeps.
+const RESERVE: u32 = 4;
 
 /// Runs `f` as one operation: every store request it makes on this thread
 /// counts against one deadline, measured from now (an operation inside
@@ -29,16 +37,42 @@ pub fn operation<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// How long a request may take now, when the whole operation may take
-/// `budget`: all of it outside an operation, what is left inside one;
-/// `None` once the operation has used it up.
-pub fn left(budget: Duration) -> Option<Duration> {
-    match STARTED.with(|s| s.get()) {
-        None => Some(budget),
-        Some(started) => budget
-            .checked_sub(started.elapsed())
-            .filter(|d| !d.is_zero()),
+/// Runs `f` keeping a quarter of the budget for what follows: its requests
+/// must end that much earlier. A write that gets no answer in time leaves
+/// time for the read that finds out whether it was applied. Also says
+/// whether a request of `f` found no time left at all: that one was never
+/// sent, so its failure says nothing happened.
+pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RESERVING.with(|r| r.set(self.0));
+        }
     }
+    let _reset = Reset(RESERVING.with(|r| r.replace(true)));
+    NOT_SENT.with(|n| n.set(false));
+    let result = f();
+    (result, NOT_SENT.with(|n| n.replace(false)))
+}
+
+/// How long a request may take now, when the whole operation may take
+/// `budget`: all of it outside an operation, what is left inside one (less
+/// the reserve inside [`keeping_a_reserve`]); `None` once the operation
+/// has used it up.
+pub fn left(budget: Duration) -> Option<Duration> {
+    let reserve = if RESERVING.with(|r| r.get()) {
+        budget / RESERVE
+    } else {
+        Duration::ZERO
+    };
+    let used = STARTED
+        .with(|s| s.get())
+        .map_or(Duration::ZERO, |s| s.elapsed());
+    let left = budget.checked_sub(used + reserve).filter(|d| !d.is_zero());
+    if left.is_none() && !reserve.is_zero() {
+        NOT_SENT.with(|n| n.set(true));
+    }
+    left
 }
 
 #[cfg(test)]
@@ -58,5 +92,23 @@ mod tests {
             assert_eq!(left(budget), None);
         });
         assert_eq!(left(budget), Some(budget));
+    }
+
+    #[test]
+    fn a_reserve_is_kept_for_what_follows() {
+        let budget = Duration::from_millis(400);
+        let (kept, not_sent) = keeping_a_reserve(|| left(budget));
+        assert_eq!((kept, not_sent), (Some(Duration::from_millis(300)), false));
+        assert_eq!(left(budget), Some(budget));
+        operation(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            let (kept, _) = keeping_a_reserve(|| left(budget).unwrap());
+            assert!(kept <= Duration::from_millis(250), "{kept:?}");
+            assert!(left(budget).unwrap() > kept + Duration::from_millis(90));
+            std::thread::sleep(Duration::from_millis(260));
+            // Within the reserve: a request inside gets no time, and is
+            // known not to have been sent.
+            assert_eq!(keeping_a_reserve(|| left(budget)), (None, true));
+        });
     }
 }

@@ -70,6 +70,18 @@ struct Fault {
     call: Call,
     paths: Paths,
     error: Error,
+    when: When,
+}
+
+/// When a fault strikes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Instead of the call.
+    Before,
+    /// After the call took effect: its answer is lost.
+    After,
+    /// After the call took effect, and from then on every call fails.
+    AfterThenHang,
 }
 
 impl Fault {
@@ -193,6 +205,7 @@ impl MemoryStore {
                 call: Call::Any,
                 paths: Paths::All,
                 error,
+                when: When::Before,
             });
         }
     }
@@ -200,6 +213,24 @@ impl MemoryStore {
     /// Makes `call`s on the paths of `scope` fail with `err`, on top of
     /// the faults already set (the first one set that applies wins).
     pub fn fail(&self, call: Call, scope: Scope<'_>, err: Error) {
+        self.add_fault(call, scope, err, When::Before);
+    }
+
+    /// Makes writes on the paths of `scope` take effect and then fail with
+    /// `err`: the answer is lost on its way back, as when a request times
+    /// out after the server applied it.
+    pub fn lose_write_answers(&self, scope: Scope<'_>, err: Error) {
+        self.add_fault(Call::Write, scope, err, When::After);
+    }
+
+    /// Makes the next write on the paths of `scope` take effect and fail
+    /// with `err`, and every call after it fail with `err` too (the store
+    /// hung right after applying it), until [`MemoryStore::heal`].
+    pub fn hang_after_write(&self, scope: Scope<'_>, err: Error) {
+        self.add_fault(Call::Write, scope, err, When::AfterThenHang);
+    }
+
+    fn add_fault(&self, call: Call, scope: Scope<'_>, error: Error, when: When) {
         let paths = match scope {
             Scope::Everywhere => Paths::All,
             Scope::At(p) => Paths::At(SecretPath::parse(p)),
@@ -208,8 +239,33 @@ impl MemoryStore {
         lock(&self.faults).push(Fault {
             call,
             paths,
-            error: err,
+            error,
+            when,
         });
+    }
+
+    /// The error a call that took effect answers instead (its answer lost).
+    fn after_call(&self, call: Call, path: &SecretPath) -> Result<()> {
+        let mut faults = lock(&self.faults);
+        let Some(f) = faults
+            .iter()
+            .find(|f| f.when != When::Before && f.applies(call, path))
+        else {
+            return Ok(());
+        };
+        let (error, hang) = (f.error.clone(), f.when == When::AfterThenHang);
+        if hang {
+            faults.insert(
+                0,
+                Fault {
+                    call: Call::Any,
+                    paths: Paths::All,
+                    error: error.clone(),
+                    when: When::Before,
+                },
+            );
+        }
+        Err(error)
     }
 
     /// Clears every fault.
@@ -297,7 +353,11 @@ impl MemoryStore {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        match lock(&self.faults).iter().find(|f| f.applies(call, path)) {
+        let faults = lock(&self.faults);
+        match faults
+            .iter()
+            .find(|f| f.when == When::Before && f.applies(call, path))
+        {
             Some(f) => Err(f.error.clone()),
             None => Ok(()),
         }
@@ -404,6 +464,8 @@ impl SecretStore for MemoryStore {
             },
         );
         self.versions.fetch_add(1, Ordering::SeqCst);
+        drop(secrets);
+        self.after_call(Call::Write, path)?;
         Ok((self.kv == Engine::V2).then(|| Revision::new(version.to_string())))
     }
 

@@ -1,0 +1,261 @@
+//! Core tests of what a close commits: each writer's own buffer, no
+//! version for a value the store holds already, and writes that got no
+//! answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::tests::{fs_over, path_ino, read_all, seeded, soon, write_file};
+use crate::error::{Error, Result};
+use crate::store::memory::{MemoryStore, Scope};
+use crate::store::{Capabilities, Health, Listing, Precondition, Revision, Secret, SecretData};
+use crate::store::{SecretPath, SecretStore};
+
+fn stored(store: &MemoryStore, key: &str) -> serde_json::Value {
+    store.get("myapp/db").unwrap()[key].clone()
+}
+
+#[test]
+fn each_writer_commits_exactly_what_it_wrote() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let before = store.version("myapp/db").unwrap();
+    let a = fs.open(ino, true, true).unwrap();
+    fs.write_handle(a, 0, b"AAA").unwrap();
+    // A second O_TRUNC open empties nothing of the first writer's.
+    let b = fs.open(ino, true, true).unwrap();
+    fs.write_handle(b, 0, b"BB").unwrap();
+    fs.write_handle(a, 3, b"AAA").unwrap();
+    // Each reads its own writes.
+    let own = |fh| fs.read_handle(fh, 0, 100, |b| b.to_vec()).unwrap();
+    assert_eq!((own(a), own(b)), (b"AAAAAA".to_vec(), b"BB".to_vec()));
+    // stat and a new reader show the change made last.
+    assert_eq!(fs.getattr(ino).unwrap().size, 6);
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"AAAAAA");
+    fs.flush(b).unwrap();
+    fs.release(b);
+    assert_eq!(stored(&store, "USER"), json!("BB"));
+    fs.flush(a).unwrap();
+    fs.release(a);
+    // The last close wins; no version holds a mix or an empty value.
+    assert_eq!(stored(&store, "USER"), json!("AAAAAA"));
+    assert_eq!(store.version("myapp/db").unwrap(), before + 2);
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"AAAAAA");
+}
+
+#[test]
+fn a_writer_without_o_trunc_starts_from_the_stored_value_not_from_another_writer() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let a = fs.open(ino, true, true).unwrap();
+    fs.write_handle(a, 0, b"half-written").unwrap();
+    let b = fs.open(ino, true, false).unwrap();
+    fs.write_handle(b, 0, b"A").unwrap();
+    fs.flush(b).unwrap();
+    fs.release(b);
+    assert_eq!(stored(&store, "USER"), json!("App"));
+    fs.release(a);
+    assert_eq!(stored(&store, "USER"), json!("half-written"));
+}
+
+#[test]
+fn an_ftruncate_changes_its_own_writer_only_and_a_truncate_by_path_commits() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let a = fs.open(ino, true, false).unwrap();
+    let b = fs.open(ino, true, false).unwrap();
+    fs.setattr(ino, Some(b), Some(1), None, None).unwrap();
+    assert_eq!(fs.read_handle(a, 0, 100, |b| b.to_vec()).unwrap(), b"app");
+    assert_eq!(stored(&store, "USER"), json!("app"));
+    fs.release(b);
+    assert_eq!(stored(&store, "USER"), json!("a"));
+    fs.release(a);
+    fs.setattr(ino, None, Some(2), None, None).unwrap();
+    assert_eq!(stored(&store, "USER"), json!("a\u{0}"));
+}
+
+#[test]
+fn a_shell_redirection_still_commits_once_and_a_lone_truncation_at_release() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let before = store.write_calls();
+    // `echo x > K` next to `: > K` of another shell.
+    let echo = fs.open(ino, true, true).unwrap();
+    let colon = fs.open(ino, true, true).unwrap();
+    fs.flush(echo).unwrap(); // the shell closes the descriptor it dup2'ed
+    fs.flush(colon).unwrap();
+    assert_eq!(
+        store.write_calls(),
+        before,
+        "no empty value committed at a close"
+    );
+    fs.write_handle(echo, 0, b"x").unwrap();
+    fs.flush(echo).unwrap();
+    fs.release(echo);
+    assert_eq!(stored(&store, "USER"), json!("x"));
+    fs.release(colon);
+    assert_eq!(
+        stored(&store, "USER"),
+        json!(""),
+        "the truncation its writer asked for"
+    );
+}
+
+#[test]
+fn fsync_commits_this_writers_change_and_close_then_writes_nothing_more() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let other = fs.open(ino, true, true).unwrap();
+    fs.write_handle(other, 0, b"other").unwrap();
+    let fh = fs.open(ino, true, true).unwrap();
+    let before = store.write_calls();
+    fs.fsync(fh).unwrap(); // a truncation alone, committed by fsync
+    assert_eq!(stored(&store, "USER"), json!(""));
+    fs.write_handle(fh, 0, b"synced").unwrap();
+    fs.fsync(fh).unwrap();
+    assert_eq!(stored(&store, "USER"), json!("synced"));
+    fs.flush(fh).unwrap();
+    fs.release(fh);
+    assert_eq!(store.write_calls(), before + 2);
+    fs.release(other);
+    assert_eq!(stored(&store, "USER"), json!("other"));
+}
+
+#[test]
+fn a_failed_writer_never_commits_and_another_writer_is_not_affected() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let bad = fs.open(ino, true, true).unwrap();
+    let good = fs.open(ino, true, true).unwrap();
+    assert!(fs.write_handle(bad, 0, &[0xff, 0xfe]).is_err());
+    fs.write_handle(good, 0, b"fine").unwrap();
+    fs.flush(good).unwrap();
+    fs.release(good);
+    assert!(fs.flush(bad).is_err());
+    fs.release(bad);
+    assert_eq!(stored(&store, "USER"), json!("fine"));
+}
+
+#[test]
+fn writing_the_value_a_key_holds_makes_no_version() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = (store.version("myapp/db").unwrap(), store.write_calls());
+    write_file(&fs, "myapp/db/USER", b"app").unwrap();
+    write_file(&fs, "myapp/db/PORT", b"5432").unwrap();
+    assert_eq!(
+        (store.version("myapp/db").unwrap(), store.write_calls()),
+        before
+    );
+    // The bytes are compared with the store, not with the cache.
+    store.put("myapp/db", json!({"USER": "theirs"}));
+    write_file(&fs, "myapp/db/USER", b"app").unwrap();
+    assert_eq!(stored(&store, "USER"), json!("app"));
+}
+
+#[test]
+fn a_write_applied_whose_answer_was_lost_is_a_successful_close() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.version("myapp/db").unwrap();
+    store.lose_write_answers(
+        Scope::At("myapp/db"),
+        Error::Timeout(Duration::from_secs(5)),
+    );
+    write_file(&fs, "myapp/db/USER", b"new").unwrap();
+    store.heal();
+    assert_eq!(
+        store.version("myapp/db").unwrap(),
+        before + 1,
+        "one version"
+    );
+    assert_eq!(stored(&store, "USER"), json!("new"));
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+}
+
+#[test]
+fn a_write_whose_outcome_cannot_be_known_fails_and_the_secret_is_read_again() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(300));
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
+    store.hang_after_write(
+        Scope::At("myapp/db"),
+        Error::Timeout(Duration::from_secs(5)),
+    );
+    let err = write_file(&fs, "myapp/db/USER", b"new").unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(fs.writers.unknown_outcomes(), 1);
+    // Never the old cached value as if nothing happened: while the store
+    // does not answer, no value; once it does, what it holds.
+    assert!(read_all(&fs, "myapp/db/USER").is_err());
+    store.heal();
+    // (Once the probe finds the store back.)
+    soon("the store answers", || {
+        read_all(&fs, "myapp/db/USER").is_ok()
+    });
+    assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"new");
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+}
+
+/// A store whose first write gets no answer and is not applied.
+struct FirstWriteLost {
+    inner: Arc<MemoryStore>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl SecretStore for FirstWriteLost {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        self.inner.list(path)
+    }
+    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        self.inner.read(path)
+    }
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>> {
+        if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::OutOfTime(Duration::from_secs(5)));
+        }
+        self.inner.write(path, data, when)
+    }
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.inner.delete(path)
+    }
+    fn health(&self) -> Result<Health> {
+        self.inner.health()
+    }
+}
+
+#[test]
+fn a_write_that_got_no_answer_and_did_not_land_is_made_again_once() {
+    let inner = seeded();
+    let store = Arc::new(FirstWriteLost {
+        inner: inner.clone(),
+        lost: Default::default(),
+    });
+    let fs = super::SecretFs::new(
+        store,
+        SecretPath::root(),
+        super::tests::config(Duration::from_secs(30)),
+        super::clock::ManualClock::new(),
+    );
+    let before = inner.version("myapp/db").unwrap();
+    write_file(&fs, "myapp/db/USER", b"new").unwrap();
+    assert_eq!(inner.version("myapp/db").unwrap(), before + 1);
+    assert_eq!(stored(&inner, "USER"), json!("new"));
+}
