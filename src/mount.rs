@@ -56,6 +56,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     let core = build_core(connected, &args);
     core.start_refresher();
     core.start_sweeper();
+    core.start_settler();
 
     let audit = args
         .files

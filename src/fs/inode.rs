@@ -220,6 +220,25 @@ impl Inodes {
         self.index(ino, &kind);
     }
 
+    /// Every node standing for `old` now stands for `new` (a file living
+    /// in memory became a key under its own name).
+    pub fn retarget(&mut self, old: &NodeKind, new: NodeKind) {
+        let inos: Vec<Ino> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| &n.kind == old)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in inos {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.kind = new.clone();
+                node.shown = None;
+            }
+            self.unindex(ino, old);
+            self.index(ino, &new);
+        }
+    }
+
     /// Records the version of the secret whose attributes of `ino` the
     /// kernel is being told.
     pub fn show(&mut self, ino: Ino, version: Arc<Secret>) {

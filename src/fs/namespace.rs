@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::{FileNode, Ino, Inodes, NodeKind};
-use super::local::{Local, Scratch, ScratchFile};
+use super::local::{Fate, Local, Scratch, ScratchFile, Unlinking};
 use crate::store::{Secret, SecretPath};
 
 /// A name in a directory.
@@ -161,9 +161,61 @@ impl Namespace {
         self.lock().local.new_keys_in(dir)
     }
 
-    /// Whether the key at `path` is hidden behind an editor's backup.
-    pub fn is_set_aside(&self, path: &SecretPath) -> bool {
-        self.lock().local.is_displaced(path)
+    /// Whether the key at `path` is hidden: behind an editor's backup, or
+    /// removed with the removal not written yet.
+    pub fn is_hidden(&self, path: &SecretPath) -> bool {
+        self.lock().local.is_hidden(path)
+    }
+
+    /// Removes the key at `path` (standing for `file`) from the mount now
+    /// and from the store later (see [`Unlinking`]).
+    pub fn unlink_later(&self, path: SecretPath, pending: Unlinking) {
+        self.lock().local.unlink_later(path, pending)
+    }
+
+    /// Takes the pending removal of the key at `path`, if any.
+    pub fn take_unlinking(&self, path: &SecretPath) -> Option<Unlinking> {
+        self.lock().local.take_unlinking(path)
+    }
+
+    /// Every pending removal.
+    pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
+        self.lock().local.unlinking()
+    }
+
+    /// Takes the removal the new file at `path` replaced, if any.
+    pub fn take_replaced(&self, path: &SecretPath) -> Option<Unlinking> {
+        self.lock().local.take_replaced(path)
+    }
+
+    /// The scratch files that may become keys.
+    pub fn tentative(&self) -> Vec<(SecretPath, Scratch)> {
+        self.lock().local.tentative()
+    }
+
+    /// Whether a tentative file or a removal waits to be settled.
+    pub fn has_pending(&self) -> bool {
+        self.lock().local.has_pending()
+    }
+
+    /// The tentative scratch file at `scratch` was written as the key
+    /// `kind` (at `path` of `secret`) under its own name: it leaves
+    /// memory, and its inodes stand for the key.
+    pub fn scratch_became_file(
+        &self,
+        scratch: &SecretPath,
+        (secret, path): (&SecretPath, &SecretPath),
+        kind: NodeKind,
+    ) {
+        let mut state = self.lock();
+        state.local.remove_scratch(scratch);
+        state.local.committed(secret, path);
+        state.inodes.retarget(
+            &NodeKind::Scratch {
+                path: scratch.clone(),
+            },
+            kind,
+        );
     }
 
     /// Makes a directory in memory at `path`, named `at`.
@@ -180,12 +232,12 @@ impl Namespace {
         self.lock().local.remove_dir(path)
     }
 
-    /// Creates an empty scratch file at `path`, named `at`.
-    pub fn create_scratch(&self, at: Name<'_>, path: SecretPath) -> (Ino, Scratch) {
+    /// Creates an empty scratch file at `path`, named `at`, with its fate.
+    pub fn create_scratch(&self, at: Name<'_>, path: SecretPath, fate: Fate) -> (Ino, Scratch) {
         let mut state = self.lock();
         let file = state
             .local
-            .put_scratch(path.clone(), ScratchFile::new(Vec::new()));
+            .put_scratch(path.clone(), ScratchFile::with_fate(Vec::new(), fate));
         let ino = state
             .inodes
             .remember(at.parent, at.name, NodeKind::Scratch { path }, true);
@@ -222,9 +274,14 @@ impl Namespace {
     }
 
     /// Creates a file at `path`, named `at`, standing for `kind`: it shows
-    /// (empty) until written, and disappears if it never is.
+    /// (empty) until written, and disappears if it never is. A removal of
+    /// the key there not written yet is replaced by the new key's value
+    /// (written instead if the new key never is).
     pub fn create_file(&self, at: Name<'_>, path: SecretPath, kind: NodeKind) -> Ino {
         let mut state = self.lock();
+        if let Some(pending) = state.local.take_unlinking(&path) {
+            state.local.replace(path.clone(), pending);
+        }
         state.local.add_new_key(path);
         state.inodes.remember(at.parent, at.name, kind, true)
     }

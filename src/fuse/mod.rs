@@ -29,7 +29,7 @@ use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
-use crate::fs::{operation, without_waiting, Attr, DirEntry, DirReplier, SecretFs};
+use crate::fs::{operation, without_waiting, Attr, Creating, DirEntry, DirReplier, SecretFs};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -547,16 +547,21 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let _span = tracing::debug_span!("create", ino = parent.0).entered();
         let name = name.to_os_string();
         let parent = Ino(parent.0);
         let caller = caller(req);
+        // O_EXCL is how tools create their temporary files (see fs::names).
+        let how = Creating {
+            exclusive: flags & libc::O_EXCL != 0,
+            caller: Some(caller.tid),
+        };
         self.later(move |s| {
             let result = match name.to_str() {
-                Some(n) => s.core.create(parent, n),
+                Some(n) => s.core.create_with(parent, n, how),
                 None => Err(Error::NotUtf8),
             };
             s.audit("create", caller, &result, |s| {
@@ -573,6 +578,22 @@ impl Filesystem for FuseAdapter {
                 Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
             }
         });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _span = tracing::debug_span!("fallocate", ino = ino.0).entered();
+        let ino = Ino(ino.0);
+        let result = self.shared.core.fallocate(ino);
+        send_empty(&self.shared, "fallocate", (ino, None), reply, result);
     }
 
     fn mkdir(
@@ -605,7 +626,7 @@ impl Filesystem for FuseAdapter {
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
-                Some(n) => s.core.unlink(parent, n),
+                Some(n) => s.core.unlink_by(parent, n, caller.tid),
                 None => Err(Error::NotFound),
             };
             s.audit("unlink", caller, &result, |s| {
