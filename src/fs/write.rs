@@ -483,10 +483,10 @@ impl SecretFs {
                 .ok_or_else(|| {
                     Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
                 })?;
-            {
-                let f = lock(&file);
-                self.commit_file(&target, f.data.expose_secret())?;
-            }
+            // Copied out: no scratch file is locked while the namespace
+            // is (the namespace locks them inside its own lock).
+            let bytes = SecretBox::new(Box::new(lock(&file).data.expose_secret().clone()));
+            self.commit_file(&target, bytes.expose_secret())?;
             self.names.remove_scratch(&src);
             self.now_a_file(from, to, target);
             return Ok(());
