@@ -31,7 +31,7 @@ pub enum Fate {
 
 /// How long a closed temporary file or a removed key waits for the rename
 /// or the new file that usually follows, when its program keeps running.
-pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A file that lives only in memory.
 pub struct ScratchFile {
