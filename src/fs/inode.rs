@@ -220,6 +220,12 @@ impl Inodes {
         self.index(ino, &kind);
     }
 
+    /// The name `name` in `parent` no longer leads to its inode (which
+    /// stays for the kernel's references): the next one made there is new.
+    pub fn unname(&mut self, parent: Ino, name: &str) {
+        self.by_name.remove(&(parent, name.to_string()));
+    }
+
     /// Every node standing for `old` now stands for `new` (a file living
     /// in memory became a key under its own name).
     pub fn retarget(&mut self, old: &NodeKind, new: NodeKind) {

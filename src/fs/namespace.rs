@@ -25,6 +25,9 @@ pub struct Name<'a> {
 struct State {
     inodes: Inodes,
     local: Local,
+    /// Files created and removed before they were written: their open
+    /// handles write nowhere, as into an unlinked file.
+    forsaken: std::collections::HashSet<Ino>,
 }
 
 /// Every node of the mount.
@@ -39,6 +42,7 @@ impl Namespace {
             state: Mutex::new(State {
                 inodes: Inodes::new(root),
                 local: Local::default(),
+                forsaken: Default::default(),
             }),
         }
     }
@@ -279,6 +283,13 @@ impl Namespace {
     /// (written instead if the new key never is).
     pub fn create_file(&self, at: Name<'_>, path: SecretPath, kind: NodeKind) -> Ino {
         let mut state = self.lock();
+        // A file of that name removed before it was written keeps its
+        // inode (its handles write nowhere): the new one gets its own.
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            if state.forsaken.contains(&ino) {
+                state.inodes.unname(at.parent, at.name);
+            }
+        }
         if let Some(pending) = state.local.take_unlinking(&path) {
             state.local.replace(path.clone(), pending);
         }
@@ -289,6 +300,26 @@ impl Namespace {
     /// Forgets a created file that was never written; `false` if none.
     pub fn remove_new_file(&self, path: &SecretPath) -> bool {
         self.lock().local.remove_new_key(path)
+    }
+
+    /// A created file named `at` was removed before it was written: what
+    /// its open handles write and close goes nowhere (git's `tXXXXXX`
+    /// probe: create, close, remove, while the release is on its way).
+    pub fn forsake(&self, at: Name<'_>) {
+        let mut state = self.lock();
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            state.forsaken.insert(ino);
+        }
+    }
+
+    /// Whether `ino` is a file removed before it was written.
+    pub fn is_forsaken(&self, ino: Ino) -> bool {
+        self.lock().forsaken.contains(&ino)
+    }
+
+    /// The last handle on `ino` closed: nothing more to forsake.
+    pub fn forget_forsaken(&self, ino: Ino) {
+        self.lock().forsaken.remove(&ino);
     }
 
     /// An editor's backup (`KEY` → `KEY~`): the key at `key` (named

@@ -742,6 +742,29 @@ fn a_key_removed_then_created_again_is_one_version_without_a_gap() {
 }
 
 #[test]
+fn a_file_removed_before_its_release_is_never_written() {
+    // git init: mkstemp `tXXXXXX`, close, unlink; the release (which
+    // commits a created file) reaches the core after the unlink.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let writes = store.write_calls();
+    let (_, fh) = fs.create_with(db, "tXYnArg", exclusive()).unwrap();
+    fs.flush(fh).unwrap();
+    fs.unlink_by(db, "tXYnArg", u32::MAX).unwrap();
+    fs.release(fh);
+    fs.settle(true);
+    assert_eq!(store.write_calls(), writes);
+    assert_eq!(
+        path_ino(&fs, "myapp/db/tXYnArg").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    // The name made again is a new file, written as usual.
+    write_file(&fs, "myapp/db/tXYnArg", b"again").unwrap();
+    assert_eq!(store.get("myapp/db").unwrap()["tXYnArg"], json!("again"));
+}
+
+#[test]
 fn names_over_255_bytes_are_enametoolong() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));

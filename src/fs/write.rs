@@ -148,6 +148,10 @@ impl SecretFs {
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
         };
+        if self.names.is_forsaken(*ino) {
+            // Removed before it was written: writes go nowhere.
+            return Ok(());
+        }
         let (file, due) = {
             let b = lock(buffer);
             let Some(due) = b.due(force)? else {
@@ -204,6 +208,7 @@ impl SecretFs {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
             if let Some(last) = self.writers.leave(*ino) {
+                self.names.forget_forsaken(*ino);
                 // A created key that never reached the store disappears;
                 // the removal of the key it replaced is written instead.
                 let path = self.file_path(&lock(&last).file);
@@ -374,6 +379,7 @@ impl SecretFs {
             return Ok(());
         }
         if self.names.remove_new_file(&path) {
+            self.names.forsake(Name { parent, name });
             // It replaced a removed key: that removal still stands.
             if let Some(replaced) = self.names.take_replaced(&path) {
                 self.names.unlink_later(path, replaced);
