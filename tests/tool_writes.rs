@@ -274,3 +274,50 @@ fn a_name_over_255_bytes_is_enametoolong_and_fallocate_is_eopnotsupp() {
     assert!(said.contains("Operation not supported"), "{said}");
     assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
 }
+
+#[test]
+fn git_init_leaves_no_probe_key_and_git_add_fails_at_its_first_binary_write() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+    std::fs::create_dir(m.at("app/repo")).unwrap();
+    let repo = m.at("app/repo");
+    sh_ok(&format!("cd {} && git init -q .", q(&repo)));
+    std::fs::write(repo.join("f"), "hello").unwrap();
+    let out = sh(&format!(
+        "cd {} && LC_ALL=C git -c user.name=t -c user.email=t@t add f",
+        q(&repo)
+    ));
+    assert!(
+        !out.status.success(),
+        "git add of a binary object succeeded"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("multibyte"), "{said}");
+    std::thread::sleep(Duration::from_millis(300));
+    let git = data(&bao, "app/repo/.git");
+    let mut names = keys(&git);
+    names.sort();
+    // HEAD, config, description: no `tXXXXXX` probe, no `index.lock`.
+    assert_eq!(names, ["HEAD", "config", "description"], "{git}");
+    assert!(
+        bao.kv2_get("secret", "app/repo/.git/objects").is_none(),
+        "a loose object reached the store"
+    );
+}
+
+#[test]
+fn sqlite3_fails_at_its_first_binary_write_and_leaves_no_journal() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+    let out = sh(&format!(
+        "sqlite3 {} 'create table t(x); insert into t values(1);'",
+        q(&m.at("app/db/test.db"))
+    ));
+    assert!(!out.status.success(), "sqlite3 wrote a database");
+    std::thread::sleep(Duration::from_millis(300));
+    let now = data(&bao, "app/db");
+    // An empty `test.db` (created as `touch` creates) is all that stays.
+    assert!(now.get("test.db-journal").is_none(), "{now}");
+    assert!(now.get("test.db").is_none_or(|v| v == &json!("")), "{now}");
+    assert_eq!(now["PASSWORD"], json!("old"));
+}

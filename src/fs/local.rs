@@ -232,6 +232,11 @@ impl Local {
         self.unlinking.remove(key)
     }
 
+    /// When the pending removal of `key` was made, if there is one.
+    pub fn unlinking_since(&self, key: &SecretPath) -> Option<Instant> {
+        self.unlinking.get(key).map(|u| u.at)
+    }
+
     /// The keys whose removal is pending.
     pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
         self.unlinking

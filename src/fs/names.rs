@@ -38,7 +38,8 @@ pub fn acceptable(name: &str, what: &str) -> Result<()> {
 /// vim: `.NAME.swp` (`.swo`, `.swn`, … `.swx`, `.swpx`), `NAME~`, `4913`;
 /// emacs: `#NAME#`, `.#NAME`; nano: `.NAME.swp`; sed -i: `sedXXXXXX`;
 /// perl -i: `XXxxxxxx`; rsync: `.NAME.XXXXXX`; python's `mkstemp`:
-/// `tmpXXXXXXXX`; Ansible: `.ansible_tmp…`; generic: `.NAME.tmp`.
+/// `tmpXXXXXXXX`; Ansible: `.ansible_tmp…`; git: `NAME.lock`; generic:
+/// `.NAME.tmp`.
 /// (`NAME.bak` is a deliberate copy, not scratch.)
 pub fn is_scratch(name: &str) -> bool {
     let random = |s: &str, len: usize| {
@@ -67,6 +68,8 @@ pub fn is_scratch(name: &str) -> bool {
         || python
         || rsync
         || name.starts_with(".ansible_tmp")
+        // git's lock files (`config.lock` renamed onto `config`).
+        || (name.len() > 5 && name.ends_with(".lock"))
         || (name.ends_with('~') && name.len() > 1)
         || (name.starts_with('#') && name.ends_with('#') && name.len() > 1)
         || (name.starts_with('.') && name.ends_with(".tmp") && name.len() > 5)
@@ -119,6 +122,7 @@ mod tests {
             "tmpa_b1c2d3",
             "XXhdG9S7",
             ".ansible_tmpk3j4h5PASSWORD",
+            "config.lock",
         ] {
             assert!(is_scratch(n), "{n}");
         }
@@ -141,6 +145,7 @@ mod tests {
             "tmpfile",
             ".env.local",
             ".env.secret",
+            ".lock",
             "~",
         ] {
             assert!(!is_scratch(n), "{n}");

@@ -182,6 +182,15 @@ impl Namespace {
         self.lock().local.take_unlinking(path)
     }
 
+    /// The removal of the key at `path` made at `at` is written: the key
+    /// need not be hidden any more (unless it was removed again since).
+    pub fn unlinked(&self, path: &SecretPath, at: std::time::Instant) {
+        let mut state = self.lock();
+        if state.local.unlinking_since(path) == Some(at) {
+            state.local.take_unlinking(path);
+        }
+    }
+
     /// Every pending removal.
     pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
         self.lock().local.unlinking()

@@ -43,9 +43,7 @@ impl SecretFs {
     pub fn settle(&self, all: bool) {
         for (path, pending) in self.names.unlinking() {
             if all || due(pending.caller, pending.at) {
-                if let Some(pending) = self.names.take_unlinking(&path) {
-                    self.write_removal(&path, pending);
-                }
+                self.settle_removal(&path, pending);
             }
         }
         for (path, file) in self.names.tentative() {
@@ -76,11 +74,17 @@ impl SecretFs {
                 continue;
             };
             if of == secret {
-                if let Some(pending) = self.names.take_unlinking(&path) {
-                    self.write_removal(&path, pending);
-                }
+                self.settle_removal(&path, pending);
             }
         }
+    }
+
+    /// Writes a pending removal. The key stays hidden until it is written
+    /// (a lookup meanwhile must not find it in the cache).
+    fn settle_removal(&self, path: &SecretPath, pending: Unlinking) {
+        let at = pending.at;
+        self.write_removal(path, pending);
+        self.names.unlinked(path, at);
     }
 
     /// Writes a key's removal; its failure can only be logged (the

@@ -178,6 +178,16 @@ impl SecretFs {
         lock(buffer).committed(&due);
         self.names
             .file_written(&file.secret, &self.file_path(&file));
+        if self.names.is_forsaken(*ino) {
+            // Removed while this commit ran (a created file removed as its
+            // release committed it): the removal follows.
+            let pending = Unlinking {
+                file: file.kind(),
+                caller: None,
+                at: Instant::now(),
+            };
+            self.write_removal(&self.file_path(&file), pending);
+        }
         Ok(())
     }
 
