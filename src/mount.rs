@@ -104,6 +104,9 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             tracing::warn!(error = %e, "session ended with an error");
         }
     }
+    // Removals and temporary files left for later are written now, while
+    // the store can still be reached.
+    crate::fs::operation(|| core.settle(true));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The session may not have ended (a lazy detach, another namespace
     // holding the mount), and with it the adapter's copy of the log: the

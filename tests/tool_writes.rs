@@ -321,3 +321,43 @@ fn sqlite3_fails_at_its_first_binary_write_and_leaves_no_journal() {
     assert!(now.get("test.db").is_none_or(|v| v == &json!("")), "{now}");
     assert_eq!(now["PASSWORD"], json!("old"));
 }
+
+#[test]
+fn a_temporary_file_nobody_renames_becomes_a_key_when_its_program_exits() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+    let script = r#"
+import os, sys, tempfile, time
+fd, tmp = tempfile.mkstemp(dir=sys.argv[1])
+os.write(fd, b"kept")
+os.close(fd)
+print(os.path.basename(tmp), flush=True)
+sys.stdin.readline()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(m.at("app/db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut name = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut name,
+    )
+    .unwrap();
+    let name = name.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    // While its program runs, it waits (for a rename) in memory.
+    assert_eq!(
+        std::fs::read(m.at(&format!("app/db/{name}"))).unwrap(),
+        b"kept"
+    );
+    assert!(data(&bao, "app/db").get(&name).is_none());
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    let now = settled(&bao, "app/db", |d| d.get(&name).is_some());
+    assert_eq!(now[&name], json!("kept"));
+}

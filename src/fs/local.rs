@@ -21,16 +21,18 @@ pub enum Fate {
     MemoryOnly,
     /// A tool's temporary file (`mkstemp`, rsync, `sed -i`): renamed onto
     /// a key it becomes that key; left alone it becomes a key under its
-    /// own name once it is closed and its creator has exited (or
-    /// [`SETTLE_AFTER`] after its last close).
+    /// own name once it is closed and its creator has exited (when the
+    /// creator is not known, [`SETTLE_AFTER`] after its last close), or
+    /// when the mount ends.
     Tentative {
         /// The thread id of the program that created it, when known.
         caller: Option<u32>,
     },
 }
 
-/// How long a closed temporary file or a removed key waits for the rename
-/// or the new file that usually follows, when its program keeps running.
+/// How long a removed key waits for the new file that usually follows
+/// (`install`) while its program keeps running; how long a closed
+/// temporary file of an unknown program waits for its rename.
 pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A file that lives only in memory.

@@ -2,7 +2,7 @@
 //! follow: a tool's temporary file nobody renamed or removed becomes a key
 //! under its own name, and a key's removal not replaced by a new key is
 //! written. "Nothing will follow" is known when the program that made the
-//! change has exited, or [`SETTLE_AFTER`] after the change.
+//! change has exited (or, for a removal, [`SETTLE_AFTER`] after it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +32,23 @@ fn has_exited(tid: u32) -> bool {
     }
 }
 
-/// Whether a change made at `since` by `caller` is due to be settled.
-fn due(caller: Option<u32>, since: Instant) -> bool {
+/// Whether a removal made at `since` by `caller` is due to be written:
+/// its program has exited, or it is [`SETTLE_AFTER`] old (a program that
+/// keeps running: the store must not lag behind the mount for long).
+fn removal_due(caller: Option<u32>, since: Instant) -> bool {
     since.elapsed() >= SETTLE_AFTER || caller.is_some_and(has_exited)
+}
+
+/// Whether a temporary file last closed at `closed` by `caller`'s program
+/// is due to become a key: that program has exited (it will not rename
+/// it; an editor's backup kept with `:set backup` is stored when the
+/// editor exits), or, when the program is not known, [`SETTLE_AFTER`]
+/// after its last close.
+fn temporary_due(caller: Option<u32>, closed: Instant) -> bool {
+    match caller {
+        Some(tid) => has_exited(tid),
+        None => closed.elapsed() >= SETTLE_AFTER,
+    }
 }
 
 impl SecretFs {
@@ -42,7 +56,7 @@ impl SecretFs {
     /// program had exited (tests, and the reference model).
     pub fn settle(&self, all: bool) {
         for (path, pending) in self.names.unlinking() {
-            if all || due(pending.caller, pending.at) {
+            if all || removal_due(pending.caller, pending.at) {
                 self.settle_removal(&path, pending);
             }
         }
@@ -60,7 +74,7 @@ impl SecretFs {
             if Arc::strong_count(&file) > 2 {
                 continue;
             }
-            if all || due(caller, closed) {
+            if all || temporary_due(caller, closed) {
                 self.keep_tentative(&path, &file);
             }
         }
