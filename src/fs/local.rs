@@ -25,7 +25,7 @@ pub enum Fate {
     /// creator is not known, [`SETTLE_AFTER`] after its last close), or
     /// when the mount ends.
     Tentative {
-        /// The thread id of the program that created it, when known.
+        /// The process id of the program that created it, when known.
         caller: Option<u32>,
     },
 }
@@ -71,7 +71,7 @@ impl ScratchFile {
 pub struct Unlinking {
     /// The file removed (a `NodeKind::File`).
     pub file: NodeKind,
-    /// The thread id of the program that removed it.
+    /// The process id of the program that removed it.
     pub caller: Option<u32>,
     /// When.
     pub at: Instant,

@@ -57,11 +57,9 @@ pub fn is_scratch(name: &str) -> bool {
     // case (`.env.secret` is a name someone chose).
     let rsync = name.starts_with('.')
         && name[1..].rsplit_once('.').is_some_and(|(stem, rest)| {
-            !stem.is_empty()
-                && random(rest, 6)
-                && !rest.contains('_')
-                && !(rest.chars().all(|c| c.is_ascii_lowercase())
-                    || rest.chars().all(|c| c.is_ascii_uppercase()))
+            let one_case = rest.chars().all(|c| c.is_ascii_lowercase())
+                || rest.chars().all(|c| c.is_ascii_uppercase());
+            !stem.is_empty() && random(rest, 6) && !rest.contains('_') && !one_case
         });
     is_editor_private(name)
         || tool_temp

@@ -18,10 +18,10 @@ use crate::store::SecretPath;
 /// How often the settler looks for what is due.
 const SETTLE_EVERY: Duration = Duration::from_millis(5);
 
-/// Whether the thread `tid` has exited (or is a zombie): its program will
-/// make no more requests.
-fn has_exited(tid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+/// Whether the process `pid` has exited (or is a zombie): it will make no
+/// more requests.
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name, which may hold spaces and
         // parentheses: it is the first field after the last `)`.
         Ok(stat) => stat
@@ -46,7 +46,7 @@ fn removal_due(caller: Option<u32>, since: Instant) -> bool {
 /// after its last close.
 fn temporary_due(caller: Option<u32>, closed: Instant) -> bool {
     match caller {
-        Some(tid) => has_exited(tid),
+        Some(pid) => has_exited(pid),
         None => closed.elapsed() >= SETTLE_AFTER,
     }
 }

@@ -31,7 +31,7 @@ pub struct Creating {
     /// `O_EXCL`: the name must not exist (how `mkstemp`, rsync, `sed -i`,
     /// `cp` and `install` create).
     pub exclusive: bool,
-    /// The thread id of the program creating it, when known.
+    /// The process id of the program creating it, when known.
     pub caller: Option<u32>,
 }
 
@@ -371,7 +371,7 @@ impl SecretFs {
         self.remove(parent, name, None)
     }
 
-    /// Removes a key on behalf of the program whose thread is `caller`:
+    /// Removes a key on behalf of the program (process id) `caller`:
     /// the key leaves the mount now, and the store once that program has
     /// exited (or [`SETTLE_AFTER`](super::local::SETTLE_AFTER) later)
     /// unless it creates the same name first (`install`, `mv` from

@@ -96,6 +96,12 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// The process (thread group) behind a request's thread, looked up while
+/// the caller waits for the reply; the thread itself if `/proc` cannot say.
+fn program_of(caller: Caller) -> u32 {
+    Process::of(caller.tid).tgid.unwrap_or(caller.tid)
+}
+
 impl Shared {
     /// The path of `name` in `parent` (of `parent` itself without a name).
     fn path_of(&self, parent: Ino, name: Option<&OsStr>) -> String {
@@ -554,12 +560,14 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let parent = Ino(parent.0);
         let caller = caller(req);
-        // O_EXCL is how tools create their temporary files (see fs::names).
-        let how = Creating {
-            exclusive: flags & libc::O_EXCL != 0,
-            caller: Some(caller.tid),
-        };
+        let exclusive = flags & libc::O_EXCL != 0;
         self.later(move |s| {
+            // O_EXCL is how tools create their temporary files (see
+            // fs::names); what they leave waits for their process.
+            let how = Creating {
+                exclusive,
+                caller: Some(program_of(caller)),
+            };
             let result = match name.to_str() {
                 Some(n) => s.core.create_with(parent, n, how),
                 None => Err(Error::NotUtf8),
@@ -626,7 +634,7 @@ impl Filesystem for FuseAdapter {
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
-                Some(n) => s.core.unlink_by(parent, n, caller.tid),
+                Some(n) => s.core.unlink_by(parent, n, program_of(caller)),
                 None => Err(Error::NotFound),
             };
             s.audit("unlink", caller, &result, |s| {
