@@ -765,6 +765,42 @@ fn a_file_removed_before_its_release_is_never_written() {
 }
 
 #[test]
+fn renames_of_temporary_files_while_the_settler_runs_never_deadlock() {
+    // The settler locks the namespace, then each temporary file; a rename
+    // once held a temporary file locked across its commit, which locks the
+    // namespace: the two waited on each other.
+    let store = seeded();
+    let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
+    // What the settler thread does every few milliseconds, without pause.
+    let settler = fs.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            settler.settle(false);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = fs.clone();
+    std::thread::spawn(move || {
+        let db = path_ino(&worker, "myapp/db").unwrap();
+        for round in 0..2000 {
+            let temp = format!("tmp{round:08}");
+            write_exclusive(&worker, &format!("myapp/db/{temp}"), b"v").unwrap();
+            worker.rename(db, &temp, db, "PASSWORD", false).unwrap();
+        }
+        let _ = tx.send(());
+    });
+    let finished = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        finished,
+        "renames of temporary files deadlocked with the settler"
+    );
+    assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("v"));
+}
+
+#[test]
 fn names_over_255_bytes_are_enametoolong() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
