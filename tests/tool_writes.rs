@@ -361,3 +361,21 @@ sys.stdin.readline()
     let now = settled(&bao, "app/db", |d| d.get(&name).is_some());
     assert_eq!(now[&name], json!("kept"));
 }
+
+#[test]
+fn rmdir_of_a_secret_that_holds_keys_is_enotempty_logged_at_debug_only() {
+    // `rm -r` and shells try rmdir on full directories as a matter of course.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = m.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("rmdir")),
+        "{log}"
+    );
+    let (_, report) = support::status(m.path());
+    assert!(report["last_error"].is_null(), "{report}");
+}
