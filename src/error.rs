@@ -39,6 +39,12 @@ pub enum Error {
     /// A name or an argument is not acceptable.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A name longer than 255 bytes.
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    /// An operation secretfs does not offer (`fallocate`).
+    #[error("operation not supported: {0}")]
+    NotSupported(&'static str),
     /// The inode or handle is unknown (the kernel asked about something we forgot).
     #[error("stale inode or handle")]
     Stale,
@@ -92,6 +98,8 @@ impl Error {
             | Error::Protocol(_) => libc::EIO,
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::Stale => libc::ESTALE,
             Error::CasConflict => libc::EAGAIN,
             Error::TooBig(_) => libc::EFBIG,
@@ -129,6 +137,9 @@ impl Error {
                 | Error::IsDir
                 | Error::NotDir
                 | Error::Exists
+                | Error::NotEmpty
+                | Error::NameTooLong
+                | Error::NotSupported(_)
                 | Error::CrossSecret
                 | Error::NoAttribute
                 | Error::WouldBlock
@@ -153,6 +164,8 @@ mod tests {
         assert_eq!(Error::NotUtf8.errno(), libc::EILSEQ);
         assert_eq!(Error::CrossSecret.errno(), libc::EXDEV);
         assert_eq!(Error::NoAttribute.errno(), libc::ENODATA);
+        assert_eq!(Error::NameTooLong.errno(), libc::ENAMETOOLONG);
+        assert_eq!(Error::NotSupported("fallocate").errno(), libc::EOPNOTSUPP);
     }
 
     #[test]

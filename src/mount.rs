@@ -64,6 +64,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     let _ = core_slot.set(Arc::downgrade(&core));
     core.start_refresher();
     core.start_sweeper();
+    core.start_settler();
 
     let audit = args
         .files
@@ -111,6 +112,9 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             tracing::warn!(error = %e, "session ended with an error");
         }
     }
+    // Removals and temporary files left for later are written now, while
+    // the store can still be reached.
+    crate::fs::operation(|| core.settle(true));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The session may not have ended (a lazy detach, another namespace
     // holding the mount), and with it the adapter's copy of the log: the

@@ -1,8 +1,8 @@
 //! The reference model of the core (in the style of mountpoint-s3's
 //! reftests): random sequences of filesystem operations and of changes made
 //! in the store by others are applied both to the core over `MemoryStore`
-//! and to a small model of secrets, keys, local directories and editors'
-//! scratch files. After every step the tree a walk of the filesystem shows,
+//! and to a small model of secrets, keys, local directories and files that
+//! live in memory (keys an editor moved aside, tools' temporary files). After every step the tree a walk of the filesystem shows,
 //! the store's content and the number of versions written must match what
 //! the model says.
 //!
@@ -27,7 +27,7 @@ use serde_json::Value;
 use secretfs::fs::cache::CachePolicy;
 use secretfs::fs::clock::ManualClock;
 use secretfs::fs::inode::{Ino, ROOT_INO};
-use secretfs::fs::{FsConfig, Presentation, SecretFs};
+use secretfs::fs::{Creating, FsConfig, Presentation, SecretFs};
 use secretfs::store::deleted::HideDeleted;
 use secretfs::store::memory::MemoryStore;
 use secretfs::store::SecretPath;
@@ -46,12 +46,25 @@ const MAX_VALUE: u64 = 1024;
 const DIRS: &[&str] = &["a", "a/b", "c", "d", "d/e"];
 /// Key names.
 const KEYS: &[&str] = &["K", "L"];
-/// Editors' and tools' scratch names (kept in memory, never stored).
+/// Names that look like editors' and tools' scratch files
+/// (`secretfs::fs::names::is_scratch`). A name alone decides nothing: a
+/// plain create makes a key of any name; only renames look at names (a
+/// file in memory renamed to such a name stays in memory; a key renamed to
+/// a backup name `NAME~` is moved aside).
 const SCRATCH: &[&str] = &["K~", ".K.swp", "sedAb12Cd"];
+/// Temporary names tools create with `O_EXCL` and rename onto a key.
+const TEMPS: &[&str] = &["tmpab12cd_9", ".K.Ab12Cd"];
 
-fn is_scratch(name: &str) -> bool {
-    SCRATCH.contains(&name)
+fn is_scratch_name(name: &str) -> bool {
+    SCRATCH.contains(&name) || TEMPS.contains(&name)
 }
+
+fn is_backup(name: &str) -> bool {
+    name.ends_with('~')
+}
+
+/// The thread id of a program that has exited: its removals are due.
+const GONE: u32 = u32::MAX;
 
 fn parent_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(p, _)| p)
@@ -126,6 +139,23 @@ enum Op {
     Unlink {
         dir: &'static str,
         name: &'static str,
+    },
+    /// `mkstemp` + `os.replace`, rsync: create a temporary name with
+    /// `O_EXCL`, write, close, rename onto a key; on failure remove it.
+    TempThenRename {
+        dir: &'static str,
+        temp: &'static str,
+        writes: Vec<WriteCall>,
+        to_dir: &'static str,
+        to_name: &'static str,
+        no_replace: bool,
+    },
+    /// `install`: remove the key, create it again with `O_EXCL`, write,
+    /// close.
+    Replace {
+        dir: &'static str,
+        name: &'static str,
+        writes: Vec<WriteCall>,
     },
     Rename {
         dir: &'static str,
@@ -212,6 +242,18 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(dir, name, first, second)| Op::TwoWriters { dir, name, first, second }),
         2 => (dir(), any_of(&["K", "L", "K~", ".K.swp", "sedAb12Cd"]))
             .prop_map(|(dir, name)| Op::Unlink { dir, name }),
+        2 => (dir(), any_of(TEMPS), proptest::collection::vec(write_call(), 0..3),
+              prop_oneof![4 => Just(None), 1 => dir().prop_map(Some)], any_of(KEYS), any::<bool>())
+            .prop_map(|(dir, temp, writes, to_dir, to_name, no_replace)| Op::TempThenRename {
+                dir,
+                temp,
+                writes,
+                to_dir: to_dir.unwrap_or(dir),
+                to_name,
+                no_replace,
+            }),
+        1 => (dir(), any_of(KEYS), proptest::collection::vec(write_call(), 0..3))
+            .prop_map(|(dir, name, writes)| Op::Replace { dir, name, writes }),
         // Mostly within one directory, as editors and tools rename.
         4 => (dir(), file_name(), prop_oneof![4 => Just(None), 1 => dir().prop_map(Some)], file_name(), any::<bool>())
             .prop_map(|(dir, name, to_dir, to_name, no_replace)| Op::Rename {
@@ -458,6 +500,7 @@ impl Subject {
         let every_name: Vec<&str> = KEYS
             .iter()
             .chain(SCRATCH)
+            .chain(TEMPS)
             .chain(DIRS.iter().map(|d| name_of(d)).collect::<Vec<_>>().iter())
             .copied()
             .collect();
@@ -605,6 +648,11 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                 return Ok(());
             };
             let existing = model.file(dir, name);
+            // A file living in memory (a key moved aside): written there.
+            let in_memory = model
+                .scratch
+                .get(*dir)
+                .is_some_and(|f| f.contains_key(*name));
             let (fh, base) = match &existing {
                 Some(bytes) => {
                     let ino = errno(s.fs.lookup(parent, name))
@@ -645,7 +693,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                 let broken = std::str::from_utf8(&partial)
                     .err()
                     .is_some_and(|e| e.error_len().is_some());
-                let want = if broken && !is_scratch(name) {
+                let want = if broken && !in_memory {
                     refused = true;
                     Err(libc::EILSEQ)
                 } else {
@@ -656,7 +704,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             }
             let flushed = errno(s.fs.flush(fh));
             s.fs.release(fh);
-            if is_scratch(name) {
+            if in_memory {
                 model
                     .scratch
                     .entry(dir.to_string())
@@ -753,7 +801,8 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let Some(parent) = reach(model, s, dir)? else {
                 return Ok(());
             };
-            let got = errno(s.fs.unlink(parent, name));
+            // Written once the program is gone (the step's end settles).
+            let got = errno(s.fs.unlink_by(parent, name, GONE));
             let want = if model.remove_scratch(dir, name).is_some() {
                 Ok(())
             } else if model.file(dir, name).is_some() {
@@ -782,6 +831,103 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let got = errno(s.fs.rename(parent, name, new_parent, to_name, *no_replace));
             let want = rename_in_model(model, dir, name, to_dir, to_name, *no_replace);
             expect("rename", got, want)
+        }
+        Op::TempThenRename {
+            dir,
+            temp,
+            writes,
+            to_dir,
+            to_name,
+            no_replace,
+        } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            let Some(new_parent) = reach(model, s, to_dir)? else {
+                return Ok(());
+            };
+            let how = Creating {
+                exclusive: true,
+                caller: None,
+            };
+            let (_, fh) = errno(s.fs.create_with(parent, temp, how))
+                .map_err(|e| TestCaseError::fail(format!("create {temp}: {e}")))?;
+            let (buf, offsets) = apply_writes(Vec::new(), writes);
+            for (w, offset) in writes.iter().zip(offsets) {
+                // In memory, any bytes.
+                let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
+                prop_assert_eq!(n, Ok(w.bytes.len() as u32), "write into {}", temp);
+            }
+            let flushed = errno(s.fs.flush(fh));
+            s.fs.release(fh);
+            expect("close of a temporary file", flushed, Ok(()))?;
+            model
+                .scratch
+                .entry(dir.to_string())
+                .or_default()
+                .insert(temp.to_string(), buf);
+            let got = errno(s.fs.rename(parent, temp, new_parent, to_name, *no_replace));
+            let want = rename_in_model(model, dir, temp, to_dir, to_name, *no_replace);
+            expect("rename of a temporary file", got, want)?;
+            if want.is_err() {
+                let removed = errno(s.fs.unlink_by(parent, temp, GONE));
+                model.remove_scratch(dir, temp);
+                expect("removal of a temporary file", removed, Ok(()))?;
+            }
+            Ok(())
+        }
+        Op::Replace { dir, name, writes } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            let existed = model.file(dir, name).is_some();
+            let removed = errno(s.fs.unlink_by(parent, name, GONE));
+            let want = if existed { Ok(()) } else { Err(libc::ENOENT) };
+            expect("removal before install", removed, want)?;
+            let how = Creating {
+                exclusive: true,
+                caller: None,
+            };
+            let (_, fh) = errno(s.fs.create_with(parent, name, how))
+                .map_err(|e| TestCaseError::fail(format!("create {name}: {e}")))?;
+            model.displaced.remove(&join(dir, name));
+            let (buf, offsets) = apply_writes(Vec::new(), writes);
+            let mut partial = Vec::new();
+            let mut refused = false;
+            for (w, offset) in writes.iter().zip(offsets) {
+                let (start, end) = (offset as usize, offset as usize + w.bytes.len());
+                if partial.len() < end {
+                    partial.resize(end, 0);
+                }
+                partial[start..end].copy_from_slice(&w.bytes);
+                let broken = std::str::from_utf8(&partial)
+                    .err()
+                    .is_some_and(|e| e.error_len().is_some());
+                refused |= broken;
+                let want = if broken {
+                    Err(libc::EILSEQ)
+                } else {
+                    Ok(w.bytes.len() as u32)
+                };
+                let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
+                prop_assert_eq!(n, want, "write");
+            }
+            let flushed = errno(s.fs.flush(fh));
+            s.fs.release(fh);
+            // One version: the new value, or (when it could not be
+            // stored) the removal.
+            let stored = if refused {
+                Err(libc::EILSEQ)
+            } else {
+                model.commit_key(dir, name, &buf)
+            };
+            if stored.is_err() && existed {
+                let mut data = model.live(dir).cloned().unwrap_or_default();
+                data.remove(*name);
+                model.committed(dir, name, data);
+            }
+            let want = if writes.is_empty() { Ok(()) } else { stored };
+            expect("close of an installed file", flushed, want)
         }
         Op::Mkdir { path } => {
             let Some(parent) = reach(model, s, parent_of(path))? else {
@@ -906,9 +1052,14 @@ fn rename_in_model(
     if no_replace && model.file(to_dir, to_name).is_some() {
         return Err(libc::EEXIST);
     }
+    let dst_in_memory = model
+        .scratch
+        .get(to_dir)
+        .is_some_and(|f| f.contains_key(to_name));
+    let dst_is_key = model.file(to_dir, to_name).is_some() && !dst_in_memory;
     let src_scratch = model.scratch.get(dir).and_then(|f| f.get(name)).cloned();
     if let Some(bytes) = src_scratch {
-        if is_scratch(to_name) {
+        if is_scratch_name(to_name) && !dst_is_key {
             model.remove_scratch(dir, name);
             model
                 .scratch
@@ -931,7 +1082,7 @@ fn rename_in_model(
     if dir != to_dir {
         return Err(libc::EXDEV);
     }
-    if is_scratch(to_name) {
+    if is_backup(to_name) && !dst_is_key {
         // An editor's backup: the old value held aside, the key hidden.
         model
             .scratch
@@ -948,6 +1099,8 @@ fn rename_in_model(
         return Err(libc::ENOENT);
     };
     data.insert(to_name.to_string(), value);
+    // A file in memory under the new name is replaced.
+    model.remove_scratch(to_dir, to_name);
     model.committed(dir, to_name, data);
     Ok(())
 }
@@ -959,7 +1112,10 @@ fn run_case(kv: Kv, ops: &[Op]) -> Result<(), TestCaseError> {
         ..Model::default()
     };
     for (i, op) in ops.iter().enumerate() {
+        // Each operation is one program, gone when it ends: what it left
+        // for later (removals) is settled before the check.
         step(&mut model, &s, op)
+            .map(|()| s.fs.settle(true))
             .and_then(|()| check(&model, &s))
             .map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
     }

@@ -5,15 +5,20 @@
 //!   comes from some variant, and every variant's errno is in the table;
 //! - the scratch names listed in "### Editors and tools" are the ones
 //!   `secretfs::fs::names::is_scratch` recognises, on concrete examples of
-//!   each pattern, and a few names next to them are not scratch.
+//!   each pattern, and a few names next to them are not scratch; the
+//!   editors' private files listed there are the ones
+//!   `secretfs::fs::names::is_editor_private` recognises;
+//! - a plain create (`echo > NAME`) stores the key whatever its name: the
+//!   doc's rule, checked on the core over `MemoryStore` for an example of
+//!   every documented pattern.
 //!
-//! No FUSE and no OpenBao needed. The crate paths used are only those two.
+//! No FUSE and no OpenBao needed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use secretfs::error::Error;
-use secretfs::fs::names::is_scratch;
+use secretfs::fs::names::{is_editor_private, is_scratch};
 
 fn semantics() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SEMANTICS.md");
@@ -57,6 +62,8 @@ fn errno_named(name: &str) -> i32 {
         "EILSEQ" => libc::EILSEQ,
         "EINVAL" => libc::EINVAL,
         "EIO" => libc::EIO,
+        "ENAMETOOLONG" => libc::ENAMETOOLONG,
+        "EOPNOTSUPP" => libc::EOPNOTSUPP,
         "EISDIR" => libc::EISDIR,
         "ENODATA" => libc::ENODATA,
         "ENOENT" => libc::ENOENT,
@@ -132,6 +139,8 @@ fn all_errors() -> Vec<Error> {
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
         Error::OutcomeUnknown(Box::new(Error::Timeout(Duration::from_secs(5)))),
+        Error::NameTooLong,
+        Error::NotSupported("fallocate"),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -157,7 +166,9 @@ fn all_errors() -> Vec<Error> {
             | Error::NoAttribute
             | Error::WouldBlock
             | Error::OutOfTime(_)
-            | Error::OutcomeUnknown(_) => {}
+            | Error::OutcomeUnknown(_)
+            | Error::NameTooLong
+            | Error::NotSupported(_) => {}
         }
     }
     all
@@ -187,10 +198,10 @@ fn every_errno_an_error_produces_is_in_the_errors_table() {
     }
 }
 
-/// The scratch-name patterns listed in "### Editors and tools".
-fn documented_scratch_patterns() -> Vec<String> {
+/// The backticked patterns of the paragraph of "### Editors and tools"
+/// that starts with `intro`.
+fn documented_patterns(intro: &str) -> Vec<String> {
     let lines = section(&semantics(), "### Editors and tools");
-    let intro = "Scratch names live in memory only";
     let paragraph: Vec<&str> = lines
         .iter()
         .map(String::as_str)
@@ -199,13 +210,17 @@ fn documented_scratch_patterns() -> Vec<String> {
         .collect();
     assert!(
         !paragraph.is_empty(),
-        "\"### Editors and tools\" no longer starts a paragraph with {intro:?}"
+        "\"### Editors and tools\" no longer holds a paragraph starting with {intro:?}"
     );
-    // The tools named in passing (`sed -i`, `perl -i`) are not names.
     backticked(&paragraph.join(" "))
         .into_iter()
         .filter(|w| !w.contains(' '))
         .collect()
+}
+
+/// The scratch-name patterns listed in "### Editors and tools".
+fn documented_scratch_patterns() -> Vec<String> {
+    documented_patterns("Scratch names:")
 }
 
 /// Concrete names for a documented pattern (`NAME` is any key name).
@@ -223,6 +238,10 @@ fn examples(pattern: &str) -> &'static [&'static str] {
         "sedXXXXXX" => &["sedAb12Cd", "sed0a1B2c"],
         "XXxxxxxx" => &["XXab12cd", "XX0aB1c2"],
         ".NAME.tmp" => &[".K.tmp"],
+        ".NAME.XXXXXX" => &[".K.abBT6Y", ".PASSWORD.lZm1zU"],
+        "tmpXXXXXXXX" => &["tmp7e8opawn", "tmpa_b1c2d3"],
+        ".ansible_tmpXXXXXXXX" => &[".ansible_tmpk3j4h5PASSWORD"],
+        "NAME.lock" => &["config.lock", "K.lock"],
         other => panic!(
             "docs/SEMANTICS.md lists the scratch pattern `{other}`: give this test examples of it"
         ),
@@ -230,7 +249,7 @@ fn examples(pattern: &str) -> &'static [&'static str] {
 }
 
 #[test]
-fn the_documented_scratch_names_are_the_ones_the_code_keeps_in_memory() {
+fn the_documented_scratch_names_are_the_ones_the_code_recognises() {
     let patterns = documented_scratch_patterns();
     assert!(patterns.len() >= 8, "too few patterns found: {patterns:?}");
     for pattern in &patterns {
@@ -261,7 +280,79 @@ fn the_documented_scratch_names_are_the_ones_the_code_keeps_in_memory() {
         "XXab12cd34",
         "#K",
         "K#",
+        ".env.secret",
+        "tmp",
+        ".lock",
     ] {
-        assert!(!is_scratch(name), "`{name}` would never reach the store");
+        assert!(!is_scratch(name), "`{name}` is no scratch name");
+    }
+}
+
+#[test]
+fn the_documented_private_files_are_the_ones_the_code_never_stores() {
+    let patterns = documented_patterns("Editors' private files");
+    assert!(patterns.len() >= 4, "too few patterns found: {patterns:?}");
+    for pattern in &patterns {
+        for name in examples(pattern) {
+            assert!(
+                is_editor_private(name),
+                "`{name}` (documented pattern `{pattern}`) may become a key to the code"
+            );
+        }
+    }
+    for name in ["K~", "sedAb12Cd", ".K.abBT6Y", "#K#", "K", "config.lock"] {
+        assert!(!is_editor_private(name), "`{name}` is no private file");
+    }
+}
+
+#[test]
+fn a_plain_create_stores_every_documented_scratch_name() {
+    use std::sync::Arc;
+
+    use secretfs::fs::clock::ManualClock;
+    use secretfs::fs::inode::ROOT_INO;
+    use secretfs::fs::{FsConfig, Presentation, SecretFs};
+    use secretfs::store::memory::MemoryStore;
+    use secretfs::store::SecretPath;
+
+    let store = Arc::new(MemoryStore::kv2());
+    store.put("s", serde_json::json!({"K": "v"}));
+    let config = FsConfig {
+        presentation: Presentation {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o400,
+            dir_mode: 0o500,
+        },
+        cache: secretfs::fs::cache::CachePolicy {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            capacity: std::num::NonZeroUsize::MIN.saturating_add(99),
+        },
+        read_only: false,
+        max_value_size: 1024,
+        background_refresh: false,
+    };
+    let fs = SecretFs::new(
+        store.clone(),
+        SecretPath::root(),
+        config,
+        ManualClock::new(),
+    );
+    let dir = fs.lookup(ROOT_INO, "s").expect("the secret shows").ino;
+    for pattern in documented_scratch_patterns() {
+        for name in examples(&pattern) {
+            let (_, fh) = fs.create(dir, name).expect("create");
+            fs.write_handle(fh, 0, b"x").expect("write");
+            fs.flush(fh).expect("close");
+            fs.release(fh);
+            let stored = store.get("s").expect("the secret");
+            assert_eq!(
+                stored.get(*name),
+                Some(&serde_json::json!("x")),
+                "`echo -n x > {name}` (pattern `{pattern}`) did not reach the store"
+            );
+        }
     }
 }

@@ -220,6 +220,31 @@ impl Inodes {
         self.index(ino, &kind);
     }
 
+    /// The name `name` in `parent` no longer leads to its inode (which
+    /// stays for the kernel's references): the next one made there is new.
+    pub fn unname(&mut self, parent: Ino, name: &str) {
+        self.by_name.remove(&(parent, name.to_string()));
+    }
+
+    /// Every node standing for `old` now stands for `new` (a file living
+    /// in memory became a key under its own name).
+    pub fn retarget(&mut self, old: &NodeKind, new: NodeKind) {
+        let inos: Vec<Ino> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| &n.kind == old)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in inos {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.kind = new.clone();
+                node.shown = None;
+            }
+            self.unindex(ino, old);
+            self.index(ino, &new);
+        }
+    }
+
     /// Records the version of the secret whose attributes of `ino` the
     /// kernel is being told.
     pub fn show(&mut self, ino: Ino, version: Arc<Secret>) {

@@ -60,6 +60,9 @@ impl SecretFs {
     /// Counts one kernel reference on the returned inode.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
         let dir = self.dir_path(parent)?;
+        if name.len() > names::NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
         if !names::is_showable(name) {
             return Err(Error::NotFound);
         }
@@ -138,7 +141,7 @@ impl SecretFs {
             Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
             Err(e) => return Err(e),
         }
-        if self.names.is_set_aside(&child_path) {
+        if self.names.is_hidden(&child_path) {
             return Err(Error::NotFound);
         }
         if let Some(found) = self.find_beside(dir, name)? {
@@ -239,7 +242,7 @@ impl SecretFs {
                         };
                         if view.placement() == Placement::Beside
                             && names::is_showable(&file)
-                            && !self.names.is_set_aside(&dir.join(&file))
+                            && !self.names.is_hidden(&dir.join(&file))
                         {
                             entries.entry(file).or_insert(false);
                         }
@@ -262,7 +265,7 @@ impl SecretFs {
                     .filter(|(_, v)| v.placement() == Placement::Inside);
                 for (_, view) in inside {
                     for name in view.files(&secret) {
-                        if self.names.is_set_aside(&dir.join(&name)) {
+                        if self.names.is_hidden(&dir.join(&name)) {
                             continue;
                         }
                         // Where a file and a child share a name, the directory wins.

@@ -21,6 +21,7 @@ pub mod names;
 pub mod namespace;
 mod read;
 mod readdir;
+mod settle;
 pub mod source;
 pub mod view;
 mod write;
@@ -44,6 +45,7 @@ pub use readdir::{DirEntry, DirReplier};
 pub use source::without_waiting;
 use source::{Refresh, Source};
 use view::{Placement, ViewId, Views};
+pub use write::Creating;
 use writers::Writers;
 
 /// Ownership and modes shown on every node.

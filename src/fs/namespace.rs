@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::{FileNode, Ino, Inodes, NodeKind};
-use super::local::{Local, Scratch, ScratchFile};
+use super::local::{Fate, Local, Scratch, ScratchFile, Unlinking};
 use crate::store::{Secret, SecretPath};
 
 /// A name in a directory.
@@ -25,6 +25,9 @@ pub struct Name<'a> {
 struct State {
     inodes: Inodes,
     local: Local,
+    /// Files created and removed before they were written: their open
+    /// handles write nowhere, as into an unlinked file.
+    forsaken: std::collections::HashSet<Ino>,
 }
 
 /// Every node of the mount.
@@ -39,6 +42,7 @@ impl Namespace {
             state: Mutex::new(State {
                 inodes: Inodes::new(root),
                 local: Local::default(),
+                forsaken: Default::default(),
             }),
         }
     }
@@ -161,9 +165,70 @@ impl Namespace {
         self.lock().local.new_keys_in(dir)
     }
 
-    /// Whether the key at `path` is hidden behind an editor's backup.
-    pub fn is_set_aside(&self, path: &SecretPath) -> bool {
-        self.lock().local.is_displaced(path)
+    /// Whether the key at `path` is hidden: behind an editor's backup, or
+    /// removed with the removal not written yet.
+    pub fn is_hidden(&self, path: &SecretPath) -> bool {
+        self.lock().local.is_hidden(path)
+    }
+
+    /// Removes the key at `path` (standing for `file`) from the mount now
+    /// and from the store later (see [`Unlinking`]).
+    pub fn unlink_later(&self, path: SecretPath, pending: Unlinking) {
+        self.lock().local.unlink_later(path, pending)
+    }
+
+    /// Takes the pending removal of the key at `path`, if any.
+    pub fn take_unlinking(&self, path: &SecretPath) -> Option<Unlinking> {
+        self.lock().local.take_unlinking(path)
+    }
+
+    /// The removal of the key at `path` made at `at` is written: the key
+    /// need not be hidden any more (unless it was removed again since).
+    pub fn unlinked(&self, path: &SecretPath, at: std::time::Instant) {
+        let mut state = self.lock();
+        if state.local.unlinking_since(path) == Some(at) {
+            state.local.take_unlinking(path);
+        }
+    }
+
+    /// Every pending removal.
+    pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
+        self.lock().local.unlinking()
+    }
+
+    /// Takes the removal the new file at `path` replaced, if any.
+    pub fn take_replaced(&self, path: &SecretPath) -> Option<Unlinking> {
+        self.lock().local.take_replaced(path)
+    }
+
+    /// The scratch files that may become keys.
+    pub fn tentative(&self) -> Vec<(SecretPath, Scratch)> {
+        self.lock().local.tentative()
+    }
+
+    /// Whether a tentative file or a removal waits to be settled.
+    pub fn has_pending(&self) -> bool {
+        self.lock().local.has_pending()
+    }
+
+    /// The tentative scratch file at `scratch` was written as the key
+    /// `kind` (at `path` of `secret`) under its own name: it leaves
+    /// memory, and its inodes stand for the key.
+    pub fn scratch_became_file(
+        &self,
+        scratch: &SecretPath,
+        (secret, path): (&SecretPath, &SecretPath),
+        kind: NodeKind,
+    ) {
+        let mut state = self.lock();
+        state.local.remove_scratch(scratch);
+        state.local.committed(secret, path);
+        state.inodes.retarget(
+            &NodeKind::Scratch {
+                path: scratch.clone(),
+            },
+            kind,
+        );
     }
 
     /// Makes a directory in memory at `path`, named `at`.
@@ -180,12 +245,12 @@ impl Namespace {
         self.lock().local.remove_dir(path)
     }
 
-    /// Creates an empty scratch file at `path`, named `at`.
-    pub fn create_scratch(&self, at: Name<'_>, path: SecretPath) -> (Ino, Scratch) {
+    /// Creates an empty scratch file at `path`, named `at`, with its fate.
+    pub fn create_scratch(&self, at: Name<'_>, path: SecretPath, fate: Fate) -> (Ino, Scratch) {
         let mut state = self.lock();
         let file = state
             .local
-            .put_scratch(path.clone(), ScratchFile::new(Vec::new()));
+            .put_scratch(path.clone(), ScratchFile::with_fate(Vec::new(), fate));
         let ino = state
             .inodes
             .remember(at.parent, at.name, NodeKind::Scratch { path }, true);
@@ -222,9 +287,21 @@ impl Namespace {
     }
 
     /// Creates a file at `path`, named `at`, standing for `kind`: it shows
-    /// (empty) until written, and disappears if it never is.
+    /// (empty) until written, and disappears if it never is. A removal of
+    /// the key there not written yet is replaced by the new key's value
+    /// (written instead if the new key never is).
     pub fn create_file(&self, at: Name<'_>, path: SecretPath, kind: NodeKind) -> Ino {
         let mut state = self.lock();
+        // A file of that name removed before it was written keeps its
+        // inode (its handles write nowhere): the new one gets its own.
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            if state.forsaken.contains(&ino) {
+                state.inodes.unname(at.parent, at.name);
+            }
+        }
+        if let Some(pending) = state.local.take_unlinking(&path) {
+            state.local.replace(path.clone(), pending);
+        }
         state.local.add_new_key(path);
         state.inodes.remember(at.parent, at.name, kind, true)
     }
@@ -232,6 +309,26 @@ impl Namespace {
     /// Forgets a created file that was never written; `false` if none.
     pub fn remove_new_file(&self, path: &SecretPath) -> bool {
         self.lock().local.remove_new_key(path)
+    }
+
+    /// A created file named `at` was removed before it was written: what
+    /// its open handles write and close goes nowhere (git's `tXXXXXX`
+    /// probe: create, close, remove, while the release is on its way).
+    pub fn forsake(&self, at: Name<'_>) {
+        let mut state = self.lock();
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            state.forsaken.insert(ino);
+        }
+    }
+
+    /// Whether `ino` is a file removed before it was written.
+    pub fn is_forsaken(&self, ino: Ino) -> bool {
+        self.lock().forsaken.contains(&ino)
+    }
+
+    /// The last handle on `ino` closed: nothing more to forsake.
+    pub fn forget_forsaken(&self, ino: Ino) {
+        self.lock().forsaken.remove(&ino);
     }
 
     /// An editor's backup (`KEY` → `KEY~`): the key at `key` (named

@@ -408,6 +408,28 @@ pub(super) fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> 
     result
 }
 
+/// Creates `path` as `mkstemp`, rsync, `sed -i` and editors create their
+/// temporary files (`O_CREAT|O_EXCL`), writes `bytes` and closes it.
+fn write_exclusive(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
+    let (dir, name) = path.rsplit_once('/').unwrap();
+    let parent = path_ino(fs, dir)?;
+    let how = Creating {
+        exclusive: true,
+        caller: None,
+    };
+    let (_, fh) = fs.create_with(parent, name, how)?;
+    let result = fs.write_handle(fh, 0, bytes).and_then(|_| fs.flush(fh));
+    fs.release(fh);
+    result
+}
+
+fn exclusive() -> Creating {
+    Creating {
+        exclusive: true,
+        caller: None,
+    }
+}
+
 #[test]
 fn writing_a_key_is_one_store_write_that_keeps_the_other_keys() {
     let store = seeded();
@@ -566,11 +588,11 @@ fn editor_scratch_files_never_reach_the_store() {
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
     // vim: swap file, probe file, backup by rename, new file, delete backup.
-    let (_, swap) = fs.create(db, ".PASSWORD.swp").unwrap();
+    let (_, swap) = fs.create_with(db, ".PASSWORD.swp", exclusive()).unwrap();
     fs.write_handle(swap, 0, b"swap data").unwrap();
     fs.flush(swap).unwrap();
     fs.release(swap);
-    let (_, probe) = fs.create(db, "4913").unwrap();
+    let (_, probe) = fs.create_with(db, "4913", exclusive()).unwrap();
     fs.release(probe);
     fs.unlink(db, "4913").unwrap();
     fs.rename(db, "PASSWORD", db, "PASSWORD~", false).unwrap();
@@ -599,7 +621,7 @@ fn sed_in_place_commits_its_temporary_file_as_the_key() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
-    let (_, fh) = fs.create(db, "sedAbC123").unwrap();
+    let (_, fh) = fs.create_with(db, "sedAbC123", exclusive()).unwrap();
     fs.write_handle(fh, 0, b"sedded").unwrap();
     fs.flush(fh).unwrap();
     fs.release(fh);
@@ -607,6 +629,198 @@ fn sed_in_place_commits_its_temporary_file_as_the_key() {
     assert_eq!(store.write_calls(), writes + 1);
     assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("sedded"));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"sedded");
+}
+
+#[test]
+fn a_plain_create_stores_the_key_whatever_its_name() {
+    // `echo -n v > NAME` (O_CREAT|O_TRUNC, no O_EXCL) is a key, even when
+    // the name looks like an editor's or tool's scratch file.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    for name in [
+        "XXAPIKEY",
+        "KEY~",
+        "sedCONFIG",
+        ".env.tmp",
+        "4913",
+        ".K.swp",
+        "tmpab12cd34",
+    ] {
+        let writes = store.write_calls();
+        write_file(&fs, &format!("myapp/db/{name}"), b"v").unwrap();
+        assert_eq!(store.write_calls(), writes + 1, "{name}");
+        assert_eq!(store.get("myapp/db").unwrap()[name], json!("v"), "{name}");
+    }
+}
+
+#[test]
+fn a_temporary_file_renamed_onto_a_key_is_one_version_and_never_stored() {
+    // python's mkstemp + os.replace, rsync: O_EXCL create, write, close,
+    // rename onto the key.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    for (temp, key) in [
+        ("tmp7e8opawn", "PASSWORD"),
+        (".USER.abBT6Y", "USER"),
+        (".NEW.lZm1zU", "NEW"),
+    ] {
+        let writes = store.write_calls();
+        write_exclusive(&fs, &format!("myapp/db/{temp}"), key.as_bytes()).unwrap();
+        fs.settle(false);
+        assert_eq!(
+            store.write_calls(),
+            writes,
+            "{temp} reached the store at close"
+        );
+        fs.rename(db, temp, db, key, false).unwrap();
+        assert_eq!(store.write_calls(), writes + 1, "{temp}");
+        let now = store.get("myapp/db").unwrap();
+        assert_eq!(now[key], json!(key));
+        assert!(now.get(temp).is_none());
+        fs.settle(true);
+        assert_eq!(store.write_calls(), writes + 1, "{temp} settled later");
+    }
+}
+
+#[test]
+fn a_temporary_file_nobody_renames_becomes_a_key() {
+    // `cp f sedCONFIG` creates with O_EXCL a name that looks like sed's:
+    // once its program is done, the value is stored under its own name.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let writes = store.write_calls();
+    write_exclusive(&fs, "myapp/db/sedCONFIG", b"kept").unwrap();
+    write_exclusive(&fs, "myapp/db/4913", b"").unwrap();
+    assert_eq!(store.write_calls(), writes);
+    fs.settle(true);
+    assert_eq!(store.write_calls(), writes + 1);
+    let now = store.get("myapp/db").unwrap();
+    assert_eq!(now["sedCONFIG"], json!("kept"));
+    assert!(now.get("4913").is_none(), "vim's probe is never stored");
+    assert_eq!(read_all(&fs, "myapp/db/sedCONFIG").unwrap(), b"kept");
+    // An exclusive create under any other name is a key at once (cp, install).
+    write_exclusive(&fs, "myapp/db/CERT", b"c").unwrap();
+    assert_eq!(store.write_calls(), writes + 2);
+}
+
+#[test]
+fn a_key_removed_then_created_again_is_one_version_without_a_gap() {
+    // `install -m 400 f KEY`: unlink KEY, create KEY with O_EXCL, write.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let writes = store.write_calls();
+    fs.unlink_by(db, "PASSWORD", u32::MAX).unwrap();
+    assert_eq!(
+        path_ino(&fs, "myapp/db/PASSWORD").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(store.write_calls(), writes);
+    write_exclusive(&fs, "myapp/db/PASSWORD", b"installed").unwrap();
+    fs.settle(true);
+    assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(
+        store.get("myapp/db").unwrap()["PASSWORD"],
+        json!("installed")
+    );
+    // `rm KEY` alone: the removal is written once its program is gone.
+    fs.unlink_by(db, "USER", u32::MAX).unwrap();
+    fs.settle(false);
+    assert_eq!(store.write_calls(), writes + 2);
+    assert!(store.get("myapp/db").unwrap().get("USER").is_none());
+    // A replacement that fails: the removal stands.
+    fs.unlink_by(db, "PORT", u32::MAX).unwrap();
+    let (_, fh) = fs.create_with(db, "PORT", exclusive()).unwrap();
+    assert!(fs.write_handle(fh, 0, &[0xff, 0xfe]).is_err());
+    fs.release(fh);
+    fs.settle(true);
+    assert_eq!(
+        store.get("myapp/db").unwrap(),
+        json!({"PASSWORD": "installed"})
+    );
+}
+
+#[test]
+fn a_file_removed_before_its_release_is_never_written() {
+    // git init: mkstemp `tXXXXXX`, close, unlink; the release (which
+    // commits a created file) reaches the core after the unlink.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let writes = store.write_calls();
+    let (_, fh) = fs.create_with(db, "tXYnArg", exclusive()).unwrap();
+    fs.flush(fh).unwrap();
+    fs.unlink_by(db, "tXYnArg", u32::MAX).unwrap();
+    fs.release(fh);
+    fs.settle(true);
+    assert_eq!(store.write_calls(), writes);
+    assert_eq!(
+        path_ino(&fs, "myapp/db/tXYnArg").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    // The name made again is a new file, written as usual.
+    write_file(&fs, "myapp/db/tXYnArg", b"again").unwrap();
+    assert_eq!(store.get("myapp/db").unwrap()["tXYnArg"], json!("again"));
+}
+
+#[test]
+fn renames_of_temporary_files_while_the_settler_runs_never_deadlock() {
+    // The settler locks the namespace, then each temporary file; a rename
+    // once held a temporary file locked across its commit, which locks the
+    // namespace: the two waited on each other.
+    let store = seeded();
+    let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
+    // What the settler thread does every few milliseconds, without pause.
+    let settler = fs.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            settler.settle(false);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = fs.clone();
+    std::thread::spawn(move || {
+        let db = path_ino(&worker, "myapp/db").unwrap();
+        for round in 0..2000 {
+            let temp = format!("tmp{round:08}");
+            write_exclusive(&worker, &format!("myapp/db/{temp}"), b"v").unwrap();
+            worker.rename(db, &temp, db, "PASSWORD", false).unwrap();
+        }
+        let _ = tx.send(());
+    });
+    let finished = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        finished,
+        "renames of temporary files deadlocked with the settler"
+    );
+    assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("v"));
+}
+
+#[test]
+fn names_over_255_bytes_are_enametoolong() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    let long = "x".repeat(256);
+    assert_eq!(
+        fs.lookup(db, &long).unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.create(db, &long).unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(fs.mkdir(db, &long).unwrap_err().errno(), libc::ENAMETOOLONG);
+    assert_eq!(
+        fs.rename(db, "USER", db, &long, false).unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+    let user = path_ino(&fs, "myapp/db/USER").unwrap();
+    assert_eq!(fs.fallocate(user).unwrap_err().errno(), libc::EOPNOTSUPP);
 }
 
 #[test]
@@ -1100,7 +1314,7 @@ fn creating_a_file_beside_makes_the_secret_it_is_named_after() {
         libc::EXDEV
     );
     // `sed -i`: a scratch file renamed onto it commits its bytes.
-    write_file(&fs, "myapp/sedAb12Cd", b"HOST=memcached\n").unwrap();
+    write_exclusive(&fs, "myapp/sedAb12Cd", b"HOST=memcached\n").unwrap();
     fs.rename(myapp, "sedAb12Cd", myapp, "cache.txt", false)
         .unwrap();
     assert_eq!(store.get("myapp/cache"), Some(json!({"HOST": "memcached"})));
@@ -1247,7 +1461,7 @@ fn with_the_store_known_down_an_open_for_writing_fails_where_shells_see_it() {
     assert_eq!(fs.open(user, true, true).unwrap_err().errno(), libc::EIO);
     assert_eq!(fs.create(db, "NEW").unwrap_err().errno(), libc::EIO);
     // Editors' scratch files still work: nothing reaches the store.
-    assert!(fs.create(db, ".USER.swp").is_ok());
+    assert!(fs.create_with(db, ".USER.swp", exclusive()).is_ok());
     assert_eq!(
         path_ino(&fs, "myapp/db/NEW").unwrap_err().errno(),
         libc::ENOENT

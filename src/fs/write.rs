@@ -3,13 +3,13 @@
 //! the whole secret with check-and-set (KV v2), retried on conflict.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 use super::handle::{Fh, Handle};
 use super::inode::{Ino, NodeKind};
-use super::local::Scratch;
+use super::local::{Fate, Scratch, Unlinking};
 use super::namespace::Name;
 use super::writers::{write_into, WriteBuffer};
 use super::{lock, names, Attr, Child, FileRef, SecretFs};
@@ -23,6 +23,16 @@ pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
         .expose_secret_mut()
         .resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
     f.modified = SystemTime::now();
+}
+
+/// How a file is created.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Creating {
+    /// `O_EXCL`: the name must not exist (how `mkstemp`, rsync, `sed -i`,
+    /// `cp` and `install` create).
+    pub exclusive: bool,
+    /// The process id of the program creating it, when known.
+    pub caller: Option<u32>,
 }
 
 impl SecretFs {
@@ -162,6 +172,10 @@ impl SecretFs {
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
         };
+        if self.names.is_forsaken(*ino) {
+            // Removed before it was written: writes go nowhere.
+            return Ok(());
+        }
         let (file, due) = {
             let b = lock(buffer);
             let Some(due) = b.due(force)? else {
@@ -188,6 +202,16 @@ impl SecretFs {
         lock(buffer).committed(&due);
         self.names
             .file_written(&file.secret, &self.file_path(&file));
+        if self.names.is_forsaken(*ino) {
+            // Removed while this commit ran (a created file removed as its
+            // release committed it): the removal follows.
+            let pending = Unlinking {
+                file: file.kind(),
+                caller: None,
+                at: Instant::now(),
+            };
+            self.write_removal(&self.file_path(&file), pending);
+        }
         Ok(())
     }
 
@@ -218,10 +242,20 @@ impl SecretFs {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
             if self.writers.leave(*ino, buffer) {
-                // A created key that never reached the store disappears.
-                let b = lock(buffer);
-                self.names.remove_new_file(&self.file_path(&b.file));
+                self.names.forget_forsaken(*ino);
+                // A created key that never reached the store disappears;
+                // the removal of the key it replaced is written instead.
+                let path = self.file_path(&lock(buffer).file);
+                if self.names.remove_new_file(&path) {
+                    if let Some(replaced) = self.names.take_replaced(&path) {
+                        self.write_removal(&path, replaced);
+                    }
+                }
             }
+        }
+        if let Handle::Scratch { file } = &*handle {
+            // A tool's temporary file left alone becomes a key (settle.rs).
+            lock(file).closed = Some(Instant::now());
         }
         self.handles.remove(fh);
     }
@@ -278,19 +312,37 @@ impl SecretFs {
         self.getattr(ino)
     }
 
-    /// Creates a file and opens it for writing. Scratch names live in
-    /// memory; other names become a key of the directory's secret, committed
-    /// on flush (an empty file makes an empty value).
+    /// Creates a file (`open(O_CREAT)` of a missing name, without
+    /// `O_EXCL`) and opens it for writing: a key of the directory's
+    /// secret, whatever its name, committed on flush (an empty file makes
+    /// an empty value). See [`create_with`](Self::create_with).
     pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Fh)> {
+        self.create_with(parent, name, Creating::default())
+    }
+
+    /// Creates a file and opens it for writing. A file created
+    /// exclusively (`O_EXCL`, as `mkstemp`, rsync, `sed -i` and editors
+    /// create their temporary files) under a scratch name
+    /// ([`names::is_scratch`]) lives in memory: renamed onto a key it
+    /// becomes that key in one write; removed, it never reaches the store;
+    /// left alone, it becomes a key under its own name (see `settle`),
+    /// unless it is an editor's private file. Every other file is a key.
+    /// A key removed by a program and not yet written removed (`install`
+    /// and `mv` remove, then create) is replaced by the new key in one
+    /// write.
+    pub fn create_with(&self, parent: Ino, name: &str, how: Creating) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
-        if !names::is_showable(name) {
-            return Err(Error::Invalid(format!("{name:?} cannot be a key name")));
-        }
+        names::acceptable(name, "key")?;
         let path = dir.join(name);
         let at = Name { parent, name };
-        if names::is_scratch(name) {
-            let (ino, file) = self.names.create_scratch(at, path.clone());
+        if how.exclusive && names::is_scratch(name) {
+            let fate = if names::is_editor_private(name) {
+                Fate::MemoryOnly
+            } else {
+                Fate::Tentative { caller: how.caller }
+            };
+            let (ino, file) = self.names.create_scratch(at, path.clone(), fate);
             let attr = self.scratch_attr(ino, &path)?;
             return Ok((attr, self.handles.insert(Handle::Scratch { file })));
         }
@@ -309,13 +361,21 @@ impl SecretFs {
         Ok((attr, fh))
     }
 
+    /// `fallocate`: not offered (a value is written whole when the file is
+    /// closed; there is no space to reserve). `EOPNOTSUPP`, on which
+    /// `posix_fallocate` falls back to writing.
+    pub fn fallocate(&self, ino: Ino) -> Result<()> {
+        self.node(ino)?;
+        Err(Error::NotSupported(
+            "fallocate: values are stored whole when the file is closed",
+        ))
+    }
+
     /// Makes a directory. It lives in memory until a key is written in it.
     pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
-        if !names::is_showable(name) {
-            return Err(Error::Invalid(format!("{name:?} cannot be a secret name")));
-        }
+        names::acceptable(name, "secret")?;
         let path = dir.join(name);
         match self.find_child(&dir, name) {
             // A directory left by a (soft) deleted secret, holding nothing,
@@ -332,8 +392,23 @@ impl SecretFs {
         Ok(self.dir_attr(ino, super::LOCAL_TTL))
     }
 
-    /// Removes a key (one write of its secret without it) or a scratch file.
+    /// Removes a key (one write of its secret without it, now) or a file
+    /// living in memory.
     pub fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        self.remove(parent, name, None)
+    }
+
+    /// Removes a key on behalf of the program (process id) `caller`:
+    /// the key leaves the mount now, and the store once that program has
+    /// exited (or [`SETTLE_AFTER`](super::local::SETTLE_AFTER) later)
+    /// unless it creates the same name first (`install`, `mv` from
+    /// another secret, `cp --remove-destination`): then the new value
+    /// replaces the key in one write, with no version without it.
+    pub fn unlink_by(&self, parent: Ino, name: &str, caller: u32) -> Result<()> {
+        self.remove(parent, name, Some(caller))
+    }
+
+    fn remove(&self, parent: Ino, name: &str, caller: Option<u32>) -> Result<()> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         let path = dir.join(name);
@@ -341,16 +416,33 @@ impl SecretFs {
             return Ok(());
         }
         if self.names.remove_new_file(&path) {
+            self.names.forsake(Name { parent, name });
+            // It replaced a removed key: that removal still stands.
+            if let Some(replaced) = self.names.take_replaced(&path) {
+                self.names.unlink_later(path, replaced);
+            }
             return Ok(());
         }
         match self.find_child(&dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
-            Child::File { file, .. } => {
-                let view = self.views.get(file.view);
-                self.commit(&file.secret, |data| view.remove(data, &file.name))
-                    .map(drop)
-            }
+            Child::File { file, .. } => match caller {
+                Some(caller) => {
+                    self.store_answers()?;
+                    let pending = Unlinking {
+                        file: file.kind(),
+                        caller: Some(caller),
+                        at: Instant::now(),
+                    };
+                    self.names.unlink_later(path, pending);
+                    Ok(())
+                }
+                None => {
+                    let view = self.views.get(file.view);
+                    self.commit(&file.secret, |data| view.remove(data, &file.name))
+                        .map(drop)
+                }
+            },
         }
     }
 
@@ -371,6 +463,8 @@ impl SecretFs {
             Child::Dir(_) => {}
             _ => return Err(Error::NotDir),
         }
+        // `rm -r`: its keys' removals are written before the secret goes.
+        self.settle_removals_in(&path);
         if !self.list_dir(&path)?.is_empty() {
             return Err(Error::NotEmpty);
         }
@@ -384,10 +478,12 @@ impl SecretFs {
         Ok(())
     }
 
-    /// Renames a file inside one secret: one atomic write. Editors' scratch
-    /// files move in memory; a scratch file renamed onto a key commits its
-    /// content as that key; a key renamed to a scratch name (an editor's
-    /// backup) is only hidden while the editor writes its new version.
+    /// Renames a file inside one secret: one atomic write. Files living in
+    /// memory move in memory between scratch names, and renamed onto a
+    /// key or any other name commit their content as that key (`sed -i`,
+    /// rsync, `mkstemp` + `os.replace`: one version, no temporary key); a
+    /// key renamed to a backup name (`KEY~`: vim, emacs, `cp --backup`) is
+    /// only hidden while the editor writes its new version.
     /// Anything across secrets, and any directory, is `EXDEV`, so `mv`
     /// falls back to copy and delete.
     pub fn rename(
@@ -400,22 +496,23 @@ impl SecretFs {
     ) -> Result<()> {
         self.writable()?;
         let (src_dir, dst_dir) = (self.dir_path(parent)?, self.dir_path(new_parent)?);
-        if !names::is_showable(new_name) {
-            return Err(Error::Invalid(format!("{new_name:?} cannot be a key name")));
-        }
+        names::acceptable(new_name, "key")?;
         let (src, dst) = (src_dir.join(name), dst_dir.join(new_name));
         let from = Name { parent, name };
         let to = Name {
             parent: new_parent,
             name: new_name,
         };
-        let dst_scratch = names::is_scratch(new_name);
-        if no_replace && self.find_child(&dst_dir, new_name).is_ok() {
+        let dst_found = self.find_child(&dst_dir, new_name);
+        if no_replace && dst_found.is_ok() {
             return Err(Error::Exists);
         }
+        let dst_is_key = matches!(dst_found, Ok((Child::File { .. } | Child::NewFile(_), _)));
 
         if let Some(file) = self.names.scratch(&src) {
-            if dst_scratch {
+            // Between scratch names (an editor's dance), the file stays in
+            // memory; onto a key or any other name it becomes a key.
+            if names::is_scratch(new_name) && !dst_is_key {
                 self.names.move_scratch((from, &src), (to, dst));
                 return Ok(());
             }
@@ -429,10 +526,10 @@ impl SecretFs {
                 .ok_or_else(|| {
                     Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
                 })?;
-            {
-                let f = lock(&file);
-                self.commit_file(&target, f.data.expose_secret())?;
-            }
+            // Copied out: no scratch file is locked while the namespace
+            // is (the namespace locks them inside its own lock).
+            let bytes = SecretBox::new(Box::new(lock(&file).data.expose_secret().clone()));
+            self.commit_file(&target, bytes.expose_secret())?;
             self.names.remove_scratch(&src);
             self.now_a_file(from, to, target);
             return Ok(());
@@ -451,7 +548,7 @@ impl SecretFs {
         if src_dir != dst_dir {
             return Err(Error::CrossSecret);
         }
-        if dst_scratch {
+        if names::is_backup(new_name) && !dst_is_key {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
             // (Inode 0, never allocated, when the kernel holds no inode for it.)
@@ -466,7 +563,7 @@ impl SecretFs {
             .filter(|t| t.secret == source.secret)
             .ok_or(Error::CrossSecret)?;
         // A key an editor moved aside does not show: it may be replaced.
-        let dst_hidden = self.names.is_set_aside(&dst);
+        let dst_hidden = self.names.is_hidden(&dst);
         let view = self.views.get(source.view);
         self.commit(&source.secret, |data| {
             view.rename(data, &source.name, &target.name, no_replace && !dst_hidden)
@@ -478,6 +575,11 @@ impl SecretFs {
     /// After a rename was committed: the new name is `file`, and the inode
     /// the kernel keeps across the rename stands for it.
     fn now_a_file(&self, from: Name<'_>, to: Name<'_>, file: FileRef) {
+        // A file living in memory under the new name is replaced.
+        let dst = self.file_path(&file);
+        if self.names.scratch(&dst).is_some() {
+            self.names.remove_scratch(&dst);
+        }
         self.names.renamed_to_file(
             from,
             to,

@@ -29,7 +29,7 @@ use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
-use crate::fs::{operation, without_waiting, Attr, DirEntry, DirReplier, SecretFs};
+use crate::fs::{operation, without_waiting, Attr, Creating, DirEntry, DirReplier, SecretFs};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -94,6 +94,12 @@ fn caller(req: &Request) -> Caller {
         gid: req.gid(),
         tid: req.pid(),
     }
+}
+
+/// The process (thread group) behind a request's thread, looked up while
+/// the caller waits for the reply; the thread itself if `/proc` cannot say.
+fn program_of(caller: Caller) -> u32 {
+    Process::of(caller.tid).tgid.unwrap_or(caller.tid)
 }
 
 impl Shared {
@@ -558,7 +564,7 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         crate::metrics::record_fuse_op("create");
@@ -566,9 +572,16 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let parent = Ino(parent.0);
         let caller = caller(req);
+        let exclusive = flags & libc::O_EXCL != 0;
         self.later(move |s| {
+            // O_EXCL is how tools create their temporary files (see
+            // fs::names); what they leave waits for their process.
+            let how = Creating {
+                exclusive,
+                caller: Some(program_of(caller)),
+            };
             let result = match name.to_str() {
-                Some(n) => s.core.create(parent, n),
+                Some(n) => s.core.create_with(parent, n, how),
                 None => Err(Error::NotUtf8),
             };
             s.audit("create", caller, &result, |s| {
@@ -585,6 +598,22 @@ impl Filesystem for FuseAdapter {
                 Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
             }
         });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _span = tracing::debug_span!("fallocate", ino = ino.0).entered();
+        let ino = Ino(ino.0);
+        let result = self.shared.core.fallocate(ino);
+        send_empty(&self.shared, "fallocate", (ino, None), reply, result);
     }
 
     fn mkdir(
@@ -619,7 +648,7 @@ impl Filesystem for FuseAdapter {
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = match name.to_str() {
-                Some(n) => s.core.unlink(parent, n),
+                Some(n) => s.core.unlink_by(parent, n, program_of(caller)),
                 None => Err(Error::NotFound),
             };
             s.audit("unlink", caller, &result, |s| {
