@@ -19,6 +19,7 @@ pub mod local;
 mod lookup;
 pub mod names;
 pub mod namespace;
+mod permits;
 mod read;
 mod readdir;
 pub mod source;

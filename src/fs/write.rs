@@ -84,6 +84,7 @@ impl SecretFs {
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
         self.writable()?;
         self.store_answers()?;
+        self.may_write(&file.secret)?;
         let buffer = match self.writers.join(ino) {
             Some(b) => b,
             None => {
@@ -237,6 +238,7 @@ impl SecretFs {
                         Some(buffer) => lock(&buffer).resize(size),
                         None => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
+                            self.may_write(&file.secret)?;
                             let mut bytes = self.current_bytes(ino, &file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
@@ -276,6 +278,7 @@ impl SecretFs {
                 "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
             ));
         }
+        self.may_write(&file.secret)?;
         let ino = self.names.create_file(at, path, file.kind());
         let attr = self.file_attr(ino, 0, SystemTime::now(), std::time::Duration::ZERO);
         let fh = self.open_for_write(ino, file, true)?;
@@ -320,6 +323,7 @@ impl SecretFs {
             Child::Dir(_) => Err(Error::IsDir),
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
+                self.may_write(&file.secret)?;
                 let view = self.views.get(file.view);
                 self.commit(&file.secret, |data| view.remove(data, &file.name))
                     .map(drop)
@@ -350,6 +354,7 @@ impl SecretFs {
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
         if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)? {
+            self.may_delete(&path)?;
             self.source.delete(&path)?;
         } else {
             self.source.forget_deleted(&path);
@@ -402,6 +407,7 @@ impl SecretFs {
                 .ok_or_else(|| {
                     Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
                 })?;
+            self.may_write(&target.secret)?;
             {
                 let f = lock(&file);
                 self.commit_file(&target, f.data.expose_secret())?;
@@ -424,6 +430,9 @@ impl SecretFs {
         if src_dir != dst_dir {
             return Err(Error::CrossSecret);
         }
+        // Whatever follows changes the key's secret (a key moved aside is
+        // written again when the editor saves).
+        self.may_write(&source.secret)?;
         if dst_scratch {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
