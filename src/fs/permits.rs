@@ -109,7 +109,10 @@ mod tests {
         // An editor's backup (KEY~) is a change on its way: refused too.
         denied(fs.rename(db, "USER", db, "USER~", false));
         denied(fs.setattr(key, Some(0), None, None));
-        assert!(fs.lookup(db, "NEW").is_err(), "a refused create left a name");
+        assert!(
+            fs.lookup(db, "NEW").is_err(),
+            "a refused create left a name"
+        );
         assert_eq!(fs.lookup(db, "USER").unwrap().size, 3);
         assert_eq!(store.write_calls(), 0);
         assert_eq!(

@@ -273,7 +273,9 @@ impl MemoryStore {
         match self.policy_at(path) {
             Some(Some(p)) if allowed(&p) => Ok(()),
             // A restriction that cannot be told forbids every change.
-            Some(_) => Err(Error::PermissionDenied("1 error occurred: permission denied".into())),
+            Some(_) => Err(Error::PermissionDenied(
+                "1 error occurred: permission denied".into(),
+            )),
             None => Ok(()),
         }
     }
