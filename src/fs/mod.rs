@@ -22,6 +22,7 @@ pub mod namespace;
 mod permits;
 mod read;
 mod readdir;
+mod shows;
 pub mod source;
 pub mod view;
 mod write;

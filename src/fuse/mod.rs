@@ -25,6 +25,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::access::Access;
 use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
@@ -40,6 +41,8 @@ const STORE_THREADS: usize = 16;
 struct Shared {
     core: Arc<SecretFs>,
     audit: Option<AuditLog>,
+    /// Per-process access rules (`--allow`), when there are any.
+    access: Option<Arc<Access>>,
 }
 
 /// The FUSE face of a [`SecretFs`].
@@ -53,9 +56,22 @@ impl FuseAdapter {
     /// change is recorded, with its outcome.
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
         FuseAdapter {
-            shared: Arc::new(Shared { core, audit }),
+            shared: Arc::new(Shared {
+                core,
+                audit,
+                access: None,
+            }),
             pool: Pool::new(STORE_THREADS),
         }
+    }
+
+    /// With `--allow` rules: every open reaches the daemon, and a file a
+    /// rule covers opens only for callers a rule lets in (see `Shared::admit`).
+    pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.access = access;
+        }
+        self
     }
 
     /// Runs `job` on a store thread, as one operation: all the store
@@ -122,7 +138,11 @@ impl Shared {
         // A change runs on a store thread and its caller waits for the
         // reply: look its process up now, before it can exit. A cached
         // open runs on a request thread: the log's writer looks it up.
-        let process = (op != "open-read").then(|| Process::of(caller.tid));
+        let process = match result {
+            // Who was refused, and what it ran.
+            Err(Error::NotAllowed(_)) => Some(Process::with_exe(caller.tid)),
+            _ => (op != "open-read").then(|| Process::of(caller.tid)),
+        };
         let outcome = match result {
             Ok(_) => Outcome::Ok,
             Err(e) => Outcome::Failed {
@@ -139,6 +159,58 @@ impl Shared {
             outcome,
             process,
         });
+    }
+
+    /// With `--allow` rules, whether `caller` may open or change a file
+    /// showing `paths`: `Ok(true)` when a rule covers it and lets the
+    /// caller in, `Ok(false)` when no rule covers it, `Err(NotAllowed)`
+    /// (EACCES) otherwise, logged here with the caller's executable.
+    fn admit(&self, caller: Caller, paths: &[String]) -> crate::error::Result<bool> {
+        let Some(access) = &self.access else {
+            return Ok(false);
+        };
+        let mut facts =
+            crate::access::Caller::new(caller.tid, caller.uid, caller.gid, &access.digests);
+        match access.rules.decide(paths, &mut facts) {
+            crate::access::Decision::Uncovered => Ok(false),
+            crate::access::Decision::Allowed => Ok(true),
+            crate::access::Decision::Denied { path } => {
+                let exe = facts
+                    .exe_if_known()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| {
+                        std::fs::read_link(format!("/proc/{}/exe", caller.tid))
+                            .ok()
+                            .map(|p| p.display().to_string())
+                    })
+                    .unwrap_or_else(|| "?".into());
+                tracing::warn!(
+                    path = %path,
+                    uid = caller.uid,
+                    gid = caller.gid,
+                    tid = caller.tid,
+                    exe = %exe,
+                    "refused by the --allow rules"
+                );
+                Err(Error::NotAllowed(format!(
+                    "no rule covering {path} lets in uid {} running {exe}",
+                    caller.uid
+                )))
+            }
+        }
+    }
+
+    /// [`Shared::admit`] for a name in a directory.
+    fn admit_name(&self, caller: Caller, dir: Ino, name: &OsStr) -> crate::error::Result<bool> {
+        if self.access.is_none() {
+            return Ok(false);
+        }
+        let paths: Vec<String> = name
+            .to_str()
+            .and_then(|n| self.core.shown_path_of(dir, n))
+            .into_iter()
+            .collect();
+        self.admit(caller, &paths)
     }
 
     /// Logs a failed request once and turns it into its errno.
@@ -341,21 +413,42 @@ impl Filesystem for FuseAdapter {
         let core = &self.shared.core;
         let caller = caller(req);
         let op = if write { "open-write" } else { "open-read" };
-        if self.shared.audit.is_none() && !write && core.opens_can_skip_daemon(Ino(ino.0)) {
+        if self.shared.audit.is_none()
+            && self.shared.access.is_none()
+            && !write
+            && core.opens_can_skip_daemon(Ino(ino.0))
+        {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
-            // arrive without a handle.
+            // arrive without a handle. It does so for every file of the
+            // mount at once: never with --allow rules, which must see
+            // each open of a covered file.
             return reply.error(Errno::ENOSYS);
         }
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
-        // Read-only handles: keep the page cache across opens (AUTO_INVAL_DATA
-        // drops it when the value changes) and skip FLUSH on close.
-        let cache = if write {
+        let ino = Ino(ino.0);
+        let admitted = if self.shared.access.is_some() {
+            self.shared.admit(caller, &core.shown_paths(ino))
+        } else {
+            Ok(false)
+        };
+        let covered = matches!(admitted, Ok(true));
+        // A file a rule covers bypasses the page cache (DIRECT_IO): its
+        // bytes are served to admitted handles only, and left in no
+        // kernel page another open could reach. Other read-only handles
+        // keep the page cache across opens (AUTO_INVAL_DATA drops it when
+        // the value changes) and skip FLUSH on close.
+        let cache = if covered {
+            if write {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+            }
+        } else if write {
             FopenFlags::empty()
         } else {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         };
-        let ino = Ino(ino.0);
         let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| {
             s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
             match result {
@@ -363,6 +456,9 @@ impl Filesystem for FuseAdapter {
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
             }
         };
+        if let Err(e) = admitted {
+            return send(&self.shared, reply, Err(e));
+        }
         if write {
             // A write buffer starts from the value: the store may be asked.
             return self.later(move |s| send(s, reply, s.core.open(ino, write, truncate)));
@@ -528,7 +624,13 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let result = s.core.setattr(ino, size, uid, gid);
+            let result = match size {
+                // A truncation changes the value: covered files need a rule.
+                Some(_) if s.access.is_some() => s
+                    .admit(caller, &s.core.shown_paths(ino))
+                    .and_then(|_| s.core.setattr(ino, size, uid, gid)),
+                _ => s.core.setattr(ino, size, uid, gid),
+            };
             // A truncation or a change of owner: times and modes change nothing.
             if size.is_some() || uid.is_some() || gid.is_some() {
                 s.audit("setattr", caller, &result, |s| (s.path_of(ino, None), None));
@@ -555,20 +657,27 @@ impl Filesystem for FuseAdapter {
         let parent = Ino(parent.0);
         let caller = caller(req);
         self.later(move |s| {
-            let result = match name.to_str() {
+            let admitted = s.admit_name(caller, parent, &name);
+            let covered = matches!(admitted, Ok(true));
+            let result = admitted.and_then(|_| match name.to_str() {
                 Some(n) => s.core.create(parent, n),
                 None => Err(Error::NotUtf8),
-            };
+            });
             s.audit("create", caller, &result, |s| {
                 (s.path_of(parent, Some(&name)), None)
             });
+            let flags = if covered {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                FopenFlags::empty()
+            };
             match result {
                 Ok((attr, fh)) => reply.created(
                     &attr.valid_for,
                     &to_file_attr(&attr),
                     Generation(0),
                     FileHandle(fh.0),
-                    FopenFlags::empty(),
+                    flags,
                 ),
                 Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
             }
@@ -604,10 +713,12 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
-            let result = match name.to_str() {
-                Some(n) => s.core.unlink(parent, n),
-                None => Err(Error::NotFound),
-            };
+            let result = s
+                .admit_name(caller, parent, &name)
+                .and_then(|_| match name.to_str() {
+                    Some(n) => s.core.unlink(parent, n),
+                    None => Err(Error::NotFound),
+                });
             s.audit("unlink", caller, &result, |s| {
                 (s.path_of(parent, Some(&name)), None)
             });
@@ -651,6 +762,13 @@ impl Filesystem for FuseAdapter {
                     Err(Error::Invalid(
                         "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
                     ))
+                } else if let Err(e) = s
+                    .admit_name(caller, parent, &name)
+                    .and_then(|_| s.admit_name(caller, newparent, &newname))
+                {
+                    // A covered key renamed out of its rule's reach, or
+                    // another file renamed over a covered one.
+                    Err(e)
                 } else {
                     match (name.to_str(), newname.to_str()) {
                         (Some(n), Some(nn)) => s.core.rename(
