@@ -294,6 +294,16 @@ impl Rules {
             .any(|p| self.rules.iter().any(|r| r.covers(p.as_ref())))
     }
 
+    /// Whether a rule covering any of `paths` asks for an executable's
+    /// digest (which may take a while to compute the first time).
+    pub fn needs_digest<S: AsRef<str>>(&self, paths: &[S]) -> bool {
+        paths.iter().any(|p| {
+            self.rules
+                .iter()
+                .any(|r| r.covers(p.as_ref()) && r.conditions.iter().any(Condition::needs_sha256))
+        })
+    }
+
     /// Whether the caller of `facts` may open a file that shows `paths`
     /// (its own path, and the paths of the keys it shows when it shows
     /// more than one): every covered path needs a rule covering it that

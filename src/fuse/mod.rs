@@ -169,6 +169,9 @@ impl Shared {
         let Some(access) = &self.access else {
             return Ok(false);
         };
+        if paths.is_empty() {
+            return Ok(false);
+        }
         let mut facts =
             crate::access::Caller::new(caller.tid, caller.uid, caller.gid, &access.digests);
         match access.rules.decide(paths, &mut facts) {
@@ -198,6 +201,14 @@ impl Shared {
                 )))
             }
         }
+    }
+
+    /// Whether deciding an open of a file showing `paths` may need an
+    /// executable's digest (a covering rule has `@sha256`).
+    fn may_hash(&self, paths: &[String]) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|a| a.rules.needs_digest(paths))
     }
 
     /// [`Shared::admit`] for a name in a directory.
@@ -427,43 +438,56 @@ impl Filesystem for FuseAdapter {
         }
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
         let ino = Ino(ino.0);
-        let admitted = if self.shared.access.is_some() {
-            self.shared.admit(caller, &core.shown_paths(ino))
-        } else {
-            Ok(false)
+        let paths = match &self.shared.access {
+            Some(_) => core.shown_paths(ino),
+            None => Vec::new(),
         };
-        let covered = matches!(admitted, Ok(true));
         // A file a rule covers bypasses the page cache (DIRECT_IO): its
         // bytes are served to admitted handles only, and left in no
         // kernel page another open could reach. Other read-only handles
         // keep the page cache across opens (AUTO_INVAL_DATA drops it when
         // the value changes) and skip FLUSH on close.
-        let cache = if covered {
-            if write {
-                FopenFlags::FOPEN_DIRECT_IO
-            } else {
-                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-            }
-        } else if write {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+        let cache = move |covered: bool| match (covered, write) {
+            (true, true) => FopenFlags::FOPEN_DIRECT_IO,
+            (true, false) => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            (false, true) => FopenFlags::empty(),
+            (false, false) => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
         };
-        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| {
+        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<(Fh, bool)>| {
             s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
             match result {
-                Ok(fh) => reply.opened(FileHandle(fh.0), cache),
+                Ok((fh, covered)) => reply.opened(FileHandle(fh.0), cache(covered)),
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
             }
         };
-        if let Err(e) = admitted {
-            return send(&self.shared, reply, Err(e));
+        if self.shared.may_hash(&paths) {
+            // An executable may have to be hashed: not on a request thread.
+            return self.later(move |s| {
+                let result = s
+                    .admit(caller, &paths)
+                    .and_then(|covered| s.core.open(ino, write, truncate).map(|fh| (fh, covered)));
+                send(s, reply, result);
+            });
         }
+        let covered = match self.shared.admit(caller, &paths) {
+            Ok(covered) => covered,
+            Err(e) => return send(&self.shared, reply, Err(e)),
+        };
         if write {
             // A write buffer starts from the value: the store may be asked.
-            return self.later(move |s| send(s, reply, s.core.open(ino, write, truncate)));
+            return self.later(move |s| {
+                send(
+                    s,
+                    reply,
+                    s.core.open(ino, write, truncate).map(|fh| (fh, covered)),
+                )
+            });
         }
-        self.now_or_later(reply, move |core| core.open(ino, false, false), send);
+        self.now_or_later(
+            reply,
+            move |core| core.open(ino, false, false).map(|fh| (fh, covered)),
+            send,
+        );
     }
 
     fn read(
