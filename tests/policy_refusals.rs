@@ -142,3 +142,29 @@ fn a_token_that_may_write_is_not_slowed_by_asking() {
         bao.log()
     );
 }
+
+#[test]
+fn a_kv1_mount_asks_about_its_own_paths() {
+    let bao = Bao::start();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "svc/cfg", json!({"A": "1"}));
+    bao.kv1_put("kv1", "open/cfg", json!({"A": "1"}));
+    let token = bao.token_with_policy(
+        "kv1-mixed",
+        r#"
+        path "kv1/svc/*" { capabilities = ["read", "list"] }
+        path "kv1/open/*" { capabilities = ["read", "list", "update", "create"] }
+        path "kv1/*" { capabilities = ["list"] }
+        path "kv1/" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "kv1/", &["--writable"]);
+    let out = shell("sh", &format!("echo x > {}", q(&m.at("svc/cfg/A"))));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    assert_eq!(bao.kv1_get("kv1", "svc/cfg").unwrap(), json!({"A": "1"}));
+    let out = shell("sh", &format!("printf two > {}", q(&m.at("open/cfg/A"))));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(bao.kv1_get("kv1", "open/cfg").unwrap(), json!({"A": "two"}));
+}
