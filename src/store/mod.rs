@@ -444,10 +444,10 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// What the credential may do to the secret at `path`; `Ok(None)`
     /// when the store cannot say (an old server, a policy that forbids
-    /// asking): changes are then tried and refused at commit.
-    fn permissions(&self, _path: &SecretPath) -> Result<Option<Permissions>> {
-        Ok(None)
-    }
+    /// asking): changes are then tried and refused at commit. No default:
+    /// a wrapper that forgot to pass it on would silently turn the
+    /// refusals at `open()` off.
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>>;
 }
 
 /// A shared store is a store.
