@@ -79,6 +79,9 @@ pub struct Process {
     pub tgid: Option<u32>,
     /// Process name.
     pub comm: Option<String>,
+    /// The executable, when it was looked up (a refusal by `--allow`
+    /// rules records it).
+    pub exe: Option<String>,
 }
 
 impl Process {
@@ -96,7 +99,21 @@ impl Process {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", tgid.unwrap_or(tid)))
             .ok()
             .map(|c| c.trim_end_matches('\n').to_string());
-        Process { tgid, comm }
+        Process {
+            tgid,
+            comm,
+            exe: None,
+        }
+    }
+
+    /// [`Process::of`] with the executable (`/proc/TID/exe`) too.
+    pub fn with_exe(tid: u32) -> Process {
+        Process {
+            exe: std::fs::read_link(format!("/proc/{tid}/exe"))
+                .ok()
+                .map(|p| p.display().to_string()),
+            ..Process::of(tid)
+        }
     }
 }
 
@@ -295,7 +312,7 @@ fn errno_name(errno: i32) -> String {
 /// One record as a JSON line. `pid` is the thread group id (the thread id
 /// when the process is gone); `tid` is there when it differs.
 fn line(r: &Record) -> String {
-    let Process { tgid, comm } = r
+    let Process { tgid, comm, exe } = r
         .process
         .clone()
         .unwrap_or_else(|| Process::of(r.caller.tid));
@@ -318,6 +335,9 @@ fn line(r: &Record) -> String {
         "comm".into(),
         comm.map_or(serde_json::Value::Null, Into::into),
     );
+    if let Some(exe) = exe {
+        obj.insert("exe".into(), exe.into());
+    }
     match &r.outcome {
         Outcome::Ok => {
             obj.insert("outcome".into(), "ok".into());
@@ -422,6 +442,25 @@ mod tests {
         assert_eq!(v["outcome"], "EROFS");
         assert_eq!(v["errno"], libc::EROFS);
         assert_eq!(v["error"], "read-only file system");
+    }
+
+    #[test]
+    fn a_refusal_names_the_executable_when_it_was_looked_up() {
+        let mut r = record(
+            "open-read",
+            Outcome::Failed {
+                errno: libc::EACCES,
+                reason: "not allowed by the --allow rules: x".into(),
+            },
+        );
+        r.process = Some(Process::with_exe(r.caller.tid));
+        let v: serde_json::Value = serde_json::from_str(&line(&r)).unwrap();
+        assert_eq!(v["outcome"], "EACCES");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(v["exe"], exe.display().to_string());
+        let plain: serde_json::Value =
+            serde_json::from_str(&line(&record("unlink", Outcome::Ok))).unwrap();
+        assert!(plain.get("exe").is_none());
     }
 
     #[test]

@@ -331,6 +331,21 @@ pub struct FileArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
+    /// Per-process access rule, repeatable: PATTERN:CONDITION[:CONDITION...].
+    /// PATTERN is a path in the mount (`*` and `?` within a name, `**` for
+    /// any depth; a directory covers its files); a CONDITION is uid=N,
+    /// gid=N, user=NAME, group=NAME or exe=PATH[@sha256=HEX] (the caller's
+    /// /proc/PID/exe), all of which must hold. A file some rule covers
+    /// opens only for a caller a covering rule lets in; anyone else gets
+    /// EACCES (audited). E.g. db/PASSWORD:exe=/usr/bin/myapp,
+    /// app/**:uid=1000. With rules, every open reaches the daemon.
+    #[arg(long = "allow", value_name = "RULE", action = clap::ArgAction::Append)]
+    pub allow: Vec<String>,
+
+    /// File of --allow rules, one per line (# comments), repeatable.
+    #[arg(long, value_name = "PATH", action = clap::ArgAction::Append)]
+    pub allow_file: Vec<PathBuf>,
+
     /// Lock the daemon's memory (mlockall) so secret values never reach swap.
     /// Needs CAP_IPC_LOCK (root has it) or a high RLIMIT_MEMLOCK.
     #[arg(long)]
@@ -566,9 +581,15 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
             toml::Value::Boolean(false) => {}
             toml::Value::String(s) => from_file.push(OsString::from(format!("{flag}={s}"))),
             toml::Value::Integer(i) => from_file.push(OsString::from(format!("{flag}={i}"))),
+            // A repeatable option (`allow = ["a:uid=1", "b:uid=2"]`).
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => {
+                for item in items.iter().filter_map(toml::Value::as_str) {
+                    from_file.push(OsString::from(format!("{flag}={item}")));
+                }
+            }
             other => {
                 return Err(format!(
-                    "config file {}: {key} = {other} is not a string, number or boolean",
+                    "config file {}: {key} = {other} is not a string, number, boolean or list of strings",
                     path.display()
                 ))
             }
@@ -826,6 +847,39 @@ mod tests {
         assert_eq!(m.files.uid, Some(1000));
         assert_eq!(m.files.file_mode, 0o440);
         assert!(m.files.allow_other && m.files.ro);
+    }
+
+    #[test]
+    fn allow_rules_come_from_flags_o_and_a_config_file_and_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(
+            &file,
+            "allow = [\"a/**:uid=1\", \"b:exe=/usr/bin/b\"]\nallow_file = \"/etc/rules\"\n",
+        )
+        .unwrap();
+        let conf = format!("config={}", file.display());
+        let m = mount_args(&[
+            "secretfs",
+            "secret/",
+            "/mnt",
+            "-o",
+            &conf,
+            "-o",
+            "allow=db/PASSWORD:exe=/usr/bin/myapp:uid=0,ro",
+            "--allow",
+            "c/*:gid=5",
+        ]);
+        assert_eq!(
+            m.files.allow,
+            [
+                "a/**:uid=1",
+                "b:exe=/usr/bin/b",
+                "db/PASSWORD:exe=/usr/bin/myapp:uid=0",
+                "c/*:gid=5"
+            ]
+        );
+        assert_eq!(m.files.allow_file, [PathBuf::from("/etc/rules")]);
     }
 
     #[test]

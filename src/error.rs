@@ -16,6 +16,9 @@ pub enum Error {
     /// The store refused the token (403).
     #[error("permission denied by the store: {0}")]
     PermissionDenied(String),
+    /// A `--allow` rule covers the file and none lets the caller in.
+    #[error("not allowed by the --allow rules: {0}")]
+    NotAllowed(String),
     /// The store could not be reached or answered 5xx.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -90,7 +93,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound => libc::ENOENT,
-            Error::PermissionDenied(_) => libc::EACCES,
+            Error::PermissionDenied(_) | Error::NotAllowed(_) => libc::EACCES,
             Error::Unavailable(_)
             | Error::Timeout(_)
             | Error::OutOfTime(_)

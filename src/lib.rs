@@ -4,6 +4,7 @@
 //! adapter) → `fs` (the FUSE-free core: inodes, cache, handles) → `store`
 //! (the `SecretStore` trait, with `vault` and `memory` implementations).
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod daemon;

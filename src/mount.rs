@@ -45,6 +45,14 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
+    let access = crate::access::Access::load(&args.files.allow, &args.files.allow_file)
+        .map_err(StartError::Options)?;
+    if !access.rules.is_empty() {
+        tracing::info!(
+            rules = access.rules.len(),
+            "--allow rules: every open reaches the daemon; covered files bypass the page cache"
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,6 +91,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         read_only: args.files.read_only(),
         threads: usize::try_from(args.files.threads).unwrap_or(4),
         audit: audit.clone(),
+        access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
     };
     let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
         StartError::Mount {

@@ -120,6 +120,7 @@ fn all_errors() -> Vec<Error> {
     let all = vec![
         Error::NotFound,
         Error::PermissionDenied("denied".into()),
+        Error::NotAllowed("no rule lets it in".into()),
         Error::Unavailable("down".into()),
         Error::Timeout(Duration::from_secs(5)),
         Error::Protocol("odd answer".into()),
@@ -148,6 +149,7 @@ fn all_errors() -> Vec<Error> {
         match e {
             Error::NotFound
             | Error::PermissionDenied(_)
+            | Error::NotAllowed(_)
             | Error::Unavailable(_)
             | Error::Timeout(_)
             | Error::Protocol(_)

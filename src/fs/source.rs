@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use super::cache::{Cache, CachePolicy, Cached, Clock};
 use crate::error::{Error, Result};
 use crate::store::{
-    Capabilities, Health, ListEntry, Listing, Precondition, Secret, SecretData, SecretPath,
-    SecretStore,
+    Capabilities, Health, ListEntry, Listing, Permissions, Precondition, Secret, SecretData,
+    SecretPath, SecretStore,
 };
 
 /// The entries of a listing (sorted by `fetch_listing`) named `name`: a
@@ -154,6 +154,8 @@ pub struct Source {
     reach: Arc<Reach>,
     listings: Cache<SecretPath, Listing>,
     secrets: Cache<SecretPath, Secret>,
+    /// What the credential may do to each secret (`None`: the store cannot say).
+    permissions: Cache<SecretPath, Permissions>,
     /// When the mount started: the mtime of what the store gives none.
     started: SystemTime,
     /// Where background refreshes are sent, once a refresher runs.
@@ -175,7 +177,8 @@ impl Source {
             store,
             reach: Arc::new(Reach::default()),
             listings: Cache::new(policy, clock.clone()),
-            secrets: Cache::new(policy, clock),
+            secrets: Cache::new(policy, clock.clone()),
+            permissions: Cache::new(policy, clock),
             started: SystemTime::now(),
             refresher: OnceLock::new(),
             refreshing: Mutex::new(HashSet::new()),
@@ -331,6 +334,30 @@ impl Source {
         };
         crate::metrics::record_refresh(kind, if result.is_ok() { "ok" } else { "failed" });
         self.noted(result)
+    }
+
+    /// What the credential may do to the secret at `path`, cached like
+    /// other answers; `None` when the store cannot say, or cannot be asked
+    /// now (down, or it failed to answer): the change is then tried, and
+    /// refused at commit if it must be.
+    pub fn permissions(&self, path: &SecretPath) -> Result<Option<Arc<Permissions>>> {
+        if let Some(known) = self.permissions.fresh(path) {
+            return Ok(known.value);
+        }
+        if self.is_down() {
+            return Ok(None);
+        }
+        may_wait()?;
+        match self
+            .permissions
+            .get_or_fetch(path, || self.noted(self.store.permissions(path)))
+        {
+            Ok(known) => Ok(known.value),
+            Err(e) => {
+                tracing::debug!(path = %path, error = %e, "cannot learn what the token may do");
+                Ok(None)
+            }
+        }
     }
 
     /// The latest version of a secret, from the store (not the cache): what

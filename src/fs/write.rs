@@ -120,6 +120,7 @@ impl SecretFs {
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
         self.writable()?;
         self.store_answers()?;
+        self.may_write(&file.secret)?;
         // A buffer of this writer's own, from the value in the store (not
         // from what another writer has not committed: that would mix them).
         let initial = if truncate {
@@ -298,6 +299,7 @@ impl SecretFs {
                         Some(Handle::Write { buffer, .. }) => lock(buffer).resize(size),
                         _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
+                            self.may_write(&file.secret)?;
                             let mut bytes = self.stored_bytes(&file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
@@ -355,6 +357,7 @@ impl SecretFs {
                 "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
             ));
         }
+        self.may_write(&file.secret)?;
         let ino = self.names.create_file(at, path, file.kind());
         let attr = self.file_attr(ino, 0, SystemTime::now(), std::time::Duration::ZERO);
         let fh = self.open_for_write(ino, file, true)?;
@@ -426,23 +429,26 @@ impl SecretFs {
         match self.find_child(&dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
-            Child::File { file, .. } => match caller {
-                Some(caller) => {
-                    self.store_answers()?;
-                    let pending = Unlinking {
-                        file: file.kind(),
-                        caller: Some(caller),
-                        at: Instant::now(),
-                    };
-                    self.names.unlink_later(path, pending);
-                    Ok(())
+            Child::File { file, .. } => {
+                self.may_write(&file.secret)?;
+                match caller {
+                    Some(caller) => {
+                        self.store_answers()?;
+                        let pending = Unlinking {
+                            file: file.kind(),
+                            caller: Some(caller),
+                            at: Instant::now(),
+                        };
+                        self.names.unlink_later(path, pending);
+                        Ok(())
+                    }
+                    None => {
+                        let view = self.views.get(file.view);
+                        self.commit(&file.secret, |data| view.remove(data, &file.name))
+                            .map(drop)
+                    }
                 }
-                None => {
-                    let view = self.views.get(file.view);
-                    self.commit(&file.secret, |data| view.remove(data, &file.name))
-                        .map(drop)
-                }
-            },
+            }
         }
     }
 
@@ -471,6 +477,7 @@ impl SecretFs {
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
         if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)? {
+            self.may_delete(&path)?;
             self.source.delete(&path)?;
         } else {
             self.source.forget_deleted(&path);
@@ -526,6 +533,7 @@ impl SecretFs {
                 .ok_or_else(|| {
                     Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
                 })?;
+            self.may_write(&target.secret)?;
             // Copied out: no scratch file is locked while the namespace
             // is (the namespace locks them inside its own lock).
             let bytes = SecretBox::new(Box::new(lock(&file).data.expose_secret().clone()));
@@ -548,6 +556,9 @@ impl SecretFs {
         if src_dir != dst_dir {
             return Err(Error::CrossSecret);
         }
+        // Whatever follows changes the key's secret (a key moved aside is
+        // written again when the editor saves).
+        self.may_write(&source.secret)?;
         if names::is_backup(new_name) && !dst_is_key {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.

@@ -236,6 +236,9 @@ impl SecretStore for FirstWriteLost {
     fn delete(&self, path: &SecretPath) -> Result<()> {
         self.inner.delete(path)
     }
+    fn permissions(&self, _path: &SecretPath) -> Result<Option<crate::store::Permissions>> {
+        Ok(None)
+    }
     fn health(&self) -> Result<Health> {
         self.inner.health()
     }

@@ -9,6 +9,7 @@
 //! miss, every change, directory listings and extended attributes) runs on
 //! the store threads of `pool`, which reply when done.
 
+mod admit;
 mod pool;
 mod session;
 
@@ -25,6 +26,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::access::Access;
 use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
@@ -40,6 +42,8 @@ const STORE_THREADS: usize = 16;
 struct Shared {
     core: Arc<SecretFs>,
     audit: Option<AuditLog>,
+    /// Per-process access rules (`--allow`), when there are any.
+    access: Option<Arc<Access>>,
 }
 
 /// The FUSE face of a [`SecretFs`].
@@ -53,9 +57,22 @@ impl FuseAdapter {
     /// change is recorded, with its outcome.
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
         FuseAdapter {
-            shared: Arc::new(Shared { core, audit }),
+            shared: Arc::new(Shared {
+                core,
+                audit,
+                access: None,
+            }),
             pool: Pool::new(STORE_THREADS),
         }
+    }
+
+    /// With `--allow` rules: every open reaches the daemon, and a file a
+    /// rule covers opens only for callers a rule lets in (see `Shared::admit`).
+    pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.access = access;
+        }
+        self
     }
 
     /// Runs `job` on a store thread, as one operation: all the store
@@ -128,7 +145,11 @@ impl Shared {
         // A change runs on a store thread and its caller waits for the
         // reply: look its process up now, before it can exit. A cached
         // open runs on a request thread: the log's writer looks it up.
-        let process = (op != "open-read").then(|| Process::of(caller.tid));
+        let process = match result {
+            // Who was refused, and what it ran.
+            Err(Error::NotAllowed(_)) => Some(Process::with_exe(caller.tid)),
+            _ => (op != "open-read").then(|| Process::of(caller.tid)),
+        };
         let outcome = match result {
             Ok(_) => Outcome::Ok,
             Err(e) => Outcome::Failed {
@@ -351,33 +372,70 @@ impl Filesystem for FuseAdapter {
         let core = &self.shared.core;
         let caller = caller(req);
         let op = if write { "open-write" } else { "open-read" };
-        if self.shared.audit.is_none() && !write && core.opens_can_skip_daemon(Ino(ino.0)) {
+        if self.shared.audit.is_none()
+            && self.shared.access.is_none()
+            && !write
+            && core.opens_can_skip_daemon(Ino(ino.0))
+        {
             // "No open": the kernel stops sending OPEN (and, with flush
             // refused below, FLUSH) and keeps pages across opens; reads
-            // arrive without a handle.
+            // arrive without a handle. It does so for every file of the
+            // mount at once: never with --allow rules, which must see
+            // each open of a covered file.
             return reply.error(Errno::ENOSYS);
         }
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
-        // Read-only handles: keep the page cache across opens (AUTO_INVAL_DATA
-        // drops it when the value changes) and skip FLUSH on close.
-        let cache = if write {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
-        };
         let ino = Ino(ino.0);
-        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Fh>| {
+        let paths = match &self.shared.access {
+            Some(_) => core.shown_paths(ino),
+            None => Vec::new(),
+        };
+        // A file a rule covers bypasses the page cache (DIRECT_IO): its
+        // bytes are served to admitted handles only, and left in no
+        // kernel page another open could reach. Other read-only handles
+        // keep the page cache across opens (AUTO_INVAL_DATA drops it when
+        // the value changes) and skip FLUSH on close.
+        let cache = move |covered: bool| match (covered, write) {
+            (true, true) => FopenFlags::FOPEN_DIRECT_IO,
+            (true, false) => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            (false, true) => FopenFlags::empty(),
+            (false, false) => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+        };
+        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<(Fh, bool)>| {
             s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
             match result {
-                Ok(fh) => reply.opened(FileHandle(fh.0), cache),
+                Ok((fh, covered)) => reply.opened(FileHandle(fh.0), cache(covered)),
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
             }
         };
+        if self.shared.may_hash(&paths) {
+            // An executable may have to be hashed: not on a request thread.
+            return self.later(move |s| {
+                let result = s
+                    .admit(caller, &paths)
+                    .and_then(|covered| s.core.open(ino, write, truncate).map(|fh| (fh, covered)));
+                send(s, reply, result);
+            });
+        }
+        let covered = match self.shared.admit(caller, &paths) {
+            Ok(covered) => covered,
+            Err(e) => return send(&self.shared, reply, Err(e)),
+        };
         if write {
             // A write buffer starts from the value: the store may be asked.
-            return self.later(move |s| send(s, reply, s.core.open(ino, write, truncate)));
+            return self.later(move |s| {
+                send(
+                    s,
+                    reply,
+                    s.core.open(ino, write, truncate).map(|fh| (fh, covered)),
+                )
+            });
         }
-        self.now_or_later(reply, move |core| core.open(ino, false, false), send);
+        self.now_or_later(
+            reply,
+            move |core| core.open(ino, false, false).map(|fh| (fh, covered)),
+            send,
+        );
     }
 
     fn read(
@@ -545,7 +603,14 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let result = s.core.setattr(ino, fh.map(|fh| Fh(fh.0)), size, uid, gid);
+            let fh = fh.map(|fh| Fh(fh.0));
+            let result = match size {
+                // A truncation changes the value: covered files need a rule.
+                Some(_) if s.access.is_some() => s
+                    .admit(caller, &s.core.shown_paths(ino))
+                    .and_then(|_| s.core.setattr(ino, fh, size, uid, gid)),
+                _ => s.core.setattr(ino, fh, size, uid, gid),
+            };
             // A truncation or a change of owner: times and modes change nothing.
             if size.is_some() || uid.is_some() || gid.is_some() {
                 s.audit("setattr", caller, &result, |s| (s.path_of(ino, None), None));
@@ -574,26 +639,33 @@ impl Filesystem for FuseAdapter {
         let caller = caller(req);
         let exclusive = flags & libc::O_EXCL != 0;
         self.later(move |s| {
+            let admitted = s.admit_name(caller, parent, &name);
+            let covered = matches!(admitted, Ok(true));
             // O_EXCL is how tools create their temporary files (see
             // fs::names); what they leave waits for their process.
             let how = Creating {
                 exclusive,
                 caller: Some(program_of(caller)),
             };
-            let result = match name.to_str() {
+            let result = admitted.and_then(|_| match name.to_str() {
                 Some(n) => s.core.create_with(parent, n, how),
                 None => Err(Error::NotUtf8),
-            };
+            });
             s.audit("create", caller, &result, |s| {
                 (s.path_of(parent, Some(&name)), None)
             });
+            let flags = if covered {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                FopenFlags::empty()
+            };
             match result {
                 Ok((attr, fh)) => reply.created(
                     &attr.valid_for,
                     &to_file_attr(&attr),
                     Generation(0),
                     FileHandle(fh.0),
-                    FopenFlags::empty(),
+                    flags,
                 ),
                 Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
             }
@@ -610,6 +682,7 @@ impl Filesystem for FuseAdapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("fallocate");
         let _span = tracing::debug_span!("fallocate", ino = ino.0).entered();
         let ino = Ino(ino.0);
         let result = self.shared.core.fallocate(ino);
@@ -647,10 +720,12 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
-            let result = match name.to_str() {
-                Some(n) => s.core.unlink_by(parent, n, program_of(caller)),
-                None => Err(Error::NotFound),
-            };
+            let result = s
+                .admit_name(caller, parent, &name)
+                .and_then(|_| match name.to_str() {
+                    Some(n) => s.core.unlink_by(parent, n, program_of(caller)),
+                    None => Err(Error::NotFound),
+                });
             s.audit("unlink", caller, &result, |s| {
                 (s.path_of(parent, Some(&name)), None)
             });
@@ -696,6 +771,13 @@ impl Filesystem for FuseAdapter {
                     Err(Error::Invalid(
                         "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
                     ))
+                } else if let Err(e) = s
+                    .admit_name(caller, parent, &name)
+                    .and_then(|_| s.admit_name(caller, newparent, &newname))
+                {
+                    // A covered key renamed out of its rule's reach, or
+                    // another file renamed over a covered one.
+                    Err(e)
                 } else {
                     match (name.to_str(), newname.to_str()) {
                         (Some(n), Some(nn)) => s.core.rename(

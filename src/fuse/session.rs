@@ -10,6 +10,7 @@ use std::time::Duration;
 use fuser::{BackgroundSession, INodeNo, MountOption, Notifier, SessionACL};
 
 use super::FuseAdapter;
+use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::fs::{Invalidation, SecretFs};
 
@@ -28,6 +29,9 @@ pub struct MountSettings {
     /// each attempted change reaches the daemon, which refuses it (`EROFS`)
     /// and records the attempt.
     pub audit: Option<AuditLog>,
+    /// Per-process access rules (`--allow`): every open then reaches the
+    /// daemon, which decides.
+    pub access: Option<Arc<Access>>,
 }
 
 /// A mounted filesystem, served by its own threads until unmounted.
@@ -64,7 +68,11 @@ pub fn mount(
         SessionACL::Owner
     };
     config.n_threads = Some(settings.threads);
-    let session = fuser::spawn_mount(FuseAdapter::new(core, settings.audit), mountpoint, &config)?;
+    let session = fuser::spawn_mount(
+        FuseAdapter::new(core, settings.audit).with_access(settings.access),
+        mountpoint,
+        &config,
+    )?;
     Ok(Mounted {
         session,
         mountpoint: mountpoint.to_path_buf(),

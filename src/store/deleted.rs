@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Capabilities, Health, Listing, Precondition, Revision, Secret, SecretData, SecretPath,
-    SecretStore,
+    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
+    SecretPath, SecretStore,
 };
 use crate::error::Result;
 
@@ -131,6 +131,10 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
 
     fn health(&self) -> Result<Health> {
         self.inner.health()
+    }
+
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+        self.inner.permissions(path)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Capabilities, Health, ListEntry, Listing, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Health, ListEntry, Listing, Permissions, Precondition, Revision, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
 
@@ -84,10 +84,17 @@ enum When {
     AfterThenHang,
 }
 
-impl Fault {
-    fn applies(&self, call: Call, path: &SecretPath) -> bool {
-        let call_matches = self.call == Call::Any || self.call == call;
-        let path_matches = match &self.paths {
+impl Paths {
+    fn of(scope: Scope<'_>) -> Paths {
+        match scope {
+            Scope::Everywhere => Paths::All,
+            Scope::At(p) => Paths::At(SecretPath::parse(p)),
+            Scope::Under(p) => Paths::Under(SecretPath::parse(p)),
+        }
+    }
+
+    fn hold(&self, path: &SecretPath) -> bool {
+        match self {
             Paths::All => true,
             Paths::At(p) => path == p,
             Paths::Under(p) => {
@@ -98,8 +105,13 @@ impl Fault {
                         .strip_prefix(p.as_str())
                         .is_some_and(|rest| rest.starts_with('/'))
             }
-        };
-        call_matches && path_matches
+        }
+    }
+}
+
+impl Fault {
+    fn applies(&self, call: Call, path: &SecretPath) -> bool {
+        (self.call == Call::Any || self.call == call) && self.paths.hold(path)
     }
 }
 
@@ -111,6 +123,11 @@ pub struct MemoryStore {
     delay: Mutex<Duration>,
     /// Each call's own deadline, as a real store's request timeout.
     timeout: Mutex<Option<Duration>>,
+    /// What the credential may do, as a policy would say it: the first
+    /// restriction whose scope holds a path decides (none: everything).
+    /// A restriction holds the store to it, as Vault enforces a policy.
+    policy: Mutex<Vec<(Paths, Option<Permissions>)>>,
+    permission_asks: AtomicU64,
     lists: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -150,6 +167,8 @@ impl MemoryStore {
             faults: Mutex::new(Vec::new()),
             delay: Mutex::new(Duration::ZERO),
             timeout: Mutex::new(None),
+            policy: Mutex::new(Vec::new()),
+            permission_asks: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -231,11 +250,7 @@ impl MemoryStore {
     }
 
     fn add_fault(&self, call: Call, scope: Scope<'_>, error: Error, when: When) {
-        let paths = match scope {
-            Scope::Everywhere => Paths::All,
-            Scope::At(p) => Paths::At(SecretPath::parse(p)),
-            Scope::Under(p) => Paths::Under(SecretPath::parse(p)),
-        };
+        let paths = Paths::of(scope);
         lock(&self.faults).push(Fault {
             call,
             paths,
@@ -283,6 +298,42 @@ impl MemoryStore {
     /// and calls of one operation share it (`store::deadline`).
     pub fn set_timeout(&self, d: Duration) {
         *lock(&self.timeout) = Some(d);
+    }
+
+    /// Lets the credential do only what `may` says on the paths of
+    /// `scope` (on top of earlier restrictions; the first that applies
+    /// wins), as a Vault policy would: writes and deletes it forbids fail
+    /// with [`Error::PermissionDenied`], and [`SecretStore::permissions`]
+    /// says so. With `may` `None` the store enforces it but cannot say it
+    /// (an old server, a policy that forbids asking).
+    pub fn restrict(&self, scope: Scope<'_>, may: Option<Permissions>) {
+        lock(&self.policy).push((Paths::of(scope), may));
+    }
+
+    /// Number of permission questions so far.
+    pub fn permission_asks(&self) -> u64 {
+        self.permission_asks.load(Ordering::SeqCst)
+    }
+
+    /// What the credential may do at `path` (`None`: a restriction that
+    /// cannot be told), and whether any restriction applies.
+    fn policy_at(&self, path: &SecretPath) -> Option<Option<Permissions>> {
+        lock(&self.policy)
+            .iter()
+            .find(|(paths, _)| paths.hold(path))
+            .map(|(_, may)| *may)
+    }
+
+    /// Fails as Vault does when the policy forbids the change.
+    fn enforce(&self, path: &SecretPath, allowed: impl Fn(&Permissions) -> bool) -> Result<()> {
+        match self.policy_at(path) {
+            Some(Some(p)) if allowed(&p) => Ok(()),
+            // A restriction that cannot be told forbids every change.
+            Some(_) => Err(Error::PermissionDenied(
+                "1 error occurred: permission denied".into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Number of LIST calls so far.
@@ -437,6 +488,8 @@ impl SecretStore for MemoryStore {
     ) -> Result<Option<Revision>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Write, path)?;
+        let exists = lock(&self.secrets).get(path).is_some_and(|s| !s.deleted);
+        self.enforce(path, |p| if exists { p.update } else { p.create })?;
         let mut secrets = lock(&self.secrets);
         let current = secrets.get(path);
         let holds = match when {
@@ -471,6 +524,7 @@ impl SecretStore for MemoryStore {
 
     fn delete(&self, path: &SecretPath) -> Result<()> {
         self.before_call(Call::Write, path)?;
+        self.enforce(path, |p| p.delete)?;
         self.delete_at(path);
         Ok(())
     }
@@ -478,5 +532,13 @@ impl SecretStore for MemoryStore {
     fn health(&self) -> Result<Health> {
         self.before_call(Call::Any, &SecretPath::root())?;
         Ok(Health::default())
+    }
+
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+        self.permission_asks.fetch_add(1, Ordering::SeqCst);
+        Ok(match self.policy_at(path) {
+            None => Some(Permissions::all()),
+            Some(may) => may,
+        })
     }
 }

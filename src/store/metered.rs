@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use super::{
-    Capabilities, Health, Listing, Precondition, Revision, Secret, SecretData, SecretPath,
-    SecretStore,
+    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
+    SecretPath, SecretStore,
 };
 use crate::error::Result;
 use crate::metrics;
@@ -54,6 +54,9 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     }
     fn delete(&self, path: &SecretPath) -> Result<()> {
         timed("delete", || self.inner.delete(path))
+    }
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+        timed("permissions", || self.inner.permissions(path))
     }
     fn health(&self) -> Result<Health> {
         let health = timed("health", || self.inner.health());

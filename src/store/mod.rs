@@ -375,6 +375,35 @@ pub struct Capabilities {
     pub soft_delete: bool,
 }
 
+/// What the credential in use may do to one secret, as the store says
+/// (Vault's `sys/capabilities-self`): asked before a change is started,
+/// so that a refusal reaches the program at `open()`, not at `close()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions {
+    /// Write the secret when it does not exist yet.
+    pub create: bool,
+    /// Write a new version of an existing secret.
+    pub update: bool,
+    /// Delete the secret.
+    pub delete: bool,
+}
+
+impl Permissions {
+    /// Everything.
+    pub fn all() -> Self {
+        Permissions {
+            create: true,
+            update: true,
+            delete: true,
+        }
+    }
+
+    /// Nothing but what reads need.
+    pub fn read_only() -> Self {
+        Permissions::default()
+    }
+}
+
 /// How the store is, for `secretfs status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
@@ -414,6 +443,13 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Checks that the store answers and the credential is valid.
     fn health(&self) -> Result<Health>;
+
+    /// What the credential may do to the secret at `path`; `Ok(None)`
+    /// when the store cannot say (an old server, a policy that forbids
+    /// asking): changes are then tried and refused at commit. No default:
+    /// a wrapper that forgot to pass it on would silently turn the
+    /// refusals at `open()` off.
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>>;
 }
 
 /// A shared store is a store.
@@ -440,6 +476,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn health(&self) -> Result<Health> {
         (**self).health()
+    }
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+        (**self).permissions(path)
     }
 }
 

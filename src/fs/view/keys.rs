@@ -10,6 +10,10 @@ use crate::store::{KeyName, Secret, SecretData, SecretValue};
 pub struct Keys;
 
 impl View for Keys {
+    fn shows_one_key_per_file(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "keys"
     }

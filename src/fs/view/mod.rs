@@ -78,6 +78,14 @@ pub trait View: Send + Sync + 'static {
     /// such file.
     fn render<'a>(&self, secret: &'a Secret, name: &str) -> Option<Rendered<'a>>;
 
+    /// Whether each file shows exactly the key it is named after (`P/K`
+    /// shows key `K` of `P`, nothing else). A view whose files show more
+    /// (several keys, the whole secret) says no: `--allow` rules on a key
+    /// then cover its files too.
+    fn shows_one_key_per_file(&self) -> bool {
+        false
+    }
+
     /// Whether a program may create a file `name` (the change reaches the
     /// store when it is written).
     fn can_create(&self, name: &str) -> bool;

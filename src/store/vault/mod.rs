@@ -15,8 +15,8 @@ use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 pub use connect::VaultSettings;
 
 use super::{
-    Capabilities, Health, ListEntry, Listing, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Health, ListEntry, Listing, Permissions, Precondition, Revision, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
 use client::Client;
@@ -250,6 +250,39 @@ impl SecretStore for VaultStore {
             credential_ttl: (me.ttl > 0).then(|| std::time::Duration::from_secs(me.ttl)),
         })
     }
+
+    /// Asks `sys/capabilities-self` about the path a write of the secret
+    /// goes to (`MOUNT/data/P` on KV v2, `MOUNT/P` on KV v1). A server
+    /// that does not know the call (404), or a policy that forbids asking
+    /// (403; the default policy allows it), cannot say: `Ok(None)`.
+    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+        let mount = self.source.mount.as_str();
+        let asked = match self.source.version {
+            KvVersion::V2 => format!("{mount}/data/{}", path.as_str()),
+            KvVersion::V1 => format!("{mount}/{}", path.as_str()),
+        };
+        let request = CapabilitiesSelf {
+            paths: vec![asked.clone()],
+        };
+        let answer = match self
+            .client
+            .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })
+        {
+            Ok(Some(answer)) => answer,
+            Ok(None) | Err(Error::PermissionDenied(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // Newer servers answer per path; older ones (one path) under
+        // "capabilities".
+        let listed = answer
+            .get(&asked)
+            .or_else(|| answer.get("capabilities"))
+            .and_then(|v| v.as_array());
+        Ok(listed.map(|caps| {
+            let names: Vec<&str> = caps.iter().filter_map(|c| c.as_str()).collect();
+            permissions_from(&names)
+        }))
+    }
 }
 
 fn secret_from(
@@ -265,5 +298,46 @@ fn secret_from(
             ..Secret::default()
         }),
         _ => Err(Error::Protocol("secret data is not a JSON object".into())),
+    }
+}
+
+/// `POST sys/capabilities-self {"paths": [...]}`: what the token may do on
+/// each path (`["read", "update"]`, `["root"]`, `["deny"]`).
+struct CapabilitiesSelf {
+    paths: Vec<String>,
+}
+
+impl rustify::Endpoint for CapabilitiesSelf {
+    type Response = std::collections::HashMap<String, serde_json::Value>;
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        "sys/capabilities-self".into()
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::POST
+    }
+
+    fn body(&self) -> std::result::Result<Option<Vec<u8>>, rustify::errors::ClientError> {
+        serde_json::to_vec(&serde_json::json!({ "paths": self.paths }))
+            .map(Some)
+            .map_err(|e| rustify::errors::ClientError::DataParseError { source: e.into() })
+    }
+}
+
+/// Capabilities as Vault names them, as what we may do.
+fn permissions_from(capabilities: &[&str]) -> Permissions {
+    if capabilities.contains(&"root") {
+        return Permissions::all();
+    }
+    if capabilities.contains(&"deny") {
+        return Permissions::read_only();
+    }
+    Permissions {
+        create: capabilities.contains(&"create"),
+        update: capabilities.contains(&"update"),
+        delete: capabilities.contains(&"delete"),
     }
 }

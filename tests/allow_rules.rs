@@ -1,0 +1,240 @@
+//! Per-process access rules (`--allow`, issue 10 §5) with real processes
+//! on a real mount: a file a rule covers opens only for the executables,
+//! users and groups a rule names; everyone else gets EACCES, audited;
+//! files no rule covers read as before.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{eventually, q, run, s, seeded, sh_ok, Mount};
+
+/// A copy of /usr/bin/cat under another path: the executable a rule allows.
+fn copied_cat(dir: &Path, name: &str) -> PathBuf {
+    copied("/usr/bin/cat", dir, name)
+}
+
+fn copied(program: &str, dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    std::fs::copy(program, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
+fn refused(out: &Output) -> bool {
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+}
+
+fn audit_lines(log: &Path, at_least: usize) -> Vec<serde_json::Value> {
+    let text = eventually("audit lines", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        (text.lines().count() >= at_least).then_some(text)
+    });
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn only_the_allowed_executable_reads_a_covered_key_and_refusals_are_audited() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let mycat = copied_cat(dir.path(), "mycat");
+    let log = dir.path().join("audit.log");
+    let rule = format!("myapp/db/PASSWORD:exe={}", mycat.display());
+    let m = Mount::new(&bao, "secret/", &["--allow", &rule, "--audit-log", s(&log)]);
+    let (password, user) = (m.at("myapp/db/PASSWORD"), m.at("myapp/db/USER"));
+    // A file no rule covers: any program, as before (and first, so that
+    // nothing could have switched opens off for the whole mount).
+    assert_eq!(run("cat", &[s(&user)]).stdout, b"app");
+    let out = run("/usr/bin/cat", &[s(&password)]);
+    assert!(refused(&out), "{out:?}");
+    assert_eq!(run(s(&mycat), &[s(&password)]).stdout, b"hunter2");
+    // Read by the allowed program, the value is in no page the next
+    // open could be served from.
+    let out = run("/usr/bin/cat", &[s(&password)]);
+    assert!(refused(&out), "after an allowed read: {out:?}");
+    for tool in [
+        format!("head -c 3 {}", q(&password)),
+        format!("python3 -c 'import mmap,sys; f=open(sys.argv[1],\"rb\"); print(mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)[:])' {}", q(&password)),
+        format!("dd if={} of=/dev/null iflag=direct", q(&password)),
+    ] {
+        let out = support::sh(&tool);
+        assert!(refused(&out), "`{tool}`: {out:?}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+    }
+    // stat and ls still work: rules decide opens only.
+    assert_eq!(std::fs::metadata(&password).unwrap().len(), 7);
+    sh_ok(&format!("ls -l {}", q(&m.at("myapp/db"))));
+
+    let lines = audit_lines(&log, 7);
+    let refusals: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["outcome"] == "EACCES").collect();
+    assert_eq!(refusals.len(), 5, "{lines:#?}");
+    let first = refusals[0];
+    assert_eq!(first["op"], json!("open-read"));
+    assert_eq!(first["path"], json!("/myapp/db/PASSWORD"));
+    assert_eq!(first["exe"], json!("/usr/bin/cat"));
+    assert_eq!(first["uid"], json!(0));
+    assert!(
+        first["error"].as_str().unwrap().contains("--allow"),
+        "{first}"
+    );
+    let allowed = lines
+        .iter()
+        .filter(|l| l["path"] == "/myapp/db/PASSWORD" && l["outcome"] == "ok")
+        .count();
+    assert_eq!(allowed, 1, "{lines:#?}");
+    assert!(
+        m.log().contains("refused by the --allow rules"),
+        "{}",
+        m.log()
+    );
+    assert!(!m.log().contains("hunter2"));
+}
+
+#[test]
+fn uid_and_group_rules_let_in_only_those_users() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::write(
+        &rules,
+        "# who may read what\nmyapp/db/PASSWORD:uid=4242\n\nmyapp/api/**:group=nogroup\n",
+    )
+    .unwrap();
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &[
+            "--allow-file",
+            s(&rules),
+            "--allow-other",
+            "--file-mode",
+            "0444",
+            "--dir-mode",
+            "0555",
+        ],
+    );
+    // Other users must reach the mountpoint.
+    let parent = m.path().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |uid: u32, groups: &str, file: &str| {
+        run(
+            "setpriv",
+            &[
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                &format!("--groups={groups}"),
+                "cat",
+                s(&m.at(file)),
+            ],
+        )
+    };
+    let nogroup = sh_ok("getent group nogroup | cut -d: -f3")
+        .trim()
+        .to_string();
+    assert_eq!(
+        as_user(4242, "4242", "myapp/db/PASSWORD").stdout,
+        b"hunter2"
+    );
+    assert!(refused(&as_user(4243, "4243", "myapp/db/PASSWORD")));
+    assert!(
+        refused(&run("cat", &[s(&m.at("myapp/db/PASSWORD"))])),
+        "root is no exception"
+    );
+    // A supplementary group is enough for a group rule.
+    assert_eq!(
+        as_user(4243, &nogroup, "myapp/api/token/value").stdout,
+        b"t0k"
+    );
+    assert!(refused(&as_user(4243, "4243", "myapp/api/token/value")));
+    // Uncovered: every user the modes let in.
+    assert_eq!(as_user(4243, "4243", "myapp/db/USER").stdout, b"app");
+}
+
+#[test]
+fn an_exe_rule_with_a_digest_stops_matching_when_the_binary_changes() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let mycat = copied_cat(dir.path(), "mycat");
+    let digest = sh_ok(&format!("sha256sum {}", q(&mycat)));
+    let digest = digest.split_whitespace().next().unwrap();
+    let rule = format!("myapp/db/*:exe={}@sha256={digest}", mycat.display());
+    let m = Mount::new(&bao, "secret/", &["-o", &format!("allow={rule}")]);
+    let password = m.at("myapp/db/PASSWORD");
+    for _ in 0..3 {
+        assert_eq!(run(s(&mycat), &[s(&password)]).stdout, b"hunter2");
+    }
+    // Same path, other bytes (a tampered binary): refused.
+    std::fs::copy("/usr/bin/tac", &mycat).unwrap();
+    assert!(refused(&run(s(&mycat), &[s(&password)])));
+    // A copy at another path, same bytes as the allowed one: refused too.
+    let elsewhere = copied_cat(dir.path(), "othercat");
+    assert!(refused(&run(s(&elsewhere), &[s(&password)])));
+    // Back to the right bytes: allowed again.
+    std::fs::copy("/usr/bin/cat", &mycat).unwrap();
+    assert_eq!(run(s(&mycat), &[s(&password)]).stdout, b"hunter2");
+}
+
+#[test]
+fn on_a_writable_mount_a_denied_process_can_neither_write_nor_move_a_covered_key() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let mytee = copied("/usr/bin/tee", dir.path(), "mytee");
+    let rule = format!("myapp/db/PASSWORD:exe={}", mytee.display());
+    let m = Mount::new(&bao, "secret/", &["--writable", "--allow", &rule]);
+    let db = m.at("myapp/db");
+    let before = bao.kv2_version("secret", "myapp/db");
+    for script in [
+        format!("echo x > {}/PASSWORD", q(&db)),
+        format!("mv {0}/PASSWORD {0}/EXPOSED", q(&db)),
+        format!("mv {0}/USER {0}/PASSWORD", q(&db)),
+        format!("rm {}/PASSWORD", q(&db)),
+        format!("truncate -s 0 {}/PASSWORD", q(&db)),
+    ] {
+        let out = support::sh(&script);
+        assert!(refused(&out), "`{script}`: {out:?}");
+    }
+    assert_eq!(bao.kv2_version("secret", "myapp/db"), before);
+    // The allowed program writes; other keys stay free for all.
+    sh_ok(&format!(
+        "echo -n new | {} {}/PASSWORD >/dev/null",
+        q(&mytee),
+        q(&db)
+    ));
+    sh_ok(&format!("echo -n u2 > {}/USER", q(&db)));
+    let data = bao.kv2_get("secret", "myapp/db").unwrap().0;
+    assert_eq!(
+        (data["PASSWORD"].clone(), data["USER"].clone()),
+        (json!("new"), json!("u2"))
+    );
+}
+
+#[test]
+fn reads_of_uncovered_files_never_switch_off_the_check_of_covered_ones() {
+    // The kernel's "no open" is for the whole mount: once one open is
+    // answered ENOSYS, no OPEN reaches the daemon again, for any file.
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let mycat = copied_cat(dir.path(), "mycat");
+    let rule = format!("myapp/db/PASSWORD:exe={}", mycat.display());
+    let m = Mount::new(&bao, "secret/", &["--allow", &rule]);
+    for _ in 0..3 {
+        assert_eq!(run("cat", &[s(&m.at("myapp/db/USER"))]).stdout, b"app");
+        assert_eq!(
+            run("cat", &[s(&m.at("myapp/api/token/value"))]).stdout,
+            b"t0k"
+        );
+    }
+    assert!(refused(&run("cat", &[s(&m.at("myapp/db/PASSWORD"))])));
+    assert_eq!(
+        run(s(&mycat), &[s(&m.at("myapp/db/PASSWORD"))]).stdout,
+        b"hunter2"
+    );
+    assert!(refused(&run("cat", &[s(&m.at("myapp/db/PASSWORD"))])));
+}
