@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod cluster;
+pub use cluster::{kv2_get_on, Cluster, Role};
+
 /// A throwaway OpenBao dev server on a free loopback port (in-memory storage).
 pub struct Bao {
     child: Option<Child>,
