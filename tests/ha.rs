@@ -21,3 +21,15 @@ fn a_cluster_starts_and_a_killed_leader_is_replaced() {
     cluster.restart(active);
     eprintln!("restarted: {:?}", cluster.role(active));
 }
+
+#[test]
+fn probe_large_entry() {
+    let cluster = Cluster::start_n(1);
+    let big = "x".repeat(1_100_000);
+    let (status, resp) = cluster.node(0).api(
+        "POST",
+        "secret/data/big",
+        Some(serde_json::json!({"data": {"k": big}})),
+    );
+    eprintln!("{status} {resp}");
+}

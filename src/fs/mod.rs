@@ -353,6 +353,7 @@ impl SecretFs {
             "mounted": true,
             "store_reachable": health.is_ok(),
             "store_error": health.as_ref().err().map(|e| e.to_string()),
+            "store_node": self.source.node(),
             "token_ttl_seconds": health.ok().and_then(|h| h.credential_ttl).map(|d| d.as_secs()),
             "last_error": last_error,
             "cached_listings": stats.listings,

@@ -132,6 +132,10 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
     fn health(&self) -> Result<Health> {
         self.inner.health()
     }
+
+    fn node(&self) -> Option<String> {
+        self.inner.node()
+    }
 }
 
 #[cfg(test)]

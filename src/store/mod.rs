@@ -38,7 +38,7 @@ pub fn connect(
     let store = vault::VaultStore::connect(&settings, source, rt)?;
     let resolved = store.source().clone();
     tracing::info!(
-        addr = %settings.addr,
+        addr = %settings.addr_list(),
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
@@ -412,6 +412,12 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Checks that the store answers and the credential is valid.
     fn health(&self) -> Result<Health>;
+
+    /// The server (node of a cluster) requests go to now, for a store
+    /// that has one.
+    fn node(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared store is a store.
@@ -438,6 +444,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn health(&self) -> Result<Health> {
         (**self).health()
+    }
+    fn node(&self) -> Option<String> {
+        (**self).node()
     }
 }
 

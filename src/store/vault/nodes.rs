@@ -1,0 +1,224 @@
+//! The nodes of a Vault / OpenBao cluster the mount may talk to (one
+//! address, or several for an HA cluster): which one is in use, what a
+//! failed request says about the node that failed it, and how long to wait
+//! before asking again while the cluster has no active node.
+//!
+//! A request goes to the node in use; a node that cannot be reached (the
+//! connection fails, the request times out, the node is sealed) makes the
+//! request move on to the next node, which becomes the one in use once it
+//! answers. Answers are final (4xx, and 5xx other than the ones below),
+//! except the ones a cluster gives while it has no active node (a standby's
+//! redirect to the dead leader, "local node not active"): those are asked
+//! again, with backoff and jitter, within the operation's deadline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use vaultrs::client::VaultClientSettings;
+use vaultrs::error::ClientError;
+
+use super::error::status;
+
+/// Every node's client settings (without a token) and the one in use.
+pub struct Nodes {
+    settings: Vec<VaultClientSettings>,
+    in_use: AtomicUsize,
+}
+
+impl Nodes {
+    /// The nodes, each with its settings; the first is in use.
+    pub fn new(settings: Vec<VaultClientSettings>) -> Self {
+        assert!(!settings.is_empty(), "no Vault address");
+        Nodes {
+            settings,
+            in_use: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.settings.len()
+    }
+
+    /// The node in use.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Node `i`'s settings.
+    pub fn settings(&self, i: usize) -> &VaultClientSettings {
+        &self.settings[i]
+    }
+
+    /// Node `i`'s address, as given.
+    pub fn addr(&self, i: usize) -> String {
+        let a = self.settings[i].address.as_str();
+        a.strip_suffix('/').unwrap_or(a).to_string()
+    }
+
+    /// The settings of the node in use.
+    pub fn settings_in_use(&self) -> &VaultClientSettings {
+        &self.settings[self.in_use()]
+    }
+
+    /// Node `i` answered: it is the one in use from now on.
+    pub fn answered(&self, i: usize) {
+        let before = self.in_use.swap(i, Ordering::Relaxed);
+        if before != i {
+            tracing::warn!(
+                node = %self.addr(i),
+                was = %self.addr(before),
+                "store: now using another node of the cluster"
+            );
+        }
+    }
+
+    /// The nodes in the order to try them: the one in use first, then the
+    /// others in the order given.
+    pub fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        let first = self.in_use();
+        std::iter::once(first).chain((0..self.len()).filter(move |&i| i != first))
+    }
+}
+
+/// What a failed request says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The node did not take part: the next node may answer. `sent` when
+    /// the request may have reached the node before it failed (a write
+    /// may then have landed).
+    Node {
+        /// Whether the request may have reached the node.
+        sent: bool,
+    },
+    /// The cluster has no active node at the moment (an election is under
+    /// way): the same request may succeed a little later. Nothing landed.
+    NoLeader,
+    /// The node answered: final.
+    Answer,
+}
+
+/// What the failure `e` of a request sent to `node_addr` says.
+pub fn classify(e: &ClientError, node_addr: &str) -> Failure {
+    if let Some(transport) = reqwest_error(e) {
+        // A standby whose leader died answers a write with a redirect to
+        // the dead leader's address, which the client follows: the
+        // connection that failed is not the node's own.
+        let elsewhere = transport
+            .url()
+            .is_some_and(|u| !same_origin(u.as_str(), node_addr));
+        if elsewhere {
+            return Failure::NoLeader;
+        }
+        return Failure::Node {
+            sent: !transport.is_connect(),
+        };
+    }
+    match status(e) {
+        // Sealed (a restarted node), or a node that cannot serve at all.
+        Some(503) => Failure::Node { sent: false },
+        // Vault answers 500 for many things, a storage entry over Raft's
+        // limit among them: only these messages say "no leader now", and
+        // the body's text is all that tells them apart.
+        Some(500) if no_leader_message(e) => Failure::NoLeader,
+        Some(_) => Failure::Answer,
+        None if matches!(e, ClientError::RestClientError { .. }) => Failure::Node { sent: true },
+        None => Failure::Answer,
+    }
+}
+
+fn no_leader_message(e: &ClientError) -> bool {
+    let ClientError::APIError { errors, .. } = e else {
+        return false;
+    };
+    errors.iter().any(|m| {
+        m.contains("active cluster node not found")
+            || m.contains("local node not active")
+            || m.contains("node not active")
+            || m.contains("no leader")
+    })
+}
+
+/// The transport error (reqwest's) inside a client error, if any.
+fn reqwest_error(e: &ClientError) -> Option<&reqwest::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            return Some(r);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => true,
+    }
+}
+
+/// How long to wait before asking again after the `attempt`th (from 0)
+/// "no active node" answer: 50 ms doubling to 800 ms, each with up to half
+/// again of random jitter, so that the writers of many mounts do not come
+/// back in step.
+pub fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(50) * 2u32.pow(attempt.min(4));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let jitter = h.finish() % (base.as_millis() as u64 / 2 + 1);
+    base + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, errors: &[&str]) -> ClientError {
+        ClientError::APIError {
+            code,
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn no_leader_answers_are_retried_and_other_500s_are_final() {
+        let no_leader = api(
+            500,
+            &["local node not active but active cluster node not found"],
+        );
+        assert_eq!(classify(&no_leader, "http://a:1"), Failure::NoLeader);
+        let too_big = api(500, &["raft: entry too large"]);
+        assert_eq!(classify(&too_big, "http://a:1"), Failure::Answer);
+        assert_eq!(
+            classify(&api(503, &["Vault is sealed"]), "http://a:1"),
+            Failure::Node { sent: false }
+        );
+        assert_eq!(classify(&api(403, &[]), "http://a:1"), Failure::Answer);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        assert!(backoff(0) >= Duration::from_millis(50));
+        assert!(backoff(0) <= Duration::from_millis(75));
+        assert!(backoff(10) >= Duration::from_millis(800));
+        assert!(backoff(10) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn the_node_in_use_is_tried_first() {
+        let s = |a: &str| {
+            vaultrs::client::VaultClientSettingsBuilder::default()
+                .address(a)
+                .build()
+                .unwrap()
+        };
+        let nodes = Nodes::new(vec![s("http://a:1"), s("http://b:2"), s("http://c:3")]);
+        assert_eq!(nodes.order().collect::<Vec<_>>(), vec![0, 1, 2]);
+        nodes.answered(2);
+        assert_eq!(nodes.order().collect::<Vec<_>>(), vec![2, 0, 1]);
+        assert_eq!(nodes.addr(2), "http://c:3");
+    }
+}
