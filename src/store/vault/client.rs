@@ -136,7 +136,13 @@ impl Client {
                 self.nodes.answered(node);
                 return done(Ok(None), uncertain);
             }
-            match classify(&e, &self.nodes.addr(node)) {
+            let failure = match classify(&e) {
+                // Refused: by the node, or by where it redirected us?
+                Failure::Unreachable if self.alive(node, end) => Failure::NoLeader,
+                Failure::Unreachable => Failure::Node { sent: false },
+                other => other,
+            };
+            match failure {
                 Failure::Answer => {
                     self.nodes.answered(node);
                     return done(Err(to_error(&e)), uncertain);
@@ -147,7 +153,7 @@ impl Client {
                     waiting_for_leader = false;
                     last = Some(Error::Unavailable(describe(&e)));
                 }
-                Failure::NoLeader => {
+                Failure::NoLeader | Failure::Unreachable => {
                     // The node answers (reads meanwhile), the cluster has
                     // no leader yet: ask it again a little later.
                     let pause = backoff(waits).min(end.saturating_duration_since(Instant::now()));
@@ -185,6 +191,24 @@ impl Client {
             Some(Error::Unavailable(why)) => Error::Unavailable(why),
             _ if budget < self.timeout => Error::OutOfTime(self.timeout),
             _ => Error::Timeout(self.timeout),
+        }
+    }
+
+    /// Whether `node` answers at all (its health, any status), asked
+    /// within a second at most and never past `end`: a node that answers
+    /// after a refused connection redirected the request to a node that
+    /// is gone (a standby's leader died).
+    fn alive(&self, node: usize, end: Instant) -> bool {
+        let wait = end
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        let answer = self.attempt(node, wait, &|c: Arc<VaultClient>| async move {
+            vaultrs::sys::health(&*c).await
+        });
+        match answer {
+            Some(Some(Ok(_))) => true,
+            Some(Some(Err(e))) => status(&e).is_some(),
+            _ => false,
         }
     }
 

@@ -265,7 +265,7 @@ fn first_contact(
             "the server at {addr} did not answer TLS; is it {}?",
             addr.replacen("https://", "http://", 1)
         )))),
-        Err(e) if matches!(classify(&e, &addr), Failure::Answer) => {
+        Err(e) if matches!(classify(&e), Failure::Answer) => {
             Err(NodeStart::Refused(StartError::Store(format!(
                 "Vault at {addr} refused the token check: {}",
                 describe(&e)

@@ -84,6 +84,12 @@ impl Nodes {
 /// What a failed request says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// The connection failed: to the node itself (it is down, the next
+    /// node may answer), or to where the node redirected the request (a
+    /// standby redirects writes to a dead leader: no leader). Which of the
+    /// two, only asking the node tells: the transport error names the URL
+    /// first asked either way. Nothing was sent.
+    Unreachable,
     /// The node did not take part: the next node may answer. `sent` when
     /// the request may have reached the node before it failed (a write
     /// may then have landed).
@@ -98,21 +104,13 @@ pub enum Failure {
     Answer,
 }
 
-/// What the failure `e` of a request sent to `node_addr` says.
-pub fn classify(e: &ClientError, node_addr: &str) -> Failure {
+/// What the failure `e` of a request says.
+pub fn classify(e: &ClientError) -> Failure {
     if let Some(transport) = reqwest_error(e) {
-        // A standby whose leader died answers a write with a redirect to
-        // the dead leader's address, which the client follows: the
-        // connection that failed is not the node's own.
-        let elsewhere = transport
-            .url()
-            .is_some_and(|u| !same_origin(u.as_str(), node_addr));
-        if elsewhere {
-            return Failure::NoLeader;
+        if transport.is_connect() {
+            return Failure::Unreachable;
         }
-        return Failure::Node {
-            sent: !transport.is_connect(),
-        };
+        return Failure::Node { sent: true };
     }
     match status(e) {
         // Sealed (a restarted node), or a node that cannot serve at all.
@@ -151,14 +149,6 @@ fn reqwest_error(e: &ClientError) -> Option<&reqwest::Error> {
     None
 }
 
-/// Whether two URLs have the same scheme, host and port.
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => true,
-    }
-}
-
 /// How long to wait before asking again after the `attempt`th (from 0)
 /// "no active node" answer: 50 ms doubling to 800 ms, each with up to half
 /// again of random jitter, so that the writers of many mounts do not come
@@ -189,14 +179,61 @@ mod tests {
             500,
             &["local node not active but active cluster node not found"],
         );
-        assert_eq!(classify(&no_leader, "http://a:1"), Failure::NoLeader);
+        assert_eq!(classify(&no_leader), Failure::NoLeader);
         let too_big = api(500, &["raft: entry too large"]);
-        assert_eq!(classify(&too_big, "http://a:1"), Failure::Answer);
+        assert_eq!(classify(&too_big), Failure::Answer);
         assert_eq!(
-            classify(&api(503, &["Vault is sealed"]), "http://a:1"),
+            classify(&api(503, &["Vault is sealed"])),
             Failure::Node { sent: false }
         );
-        assert_eq!(classify(&api(403, &[]), "http://a:1"), Failure::Answer);
+        assert_eq!(classify(&api(403, &[])), Failure::Answer);
+    }
+
+    /// A server that answers every request with a redirect to `to`, as a
+    /// standby whose leader died does.
+    fn redirecting(to: String) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}/v1/secret/data/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_whether_to_the_node_or_where_it_redirected() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let standby = redirecting(dead.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = |addr: &str| {
+            let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+                .address(addr)
+                .token("t")
+                .build()
+                .unwrap();
+            vaultrs::client::VaultClient::new(settings).unwrap()
+        };
+        let data = std::collections::HashMap::from([("k", "v")]);
+        for addr in [&standby, &dead] {
+            let e = rt
+                .block_on(vaultrs::kv2::set(&client(addr), "secret", "x", &data))
+                .unwrap_err();
+            assert_eq!(classify(&e), Failure::Unreachable, "{e:?}");
+        }
     }
 
     #[test]
