@@ -831,16 +831,31 @@ mod tests {
     fn several_addresses_come_from_flags_commas_or_mount_options() {
         let want = vec!["http://a:1".to_string(), "http://b:2".to_string()];
         let m = mount_args(&[
-            "secretfs", "mount", "secret/", "/mnt", "--addr", "http://a:1", "--addr",
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "--addr",
+            "http://a:1",
+            "--addr",
             "http://b:2",
         ]);
         assert_eq!(m.vault.addr, want);
         let m = mount_args(&[
-            "secretfs", "mount", "secret/", "/mnt", "--addr", "http://a:1,http://b:2",
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "--addr",
+            "http://a:1,http://b:2",
         ]);
         assert_eq!(m.vault.addr, want);
         let m = mount_args(&[
-            "secretfs", "mount", "secret/", "/mnt", "-o",
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "-o",
             "ttl=5s,addr=http://a:1,http://b:2,allow_other",
         ]);
         assert_eq!(m.vault.addr, want);

@@ -211,9 +211,10 @@ impl Cluster {
     fn wait_voters(&self) {
         let mut last = Value::Null;
         let all = poll(STEP, || {
-            let (status, resp) = self.nodes[0]
-                .bao
-                .api("GET", "sys/storage/raft/configuration", None);
+            let (status, resp) =
+                self.nodes[0]
+                    .bao
+                    .api("GET", "sys/storage/raft/configuration", None);
             last = resp;
             let servers = last["data"]["config"]["servers"].as_array()?;
             (status == 200
@@ -273,12 +274,8 @@ impl Cluster {
 
     /// Waits (bounded) until a node is active, and returns it.
     pub fn wait_active(&self, within: Duration) -> usize {
-        poll(within, || self.active()).unwrap_or_else(|| {
-            panic!(
-                "no active node within {within:?}:\n{}",
-                self.logs()
-            )
-        })
+        poll(within, || self.active())
+            .unwrap_or_else(|| panic!("no active node within {within:?}:\n{}", self.logs()))
     }
 
     /// A standby (unsealed, not active) node, if any.
@@ -297,9 +294,7 @@ impl Cluster {
         self.spawn(i);
         self.wait_for(i, "back", |r| r != Role::Down);
         self.unseal(i);
-        self.wait_for(i, "unsealed", |r| {
-            matches!(r, Role::Active | Role::Standby)
-        });
+        self.wait_for(i, "unsealed", |r| matches!(r, Role::Active | Role::Standby));
     }
 
     /// Every node's log, for panics.
@@ -319,29 +314,5 @@ impl Cluster {
     /// Where node `i` keeps its files.
     pub fn dir(&self, i: usize) -> &Path {
         self.nodes[i].bao.dir.path()
-    }
-}
-
-/// What a KV v2 secret holds on node `i`, read with the root token: its
-/// data and version, `None` if missing; `Err` when the node did not answer.
-pub fn kv2_get_on(bao: &Bao, mount: &str, path: &str) -> Result<Option<(Value, u64)>, String> {
-    let url = format!("{}/v1/{mount}/data/{path}", bao.addr);
-    let req = ureq::http::Request::builder()
-        .method("GET")
-        .uri(&url)
-        .header("X-Vault-Token", "root")
-        .body(String::new())
-        .expect("request");
-    let mut resp = bao.agent.run(req).map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    match status {
-        404 => Ok(None),
-        200 => {
-            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            let version = v["data"]["metadata"]["version"].as_u64().unwrap_or(0);
-            Ok(Some((v["data"]["data"].clone(), version)))
-        }
-        s => Err(format!("GET {url}: {s} {text}")),
     }
 }

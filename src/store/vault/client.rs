@@ -89,6 +89,7 @@ impl Client {
         };
         let end = Instant::now() + budget;
         let mut queue: VecDeque<usize> = self.nodes.order().collect();
+        let first = queue[0];
         let mut uncertain = false;
         let mut waits = 0u32;
         // Why the last attempt failed, when it did not answer.
@@ -120,7 +121,7 @@ impl Client {
             };
             let e = match outcome {
                 Some(Ok(v)) => {
-                    self.nodes.answered(node);
+                    self.nodes.answered(first, node);
                     return done(Ok(Some(v)), uncertain);
                 }
                 None => {
@@ -133,7 +134,7 @@ impl Client {
                 Some(Err(e)) => e,
             };
             if status(&e) == Some(404) {
-                self.nodes.answered(node);
+                self.nodes.answered(first, node);
                 return done(Ok(None), uncertain);
             }
             let failure = match classify(&e) {
@@ -144,7 +145,7 @@ impl Client {
             };
             match failure {
                 Failure::Answer => {
-                    self.nodes.answered(node);
+                    self.nodes.answered(first, node);
                     return done(Err(to_error(&e)), uncertain);
                 }
                 Failure::Node { sent } => {
@@ -161,7 +162,9 @@ impl Client {
                     waits += 1;
                     waiting_for_leader = true;
                     std::thread::sleep(pause);
-                    queue.push_front(node);
+                    // Another node may know the leader already (a node
+                    // just unsealed does not for a few seconds).
+                    queue.push_back(node);
                 }
             }
         }
@@ -235,7 +238,9 @@ impl Client {
                 None => {
                     let token = self.credentials.token();
                     let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
-                        .map_err(|e| tracing::error!(error = %e, "cannot build a thread's Vault client"))
+                        .map_err(
+                            |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
+                        )
                         .ok()?;
                     let c = Arc::new(c);
                     local.clients[node] = Some(c.clone());

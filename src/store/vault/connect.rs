@@ -51,7 +51,11 @@ impl VaultSettings {
             .filter(|a| !a.is_empty())
             .collect();
         Ok(VaultSettings {
-            addrs: if addrs.is_empty() { vec![String::new()] } else { addrs },
+            addrs: if addrs.is_empty() {
+                vec![String::new()]
+            } else {
+                addrs
+            },
             login: login_from(args).map_err(StartError::Options)?,
             ca_cert: args.ca_cert.clone(),
             client_cert: args.client_cert.clone().zip(args.client_key.clone()),
@@ -141,7 +145,7 @@ impl VaultStore {
             // One sentence per node; one node's is the sentence of old.
             return Err(StartError::Store(unreachable.join("; ")));
         };
-        nodes.answered(node);
+        nodes.prefer(node);
         let client_settings = nodes.settings(node).clone();
         let client =
             auth::client_for(&client_settings, token.expose_secret()).map_err(StartError::Store)?;
@@ -212,6 +216,9 @@ impl VaultStore {
                 lease,
             ));
         }
+        if nodes.len() > 1 {
+            rt.spawn(super::nodes::prefer_first(Arc::downgrade(&nodes)));
+        }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
             .as_str()
@@ -253,14 +260,16 @@ fn first_contact(
         .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
         Ok(lease) => Ok((token, lease)),
-        Err(ClientError::APIError { code: 403, .. }) => Err(NodeStart::Refused(StartError::Store(format!(
-            "Vault at {addr} refused the token (403): {}",
-            match &settings.login {
-                Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
-                    "check the role's token policies",
-                _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
-            }
-        )))),
+        Err(ClientError::APIError { code: 403, .. }) => {
+            Err(NodeStart::Refused(StartError::Store(format!(
+                "Vault at {addr} refused the token (403): {}",
+                match &settings.login {
+                    Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
+                        "check the role's token policies",
+                    _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
+                }
+            ))))
+        }
         Err(e) if is_not_tls(&e) => Err(NodeStart::Refused(StartError::Store(format!(
             "the server at {addr} did not answer TLS; is it {}?",
             addr.replacen("https://", "http://", 1)

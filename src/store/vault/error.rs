@@ -155,7 +155,11 @@ mod tests {
             500,
             &["1 error occurred:\n\t* put failed due to value being too large; got 2000000 bytes, max 1048576 bytes\n\n"],
         );
-        assert!(matches!(to_error(&big), Error::TooBig(1048576)), "{:?}", to_error(&big));
+        assert!(
+            matches!(to_error(&big), Error::TooBig(1048576)),
+            "{:?}",
+            to_error(&big)
+        );
         let other = to_error(&api(500, &["internal error"]));
         assert!(matches!(other, Error::Protocol(_)), "{other:?}");
         assert!(!other.to_string().contains("unavailable"));

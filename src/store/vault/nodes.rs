@@ -61,15 +61,31 @@ impl Nodes {
         &self.settings[self.in_use()]
     }
 
-    /// Node `i` answered: it is the one in use from now on.
-    pub fn answered(&self, i: usize) {
-        let before = self.in_use.swap(i, Ordering::Relaxed);
-        if before != i {
+    /// Node `i` answered a request that started when `first` was in use:
+    /// `i` is in use from now on, unless another request moved on since
+    /// (a request that started before a move must not undo it).
+    pub fn answered(&self, first: usize, i: usize) {
+        if i == first {
+            return;
+        }
+        if self
+            .in_use
+            .compare_exchange(first, i, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             tracing::warn!(
                 node = %self.addr(i),
-                was = %self.addr(before),
+                was = %self.addr(first),
                 "store: now using another node of the cluster"
             );
+        }
+    }
+
+    /// Puts node `i` in use (the first node, back in service).
+    pub fn prefer(&self, i: usize) {
+        let before = self.in_use.swap(i, Ordering::Relaxed);
+        if before != i {
+            tracing::info!(node = %self.addr(i), was = %self.addr(before), "store: the first node given serves again: back to it");
         }
     }
 
@@ -78,6 +94,48 @@ impl Nodes {
     pub fn order(&self) -> impl Iterator<Item = usize> + '_ {
         let first = self.in_use();
         std::iter::once(first).chain((0..self.len()).filter(move |&i| i != first))
+    }
+}
+
+/// How often the nodes before the one in use are asked whether they are
+/// back, and how many answers in a row bring one back into use: a node
+/// just unsealed answers reads at once but cannot take writes for some
+/// seconds (measured: about 9).
+const PREFER_EVERY: Duration = Duration::from_secs(5);
+const PREFER_AFTER: u32 = 3;
+
+/// Prefers the first node given: while another is in use, asks those
+/// before it every [`PREFER_EVERY`] whether they serve (active or standby,
+/// unsealed) and brings back the first that did [`PREFER_AFTER`] times in a
+/// row. Ends when the store is gone.
+pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
+    let mut healthy = Vec::<u32>::new();
+    loop {
+        tokio::time::sleep(PREFER_EVERY).await;
+        let Some(nodes) = nodes.upgrade() else { return };
+        healthy.resize(nodes.len(), 0);
+        let in_use = nodes.in_use();
+        for i in 0..in_use {
+            let serves = match super::auth::client_for(nodes.settings(i), "") {
+                Ok(c) => {
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(2), vaultrs::sys::health(&c))
+                            .await;
+                    match answer {
+                        Ok(Ok(_)) => true,
+                        // A standby (429; 473 a performance standby).
+                        Ok(Err(e)) => matches!(status(&e), Some(429 | 473)),
+                        Err(_) => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            healthy[i] = if serves { healthy[i] + 1 } else { 0 };
+        }
+        if let Some(first) = (0..in_use).find(|&i| healthy[i] >= PREFER_AFTER) {
+            nodes.prefer(first);
+            healthy.iter_mut().for_each(|h| *h = 0);
+        }
     }
 }
 
@@ -254,8 +312,11 @@ mod tests {
         };
         let nodes = Nodes::new(vec![s("http://a:1"), s("http://b:2"), s("http://c:3")]);
         assert_eq!(nodes.order().collect::<Vec<_>>(), vec![0, 1, 2]);
-        nodes.answered(2);
+        nodes.answered(0, 2);
         assert_eq!(nodes.order().collect::<Vec<_>>(), vec![2, 0, 1]);
+        // A request that started on node 0 before the move does not undo it.
+        nodes.answered(0, 1);
+        assert_eq!(nodes.in_use(), 2);
         assert_eq!(nodes.addr(2), "http://c:3");
     }
 }
