@@ -81,6 +81,26 @@ impl Nodes {
         }
     }
 
+    /// Node `i` is behind what the store is known to hold (a node that came
+    /// back while the cluster had no leader can stay behind for long):
+    /// the next node is in use from now on, unless another request moved
+    /// on since.
+    pub fn behind(&self, i: usize) {
+        let next = (i + 1) % self.len();
+        if next != i
+            && self
+                .in_use
+                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                node = %self.addr(next),
+                was = %self.addr(i),
+                "store: the node in use is behind what we wrote: using another"
+            );
+        }
+    }
+
     /// Puts node `i` in use (the first node, back in service).
     pub fn prefer(&self, i: usize) {
         let before = self.in_use.swap(i, Ordering::Relaxed);
