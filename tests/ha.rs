@@ -384,10 +384,12 @@ fn killing_the_node_in_use_under_load_loses_nothing() {
         slowest(true) < bound && slowest(false) < bound,
         "a read took longer than the deadline ({timeout:?}) allows"
     );
-    // A failed write that landed must be one whose outcome was unknown
-    // (it reached a node that then died): rare, and never silent success.
+    // A failed write that landed must be one whose outcome the daemon
+    // logged as unknown (an attempt reached a node that then died).
+    let unknown = log.matches("write outcome unknown").count();
+    eprintln!("writes whose outcome was unknown: {unknown}");
     assert!(
-        failed_landed.len() <= kills.len() * WRITERS,
-        "failed writes that landed: {failed_landed:?}"
+        failed_landed.len() <= unknown,
+        "failed writes that landed: {failed_landed:?}, but only {unknown} outcomes logged unknown"
     );
 }

@@ -88,7 +88,7 @@ impl Client {
             };
         };
         let end = Instant::now() + budget;
-        let mut queue: VecDeque<usize> = self.nodes.order().collect();
+        let mut queue: VecDeque<usize> = self.nodes.order().into();
         let first = queue[0];
         let mut uncertain = false;
         let mut waits = 0u32;
@@ -128,6 +128,7 @@ impl Client {
                     tracing::debug!(node = %self.nodes.addr(node), timeout = ?slice, "store node did not answer in time");
                     uncertain = true;
                     waiting_for_leader = false;
+                    self.nodes.avoid(node);
                     last = Some(Error::Timeout(self.timeout));
                     continue;
                 }
@@ -152,6 +153,7 @@ impl Client {
                     tracing::debug!(node = %self.nodes.addr(node), error = %describe(&e), "store node failed the request");
                     uncertain |= sent;
                     waiting_for_leader = false;
+                    self.nodes.avoid(node);
                     last = Some(Error::Unavailable(describe(&e)));
                 }
                 Failure::NoLeader | Failure::Unreachable => {

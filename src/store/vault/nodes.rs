@@ -11,8 +11,8 @@
 //! redirect to the dead leader, "local node not active"): those are asked
 //! again, with backoff and jitter, within the operation's deadline.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use vaultrs::client::VaultClientSettings;
 use vaultrs::error::ClientError;
@@ -23,15 +23,25 @@ use super::error::status;
 pub struct Nodes {
     settings: Vec<VaultClientSettings>,
     in_use: AtomicUsize,
+    /// Per node, until when (ms since `epoch`) it is tried after the
+    /// others: it failed to take a request, or is behind what the store
+    /// acknowledged.
+    avoid_until: Vec<AtomicU64>,
+    epoch: Instant,
 }
+
+/// How long a node that failed or was found behind is tried after the others.
+const AVOID_FOR: Duration = Duration::from_secs(5);
 
 impl Nodes {
     /// The nodes, each with its settings; the first is in use.
     pub fn new(settings: Vec<VaultClientSettings>) -> Self {
         assert!(!settings.is_empty(), "no Vault address");
         Nodes {
+            avoid_until: settings.iter().map(|_| AtomicU64::new(0)).collect(),
             settings,
             in_use: AtomicUsize::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -81,17 +91,33 @@ impl Nodes {
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn avoided(&self, i: usize) -> bool {
+        self.avoid_until[i].load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// Node `i` failed to take a request: tried after the others for a while.
+    pub fn avoid(&self, i: usize) {
+        let until = self.now_ms() + AVOID_FOR.as_millis() as u64;
+        self.avoid_until[i].store(until, Ordering::Relaxed);
+    }
+
     /// Node `i` is behind what the store is known to hold (a node that came
-    /// back while the cluster had no leader can stay behind for long):
-    /// the next node is in use from now on, unless another request moved
-    /// on since.
+    /// back while the cluster had no leader can stay behind for long): it
+    /// is tried after the others for a while, and the first of those is in
+    /// use from now on, unless another request moved on since.
     pub fn behind(&self, i: usize) {
-        let next = (i + 1) % self.len();
-        if next != i
-            && self
-                .in_use
-                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.avoid(i);
+        let Some(next) = (0..self.len()).find(|&j| j != i && !self.avoided(j)) else {
+            return;
+        };
+        if self
+            .in_use
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
         {
             tracing::warn!(
                 node = %self.addr(next),
@@ -110,10 +136,14 @@ impl Nodes {
     }
 
     /// The nodes in the order to try them: the one in use first, then the
-    /// others in the order given.
-    pub fn order(&self) -> impl Iterator<Item = usize> + '_ {
+    /// others in the order given; nodes that failed or were found behind
+    /// lately come last.
+    pub fn order(&self) -> Vec<usize> {
         let first = self.in_use();
-        std::iter::once(first).chain((0..self.len()).filter(move |&i| i != first))
+        let rest = (0..self.len()).filter(|&i| i != first);
+        let mut order: Vec<usize> = std::iter::once(first).chain(rest).collect();
+        order.sort_by_key(|&i| self.avoided(i));
+        order
     }
 }
 
@@ -331,12 +361,19 @@ mod tests {
                 .unwrap()
         };
         let nodes = Nodes::new(vec![s("http://a:1"), s("http://b:2"), s("http://c:3")]);
-        assert_eq!(nodes.order().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(nodes.order(), vec![0, 1, 2]);
         nodes.answered(0, 2);
-        assert_eq!(nodes.order().collect::<Vec<_>>(), vec![2, 0, 1]);
+        assert_eq!(nodes.order(), vec![2, 0, 1]);
         // A request that started on node 0 before the move does not undo it.
         nodes.answered(0, 1);
         assert_eq!(nodes.in_use(), 2);
         assert_eq!(nodes.addr(2), "http://c:3");
+        // A node behind what we wrote is tried last, and left.
+        nodes.behind(2);
+        assert_eq!(nodes.in_use(), 0);
+        assert_eq!(nodes.order(), vec![0, 1, 2]);
+        nodes.behind(0);
+        assert_eq!(nodes.in_use(), 1);
+        assert_eq!(nodes.order(), vec![1, 0, 2]);
     }
 }
