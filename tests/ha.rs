@@ -99,6 +99,46 @@ fn a_value_over_the_storage_limit_is_too_big_not_an_outage() {
     write_and_close(&m.at("s/k"), b"small").expect("a small write");
 }
 
+#[test]
+fn a_hung_node_in_use_hands_reads_to_the_next_within_the_deadline() {
+    let cluster = Cluster::start();
+    for i in 0..20 {
+        cluster.node(0).kv2_put(
+            "secret",
+            &format!("app/s{i}"),
+            json!({"v": format!("x{i}")}),
+        );
+    }
+    let m = Mount::builder(cluster.node(0), "secret/app")
+        .addr(&cluster.addrs().join(","))
+        .args(&["--timeout", "3s"])
+        .start();
+    eventually(
+        "the standbys have the secrets",
+        Duration::from_secs(10),
+        || {
+            (1..3)
+                .all(|n| cluster.node(n).kv2_get("secret", "app/s19").is_some())
+                .then_some(())
+        },
+    );
+    assert_eq!(std::fs::read(m.at("s0/v")).unwrap(), b"x0");
+    // Frozen: it keeps its port and never answers (a hung server).
+    cluster.node(0).pause();
+    let mut slowest = Duration::ZERO;
+    for i in 1..20 {
+        let t = Instant::now();
+        let v = read_within(&m.at(&format!("s{i}/v")), Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("cold read s{i} with node0 hung: {e}\n{}", m.log()));
+        assert_eq!(v, format!("x{i}").as_bytes());
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!("slowest cold read with the node in use hung: {slowest:?}");
+    assert!(slowest < Duration::from_secs(3) + Duration::from_secs(2));
+    assert_ne!(node_in_use(&m), cluster.addrs()[0]);
+    cluster.node(0).resume();
+}
+
 /// One write of the load test.
 struct Write {
     /// The secret and key it created.

@@ -357,7 +357,7 @@ impl SecretStore for VaultStore {
                     data.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 let map = &map;
                 self.client.call(|c| async move {
-                    vaultrs::kv1::set(&*c, mount, path.as_str(), &map).await
+                    vaultrs::kv1::set(&*c, mount, path.as_str(), map).await
                 })?;
                 Ok(None)
             }

@@ -165,7 +165,7 @@ pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
         let Some(nodes) = nodes.upgrade() else { return };
         healthy.resize(nodes.len(), 0);
         let in_use = nodes.in_use();
-        for i in 0..in_use {
+        for (i, count) in healthy.iter_mut().enumerate().take(in_use) {
             let serves = match super::auth::client_for(nodes.settings(i), "") {
                 Ok(c) => {
                     let answer =
@@ -180,7 +180,7 @@ pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
                 }
                 Err(_) => false,
             };
-            healthy[i] = if serves { healthy[i] + 1 } else { 0 };
+            *count = if serves { *count + 1 } else { 0 };
         }
         if let Some(first) = (0..in_use).find(|&i| healthy[i] >= PREFER_AFTER) {
             nodes.prefer(first);
