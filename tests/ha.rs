@@ -70,6 +70,27 @@ fn a_mount_on_a_standby_updates_two_keys_in_a_row_without_eagain() {
 }
 
 #[test]
+fn a_mount_starts_on_the_first_node_that_answers() {
+    let cluster = Cluster::start_n(1);
+    cluster
+        .node(0)
+        .kv2_put("secret", "app/s", json!({"k": "v"}));
+    let dead = support::dead_addr();
+    let addrs = format!("{dead},{}", cluster.addrs()[0]);
+    let m = Mount::builder(cluster.node(0), "secret/app")
+        .addr(&addrs)
+        .addr_from_env()
+        .start();
+    assert_eq!(std::fs::read(m.at("s/k")).unwrap(), b"v");
+    assert_eq!(node_in_use(&m), cluster.addrs()[0]);
+    let (status, err) = Mount::builder(cluster.node(0), "secret/app")
+        .addr(&format!("{dead},{}", support::dead_addr()))
+        .fail();
+    assert!(!status.success());
+    assert!(err.contains("cannot reach Vault at"), "{err}");
+}
+
+#[test]
 fn a_value_over_the_storage_limit_is_too_big_not_an_outage() {
     let cluster = Cluster::start_n(1);
     cluster

@@ -142,7 +142,8 @@ impl VaultStore {
             }
         }
         let Some((node, (token, lease))) = found else {
-            // One sentence per node; one node's is the sentence of old.
+            // One sentence per node (the same one once).
+            unreachable.dedup();
             return Err(StartError::Store(unreachable.join("; ")));
         };
         nodes.prefer(node);
@@ -253,9 +254,11 @@ fn first_contact(
     };
     let login_client =
         auth::client_for(node, "").map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
+    // A failed login says no more than a sentence: another node may do
+    // better (the caller tries it, and reports this when none is left).
     let token = with_deadline(rt, settings.timeout, settings.login.obtain(&login_client))
         .ok_or_else(no_answer)?
-        .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
+        .map_err(NodeStart::Unreachable)?;
     let client = auth::client_for(node, token.expose_secret())
         .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
