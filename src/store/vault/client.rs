@@ -92,17 +92,16 @@ impl Client {
         let first = queue[0];
         let mut uncertain = false;
         let mut waits = 0u32;
-        // Why the last attempt failed, when it did not answer.
-        let mut last: Option<Error> = None;
         let mut waiting_for_leader = false;
+        // The nodes that failed to take the request, and why the last one
+        // that refused it (rather than hung) did.
+        let mut failed = vec![false; self.nodes.len()];
+        let mut refused: Option<String> = None;
         let done = |result, uncertain| Called { result, uncertain };
         loop {
             let remaining = end.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            let Some(node) = queue.pop_front().filter(|_| !remaining.is_zero()) else {
                 break;
-            }
-            let Some(node) = queue.pop_front() else {
-                return done(Err(self.none_answered(last, budget)), uncertain);
             };
             // An equal share of what is left for each node still to try.
             let slice = remaining / (queue.len() as u32 + 1);
@@ -119,48 +118,52 @@ impl Client {
                     uncertain,
                 );
             };
-            let e = match outcome {
+            let (failure, e) = match outcome {
                 Some(Ok(v)) => {
                     self.nodes.answered(first, node);
                     return done(Ok(Some(v)), uncertain);
                 }
-                None => {
-                    tracing::debug!(node = %self.nodes.addr(node), timeout = ?slice, "store node did not answer in time");
-                    uncertain = true;
-                    waiting_for_leader = false;
-                    self.nodes.avoid(node);
-                    last = Some(Error::Timeout(self.timeout));
-                    continue;
+                None => (Failure::Hung, None),
+                Some(Err(e)) if status(&e) == Some(404) => {
+                    self.nodes.answered(first, node);
+                    return done(Ok(None), uncertain);
                 }
-                Some(Err(e)) => e,
+                Some(Err(e)) => match classify(&e) {
+                    // Refused: by the node, or by where it redirected us?
+                    Failure::Unreachable if self.alive(node, end) => (Failure::NoLeader, Some(e)),
+                    Failure::Unreachable => (Failure::Node { sent: false }, Some(e)),
+                    other => (other, Some(e)),
+                },
             };
-            if status(&e) == Some(404) {
-                self.nodes.answered(first, node);
-                return done(Ok(None), uncertain);
-            }
-            let failure = match classify(&e) {
-                // Refused: by the node, or by where it redirected us?
-                Failure::Unreachable if self.alive(node, end) => Failure::NoLeader,
-                Failure::Unreachable => Failure::Node { sent: false },
-                other => other,
-            };
-            match failure {
-                Failure::Answer => {
+            let why = e
+                .as_ref()
+                .map(describe)
+                .unwrap_or_else(|| format!("no answer within {slice:?}"));
+            match (failure, e) {
+                (Failure::Answer, Some(e)) => {
                     self.nodes.answered(first, node);
                     return done(Err(to_error(&e)), uncertain);
                 }
-                Failure::Node { sent } => {
-                    tracing::debug!(node = %self.nodes.addr(node), error = %describe(&e), "store node failed the request");
+                (Failure::Hung | Failure::Answer, _) => {
+                    tracing::debug!(node = %self.nodes.addr(node), error = %why, "store node did not answer in time");
+                    uncertain = true;
+                    waiting_for_leader = false;
+                    failed[node] = true;
+                    self.nodes.avoid(node);
+                }
+                (Failure::Node { sent }, _) => {
+                    tracing::debug!(node = %self.nodes.addr(node), error = %why, "store node failed the request");
                     uncertain |= sent;
                     waiting_for_leader = false;
+                    failed[node] = true;
                     self.nodes.avoid(node);
-                    last = Some(Error::Unavailable(describe(&e)));
+                    refused = Some(why);
                 }
-                Failure::NoLeader | Failure::Unreachable => {
+                (Failure::NoLeader | Failure::Unreachable, _) => {
                     // The node answers (reads meanwhile), the cluster has
                     // no leader yet: ask it again a little later.
                     let pause = backoff(waits).min(end.saturating_duration_since(Instant::now()));
-                    tracing::debug!(node = %self.nodes.addr(node), error = %describe(&e), wait = ?pause, "no active node in the cluster: asking again");
+                    tracing::debug!(node = %self.nodes.addr(node), error = %why, wait = ?pause, "no active node in the cluster: asking again");
                     waits += 1;
                     waiting_for_leader = true;
                     std::thread::sleep(pause);
@@ -170,33 +173,28 @@ impl Client {
                 }
             }
         }
-        // Out of time.
-        let e = if waiting_for_leader || budget < self.timeout {
-            // Cut short by the operation's deadline, or spent waiting for
-            // a leader: says nothing of whether the store answers.
-            Error::OutOfTime(self.timeout)
-        } else {
-            match last {
-                Some(Error::Unavailable(why)) => Error::Unavailable(why),
-                _ => Error::Timeout(self.timeout),
+        let all_failed = failed.iter().all(|f| *f) && !waiting_for_leader;
+        let e = match refused {
+            // No node took it, one at least refused: unreachable, however
+            // little time the operation had left.
+            Some(why) if all_failed => {
+                if self.nodes.len() > 1 {
+                    Error::Unavailable(format!(
+                        "none of the {} nodes answered (last: {why})",
+                        self.nodes.len()
+                    ))
+                } else {
+                    Error::Unavailable(why)
+                }
             }
+            // Every node hung through (nearly) the whole timeout: the
+            // store hangs. A request cut short by its operation's
+            // deadline, or one spent waiting for a leader, says nothing
+            // of whether the store answers.
+            None if all_failed && budget >= self.timeout * 9 / 10 => Error::Timeout(self.timeout),
+            _ => Error::OutOfTime(self.timeout),
         };
         done(Err(e), uncertain)
-    }
-
-    /// The error when every node failed to take the request: unavailable
-    /// when one refused it, else a timeout (which says the store hangs only
-    /// when the request had the whole timeout).
-    fn none_answered(&self, last: Option<Error>, budget: Duration) -> Error {
-        match last {
-            Some(Error::Unavailable(why)) if self.nodes.len() > 1 => Error::Unavailable(format!(
-                "none of the {} nodes answered (last: {why})",
-                self.nodes.len()
-            )),
-            Some(Error::Unavailable(why)) => Error::Unavailable(why),
-            _ if budget < self.timeout => Error::OutOfTime(self.timeout),
-            _ => Error::Timeout(self.timeout),
-        }
     }
 
     /// Whether `node` answers at all (its health, any status), asked

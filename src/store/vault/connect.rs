@@ -136,7 +136,10 @@ impl VaultStore {
                 }
                 Err(NodeStart::Refused(e)) => return Err(e),
                 Err(NodeStart::Unreachable(why)) => {
-                    tracing::warn!(node = %nodes.addr(i), error = %why, "store node does not answer");
+                    // The last node's failure is the error itself.
+                    if i + 1 < nodes.len() {
+                        tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
+                    }
                     unreachable.push(why);
                 }
             }

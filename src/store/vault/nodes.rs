@@ -198,6 +198,9 @@ pub enum Failure {
     /// two, only asking the node tells: the transport error names the URL
     /// first asked either way. Nothing was sent.
     Unreachable,
+    /// The node did not answer in time (the client's own timeout): the
+    /// request may have reached it.
+    Hung,
     /// The node did not take part: the next node may answer. `sent` when
     /// the request may have reached the node before it failed (a write
     /// may then have landed).
@@ -217,6 +220,9 @@ pub fn classify(e: &ClientError) -> Failure {
     if let Some(transport) = reqwest_error(e) {
         if transport.is_connect() {
             return Failure::Unreachable;
+        }
+        if transport.is_timeout() {
+            return Failure::Hung;
         }
         return Failure::Node { sent: true };
     }
