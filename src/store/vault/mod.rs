@@ -7,9 +7,14 @@
 //! Read-your-writes on a cluster: a standby answers reads from its own
 //! copy, a little behind the active node. The store remembers, per secret,
 //! the least KV v2 version the store is known to hold (the one we wrote,
-//! or one past the version a check-and-set write was refused at) and a
-//! read that comes back older is asked again for a moment, so that the
-//! re-read after a conflict sees what the conflict was about.
+//! or one past the version a check-and-set write was refused at). A read
+//! that comes back older is asked again (on the next node once this one
+//! has been behind for longer than a standby lags) until the operation's
+//! deadline, then fails rather than answer older than what the store
+//! acknowledged; one that finds no secret at all is taken as deleted after
+//! a moment. So the re-read after a conflict sees what the conflict was
+//! about. (OpenBao's `X-Vault-Index` header would do this for any request,
+//! but vaultrs does not give response headers back.)
 
 pub mod auth;
 mod client;
