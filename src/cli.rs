@@ -145,9 +145,17 @@ pub struct MountArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Vault connection")]
 pub struct VaultArgs {
-    /// Vault / OpenBao address.
-    #[arg(long, env = "VAULT_ADDR", default_value = "https://127.0.0.1:8200")]
-    pub addr: String,
+    /// Vault / OpenBao address. For an HA cluster, give every node (the
+    /// flag repeated, or comma-separated, also in VAULT_ADDR and -o addr=):
+    /// the first that answers is used, and another when it stops answering.
+    #[arg(
+        long,
+        env = "VAULT_ADDR",
+        default_value = "https://127.0.0.1:8200",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub addr: Vec<String>,
 
     /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
     /// ~/.vault-token (a file is re-read when it changes, so a rotated token
@@ -435,7 +443,17 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Vec<OsString> {
             out.push(arg);
             continue;
         };
+        // Whether the option pushed last was `addr=`: the URLs after it
+        // (`-o addr=http://a:8200,http://b:8200`) are more of its nodes.
+        let mut in_addr = false;
         for opt in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if in_addr && !opt.contains('=') && opt.contains("://") {
+                if let Some(last) = out.last_mut() {
+                    last.push(format!(",{opt}"));
+                }
+                continue;
+            }
+            in_addr = opt.starts_with("addr=");
             if ignored(opt) {
                 continue;
             }
@@ -880,6 +898,41 @@ mod tests {
             ]
         );
         assert_eq!(m.files.allow_file, [PathBuf::from("/etc/rules")]);
+    }
+
+    #[test]
+    fn several_addresses_come_from_flags_commas_or_mount_options() {
+        let want = vec!["http://a:1".to_string(), "http://b:2".to_string()];
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "--addr",
+            "http://a:1",
+            "--addr",
+            "http://b:2",
+        ]);
+        assert_eq!(m.vault.addr, want);
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "--addr",
+            "http://a:1,http://b:2",
+        ]);
+        assert_eq!(m.vault.addr, want);
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/",
+            "/mnt",
+            "-o",
+            "ttl=5s,addr=http://a:1,http://b:2,allow_other",
+        ]);
+        assert_eq!(m.vault.addr, want);
+        assert!(m.files.allow_other);
     }
 
     #[test]

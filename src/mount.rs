@@ -153,8 +153,15 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
             name,
             help,
             value: i64::try_from(value).unwrap_or(i64::MAX),
+            label: None,
         };
-        vec![
+        let node = core.store_node().map(|node| metrics::Level {
+            name: "store_node_info",
+            help: "The server (node of a cluster) requests go to now",
+            value: 1,
+            label: Some(("node", node)),
+        });
+        let mut levels = vec![
             level("open_handles", "Open file handles", stats.handles),
             level("inodes", "Inodes the kernel may hold", stats.inodes),
             level("cached_secrets", "Secrets in the cache", stats.secrets),
@@ -168,7 +175,9 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
                 "1 while the store answers, 0 while it is taken to be down",
                 usize::from(!stats.store_down),
             ),
-        ]
+        ];
+        levels.extend(node);
+        levels
     });
     server.start(metrics::enable(levels)).map_err(failed)
 }

@@ -1,6 +1,7 @@
 //! The test fixtures themselves (tests/support): the OpenBao dev server
 //! round-trips KV v1 and KV v2 data, including on mounts enabled by the
-//! test.
+//! test; a one-node Raft server (`Cluster::start_n(1)`) keeps its data
+//! across a restart.
 //!
 //! Fixtures are the shared ones in tests/support (one OpenBao dev server
 //! per test: it starts in about a second, tests may stop it, and a server
@@ -34,4 +35,23 @@ fn bao_fixture_starts_and_round_trips_kv1_and_kv2() {
             Some(json!({"k": mount}))
         );
     }
+}
+
+#[test]
+fn a_one_node_raft_server_keeps_its_data_across_a_restart() {
+    let mut server = support::Cluster::start_n(1);
+    server
+        .node(0)
+        .kv2_put("secret", "fixture/kept", json!({"k": "v"}));
+    server.kill(0);
+    assert_eq!(server.role(0), support::Role::Down);
+    server.restart(0);
+    server.wait_active(std::time::Duration::from_secs(30));
+    assert_eq!(
+        server
+            .node(0)
+            .kv2_get("secret", "fixture/kept")
+            .map(|(d, _)| d),
+        Some(json!({"k": "v"}))
+    );
 }

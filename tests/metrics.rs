@@ -90,6 +90,8 @@ fn a_scrape_shows_what_the_mount_did() {
         "{samples:?}"
     );
     assert_eq!(value(&samples, "secretfs_store_up"), 1.0, "{samples:?}");
+    let node = format!("secretfs_store_node_info{{node=\"{}\"}}", bao.addr());
+    assert_eq!(value(&samples, &node), 1.0, "{node} in {samples:?}");
     // Read-only mounts open without the daemon; a handle shows only on a
     // writable mount, so this one counts none (and says so).
     assert!(samples.iter().any(|(n, _)| n == "secretfs_open_handles"));

@@ -361,6 +361,7 @@ impl SecretFs {
             "mounted": true,
             "store_reachable": health.is_ok(),
             "store_error": health.as_ref().err().map(|e| e.to_string()),
+            "store_node": self.source.node(),
             "token_ttl_seconds": health.ok().and_then(|h| h.credential_ttl).map(|d| d.as_secs()),
             "last_error": last_error,
             "cached_listings": stats.listings,
@@ -373,6 +374,11 @@ impl SecretFs {
             "mounted_at_unix": secs(self.source.started()),
             "pid": std::process::id(),
         })
+    }
+
+    /// The server (node of a cluster) store requests go to now.
+    pub fn store_node(&self) -> Option<String> {
+        self.source.node()
     }
 
     /// Number of inodes and cache entries held, for status and tests.

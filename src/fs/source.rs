@@ -225,6 +225,11 @@ impl Source {
         self.noted(answer)
     }
 
+    /// The server (node of a cluster) the store's requests go to now.
+    pub fn node(&self) -> Option<String> {
+        self.store.node()
+    }
+
     /// Whether the store is known not to answer (a probe is checking).
     pub fn is_down(&self) -> bool {
         self.reach.down.load(Ordering::SeqCst)

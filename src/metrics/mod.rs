@@ -43,6 +43,8 @@ pub struct Level {
     pub help: &'static str,
     /// Its value.
     pub value: i64,
+    /// One label, for an information metric (`node="…"`), if any.
+    pub label: Option<(&'static str, String)>,
 }
 
 /// Where scrape-time levels come from (the mounted core).
@@ -60,9 +62,15 @@ impl Collector for LevelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         for level in (self.0)() {
             let gauge = ConstGauge::new(level.value);
-            let metric =
+            let mut metric =
                 encoder.encode_descriptor(level.name, level.help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
+            match &level.label {
+                Some((key, value)) => {
+                    let labels = [(*key, value.as_str())];
+                    gauge.encode(metric.encode_family(&labels)?)?;
+                }
+                None => gauge.encode(metric)?,
+            }
         }
         Ok(())
     }
@@ -225,11 +233,20 @@ mod tests {
     #[test]
     fn families_encode_with_their_labels_and_levels() {
         let m = Metrics::new(Box::new(|| {
-            vec![Level {
-                name: "open_handles",
-                help: "Open file handles",
-                value: 3,
-            }]
+            vec![
+                Level {
+                    name: "open_handles",
+                    help: "Open file handles",
+                    value: 3,
+                    label: None,
+                },
+                Level {
+                    name: "store_node_info",
+                    help: "The node requests go to",
+                    value: 1,
+                    label: Some(("node", "http://10.0.0.2:8200".into())),
+                },
+            ]
         }));
         m.store_requests
             .get_or_create(&[("op", "read"), ("outcome", "ok")])
@@ -249,6 +266,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("secretfs_open_handles 3"), "{text}");
+        assert!(
+            text.contains("secretfs_store_node_info{node=\"http://10.0.0.2:8200\"} 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -136,6 +136,9 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
     fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
         self.inner.permissions(path)
     }
+    fn node(&self) -> Option<String> {
+        self.inner.node()
+    }
 }
 
 #[cfg(test)]

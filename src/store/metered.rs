@@ -58,6 +58,9 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
         timed("permissions", || self.inner.permissions(path))
     }
+    fn node(&self) -> Option<String> {
+        self.inner.node()
+    }
     fn health(&self) -> Result<Health> {
         let health = timed("health", || self.inner.health());
         if let Ok(h) = &health {

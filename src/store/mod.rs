@@ -39,7 +39,7 @@ pub fn connect(
     let store = vault::VaultStore::connect(&settings, source, rt)?;
     let resolved = store.source().clone();
     tracing::info!(
-        addr = %settings.addr,
+        addr = %settings.addr_list(),
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
@@ -450,6 +450,12 @@ pub trait SecretStore: Send + Sync + 'static {
     /// a wrapper that forgot to pass it on would silently turn the
     /// refusals at `open()` off.
     fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>>;
+
+    /// The server (node of a cluster) requests go to now, for a store
+    /// that has one.
+    fn node(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared store is a store.
@@ -479,6 +485,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
         (**self).permissions(path)
+    }
+    fn node(&self) -> Option<String> {
+        (**self).node()
     }
 }
 

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod cluster;
+#[allow(unused_imports)] // only the HA tests use it
+pub use cluster::{Cluster, Role};
+
 /// A throwaway OpenBao dev server on a free loopback port (in-memory storage).
 pub struct Bao {
     child: Option<Child>,

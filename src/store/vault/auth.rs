@@ -221,9 +221,12 @@ fn note_lease(lease: &Lease) {
 /// certificate, Kubernetes), else warns.
 /// A token file is also re-read every few seconds and a changed token put
 /// in use once the server accepts it.
+///
+/// Every renewal, login and check goes to the node in use at the time (the
+/// one requests fail over to when a node of a cluster stops answering).
 pub async fn keep_fresh(
     login: Login,
-    base: VaultClientSettings,
+    nodes: Arc<super::nodes::Nodes>,
     credentials: Arc<Credentials>,
     mut lease: Lease,
 ) {
@@ -258,7 +261,7 @@ pub async fn keep_fresh(
                             != Some(t.expose_secret()) =>
                 {
                     unreadable = false;
-                    match adopt(&base, &credentials, t.clone()).await {
+                    match adopt(nodes.settings_in_use(), &credentials, t.clone()).await {
                         Ok(l) => {
                             tracing::info!(file = %path.display(), ttl_seconds = l.ttl, "token file changed: new token in use");
                             lease = l;
@@ -297,7 +300,7 @@ pub async fn keep_fresh(
         let mut renewal_failed = false;
         if lease.renewable {
             let current = credentials.token();
-            let renewal = match client_for(&base, current.expose_secret()) {
+            let renewal = match client_for(nodes.settings_in_use(), current.expose_secret()) {
                 Ok(client) => vaultrs::token::renew_self(&client, None)
                     .await
                     .map_err(|e| describe(&e)),
@@ -327,7 +330,7 @@ pub async fn keep_fresh(
         }
 
         if login.can_refresh() {
-            match obtain_and_adopt(&login, &base, &credentials).await {
+            match obtain_and_adopt(&login, nodes.settings_in_use(), &credentials).await {
                 Ok(l) => {
                     tracing::info!(ttl_seconds = l.ttl, "new token obtained");
                     lease = l;

@@ -9,12 +9,13 @@ use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::runtime::Handle;
-use vaultrs::client::{Identity, VaultClientSettingsBuilder};
+use vaultrs::client::{Identity, VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::auth::{self, Credentials, Login};
 use super::client::{with_deadline, Client};
 use super::error::{describe, is_not_tls};
+use super::nodes::{classify, Failure, Nodes};
 use super::{KvVersion, ResolvedSource, VaultStore};
 use crate::cli::{AuthMethod, VaultArgs};
 use crate::start_error::StartError;
@@ -22,8 +23,9 @@ use crate::store::SecretPath;
 
 /// How to reach and authenticate to the server.
 pub struct VaultSettings {
-    /// Server address, e.g. `http://127.0.0.1:8200`.
-    pub addr: String,
+    /// Server addresses, e.g. `http://127.0.0.1:8200`: one, or every node
+    /// of an HA cluster (the first that answers is used).
+    pub addrs: Vec<String>,
     /// Where the token comes from (never logged).
     pub login: Login,
     /// PEM file of a private CA.
@@ -42,8 +44,18 @@ pub struct VaultSettings {
 impl VaultSettings {
     /// The settings the command line (or environment) gives.
     pub fn from_args(args: &VaultArgs) -> Result<VaultSettings, StartError> {
+        let addrs: Vec<String> = args
+            .addr
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
         Ok(VaultSettings {
-            addr: args.addr.clone(),
+            addrs: if addrs.is_empty() {
+                vec![String::new()]
+            } else {
+                addrs
+            },
             login: login_from(args).map_err(StartError::Options)?,
             ca_cert: args.ca_cert.clone(),
             client_cert: args.client_cert.clone().zip(args.client_key.clone()),
@@ -52,30 +64,25 @@ impl VaultSettings {
             timeout: args.timeout,
         })
     }
-}
 
-impl VaultStore {
-    /// Connects, checks the token and resolves `source` to a KV mount.
-    /// Errors are one human sentence, fit for stderr before mounting:
-    /// [`StartError::Options`] for settings that cannot work,
-    /// [`StartError::Store`] for what the server said (or did not).
-    pub fn connect(
-        settings: &VaultSettings,
-        source: &str,
-        rt: Handle,
-    ) -> std::result::Result<Self, StartError> {
+    /// The addresses as one string, for messages and logs.
+    pub fn addr_list(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// Client settings (without a token) for `addr`.
+    fn client_settings(&self, addr: &str) -> Result<VaultClientSettings, StartError> {
         // vaultrs panics on an address that is not a URL: check it first.
-        check_addr(&settings.addr).map_err(StartError::Options)?;
+        check_addr(addr).map_err(StartError::Options)?;
         let mut builder = VaultClientSettingsBuilder::default();
         builder
-            .address(settings.addr.as_str())
+            .address(addr.trim())
             .token("")
-            .verify(!settings.skip_verify)
-            .timeout(Some(settings.timeout))
-            .namespace(settings.namespace.clone())
+            .verify(!self.skip_verify)
+            .timeout(Some(self.timeout))
+            .namespace(self.namespace.clone())
             .ca_certs(
-                settings
-                    .ca_cert
+                self.ca_cert
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
@@ -83,60 +90,75 @@ impl VaultStore {
         // Explicitly, even when absent: vaultrs would otherwise read
         // VAULT_CLIENT_CERT itself and only log what goes wrong.
         builder.identity(
-            settings
-                .client_cert
+            self.client_cert
                 .as_ref()
                 .map(identity)
                 .transpose()
                 .map_err(StartError::Options)?,
         );
-        let client_settings = builder
+        builder
             .build()
-            .map_err(|e| StartError::Options(format!("invalid Vault settings: {e}")))?;
-        let login_client = auth::client_for(&client_settings, "").map_err(StartError::Store)?;
+            .map_err(|e| StartError::Options(format!("invalid Vault settings: {e}")))
+    }
+}
 
+/// Why a node could not be used at start: it did not answer (the next
+/// node may), or it answered no (final).
+enum NodeStart {
+    Unreachable(String),
+    Refused(StartError),
+}
+
+impl VaultStore {
+    /// Connects, checks the token and resolves `source` to a KV mount.
+    /// Errors are one human sentence, fit for stderr before mounting:
+    /// [`StartError::Options`] for settings that cannot work,
+    /// [`StartError::Store`] for what the server said (or did not).
+    /// With several addresses, the first node that answers is used.
+    pub fn connect(
+        settings: &VaultSettings,
+        source: &str,
+        rt: Handle,
+    ) -> std::result::Result<Self, StartError> {
+        let all: Vec<VaultClientSettings> = settings
+            .addrs
+            .iter()
+            .map(|a| settings.client_settings(a))
+            .collect::<Result<_, _>>()?;
+        let nodes = Arc::new(Nodes::new(all));
+        let mut unreachable = Vec::new();
+        let mut found = None;
+        for i in 0..nodes.len() {
+            match first_contact(settings, nodes.settings(i), &rt) {
+                Ok(got) => {
+                    found = Some((i, got));
+                    break;
+                }
+                Err(NodeStart::Refused(e)) => return Err(e),
+                Err(NodeStart::Unreachable(why)) => {
+                    // The last node's failure is the error itself.
+                    if i + 1 < nodes.len() {
+                        tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
+                    }
+                    unreachable.push(why);
+                }
+            }
+        }
+        let Some((node, (token, lease))) = found else {
+            // One sentence per node (the same one once).
+            unreachable.dedup();
+            return Err(StartError::Store(unreachable.join("; ")));
+        };
+        nodes.prefer(node);
+        let client_settings = nodes.settings(node).clone();
+        let client =
+            auth::client_for(&client_settings, token.expose_secret()).map_err(StartError::Store)?;
         let no_answer = || {
             StartError::Store(format!(
                 "Vault at {} did not answer within {}",
-                settings.addr,
+                client_settings.address,
                 humantime::format_duration(settings.timeout)
             ))
-        };
-
-        let token = with_deadline(&rt, settings.timeout, settings.login.obtain(&login_client))
-            .ok_or_else(no_answer)?
-            .map_err(StartError::Store)?;
-        let client =
-            auth::client_for(&client_settings, token.expose_secret()).map_err(StartError::Store)?;
-        let lease = match with_deadline(&rt, settings.timeout, auth::lease_of(&client))
-            .ok_or_else(no_answer)?
-        {
-            Ok(lease) => lease,
-            Err(ClientError::APIError { code: 403, .. }) => {
-                return Err(StartError::Store(format!(
-                    "Vault at {} refused the token (403): {}",
-                    settings.addr,
-                    match &settings.login {
-                        Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
-                            "check the role's token policies",
-                        _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
-                    }
-                )))
-            }
-            Err(e) if is_not_tls(&e) => {
-                return Err(StartError::Store(format!(
-                    "the server at {} did not answer TLS; is it {}?",
-                    settings.addr,
-                    settings.addr.replacen("https://", "http://", 1)
-                )))
-            }
-            Err(e) => {
-                return Err(StartError::Store(format!(
-                    "cannot reach Vault at {}: {}",
-                    settings.addr,
-                    describe(&e)
-                )))
-            }
         };
 
         let wanted = SecretPath::parse(source);
@@ -193,10 +215,13 @@ impl VaultStore {
         if needs_care {
             rt.spawn(auth::keep_fresh(
                 settings.login.clone(),
-                client_settings.clone(),
+                nodes.clone(),
                 credentials.clone(),
                 lease,
             ));
+        }
+        if nodes.len() > 1 {
+            rt.spawn(super::nodes::prefer_first(Arc::downgrade(&nodes)));
         }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
@@ -205,13 +230,66 @@ impl VaultStore {
             .map(SecretPath::parse)
             .unwrap_or_else(SecretPath::root);
         Ok(VaultStore {
-            client: Client::new(client_settings, credentials, settings.timeout),
+            client: Client::new(nodes, credentials, settings.timeout),
             source: ResolvedSource {
                 mount: mount.as_str().to_string(),
                 folder,
                 version,
             },
+            known: Default::default(),
         })
+    }
+}
+
+/// Obtains the token through `node` and checks it there: the token and
+/// its lease, or why the node cannot be used.
+fn first_contact(
+    settings: &VaultSettings,
+    node: &VaultClientSettings,
+    rt: &Handle,
+) -> Result<(SecretString, auth::Lease), NodeStart> {
+    let addr = node.address.as_str().trim_end_matches('/').to_string();
+    let no_answer = || {
+        NodeStart::Unreachable(format!(
+            "Vault at {addr} did not answer within {}",
+            humantime::format_duration(settings.timeout)
+        ))
+    };
+    let login_client =
+        auth::client_for(node, "").map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
+    // A failed login says no more than a sentence: another node may do
+    // better (the caller tries it, and reports this when none is left).
+    let token = with_deadline(rt, settings.timeout, settings.login.obtain(&login_client))
+        .ok_or_else(no_answer)?
+        .map_err(NodeStart::Unreachable)?;
+    let client = auth::client_for(node, token.expose_secret())
+        .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
+    match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
+        Ok(lease) => Ok((token, lease)),
+        Err(ClientError::APIError { code: 403, .. }) => {
+            Err(NodeStart::Refused(StartError::Store(format!(
+                "Vault at {addr} refused the token (403): {}",
+                match &settings.login {
+                    Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
+                        "check the role's token policies",
+                    _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
+                }
+            ))))
+        }
+        Err(e) if is_not_tls(&e) => Err(NodeStart::Refused(StartError::Store(format!(
+            "the server at {addr} did not answer TLS; is it {}?",
+            addr.replacen("https://", "http://", 1)
+        )))),
+        Err(e) if matches!(classify(&e), Failure::Answer) => {
+            Err(NodeStart::Refused(StartError::Store(format!(
+                "Vault at {addr} refused the token check: {}",
+                describe(&e)
+            ))))
+        }
+        Err(e) => Err(NodeStart::Unreachable(format!(
+            "cannot reach Vault at {addr}: {}",
+            describe(&e)
+        ))),
     }
 }
 

@@ -83,6 +83,22 @@ pub fn is_cas_conflict(e: &ClientError) -> bool {
     }
 }
 
+/// The storage's limit when a write was refused for its size: Raft storage
+/// answers 500 "put failed due to value being too large; got N bytes, max
+/// M bytes" (the only way to tell it from other 500s is its text).
+fn too_large(e: &ClientError) -> Option<u64> {
+    let ClientError::APIError { errors, .. } = e else {
+        return None;
+    };
+    let msg = errors.iter().find(|m| m.contains("too large"))?;
+    let limit = msg
+        .split("max ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    Some(limit.unwrap_or(1024 * 1024))
+}
+
 /// The error of a failed request.
 pub fn to_error(e: &ClientError) -> Error {
     if is_cas_conflict(e) {
@@ -91,6 +107,13 @@ pub fn to_error(e: &ClientError) -> Error {
     match status(e) {
         Some(403) => Error::PermissionDenied(describe(e)),
         Some(400) => Error::Invalid(describe(e)),
+        Some(500) => match too_large(e) {
+            Some(limit) => Error::TooBig(limit),
+            // The server answered, and failed the request: not an outage
+            // (a node that cannot answer is another node's turn, see
+            // `nodes`), and asking again would fail again.
+            None => Error::Protocol(format!("the server failed the request: {}", describe(e))),
+        },
         Some(_) => Error::Unavailable(describe(e)),
         None if matches!(e, ClientError::RestClientError { .. }) => Error::Unavailable(describe(e)),
         None => Error::Protocol(describe(e)),
@@ -124,5 +147,21 @@ mod tests {
             Error::PermissionDenied(_)
         ));
         assert!(matches!(to_error(&api(503, &[])), Error::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_500_is_no_outage_and_an_entry_over_the_limit_is_too_big() {
+        let big = api(
+            500,
+            &["1 error occurred:\n\t* put failed due to value being too large; got 2000000 bytes, max 1048576 bytes\n\n"],
+        );
+        assert!(
+            matches!(to_error(&big), Error::TooBig(1048576)),
+            "{:?}",
+            to_error(&big)
+        );
+        let other = to_error(&api(500, &["internal error"]));
+        assert!(matches!(other, Error::Protocol(_)), "{other:?}");
+        assert!(!other.to_string().contains("unavailable"));
     }
 }

@@ -1,14 +1,30 @@
 //! The Vault / OpenBao implementation of [`SecretStore`], over `vaultrs`:
 //! KV v1 and v2 operations here; connecting (`connect`), requests under a
-//! deadline (`client`), tokens and logins (`auth`) and the mapping of
-//! Vault's answers to errors (`error`) in modules of their own.
+//! deadline (`client`), the nodes of a cluster and failing over between
+//! them (`nodes`), tokens and logins (`auth`) and the mapping of Vault's
+//! answers to errors (`error`) in modules of their own.
+//!
+//! Read-your-writes on a cluster: a standby answers reads from its own
+//! copy, a little behind the active node. The store remembers, per secret,
+//! the least KV v2 version the store is known to hold (the one we wrote,
+//! or one past the version a check-and-set write was refused at). A read
+//! that comes back older is asked again (on the next node once this one
+//! has been behind for longer than a standby lags) until the operation's
+//! deadline, then fails rather than answer older than what the store
+//! acknowledged; one that finds no secret at all is taken as deleted after
+//! a moment. So the re-read after a conflict sees what the conflict was
+//! about. (OpenBao's `X-Vault-Index` header would do this for any request,
+//! but vaultrs does not give response headers back.)
 
 pub mod auth;
 mod client;
 mod connect;
 pub mod error;
+mod nodes;
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 
@@ -41,16 +57,47 @@ pub struct ResolvedSource {
     pub version: KvVersion,
 }
 
-/// A KV mount on a Vault or OpenBao server.
+/// A KV mount on a Vault or OpenBao server (or cluster).
 pub struct VaultStore {
     client: Client,
     source: ResolvedSource,
+    /// Per secret, the least version the store is known to hold.
+    known: Mutex<HashMap<SecretPath, u64>>,
 }
+
+/// How long a read that finds no secret waits for a standby to catch up
+/// with a version the store is known to hold (measured lag: 77 ms median,
+/// 113 ms at most) before taking it as deleted since. An older version is
+/// waited out for the whole deadline: a cluster without a leader keeps
+/// every standby behind what the dead leader acknowledged.
+const CATCH_UP: Duration = Duration::from_millis(1500);
+
+/// How long a node may stay behind a version we know of before reads go
+/// to another node (a standby's lag was 113 ms at most).
+const BEHIND: Duration = Duration::from_millis(300);
+
+/// How many secrets' known versions are remembered at most (a cluster
+/// catches up in well under a second: the map is cleared when full).
+const KNOWN_MAX: usize = 4096;
 
 impl VaultStore {
     /// The mount, folder and KV version the SOURCE resolved to.
     pub fn source(&self) -> &ResolvedSource {
         &self.source
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<SecretPath, u64>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the store holds at least `version` of `path`.
+    fn holds(&self, path: &SecretPath, version: u64) {
+        let mut known = self.known();
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        let v = known.entry(path.clone()).or_insert(0);
+        *v = (*v).max(version);
     }
 }
 
@@ -83,8 +130,8 @@ impl VaultStore {
     /// A KV v2 write of `data` with check-and-set `cas` (0: no version yet).
     fn kv2_write(&self, path: &SecretPath, data: &SecretData, cas: Option<u32>) -> Result<u64> {
         let mount = self.source.mount.as_str();
-        let meta = match cas {
-            Some(cas) => self.client.call(|c| async move {
+        let called = match cas {
+            Some(cas) => self.client.call_tracked(|c| async move {
                 vaultrs::kv2::set_with_options(
                     &*c,
                     mount,
@@ -93,13 +140,49 @@ impl VaultStore {
                     SetSecretRequestOptions { cas },
                 )
                 .await
-            })?,
-            None => self.client.call(|c| async move {
+            }),
+            None => self.client.call_tracked(|c| async move {
                 vaultrs::kv2::set(&*c, mount, path.as_str(), data).await
-            })?,
+            }),
         };
-        meta.map(|m| m.version)
-            .ok_or_else(|| Error::Protocol("a write answered 404".into()))
+        match (called.result, cas) {
+            (Ok(meta), _) => {
+                let version = meta
+                    .map(|m| m.version)
+                    .ok_or_else(|| Error::Protocol("a write answered 404".into()))?;
+                self.holds(path, version);
+                Ok(version)
+            }
+            (Err(Error::CasConflict), Some(cas)) => {
+                // The store holds a version past `cas`: perhaps ours, from
+                // an attempt that reached a node that then failed.
+                self.holds(path, u64::from(cas) + 1);
+                if called.uncertain {
+                    if let Some(version) = self.landed(path, data, cas)? {
+                        tracing::info!(path = %path, version, "a write retried on another node had landed");
+                        return Ok(version);
+                    }
+                }
+                Err(Error::CasConflict)
+            }
+            (Err(e), _) => {
+                if called.uncertain {
+                    // Reported as a failure, yet it may have landed.
+                    tracing::warn!(path = %path, error = %e, "write outcome unknown: an attempt reached a node that then failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the version after `cas` of `path` holds `data`: the write
+    /// that a failed attempt made (`Some(version)`).
+    fn landed(&self, path: &SecretPath, data: &SecretData, cas: u32) -> Result<Option<u64>> {
+        let Some(latest) = self.read(path)? else {
+            return Ok(None);
+        };
+        let version = latest.revision.as_ref().map(version_of).transpose()?;
+        Ok((version == Some(cas + 1) && latest.keys == *data).then_some(u64::from(cas) + 1))
     }
 
     /// The version a write "if absent" must name: KV v2 keeps counting the
@@ -121,6 +204,29 @@ impl VaultStore {
         u32::try_from(meta.current_version)
             .map(Some)
             .map_err(|_| Error::Protocol("version out of range".into()))
+    }
+}
+
+impl VaultStore {
+    /// One KV v2 read: the latest version, `None` when missing or deleted.
+    fn kv2_read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        let mount = self.source.mount.as_str();
+        let Some(resp) = self.client.call(|c| async move {
+            let request = ReadSecretRequest {
+                mount: mount.to_string(),
+                path: path.as_str().to_string(),
+                version: None,
+            };
+            vaultrs::api::exec_with_result(&*c, request).await
+        })?
+        else {
+            return Ok(None);
+        };
+        if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
+            return Ok(None);
+        }
+        let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
+        secret_from(&resp.data, Some(revision(resp.metadata.version)), modified).map(Some)
     }
 }
 
@@ -160,22 +266,57 @@ impl SecretStore for VaultStore {
         let mount = self.source.mount.as_str();
         match self.source.version {
             KvVersion::V2 => {
-                let request = ReadSecretRequest::builder()
-                    .mount(mount)
-                    .path(path.as_str())
-                    .build()
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                let Some(resp) = self
-                    .client
-                    .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })?
-                else {
-                    return Ok(None);
-                };
-                if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
-                    return Ok(None);
+                let wanted = self.known().get(path).copied();
+                let started = Instant::now();
+                let mut pause = Duration::from_millis(10);
+                let mut node = self.client.nodes.in_use();
+                let mut on_node = Instant::now();
+                loop {
+                    let secret = self.kv2_read(path)?;
+                    let Some(wanted) = wanted else {
+                        return Ok(secret);
+                    };
+                    let version = secret
+                        .as_ref()
+                        .and_then(|s| s.revision.as_ref())
+                        .map(version_of)
+                        .transpose()?
+                        .map(u64::from);
+                    let caught_up = version.is_some_and(|v| v >= wanted);
+                    let room = crate::store::deadline::left(self.client.timeout)
+                        .is_some_and(|l| l > pause * 2);
+                    let waited = started.elapsed();
+                    // Missing for longer than a standby lags: deleted since
+                    // (by someone else), and the store's answer stands.
+                    let gone = version.is_none() && waited >= CATCH_UP;
+                    if caught_up || gone {
+                        let mut known = self.known();
+                        if known.get(path).is_some_and(|&k| k <= wanted) {
+                            known.remove(path);
+                        }
+                        return Ok(secret);
+                    }
+                    if !room || waited >= self.client.timeout {
+                        // Older than what the store acknowledged: every node
+                        // is behind (the cluster has had no leader since).
+                        // Not an answer to give, nor an outage; the next read
+                        // takes what the store says.
+                        self.known().remove(path);
+                        tracing::warn!(path = %path, wanted, ?version, "every node answers an older version than the store acknowledged");
+                        return Err(Error::OutOfTime(self.client.timeout));
+                    }
+                    tracing::debug!(path = %path, wanted, ?version, "the node is behind a version we know of: reading again");
+                    // Longer behind than a standby's lag: ask another node.
+                    if on_node.elapsed() >= BEHIND && self.client.nodes.in_use() == node {
+                        self.client.nodes.behind(node);
+                    }
+                    if self.client.nodes.in_use() != node {
+                        node = self.client.nodes.in_use();
+                        on_node = Instant::now();
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
-                secret_from(&resp.data, Some(revision(resp.metadata.version)), modified).map(Some)
             }
             KvVersion::V1 => {
                 match self.client.call(|c| async move {
@@ -219,8 +360,9 @@ impl SecretStore for VaultStore {
             KvVersion::V1 => {
                 let map: std::collections::HashMap<&str, &super::SecretValue> =
                     data.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let map = &map;
                 self.client.call(|c| async move {
-                    vaultrs::kv1::set(&*c, mount, path.as_str(), &map).await
+                    vaultrs::kv1::set(&*c, mount, path.as_str(), map).await
                 })?;
                 Ok(None)
             }
@@ -228,6 +370,7 @@ impl SecretStore for VaultStore {
     }
 
     fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.known().remove(path);
         let mount = self.source.mount.as_str();
         match self.source.version {
             KvVersion::V2 => self.client.call(|c| async move {
@@ -264,10 +407,10 @@ impl SecretStore for VaultStore {
         let request = CapabilitiesSelf {
             paths: vec![asked.clone()],
         };
-        let answer = match self
-            .client
-            .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })
-        {
+        let answer = match self.client.call(|c| {
+            let request = request.clone();
+            async move { vaultrs::api::exec_with_result(&*c, request).await }
+        }) {
             Ok(Some(answer)) => answer,
             Ok(None) | Err(Error::PermissionDenied(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -282,6 +425,11 @@ impl SecretStore for VaultStore {
             let names: Vec<&str> = caps.iter().filter_map(|c| c.as_str()).collect();
             permissions_from(&names)
         }))
+    }
+
+    fn node(&self) -> Option<String> {
+        let nodes = &self.client.nodes;
+        Some(nodes.addr(nodes.in_use()))
     }
 }
 
@@ -303,6 +451,7 @@ fn secret_from(
 
 /// `POST sys/capabilities-self {"paths": [...]}`: what the token may do on
 /// each path (`["read", "update"]`, `["root"]`, `["deny"]`).
+#[derive(Clone)]
 struct CapabilitiesSelf {
     paths: Vec<String>,
 }
