@@ -36,9 +36,29 @@ pub fn connect(
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
     let settings = vault::VaultSettings::from_args(args)?;
     let store = vault::VaultStore::connect(&settings, source, rt)?;
+    Ok(connected(store, &settings.addr))
+}
+
+/// Reaches the stores of several SOURCEs (in order) with one login, as
+/// [`connect`] does for one: what `secretfs exec` starts from.
+pub fn connect_each(
+    sources: &[String],
+    args: &crate::cli::VaultArgs,
+    rt: tokio::runtime::Handle,
+) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
+    let settings = vault::VaultSettings::from_args(args)?;
+    let session = vault::Session::open(&settings, rt)?;
+    sources
+        .iter()
+        .map(|source| Ok(connected(session.resolve(source)?, &settings.addr)))
+        .collect()
+}
+
+/// A resolved store as the core uses it.
+fn connected(store: vault::VaultStore, addr: &str) -> Connected {
     let resolved = store.source().clone();
     tracing::info!(
-        addr = %settings.addr,
+        addr = %addr,
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
@@ -50,10 +70,10 @@ pub fn connect(
     } else {
         std::sync::Arc::new(store)
     };
-    Ok(Connected {
+    Connected {
         store,
         root: resolved.folder,
-    })
+    }
 }
 
 /// A path inside a KV mount, without leading or trailing slashes.

@@ -64,6 +64,25 @@ impl VaultStore {
         source: &str,
         rt: Handle,
     ) -> std::result::Result<Self, StartError> {
+        Session::open(settings, rt)?.resolve(source)
+    }
+}
+
+/// A logged-in connection to one server: the token (kept fresh in the
+/// background), from which stores for any number of SOURCEs are made
+/// without logging in again (`secretfs exec` reads several).
+pub struct Session {
+    client_settings: vaultrs::client::VaultClientSettings,
+    credentials: Arc<Credentials>,
+    addr: String,
+    timeout: Duration,
+    rt: Handle,
+}
+
+impl Session {
+    /// Builds the client, obtains the token and checks it. Errors as for
+    /// [`VaultStore::connect`].
+    pub fn open(settings: &VaultSettings, rt: Handle) -> std::result::Result<Self, StartError> {
         // vaultrs panics on an address that is not a URL: check it first.
         check_addr(&settings.addr).map_err(StartError::Options)?;
         let mut builder = VaultClientSettingsBuilder::default();
@@ -139,6 +158,39 @@ impl VaultStore {
             }
         };
 
+        let credentials = Arc::new(Credentials::new(token));
+        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
+        if needs_care {
+            rt.spawn(auth::keep_fresh(
+                settings.login.clone(),
+                client_settings.clone(),
+                credentials.clone(),
+                lease,
+            ));
+        }
+        Ok(Session {
+            client_settings,
+            credentials,
+            addr: settings.addr.clone(),
+            timeout: settings.timeout,
+            rt,
+        })
+    }
+
+    /// The store of the KV mount that holds `source`, scoped to it.
+    pub fn resolve(&self, source: &str) -> std::result::Result<VaultStore, StartError> {
+        let no_answer = || {
+            StartError::Store(format!(
+                "Vault at {} did not answer within {}",
+                self.addr,
+                humantime::format_duration(self.timeout)
+            ))
+        };
+        let client = auth::client_for(
+            &self.client_settings,
+            self.credentials.token().expose_secret(),
+        )
+        .map_err(StartError::Store)?;
         let wanted = SecretPath::parse(source);
         if wanted.is_root() {
             return Err(StartError::Options(
@@ -149,8 +201,8 @@ impl VaultStore {
             path: wanted.as_str().to_string(),
         };
         let ui = match with_deadline(
-            &rt,
-            settings.timeout,
+            &self.rt,
+            self.timeout,
             vaultrs::api::exec_with_result(&client, request),
         )
         .ok_or_else(no_answer)?
@@ -188,16 +240,6 @@ impl VaultStore {
             Some("2") => KvVersion::V2,
             _ => KvVersion::V1,
         };
-        let credentials = Arc::new(Credentials::new(token));
-        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
-        if needs_care {
-            rt.spawn(auth::keep_fresh(
-                settings.login.clone(),
-                client_settings.clone(),
-                credentials.clone(),
-                lease,
-            ));
-        }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
             .as_str()
@@ -205,7 +247,11 @@ impl VaultStore {
             .map(SecretPath::parse)
             .unwrap_or_else(SecretPath::root);
         Ok(VaultStore {
-            client: Client::new(client_settings, credentials, settings.timeout),
+            client: Client::new(
+                self.client_settings.clone(),
+                self.credentials.clone(),
+                self.timeout,
+            ),
             source: ResolvedSource {
                 mount: mount.as_str().to_string(),
                 folder,

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 
-pub use connect::VaultSettings;
+pub use connect::{Session, VaultSettings};
 
 use super::{
     Capabilities, Health, ListEntry, Listing, Precondition, Revision, Secret, SecretData,
