@@ -11,8 +11,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use secretfs::cli::{self, Command};
 
-fn init_logging(verbose: u8, log_file: Option<&Path>) {
+fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
     let ours = match verbose {
+        // `exec` shares stderr with the command: only what it does to it.
+        0 if quiet => "secretfs=warn,secretfs::exec=info",
         0 => "secretfs=info",
         1 => "secretfs=debug",
         _ => "secretfs=trace",
@@ -76,8 +78,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Exec(args) => {
+            init_logging(args.verbose, args.log_file.as_deref(), true);
+            ExitCode::from(secretfs::exec::run(args))
+        }
         Command::Mount(args) => {
-            init_logging(args.verbose, args.log_file.as_deref());
+            init_logging(args.verbose, args.log_file.as_deref(), false);
             match secretfs::mount::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
