@@ -161,11 +161,11 @@ impl Injected {
     /// The variables to set on the command, given which names the process
     /// environment already has (`present`): all of them when secrets win
     /// (`secrets_win`), else only those the process does not set.
-    pub fn to_set<'a>(
-        &'a self,
+    pub fn to_set(
+        &self,
         present: impl Fn(&str) -> bool,
         secrets_win: bool,
-    ) -> impl Iterator<Item = (&'a str, &'a OsStr)> {
+    ) -> impl Iterator<Item = (&str, &OsStr)> {
         use std::os::unix::ffi::OsStrExt;
         self.vars
             .iter()
