@@ -426,3 +426,83 @@ fn signals_secretfs_receives_reach_the_command() {
     assert_eq!(status.code(), Some(7), "{}", run.log());
     assert_eq!(run.lines(), ["ready", "usr1", "hup", "term"]);
 }
+
+#[test]
+fn a_ctrl_c_on_the_terminal_reaches_the_command_once() {
+    // The terminal sends SIGINT to its whole foreground process group:
+    // secretfs and the command both get it, and secretfs must not pass it
+    // on a second time. script(1) gives them a terminal of their own.
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let program = dir.path().join("count_sigint.py");
+    std::fs::write(
+        &program,
+        r#"import os, signal, time
+out = os.environ["OUT"]
+def note(line):
+    with open(out, "a") as f:
+        f.write(line + "\n")
+# One byte per delivery, written by the C-level handler: Python's own
+# handlers would run once for two signals that come close together.
+r, w = os.pipe()
+os.set_blocking(r, False)
+os.set_blocking(w, False)
+signal.set_wakeup_fd(w)
+signal.signal(signal.SIGINT, lambda *_: None)
+note("ready")
+deadline = time.time() + 60
+while time.time() < deadline and not os.path.exists(out + ".stop"):
+    time.sleep(0.05)
+    try:
+        for byte in os.read(r, 64):
+            if byte == signal.SIGINT:
+                note("int")
+    except BlockingIOError:
+        pass
+"#,
+    )
+    .unwrap();
+    let line = format!(
+        "exec '{}' exec secret/app -- python3 '{}'",
+        support::secretfs(),
+        program.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env("OUT", &out)
+        .env("SHELL", "/bin/sh")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = script.spawn().expect("script(1) (bsdutils)");
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    eventually("the command to start", WITHIN, || {
+        lines().contains(&"ready".to_string()).then_some(())
+    });
+    use std::io::Write;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").expect("Ctrl-C");
+    stdin.flush().ok();
+    eventually("SIGINT to reach the command", WITHIN, || {
+        lines().contains(&"int".to_string()).then_some(())
+    });
+    // A second SIGINT, passed on by secretfs, would come at once.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lines(), ["ready", "int"]);
+    std::fs::write(dir.path().join("out.stop"), b"").unwrap();
+    let status = eventually("script to end", WITHIN, || child.try_wait().ok().flatten());
+    drop(stdin);
+    assert!(status.success(), "{status}");
+}
