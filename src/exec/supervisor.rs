@@ -103,6 +103,89 @@ fn send(child: &Child, sig: libc::c_int) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// The command as it runs now.
+struct Running<'p> {
+    plan: &'p Plan,
+    /// The program's name, for the log.
+    name: String,
+    child: Child,
+    /// The newest environment: what a restart starts the command with.
+    env: Injected,
+    /// A restart in progress: the command was asked to stop and is started
+    /// again once it has.
+    restarting: bool,
+    /// When to SIGKILL a command asked to stop that has not.
+    kill_at: Option<Instant>,
+}
+
+impl Running<'_> {
+    /// The watcher's news: the environment is now `newer`. An exit code
+    /// when the command turns out to have exited on its own already.
+    fn changed(&mut self, newer: Injected) -> Option<u8> {
+        self.env = newer;
+        let (name, pid) = (&self.name, self.child.id());
+        match self.plan.on_change {
+            OnChange::Restart if !self.restarting => {
+                // A command that already exited on its own is not started
+                // again, whatever changed meanwhile.
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Some(exit_code(status));
+                }
+                tracing::info!(command = %name, pid, signal = %self.plan.stop_signal, "restarting with the new environment");
+                send(&self.child, self.plan.stop_signal.0);
+                self.restarting = true;
+                self.kill_at = Some(Instant::now() + self.plan.stop_timeout);
+            }
+            // The restart under way starts it with the newest environment.
+            OnChange::Restart => {}
+            OnChange::Signal(sig) => {
+                tracing::info!(command = %name, pid, signal = %sig, "sending the signal --on-change names");
+                send(&self.child, sig.0);
+            }
+            OnChange::Ignore => {
+                tracing::info!(command = %name, "--on-change ignore: the command keeps its environment");
+            }
+        }
+        None
+    }
+
+    /// Signal `sig` reached secretfs (`from_kernel`: a terminal sent it to
+    /// the whole process group, the command included).
+    fn signalled(&mut self, sig: libc::c_int, from_kernel: bool) {
+        if !from_kernel {
+            tracing::debug!(signal = %Signal(sig), pid = self.child.id(), "passing the signal on");
+            send(&self.child, sig);
+        }
+        if ENDING.contains(&sig) && self.restarting {
+            tracing::info!(signal = %Signal(sig), "restart called off: told to stop");
+            self.restarting = false;
+        }
+    }
+
+    /// SIGKILL for a command past its --stop-timeout.
+    fn enforce_stop_timeout(&mut self) {
+        if self.kill_at.is_some_and(|at| Instant::now() >= at) {
+            tracing::warn!(command = %self.name, pid = self.child.id(), timeout = %humantime::format_duration(self.plan.stop_timeout), "still running after --stop-timeout: SIGKILL");
+            send(&self.child, libc::SIGKILL);
+            self.kill_at = None;
+        }
+    }
+
+    /// After the command exited with `status`: started again (`Ok(None)`)
+    /// when a restart was under way, else secretfs's exit code.
+    fn exited(&mut self, status: ExitStatus) -> Result<Option<u8>, SpawnFailed> {
+        self.kill_at = None;
+        if !self.restarting {
+            tracing::debug!(command = %self.name, status = %status, "exited");
+            return Ok(Some(exit_code(status)));
+        }
+        self.restarting = false;
+        self.child = spawn(self.plan, &self.env)?;
+        tracing::info!(command = %self.name, pid = self.child.id(), "started again");
+        Ok(None)
+    }
+}
+
 /// Runs the command until it exits on its own (or after a signal passed
 /// on); returns the exit code secretfs gives.
 pub fn supervise(
@@ -116,80 +199,43 @@ pub fn supervise(
         .first()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut env = first;
-    let mut child = spawn(plan, &env)?;
+    let child = spawn(plan, &first)?;
     tracing::debug!(command = %name, pid = child.id(), "started");
-    // A restart in progress: the command was asked to stop and is started
-    // again once it has; SIGKILL at `kill_at`.
-    let mut restarting = false;
-    let mut kill_at: Option<Instant> = None;
+    let mut run = Running {
+        plan,
+        name,
+        child,
+        env: first,
+        restarting: false,
+        kill_at: None,
+    };
     loop {
-        let wait = kill_at.map_or(BACKSTOP, |at| {
+        let wait = run.kill_at.map_or(BACKSTOP, |at| {
             at.saturating_duration_since(Instant::now()).min(BACKSTOP)
         });
         for byte in pipe.wait(wait) {
             if byte == CHANGED {
-                let Some(newer) = mailbox.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-                    continue;
-                };
-                match plan.on_change {
-                    OnChange::Restart => {
-                        env = newer;
-                        if !restarting {
-                            tracing::info!(command = %name, pid = child.id(), signal = %plan.stop_signal, "restarting with the new environment");
-                            send(&child, plan.stop_signal.0);
-                            restarting = true;
-                            kill_at = Some(Instant::now() + plan.stop_timeout);
-                        }
-                    }
-                    OnChange::Signal(sig) => {
-                        tracing::info!(command = %name, pid = child.id(), signal = %sig, "sending the signal --on-change names");
-                        env = newer;
-                        send(&child, sig.0);
-                    }
-                    OnChange::Ignore => {
-                        env = newer;
-                        tracing::info!(command = %name, "--on-change ignore: the command keeps its environment");
-                    }
+                let newer = mailbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(code) = newer.and_then(|n| run.changed(n)) {
+                    return Ok(code);
                 }
                 continue;
             }
             let sig = libc::c_int::from(byte & !FROM_KERNEL);
-            if sig == libc::SIGCHLD {
-                continue;
-            }
-            if byte & FROM_KERNEL == 0 {
-                tracing::debug!(signal = %Signal(sig), pid = child.id(), "passing the signal on");
-                send(&child, sig);
-            }
-            if ENDING.contains(&sig) && restarting {
-                tracing::info!(signal = %Signal(sig), "restart called off: told to stop");
-                restarting = false;
+            if sig != libc::SIGCHLD {
+                run.signalled(sig, byte & FROM_KERNEL != 0);
             }
         }
-        if let Some(at) = kill_at {
-            if Instant::now() >= at {
-                tracing::warn!(command = %name, pid = child.id(), timeout = %humantime::format_duration(plan.stop_timeout), "still running after --stop-timeout: SIGKILL");
-                send(&child, libc::SIGKILL);
-                kill_at = None;
+        run.enforce_stop_timeout();
+        match run.child.try_wait() {
+            Ok(Some(status)) => {
+                if let Some(code) = run.exited(status)? {
+                    return Ok(code);
+                }
             }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot wait for the command"),
         }
-        let status = match child.try_wait() {
-            Ok(Some(status)) => status,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait for the command");
-                continue;
-            }
-        };
-        kill_at = None;
-        if !restarting {
-            tracing::debug!(command = %name, status = %status, "exited");
-            return Ok(exit_code(status));
-        }
-        restarting = false;
-        child = spawn(plan, &env)?;
-        tracing::info!(command = %name, pid = child.id(), "started again");
     }
 }
 
