@@ -506,3 +506,27 @@ while time.time() < deadline and not os.path.exists(out + ".stop"):
     drop(stdin);
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn while_vault_is_unreachable_the_command_keeps_running_and_changes_count_after() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "one"}));
+    let mut run = Running::start(
+        &bao,
+        &["--ttl", "1s", "--timeout", "1s", "secret/app"],
+        r#"printf '%s\n' "$K" >> "$OUT"; exec sleep 60"#,
+    );
+    run.wait_for_line("one");
+    bao.pause();
+    eventually(format!("a warning (log: {})", run.log()), WITHIN, || {
+        run.log().contains("cannot read the source again").then_some(())
+    });
+    assert_eq!(run.lines(), ["one"], "restarted during the outage");
+    assert!(run.child.try_wait().unwrap().is_none(), "secretfs exited");
+    bao.resume();
+    bao.kv2_put("secret", "app", json!({"K": "two"}));
+    run.wait_for_line("two");
+    assert_eq!(run.lines(), ["one", "two"]);
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGTERM));
+}
