@@ -5,6 +5,7 @@
 
 pub mod deadline;
 pub mod deleted;
+pub mod layered;
 pub mod memory;
 pub mod vault;
 
@@ -52,6 +53,35 @@ pub fn connect_each(
         .iter()
         .map(|source| Ok(connected(session.resolve(source)?, &settings.addr)))
         .collect()
+}
+
+/// Reaches SOURCE and the layers laid over it (bottom first) with one
+/// login, as one store ([`layered::Layered`]) rooted at the empty path.
+pub fn connect_layered(
+    source: &str,
+    layers: &[String],
+    args: &crate::cli::VaultArgs,
+    rt: tokio::runtime::Handle,
+) -> std::result::Result<Connected, crate::start_error::StartError> {
+    let names: Vec<String> = std::iter::once(source.to_string())
+        .chain(layers.iter().cloned())
+        .collect();
+    let connected = connect_each(&names, args, rt)?;
+    let layers = names
+        .into_iter()
+        .zip(connected)
+        .map(|(name, c)| layered::Layer {
+            name,
+            store: c.store,
+            root: c.root,
+        })
+        .collect();
+    let store = layered::Layered::new(layers)
+        .map_err(|e| crate::start_error::StartError::Options(e.to_string()))?;
+    Ok(Connected {
+        store: std::sync::Arc::new(store),
+        root: SecretPath::root(),
+    })
 }
 
 /// A resolved store as the core uses it.
@@ -432,6 +462,19 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Checks that the store answers and the credential is valid.
     fn health(&self) -> Result<Health>;
+
+    /// Where the value of `key` of the secret at `path` comes from, for a
+    /// store made of layers (the layer's SOURCE); `None` for any other.
+    fn origin(&self, _path: &SecretPath, _key: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether a write may leave the secret other than the data written
+    /// (layers: a key removed from the top one uncovers the value below),
+    /// so that what a write leaves must be read again.
+    fn rereads_after_write(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store.
@@ -458,6 +501,12 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn health(&self) -> Result<Health> {
         (**self).health()
+    }
+    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        (**self).origin(path, key)
+    }
+    fn rereads_after_write(&self) -> bool {
+        (**self).rereads_after_write()
     }
 }
 
