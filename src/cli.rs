@@ -117,6 +117,16 @@ pub struct MountArgs {
     /// Empty directory to mount on.
     pub mountpoint: PathBuf,
 
+    /// Lay SOURCE over SOURCE and the layers before it (repeatable;
+    /// -o layer=SOURCE), like overlayfs's lower directories: a secret shows
+    /// the keys of every layer, the top-most value winning, and
+    /// `getfattr -n user.secretfs.source FILE` names the layer a value
+    /// comes from. With --writable, writes go to the last layer: `rm` of a
+    /// key uncovers the value below, and of a key only a lower layer holds
+    /// fails with EPERM.
+    #[arg(long, value_name = "SOURCE", action = clap::ArgAction::Append)]
+    pub layer: Vec<String>,
+
     #[command(flatten)]
     pub vault: VaultArgs,
 
@@ -960,6 +970,29 @@ mod tests {
             "--",
             "env",
         ]);
+    }
+
+    #[test]
+    fn layers_are_given_in_order_as_flags_or_mount_options() {
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/shop",
+            "/mnt",
+            "--layer",
+            "secret/prod",
+            "-o",
+            "layer=secret/api,ttl=5s",
+        ]);
+        assert_eq!(m.layer, ["secret/prod", "secret/api"]);
+        let m = mount_args(&[
+            "secretfs",
+            "secret/shop",
+            "/mnt",
+            "-o",
+            "layer=a/b,layer=c/d",
+        ]);
+        assert_eq!(m.layer, ["a/b", "c/d"]);
     }
 
     #[test]

@@ -51,7 +51,16 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
+    let connected = if args.layer.is_empty() {
+        store::connect(&args.source, &args.vault, runtime.handle().clone())?
+    } else {
+        store::connect_layered(
+            &args.source,
+            &args.layer,
+            &args.vault,
+            runtime.handle().clone(),
+        )?
+    };
 
     let core = build_core(connected, &args);
     core.start_refresher();

@@ -519,7 +519,9 @@ fn while_vault_is_unreachable_the_command_keeps_running_and_changes_count_after(
     run.wait_for_line("one");
     bao.pause();
     eventually(format!("a warning (log: {})", run.log()), WITHIN, || {
-        run.log().contains("cannot read the source again").then_some(())
+        run.log()
+            .contains("cannot read the source again")
+            .then_some(())
     });
     assert_eq!(run.lines(), ["one"], "restarted during the outage");
     assert!(run.child.try_wait().unwrap().is_none(), "secretfs exited");
