@@ -338,11 +338,21 @@ fn a_changed_value_restarts_the_command_with_the_new_environment() {
         r#"printf '%s\n' "$DB_PASSWORD" >> "$OUT"; exec sleep 60"#,
     );
     run.wait_for_line("prod-pw");
-    bao.kv2_put(
-        "secret",
-        "shop/prod",
-        json!({"LOG_LEVEL": "warn", "DB_PASSWORD": "rotated-pw"}),
-    );
+    // Rotated the way an operator does it.
+    let put = Command::new("bao")
+        .args([
+            "kv",
+            "put",
+            "-mount=secret",
+            "shop/prod",
+            "LOG_LEVEL=warn",
+            "DB_PASSWORD=rotated-pw",
+        ])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .output()
+        .expect("bao kv put");
+    assert!(put.status.success(), "{put:?}");
     run.wait_for_line("rotated-pw");
     assert_eq!(run.lines(), ["prod-pw", "rotated-pw"]);
     // A change that a layer above overrides changes nothing the command
