@@ -542,3 +542,28 @@ fn while_vault_is_unreachable_the_command_keeps_running_and_changes_count_after(
     run.signal(libc::SIGTERM);
     assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGTERM));
 }
+
+#[test]
+fn as_a_containers_pid_1_it_reaps_what_the_command_leaves_behind() {
+    // In a PID namespace of its own (as in a container), secretfs is PID 1:
+    // a process the command starts and abandons becomes its child, and
+    // must not stay a zombie once it ends.
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(support::secretfs())
+        .args(["exec", "secret/app", "--", "sh", "-c"])
+        .arg(
+            // The inner sh exits at once: its `sleep` is orphaned, reparented
+            // to PID 1, and ends 0.2 s later.
+            r#"sh -c 'sleep 0.2 &'; sleep 2; ps -eo stat=,comm= | grep -c '^Z' || true"#,
+        )
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "0", "zombies left: {out:?}");
+}

@@ -94,21 +94,14 @@ fn spawn(plan: &Plan, env: &Injected) -> Result<Child, SpawnFailed> {
     })
 }
 
-fn send(child: &Child, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill on our own child's pid, which stays ours (a zombie at
-    // worst) until we reap it.
-    unsafe { libc::kill(pid, sig) };
-}
-
 /// The command as it runs now.
 struct Running<'p> {
     plan: &'p Plan,
     /// The program's name, for the log.
     name: String,
     child: Child,
+    /// How the command ended, once reaped.
+    ended: Option<ExitStatus>,
     /// The newest environment: what a restart starts the command with.
     env: Injected,
     /// A restart in progress: the command was asked to stop and is started
@@ -119,20 +112,54 @@ struct Running<'p> {
 }
 
 impl Running<'_> {
+    /// Sends `sig` to the command, unless it is reaped already (its pid
+    /// may then be another process's).
+    fn send(&self, sig: libc::c_int) {
+        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
+            return;
+        };
+        if self.ended.is_none() {
+            // SAFETY: kill on our own child's pid, which stays ours (a
+            // zombie at worst) until we reap it.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Reaps every child process that ended, noting the command's end.
+    /// Processes the command left behind are children of secretfs too
+    /// when it is a container's PID 1: reaped here, they do not pile up
+    /// as zombies (as with tini).
+    fn reap(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap_or(-1);
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a local status word; nothing else in
+            // secretfs starts processes (std's `Child` is never waited on).
+            let got = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if got <= 0 {
+                break;
+            }
+            if got == pid {
+                self.ended = Some(ExitStatus::from_raw(status));
+            }
+        }
+    }
+
     /// The watcher's news: the environment is now `newer`. An exit code
     /// when the command turns out to have exited on its own already.
     fn changed(&mut self, newer: Injected) -> Option<u8> {
         self.env = newer;
-        let (name, pid) = (&self.name, self.child.id());
+        let (name, pid) = (self.name.clone(), self.child.id());
         match self.plan.on_change {
             OnChange::Restart if !self.restarting => {
                 // A command that already exited on its own is not started
                 // again, whatever changed meanwhile.
-                if let Ok(Some(status)) = self.child.try_wait() {
+                self.reap();
+                if let Some(status) = self.ended {
                     return Some(exit_code(status));
                 }
                 tracing::info!(command = %name, pid, signal = %self.plan.stop_signal, "restarting with the new environment");
-                send(&self.child, self.plan.stop_signal.0);
+                self.send(self.plan.stop_signal.0);
                 self.restarting = true;
                 self.kill_at = Some(Instant::now() + self.plan.stop_timeout);
             }
@@ -140,7 +167,7 @@ impl Running<'_> {
             OnChange::Restart => {}
             OnChange::Signal(sig) => {
                 tracing::info!(command = %name, pid, signal = %sig, "sending the signal --on-change names");
-                send(&self.child, sig.0);
+                self.send(sig.0);
             }
             OnChange::Ignore => {
                 tracing::info!(command = %name, "--on-change ignore: the command keeps its environment");
@@ -154,7 +181,7 @@ impl Running<'_> {
     fn signalled(&mut self, sig: libc::c_int, from_kernel: bool) {
         if !from_kernel {
             tracing::debug!(signal = %Signal(sig), pid = self.child.id(), "passing the signal on");
-            send(&self.child, sig);
+            self.send(sig);
         }
         if ENDING.contains(&sig) && self.restarting {
             tracing::info!(signal = %Signal(sig), "restart called off: told to stop");
@@ -166,7 +193,7 @@ impl Running<'_> {
     fn enforce_stop_timeout(&mut self) {
         if self.kill_at.is_some_and(|at| Instant::now() >= at) {
             tracing::warn!(command = %self.name, pid = self.child.id(), timeout = %humantime::format_duration(self.plan.stop_timeout), "still running after --stop-timeout: SIGKILL");
-            send(&self.child, libc::SIGKILL);
+            self.send(libc::SIGKILL);
             self.kill_at = None;
         }
     }
@@ -205,6 +232,7 @@ pub fn supervise(
         plan,
         name,
         child,
+        ended: None,
         env: first,
         restarting: false,
         kill_at: None,
@@ -214,27 +242,23 @@ pub fn supervise(
             at.saturating_duration_since(Instant::now()).min(BACKSTOP)
         });
         for byte in pipe.wait(wait) {
-            if byte == CHANGED {
-                let newer = mailbox.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(code) = newer.and_then(|n| run.changed(n)) {
-                    return Ok(code);
-                }
-                continue;
-            }
             let sig = libc::c_int::from(byte & !FROM_KERNEL);
-            if sig != libc::SIGCHLD {
+            if byte != CHANGED && sig != libc::SIGCHLD {
                 run.signalled(sig, byte & FROM_KERNEL != 0);
             }
         }
+        // Looked at every round, not only when woken: a lost wake-up
+        // delays a change by the backstop at most.
+        let newer = mailbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(code) = newer.and_then(|n| run.changed(n)) {
+            return Ok(code);
+        }
         run.enforce_stop_timeout();
-        match run.child.try_wait() {
-            Ok(Some(status)) => {
-                if let Some(code) = run.exited(status)? {
-                    return Ok(code);
-                }
+        run.reap();
+        if let Some(status) = run.ended.take() {
+            if let Some(code) = run.exited(status)? {
+                return Ok(code);
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "cannot wait for the command"),
         }
     }
 }
