@@ -77,6 +77,33 @@ secretfs mount secret/team /mnt/team --writable    # changes go back to the stor
         dir: Option<std::path::PathBuf>,
     },
 
+    /// Run COMMAND with the keys of every SOURCE as environment variables,
+    /// and restart it (or signal it) when they change.
+    ///
+    /// Each SOURCE is a secret (its keys), or a folder (the keys of every
+    /// secret directly in it; a SOURCE ending in `/` is always taken as a
+    /// folder). SOURCEs are layered in order: a key of a later one wins
+    /// over the same key of an earlier one. Keys that cannot be variable
+    /// names (`db-password`, `1X`) are left out, each named once in a
+    /// warning. The process environment is passed on; the secrets win over
+    /// it unless --no-override.
+    ///
+    /// Every SOURCE is read before COMMAND starts: one that is missing or
+    /// refused stops secretfs with one line naming it, and exit code 125.
+    /// Then each is read again once per --ttl; when a value COMMAND was
+    /// given changes, --on-change says what happens. secretfs passes the
+    /// signals it receives (HUP, INT, QUIT, TERM, USR1, USR2, WINCH) on to
+    /// COMMAND and exits with its exit code (128+N when signal N ended it);
+    /// a command that exits on its own is not restarted.
+    #[command(after_help = "Examples:\n  \
+secretfs exec secret/shop secret/shop/prod secret/shop/prod/api -- ./api-server\n  \
+secretfs exec --prefix APP_ --upcase --ttl 1m secret/team/ -- env\n  \
+secretfs exec --on-change signal:HUP secret/nginx -- nginx -g 'daemon off;'\n\n\
+Exit codes: COMMAND's own; 128+N when signal N ended it; 125 when secretfs \
+could not start it (a SOURCE missing or refused, no token); 126 when COMMAND \
+cannot be executed; 127 when it is not found.")]
+    Exec(ExecArgs),
+
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///
     /// Prints one JSON object (mounted, store reachable, last error, cache
@@ -99,6 +126,16 @@ pub struct MountArgs {
 
     /// Empty directory to mount on.
     pub mountpoint: PathBuf,
+
+    /// Lay SOURCE over SOURCE and the layers before it (repeatable;
+    /// -o layer=SOURCE), like overlayfs's lower directories: a secret shows
+    /// the keys of every layer, the top-most value winning, and
+    /// `getfattr -n user.secretfs.source FILE` names the layer a value
+    /// comes from. With --writable, writes go to the last layer: `rm` of a
+    /// key uncovers the value below, and of a key only a lower layer holds
+    /// fails with EPERM.
+    #[arg(long, value_name = "SOURCE", action = clap::ArgAction::Append)]
+    pub layer: Vec<String>,
 
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -137,6 +174,65 @@ pub struct MountArgs {
     pub log_file: Option<PathBuf>,
 
     /// More logging (-v debug, -vv trace for secretfs itself). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Arguments of `secretfs exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Secrets or folders, e.g. `secret/shop secret/shop/prod` (later ones win).
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+
+    /// The command to run and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+
+    /// Put PREFIX before every variable name (`--prefix APP_`: key `DB_URL`
+    /// becomes `APP_DB_URL`).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
+    /// Upper-case every variable name (`db_url` becomes `DB_URL`).
+    #[arg(long)]
+    pub upcase: bool,
+
+    /// Variables the process environment already has keep their value:
+    /// secrets only add variables.
+    #[arg(long)]
+    pub no_override: bool,
+
+    /// How often every SOURCE is read again to see whether it changed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// What a change does. `restart`: stop COMMAND with --stop-signal (SIGKILL
+    /// after --stop-timeout) and start it again with the new environment.
+    /// `signal:NAME` (e.g. `signal:HUP`): send it that signal, for programs
+    /// that reload their own files; its environment stays as it was.
+    /// `ignore`: only log the change.
+    #[arg(long, value_name = "ACTION", default_value = "restart", value_parser = crate::exec::OnChange::parse)]
+    pub on_change: crate::exec::OnChange,
+
+    /// The signal that asks COMMAND to stop before a restart.
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM", value_parser = crate::exec::Signal::parse)]
+    pub stop_signal: crate::exec::Signal,
+
+    /// How long COMMAND may take to stop before it is killed (SIGKILL).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+
+    #[command(flatten)]
+    pub vault: VaultArgs,
+
+    /// Append secretfs's own logs to this file instead of stderr (which
+    /// COMMAND shares).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// More logging (-v debug, -vv trace). By default only warnings, and
+    /// what secretfs does to COMMAND (restarts, signals). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -624,6 +720,11 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
 
 /// Rewrites the process arguments the three ways above, in order.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    // `exec` has no mount options, and what follows `--` is the command's
+    // own: `-o` or `--config` there must reach it untouched.
+    if args.get(1).is_some_and(|a| a == "exec") {
+        return Ok(args);
+    }
     expand_config_file(expand_mount_options(expand_helper_form(args)))
 }
 
@@ -933,6 +1034,91 @@ mod tests {
         ]);
         assert_eq!(m.vault.addr, want);
         assert!(m.files.allow_other);
+    }
+
+    #[test]
+    fn exec_takes_sources_then_the_command_untouched_after_the_dashes() {
+        let cli = parse_strs(&[
+            "secretfs",
+            "exec",
+            "--upcase",
+            "secret/a",
+            "secret/b/",
+            "--ttl",
+            "5s",
+            "--",
+            "ls",
+            "-o",
+            "--config",
+            "x.toml",
+            "--ttl",
+        ])
+        .unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(e.sources, ["secret/a", "secret/b/"]);
+        assert_eq!(e.command, ["ls", "-o", "--config", "x.toml", "--ttl"]);
+        assert_eq!(e.ttl, Duration::from_secs(5));
+        assert!(e.upcase && !e.no_override);
+        assert_eq!(e.on_change, crate::exec::OnChange::Restart);
+        assert_eq!(e.stop_signal, crate::exec::Signal(libc::SIGTERM));
+        assert_eq!(e.stop_timeout, Duration::from_secs(10));
+        let cli = parse_strs(&[
+            "secretfs",
+            "exec",
+            "--on-change",
+            "signal:usr1",
+            "--stop-signal",
+            "INT",
+            "s/x",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            e.on_change,
+            crate::exec::OnChange::Signal(crate::exec::Signal(libc::SIGUSR1))
+        );
+        assert_eq!(e.stop_signal, crate::exec::Signal(libc::SIGINT));
+        // A command and at least one SOURCE are required.
+        usage_error(&["secretfs", "exec", "secret/a"]);
+        usage_error(&["secretfs", "exec", "--", "env"]);
+        usage_error(&[
+            "secretfs",
+            "exec",
+            "s/x",
+            "--on-change",
+            "reload",
+            "--",
+            "env",
+        ]);
+    }
+
+    #[test]
+    fn layers_are_given_in_order_as_flags_or_mount_options() {
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "secret/shop",
+            "/mnt",
+            "--layer",
+            "secret/prod",
+            "-o",
+            "layer=secret/api,ttl=5s",
+        ]);
+        assert_eq!(m.layer, ["secret/prod", "secret/api"]);
+        let m = mount_args(&[
+            "secretfs",
+            "secret/shop",
+            "/mnt",
+            "-o",
+            "layer=a/b,layer=c/d",
+        ]);
+        assert_eq!(m.layer, ["a/b", "c/d"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod exec;
 pub mod fs;
 pub mod fuse;
 pub mod hardening;

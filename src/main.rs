@@ -11,8 +11,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use secretfs::cli::{self, Command};
 
-fn init_logging(verbose: u8, log_file: Option<&Path>) {
+fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
     let ours = match verbose {
+        // `exec` shares stderr with the command: only what it does to it,
+        // and warnings. An outage is told by exec's own line (the cache's
+        // speaks of a mount's stale-if-error).
+        0 if quiet => "secretfs=warn,secretfs::fs::source=error,secretfs::exec=info",
         0 => "secretfs=info",
         1 => "secretfs=debug",
         _ => "secretfs=trace",
@@ -84,8 +88,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Exec(args) => {
+            init_logging(args.verbose, args.log_file.as_deref(), true);
+            ExitCode::from(secretfs::exec::run(args))
+        }
         Command::Mount(args) => {
-            init_logging(args.verbose, args.log_file.as_deref());
+            init_logging(args.verbose, args.log_file.as_deref(), false);
             match secretfs::mount::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

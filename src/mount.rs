@@ -66,7 +66,16 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     if let Some(addr) = &args.files.metrics {
         start_metrics(addr, core_slot.clone())?;
     }
-    let connected = store::connect(&args.source, &args.vault, runtime.handle().clone())?;
+    let connected = if args.layer.is_empty() {
+        store::connect(&args.source, &args.vault, runtime.handle().clone())?
+    } else {
+        store::connect_layered(
+            &args.source,
+            &args.layer,
+            &args.vault,
+            runtime.handle().clone(),
+        )?
+    };
 
     let core = build_core(connected, &args);
     let _ = core_slot.set(Arc::downgrade(&core));

@@ -230,6 +230,25 @@ impl Source {
         self.store.node()
     }
 
+    /// Whether the store is made of layers (`--layer`).
+    pub fn is_layered(&self) -> bool {
+        self.store.rereads_after_write()
+    }
+
+    /// The layer the value of `key` of the secret at `path` comes from
+    /// (asked of the store: it is rarely wanted); `None` when the store has
+    /// no layers or no such key.
+    pub fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        if !self.is_layered() {
+            return Ok(None);
+        }
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        may_wait()?;
+        self.noted(self.store.origin(path, key))
+    }
+
     /// Whether the store is known not to answer (a probe is checking).
     pub fn is_down(&self) -> bool {
         self.reach.down.load(Ordering::SeqCst)
@@ -415,12 +434,17 @@ impl Source {
         }
         may_wait()?;
         let revision = self.noted(self.store.write(path, &data, when))?;
-        let fresh = Secret {
-            keys: data,
-            revision,
-            modified: Some(SystemTime::now()),
+        let fresh = if self.store.rereads_after_write() {
+            // Layers: what the write left is not only what was written.
+            self.noted(self.fetch_secret(path))?
+        } else {
+            Some(Secret {
+                keys: data,
+                revision,
+                modified: Some(SystemTime::now()),
+            })
         };
-        let cached = self.secrets.insert(path.clone(), Some(fresh));
+        let cached = self.secrets.insert(path.clone(), fresh);
         self.note_written(path);
         cached
             .value

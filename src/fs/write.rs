@@ -432,7 +432,10 @@ impl SecretFs {
             Child::File { file, .. } => {
                 self.may_write(&file.secret)?;
                 match caller {
-                    Some(caller) => {
+                    // On layers the removal is written at once: whether it
+                    // may be made (the key is the top layer's) and what it
+                    // uncovers are the store's to say, before rm returns.
+                    Some(caller) if !self.source.is_layered() => {
                         self.store_answers()?;
                         let pending = Unlinking {
                             file: file.kind(),
@@ -442,7 +445,7 @@ impl SecretFs {
                         self.names.unlink_later(path, pending);
                         Ok(())
                     }
-                    None => {
+                    _ => {
                         let view = self.views.get(file.view);
                         self.commit(&file.secret, |data| view.remove(data, &file.name))
                             .map(drop)

@@ -1,13 +1,19 @@
 //! Extended attributes. The mount's root has one, `user.secretfs.status`:
 //! how `secretfs status` asks a running mount how it is, in a name space no
-//! secret can collide with. No other node has any.
+//! secret can collide with. On a mount with layers (`--layer`), each key
+//! file has `user.secretfs.source`: the SOURCE of the layer its value comes
+//! from. No other node has any.
 
-use super::inode::{Ino, ROOT_INO};
+use super::inode::{Ino, NodeKind, ROOT_INO};
 use super::SecretFs;
 use crate::error::{Error, Result};
 
 /// The extended attribute of the mount's root that holds its status (JSON).
 pub const STATUS_XATTR: &str = "user.secretfs.status";
+
+/// The extended attribute of a key file of a layered mount that names the
+/// layer its value comes from.
+pub const SOURCE_XATTR: &str = "user.secretfs.source";
 
 impl SecretFs {
     /// The value of the extended attribute `name` of `ino`
@@ -16,6 +22,13 @@ impl SecretFs {
         if ino == ROOT_INO && name == STATUS_XATTR {
             return Ok(self.status_json().to_string().into_bytes());
         }
+        if name == SOURCE_XATTR {
+            if let Some((secret, key)) = self.layered_key(ino) {
+                if let Some(layer) = self.source.origin(&secret, &key)? {
+                    return Ok(layer.into_bytes());
+                }
+            }
+        }
         Err(Error::NoAttribute)
     }
 
@@ -23,9 +36,24 @@ impl SecretFs {
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
         Ok(if ino == ROOT_INO {
             vec![STATUS_XATTR.to_string()]
+        } else if self.layered_key(ino).is_some() {
+            vec![SOURCE_XATTR.to_string()]
         } else {
             Vec::new()
         })
+    }
+
+    /// The secret and key of a key file of a layered mount.
+    fn layered_key(&self, ino: Ino) -> Option<(crate::store::SecretPath, String)> {
+        if !self.source.is_layered() {
+            return None;
+        }
+        match self.names.get(ino)? {
+            NodeKind::File { secret, view, name } if self.views.get(view).name() == "keys" => {
+                Some((secret, name))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -139,6 +139,12 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
     fn node(&self) -> Option<String> {
         self.inner.node()
     }
+    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        self.inner.origin(path, key)
+    }
+    fn rereads_after_write(&self) -> bool {
+        self.inner.rereads_after_write()
+    }
 }
 
 #[cfg(test)]

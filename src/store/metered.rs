@@ -61,6 +61,12 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     fn node(&self) -> Option<String> {
         self.inner.node()
     }
+    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        self.inner.origin(path, key)
+    }
+    fn rereads_after_write(&self) -> bool {
+        self.inner.rereads_after_write()
+    }
     fn health(&self) -> Result<Health> {
         let health = timed("health", || self.inner.health());
         if let Ok(h) = &health {

@@ -5,6 +5,7 @@
 
 pub mod deadline;
 pub mod deleted;
+pub mod layered;
 pub mod memory;
 pub mod metered;
 pub mod vault;
@@ -37,9 +38,58 @@ pub fn connect(
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
     let settings = vault::VaultSettings::from_args(args)?;
     let store = vault::VaultStore::connect(&settings, source, rt)?;
+    Ok(connected(store, &settings.addr_list()))
+}
+
+/// Reaches the stores of several SOURCEs (in order) with one login, as
+/// [`connect`] does for one: what `secretfs exec` starts from.
+pub fn connect_each(
+    sources: &[String],
+    args: &crate::cli::VaultArgs,
+    rt: tokio::runtime::Handle,
+) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
+    let settings = vault::VaultSettings::from_args(args)?;
+    let session = vault::Session::open(&settings, rt)?;
+    sources
+        .iter()
+        .map(|source| Ok(connected(session.resolve(source)?, &settings.addr_list())))
+        .collect()
+}
+
+/// Reaches SOURCE and the layers laid over it (bottom first) with one
+/// login, as one store ([`layered::Layered`]) rooted at the empty path.
+pub fn connect_layered(
+    source: &str,
+    layers: &[String],
+    args: &crate::cli::VaultArgs,
+    rt: tokio::runtime::Handle,
+) -> std::result::Result<Connected, crate::start_error::StartError> {
+    let names: Vec<String> = std::iter::once(source.to_string())
+        .chain(layers.iter().cloned())
+        .collect();
+    let connected = connect_each(&names, args, rt)?;
+    let layers = names
+        .into_iter()
+        .zip(connected)
+        .map(|(name, c)| layered::Layer {
+            name,
+            store: c.store,
+            root: c.root,
+        })
+        .collect();
+    let store = layered::Layered::new(layers)
+        .map_err(|e| crate::start_error::StartError::Options(e.to_string()))?;
+    Ok(Connected {
+        store: std::sync::Arc::new(store),
+        root: SecretPath::root(),
+    })
+}
+
+/// A resolved store as the core uses it.
+fn connected(store: vault::VaultStore, addr: &str) -> Connected {
     let resolved = store.source().clone();
     tracing::info!(
-        addr = %settings.addr_list(),
+        addr = %addr,
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
@@ -52,10 +102,10 @@ pub fn connect(
     } else {
         std::sync::Arc::new(metered::Metered::new(store))
     };
-    Ok(Connected {
+    Connected {
         store,
         root: resolved.folder,
-    })
+    }
 }
 
 /// A path inside a KV mount, without leading or trailing slashes.
@@ -456,6 +506,19 @@ pub trait SecretStore: Send + Sync + 'static {
     fn node(&self) -> Option<String> {
         None
     }
+
+    /// Where the value of `key` of the secret at `path` comes from, for a
+    /// store made of layers (the layer's SOURCE); `None` for any other.
+    fn origin(&self, _path: &SecretPath, _key: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether a write may leave the secret other than the data written
+    /// (layers: a key removed from the top one uncovers the value below),
+    /// so that what a write leaves must be read again.
+    fn rereads_after_write(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store.
@@ -488,6 +551,12 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn node(&self) -> Option<String> {
         (**self).node()
+    }
+    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        (**self).origin(path, key)
+    }
+    fn rereads_after_write(&self) -> bool {
+        (**self).rereads_after_write()
     }
 }
 

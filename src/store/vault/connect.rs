@@ -120,6 +120,25 @@ impl VaultStore {
         source: &str,
         rt: Handle,
     ) -> std::result::Result<Self, StartError> {
+        Session::open(settings, rt)?.resolve(source)
+    }
+}
+
+/// A logged-in connection to the server (or to the nodes of a cluster):
+/// the token, kept fresh in the background, from which stores for any
+/// number of SOURCEs are made without logging in again (`secretfs exec`
+/// reads several).
+pub struct Session {
+    nodes: Arc<Nodes>,
+    credentials: Arc<Credentials>,
+    timeout: Duration,
+    rt: Handle,
+}
+
+impl Session {
+    /// Builds the clients, obtains the token from the first node that
+    /// answers and checks it. Errors as for [`VaultStore::connect`].
+    pub fn open(settings: &VaultSettings, rt: Handle) -> std::result::Result<Self, StartError> {
         let all: Vec<VaultClientSettings> = settings
             .addrs
             .iter()
@@ -150,14 +169,38 @@ impl VaultStore {
             return Err(StartError::Store(unreachable.join("; ")));
         };
         nodes.prefer(node);
-        let client_settings = nodes.settings(node).clone();
-        let client =
-            auth::client_for(&client_settings, token.expose_secret()).map_err(StartError::Store)?;
+        nodes.prefer(node);
+        let credentials = Arc::new(Credentials::new(token));
+        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
+        if needs_care {
+            rt.spawn(auth::keep_fresh(
+                settings.login.clone(),
+                nodes.clone(),
+                credentials.clone(),
+                lease,
+            ));
+        }
+        if nodes.len() > 1 {
+            rt.spawn(super::nodes::prefer_first(Arc::downgrade(&nodes)));
+        }
+        Ok(Session {
+            nodes,
+            credentials,
+            timeout: settings.timeout,
+            rt,
+        })
+    }
+
+    /// The store of the KV mount that holds `source`, scoped to it.
+    pub fn resolve(&self, source: &str) -> std::result::Result<VaultStore, StartError> {
+        let client_settings = self.nodes.settings(self.nodes.in_use()).clone();
+        let client = auth::client_for(&client_settings, self.credentials.token().expose_secret())
+            .map_err(StartError::Store)?;
         let no_answer = || {
             StartError::Store(format!(
                 "Vault at {} did not answer within {}",
                 client_settings.address,
-                humantime::format_duration(settings.timeout)
+                humantime::format_duration(self.timeout)
             ))
         };
 
@@ -171,8 +214,8 @@ impl VaultStore {
             path: wanted.as_str().to_string(),
         };
         let ui = match with_deadline(
-            &rt,
-            settings.timeout,
+            &self.rt,
+            self.timeout,
             vaultrs::api::exec_with_result(&client, request),
         )
         .ok_or_else(no_answer)?
@@ -210,19 +253,6 @@ impl VaultStore {
             Some("2") => KvVersion::V2,
             _ => KvVersion::V1,
         };
-        let credentials = Arc::new(Credentials::new(token));
-        let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
-        if needs_care {
-            rt.spawn(auth::keep_fresh(
-                settings.login.clone(),
-                nodes.clone(),
-                credentials.clone(),
-                lease,
-            ));
-        }
-        if nodes.len() > 1 {
-            rt.spawn(super::nodes::prefer_first(Arc::downgrade(&nodes)));
-        }
         let mount = SecretPath::parse(&ui.path);
         let folder = wanted
             .as_str()
@@ -230,7 +260,7 @@ impl VaultStore {
             .map(SecretPath::parse)
             .unwrap_or_else(SecretPath::root);
         Ok(VaultStore {
-            client: Client::new(nodes, credentials, settings.timeout),
+            client: Client::new(self.nodes.clone(), self.credentials.clone(), self.timeout),
             source: ResolvedSource {
                 mount: mount.as_str().to_string(),
                 folder,

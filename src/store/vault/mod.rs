@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 
-pub use connect::VaultSettings;
+pub use connect::{Session, VaultSettings};
 
 use super::{
     Capabilities, Health, ListEntry, Listing, Permissions, Precondition, Revision, Secret,

@@ -1,0 +1,99 @@
+//! `secretfs exec SOURCE... -- COMMAND`: run a command with secrets in its
+//! environment, and restart (or signal) it when they change, as envconsul,
+//! `op run` or `doppler run` do. No FUSE involved.
+//!
+//! `env` builds the environment (pure), `sources` reads each SOURCE
+//! through the mount's cache code, `watch` re-reads them once per --ttl,
+//! `supervisor` runs the command and `signals` carries signals to it.
+
+pub mod env;
+pub mod options;
+pub mod signals;
+pub mod sources;
+pub mod supervisor;
+pub mod watch;
+
+use std::sync::{Arc, Mutex};
+
+use crate::cli::ExecArgs;
+use crate::hardening;
+use crate::store;
+
+pub use options::{OnChange, Signal};
+
+/// The exit code of secretfs's own failures before the command starts (a
+/// SOURCE missing or refused, no token, a bad option), as `env`, `timeout`
+/// and `docker run` use it: distinct from the 126/127 of a command that
+/// cannot run, and from what the command itself may return.
+pub const FAILED: u8 = 125;
+
+/// Runs `secretfs exec`; returns the exit code: the command's (128+N when
+/// signal N ended it), else [`FAILED`], 126 or 127. Errors are printed as
+/// one line on stderr.
+pub fn run(args: ExecArgs) -> u8 {
+    let fail = |message: &dyn std::fmt::Display| {
+        eprintln!("secretfs: {message}");
+        FAILED
+    };
+    hardening::no_dumps();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("secretfs-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
+    };
+    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let mut watched = Vec::with_capacity(connected.len());
+    for (name, c) in args.sources.iter().zip(connected) {
+        match sources::Watched::open(name, c, args.ttl) {
+            Ok(w) => watched.push(w),
+            Err(e) => return fail(&e),
+        }
+    }
+    let naming = env::Naming {
+        prefix: args.prefix.clone().unwrap_or_default(),
+        upcase: args.upcase,
+    };
+    let watch = watch::Watch::new(watched, naming);
+    let first = watch.current().clone();
+    tracing::debug!(variables = first.vars.len(), "read every source");
+
+    // Only now: until the command runs, a signal ends secretfs as usual.
+    let pipe = match signals::SignalPipe::install(supervisor::FORWARDED) {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    let mailbox: supervisor::Mailbox = Arc::new(Mutex::new(None));
+    let waker = pipe.waker();
+    let ttl = args.ttl;
+    let to_watcher = mailbox.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("secretfs-watch".into())
+        .spawn(move || watch.run(ttl, to_watcher, waker))
+    {
+        return fail(&format!("cannot start the watcher: {e}"));
+    }
+    let plan = supervisor::Plan {
+        command: args.command,
+        on_change: args.on_change,
+        stop_signal: args.stop_signal,
+        stop_timeout: args.stop_timeout,
+        secrets_win: !args.no_override,
+    };
+    let code = match supervisor::supervise(&plan, &pipe, first, &mailbox) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("secretfs: {}", e.message);
+            e.code
+        }
+    };
+    runtime.shutdown_background();
+    code
+}

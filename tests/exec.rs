@@ -1,0 +1,569 @@
+//! `secretfs exec SOURCE... -- COMMAND` against a real OpenBao: the keys
+//! of every SOURCE in COMMAND's environment (layered, later wins), names
+//! that cannot be variables left out with a warning, `--prefix`/`--upcase`,
+//! `--no-override`; a missing or refused SOURCE stops it before COMMAND
+//! starts; COMMAND's exit status and the signals secretfs receives pass
+//! through; a change in OpenBao restarts COMMAND (or signals it).
+
+mod support;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{eventually, Bao};
+
+/// How long a change may take to reach COMMAND: --ttl 1s plus a generous
+/// bound for "does not hang" on a loaded machine.
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// `secretfs exec ARGS` against `bao` with the root token, and nothing of
+/// the tester's own Vault settings.
+fn exec(bao: &Bao, args: &[&str]) -> Command {
+    let mut cmd = Command::new(support::secretfs());
+    cmd.arg("exec").args(args);
+    for var in [
+        "VAULT_ADDR",
+        "VAULT_TOKEN",
+        "VAULT_CACERT",
+        "VAULT_NAMESPACE",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs it to the end.
+fn output(mut cmd: Command) -> Output {
+    cmd.output().expect("run secretfs exec")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `secretfs exec` left running, its stderr in a file; killed if the
+/// test ends first (its command follows: it gets SIGTERM when secretfs dies).
+struct Running {
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Where the command's script writes what it sees.
+    out: PathBuf,
+}
+
+impl Running {
+    /// Starts `secretfs exec ARGS -- sh -c SCRIPT`, with `$OUT` the file
+    /// the script writes to.
+    fn start(bao: &Bao, args: &[&str], script: &str) -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let stderr = dir.path().join("stderr");
+        let mut cmd = exec(bao, args);
+        cmd.args(["--", "sh", "-c", script])
+            .env("OUT", &out)
+            .stderr(File::create(&stderr).expect("stderr file"));
+        let child = cmd.spawn().expect("start secretfs exec");
+        Running {
+            child,
+            stderr,
+            _dir: dir,
+            out,
+        }
+    }
+
+    fn out(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out().lines().map(str::to_string).collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the script's output has a line `line`.
+    fn wait_for_line(&self, line: &str) {
+        self.wait_for(line, |l| l == line);
+    }
+
+    /// Waits until the script's output has a line that `wanted` accepts;
+    /// returns it.
+    fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        eventually(
+            format!(
+                "the line {what:?} (output so far: {:?}, log: {})",
+                self.out(),
+                self.log()
+            ),
+            WITHIN,
+            || self.lines().into_iter().find(|l| wanted(l)),
+        )
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let log = self.log();
+        let child = &mut self.child;
+        eventually(
+            format!("secretfs exec to exit (log: {log})"),
+            WITHIN,
+            || child.try_wait().ok().flatten(),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A project → environment → service setup.
+fn three_layers(bao: &Bao) {
+    bao.kv2_put(
+        "secret",
+        "shop",
+        json!({"DB_HOST": "db.shop", "LOG_LEVEL": "info", "REPLICAS": 1}),
+    );
+    bao.kv2_put(
+        "secret",
+        "shop/prod",
+        json!({"LOG_LEVEL": "warn", "DB_PASSWORD": "prod-pw"}),
+    );
+    bao.kv2_put(
+        "secret",
+        "shop/prod/api",
+        json!({"LOG_LEVEL": "debug", "PORT": 8080}),
+    );
+}
+
+const LAYERS: [&str; 3] = ["secret/shop", "secret/shop/prod", "secret/shop/prod/api"];
+
+#[test]
+fn every_key_of_every_layer_is_a_variable_and_later_layers_win() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let mut cmd = exec(&bao, &LAYERS);
+    cmd.args([
+        "--",
+        "sh",
+        "-c",
+        r#"printf '%s|%s|%s|%s|%s' "$DB_HOST" "$LOG_LEVEL" "$DB_PASSWORD" "$REPLICAS" "$PORT""#,
+    ]);
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "db.shop|debug|prod-pw|1|8080");
+    // The order of the SOURCEs is the order of the layers.
+    let mut cmd = exec(&bao, &["secret/shop/prod/api", "secret/shop"]);
+    cmd.args(["--", "sh", "-c", r#"printf %s "$LOG_LEVEL""#]);
+    assert_eq!(text(&output(cmd).stdout), "info");
+    // Nothing of secretfs's own on stderr when all is well.
+    let mut cmd = exec(&bao, &LAYERS);
+    cmd.args(["--", "true"]);
+    let out = output(cmd);
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn a_folder_source_gives_the_keys_of_every_secret_directly_in_it() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "team/a", json!({"A": "a", "SHARED": "from a"}));
+    bao.kv2_put("secret", "team/b", json!({"B": "b", "SHARED": "from b"}));
+    bao.kv2_put("secret", "team/deeper/c", json!({"C": "c"}));
+    bao.kv2_put("secret", "team", json!({"T": "the secret team"}));
+    let mut cmd = exec(&bao, &["secret/team/"]);
+    cmd.args([
+        "--",
+        "sh",
+        "-c",
+        r#"printf '%s|%s|%s|%s|%s' "$A" "$B" "$SHARED" "${C-unset}" "${T-unset}""#,
+    ]);
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    // In name order, a later secret winning; not the secret `team` itself,
+    // and nothing below a subfolder.
+    assert_eq!(text(&out.stdout), "a|b|from b|unset|unset");
+    // Without the slash, a path that is a secret is that secret.
+    let mut cmd = exec(&bao, &["secret/team"]);
+    cmd.args(["--", "sh", "-c", r#"printf '%s|%s' "$T" "${A-unset}""#]);
+    assert_eq!(text(&output(cmd).stdout), "the secret team|unset");
+}
+
+#[test]
+fn keys_that_cannot_be_variables_are_left_out_and_named_once() {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "app",
+        json!({"db-password": "leaked-if-shown", "1ST": "x", "GOOD": "g"}),
+    );
+    bao.kv2_put("secret", "app2", json!({"db-password": "again"}));
+    let mut cmd = exec(&bao, &["secret/app", "secret/app"]);
+    cmd.args(["--", "env"]);
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    let env = text(&out.stdout);
+    assert!(env.lines().any(|l| l == "GOOD=g"), "{env}");
+    assert!(
+        !env.contains("db-password") && !env.contains("1ST="),
+        "{env}"
+    );
+    let log = text(&out.stderr);
+    assert_eq!(log.matches("db-password").count(), 1, "{log}");
+    assert_eq!(log.matches("1ST").count(), 1, "{log}");
+    assert!(log.contains("WARN"), "{log}");
+    assert!(!log.contains("leaked-if-shown"), "{log}");
+}
+
+#[test]
+fn prefix_and_upcase_name_the_variables() {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "app",
+        json!({"db_url": "postgres://x", "Mixed": "m"}),
+    );
+    let mut cmd = exec(&bao, &["--prefix", "app_", "--upcase", "secret/app"]);
+    cmd.args([
+        "--",
+        "sh",
+        "-c",
+        r#"printf '%s|%s|%s' "$APP_DB_URL" "$APP_MIXED" "${db_url-unset}""#,
+    ]);
+    assert_eq!(text(&output(cmd).stdout), "postgres://x|m|unset");
+    let mut cmd = exec(&bao, &["--prefix", "P_", "secret/app"]);
+    cmd.args(["--", "sh", "-c", r#"printf %s "$P_db_url""#]);
+    assert_eq!(text(&output(cmd).stdout), "postgres://x");
+}
+
+#[test]
+fn secrets_win_over_the_process_environment_unless_no_override() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"REGION": "from-vault", "NEW": "n"}));
+    let script = r#"printf '%s|%s|%s' "$REGION" "$NEW" "$KEPT""#;
+    let mut cmd = exec(&bao, &["secret/app"]);
+    cmd.args(["--", "sh", "-c", script])
+        .env("REGION", "from-env")
+        .env("KEPT", "k");
+    assert_eq!(text(&output(cmd).stdout), "from-vault|n|k");
+    let mut cmd = exec(&bao, &["--no-override", "secret/app"]);
+    cmd.args(["--", "sh", "-c", script])
+        .env("REGION", "from-env")
+        .env("KEPT", "k");
+    assert_eq!(text(&output(cmd).stdout), "from-env|n|k");
+}
+
+/// Runs `secretfs exec` with `sources` and a command that would leave a
+/// mark; checks that it failed before the command ran, with one line.
+fn fails_before_start(bao: &Bao, token: &str, sources: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("ran");
+    let mut cmd = exec(bao, sources);
+    cmd.env("VAULT_TOKEN", token)
+        .args(["--", "touch"])
+        .arg(&mark);
+    let out = output(cmd);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(!mark.exists(), "the command ran");
+    let log = text(&out.stderr);
+    assert_eq!(log.lines().count(), 1, "not one line: {log}");
+    log
+}
+
+#[test]
+fn a_missing_or_refused_source_stops_it_before_the_command_starts() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let log = fails_before_start(&bao, "root", &["secret/shop", "secret/shop/nope"]);
+    assert_eq!(
+        log,
+        "secretfs: secret/shop/nope: no such secret or folder\n"
+    );
+    let log = fails_before_start(&bao, "root", &["secret/shop", "nomount/x"]);
+    assert!(log.contains("nomount/x"), "{log}");
+    let token = bao.token_with_policy(
+        "shop-only",
+        r#"path "secret/data/shop" { capabilities = ["read"] }"#,
+    );
+    let log = fails_before_start(&bao, &token, &["secret/shop", "secret/shop/prod"]);
+    assert!(
+        log.starts_with("secretfs: secret/shop/prod: permission denied"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_commands_exit_status_is_secretfs_exit_status() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("kill -KILL $$", 128 + libc::SIGKILL),
+        ("kill -TERM $$", 128 + libc::SIGTERM),
+    ] {
+        let mut cmd = exec(&bao, &["secret/app"]);
+        cmd.args(["--", "sh", "-c", script]);
+        assert_eq!(output(cmd).status.code(), Some(code), "{script}");
+    }
+    let mut cmd = exec(&bao, &["secret/app"]);
+    cmd.args(["--", "no-such-program-anywhere"]);
+    let out = output(cmd);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+}
+
+#[test]
+fn a_changed_value_restarts_the_command_with_the_new_environment() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let mut run = Running::start(
+        &bao,
+        &["--ttl", "1s", "secret/shop", "secret/shop/prod"],
+        r#"printf '%s\n' "$DB_PASSWORD" >> "$OUT"; exec sleep 60"#,
+    );
+    run.wait_for_line("prod-pw");
+    // Rotated the way an operator does it.
+    let put = Command::new("bao")
+        .args([
+            "kv",
+            "put",
+            "-mount=secret",
+            "shop/prod",
+            "LOG_LEVEL=warn",
+            "DB_PASSWORD=rotated-pw",
+        ])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .output()
+        .expect("bao kv put");
+    assert!(put.status.success(), "{put:?}");
+    run.wait_for_line("rotated-pw");
+    assert_eq!(run.lines(), ["prod-pw", "rotated-pw"]);
+    // A change that a layer above overrides changes nothing the command
+    // sees: no restart.
+    bao.kv2_put(
+        "secret",
+        "shop",
+        json!({"DB_HOST": "db.shop", "LOG_LEVEL": "error", "REPLICAS": 1, "DB_PASSWORD": "hidden"}),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(run.lines(), ["prod-pw", "rotated-pw"], "{}", run.log());
+    let log = run.log();
+    assert!(
+        log.contains("DB_PASSWORD"),
+        "the log names the variable: {log}"
+    );
+    for value in ["prod-pw", "rotated-pw", "hidden"] {
+        assert!(!log.contains(value), "a value in the log: {log}");
+    }
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn a_command_that_ignores_the_stop_signal_is_killed_after_the_stop_timeout() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "one"}));
+    let mut run = Running::start(
+        &bao,
+        &["--ttl", "1s", "--stop-timeout", "1s", "secret/app"],
+        r#"trap '' TERM; echo "$$ $K" >> "$OUT"; while :; do sleep 0.1; done"#,
+    );
+    run.wait_for("PID one", |l| l.ends_with(" one"));
+    bao.kv2_put("secret", "app", json!({"K": "two"}));
+    let line = run.wait_for("PID two", |l| l.ends_with(" two"));
+    assert!(run.log().contains("SIGKILL"), "{}", run.log());
+    // The new command ignores SIGTERM too: end it from here.
+    let pid: libc::pid_t = line
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    // SAFETY: kill(2) on the command the test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGKILL));
+}
+
+#[test]
+fn on_change_signal_sends_the_signal_and_does_not_restart() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "one"}));
+    let mut run = Running::start(
+        &bao,
+        &["--ttl", "1s", "--on-change", "signal:HUP", "secret/app"],
+        r#"trap 'echo reload >> "$OUT"' HUP; echo "start $K" >> "$OUT"; while :; do sleep 0.1; done"#,
+    );
+    run.wait_for_line("start one");
+    bao.kv2_put("secret", "app", json!({"K": "two"}));
+    run.wait_for_line("reload");
+    assert_eq!(run.lines(), ["start one", "reload"]);
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn signals_secretfs_receives_reach_the_command() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let mut run = Running::start(
+        &bao,
+        &["secret/app"],
+        r#"trap 'echo usr1 >> "$OUT"' USR1; trap 'echo hup >> "$OUT"' HUP; trap 'echo term >> "$OUT"; exit 7' TERM; echo ready >> "$OUT"; while :; do sleep 0.1; done"#,
+    );
+    run.wait_for_line("ready");
+    run.signal(libc::SIGUSR1);
+    run.wait_for_line("usr1");
+    run.signal(libc::SIGHUP);
+    run.wait_for_line("hup");
+    run.signal(libc::SIGTERM);
+    let status = run.wait_exit();
+    assert_eq!(status.code(), Some(7), "{}", run.log());
+    assert_eq!(run.lines(), ["ready", "usr1", "hup", "term"]);
+}
+
+#[test]
+fn a_ctrl_c_on_the_terminal_reaches_the_command_once() {
+    // The terminal sends SIGINT to its whole foreground process group:
+    // secretfs and the command both get it, and secretfs must not pass it
+    // on a second time. script(1) gives them a terminal of their own.
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let program = dir.path().join("count_sigint.py");
+    std::fs::write(
+        &program,
+        r#"import os, signal, time
+out = os.environ["OUT"]
+def note(line):
+    with open(out, "a") as f:
+        f.write(line + "\n")
+# One byte per delivery, written by the C-level handler: Python's own
+# handlers would run once for two signals that come close together.
+r, w = os.pipe()
+os.set_blocking(r, False)
+os.set_blocking(w, False)
+signal.set_wakeup_fd(w)
+signal.signal(signal.SIGINT, lambda *_: None)
+note("ready")
+deadline = time.time() + 60
+while time.time() < deadline and not os.path.exists(out + ".stop"):
+    time.sleep(0.05)
+    try:
+        for byte in os.read(r, 64):
+            if byte == signal.SIGINT:
+                note("int")
+    except BlockingIOError:
+        pass
+"#,
+    )
+    .unwrap();
+    let line = format!(
+        "exec '{}' exec secret/app -- python3 '{}'",
+        support::secretfs(),
+        program.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env("OUT", &out)
+        .env("SHELL", "/bin/sh")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = script.spawn().expect("script(1) (bsdutils)");
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    eventually("the command to start", WITHIN, || {
+        lines().contains(&"ready".to_string()).then_some(())
+    });
+    use std::io::Write;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").expect("Ctrl-C");
+    stdin.flush().ok();
+    eventually("SIGINT to reach the command", WITHIN, || {
+        lines().contains(&"int".to_string()).then_some(())
+    });
+    // A second SIGINT, passed on by secretfs, would come at once.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lines(), ["ready", "int"]);
+    std::fs::write(dir.path().join("out.stop"), b"").unwrap();
+    let status = eventually("script to end", WITHIN, || child.try_wait().ok().flatten());
+    drop(stdin);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn while_vault_is_unreachable_the_command_keeps_running_and_changes_count_after() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "one"}));
+    let mut run = Running::start(
+        &bao,
+        &["--ttl", "1s", "--timeout", "1s", "secret/app"],
+        r#"printf '%s\n' "$K" >> "$OUT"; exec sleep 60"#,
+    );
+    run.wait_for_line("one");
+    bao.pause();
+    eventually(format!("a warning (log: {})", run.log()), WITHIN, || {
+        run.log()
+            .contains("cannot read the source again")
+            .then_some(())
+    });
+    assert_eq!(run.lines(), ["one"], "restarted during the outage");
+    assert!(run.child.try_wait().unwrap().is_none(), "secretfs exited");
+    bao.resume();
+    bao.kv2_put("secret", "app", json!({"K": "two"}));
+    run.wait_for_line("two");
+    assert_eq!(run.lines(), ["one", "two"]);
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit().code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn as_a_containers_pid_1_it_reaps_what_the_command_leaves_behind() {
+    // In a PID namespace of its own (as in a container), secretfs is PID 1:
+    // a process the command starts and abandons becomes its child, and
+    // must not stay a zombie once it ends.
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(support::secretfs())
+        .args(["exec", "secret/app", "--", "sh", "-c"])
+        .arg(
+            // The inner sh exits at once: its `sleep` is orphaned, reparented
+            // to PID 1, and ends 0.2 s later.
+            r#"sh -c 'sleep 0.2 &'; sleep 2; ps -eo stat=,comm= | grep -c '^Z' || true"#,
+        )
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "0", "zombies left: {out:?}");
+}
