@@ -1,6 +1,7 @@
 //! A fault soak, bounded for CI: a `--writable` mount over OpenBao (KV v2)
 //! while the server is frozen and thawed (SIGSTOP/SIGCONT: a hung server,
-//! a black-holed network) again and again, with writers (each key written
+//! a black-holed network) again and again — or, in the second test,
+//! killed (SIGKILL) and restarted on its Raft data — with writers (each key written
 //! whole by one process-like thread; two writers sharing a secret through
 //! different keys), readers of cached keys and readers of never-read
 //! secrets. Afterwards, from the store's full version history:
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{eventually, Bao, Mount};
+use support::{eventually, Bao, Cluster, Mount};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// What a syscall may take beyond --timeout on a loaded 2-core machine.
@@ -111,9 +112,19 @@ fn history(bao: &Bao, secret: &str, key: &str) -> Vec<Option<String>> {
         .collect()
 }
 
-#[test]
-fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits() {
-    let bao = Bao::start();
+/// A soak under way: the mount and the threads working on it.
+struct Soak {
+    m: Mount,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    writers: Vec<(String, &'static str)>,
+    logs: Vec<Arc<Mutex<Vec<Attempt>>>>,
+    slowest: Arc<Mutex<Slowest>>,
+    cached_failures: Arc<Mutex<Vec<String>>>,
+}
+
+/// Seeds `bao`, mounts it and starts the writers and readers.
+fn start_soak(bao: &Bao) -> Soak {
     // Keep every version: the history is what is checked.
     let (status, resp) = bao.api(
         "POST",
@@ -129,7 +140,7 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
         );
         bao.kv2_put("secret", &format!("soak/cold{n}"), json!({"V": "cold"}));
     }
-    let m = Mount::builder(&bao, "secret/")
+    let m = Mount::builder(bao, "secret/")
         .args(&[
             "--writable",
             "--timeout",
@@ -150,7 +161,7 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
     std::fs::create_dir(m.at("soak/shared")).unwrap();
 
     // (secret, key) written by each writer.
-    let writers: Vec<(String, &str)> = vec![
+    let writers: Vec<(String, &'static str)> = vec![
         ("soak/w0".into(), "K"),
         ("soak/w1".into(), "K"),
         ("soak/shared".into(), "A"),
@@ -159,7 +170,6 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
     for (secret, _) in &writers[..2] {
         std::fs::create_dir(m.at(secret)).unwrap();
     }
-
     let stop = Arc::new(AtomicBool::new(false));
     let slowest = Arc::new(Mutex::new(Slowest::default()));
     let mut threads = Vec::new();
@@ -222,23 +232,37 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
         }));
     }
 
-    // The faults: frozen for 0.3–2.5 s, thawed for 0.5–2.5 s, until the end.
-    let end = Instant::now() + soak_length();
-    let mut freezes = 0;
-    let mut seed: u64 = std::process::id().into();
-    let mut next = |lo: u64, hi: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        Duration::from_millis(lo + (seed >> 33) % (hi - lo))
-    };
-    while Instant::now() < end {
-        std::thread::sleep(next(500, 2500));
-        bao.pause();
-        freezes += 1;
-        std::thread::sleep(next(300, 2500));
-        bao.resume();
+    Soak {
+        m,
+        stop,
+        threads,
+        writers,
+        logs,
+        slowest,
+        cached_failures,
     }
+}
+
+/// A pseudo-random duration in `lo..hi` ms (seeded by the process id).
+fn jitter(seed: &mut u64, lo: u64, hi: u64) -> Duration {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    Duration::from_millis(lo + (*seed >> 33) % (hi - lo))
+}
+
+/// Stops the soak and checks the store's history against what each
+/// writer was told; `faults` is how many faults were made.
+fn finish(soak: Soak, bao: &Bao, faults: usize) {
+    let Soak {
+        m,
+        stop,
+        threads,
+        writers,
+        logs,
+        slowest,
+        cached_failures,
+    } = soak;
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
@@ -309,7 +333,7 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
     let failures = cached_failures.lock().unwrap();
     let slowest = slowest.lock().unwrap();
     println!(
-        "soak: {:?} of faults, {freezes} freezes; {succeeded} writes succeeded, {failed} failed \
+        "soak: {:?} of faults, {faults} faults; {succeeded} writes succeeded, {failed} failed \
          ({failed_landed} of them landed, {unknown} outcomes reported unknown); \
          slowest call {:?} ({}); {} cached reads failed",
         soak_length(),
@@ -332,5 +356,40 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
         slowest.took,
         slowest.what
     );
-    assert!(succeeded > 0 && freezes > 0, "the soak did nothing");
+    assert!(succeeded > 0 && faults > 0, "the soak did nothing");
+}
+
+#[test]
+fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits() {
+    let bao = Bao::start();
+    let soak = start_soak(&bao);
+    // The faults: frozen for 0.3–2.5 s, thawed for 0.5–2.5 s, until the end.
+    let end = Instant::now() + soak_length();
+    let (mut freezes, mut seed) = (0, u64::from(std::process::id()));
+    while Instant::now() < end {
+        std::thread::sleep(jitter(&mut seed, 500, 2500));
+        bao.pause();
+        freezes += 1;
+        std::thread::sleep(jitter(&mut seed, 300, 2500));
+        bao.resume();
+    }
+    finish(soak, &bao, freezes);
+}
+
+#[test]
+fn under_a_killed_and_restarted_store_no_success_is_lost_and_no_failure_lands() {
+    // One Raft node: its data survives SIGKILL, and it comes back sealed
+    // (the cluster fixture unseals it).
+    let mut cluster = Cluster::start_n(1);
+    let soak = start_soak(cluster.node(0));
+    let end = Instant::now() + soak_length();
+    let (mut kills, mut seed) = (0, u64::from(std::process::id()) ^ 0x5eed);
+    while Instant::now() < end {
+        std::thread::sleep(jitter(&mut seed, 1000, 3000));
+        cluster.kill(0);
+        kills += 1;
+        std::thread::sleep(jitter(&mut seed, 200, 1500));
+        cluster.restart(0);
+    }
+    finish(soak, cluster.node(0), kills);
 }
