@@ -426,6 +426,16 @@ pub struct FileArgs {
     #[arg(long, requires = "audit_log")]
     pub audit_syslog: bool,
 
+    /// When a secret the mount holds changes in the store, run this shell
+    /// command (sh -c, with the changed secrets' paths in the mount,
+    /// one per line, in SECRETFS_CHANGED) or, as signal:NAME:PIDFILE,
+    /// send a signal to the process whose id the file holds (e.g.
+    /// signal:HUP:/run/nginx.pid). Held secrets are then re-read once per
+    /// --ttl even when nobody reads them. In -o form the command cannot
+    /// contain commas: use the config file.
+    #[arg(long, value_name = "HOOK", value_parser = crate::hook::Hook::parse)]
+    pub on_change: Option<crate::hook::Hook>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464): store requests by operation and outcome with
     /// latencies, cache hits/misses/stale answers, refreshes, FUSE

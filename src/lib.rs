@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fs;
 pub mod fuse;
 pub mod hardening;
+pub mod hook;
 pub mod metrics;
 pub mod mount;
 pub mod start_error;

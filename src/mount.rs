@@ -108,6 +108,15 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             reason,
         }
     })?;
+    if let Some(hook) = args.files.on_change.clone() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Absolute, as the paths handed to the hook must be.
+        let at = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+        match crate::hook::start(hook, at, rx) {
+            Ok(()) => core.report_changes_to(tx),
+            Err(e) => tracing::warn!(error = %e, "cannot start the --on-change thread"),
+        }
+    }
     match mounted.start_notifier() {
         Ok(tx) => core.send_invalidations_to(tx),
         // Kernel caches still expire with the TTL (attributes say so).

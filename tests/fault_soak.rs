@@ -284,7 +284,7 @@ fn finish(soak: Soak, bao: &Bao, faults: usize) {
     let mut failed_landed = 0;
     for ((secret, key), log) in writers.iter().zip(&logs) {
         let log = log.lock().unwrap();
-        let stored = history(&bao, secret, key);
+        let stored = history(bao, secret, key);
         let ok: BTreeSet<&str> = log
             .iter()
             .filter(|a| a.ok)

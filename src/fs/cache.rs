@@ -102,6 +102,15 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         })
     }
 
+    /// The keys holding a positive answer, however old (no LRU touch).
+    pub fn held_keys(&self) -> Vec<K> {
+        lock(&self.entries)
+            .iter()
+            .filter(|(_, e)| e.value.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The last positive answer held for `key`, however old (no LRU touch).
     pub fn last(&self, key: &K) -> Option<Arc<V>> {
         lock(&self.entries).peek(key).and_then(|e| e.value.clone())

@@ -62,6 +62,7 @@ impl SecretFs {
         before: Option<&Arc<Secret>>,
         now: Option<&Arc<Secret>>,
     ) {
+        self.report_change(path, before, now);
         if self.invalidations.get().is_none() {
             return;
         }

@@ -26,6 +26,7 @@ mod settle;
 mod shows;
 pub mod source;
 pub mod view;
+mod watch;
 mod write;
 pub mod writers;
 pub mod xattr;
@@ -184,6 +185,8 @@ pub struct SecretFs {
     last_error: Mutex<Option<Failure>>,
     /// Where invalidations for the kernel go, once the mount is up.
     invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
+    /// Where the paths of changed secrets go (`--on-change`), if anywhere.
+    changes: std::sync::OnceLock<std::sync::mpsc::Sender<String>>,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -228,6 +231,7 @@ impl SecretFs {
             views,
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
+            changes: std::sync::OnceLock::new(),
         }
     }
 

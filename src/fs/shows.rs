@@ -10,7 +10,7 @@ use crate::store::SecretPath;
 impl SecretFs {
     /// The path of `path` (a store path under the mount's root) as seen
     /// from the mount's root, without slashes at the ends.
-    fn in_mount(&self, path: &SecretPath) -> String {
+    pub(super) fn in_mount(&self, path: &SecretPath) -> String {
         let root = match self.names.get(ROOT_INO) {
             Some(NodeKind::Dir { path }) => path,
             _ => SecretPath::root(),

@@ -289,6 +289,11 @@ impl Source {
         }
     }
 
+    /// The paths of the secrets the cache holds a value of (fresh or not).
+    pub fn held_secrets(&self) -> Vec<SecretPath> {
+        self.secrets.held_keys()
+    }
+
     /// Numbers of listings and secrets held.
     pub fn counts(&self) -> (usize, usize) {
         (self.listings.len(), self.secrets.len())

@@ -1,0 +1,191 @@
+//! `--on-change HOOK`: what a mount does when a secret it holds changed
+//! in the store (programs cannot watch a FUSE file with inotify for
+//! that). Either a command, run through `sh -c` with the changed secrets'
+//! paths in `SECRETFS_CHANGED`, or `signal:NAME:PIDFILE`, a signal to the
+//! process whose id the file holds (nginx, HAProxy, most daemons reload on
+//! SIGHUP). Changes found close together (one refresh, one watch round)
+//! make one run; runs never overlap. Logged, never with a value.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::exec::Signal;
+
+/// How long changes are gathered into one run after the first.
+const GATHER: Duration = Duration::from_millis(300);
+/// The longest a run waits for more changes to gather.
+const GATHER_AT_MOST: Duration = Duration::from_secs(2);
+
+/// What to do when secrets changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// `sh -c COMMAND`.
+    Command(String),
+    /// A signal to the process whose id `pidfile` holds.
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// The file holding the process id.
+        pidfile: PathBuf,
+    },
+}
+
+impl Hook {
+    /// `signal:NAME:PIDFILE`, else a shell command.
+    pub fn parse(text: &str) -> Result<Hook, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("--on-change needs a command or signal:NAME:PIDFILE".into());
+        }
+        match text.strip_prefix("signal:") {
+            Some(rest) => {
+                let (name, pidfile) = rest.split_once(':').ok_or_else(|| {
+                    format!("--on-change {text:?}: use signal:NAME:PIDFILE, e.g. signal:HUP:/run/nginx.pid")
+                })?;
+                if pidfile.is_empty() {
+                    return Err(format!("--on-change {text:?}: the PIDFILE is missing"));
+                }
+                Ok(Hook::Signal {
+                    signal: Signal::parse(name)?,
+                    pidfile: PathBuf::from(pidfile),
+                })
+            }
+            None => Ok(Hook::Command(text.to_string())),
+        }
+    }
+
+    /// Runs the hook for `changed` (absolute paths): once, to its end.
+    fn fire(&self, mountpoint: &Path, changed: &BTreeSet<PathBuf>) {
+        let count = changed.len();
+        match self {
+            Hook::Command(command) => {
+                let list: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                let status = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(command)
+                    .env("SECRETFS_CHANGED", list.join("\n"))
+                    .env("SECRETFS_MOUNTPOINT", mountpoint)
+                    .stdin(Stdio::null())
+                    .status();
+                match status {
+                    Ok(s) if s.success() => {
+                        tracing::info!(changed = count, "--on-change command ran")
+                    }
+                    Ok(s) => {
+                        tracing::warn!(changed = count, status = %s, "--on-change command failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "--on-change command could not start"),
+                }
+            }
+            Hook::Signal { signal, pidfile } => match read_pid(pidfile) {
+                Ok(pid) => {
+                    // SAFETY: kill(2) with a pid read from the file and a valid signal.
+                    if unsafe { libc::kill(pid, signal.0) } == 0 {
+                        tracing::info!(
+                            pid,
+                            signal = signal.0,
+                            changed = count,
+                            "--on-change: signalled"
+                        );
+                    } else {
+                        let e = std::io::Error::last_os_error();
+                        tracing::warn!(pid, error = %e, "--on-change: cannot signal");
+                    }
+                }
+                Err(why) => tracing::warn!(pidfile = %pidfile.display(), "--on-change: {why}"),
+            },
+        }
+    }
+}
+
+/// The process id in `pidfile`.
+fn read_pid(pidfile: &Path) -> Result<libc::pid_t, String> {
+    let text =
+        std::fs::read_to_string(pidfile).map_err(|e| format!("cannot read the pid file: {e}"))?;
+    match text.trim().parse::<libc::pid_t>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(format!(
+            "the pid file holds no process id ({:?})",
+            text.trim()
+        )),
+    }
+}
+
+/// Runs `hook` on a thread of its own for the changed secrets' paths (from
+/// the mount's root) that arrive on `changes`, until the sender is gone.
+pub fn start(hook: Hook, mountpoint: PathBuf, changes: Receiver<String>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("secretfs-hook".into())
+        .spawn(move || {
+            while let Ok(first) = changes.recv() {
+                let mut changed = BTreeSet::from([mountpoint.join(first)]);
+                let until = Instant::now() + GATHER_AT_MOST;
+                loop {
+                    let wait = GATHER.min(until.saturating_duration_since(Instant::now()));
+                    match changes.recv_timeout(wait) {
+                        Ok(path) => {
+                            changed.insert(mountpoint.join(path));
+                        }
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                hook.fire(&mountpoint, &changed);
+            }
+        })
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_parse_as_a_signal_with_its_pid_file_or_a_command() {
+        assert_eq!(
+            Hook::parse("signal:HUP:/run/nginx.pid"),
+            Ok(Hook::Signal {
+                signal: Signal(libc::SIGHUP),
+                pidfile: PathBuf::from("/run/nginx.pid")
+            })
+        );
+        assert_eq!(
+            Hook::parse("systemctl reload nginx"),
+            Ok(Hook::Command("systemctl reload nginx".into()))
+        );
+        assert!(Hook::parse("signal:HUP").is_err());
+        assert!(Hook::parse("signal:NOPE:/x").is_err());
+        assert!(Hook::parse("  ").is_err());
+    }
+
+    #[test]
+    fn changes_close_together_make_one_run_with_every_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("runs");
+        let hook = Hook::Command(format!(
+            "printf '%s\\n--\\n' \"$SECRETFS_CHANGED\" >> {}",
+            out.display()
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        start(hook, PathBuf::from("/mnt"), rx).unwrap();
+        tx.send("app/db".to_string()).unwrap();
+        tx.send("app/tls".to_string()).unwrap();
+        tx.send("app/db".to_string()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("--")
+        {
+            assert!(Instant::now() < deadline, "the hook did not run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "/mnt/app/db\n/mnt/app/tls\n--\n"
+        );
+    }
+}
