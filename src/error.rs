@@ -29,6 +29,10 @@ pub enum Error {
     /// A backend request ran past its deadline.
     #[error("store request timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// A write was sent and its connection failed before the answer came
+    /// (a server killed, a connection reset): it may have been applied.
+    #[error("a write was sent and got no answer: {0}")]
+    Unanswered(String),
     /// A write got no answer (the error inside), and the store could not
     /// tell either whether it was applied.
     #[error("outcome unknown: the write may or may not have been applied ({0})")]
@@ -95,6 +99,7 @@ impl Error {
             Error::NotFound => libc::ENOENT,
             Error::PermissionDenied(_) | Error::NotAllowed(_) => libc::EACCES,
             Error::Unavailable(_)
+            | Error::Unanswered(_)
             | Error::Timeout(_)
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)
@@ -124,6 +129,7 @@ impl Error {
         matches!(
             self,
             Error::Unavailable(_)
+                | Error::Unanswered(_)
                 | Error::Timeout(_)
                 | Error::OutOfTime(_)
                 | Error::OutcomeUnknown(_)

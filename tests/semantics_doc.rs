@@ -140,6 +140,7 @@ fn all_errors() -> Vec<Error> {
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
         Error::OutcomeUnknown(Box::new(Error::Timeout(Duration::from_secs(5)))),
+        Error::Unanswered("connection reset".into()),
         Error::NameTooLong,
         Error::NotSupported("fallocate"),
     ];
@@ -169,6 +170,7 @@ fn all_errors() -> Vec<Error> {
             | Error::WouldBlock
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)
+            | Error::Unanswered(_)
             | Error::NameTooLong
             | Error::NotSupported(_) => {}
         }

@@ -135,7 +135,10 @@ fn may_wait() -> Result<()> {
 /// Whether an error says the store could not be reached (rather than that
 /// it answered no).
 fn is_outage(e: &Error) -> bool {
-    matches!(e, Error::Timeout(_) | Error::Unavailable(_))
+    matches!(
+        e,
+        Error::Timeout(_) | Error::Unavailable(_) | Error::Unanswered(_)
+    )
 }
 
 /// Whether the store answers, as the last request found.

@@ -182,6 +182,41 @@ fn a_write_applied_whose_answer_was_lost_is_a_successful_close() {
 }
 
 #[test]
+fn a_write_whose_connection_broke_after_it_was_sent_is_found_out_too() {
+    // A server killed while it applied the write: the connection breaks
+    // instead of timing out (seen in tests/fault_soak.rs: the close said
+    // EIO and the value was stored).
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.version("myapp/db").unwrap();
+    store.hang_after_write(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    let err = write_file(&fs, "myapp/db/USER", b"new").unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    store.heal();
+    assert_eq!(store.version("myapp/db").unwrap(), before + 1);
+}
+
+#[test]
+fn a_write_applied_whose_connection_broke_before_the_answer_is_a_successful_close() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.version("myapp/db").unwrap();
+    store.lose_write_answers(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    write_file(&fs, "myapp/db/USER", b"newer").unwrap();
+    store.heal();
+    assert_eq!(store.version("myapp/db").unwrap(), before + 1);
+    assert_eq!(stored(&store, "USER"), json!("newer"));
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+}
+
+#[test]
 fn a_write_whose_outcome_cannot_be_known_fails_and_the_secret_is_read_again() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(300));

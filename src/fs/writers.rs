@@ -363,9 +363,12 @@ impl Writers {
 }
 
 /// Whether a write that failed with `e` may still have been applied: its
-/// request went out and no answer came in time.
+/// request went out and no answer came (in time, or at all).
 fn may_have_landed(e: &Error) -> bool {
-    matches!(e, Error::Timeout(_) | Error::OutOfTime(_))
+    matches!(
+        e,
+        Error::Timeout(_) | Error::OutOfTime(_) | Error::Unanswered(_)
+    )
 }
 
 #[cfg(test)]

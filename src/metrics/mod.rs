@@ -169,7 +169,7 @@ pub fn outcome_of<T>(result: &crate::error::Result<T>) -> &'static str {
         Err(Error::PermissionDenied(_)) => "denied",
         Err(Error::CasConflict) => "conflict",
         Err(Error::Timeout(_) | Error::OutOfTime(_)) => "timeout",
-        Err(Error::Unavailable(_)) => "unavailable",
+        Err(Error::Unavailable(_) | Error::Unanswered(_)) => "unavailable",
         Err(_) => "error",
     }
 }

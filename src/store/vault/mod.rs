@@ -165,6 +165,10 @@ impl VaultStore {
                 }
                 Err(Error::CasConflict)
             }
+            // Sent, and the connection failed before an answer: it may
+            // have landed (the writers find out, or say the outcome is
+            // unknown).
+            (Err(Error::Unavailable(why)), _) if called.uncertain => Err(Error::Unanswered(why)),
             (Err(e), _) => {
                 if called.uncertain {
                     // Reported as a failure, yet it may have landed.
