@@ -131,7 +131,9 @@ impl SecretFs {
                 // KV v2 keeps listing a soft-deleted secret: a secret-only
                 // entry is a directory only if it has a live version. Its
                 // GET is needed by the first access below it anyway.
-                if folder || (secret && self.secret_is_live(&child_path)?) {
+                // Without a view inside secrets, a secret is no directory.
+                let secret_dir = secret && self.views.any_inside();
+                if folder || (secret_dir && self.secret_is_live(&child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }
@@ -168,7 +170,9 @@ impl SecretFs {
         if list_denied.is_some() {
             let as_secret = self.secret(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
-                return Ok((Child::Dir(child_path), valid_for));
+                if self.views.any_inside() {
+                    return Ok((Child::Dir(child_path), valid_for));
+                }
             }
             let as_folder = self.listing(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
@@ -229,9 +233,14 @@ impl SecretFs {
                     .iter()
                     .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
                 {
-                    entries.insert(e.name.clone(), true);
                     if e.folder {
+                        entries.insert(e.name.clone(), true);
                         continue;
+                    }
+                    // A secret is a directory only where a view shows
+                    // files inside it.
+                    if self.views.any_inside() {
+                        entries.insert(e.name.clone(), true);
                     }
                     for (_, view) in self.views.iter() {
                         let Some(file) = view.beside_name(&e.name) else {

@@ -349,7 +349,11 @@ impl SecretFs {
         }
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
-        if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)? {
+        // Only where the directory stands for the secret: in a layout
+        // that shows secrets as files beside it, it is only a folder.
+        let stands_for_secret = self.views.any_inside()
+            && (self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)?);
+        if stands_for_secret {
             self.source.delete(&path)?;
         } else {
             self.source.forget_deleted(&path);
