@@ -11,6 +11,7 @@ use crate::audit::AuditLog;
 use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
+use crate::fs::view::Views;
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
@@ -117,11 +118,12 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
 
 /// The core over the connected store, configured by the command line.
 fn build_core(connected: store::Connected, args: &MountArgs) -> Arc<SecretFs> {
-    Arc::new(SecretFs::new(
+    Arc::new(SecretFs::with_views(
         connected.store,
         connected.root,
         fs_config(args),
         Arc::new(SystemClock),
+        Views::of_layout(args.files.layout),
     ))
 }
 
