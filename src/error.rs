@@ -68,6 +68,9 @@ pub enum Error {
     /// No extended attribute of that name.
     #[error("no such extended attribute")]
     NoAttribute,
+    /// The store cannot do this (versions or metadata on KV v1).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// The answer needs the store, and the caller asked not to wait for it
     /// (the FUSE adapter then asks again off its request threads). Never
     /// reaches a program.
@@ -98,6 +101,7 @@ impl Error {
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
             Error::NoAttribute => libc::ENODATA,
+            Error::Unsupported(_) => libc::ENOTSUP,
             Error::WouldBlock => libc::EAGAIN,
         }
     }
@@ -122,6 +126,7 @@ impl Error {
                 | Error::Exists
                 | Error::CrossSecret
                 | Error::NoAttribute
+                | Error::Unsupported(_)
                 | Error::WouldBlock
         )
     }

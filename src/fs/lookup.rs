@@ -103,6 +103,9 @@ impl SecretFs {
     }
 
     pub(super) fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        if dir.version().is_some() {
+            return self.find_in_version(dir, name);
+        }
         let child_path = dir.join(name);
         // What lives only in memory comes first.
         if self.names.is_local_dir(&child_path) {
@@ -178,6 +181,9 @@ impl SecretFs {
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
                 return Ok((Child::Dir(child_path), valid_for));
             }
+            if let Some(found) = self.find_version(dir, name)? {
+                return Ok(found);
+            }
             let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
             if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
                 // We may not know: a directory that lists as EACCES, so that
@@ -189,8 +195,70 @@ impl SecretFs {
                     return Err(e);
                 }
             }
+            return Err(Error::NotFound);
         }
-        Err(Error::NotFound)
+        // Nothing real has this name: it may name a version (`db@3`).
+        match self.find_version(dir, name)? {
+            Some(found) => Ok(found),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// A file of the version of a secret the directory `dir` shows
+    /// (`app/db@3`): what a view inside secrets shows of that version.
+    fn find_in_version(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        let cached = self.secret(dir)?;
+        let version = cached.value.ok_or(Error::NotFound)?;
+        let view = self.view_showing(&version, name).ok_or(Error::NotFound)?;
+        let file = FileRef {
+            secret: dir.clone(),
+            view,
+            name: name.to_string(),
+        };
+        Ok((Child::File { file, version }, cached.valid_for))
+    }
+
+    /// What `name` in `dir` stands for when it names a version of a
+    /// secret there, looked up only (never listed): `db@3`, a directory
+    /// of version 3 of `db` (views inside secrets), or `db@3.json`, the
+    /// file version 3 of `db` shows as (views beside them). `None` when
+    /// it names none, the version is deleted or destroyed, or the store
+    /// keeps no versions.
+    fn find_version(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+        if !self.source.capabilities().versions {
+            return Ok(None);
+        }
+        for (view, v) in self.views.iter() {
+            let secret_name = match v.placement() {
+                Placement::Inside => Some(name.to_string()),
+                Placement::Beside => v.secret_named(name),
+            };
+            let Some((base, number)) = secret_name.as_deref().and_then(names::split_version) else {
+                continue;
+            };
+            let secret = dir.join(base).at_version(number);
+            let cached = match self.secret(&secret) {
+                Ok(c) => c,
+                Err(Error::PermissionDenied(_) | Error::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(version) = cached.value else {
+                continue;
+            };
+            match v.placement() {
+                Placement::Inside => return Ok(Some((Child::Dir(secret), cached.valid_for))),
+                Placement::Beside if v.render(&version, name).is_some() => {
+                    let file = FileRef {
+                        secret,
+                        view,
+                        name: name.to_string(),
+                    };
+                    return Ok(Some((Child::File { file, version }, cached.valid_for)));
+                }
+                Placement::Beside => {}
+            }
+        }
+        Ok(None)
     }
 
     /// A file shown beside the secret it is named after (`P.json`), if a

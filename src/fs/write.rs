@@ -45,6 +45,16 @@ impl SecretFs {
         }
     }
 
+    /// Whether `dir` may change: not in a version of a secret (`db@3`),
+    /// which only reads, even on a writable mount.
+    fn writable_in(&self, dir: &SecretPath) -> Result<()> {
+        self.writable()?;
+        match dir.version() {
+            Some(_) => Err(Error::ReadOnly),
+            None => Ok(()),
+        }
+    }
+
     /// Commits a change to `secret` (see [`Writers::commit`]); what lived
     /// only in memory above it now exists in the store.
     fn commit(
@@ -82,7 +92,7 @@ impl SecretFs {
     }
 
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
-        self.writable()?;
+        self.writable_in(&file.secret)?;
         self.store_answers()?;
         let buffer = match self.writers.join(ino) {
             Some(b) => b,
@@ -257,6 +267,7 @@ impl SecretFs {
     pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
+        self.writable_in(&dir)?;
         if !names::is_showable(name) {
             return Err(Error::Invalid(format!("{name:?} cannot be a key name")));
         }
@@ -286,6 +297,7 @@ impl SecretFs {
     pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
+        self.writable_in(&dir)?;
         if !names::is_showable(name) {
             return Err(Error::Invalid(format!("{name:?} cannot be a secret name")));
         }
@@ -340,10 +352,11 @@ impl SecretFs {
             self.names.remove_local_dir(&path);
             return Ok(());
         }
-        match self.find_child(&dir, name)?.0 {
-            Child::Dir(_) => {}
+        // The path the directory stands for (a version's: `db@3`).
+        let path = match self.find_child(&dir, name)?.0 {
+            Child::Dir(path) => path,
             _ => return Err(Error::NotDir),
-        }
+        };
         if !self.list_dir(&path)?.is_empty() {
             return Err(Error::NotEmpty);
         }
@@ -377,6 +390,8 @@ impl SecretFs {
     ) -> Result<()> {
         self.writable()?;
         let (src_dir, dst_dir) = (self.dir_path(parent)?, self.dir_path(new_parent)?);
+        self.writable_in(&src_dir)?;
+        self.writable_in(&dst_dir)?;
         if !names::is_showable(new_name) {
             return Err(Error::Invalid(format!("{new_name:?} cannot be a key name")));
         }

@@ -162,3 +162,141 @@ fn a_json_file_is_invalidated_when_its_secret_changes() {
     let got: Vec<Invalidation> = rx.try_iter().collect();
     assert!(got.contains(&Invalidation::Inode(ino)), "{got:?}");
 }
+
+// ---- versions --------------------------------------------------------------
+
+/// `app/db` written three times; `app/db@2` a real secret of its own.
+fn versioned() -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::new());
+    store.put("app/db", json!({"PASSWORD": "one", "USER": "app"}));
+    store.put("app/db", json!({"PASSWORD": "two", "USER": "app"}));
+    store.put("app/db", json!({"PASSWORD": "three"}));
+    store.put("app/db@2", json!({"REAL": "yes"}));
+    store
+}
+
+#[test]
+fn a_version_of_a_secret_is_looked_up_by_name_and_never_listed() {
+    let store = versioned();
+    let (fs, _) = laid_out(store.clone(), Layout::Keys);
+    assert_eq!(text(&fs, "app/db@1/PASSWORD"), "one");
+    assert_eq!(
+        names(&fs, "app/db@1"),
+        vec![("PASSWORD".into(), false), ("USER".into(), false)]
+    );
+    assert_eq!(text(&fs, "app/db@3/PASSWORD"), "three");
+    assert_eq!(text(&fs, "app/db/PASSWORD"), "three");
+    assert_eq!(
+        names(&fs, "app"),
+        vec![("db".into(), true), ("db@2".into(), true)]
+    );
+    // A real secret of that name wins.
+    assert_eq!(text(&fs, "app/db@2/REAL"), "yes");
+    // No such version, or not a version's name.
+    for missing in [
+        "app/db@4",
+        "app/db@0",
+        "app/db@01",
+        "app/nope@1",
+        "app/db@1/NOPE",
+    ] {
+        assert_eq!(
+            path_ino(&fs, missing).unwrap_err().errno(),
+            libc::ENOENT,
+            "{missing}"
+        );
+    }
+    // The file's mtime is the version's.
+    let a = fs.getattr(path_ino(&fs, "app/db@1/USER").unwrap()).unwrap();
+    assert_eq!(a.size, 3);
+}
+
+#[test]
+fn a_deleted_or_destroyed_version_is_enoent() {
+    let store = versioned();
+    let (fs, clock) = laid_out(store.clone(), Layout::Keys);
+    assert_eq!(text(&fs, "app/db@1/PASSWORD"), "one");
+    store.delete_version("app/db", 1);
+    // Cached for the TTL, like any answer; then gone.
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(path_ino(&fs, "app/db@1").unwrap_err().errno(), libc::ENOENT);
+    store.remove("app/db");
+    assert_eq!(path_ino(&fs, "app/db@3").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(text(&fs, "app/db@2/REAL"), "yes");
+}
+
+#[test]
+fn a_version_only_reads_and_a_rollback_is_a_copy() {
+    let store = versioned();
+    let (fs, _) = laid_out(store.clone(), Layout::Keys);
+    let v1 = path_ino(&fs, "app/db@1").unwrap();
+    let pw = path_ino(&fs, "app/db@1/PASSWORD").unwrap();
+    let rofs = |r: Result<()>| assert_eq!(r.unwrap_err().errno(), libc::EROFS);
+    rofs(fs.open(pw, true, false).map(drop));
+    rofs(fs.create(v1, "NEW").map(drop));
+    rofs(fs.create(v1, ".NEW.swp").map(drop));
+    rofs(fs.mkdir(v1, "d").map(drop));
+    rofs(fs.unlink(v1, "USER"));
+    rofs(fs.rename(v1, "USER", v1, "USER~", false));
+    rofs(fs.setattr(pw, Some(0), None, None).map(drop));
+    let app = path_ino(&fs, "app").unwrap();
+    assert_eq!(fs.rmdir(app, "db@1").unwrap_err().errno(), libc::ENOTEMPTY);
+    store.put("app/empty", json!({}));
+    store.put("app/empty", json!({"K": "v"}));
+    assert_eq!(fs.rmdir(app, "empty@1").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(store.get("app/empty"), Some(json!({"K": "v"})));
+    assert_eq!(store.version("app/db"), Some(3));
+    // `cp app/db@1/PASSWORD app/db/PASSWORD`.
+    let old = read_all(&fs, "app/db@1/PASSWORD").unwrap();
+    write_file(&fs, "app/db/PASSWORD", &old).unwrap();
+    assert_eq!(store.get("app/db"), Some(json!({"PASSWORD": "one"})));
+    assert_eq!(store.version("app/db"), Some(4));
+    // The version view still shows version 1.
+    assert_eq!(text(&fs, "app/db@1/USER"), "app");
+}
+
+#[test]
+fn in_the_json_layout_a_version_is_a_json_file() {
+    let store = versioned();
+    let (fs, _) = laid_out(store.clone(), Layout::Json);
+    assert_eq!(
+        text(&fs, "app/db@1.json"),
+        "{\"PASSWORD\":\"one\",\"USER\":\"app\"}\n"
+    );
+    assert_eq!(text(&fs, "app/db@2.json"), "{\"REAL\":\"yes\"}\n");
+    assert_eq!(
+        names(&fs, "app"),
+        vec![("db.json".into(), false), ("db@2.json".into(), false)]
+    );
+    let e = write_file(&fs, "app/db@1.json", b"{}").unwrap_err();
+    assert_eq!(e.errno(), libc::EROFS);
+    assert_eq!(store.version("app/db"), Some(3));
+    let (fs, _) = laid_out(store, Layout::Env);
+    assert_eq!(text(&fs, "app/db@1.env"), "PASSWORD=one\nUSER=app\n");
+}
+
+#[test]
+fn versions_are_read_once_per_ttl() {
+    let store = versioned();
+    let (fs, _) = laid_out(store.clone(), Layout::Keys);
+    assert_eq!(text(&fs, "app/db@1/PASSWORD"), "one");
+    let reads = store.read_calls();
+    for _ in 0..5 {
+        assert_eq!(text(&fs, "app/db@1/PASSWORD"), "one");
+        assert_eq!(text(&fs, "app/db@1/USER"), "app");
+    }
+    assert_eq!(store.read_calls(), reads);
+}
+
+#[test]
+fn kv1_has_no_versions() {
+    let store = Arc::new(MemoryStore::kv1());
+    store.put("app/db", json!({"K": "v"}));
+    let (fs, _) = laid_out(store.clone(), Layout::Keys);
+    assert_eq!(path_ino(&fs, "app/db@1").unwrap_err().errno(), libc::ENOENT);
+    let (fs, _) = laid_out(store, Layout::Json);
+    assert_eq!(
+        path_ino(&fs, "app/db@1.json").unwrap_err().errno(),
+        libc::ENOENT
+    );
+}

@@ -102,6 +102,36 @@ impl VaultStore {
             .ok_or_else(|| Error::Protocol("a write answered 404".into()))
     }
 
+    /// Reads the latest version of a KV v2 secret, or version `version`:
+    /// `None` when there is none, or it is deleted or destroyed.
+    fn kv2_read(&self, path: &SecretPath, version: Option<u64>) -> Result<Option<Secret>> {
+        let mount = self.source.mount.as_str();
+        let request = ReadSecretRequest::builder()
+            .mount(mount)
+            .path(path.as_str())
+            .version(version)
+            .build()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let Some(resp) = self
+            .client
+            .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })?
+        else {
+            return Ok(None);
+        };
+        if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
+            return Ok(None);
+        }
+        let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
+        let mut secret = secret_from(&resp.data, Some(revision(resp.metadata.version)), modified)?;
+        secret.custom_metadata = resp
+            .metadata
+            .custom_metadata
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Some(secret))
+    }
+
     /// The version a write "if absent" must name: KV v2 keeps counting the
     /// versions of a deleted secret, and check-and-set names the latest
     /// (deleted) one; `None` when the latest version is live after all.
@@ -159,24 +189,7 @@ impl SecretStore for VaultStore {
         }
         let mount = self.source.mount.as_str();
         match self.source.version {
-            KvVersion::V2 => {
-                let request = ReadSecretRequest::builder()
-                    .mount(mount)
-                    .path(path.as_str())
-                    .build()
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                let Some(resp) = self
-                    .client
-                    .call(|c| async move { vaultrs::api::exec_with_result(&*c, request).await })?
-                else {
-                    return Ok(None);
-                };
-                if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
-                    return Ok(None);
-                }
-                let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
-                secret_from(&resp.data, Some(revision(resp.metadata.version)), modified).map(Some)
-            }
+            KvVersion::V2 => self.kv2_read(path, None),
             KvVersion::V1 => {
                 match self.client.call(|c| async move {
                     vaultrs::kv1::get_raw(&*c, mount, path.as_str()).await
@@ -237,6 +250,44 @@ impl SecretStore for VaultStore {
                 .client
                 .call(|c| async move { vaultrs::kv1::delete(&*c, mount, path.as_str()).await })?,
         };
+        Ok(())
+    }
+
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        match self.source.version {
+            KvVersion::V2 if version > 0 && !path.is_root() => self.kv2_read(path, Some(version)),
+            KvVersion::V2 => Ok(None),
+            KvVersion::V1 => Err(Error::Unsupported("KV v1 keeps no versions")),
+        }
+    }
+
+    /// Reads the metadata, changes one entry of custom_metadata, writes it
+    /// back: Vault replaces custom_metadata as a whole, and leaves the
+    /// fields a metadata write does not name as they were.
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        if self.source.version == KvVersion::V1 {
+            return Err(Error::Unsupported("KV v1 keeps no metadata"));
+        }
+        let mount = self.source.mount.as_str();
+        let meta = self
+            .client
+            .call(|c| async move { vaultrs::kv2::read_metadata(&*c, mount, path.as_str()).await })?
+            .ok_or(Error::NotFound)?;
+        let mut custom = meta.custom_metadata.unwrap_or_default();
+        match value {
+            Some(v) => custom.insert(name.to_string(), v.to_string()),
+            None => custom.remove(name),
+        };
+        self.client.call(|c| async move {
+            let mut request = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+            request.custom_metadata(custom);
+            vaultrs::kv2::set_metadata(&*c, mount, path.as_str(), Some(&mut request)).await
+        })?;
         Ok(())
     }
 
