@@ -298,3 +298,82 @@ fn an_unknown_layout_is_refused_at_start() {
     assert!(!status.success());
     assert!(stderr.contains("keys (default), json or env"), "{stderr}");
 }
+
+// ---- versions ---------------------------------------------------------------
+
+/// `app/db` written three times (PASSWORD one, two, three).
+fn three_versions() -> Bao {
+    let bao = Bao::start();
+    for pw in ["one", "two", "three"] {
+        bao.kv2_put("secret", "app/db", json!({"PASSWORD": pw, "USER": "app"}));
+    }
+    bao
+}
+
+#[test]
+fn a_version_reads_through_its_name_and_a_rollback_is_cp() {
+    let bao = three_versions();
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    assert_eq!(run_ok("cat", &[s(&m.at("app/db@1/PASSWORD"))]), "one");
+    assert_eq!(run_ok("cat", &[s(&m.at("app/db@2/PASSWORD"))]), "two");
+    assert_eq!(names(&m.at("app")), set(&["db"]));
+    assert_eq!(names(&m.at("app/db@1")), set(&["PASSWORD", "USER"]));
+    // Read-only even here.
+    let e = write_and_close(&m.at("app/db@1/PASSWORD"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    // The rollback.
+    run_ok(
+        "cp",
+        &[s(&m.at("app/db@1/PASSWORD")), s(&m.at("app/db/PASSWORD"))],
+    );
+    let (data, version) = bao.kv2_get("secret", "app/db").unwrap();
+    assert_eq!(data, json!({"PASSWORD": "one", "USER": "app"}));
+    assert_eq!(version, 4);
+    // Deleted and destroyed versions are gone; a version not yet written
+    // never was.
+    let (status, _) = bao.api(
+        "POST",
+        "secret/delete/app/db",
+        Some(json!({"versions": [2]})),
+    );
+    assert!(status < 300);
+    let (status, _) = bao.api(
+        "PUT",
+        "secret/destroy/app/db",
+        Some(json!({"versions": [3]})),
+    );
+    assert!(status < 300);
+    // (A mount that read a version keeps it for the TTL, like any answer.)
+    let m2 = Mount::new(&bao, "secret/", &[]);
+    for gone in ["app/db@2", "app/db@3", "app/db@9"] {
+        let e = std::fs::metadata(m2.at(gone)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{gone}");
+    }
+    assert_eq!(run_ok("cat", &[s(&m2.at("app/db@1/USER"))]), "app");
+    // A real secret of that name wins.
+    bao.kv2_put("secret", "app/db@1", json!({"REAL": "yes"}));
+    let m3 = Mount::new(&bao, "secret/", &[]);
+    assert_eq!(names(&m3.at("app/db@1")), set(&["REAL"]));
+}
+
+#[test]
+fn in_the_json_layout_a_version_is_a_json_file_jq_reads() {
+    let bao = three_versions();
+    let m = Mount::new(&bao, "secret/", &["--layout", "json"]);
+    assert_eq!(
+        run_ok("jq", &["-r", ".PASSWORD", s(&m.at("app/db@1.json"))]),
+        "one\n"
+    );
+    assert_eq!(names(&m.at("app")), set(&["db.json"]));
+}
+
+#[test]
+fn kv1_has_no_versions_to_show() {
+    let bao = Bao::start();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "app/db", json!({"K": "v"}));
+    let m = Mount::new(&bao, "kv1/", &[]);
+    assert_eq!(run_ok("cat", &[s(&m.at("app/db/K"))]), "v");
+    let e = std::fs::metadata(m.at("app/db@1")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
