@@ -377,3 +377,124 @@ fn kv1_has_no_versions_to_show() {
     let e = std::fs::metadata(m.at("app/db@1")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 }
+
+// ---- metadata as extended attributes ---------------------------------------
+
+/// What `getfattr -d` shows of `path`: name → value.
+fn getfattr(path: &Path) -> BTreeMap<String, String> {
+    run_ok("getfattr", &["-d", "--absolute-names", s(path)])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn custom_metadata(bao: &Bao, path: &str) -> (Value, Value) {
+    let (status, resp) = bao.api("GET", &format!("secret/metadata/{path}"), None);
+    assert_eq!(status, 200, "{resp}");
+    (
+        resp["data"]["custom_metadata"].clone(),
+        resp["data"]["max_versions"].clone(),
+    )
+}
+
+#[test]
+fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata() {
+    let bao = three_versions();
+    let (status, resp) = bao.api(
+        "POST",
+        "secret/metadata/app/db",
+        Some(json!({"custom_metadata": {"owner": "team-a"}, "max_versions": 5})),
+    );
+    assert!(status < 300, "{resp}");
+    let m = Mount::new(&bao, "secret/", &["--writable"]);
+    for path in ["app/db", "app/db/PASSWORD"] {
+        let attrs = getfattr(&m.at(path));
+        assert_eq!(attrs["user.secretfs.version"], "3", "{path}");
+        assert_eq!(attrs["user.secretfs.meta.owner"], "team-a", "{path}");
+        humantime::parse_rfc3339(&attrs["user.secretfs.created_time"]).unwrap();
+    }
+    assert_eq!(getfattr(&m.at("app/db@1"))["user.secretfs.version"], "1");
+
+    run_ok(
+        "setfattr",
+        &[
+            "-n",
+            "user.secretfs.meta.description",
+            "-v",
+            "the app's database",
+            s(&m.at("app/db")),
+        ],
+    );
+    let (custom, max_versions) = custom_metadata(&bao, "app/db");
+    assert_eq!(
+        custom,
+        json!({"owner": "team-a", "description": "the app's database"})
+    );
+    assert_eq!(max_versions, json!(5), "other metadata untouched");
+    assert_eq!(bao.kv2_version("secret", "app/db"), 3, "no new version");
+    assert_eq!(
+        getfattr(&m.at("app/db/USER"))["user.secretfs.meta.description"],
+        "the app's database"
+    );
+    run_ok(
+        "setfattr",
+        &[
+            "-x",
+            "user.secretfs.meta.owner",
+            s(&m.at("app/db/PASSWORD")),
+        ],
+    );
+    assert_eq!(
+        custom_metadata(&bao, "app/db").0,
+        json!({"description": "the app's database"})
+    );
+    // The store's own attributes are not ours to set.
+    let out = run(
+        "setfattr",
+        &["-n", "user.secretfs.version", "-v", "9", s(&m.at("app/db"))],
+    );
+    assert!(!out.status.success());
+
+    // In the json layout, on the file; a read-only mount refuses changes.
+    let j = Mount::new(&bao, "secret/", &["--layout", "json"]);
+    let attrs = getfattr(&j.at("app/db.json"));
+    assert_eq!(
+        attrs["user.secretfs.meta.description"],
+        "the app's database"
+    );
+    let out = run(
+        "setfattr",
+        &[
+            "-n",
+            "user.secretfs.meta.x",
+            "-v",
+            "1",
+            s(&j.at("app/db.json")),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+}
+
+#[test]
+fn kv1_secrets_have_no_metadata_attributes() {
+    let bao = Bao::start();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "app/db", json!({"K": "v"}));
+    let m = Mount::new(&bao, "kv1/", &["--writable"]);
+    assert!(getfattr(&m.at("app/db")).is_empty());
+    let out = run(
+        "getfattr",
+        &["-n", "user.secretfs.version", s(&m.at("app/db/K"))],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such attribute"));
+    let out = run(
+        "setfattr",
+        &["-n", "user.secretfs.meta.x", "-v", "1", s(&m.at("app/db"))],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

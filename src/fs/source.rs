@@ -451,6 +451,25 @@ impl Source {
             .ok_or_else(|| crate::error::Error::Protocol("a write left nothing cached".into()))
     }
 
+    /// Sets (`Some`) or removes (`None`) one entry of the custom metadata
+    /// of the secret at `path`. The cached secret is dropped: the next
+    /// read fetches it with its new metadata.
+    pub fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Self::latest_only(path)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        may_wait()?;
+        self.noted(self.store.set_custom_metadata(path, name, value))?;
+        self.secrets.invalidate(path);
+        Ok(())
+    }
+
     /// Deletes the secret at `path`; the cache knows at once.
     pub fn delete(&self, path: &SecretPath) -> Result<()> {
         Self::latest_only(path)?;
