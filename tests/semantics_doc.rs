@@ -61,6 +61,7 @@ fn errno_named(name: &str) -> i32 {
         "ENODATA" => libc::ENODATA,
         "ENOENT" => libc::ENOENT,
         "ENOSYS" => libc::ENOSYS,
+        "ENOTSUP" => libc::ENOTSUP,
         "ENOTDIR" => libc::ENOTDIR,
         "ENOTEMPTY" => libc::ENOTEMPTY,
         "EPERM" => libc::EPERM,
@@ -129,6 +130,7 @@ fn all_errors() -> Vec<Error> {
         Error::IsDir,
         Error::NotDir,
         Error::NoAttribute,
+        Error::Unsupported("kv1"),
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
     ];
@@ -154,6 +156,7 @@ fn all_errors() -> Vec<Error> {
             | Error::IsDir
             | Error::NotDir
             | Error::NoAttribute
+            | Error::Unsupported(_)
             | Error::WouldBlock
             | Error::OutOfTime(_) => {}
         }
