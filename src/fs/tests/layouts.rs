@@ -300,3 +300,22 @@ fn kv1_has_no_versions() {
         libc::ENOENT
     );
 }
+
+#[test]
+fn a_secret_gone_from_its_folder_takes_its_json_file_name_along() {
+    let store = seeded();
+    let (fs, clock) = laid_out(store.clone(), Layout::Json);
+    let rx = invalidations_of(&fs);
+    let api = path_ino(&fs, "myapp/api").unwrap();
+    path_ino(&fs, "myapp/api/token.json").unwrap();
+    store.put("myapp/api/other", json!({"K": "v"}));
+    store.destroy("myapp/api/token");
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(names(&fs, "myapp/api"), vec![("other.json".into(), false)]);
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    let entry = Invalidation::Entry {
+        parent: api,
+        name: "token.json".into(),
+    };
+    assert!(got.contains(&entry), "{got:?}");
+}
