@@ -110,7 +110,8 @@ fn dotenv(file: &Path, interpolate: bool) -> BTreeMap<String, String> {
 #[test]
 fn json_layout_shows_each_secret_as_a_json_file_jq_and_python_read() {
     let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--layout", "json"]);
+    // The mount(8) form of the option.
+    let m = Mount::new(&bao, "secret/", &["-o", "layout=json"]);
     assert_eq!(names(m.path()), set(&["clash", "clash.json", "myapp"]));
     // db is a secret and a folder; token and typed are only secrets.
     assert_eq!(
