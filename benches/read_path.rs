@@ -620,6 +620,12 @@ struct Run {
 
 /// `threads` threads doing `CACHED_OPS` timed reads of `path` in all.
 fn cached_run(path: &Path, threads: usize) -> Run {
+    cached_run_of(path, VALUE, threads)
+}
+
+/// `threads` threads doing `CACHED_OPS` timed reads of `path` (which must
+/// hold `expect`) in all.
+fn cached_run_of(path: &Path, expect: &'static [u8], threads: usize) -> Run {
     let per_thread = CACHED_OPS / threads;
     let barrier = Arc::new(Barrier::new(threads + 1));
     let workers: Vec<_> = (0..threads)
@@ -637,7 +643,7 @@ fn cached_run(path: &Path, threads: usize) -> Run {
                     let t = Instant::now();
                     let r = read_once(&path, &mut buf);
                     ns.push(t.elapsed().as_nanos() as u64);
-                    if r.is_err() || buf != VALUE {
+                    if r.is_err() || buf != expect {
                         bad += 1;
                     }
                 }
@@ -843,11 +849,18 @@ fn main() {
         seed_start.elapsed().as_secs_f64()
     );
 
-    cached_section(&work.0, &bao);
-    cold_section(&work.0, &bao);
-    propagation_section(&work.0, &bao);
-    let memory = load_section(&work.0, &bao);
-    memory_section(memory);
+    // SECRETFS_BENCH_ONLY=layouts runs the layouts section alone.
+    let only = std::env::var("SECRETFS_BENCH_ONLY").ok();
+    if only.is_none() {
+        cached_section(&work.0, &bao);
+    }
+    layout_section(&work.0, &bao);
+    if only.is_none() {
+        cold_section(&work.0, &bao);
+        propagation_section(&work.0, &bao);
+        let memory = load_section(&work.0, &bao);
+        memory_section(memory);
+    }
 
     section("cleanup", Duration::from_secs(60));
     drop(bao);
@@ -924,6 +937,89 @@ fn cached_section(work: &Path, bao: &Bao) {
     println!("   p50 ×: secretfs p50 ÷ tmpfs p50; ops/s ×: tmpfs ops/s ÷ secretfs ops/s (both: times slower).");
     println!("   tmpfs file at the same path depth as in the mount (…/mnt/bench/hot/PASSWORD); secret warmed by");
     println!("   one read before; default --threads (4) in the daemon; each value checked equal to the 32 bytes.");
+}
+
+/// 1b. A cached read of a rendered file (`--layout json`, `env`) against
+/// a cached key file read, on the same mount kind.
+fn layout_section(work: &Path, bao: &Bao) {
+    section("1b. cached read by layout", Duration::from_secs(180));
+    const JSON: &[u8] = b"{\"PASSWORD\":\"0123456789abcdef0123456789abcdef\"}\n";
+    const ENV: &[u8] = b"PASSWORD=0123456789abcdef0123456789abcdef\n";
+    println!("\n1b. CACHED READ BY LAYOUT: open+read+close of the file a secret shows as (--ttl 10m, 1 thread)");
+    println!(
+        "   {:<34} {:>9} {:>9} {:>10} {:>13}",
+        "", "p50 µs", "p99 µs", "ops/s", "p50 ÷ keys"
+    );
+    for (kind, extra) in [("read-only", &[][..]), ("--writable", &["--writable"][..])] {
+        let ro = extra.is_empty();
+        let mounts: Vec<(&str, Mount, &str, &'static [u8])> = [
+            (
+                "keys",
+                if ro {
+                    "layout-keys-ro"
+                } else {
+                    "layout-keys-rw"
+                },
+                "bench/hot/PASSWORD",
+                VALUE,
+            ),
+            (
+                "json",
+                if ro {
+                    "layout-json-ro"
+                } else {
+                    "layout-json-rw"
+                },
+                "bench/hot.json",
+                JSON,
+            ),
+            (
+                "env",
+                if ro { "layout-env-ro" } else { "layout-env-rw" },
+                "bench/hot.env",
+                ENV,
+            ),
+        ]
+        .into_iter()
+        .map(|(layout, name, rel, expect)| {
+            let mut args = vec!["--ttl", "10m", "--layout", layout];
+            args.extend_from_slice(extra);
+            (layout, Mount::start(work, bao, name, &args), rel, expect)
+        })
+        .collect();
+        let mut buf = Vec::new();
+        for (layout, m, rel, expect) in &mounts {
+            read_once(&m.at(rel), &mut buf).expect("warm read");
+            assert_eq!(buf, *expect, "{layout}: a wrong rendering");
+        }
+        let mut rounds: Vec<Vec<Run>> = mounts.iter().map(|_| Vec::new()).collect();
+        for _ in 0..CACHED_ROUNDS {
+            for (i, (_, m, rel, expect)) in mounts.iter().enumerate() {
+                rounds[i].push(cached_run_of(&m.at(rel), expect, 1));
+            }
+        }
+        let stat = |i: usize, f: fn(&Run) -> f64| median(rounds[i].iter().map(f).collect());
+        let base = stat(0, |r| r.p50);
+        for (i, (layout, _, rel, _)) in mounts.iter().enumerate() {
+            let (p50, p99, ops) = (stat(i, |r| r.p50), stat(i, |r| r.p99), stat(i, |r| r.ops));
+            let bad: usize = rounds[i].iter().map(|r| r.bad).sum();
+            let label = format!(
+                "{kind} {layout} ({})",
+                rel.rsplit('/').next().unwrap_or(rel)
+            );
+            println!(
+                "   {label:<34} {p50:>9.1} {p99:>9.1} {ops:>10.0} {:>12.2}x{}",
+                p50 / base,
+                if bad > 0 {
+                    format!("   !! {bad} bad reads")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    println!("   how: as in 1 (one thread); {CACHED_ROUNDS} rounds, the three layouts interleaved in each; medians of the");
+    println!("        rounds; the same secret (one 32-byte key) shown as a key file, hot.json and hot.env.");
 }
 
 /// 2. Cold read vs a raw GET.

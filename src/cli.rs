@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::fs::view::Layout;
+
 /// Mount HashiCorp Vault / OpenBao KV secrets as files.
 ///
 /// Each Vault folder and each secret becomes a directory, each key of a secret a
@@ -409,6 +411,13 @@ pub struct FileArgs {
     #[arg(long)]
     pub writable: bool,
 
+    /// How secrets show: `keys` (a directory per secret, a file per key),
+    /// `json` (a file P.json per secret: its data as one JSON object) or
+    /// `env` (a file P.env per secret: KEY=value lines for source,
+    /// EnvironmentFile= or dotenv). Folders are directories in every layout.
+    #[arg(long, value_name = "LAYOUT", default_value = "keys", value_parser = parse_layout)]
+    pub layout: Layout,
+
     /// Largest value a write may store (bytes; K, M suffixes); larger writes fail with EFBIG.
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
     pub max_value_size: u64,
@@ -476,6 +485,11 @@ impl FileArgs {
     pub fn read_only(&self) -> bool {
         !self.writable
     }
+}
+
+/// Parses a layout name (`keys`, `json`, `env`).
+pub fn parse_layout(s: &str) -> Result<Layout, String> {
+    s.trim().parse()
 }
 
 /// Parses `30s`, `500ms`, `5m`, `1h`.

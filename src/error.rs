@@ -85,6 +85,9 @@ pub enum Error {
     /// No extended attribute of that name.
     #[error("no such extended attribute")]
     NoAttribute,
+    /// The store cannot do this (versions or metadata on KV v1).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// The answer needs the store, and the caller asked not to wait for it
     /// (the FUSE adapter then asks again off its request threads). Never
     /// reaches a program.
@@ -119,6 +122,7 @@ impl Error {
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
             Error::NoAttribute => libc::ENODATA,
+            Error::Unsupported(_) => libc::ENOTSUP,
             Error::WouldBlock => libc::EAGAIN,
         }
     }
@@ -151,6 +155,7 @@ impl Error {
                 | Error::NotSupported(_)
                 | Error::CrossSecret
                 | Error::NoAttribute
+                | Error::Unsupported(_)
                 | Error::WouldBlock
         )
     }

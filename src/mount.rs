@@ -11,6 +11,7 @@ use crate::audit::AuditLog;
 use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
+use crate::fs::view::Views;
 use crate::fs::{FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
@@ -202,11 +203,12 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
 
 /// The core over the connected store, configured by the command line.
 fn build_core(connected: store::Connected, args: &MountArgs) -> Arc<SecretFs> {
-    Arc::new(SecretFs::new(
+    Arc::new(SecretFs::with_views(
         connected.store,
         connected.root,
         fs_config(args),
         Arc::new(SystemClock),
+        Views::of_layout(args.files.layout),
     ))
 }
 

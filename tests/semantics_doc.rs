@@ -68,6 +68,7 @@ fn errno_named(name: &str) -> i32 {
         "ENODATA" => libc::ENODATA,
         "ENOENT" => libc::ENOENT,
         "ENOSYS" => libc::ENOSYS,
+        "ENOTSUP" => libc::ENOTSUP,
         "ENOTDIR" => libc::ENOTDIR,
         "ENOTEMPTY" => libc::ENOTEMPTY,
         "EPERM" => libc::EPERM,
@@ -137,6 +138,7 @@ fn all_errors() -> Vec<Error> {
         Error::IsDir,
         Error::NotDir,
         Error::NoAttribute,
+        Error::Unsupported("kv1"),
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
         Error::OutcomeUnknown(Box::new(Error::Timeout(Duration::from_secs(5)))),
@@ -167,6 +169,7 @@ fn all_errors() -> Vec<Error> {
             | Error::IsDir
             | Error::NotDir
             | Error::NoAttribute
+            | Error::Unsupported(_)
             | Error::WouldBlock
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)

@@ -114,14 +114,25 @@ impl SecretFs {
         if gone.is_empty() {
             return;
         }
+        // A secret gone takes the files shown beside it (`P.json`) along.
+        let beside: Vec<String> = gone
+            .iter()
+            .flat_map(|name| {
+                self.views
+                    .iter()
+                    .filter(|(_, v)| v.placement() == super::view::Placement::Beside)
+                    .filter_map(|(_, v)| v.beside_name(name))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for dir in self.names.dirs_at(path) {
-            for name in &gone {
+            for name in gone.iter().copied().chain(beside.iter()) {
                 let at = super::namespace::Name { parent: dir, name };
                 if self.names.lookup_name(at).is_some() {
                     tracing::debug!(%path, ino = dir.0, "name gone from the store: invalidating");
                     self.invalidate(Invalidation::Entry {
                         parent: dir,
-                        name: (*name).clone(),
+                        name: name.clone(),
                     });
                 }
             }

@@ -106,6 +106,9 @@ impl SecretFs {
     }
 
     pub(super) fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        if dir.version().is_some() {
+            return self.find_in_version(dir, name);
+        }
         let child_path = dir.join(name);
         // What lives only in memory comes first.
         if self.names.is_local_dir(&child_path) {
@@ -134,7 +137,9 @@ impl SecretFs {
                 // KV v2 keeps listing a soft-deleted secret: a secret-only
                 // entry is a directory only if it has a live version. Its
                 // GET is needed by the first access below it anyway.
-                if folder || (secret && self.secret_is_live(&child_path)?) {
+                // Without a view inside secrets, a secret is no directory.
+                let secret_dir = secret && self.views.any_inside();
+                if folder || (secret_dir && self.secret_is_live(&child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }
@@ -171,11 +176,16 @@ impl SecretFs {
         if list_denied.is_some() {
             let as_secret = self.secret(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
-                return Ok((Child::Dir(child_path), valid_for));
+                if self.views.any_inside() {
+                    return Ok((Child::Dir(child_path), valid_for));
+                }
             }
             let as_folder = self.listing(&child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
                 return Ok((Child::Dir(child_path), valid_for));
+            }
+            if let Some(found) = self.find_version(dir, name)? {
+                return Ok(found);
             }
             let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
             if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
@@ -188,8 +198,70 @@ impl SecretFs {
                     return Err(e);
                 }
             }
+            return Err(Error::NotFound);
         }
-        Err(Error::NotFound)
+        // Nothing real has this name: it may name a version (`db@3`).
+        match self.find_version(dir, name)? {
+            Some(found) => Ok(found),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// A file of the version of a secret the directory `dir` shows
+    /// (`app/db@3`): what a view inside secrets shows of that version.
+    fn find_in_version(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        let cached = self.secret(dir)?;
+        let version = cached.value.ok_or(Error::NotFound)?;
+        let view = self.view_showing(&version, name).ok_or(Error::NotFound)?;
+        let file = FileRef {
+            secret: dir.clone(),
+            view,
+            name: name.to_string(),
+        };
+        Ok((Child::File { file, version }, cached.valid_for))
+    }
+
+    /// What `name` in `dir` stands for when it names a version of a
+    /// secret there, looked up only (never listed): `db@3`, a directory
+    /// of version 3 of `db` (views inside secrets), or `db@3.json`, the
+    /// file version 3 of `db` shows as (views beside them). `None` when
+    /// it names none, the version is deleted or destroyed, or the store
+    /// keeps no versions.
+    fn find_version(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+        if !self.source.capabilities().versions {
+            return Ok(None);
+        }
+        for (view, v) in self.views.iter() {
+            let secret_name = match v.placement() {
+                Placement::Inside => Some(name.to_string()),
+                Placement::Beside => v.secret_named(name),
+            };
+            let Some((base, number)) = secret_name.as_deref().and_then(names::split_version) else {
+                continue;
+            };
+            let secret = dir.join(base).at_version(number);
+            let cached = match self.secret(&secret) {
+                Ok(c) => c,
+                Err(Error::PermissionDenied(_) | Error::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(version) = cached.value else {
+                continue;
+            };
+            match v.placement() {
+                Placement::Inside => return Ok(Some((Child::Dir(secret), cached.valid_for))),
+                Placement::Beside if v.render(&version, name).is_some() => {
+                    let file = FileRef {
+                        secret,
+                        view,
+                        name: name.to_string(),
+                    };
+                    return Ok(Some((Child::File { file, version }, cached.valid_for)));
+                }
+                Placement::Beside => {}
+            }
+        }
+        Ok(None)
     }
 
     /// A file shown beside the secret it is named after (`P.json`), if a
@@ -232,9 +304,14 @@ impl SecretFs {
                     .iter()
                     .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))
                 {
-                    entries.insert(e.name.clone(), true);
                     if e.folder {
+                        entries.insert(e.name.clone(), true);
                         continue;
+                    }
+                    // A secret is a directory only where a view shows
+                    // files inside it.
+                    if self.views.any_inside() {
+                        entries.insert(e.name.clone(), true);
                     }
                     for (_, view) in self.views.iter() {
                         let Some(file) = view.beside_name(&e.name) else {

@@ -28,6 +28,18 @@ pub fn acceptable(name: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The secret and version a name of a version view stands for: `db@3` →
+/// (`db`, 3). The number is decimal, from 1, without leading zeros, so
+/// that each version has one name.
+pub fn split_version(name: &str) -> Option<(&str, u64)> {
+    let (base, number) = name.rsplit_once('@')?;
+    let canonical = !base.is_empty()
+        && !number.is_empty()
+        && !number.starts_with('0')
+        && number.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| number.parse().ok().map(|n| (base, n)))?
+}
+
 /// Whether `name` looks like a scratch file of an editor or tool (swap,
 /// backup, lock and temporary files). A name alone decides nothing: only
 /// a file *created exclusively* (`O_CREAT|O_EXCL`, as `mkstemp`, vim,
@@ -147,6 +159,15 @@ mod tests {
             "~",
         ] {
             assert!(!is_scratch(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_version_is_named_by_its_number_after_the_last_at_sign() {
+        assert_eq!(split_version("db@3"), Some(("db", 3)));
+        assert_eq!(split_version("a@b@12"), Some(("a@b", 12)));
+        for n in ["db", "db@", "@3", "db@03", "db@0", "db@x", "db@-1", "db@+1"] {
+            assert_eq!(split_version(n), None, "{n}");
         }
     }
 

@@ -159,6 +159,11 @@ pub struct Source {
     secrets: Cache<SecretPath, Secret>,
     /// What the credential may do to each secret (`None`: the store cannot say).
     permissions: Cache<SecretPath, Permissions>,
+    /// Versions of secrets (paths naming a version): they never change
+    /// once written, but may be deleted or destroyed, so they expire too.
+    versions: Cache<SecretPath, Secret>,
+    /// How long an answer is served (what a version view is told).
+    ttl: Duration,
     /// When the mount started: the mtime of what the store gives none.
     started: SystemTime,
     /// Where background refreshes are sent, once a refresher runs.
@@ -181,7 +186,9 @@ impl Source {
             reach: Arc::new(Reach::default()),
             listings: Cache::new(policy, clock.clone()),
             secrets: Cache::new(policy, clock.clone()),
-            permissions: Cache::new(policy, clock),
+            permissions: Cache::new(policy, clock.clone()),
+            versions: Cache::new(policy, clock),
+            ttl: policy.ttl,
             started: SystemTime::now(),
             refresher: OnceLock::new(),
             refreshing: Mutex::new(HashSet::new()),
@@ -198,13 +205,33 @@ impl Source {
     /// stale-if-error); returns the paths of the secrets dropped.
     pub fn sweep(&self) -> Vec<SecretPath> {
         self.listings.sweep();
-        self.secrets.sweep()
+        let mut swept = self.secrets.sweep();
+        swept.extend(self.versions.sweep());
+        swept
     }
 
     /// The version of the secret at `path` the cache holds, and how long
     /// ago it was fetched.
     pub fn held(&self, path: &SecretPath) -> Option<(Arc<Secret>, Duration)> {
-        Some((self.secrets.last(path)?, self.secrets.age(path)?))
+        let cache = self.secrets_of(path);
+        Some((cache.last(path)?, cache.age(path)?))
+    }
+
+    /// The cache holding `path`: versions apart from latest secrets.
+    fn secrets_of(&self, path: &SecretPath) -> &Cache<SecretPath, Secret> {
+        if path.version().is_some() {
+            &self.versions
+        } else {
+            &self.secrets
+        }
+    }
+
+    /// What a path naming a version refuses: every change.
+    fn latest_only(path: &SecretPath) -> Result<()> {
+        match path.version() {
+            Some(_) => Err(Error::ReadOnly),
+            None => Ok(()),
+        }
     }
 
     /// Whether the store answers and its credential holds: at once when
@@ -316,6 +343,16 @@ impl Source {
 
     /// The folder listing at `path` (`None`: not a folder).
     pub fn listing(&self, path: &SecretPath) -> Result<Fetched<Listing>> {
+        if path.version().is_some() {
+            // A version of a secret holds its keys, never children.
+            return Ok(Fetched {
+                answer: Cached {
+                    value: None,
+                    valid_for: self.ttl,
+                },
+                change: None,
+            });
+        }
         self.through_cache(path, Kind::Folder, &self.listings, || {
             self.fetch_listing(path)
         })
@@ -323,6 +360,9 @@ impl Source {
 
     /// The secret at `path` (`None`: not a secret).
     pub fn secret(&self, path: &SecretPath) -> Result<Fetched<Secret>> {
+        if let Some(version) = path.version() {
+            return self.version(path, version);
+        }
         self.through_cache(path, Kind::Secret, &self.secrets, || {
             self.fetch_secret(path)
         })
@@ -330,7 +370,45 @@ impl Source {
 
     /// The cached answer for the secret at `path`, if fresh.
     pub fn fresh_secret(&self, path: &SecretPath) -> Option<Cached<Secret>> {
-        self.secrets.fresh(path)
+        self.secrets_of(path).fresh(path)
+    }
+
+    /// Version `version` of the secret at `path` (which names it): cached
+    /// like a secret, fetched once for all who ask at once, served from
+    /// the cache while the store is down. Never refreshed ahead, never a
+    /// change the kernel must hear of: a version's data does not change.
+    fn version(&self, path: &SecretPath, version: u64) -> Result<Fetched<Secret>> {
+        let done = |answer| {
+            Ok(Fetched {
+                answer,
+                change: None,
+            })
+        };
+        if let Some(answer) = self.versions.fresh(path) {
+            return done(answer);
+        }
+        if self.is_down() {
+            return match self.versions.stale(path) {
+                Some(answer) => done(answer),
+                None => Err(Self::down_error()),
+            };
+        }
+        if !self.capabilities().versions {
+            return done(Cached {
+                value: None,
+                valid_for: self.ttl,
+            });
+        }
+        may_wait()?;
+        let latest = SecretPath::parse(path.as_str());
+        let answer = self.versions.get_or_fetch(path, || {
+            let read = self.noted(self.store.read_version(&latest, version))?;
+            Ok(read.map(|mut s| {
+                s.modified = s.modified.or(Some(self.started));
+                s
+            }))
+        })?;
+        done(answer)
     }
 
     /// Runs one background refresh; the change it made.
@@ -395,6 +473,7 @@ impl Source {
     /// The latest version of a secret, from the store (not the cache): what
     /// a change is made to.
     pub fn read_latest(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }
@@ -437,6 +516,7 @@ impl Source {
         data: SecretData,
         when: &Precondition,
     ) -> Result<Arc<Secret>> {
+        Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }
@@ -446,10 +526,17 @@ impl Source {
             // Layers: what the write left is not only what was written.
             self.noted(self.fetch_secret(path))?
         } else {
+            // A write of the data leaves the secret's metadata as it was.
+            let custom_metadata = self
+                .secrets
+                .last(path)
+                .map(|s| s.custom_metadata.clone())
+                .unwrap_or_default();
             Some(Secret {
                 keys: data,
                 revision,
                 modified: Some(SystemTime::now()),
+                custom_metadata,
             })
         };
         let cached = self.secrets.insert(path.clone(), fresh);
@@ -459,8 +546,28 @@ impl Source {
             .ok_or_else(|| crate::error::Error::Protocol("a write left nothing cached".into()))
     }
 
+    /// Sets (`Some`) or removes (`None`) one entry of the custom metadata
+    /// of the secret at `path`. The cached secret is dropped: the next
+    /// read fetches it with its new metadata.
+    pub fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Self::latest_only(path)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        may_wait()?;
+        self.noted(self.store.set_custom_metadata(path, name, value))?;
+        self.secrets.invalidate(path);
+        Ok(())
+    }
+
     /// Deletes the secret at `path`; the cache knows at once.
     pub fn delete(&self, path: &SecretPath) -> Result<()> {
+        Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }

@@ -1487,3 +1487,6 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
     assert_eq!(names(&fs, "a"), [("b".to_string(), true)]);
     assert_eq!(read_all(&fs, "a/b/K").unwrap(), b"");
 }
+
+// Layouts other than `keys`, versions and metadata: in tests/layouts.rs.
+mod layouts;

@@ -55,6 +55,16 @@ impl SecretFs {
         }
     }
 
+    /// Whether `dir` may change: not in a version of a secret (`db@3`),
+    /// which only reads, even on a writable mount.
+    fn writable_in(&self, dir: &SecretPath) -> Result<()> {
+        self.writable()?;
+        match dir.version() {
+            Some(_) => Err(Error::ReadOnly),
+            None => Ok(()),
+        }
+    }
+
     /// Commits a change to `secret` (see [`Writers::commit`]); what lived
     /// only in memory above it now exists in the store.
     fn commit(
@@ -118,7 +128,7 @@ impl SecretFs {
     }
 
     pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
-        self.writable()?;
+        self.writable_in(&file.secret)?;
         self.store_answers()?;
         self.may_write(&file.secret)?;
         // A buffer of this writer's own, from the value in the store (not
@@ -335,6 +345,7 @@ impl SecretFs {
     pub fn create_with(&self, parent: Ino, name: &str, how: Creating) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
+        self.writable_in(&dir)?;
         names::acceptable(name, "key")?;
         let path = dir.join(name);
         let at = Name { parent, name };
@@ -378,6 +389,7 @@ impl SecretFs {
     pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
+        self.writable_in(&dir)?;
         names::acceptable(name, "secret")?;
         let path = dir.join(name);
         match self.find_child(&dir, name) {
@@ -468,10 +480,11 @@ impl SecretFs {
             self.names.remove_local_dir(&path);
             return Ok(());
         }
-        match self.find_child(&dir, name)?.0 {
-            Child::Dir(_) => {}
+        // The path the directory stands for (a version's: `db@3`).
+        let path = match self.find_child(&dir, name)?.0 {
+            Child::Dir(path) => path,
             _ => return Err(Error::NotDir),
-        }
+        };
         // `rm -r`: its keys' removals are written before the secret goes.
         self.settle_removals_in(&path);
         if !self.list_dir(&path)?.is_empty() {
@@ -479,7 +492,11 @@ impl SecretFs {
         }
         // A secret the listing still names is deleted even when it does
         // not read (deleted elsewhere): the store then stops listing it.
-        if self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)? {
+        // Only where the directory stands for the secret: in a layout
+        // that shows secrets as files beside it, it is only a folder.
+        let stands_for_secret = self.views.any_inside()
+            && (self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)?);
+        if stands_for_secret {
             self.may_delete(&path)?;
             self.source.delete(&path)?;
         } else {
@@ -506,6 +523,8 @@ impl SecretFs {
     ) -> Result<()> {
         self.writable()?;
         let (src_dir, dst_dir) = (self.dir_path(parent)?, self.dir_path(new_parent)?);
+        self.writable_in(&src_dir)?;
+        self.writable_in(&dst_dir)?;
         names::acceptable(new_name, "key")?;
         let (src, dst) = (src_dir.join(name), dst_dir.join(new_name));
         let from = Name { parent, name };

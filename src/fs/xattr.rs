@@ -1,12 +1,20 @@
-//! Extended attributes. The mount's root has one, `user.secretfs.status`:
-//! how `secretfs status` asks a running mount how it is, in a name space no
-//! secret can collide with. On a mount with layers (`--layer`), each key
-//! file has `user.secretfs.source`: the SOURCE of the layer its value comes
-//! from. No other node has any.
+//! Extended attributes. The mount's root has `user.secretfs.status`: how
+//! `secretfs status` asks a running mount how it is, in a name space no
+//! secret can collide with. On a store that keeps metadata (KV v2), a
+//! secret's directory, the file it shows as and each of its key files
+//! carry the secret's metadata: `user.secretfs.version`,
+//! `user.secretfs.created_time` (of the version shown) and one
+//! `user.secretfs.meta.NAME` per `custom_metadata` entry, which a writable
+//! mount lets `setfattr` set and remove. On a mount with layers
+//! (`--layer`), each key file also has `user.secretfs.source`: the SOURCE
+//! of the layer its value comes from.
+
+use std::sync::Arc;
 
 use super::inode::{Ino, NodeKind, ROOT_INO};
 use super::SecretFs;
 use crate::error::{Error, Result};
+use crate::store::{Secret, SecretPath};
 
 /// The extended attribute of the mount's root that holds its status (JSON).
 pub const STATUS_XATTR: &str = "user.secretfs.status";
@@ -15,7 +23,36 @@ pub const STATUS_XATTR: &str = "user.secretfs.status";
 /// layer its value comes from.
 pub const SOURCE_XATTR: &str = "user.secretfs.source";
 
+/// The version of the secret shown (KV v2).
+pub const VERSION_XATTR: &str = "user.secretfs.version";
+
+/// When the version shown was written, RFC 3339 (KV v2).
+pub const CREATED_XATTR: &str = "user.secretfs.created_time";
+
+/// The prefix of the attributes that hold the secret's custom metadata.
+pub const META_PREFIX: &str = "user.secretfs.meta.";
+
+/// `setxattr` flags (`XATTR_CREATE`, `XATTR_REPLACE`).
+const XATTR_CREATE: i32 = 1;
+const XATTR_REPLACE: i32 = 2;
+
 impl SecretFs {
+    /// The secret whose metadata `ino` carries: its directory's, its
+    /// file's; `None` for folders, scratch files, or a store without
+    /// metadata.
+    fn metadata_of(&self, ino: Ino) -> Result<Option<(SecretPath, Arc<Secret>)>> {
+        if !self.source.capabilities().metadata {
+            return Ok(None);
+        }
+        let path = match self.node(ino)? {
+            NodeKind::Dir { path } if ino != ROOT_INO && self.views.any_inside() => path,
+            NodeKind::File { secret, .. } => secret,
+            _ => return Ok(None),
+        };
+        let cached = self.secret(&path)?;
+        Ok(cached.value.map(|s| (path, s)))
+    }
+
     /// The value of the extended attribute `name` of `ino`
     /// ([`Error::NoAttribute`] when it has none of that name).
     pub fn getxattr(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
@@ -28,19 +65,109 @@ impl SecretFs {
                     return Ok(layer.into_bytes());
                 }
             }
+            return Err(Error::NoAttribute);
         }
-        Err(Error::NoAttribute)
+        if !name.starts_with("user.secretfs.") {
+            return Err(Error::NoAttribute);
+        }
+        let (_, secret) = self.metadata_of(ino)?.ok_or(Error::NoAttribute)?;
+        let value = match name {
+            VERSION_XATTR => secret.revision.as_ref().map(|r| r.as_str().to_string()),
+            CREATED_XATTR => secret
+                .modified
+                .map(|t| humantime::format_rfc3339_nanos(t).to_string()),
+            _ => name
+                .strip_prefix(META_PREFIX)
+                .and_then(|k| secret.custom_metadata.get(k).cloned()),
+        };
+        value.map(String::into_bytes).ok_or(Error::NoAttribute)
     }
 
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
-        Ok(if ino == ROOT_INO {
-            vec![STATUS_XATTR.to_string()]
+        let mut names = Vec::new();
+        if ino == ROOT_INO {
+            names.push(STATUS_XATTR.to_string());
         } else if self.layered_key(ino).is_some() {
-            vec![SOURCE_XATTR.to_string()]
-        } else {
-            Vec::new()
-        })
+            names.push(SOURCE_XATTR.to_string());
+        }
+        if let Some((_, secret)) = self.metadata_of(ino)? {
+            if secret.revision.is_some() {
+                names.push(VERSION_XATTR.to_string());
+            }
+            if secret.modified.is_some() {
+                names.push(CREATED_XATTR.to_string());
+            }
+            names.extend(
+                secret
+                    .custom_metadata
+                    .keys()
+                    .map(|k| format!("{META_PREFIX}{k}")),
+            );
+        }
+        Ok(names)
+    }
+
+    /// Sets the extended attribute `name` of `ino` to `value`: only
+    /// `user.secretfs.meta.NAME`, one custom metadata write of the secret
+    /// (the other entries kept). `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
+    pub fn setxattr(&self, ino: Ino, name: &str, value: &[u8], flags: i32) -> Result<()> {
+        let key = self.custom_key(name)?;
+        let value = std::str::from_utf8(value)
+            .map_err(|_| Error::Invalid("metadata is UTF-8 text".into()))?;
+        let (path, secret) = self.metadata_target(ino)?;
+        let exists = secret.custom_metadata.contains_key(key);
+        if flags & XATTR_CREATE != 0 && exists {
+            return Err(Error::Exists);
+        }
+        if flags & XATTR_REPLACE != 0 && !exists {
+            return Err(Error::NoAttribute);
+        }
+        self.source.set_custom_metadata(&path, key, Some(value))
+    }
+
+    /// Removes the extended attribute `name` of `ino`: one custom metadata
+    /// entry of the secret.
+    pub fn removexattr(&self, ino: Ino, name: &str) -> Result<()> {
+        let key = self.custom_key(name)?;
+        let (path, secret) = self.metadata_target(ino)?;
+        if !secret.custom_metadata.contains_key(key) {
+            return Err(Error::NoAttribute);
+        }
+        self.source.set_custom_metadata(&path, key, None)
+    }
+
+    /// The custom metadata entry an attribute name stands for; others
+    /// cannot be set or removed.
+    fn custom_key<'a>(&self, name: &'a str) -> Result<&'a str> {
+        match name.strip_prefix(META_PREFIX) {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ if name == VERSION_XATTR || name == CREATED_XATTR || name == STATUS_XATTR => Err(
+                Error::NotPermitted("the version and its time are the store's to set"),
+            ),
+            _ => Err(Error::Unsupported(
+                "only user.secretfs.meta.NAME can be set",
+            )),
+        }
+    }
+
+    /// The secret whose custom metadata a change of `ino`'s attributes
+    /// writes, on a writable mount of a store that keeps metadata.
+    fn metadata_target(&self, ino: Ino) -> Result<(SecretPath, Arc<Secret>)> {
+        if self.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if !self.source.capabilities().metadata {
+            return Err(Error::Unsupported("this store keeps no metadata"));
+        }
+        let (path, secret) = self.metadata_of(ino)?.ok_or(Error::Unsupported(
+            "only a secret's directory and files carry its metadata",
+        ))?;
+        if path.version().is_some() {
+            // A version only reads; its secret's metadata is set on the secret.
+            return Err(Error::ReadOnly);
+        }
+        Ok((path, secret))
     }
 
     /// The secret and key of a key file of a layered mount.
@@ -69,11 +196,16 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::SecretPath;
 
+    fn over(store: Arc<MemoryStore>, read_only: bool) -> SecretFs {
+        let mut config = crate::fs::tests::config(Duration::from_secs(30));
+        config.read_only = read_only;
+        SecretFs::new(store, SecretPath::root(), config, ManualClock::new())
+    }
+
     fn fs() -> SecretFs {
         let store = Arc::new(MemoryStore::new());
         store.put("app", json!({"K": "v"}));
-        let config = crate::fs::tests::config(Duration::from_secs(30));
-        SecretFs::new(store, SecretPath::root(), config, ManualClock::new())
+        over(store, false)
     }
 
     #[test]
@@ -92,6 +224,118 @@ mod tests {
         let no_data = |r: Result<Vec<u8>>| r.unwrap_err().errno() == libc::ENODATA;
         assert!(no_data(fs.getxattr(ROOT_INO, "user.other")));
         assert!(no_data(fs.getxattr(app, STATUS_XATTR)));
+        assert!(no_data(fs.getxattr(app, "user.secretfs.meta.none")));
+        assert!(no_data(fs.getxattr(app, "security.selinux")));
+    }
+
+    #[test]
+    fn a_secret_and_its_keys_carry_its_version_time_and_custom_metadata() {
+        let store = Arc::new(MemoryStore::new());
+        store.put("app", json!({"K": "v"}));
+        store.put("app", json!({"K": "w"}));
+        store.put_custom_metadata("app", "owner", "team-a");
+        let fs = over(store, false);
+        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let k = fs.lookup(app, "K").unwrap().ino;
+        for ino in [app, k] {
+            assert_eq!(
+                fs.listxattr(ino).unwrap(),
+                [VERSION_XATTR, CREATED_XATTR, "user.secretfs.meta.owner"]
+            );
+            assert_eq!(fs.getxattr(ino, VERSION_XATTR).unwrap(), b"2");
+            assert_eq!(
+                fs.getxattr(ino, "user.secretfs.meta.owner").unwrap(),
+                b"team-a"
+            );
+            let t = fs.getxattr(ino, CREATED_XATTR).unwrap();
+            humantime::parse_rfc3339(std::str::from_utf8(&t).unwrap()).unwrap();
+        }
+        // A version view: that version's number.
+        let v1 = fs.lookup(ROOT_INO, "app@1").unwrap().ino;
+        assert_eq!(fs.getxattr(v1, VERSION_XATTR).unwrap(), b"1");
+    }
+
+    #[test]
+    fn setfattr_writes_one_entry_of_custom_metadata_and_keeps_the_rest() {
+        let store = Arc::new(MemoryStore::new());
+        store.put("app", json!({"K": "v"}));
+        store.put_custom_metadata("app", "owner", "team-a");
+        let fs = over(store.clone(), false);
+        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let k = fs.lookup(app, "K").unwrap().ino;
+        let writes = store.write_calls();
+        fs.setxattr(
+            k,
+            "user.secretfs.meta.description",
+            "the app's key".as_bytes(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(store.write_calls() - writes, 1);
+        let custom = store.custom_metadata("app");
+        assert_eq!(custom.get("owner").map(String::as_str), Some("team-a"));
+        assert_eq!(
+            custom.get("description").map(String::as_str),
+            Some("the app's key")
+        );
+        // Seen at once.
+        assert_eq!(
+            fs.getxattr(app, "user.secretfs.meta.description").unwrap(),
+            "the app's key".as_bytes()
+        );
+        assert_eq!(
+            fs.setxattr(app, "user.secretfs.meta.owner", b"x", XATTR_CREATE)
+                .unwrap_err()
+                .errno(),
+            libc::EEXIST
+        );
+        fs.removexattr(app, "user.secretfs.meta.owner").unwrap();
+        assert!(!store.custom_metadata("app").contains_key("owner"));
+        assert_eq!(
+            fs.removexattr(app, "user.secretfs.meta.owner")
+                .unwrap_err()
+                .errno(),
+            libc::ENODATA
+        );
+        // The data is untouched, and so is its version.
+        assert_eq!(store.version("app"), Some(1));
+        // Only meta.* may be set.
+        let errno = |r: Result<()>| r.unwrap_err().errno();
+        assert_eq!(errno(fs.setxattr(app, VERSION_XATTR, b"9", 0)), libc::EPERM);
+        assert_eq!(
+            errno(fs.setxattr(app, "user.other", b"9", 0)),
+            libc::ENOTSUP
+        );
+        let v1 = fs.lookup(ROOT_INO, "app@1").unwrap().ino;
+        assert_eq!(
+            errno(fs.setxattr(v1, "user.secretfs.meta.x", b"9", 0)),
+            libc::EROFS
+        );
+    }
+
+    #[test]
+    fn a_read_only_mount_refuses_and_kv1_has_no_metadata() {
+        let store = Arc::new(MemoryStore::new());
+        store.put("app", json!({"K": "v"}));
+        let fs = over(store, true);
+        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let e = fs
+            .setxattr(app, "user.secretfs.meta.x", b"1", 0)
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EROFS);
+
+        let store = Arc::new(MemoryStore::kv1());
+        store.put("app", json!({"K": "v"}));
+        let fs = over(store, false);
+        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
         assert!(fs.listxattr(app).unwrap().is_empty());
+        assert_eq!(
+            fs.getxattr(app, VERSION_XATTR).unwrap_err().errno(),
+            libc::ENODATA
+        );
+        let e = fs
+            .setxattr(app, "user.secretfs.meta.x", b"1", 0)
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ENOTSUP);
     }
 }

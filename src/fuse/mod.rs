@@ -822,18 +822,65 @@ impl Filesystem for FuseAdapter {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         crate::metrics::record_fuse_op("listxattr");
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
-        match self.shared.core.listxattr(Ino(ino.0)) {
-            Ok(names) => {
-                // Each name followed by a NUL, as listxattr(2) returns them.
-                let mut bytes = Vec::new();
-                for name in names {
-                    bytes.extend_from_slice(name.as_bytes());
-                    bytes.push(0);
+        let ino = Ino(ino.0);
+        // A secret's metadata comes with the secret: the store may be asked.
+        self.now_or_later(
+            reply,
+            move |core| core.listxattr(ino),
+            move |s, reply, result| match result {
+                Ok(names) => {
+                    // Each name followed by a NUL, as listxattr(2) returns them.
+                    let mut bytes = Vec::new();
+                    for name in names {
+                        bytes.extend_from_slice(name.as_bytes());
+                        bytes.push(0);
+                    }
+                    reply_xattr(reply, size, &bytes);
                 }
-                reply_xattr(reply, size, &bytes);
-            }
-            Err(e) => reply.error(self.shared.fail("listxattr", Ino(ino.0), None, &e)),
-        }
+                Err(e) => reply.error(s.fail("listxattr", ino, None, &e)),
+            },
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _span = tracing::debug_span!("setxattr", ino = ino.0).entered();
+        let (name, value) = (name.to_os_string(), value.to_vec());
+        let (ino, caller) = (Ino(ino.0), caller(req));
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.setxattr(ino, n, &value, flags),
+                None => Err(Error::Unsupported("attribute names are UTF-8")),
+            };
+            s.audit("setxattr", caller, &result, |s| {
+                (s.path_of(ino, None), None)
+            });
+            send_empty(s, "setxattr", (ino, None), reply, result);
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = tracing::debug_span!("removexattr", ino = ino.0).entered();
+        let name = name.to_os_string();
+        let (ino, caller) = (Ino(ino.0), caller(req));
+        self.later(move |s| {
+            let result = match name.to_str() {
+                Some(n) => s.core.removexattr(ino, n),
+                None => Err(Error::NoAttribute),
+            };
+            s.audit("removexattr", caller, &result, |s| {
+                (s.path_of(ino, None), None)
+            });
+            send_empty(s, "removexattr", (ino, None), reply, result);
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -129,6 +129,19 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
         Ok(())
     }
 
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        self.inner.read_version(path, version)
+    }
+
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.inner.set_custom_metadata(path, name, value)
+    }
+
     fn health(&self) -> Result<Health> {
         self.inner.health()
     }

@@ -132,6 +132,17 @@ impl SecretStore for Layered {
         self.top().store.node()
     }
 
+    /// Metadata belongs to the secret in the top layer.
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let top = self.top();
+        top.store.set_custom_metadata(&top.at(path), name, value)
+    }
+
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
         let mut out: Option<Listing> = None;
         for layer in &self.layers {

@@ -34,6 +34,26 @@ struct Stored {
     /// The latest version is soft-deleted (KV v2): reads say "no such
     /// secret", listings still name it, `undelete` brings it back.
     deleted: bool,
+    /// Every version's data (KV v2); `None` once deleted or destroyed.
+    history: BTreeMap<u64, Option<Data>>,
+    /// Custom metadata (KV v2).
+    custom: BTreeMap<String, String>,
+}
+
+impl Stored {
+    /// The next version of what `before` held: `data`, live.
+    fn next(before: Option<&Stored>, data: Data) -> Stored {
+        let version = before.map_or(0, |s| s.version) + 1;
+        let mut history = before.map(|s| s.history.clone()).unwrap_or_default();
+        history.insert(version, Some(data.clone()));
+        Stored {
+            data,
+            version,
+            deleted: false,
+            history,
+            custom: before.map(|s| s.custom.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Which calls a fault applies to.
@@ -183,18 +203,35 @@ impl MemoryStore {
             _ => Data::new(),
         };
         let mut secrets = lock(&self.secrets);
-        let version = secrets
+        let path = SecretPath::parse(path);
+        let next = Stored::next(secrets.get(&path), data);
+        secrets.insert(path, next);
+    }
+
+    /// Deletes version `version` of a secret (`bao kv delete -versions=N`):
+    /// it no longer reads; the latest too when it is that one.
+    pub fn delete_version(&self, path: &str, version: u64) {
+        if let Some(s) = lock(&self.secrets).get_mut(&SecretPath::parse(path)) {
+            s.history.insert(version, None);
+            if s.version == version {
+                s.deleted = true;
+            }
+        }
+    }
+
+    /// Sets a custom metadata entry, as `bao kv metadata put -custom-metadata` does.
+    pub fn put_custom_metadata(&self, path: &str, name: &str, value: &str) {
+        if let Some(s) = lock(&self.secrets).get_mut(&SecretPath::parse(path)) {
+            s.custom.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    /// A secret's custom metadata.
+    pub fn custom_metadata(&self, path: &str) -> BTreeMap<String, String> {
+        lock(&self.secrets)
             .get(&SecretPath::parse(path))
-            .map_or(0, |s| s.version)
-            + 1;
-        secrets.insert(
-            SecretPath::parse(path),
-            Stored {
-                data,
-                version,
-                deleted: false,
-            },
-        );
+            .map(|s| s.custom.clone())
+            .unwrap_or_default()
     }
 
     /// Deletes a secret as `bao kv delete` does: a soft delete of the latest
@@ -207,6 +244,7 @@ impl MemoryStore {
     pub fn undelete(&self, path: &str) {
         if let Some(s) = lock(&self.secrets).get_mut(&SecretPath::parse(path)) {
             s.deleted = false;
+            s.history.insert(s.version, Some(s.data.clone()));
         }
     }
 
@@ -420,6 +458,7 @@ impl MemoryStore {
             Engine::V2 => {
                 if let Some(s) = secrets.get_mut(path) {
                     s.deleted = true;
+                    s.history.insert(s.version, None);
                 }
             }
             Engine::V1 => {
@@ -472,12 +511,53 @@ impl SecretStore for MemoryStore {
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Read, path)?;
-        let revision =
-            |s: &Stored| (self.kv == Engine::V2).then(|| Revision::new(s.version.to_string()));
+        let v2 = self.kv == Engine::V2;
+        let revision = |s: &Stored| v2.then(|| Revision::new(s.version.to_string()));
         Ok(lock(&self.secrets)
             .get(path)
             .filter(|s| !s.deleted)
-            .map(|s| Secret::from_json_map(&s.data, revision(s), None)))
+            .map(|s| {
+                let mut secret = Secret::from_json_map(&s.data, revision(s), None);
+                if v2 {
+                    secret.custom_metadata = s.custom.clone();
+                }
+                secret
+            }))
+    }
+
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        if self.kv == Engine::V1 {
+            return Err(Error::Unsupported("KV v1 keeps no versions"));
+        }
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.before_call(Call::Read, path)?;
+        Ok(lock(&self.secrets).get(path).and_then(|s| {
+            let data = s.history.get(&version)?.as_ref()?;
+            let mut secret =
+                Secret::from_json_map(data, Some(Revision::new(version.to_string())), None);
+            secret.custom_metadata = s.custom.clone();
+            Some(secret)
+        }))
+    }
+
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        if self.kv == Engine::V1 {
+            return Err(Error::Unsupported("KV v1 keeps no metadata"));
+        }
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.before_call(Call::Write, path)?;
+        let mut secrets = lock(&self.secrets);
+        let s = secrets.get_mut(path).ok_or(Error::NotFound)?;
+        match value {
+            Some(v) => s.custom.insert(name.to_string(), v.to_string()),
+            None => s.custom.remove(name),
+        };
+        Ok(())
     }
 
     fn write(
@@ -503,19 +583,13 @@ impl SecretStore for MemoryStore {
         if !holds {
             return Err(Error::CasConflict);
         }
-        let version = current.map_or(0, |s| s.version) + 1;
         let data: Data = data
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_json()))
             .collect();
-        secrets.insert(
-            path.clone(),
-            Stored {
-                data,
-                version,
-                deleted: false,
-            },
-        );
+        let next = Stored::next(current, data);
+        let version = next.version;
+        secrets.insert(path.clone(), next);
         self.versions.fetch_add(1, Ordering::SeqCst);
         drop(secrets);
         self.after_call(Call::Write, path)?;

@@ -61,6 +61,19 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     fn node(&self) -> Option<String> {
         self.inner.node()
     }
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        timed("read_version", || self.inner.read_version(path, version))
+    }
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        timed("set_metadata", || {
+            self.inner.set_custom_metadata(path, name, value)
+        })
+    }
     fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
         self.inner.origin(path, key)
     }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretSlice};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A store reached from a SOURCE, and the folder in it that the mount's
 /// root stands for.
@@ -109,62 +109,95 @@ fn connected(store: vault::VaultStore, addr: &str) -> Connected {
 }
 
 /// A path inside a KV mount, without leading or trailing slashes.
-/// The empty path is the mount's root folder.
+/// The empty path is the mount's root folder. A path may name one version
+/// of its secret ([`SecretPath::at_version`]): `app/db@3` for version 3 of
+/// `app/db`, which only reads.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretPath(String);
+pub struct SecretPath {
+    path: String,
+    version: Option<u64>,
+}
 
 impl SecretPath {
+    fn plain(path: String) -> Self {
+        SecretPath {
+            path,
+            version: None,
+        }
+    }
+
     /// The mount's root folder.
     pub fn root() -> Self {
-        SecretPath(String::new())
+        SecretPath::plain(String::new())
     }
 
     /// Parses a `/`-separated path; empty segments are dropped.
     pub fn parse(path: &str) -> Self {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        SecretPath(parts.join("/"))
+        SecretPath::plain(parts.join("/"))
     }
 
-    /// The path of a child named `name` (one segment, no `/`).
+    /// The path of a child named `name` (one segment, no `/`). Below a
+    /// version (`app/db@3`), the child's path is spelled with it
+    /// (`app/db@3/K`), as the mount shows it.
     pub fn join(&self, name: &str) -> Self {
-        if self.0.is_empty() {
-            SecretPath(name.to_string())
+        if self.path.is_empty() {
+            SecretPath::plain(name.to_string())
         } else {
-            SecretPath(format!("{}/{}", self.0, name))
+            SecretPath::plain(format!("{self}/{name}"))
         }
     }
 
-    /// The parent folder and the last segment; `None` for the root.
+    /// The parent folder and the last segment (without the version);
+    /// `None` for the root.
     pub fn split_last(&self) -> Option<(SecretPath, &str)> {
-        if self.0.is_empty() {
+        if self.path.is_empty() {
             return None;
         }
-        Some(match self.0.rsplit_once('/') {
-            Some((parent, name)) => (SecretPath(parent.to_string()), name),
-            None => (SecretPath::root(), self.0.as_str()),
+        Some(match self.path.rsplit_once('/') {
+            Some((parent, name)) => (SecretPath::plain(parent.to_string()), name),
+            None => (SecretPath::root(), self.path.as_str()),
         })
     }
 
     /// Whether this is the mount's root folder.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.path.is_empty()
     }
 
-    /// The path as a string, without slashes at either end.
+    /// The path as a string, without slashes at either end (and without
+    /// the version: see [`SecretPath::version`]).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.path
+    }
+
+    /// Version `version` of the secret at this path.
+    pub fn at_version(&self, version: u64) -> Self {
+        SecretPath {
+            path: self.path.clone(),
+            version: Some(version),
+        }
+    }
+
+    /// The version this path names, if it names one.
+    pub fn version(&self) -> Option<u64> {
+        self.version
     }
 }
 
 impl fmt::Display for SecretPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.path)?;
+        match self.version {
+            Some(v) => write!(f, "@{v}"),
+            None => Ok(()),
+        }
     }
 }
 
 impl fmt::Debug for SecretPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        write!(f, "{:?}", self.to_string())
     }
 }
 
@@ -385,6 +418,9 @@ pub struct Secret {
     pub revision: Option<Revision>,
     /// When this version was written, when the store knows (the files' mtime).
     pub modified: Option<SystemTime>,
+    /// The secret's custom metadata (KV v2 `custom_metadata`: a
+    /// description, an owner…), when the store keeps it. Not secret.
+    pub custom_metadata: BTreeMap<String, String>,
 }
 
 impl Secret {
@@ -406,6 +442,7 @@ impl Secret {
                 .collect(),
             revision,
             modified,
+            custom_metadata: BTreeMap::new(),
         }
     }
 }
@@ -418,7 +455,8 @@ pub struct Capabilities {
     pub check_and_set: bool,
     /// Secrets keep numbered versions.
     pub versions: bool,
-    /// A secret's versions carry metadata (creation time).
+    /// A secret's versions carry metadata (creation time), and the secret
+    /// custom metadata.
     pub metadata: bool,
     /// A delete is soft: the latest version is marked deleted and can be
     /// brought back, and folder listings keep naming the secret.
@@ -491,6 +529,27 @@ pub trait SecretStore: Send + Sync + 'static {
     /// Deletes the secret at `path` (a soft delete where the store has them).
     fn delete(&self, path: &SecretPath) -> Result<()>;
 
+    /// Reads version `version` of the secret at `path` (stores whose
+    /// [`Capabilities::versions`] is set). `Ok(None)`: no such version, or
+    /// it was deleted or destroyed.
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        let _ = (path, version);
+        Err(Error::Unsupported("this store keeps no versions"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the entry `name` of the custom
+    /// metadata of the secret at `path`, keeping the other entries: one
+    /// metadata write (stores whose [`Capabilities::metadata`] is set).
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let _ = (path, name, value);
+        Err(Error::Unsupported("this store keeps no metadata"))
+    }
+
     /// Checks that the store answers and the credential is valid.
     fn health(&self) -> Result<Health>;
 
@@ -542,6 +601,17 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn delete(&self, path: &SecretPath) -> Result<()> {
         (**self).delete(path)
+    }
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        (**self).read_version(path, version)
+    }
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        (**self).set_custom_metadata(path, name, value)
     }
     fn health(&self) -> Result<Health> {
         (**self).health()

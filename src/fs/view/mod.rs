@@ -7,8 +7,11 @@
 //!
 //! A view shows its files in the secret's own directory (`keys`: one file
 //! per key, `P/K`) or beside it, in the folder holding the secret, one
-//! file named after the secret (`P.json` next to `P/`).
+//! file named after the secret (`P.json`). A mount's [`Layout`] says which
+//! views it shows.
 
+mod env;
+mod json;
 mod keys;
 
 use std::sync::Arc;
@@ -18,7 +21,40 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::error::Result;
 use crate::store::{Secret, SecretData};
 
+pub use env::{is_env_name, Env};
+pub use json::Json;
 pub use keys::Keys;
+
+/// How a mount shows its secrets (`--layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// A secret is a directory holding one file per key.
+    #[default]
+    Keys,
+    /// A secret `P` is one file `P.json`: its data as a JSON object.
+    Json,
+    /// A secret `P` is one file `P.env`: `KEY=value` lines.
+    Env,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "keys" => Ok(Layout::Keys),
+            "json" => Ok(Layout::Json),
+            "env" => Ok(Layout::Env),
+            t if t.starts_with("templates:") => Err(
+                "the templates layout (templates:DIR) is not implemented yet: use keys, json or env"
+                    .into(),
+            ),
+            other => Err(format!(
+                "{other:?} is no layout: keys (default), json or env"
+            )),
+        }
+    }
+}
 
 /// The bytes of one file: borrowed from the cached secret where they are
 /// stored as they show, else rendered (and zeroized when dropped).
@@ -117,9 +153,24 @@ pub struct ViewId(u8);
 pub struct Views(Vec<Arc<dyn View>>);
 
 impl Views {
-    /// The views of a layout. Today one: `keys`.
+    /// The views of the default layout, `keys`.
     pub fn for_layout() -> Self {
-        Views(vec![Arc::new(Keys)])
+        Self::of_layout(Layout::Keys)
+    }
+
+    /// The views of `layout`.
+    pub fn of_layout(layout: Layout) -> Self {
+        match layout {
+            Layout::Keys => Views(vec![Arc::new(Keys)]),
+            Layout::Json => Views(vec![Arc::new(Json)]),
+            Layout::Env => Views(vec![Arc::new(Env)]),
+        }
+    }
+
+    /// Whether some view shows files inside a secret's directory: only
+    /// then is a secret (with no children) a directory.
+    pub fn any_inside(&self) -> bool {
+        self.0.iter().any(|v| v.placement() == Placement::Inside)
     }
 
     /// These views, asked in this order.

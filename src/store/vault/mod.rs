@@ -189,6 +189,36 @@ impl VaultStore {
         Ok((version == Some(cas + 1) && latest.keys == *data).then_some(u64::from(cas) + 1))
     }
 
+    /// Reads the latest version of a KV v2 secret, or version `version`:
+    /// `None` when there is none, or it is deleted or destroyed.
+    fn kv2_read(&self, path: &SecretPath, version: Option<u64>) -> Result<Option<Secret>> {
+        let mount = self.source.mount.as_str();
+        // Made anew for each node tried.
+        let Some(resp) = self.client.call(|c| async move {
+            let request = ReadSecretRequest {
+                mount: mount.to_string(),
+                path: path.as_str().to_string(),
+                version,
+            };
+            vaultrs::api::exec_with_result(&*c, request).await
+        })?
+        else {
+            return Ok(None);
+        };
+        if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
+            return Ok(None);
+        }
+        let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
+        let mut secret = secret_from(&resp.data, Some(revision(resp.metadata.version)), modified)?;
+        secret.custom_metadata = resp
+            .metadata
+            .custom_metadata
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Some(secret))
+    }
+
     /// The version a write "if absent" must name: KV v2 keeps counting the
     /// versions of a deleted secret, and check-and-set names the latest
     /// (deleted) one; `None` when the latest version is live after all.
@@ -208,29 +238,6 @@ impl VaultStore {
         u32::try_from(meta.current_version)
             .map(Some)
             .map_err(|_| Error::Protocol("version out of range".into()))
-    }
-}
-
-impl VaultStore {
-    /// One KV v2 read: the latest version, `None` when missing or deleted.
-    fn kv2_read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        let mount = self.source.mount.as_str();
-        let Some(resp) = self.client.call(|c| async move {
-            let request = ReadSecretRequest {
-                mount: mount.to_string(),
-                path: path.as_str().to_string(),
-                version: None,
-            };
-            vaultrs::api::exec_with_result(&*c, request).await
-        })?
-        else {
-            return Ok(None);
-        };
-        if resp.metadata.destroyed || !resp.metadata.deletion_time.is_empty() {
-            return Ok(None);
-        }
-        let modified = humantime::parse_rfc3339_weak(&resp.metadata.created_time).ok();
-        secret_from(&resp.data, Some(revision(resp.metadata.version)), modified).map(Some)
     }
 }
 
@@ -276,7 +283,7 @@ impl SecretStore for VaultStore {
                 let mut node = self.client.nodes.in_use();
                 let mut on_node = Instant::now();
                 loop {
-                    let secret = self.kv2_read(path)?;
+                    let secret = self.kv2_read(path, None)?;
                     let Some(wanted) = wanted else {
                         return Ok(secret);
                     };
@@ -384,6 +391,45 @@ impl SecretStore for VaultStore {
                 .client
                 .call(|c| async move { vaultrs::kv1::delete(&*c, mount, path.as_str()).await })?,
         };
+        Ok(())
+    }
+
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        match self.source.version {
+            KvVersion::V2 if version > 0 && !path.is_root() => self.kv2_read(path, Some(version)),
+            KvVersion::V2 => Ok(None),
+            KvVersion::V1 => Err(Error::Unsupported("KV v1 keeps no versions")),
+        }
+    }
+
+    /// Reads the metadata, changes one entry of custom_metadata, writes it
+    /// back: Vault replaces custom_metadata as a whole, and leaves the
+    /// fields a metadata write does not name as they were.
+    fn set_custom_metadata(
+        &self,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        if self.source.version == KvVersion::V1 {
+            return Err(Error::Unsupported("KV v1 keeps no metadata"));
+        }
+        let mount = self.source.mount.as_str();
+        let meta = self
+            .client
+            .call(|c| async move { vaultrs::kv2::read_metadata(&*c, mount, path.as_str()).await })?
+            .ok_or(Error::NotFound)?;
+        let mut custom = meta.custom_metadata.unwrap_or_default();
+        match value {
+            Some(v) => custom.insert(name.to_string(), v.to_string()),
+            None => custom.remove(name),
+        };
+        let custom = &custom;
+        self.client.call(|c| async move {
+            let mut request = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+            request.custom_metadata(custom.clone());
+            vaultrs::kv2::set_metadata(&*c, mount, path.as_str(), Some(&mut request)).await
+        })?;
         Ok(())
     }
 
