@@ -157,6 +157,8 @@ impl Error {
                 | Error::NoAttribute
                 | Error::Unsupported(_)
                 | Error::WouldBlock
+                // Logged (and audited) where the rules refused it.
+                | Error::NotAllowed(_)
         )
     }
 }

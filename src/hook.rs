@@ -18,6 +18,9 @@ use crate::exec::Signal;
 const GATHER: Duration = Duration::from_millis(300);
 /// The longest a run waits for more changes to gather.
 const GATHER_AT_MOST: Duration = Duration::from_secs(2);
+/// How long a command may run before it is killed (later changes wait
+/// for it).
+const COMMAND_AT_MOST: Duration = Duration::from_secs(60);
 
 /// What to do when secrets changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +66,16 @@ impl Hook {
         match self {
             Hook::Command(command) => {
                 let list: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                // The daemon's token is not the command's business.
                 let status = Command::new("/bin/sh")
                     .arg("-c")
                     .arg(command)
                     .env("SECRETFS_CHANGED", list.join("\n"))
                     .env("SECRETFS_MOUNTPOINT", mountpoint)
+                    .env_remove("VAULT_TOKEN")
                     .stdin(Stdio::null())
-                    .status();
+                    .spawn()
+                    .and_then(wait_at_most);
                 match status {
                     Ok(s) if s.success() => {
                         tracing::info!(changed = count, "--on-change command ran")
@@ -101,6 +107,25 @@ impl Hook {
     }
 }
 
+/// Waits for `child` for [`COMMAND_AT_MOST`], then kills it.
+fn wait_at_most(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    let until = Instant::now() + COMMAND_AT_MOST;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= until {
+            tracing::warn!(
+                pid = child.id(),
+                "--on-change command still running after {COMMAND_AT_MOST:?}: killed"
+            );
+            child.kill()?;
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The process id in `pidfile`.
 fn read_pid(pidfile: &Path) -> Result<libc::pid_t, String> {
     let text =
@@ -129,8 +154,8 @@ pub fn start(hook: Hook, mountpoint: PathBuf, changes: Receiver<String>) -> std:
                         Ok(path) => {
                             changed.insert(mountpoint.join(path));
                         }
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        // The mount ends: what was found still gets its run.
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
                 hook.fire(&mountpoint, &changed);

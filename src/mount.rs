@@ -28,8 +28,12 @@ use crate::store;
 pub fn run(args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
     if args.background && !args.foreground && args.ready_fd.is_none() {
-        // The daemon's own checks are bounded by --timeout; mounting is quick.
-        let deadline = args.vault.timeout * 3 + Duration::from_secs(10);
+        // The daemon's own checks are bounded by --timeout: a login and a
+        // token check per address tried, a mount lookup per SOURCE and
+        // layer; mounting is quick.
+        let addrs = u32::try_from(args.vault.addr.len().max(1)).unwrap_or(u32::MAX);
+        let sources = u32::try_from(args.layer.len() + 1).unwrap_or(u32::MAX);
+        let deadline = args.vault.timeout * (2 * addrs + sources) + Duration::from_secs(10);
         return daemon::spawn_and_wait(args.log_file.as_deref(), deadline);
     }
     let mut readiness = Readiness::new(args.ready_fd);
@@ -48,6 +52,13 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     check_mountpoint(&args.mountpoint)?;
     let access = crate::access::Access::load(&args.files.allow, &args.files.allow_file)
         .map_err(StartError::Options)?;
+    if !access.rules.is_empty() && args.files.layout != crate::fs::view::Layout::Keys {
+        // A file showing a whole secret (P.json) can be renamed aside or
+        // replaced under names no rule would cover yet.
+        return Err(StartError::Options(
+            "--allow rules work with --layout keys only (for now)".into(),
+        ));
+    }
     if !access.rules.is_empty() {
         tracing::info!(
             rules = access.rules.len(),
@@ -130,10 +141,15 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     if stopped_by_signal {
         daemon::notify_systemd("STOPPING=1");
         tracing::info!("unmounting");
-        mounted.unmount().map_err(|reason| StartError::Unmount {
-            path: args.mountpoint.clone(),
-            reason,
-        })?;
+        if let Err(reason) = mounted.unmount() {
+            // Still write what waits, and flush the audit log, first.
+            core.settle(true);
+            flush_audit(audit.as_ref());
+            return Err(StartError::Unmount {
+                path: args.mountpoint.clone(),
+                reason,
+            });
+        }
     } else {
         tracing::info!("unmounted from outside");
         if let Err(e) = mounted.join() {
@@ -142,17 +158,22 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     }
     // Removals and temporary files left for later are written now, while
     // the store can still be reached.
-    crate::fs::operation(|| core.settle(true));
+    core.settle(true);
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The session may not have ended (a lazy detach, another namespace
     // holding the mount), and with it the adapter's copy of the log: the
     // records written so far reach the file before we exit.
+    flush_audit(audit.as_ref());
+    Ok(())
+}
+
+/// Writes out the audit records so far (at most 5 s).
+fn flush_audit(audit: Option<&AuditLog>) {
     if let Some(audit) = audit {
         if !audit.flush(Duration::from_secs(5)) {
             tracing::error!("the audit log could not be flushed before exiting");
         }
     }
-    Ok(())
 }
 
 /// Serves `--metrics` at `addr`, with the levels of the core `slot` will

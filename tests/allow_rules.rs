@@ -238,3 +238,18 @@ fn reads_of_uncovered_files_never_switch_off_the_check_of_covered_ones() {
     );
     assert!(refused(&run("cat", &[s(&m.at("myapp/db/PASSWORD"))])));
 }
+
+#[test]
+fn rules_with_a_layout_that_shows_whole_secrets_are_refused_at_start() {
+    // A file showing a whole secret (P.json) could be renamed aside under
+    // a name no rule covers: refused rather than half-enforced.
+    let bao = seeded();
+    let (status, stderr) = Mount::builder(&bao, "secret/")
+        .args(&["--layout", "json", "--allow", "db/PASSWORD:uid=0"])
+        .fail();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--allow rules work with --layout keys only"),
+        "{stderr}"
+    );
+}

@@ -205,7 +205,7 @@ fn name_matches(glob: &[u8], name: &[u8]) -> bool {
 
 fn parse_sha256(hex: &str) -> Result<Sha256, String> {
     let bad = || format!("sha256={hex:?} is not 64 hexadecimal digits");
-    if hex.len() != 64 {
+    if hex.len() != 64 || !hex.is_ascii() {
         return Err(bad());
     }
     let mut out = [0u8; 32];

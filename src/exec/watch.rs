@@ -112,7 +112,8 @@ impl Watch {
     /// change goes to `mailbox`, and `waker` wakes the supervisor.
     pub fn run(mut self, ttl: Duration, mailbox: Mailbox, waker: Waker) {
         loop {
-            std::thread::sleep(ttl);
+            // --ttl 0s must not become a busy loop against the store.
+            std::thread::sleep(ttl.max(Duration::from_secs(1)));
             if let Some(newer) = self.tick() {
                 *mailbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(newer);
                 waker.wake();

@@ -57,7 +57,8 @@ impl SecretFs {
     pub fn settle(&self, all: bool) {
         for (path, pending) in self.names.unlinking() {
             if all || removal_due(pending.caller, pending.at) {
-                self.settle_removal(&path, pending);
+                // Each write has a deadline of its own.
+                super::operation(|| self.settle_removal(&path, pending));
             }
         }
         for (path, file) in self.names.tentative() {
@@ -75,7 +76,7 @@ impl SecretFs {
                 continue;
             }
             if all || temporary_due(caller, closed) {
-                self.keep_tentative(&path, &file);
+                super::operation(|| self.keep_tentative(&path, &file));
             }
         }
     }
@@ -171,7 +172,7 @@ impl SecretFs {
                 std::thread::sleep(SETTLE_EVERY);
                 let Some(fs) = fs.upgrade() else { return };
                 if fs.names.has_pending() {
-                    super::operation(|| fs.settle(false));
+                    fs.settle(false);
                 }
             });
         if let Err(e) = spawned {

@@ -253,11 +253,14 @@ impl SecretFs {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
             if self.writers.leave(*ino, buffer) {
+                // A file removed before it was written: the removal did
+                // what follows, and its name may be a newer file's now.
+                let forsaken = self.names.is_forsaken(*ino);
                 self.names.forget_forsaken(*ino);
                 // A created key that never reached the store disappears;
                 // the removal of the key it replaced is written instead.
                 let path = self.file_path(&lock(buffer).file);
-                if self.names.remove_new_file(&path) {
+                if !forsaken && self.names.remove_new_file(&path) {
                     if let Some(replaced) = self.names.take_replaced(&path) {
                         self.write_removal(&path, replaced);
                     }
@@ -309,6 +312,7 @@ impl SecretFs {
                         Some(Handle::Write { buffer, .. }) => lock(buffer).resize(size),
                         _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
+                            self.writable_in(&file.secret)?;
                             self.may_write(&file.secret)?;
                             let mut bytes = self.stored_bytes(&file)?;
                             bytes.resize(len, 0);
@@ -424,8 +428,9 @@ impl SecretFs {
     }
 
     fn remove(&self, parent: Ino, name: &str, caller: Option<u32>) -> Result<()> {
-        self.writable()?;
         let dir = self.dir_path(parent)?;
+        // A version view (`db@3/K`) is read-only.
+        self.writable_in(&dir)?;
         let path = dir.join(name);
         if self.names.remove_scratch(&path).is_some() {
             return Ok(());
@@ -447,7 +452,12 @@ impl SecretFs {
                     // On layers the removal is written at once: whether it
                     // may be made (the key is the top layer's) and what it
                     // uncovers are the store's to say, before rm returns.
-                    Some(caller) if !self.source.is_layered() => {
+                    // So it is for a file showing a whole secret (P.json),
+                    // whose view may refuse the removal (EPERM).
+                    Some(caller)
+                        if !self.source.is_layered()
+                            && self.views.get(file.view).shows_one_key_per_file() =>
+                    {
                         self.store_answers()?;
                         let pending = Unlinking {
                             file: file.kind(),
@@ -470,8 +480,8 @@ impl SecretFs {
     /// Removes an empty directory: in KV v2 a soft delete of its secret
     /// (`bao kv undelete` brings it back); the name leaves the mount.
     pub fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
-        self.writable()?;
         let dir = self.dir_path(parent)?;
+        self.writable_in(&dir)?;
         let path = dir.join(name);
         if self.names.is_local_dir(&path) {
             if self.names.has_local_children(&path) {
@@ -485,6 +495,8 @@ impl SecretFs {
             Child::Dir(path) => path,
             _ => return Err(Error::NotDir),
         };
+        // A version view (`db@3`) is read-only.
+        self.writable_in(&path)?;
         // `rm -r`: its keys' removals are written before the secret goes.
         self.settle_removals_in(&path);
         if !self.list_dir(&path)?.is_empty() {

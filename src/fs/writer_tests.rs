@@ -217,6 +217,26 @@ fn a_write_applied_whose_connection_broke_before_the_answer_is_a_successful_clos
 }
 
 #[test]
+fn a_rename_whose_answer_was_lost_is_found_to_have_landed() {
+    // Made again, a rename would fail (its source key is gone once it
+    // landed): what it left is recognised instead.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    path_ino(&fs, "myapp/db/USER").unwrap();
+    let before = store.version("myapp/db").unwrap();
+    store.lose_write_answers(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    fs.rename(db, "USER", db, "LOGIN", false).unwrap();
+    store.heal();
+    assert_eq!(store.version("myapp/db").unwrap(), before + 1);
+    assert_eq!(stored(&store, "LOGIN"), json!("app"));
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+}
+
+#[test]
 fn a_write_whose_outcome_cannot_be_known_fails_and_the_secret_is_read_again() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(300));

@@ -315,12 +315,23 @@ impl Writers {
         unanswered: &mut Option<Error>,
     ) -> Result<Arc<Secret>> {
         let check_and_set = source.capabilities().check_and_set;
+        // What the write that got no answer would have left: found in the
+        // store, it landed (a rename or a removal cannot be made again to
+        // tell: its source is gone once it landed).
+        let mut sent: Option<SecretData> = None;
         for attempt in 1..=CAS_ATTEMPTS {
             let latest = match unanswered {
                 // The store may be marked down by now: ask it anyway.
                 Some(_) => source.read_latest_anyway(secret)?,
                 None => source.read_latest(secret)?,
             };
+            if let (Some(latest), Some(sent)) = (&latest, &sent) {
+                if latest.keys == *sent {
+                    tracing::debug!(attempt, "the write that got no answer had landed");
+                    let latest = latest.clone();
+                    return source.found(secret, latest);
+                }
+            }
             let when = match &latest {
                 _ if !check_and_set => Precondition::Any,
                 Some(Secret {
@@ -341,6 +352,7 @@ impl Writers {
             }
             // Part of the time is kept for finding out what became of a
             // write that gets no answer.
+            let data_sent = data.clone();
             let (written, not_sent) =
                 deadline::keeping_a_reserve(|| source.write(secret, data, &when));
             match written {
@@ -354,6 +366,7 @@ impl Writers {
                 Err(e) if may_have_landed(&e) && !not_sent => {
                     tracing::debug!(attempt, error = %e, "a write got no answer: reading to find out");
                     unanswered.get_or_insert(e);
+                    sent = Some(data_sent);
                 }
                 Err(e) => return Err(e),
             }

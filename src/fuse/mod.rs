@@ -69,8 +69,12 @@ impl FuseAdapter {
     /// With `--allow` rules: every open reaches the daemon, and a file a
     /// rule covers opens only for callers a rule lets in (see `Shared::admit`).
     pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.access = access;
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.access = access,
+            // Only before the adapter is shared; losing rules silently
+            // would open what they close.
+            None if access.is_some() => panic!("--allow rules set on an adapter already in use"),
+            None => {}
         }
         self
     }

@@ -16,6 +16,7 @@ thread_local! {
     /// Whether a request inside [`keeping_a_reserve`] found no time left
     /// (and so was never sent).
     static NOT_SENT: Cell<bool> = const { Cell::new(false) };
+    static SENT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The share of the budget (1/RESERVE) that [`keeping_a_reserve`] keeps.
@@ -40,8 +41,10 @@ pub fn operation<T>(f: impl FnOnce() -> T) -> T {
 /// Runs `f` keeping a quarter of the budget for what follows: its requests
 /// must end that much earlier. A write that gets no answer in time leaves
 /// time for the read that finds out whether it was applied. Also says
-/// whether a request of `f` found no time left at all: that one was never
-/// sent, so its failure says nothing happened.
+/// whether `f` sent nothing because its (first) request found no time
+/// left: its failure then says nothing happened. Once one request of `f`
+/// was sent, a later one that found no time (a read finding out whether
+/// the write landed) does not make the write unsent.
 pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> (T, bool) {
     struct Reset(bool);
     impl Drop for Reset {
@@ -51,8 +54,10 @@ pub fn keeping_a_reserve<T>(f: impl FnOnce() -> T) -> (T, bool) {
     }
     let _reset = Reset(RESERVING.with(|r| r.replace(true)));
     NOT_SENT.with(|n| n.set(false));
+    SENT.with(|n| n.set(false));
     let result = f();
-    (result, NOT_SENT.with(|n| n.replace(false)))
+    let sent = SENT.with(|n| n.replace(false));
+    (result, NOT_SENT.with(|n| n.replace(false)) && !sent)
 }
 
 /// How long a request may take now, when the whole operation may take
@@ -69,8 +74,11 @@ pub fn left(budget: Duration) -> Option<Duration> {
         .with(|s| s.get())
         .map_or(Duration::ZERO, |s| s.elapsed());
     let left = budget.checked_sub(used + reserve).filter(|d| !d.is_zero());
-    if left.is_none() && !reserve.is_zero() {
-        NOT_SENT.with(|n| n.set(true));
+    if !reserve.is_zero() {
+        match left {
+            None => NOT_SENT.with(|n| n.set(true)),
+            Some(_) => SENT.with(|n| n.set(true)),
+        }
     }
     left
 }

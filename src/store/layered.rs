@@ -77,6 +77,10 @@ impl Layered {
                 continue;
             };
             let merged = out.get_or_insert_with(Merged::default);
+            if i + 1 == layers.len() {
+                // Metadata is the top layer's secret's (where it is set).
+                merged.secret.custom_metadata = secret.custom_metadata.clone();
+            }
             for (k, v) in secret.keys {
                 merged.origin.insert(k.to_string(), i);
                 merged.secret.keys.insert(k, v);
@@ -130,6 +134,12 @@ impl SecretStore for Layered {
 
     fn node(&self) -> Option<String> {
         self.top().store.node()
+    }
+
+    /// A version is the top layer's (merged revisions are `top:REV`).
+    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+        let top = self.top();
+        top.store.read_version(&top.at(path), version)
     }
 
     /// Metadata belongs to the secret in the top layer.

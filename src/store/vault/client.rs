@@ -45,10 +45,13 @@ pub struct Called<T> {
 impl Client {
     /// A client for `nodes` carrying the token of `credentials`.
     pub fn new(nodes: Arc<Nodes>, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+        // Keyed by the nodes, not by this client: the stores of one
+        // session (several SOURCEs, the layers of a mount) read one after
+        // another on a thread and share its connections.
         Client {
+            id: nodes.id(),
             nodes,
             credentials,
-            id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             timeout,
         }
     }
@@ -287,9 +290,6 @@ impl LocalClient {
 thread_local! {
     static LOCAL: std::cell::RefCell<Option<LocalClient>> = const { std::cell::RefCell::new(None) };
 }
-
-/// Distinguishes clients (tests may build several in one process).
-static NEXT_CLIENT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
 pub fn with_deadline<T>(

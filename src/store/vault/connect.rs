@@ -169,7 +169,6 @@ impl Session {
             return Err(StartError::Store(unreachable.join("; ")));
         };
         nodes.prefer(node);
-        nodes.prefer(node);
         let credentials = Arc::new(Credentials::new(token));
         let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
         if needs_care {

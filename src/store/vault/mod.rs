@@ -158,7 +158,12 @@ impl VaultStore {
                 // an attempt that reached a node that then failed.
                 self.holds(path, u64::from(cas) + 1);
                 if called.uncertain {
-                    if let Some(version) = self.landed(path, data, cas)? {
+                    // Whether an earlier attempt landed: not knowing is
+                    // not "never sent".
+                    let landed = self
+                        .landed(path, data, cas)
+                        .map_err(|e| Error::Unanswered(e.to_string()))?;
+                    if let Some(version) = landed {
                         tracing::info!(path = %path, version, "a write retried on another node had landed");
                         return Ok(version);
                     }

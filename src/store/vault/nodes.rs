@@ -28,7 +28,12 @@ pub struct Nodes {
     /// acknowledged.
     avoid_until: Vec<AtomicU64>,
     epoch: Instant,
+    /// Unique within the process: the clients of every store made over
+    /// these nodes (one per SOURCE or layer) share a thread's connections.
+    id: usize,
 }
+
+static NEXT_NODES_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// How long a node that failed or was found behind is tried after the others.
 const AVOID_FOR: Duration = Duration::from_secs(5);
@@ -42,7 +47,13 @@ impl Nodes {
             settings,
             in_use: AtomicUsize::new(0),
             epoch: Instant::now(),
+            id: NEXT_NODES_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// What tells these nodes from any other set in the process.
+    pub fn id(&self) -> usize {
+        self.id
     }
 
     /// How many nodes there are.
