@@ -856,14 +856,18 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        crate::metrics::record_fuse_op("setxattr");
         let _span = tracing::debug_span!("setxattr", ino = ino.0).entered();
         let (name, value) = (name.to_os_string(), value.to_vec());
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let result = match name.to_str() {
-                Some(n) => s.core.setxattr(ino, n, &value, flags),
-                None => Err(Error::Unsupported("attribute names are UTF-8")),
-            };
+            // A change of the secret: covered files need a rule.
+            let result =
+                s.admit(caller, &s.core.shown_paths(ino))
+                    .and_then(|_| match name.to_str() {
+                        Some(n) => s.core.setxattr(ino, n, &value, flags),
+                        None => Err(Error::Unsupported("attribute names are UTF-8")),
+                    });
             s.audit("setxattr", caller, &result, |s| {
                 (s.path_of(ino, None), None)
             });
@@ -872,11 +876,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        crate::metrics::record_fuse_op("removexattr");
         let _span = tracing::debug_span!("removexattr", ino = ino.0).entered();
         let name = name.to_os_string();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
+            let admitted = s.admit(caller, &s.core.shown_paths(ino));
             let result = match name.to_str() {
+                _ if admitted.is_err() => admitted.map(drop),
                 Some(n) => s.core.removexattr(ino, n),
                 None => Err(Error::NoAttribute),
             };
