@@ -11,7 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::{FileNode, Ino, Inodes, NodeKind};
 use super::local::{Fate, Local, Scratch, ScratchFile, Unlinking};
+use secrecy::ExposeSecret;
+
 use crate::store::{Secret, SecretPath};
+
+/// Locks a scratch file (inside the namespace's lock: the order used
+/// everywhere).
+fn lock_scratch(file: &Scratch) -> MutexGuard<'_, ScratchFile> {
+    file.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A name in a directory.
 #[derive(Debug, Clone, Copy)]
@@ -214,13 +222,25 @@ impl Namespace {
     /// The tentative scratch file at `scratch` was written as the key
     /// `kind` (at `path` of `secret`) under its own name: it leaves
     /// memory, and its inodes stand for the key.
+    ///
+    /// Only if `file` is still the scratch file at `scratch` and still
+    /// holds `written` (what was stored): a program may have renamed,
+    /// removed or written it while the key was being stored. Says whether
+    /// it did become the key.
     pub fn scratch_became_file(
         &self,
         scratch: &SecretPath,
+        (file, written): (&Scratch, &[u8]),
         (secret, path): (&SecretPath, &SecretPath),
         kind: NodeKind,
-    ) {
+    ) -> bool {
         let mut state = self.lock();
+        let unchanged = state.local.scratch(scratch).is_some_and(|current| {
+            Arc::ptr_eq(&current, file) && lock_scratch(file).data.expose_secret() == written
+        });
+        if !unchanged {
+            return false;
+        }
         state.local.remove_scratch(scratch);
         state.local.committed(secret, path);
         state.inodes.retarget(
@@ -229,6 +249,7 @@ impl Namespace {
             },
             kind,
         );
+        true
     }
 
     /// Makes a directory in memory at `path`, named `at`.

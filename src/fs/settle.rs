@@ -152,12 +152,26 @@ impl SecretFs {
         });
         match result {
             Ok(_) => {
-                tracing::debug!(path = %format!("/{path}"), "a temporary file nobody renamed is now a key");
-                self.names.scratch_became_file(
+                let became = self.names.scratch_became_file(
                     path,
+                    (file, bytes.expose_secret()),
                     (&target.secret, &self.file_path(&target)),
                     target.kind(),
                 );
+                if became {
+                    tracing::debug!(path = %format!("/{path}"), "a temporary file nobody renamed is now a key");
+                } else if self.names.scratch(path).is_none() {
+                    // Renamed or removed meanwhile: the key just stored is
+                    // no file of anyone's.
+                    let removed = self.writers.commit(&self.source, &target.secret, |data| {
+                        view.remove(data, &target.name)
+                    });
+                    if let Err(e) = removed {
+                        tracing::error!(path = %format!("/{path}"), error = %e, "a temporary file renamed while it was stored left a key behind");
+                        self.record_error(format!("unlink /{path}: {e}"));
+                    }
+                }
+                // Else written meanwhile: stored again at a later round.
             }
             Err(e) => memory_only(&e),
         }
@@ -184,6 +198,44 @@ impl SecretFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_file_written_or_renamed_while_stored_does_not_become_the_key() {
+        use crate::fs::inode::ROOT_INO;
+        use crate::fs::namespace::{Name, Namespace};
+        use secrecy::ExposeSecretMut;
+        let names = Namespace::new(SecretPath::root());
+        let path = SecretPath::parse("app/tmpabc");
+        let at = Name {
+            parent: ROOT_INO,
+            name: "tmpabc",
+        };
+        let tentative = Fate::Tentative { caller: None };
+        let (_, file) = names.create_scratch(at, path.clone(), tentative);
+        *lock(&file).data.expose_secret_mut() = b"stored".to_vec();
+        let kind = || NodeKind::File {
+            secret: SecretPath::parse("app"),
+            view: crate::fs::view::Views::for_layout()
+                .iter()
+                .next()
+                .map(|(id, _)| id)
+                .expect("the keys view"),
+            name: "tmpabc".into(),
+        };
+        let target = (&SecretPath::parse("app"), &path);
+        // Written again while its old bytes were being stored: it stays.
+        *lock(&file).data.expose_secret_mut() = b"newer".to_vec();
+        assert!(!names.scratch_became_file(&path, (&file, b"stored"), target, kind()));
+        assert!(names.scratch(&path).is_some());
+        // Renamed away meanwhile (another file now): not it either.
+        names.remove_scratch(&path);
+        assert!(!names.scratch_became_file(&path, (&file, b"newer"), target, kind()));
+        // Unchanged: it becomes the key.
+        let (_, again) = names.create_scratch(at, path.clone(), tentative);
+        *lock(&again).data.expose_secret_mut() = b"same".to_vec();
+        assert!(names.scratch_became_file(&path, (&again, b"same"), target, kind()));
+        assert!(names.scratch(&path).is_none());
+    }
 
     #[test]
     fn this_thread_runs_and_a_thread_that_never_was_has_exited() {
