@@ -147,7 +147,7 @@ impl SecretFs {
         };
         let bytes = SecretBox::new(Box::new(lock(file).data.expose_secret().clone()));
         let view = self.views.get(target.view);
-        let result = self.writers.commit(&self.source, &target.secret, |data| {
+        let result = self.commit(&target.secret, |data| {
             view.write(data, &target.name, bytes.expose_secret().clone())
         });
         match result {
@@ -163,9 +163,8 @@ impl SecretFs {
                 } else if self.names.scratch(path).is_none() {
                     // Renamed or removed meanwhile: the key just stored is
                     // no file of anyone's.
-                    let removed = self.writers.commit(&self.source, &target.secret, |data| {
-                        view.remove(data, &target.name)
-                    });
+                    let removed =
+                        self.commit(&target.secret, |data| view.remove(data, &target.name));
                     if let Err(e) = removed {
                         tracing::error!(path = %format!("/{path}"), error = %e, "a temporary file renamed while it was stored left a key behind");
                         self.record_error(format!("unlink /{path}: {e}"));

@@ -67,7 +67,7 @@ impl SecretFs {
 
     /// Commits a change to `secret` (see [`Writers::commit`]); what lived
     /// only in memory above it now exists in the store.
-    fn commit(
+    pub(super) fn commit(
         &self,
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
