@@ -171,17 +171,35 @@ const PREFER_AFTER: u32 = 3;
 /// row. Ends when the store is gone.
 pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
     let mut healthy = Vec::<u32>::new();
+    // Built once (reading CA and client-certificate files, TLS set-up),
+    // not on the runtime's threads every few seconds.
+    let mut clients: Vec<Option<vaultrs::client::VaultClient>> = Vec::new();
     loop {
         tokio::time::sleep(PREFER_EVERY).await;
         let Some(nodes) = nodes.upgrade() else { return };
         healthy.resize(nodes.len(), 0);
+        if clients.len() != nodes.len() {
+            let settings: Vec<_> = (0..nodes.len())
+                .map(|i| nodes.settings(i).clone())
+                .collect();
+            let built = tokio::task::spawn_blocking(move || {
+                settings
+                    .iter()
+                    .map(|s| super::auth::client_for(s, "").ok())
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            clients = built.unwrap_or_default();
+            if clients.len() != nodes.len() {
+                continue;
+            }
+        }
         let in_use = nodes.in_use();
         for (i, count) in healthy.iter_mut().enumerate().take(in_use) {
-            let serves = match super::auth::client_for(nodes.settings(i), "") {
-                Ok(c) => {
+            let serves = match &clients[i] {
+                Some(c) => {
                     let answer =
-                        tokio::time::timeout(Duration::from_secs(2), vaultrs::sys::health(&c))
-                            .await;
+                        tokio::time::timeout(Duration::from_secs(2), vaultrs::sys::health(c)).await;
                     match answer {
                         Ok(Ok(_)) => true,
                         // A standby (429; 473 a performance standby).
@@ -189,7 +207,7 @@ pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
                         Err(_) => false,
                     }
                 }
-                Err(_) => false,
+                None => false,
             };
             *count = if serves { *count + 1 } else { 0 };
         }
