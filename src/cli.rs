@@ -482,12 +482,13 @@ pub struct FileArgs {
 impl FileArgs {
     /// Whether the mount refuses every change: unless `--writable` (`--ro`
     /// only says so; clap refuses the two together).
+    /// A templates layout is always read-only.
     pub fn read_only(&self) -> bool {
-        !self.writable
+        !self.writable || matches!(self.layout, Layout::Templates(_))
     }
 }
 
-/// Parses a layout name (`keys`, `json`, `env`).
+/// Parses a layout name (`keys`, `json`, `env`, `templates:DIR`).
 pub fn parse_layout(s: &str) -> Result<Layout, String> {
     s.trim().parse()
 }
