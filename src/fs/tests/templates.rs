@@ -251,3 +251,47 @@ fn sixty_four_readers_of_a_cold_template_make_one_get_per_secret() {
     }
     assert_eq!(store.read_calls() - before, 2, "one GET per secret");
 }
+
+#[test]
+fn the_readme_examples_render() {
+    let store = Arc::new(MemoryStore::new());
+    store.put(
+        "web/tls",
+        json!({"cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"}),
+    );
+    store.put(
+        "app/db",
+        json!({"USER": "app", "PASSWORD": "p@ss/word", "PORT": 6543}),
+    );
+    store.put("app/mail", json!({"host": "smtp.example.com", "port": 587}));
+    let (fs, _, _dir) = templated(
+        store,
+        "",
+        &[
+            (
+                "tls.pem.tmpl",
+                "{% set tls = secret(\"web/tls\") -%}\n{{ tls.cert }}\n{{ tls.key }}\n",
+            ),
+            (
+                "db.url.tmpl",
+                "{% set db = secret(\"app/db\") -%}\npostgresql://{{ db.USER | urlencode }}:{{ db.PASSWORD | urlencode | replace(\"/\", \"%2F\") }}@{{ db.HOST | default(\"localhost\") }}:{{ db.PORT | default(5432) }}/app\n",
+            ),
+            (
+                "app.properties.tmpl",
+                "{% for name in secrets(\"app/\") -%}\n{% for key, value in secret(\"app/\" ~ name) | items -%}\n{{ name }}.{{ key }}={{ value }}\n{% endfor -%}\n{% endfor -%}\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        text(&fs, "tls.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    );
+    assert_eq!(
+        text(&fs, "db.url"),
+        "postgresql://app:p%40ss%2Fword@localhost:6543/app\n"
+    );
+    assert_eq!(
+        text(&fs, "app.properties"),
+        "db.PASSWORD=p@ss/word\ndb.PORT=6543\ndb.USER=app\nmail.host=smtp.example.com\nmail.port=587\n"
+    );
+}
