@@ -297,6 +297,7 @@ impl SecretFs {
                 self.names.unshow(ino, &version);
             }
         }
+        self.sweep_templates(&swept);
     }
 
     /// Starts the thread that sweeps old values out of memory (see

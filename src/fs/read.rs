@@ -120,6 +120,8 @@ impl SecretFs {
     /// Whether opens of `ino` for reading may skip the daemon: on a
     /// read-only mount the kernel can serve key files from its page cache
     /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
+    /// Not rendered templates: a failed one must fail at open (`EIO`),
+    /// while with no open the kernel would read its size 0 as empty.
     pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
         self.config.read_only && matches!(self.names.get(ino), Some(NodeKind::File { .. }))
     }

@@ -97,6 +97,11 @@ impl Templates {
         lock(&self.rendered).get(name).cloned()
     }
 
+    /// Forgets the renderings `gone` says no longer may be served.
+    fn forget_where(&self, gone: impl Fn(&Rendering) -> bool) {
+        lock(&self.rendered).retain(|_, r| !gone(r));
+    }
+
     /// The templates whose last rendering used `path`.
     fn using(&self, path: &SecretPath) -> Vec<String> {
         lock(&self.rendered)
@@ -317,6 +322,18 @@ impl SecretFs {
             Some(t) if dir == &self.dir_path(ROOT_INO)? => t.names(),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// Lets renderings leave memory with the values they were made of:
+    /// when a secret one used was swept or is no longer held (the next
+    /// `stat` or read renders again).
+    pub(super) fn sweep_templates(&self, swept: &std::collections::HashSet<SecretPath>) {
+        let Some(t) = &self.templates else { return };
+        t.forget_where(|r| {
+            r.secrets
+                .iter()
+                .any(|p| swept.contains(p) || self.source.held(p).is_none())
+        });
     }
 
     /// The store changed at `path`: templates whose last rendering used it

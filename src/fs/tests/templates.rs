@@ -295,3 +295,27 @@ fn the_readme_examples_render() {
         "db.PASSWORD=p@ss/word\ndb.PORT=6543\ndb.USER=app\nmail.host=smtp.example.com\nmail.port=587\n"
     );
 }
+
+#[test]
+fn a_sweep_lets_a_rendering_go_with_the_values_it_was_made_of() {
+    let store = seeded();
+    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
+    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    assert!(fs.templates.as_ref().unwrap().last("pg").is_some());
+    fs.sweep();
+    assert!(
+        fs.templates.as_ref().unwrap().last("pg").is_some(),
+        "kept within the TTL"
+    );
+    // Past the TTL and --stale-if-error (300 s in these tests).
+    clock.advance(Duration::from_secs(400));
+    fs.sweep();
+    assert!(fs.templates.as_ref().unwrap().last("pg").is_none());
+    // The next read renders again.
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "new", "USER": "app", "PORT": 5432}),
+    );
+    let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
+    assert_eq!(bytes, b"postgresql://app:new@db:5432/app\n");
+}
