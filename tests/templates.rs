@@ -69,6 +69,10 @@ fn a_broken_template_fails_alone_with_eio_and_changes_are_erofs() {
         ("token.tmpl", "{{ secret(\"myapp/api/token\").value }}"),
     ]);
     let m = mount(&bao, &dir);
+    // ls lists the broken ones too (READDIRPLUS), then reading them fails.
+    assert_eq!(names(m.path()), set(&["broken", "syntax", "token"]));
+    let ls = sh(&format!("ls -l '{}'", m.path().display()));
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("broken"));
     assert_eq!(std::fs::read_to_string(m.at("token")).unwrap(), "t0k");
     for bad in ["broken", "syntax"] {
         let err = std::fs::read(m.at(bad)).unwrap_err();
@@ -130,5 +134,52 @@ fn a_relative_templates_folder_works_and_a_folder_listing_drives_a_loop() {
     assert_eq!(
         std::fs::read_to_string(m.at("app.properties")).unwrap(),
         "api.token=t0k\n"
+    );
+}
+
+/// Median of `rounds` open+read+close of `path`, in microseconds.
+fn median_read_us(path: &std::path::Path, rounds: usize) -> f64 {
+    let mut times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let bytes = std::fs::read(path).unwrap();
+            std::hint::black_box(bytes);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// A cached read of a rendered template against a cached read of a key
+/// file, each on a read-only mount of its own over the same OpenBao
+/// (`cargo test --release --test templates -- --ignored --nocapture`).
+/// Both are served from the kernel's page cache with no OPEN ("no open").
+#[test]
+#[ignore]
+fn bench_cached_template_read_against_a_key_file() {
+    let bao = seeded();
+    let dir = templates(&[("pw.tmpl", "{{ secret(\"myapp/db\").PASSWORD }}")]);
+    let layout = format!("templates:{}", dir.path().display());
+    let t = Mount::new(&bao, "secret/", &["--ttl", "5m", "--layout", &layout]);
+    let k = Mount::new(&bao, "secret/", &["--ttl", "5m"]);
+    let (tf, kf) = (t.at("pw"), k.at("myapp/db/PASSWORD"));
+    assert_eq!(std::fs::read(&tf).unwrap(), std::fs::read(&kf).unwrap());
+    let rounds: usize = std::env::var("SECRETFS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    // Interleaved, so that both see the same machine.
+    let (mut ts, mut ks) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        ts.push(median_read_us(&tf, rounds / 5));
+        ks.push(median_read_us(&kf, rounds / 5));
+    }
+    ts.sort_by(f64::total_cmp);
+    ks.sort_by(f64::total_cmp);
+    let (tm, km) = (ts[2], ks[2]);
+    println!(
+        "cached read: template {tm:.1} µs, key file {km:.1} µs, ratio {:.2}",
+        tm / km
     );
 }

@@ -407,6 +407,25 @@ impl SecretFs {
     /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
     pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
         let path = self.dir_path(dir)?;
+        if self.templates.is_some() && !entry.is_dir {
+            // A template that fails to render is listed all the same, with
+            // attributes valid for no time: any use of it looks it up
+            // again and gets `EIO`.
+            let at = Name {
+                parent: dir,
+                name: &entry.name,
+            };
+            let kind = NodeKind::Template {
+                name: entry.name.clone(),
+            };
+            let ino = self.names.remember(at, kind, lookup);
+            return match self.template_attr(ino, &entry.name) {
+                Err(Error::Protocol(_)) => {
+                    Ok(self.file_attr(ino, 0, self.source.started(), Duration::ZERO))
+                }
+                other => other,
+            };
+        }
         if entry.is_dir {
             let child = Child::Dir(path.join(&entry.name));
             return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);

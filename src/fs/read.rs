@@ -120,10 +120,14 @@ impl SecretFs {
     /// Whether opens of `ino` for reading may skip the daemon: on a
     /// read-only mount the kernel can serve key files from its page cache
     /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
-    /// Not rendered templates: a failed one must fail at open (`EIO`),
-    /// while with no open the kernel would read its size 0 as empty.
+    /// So may rendered templates: one that fails to render is `EIO` at
+    /// lookup and getattr already, so the kernel never reads it as empty.
     pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
-        self.config.read_only && matches!(self.names.get(ino), Some(NodeKind::File { .. }))
+        self.config.read_only
+            && matches!(
+                self.names.get(ino),
+                Some(NodeKind::File { .. } | NodeKind::Template { .. })
+            )
     }
 
     /// Whether this mount refuses every change.

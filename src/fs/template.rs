@@ -5,7 +5,8 @@
 //! make one GET per secret, and stale-if-error applies.
 //!
 //! A template is rendered once per lookup/getattr; reads serve that
-//! rendering, so the size the kernel was told and the bytes agree. The
+//! rendering, so the size the kernel was told and the bytes agree. One
+//! that fails to render is `EIO` at lookup, getattr, open and read. The
 //! rendering remembers which secrets it used: a change of any of them
 //! invalidates the template's inode.
 
@@ -300,10 +301,13 @@ impl SecretFs {
         }
     }
 
-    /// Attributes of the template file `ino` showing as `name`, rendered now.
+    /// Attributes of the template file `ino` showing as `name`, rendered
+    /// now. A template that fails to render is `EIO` here already: opens
+    /// of rendered files may skip the daemon ("no open"), and the kernel
+    /// would read a size it was told (0) as an empty file.
     pub(super) fn template_attr(&self, ino: Ino, name: &str) -> Result<Attr> {
         let r = self.render_template(name)?;
-        let size = r.bytes.as_ref().map_or(0, |b| b.expose_secret().len()) as u64;
+        let size = Self::template_bytes(&r)?.len() as u64;
         let mtime = r.mtime.unwrap_or(self.source.started());
         Ok(self.file_attr(ino, size, mtime, r.valid_for))
     }

@@ -112,23 +112,28 @@ fn a_template_that_fails_to_render_gives_eio_alone() {
             ("good.tmpl", "{{ secret(\"myapp/db\").USER }}"),
         ],
     );
+    assert_eq!(
+        root_names(&fs),
+        [".", "..", "good", "missing", "syntax", "unknown"]
+    );
     for bad in ["missing", "syntax", "unknown"] {
-        // It shows (ls lists it, stat works) but cannot be read.
-        let ino = fs.lookup(ROOT_INO, bad).unwrap().ino;
-        assert_eq!(
-            fs.open(ino, false, false).unwrap_err().errno(),
-            libc::EIO,
-            "{bad}"
-        );
-        assert_eq!(
-            fs.read_ino(ino, 0, 100, |b| b.to_vec())
-                .unwrap_err()
-                .errno(),
-            libc::EIO,
-            "{bad}"
-        );
+        // It is listed, but looking it up (stat, open) is EIO.
+        let err = fs.lookup(ROOT_INO, bad).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{bad}");
+        // The others keep working.
+        assert_eq!(text(&fs, "good"), "app");
     }
-    assert_eq!(text(&fs, "good"), "app");
+    // A template that rendered when it was looked up and fails now.
+    let ino = fs.lookup(ROOT_INO, "good").unwrap().ino;
+    std::fs::write(_dir.path().join("good.tmpl"), "{{ secret(\"nope\").X }}").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.open(ino, false, false).unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        fs.read_ino(ino, 0, 100, |b| b.to_vec())
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
 }
 
 #[test]
