@@ -420,7 +420,7 @@ impl SecretFs {
             };
             let ino = self.names.remember(at, kind, lookup);
             return match self.template_attr(ino, &entry.name) {
-                Err(Error::Protocol(_)) => {
+                Err(Error::Template(_)) => {
                     Ok(self.file_attr(ino, 0, self.source.started(), Duration::ZERO))
                 }
                 other => other,

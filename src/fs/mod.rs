@@ -360,7 +360,7 @@ impl SecretFs {
     pub fn describe(&self, ino: Ino) -> String {
         match self.names.get(ino) {
             Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
-            Some(NodeKind::Template { name }) => format!("/{name} (template)"),
+            Some(NodeKind::Template { name }) => format!("/{name}"),
             Some(NodeKind::File { secret, view, name }) => {
                 format!("/{}", self.file_path(&FileRef { secret, view, name }))
             }

@@ -295,9 +295,7 @@ impl SecretFs {
     pub(super) fn template_bytes(rendering: &Rendering) -> Result<&[u8]> {
         match &rendering.bytes {
             Ok(b) => Ok(b.expose_secret()),
-            Err(reason) => Err(Error::Protocol(format!(
-                "template fails to render: {reason}"
-            ))),
+            Err(reason) => Err(Error::Template(reason.clone())),
         }
     }
 
