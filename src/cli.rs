@@ -412,9 +412,11 @@ pub struct FileArgs {
     pub writable: bool,
 
     /// How secrets show: `keys` (a directory per secret, a file per key),
-    /// `json` (a file P.json per secret: its data as one JSON object) or
+    /// `json` (a file P.json per secret: its data as one JSON object),
     /// `env` (a file P.env per secret: KEY=value lines for source,
-    /// EnvironmentFile= or dotenv). Folders are directories in every layout.
+    /// EnvironmentFile= or dotenv), or `templates:DIR` (each DIR/X.tmpl is a
+    /// read-only file X at the root, rendered on read with minijinja).
+    /// Folders are directories in the keys, json and env layouts.
     #[arg(long, value_name = "LAYOUT", default_value = "keys", value_parser = parse_layout)]
     pub layout: Layout,
 
@@ -482,14 +484,25 @@ pub struct FileArgs {
 impl FileArgs {
     /// Whether the mount refuses every change: unless `--writable` (`--ro`
     /// only says so; clap refuses the two together).
+    /// A templates layout is always read-only.
     pub fn read_only(&self) -> bool {
-        !self.writable
+        !self.writable || matches!(self.layout, Layout::Templates(_))
     }
 }
 
-/// Parses a layout name (`keys`, `json`, `env`).
+/// Parses a layout name (`keys`, `json`, `env`, `templates:DIR`).
 pub fn parse_layout(s: &str) -> Result<Layout, String> {
-    s.trim().parse()
+    match s.trim().parse()? {
+        // Absolute: the daemon may run from another directory.
+        Layout::Templates(dir) if !dir.is_dir() => Err(format!(
+            "templates:{}: no such folder (templates:DIR names the folder holding the *.tmpl files)",
+            dir.display()
+        )),
+        Layout::Templates(dir) => std::path::absolute(&dir)
+            .map(Layout::Templates)
+            .map_err(|e| format!("templates folder {}: {e}", dir.display())),
+        other => Ok(other),
+    }
 }
 
 /// Parses `30s`, `500ms`, `5m`, `1h`.

@@ -40,6 +40,10 @@ pub enum Error {
     /// The store answered something we do not understand.
     #[error("unexpected answer from the store: {0}")]
     Protocol(String),
+    /// A template (`--layout templates:DIR`) fails to render: the reason,
+    /// never a value. Logged once by the core when it is found.
+    #[error("template fails to render: {0}")]
+    Template(String),
     /// The mount is read-only, or the operation writes and is not supported.
     #[error("read-only file system")]
     ReadOnly,
@@ -106,7 +110,8 @@ impl Error {
             | Error::Timeout(_)
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)
-            | Error::Protocol(_) => libc::EIO,
+            | Error::Protocol(_)
+            | Error::Template(_) => libc::EIO,
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
             Error::NameTooLong => libc::ENAMETOOLONG,
@@ -157,6 +162,8 @@ impl Error {
                 | Error::NoAttribute
                 | Error::Unsupported(_)
                 | Error::WouldBlock
+                // Logged once per reason by the core.
+                | Error::Template(_)
                 // Logged (and audited) where the rules refused it.
                 | Error::NotAllowed(_)
         )

@@ -224,12 +224,21 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
 
 /// The core over the connected store, configured by the command line.
 fn build_core(connected: store::Connected, args: &MountArgs) -> Arc<SecretFs> {
+    if let crate::fs::view::Layout::Templates(dir) = &args.files.layout {
+        return Arc::new(SecretFs::with_templates(
+            connected.store,
+            connected.root,
+            fs_config(args),
+            Arc::new(SystemClock),
+            dir.clone(),
+        ));
+    }
     Arc::new(SecretFs::with_views(
         connected.store,
         connected.root,
         fs_config(args),
         Arc::new(SystemClock),
-        Views::of_layout(args.files.layout),
+        Views::of_layout(&args.files.layout),
     ))
 }
 

@@ -298,7 +298,10 @@ fn an_unknown_layout_is_refused_at_start() {
         .args(&["-o", "layout=yaml"])
         .fail();
     assert!(!status.success());
-    assert!(stderr.contains("keys (default), json or env"), "{stderr}");
+    assert!(
+        stderr.contains("keys (default), json, env or templates:DIR"),
+        "{stderr}"
+    );
 }
 
 // ---- versions ---------------------------------------------------------------

@@ -125,6 +125,7 @@ fn all_errors() -> Vec<Error> {
         Error::Unavailable("down".into()),
         Error::Timeout(Duration::from_secs(5)),
         Error::Protocol("odd answer".into()),
+        Error::Template("unknown filter".into()),
         Error::ReadOnly,
         Error::Invalid("bad name".into()),
         Error::Stale,
@@ -156,6 +157,7 @@ fn all_errors() -> Vec<Error> {
             | Error::Unavailable(_)
             | Error::Timeout(_)
             | Error::Protocol(_)
+            | Error::Template(_)
             | Error::ReadOnly
             | Error::Invalid(_)
             | Error::Stale

@@ -52,6 +52,11 @@ pub enum NodeKind {
         /// The file's name, as the view names it.
         name: String,
     },
+    /// A file rendered from a template (`--layout templates:DIR`), at the root.
+    Template {
+        /// The file's name (`DIR/NAME.tmpl`).
+        name: String,
+    },
     /// An editor's or tool's scratch file, kept in memory only.
     Scratch {
         /// Its path: the directory's path joined with its name.
@@ -93,7 +98,7 @@ fn store_path(kind: &NodeKind) -> Option<&SecretPath> {
     match kind {
         NodeKind::Dir { path } => Some(path),
         NodeKind::File { secret, .. } => Some(secret),
-        NodeKind::Scratch { .. } => None,
+        NodeKind::Scratch { .. } | NodeKind::Template { .. } => None,
     }
 }
 

@@ -36,6 +36,19 @@ impl SecretFs {
     /// An answer of the store replaced an older one: tells the kernel what
     /// to forget.
     pub(super) fn notice(&self, change: Change) {
+        match &change {
+            Change::Secret { path, before, now } => {
+                let same = matches!((before, now), (Some(a), Some(b)) if a.same_data(b));
+                if !same {
+                    self.notice_templates(path);
+                }
+            }
+            Change::Listing { path, before, now } => {
+                if before != now {
+                    self.notice_templates(path);
+                }
+            }
+        }
         match change {
             Change::Secret { path, before, now } => {
                 self.notice_secret(&path, before.as_ref(), now.as_ref())

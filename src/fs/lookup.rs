@@ -85,6 +85,12 @@ impl SecretFs {
                 let ino = self.names.remember(at, NodeKind::Dir { path }, lookup);
                 Ok(self.dir_attr(ino, valid_for))
             }
+            Child::Template(name) => {
+                let ino =
+                    self.names
+                        .remember(at, NodeKind::Template { name: name.clone() }, lookup);
+                self.template_attr(ino, &name)
+            }
             Child::Scratch(path) => {
                 let attr = self.scratch_attr(Ino(0), &path)?;
                 let ino = self.names.remember(at, NodeKind::Scratch { path }, lookup);
@@ -106,6 +112,13 @@ impl SecretFs {
     }
 
     pub(super) fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+        if self.templates.is_some() {
+            // Only the templates' files show, at the root.
+            return match self.is_template(dir, name)? {
+                true => Ok((Child::Template(name.to_string()), self.config.cache.ttl)),
+                false => Err(Error::NotFound),
+            };
+        }
         if dir.version().is_some() {
             return self.find_in_version(dir, name);
         }
@@ -291,6 +304,16 @@ impl SecretFs {
     /// The names in a directory: store folders and secrets, the files the
     /// views show of the secret, and what lives in memory.
     pub(super) fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
+        if self.templates.is_some() {
+            let names = self.template_names(dir)?;
+            return Ok(names
+                .into_iter()
+                .map(|name| DirEntryInfo {
+                    name,
+                    is_dir: false,
+                })
+                .collect());
+        }
         let mut entries: BTreeMap<String, bool> = BTreeMap::new();
         let mut denied = None;
         let mut found = false;
@@ -384,6 +407,25 @@ impl SecretFs {
     /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
     pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
         let path = self.dir_path(dir)?;
+        if self.templates.is_some() && !entry.is_dir {
+            // A template that fails to render is listed all the same, with
+            // attributes valid for no time: any use of it looks it up
+            // again and gets `EIO`.
+            let at = Name {
+                parent: dir,
+                name: &entry.name,
+            };
+            let kind = NodeKind::Template {
+                name: entry.name.clone(),
+            };
+            let ino = self.names.remember(at, kind, lookup);
+            return match self.template_attr(ino, &entry.name) {
+                Err(Error::Template(_)) => {
+                    Ok(self.file_attr(ino, 0, self.source.started(), Duration::ZERO))
+                }
+                other => other,
+            };
+        }
         if entry.is_dir {
             let child = Child::Dir(path.join(&entry.name));
             return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);

@@ -25,6 +25,7 @@ mod readdir;
 mod settle;
 mod shows;
 pub mod source;
+pub mod template;
 pub mod view;
 mod watch;
 mod write;
@@ -139,6 +140,8 @@ enum Child {
     NewFile(FileRef),
     /// A scratch file, in memory only.
     Scratch(SecretPath),
+    /// A file rendered from a template, by its name.
+    Template(String),
 }
 
 /// A file of a secret seen through a view.
@@ -187,6 +190,8 @@ pub struct SecretFs {
     invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
     /// Where the paths of changed secrets go (`--on-change`), if anywhere.
     changes: std::sync::OnceLock<std::sync::mpsc::Sender<String>>,
+    /// The templates shown at the root (`--layout templates:DIR`), if any.
+    templates: Option<Arc<template::Templates>>,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -232,6 +237,27 @@ impl SecretFs {
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
             changes: std::sync::OnceLock::new(),
+            templates: None,
+        }
+    }
+
+    /// A read-only filesystem showing, at its root, one file `X` per
+    /// template `dir/X.tmpl`, rendered on read from the secrets below
+    /// `root` (`--layout templates:DIR`).
+    pub fn with_templates(
+        store: Arc<dyn SecretStore>,
+        root: SecretPath,
+        config: FsConfig,
+        clock: Arc<dyn Clock>,
+        dir: std::path::PathBuf,
+    ) -> Self {
+        let config = FsConfig {
+            read_only: true,
+            ..config
+        };
+        SecretFs {
+            templates: Some(Arc::new(template::Templates::new(dir))),
+            ..Self::with_views(store, root, config, clock, Views::for_layout())
         }
     }
 
@@ -271,6 +297,7 @@ impl SecretFs {
                 self.names.unshow(ino, &version);
             }
         }
+        self.sweep_templates(&swept);
     }
 
     /// Starts the thread that sweeps old values out of memory (see
@@ -333,6 +360,7 @@ impl SecretFs {
     pub fn describe(&self, ino: Ino) -> String {
         match self.names.get(ino) {
             Some(NodeKind::Dir { path }) | Some(NodeKind::Scratch { path }) => format!("/{path}"),
+            Some(NodeKind::Template { name }) => format!("/{name}"),
             Some(NodeKind::File { secret, view, name }) => {
                 format!("/{}", self.file_path(&FileRef { secret, view, name }))
             }

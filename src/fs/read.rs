@@ -19,6 +19,7 @@ impl SecretFs {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
             NodeKind::Scratch { path } => self.scratch_attr(ino, &path),
+            NodeKind::Template { name } => self.template_attr(ino, &name),
             NodeKind::File { secret, view, name } => {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
@@ -44,6 +45,17 @@ impl SecretFs {
     pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Err(Error::IsDir),
+            NodeKind::Template { name } => {
+                if write {
+                    return Err(Error::ReadOnly);
+                }
+                // Reads of this handle serve the rendering the kernel was
+                // last told the size of.
+                let rendering = self.template_rendering(&name)?;
+                let bytes = Self::template_bytes(&rendering)?.to_vec();
+                let value = Arc::new(SecretSlice::from(bytes));
+                Ok(self.handles.insert(Handle::Read { value }))
+            }
             NodeKind::Scratch { path } => {
                 if write && self.config.read_only {
                     return Err(Error::ReadOnly);
@@ -108,8 +120,14 @@ impl SecretFs {
     /// Whether opens of `ino` for reading may skip the daemon: on a
     /// read-only mount the kernel can serve key files from its page cache
     /// with no OPEN, READ (once cached) or FLUSH reaching us ("no open").
+    /// So may rendered templates: one that fails to render is `EIO` at
+    /// lookup and getattr already, so the kernel never reads it as empty.
     pub fn opens_can_skip_daemon(&self, ino: Ino) -> bool {
-        self.config.read_only && matches!(self.names.get(ino), Some(NodeKind::File { .. }))
+        self.config.read_only
+            && matches!(
+                self.names.get(ino),
+                Some(NodeKind::File { .. } | NodeKind::Template { .. })
+            )
     }
 
     /// Whether this mount refuses every change.
@@ -128,6 +146,10 @@ impl SecretFs {
     ) -> Result<R> {
         let bytes = match self.node(ino)? {
             NodeKind::Dir { .. } => return Err(Error::IsDir),
+            NodeKind::Template { name } => {
+                let rendering = self.template_rendering(&name)?;
+                return Ok(f(slice_at(Self::template_bytes(&rendering)?, offset, size)));
+            }
             NodeKind::Scratch { path } => {
                 let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
                 let copy = lock(&file).data.expose_secret().clone();

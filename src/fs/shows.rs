@@ -40,6 +40,8 @@ impl SecretFs {
                 }
                 paths
             }
+            // A rendered template: --allow rules are refused with templates.
+            Some(NodeKind::Template { name }) => vec![format!("/{name}")],
             Some(NodeKind::File { secret, view, name }) => {
                 let file = FileRef { secret, view, name };
                 let mut paths = vec![self.in_mount(&self.file_path(&file))];

@@ -1490,3 +1490,4 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
 
 // Layouts other than `keys`, versions and metadata: in tests/layouts.rs.
 mod layouts;
+mod templates;

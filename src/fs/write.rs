@@ -299,6 +299,7 @@ impl SecretFs {
             }
             match self.node(ino)? {
                 NodeKind::Dir { .. } => return Err(Error::IsDir),
+                NodeKind::Template { .. } => return Err(Error::ReadOnly),
                 NodeKind::Scratch { path } => {
                     let file = self.names.scratch(&path).ok_or(Error::NotFound)?;
                     truncate_scratch(&file, size);
@@ -445,6 +446,7 @@ impl SecretFs {
         }
         match self.find_child(&dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
+            Child::Template(_) => Err(Error::ReadOnly),
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
                 self.may_write(&file.secret)?;
@@ -579,6 +581,7 @@ impl SecretFs {
 
         let source = match self.find_child(&src_dir, name)?.0 {
             Child::Dir(_) => return Err(Error::CrossSecret),
+            Child::Template(_) => return Err(Error::ReadOnly),
             Child::Scratch(_) => return Err(Error::NotFound),
             Child::NewFile(_) => {
                 return Err(Error::NotPermitted(

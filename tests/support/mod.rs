@@ -487,9 +487,17 @@ pub struct MountBuilder {
     rust_log: Option<String>,
     blocked_signals: Vec<libc::c_int>,
     mount8: bool,
+    cwd: Option<PathBuf>,
 }
 
 impl MountBuilder {
+    /// Starts the daemon in the directory `dir` (relative paths in its
+    /// arguments are taken from there).
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
     /// The server's address (default: the `Bao` given to [`Mount::builder`]).
     pub fn addr(mut self, addr: &str) -> Self {
         self.addr = Addr::Flag(addr.to_string());
@@ -595,6 +603,9 @@ impl MountBuilder {
             cmd.env("RUST_LOG", l);
         }
         cmd.env("HOME", home).stdin(Stdio::null());
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -760,6 +771,7 @@ impl Mount {
             rust_log: None,
             blocked_signals: Vec::new(),
             mount8: false,
+            cwd: None,
         }
     }
 

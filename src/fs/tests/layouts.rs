@@ -13,7 +13,7 @@ fn laid_out(store: Arc<MemoryStore>, layout: Layout) -> (SecretFs, Arc<ManualClo
         SecretPath::root(),
         config(Duration::from_secs(30)),
         clock.clone(),
-        Views::of_layout(layout),
+        Views::of_layout(&layout),
     );
     (fs, clock)
 }

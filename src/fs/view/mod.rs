@@ -26,7 +26,7 @@ pub use json::Json;
 pub use keys::Keys;
 
 /// How a mount shows its secrets (`--layout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Layout {
     /// A secret is a directory holding one file per key.
     #[default]
@@ -35,6 +35,9 @@ pub enum Layout {
     Json,
     /// A secret `P` is one file `P.env`: `KEY=value` lines.
     Env,
+    /// Each file `DIR/X.tmpl` is a file `X` at the root, rendered on read
+    /// (read-only).
+    Templates(std::path::PathBuf),
 }
 
 impl std::str::FromStr for Layout {
@@ -45,12 +48,12 @@ impl std::str::FromStr for Layout {
             "keys" => Ok(Layout::Keys),
             "json" => Ok(Layout::Json),
             "env" => Ok(Layout::Env),
-            t if t.starts_with("templates:") => Err(
-                "the templates layout (templates:DIR) is not implemented yet: use keys, json or env"
-                    .into(),
-            ),
+            t if t.starts_with("templates:") => match &t["templates:".len()..] {
+                "" => Err("templates:DIR needs the folder holding the *.tmpl files".into()),
+                dir => Ok(Layout::Templates(dir.into())),
+            },
             other => Err(format!(
-                "{other:?} is no layout: keys (default), json or env"
+                "{other:?} is no layout: keys (default), json, env or templates:DIR"
             )),
         }
     }
@@ -155,13 +158,14 @@ pub struct Views(Vec<Arc<dyn View>>);
 impl Views {
     /// The views of the default layout, `keys`.
     pub fn for_layout() -> Self {
-        Self::of_layout(Layout::Keys)
+        Self::of_layout(&Layout::Keys)
     }
 
     /// The views of `layout`.
-    pub fn of_layout(layout: Layout) -> Self {
+    pub fn of_layout(layout: &Layout) -> Self {
         match layout {
-            Layout::Keys => Views(vec![Arc::new(Keys)]),
+            // Templates show no secret's files (see `fs::template`).
+            Layout::Keys | Layout::Templates(_) => Views(vec![Arc::new(Keys)]),
             Layout::Json => Views(vec![Arc::new(Json)]),
             Layout::Env => Views(vec![Arc::new(Env)]),
         }

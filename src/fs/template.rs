@@ -1,0 +1,369 @@
+//! The `templates:DIR` layout: each file `DIR/X.tmpl` shows as a file `X`
+//! at the mount root, rendered on read with minijinja from the secrets it
+//! names. Every secret a template reads comes through the core's cache
+//! (`Source::secret`, like key files): many readers of a cold template
+//! make one GET per secret, and stale-if-error applies.
+//!
+//! A template is rendered once per lookup/getattr; reads serve that
+//! rendering, so the size the kernel was told and the bytes agree. One
+//! that fails to render is `EIO` at lookup, getattr, open and read. The
+//! rendering remembers which secrets it used: a change of any of them
+//! invalidates the template's inode.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use secrecy::{ExposeSecret, SecretSlice};
+
+use super::inode::{Ino, ROOT_INO};
+use super::namespace::Name;
+use super::source::Change;
+use super::{lock, names, Attr, SecretFs};
+use crate::error::{Error, Result};
+use crate::store::SecretPath;
+
+/// The file name ending that makes a file of DIR a template.
+const SUFFIX: &str = ".tmpl";
+
+/// The templates of a mount and their last renderings.
+pub struct Templates {
+    dir: PathBuf,
+    rendered: Mutex<HashMap<String, Arc<Rendering>>>,
+}
+
+/// One rendering of a template.
+pub struct Rendering {
+    /// The bytes, or why the template failed to render (never a value).
+    pub bytes: std::result::Result<SecretSlice<u8>, String>,
+    /// The secrets it read.
+    pub secrets: Vec<SecretPath>,
+    /// The folders it listed.
+    pub folders: Vec<SecretPath>,
+    /// The newest modified time of the secrets it read.
+    pub mtime: Option<SystemTime>,
+    /// How long the answers it used stay valid.
+    pub valid_for: Duration,
+}
+
+impl Rendering {
+    fn uses(&self, path: &SecretPath) -> bool {
+        self.secrets.contains(path) || self.folders.contains(path)
+    }
+}
+
+impl Templates {
+    /// The templates in `dir` (`DIR/X.tmpl` shows as `X`).
+    pub fn new(dir: PathBuf) -> Self {
+        Templates {
+            dir,
+            rendered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The names of the files the templates show, sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            Error::Unavailable(format!("templates folder {}: {e}", self.dir.display()))
+        })?;
+        let mut out: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(SUFFIX).map(str::to_string))
+            .filter(|n| names::is_showable(n) && n.len() <= names::NAME_MAX)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The text of the template showing as `name`.
+    fn source(&self, name: &str) -> Result<String> {
+        if name.contains('/') || !names::is_showable(name) {
+            return Err(Error::NotFound);
+        }
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::NotUtf8),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound),
+            Err(e) => Err(Error::Unavailable(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// The last rendering of `name`.
+    pub fn last(&self, name: &str) -> Option<Arc<Rendering>> {
+        lock(&self.rendered).get(name).cloned()
+    }
+
+    /// Forgets the renderings `gone` says no longer may be served.
+    fn forget_where(&self, gone: impl Fn(&Rendering) -> bool) {
+        lock(&self.rendered).retain(|_, r| !gone(r));
+    }
+
+    /// The templates whose last rendering used `path`.
+    fn using(&self, path: &SecretPath) -> Vec<String> {
+        lock(&self.rendered)
+            .iter()
+            .filter(|(_, r)| r.uses(path))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// What a rendering read, gathered by the template functions.
+#[derive(Default)]
+struct Reads {
+    secrets: Vec<SecretPath>,
+    folders: Vec<SecretPath>,
+    mtime: Option<SystemTime>,
+    valid_for: Option<Duration>,
+    changes: Vec<Change>,
+    /// The first store error met (a `WouldBlock` is handed on).
+    error: Option<Error>,
+}
+
+impl Reads {
+    fn valid(&mut self, d: Duration) {
+        self.valid_for = Some(self.valid_for.map_or(d, |v| v.min(d)));
+    }
+}
+
+/// The store path a template names (relative to the mount's source folder).
+fn resolve(root: &SecretPath, rel: &str) -> std::result::Result<SecretPath, minijinja::Error> {
+    let mut path = root.clone();
+    for seg in rel.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{rel:?}: paths are relative to the mount's source, without . or .."),
+            ));
+        }
+        path = path.join(seg);
+    }
+    Ok(path)
+}
+
+fn failed(msg: String) -> minijinja::Error {
+    minijinja::Error::new(ErrorKind::InvalidOperation, msg)
+}
+
+fn b64encode(v: Value) -> std::result::Result<String, minijinja::Error> {
+    let bytes: Vec<u8> = match v.as_bytes() {
+        Some(b) => b.to_vec(),
+        None => v.to_string().into_bytes(),
+    };
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn b64decode(v: String) -> std::result::Result<String, minijinja::Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|e| failed(format!("b64decode: not base64 ({e})")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| failed("b64decode: the decoded bytes are not UTF-8".into()))
+}
+
+/// A minijinja environment whose `secret` and `secrets` read through `fs`'s cache.
+fn environment(
+    source: Arc<super::source::Source>,
+    root: SecretPath,
+    reads: Arc<Mutex<Reads>>,
+) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
+    {
+        let (source, root, reads) = (source.clone(), root.clone(), reads.clone());
+        env.add_function(
+            "secret",
+            move |rel: String| -> std::result::Result<Value, minijinja::Error> {
+                let path = resolve(&root, &rel)?;
+                let fetched = match source.secret(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let msg = format!("secret({rel:?}): {e}");
+                        lock(&reads).error.get_or_insert(e);
+                        return Err(failed(msg));
+                    }
+                };
+                let mut r = lock(&reads);
+                r.changes.extend(fetched.change);
+                r.valid(fetched.answer.valid_for);
+                r.secrets.push(path);
+                let secret = fetched
+                    .answer
+                    .value
+                    .ok_or_else(|| failed(format!("secret({rel:?}): no such secret")))?;
+                if let Some(m) = secret.modified {
+                    r.mtime = Some(r.mtime.map_or(m, |t| t.max(m)));
+                }
+                let map: serde_json::Map<String, serde_json::Value> = secret
+                    .keys
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_json()))
+                    .collect();
+                Ok(Value::from_serialize(&map))
+            },
+        );
+    }
+    env.add_function(
+        "secrets",
+        move |rel: String| -> std::result::Result<Value, minijinja::Error> {
+            let path = resolve(&root, &rel)?;
+            let fetched = match source.listing(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let msg = format!("secrets({rel:?}): {e}");
+                    lock(&reads).error.get_or_insert(e);
+                    return Err(failed(msg));
+                }
+            };
+            let mut r = lock(&reads);
+            r.changes.extend(fetched.change);
+            r.valid(fetched.answer.valid_for);
+            r.folders.push(path);
+            let listing = fetched
+                .answer
+                .value
+                .ok_or_else(|| failed(format!("secrets({rel:?}): no such folder")))?;
+            let mut names: Vec<String> = listing
+                .iter()
+                .filter(|e| !e.folder)
+                .map(|e| e.name.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(Value::from_serialize(&names))
+        },
+    );
+    env
+}
+
+impl SecretFs {
+    /// Renders the template showing as `name` now (through the cache) and
+    /// keeps the rendering for reads. A template that fails to render is
+    /// kept as failed (reads get `EIO`) and logged once per reason.
+    pub(super) fn render_template(&self, name: &str) -> Result<Arc<Rendering>> {
+        let templates = self.templates.as_ref().ok_or(Error::NotFound)?;
+        let text = templates.source(name)?;
+        let root = self.dir_path(ROOT_INO)?;
+        let reads = Arc::new(Mutex::new(Reads::default()));
+        let env = environment(self.source.clone(), root, reads.clone());
+        let result = env
+            .render_str(&text, ())
+            .map_err(|e| template_error(name, &e));
+        let reads = std::mem::take(&mut *lock(&reads));
+        for change in reads.changes {
+            self.notice(change);
+        }
+        if let (Err(_), Some(Error::WouldBlock)) = (&result, &reads.error) {
+            return Err(Error::WouldBlock);
+        }
+        let rendering = Arc::new(Rendering {
+            bytes: result.map(|s| SecretSlice::from(s.into_bytes())),
+            secrets: reads.secrets,
+            folders: reads.folders,
+            mtime: reads.mtime,
+            valid_for: reads.valid_for.unwrap_or(self.config.cache.ttl),
+        });
+        let before = lock(&templates.rendered).insert(name.to_string(), rendering.clone());
+        if let Err(reason) = &rendering.bytes {
+            let again = before.is_some_and(|b| b.bytes.as_ref().err() == Some(reason));
+            if !again {
+                tracing::warn!(template = %name, %reason, "template fails to render: reads of it get EIO");
+                self.record_error(format!("template {name}: {reason}"));
+            }
+        }
+        Ok(rendering)
+    }
+
+    /// The rendering reads of `name` serve: the one the kernel was last
+    /// told the size of, else a new one.
+    pub(super) fn template_rendering(&self, name: &str) -> Result<Arc<Rendering>> {
+        match self.templates.as_ref().and_then(|t| t.last(name)) {
+            Some(r) => Ok(r),
+            None => self.render_template(name),
+        }
+    }
+
+    /// The bytes of a rendering, or `EIO` for a template that failed.
+    pub(super) fn template_bytes(rendering: &Rendering) -> Result<&[u8]> {
+        match &rendering.bytes {
+            Ok(b) => Ok(b.expose_secret()),
+            Err(reason) => Err(Error::Template(reason.clone())),
+        }
+    }
+
+    /// Attributes of the template file `ino` showing as `name`, rendered
+    /// now. A template that fails to render is `EIO` here already: opens
+    /// of rendered files may skip the daemon ("no open"), and the kernel
+    /// would read a size it was told (0) as an empty file.
+    pub(super) fn template_attr(&self, ino: Ino, name: &str) -> Result<Attr> {
+        let r = self.render_template(name)?;
+        let size = Self::template_bytes(&r)?.len() as u64;
+        let mtime = r.mtime.unwrap_or(self.source.started());
+        Ok(self.file_attr(ino, size, mtime, r.valid_for))
+    }
+
+    /// Whether `name` in `dir` is a template's file (only at the root).
+    pub(super) fn is_template(&self, dir: &SecretPath, name: &str) -> Result<bool> {
+        let Some(t) = &self.templates else {
+            return Ok(false);
+        };
+        Ok(dir == &self.dir_path(ROOT_INO)? && t.names()?.iter().any(|n| n == name))
+    }
+
+    /// The files of the templates layout in `dir`: the templates' at the root.
+    pub(super) fn template_names(&self, dir: &SecretPath) -> Result<Vec<String>> {
+        match &self.templates {
+            Some(t) if dir == &self.dir_path(ROOT_INO)? => t.names(),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Lets renderings leave memory with the values they were made of:
+    /// when a secret one used was swept or is no longer held (the next
+    /// `stat` or read renders again).
+    pub(super) fn sweep_templates(&self, swept: &std::collections::HashSet<SecretPath>) {
+        let Some(t) = &self.templates else { return };
+        t.forget_where(|r| {
+            r.secrets
+                .iter()
+                .any(|p| swept.contains(p) || self.source.held(p).is_none())
+        });
+    }
+
+    /// The store changed at `path`: templates whose last rendering used it
+    /// are invalidated (their bytes may differ).
+    pub(super) fn notice_templates(&self, path: &SecretPath) {
+        let Some(t) = &self.templates else { return };
+        for name in t.using(path) {
+            let at = Name {
+                parent: ROOT_INO,
+                name: &name,
+            };
+            if let Some(ino) = self.names.lookup_name(at) {
+                tracing::debug!(template = %name, %path, ino = ino.0, "a secret a template uses changed: invalidating");
+                self.invalidate(super::Invalidation::Inode(ino));
+            }
+        }
+    }
+}
+
+/// Why a template failed, for the log: minijinja's message, which names
+/// the template's line but holds no value of a secret.
+fn template_error(name: &str, e: &minijinja::Error) -> String {
+    let mut msg = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        msg = format!("{msg}: {detail}");
+    }
+    if let Some(line) = e.line() {
+        msg = format!("{msg} (line {line} of {name}{SUFFIX})");
+    }
+    msg
+}

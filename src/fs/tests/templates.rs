@@ -1,0 +1,326 @@
+//! Core tests of the `templates:DIR` layout over the in-memory store.
+
+use super::*;
+use crate::fs::readdir::{DirEntry, DirReplier};
+
+const TTL: Duration = Duration::from_secs(30);
+
+/// A templates mount over `store` with the templates `files` (name, text),
+/// whose clock moves only when the test says.
+fn templated(
+    store: Arc<MemoryStore>,
+    root: &str,
+    files: &[(&str, &str)],
+) -> (SecretFs, Arc<ManualClock>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let clock = ManualClock::new();
+    let fs = SecretFs::with_templates(
+        Arc::new(HideDeleted::new(store)),
+        SecretPath::parse(root),
+        config(TTL),
+        clock.clone(),
+        dir.path().to_path_buf(),
+    );
+    (fs, clock, dir)
+}
+
+fn text(fs: &SecretFs, name: &str) -> String {
+    String::from_utf8(read_all(fs, name).unwrap()).unwrap()
+}
+
+struct Names(Vec<String>);
+
+impl DirReplier for Names {
+    fn add(&mut self, e: DirEntry<'_>) -> bool {
+        self.0.push(e.name.to_string());
+        true
+    }
+    fn skipped(&mut self, _: Ino, _: &str, _: &Error) {}
+}
+
+fn root_names(fs: &SecretFs) -> Vec<String> {
+    let fh = fs.opendir(ROOT_INO).unwrap();
+    let mut out = Names(Vec::new());
+    fs.readdir(fh, 0, false, &mut out).unwrap();
+    out.0
+}
+
+const PG: &str =
+    "postgresql://{{ secret(\"myapp/db\").USER }}:{{ secret(\"myapp/db\").PASSWORD }}@db:{{ secret(\"myapp/db\").PORT }}/app\n";
+
+#[test]
+fn a_template_renders_from_the_secrets_it_names_and_only_templates_show() {
+    let store = seeded();
+    let (fs, _, _dir) = templated(
+        store,
+        "",
+        &[
+            ("pg.tmpl", PG),
+            ("notes.txt", "not a template"),
+            (
+                "all.tmpl",
+                "{% for s in secrets(\"myapp/api\") %}{{ s }}={{ secret(\"myapp/api/\" ~ s).value | b64encode }}\n{% endfor %}\
+                 {{ secret(\"myapp/db\") | tojson }}\n{{ secret(\"other\").missing | default(\"none\") }}\n\
+                 {{ \"aGk=\" | b64decode }}\n",
+            ),
+        ],
+    );
+    assert_eq!(root_names(&fs), [".", "..", "all", "pg"]);
+    assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
+    assert_eq!(
+        text(&fs, "all"),
+        "token=dDBr\n{\"PASSWORD\":\"hunter2\",\"PORT\":5432,\"USER\":\"app\"}\nnone\nhi\n"
+    );
+    let attr = fs.lookup(ROOT_INO, "pg").unwrap();
+    assert_eq!(
+        attr.size,
+        "postgresql://app:hunter2@db:5432/app\n".len() as u64
+    );
+    // Nothing else shows or can be found.
+    assert_eq!(
+        fs.lookup(ROOT_INO, "myapp").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, "notes.txt").unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn paths_are_relative_to_the_mounts_source_folder() {
+    let (fs, _, _dir) = templated(
+        seeded(),
+        "myapp",
+        &[("u.tmpl", "{{ secret(\"db\").USER }}")],
+    );
+    assert_eq!(text(&fs, "u"), "app");
+}
+
+#[test]
+fn a_template_that_fails_to_render_gives_eio_alone() {
+    let (fs, _, _dir) = templated(
+        seeded(),
+        "",
+        &[
+            ("missing.tmpl", "{{ secret(\"nope\").X }}"),
+            ("syntax.tmpl", "{% if %}"),
+            ("unknown.tmpl", "{{ vault_read(\"x\") }}"),
+            ("good.tmpl", "{{ secret(\"myapp/db\").USER }}"),
+        ],
+    );
+    assert_eq!(
+        root_names(&fs),
+        [".", "..", "good", "missing", "syntax", "unknown"]
+    );
+    for bad in ["missing", "syntax", "unknown"] {
+        // It is listed, but looking it up (stat, open) is EIO.
+        let err = fs.lookup(ROOT_INO, bad).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{bad}");
+        // The others keep working.
+        assert_eq!(text(&fs, "good"), "app");
+    }
+    // A template that rendered when it was looked up and fails now.
+    let ino = fs.lookup(ROOT_INO, "good").unwrap().ino;
+    std::fs::write(_dir.path().join("good.tmpl"), "{{ secret(\"nope\").X }}").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.open(ino, false, false).unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        fs.read_ino(ino, 0, 100, |b| b.to_vec())
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
+}
+
+#[test]
+fn every_change_is_erofs() {
+    let (fs, _, _dir) = templated(seeded(), "", &[("pg.tmpl", PG)]);
+    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    assert_eq!(fs.open(ino, true, true).unwrap_err().errno(), libc::EROFS);
+    let erofs = |r: Result<()>| assert_eq!(r.unwrap_err().errno(), libc::EROFS);
+    erofs(fs.setattr(ino, None, Some(0), None, None).map(|_| ()));
+    erofs(fs.create(ROOT_INO, "new").map(|_| ()));
+    erofs(fs.mkdir(ROOT_INO, "d").map(|_| ()));
+    erofs(fs.unlink(ROOT_INO, "pg"));
+    erofs(fs.rename(ROOT_INO, "pg", ROOT_INO, "pg2", false));
+    assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
+}
+
+#[test]
+fn a_changed_secret_shows_after_the_ttl_with_a_newer_mtime_and_invalidates_the_file() {
+    let store = seeded();
+    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    fs.send_invalidations_to(tx);
+    let first = fs.lookup(ROOT_INO, "pg").unwrap();
+    assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "s3cret-longer", "USER": "app", "PORT": 5432}),
+    );
+    // Within the TTL the cached value (and the rendering shown) serve.
+    assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
+    clock.advance(TTL * 2);
+    let now = fs.getattr(first.ino).unwrap();
+    assert_eq!(
+        text(&fs, "pg"),
+        "postgresql://app:s3cret-longer@db:5432/app\n"
+    );
+    assert_eq!(
+        now.size,
+        "postgresql://app:s3cret-longer@db:5432/app\n".len() as u64
+    );
+    assert!(
+        now.mtime > first.mtime,
+        "mtime follows the newest secret used"
+    );
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    assert!(got.contains(&Invalidation::Inode(first.ino)), "{got:?}");
+}
+
+#[test]
+fn renders_within_the_ttl_fetch_each_secret_once() {
+    let store = seeded();
+    let (fs, _, _dir) = templated(
+        store.clone(),
+        "",
+        &[
+            ("pg.tmpl", PG),
+            (
+                "two.tmpl",
+                "{{ secret(\"myapp/db\").USER }} {{ secret(\"myapp/api/token\").value }}",
+            ),
+        ],
+    );
+    let before = store.read_calls();
+    for _ in 0..64 {
+        assert_eq!(text(&fs, "two"), "app t0k");
+        assert!(text(&fs, "pg").starts_with("postgresql://"));
+        fs.getattr(fs.lookup(ROOT_INO, "pg").unwrap().ino).unwrap();
+    }
+    assert_eq!(store.read_calls() - before, 2, "one GET per secret");
+}
+
+#[test]
+fn reads_serve_the_rendering_whose_size_the_kernel_was_told() {
+    let store = seeded();
+    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
+    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "x", "USER": "app", "PORT": 5432}),
+    );
+    clock.advance(TTL * 2);
+    // No getattr since: reads still serve the rendering shown.
+    let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
+    assert_eq!(bytes, b"postgresql://app:hunter2@db:5432/app\n");
+}
+
+#[test]
+fn a_store_outage_serves_the_last_values_within_stale_if_error() {
+    let store = seeded();
+    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
+    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    clock.advance(TTL * 2);
+    store.set_fault(Some(Error::Unavailable("down".into())));
+    fs.getattr(ino).unwrap();
+    assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
+}
+
+#[test]
+fn sixty_four_readers_of_a_cold_template_make_one_get_per_secret() {
+    let store = seeded();
+    store.set_delay(Duration::from_millis(50));
+    let (fs, _, _dir) = templated(
+        store.clone(),
+        "",
+        &[(
+            "two.tmpl",
+            "{{ secret(\"myapp/db\").USER }} {{ secret(\"myapp/api/token\").value }}",
+        )],
+    );
+    let fs = Arc::new(fs);
+    let before = store.read_calls();
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let fs = fs.clone();
+            std::thread::spawn(move || text(&fs, "two"))
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), "app t0k");
+    }
+    assert_eq!(store.read_calls() - before, 2, "one GET per secret");
+}
+
+#[test]
+fn the_readme_examples_render() {
+    let store = Arc::new(MemoryStore::new());
+    store.put(
+        "web/tls",
+        json!({"cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"}),
+    );
+    store.put(
+        "app/db",
+        json!({"USER": "app", "PASSWORD": "p@ss/word", "PORT": 6543}),
+    );
+    store.put("app/mail", json!({"host": "smtp.example.com", "port": 587}));
+    let (fs, _, _dir) = templated(
+        store,
+        "",
+        &[
+            (
+                "tls.pem.tmpl",
+                "{% set tls = secret(\"web/tls\") -%}\n{{ tls.cert }}\n{{ tls.key }}\n",
+            ),
+            (
+                "db.url.tmpl",
+                "{% set db = secret(\"app/db\") -%}\npostgresql://{{ db.USER | urlencode }}:{{ db.PASSWORD | urlencode | replace(\"/\", \"%2F\") }}@{{ db.HOST | default(\"localhost\") }}:{{ db.PORT | default(5432) }}/app\n",
+            ),
+            (
+                "app.properties.tmpl",
+                "{% for name in secrets(\"app/\") -%}\n{% for key, value in secret(\"app/\" ~ name) | items -%}\n{{ name }}.{{ key }}={{ value }}\n{% endfor -%}\n{% endfor -%}\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        text(&fs, "tls.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    );
+    assert_eq!(
+        text(&fs, "db.url"),
+        "postgresql://app:p%40ss%2Fword@localhost:6543/app\n"
+    );
+    assert_eq!(
+        text(&fs, "app.properties"),
+        "db.PASSWORD=p@ss/word\ndb.PORT=6543\ndb.USER=app\nmail.host=smtp.example.com\nmail.port=587\n"
+    );
+}
+
+#[test]
+fn a_sweep_lets_a_rendering_go_with_the_values_it_was_made_of() {
+    let store = seeded();
+    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
+    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    assert!(fs.templates.as_ref().unwrap().last("pg").is_some());
+    fs.sweep();
+    assert!(
+        fs.templates.as_ref().unwrap().last("pg").is_some(),
+        "kept within the TTL"
+    );
+    // Past the TTL and --stale-if-error (300 s in these tests).
+    clock.advance(Duration::from_secs(400));
+    fs.sweep();
+    assert!(fs.templates.as_ref().unwrap().last("pg").is_none());
+    // The next read renders again.
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "new", "USER": "app", "PORT": 5432}),
+    );
+    let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
+    assert_eq!(bytes, b"postgresql://app:new@db:5432/app\n");
+}
