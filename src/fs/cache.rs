@@ -250,6 +250,57 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     }
 }
 
+impl<K: Hash + Eq + Clone, V> Cache<K, V> {
+    /// Fetches `key` again now, fresh or not (a refresh ahead of expiry),
+    /// as the one fetch in flight for it: a reader that finds the answer
+    /// expired meanwhile waits for this fetch instead of making its own.
+    /// `Ok(None)` when another fetch of `key` is in flight already (it
+    /// does the work); else the answer replaced and the new one.
+    #[allow(clippy::type_complexity)]
+    pub fn refetch(
+        &self,
+        key: &K,
+        fetch: impl FnOnce() -> Result<Option<V>>,
+    ) -> Result<Option<(Option<Arc<V>>, Cached<V>)>> {
+        let asked = self.clock.now();
+        let flight = {
+            let mut flights = lock(&self.flights);
+            if flights.contains_key(key) {
+                return Ok(None);
+            }
+            let f = Arc::new(Flight {
+                result: Mutex::new(None),
+                done: Condvar::new(),
+            });
+            flights.insert(key.clone(), f.clone());
+            f
+        };
+        let mut landing = Landing {
+            cache: self,
+            key,
+            flight: &flight,
+            result: Err(Error::Stale),
+        };
+        let before = self.last(key);
+        match fetch() {
+            Ok(value) => {
+                let now = self.insert(key.clone(), value);
+                landing.result = Ok(now.clone());
+                Ok(Some((before, now)))
+            }
+            Err(e) => {
+                // Readers waiting on this flight get what they would have
+                // got from a fetch of their own.
+                landing.result = match self.stale_at(key, asked) {
+                    Some(stale) if e.is_transient() => Ok(stale),
+                    _ => Err(e.clone()),
+                };
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Ends a flight when dropped: publishes its result to the followers.
 struct Landing<'a, K: Hash + Eq + Clone, V> {
     cache: &'a Cache<K, V>,

@@ -417,25 +417,49 @@ impl Source {
             lock(&self.refreshing).remove(job);
             return Err(Self::down_error());
         }
+        // One flight with whoever finds the answer expired meanwhile (a
+        // slow refresh must not make a reader fetch it a second time);
+        // when another fetch is in flight, it makes the change itself.
         let result = match job {
-            Refresh::Listing(p) => self.fetch_listing(p).map(|l| {
-                let before = self.listings.last(p);
-                let now = self.listings.insert(p.clone(), l).value;
-                Change::Listing {
-                    path: p.clone(),
-                    before,
-                    now,
-                }
-            }),
-            Refresh::Secret(p) => self.fetch_secret(p).map(|s| {
-                let before = self.secrets.last(p);
-                let now = self.secrets.insert(p.clone(), s).value;
-                Change::Secret {
-                    path: p.clone(),
-                    before,
-                    now,
-                }
-            }),
+            Refresh::Listing(p) => {
+                self.listings
+                    .refetch(p, || self.fetch_listing(p))
+                    .map(|landed| match landed {
+                        Some((before, now)) => Change::Listing {
+                            path: p.clone(),
+                            before,
+                            now: now.value,
+                        },
+                        // Another fetch in flight: it reports what changed.
+                        None => {
+                            let last = self.listings.last(p);
+                            Change::Listing {
+                                path: p.clone(),
+                                before: last.clone(),
+                                now: last,
+                            }
+                        }
+                    })
+            }
+            Refresh::Secret(p) => self
+                .secrets
+                .refetch(p, || self.fetch_secret(p))
+                .map(|landed| match landed {
+                    Some((before, now)) => Change::Secret {
+                        path: p.clone(),
+                        before,
+                        now: now.value,
+                    },
+                    // Another fetch in flight: it reports what changed.
+                    None => {
+                        let last = self.secrets.last(p);
+                        Change::Secret {
+                            path: p.clone(),
+                            before: last.clone(),
+                            now: last,
+                        }
+                    }
+                }),
         };
         lock(&self.refreshing).remove(job);
         let kind = match job {

@@ -1010,6 +1010,38 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
 }
 
 #[test]
+fn a_reader_finding_the_value_expired_during_a_refresh_waits_for_it_instead_of_fetching_again() {
+    // A slow refresh (a busy store) must not make the next reader fetch
+    // the same secret a second time.
+    use super::source::{Refresh, Source};
+    let store = seeded();
+    let clock = ManualClock::new();
+    let source = Arc::new(Source::new(
+        store.clone(),
+        config(Duration::from_secs(30)).cache,
+        clock.clone(),
+    ));
+    let db = SecretPath::parse("myapp/db");
+    source.secret(&db).unwrap();
+    store.put("myapp/db", json!({"PASSWORD": "rotated"}));
+    store.set_delay(Duration::from_millis(300));
+    let reads = store.read_calls();
+    let refresher = {
+        let (source, db) = (source.clone(), db.clone());
+        std::thread::spawn(move || source.refresh(&Refresh::Secret(db)).map(drop))
+    };
+    soon("the refresh to ask the store", || {
+        store.read_calls() > reads
+    });
+    // Expired while the refresh still waits for its answer.
+    clock.advance(Duration::from_secs(31));
+    let got = source.secret(&db).unwrap().answer.value.unwrap();
+    assert_eq!(got.keys.len(), 1);
+    refresher.join().unwrap().unwrap();
+    assert_eq!(store.read_calls(), reads + 1, "the reader fetched again");
+}
+
+#[test]
 fn two_keys_read_one_after_the_other_after_expiry_come_from_one_version() {
     // A certificate and its key: nobody read them near expiry, the secret
     // changed; the first read must not serve the old version while it
