@@ -6,6 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Metrics;
@@ -14,6 +16,9 @@ use super::Metrics;
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request or read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections answered at once (a slow client holds one of them for up
+/// to [`CLIENT_TIMEOUT`]; past this many, a connection waits its turn).
+const AT_ONCE: usize = 4;
 
 /// A bound scrape endpoint.
 pub struct Server {
@@ -38,14 +43,32 @@ impl Server {
         std::thread::Builder::new()
             .name("secretfs-metrics".into())
             .spawn(move || {
+                let busy = Arc::new(AtomicUsize::new(0));
                 for stream in self.listener.incoming() {
-                    match stream {
-                        Ok(s) => {
+                    let s = match stream {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "metrics connection failed");
+                            continue;
+                        }
+                    };
+                    // A slow client must not hold up the scrapes behind it.
+                    while busy.load(Ordering::Acquire) >= AT_ONCE {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    busy.fetch_add(1, Ordering::AcqRel);
+                    let done = busy.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("secretfs-scrape".into())
+                        .spawn(move || {
                             if let Err(e) = answer(s, metrics) {
                                 tracing::debug!(error = %e, "metrics request not answered");
                             }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "metrics connection failed"),
+                            done.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = spawned {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                        tracing::debug!(error = %e, "cannot start a scrape thread");
                     }
                 }
             })
@@ -128,6 +151,23 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let post = get(addr, "POST /metrics HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    }
+
+    #[test]
+    fn a_client_that_sends_nothing_does_not_hold_up_a_scrape() {
+        let metrics = super::super::enable(Box::new(Vec::new));
+        let server = serve("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        server.start(metrics).expect("start");
+        // Connected, silent: held for up to CLIENT_TIMEOUT.
+        let _silent = TcpStream::connect(addr).expect("connect");
+        let started = std::time::Instant::now();
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            started.elapsed() < CLIENT_TIMEOUT,
+            "the scrape waited for the silent client"
+        );
     }
 
     #[test]
