@@ -23,15 +23,11 @@ use std::sync::{Mutex, OnceLock};
 
 use secrecy::SecretSlice;
 
-use super::json::secret_named;
-use super::{Rendered, View};
+use super::whole::Format;
 use crate::error::{Error, Result};
 use crate::store::{KeyName, Secret, SecretData, SecretValue};
 
-/// The extension of the file a secret shows as.
-const EXT: &str = ".env";
-
-/// One `P.env` file per secret.
+/// One `P.env` file per secret (the view is [`Whole<Env>`](super::whole::Whole)).
 pub struct Env;
 
 /// Whether `name` can be an environment variable name that every reader
@@ -228,47 +224,20 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
-impl View for Env {
-    fn name(&self) -> &'static str {
-        "env"
-    }
+impl Format for Env {
+    const NAME: &'static str = "env";
+    const EXT: &'static str = ".env";
+    const NOT_REMOVED: &'static str = "a secret is not deleted through its .env file";
 
-    fn placement(&self) -> super::Placement {
-        super::Placement::Beside
-    }
-
-    fn beside_name(&self, secret: &str) -> Option<String> {
-        Some(format!("{secret}{EXT}"))
-    }
-
-    fn secret_named(&self, file: &str) -> Option<String> {
-        secret_named(file, EXT)
-    }
-
-    fn files(&self, _secret: &Secret) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn render<'a>(&self, secret: &'a Secret, _name: &str) -> Option<Rendered<'a>> {
-        Some(Rendered::Owned(render(secret)))
-    }
-
-    fn can_create(&self, name: &str) -> bool {
-        self.secret_named(name).is_some()
-    }
-
-    fn check_partial(&self, _name: &str, bytes: &[u8]) -> Result<()> {
-        match std::str::from_utf8(bytes) {
-            Err(e) if e.error_len().is_some() => Err(Error::NotUtf8),
-            _ => Ok(()),
-        }
+    fn render(secret: &Secret) -> SecretSlice<u8> {
+        render(secret)
     }
 
     /// The pairs written replace the data: one store write. A key that
     /// held non-string JSON keeps its type when its new text parses as
     /// such. Keys the file cannot show (names that are not environment
     /// variable names) were not in what the writer saw: they are kept.
-    fn write(&self, data: &mut SecretData, _name: &str, bytes: Vec<u8>) -> Result<()> {
+    fn write(data: &mut SecretData, bytes: Vec<u8>) -> Result<()> {
         let bytes = secrecy::zeroize::Zeroizing::new(bytes);
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotUtf8)?;
         let pairs = parse(text)?;
@@ -285,16 +254,6 @@ impl View for Env {
         }
         *data = new;
         Ok(())
-    }
-
-    fn remove(&self, _data: &mut SecretData, _name: &str) -> Result<()> {
-        Err(Error::NotPermitted(
-            "a secret is not deleted through its .env file",
-        ))
-    }
-
-    fn rename(&self, _: &mut SecretData, _: &str, _: &str, _: bool) -> Result<()> {
-        Err(Error::CrossSecret)
     }
 }
 
@@ -366,8 +325,7 @@ mod tests {
         let text = render(&secret);
         assert_eq!(text.expose_secret(), b"GOOD=1\nPORT=5432\n");
         let mut keys = secret.keys.clone();
-        Env.write(&mut keys, "s.env", b"GOOD=2\nPORT=6543\n".to_vec())
-            .unwrap();
+        Env::write(&mut keys, b"GOOD=2\nPORT=6543\n".to_vec()).unwrap();
         assert_eq!(keys.len(), 4);
         assert_eq!(keys.get("GOOD").unwrap().expose(), b"2");
         let port = keys.get("PORT").unwrap();

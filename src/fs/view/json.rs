@@ -5,22 +5,12 @@
 
 use secrecy::SecretSlice;
 
-use super::{Rendered, View};
+use super::whole::Format;
 use crate::error::{Error, Result};
 use crate::store::{KeyName, Secret, SecretData, SecretValue, ValueKind};
 
-/// The extension of the file a secret shows as.
-const EXT: &str = ".json";
-
-/// One `P.json` file per secret.
+/// One `P.json` file per secret (the view is [`Whole<Json>`](super::whole::Whole)).
 pub struct Json;
-
-/// The secret a file named `file` stands for (`db.json` → `db`).
-pub(super) fn secret_named(file: &str, ext: &str) -> Option<String> {
-    file.strip_suffix(ext)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
 
 /// The bytes of a value as a JSON text: a string quoted and escaped, any
 /// other JSON (already compact text, its objects' keys sorted) as it is.
@@ -85,57 +75,19 @@ pub(super) fn parse(bytes: &[u8]) -> Result<SecretData> {
         .collect())
 }
 
-impl View for Json {
-    fn name(&self) -> &'static str {
-        "json"
+impl Format for Json {
+    const NAME: &'static str = "json";
+    const EXT: &'static str = ".json";
+    const NOT_REMOVED: &'static str = "a secret is not deleted through its .json file";
+
+    fn render(secret: &Secret) -> SecretSlice<u8> {
+        render(secret)
     }
 
-    fn placement(&self) -> super::Placement {
-        super::Placement::Beside
-    }
-
-    fn beside_name(&self, secret: &str) -> Option<String> {
-        Some(format!("{secret}{EXT}"))
-    }
-
-    fn secret_named(&self, file: &str) -> Option<String> {
-        secret_named(file, EXT)
-    }
-
-    fn files(&self, _secret: &Secret) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn render<'a>(&self, secret: &'a Secret, _name: &str) -> Option<Rendered<'a>> {
-        Some(Rendered::Owned(render(secret)))
-    }
-
-    fn can_create(&self, name: &str) -> bool {
-        self.secret_named(name).is_some()
-    }
-
-    fn check_partial(&self, _name: &str, bytes: &[u8]) -> Result<()> {
-        match std::str::from_utf8(bytes) {
-            Err(e) if e.error_len().is_some() => Err(Error::NotUtf8),
-            _ => Ok(()),
-        }
-    }
-
-    /// The whole object replaces the data: one store write.
-    fn write(&self, data: &mut SecretData, _name: &str, bytes: Vec<u8>) -> Result<()> {
+    /// The whole object replaces the data.
+    fn write(data: &mut SecretData, bytes: Vec<u8>) -> Result<()> {
         *data = parse(&bytes)?;
         Ok(())
-    }
-
-    fn remove(&self, _data: &mut SecretData, _name: &str) -> Result<()> {
-        Err(Error::NotPermitted(
-            "a secret is not deleted through its .json file",
-        ))
-    }
-
-    fn rename(&self, _: &mut SecretData, _: &str, _: &str, _: bool) -> Result<()> {
-        // Another name is another secret.
-        Err(Error::CrossSecret)
     }
 }
 

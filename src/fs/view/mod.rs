@@ -13,6 +13,7 @@
 mod env;
 mod json;
 mod keys;
+mod whole;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use crate::store::{Secret, SecretData};
 pub use env::{is_env_name, Env};
 pub use json::Json;
 pub use keys::Keys;
+pub use whole::Whole;
 
 /// How a mount shows its secrets (`--layout`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -166,8 +168,8 @@ impl Views {
         match layout {
             // Templates show no secret's files (see `fs::template`).
             Layout::Keys | Layout::Templates(_) => Views(vec![Arc::new(Keys)]),
-            Layout::Json => Views(vec![Arc::new(Json)]),
-            Layout::Env => Views(vec![Arc::new(Env)]),
+            Layout::Json => Views(vec![Arc::new(Whole::<Json>::default())]),
+            Layout::Env => Views(vec![Arc::new(Whole::<Env>::default())]),
         }
     }
 
