@@ -12,46 +12,13 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use support::{seeded, Mount};
+use support::{median, read_round, seeded, Mount};
 
 const OPS: usize = 3000;
 const ROUNDS: usize = 5;
-
-fn round(file: &Path, threads: usize, ops: usize) -> Duration {
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let file: PathBuf = file.to_path_buf();
-            std::thread::spawn(move || {
-                let mut took = Vec::with_capacity(ops);
-                let mut buf = Vec::with_capacity(64);
-                for _ in 0..ops {
-                    let start = Instant::now();
-                    let mut f = std::fs::File::open(&file).expect("open");
-                    buf.clear();
-                    f.read_to_end(&mut buf).expect("read");
-                    drop(f);
-                    took.push(start.elapsed());
-                }
-                took
-            })
-        })
-        .collect();
-    let mut all: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("reader thread"))
-        .collect();
-    all.sort();
-    all[all.len() / 2]
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 #[test]
 #[ignore = "a measurement, run by hand: see the module comment"]
@@ -86,14 +53,14 @@ fn covered_and_uncovered_cached_reads_against_tmpfs() {
     ];
     for (_, file) in &files {
         assert!(!std::fs::read(file).unwrap().is_empty());
-        round(file, 1, 200);
+        read_round(file, 1, 200);
     }
     for threads in [1, 4] {
         let ops = OPS / threads;
         let mut figures = vec![Vec::new(); files.len()];
         for _ in 0..ROUNDS {
             for (i, (_, file)) in files.iter().enumerate() {
-                figures[i].push(round(file, threads, ops));
+                figures[i].push(read_round(file, threads, ops));
             }
         }
         let medians: Vec<Duration> = figures.into_iter().map(median).collect();

@@ -11,48 +11,12 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{seeded, Mount};
+use support::{median, read_round, seeded, Mount};
 
 const OPS: usize = 4000;
 const ROUNDS: usize = 5;
-
-/// The median per-operation latency of `ops` cached reads of `file` on
-/// each of `threads` threads.
-fn round(file: &Path, threads: usize, ops: usize) -> Duration {
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let file: PathBuf = file.to_path_buf();
-            std::thread::spawn(move || {
-                let mut took = Vec::with_capacity(ops);
-                let mut buf = Vec::with_capacity(64);
-                for _ in 0..ops {
-                    let start = Instant::now();
-                    let mut f = std::fs::File::open(&file).expect("open");
-                    buf.clear();
-                    f.read_to_end(&mut buf).expect("read");
-                    drop(f);
-                    took.push(start.elapsed());
-                }
-                took
-            })
-        })
-        .collect();
-    let mut all: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("reader thread"))
-        .collect();
-    all.sort();
-    all[all.len() / 2]
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 #[test]
 #[ignore = "a measurement, run by hand: see the module comment"]
@@ -70,14 +34,14 @@ fn audited_cached_read_vs_unaudited_writable_mount() {
     ];
     for (_, file) in &mounts {
         assert_eq!(std::fs::read(file).unwrap(), b"hunter2");
-        round(file, 1, 200);
+        read_round(file, 1, 200);
     }
     for threads in [1, 8] {
         let ops = OPS / threads.min(4);
         let mut figures = vec![Vec::new(); mounts.len()];
         for _ in 0..ROUNDS {
             for (i, (_, file)) in mounts.iter().enumerate() {
-                figures[i].push(round(file, threads, ops));
+                figures[i].push(read_round(file, threads, ops));
             }
         }
         let medians: Vec<Duration> = figures.into_iter().map(median).collect();

@@ -965,3 +965,39 @@ pub fn names(dir: &Path) -> BTreeSet<String> {
 pub fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+/// For the cost measurements (tests/*_cost.rs): the median
+/// per-operation latency of `ops` open+read+close of `file` on each of
+/// `threads` threads.
+pub fn read_round(file: &Path, threads: usize, ops: usize) -> Duration {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let file: PathBuf = file.to_path_buf();
+            std::thread::spawn(move || {
+                let mut took = Vec::with_capacity(ops);
+                let mut buf = Vec::with_capacity(64);
+                for _ in 0..ops {
+                    let start = Instant::now();
+                    let mut f = std::fs::File::open(&file).expect("open");
+                    buf.clear();
+                    std::io::Read::read_to_end(&mut f, &mut buf).expect("read");
+                    drop(f);
+                    took.push(start.elapsed());
+                }
+                took
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("reader thread"))
+        .collect();
+    all.sort();
+    all[all.len() / 2]
+}
+
+/// The median of `v`.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
