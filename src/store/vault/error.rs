@@ -121,10 +121,12 @@ pub fn to_error(e: &ClientError) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn api(code: u16, errors: &[&str]) -> ClientError {
+    /// An API error answer with `code` and `errors` (tests of the other
+    /// store modules use it too).
+    pub(in crate::store::vault) fn api(code: u16, errors: &[&str]) -> ClientError {
         ClientError::APIError {
             code,
             errors: errors.iter().map(|s| s.to_string()).collect(),

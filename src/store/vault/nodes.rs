@@ -307,14 +307,8 @@ pub fn backoff(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use super::super::error::tests::api;
     use super::*;
-
-    fn api(code: u16, errors: &[&str]) -> ClientError {
-        ClientError::APIError {
-            code,
-            errors: errors.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn no_leader_answers_are_retried_and_other_500s_are_final() {
