@@ -417,49 +417,9 @@ impl Source {
             lock(&self.refreshing).remove(job);
             return Err(Self::down_error());
         }
-        // One flight with whoever finds the answer expired meanwhile (a
-        // slow refresh must not make a reader fetch it a second time);
-        // when another fetch is in flight, it makes the change itself.
         let result = match job {
-            Refresh::Listing(p) => {
-                self.listings
-                    .refetch(p, || self.fetch_listing(p))
-                    .map(|landed| match landed {
-                        Some((before, now)) => Change::Listing {
-                            path: p.clone(),
-                            before,
-                            now: now.value,
-                        },
-                        // Another fetch in flight: it reports what changed.
-                        None => {
-                            let last = self.listings.last(p);
-                            Change::Listing {
-                                path: p.clone(),
-                                before: last.clone(),
-                                now: last,
-                            }
-                        }
-                    })
-            }
-            Refresh::Secret(p) => self
-                .secrets
-                .refetch(p, || self.fetch_secret(p))
-                .map(|landed| match landed {
-                    Some((before, now)) => Change::Secret {
-                        path: p.clone(),
-                        before,
-                        now: now.value,
-                    },
-                    // Another fetch in flight: it reports what changed.
-                    None => {
-                        let last = self.secrets.last(p);
-                        Change::Secret {
-                            path: p.clone(),
-                            before: last.clone(),
-                            now: last,
-                        }
-                    }
-                }),
+            Refresh::Listing(p) => self.refetched(p, &self.listings, || self.fetch_listing(p)),
+            Refresh::Secret(p) => self.refetched(p, &self.secrets, || self.fetch_secret(p)),
         };
         lock(&self.refreshing).remove(job);
         let kind = match job {
@@ -786,6 +746,28 @@ impl Source {
         Ok(Fetched {
             answer,
             change: None,
+        })
+    }
+
+    /// Fetches `path` again as the one fetch in flight for it (a reader
+    /// that finds the answer expired meanwhile waits for this fetch instead
+    /// of making a second one); the change it made. When another fetch is
+    /// in flight, that one reports the change: none here.
+    fn refetched<V>(
+        &self,
+        path: &SecretPath,
+        cache: &Cache<SecretPath, V>,
+        fetch: impl FnOnce() -> Result<Option<V>>,
+    ) -> Result<Change>
+    where
+        Change: From<(SecretPath, Option<Arc<V>>, Option<Arc<V>>)>,
+    {
+        Ok(match cache.refetch(path, fetch)? {
+            Some((before, now)) => Change::from((path.clone(), before, now.value)),
+            None => {
+                let last = cache.last(path);
+                Change::from((path.clone(), last.clone(), last))
+            }
         })
     }
 
