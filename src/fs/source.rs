@@ -135,10 +135,9 @@ fn may_wait() -> Result<()> {
 /// Whether an error says the store could not be reached (rather than that
 /// it answered no).
 fn is_outage(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Timeout(_) | Error::Unavailable(_) | Error::Unanswered(_)
-    )
+    // Not `Unanswered`: that says what became of one write (it may have
+    // landed), and can come of a read that only ran out of time.
+    matches!(e, Error::Timeout(_) | Error::Unavailable(_))
 }
 
 /// Whether the store answers, as the last request found.
