@@ -2,8 +2,12 @@
 //! with the kernel's lookup counts. Store paths map to inodes here and
 //! nowhere else. Numbers are monotonic and never reused.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::view::ViewId;
 use crate::store::{Secret, SecretPath};
@@ -71,11 +75,41 @@ impl NodeKind {
     }
 }
 
+/// How a node stores what it stands for: paths are not kept but derived
+/// from the directory above it, which holds its path the same way, up to
+/// a node that keeps its path whole (the root, and the rare node whose
+/// path is not its directory's path joined with its name).
+#[derive(Debug, PartialEq, Eq)]
+enum Packed {
+    /// A directory at its parent's path joined with its name.
+    Dir,
+    /// A file named as the node is, of the secret at its parent's path
+    /// (`leaf: None`) or beside it, at the parent's path joined with `leaf`.
+    File {
+        view: ViewId,
+        leaf: Option<Box<str>>,
+    },
+    /// A template's file named as the node is.
+    Template,
+    /// A scratch file at its parent's path joined with its name.
+    Scratch,
+    /// Anything else, kept whole.
+    Whole(Box<NodeKind>),
+}
+
+/// One node: 64 bytes, plus its name. A directory holds its path only
+/// through its ancestors, so a node outlives the kernel's references while
+/// nodes below it remain (`children`), as a ghost the kernel no longer
+/// knows: no name leads to it and no change concerns it.
 struct Node {
     parent: Ino,
-    name: String,
-    kind: NodeKind,
+    name: Box<str>,
+    kind: Packed,
     lookups: u64,
+    /// Nodes whose parent this is.
+    children: u32,
+    /// Forgotten by the kernel; kept for the nodes below it.
+    ghost: bool,
     /// For a file: the version of its secret whose size and mtime the kernel
     /// was last told. Reads serve these bytes, so that the kernel's idea of
     /// the file's size and the bytes it gets always belong together.
@@ -84,78 +118,257 @@ struct Node {
 
 /// All inodes the kernel may hold (see [`Namespace`](super::namespace::Namespace),
 /// which owns them together with what lives only in memory).
+///
+/// Laid out for large trees: a node keeps its name once, the name index
+/// refers to the node instead of a copy of the name, and the index by store
+/// path holds a hash of the path per node (checked against the node).
 pub struct Inodes {
     nodes: HashMap<Ino, Node>,
-    by_name: HashMap<(Ino, String), Ino>,
-    /// Store path → the directories standing for it and the keys of the
-    /// secret there: what a change found at that path concerns.
-    by_path: HashMap<SecretPath, Vec<Ino>>,
+    /// (parent, name) → inode, hashed by `hasher`, compared against the node.
+    by_name: HashTable<Ino>,
+    /// (hash of a store path, inode): the directories standing for a path,
+    /// the files of the secret there, and its scratch files — what a change
+    /// found at that path concerns.
+    by_path: BTreeSet<(u64, Ino)>,
+    hasher: RandomState,
     next: Ino,
 }
 
 /// The store path a node belongs to, for `by_path`.
 fn store_path(kind: &NodeKind) -> Option<&SecretPath> {
     match kind {
-        NodeKind::Dir { path } => Some(path),
+        NodeKind::Dir { path } | NodeKind::Scratch { path } => Some(path),
         NodeKind::File { secret, .. } => Some(secret),
-        NodeKind::Scratch { .. } | NodeKind::Template { .. } => None,
+        NodeKind::Template { .. } => None,
     }
 }
 
 impl Inodes {
+    fn name_hash(&self, parent: Ino, name: &str) -> u64 {
+        self.hasher.hash_one((parent.0, name))
+    }
+
+    fn path_hash(&self, path: &SecretPath) -> u64 {
+        self.hasher.hash_one(path)
+    }
+
+    /// The inode named `name` in `parent` in the name index.
+    fn named(&self, parent: Ino, name: &str) -> Option<Ino> {
+        let nodes = &self.nodes;
+        self.by_name
+            .find(self.name_hash(parent, name), |ino| {
+                nodes
+                    .get(ino)
+                    .is_some_and(|n| n.parent == parent && &*n.name == name)
+            })
+            .copied()
+    }
+
+    /// Takes `ino` (named `name` in `parent`) out of the name index, if it
+    /// is what that name leads to.
+    fn unname_ino(&mut self, ino: Ino, parent: Ino, name: &str) {
+        let hash = self.name_hash(parent, name);
+        if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == ino) {
+            entry.remove();
+        }
+    }
+
+    /// Makes `name` in `parent` lead to `ino` (whose node has that name),
+    /// in place of whatever it led to.
+    fn name_ino(&mut self, ino: Ino, parent: Ino, name: &str) {
+        if let Some(old) = self.named(parent, name) {
+            self.unname_ino(old, parent, name);
+        }
+        let hash = self.name_hash(parent, name);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.by_name.insert_unique(hash, ino, |i| {
+            nodes
+                .get(i)
+                .map(|n| hasher.hash_one((n.parent.0, &*n.name)))
+                .unwrap_or(0)
+        });
+    }
+
+    /// The store path the directory `ino` stands for.
+    fn dir_path(&self, ino: Ino) -> Option<SecretPath> {
+        let mut names = Vec::new();
+        let mut at = ino;
+        let base = loop {
+            let node = self.nodes.get(&at)?;
+            match &node.kind {
+                Packed::Dir => names.push(&*node.name),
+                Packed::Whole(kind) => match &**kind {
+                    NodeKind::Dir { path } => break path.clone(),
+                    _ => return None,
+                },
+                _ => return None,
+            }
+            if names.len() > self.nodes.len() {
+                return None;
+            }
+            at = node.parent;
+        };
+        Some(names.iter().rev().fold(base, |path, name| path.join(name)))
+    }
+
+    /// What `node` stands for.
+    fn unpack(&self, node: &Node) -> Option<NodeKind> {
+        let name = || node.name.to_string();
+        Some(match &node.kind {
+            Packed::Dir => NodeKind::Dir {
+                path: self.dir_path(node.parent)?.join(&node.name),
+            },
+            Packed::Scratch => NodeKind::Scratch {
+                path: self.dir_path(node.parent)?.join(&node.name),
+            },
+            Packed::File { view, leaf } => {
+                let dir = self.dir_path(node.parent)?;
+                NodeKind::File {
+                    secret: match leaf {
+                        None => dir,
+                        Some(leaf) => dir.join(leaf),
+                    },
+                    view: *view,
+                    name: name(),
+                }
+            }
+            Packed::Template => NodeKind::Template { name: name() },
+            Packed::Whole(kind) => (**kind).clone(),
+        })
+    }
+
+    /// How a node named `name` in `parent` stores `kind`.
+    fn pack(&self, parent: Ino, name: &str, kind: NodeKind) -> Packed {
+        let dir = || self.dir_path(parent);
+        let packed = match &kind {
+            NodeKind::Dir { path } if dir().is_some_and(|d| d.join(name) == *path) => Packed::Dir,
+            NodeKind::Scratch { path } if dir().is_some_and(|d| d.join(name) == *path) => {
+                Packed::Scratch
+            }
+            NodeKind::Template { name: n } if n == name => Packed::Template,
+            NodeKind::File {
+                secret,
+                view,
+                name: n,
+            } if n == name => match dir() {
+                Some(d) if d == *secret => Packed::File {
+                    view: *view,
+                    leaf: None,
+                },
+                Some(d) => match secret.split_last() {
+                    Some((_, leaf)) if d.join(leaf) == *secret => Packed::File {
+                        view: *view,
+                        leaf: Some(leaf.into()),
+                    },
+                    _ => Packed::Whole(Box::new(kind)),
+                },
+                None => Packed::Whole(Box::new(kind)),
+            },
+            _ => Packed::Whole(Box::new(kind)),
+        };
+        packed
+    }
+
     fn index(&mut self, ino: Ino, kind: &NodeKind) {
         if let Some(path) = store_path(kind) {
-            self.by_path.entry(path.clone()).or_default().push(ino);
+            let hash = self.path_hash(path);
+            self.by_path.insert((hash, ino));
         }
     }
 
     fn unindex(&mut self, ino: Ino, kind: &NodeKind) {
-        let Some(path) = store_path(kind) else { return };
-        if let Some(inos) = self.by_path.get_mut(path) {
-            inos.retain(|&i| i != ino);
-            if inos.is_empty() {
-                self.by_path.remove(path);
-            }
+        if let Some(path) = store_path(kind) {
+            let hash = self.path_hash(path);
+            self.by_path.remove(&(hash, ino));
         }
     }
 
-    /// The nodes indexed under `path`.
-    fn at_path(&self, path: &SecretPath) -> impl Iterator<Item = (Ino, &Node)> {
+    /// The live nodes indexed under `path`, with what they stand for.
+    fn at_path(&self, path: &SecretPath) -> Vec<(Ino, &Node, NodeKind)> {
+        let hash = self.path_hash(path);
         self.by_path
-            .get(path)
-            .into_iter()
-            .flatten()
-            .filter_map(|ino| self.nodes.get(ino).map(|n| (*ino, n)))
+            .range((hash, Ino(0))..=(hash, Ino(u64::MAX)))
+            .filter_map(|&(_, ino)| {
+                let node = self.nodes.get(&ino).filter(|n| !n.ghost)?;
+                let kind = self.unpack(node)?;
+                (store_path(&kind) == Some(path)).then_some((ino, node, kind))
+            })
+            .collect()
+    }
+
+    /// Removes `ino` from the table, and then each ancestor that was kept
+    /// only for it.
+    fn remove(&mut self, ino: Ino) {
+        let mut at = ino;
+        while at != ROOT_INO {
+            let Some(kind) = self.nodes.get(&at).and_then(|n| self.unpack(n)) else {
+                self.nodes.remove(&at);
+                return;
+            };
+            let Some(node) = self.nodes.remove(&at) else {
+                return;
+            };
+            self.unindex(at, &kind);
+            self.unname_ino(at, node.parent, &node.name);
+            let Some(parent) = self.nodes.get_mut(&node.parent) else {
+                return;
+            };
+            parent.children = parent.children.saturating_sub(1);
+            if !(parent.ghost && parent.children == 0) {
+                return;
+            }
+            at = node.parent;
+        }
+    }
+
+    /// Moves one child from `from` to `to`; a ghost left without children goes.
+    fn reparent(&mut self, from: Ino, to: Ino) {
+        if from == to {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&to) {
+            node.children += 1;
+        }
+        let Some(old) = self.nodes.get_mut(&from) else {
+            return;
+        };
+        old.children = old.children.saturating_sub(1);
+        if old.ghost && old.children == 0 {
+            self.remove(from);
+        }
     }
 }
 
 impl Inodes {
     /// A table holding only the root, standing for `root`.
     pub fn new(root: SecretPath) -> Self {
-        let mut nodes = HashMap::new();
-        let mut by_path = HashMap::new();
-        by_path.insert(root.clone(), vec![ROOT_INO]);
-        nodes.insert(
+        let mut table = Inodes {
+            nodes: HashMap::new(),
+            by_name: HashTable::new(),
+            by_path: BTreeSet::new(),
+            hasher: RandomState::new(),
+            next: Ino(ROOT_INO.0 + 1),
+        };
+        let kind = NodeKind::Dir { path: root };
+        table.index(ROOT_INO, &kind);
+        table.nodes.insert(
             ROOT_INO,
             Node {
                 parent: ROOT_INO,
-                name: String::new(),
-                kind: NodeKind::Dir { path: root },
+                name: "".into(),
+                kind: Packed::Whole(Box::new(kind)),
                 lookups: 1,
+                children: 0,
+                ghost: false,
                 shown: None,
             },
         );
-        Inodes {
-            nodes,
-            by_name: HashMap::new(),
-            by_path,
-            next: Ino(ROOT_INO.0 + 1),
-        }
+        table
     }
 
     /// What `ino` stands for, if the table knows it.
     pub fn get(&self, ino: Ino) -> Option<NodeKind> {
-        self.nodes.get(&ino).map(|n| n.kind.clone())
+        self.nodes.get(&ino).and_then(|n| self.unpack(n))
     }
 
     /// The parent of `ino` (the root is its own parent).
@@ -167,10 +380,10 @@ impl Inodes {
     /// stands for something else (a key that became a folder gets a new inode).
     /// `lookup` counts one kernel reference (lookup, create, readdirplus).
     pub fn remember(&mut self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
-        let key = (parent, name.to_string());
-        if let Some(&ino) = self.by_name.get(&key) {
+        let packed = self.pack(parent, name, kind.clone());
+        if let Some(ino) = self.named(parent, name) {
             if let Some(node) = self.nodes.get_mut(&ino) {
-                if node.kind == kind {
+                if node.kind == packed {
                     if lookup {
                         node.lookups += 1;
                     }
@@ -185,19 +398,24 @@ impl Inodes {
             ino,
             Node {
                 parent,
-                name: name.to_string(),
-                kind,
+                name: name.into(),
+                kind: packed,
                 lookups: u64::from(lookup),
+                children: 0,
+                ghost: false,
                 shown: None,
             },
         );
-        self.by_name.insert(key, ino);
+        if let Some(dir) = self.nodes.get_mut(&parent) {
+            dir.children += 1;
+        }
+        self.name_ino(ino, parent, name);
         ino
     }
 
     /// The inode currently named `name` in `parent`, if any.
     pub fn lookup_name(&self, parent: Ino, name: &str) -> Option<Ino> {
-        self.by_name.get(&(parent, name.to_string())).copied()
+        self.named(parent, name)
     }
 
     /// Moves the node named `name` in `parent` to `new_name` in `new_parent`,
@@ -210,39 +428,54 @@ impl Inodes {
         new_name: &str,
         kind: NodeKind,
     ) {
-        let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else {
+        let Some(ino) = self.named(parent, name) else {
             return;
         };
-        self.by_name.insert((new_parent, new_name.to_string()), ino);
-        let Some(node) = self.nodes.get_mut(&ino) else {
+        let Some(old) = self.get(ino) else {
             return;
         };
-        node.parent = new_parent;
-        node.name = new_name.to_string();
-        node.shown = None;
-        let old = std::mem::replace(&mut node.kind, kind.clone());
+        self.unname_ino(ino, parent, name);
         self.unindex(ino, &old);
+        let packed = self.pack(new_parent, new_name, kind.clone());
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.parent = new_parent;
+            node.name = new_name.into();
+            node.kind = packed;
+            node.shown = None;
+        }
         self.index(ino, &kind);
+        self.name_ino(ino, new_parent, new_name);
+        self.reparent(parent, new_parent);
     }
 
     /// The name `name` in `parent` no longer leads to its inode (which
     /// stays for the kernel's references): the next one made there is new.
     pub fn unname(&mut self, parent: Ino, name: &str) {
-        self.by_name.remove(&(parent, name.to_string()));
+        if let Some(ino) = self.named(parent, name) {
+            self.unname_ino(ino, parent, name);
+        }
     }
 
     /// Every node standing for `old` now stands for `new` (a file living
     /// in memory became a key under its own name).
     pub fn retarget(&mut self, old: &NodeKind, new: NodeKind) {
-        let inos: Vec<Ino> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| &n.kind == old)
-            .map(|(ino, _)| *ino)
-            .collect();
+        let inos: Vec<Ino> = match store_path(old) {
+            Some(path) => self
+                .at_path(path)
+                .into_iter()
+                .filter(|(_, _, kind)| kind == old)
+                .map(|(ino, ..)| ino)
+                .collect(),
+            None => Vec::new(),
+        };
         for ino in inos {
+            let Some((parent, name)) = self.nodes.get(&ino).map(|n| (n.parent, n.name.clone()))
+            else {
+                continue;
+            };
+            let packed = self.pack(parent, &name, new.clone());
             if let Some(node) = self.nodes.get_mut(&ino) {
-                node.kind = new.clone();
+                node.kind = packed;
                 node.shown = None;
             }
             self.unindex(ino, old);
@@ -262,9 +495,12 @@ impl Inodes {
     pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
         self.nodes
             .iter()
-            .filter_map(|(ino, n)| match (&n.kind, &n.shown) {
-                (NodeKind::File { secret, .. }, Some(v)) => Some((*ino, secret.clone(), v.clone())),
-                _ => None,
+            .filter_map(|(ino, n)| {
+                let version = n.shown.as_ref()?;
+                match self.unpack(n)? {
+                    NodeKind::File { secret, .. } => Some((*ino, secret, version.clone())),
+                    _ => None,
+                }
             })
             .collect()
     }
@@ -292,12 +528,13 @@ impl Inodes {
     /// invalidate when the secret changes.
     pub fn files_of(&self, secret: &SecretPath) -> Vec<FileNode> {
         self.at_path(secret)
-            .filter_map(|(ino, n)| match &n.kind {
+            .into_iter()
+            .filter_map(|(ino, n, kind)| match kind {
                 NodeKind::File { view, name, .. } => Some(FileNode {
                     ino,
                     parent: n.parent,
-                    view: *view,
-                    name: name.clone(),
+                    view,
+                    name,
                     shown: n.shown.clone(),
                 }),
                 _ => None,
@@ -308,12 +545,14 @@ impl Inodes {
     /// The directory inodes standing for `path`.
     pub fn dirs_at(&self, path: &SecretPath) -> Vec<Ino> {
         self.at_path(path)
-            .filter(|(_, n)| n.kind.is_dir())
-            .map(|(ino, _)| ino)
+            .into_iter()
+            .filter(|(_, _, kind)| kind.is_dir())
+            .map(|(ino, ..)| ino)
             .collect()
     }
 
-    /// The kernel dropped `n` references to `ino`; at zero the inode is forgotten.
+    /// The kernel dropped `n` references to `ino`; at zero the inode is
+    /// forgotten (kept as a ghost while nodes below it remain).
     pub fn forget(&mut self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
             return;
@@ -322,19 +561,20 @@ impl Inodes {
             return;
         };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups > 0 {
+        if node.lookups > 0 || node.ghost {
             return;
         }
-        if let Some(node) = self.nodes.remove(&ino) {
-            self.unindex(ino, &node.kind);
-            let key = (node.parent, node.name);
-            if self.by_name.get(&key) == Some(&ino) {
-                self.by_name.remove(&key);
-            }
+        if node.children > 0 {
+            node.ghost = true;
+            node.shown = None;
+            let (parent, name) = (node.parent, node.name.clone());
+            self.unname_ino(ino, parent, &name);
+            return;
         }
+        self.remove(ino);
     }
 
-    /// Number of inodes held (the root included).
+    /// Number of inodes held (the root and ghosts included).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -436,6 +676,124 @@ mod tests {
         assert_eq!(keys(&t, "app"), Vec::<Ino>::new());
         t.forget(app, 1);
         assert!(t.dirs_at(&SecretPath::parse("app")).is_empty());
+    }
+
+    #[test]
+    fn every_kind_reads_back_as_it_was_remembered() {
+        let mut t = Inodes::new(SecretPath::parse("team"));
+        let app = t.remember(ROOT_INO, "app", dir("team/app"), true);
+        let db3 = SecretPath::parse("team/app/db").at_version(3);
+        let kinds = [
+            (app, "db", dir("team/app/db")),
+            (app, "db@3", NodeKind::Dir { path: db3.clone() }),
+            (
+                app,
+                "K",
+                NodeKind::File {
+                    secret: SecretPath::parse("team/app"),
+                    view: keys_view(),
+                    name: "K".into(),
+                },
+            ),
+            (
+                app,
+                "db.json",
+                NodeKind::File {
+                    secret: SecretPath::parse("team/app/db"),
+                    view: keys_view(),
+                    name: "db.json".into(),
+                },
+            ),
+            (
+                app,
+                ".K.swp",
+                NodeKind::Scratch {
+                    path: SecretPath::parse("team/app/.K.swp"),
+                },
+            ),
+            (
+                ROOT_INO,
+                "nginx.conf",
+                NodeKind::Template {
+                    name: "nginx.conf".into(),
+                },
+            ),
+            // Kinds whose paths are not their directory's: kept whole.
+            (app, "odd", dir("elsewhere/odd")),
+            (
+                app,
+                "renamed",
+                NodeKind::File {
+                    secret: SecretPath::parse("team/app"),
+                    view: keys_view(),
+                    name: "other".into(),
+                },
+            ),
+        ];
+        for (parent, name, kind) in kinds {
+            let ino = t.remember(parent, name, kind.clone(), true);
+            assert_eq!(t.get(ino), Some(kind.clone()), "{name}");
+            assert_eq!(t.remember(parent, name, kind, true), ino, "{name}");
+        }
+        let v3 = t.remember(app, "db@3", NodeKind::Dir { path: db3.clone() }, true);
+        let in_v3 = NodeKind::File {
+            secret: db3.clone(),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        let k = t.remember(v3, "K", in_v3.clone(), true);
+        assert_eq!(t.get(k), Some(in_v3));
+        assert_eq!(t.files_of(&db3).len(), 1);
+    }
+
+    #[test]
+    fn a_node_outliving_its_directory_keeps_its_path_and_the_directory_goes_after_it() {
+        let mut t = Inodes::new(SecretPath::root());
+        let app = t.remember(ROOT_INO, "app", dir("app"), true);
+        let db = t.remember(app, "db", dir("app/db"), true);
+        let key = NodeKind::File {
+            secret: SecretPath::parse("app/db"),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        let k = t.remember(db, "K", key.clone(), true);
+        // The kernel forgets the directories before the file.
+        t.forget(app, 1);
+        t.forget(db, 1);
+        assert_eq!(t.get(k), Some(key));
+        assert_eq!(t.files_of(&SecretPath::parse("app/db")).len(), 1);
+        // No name leads to them and no change concerns them.
+        assert_eq!(t.lookup_name(ROOT_INO, "app"), None);
+        assert!(t.dirs_at(&SecretPath::parse("app")).is_empty());
+        assert!(t.dirs_at(&SecretPath::parse("app/db")).is_empty());
+        let again = t.remember(ROOT_INO, "app", dir("app"), true);
+        assert!(again > k);
+        assert_eq!(t.dirs_at(&SecretPath::parse("app")), [again]);
+        assert_eq!(t.len(), 5);
+        // The last node below them goes, and they go with it.
+        t.forget(k, 1);
+        assert_eq!(t.len(), 2);
+        assert!(t.get(app).is_none() && t.get(db).is_none());
+    }
+
+    #[test]
+    fn a_scratch_file_becoming_a_key_is_found_by_its_new_kind() {
+        let mut t = Inodes::new(SecretPath::root());
+        let app = t.remember(ROOT_INO, "app", dir("app"), true);
+        let scratch = NodeKind::Scratch {
+            path: SecretPath::parse("app/K"),
+        };
+        let ino = t.remember(app, "K", scratch.clone(), true);
+        let key = NodeKind::File {
+            secret: SecretPath::parse("app"),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        t.retarget(&scratch, key.clone());
+        assert_eq!(t.get(ino), Some(key.clone()));
+        assert_eq!(t.lookup_name(app, "K"), Some(ino));
+        assert_eq!(t.files_of(&SecretPath::parse("app")).len(), 1);
+        assert_eq!(t.remember(app, "K", key, true), ino);
     }
 
     #[test]
