@@ -16,6 +16,7 @@ pub mod hardening;
 pub mod hook;
 pub mod metrics;
 pub mod mount;
+pub mod mounted_over;
 pub mod start_error;
 pub mod status;
 pub mod store;

@@ -90,6 +90,19 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     };
 
     let core = build_core(connected, &args);
+    if args.cache.max_inodes > 0 {
+        // Absolute, as mountinfo spells it; resolved before our mount
+        // covers it.
+        let at = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+        let max = usize::try_from(args.cache.max_inodes).unwrap_or(usize::MAX);
+        core.bound_inodes(
+            Some(max),
+            Box::new(move || {
+                let device = crate::mounted_over::device_of(&at)?;
+                crate::mounted_over::paths_mounted_over(&device)
+            }),
+        );
+    }
     let _ = core_slot.set(Arc::downgrade(&core));
     core.start_refresher();
     core.start_sweeper();

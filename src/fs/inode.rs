@@ -3,7 +3,7 @@
 //! nowhere else. Numbers are monotonic and never reused.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -84,10 +84,12 @@ enum Packed {
     /// A directory at its parent's path joined with its name.
     Dir,
     /// A file named as the node is, of the secret at its parent's path
-    /// (`leaf: None`) or beside it, at the parent's path joined with `leaf`.
+    /// (`leaf: None`) or beside it, at the parent's path joined with `leaf`
+    /// (a `Box<String>`: a thin pointer keeps this enum at 16 bytes).
+    #[allow(clippy::box_collection)] // a thin pointer, on purpose
     File {
         view: ViewId,
-        leaf: Option<Box<str>>,
+        leaf: Option<Box<String>>,
     },
     /// A template's file named as the node is.
     Template,
@@ -110,6 +112,8 @@ struct Node {
     children: u32,
     /// Forgotten by the kernel; kept for the nodes below it.
     ghost: bool,
+    /// Looked up again since the kernel was last asked to drop nodes.
+    referenced: bool,
     /// For a file: the version of its secret whose size and mtime the kernel
     /// was last told. Reads serve these bytes, so that the kernel's idea of
     /// the file's size and the bytes it gets always belong together.
@@ -132,6 +136,10 @@ pub struct Inodes {
     by_path: BTreeSet<(u64, Ino)>,
     hasher: RandomState,
     next: Ino,
+    /// Most nodes to hold before the kernel is asked to drop some.
+    bound: Option<usize>,
+    /// Nodes made since the kernel was last asked to drop some.
+    made: usize,
 }
 
 /// The store path a node belongs to, for `by_path`.
@@ -258,7 +266,7 @@ impl Inodes {
                 Some(d) => match secret.split_last() {
                     Some((_, leaf)) if d.join(leaf) == *secret => Packed::File {
                         view: *view,
-                        leaf: Some(leaf.into()),
+                        leaf: Some(Box::new(leaf.to_string())),
                     },
                     _ => Packed::Whole(Box::new(kind)),
                 },
@@ -348,6 +356,8 @@ impl Inodes {
             by_path: BTreeSet::new(),
             hasher: RandomState::new(),
             next: Ino(ROOT_INO.0 + 1),
+            bound: None,
+            made: 0,
         };
         let kind = NodeKind::Dir { path: root };
         table.index(ROOT_INO, &kind);
@@ -360,6 +370,7 @@ impl Inodes {
                 lookups: 1,
                 children: 0,
                 ghost: false,
+                referenced: false,
                 shown: None,
             },
         );
@@ -386,6 +397,7 @@ impl Inodes {
                 if node.kind == packed {
                     if lookup {
                         node.lookups += 1;
+                        node.referenced = true;
                     }
                     return ino;
                 }
@@ -403,9 +415,11 @@ impl Inodes {
                 lookups: u64::from(lookup),
                 children: 0,
                 ghost: false,
+                referenced: false,
                 shown: None,
             },
         );
+        self.made += 1;
         if let Some(dir) = self.nodes.get_mut(&parent) {
             dir.children += 1;
         }
@@ -572,6 +586,88 @@ impl Inodes {
             return;
         }
         self.remove(ino);
+    }
+
+    /// Holds at most about `max` nodes (`None`: no bound): past it,
+    /// [`Inodes::evictions`] names entries for the kernel to drop.
+    pub fn set_bound(&mut self, max: Option<usize>) {
+        self.bound = max;
+    }
+
+    /// Whether the table is past its bound and a tenth of the bound was
+    /// made since the kernel was last asked to drop entries.
+    pub fn eviction_due(&self) -> bool {
+        self.bound
+            .is_some_and(|max| self.nodes.len() > max && self.made >= (max / 10).max(1))
+    }
+
+    /// The entries (directory, name) the kernel should drop to bring the
+    /// table back under its bound: none unless [`Inodes::eviction_due`].
+    ///
+    /// The table only shrinks when the kernel forgets; it drops an entry it
+    /// was told to unless the entry is in use (open, a working directory),
+    /// and a directory goes with the entries below it. Files and empty
+    /// directories go before directories holding nodes, the oldest first,
+    /// and those looked up again since the last time go last (a second
+    /// chance); what is left holds nine tenths of the bound.
+    ///
+    /// `spared` are paths inside the mount (relative to its root)
+    /// something is mounted on: neither they nor the directories above
+    /// them are named. `None` (what is mounted is not known): nothing is.
+    pub fn evictions(&mut self, spared: Option<&HashSet<String>>) -> Vec<(Ino, String)> {
+        if !self.eviction_due() {
+            return Vec::new();
+        }
+        self.made = 0;
+        let (Some(max), Some(spared)) = (self.bound, spared) else {
+            return Vec::new();
+        };
+        let spared = self.spared_inos(spared);
+        let need = self.nodes.len() - max / 10 * 9;
+        let mut candidates: Vec<(bool, bool, Ino)> = self
+            .nodes
+            .iter()
+            .filter(|(&ino, n)| {
+                ino != ROOT_INO
+                    && !spared.contains(&ino)
+                    && !n.ghost
+                    && n.lookups > 0
+                    && self.named(n.parent, &n.name) == Some(ino)
+            })
+            .map(|(&ino, n)| (n.referenced, n.children > 0, ino))
+            .collect();
+        candidates.sort_unstable();
+        let chosen: HashSet<Ino> = candidates.iter().take(need).map(|&(.., ino)| ino).collect();
+        for node in self.nodes.values_mut() {
+            node.referenced = false;
+        }
+        let mut victims: Vec<(Ino, String)> = chosen
+            .iter()
+            .filter_map(|ino| self.nodes.get(ino))
+            // A directory's entries go with it.
+            .filter(|n| !chosen.contains(&n.parent))
+            .map(|n| (n.parent, n.name.to_string()))
+            .collect();
+        victims.sort_unstable();
+        victims
+    }
+
+    /// The nodes on the way to each of `paths` (relative to the mount's root).
+    fn spared_inos(&self, paths: &HashSet<String>) -> HashSet<Ino> {
+        let mut inos = HashSet::new();
+        for path in paths {
+            let mut at = ROOT_INO;
+            for name in path.split('/').filter(|s| !s.is_empty()) {
+                match self.named(at, name) {
+                    Some(ino) => {
+                        inos.insert(ino);
+                        at = ino;
+                    }
+                    None => break,
+                }
+            }
+        }
+        inos
     }
 
     /// Number of inodes held (the root and ghosts included).
@@ -794,6 +890,126 @@ mod tests {
         assert_eq!(t.lookup_name(app, "K"), Some(ino));
         assert_eq!(t.files_of(&SecretPath::parse("app")).len(), 1);
         assert_eq!(t.remember(app, "K", key, true), ino);
+    }
+
+    #[test]
+    fn past_its_bound_the_table_names_the_oldest_entries_for_the_kernel_to_drop() {
+        let mut t = Inodes::new(SecretPath::root());
+        t.set_bound(Some(20));
+        let dirs: Vec<Ino> = (0..10)
+            .map(|i| t.remember(ROOT_INO, &format!("d{i}"), dir(&format!("d{i}")), true))
+            .collect();
+        // A file in each: 21 nodes with the root.
+        for (i, &d) in dirs.iter().enumerate() {
+            let key = NodeKind::File {
+                secret: SecretPath::parse(&format!("d{i}")),
+                view: keys_view(),
+                name: "K".into(),
+            };
+            t.remember(d, "K", key, true);
+        }
+        assert_eq!(t.len(), 21);
+        // d0 and its file were looked up again: they get a second chance.
+        let k0 = t.lookup_name(dirs[0], "K").unwrap();
+        t.remember(ROOT_INO, "d0", dir("d0"), true);
+        t.remember(dirs[0], "K", t.get(k0).unwrap(), true);
+        let victims = t.evictions(Some(&HashSet::new()));
+        // Down to 18 nodes: three go, the oldest files but d0's (the
+        // directories holding them go last).
+        assert_eq!(
+            victims,
+            [
+                (dirs[1], "K".to_string()),
+                (dirs[2], "K".to_string()),
+                (dirs[3], "K".to_string())
+            ]
+        );
+        // Nothing more is asked until a tenth of the bound is made again.
+        assert!(t.evictions(Some(&HashSet::new())).is_empty());
+        t.remember(ROOT_INO, "e0", dir("e0"), true);
+        assert!(
+            t.evictions(Some(&HashSet::new())).is_empty(),
+            "one made, two needed"
+        );
+        t.remember(ROOT_INO, "e1", dir("e1"), true);
+        // The second chance is used up: d0's file is the oldest now.
+        assert_eq!(
+            t.evictions(Some(&HashSet::new()))[0],
+            (dirs[0], "K".to_string())
+        );
+        // The kernel forgets: the table shrinks.
+        for d in &dirs[1..4] {
+            let k = t.lookup_name(*d, "K").unwrap();
+            t.forget(k, 1);
+        }
+        assert_eq!(t.len(), 20);
+        // A directory chosen goes with its entries: they are not named.
+        t.set_bound(Some(10));
+        t.remember(ROOT_INO, "h0", dir("h0"), true);
+        let victims = t.evictions(Some(&HashSet::new()));
+        let inos: Vec<Ino> = victims
+            .iter()
+            .map(|(parent, name)| t.lookup_name(*parent, name).unwrap())
+            .collect();
+        assert!(victims.iter().all(|(parent, _)| !inos.contains(parent)));
+        // The kernel drops them, with every reference it held.
+        for ino in inos {
+            if let Some(k) = t.lookup_name(ino, "K") {
+                t.forget(k, 100);
+            }
+            t.forget(ino, 100);
+        }
+        assert_eq!(t.len(), 9);
+        t.set_bound(Some(20));
+        // Under the bound nothing is asked.
+        for i in 0..2 {
+            t.remember(ROOT_INO, &format!("f{i}"), dir(&format!("f{i}")), true);
+        }
+        assert!(t.evictions(Some(&HashSet::new())).is_empty());
+        t.set_bound(None);
+        for i in 0..10 {
+            t.remember(ROOT_INO, &format!("g{i}"), dir(&format!("g{i}")), true);
+        }
+        assert!(t.evictions(Some(&HashSet::new())).is_empty(), "no bound");
+    }
+
+    #[test]
+    fn paths_something_is_mounted_on_and_the_directories_above_them_are_spared() {
+        let mut t = Inodes::new(SecretPath::root());
+        t.set_bound(Some(10));
+        let key = |s: &str| NodeKind::File {
+            secret: SecretPath::parse(s),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        let a = t.remember(ROOT_INO, "a", dir("a"), true);
+        t.remember(a, "K", key("a"), true);
+        let b = t.remember(ROOT_INO, "b", dir("b"), true);
+        t.remember(b, "K", key("b"), true);
+        for i in 0..10 {
+            t.remember(ROOT_INO, &format!("c{i}"), dir(&format!("c{i}")), true);
+        }
+        // 15 nodes; 6 must go, and would be a/K, b/K, c0..c3. a/K and a
+        // are spared, and b; b/K is not a mount point (the mount hides it).
+        let mounted: HashSet<String> = ["a/K".to_string(), "b".to_string()].into();
+        let victims = t.evictions(Some(&mounted));
+        let names: Vec<(Ino, &str)> = victims.iter().map(|(p, n)| (*p, n.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                (ROOT_INO, "c0"),
+                (ROOT_INO, "c1"),
+                (ROOT_INO, "c2"),
+                (ROOT_INO, "c3"),
+                (ROOT_INO, "c4"),
+                (b, "K")
+            ]
+        );
+        // Not knowing what is mounted: nothing goes.
+        t.remember(ROOT_INO, "d", dir("d"), true);
+        assert!(t.eviction_due());
+        assert!(t.evictions(None).is_empty());
+        assert!(!t.eviction_due(), "asked again after another tenth");
     }
 
     #[test]

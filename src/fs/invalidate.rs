@@ -59,6 +59,46 @@ impl SecretFs {
         }
     }
 
+    /// Holds at most about `max` inodes (`None`: as many as the kernel
+    /// keeps): past it, the kernel is asked to drop the oldest entries and
+    /// forgets them unless they are in use. Entries something is mounted
+    /// on (or below), as `mounted_over` says, are never dropped: the kernel
+    /// would detach those mounts. When it cannot tell, nothing is dropped.
+    /// Without a mount (no [`SecretFs::send_invalidations_to`]) nothing is
+    /// asked.
+    pub fn bound_inodes(&self, max: Option<usize>, mounted_over: super::MountedOver) {
+        self.names.set_bound(max);
+        let _ = self.mounted_over.set(mounted_over);
+    }
+
+    /// Asks the kernel to drop entries when the inode table is past its bound.
+    pub(super) fn keep_inodes_bounded(&self) {
+        if self.invalidations.get().is_none() || !self.names.eviction_due() {
+            return;
+        }
+        let spared = match self.mounted_over.get() {
+            Some(mounted_over) => mounted_over(),
+            None => Some(Default::default()),
+        };
+        if spared.is_none() {
+            tracing::warn!(
+                "inode table past its bound, but what is mounted inside the mount cannot be \
+                 read from /proc: no entry is dropped"
+            );
+        }
+        let evictions = self.names.evictions(spared.as_ref());
+        if !evictions.is_empty() {
+            tracing::debug!(
+                entries = evictions.len(),
+                inodes = self.names.len(),
+                "inode table past its bound: asking the kernel to drop entries"
+            );
+        }
+        for (parent, name) in evictions {
+            self.invalidate(Invalidation::Entry { parent, name });
+        }
+    }
+
     pub(super) fn invalidate(&self, what: Invalidation) {
         if let Some(tx) = self.invalidations.get() {
             // The receiver only goes away when the mount ends.

@@ -67,7 +67,9 @@ impl SecretFs {
             return Err(Error::NotFound);
         }
         let (child, valid_for) = self.find_child(&dir, name)?;
-        self.remember(parent, name, child, valid_for, true)
+        let attr = self.remember(parent, name, child, valid_for, true);
+        self.keep_inodes_bounded();
+        attr
     }
 
     /// Registers a found child in the inode table and returns its attributes.

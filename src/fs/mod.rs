@@ -172,6 +172,10 @@ const REFRESHERS: usize = 4;
 /// only this process changes.
 const LOCAL_TTL: Duration = Duration::from_secs(1);
 
+/// Says which paths inside the mount (relative to its root) something is
+/// mounted on, in any mount namespace; `None` when it cannot tell.
+pub type MountedOver = Box<dyn Fn() -> Option<std::collections::HashSet<String>> + Send + Sync>;
+
 /// The filesystem.
 pub struct SecretFs {
     /// The store behind the cache.
@@ -190,6 +194,9 @@ pub struct SecretFs {
     invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
     /// Where the paths of changed secrets go (`--on-change`), if anywhere.
     changes: std::sync::OnceLock<std::sync::mpsc::Sender<String>>,
+    /// The paths inside the mount something is mounted on (see
+    /// [`SecretFs::bound_inodes`]).
+    mounted_over: std::sync::OnceLock<MountedOver>,
     /// The templates shown at the root (`--layout templates:DIR`), if any.
     templates: Option<Arc<template::Templates>>,
 }
@@ -237,6 +244,7 @@ impl SecretFs {
             last_error: Mutex::new(None),
             invalidations: std::sync::OnceLock::new(),
             changes: std::sync::OnceLock::new(),
+            mounted_over: std::sync::OnceLock::new(),
             templates: None,
         }
     }

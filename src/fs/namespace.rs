@@ -125,6 +125,26 @@ impl Namespace {
         self.lock().inodes.forget(ino, n)
     }
 
+    /// Holds at most about `max` inodes (see [`Inodes::set_bound`]).
+    pub fn set_bound(&self, max: Option<usize>) {
+        self.lock().inodes.set_bound(max)
+    }
+
+    /// Whether the table is due to ask the kernel to drop entries.
+    pub fn eviction_due(&self) -> bool {
+        self.lock().inodes.eviction_due()
+    }
+
+    /// The entries the kernel should drop to keep the table under its
+    /// bound, sparing the paths in `spared` and the directories above them
+    /// (see [`Inodes::evictions`]).
+    pub fn evictions(
+        &self,
+        spared: Option<&std::collections::HashSet<String>>,
+    ) -> Vec<(Ino, String)> {
+        self.lock().inodes.evictions(spared)
+    }
+
     /// Number of inodes held (the root included).
     pub fn len(&self) -> usize {
         self.lock().inodes.len()

@@ -103,6 +103,9 @@ impl SecretFs {
                 break;
             }
         }
+        if plus {
+            self.keep_inodes_bounded();
+        }
         Ok(())
     }
 }

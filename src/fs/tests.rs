@@ -1523,3 +1523,45 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
 // Layouts other than `keys`, versions and metadata: in tests/layouts.rs.
 mod layouts;
 mod templates;
+
+#[test]
+fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..30 {
+        store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
+    }
+    let fs = fs_over(store, "", Duration::from_secs(30));
+    fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
+    let rx = invalidations_of(&fs);
+    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+    for i in 0..30 {
+        fs.lookup(app, &format!("s{i:02}")).unwrap();
+    }
+    let got: Vec<Invalidation> = rx.try_iter().collect();
+    // Past 20 inodes, the oldest secrets' names go (app holds them: it
+    // goes last).
+    assert!(!got.is_empty(), "past the bound, names are dropped");
+    assert_eq!(
+        got[0],
+        Invalidation::Entry {
+            parent: app,
+            name: "s00".into()
+        }
+    );
+    assert!(!got.contains(&Invalidation::Entry {
+        parent: ROOT_INO,
+        name: "app".into()
+    }));
+    // Without a bound, nothing is asked.
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..30 {
+        store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
+    }
+    let fs = fs_over(store, "", Duration::from_secs(30));
+    let rx = invalidations_of(&fs);
+    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+    for i in 0..30 {
+        fs.lookup(app, &format!("s{i:02}")).unwrap();
+    }
+    assert!(rx.try_recv().is_err());
+}
