@@ -73,9 +73,7 @@ fn a_walk_past_the_bound_sees_every_secret_and_the_table_shrinks_back() {
 
 fn mounted_at(mountinfo: &str, at: &std::path::Path) -> bool {
     let at = at.to_str().expect("utf-8 path");
-    mountinfo
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(at))
+    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(at))
 }
 
 /// The kernel detaches mounts on an entry it is told to drop: the bound
@@ -85,7 +83,11 @@ fn mounted_at(mountinfo: &str, at: &std::path::Path) -> bool {
 fn mounts_inside_the_mount_survive_the_bound_in_every_namespace() {
     let bao = Bao::start();
     for i in 0..SECRETS {
-        bao.kv2_put("secret", &format!("tree/s{i:03}"), json!({"K": format!("v{i}")}));
+        bao.kv2_put(
+            "secret",
+            &format!("tree/s{i:03}"),
+            json!({"K": format!("v{i}")}),
+        );
     }
     let m = Mount::new(&bao, "secret/tree", &["--ttl", "5m", "--max-inodes", "100"]);
     let here = m.path().join("s005");
@@ -118,15 +120,23 @@ fn mounts_inside_the_mount_survive_the_bound_in_every_namespace() {
     for _ in 0..3 {
         assert_eq!(walk(&m).len(), SECRETS - 1, "s005's K is under the tmpfs");
     }
-    support::eventually("the table back under its bound", Duration::from_secs(10), || {
-        (inodes(&m) <= 100).then_some(())
-    });
+    support::eventually(
+        "the table back under its bound",
+        Duration::from_secs(10),
+        || (inodes(&m) <= 100).then_some(()),
+    );
     let ours = std::fs::read_to_string("/proc/self/mountinfo").expect("our mountinfo");
     let still_here = mounted_at(&ours, &here);
-    let still_there = mounted_at(&std::fs::read_to_string(&theirs).unwrap_or_default(), &there);
+    let still_there = mounted_at(
+        &std::fs::read_to_string(&theirs).unwrap_or_default(),
+        &there,
+    );
     let _ = Command::new("umount").arg(&here).status();
     let _ = other.kill();
     let _ = other.wait();
     assert!(still_here, "the tmpfs on s005 was detached");
-    assert!(still_there, "the bind mount on s007/K in another namespace was detached");
+    assert!(
+        still_there,
+        "the bind mount on s007/K in another namespace was detached"
+    );
 }

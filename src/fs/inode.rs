@@ -609,7 +609,9 @@ impl Inodes {
     /// and a directory goes with the entries below it. Files and empty
     /// directories go before directories holding nodes, the oldest first,
     /// and those looked up again since the last time go last (a second
-    /// chance); what is left holds nine tenths of the bound.
+    /// chance); what is left holds nine tenths of the bound. Nodes the
+    /// kernel holds no reference to (named by a plain READDIR only) are
+    /// dropped here and then.
     ///
     /// `spared` are paths inside the mount (relative to its root)
     /// something is mounted on: neither they nor the directories above
@@ -622,8 +624,19 @@ impl Inodes {
         let (Some(max), Some(spared)) = (self.bound, spared) else {
             return Vec::new();
         };
+        // Nodes the kernel holds no reference to (named in a plain
+        // READDIR and never looked up) need not be asked about.
+        let unheld: Vec<Ino> = self
+            .nodes
+            .iter()
+            .filter(|(&ino, n)| ino != ROOT_INO && n.lookups == 0 && !n.ghost && n.children == 0)
+            .map(|(&ino, _)| ino)
+            .collect();
+        for ino in unheld {
+            self.remove(ino);
+        }
         let spared = self.spared_inos(spared);
-        let need = self.nodes.len() - max / 10 * 9;
+        let need = self.nodes.len().saturating_sub(max / 10 * 9);
         let mut candidates: Vec<(bool, bool, Ino)> = self
             .nodes
             .iter()

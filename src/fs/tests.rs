@@ -1565,3 +1565,34 @@ fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
     }
     assert!(rx.try_recv().is_err());
 }
+
+#[test]
+fn names_a_plain_readdir_gave_go_when_the_inode_bound_is_reached() {
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..30 {
+        store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
+    }
+    let fs = fs_over(store, "", Duration::from_secs(30));
+    fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
+    let rx = invalidations_of(&fs);
+    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+    let fh = fs.opendir(app).unwrap();
+    struct Count(usize);
+    impl crate::fs::DirReplier for Count {
+        fn add(&mut self, _: crate::fs::DirEntry<'_>) -> bool {
+            self.0 += 1;
+            true
+        }
+        fn skipped(&mut self, _: Ino, _: &str, _: &Error) {}
+    }
+    let mut listed = Count(0);
+    fs.readdir(fh, 0, false, &mut listed).unwrap();
+    assert_eq!(listed.0, 32);
+    // The kernel holds none of these 30 names.
+    assert_eq!(fs.stats().inodes, 32);
+    // The next lookup finds the table past its bound: they go, and the
+    // kernel is asked about nothing.
+    fs.lookup(app, "s00").unwrap();
+    assert_eq!(fs.stats().inodes, 3, "the root, app and s00");
+    assert!(rx.try_recv().is_err());
+}
