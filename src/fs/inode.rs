@@ -624,17 +624,8 @@ impl Inodes {
         let (Some(max), Some(spared)) = (self.bound, spared) else {
             return Vec::new();
         };
-        // Nodes the kernel holds no reference to (named in a plain
-        // READDIR and never looked up) need not be asked about.
-        let unheld: Vec<Ino> = self
-            .nodes
-            .iter()
-            .filter(|(&ino, n)| ino != ROOT_INO && n.lookups == 0 && !n.ghost && n.children == 0)
-            .map(|(&ino, _)| ino)
-            .collect();
-        for ino in unheld {
-            self.remove(ino);
-        }
+        // Nodes the kernel holds no reference to need not be asked about.
+        self.drop_unheld();
         let spared = self.spared_inos(spared);
         let need = self.nodes.len().saturating_sub(max / 10 * 9);
         let mut candidates: Vec<(bool, bool, Ino)> = self
@@ -663,6 +654,21 @@ impl Inodes {
             .collect();
         victims.sort_unstable();
         victims
+    }
+
+    /// Drops the nodes the kernel holds no reference to: named in a plain
+    /// READDIR (which takes none) and never looked up. Says how many.
+    pub fn drop_unheld(&mut self) -> usize {
+        let unheld: Vec<Ino> = self
+            .nodes
+            .iter()
+            .filter(|(&ino, n)| ino != ROOT_INO && n.lookups == 0 && !n.ghost && n.children == 0)
+            .map(|(&ino, _)| ino)
+            .collect();
+        for &ino in &unheld {
+            self.remove(ino);
+        }
+        unheld.len()
     }
 
     /// The nodes on the way to each of `paths` (relative to the mount's root).

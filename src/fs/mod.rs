@@ -290,8 +290,10 @@ impl SecretFs {
     /// Lets values leave memory once nothing may serve them: answers past
     /// their TTL and --stale-if-error go, and so does the version a file
     /// was last shown when it is that old, or was replaced more than a TTL
-    /// ago (the kernel asks for attributes again before it reads).
+    /// ago (the kernel asks for attributes again before it reads). Inodes
+    /// the kernel holds no reference to (names a plain READDIR gave) go too.
     pub fn sweep(&self) {
+        self.names.drop_unheld();
         let swept: std::collections::HashSet<SecretPath> =
             self.source.sweep().into_iter().collect();
         let ttl = self.config.cache.ttl;

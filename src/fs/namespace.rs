@@ -130,6 +130,12 @@ impl Namespace {
         self.lock().inodes.set_bound(max)
     }
 
+    /// Drops the inodes the kernel holds no reference to (see
+    /// [`Inodes::drop_unheld`]).
+    pub fn drop_unheld(&self) -> usize {
+        self.lock().inodes.drop_unheld()
+    }
+
     /// Whether the table is due to ask the kernel to drop entries.
     pub fn eviction_due(&self) -> bool {
         self.lock().inodes.eviction_due()

@@ -244,6 +244,9 @@ mod tests {
         let file = fs.lookup(db, "USER").unwrap().ino;
         fs.forget(file, 1);
         assert_eq!(fs.stats().inodes, listed - 1);
+        // What the listing alone named goes at the next sweep.
+        fs.sweep();
+        assert_eq!(fs.stats().inodes, listed - 3, "PASSWORD and replica");
     }
 
     #[test]
