@@ -15,7 +15,7 @@
 //! until it looks the secret up (docs/SEMANTICS.md). Such names are
 //! "uncertain": the walk may or may not see them, and they must be empty.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +187,11 @@ enum Op {
     Advance {
         secs: u64,
     },
+    /// The kernel drops every cached name (memory pressure, `echo 2 >
+    /// drop_caches`, `--max-inodes`) and forgets every inode: directories
+    /// first, while it still holds the files in them (open, say), which
+    /// must read as before; then the files.
+    KernelForgets,
 }
 
 /// One of [`Op::TwoWriters`]: how it opens, what it writes.
@@ -270,6 +275,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => dir().prop_map(|secret| Op::ExternalDelete { secret }),
         1 => dir().prop_map(|secret| Op::ExternalUndelete { secret }),
         1 => (0u64..45).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::KernelForgets),
     ]
 }
 
@@ -423,6 +429,8 @@ struct Subject {
     fs: SecretFs,
     store: Arc<MemoryStore>,
     clock: Arc<ManualClock>,
+    /// The references the kernel holds: one per successful lookup.
+    held: std::sync::Mutex<HashMap<Ino, u64>>,
 }
 
 fn errno<T>(r: secretfs::error::Result<T>) -> Result<T, i32> {
@@ -459,13 +467,72 @@ impl Subject {
             config,
             clock.clone(),
         );
-        Subject { fs, store, clock }
+        Subject {
+            fs,
+            store,
+            clock,
+            held: Default::default(),
+        }
+    }
+
+    /// A lookup, as the kernel makes it: it holds a reference after.
+    fn look(&self, parent: Ino, name: &str) -> secretfs::error::Result<secretfs::fs::Attr> {
+        let attr = self.fs.lookup(parent, name)?;
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(attr.ino)
+            .or_default() += 1;
+        Ok(attr)
+    }
+
+    /// The kernel forgets every directory it holds, then reads each file
+    /// it still holds (they must read as before), then forgets them too.
+    fn forget_all(&self) -> Result<(), TestCaseError> {
+        let (_, files) = self.walk()?;
+        let mut held_files = Vec::new();
+        for (path, bytes) in files {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            let parent = self
+                .resolve(dir)
+                .map_err(|e| TestCaseError::fail(format!("resolve /{dir}: errno {e}")))?;
+            let ino = self
+                .look(parent, name)
+                .map_err(|e| TestCaseError::fail(format!("lookup /{path}: {e}")))?
+                .ino;
+            held_files.push((path, ino, bytes));
+        }
+        let held: Vec<(Ino, u64)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        let files: BTreeSet<Ino> = held_files.iter().map(|(_, ino, _)| *ino).collect();
+        let (file_refs, dir_refs): (Vec<_>, Vec<_>) =
+            held.into_iter().partition(|(ino, _)| files.contains(ino));
+        for (ino, n) in dir_refs {
+            self.fs.forget(ino, n);
+        }
+        for (path, ino, bytes) in &held_files {
+            let read = self.read_file(*ino).map_err(|e| {
+                TestCaseError::fail(format!(
+                    "cat /{path} after its directory was forgotten: errno {e}"
+                ))
+            })?;
+            prop_assert_eq!(&read, bytes, "/{} after its directory was forgotten", path);
+        }
+        for (ino, n) in file_refs {
+            self.fs.forget(ino, n);
+        }
+        Ok(())
     }
 
     fn resolve(&self, path: &str) -> Result<Ino, i32> {
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            let attr = errno(self.fs.lookup(ino, part))?;
+            let attr = errno(self.look(ino, part))?;
             if !attr.is_dir {
                 return Err(libc::ENOTDIR);
             }
@@ -510,7 +577,7 @@ impl Subject {
                 .map_err(|e| TestCaseError::fail(format!("ls /{dir}: errno {e}")))?;
             for (name, is_dir) in &listed {
                 let path = join(&dir, name);
-                let attr = match self.fs.lookup(ino, name) {
+                let attr = match self.look(ino, name) {
                     Ok(a) => a,
                     // A listed secret deleted elsewhere (see the top).
                     Err(e) if e.errno() == libc::ENOENT && *is_dir => continue,
@@ -537,7 +604,7 @@ impl Subject {
                 if listed.iter().any(|(n, _)| n == name) {
                     continue;
                 }
-                if let Ok(a) = self.fs.lookup(ino, name) {
+                if let Ok(a) = self.look(ino, name) {
                     if a.is_dir {
                         // An empty directory of a secret deleted elsewhere.
                         let empty = self.list(a.ino).map(|l| l.is_empty());
@@ -655,7 +722,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                 .is_some_and(|f| f.contains_key(*name));
             let (fh, base) = match &existing {
                 Some(bytes) => {
-                    let ino = errno(s.fs.lookup(parent, name))
+                    let ino = errno(s.look(parent, name))
                         .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
                         .ino;
                     let fh = errno(s.fs.open(ino, true, *truncate))
@@ -664,7 +731,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                 }
                 None => {
                     prop_assert_eq!(
-                        s.fs.lookup(parent, name).map(|_| ()).map_err(|e| e.errno()),
+                        s.look(parent, name).map(|_| ()).map_err(|e| e.errno()),
                         Err(libc::ENOENT),
                         "lookup of missing /{}/{}",
                         dir,
@@ -737,7 +804,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let Some(base) = model.file(dir, name) else {
                 return Ok(());
             };
-            let ino = errno(s.fs.lookup(parent, name))
+            let ino = errno(s.look(parent, name))
                 .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
                 .ino;
             let writers = [first, second];
@@ -1037,6 +1104,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             s.clock.advance(Duration::from_secs(*secs));
             Ok(())
         }
+        Op::KernelForgets => s.forget_all(),
     }
 }
 
