@@ -153,3 +153,76 @@ fn a_busy_metrics_address_fails_the_mount_in_one_line() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// The getxattr requests that reached the daemon so far.
+fn getxattrs(addr: &str) -> f64 {
+    value(
+        &scrape(addr),
+        "secretfs_fuse_operations_total{op=\"getxattr\"}",
+    )
+}
+
+/// `ls -l` (coreutils) asks every file it lists for `security.selinux`
+/// and its POSIX ACL (`system.posix_acl_access`, and `_default` of a
+/// directory) unless the filesystem says once that it keeps none
+/// (`ENOTSUP`): answered "no data", that was three round trips to the
+/// daemon per secret, on every listing. Now it is a fixed few per `ls`
+/// however many files, and our own attributes still read.
+#[test]
+fn ls_l_asks_the_daemon_for_no_extended_attribute_per_file() {
+    const SECRETS: usize = 40;
+    let bao = seeded();
+    for i in 0..SECRETS {
+        bao.kv2_put(
+            "secret",
+            &format!("tree/s{i:03}"),
+            serde_json::json!({"K": "v"}),
+        );
+    }
+    let addr = free_addr();
+    let m = Mount::builder(&bao, "secret/")
+        .args(&["--metrics", &addr])
+        .start();
+
+    for (dir, entries) in [("tree", SECRETS), ("myapp/db", 5)] {
+        for listing in ["first", "second"] {
+            let before = getxattrs(&addr);
+            let out = support::run_ok("ls", &["-l", support::s(&m.at(dir))]);
+            let asked = getxattrs(&addr) - before;
+            let lines: Vec<&str> = out.lines().skip(1).collect(); // "total N"
+            assert_eq!(lines.len(), entries, "{out}");
+            // No ACL (`+`) or security context (`.`) mark after the mode.
+            for line in &lines {
+                assert_eq!(line.as_bytes().get(10), Some(&b' '), "{line}");
+            }
+            assert!(
+                asked <= 3.0,
+                "{listing} `ls -l {dir}` of {entries} entries sent {asked} getxattr requests to the daemon"
+            );
+        }
+    }
+
+    // Our own attributes answer; other names in `user.` have no data, and
+    // other namespaces are not kept.
+    let db = m.at("myapp/db/USER");
+    let version = support::run_ok(
+        "getfattr",
+        &[
+            "-n",
+            "user.secretfs.version",
+            "--only-values",
+            support::s(&db),
+        ],
+    );
+    assert_eq!(version, "1");
+    let other = support::run("getfattr", &["-n", "user.other", support::s(&db)]);
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("No such attribute"),
+        "{other:?}"
+    );
+    let selinux = support::run("getfattr", &["-n", "security.selinux", support::s(&db)]);
+    assert!(
+        String::from_utf8_lossy(&selinux.stderr).contains("Operation not supported"),
+        "{selinux:?}"
+    );
+}

@@ -32,6 +32,31 @@ pub const CREATED_XATTR: &str = "user.secretfs.created_time";
 /// The prefix of the attributes that hold the secret's custom metadata.
 pub const META_PREFIX: &str = "user.secretfs.meta.";
 
+/// The prefix of every attribute secretfs has.
+const OURS: &str = "user.secretfs.";
+
+/// Whether `name` may be one of ours (`user.secretfs.*`): only those can
+/// need the store; any other is answered at once (see [`foreign_xattr`]).
+pub fn is_ours(name: &str) -> bool {
+    name.starts_with(OURS)
+}
+
+/// The answer to a getxattr of a name that is not ours: `ENODATA` in the
+/// `user.` namespace (which we have), `ENOTSUP` in any other (`security.`,
+/// `system.`, `trusted.`: none of them is kept, and the kernel checks no
+/// ACL here since the mount does not negotiate POSIX ACLs). `ENOTSUP` is
+/// what `ls -l` caches per device: coreutils asks `security.selinux` and
+/// `system.posix_acl_access` (and `_default` of directories) of every file
+/// until one answers "not supported", then stops asking for that device.
+/// `ENODATA` made it ask all three of every file.
+pub fn foreign_xattr(name: &str) -> Error {
+    if name.starts_with("user.") {
+        Error::NoAttribute
+    } else {
+        Error::Unsupported("only user.secretfs.* attributes are kept")
+    }
+}
+
 /// `setxattr` flags (`XATTR_CREATE`, `XATTR_REPLACE`).
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
@@ -67,8 +92,8 @@ impl SecretFs {
             }
             return Err(Error::NoAttribute);
         }
-        if !name.starts_with("user.secretfs.") {
-            return Err(Error::NoAttribute);
+        if !is_ours(name) {
+            return Err(foreign_xattr(name));
         }
         let (_, secret) = self.metadata_of(ino)?.ok_or(Error::NoAttribute)?;
         let value = match name {
@@ -225,7 +250,18 @@ mod tests {
         assert!(no_data(fs.getxattr(ROOT_INO, "user.other")));
         assert!(no_data(fs.getxattr(app, STATUS_XATTR)));
         assert!(no_data(fs.getxattr(app, "user.secretfs.meta.none")));
-        assert!(no_data(fs.getxattr(app, "security.selinux")));
+        // Other namespaces are not kept at all: "not supported", which
+        // `ls -l` remembers per device instead of asking every file.
+        let unsupported = |r: Result<Vec<u8>>| r.unwrap_err().errno() == libc::ENOTSUP;
+        for name in [
+            "security.selinux",
+            "system.posix_acl_access",
+            "system.posix_acl_default",
+            "trusted.x",
+        ] {
+            assert!(unsupported(fs.getxattr(app, name)), "{name}");
+            assert!(unsupported(fs.getxattr(ROOT_INO, name)), "{name}");
+        }
     }
 
     #[test]

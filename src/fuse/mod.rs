@@ -808,18 +808,23 @@ impl Filesystem for FuseAdapter {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         crate::metrics::record_fuse_op("getxattr");
         let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
-        // The status attribute asks the store how it is.
-        let name = name.to_os_string();
         let ino = Ino(ino.0);
-        self.later(move |s| {
-            let result = match name.to_str() {
-                Some(n) => s.core.getxattr(ino, n),
-                None => Err(Error::NoAttribute),
-            };
-            match result {
-                Ok(bytes) => reply_xattr(reply, size, &bytes),
-                Err(e) => reply.error(s.fail("getxattr", ino, Some(&name), &e)),
-            }
+        // `ls -l` asks every file for `security.selinux` and POSIX ACLs:
+        // names not ours are answered here, without a store thread.
+        let Some(ours) = name.to_str().filter(|n| crate::fs::xattr::is_ours(n)) else {
+            let e = name
+                .to_str()
+                .map_or(Error::NoAttribute, crate::fs::xattr::foreign_xattr);
+            // An everyday answer, one per file listed: no path worked out.
+            tracing::trace!(ino = ino.0, ?name, error = %e, "getxattr");
+            reply.error(Errno::from_i32(e.errno()));
+            return;
+        };
+        // The status attribute asks the store how it is.
+        let name = ours.to_string();
+        self.later(move |s| match s.core.getxattr(ino, &name) {
+            Ok(bytes) => reply_xattr(reply, size, &bytes),
+            Err(e) => reply.error(s.fail("getxattr", ino, Some(OsStr::new(&name)), &e)),
         });
     }
 
