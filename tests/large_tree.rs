@@ -8,7 +8,8 @@
 //! log; a fresh read-only mount per size; `find MNT -type f` walks it.
 //! Reported per size: the walk's time per secret, the LISTs and GETs the
 //! server received, the daemon's resident memory after the walk and per
-//! inode it holds, and a second `ls -l` of the folder.
+//! inode it holds, and a second `ls -l` of the folder. `SECRETFS_TREE_ARGS`
+//! adds mount options (`--max-inodes 20000`).
 
 mod support;
 
@@ -41,7 +42,11 @@ fn walking_large_folders() {
         for i in 0..n {
             bao.kv2_put("secret", &format!("{folder}/s{i:05}"), json!({"K": "v"}));
         }
-        let m = Mount::new(&bao, &format!("secret/{folder}"), &["--ttl", "5m"]);
+        // SECRETFS_TREE_ARGS: more mount options, e.g. "--max-inodes 20000".
+        let extra = std::env::var("SECRETFS_TREE_ARGS").unwrap_or_default();
+        let mut args = vec!["--ttl", "5m"];
+        args.extend(extra.split_whitespace());
+        let m = Mount::new(&bao, &format!("secret/{folder}"), &args);
         let pid = m.pid().expect("daemon pid");
         let rss_mounted = rss_kib(pid);
         let (lists0, gets0) = (
