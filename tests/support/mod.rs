@@ -330,6 +330,24 @@ impl Bao {
     /// like a hung server or a black-holed network.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        // kill(2) returns before every thread has stopped: a request
+        // already under way could still be answered. Wait until all are.
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let all_stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                matches!(state, Some(Some('T' | 't')))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Thaws a paused server (SIGCONT).
