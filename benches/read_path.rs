@@ -15,10 +15,11 @@
 //! 4. backend load: GETs made for 8 busy readers, for 64 threads opening one
 //!    cold secret at once, and LISTs made by `ls -l` of a 1000-secret folder;
 //! 5. memory (VmRSS) of the daemon after mounting and with 1000 secrets cached;
-//! 6. large trees: `find` over a folder of 10,000 secrets (and of each size
-//!    in `SECRETFS_BENCH_TREE`, e.g. `50000`: on demand only, seeding 50,000
-//!    secrets takes about a minute) against the same tree on tmpfs, the
-//!    requests the walk makes, the daemon's memory per inode, `ls -l`.
+//! 6. large trees: `find` over a folder of 10,000 secrets (about 20 s; and
+//!    of each size in `SECRETFS_BENCH_TREE`, e.g. `50000`: on demand only,
+//!    about 2 min more on 2 cores) against the same tree on tmpfs, the
+//!    requests the walk makes, a second walk, the daemon's memory per
+//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone.
 //!
 //! The two modes are the ones measured before read-only became the default:
 //! "--writable" is the former default (read-write) mount, "default,
@@ -29,7 +30,7 @@
 //! helpers must not change what the benchmark measures. Every wait is
 //! bounded: a watchdog stops everything if a section overruns its budget,
 //! and Ctrl-C does the same cleanup; guards unmount and stop OpenBao on the
-//! way out, panics included. About 90 s on 2 cores.
+//! way out, panics included. About 100 s on 2 cores.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
