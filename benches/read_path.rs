@@ -14,7 +14,12 @@
 //!    with an O_DIRECT read: daemon or page cache?);
 //! 4. backend load: GETs made for 8 busy readers, for 64 threads opening one
 //!    cold secret at once, and LISTs made by `ls -l` of a 1000-secret folder;
-//! 5. memory (VmRSS) of the daemon after mounting and with 1000 secrets cached.
+//! 5. memory (VmRSS) of the daemon after mounting and with 1000 secrets cached;
+//! 6. large trees: `find` over a folder of 10,000 secrets (about 20 s; and
+//!    of each size in `SECRETFS_BENCH_TREE`, e.g. `50000`: on demand only,
+//!    about 2 min more on 2 cores) against the same tree on tmpfs, the
+//!    requests the walk makes, a second walk, the daemon's memory per
+//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone.
 //!
 //! The two modes are the ones measured before read-only became the default:
 //! "--writable" is the former default (read-write) mount, "default,
@@ -25,7 +30,7 @@
 //! helpers must not change what the benchmark measures. Every wait is
 //! bounded: a watchdog stops everything if a section overruns its budget,
 //! and Ctrl-C does the same cleanup; guards unmount and stop OpenBao on the
-//! way out, panics included. About 90 s on 2 cores.
+//! way out, panics included. About 100 s on 2 cores.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -65,7 +70,12 @@ const LOAD_READERS: usize = 8;
 const STORM: usize = 64;
 /// Sections 4 and 5: secrets in one folder.
 const MANY: usize = 1000;
-/// The whole run, whatever the sections say.
+/// Section 6: the folder size always measured (more with `SECRETFS_BENCH_TREE`).
+const TREE: usize = 10_000;
+/// Section 6: threads seeding a tree over HTTP.
+const SEEDERS: usize = 4;
+/// The whole run, whatever the sections say (plus section 6's budget for
+/// the tree sizes asked beyond [`TREE`]).
 const TOTAL_BUDGET: Duration = Duration::from_secs(8 * 60);
 
 // ---------------------------------------------------------------------------
@@ -102,8 +112,8 @@ fn section(name: &'static str, budget: Duration) {
 
 /// Stops the run (after cleaning up) when a section overruns its budget: a
 /// read blocked on a stuck daemon would otherwise wait forever.
-fn start_watchdog() {
-    let hard = Instant::now() + TOTAL_BUDGET;
+fn start_watchdog(total: Duration) {
+    let hard = Instant::now() + total;
     std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || loop {
@@ -694,33 +704,54 @@ struct TmpfsFile {
     file: PathBuf,
 }
 
+/// A directory on tmpfs: under /dev/shm where that is tmpfs (`mounted_by_us`
+/// false), else a tmpfs of `size` we mount in the work dir. `suffix` tells
+/// the directories of one run apart.
+fn tmpfs_dir(work: &Path, suffix: &str, size: &str) -> (PathBuf, bool) {
+    let shm_is_tmpfs = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-");
+            f.get(4) == Some(&"/dev/shm") && sep.and_then(|s| f.get(s + 1)) == Some(&"tmpfs")
+        });
+    if shm_is_tmpfs {
+        let root = PathBuf::from(format!(
+            "/dev/shm/secretfs-bench-{}{suffix}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&root).expect("mkdir on /dev/shm");
+        registry().dirs.push(root.clone());
+        (root, false)
+    } else {
+        let root = work.join(format!("tmpfs{suffix}"));
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "bench-tmpfs"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "/dev/shm is not tmpfs and mounting a tmpfs failed");
+        registry().mounts.push(root.clone());
+        (root, true)
+    }
+}
+
+/// Removes what [`tmpfs_dir`] made.
+fn remove_tmpfs_dir(root: &Path, mounted_by_us: bool) {
+    if mounted_by_us {
+        let _ = Command::new("umount").arg(root).status();
+        registry().mounts.retain(|m| m != root);
+    } else {
+        let _ = std::fs::remove_dir_all(root);
+        registry().dirs.retain(|d| d != root);
+    }
+}
+
 impl TmpfsFile {
     fn new(work: &Path) -> TmpfsFile {
-        let shm_is_tmpfs = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                let sep = f.iter().position(|x| *x == "-");
-                f.get(4) == Some(&"/dev/shm") && sep.and_then(|s| f.get(s + 1)) == Some(&"tmpfs")
-            });
-        let (root, mounted_by_us) = if shm_is_tmpfs {
-            let root = PathBuf::from(format!("/dev/shm/secretfs-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&root).expect("mkdir on /dev/shm");
-            registry().dirs.push(root.clone());
-            (root, false)
-        } else {
-            let root = work.join("tmpfs");
-            std::fs::create_dir_all(&root).expect("mkdir");
-            let ok = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=1m", "bench-tmpfs"])
-                .arg(&root)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "/dev/shm is not tmpfs and mounting a tmpfs failed");
-            registry().mounts.push(root.clone());
-            (root, true)
-        };
+        let (root, mounted_by_us) = tmpfs_dir(work, "", "1m");
         // /tmp/secretfs-bench-PID/NAME/mnt/bench/hot/PASSWORD in the mounts.
         let dir = root.join("mnt/bench/hot");
         std::fs::create_dir_all(&dir).expect("tmpfs dirs");
@@ -736,13 +767,42 @@ impl TmpfsFile {
 
 impl Drop for TmpfsFile {
     fn drop(&mut self) {
-        if self.mounted_by_us {
-            let _ = Command::new("umount").arg(&self.root).status();
-            registry().mounts.retain(|m| *m != self.root);
-        } else {
-            let _ = std::fs::remove_dir_all(&self.root);
-            registry().dirs.retain(|d| *d != self.root);
+        remove_tmpfs_dir(&self.root, self.mounted_by_us);
+    }
+}
+
+/// Section 6's baseline: folders of N directories of one 32-byte file each
+/// on tmpfs, as the mount shows a folder of N secrets of one key.
+struct TmpfsTree {
+    root: PathBuf,
+    mounted_by_us: bool,
+}
+
+impl TmpfsTree {
+    fn new(work: &Path) -> TmpfsTree {
+        // 50,000 one-page files: 200 MiB where we mount the tmpfs.
+        let (root, mounted_by_us) = tmpfs_dir(work, "-trees", "1g");
+        TmpfsTree {
+            root,
+            mounted_by_us,
         }
+    }
+
+    /// `tree{n}/sNNNNN/K` for n secrets; the folder.
+    fn folder(&self, n: usize) -> PathBuf {
+        let folder = self.root.join(format!("tree{n}"));
+        for i in 0..n {
+            let dir = folder.join(format!("s{i:05}"));
+            std::fs::create_dir_all(&dir).expect("tmpfs tree dir");
+            std::fs::write(dir.join("K"), VALUE).expect("tmpfs tree file");
+        }
+        folder
+    }
+}
+
+impl Drop for TmpfsTree {
+    fn drop(&mut self) {
+        remove_tmpfs_dir(&self.root, self.mounted_by_us);
     }
 }
 
@@ -815,14 +875,66 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    // SECRETFS_BENCH_ONLY=layouts (a comma list of cached, layouts, cold,
+    // propagation, load, trees) runs those sections alone.
+    let only = std::env::var("SECRETFS_BENCH_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+    };
+    let trees = tree_sizes();
+    let extra_trees: Duration = trees.iter().skip(1).map(|&n| tree_budget(n)).sum();
     quiet_panics_while_stopping();
     handle_signals();
-    start_watchdog();
+    start_watchdog(TOTAL_BUDGET + extra_trees);
     print_machine();
 
     let work = Workdir::new();
     section("starting OpenBao and seeding", Duration::from_secs(90));
     let bao = Bao::start(&work.0);
+    let others = ["cached", "layouts", "cold", "propagation", "load"];
+    if others.iter().any(|s| wanted(s)) {
+        seed_shared(&bao);
+    }
+    if wanted("cached") {
+        cached_section(&work.0, &bao);
+    }
+    if wanted("layouts") {
+        layout_section(&work.0, &bao);
+    }
+    if wanted("cold") {
+        cold_section(&work.0, &bao);
+    }
+    if wanted("propagation") {
+        propagation_section(&work.0, &bao);
+    }
+    if wanted("load") {
+        let memory = load_section(&work.0, &bao);
+        memory_section(memory);
+    }
+    if wanted("trees") {
+        tree_section(&work.0, &bao, &trees);
+    }
+
+    section("cleanup", Duration::from_secs(60));
+    drop(bao);
+    let (mounts, unclean) = (
+        MOUNTS_STARTED.load(Ordering::Relaxed),
+        UNCLEAN_STOPS.load(Ordering::Relaxed),
+    );
+    println!(
+        "\ntotal run time {:.0} s; OpenBao stopped; {mounts} secretfs mounts stopped with SIGTERM: {}",
+        started.elapsed().as_secs_f64(),
+        if unclean == 0 {
+            "all exited 0 and unmounted".to_string()
+        } else {
+            format!("!! {unclean} did not exit 0 or stayed mounted (details above)")
+        }
+    );
+}
+
+/// The secrets sections 1 to 5 read.
+fn seed_shared(bao: &Bao) {
     let seed_start = Instant::now();
     bao.put("bench/hot", json!({ "PASSWORD": VALUE_STR }));
     for i in 0..COLD {
@@ -847,35 +959,6 @@ fn main() {
         bao.addr,
         1 + 3 * COLD + MANY + 4,
         seed_start.elapsed().as_secs_f64()
-    );
-
-    // SECRETFS_BENCH_ONLY=layouts runs the layouts section alone.
-    let only = std::env::var("SECRETFS_BENCH_ONLY").ok();
-    if only.is_none() {
-        cached_section(&work.0, &bao);
-    }
-    layout_section(&work.0, &bao);
-    if only.is_none() {
-        cold_section(&work.0, &bao);
-        propagation_section(&work.0, &bao);
-        let memory = load_section(&work.0, &bao);
-        memory_section(memory);
-    }
-
-    section("cleanup", Duration::from_secs(60));
-    drop(bao);
-    let (mounts, unclean) = (
-        MOUNTS_STARTED.load(Ordering::Relaxed),
-        UNCLEAN_STOPS.load(Ordering::Relaxed),
-    );
-    println!(
-        "\ntotal run time {:.0} s; OpenBao stopped; {mounts} secretfs mounts stopped with SIGTERM: {}",
-        started.elapsed().as_secs_f64(),
-        if unclean == 0 {
-            "all exited 0 and unmounted".to_string()
-        } else {
-            format!("!! {unclean} did not exit 0 or stayed mounted (details above)")
-        }
     );
 }
 
@@ -1515,4 +1598,251 @@ fn memory_section(m: Memory) {
     println!("   how: VmRSS from /proc/PID/status of the `secretfs mount` process (--ttl 10m, --cache-entries");
     println!("        default 10000), 0.5 s after the mount appeared, after the `ls -l` of section 4, and after one");
     println!("        open+read+close of many/sNNNN/PASSWORD for each secret (each secret holds PASSWORD and USER).");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Large trees.
+
+/// Section 6's folder sizes: [`TREE`], then those `SECRETFS_BENCH_TREE`
+/// names (a comma list, e.g. `50000`).
+fn tree_sizes() -> Vec<usize> {
+    let mut sizes = vec![TREE];
+    let asked = std::env::var("SECRETFS_BENCH_TREE").unwrap_or_default();
+    for n in asked
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        if n > 0 && !sizes.contains(&n) {
+            sizes.push(n);
+        }
+    }
+    sizes
+}
+
+/// Section 6's time budget for one folder size: seeding, two walks, `ls -l`
+/// (about 4 ms per secret on 2 busy cores).
+fn tree_budget(n: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(8 * n as u64)
+}
+
+/// Seeds `tree{n}/sNNNNN` = {"K": VALUE} with a few threads.
+fn seed_tree(bao: &Bao, n: usize) {
+    std::thread::scope(|s| {
+        for t in 0..SEEDERS {
+            s.spawn(move || {
+                for i in (t..n).step_by(SEEDERS) {
+                    bao.put(&format!("tree{n}/s{i:05}"), json!({ "K": VALUE_STR }));
+                }
+            });
+        }
+    });
+}
+
+/// `find DIR -type f`: wall time and files printed.
+fn find_files(dir: &Path) -> (Duration, usize) {
+    let t = Instant::now();
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-type", "f"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("find");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "find {}: {}",
+        dir.display(),
+        out.status
+    );
+    (took, String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+/// The inodes a mount holds, from `secretfs status` (0 if it cannot say).
+fn status_inodes(mountpoint: &Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_secretfs"))
+        .arg("status")
+        .arg(mountpoint)
+        .output()
+        .expect("secretfs status");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["inodes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// One row of section 6.
+struct TreeRow {
+    n: usize,
+    seed: Duration,
+    walk: Duration,
+    tmpfs: Duration,
+    lists: usize,
+    gets: usize,
+    again: Duration,
+    again_gets: usize,
+    rss_mounted: u64,
+    rss: u64,
+    inodes: u64,
+    ls: Duration,
+    ls_requests: usize,
+    bad: Vec<String>,
+}
+
+fn us_per(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e6 / n as f64
+}
+
+/// 6. Large trees: one folder of N secrets walked with `find`.
+fn tree_section(work: &Path, bao: &Bao, sizes: &[usize]) {
+    let tmpfs = TmpfsTree::new(work);
+    let mut rows = Vec::new();
+    for &n in sizes {
+        section("6. large trees", tree_budget(n));
+        rows.push(tree_row(work, bao, &tmpfs, n));
+    }
+    drop(tmpfs);
+    println!("\n6. LARGE TREES: `find MOUNT/treeN -type f` over one folder of N secrets (one 32-byte key each)");
+    println!(
+        "   {:>6} {:>8} {:>8} {:>7} {:>6} {:>6} {:>8} {:>6} {:>7} {:>7} {:>8} {:>8}",
+        "N",
+        "find µs",
+        "tmpfs µs",
+        "×tmpfs",
+        "LISTs",
+        "GETs",
+        "again µs",
+        "GETs",
+        "RSS MiB",
+        "inodes",
+        "B/inode",
+        "ls -l ms"
+    );
+    for r in &rows {
+        println!(
+            "   {:>6} {:>8.0} {:>8.1} {:>6.0}x {:>6} {:>6} {:>8.0} {:>6} {:>7.1} {:>7} {:>8.0} {:>8.0}{}",
+            r.n,
+            us_per(r.walk, r.n),
+            us_per(r.tmpfs, r.n),
+            r.walk.as_secs_f64() / r.tmpfs.as_secs_f64(),
+            r.lists,
+            r.gets,
+            us_per(r.again, r.n),
+            r.again_gets,
+            mib(r.rss),
+            r.inodes,
+            (r.rss.saturating_sub(r.rss_mounted) * 1024) as f64 / r.inodes.max(1) as f64,
+            r.ls.as_secs_f64() * 1000.0,
+            if r.bad.is_empty() {
+                String::new()
+            } else {
+                format!("   !! {}", r.bad.join("; "))
+            }
+        );
+    }
+    if let [first, rest @ ..] = rows.as_slice() {
+        for r in rest {
+            println!(
+                "   per secret, {} ÷ {}: find {:.2}x (tmpfs {:.2}x)",
+                r.n,
+                first.n,
+                us_per(r.walk, r.n) / us_per(first.walk, first.n),
+                us_per(r.tmpfs, r.n) / us_per(first.tmpfs, first.n),
+            );
+        }
+    }
+    for r in &rows {
+        println!(
+            "   N={}: seeded in {:.1} s ({SEEDERS} threads of HTTP puts); the second `ls -l` made {} requests",
+            r.n,
+            r.seed.as_secs_f64(),
+            r.ls_requests
+        );
+    }
+    println!("   how: per N a fresh read-only mount (--ttl 5m, default --cache-entries) of secret/; `find MOUNT/treeN");
+    println!("        -type f` run as a child process, wall time ÷ N (\"find µs\": nothing cached; \"again\": the same find");
+    println!("        once more on the same mount, with its GETs); tmpfs: the same find over treeN/sNNNNN/K on tmpfs,");
+    println!(
+        "        median of 3; LISTs/GETs: audit-log `list` on secret/metadata/treeN… and `read` on"
+    );
+    println!("        secret/data/treeN/ during the first find (expected 1 LIST, N GETs); RSS: VmRSS after the first");
+    println!("        find; B/inode: (RSS after − RSS 0.5 s after mounting) ÷ the inodes `secretfs status` reports");
+    println!("        then; ls -l: `ls -l MOUNT/treeN` after both finds, wall time and audit-log requests.");
+    println!("        The walk is CPU-bound (daemon and OpenBao on the same cores): its time follows the machine's load.");
+}
+
+fn tree_row(work: &Path, bao: &Bao, tmpfs: &TmpfsTree, n: usize) -> TreeRow {
+    let mut bad = Vec::new();
+    let t = Instant::now();
+    seed_tree(bao, n);
+    let seed = t.elapsed();
+    let baseline = tmpfs.folder(n);
+    let name: &'static str = Box::leak(format!("tree{n}").into_boxed_str());
+    let mut m = Mount::start(work, bao, name, &["--ttl", "5m"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_mounted = rss_kib(m.pid());
+    let folder = m.at(name);
+    let data = format!("secret/data/{name}/");
+    let meta = format!("secret/metadata/{name}");
+
+    let mark = bao.mark();
+    let (walk, files) = find_files(&folder);
+    let end = bao.mark();
+    if files != n {
+        bad.push(format!("find saw {files} files"));
+    }
+    let lists = bao.count(mark, end, "list", |p| p.starts_with(&meta));
+    let gets = bao.count(mark, end, "read", |p| p.starts_with(&data));
+    let rss = rss_kib(m.pid());
+    let inodes = status_inodes(&m.mountpoint);
+
+    let mark = bao.mark();
+    let (again, files) = find_files(&folder);
+    let end = bao.mark();
+    if files != n {
+        bad.push(format!("the second find saw {files} files"));
+    }
+    let again_gets = bao.count(mark, end, "read", |p| p.starts_with(&data));
+
+    let mark = bao.mark();
+    let t = Instant::now();
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(&folder)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("ls");
+    let ls = t.elapsed();
+    let end = bao.mark();
+    let secret = |p: &str| p.starts_with("secret/");
+    let ls_requests = bao.count(mark, end, "read", secret) + bao.count(mark, end, "list", secret);
+    if !out.status.success() {
+        bad.push(format!("ls: {}", out.status));
+    }
+    m.stop();
+
+    let tmpfs_walk = median(
+        (0..3)
+            .map(|_| {
+                let (took, files) = find_files(&baseline);
+                assert_eq!(files, n, "find over the tmpfs tree");
+                took.as_secs_f64()
+            })
+            .collect(),
+    );
+    TreeRow {
+        n,
+        seed,
+        walk,
+        tmpfs: Duration::from_secs_f64(tmpfs_walk),
+        lists,
+        gets,
+        again,
+        again_gets,
+        rss_mounted,
+        rss,
+        inodes,
+        ls,
+        ls_requests,
+        bad,
+    }
 }

@@ -861,3 +861,43 @@ fn probe(store: Arc<dyn SecretStore>, reach: Weak<Reach>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, folder: bool) -> ListEntry {
+        ListEntry {
+            name: name.to_string(),
+            folder,
+        }
+    }
+
+    /// A large folder, sorted as `fetch_listing` sorts it: every name finds
+    /// its own entries (a folder and a secret may share one), and a name
+    /// that is only a prefix of others, or falls between them, finds none.
+    #[test]
+    fn a_listing_is_searched_by_name() {
+        let mut listing: Listing = (0..50_000)
+            .map(|i| entry(&format!("s{i:05}"), false))
+            .chain([
+                entry("s00007", true),
+                entry("app", true),
+                entry("zz", false),
+            ])
+            .collect();
+        listing.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
+        for i in (0..50_000).step_by(997) {
+            let name = format!("s{i:05}");
+            let found = named(&listing, &name);
+            assert!(!found.is_empty() && found.iter().all(|e| e.name == name));
+        }
+        let both: Vec<bool> = named(&listing, "s00007").iter().map(|e| e.folder).collect();
+        assert_eq!(both, [false, true]);
+        assert_eq!(named(&listing, "app"), [entry("app", true)]);
+        assert_eq!(named(&listing, "zz"), [entry("zz", false)]);
+        for missing in ["", "a", "s", "s0000", "s000071", "s49999x", "zzz"] {
+            assert!(named(&listing, missing).is_empty(), "{missing:?} found");
+        }
+    }
+}
