@@ -3,6 +3,7 @@
 //! (`vault`) and an in-memory one for tests (`memory`). `deleted` hides
 //! what a store with soft deletes keeps listing after a delete through us.
 
+mod data;
 pub mod deadline;
 pub mod deleted;
 pub mod layered;
@@ -372,8 +373,7 @@ impl From<String> for KeyName {
     }
 }
 
-/// A secret's data: key → value.
-pub type SecretData = BTreeMap<KeyName, SecretValue>;
+pub use data::SecretData;
 
 /// Which version of a secret a store holds, as the store names it: only
 /// compared and handed back, never computed with.
