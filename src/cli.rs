@@ -376,9 +376,10 @@ pub struct CacheArgs {
     /// Most inodes (names the kernel was shown) kept in memory, about 160
     /// bytes each. Past it the kernel is asked to drop the entries looked
     /// up longest ago, down to nine tenths; it keeps those in use (open
-    /// files, working directories), and a dropped name is looked up again
-    /// when next used. 0: no bound, the table follows what the kernel keeps
-    /// cached (it drops entries under memory pressure).
+    /// files, working directories), paths something is mounted on are
+    /// spared, and a dropped name is looked up again when next used.
+    /// 0: no bound, the table follows what the kernel keeps cached (it
+    /// drops entries under memory pressure).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_inodes: u64,
 }
