@@ -248,7 +248,7 @@ impl Inodes {
     /// How a node named `name` in `parent` stores `kind`.
     fn pack(&self, parent: Ino, name: &str, kind: NodeKind) -> Packed {
         let dir = || self.dir_path(parent);
-        let packed = match &kind {
+        match &kind {
             NodeKind::Dir { path } if dir().is_some_and(|d| d.join(name) == *path) => Packed::Dir,
             NodeKind::Scratch { path } if dir().is_some_and(|d| d.join(name) == *path) => {
                 Packed::Scratch
@@ -273,8 +273,7 @@ impl Inodes {
                 None => Packed::Whole(Box::new(kind)),
             },
             _ => Packed::Whole(Box::new(kind)),
-        };
-        packed
+        }
     }
 
     fn index(&mut self, ino: Ino, kind: &NodeKind) {
@@ -309,14 +308,14 @@ impl Inodes {
     fn remove(&mut self, ino: Ino) {
         let mut at = ino;
         while at != ROOT_INO {
-            let Some(kind) = self.nodes.get(&at).and_then(|n| self.unpack(n)) else {
-                self.nodes.remove(&at);
-                return;
-            };
+            // (Known while its parent is: a node keeps its parent.)
+            let kind = self.nodes.get(&at).and_then(|n| self.unpack(n));
             let Some(node) = self.nodes.remove(&at) else {
                 return;
             };
-            self.unindex(at, &kind);
+            if let Some(kind) = kind {
+                self.unindex(at, &kind);
+            }
             self.unname_ino(at, node.parent, &node.name);
             let Some(parent) = self.nodes.get_mut(&node.parent) else {
                 return;
