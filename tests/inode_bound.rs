@@ -53,9 +53,14 @@ fn a_walk_past_the_bound_sees_every_secret_and_the_table_shrinks_back() {
     assert_eq!(walk(&free).len(), SECRETS);
     let held = inodes(&free);
     assert!(held > 2 * SECRETS as u64, "unbounded: {held} inodes");
+
+    let (_, report) = support::status(free.path());
+    assert_eq!(report["max_inodes"], serde_json::Value::Null);
     drop(free);
 
     let bounded = Mount::new(&bao, "secret/tree", &["--ttl", "5m", "--max-inodes", "100"]);
+    let (_, report) = support::status(bounded.path());
+    assert_eq!(report["max_inodes"], 100);
     let files = walk(&bounded);
     assert_eq!(files.len(), SECRETS, "every secret's key is seen");
     // What the walk left behind is dropped by the kernel, down to the bound.

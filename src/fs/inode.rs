@@ -593,6 +593,11 @@ impl Inodes {
         self.bound = max;
     }
 
+    /// The bound, if any (see [`Inodes::set_bound`]).
+    pub fn bound(&self) -> Option<usize> {
+        self.bound
+    }
+
     /// Whether the table is past its bound and a tenth of the bound was
     /// made since the kernel was last asked to drop entries.
     pub fn eviction_due(&self) -> bool {

@@ -409,6 +409,7 @@ impl SecretFs {
             "cached_listings": stats.listings,
             "cached_secrets": stats.secrets,
             "inodes": stats.inodes,
+            "max_inodes": self.names.bound(),
             "open_handles": self.handles.len(),
             "unknown_outcomes": self.writers.unknown_outcomes(),
             "read_only": self.config.read_only,

@@ -136,6 +136,11 @@ impl Namespace {
         self.lock().inodes.drop_unheld()
     }
 
+    /// The most inodes held before the kernel is asked to drop some.
+    pub fn bound(&self) -> Option<usize> {
+        self.lock().inodes.bound()
+    }
+
     /// Whether the table is due to ask the kernel to drop entries.
     pub fn eviction_due(&self) -> bool {
         self.lock().inodes.eviction_due()
