@@ -13,6 +13,17 @@ use support::{Bao, Mount};
 
 const SECRETS: usize = 300;
 
+/// `tree/s000` … `tree/s299`, each with one key `K` holding `v0` … `v299`.
+fn seed(bao: &Bao) {
+    for i in 0..SECRETS {
+        bao.kv2_put(
+            "secret",
+            &format!("tree/s{i:03}"),
+            json!({"K": format!("v{i}")}),
+        );
+    }
+}
+
 fn inodes(m: &Mount) -> u64 {
     let (_, report) = support::status(m.path());
     report["inodes"].as_u64().expect("status reports inodes")
@@ -40,13 +51,7 @@ fn walk(m: &Mount) -> Vec<String> {
 #[test]
 fn a_walk_past_the_bound_sees_every_secret_and_the_table_shrinks_back() {
     let bao = Bao::start();
-    for i in 0..SECRETS {
-        bao.kv2_put(
-            "secret",
-            &format!("tree/s{i:03}"),
-            json!({"K": format!("v{i}")}),
-        );
-    }
+    seed(&bao);
 
     // Unbounded, the table holds every directory and file walked.
     let free = Mount::new(&bao, "secret/tree", &["--ttl", "5m"]);
@@ -87,13 +92,7 @@ fn mounted_at(mountinfo: &str, at: &std::path::Path) -> bool {
 #[test]
 fn mounts_inside_the_mount_survive_the_bound_in_every_namespace() {
     let bao = Bao::start();
-    for i in 0..SECRETS {
-        bao.kv2_put(
-            "secret",
-            &format!("tree/s{i:03}"),
-            json!({"K": format!("v{i}")}),
-        );
-    }
+    seed(&bao);
     let m = Mount::new(&bao, "secret/tree", &["--ttl", "5m", "--max-inodes", "100"]);
     let here = m.path().join("s005");
     let status = Command::new("mount")
@@ -152,9 +151,7 @@ fn mounts_inside_the_mount_survive_the_bound_in_every_namespace() {
 #[test]
 fn names_only_listed_leave_memory_at_the_next_sweep() {
     let bao = Bao::start();
-    for i in 0..SECRETS {
-        bao.kv2_put("secret", &format!("tree/s{i:03}"), json!({"K": "v"}));
-    }
+    seed(&bao);
     let m = Mount::new(&bao, "secret/tree", &["--ttl", "2s"]);
     let out = Command::new("ls").arg(m.path()).output().expect("ls runs");
     assert!(out.status.success());
@@ -170,6 +167,6 @@ fn names_only_listed_leave_memory_at_the_next_sweep() {
     // Still there when used.
     assert_eq!(
         std::fs::read_to_string(m.path().join("s299/K")).expect("read"),
-        "v"
+        "v299"
     );
 }

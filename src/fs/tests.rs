@@ -1524,15 +1524,24 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
 mod layouts;
 mod templates;
 
-#[test]
-fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
+/// A mount over a folder `app` of 30 one-key secrets, its inodes bounded
+/// at 20 when `bounded`, and where its invalidations go.
+fn thirty_secrets(bounded: bool) -> (SecretFs, std::sync::mpsc::Receiver<Invalidation>) {
     let store = Arc::new(MemoryStore::new());
     for i in 0..30 {
         store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
     }
     let fs = fs_over(store, "", Duration::from_secs(30));
-    fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
+    if bounded {
+        fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
+    }
     let rx = invalidations_of(&fs);
+    (fs, rx)
+}
+
+#[test]
+fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
+    let (fs, rx) = thirty_secrets(true);
     let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
     for i in 0..30 {
         fs.lookup(app, &format!("s{i:02}")).unwrap();
@@ -1553,12 +1562,7 @@ fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
         name: "app".into()
     }));
     // Without a bound, nothing is asked.
-    let store = Arc::new(MemoryStore::new());
-    for i in 0..30 {
-        store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
-    }
-    let fs = fs_over(store, "", Duration::from_secs(30));
-    let rx = invalidations_of(&fs);
+    let (fs, rx) = thirty_secrets(false);
     let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
     for i in 0..30 {
         fs.lookup(app, &format!("s{i:02}")).unwrap();
@@ -1568,13 +1572,7 @@ fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
 
 #[test]
 fn names_a_plain_readdir_gave_go_when_the_inode_bound_is_reached() {
-    let store = Arc::new(MemoryStore::new());
-    for i in 0..30 {
-        store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
-    }
-    let fs = fs_over(store, "", Duration::from_secs(30));
-    fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
-    let rx = invalidations_of(&fs);
+    let (fs, rx) = thirty_secrets(true);
     let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
     let fh = fs.opendir(app).unwrap();
     struct Count(usize);
