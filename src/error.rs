@@ -53,7 +53,9 @@ pub enum Error {
     /// A name longer than 255 bytes.
     #[error("name longer than 255 bytes")]
     NameTooLong,
-    /// An operation secretfs does not offer (`fallocate`).
+    /// An operation secretfs does not offer (`fallocate`), or one the store
+    /// cannot do (versions or metadata on KV v1), or an extended attribute
+    /// outside `user.` (none is kept).
     #[error("operation not supported: {0}")]
     NotSupported(&'static str),
     /// The inode or handle is unknown (the kernel asked about something we forgot).
@@ -89,9 +91,6 @@ pub enum Error {
     /// No extended attribute of that name.
     #[error("no such extended attribute")]
     NoAttribute,
-    /// The store cannot do this (versions or metadata on KV v1).
-    #[error("not supported: {0}")]
-    Unsupported(&'static str),
     /// The answer needs the store, and the caller asked not to wait for it
     /// (the FUSE adapter then asks again off its request threads). Never
     /// reaches a program.
@@ -127,7 +126,6 @@ impl Error {
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
             Error::NoAttribute => libc::ENODATA,
-            Error::Unsupported(_) => libc::ENOTSUP,
             Error::WouldBlock => libc::EAGAIN,
         }
     }
@@ -160,7 +158,6 @@ impl Error {
                 | Error::NotSupported(_)
                 | Error::CrossSecret
                 | Error::NoAttribute
-                | Error::Unsupported(_)
                 | Error::WouldBlock
                 // Logged once per reason by the core.
                 | Error::Template(_)

@@ -139,7 +139,7 @@ fn all_errors() -> Vec<Error> {
         Error::IsDir,
         Error::NotDir,
         Error::NoAttribute,
-        Error::Unsupported("kv1"),
+        Error::NotSupported("kv1"),
         Error::WouldBlock,
         Error::OutOfTime(Duration::from_secs(1)),
         Error::OutcomeUnknown(Box::new(Error::Timeout(Duration::from_secs(5)))),
@@ -171,7 +171,6 @@ fn all_errors() -> Vec<Error> {
             | Error::IsDir
             | Error::NotDir
             | Error::NoAttribute
-            | Error::Unsupported(_)
             | Error::WouldBlock
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)

@@ -53,7 +53,7 @@ pub fn foreign_xattr(name: &str) -> Error {
     if name.starts_with("user.") {
         Error::NoAttribute
     } else {
-        Error::Unsupported("only user.secretfs.* attributes are kept")
+        Error::NotSupported("only user.secretfs.* attributes are kept")
     }
 }
 
@@ -170,7 +170,7 @@ impl SecretFs {
             _ if name == VERSION_XATTR || name == CREATED_XATTR || name == STATUS_XATTR => Err(
                 Error::NotPermitted("the version and its time are the store's to set"),
             ),
-            _ => Err(Error::Unsupported(
+            _ => Err(Error::NotSupported(
                 "only user.secretfs.meta.NAME can be set",
             )),
         }
@@ -183,9 +183,9 @@ impl SecretFs {
             return Err(Error::ReadOnly);
         }
         if !self.source.capabilities().metadata {
-            return Err(Error::Unsupported("this store keeps no metadata"));
+            return Err(Error::NotSupported("this store keeps no metadata"));
         }
-        let (path, secret) = self.metadata_of(ino)?.ok_or(Error::Unsupported(
+        let (path, secret) = self.metadata_of(ino)?.ok_or(Error::NotSupported(
             "only a secret's directory and files carry its metadata",
         ))?;
         if path.version().is_some() {

@@ -871,7 +871,7 @@ impl Filesystem for FuseAdapter {
                 s.admit(caller, &s.core.shown_paths(ino))
                     .and_then(|_| match name.to_str() {
                         Some(n) => s.core.setxattr(ino, n, &value, flags),
-                        None => Err(Error::Unsupported("attribute names are UTF-8")),
+                        None => Err(Error::NotSupported("attribute names are UTF-8")),
                     });
             s.audit("setxattr", caller, &result, |s| {
                 (s.path_of(ino, None), None)

@@ -527,7 +527,7 @@ impl SecretStore for MemoryStore {
 
     fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
         if self.kv == Engine::V1 {
-            return Err(Error::Unsupported("KV v1 keeps no versions"));
+            return Err(Error::NotSupported("KV v1 keeps no versions"));
         }
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Read, path)?;
@@ -547,7 +547,7 @@ impl SecretStore for MemoryStore {
         value: Option<&str>,
     ) -> Result<()> {
         if self.kv == Engine::V1 {
-            return Err(Error::Unsupported("KV v1 keeps no metadata"));
+            return Err(Error::NotSupported("KV v1 keeps no metadata"));
         }
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.before_call(Call::Write, path)?;

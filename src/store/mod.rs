@@ -534,7 +534,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// it was deleted or destroyed.
     fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
         let _ = (path, version);
-        Err(Error::Unsupported("this store keeps no versions"))
+        Err(Error::NotSupported("this store keeps no versions"))
     }
 
     /// Sets (`Some`) or removes (`None`) the entry `name` of the custom
@@ -547,7 +547,7 @@ pub trait SecretStore: Send + Sync + 'static {
         value: Option<&str>,
     ) -> Result<()> {
         let _ = (path, name, value);
-        Err(Error::Unsupported("this store keeps no metadata"))
+        Err(Error::NotSupported("this store keeps no metadata"))
     }
 
     /// Checks that the store answers and the credential is valid.

@@ -403,7 +403,7 @@ impl SecretStore for VaultStore {
         match self.source.version {
             KvVersion::V2 if version > 0 && !path.is_root() => self.kv2_read(path, Some(version)),
             KvVersion::V2 => Ok(None),
-            KvVersion::V1 => Err(Error::Unsupported("KV v1 keeps no versions")),
+            KvVersion::V1 => Err(Error::NotSupported("KV v1 keeps no versions")),
         }
     }
 
@@ -417,7 +417,7 @@ impl SecretStore for VaultStore {
         value: Option<&str>,
     ) -> Result<()> {
         if self.source.version == KvVersion::V1 {
-            return Err(Error::Unsupported("KV v1 keeps no metadata"));
+            return Err(Error::NotSupported("KV v1 keeps no metadata"));
         }
         let mount = self.source.mount.as_str();
         let meta = self
