@@ -246,9 +246,9 @@ impl Inodes {
     }
 
     /// How a node named `name` in `parent` stores `kind`.
-    fn pack(&self, parent: Ino, name: &str, kind: NodeKind) -> Packed {
+    fn pack(&self, parent: Ino, name: &str, kind: &NodeKind) -> Packed {
         let dir = || self.dir_path(parent);
-        match &kind {
+        match kind {
             NodeKind::Dir { path } if dir().is_some_and(|d| d.join(name) == *path) => Packed::Dir,
             NodeKind::Scratch { path } if dir().is_some_and(|d| d.join(name) == *path) => {
                 Packed::Scratch
@@ -268,11 +268,11 @@ impl Inodes {
                         view: *view,
                         leaf: Some(Box::new(leaf.to_string())),
                     },
-                    _ => Packed::Whole(Box::new(kind)),
+                    _ => Packed::Whole(Box::new(kind.clone())),
                 },
-                None => Packed::Whole(Box::new(kind)),
+                None => Packed::Whole(Box::new(kind.clone())),
             },
-            _ => Packed::Whole(Box::new(kind)),
+            _ => Packed::Whole(Box::new(kind.clone())),
         }
     }
 
@@ -365,7 +365,7 @@ impl Inodes {
             Node {
                 parent: ROOT_INO,
                 name: "".into(),
-                kind: Packed::Whole(Box::new(kind)),
+                kind: Packed::Whole(Box::new(kind.clone())),
                 lookups: 1,
                 children: 0,
                 ghost: false,
@@ -390,7 +390,7 @@ impl Inodes {
     /// stands for something else (a key that became a folder gets a new inode).
     /// `lookup` counts one kernel reference (lookup, create, readdirplus).
     pub fn remember(&mut self, parent: Ino, name: &str, kind: NodeKind, lookup: bool) -> Ino {
-        let packed = self.pack(parent, name, kind.clone());
+        let packed = self.pack(parent, name, &kind);
         if let Some(ino) = self.named(parent, name) {
             if let Some(node) = self.nodes.get_mut(&ino) {
                 if node.kind == packed {
@@ -449,7 +449,7 @@ impl Inodes {
         };
         self.unname_ino(ino, parent, name);
         self.unindex(ino, &old);
-        let packed = self.pack(new_parent, new_name, kind.clone());
+        let packed = self.pack(new_parent, new_name, &kind);
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.parent = new_parent;
             node.name = new_name.into();
@@ -486,7 +486,7 @@ impl Inodes {
             else {
                 continue;
             };
-            let packed = self.pack(parent, &name, new.clone());
+            let packed = self.pack(parent, &name, &new);
             if let Some(node) = self.nodes.get_mut(&ino) {
                 node.kind = packed;
                 node.shown = None;

@@ -73,13 +73,15 @@ impl SecretFs {
 
     /// Asks the kernel to drop entries when the inode table is past its bound.
     pub(super) fn keep_inodes_bounded(&self) {
+        // Unbounded (no bound_inodes): every lookup passes here, and
+        // returns without taking the namespace's lock.
+        let Some(mounted_over) = self.mounted_over.get() else {
+            return;
+        };
         if self.invalidations.get().is_none() || !self.names.eviction_due() {
             return;
         }
-        let spared = match self.mounted_over.get() {
-            Some(mounted_over) => mounted_over(),
-            None => Some(Default::default()),
-        };
+        let spared = mounted_over();
         if spared.is_none() {
             tracing::warn!(
                 "inode table past its bound, but what is mounted inside the mount cannot be \
