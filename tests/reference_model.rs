@@ -675,14 +675,27 @@ fn apply_writes(base: Vec<u8>, writes: &[WriteCall]) -> (Vec<u8>, Vec<u64>) {
     let mut offsets = Vec::new();
     for w in writes {
         let offset = u64::from(w.offset_pick) % (buf.len() as u64 + 2);
-        let (start, end) = (offset as usize, offset as usize + w.bytes.len());
-        if buf.len() < end {
-            buf.resize(end, 0);
-        }
-        buf[start..end].copy_from_slice(&w.bytes);
+        write_at(&mut buf, offset, &w.bytes);
         offsets.push(offset);
     }
     (buf, offsets)
+}
+
+/// One pwrite into `buf`: zeros fill a gap past its end.
+fn write_at(buf: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let (start, end) = (offset as usize, offset as usize + bytes.len());
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[start..end].copy_from_slice(bytes);
+}
+
+/// Whether `buf` is not UTF-8 in a way no later write can mend (not
+/// just a character cut at the end).
+fn broken_utf8(buf: &[u8]) -> bool {
+    std::str::from_utf8(buf)
+        .err()
+        .is_some_and(|e| e.error_len().is_some())
 }
 
 /// Resolves a directory in the filesystem and checks that the model
@@ -752,14 +765,8 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let mut partial = base;
             let mut refused = false;
             for (w, offset) in writes.iter().zip(offsets) {
-                let (start, end) = (offset as usize, offset as usize + w.bytes.len());
-                if partial.len() < end {
-                    partial.resize(end, 0);
-                }
-                partial[start..end].copy_from_slice(&w.bytes);
-                let broken = std::str::from_utf8(&partial)
-                    .err()
-                    .is_some_and(|e| e.error_len().is_some());
+                write_at(&mut partial, offset, &w.bytes);
+                let broken = broken_utf8(&partial);
                 let want = if broken && !in_memory {
                     refused = true;
                     Err(libc::EILSEQ)
@@ -962,14 +969,8 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let mut partial = Vec::new();
             let mut refused = false;
             for (w, offset) in writes.iter().zip(offsets) {
-                let (start, end) = (offset as usize, offset as usize + w.bytes.len());
-                if partial.len() < end {
-                    partial.resize(end, 0);
-                }
-                partial[start..end].copy_from_slice(&w.bytes);
-                let broken = std::str::from_utf8(&partial)
-                    .err()
-                    .is_some_and(|e| e.error_len().is_some());
+                write_at(&mut partial, offset, &w.bytes);
+                let broken = broken_utf8(&partial);
                 refused |= broken;
                 let want = if broken {
                     Err(libc::EILSEQ)
