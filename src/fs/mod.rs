@@ -23,7 +23,7 @@ mod permits;
 mod read;
 mod readdir;
 mod settle;
-mod shows;
+pub mod shows;
 pub mod source;
 pub mod template;
 pub mod view;

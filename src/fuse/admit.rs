@@ -10,6 +10,7 @@ use super::Shared;
 use crate::audit::Caller;
 use crate::error::Error;
 use crate::fs::inode::Ino;
+use crate::fs::shows::Through;
 
 impl Shared {
     /// With `--allow` rules, whether `caller` may open or change a file
@@ -62,6 +63,20 @@ impl Shared {
             .is_some_and(|a| a.rules.needs_digest(paths))
     }
 
+    /// [`Shared::admit`] for the keys the node `ino` reaches (whatever
+    /// name or view it is reached by: see `SecretFs::reached`).
+    pub(super) fn admit_ino(
+        &self,
+        caller: Caller,
+        ino: Ino,
+        through: Through,
+    ) -> crate::error::Result<bool> {
+        if self.access.is_none() {
+            return Ok(false);
+        }
+        self.admit(caller, &self.core.reached(ino, through)?)
+    }
+
     /// [`Shared::admit`] for a name in a directory.
     pub(super) fn admit_name(
         &self,
@@ -74,7 +89,7 @@ impl Shared {
         }
         let paths: Vec<String> = name
             .to_str()
-            .and_then(|n| self.core.shown_path_of(dir, n))
+            .and_then(|n| self.core.reached_by_name(dir, n))
             .into_iter()
             .collect();
         self.admit(caller, &paths)
