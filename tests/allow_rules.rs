@@ -389,3 +389,73 @@ fn metadata_of_a_secret_with_a_covered_key_changes_only_for_a_let_in_caller() {
     assert!(out.status.success(), "{out:?}");
     assert!(meta("myapp/db").get("owner").is_none());
 }
+
+/// Issue 19 §2: `exe=PATH` is met by the file at PATH (its device and
+/// inode, as the daemon sees it), not by whatever a process shows under
+/// that name. Any user could bind-mount a program of their own over
+/// PATH in a mount namespace of their own and read the key.
+#[test]
+fn an_exe_rule_is_met_by_that_file_not_by_another_shown_under_its_path() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let myapp = copied_cat(dir.path(), "myapp");
+    // Another file with the same bytes, owned by the attacker.
+    let fake = copied_cat(dir.path(), "fake");
+    let link = dir.path().join("link-to-myapp");
+    std::os::unix::fs::symlink(&myapp, &link).unwrap();
+    let rule = format!("myapp/db/PASSWORD:exe={}", myapp.display());
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &[
+            "--allow",
+            &rule,
+            "--allow-other",
+            "--file-mode",
+            "0444",
+            "--dir-mode",
+            "0555",
+        ],
+    );
+    let parent = m.path().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let password = m.at("myapp/db/PASSWORD");
+    assert_eq!(run(s(&myapp), &[s(&password)]).stdout, b"hunter2");
+    // A symbolic link to the file runs the same file: let in.
+    assert_eq!(run(s(&link), &[s(&password)]).stdout, b"hunter2");
+    // Root in a private mount namespace.
+    let out = support::sh(&format!(
+        "unshare -m --propagation private sh -c 'mount --bind {fake} {myapp} && exec {myapp} {password}'",
+        fake = q(&fake),
+        myapp = q(&myapp),
+        password = q(&password),
+    ));
+    assert!(refused(&out), "bind mount as root: {out:?}");
+    // An unprivileged user in user and mount namespaces of their own.
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=4243",
+            "--regid=4243",
+            "--clear-groups",
+            "unshare",
+            "-Urm",
+            "sh",
+            "-c",
+            &format!(
+                "mount --bind {fake} {myapp} && exec {myapp} {password}",
+                fake = q(&fake),
+                myapp = q(&myapp),
+                password = q(&password),
+            ),
+        ],
+    );
+    assert!(refused(&out), "bind mount as a user: {out:?}");
+    // The file at the rule's path replaced (as a package upgrade does):
+    // the new file is the one let in.
+    let upgraded = dir.path().join("myapp.new");
+    std::fs::copy("/usr/bin/cat", &upgraded).unwrap();
+    std::fs::rename(&upgraded, &myapp).unwrap();
+    assert_eq!(run(s(&myapp), &[s(&password)]).stdout, b"hunter2");
+}

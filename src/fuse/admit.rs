@@ -31,14 +31,8 @@ impl Shared {
             crate::access::Decision::Allowed => Ok(true),
             crate::access::Decision::Denied { path } => {
                 let exe = facts
-                    .exe_if_known()
-                    .map(|p| p.display().to_string())
-                    .or_else(|| {
-                        std::fs::read_link(format!("/proc/{}/exe", caller.tid))
-                            .ok()
-                            .map(|p| p.display().to_string())
-                    })
-                    .unwrap_or_else(|| "?".into());
+                    .exe_name()
+                    .map_or_else(|| "?".into(), |p| p.display().to_string());
                 tracing::warn!(
                     path = %path,
                     uid = caller.uid,
