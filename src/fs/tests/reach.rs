@@ -87,7 +87,7 @@ fn walk(fs: &SecretFs, store: &BTreeMap<usize, Vec<BTreeSet<usize>>>) -> (Vec<Se
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_name_of_a_value_reaches_its_key(store in stores(), layout in 0..3usize) {
