@@ -451,7 +451,9 @@ pub struct FileArgs {
     /// command (sh -c, with the changed secrets' paths in the mount,
     /// one per line, in SECRETFS_CHANGED) or, as signal:NAME:PIDFILE,
     /// send a signal to the process whose id the file holds (e.g.
-    /// signal:HUP:/run/nginx.pid). Held secrets are then re-read once per
+    /// signal:HUP:/run/nginx.pid; the pid file must be owned by root or
+    /// secretfs's user and writable by no one else, else no signal is
+    /// sent). Held secrets are then re-read once per
     /// --ttl even when nobody reads them. In -o form the command cannot
     /// contain commas: use the config file.
     #[arg(long, value_name = "HOOK", value_parser = crate::hook::Hook::parse)]
