@@ -510,9 +510,12 @@ pub fn parse_layout(s: &str) -> Result<Layout, String> {
             "templates:{}: no such folder (templates:DIR names the folder holding the *.tmpl files)",
             dir.display()
         )),
-        Layout::Templates(dir) => std::path::absolute(&dir)
-            .map(Layout::Templates)
-            .map_err(|e| format!("templates folder {}: {e}", dir.display())),
+        Layout::Templates(dir) => {
+            let dir = std::path::absolute(&dir)
+                .map_err(|e| format!("templates folder {}: {e}", dir.display()))?;
+            crate::fs::template::check_folder(&dir)?;
+            Ok(Layout::Templates(dir))
+        }
         other => Ok(other),
     }
 }
