@@ -225,6 +225,13 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 
+    /// Run COMMAND as USER (a name or uid: its groups, HOME, USER and
+    /// LOGNAME), without VAULT_TOKEN; secretfs keeps its own user and the
+    /// token. Needs secretfs to run as root. With a --token-file only root
+    /// can read, COMMAND cannot reach the token.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
     #[command(flatten)]
     pub vault: VaultArgs,
 
