@@ -155,7 +155,11 @@ fn read_pid(pidfile: &Path) -> Result<libc::pid_t, String> {
         .map_err(|e| format!("cannot read it: {e}"))?;
     match text.trim().parse::<libc::pid_t>() {
         Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(format!("it holds no process id ({:?})", text.trim())),
+        // Not its text: a pid file given by mistake may be anything.
+        _ => Err(format!(
+            "it holds no process id ({} bytes, not a positive number)",
+            text.len()
+        )),
     }
 }
 
