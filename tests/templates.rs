@@ -303,3 +303,32 @@ fn a_templates_folder_or_template_others_can_write_fails_the_mount() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_template_others_can_write_after_start_is_refused_until_fixed() {
+    let bao = seeded();
+    let dir = templates(&[("token.tmpl", "{{ secret(\"myapp/api/token\").value }}")]);
+    let m = mount(&bao, &dir);
+    assert_eq!(std::fs::read_to_string(m.at("token")).unwrap(), "t0k");
+    let template = dir.path().join("token.tmpl");
+    chmod(&template, 0o666);
+    // Judged at the next render: once the kernel's attributes (--ttl 1s) expire.
+    eventually(
+        "EACCES for the template",
+        TTL + Duration::from_secs(10),
+        || match std::fs::metadata(m.at("token")) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => Some(()),
+            _ => None,
+        },
+    );
+    assert!(std::fs::read(m.at("token")).is_err());
+    let log = m.log();
+    assert!(
+        log.contains(&template.display().to_string()) && log.contains("mode 0666"),
+        "{log}"
+    );
+    chmod(&template, 0o644);
+    eventually("the template again", TTL + Duration::from_secs(10), || {
+        (std::fs::read_to_string(m.at("token")).ok()? == "t0k").then_some(())
+    });
+}
