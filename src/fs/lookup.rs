@@ -265,7 +265,10 @@ impl SecretFs {
             };
             match v.placement() {
                 Placement::Inside => return Ok(Some((Child::Dir(secret), cached.valid_for))),
-                Placement::Beside if v.render(&version, name).is_some() => {
+                Placement::Beside
+                    if v.render(&version, name).is_some()
+                        || v.withheld(&version, name).is_some() =>
+                {
                     let file = FileRef {
                         secret,
                         view,
@@ -295,7 +298,7 @@ impl SecretFs {
                 Err(e) => return Err(e),
             };
             if let Some(version) = cached.value {
-                if v.render(&version, name).is_some() {
+                if v.render(&version, name).is_some() || v.withheld(&version, name).is_some() {
                     return Ok(Some((Child::File { file, version }, cached.valid_for)));
                 }
             }

@@ -421,12 +421,18 @@ pub struct Secret {
     /// The secret's custom metadata (KV v2 `custom_metadata`: a
     /// description, an owner…), when the store keeps it. Not secret.
     pub custom_metadata: BTreeMap<String, String>,
+    /// Keys the secret is known to have whose value cannot be known now,
+    /// each with why (on a mount with `--layer`: a layer that may override
+    /// the value cannot be read). They are not in `keys`, so they are never
+    /// written back; their files fail with the error.
+    pub withheld: BTreeMap<KeyName, Error>,
 }
 
 impl Secret {
-    /// Whether two reads hold the same keys and values.
+    /// Whether two reads hold the same keys and values (and withhold the
+    /// same keys).
     pub fn same_data(&self, other: &Secret) -> bool {
-        self.keys == other.keys
+        self.keys == other.keys && self.withheld.keys().eq(other.withheld.keys())
     }
 
     /// Builds a secret from the JSON object a store returned.
@@ -443,6 +449,7 @@ impl Secret {
             revision,
             modified,
             custom_metadata: BTreeMap::new(),
+            withheld: BTreeMap::new(),
         }
     }
 }
@@ -497,6 +504,22 @@ impl Permissions {
 pub struct Health {
     /// How long the credential in use stays valid, when it expires at all.
     pub credential_ttl: Option<std::time::Duration>,
+}
+
+/// A part of a store that cannot be read now (a layer of a mount with
+/// `--layer`), for `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    /// The part: a layer's SOURCE as given.
+    pub part: String,
+    /// `forbidden` (the store says 403), `unreachable` (no answer, 5xx) or
+    /// `unreadable` (an answer we cannot use).
+    pub state: &'static str,
+    /// Since when.
+    pub since: SystemTime,
+    /// Why: the request that found it and the store's answer (never a
+    /// value).
+    pub why: String,
 }
 
 /// A secret store: folders that list, secrets that read and write.
@@ -578,6 +601,13 @@ pub trait SecretStore: Send + Sync + 'static {
     fn rereads_after_write(&self) -> bool {
         false
     }
+
+    /// What of the store cannot be read now, for `secretfs status`: on a
+    /// mount with `--layer`, each lower layer that is forbidden or does not
+    /// answer. Asks nothing of the server.
+    fn degraded(&self) -> Vec<Degraded> {
+        Vec::new()
+    }
 }
 
 /// A shared store is a store.
@@ -627,6 +657,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn rereads_after_write(&self) -> bool {
         (**self).rereads_after_write()
+    }
+    fn degraded(&self) -> Vec<Degraded> {
+        (**self).degraded()
     }
 }
 
