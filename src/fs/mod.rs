@@ -496,11 +496,10 @@ impl SecretFs {
         // its reads fail.
         let size = match view.render(version, &file.name) {
             Some(r) => r.bytes().len() as u64,
-            None => {
-                view.withheld(version, &file.name)
-                    .map(|_| 0)
-                    .ok_or(Error::NotFound)?
-            }
+            None => view
+                .withheld(version, &file.name)
+                .map(|_| 0)
+                .ok_or(Error::NotFound)?,
         };
         if shown {
             self.names.show(ino, version.clone());
@@ -545,9 +544,7 @@ impl SecretFs {
         self.views
             .iter()
             .filter(|(_, v)| v.placement() == Placement::Inside)
-            .find(|(_, v)| {
-                v.render(version, name).is_some() || v.withheld(version, name).is_some()
-            })
+            .find(|(_, v)| v.render(version, name).is_some() || v.withheld(version, name).is_some())
             .map(|(id, _)| id)
     }
 
