@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, run, run_ok, s, write_and_close, Bao, Mount};
+use support::{eventually, run, run_ok, s, status, write_and_close, Bao, Mount};
 
 /// project → environment → service, as three folders.
 fn three_layers(bao: &Bao) {
@@ -130,4 +130,221 @@ fn rm_of_a_key_only_a_lower_layer_holds_is_refused_and_changes_nothing() {
         log.contains("secret/project"),
         "the log names the layer: {log}"
     );
+}
+
+/// Reads and lists of everything but the `project` layer.
+const ALL_BUT_PROJECT: &str = r#"
+path "secret/data/prod/*" { capabilities = ["read", "list"] }
+path "secret/metadata/prod/*" { capabilities = ["read", "list"] }
+path "secret/metadata/prod" { capabilities = ["list"] }
+path "secret/data/api/*" { capabilities = ["create", "read", "update", "list"] }
+path "secret/metadata/api/*" { capabilities = ["read", "list"] }
+path "secret/metadata/api" { capabilities = ["list"] }
+"#;
+
+/// Everything of the three layers.
+const ALL_LAYERS: &str = r#"
+path "secret/data/*" { capabilities = ["create", "read", "update", "list"] }
+path "secret/metadata/*" { capabilities = ["read", "list"] }
+"#;
+
+fn mount_as(bao: &Bao, token: &str, extra: &[&str]) -> Mount {
+    let mut args = vec![
+        "--layer",
+        "secret/prod",
+        "--layer",
+        "secret/api",
+        "--ttl",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Mount::with_token(bao, token, "secret/project", &args)
+}
+
+fn errno_of_read(m: &Mount, rel: &str) -> Option<i32> {
+    std::fs::read(m.at(rel))
+        .err()
+        .and_then(|e| e.raw_os_error())
+}
+
+/// How often the daemon's log says that a layer cannot be read.
+fn layer_warnings(m: &Mount) -> usize {
+    m.log().matches("a layer cannot be read").count()
+}
+
+/// What `secretfs status` says of the layers: (layer, state) of each.
+fn degraded_layers(m: &Mount) -> Vec<(String, String)> {
+    let (_, report) = status(m.path());
+    report["degraded_layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no degraded_layers in {report}"))
+        .iter()
+        .map(|d| {
+            (
+                d["layer"].as_str().unwrap_or_default().to_string(),
+                d["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_mount_whose_token_may_not_read_the_bottom_layer_serves_the_layers_above() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let token = bao.token_with_policy("no-project", ALL_BUT_PROJECT);
+    let m = mount_as(&bao, &token, &[]);
+    // What the readable layers hold shows; what only the forbidden one
+    // could hold does not.
+    assert_eq!(run_ok("ls", &[s(m.path())]), "app\n");
+    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "B\nC\n");
+    assert_eq!(read(&m, "app/B"), "prod");
+    assert_eq!(read(&m, "app/C"), "api");
+    assert!(m.at("app/C").is_file());
+    assert_eq!(errno_of_read(&m, "app/A"), Some(libc::ENOENT));
+    assert_eq!(source_of(&m, "app/B"), "secret/prod");
+    // Status names the layer, and the mount is not healthy.
+    let (code, report) = status(m.path());
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        degraded_layers(&m),
+        [("secret/project".to_string(), "forbidden".to_string())]
+    );
+    assert!(
+        report["degraded_layers"][0]["since_unix"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{report}"
+    );
+    // Logged once, not once per request.
+    for _ in 0..3 {
+        read(&m, "app/B");
+        run_ok("ls", &[s(&m.at("app"))]);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert_eq!(layer_warnings(&m), 1, "{}", m.log());
+}
+
+#[test]
+fn a_middle_layer_forbidden_while_mounted_withholds_what_it_may_override_and_nothing_else() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let token = bao.token_with_policy("layers", ALL_LAYERS);
+    let m = mount_as(&bao, &token, &["--writable"]);
+    assert_eq!(read(&m, "app/A"), "project");
+    assert_eq!(read(&m, "app/B"), "prod");
+    // The token may no longer read the middle layer (`prod`).
+    let (code, resp) = bao.api(
+        "PUT",
+        "sys/policies/acl/layers",
+        Some(json!({"policy": r#"
+path "secret/data/project/*" { capabilities = ["read", "list"] }
+path "secret/metadata/project/*" { capabilities = ["read", "list"] }
+path "secret/metadata/project" { capabilities = ["list"] }
+path "secret/data/api/*" { capabilities = ["create", "read", "update", "list"] }
+path "secret/metadata/api/*" { capabilities = ["read", "list"] }
+path "secret/metadata/api" { capabilities = ["list"] }
+"#})),
+    );
+    assert!(code < 300, "{code} {resp}");
+    // A and B come from below `prod`, which may override them: they stay
+    // files whose reads are refused. C, from the top, is served.
+    eventually(
+        "app/A refused once prod is forbidden",
+        Duration::from_secs(15),
+        || (errno_of_read(&m, "app/A") == Some(libc::EACCES)).then_some(()),
+    );
+    assert_eq!(errno_of_read(&m, "app/B"), Some(libc::EACCES));
+    assert_eq!(read(&m, "app/C"), "api");
+    for key in ["app/A", "app/B", "app/C"] {
+        let meta = std::fs::metadata(m.at(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(meta.is_file(), "{key} is no longer a file: {meta:?}");
+    }
+    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "A\nB\nC\n");
+    assert_eq!(run_ok("ls", &[s(m.path())]), "app\nonly-project\n");
+    // A secret only the bottom layer holds: `prod` may override its key.
+    assert_eq!(errno_of_read(&m, "only-project/X"), Some(libc::EACCES));
+    // Writes to the top layer go on.
+    write_and_close(&m.at("app/C"), b"written").unwrap();
+    assert_eq!(read(&m, "app/C"), "written");
+    assert_eq!(
+        bao.kv2_get("secret", "api/app").unwrap().0,
+        json!({"C": "written"})
+    );
+    assert_eq!(
+        degraded_layers(&m),
+        [("secret/prod".to_string(), "forbidden".to_string())]
+    );
+    assert_eq!(layer_warnings(&m), 1, "{}", m.log());
+    // Allowed again: everything is back.
+    let (code, resp) = bao.api(
+        "PUT",
+        "sys/policies/acl/layers",
+        Some(json!({ "policy": ALL_LAYERS })),
+    );
+    assert!(code < 300, "{code} {resp}");
+    eventually("app/B readable again", Duration::from_secs(15), || {
+        (std::fs::read(m.at("app/B")).ok()? == b"prod").then_some(())
+    });
+    eventually("status clean again", Duration::from_secs(15), || {
+        degraded_layers(&m).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_bottom_layer_whose_server_stops_answering_leaves_the_top_layer_served() {
+    let bao = Bao::start();
+    let below = Bao::start();
+    below.kv2_put(
+        "secret",
+        "project/app",
+        json!({"A": "project", "B": "project", "C": "project"}),
+    );
+    bao.kv2_put("secret", "api/app", json!({"C": "api"}));
+    // SOURCE (the bottom layer) is on the other server.
+    let source = format!("{}/secret/project", below.addr());
+    let m = Mount::new(
+        &bao,
+        &source,
+        &[
+            "--layer",
+            "secret/api",
+            "--ttl",
+            "1s",
+            "--timeout",
+            "2s",
+            "--writable",
+        ],
+    );
+    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "A\nB\nC\n");
+    assert_eq!(read(&m, "app/A"), "project");
+    assert_eq!(source_of(&m, "app/A"), source);
+    below.pause();
+    eventually(
+        "only the top layer's keys once the bottom's server is down",
+        Duration::from_secs(30),
+        || (run_ok("ls", &[s(&m.at("app"))]) == "C\n").then_some(()),
+    );
+    assert_eq!(read(&m, "app/C"), "api");
+    assert!(m.at("app/C").is_file());
+    assert_eq!(errno_of_read(&m, "app/A"), Some(libc::ENOENT));
+    write_and_close(&m.at("app/C"), b"written").unwrap();
+    assert_eq!(read(&m, "app/C"), "written");
+    assert_eq!(
+        bao.kv2_get("secret", "api/app").unwrap().0,
+        json!({"C": "written"})
+    );
+    assert_eq!(
+        degraded_layers(&m),
+        [(source.clone(), "unreachable".to_string())]
+    );
+    assert_eq!(layer_warnings(&m), 1, "{}", m.log());
+    below.resume();
+    eventually("the bottom layer back", Duration::from_secs(30), || {
+        (std::fs::read(m.at("app/A")).ok()? == b"project").then_some(())
+    });
+    eventually("status clean again", Duration::from_secs(15), || {
+        degraded_layers(&m).is_empty().then_some(())
+    });
 }

@@ -58,32 +58,69 @@ pub fn connect_each(
 }
 
 /// Reaches SOURCE and the layers laid over it (bottom first) with one
-/// login, as one store ([`layered::Layered`]) rooted at the empty path.
+/// login, as one store ([`layered::Layered`]) rooted at the empty path. A
+/// layer given as a URL (`https://vault-b:8200/secret/prod`) is on that
+/// server, reached with the same credentials and a login of its own.
 pub fn connect_layered(
     source: &str,
     layers: &[String],
     args: &crate::cli::VaultArgs,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let names: Vec<String> = std::iter::once(source.to_string())
-        .chain(layers.iter().cloned())
-        .collect();
-    let connected = connect_each(&names, args, rt)?;
-    let layers = names
-        .into_iter()
-        .zip(connected)
-        .map(|(name, c)| layered::Layer {
-            name,
+    let settings = vault::VaultSettings::from_args(args)?;
+    let mut session: Option<vault::Session> = None;
+    let mut out = Vec::with_capacity(layers.len() + 1);
+    for name in std::iter::once(source).chain(layers.iter().map(String::as_str)) {
+        let c = match on_server(name)? {
+            Some((addr, source)) => {
+                let mut own = vault::VaultSettings::from_args(args)?;
+                own.addrs = vec![addr.clone()];
+                let store = vault::Session::open(&own, rt.clone())?.resolve(&source)?;
+                connected(store, &addr)
+            }
+            None => {
+                let s = match session.take() {
+                    Some(s) => s,
+                    None => vault::Session::open(&settings, rt.clone())?,
+                };
+                let store = s.resolve(name)?;
+                session = Some(s);
+                connected(store, &settings.addr_list())
+            }
+        };
+        out.push(layered::Layer {
+            name: name.to_string(),
             store: c.store,
             root: c.root,
-        })
-        .collect();
-    let store = layered::Layered::new(layers)
+        });
+    }
+    let store = layered::Layered::new(out)
         .map_err(|e| crate::start_error::StartError::Options(e.to_string()))?;
     Ok(Connected {
         store: std::sync::Arc::new(store),
         root: SecretPath::root(),
     })
+}
+
+/// A layer's SOURCE given with its server (`http(s)://HOST:PORT/SOURCE`):
+/// the server's address and the SOURCE; `None` for a plain SOURCE.
+fn on_server(
+    layer: &str,
+) -> std::result::Result<Option<(String, String)>, crate::start_error::StartError> {
+    if !(layer.starts_with("http://") || layer.starts_with("https://")) {
+        return Ok(None);
+    }
+    let url = url::Url::parse(layer).map_err(|e| {
+        crate::start_error::StartError::Options(format!("layer {layer:?} is not a URL: {e}"))
+    })?;
+    let addr = url[..url::Position::BeforePath].to_string();
+    let source = url.path().trim_matches('/').to_string();
+    if source.is_empty() {
+        return Err(crate::start_error::StartError::Options(format!(
+            "layer {layer:?} names a server but no SOURCE: e.g. {addr}/secret/prod"
+        )));
+    }
+    Ok(Some((addr, source)))
 }
 
 /// A resolved store as the core uses it.
