@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, run, run_ok, s, status, write_and_close, Bao, Mount};
+use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Bao, Mount};
 
 /// project → environment → service, as three folders.
 fn three_layers(bao: &Bao) {
@@ -172,6 +172,16 @@ fn layer_warnings(m: &Mount) -> usize {
     m.log().matches("a layer cannot be read").count()
 }
 
+/// The warnings the daemon logged for single failed requests: what a
+/// degraded layer makes fail is logged once for the layer instead.
+fn request_warnings(m: &Mount) -> Vec<String> {
+    m.log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("request failed"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// What `secretfs status` says of the layers: (layer, state) of each.
 fn degraded_layers(m: &Mount) -> Vec<(String, String)> {
     let (_, report) = status(m.path());
@@ -248,20 +258,24 @@ path "secret/metadata/api" { capabilities = ["list"] }
 "#})),
     );
     assert!(code < 300, "{code} {resp}");
-    // A and B come from below `prod`, which may override them: they stay
-    // files whose reads are refused. C, from the top, is served.
+    // A and B come from below `prod`, which may override them: they still
+    // show, and are refused (not turned into directories). C, from the
+    // top, is served, and stays a file.
     eventually(
         "app/A refused once prod is forbidden",
         Duration::from_secs(15),
         || (errno_of_read(&m, "app/A") == Some(libc::EACCES)).then_some(()),
     );
     assert_eq!(errno_of_read(&m, "app/B"), Some(libc::EACCES));
-    assert_eq!(read(&m, "app/C"), "api");
-    for key in ["app/A", "app/B", "app/C"] {
-        let meta = std::fs::metadata(m.at(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
-        assert!(meta.is_file(), "{key} is no longer a file: {meta:?}");
+    for key in ["app/A", "app/B"] {
+        let err = std::fs::metadata(m.at(key)).expect_err(key);
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{key}: {err}");
+        let err = write_and_close(&m.at(key), b"x").expect_err(key);
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{key}: {err}");
     }
-    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "A\nB\nC\n");
+    assert_eq!(read(&m, "app/C"), "api");
+    assert!(m.at("app/C").is_file());
+    assert_eq!(names(&m.at("app")), set(&["A", "B", "C"]));
     assert_eq!(run_ok("ls", &[s(m.path())]), "app\nonly-project\n");
     // A secret only the bottom layer holds: `prod` may override its key.
     assert_eq!(errno_of_read(&m, "only-project/X"), Some(libc::EACCES));
@@ -347,4 +361,57 @@ fn a_bottom_layer_whose_server_stops_answering_leaves_the_top_layer_served() {
     eventually("status clean again", Duration::from_secs(15), || {
         degraded_layers(&m).is_empty().then_some(())
     });
+}
+
+/// Reads and lists of everything but the `prod` layer.
+const ALL_BUT_PROD: &str = r#"
+path "secret/data/project/*" { capabilities = ["read", "list"] }
+path "secret/metadata/project/*" { capabilities = ["read", "list"] }
+path "secret/metadata/project" { capabilities = ["list"] }
+path "secret/data/api/*" { capabilities = ["read", "list"] }
+path "secret/metadata/api/*" { capabilities = ["read", "list"] }
+path "secret/metadata/api" { capabilities = ["list"] }
+"#;
+
+#[test]
+fn a_read_only_mount_lists_a_key_a_forbidden_layer_may_override_and_never_reads_it_as_empty() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    let token = bao.token_with_policy("no-prod", ALL_BUT_PROD);
+    // Read-only: opens skip the daemon, reads come from the page cache.
+    let m = mount_as(&bao, &token, &[]);
+    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "A\nB\nC\n");
+    assert_eq!(read(&m, "app/C"), "api");
+    for _ in 0..2 {
+        assert_eq!(errno_of_read(&m, "app/A"), Some(libc::EACCES));
+        let err = std::fs::metadata(m.at("app/A")).expect_err("app/A");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+        run_ok("ls", &["-l", s(&m.at("app/C"))]);
+    }
+    assert_eq!(layer_warnings(&m), 1, "{}", m.log());
+    assert_eq!(request_warnings(&m), Vec::<String>::new());
+}
+
+#[test]
+fn a_whole_secret_file_that_a_forbidden_layer_may_change_fails_and_the_others_read() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    bao.kv2_put("secret", "api/top-only", json!({"T": "t"}));
+    let token = bao.token_with_policy("no-prod", ALL_BUT_PROD);
+    let m = mount_as(&bao, &token, &["--layout", "json"]);
+    assert_eq!(
+        run_ok("ls", &[s(m.path())]),
+        "app.json\nonly-project.json\ntop-only.json\n"
+    );
+    // `app` has keys `prod` may override: its whole is not known.
+    assert_eq!(errno_of_read(&m, "app.json"), Some(libc::EACCES));
+    let err = std::fs::metadata(m.at("app.json")).expect_err("app.json");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    let top_only: serde_json::Value =
+        serde_json::from_str(&read(&m, "top-only.json")).expect("JSON");
+    assert_eq!(top_only, json!({"T": "t"}));
+    assert_eq!(
+        degraded_layers(&m),
+        [("secret/prod".to_string(), "forbidden".to_string())]
+    );
 }

@@ -491,16 +491,14 @@ impl SecretFs {
         valid_for: Duration,
         shown: bool,
     ) -> Result<Attr> {
+        // A value that cannot be known now fails here already, so that the
+        // kernel never reads its file as empty (reads may skip the daemon).
         let view = self.views.get(file.view);
-        // A value that cannot be known now: the file stays, empty, and
-        // its reads fail.
-        let size = match view.render(version, &file.name) {
-            Some(r) => r.bytes().len() as u64,
-            None => view
-                .withheld(version, &file.name)
-                .map(|_| 0)
-                .ok_or(Error::NotFound)?,
-        };
+        let size = view
+            .render(version, &file.name)
+            .ok_or_else(|| Self::unshown(view, version, &file.name))?
+            .bytes()
+            .len() as u64;
         if shown {
             self.names.show(ino, version.clone());
         }
@@ -544,8 +542,17 @@ impl SecretFs {
         self.views
             .iter()
             .filter(|(_, v)| v.placement() == Placement::Inside)
-            .find(|(_, v)| v.render(version, name).is_some() || v.withheld(version, name).is_some())
+            .find(|(_, v)| v.render(version, name).is_some())
             .map(|(id, _)| id)
+    }
+
+    /// Why a view inside secrets shows the file `name` of `version` and
+    /// cannot render it: a key whose value cannot be known now.
+    fn withheld_inside(&self, version: &Secret, name: &str) -> Option<Error> {
+        self.views
+            .iter()
+            .filter(|(_, v)| v.placement() == Placement::Inside)
+            .find_map(|(_, v)| v.withheld(version, name))
     }
 
     /// Why `view` shows no bytes of the file `name` of `version`: a value

@@ -38,6 +38,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// One layer: a store, the folder of its SOURCE, and the SOURCE's name.
+#[derive(Clone)]
 pub struct Layer {
     /// The SOURCE as the user wrote it (what `user.secretfs.source` shows).
     pub name: String,
@@ -62,14 +63,42 @@ impl Layer {
 /// How often a layer that does not answer is asked whether it answers again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest wait between two askings of a request a layer refused.
+const PROBE_AT_MOST: Duration = Duration::from_secs(10);
+
+/// A request to a layer, kept to be asked again by the probe.
+#[derive(Clone, PartialEq, Eq)]
+enum Request {
+    Read(SecretPath),
+    List(SecretPath),
+}
+
+impl Request {
+    /// Asks it of `layer` again; only whether it is answered counts.
+    fn send(&self, layer: &Layer) -> Result<()> {
+        match self {
+            Request::Read(p) => layer.store.read(&layer.at(p)).map(drop),
+            Request::List(p) => layer.store.list(&layer.at(p)).map(drop),
+        }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Read(p) => write!(f, "read /{p}"),
+            Request::List(p) => write!(f, "list /{p}"),
+        }
+    }
+}
+
 /// What is wrong with a lower layer, as the last requests found.
 #[derive(Clone)]
 struct Trouble {
     state: &'static str,
     since: SystemTime,
-    /// The request that found it (`read P`, `list P`): a success of the
-    /// same request ends a refusal.
-    request: String,
+    /// The request that found it: when it is answered, a refusal ends.
+    request: Request,
     why: String,
 }
 
@@ -79,6 +108,7 @@ struct LayerState {
     trouble: Mutex<Option<Trouble>>,
     /// It does not answer: not asked until the probe finds it back.
     down: AtomicBool,
+    /// A probe runs for it.
     probing: AtomicBool,
 }
 
@@ -88,8 +118,8 @@ impl LayerState {
     }
 
     /// Notes that `request` to the layer `name` failed with `e`; logs it
-    /// when the layer's trouble starts or changes kind.
-    fn failed(&self, name: &str, request: String, e: &Error) {
+    /// when the layer's trouble starts or changes kind, not each time.
+    fn failed(&self, name: &str, request: &Request, e: &Error) {
         let state = match e {
             Error::PermissionDenied(_) => "forbidden",
             e if is_outage(e) => "unreachable",
@@ -104,17 +134,19 @@ impl LayerState {
         *t = Some(Trouble {
             state,
             since: SystemTime::now(),
-            request,
+            request: request.clone(),
             why: e.to_string(),
         });
     }
 
-    /// Notes that `request` to the layer `name` was answered.
-    fn answered(&self, name: &str, request: &str) {
+    /// Notes that the layer `name` answered `request` (`None`: answered at
+    /// all, the probe's health check): that ends a trouble, except a
+    /// refusal of another request.
+    fn answered(&self, name: &str, request: Option<&Request>) {
         let mut t = self.trouble();
         let ends = t
             .as_ref()
-            .is_some_and(|t| t.state != "forbidden" || t.request == request);
+            .is_some_and(|t| t.state != "forbidden" || Some(&t.request) == request);
         if ends {
             *t = None;
             tracing::info!(layer = %name, "the layer can be read again");
@@ -126,6 +158,52 @@ impl LayerState {
 /// one operation ran out of time).
 fn is_outage(e: &Error) -> bool {
     matches!(e, Error::Unavailable(_) | Error::Timeout(_))
+}
+
+/// Asks a troubled layer again until its trouble is over: whether it
+/// answers at all (its health) while it is down, else the request that
+/// found the trouble, waiting longer each time it is still refused.
+fn probe(layer: Layer, state: Weak<LayerState>) {
+    let mut wait = PROBE_EVERY;
+    loop {
+        std::thread::sleep(wait);
+        let Some(state) = state.upgrade() else { return };
+        if state.down.load(Ordering::SeqCst) {
+            match layer.store.health() {
+                Err(e) if is_outage(&e) => {
+                    tracing::debug!(layer = %layer.name, error = %e, "probe: the layer still does not answer");
+                    continue;
+                }
+                _ => {
+                    state.down.store(false, Ordering::SeqCst);
+                    state.answered(&layer.name, None);
+                }
+            }
+        }
+        let request = state.trouble().as_ref().map(|t| t.request.clone());
+        match request {
+            Some(r) => match r.send(&layer) {
+                Ok(()) => state.answered(&layer.name, Some(&r)),
+                Err(e) => {
+                    tracing::debug!(layer = %layer.name, request = %r, error = %e, "probe: the layer still cannot be read");
+                    if is_outage(&e) {
+                        state.down.store(true, Ordering::SeqCst);
+                        wait = PROBE_EVERY;
+                    } else {
+                        wait = (wait * 2).min(PROBE_AT_MOST);
+                    }
+                }
+            },
+            None => {
+                state.probing.store(false, Ordering::SeqCst);
+                // A trouble noted meanwhile found this probe still running.
+                let again = state.trouble().is_some() || state.down.load(Ordering::SeqCst);
+                if !again || state.probing.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The layers, bottom first; seen from the mount's root (the empty path).
@@ -162,73 +240,64 @@ impl Layered {
         self.layers.len() - 1
     }
 
-    /// Asks layer `i` (`what` names the request for the log): the top
-    /// layer's errors are the caller's; a lower layer that refuses or does
-    /// not answer is an unknown answer, noted.
+    /// Asks layer `i` `request` (done by `f`): the top layer's errors
+    /// are the caller's; a lower layer that refuses or does not answer
+    /// gives an unknown answer, noted for status and probed.
     fn ask<T>(
         &self,
         i: usize,
-        what: &str,
-        path: &SecretPath,
+        request: Request,
         f: impl FnOnce(&dyn SecretStore, &SecretPath) -> Result<T>,
     ) -> Result<Answer<T>> {
         let layer = &self.layers[i];
+        let path = match &request {
+            Request::Read(p) | Request::List(p) => p,
+        };
         let at = layer.at(path);
         if i == self.top_index() {
             return f(layer.store.as_ref(), &at).map(Answer::Known);
         }
         let state = &self.states[i];
+        let unknown = |cause: Error| {
+            Answer::Unknown(Error::LayerUnreadable {
+                layer: layer.name.clone(),
+                cause: Box::new(cause),
+            })
+        };
         if state.down.load(Ordering::SeqCst) {
-            return Ok(Answer::Unknown(Error::Unavailable(format!(
-                "the layer {} does not answer",
-                layer.name
-            ))));
+            return Ok(unknown(Error::Unavailable("it does not answer".into())));
         }
-        let request = format!("{what} {path}");
         match f(layer.store.as_ref(), &at) {
             Ok(v) => {
-                state.answered(&layer.name, &request);
+                state.answered(&layer.name, Some(&request));
                 Ok(Answer::Known(v))
             }
+            // The operation's time ran out before this layer was asked:
+            // nothing is wrong with the layer, its answer is unknown.
+            Err(e @ Error::OutOfTime(_)) => Ok(unknown(e)),
             Err(e) if matches!(e, Error::PermissionDenied(_)) || e.is_transient() => {
-                state.failed(&layer.name, request, &e);
+                state.failed(&layer.name, &request, &e);
                 if is_outage(&e) {
-                    self.probe(i);
+                    state.down.store(true, Ordering::SeqCst);
                 }
-                Ok(Answer::Unknown(e))
+                self.start_probe(i);
+                Ok(unknown(e))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Marks layer `i` down and, unless one runs, starts a probe that asks
-    /// it every [`PROBE_EVERY`] whether it answers again.
-    fn probe(&self, i: usize) {
+    /// Starts the probe of layer `i` unless one runs.
+    fn start_probe(&self, i: usize) {
         let state = &self.states[i];
-        state.down.store(true, Ordering::SeqCst);
         if state.probing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let store = self.layers[i].store.clone();
-        let name = self.layers[i].name.clone();
+        let layer = self.layers[i].clone();
         let weak: Weak<LayerState> = Arc::downgrade(state);
         let started = std::thread::Builder::new()
             .name("secretfs-layer-probe".into())
-            .spawn(move || loop {
-                std::thread::sleep(PROBE_EVERY);
-                let Some(state) = weak.upgrade() else { return };
-                match store.health() {
-                    Err(e) if is_outage(&e) => {
-                        tracing::debug!(layer = %name, error = %e, "probe: the layer still does not answer");
-                    }
-                    _ => {
-                        state.down.store(false, Ordering::SeqCst);
-                        state.probing.store(false, Ordering::SeqCst);
-                        state.answered(&name, "probe");
-                        return;
-                    }
-                }
-            });
+            .spawn(move || probe(layer, weak));
         if started.is_err() {
             // No probe: ask the layer again on the next request.
             state.down.store(false, Ordering::SeqCst);
@@ -242,7 +311,7 @@ impl Layered {
     fn merged(&self, upto: usize, path: &SecretPath) -> Result<Option<Merged>> {
         let mut answers = Vec::with_capacity(upto);
         for i in (0..upto).rev() {
-            answers.push(self.ask(i, "read", path, |s, at| s.read(at))?);
+            answers.push(self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))?);
         }
         answers.reverse();
         let mut out: Option<Merged> = None;
@@ -351,7 +420,7 @@ impl SecretStore for Layered {
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
         let mut answers = Vec::with_capacity(self.layers.len());
         for i in (0..self.layers.len()).rev() {
-            answers.push(self.ask(i, "list", path, |s, at| s.list(at))?);
+            answers.push(self.ask(i, Request::List(path.clone()), |s, at| s.list(at))?);
         }
         let mut out: Option<Listing> = None;
         for answer in answers.into_iter().rev() {
@@ -439,7 +508,7 @@ impl SecretStore for Layered {
     /// and when a lower layer that cannot be read might (its error).
     fn delete(&self, path: &SecretPath) -> Result<()> {
         for i in (0..self.top_index()).rev() {
-            match self.ask(i, "read", path, |s, at| s.read(at))? {
+            match self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))? {
                 Answer::Known(None) => {}
                 Answer::Known(Some(_)) => {
                     tracing::warn!(path = %path, layer = %self.layers[i].name, "a secret a lower layer holds cannot be removed");
@@ -452,24 +521,11 @@ impl SecretStore for Layered {
         top.store.delete(&top.at(path))
     }
 
-    /// The top layer's health; a lower layer's trouble shows in
-    /// [`SecretStore::degraded`] instead.
+    /// The top layer's health: a lower layer's trouble shows in
+    /// [`SecretStore::degraded`] instead, and a lower layer that hangs
+    /// cannot hold up the answer.
     fn health(&self) -> Result<Health> {
-        let mut health = self.top().store.health()?;
-        for i in 0..self.top_index() {
-            if self.states[i].down.load(Ordering::SeqCst) {
-                continue;
-            }
-            let Answer::Known(h) = self.ask(i, "health", &SecretPath::root(), |s, _| s.health())?
-            else {
-                continue;
-            };
-            health.credential_ttl = match (health.credential_ttl, h.credential_ttl) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(health)
+        self.top().store.health()
     }
 
     fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
