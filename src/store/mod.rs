@@ -706,6 +706,21 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_layer_may_name_its_server() {
+        assert!(on_server("secret/prod").unwrap().is_none());
+        assert_eq!(
+            on_server("http://127.0.0.1:8300/secret/prod/").unwrap(),
+            Some(("http://127.0.0.1:8300".into(), "secret/prod".into()))
+        );
+        assert_eq!(
+            on_server("https://vault-b.example/kv/team").unwrap(),
+            Some(("https://vault-b.example".into(), "kv/team".into()))
+        );
+        assert!(on_server("https://vault-b.example:8200/").is_err());
+        assert!(on_server("http://[::1/secret").is_err());
+    }
+
+    #[test]
     fn paths_normalise_slashes() {
         assert_eq!(SecretPath::parse("/a//b/").as_str(), "a/b");
         assert!(SecretPath::parse("/").is_root());
