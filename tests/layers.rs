@@ -415,3 +415,24 @@ fn a_whole_secret_file_that_a_forbidden_layer_may_change_fails_and_the_others_re
         [("secret/prod".to_string(), "forbidden".to_string())]
     );
 }
+
+#[test]
+fn a_template_reading_a_secret_a_forbidden_layer_may_change_fails_and_others_render() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    bao.kv2_put("secret", "api/top-only", json!({"T": "t"}));
+    let token = bao.token_with_policy("no-prod", ALL_BUT_PROD);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("app.tmpl"), "{{ secret(\"app\").C }}").expect("template");
+    std::fs::write(dir.path().join("top.tmpl"), "{{ secret(\"top-only\").T }}").expect("template");
+    let layout = format!("templates:{}", dir.path().display());
+    let m = mount_as(&bao, &token, &["--layout", &layout]);
+    assert_eq!(read(&m, "top"), "t");
+    // `app` has keys `prod` may override: no rendering of it is trusted,
+    // even of a key that is known, rather than one that may leave some out.
+    let err = std::fs::read(m.at("app")).expect_err("app");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EACCES | libc::EIO)),
+        "{err}"
+    );
+}
