@@ -19,12 +19,13 @@
 //! A key keeps its value when a readable layer holds it and no unreadable
 //! layer sits above that one (an unreadable layer below is overridden
 //! anyway); a key a readable layer holds under an unreadable one is
-//! withheld ([`Secret::withheld`]: its file stays and fails to read with
-//! the unreadable layer's error); what only an unreadable layer could hold
-//! does not show. The top layer is the mount's own: its errors are the
-//! mount's, as without layers. Each layer's trouble is logged when it
-//! starts and when it ends, and `secretfs status` shows it; a layer that
-//! does not answer is not asked again until a probe finds it back.
+//! withheld ([`Secret::withheld`]: it is listed, and any use of its file
+//! fails with [`Error::LayerUnreadable`]); what only an unreadable layer
+//! could hold does not show. The top layer is the mount's own: its errors
+//! are the mount's, as without layers. Each layer's trouble is logged when
+//! it starts and when it ends (not per request), and `secretfs status`
+//! shows it. A probe asks the layer again until the trouble is over: a
+//! layer that does not answer is not asked anything else meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
