@@ -436,3 +436,47 @@ fn a_template_reading_a_secret_a_forbidden_layer_may_change_fails_and_others_ren
         "{err}"
     );
 }
+
+#[test]
+fn a_middle_layer_whose_server_is_stopped_fails_what_it_may_override_with_eio() {
+    let bao = Bao::start();
+    let mut middle = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "project/app",
+        json!({"A": "project", "B": "project", "C": "project"}),
+    );
+    middle.kv2_put("secret", "prod/app", json!({"B": "prod"}));
+    bao.kv2_put("secret", "api/app", json!({"C": "api"}));
+    let prod = format!("{}/secret/prod", middle.addr());
+    let m = Mount::new(
+        &bao,
+        "secret/project",
+        &[
+            "--layer",
+            &prod,
+            "--layer",
+            "secret/api",
+            "--ttl",
+            "1s",
+            "--timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(read(&m, "app/B"), "prod");
+    assert_eq!(source_of(&m, "app/B"), prod);
+    middle.stop();
+    eventually(
+        "app/B fails once its layer's server is stopped",
+        Duration::from_secs(30),
+        || (errno_of_read(&m, "app/B") == Some(libc::EIO)).then_some(()),
+    );
+    // A may be overridden by the stopped layer too; C, above it, is not.
+    assert_eq!(errno_of_read(&m, "app/A"), Some(libc::EIO));
+    assert_eq!(read(&m, "app/C"), "api");
+    assert!(m.at("app/C").is_file());
+    assert_eq!(names(&m.at("app")), set(&["A", "B", "C"]));
+    assert_eq!(degraded_layers(&m), [(prod, "unreachable".to_string())]);
+    assert_eq!(layer_warnings(&m), 1, "{}", m.log());
+    assert_eq!(request_warnings(&m), Vec::<String>::new());
+}
