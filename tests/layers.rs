@@ -480,3 +480,38 @@ fn a_middle_layer_whose_server_is_stopped_fails_what_it_may_override_with_eio() 
     assert_eq!(layer_warnings(&m), 1, "{}", m.log());
     assert_eq!(request_warnings(&m), Vec::<String>::new());
 }
+
+#[test]
+fn a_mount_starts_without_a_lower_layer_whose_server_does_not_answer_and_adds_it_when_it_does() {
+    let bao = Bao::start();
+    let below = Bao::start();
+    below.kv2_put(
+        "secret",
+        "project/app",
+        json!({"A": "project", "B": "project", "C": "project"}),
+    );
+    bao.kv2_put("secret", "api/app", json!({"C": "api"}));
+    below.pause();
+    let source = format!("{}/secret/project", below.addr());
+    let m = Mount::new(
+        &bao,
+        &source,
+        &["--layer", "secret/api", "--ttl", "1s", "--timeout", "2s"],
+    );
+    assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "C\n");
+    assert_eq!(read(&m, "app/C"), "api");
+    assert_eq!(
+        degraded_layers(&m),
+        [(source.clone(), "unreachable".to_string())]
+    );
+    below.resume();
+    eventually(
+        "the bottom layer connected",
+        Duration::from_secs(30),
+        || (std::fs::read(m.at("app/A")).ok()? == b"project").then_some(()),
+    );
+    assert_eq!(read(&m, "app/C"), "api");
+    eventually("status clean again", Duration::from_secs(15), || {
+        degraded_layers(&m).is_empty().then_some(())
+    });
+}

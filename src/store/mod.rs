@@ -9,6 +9,7 @@ pub mod deleted;
 pub mod layered;
 pub mod memory;
 pub mod metered;
+pub mod pending;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -70,13 +71,37 @@ pub fn connect_layered(
     let settings = vault::VaultSettings::from_args(args)?;
     let mut session: Option<vault::Session> = None;
     let mut out = Vec::with_capacity(layers.len() + 1);
-    for name in std::iter::once(source).chain(layers.iter().map(String::as_str)) {
+    let top = layers.len();
+    for (i, name) in std::iter::once(source)
+        .chain(layers.iter().map(String::as_str))
+        .enumerate()
+    {
         let c = match on_server(name)? {
             Some((addr, source)) => {
                 let mut own = vault::VaultSettings::from_args(args)?;
                 own.addrs = vec![addr.clone()];
-                let store = vault::Session::open(&own, rt.clone())?.resolve(&source)?;
-                connected(store, &addr)
+                match vault::Session::open(&own, rt.clone()) {
+                    Ok(session) => connected(session.resolve(&source)?, &addr),
+                    // A lower layer's server that does not answer (or
+                    // refuses the login) now: mount without it, and
+                    // connect it when it does.
+                    Err(crate::start_error::StartError::Store(why)) if i < top => {
+                        tracing::warn!(layer = %name, error = %why, "a layer's server cannot be used: mounting without that layer until it can");
+                        let rt = rt.clone();
+                        let connect = move || {
+                            let store = vault::Session::open(&own, rt.clone())?.resolve(&source)?;
+                            Ok(connected(store, &addr))
+                        };
+                        Connected {
+                            store: std::sync::Arc::new(pending::Pending::new(
+                                name.to_string(),
+                                Box::new(connect),
+                            )),
+                            root: SecretPath::root(),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             None => {
                 let s = match session.take() {
