@@ -445,9 +445,10 @@ impl SecretFs {
         // Everything a file can be, found as a lookup finds it (cached).
         match self.find_child(&path, &entry.name) {
             Ok((child, valid_for)) => self.remember(dir, &entry.name, child, valid_for, lookup),
-            Err(e) => self
+            Err(e @ Error::LayerUnreadable { .. }) => self
                 .withheld_entry(dir, &path, &entry.name, lookup)
                 .ok_or(e),
+            Err(e) => Err(e),
         }
     }
 
