@@ -135,7 +135,9 @@ pub struct MountArgs {
     /// `getfattr -n user.secretfs.source FILE` names the layer a value
     /// comes from. With --writable, writes go to the last layer: `rm` of a
     /// key uncovers the value below, and of a key only a lower layer holds
-    /// fails with EPERM.
+    /// fails with EPERM. A layer on another server is given as a URL,
+    /// `https://HOST:PORT/SOURCE`. A lower layer that is forbidden or down
+    /// fails only what depends on it (`secretfs status` names it).
     #[arg(long, value_name = "SOURCE", action = clap::ArgAction::Append)]
     pub layer: Vec<String>,
 

@@ -332,6 +332,13 @@ fn environment(
                 if let Some(m) = secret.modified {
                     r.mtime = Some(r.mtime.map_or(m, |t| t.max(m)));
                 }
+                // A key whose value cannot be known now (a layer that may
+                // override it cannot be read): no rendering without it.
+                if let Some(e) = secret.withheld.values().next() {
+                    let msg = format!("secret({rel:?}): {e}");
+                    r.error.get_or_insert(e.clone());
+                    return Err(failed(msg));
+                }
                 let map: serde_json::Map<String, serde_json::Value> = secret
                     .keys
                     .iter()

@@ -115,7 +115,9 @@ impl SecretFs {
         let cached = self.secret(&file.secret)?;
         let version = cached.value.ok_or(Error::NotFound)?;
         let view = self.views.get(file.view);
-        let rendered = view.render(&version, &file.name).ok_or(Error::NotFound)?;
+        let rendered = view
+            .render(&version, &file.name)
+            .ok_or_else(|| Self::unshown(view, &version, &file.name))?;
         Ok(rendered.bytes().to_vec())
     }
 
