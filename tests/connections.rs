@@ -296,10 +296,14 @@ fn after_openbao_restarts_under_load_no_read_or_write_fails() {
         assert!(ok.values().sum::<usize>() > 0, "no load ran");
         // The writes that failed while the server was down marked the
         // store down; its probe finds it back.
-        eventually("the mount finds the store back", Duration::from_secs(20), || {
-            let (_, report) = support::status(m.path());
-            (report["store_reachable"] == json!(true)).then_some(())
-        });
+        eventually(
+            "the mount finds the store back",
+            Duration::from_secs(20),
+            || {
+                let (_, report) = support::status(m.path());
+                (report["store_reachable"] == json!(true)).then_some(())
+            },
+        );
         burst(&bao, &m, round);
     }
 }

@@ -183,7 +183,10 @@ impl Bao {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("bao exited ({status}) before answering:\n{}", self.log());
             }
-            let health = self.agent.get(format!("{}/v1/sys/health", self.addr)).call();
+            let health = self
+                .agent
+                .get(format!("{}/v1/sys/health", self.addr))
+                .call();
             health.is_ok_and(|r| r.status() == 200).then_some(())
         });
         assert!(up.is_some(), "bao did not answer in 30 s:\n{}", self.log());
