@@ -7,8 +7,8 @@
 //!
 //! The proxy is the test's own (std::net threads): it closes a client
 //! connection 1 s after its last byte, or when told to. OpenBao is real,
-//! killed and started again on its port (a dev server: its data is written
-//! again after the restart).
+//! killed and started again on its port and its data (a one-node Raft
+//! server).
 
 mod support;
 
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{eventually, write_and_close, Bao, Mount};
+use support::{eventually, write_and_close, Bao, Cluster, Mount};
 
 /// Secrets read in each burst (each burst reads new ones: cold reads).
 const READS: usize = 12;
@@ -266,16 +266,17 @@ fn a_proxy_that_closes_idle_connections_fails_no_read_or_write() {
 
 #[test]
 fn after_openbao_restarts_under_load_no_read_or_write_fails() {
-    let mut bao = Bao::start();
+    // One Raft node: its data survives a restart, on the same port.
+    let mut server = Cluster::start_n(1);
     let rounds = 2;
-    (0..=rounds).for_each(|r| seed(&bao, r));
-    let addr = bao.addr().to_string();
-    let m = mount(&bao, &addr);
+    (0..=rounds).for_each(|r| seed(server.node(0), r));
+    let addr = server.node(0).addr().to_string();
+    let m = mount(server.node(0), &addr);
     assert!(Path::new(&m.at("conn")).is_dir());
-    burst(&bao, &m, 0);
+    burst(server.node(0), &m, 0);
     for round in 1..=rounds {
-        // Writers keep going while the server is killed and started again
-        // (theirs may fail meanwhile: the store is down).
+        // A writer keeps going while the server is killed and started
+        // again (its writes may fail meanwhile: the store is down).
         let stop = AtomicBool::new(false);
         let ok = std::thread::scope(|s| {
             let load = s.spawn(|| {
@@ -287,9 +288,8 @@ fn after_openbao_restarts_under_load_no_read_or_write_fails() {
                 }
                 ok
             });
-            bao.restart();
-            // The server starts empty (a dev server): its data again.
-            (0..=rounds).for_each(|r| seed(&bao, r));
+            server.kill(0);
+            server.restart(0);
             stop.store(true, Ordering::SeqCst);
             load.join().expect("the load panicked")
         });
@@ -298,12 +298,12 @@ fn after_openbao_restarts_under_load_no_read_or_write_fails() {
         // store down; its probe finds it back.
         eventually(
             "the mount finds the store back",
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             || {
                 let (_, report) = support::status(m.path());
                 (report["store_reachable"] == json!(true)).then_some(())
             },
         );
-        burst(&bao, &m, round);
+        burst(server.node(0), &m, round);
     }
 }

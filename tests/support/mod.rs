@@ -90,7 +90,42 @@ impl Bao {
     fn start_inner(audited: bool, tls: bool) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = Bao::spawn(dir.path(), port, audited, tls);
+        let log = std::fs::File::create(dir.path().join("openbao.log")).expect("log file");
+        let mut cmd = Command::new(bao_binary());
+        cmd.args([
+            "server",
+            "-dev",
+            "-dev-root-token-id=root",
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ]);
+        if tls {
+            let certs = dir.path().join("certs");
+            std::fs::create_dir(&certs).expect("certs dir");
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
+        if audited {
+            let config = dir.path().join("audit.hcl");
+            let audit_log = dir.path().join("audit.log");
+            std::fs::write(
+                &config,
+                format!(
+                    "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    audit_log.display()
+                ),
+            )
+            .expect("audit config");
+            cmd.arg(format!("-config={}", config.display()));
+        }
+        // Dev mode writes its root token to ~/.vault-token (a temp file
+        // renamed into place): servers started at once by parallel tests
+        // race on it and one fails to start. Each gets a HOME of its own.
+        cmd.env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("cannot start bao");
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -109,90 +144,18 @@ impl Bao {
             dir,
             agent,
         };
-        bao.wait_up();
-        bao
-    }
-
-    /// Kills the server and starts it again on the same port, as a restart
-    /// does, and waits until it answers. A dev server keeps its data in
-    /// memory: what was written is gone (the root token stays `root`).
-    pub fn restart(&mut self) {
-        assert!(
-            self.addr.starts_with("http://"),
-            "a restarted -dev-tls server would have a new CA"
-        );
-        self.stop();
-        let port: u16 = self
-            .addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the server's port");
-        let audited = self.dir.path().join("audit.hcl").exists();
-        self.child = Some(Bao::spawn(self.dir.path(), port, audited, false));
-        self.wait_up();
-    }
-
-    /// Starts `bao server -dev` on `port` with its files in `dir`.
-    fn spawn(dir: &Path, port: u16, audited: bool, tls: bool) -> Child {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(dir.join("openbao.log"))
-            .expect("log file");
-        let mut cmd = Command::new(bao_binary());
-        cmd.args([
-            "server",
-            "-dev",
-            "-dev-root-token-id=root",
-            &format!("-dev-listen-address=127.0.0.1:{port}"),
-        ]);
-        if tls {
-            let certs = dir.join("certs");
-            std::fs::create_dir(&certs).expect("certs dir");
-            cmd.arg("-dev-tls")
-                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
-        }
-        if audited {
-            let config = dir.join("audit.hcl");
-            let audit_log = dir.join("audit.log");
-            std::fs::write(
-                &config,
-                format!(
-                    "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
-                    audit_log.display()
-                ),
-            )
-            .expect("audit config");
-            cmd.arg(format!("-config={}", config.display()));
-        }
-        // Dev mode writes its root token to ~/.vault-token (a temp file
-        // renamed into place): servers started at once by parallel tests
-        // race on it and one fails to start. Each gets a HOME of its own.
-        cmd.env("HOME", dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        die_with_parent(&mut cmd);
-        cmd.spawn().expect("cannot start bao")
-    }
-
-    /// Waits until the server just started answers, `secret/` included.
-    fn wait_up(&mut self) {
         let up = poll(Duration::from_secs(30), || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("bao exited ({status}) before answering:\n{}", self.log());
+            if let Some(Ok(Some(status))) = bao.child.as_mut().map(|c| c.try_wait()) {
+                panic!("bao exited ({status}) before answering:\n{}", bao.log());
             }
-            let health = self
-                .agent
-                .get(format!("{}/v1/sys/health", self.addr))
-                .call();
+            let health = bao.agent.get(format!("{}/v1/sys/health", bao.addr)).call();
             health.is_ok_and(|r| r.status() == 200).then_some(())
         });
-        assert!(up.is_some(), "bao did not answer in 30 s:\n{}", self.log());
+        assert!(up.is_some(), "bao did not answer in 30 s:\n{}", bao.log());
         // Dev mode's `secret/` is a KV v2 mount that, like any new one,
         // upgrades itself first.
-        self.wait_until_kv_answers("secret", 2);
+        bao.wait_until_kv_answers("secret", 2);
+        bao
     }
 
     /// Requests the server received so far with this operation (`read`,
