@@ -381,3 +381,84 @@ pub fn with_deadline<T>(
     rt.block_on(async move { tokio::time::timeout(deadline, fut).await })
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A server that answers each connection's first request (keep-alive)
+    /// and closes the connection 50 ms later, as a server or proxy with a
+    /// short idle timeout does; counts the requests it read.
+    fn closing_when_idle() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                if conn.read(&mut buf).unwrap_or(0) == 0 {
+                    continue;
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        (addr, requests)
+    }
+
+    fn client(addr: &str) -> Client {
+        let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token("")
+            .build()
+            .unwrap();
+        let credentials = Credentials::new(secrecy::SecretString::from("t".to_string()));
+        Client::new(
+            Arc::new(Nodes::new(vec![settings])),
+            Arc::new(credentials),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Sends a KV v1 delete twice from one thread, the second time after
+    /// the server closed the connection the first one left in the pool.
+    fn twice(repeat: Repeat) -> (Called<()>, usize) {
+        let (addr, requests) = closing_when_idle();
+        let client = client(&addr);
+        let delete =
+            |c: Arc<VaultClient>| async move { vaultrs::kv1::delete(&*c, "kv", "x").await };
+        std::thread::spawn(move || {
+            let first = client.call_tracked(repeat, delete);
+            assert!(first.result.is_ok(), "{:?}", first.result.err());
+            std::thread::sleep(Duration::from_millis(200));
+            let second = client.call_tracked(repeat, delete);
+            (second, requests.load(Ordering::SeqCst))
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_on_a_pooled_connection_the_server_closed_is_sent_again_on_a_new_one() {
+        let (second, requests) = twice(Repeat::Again);
+        assert!(second.result.is_ok(), "{:?}", second.result.err());
+        assert!(second.uncertain, "the first copy may have been sent");
+        assert_eq!(requests, 2, "the closed connection took no request");
+    }
+
+    #[test]
+    fn a_write_that_must_not_be_sent_twice_is_unanswered_not_sent_again() {
+        let (second, requests) = twice(Repeat::Once);
+        assert!(
+            matches!(second.result, Err(Error::Unanswered(_))),
+            "{:?}",
+            second.result.err()
+        );
+        assert_eq!(requests, 1);
+    }
+}
