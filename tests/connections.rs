@@ -238,6 +238,9 @@ fn a_proxy_that_closes_idle_connections_fails_no_read_or_write() {
     let m = mount(&bao, &proxy.url);
     assert!(Path::new(&m.at("conn")).is_dir());
     burst(&bao, &m, 0);
+    // Reloads that found pooled connections to close: a machine stalled
+    // for longer than the pool keeps them idle may find none in a round.
+    let mut reloads = 0;
     for round in 1..=rounds {
         if round % 2 == 1 {
             // Idle past the proxy's timeout: it closed every connection.
@@ -249,8 +252,9 @@ fn a_proxy_that_closes_idle_connections_fails_no_read_or_write() {
         } else {
             // At once after a burst: the pooled connections are fresh,
             // and the proxy closes them all (a reload, a failover).
-            let closed = proxy.drop_all();
-            assert!(closed > 0, "no connection open after a burst");
+            if proxy.drop_all() > 0 {
+                reloads += 1;
+            }
         }
         burst(&bao, &m, round);
     }
@@ -259,6 +263,7 @@ fn a_proxy_that_closes_idle_connections_fails_no_read_or_write() {
         "the proxy never closed an idle connection"
     );
     // The rounds after a reload went through closed pooled connections.
+    assert!(reloads > 0, "no connection open after any burst");
     assert!(resent(&m) > 0, "no request met a closed connection");
     let log = m.log();
     assert!(
