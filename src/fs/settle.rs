@@ -189,7 +189,11 @@ impl SecretFs {
     fn keep_tentative(&self, path: &SecretPath, file: &Scratch) {
         let memory_only = |e: &Error| {
             lock(file).fate = Fate::MemoryOnly;
-            tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL could not be written as a key: it stays in memory only");
+            if matches!(e, Error::OutcomeUnknown(_)) {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL got no answer when written as a key: the store may or may not hold it; it stays in memory too");
+            } else {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL could not be written as a key: it stays in memory only");
+            }
             self.record_error(format!("write /{path}: {e}"));
         };
         let Some((dir, name)) = path.split_last() else {

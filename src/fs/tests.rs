@@ -792,6 +792,34 @@ fn a_temporary_file_left_alone_is_stored_when_its_creator_exits_or_at_its_deadli
 }
 
 #[test]
+fn a_removal_whose_answer_is_lost_says_so_to_rm() {
+    // Written before unlink returns, the removal's outcome is rm's: found
+    // to have landed, success; not found out, "outcome unknown" (EIO),
+    // never a claim that the store still holds the key.
+    use crate::store::memory::Scope;
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    store.lose_write_answers(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    fs.unlink(db, "USER").unwrap();
+    store.heal();
+    assert!(store.get("myapp/db").unwrap().get("USER").is_none());
+    store.hang_after_write(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    let err = fs.unlink(db, "PORT").unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    store.heal();
+    assert!(store.get("myapp/db").unwrap().get("PORT").is_none());
+}
+
+#[test]
 fn a_file_removed_before_its_release_is_never_written() {
     // git init: mkstemp `tXXXXXX`, close, unlink; the release (which
     // commits a created file) reaches the core after the unlink.
