@@ -849,7 +849,7 @@ fn renames_of_temporary_files_while_the_settler_runs_never_deadlock() {
     // namespace: the two waited on each other.
     let store = seeded();
     let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
-    // What the settler thread does every few milliseconds, without pause.
+    // What the settler thread does when woken, without pause.
     let settler = fs.clone();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();
