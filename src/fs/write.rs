@@ -452,6 +452,8 @@ impl SecretFs {
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
                 self.may_write(&file.secret)?;
+                // The store known down: said at once, not after a timeout.
+                self.store_answers()?;
                 let view = self.views.get(file.view);
                 self.commit(&file.secret, |data| view.remove(data, &file.name))
                     .map(drop)
