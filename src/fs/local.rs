@@ -32,10 +32,11 @@ pub enum Fate {
 /// How long a closed temporary file waits for its rename while the
 /// program that created it keeps running (or when that program is not
 /// known). Tools rename theirs within milliseconds of closing them (rsync
-/// sets times and modes first, each a request to the daemon: on a loaded
-/// machine 100 ms was seen to pass, and a temporary name reached the
-/// store); a file left alone longer than this is meant to stay, and
-/// reaches the store rather than living only in this daemon's memory.
+/// sets times and modes first, each a request to the daemon; with 100 ms
+/// the rsync test of tests/tool_writes.rs once counted the wrong number
+/// of versions on a loaded machine); a file left alone longer than this
+/// is meant to stay, and reaches the store rather than living only in
+/// this daemon's memory.
 pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A file that lives only in memory.
