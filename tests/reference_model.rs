@@ -63,9 +63,6 @@ fn is_backup(name: &str) -> bool {
     name.ends_with('~')
 }
 
-/// The thread id of a program that has exited: its removals are due.
-const GONE: u32 = u32::MAX;
-
 fn parent_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(p, _)| p)
 }
@@ -970,8 +967,8 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let Some(parent) = reach(model, s, dir)? else {
                 return Ok(());
             };
-            // Written once the program is gone (the step's end settles).
-            let got = errno(s.fs.unlink_by(parent, name, GONE));
+            // Written before unlink returns.
+            let got = errno(s.fs.unlink(parent, name));
             let want = if model.remove_scratch(dir, name).is_some() {
                 Ok(())
             } else if model.file(dir, name).is_some() {
@@ -1039,7 +1036,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             let want = rename_in_model(model, dir, temp, to_dir, to_name, *no_replace);
             expect("rename of a temporary file", got, want)?;
             if want.is_err() {
-                let removed = errno(s.fs.unlink_by(parent, temp, GONE));
+                let removed = errno(s.fs.unlink(parent, temp));
                 model.remove_scratch(dir, temp);
                 expect("removal of a temporary file", removed, Ok(()))?;
             }
@@ -1050,9 +1047,15 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                 return Ok(());
             };
             let existed = model.file(dir, name).is_some();
-            let removed = errno(s.fs.unlink_by(parent, name, GONE));
+            // The removal is a version of its own, written at once.
+            let removed = errno(s.fs.unlink(parent, name));
             let want = if existed { Ok(()) } else { Err(libc::ENOENT) };
             expect("removal before install", removed, want)?;
+            if existed {
+                let mut data = model.live(dir).cloned().unwrap_or_default();
+                data.remove(*name);
+                model.committed(dir, name, data);
+            }
             let how = Creating {
                 exclusive: true,
                 caller: None,
@@ -1077,18 +1080,13 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             }
             let flushed = errno(s.fs.flush(fh));
             s.fs.release(fh);
-            // One version: the new value, or (when it could not be
-            // stored) the removal.
+            // Then one version with the new value, unless it could not be
+            // stored: the removal stands.
             let stored = if refused {
                 Err(libc::EILSEQ)
             } else {
                 model.commit_key(dir, name, &buf)
             };
-            if stored.is_err() && existed {
-                let mut data = model.live(dir).cloned().unwrap_or_default();
-                data.remove(*name);
-                model.committed(dir, name, data);
-            }
             let want = if writes.is_empty() { Ok(()) } else { stored };
             expect("close of an installed file", flushed, want)
         }

@@ -143,20 +143,17 @@ fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
     bao.kv2_put("secret", "app/other", json!({"K": "v"}));
     let m = Mount::new(&bao, "secret/", &["--writable"]);
     sh_ok(&format!("rm {}", q(&m.at("app/db/PORT"))));
-    // A removal reaches the store once the program that removed has
-    // exited (it might have created the name again: install, mv).
-    let settled = |path: &'static str, want: serde_json::Value| {
-        support::eventually(format!("{path} is {want}"), Duration::from_secs(5), || {
-            (data(&bao, path) == want).then_some(())
-        })
-    };
-    settled("app/db", json!({"PASSWORD": "old", "USER": "app"}));
+    // A removal is in the store when unlink returns.
+    assert_eq!(
+        data(&bao, "app/db"),
+        json!({"PASSWORD": "old", "USER": "app"})
+    );
     sh_ok(&format!(
         "mv {} {}",
         q(&m.at("app/db/USER")),
         q(&m.at("app/other/USER"))
     ));
-    settled("app/db", json!({"PASSWORD": "old"}));
+    assert_eq!(data(&bao, "app/db"), json!({"PASSWORD": "old"}));
     assert_eq!(data(&bao, "app/other"), json!({"K": "v", "USER": "app"}));
 }
 
@@ -454,11 +451,11 @@ fn kv1_mounts_write_rename_and_delete_too() {
     std::fs::rename(m.at("svc/cfg/B"), m.at("svc/cfg/C")).unwrap();
     std::fs::write(m.at("svc/cfg/D"), "4").unwrap();
     std::fs::remove_file(m.at("svc/cfg/D")).unwrap();
-    // This program keeps running: the removal reaches the store a moment
-    // later (it could have created D again, as install does).
-    support::eventually("D removed", Duration::from_secs(5), || {
-        (bao.kv1_get("kv1", "svc/cfg").unwrap() == json!({"A": "one", "C": "2"})).then_some(())
-    });
+    // Written before unlink returns, while this program keeps running.
+    assert_eq!(
+        bao.kv1_get("kv1", "svc/cfg").unwrap(),
+        json!({"A": "one", "C": "2"})
+    );
     std::fs::create_dir(m.at("svc/new")).unwrap();
     std::fs::write(m.at("svc/new/K"), "v").unwrap();
     assert_eq!(bao.kv1_get("kv1", "svc/new").unwrap(), json!({"K": "v"}));

@@ -1,8 +1,8 @@
 //! What exists in the mount but not (or not yet, or no longer) in the store:
 //! directories made with `mkdir` and still empty, keys created and not yet
 //! committed, files created exclusively under a scratch name (editors' and
-//! tools' temporary files), keys an editor moved aside, and keys removed
-//! whose removal is not written yet.
+//! tools' temporary files) and keys an editor moved aside. (A key's
+//! removal is written before `unlink` returns: nothing of it waits here.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,6 @@ use std::time::{Instant, SystemTime};
 
 use secrecy::SecretBox;
 
-use super::inode::NodeKind;
 use crate::store::SecretPath;
 
 /// What becomes of a file living in memory if nobody renames or removes it.
@@ -21,19 +20,24 @@ pub enum Fate {
     MemoryOnly,
     /// A tool's temporary file (`mkstemp`, rsync, `sed -i`): renamed onto
     /// a key it becomes that key; left alone it becomes a key under its
-    /// own name once it is closed and its creator has exited (when the
-    /// creator is not known, [`SETTLE_AFTER`] after its last close), or
-    /// when the mount ends.
+    /// own name once it is closed and its creator has exited, or
+    /// [`SETTLE_AFTER`] after its last close while the creator keeps
+    /// running (or is not known), or when the mount ends.
     Tentative {
         /// The process id of the program that created it, when known.
         caller: Option<u32>,
     },
 }
 
-/// How long a removed key waits for the new file that usually follows
-/// (`install`) while its program keeps running; how long a closed
-/// temporary file of an unknown program waits for its rename.
-pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a closed temporary file waits for its rename while the
+/// program that created it keeps running (or when that program is not
+/// known). Tools rename theirs within milliseconds of closing them (rsync
+/// sets times and modes first, each a request to the daemon; with 100 ms
+/// the rsync test of tests/tool_writes.rs once counted the wrong number
+/// of versions on a loaded machine); a file left alone longer than this
+/// is meant to stay, and reaches the store rather than living only in
+/// this daemon's memory.
+pub const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A file that lives only in memory.
 pub struct ScratchFile {
@@ -64,19 +68,6 @@ impl ScratchFile {
     }
 }
 
-/// A key removed (`unlink`) whose removal is not written yet: the program
-/// that removed it may create it again at once (`install`, `mv` from
-/// another secret), and then one version replaces the value.
-#[derive(Debug, Clone)]
-pub struct Unlinking {
-    /// The file removed (a `NodeKind::File`).
-    pub file: NodeKind,
-    /// The process id of the program that removed it.
-    pub caller: Option<u32>,
-    /// When.
-    pub at: Instant,
-}
-
 /// A shared scratch file.
 pub type Scratch = Arc<Mutex<ScratchFile>>;
 
@@ -88,11 +79,6 @@ pub struct Local {
     new_keys: HashSet<SecretPath>,
     /// key path → the scratch path holding its old value.
     displaced: HashMap<SecretPath, SecretPath>,
-    /// Keys removed, their removal not written yet.
-    unlinking: HashMap<SecretPath, Unlinking>,
-    /// New keys created over a key whose removal was not written: if the
-    /// new key is never written, the removal is.
-    replacing: HashMap<SecretPath, Unlinking>,
 }
 
 /// Whether `path` lies strictly below `dir`.
@@ -192,7 +178,6 @@ impl Local {
     /// Records a key created and not yet committed.
     pub fn add_new_key(&mut self, key: SecretPath) {
         self.displaced.remove(&key);
-        self.unlinking.remove(&key);
         self.new_keys.insert(key);
     }
 
@@ -217,44 +202,9 @@ impl Local {
         self.displaced.insert(key, scratch);
     }
 
-    /// Whether `key` is hidden: behind an editor's backup, or removed
-    /// with its removal not written yet.
+    /// Whether `key` is hidden behind an editor's backup.
     pub fn is_hidden(&self, key: &SecretPath) -> bool {
-        self.displaced.contains_key(key) || self.unlinking.contains_key(key)
-    }
-
-    /// Records a removal of `key` to be written later (hiding the key).
-    pub fn unlink_later(&mut self, key: SecretPath, pending: Unlinking) {
-        self.unlinking.insert(key, pending);
-    }
-
-    /// Takes the pending removal of `key`, if any: it is written now, or
-    /// a new value replaces it.
-    pub fn take_unlinking(&mut self, key: &SecretPath) -> Option<Unlinking> {
-        self.unlinking.remove(key)
-    }
-
-    /// When the pending removal of `key` was made, if there is one.
-    pub fn unlinking_since(&self, key: &SecretPath) -> Option<Instant> {
-        self.unlinking.get(key).map(|u| u.at)
-    }
-
-    /// The keys whose removal is pending.
-    pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
-        self.unlinking
-            .iter()
-            .map(|(k, u)| (k.clone(), u.clone()))
-            .collect()
-    }
-
-    /// The new key `key` replaces a key whose removal is pending.
-    pub fn replace(&mut self, key: SecretPath, pending: Unlinking) {
-        self.replacing.insert(key, pending);
-    }
-
-    /// Takes the removal a new key at `key` replaced, if any.
-    pub fn take_replaced(&mut self, key: &SecretPath) -> Option<Unlinking> {
-        self.replacing.remove(key)
+        self.displaced.contains_key(key)
     }
 
     /// The scratch files that may become keys: path and file.
@@ -271,9 +221,9 @@ impl Local {
             .collect()
     }
 
-    /// Whether anything waits to be settled (a tentative file, a removal).
+    /// Whether anything waits to be settled (a tentative file).
     pub fn has_pending(&self) -> bool {
-        !self.unlinking.is_empty() || !self.tentative().is_empty()
+        !self.tentative().is_empty()
     }
 
     /// A write of `secret` reached the store: the secret and every folder
@@ -292,8 +242,6 @@ impl Local {
         self.secret_written(secret);
         self.new_keys.remove(file);
         self.displaced.remove(file);
-        self.unlinking.remove(file);
-        self.replacing.remove(file);
     }
 }
 

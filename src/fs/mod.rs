@@ -199,6 +199,8 @@ pub struct SecretFs {
     mounted_over: std::sync::OnceLock<MountedOver>,
     /// The templates shown at the root (`--layout templates:DIR`), if any.
     templates: Option<Arc<template::Templates>>,
+    /// Wakes the thread that settles temporary files (settle.rs).
+    settler: settle::Settler,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.
@@ -246,6 +248,7 @@ impl SecretFs {
             changes: std::sync::OnceLock::new(),
             mounted_over: std::sync::OnceLock::new(),
             templates: None,
+            settler: settle::Settler::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::{FileNode, Ino, Inodes, NodeKind};
-use super::local::{Fate, Local, Scratch, ScratchFile, Unlinking};
+use super::local::{Fate, Local, Scratch, ScratchFile};
 use secrecy::ExposeSecret;
 
 use crate::store::{Secret, SecretPath};
@@ -204,40 +204,9 @@ impl Namespace {
         self.lock().local.new_keys_in(dir)
     }
 
-    /// Whether the key at `path` is hidden: behind an editor's backup, or
-    /// removed with the removal not written yet.
+    /// Whether the key at `path` is hidden behind an editor's backup.
     pub fn is_hidden(&self, path: &SecretPath) -> bool {
         self.lock().local.is_hidden(path)
-    }
-
-    /// Removes the key at `path` (standing for `file`) from the mount now
-    /// and from the store later (see [`Unlinking`]).
-    pub fn unlink_later(&self, path: SecretPath, pending: Unlinking) {
-        self.lock().local.unlink_later(path, pending)
-    }
-
-    /// Takes the pending removal of the key at `path`, if any.
-    pub fn take_unlinking(&self, path: &SecretPath) -> Option<Unlinking> {
-        self.lock().local.take_unlinking(path)
-    }
-
-    /// The removal of the key at `path` made at `at` is written: the key
-    /// need not be hidden any more (unless it was removed again since).
-    pub fn unlinked(&self, path: &SecretPath, at: std::time::Instant) {
-        let mut state = self.lock();
-        if state.local.unlinking_since(path) == Some(at) {
-            state.local.take_unlinking(path);
-        }
-    }
-
-    /// Every pending removal.
-    pub fn unlinking(&self) -> Vec<(SecretPath, Unlinking)> {
-        self.lock().local.unlinking()
-    }
-
-    /// Takes the removal the new file at `path` replaced, if any.
-    pub fn take_replaced(&self, path: &SecretPath) -> Option<Unlinking> {
-        self.lock().local.take_replaced(path)
     }
 
     /// The scratch files that may become keys.
@@ -339,9 +308,7 @@ impl Namespace {
     }
 
     /// Creates a file at `path`, named `at`, standing for `kind`: it shows
-    /// (empty) until written, and disappears if it never is. A removal of
-    /// the key there not written yet is replaced by the new key's value
-    /// (written instead if the new key never is).
+    /// (empty) until written, and disappears if it never is.
     pub fn create_file(&self, at: Name<'_>, path: SecretPath, kind: NodeKind) -> Ino {
         let mut state = self.lock();
         // A file of that name removed before it was written keeps its
@@ -350,9 +317,6 @@ impl Namespace {
             if state.forsaken.contains(&ino) {
                 state.inodes.unname(at.parent, at.name);
             }
-        }
-        if let Some(pending) = state.local.take_unlinking(&path) {
-            state.local.replace(path.clone(), pending);
         }
         state.local.add_new_key(path);
         state.inodes.remember(at.parent, at.name, kind, true)

@@ -1,25 +1,31 @@
 //! What is left for later, and settled once it is known that nothing will
 //! follow: a tool's temporary file nobody renamed or removed becomes a key
-//! under its own name, and a key's removal not replaced by a new key is
-//! written. "Nothing will follow" is known when the program that made the
-//! change has exited (or, for a removal, [`SETTLE_AFTER`] after it).
+//! under its own name once it is closed and the program that created it
+//! has exited, or [`SETTLE_AFTER`] after its last close while that program
+//! keeps running (or is not known).
+//!
+//! A program's exit is learned from the kernel, not by looking again and
+//! again: one thread blocks in `poll(2)` on a pidfd of each such program
+//! (readable once it has exited) and on a pipe that wakes it when a
+//! temporary file is closed; its only timeout is the nearest
+//! [`SETTLE_AFTER`] deadline, and with nothing pending it sleeps until
+//! woken. A read-only mount, where nothing can be pending, starts no
+//! thread. (A key's removal is written before `unlink` returns.)
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
 
 use secrecy::{ExposeSecret, SecretBox};
 
-use super::inode::NodeKind;
-use super::local::{Fate, Scratch, Unlinking, SETTLE_AFTER};
+use super::local::{Fate, Scratch, SETTLE_AFTER};
 use super::{lock, FileRef, SecretFs};
 use crate::error::Error;
 use crate::store::SecretPath;
 
-/// How often the settler looks for what is due.
-const SETTLE_EVERY: Duration = Duration::from_millis(5);
-
-/// Whether the process `pid` has exited (or is a zombie): it will make no
-/// more requests.
+/// Whether the process `pid` has exited (or is a zombie), read from
+/// /proc: where no pidfd can be had.
 fn has_exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name, which may hold spaces and
@@ -32,35 +38,122 @@ fn has_exited(pid: u32) -> bool {
     }
 }
 
-/// Whether a removal made at `since` by `caller` is due to be written:
-/// its program has exited, or it is [`SETTLE_AFTER`] old (a program that
-/// keeps running: the store must not lag behind the mount for long).
-fn removal_due(caller: Option<u32>, since: Instant) -> bool {
-    since.elapsed() >= SETTLE_AFTER || caller.is_some_and(has_exited)
+/// How the exit of one program is learned.
+enum Watch {
+    /// Its pidfd: readable once it has exited.
+    Pidfd(OwnedFd),
+    /// It was gone already.
+    Gone,
+    /// No pidfd (an old kernel): /proc is asked, and its files wait for
+    /// their deadline.
+    Proc,
 }
 
-/// Whether a temporary file last closed at `closed` by `caller`'s program
-/// is due to become a key: that program has exited (it will not rename
-/// it; an editor's backup kept with `:set backup` is stored when the
-/// editor exits), or, when the program is not known, [`SETTLE_AFTER`]
-/// after its last close.
-fn temporary_due(caller: Option<u32>, closed: Instant) -> bool {
-    match caller {
-        Some(pid) => has_exited(pid),
-        None => closed.elapsed() >= SETTLE_AFTER,
+impl Watch {
+    fn of(pid: u32) -> Watch {
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return Watch::Proc;
+        };
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+        // descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        match RawFd::try_from(fd) {
+            // SAFETY: a descriptor just returned to us, owned by nobody else.
+            Ok(fd) if fd >= 0 => Watch::Pidfd(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Watch::Gone,
+            _ => Watch::Proc,
+        }
     }
+
+    fn exited(&self, pid: u32) -> bool {
+        match self {
+            Watch::Pidfd(fd) => readable(fd.as_raw_fd(), 0),
+            Watch::Gone => true,
+            Watch::Proc => has_exited(pid),
+        }
+    }
+}
+
+/// Whether `fd` is readable (or hung up) within `timeout_ms`.
+fn readable(fd: RawFd, timeout_ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n > 0 && p.revents != 0
+}
+
+/// The exits a settler has learned of, by process id.
+#[derive(Default)]
+struct Exits(HashMap<u32, Watch>);
+
+impl Exits {
+    fn exited(&mut self, pid: u32) -> bool {
+        self.0
+            .entry(pid)
+            .or_insert_with(|| Watch::of(pid))
+            .exited(pid)
+    }
+}
+
+/// What the settler waits for after a round: the exits of these
+/// programs, and the nearest deadline.
+#[derive(Default)]
+struct Waiting {
+    pids: Vec<u32>,
+    until: Option<Instant>,
+}
+
+/// How the core wakes the settler thread (when it runs).
+#[derive(Default)]
+pub struct Settler {
+    /// The pipe's writing end; its reading end is the thread's.
+    wake: OnceLock<OwnedFd>,
+}
+
+impl Settler {
+    /// Wakes the thread: something may have become due.
+    pub(super) fn wake(&self) {
+        if let Some(fd) = self.wake.get() {
+            // SAFETY: one byte from a valid buffer to our own pipe. A full
+            // (non-blocking) pipe already holds a wake-up: EAGAIN is fine.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        }
+    }
+}
+
+/// A pipe (reading end, writing end), both non-blocking and close-on-exec.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2(2) fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: descriptors just returned to us, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Empties the (non-blocking) pipe.
+fn drain(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into a buffer of its length.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
 
 impl SecretFs {
     /// Settles what is due; with `all`, everything pending, as if every
-    /// program had exited (tests, and the reference model).
+    /// program had exited (tests, and the mount's end).
     pub fn settle(&self, all: bool) {
-        for (path, pending) in self.names.unlinking() {
-            if all || removal_due(pending.caller, pending.at) {
-                // Each write has a deadline of its own.
-                super::operation(|| self.settle_removal(&path, pending));
-            }
-        }
+        self.settle_due(&mut Exits::default(), all);
+    }
+
+    /// Stores each closed temporary file whose creator has exited (or
+    /// whose deadline passed); says what the rest wait for.
+    fn settle_due(&self, exits: &mut Exits, all: bool) -> Waiting {
+        let mut waiting = Waiting::default();
         for (path, file) in self.names.tentative() {
             let (closed, caller) = {
                 let f = lock(&file);
@@ -70,57 +163,24 @@ impl SecretFs {
                 }
             };
             // Still open (the namespace and this loop hold one reference
-            // each; every open handle another), or never closed yet.
+            // each; every open handle another), or never closed yet: its
+            // last release wakes the settler.
             let Some(closed) = closed else { continue };
             if Arc::strong_count(&file) > 2 {
                 continue;
             }
-            if all || temporary_due(caller, closed) {
+            let deadline = closed + SETTLE_AFTER;
+            let due =
+                all || Instant::now() >= deadline || caller.is_some_and(|pid| exits.exited(pid));
+            if due {
+                // Each write has a deadline of its own.
                 super::operation(|| self.keep_tentative(&path, &file));
+            } else {
+                waiting.pids.extend(caller);
+                waiting.until = Some(waiting.until.map_or(deadline, |u| u.min(deadline)));
             }
         }
-    }
-
-    /// Writes the pending removals of keys of `secret` now (`rmdir` after
-    /// `rm -r`).
-    pub(super) fn settle_removals_in(&self, secret: &SecretPath) {
-        for (path, pending) in self.names.unlinking() {
-            let NodeKind::File { secret: of, .. } = &pending.file else {
-                continue;
-            };
-            if of == secret {
-                self.settle_removal(&path, pending);
-            }
-        }
-    }
-
-    /// Writes a pending removal. The key stays hidden until it is written
-    /// (a lookup meanwhile must not find it in the cache).
-    fn settle_removal(&self, path: &SecretPath, pending: Unlinking) {
-        let at = pending.at;
-        self.write_removal(path, pending);
-        self.names.unlinked(path, at);
-    }
-
-    /// Writes a key's removal; its failure can only be logged (the
-    /// program was told success when the key left the mount).
-    pub(super) fn write_removal(&self, path: &SecretPath, pending: Unlinking) {
-        let NodeKind::File { secret, view, name } = pending.file else {
-            return;
-        };
-        let v = self.views.get(view);
-        let result = self
-            .writers
-            .commit(&self.source, &secret, |data| v.remove(data, &name));
-        match result {
-            Ok(_) => self.names.secret_written(&secret),
-            // Removed meanwhile (elsewhere, or the secret was deleted).
-            Err(Error::NotFound) => {}
-            Err(e) => {
-                tracing::error!(path = %format!("/{path}"), error = %e, "a key's removal could not be written: the store still holds it");
-                self.record_error(format!("unlink /{path}: {e}"));
-            }
-        }
+        waiting
     }
 
     /// A tool's temporary file nobody renamed or removed: it becomes a key
@@ -129,7 +189,11 @@ impl SecretFs {
     fn keep_tentative(&self, path: &SecretPath, file: &Scratch) {
         let memory_only = |e: &Error| {
             lock(file).fate = Fate::MemoryOnly;
-            tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL could not be written as a key: it stays in memory only");
+            if matches!(e, Error::OutcomeUnknown(_)) {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL got no answer when written as a key: the store may or may not hold it; it stays in memory too");
+            } else {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a file created with O_EXCL could not be written as a key: it stays in memory only");
+            }
             self.record_error(format!("write /{path}: {e}"));
         };
         let Some((dir, name)) = path.split_last() else {
@@ -176,27 +240,79 @@ impl SecretFs {
         }
     }
 
-    /// Starts the thread that settles what is due (see [`SecretFs::settle`]).
+    /// Starts the thread that settles what is due (see the module's
+    /// documentation); none on a read-only mount.
     pub fn start_settler(self: &Arc<Self>) {
+        if self.config.read_only {
+            return;
+        }
+        let (wakes, waker) = match pipe() {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end");
+                return;
+            }
+        };
+        if self.settler.wake.set(waker).is_err() {
+            return; // Started already.
+        }
         let fs = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("secretfs-settle".into())
-            .spawn(move || loop {
-                std::thread::sleep(SETTLE_EVERY);
-                let Some(fs) = fs.upgrade() else { return };
-                if fs.names.has_pending() {
-                    fs.settle(false);
-                }
-            });
+            .spawn(move || settle_thread(&fs, &wakes));
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the settler: removals and temporary files wait for the next change");
+            tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end");
         }
+    }
+}
+
+/// The settler: settles what is due, then sleeps in poll(2) until a
+/// program it waits for exits, a temporary file is closed, or the nearest
+/// deadline. Ends when the filesystem is gone.
+fn settle_thread(fs: &Weak<SecretFs>, wakes: &OwnedFd) {
+    let mut exits = Exits::default();
+    loop {
+        let waiting = {
+            let Some(fs) = fs.upgrade() else { return };
+            drain(wakes.as_raw_fd());
+            fs.settle_due(&mut exits, false)
+        };
+        // Programs nothing waits for any more: their pidfds are closed.
+        exits.0.retain(|pid, _| waiting.pids.contains(pid));
+        let mut fds = vec![libc::pollfd {
+            fd: wakes.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        for pid in &waiting.pids {
+            if let Some(Watch::Pidfd(fd)) = exits.0.get(pid) {
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+        }
+        // Rounded up: woken before the deadline, the round finds nothing due.
+        let timeout = waiting.until.map_or(-1, |until| {
+            let left = until.saturating_duration_since(Instant::now());
+            libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+        });
+        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` holds `nfds` valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "the settler cannot wait: it looks again after a pause");
+            std::thread::sleep(SETTLE_AFTER);
+        }
+        // The pipe hung up: the filesystem is gone (the next round ends).
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::inode::NodeKind;
 
     #[test]
     fn a_temporary_file_written_or_renamed_while_stored_does_not_become_the_key() {

@@ -705,40 +705,118 @@ fn a_temporary_file_nobody_renames_becomes_a_key() {
 }
 
 #[test]
-fn a_key_removed_then_created_again_is_one_version_without_a_gap() {
+fn a_key_removed_is_written_before_unlink_returns_and_a_new_one_is_a_version_of_its_own() {
+    // `rm KEY`: the store holds the removal when rm is told it is done.
     // `install -m 400 f KEY`: unlink KEY, create KEY with O_EXCL, write.
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
-    fs.unlink_by(db, "PASSWORD", u32::MAX).unwrap();
+    fs.unlink(db, "PASSWORD").unwrap();
+    assert_eq!(store.write_calls(), writes + 1);
+    assert!(store.get("myapp/db").unwrap().get("PASSWORD").is_none());
     assert_eq!(
         path_ino(&fs, "myapp/db/PASSWORD").unwrap_err().errno(),
         libc::ENOENT
     );
-    assert_eq!(store.write_calls(), writes);
     write_exclusive(&fs, "myapp/db/PASSWORD", b"installed").unwrap();
-    fs.settle(true);
-    assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(store.write_calls(), writes + 2);
     assert_eq!(
         store.get("myapp/db").unwrap()["PASSWORD"],
         json!("installed")
     );
-    // `rm KEY` alone: the removal is written once its program is gone.
-    fs.unlink_by(db, "USER", u32::MAX).unwrap();
-    fs.settle(false);
-    assert_eq!(store.write_calls(), writes + 2);
-    assert!(store.get("myapp/db").unwrap().get("USER").is_none());
+    fs.settle(true);
+    assert_eq!(
+        store.write_calls(),
+        writes + 2,
+        "nothing was left for later"
+    );
     // A replacement that fails: the removal stands.
-    fs.unlink_by(db, "PORT", u32::MAX).unwrap();
+    fs.unlink(db, "PORT").unwrap();
     let (_, fh) = fs.create_with(db, "PORT", exclusive()).unwrap();
     assert!(fs.write_handle(fh, 0, &[0xff, 0xfe]).is_err());
     fs.release(fh);
     fs.settle(true);
     assert_eq!(
         store.get("myapp/db").unwrap(),
-        json!({"PASSWORD": "installed"})
+        json!({"PASSWORD": "installed", "USER": "app"})
     );
+}
+
+#[test]
+fn a_temporary_file_left_alone_is_stored_when_its_creator_exits_or_at_its_deadline() {
+    use super::local::SETTLE_AFTER;
+    use crate::store::SecretPath;
+    use std::time::Instant;
+    // Written and closed by `caller`; when it was closed is set by hand.
+    let left_alone = |fs: &SecretFs, name: &str, caller: u32, closed: Instant| {
+        let db = path_ino(fs, "myapp/db").unwrap();
+        let how = Creating {
+            exclusive: true,
+            caller: Some(caller),
+        };
+        let (_, fh) = fs.create_with(db, name, how).unwrap();
+        fs.write_handle(fh, 0, b"kept").unwrap();
+        fs.flush(fh).unwrap();
+        fs.release(fh);
+        let file = fs
+            .names
+            .scratch(&SecretPath::parse(&format!("myapp/db/{name}")));
+        lock(&file.expect("a temporary file")).closed = Some(closed);
+    };
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let writes = store.write_calls();
+    let later = Instant::now() + Duration::from_secs(3600);
+    // This test's own process keeps running: it waits for its deadline.
+    left_alone(&fs, "sedRUNNER", std::process::id(), later);
+    fs.settle(false);
+    assert_eq!(store.write_calls(), writes, "stored before its deadline");
+    left_alone(
+        &fs,
+        "sedLATEST",
+        std::process::id(),
+        Instant::now() - SETTLE_AFTER,
+    );
+    fs.settle(false);
+    assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(store.get("myapp/db").unwrap()["sedLATEST"], json!("kept"));
+    // A creator that has exited (and was reaped): stored at once.
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    left_alone(&fs, "sedEXITED", exited.id(), later);
+    fs.settle(false);
+    assert_eq!(store.write_calls(), writes + 2);
+    assert_eq!(store.get("myapp/db").unwrap()["sedEXITED"], json!("kept"));
+    assert!(store.get("myapp/db").unwrap().get("sedRUNNER").is_none());
+}
+
+#[test]
+fn a_removal_whose_answer_is_lost_says_so_to_rm() {
+    // Written before unlink returns, the removal's outcome is rm's: found
+    // to have landed, success; not found out, "outcome unknown" (EIO),
+    // never a claim that the store still holds the key.
+    use crate::store::memory::Scope;
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let db = path_ino(&fs, "myapp/db").unwrap();
+    store.lose_write_answers(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    fs.unlink(db, "USER").unwrap();
+    store.heal();
+    assert!(store.get("myapp/db").unwrap().get("USER").is_none());
+    store.hang_after_write(
+        Scope::At("myapp/db"),
+        Error::Unanswered("connection reset by peer".into()),
+    );
+    let err = fs.unlink(db, "PORT").unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    store.heal();
+    assert!(store.get("myapp/db").unwrap().get("PORT").is_none());
 }
 
 #[test]
@@ -751,7 +829,7 @@ fn a_file_removed_before_its_release_is_never_written() {
     let writes = store.write_calls();
     let (_, fh) = fs.create_with(db, "tXYnArg", exclusive()).unwrap();
     fs.flush(fh).unwrap();
-    fs.unlink_by(db, "tXYnArg", u32::MAX).unwrap();
+    fs.unlink(db, "tXYnArg").unwrap();
     fs.release(fh);
     fs.settle(true);
     assert_eq!(store.write_calls(), writes);
@@ -771,7 +849,7 @@ fn renames_of_temporary_files_while_the_settler_runs_never_deadlock() {
     // namespace: the two waited on each other.
     let store = seeded();
     let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
-    // What the settler thread does every few milliseconds, without pause.
+    // What the settler thread does when woken, without pause.
     let settler = fs.clone();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();

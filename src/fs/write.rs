@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 use super::handle::{Fh, Handle};
 use super::inode::{Ino, NodeKind};
-use super::local::{Fate, Scratch, Unlinking};
+use super::local::{Fate, Scratch};
 use super::namespace::Name;
 use super::writers::{write_into, WriteBuffer};
 use super::{lock, names, Attr, Child, FileRef, SecretFs};
@@ -239,12 +239,7 @@ impl SecretFs {
         if self.names.is_forsaken(*ino) {
             // Removed while this commit ran (a created file removed as its
             // release committed it): the removal follows.
-            let pending = Unlinking {
-                file: file.kind(),
-                caller: None,
-                at: Instant::now(),
-            };
-            self.write_removal(&self.file_path(&file), pending);
+            self.write_removal(&file);
         }
         Ok(())
     }
@@ -280,21 +275,24 @@ impl SecretFs {
                 // what follows, and its name may be a newer file's now.
                 let forsaken = self.names.is_forsaken(*ino);
                 self.names.forget_forsaken(*ino);
-                // A created key that never reached the store disappears;
-                // the removal of the key it replaced is written instead.
+                // A created key that never reached the store disappears.
                 let path = self.file_path(&lock(buffer).file);
-                if !forsaken && self.names.remove_new_file(&path) {
-                    if let Some(replaced) = self.names.take_replaced(&path) {
-                        self.write_removal(&path, replaced);
-                    }
+                if !forsaken {
+                    self.names.remove_new_file(&path);
                 }
             }
         }
+        let scratch = matches!(&*handle, Handle::Scratch { .. });
         if let Handle::Scratch { file } = &*handle {
             // A tool's temporary file left alone becomes a key (settle.rs).
             lock(file).closed = Some(Instant::now());
         }
         self.handles.remove(fh);
+        if scratch {
+            // Once no handle holds the file: the settler counts them.
+            drop(handle);
+            self.settler.wake();
+        }
     }
 
     /// Changes attributes: size (truncate) is a write; owner and group are
@@ -367,9 +365,6 @@ impl SecretFs {
     /// becomes that key in one write; removed, it never reaches the store;
     /// left alone, it becomes a key under its own name (see `settle`),
     /// unless it is an editor's private file. Every other file is a key.
-    /// A key removed by a program and not yet written removed (`install`
-    /// and `mv` remove, then create) is replaced by the new key in one
-    /// write.
     pub fn create_with(&self, parent: Ino, name: &str, how: Creating) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
@@ -435,23 +430,13 @@ impl SecretFs {
         Ok(self.dir_attr(ino, super::LOCAL_TTL))
     }
 
-    /// Removes a key (one write of its secret without it, now) or a file
-    /// living in memory.
+    /// Removes a key or a file living in memory. A key's removal is one
+    /// write of its secret without it, made before `unlink` returns: the
+    /// store's answer is the program's, and a removal `rm` reported done
+    /// is in the store, whatever happens to the daemon next. (`install`
+    /// and `mv` from another secret remove, then create: the new value is
+    /// a second version.)
     pub fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
-        self.remove(parent, name, None)
-    }
-
-    /// Removes a key on behalf of the program (process id) `caller`:
-    /// the key leaves the mount now, and the store once that program has
-    /// exited (or [`SETTLE_AFTER`](super::local::SETTLE_AFTER) later)
-    /// unless it creates the same name first (`install`, `mv` from
-    /// another secret, `cp --remove-destination`): then the new value
-    /// replaces the key in one write, with no version without it.
-    pub fn unlink_by(&self, parent: Ino, name: &str, caller: u32) -> Result<()> {
-        self.remove(parent, name, Some(caller))
-    }
-
-    fn remove(&self, parent: Ino, name: &str, caller: Option<u32>) -> Result<()> {
         let dir = self.dir_path(parent)?;
         // A version view (`db@3/K`) is read-only.
         self.writable_in(&dir)?;
@@ -461,10 +446,6 @@ impl SecretFs {
         }
         if self.names.remove_new_file(&path) {
             self.names.forsake(Name { parent, name });
-            // It replaced a removed key: that removal still stands.
-            if let Some(replaced) = self.names.take_replaced(&path) {
-                self.names.unlink_later(path, replaced);
-            }
             return Ok(());
         }
         match self.find_child(&dir, name)?.0 {
@@ -473,31 +454,30 @@ impl SecretFs {
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
                 self.may_write(&file.secret)?;
-                match caller {
-                    // On layers the removal is written at once: whether it
-                    // may be made (the key is the top layer's) and what it
-                    // uncovers are the store's to say, before rm returns.
-                    // So it is for a file showing a whole secret (P.json),
-                    // whose view may refuse the removal (EPERM).
-                    Some(caller)
-                        if !self.source.is_layered()
-                            && self.views.get(file.view).shows_one_key_per_file() =>
-                    {
-                        self.store_answers()?;
-                        let pending = Unlinking {
-                            file: file.kind(),
-                            caller: Some(caller),
-                            at: Instant::now(),
-                        };
-                        self.names.unlink_later(path, pending);
-                        Ok(())
-                    }
-                    _ => {
-                        let view = self.views.get(file.view);
-                        self.commit(&file.secret, |data| view.remove(data, &file.name))
-                            .map(drop)
-                    }
-                }
+                // The store known down: said at once, not after a timeout.
+                self.store_answers()?;
+                let view = self.views.get(file.view);
+                self.commit(&file.secret, |data| view.remove(data, &file.name))
+                    .map(drop)
+            }
+        }
+    }
+
+    /// Writes the removal of a key the program was told is gone (a created
+    /// file removed while its commit ran): its failure can only be logged.
+    fn write_removal(&self, file: &FileRef) {
+        let path = self.file_path(file);
+        let view = self.views.get(file.view);
+        match self.commit(&file.secret, |data| view.remove(data, &file.name)) {
+            // Removed meanwhile (elsewhere, or the secret was deleted).
+            Ok(_) | Err(Error::NotFound) => {}
+            Err(e @ Error::OutcomeUnknown(_)) => {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a key's removal got no answer: the store may or may not hold the key");
+                self.record_error(format!("unlink /{path}: {e}"));
+            }
+            Err(e) => {
+                tracing::error!(path = %format!("/{path}"), error = %e, "a key's removal could not be written: the store still holds it");
+                self.record_error(format!("unlink /{path}: {e}"));
             }
         }
     }
@@ -522,8 +502,6 @@ impl SecretFs {
         };
         // A version view (`db@3`) is read-only.
         self.writable_in(&path)?;
-        // `rm -r`: its keys' removals are written before the secret goes.
-        self.settle_removals_in(&path);
         if !self.list_dir(&path)?.is_empty() {
             return Err(Error::NotEmpty);
         }

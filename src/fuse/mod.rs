@@ -731,7 +731,7 @@ impl Filesystem for FuseAdapter {
             let result = s
                 .admit_name(caller, parent, &name)
                 .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.unlink_by(parent, n, program_of(caller)),
+                    Some(n) => s.core.unlink(parent, n),
                     None => Err(Error::NotFound),
                 });
             s.audit("unlink", caller, &result, |s| {

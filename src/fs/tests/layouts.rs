@@ -24,14 +24,11 @@ fn text(fs: &SecretFs, path: &str) -> String {
 
 #[test]
 fn rm_of_a_file_showing_a_whole_secret_says_eperm_at_once() {
-    // As rm does it: not deferred to rm's exit, where the refusal would
-    // only reach the log while rm had returned 0.
+    // Written before unlink returns: the refusal reaches rm.
     let store = seeded();
     let (fs, _) = laid_out(store.clone(), Layout::Json);
     let api = path_ino(&fs, "myapp/api").unwrap();
-    let err = fs
-        .unlink_by(api, "token.json", std::process::id())
-        .unwrap_err();
+    let err = fs.unlink(api, "token.json").unwrap_err();
     assert_eq!(err.errno(), libc::EPERM);
     assert_eq!(names(&fs, "myapp/api"), vec![("token.json".into(), false)]);
     assert!(store.get("myapp/api/token").is_some());
@@ -252,8 +249,6 @@ fn a_version_only_reads_and_a_rollback_is_a_copy() {
     rofs(fs.create(v1, ".NEW.swp").map(drop));
     rofs(fs.mkdir(v1, "d").map(drop));
     rofs(fs.unlink(v1, "USER"));
-    // As rm does it (the removal would be written when rm exits).
-    rofs(fs.unlink_by(v1, "USER", std::process::id()));
     rofs(fs.rename(v1, "USER", v1, "USER~", false));
     rofs(fs.setattr(pw, None, Some(0), None, None).map(drop));
     let app = path_ino(&fs, "app").unwrap();
