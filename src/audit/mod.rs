@@ -4,10 +4,10 @@
 //!
 //! An operation is answered only once its record is written: the request
 //! thread formats the line (looking the caller's process up in `/proc`
-//! while the caller still waits) and hands it to the writer thread
-//! (`writer`), which writes every line waiting in one write and answers.
-//! A record that cannot be written fails its operation (`EIO`), and the
-//! log's [`AuditLog::status`] says why. The file (`file`) is refused
+//! while the caller still waits) and writes it, together with the lines
+//! other requests are waiting with (`writer`: group commit). A record
+//! that cannot be written fails its operation (`EIO`), and the log's
+//! [`AuditLog::status`] says why. The file (`file`) is refused
 //! unless it is the daemon user's and private, and is opened again on
 //! [`AuditLog::reopen`] (SIGHUP, after a rotation). With `--audit-syslog`
 //! each line also goes to syslog (facility `LOG_AUTHPRIV`, ident
@@ -16,19 +16,13 @@
 mod file;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, SyncSender};
+use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use file::LogFile;
-use writer::{Health, Message, Sinks};
-
-/// Records waiting for the writer; past this, request threads wait to
-/// hand theirs over (each waits for its record to be written anyway).
-const QUEUE: usize = 4096;
+use writer::Writer;
 
 /// The operations an audit record names, each with its `op` value.
 macro_rules! ops {
@@ -142,17 +136,21 @@ impl Process {
     /// Looks up the process of thread `tid` in `/proc`: its thread group
     /// id and name. A process that has exited gives neither.
     pub fn of(tid: u32) -> Process {
-        let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Tgid:"))
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-            });
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", tgid.unwrap_or(tid)))
-            .ok()
-            .map(|c| c.trim_end_matches('\n').to_string());
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches('\t').to_string())
+        };
+        let tgid = field("Tgid:").and_then(|v| v.trim().parse::<u32>().ok());
+        let comm = match tgid {
+            // The thread is the process's first: its name is the process's.
+            Some(tgid) if tgid == tid => field("Name:"),
+            _ => std::fs::read_to_string(format!("/proc/{}/comm", tgid.unwrap_or(tid)))
+                .ok()
+                .map(|c| c.trim_end_matches('\n').to_string()),
+        };
         Process {
             tgid,
             comm,
@@ -171,39 +169,17 @@ impl Process {
     }
 }
 
-struct Inner {
-    path: PathBuf,
-    tx: Option<SyncSender<Message>>,
-    writer: Option<JoinHandle<()>>,
-    health: Arc<Health>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has written
-        // everything sent before.
-        self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("the audit writer thread panicked");
-            }
-        }
-    }
-}
-
-/// An append-only audit log, written by its own thread. Clones share the
-/// writer; the last one dropped joins it.
+/// An append-only audit log. Clones share it.
 #[derive(Clone)]
 pub struct AuditLog {
-    inner: Arc<Inner>,
+    inner: Arc<Writer>,
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 0600) the log at `path` for appending and
-    /// starts its writer; with `syslog`, records also go to syslog. An
-    /// existing file is refused unless it is a regular file of this
-    /// process's user that group and others can neither read nor write;
-    /// a symbolic link is not followed.
+    /// Opens (creating, mode 0600) the log at `path` for appending; with
+    /// `syslog`, records also go to syslog. An existing file is refused
+    /// unless it is a regular file of this process's user that group and
+    /// others can neither read nor write; a symbolic link is not followed.
     pub fn open(path: &Path, syslog: bool) -> std::io::Result<Self> {
         let file = LogFile::open(path)?;
         if syslog {
@@ -211,24 +187,8 @@ impl AuditLog {
             // the pointer.
             unsafe { libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV) };
         }
-        let health = Arc::new(Health::default());
-        let sinks = Sinks {
-            path: path.to_path_buf(),
-            file: Some(file),
-            syslog,
-            health: health.clone(),
-        };
-        let (tx, rx) = sync_channel(QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("secretfs-audit".into())
-            .spawn(move || writer::run(&rx, sinks))?;
         Ok(AuditLog {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                tx: Some(tx),
-                writer: Some(writer),
-                health,
-            }),
+            inner: Arc::new(Writer::new(path.to_path_buf(), file, syslog)),
         })
     }
 
@@ -238,20 +198,13 @@ impl AuditLog {
     pub fn record(&self, record: Record) -> Result<()> {
         let mut text = line(&record);
         text.push('\n');
-        let (ack, written) = channel();
-        let gone = || Error::AuditFailed("the audit writer is gone".into());
-        let tx = self.inner.tx.as_ref().ok_or_else(gone)?;
-        tx.send(Message::Record(text, ack)).map_err(|_| gone())?;
-        written
-            .recv()
-            .map_err(|_| gone())?
-            .map_err(Error::AuditFailed)
+        self.inner.write(&text).map_err(Error::AuditFailed)
     }
 
     /// An error while the log cannot record: after a write failed (or a
     /// reopen refused the file), until a write works again.
     pub fn ready(&self) -> Result<()> {
-        match self.inner.health.failing() {
+        match self.inner.failing() {
             None => Ok(()),
             Some((reason, _)) => Err(Error::AuditFailed(reason)),
         }
@@ -260,34 +213,28 @@ impl AuditLog {
     /// Opens the file at the log's path again (after logrotate moved or
     /// removed it), with the checks [`AuditLog::open`] makes; a file that
     /// fails them is not written to (records fail) until a later reopen
-    /// works. Returns at once; the writer thread reopens.
+    /// works.
     pub fn reopen(&self) {
-        if let Some(tx) = &self.inner.tx {
-            let _ = tx.send(Message::Reopen);
-        }
+        self.inner.reopen();
     }
 
-    /// Waits (at most `within`) until everything recorded so far is written.
+    /// Waits (at most `within`) until no record waits to be written.
     pub fn flush(&self, within: Duration) -> bool {
-        let (ack, done) = channel();
-        let Some(tx) = &self.inner.tx else {
-            return false;
-        };
-        tx.send(Message::Flush(ack)).is_ok() && done.recv_timeout(within).is_ok()
+        self.inner.settle(within)
     }
 
     /// The log's part of `secretfs status`: its path, whether it records,
     /// why not and since when, and how many records could not be written.
     pub fn status(&self) -> serde_json::Value {
-        let failing = self.inner.health.failing();
+        let failing = self.inner.failing();
         serde_json::json!({
-            "log": self.inner.path.display().to_string(),
+            "log": self.inner.path().display().to_string(),
             "recording": failing.is_none(),
             "error": failing.as_ref().map(|(reason, _)| reason.clone()),
             "failing_since": failing
                 .as_ref()
                 .map(|(_, since)| humantime::format_rfc3339_seconds(*since).to_string()),
-            "unwritten_records": self.inner.health.unwritten(),
+            "unwritten_records": self.inner.unwritten(),
         })
     }
 }
@@ -484,7 +431,8 @@ mod tests {
         let log = AuditLog::open(&path, false).unwrap();
         log.record(record(Op::Create, Outcome::Ok)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
-        // Many threads at once: each record written when its call returns.
+        // Many threads at once (sharing writes): each record written when
+        // its call returns.
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (log, path) = (log.clone(), path.clone());
