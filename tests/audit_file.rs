@@ -6,7 +6,8 @@
 //!   reads work again once there is room;
 //! - SIGHUP reopens the log: after logrotate moved it aside, the next
 //!   record is in a new file at the old path, the earlier ones in the
-//!   moved file, and the daemon lives on;
+//!   moved file, and the daemon lives on; after a copytruncate, records
+//!   go on at the start of the emptied file;
 //! - a log file others could read or forge (mode 0666, another owner, a
 //!   symbolic link) is refused at start, and on reopen: then records, and
 //!   the reads they record, fail until the file is fixed.
@@ -216,6 +217,14 @@ fn sighup_reopens_the_log_after_it_was_moved_aside() {
     assert!(has_read(&records(&log), "/myapp/db/PASSWORD", again));
     let (code, report) = status(m.path());
     assert_eq!(code, Some(0), "{report}");
+
+    // logrotate's copytruncate, without a signal: records go on at the
+    // start of the emptied file (no hole of NULs before them).
+    run_ok("truncate", &["-s", "0", log.to_str().unwrap()]);
+    let (last, _) = cat(&file);
+    let now = records(&log);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(has_read(&now, "/myapp/db/PASSWORD", last), "{now:?}");
 }
 
 /// The start of a mount with `--audit-log log` is refused; returns stderr.
