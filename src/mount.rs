@@ -27,6 +27,10 @@ use crate::store;
 /// of itself and returns once that copy reports the filesystem ready.
 pub fn run(args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
+    // SIGHUP reopens the audit log once the runtime catches it; until
+    // then it must not end the daemon.
+    // SAFETY: setting a signal's disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     if args.background && !args.foreground && args.ready_fd.is_none() {
         // The daemon's own checks are bounded by --timeout: a login and a
         // token check per address tried, a mount lookup per SOURCE and

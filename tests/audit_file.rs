@@ -322,3 +322,25 @@ fn a_log_file_others_could_forge_found_on_reopen_stops_the_reads() {
     );
     assert!(has_read(&records(&log), "/myapp/db/PASSWORD", pid));
 }
+
+#[test]
+fn sighup_does_not_end_a_daemon_without_an_audit_log() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &[]);
+    hup(&m);
+    hup(&m);
+    let (_, out) = cat(&m.at("myapp/db/PASSWORD"));
+    assert_eq!(
+        served(&out).as_deref(),
+        Some("hunter2"),
+        "{out:?}\n{}",
+        m.log()
+    );
+    eventually(
+        "the SIGHUP noted in the daemon's log",
+        Duration::from_secs(5),
+        || m.log().contains("no audit log to reopen").then_some(()),
+    );
+    let (code, report) = status(m.path());
+    assert_eq!(code, Some(0), "{report}");
+}

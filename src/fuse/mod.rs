@@ -161,15 +161,22 @@ impl Shared {
                 reason: e.to_string(),
             },
         };
-        audit.record(Record {
+        let recorded = audit.record(Record {
             time: SystemTime::now(),
             op,
-            path,
+            path: path.clone(),
             new_path,
             caller,
             outcome,
             process,
-        })
+        });
+        // Opens and creates hand out no handle unrecorded; a change the
+        // store has made cannot be taken back: its caller is told EIO.
+        let made = result.is_ok() && !matches!(op, Op::OpenRead | Op::OpenWrite | Op::Create);
+        if let (Err(e), true) = (&recorded, made) {
+            tracing::error!(op = op.name(), path = %path, error = %e, "a change was made and could not be recorded");
+        }
+        recorded
     }
 
     /// Before a change: an error while the audit log cannot record, so
