@@ -67,6 +67,12 @@ impl LogFile {
         Ok(LogFile { file, torn: false })
     }
 
+    /// `file` as it is, unchecked (tests write to `/dev/full`).
+    #[cfg(test)]
+    pub(super) fn unchecked(file: File) -> LogFile {
+        LogFile { file, torn: false }
+    }
+
     /// Appends `bytes` (whole lines) in as few writes as the kernel takes.
     /// When a write fails, what was written of `bytes` is cut off again,
     /// so that no line is left half-written.

@@ -230,3 +230,38 @@ fn to_syslog(line: &str) {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_of_a_failed_batch_is_told_and_nothing_is_kept_for_them() {
+        let full = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let writer = std::sync::Arc::new(Writer::new(
+            "/dev/full".into(),
+            LogFile::unchecked(full),
+            false,
+        ));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| writer.write("{}\n"))
+                        .filter(|r| r.as_ref().is_err_and(|e| e.contains("No space left")))
+                        .count()
+                })
+            })
+            .collect();
+        let told: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(told, 400);
+        assert_eq!(writer.unwritten(), 400);
+        assert!(writer.failing().is_some());
+        let b = lock(&writer.batches);
+        assert!(b.failed.is_empty() && b.records == 0 && !b.writing);
+    }
+}
