@@ -287,7 +287,6 @@ fn a_log_file_others_could_forge_found_on_reopen_stops_the_reads() {
     std::fs::rename(&log, &rotated).unwrap();
     std::fs::write(&log, "").unwrap();
     run_ok("chmod", &["0666", log.to_str().unwrap()]);
-    let kept = std::fs::read_to_string(&rotated).unwrap();
     hup(&m);
     let out = eventually(
         "reads refused once the reopened log is refused",
@@ -305,7 +304,11 @@ fn a_log_file_others_could_forge_found_on_reopen_stops_the_reads() {
     assert_eq!(code, Some(1), "{report}");
     let why = report["audit"]["error"].as_str().unwrap_or_default();
     assert!(why.contains("0666"), "{report}");
-    // Nothing recorded into either file meanwhile.
+    // Until the daemon took the signal, reads were recorded in the moved
+    // file; from then on, in neither.
+    let kept = std::fs::read_to_string(&rotated).unwrap();
+    let (_, out) = cat(&file);
+    assert!(!out.status.success(), "{out:?}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
     assert_eq!(std::fs::read_to_string(&rotated).unwrap(), kept);
 
