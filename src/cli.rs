@@ -447,7 +447,10 @@ pub struct FileArgs {
     /// write commit, truncate, unlink, rename, mkdir, rmdir; refused ones
     /// too) to this file: time, op, path, uid, gid, pid, process name and
     /// outcome, never the value. Every open then reaches the daemon, so
-    /// read-only mounts lose their no-open fast path.
+    /// read-only mounts lose their no-open fast path. Each line is written
+    /// before the operation is answered; one that cannot be fails the
+    /// operation (EIO). The file must be the daemon user's and 0600 (or
+    /// stricter); SIGHUP reopens it after a rotation.
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
 

@@ -101,6 +101,10 @@ pub enum Error {
     /// No extended attribute of that name.
     #[error("no such extended attribute")]
     NoAttribute,
+    /// The audit log (`--audit-log`) could not record the operation, which
+    /// therefore fails (fail closed): the reason, never a value.
+    #[error("the audit log cannot record: {0}")]
+    AuditFailed(String),
     /// The answer needs the store, and the caller asked not to wait for it
     /// (the FUSE adapter then asks again off its request threads). Never
     /// reaches a program.
@@ -121,7 +125,8 @@ impl Error {
             | Error::OutOfTime(_)
             | Error::OutcomeUnknown(_)
             | Error::Protocol(_)
-            | Error::Template(_) => libc::EIO,
+            | Error::Template(_)
+            | Error::AuditFailed(_) => libc::EIO,
             Error::ReadOnly => libc::EROFS,
             Error::Invalid(_) => libc::EINVAL,
             Error::NameTooLong => libc::ENAMETOOLONG,

@@ -1,6 +1,6 @@
 //! `secretfs mount`: check the mountpoint, reach the store, build the core,
 //! mount it (through `crate::fuse`), report readiness, and unmount cleanly
-//! on SIGINT/SIGTERM.
+//! on SIGINT/SIGTERM. SIGHUP reopens the audit log.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -27,6 +27,10 @@ use crate::store;
 /// of itself and returns once that copy reports the filesystem ready.
 pub fn run(args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
+    // SIGHUP reopens the audit log once the runtime catches it; until
+    // then it must not end the daemon.
+    // SAFETY: setting a signal's disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     if args.background && !args.foreground && args.ready_fd.is_none() {
         // The daemon's own checks are bounded by --timeout: a login and a
         // token check per address tried, a mount lookup per SOURCE and
@@ -72,6 +76,13 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // Caught from now on, so that SIGHUP (logrotate's) never ends the daemon.
+    let hangup = {
+        let _entered = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP"))
+            .ok()
+    };
     // Bound before anything else, so a busy address fails the mount; on
     // before connecting, so the first token lease is counted.
     let core_slot: Arc<OnceLock<Weak<SecretFs>>> = Arc::default();
@@ -150,7 +161,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
     readiness.ready();
 
-    let stopped_by_signal = runtime.block_on(wait_for_stop(&mounted));
+    let stopped_by_signal = runtime.block_on(wait_for_stop(&mounted, hangup, audit.as_ref()));
     if stopped_by_signal {
         daemon::notify_systemd("STOPPING=1");
         tracing::info!("unmounting");
@@ -285,8 +296,13 @@ fn fs_config(args: &MountArgs) -> FsConfig {
 }
 
 /// Waits for SIGINT/SIGTERM (`true`) or for the session to end because the
-/// filesystem was unmounted from outside (`false`).
-async fn wait_for_stop(mounted: &Mounted) -> bool {
+/// filesystem was unmounted from outside (`false`). Each SIGHUP meanwhile
+/// reopens the audit log.
+async fn wait_for_stop(
+    mounted: &Mounted,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+    audit: Option<&AuditLog>,
+) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -300,12 +316,16 @@ async fn wait_for_stop(mounted: &Mounted) -> bool {
         tokio::select! {
             _ = term.recv() => return true,
             _ = int.recv() => return true,
+            Some(()) = async { hangup.as_mut()?.recv().await } => match audit {
+                Some(audit) => audit.reopen(),
+                None => tracing::info!("SIGHUP: no audit log to reopen"),
+            },
             _ = tick.tick() => if mounted.is_finished() { return false },
         }
     }
 }
 
-/// Unblocks SIGTERM and SIGINT, which a parent may have left blocked (the
+/// Unblocks SIGTERM, SIGINT and SIGHUP, which a parent may have left blocked (the
 /// mask is inherited across exec): blocked, they would stay pending and the
 /// mount would never end cleanly. Runs before any thread starts, so every
 /// thread inherits the mask.
@@ -316,10 +336,11 @@ fn accept_stop_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0
     };
     if failed {
-        tracing::warn!("cannot unblock SIGTERM/SIGINT");
+        tracing::warn!("cannot unblock SIGTERM/SIGINT/SIGHUP");
     }
 }
 

@@ -89,7 +89,8 @@ const EXIT_NOT_MOUNTED: u8 = 2;
 
 /// Prints the status of the mount at `mountpoint`. Exits 0 when healthy,
 /// 1 when the mount answers but the store does not (cached secrets are still
-/// served: not a reason to restart), 2 when no live secretfs mount is there.
+/// served: not a reason to restart) or its audit log cannot record, 2 when
+/// no live secretfs mount is there.
 pub fn run(mountpoint: &Path) -> ExitCode {
     let not_mounted = |reason: String| {
         println!(

@@ -4,8 +4,9 @@
 //! appears; lines written just before SIGTERM are in the file after it;
 //! `--audit-syslog` sends the same lines to syslog.
 //!
-//! Lines are written by a thread of their own, flushed within 100 ms:
-//! tests wait for them with `eventually`.
+//! A line is written before its operation is answered (see
+//! tests/audit_file.rs, which relies on it); these tests still wait for
+//! lines with `eventually`.
 
 mod support;
 

@@ -150,6 +150,7 @@ fn all_errors() -> Vec<Error> {
         Error::Unanswered("connection reset".into()),
         Error::NameTooLong,
         Error::NotSupported("fallocate"),
+        Error::AuditFailed("no space left on device".into()),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -181,7 +182,8 @@ fn all_errors() -> Vec<Error> {
             | Error::OutcomeUnknown(_)
             | Error::Unanswered(_)
             | Error::NameTooLong
-            | Error::NotSupported(_) => {}
+            | Error::NotSupported(_)
+            | Error::AuditFailed(_) => {}
         }
     }
     all

@@ -256,6 +256,18 @@ impl SecretFs {
             .is_some_and(|h| matches!(&*h, Handle::Write { .. }))
     }
 
+    /// Drops a handle its opener never got (the open or create failed
+    /// after the handle was made): nothing written to it or created with
+    /// it is committed.
+    pub fn discard(&self, fh: Fh) {
+        if let Some(handle) = self.handles.get(fh) {
+            if let Handle::Write { buffer, .. } = &*handle {
+                lock(buffer).fail(Error::Stale);
+            }
+        }
+        self.release(fh);
+    }
+
     /// Closes a handle. A write buffer that is still dirty (a truncation or
     /// creation with nothing written) is committed now; its errors can only
     /// be logged. A buffer whose writer was told an error is discarded.

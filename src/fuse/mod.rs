@@ -27,7 +27,7 @@ use fuser::{
 };
 
 use crate::access::Access;
-use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
+use crate::audit::{AuditLog, Caller, Op, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
@@ -134,26 +134,26 @@ impl Shared {
         }
     }
 
-    /// With an audit log, records `op` by `caller` and how it ended;
-    /// `paths` (the path, and a rename's new path) is only worked out then.
+    /// With an audit log, records `op` by `caller` and how it ended, and
+    /// returns once the record is written: an error when it could not be,
+    /// and the operation must then fail (fail closed). `paths` (the path,
+    /// and a rename's new path) is only worked out with a log.
     fn audit<T>(
         &self,
-        op: &'static str,
+        op: Op,
         caller: Caller,
         result: &crate::error::Result<T>,
         paths: impl FnOnce(&Self) -> (String, Option<String>),
-    ) {
+    ) -> crate::error::Result<()> {
         let Some(audit) = &self.audit else {
-            return;
+            return Ok(());
         };
         let (path, new_path) = paths(self);
-        // A change runs on a store thread and its caller waits for the
-        // reply: look its process up now, before it can exit. A cached
-        // open runs on a request thread: the log's writer looks it up.
+        // The caller waits for the reply: its process is looked up (by
+        // `record`) before it can exit; with the executable when refused.
         let process = match result {
-            // Who was refused, and what it ran.
             Err(Error::NotAllowed(_)) => Some(Process::with_exe(caller.tid)),
-            _ => (op != "open-read").then(|| Process::of(caller.tid)),
+            _ => None,
         };
         let outcome = match result {
             Ok(_) => Outcome::Ok,
@@ -162,15 +162,49 @@ impl Shared {
                 reason: e.to_string(),
             },
         };
-        audit.record(Record {
+        let recorded = audit.record(Record {
             time: SystemTime::now(),
             op,
-            path,
+            path: path.clone(),
             new_path,
             caller,
             outcome,
             process,
         });
+        // Opens and creates hand out no handle unrecorded; a change the
+        // store has made cannot be taken back: its caller is told EIO.
+        let made = result.is_ok() && !matches!(op, Op::OpenRead | Op::OpenWrite | Op::Create);
+        if let (Err(e), true) = (&recorded, made) {
+            tracing::error!(op = op.name(), path = %path, error = %e, "a change was made and could not be recorded");
+        }
+        recorded
+    }
+
+    /// Before a change: an error while the audit log cannot record, so
+    /// that the change is refused before it reaches the store.
+    fn audit_ready(&self) -> crate::error::Result<()> {
+        self.audit.as_ref().map_or(Ok(()), AuditLog::ready)
+    }
+
+    /// The mount's status (`user.secretfs.status` of the root) with the
+    /// audit log's part added: a log that cannot record makes the mount
+    /// unhealthy. Any other attribute as it is.
+    fn with_audit_status(&self, ino: Ino, name: &str, bytes: Vec<u8>) -> Vec<u8> {
+        let Some(audit) = &self.audit else {
+            return bytes;
+        };
+        if ino != crate::fs::inode::ROOT_INO || name != crate::fs::xattr::STATUS_XATTR {
+            return bytes;
+        }
+        let Ok(serde_json::Value::Object(mut status)) = serde_json::from_slice(&bytes) else {
+            return bytes;
+        };
+        let audit = audit.status();
+        if audit["recording"] == false {
+            status.insert("healthy".into(), false.into());
+        }
+        status.insert("audit".into(), audit);
+        serde_json::Value::Object(status).to_string().into_bytes()
     }
 
     /// Logs a failed request once and turns it into its errno.
@@ -376,7 +410,7 @@ impl Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let core = &self.shared.core;
         let caller = caller(req);
-        let op = if write { "open-write" } else { "open-read" };
+        let op = if write { Op::OpenWrite } else { Op::OpenRead };
         if self.shared.audit.is_none()
             && self.shared.access.is_none()
             && !write
@@ -410,8 +444,12 @@ impl Filesystem for FuseAdapter {
             (false, false) => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
         };
         let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<(Fh, bool)>| {
-            s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
-            match result {
+            let recorded = s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
+            if let (Err(_), Ok((fh, _))) = (&recorded, &result) {
+                // Unrecorded, the handle is never handed out.
+                s.core.discard(*fh);
+            }
+            match recorded.and(result) {
                 Ok((fh, covered)) => reply.opened(FileHandle(fh.0), cache(covered)),
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
             }
@@ -531,8 +569,10 @@ impl Filesystem for FuseAdapter {
         }
         let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
         self.later(move |s| {
-            let result = s.core.flush(fh);
-            s.audit("flush", caller, &result, |s| (s.path_of(ino, None), None));
+            let result = s.audit_ready().and_then(|()| s.core.flush(fh));
+            let result = s
+                .audit(Op::Flush, caller, &result, |s| (s.path_of(ino, None), None))
+                .and(result);
             send_empty(s, "flush", (ino, None), reply, result);
         });
     }
@@ -549,8 +589,10 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
         let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
         self.later(move |s| {
-            let result = s.core.fsync(fh);
-            s.audit("fsync", caller, &result, |s| (s.path_of(ino, None), None));
+            let result = s.audit_ready().and_then(|()| s.core.fsync(fh));
+            let result = s
+                .audit(Op::Fsync, caller, &result, |s| (s.path_of(ino, None), None))
+                .and(result);
             send_empty(s, "fsync", (ino, None), reply, result);
         });
     }
@@ -612,17 +654,24 @@ impl Filesystem for FuseAdapter {
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
             let fh = fh.map(|fh| Fh(fh.0));
-            let result = match size {
+            // A truncation or a change of owner: times and modes change nothing.
+            let change = size.is_some() || uid.is_some() || gid.is_some();
+            let ready = if change { s.audit_ready() } else { Ok(()) };
+            let result = ready.and_then(|()| match size {
                 // A truncation changes the value: covered files need a rule.
                 Some(_) if s.access.is_some() => s
                     .admit_ino(caller, ino, Through::Value)
                     .and_then(|_| s.core.setattr(ino, fh, size, uid, gid)),
                 _ => s.core.setattr(ino, fh, size, uid, gid),
+            });
+            let result = match change {
+                true => s
+                    .audit(Op::Setattr, caller, &result, |s| {
+                        (s.path_of(ino, None), None)
+                    })
+                    .and(result),
+                false => result,
             };
-            // A truncation or a change of owner: times and modes change nothing.
-            if size.is_some() || uid.is_some() || gid.is_some() {
-                s.audit("setattr", caller, &result, |s| (s.path_of(ino, None), None));
-            }
             match result {
                 Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
                 Err(e) => reply.error(s.fail("setattr", ino, None, &e)),
@@ -655,13 +704,21 @@ impl Filesystem for FuseAdapter {
                 exclusive,
                 caller: Some(program_of(caller)),
             };
-            let result = admitted.and_then(|_| match name.to_str() {
-                Some(n) => s.core.create_with(parent, n, how),
-                None => Err(Error::NotUtf8),
-            });
-            s.audit("create", caller, &result, |s| {
+            let result = s
+                .audit_ready()
+                .and(admitted)
+                .and_then(|_| match name.to_str() {
+                    Some(n) => s.core.create_with(parent, n, how),
+                    None => Err(Error::NotUtf8),
+                });
+            let recorded = s.audit(Op::Create, caller, &result, |s| {
                 (s.path_of(parent, Some(&name)), None)
             });
+            if let (Err(_), Ok((_, fh))) = (&recorded, &result) {
+                // Unrecorded, the new file is dropped, never committed.
+                s.core.discard(*fh);
+            }
+            let result = recorded.and(result);
             let flags = if covered {
                 FopenFlags::FOPEN_DIRECT_IO
             } else {
@@ -711,13 +768,15 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
-            let result = match name.to_str() {
+            let result = s.audit_ready().and_then(|()| match name.to_str() {
                 Some(n) => s.core.mkdir(parent, n),
                 None => Err(Error::NotUtf8),
-            };
-            s.audit("mkdir", caller, &result, |s| {
-                (s.path_of(parent, Some(&name)), None)
             });
+            let result = s
+                .audit(Op::Mkdir, caller, &result, |s| {
+                    (s.path_of(parent, Some(&name)), None)
+                })
+                .and(result);
             send_entry(s, "mkdir", (parent, &name), reply, result);
         });
     }
@@ -729,14 +788,17 @@ impl Filesystem for FuseAdapter {
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
             let result = s
-                .admit_name(caller, parent, &name)
+                .audit_ready()
+                .and_then(|()| s.admit_name(caller, parent, &name))
                 .and_then(|_| match name.to_str() {
                     Some(n) => s.core.unlink(parent, n),
                     None => Err(Error::NotFound),
                 });
-            s.audit("unlink", caller, &result, |s| {
-                (s.path_of(parent, Some(&name)), None)
-            });
+            let result = s
+                .audit(Op::Unlink, caller, &result, |s| {
+                    (s.path_of(parent, Some(&name)), None)
+                })
+                .and(result);
             send_empty(s, "unlink", (parent, Some(&name)), reply, result);
         });
     }
@@ -747,13 +809,15 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
         self.later(move |s| {
-            let result = match name.to_str() {
+            let result = s.audit_ready().and_then(|()| match name.to_str() {
                 Some(n) => s.core.rmdir(parent, n),
                 None => Err(Error::NotFound),
-            };
-            s.audit("rmdir", caller, &result, |s| {
-                (s.path_of(parent, Some(&name)), None)
             });
+            let result = s
+                .audit(Op::Rmdir, caller, &result, |s| {
+                    (s.path_of(parent, Some(&name)), None)
+                })
+                .and(result);
             send_empty(s, "rmdir", (parent, Some(&name)), reply, result);
         });
     }
@@ -780,7 +844,8 @@ impl Filesystem for FuseAdapter {
                         "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
                     ))
                 } else if let Err(e) = s
-                    .admit_name(caller, parent, &name)
+                    .audit_ready()
+                    .and_then(|()| s.admit_name(caller, parent, &name))
                     .and_then(|_| s.admit_name(caller, newparent, &newname))
                 {
                     // A covered key renamed out of its rule's reach, or
@@ -799,12 +864,14 @@ impl Filesystem for FuseAdapter {
                         (_, None) => Err(Error::NotUtf8),
                     }
                 };
-            s.audit("rename", caller, &result, |s| {
-                (
-                    s.path_of(parent, Some(&name)),
-                    Some(s.path_of(newparent, Some(&newname))),
-                )
-            });
+            let result = s
+                .audit(Op::Rename, caller, &result, |s| {
+                    (
+                        s.path_of(parent, Some(&name)),
+                        Some(s.path_of(newparent, Some(&newname))),
+                    )
+                })
+                .and(result);
             send_empty(s, "rename", (parent, Some(&name)), reply, result);
         });
     }
@@ -827,7 +894,7 @@ impl Filesystem for FuseAdapter {
         // The status attribute asks the store how it is.
         let name = ours.to_string();
         self.later(move |s| match s.core.getxattr(ino, &name) {
-            Ok(bytes) => reply_xattr(reply, size, &bytes),
+            Ok(bytes) => reply_xattr(reply, size, &s.with_audit_status(ino, &name, bytes)),
             Err(e) => reply.error(s.fail("getxattr", ino, Some(OsStr::new(&name)), &e)),
         });
     }
@@ -871,15 +938,18 @@ impl Filesystem for FuseAdapter {
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
             // A change of the secret: covered files need a rule.
-            let result =
-                s.admit_ino(caller, ino, Through::Metadata)
-                    .and_then(|_| match name.to_str() {
-                        Some(n) => s.core.setxattr(ino, n, &value, flags),
-                        None => Err(Error::NotSupported("attribute names are UTF-8")),
-                    });
-            s.audit("setxattr", caller, &result, |s| {
-                (s.path_of(ino, None), None)
-            });
+            let result = s
+                .audit_ready()
+                .and_then(|()| s.admit_ino(caller, ino, Through::Metadata))
+                .and_then(|_| match name.to_str() {
+                    Some(n) => s.core.setxattr(ino, n, &value, flags),
+                    None => Err(Error::NotSupported("attribute names are UTF-8")),
+                });
+            let result = s
+                .audit(Op::Setxattr, caller, &result, |s| {
+                    (s.path_of(ino, None), None)
+                })
+                .and(result);
             send_empty(s, "setxattr", (ino, None), reply, result);
         });
     }
@@ -890,15 +960,19 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let admitted = s.admit_ino(caller, ino, Through::Metadata);
+            let admitted = s
+                .audit_ready()
+                .and_then(|()| s.admit_ino(caller, ino, Through::Metadata));
             let result = match name.to_str() {
                 _ if admitted.is_err() => admitted.map(drop),
                 Some(n) => s.core.removexattr(ino, n),
                 None => Err(Error::NoAttribute),
             };
-            s.audit("removexattr", caller, &result, |s| {
-                (s.path_of(ino, None), None)
-            });
+            let result = s
+                .audit(Op::Removexattr, caller, &result, |s| {
+                    (s.path_of(ino, None), None)
+                })
+                .and(result);
             send_empty(s, "removexattr", (ino, None), reply, result);
         });
     }

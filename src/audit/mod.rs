@@ -2,29 +2,77 @@
 //! (time, operation, path, uid, gid, process id, thread id, process name,
 //! outcome), never the value.
 //!
-//! Request threads only capture what the request says (who, what, when,
-//! how it ended) and hand it to a channel; one writer thread resolves the
-//! process (thread group id and name, from `/proc`), formats the line and
-//! writes it through a buffer, flushed whenever the channel runs dry and
-//! at least every [`FLUSH_EVERY`], and again when the log is dropped or
-//! [`AuditLog::flush`] is called. With `--audit-syslog` each line also goes
-//! to syslog (facility `LOG_AUTHPRIV`, ident `secretfs`).
+//! An operation is answered only once its record is written: the request
+//! thread formats the line (looking the caller's process up in `/proc`
+//! while the caller still waits) and writes it, together with the lines
+//! other requests are waiting with (`writer`: group commit). A record
+//! that cannot be written fails its operation (`EIO`), and the log's
+//! [`AuditLog::status`] says why. The file (`file`) is refused
+//! unless it is the daemon user's and private, and is opened again on
+//! [`AuditLog::reopen`] (SIGHUP, after a rotation). With `--audit-syslog`
+//! each line also goes to syslog (facility `LOG_AUTHPRIV`, ident
+//! `secretfs`).
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+mod file;
+mod writer;
+
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-/// The longest a written record stays in the buffer.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+use crate::error::{Error, Result};
+use file::LogFile;
+use writer::Writer;
 
-/// Records waiting for the writer; past this, request threads wait for it
-/// (a record is never dropped).
-const QUEUE: usize = 65_536;
+/// The operations an audit record names, each with its `op` value.
+macro_rules! ops {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// An operation the audit log records.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Op {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Op {
+            /// Every operation recorded.
+            pub const ALL: &'static [Op] = &[$(Op::$variant,)*];
+
+            /// Its `op` value in a record.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Op::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+ops! {
+    /// An open of a file for reading.
+    OpenRead = "open-read",
+    /// An open of a file for writing.
+    OpenWrite = "open-write",
+    /// A file created.
+    Create = "create",
+    /// A written file committed when it is closed.
+    Flush = "flush",
+    /// A written file committed by fsync.
+    Fsync = "fsync",
+    /// A truncation or a change of owner.
+    Setattr = "setattr",
+    /// A file removed.
+    Unlink = "unlink",
+    /// A file renamed.
+    Rename = "rename",
+    /// A directory made.
+    Mkdir = "mkdir",
+    /// A directory removed.
+    Rmdir = "rmdir",
+    /// A custom metadata entry set (`user.secretfs.meta.*`).
+    Setxattr = "setxattr",
+    /// A custom metadata entry removed.
+    Removexattr = "removexattr",
+}
 
 /// Who made a request, as the request says it: the FUSE header's pid is
 /// the calling thread's id.
@@ -57,8 +105,8 @@ pub enum Outcome {
 pub struct Record {
     /// When the request was made.
     pub time: SystemTime,
-    /// `open-read`, `open-write`, `create`, `flush`, `unlink`, …
-    pub op: &'static str,
+    /// What was done.
+    pub op: Op,
     /// The path inside the mount.
     pub path: String,
     /// A rename's new path.
@@ -68,7 +116,7 @@ pub struct Record {
     /// How it ended.
     pub outcome: Outcome,
     /// The caller's process, when already looked up ([`Process::of`]);
-    /// else the writer looks it up.
+    /// else it is looked up when the record is made.
     pub process: Option<Process>,
 }
 
@@ -88,17 +136,21 @@ impl Process {
     /// Looks up the process of thread `tid` in `/proc`: its thread group
     /// id and name. A process that has exited gives neither.
     pub fn of(tid: u32) -> Process {
-        let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Tgid:"))
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-            });
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", tgid.unwrap_or(tid)))
-            .ok()
-            .map(|c| c.trim_end_matches('\n').to_string());
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches('\t').to_string())
+        };
+        let tgid = field("Tgid:").and_then(|v| v.trim().parse::<u32>().ok());
+        let comm = match tgid {
+            // The thread is the process's first: its name is the process's.
+            Some(tgid) if tgid == tid => field("Name:"),
+            _ => std::fs::read_to_string(format!("/proc/{}/comm", tgid.unwrap_or(tid)))
+                .ok()
+                .map(|c| c.trim_end_matches('\n').to_string()),
+        };
         Process {
             tgid,
             comm,
@@ -117,164 +169,73 @@ impl Process {
     }
 }
 
-enum Message {
-    Record(Box<Record>),
-    /// Flush, then answer.
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
-/// Where records go.
-struct Sinks {
-    file: BufWriter<File>,
-    syslog: bool,
-}
-
-struct Inner {
-    tx: Option<SyncSender<Message>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has written (and
-        // flushed) everything sent before.
-        self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("the audit writer thread panicked");
-            }
-        }
-    }
-}
-
-/// An append-only audit log, written by its own thread. Clones share the
-/// writer; the last one dropped flushes and joins it.
+/// An append-only audit log. Clones share it.
 #[derive(Clone)]
 pub struct AuditLog {
-    inner: Arc<Inner>,
+    inner: Arc<Writer>,
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 0600) the log at `path` for appending and
-    /// starts its writer; with `syslog`, records also go to syslog.
+    /// Opens (creating, mode 0600) the log at `path` for appending; with
+    /// `syslog`, records also go to syslog. An existing file is refused
+    /// unless it is a regular file of this process's user that group and
+    /// others can neither read nor write; a symbolic link is not followed.
     pub fn open(path: &Path, syslog: bool) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = LogFile::open(path)?;
         if syslog {
             // SAFETY: the ident is a 'static C string, as openlog keeps
             // the pointer.
             unsafe { libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV) };
         }
-        let sinks = Sinks {
-            file: BufWriter::with_capacity(64 * 1024, file),
-            syslog,
-        };
-        let (tx, rx) = sync_channel(QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("secretfs-audit".into())
-            .spawn(move || write_all(&rx, sinks))?;
         Ok(AuditLog {
-            inner: Arc::new(Inner {
-                tx: Some(tx),
-                writer: Some(writer),
-            }),
+            inner: Arc::new(Writer::new(path.to_path_buf(), file, syslog)),
         })
     }
 
-    /// Records one access or change. Never fails the request: a failure
-    /// to write is logged by the writer.
-    pub fn record(&self, record: Record) {
-        if let Some(tx) = &self.inner.tx {
-            if tx.send(Message::Record(Box::new(record))).is_err() {
-                tracing::error!("the audit writer is gone: a record was lost");
-            }
+    /// Records one access or change, and returns once the record is
+    /// written; [`Error::AuditFailed`] when it could not be (the operation
+    /// must then fail).
+    pub fn record(&self, record: Record) -> Result<()> {
+        let mut text = line(&record);
+        text.push('\n');
+        self.inner.write(&text).map_err(Error::AuditFailed)
+    }
+
+    /// An error while the log cannot record: after a write failed (or a
+    /// reopen refused the file), until a write works again.
+    pub fn ready(&self) -> Result<()> {
+        match self.inner.failing() {
+            None => Ok(()),
+            Some((reason, _)) => Err(Error::AuditFailed(reason)),
         }
     }
 
-    /// Waits (at most `within`) until everything recorded so far is written
-    /// and flushed.
+    /// Opens the file at the log's path again (after logrotate moved or
+    /// removed it), with the checks [`AuditLog::open`] makes; a file that
+    /// fails them is not written to (records fail) until a later reopen
+    /// works.
+    pub fn reopen(&self) {
+        self.inner.reopen();
+    }
+
+    /// Waits (at most `within`) until no record waits to be written.
     pub fn flush(&self, within: Duration) -> bool {
-        let (ack, done) = std::sync::mpsc::channel();
-        let Some(tx) = &self.inner.tx else {
-            return false;
-        };
-        tx.send(Message::Flush(ack)).is_ok() && done.recv_timeout(within).is_ok()
-    }
-}
-
-/// The writer thread: until the channel closes.
-fn write_all(rx: &Receiver<Message>, mut sinks: Sinks) {
-    let mut last_flush = Instant::now();
-    let mut dirty = false;
-    loop {
-        let message = if dirty {
-            match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => break,
-            }
-        } else {
-            // Everything is flushed: wait for the next record.
-            match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            }
-        };
-        match message {
-            Some(Message::Record(record)) => {
-                sinks.write(&line(&record));
-                dirty = true;
-                if last_flush.elapsed() >= FLUSH_EVERY {
-                    sinks.flush();
-                    dirty = false;
-                    last_flush = Instant::now();
-                }
-            }
-            Some(Message::Flush(ack)) => {
-                sinks.flush();
-                dirty = false;
-                last_flush = Instant::now();
-                let _ = ack.send(());
-            }
-            // The channel ran dry.
-            None => {
-                sinks.flush();
-                dirty = false;
-                last_flush = Instant::now();
-            }
-        }
-    }
-    sinks.flush();
-}
-
-impl Sinks {
-    fn write(&mut self, line: &str) {
-        if let Err(e) = writeln!(self.file, "{line}") {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
-        if self.syslog {
-            // JSON text holds no NUL (serde_json escapes it).
-            if let Ok(text) = CString::new(line) {
-                // SAFETY: a constant format and a NUL-terminated argument.
-                unsafe {
-                    libc::syslog(
-                        libc::LOG_AUTHPRIV | libc::LOG_NOTICE,
-                        c"%s".as_ptr(),
-                        text.as_ptr(),
-                    )
-                };
-            }
-        }
+        self.inner.settle(within)
     }
 
-    fn flush(&mut self) {
-        if let Err(e) = self.file.flush() {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+    /// The log's part of `secretfs status`: its path, whether it records,
+    /// why not and since when, and how many records could not be written.
+    pub fn status(&self) -> serde_json::Value {
+        let failing = self.inner.failing();
+        serde_json::json!({
+            "log": self.inner.path().display().to_string(),
+            "recording": failing.is_none(),
+            "error": failing.as_ref().map(|(reason, _)| reason.clone()),
+            "failing_since": failing
+                .as_ref()
+                .map(|(_, since)| humantime::format_rfc3339_seconds(*since).to_string()),
+            "unwritten_records": self.inner.unwritten(),
+        })
     }
 }
 
@@ -320,7 +281,7 @@ fn line(r: &Record) -> String {
     let mut obj = serde_json::Map::new();
     let time = humantime::format_rfc3339_micros(r.time).to_string();
     obj.insert("time".into(), time.into());
-    obj.insert("op".into(), r.op.into());
+    obj.insert("op".into(), r.op.name().into());
     obj.insert("path".into(), r.path.clone().into());
     if let Some(new_path) = &r.new_path {
         obj.insert("new_path".into(), new_path.clone().into());
@@ -365,7 +326,7 @@ mod tests {
         }
     }
 
-    fn record(op: &'static str, outcome: Outcome) -> Record {
+    fn record(op: Op, outcome: Outcome) -> Record {
         Record {
             time: SystemTime::now(),
             op,
@@ -379,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_line_names_the_process_and_keeps_what_is_known_of_a_gone_one() {
-        let mut here = record("rmdir", Outcome::Ok);
+        let mut here = record(Op::Rmdir, Outcome::Ok);
         // The main thread: its id is the process id.
         here.caller.tid = std::process::id();
         let v: serde_json::Value = serde_json::from_str(&line(&here)).unwrap();
@@ -399,7 +360,7 @@ mod tests {
         };
         let gone = Record {
             caller,
-            ..record("unlink", Outcome::Ok)
+            ..record(Op::Unlink, Outcome::Ok)
         };
         let v: serde_json::Value = serde_json::from_str(&line(&gone)).unwrap();
         assert_eq!(v["op"], "unlink");
@@ -420,7 +381,7 @@ mod tests {
         let caller = rx.recv().unwrap();
         let r = Record {
             caller,
-            ..record("flush", Outcome::Ok)
+            ..record(Op::Flush, Outcome::Ok)
         };
         let v: serde_json::Value = serde_json::from_str(&line(&r)).unwrap();
         drop(done_tx);
@@ -432,7 +393,7 @@ mod tests {
     #[test]
     fn a_failure_carries_its_errno_and_reason() {
         let r = record(
-            "unlink",
+            Op::Unlink,
             Outcome::Failed {
                 errno: libc::EROFS,
                 reason: "read-only file system".into(),
@@ -447,7 +408,7 @@ mod tests {
     #[test]
     fn a_refusal_names_the_executable_when_it_was_looked_up() {
         let mut r = record(
-            "open-read",
+            Op::OpenRead,
             Outcome::Failed {
                 errno: libc::EACCES,
                 reason: "not allowed by the --allow rules: x".into(),
@@ -459,25 +420,48 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(v["exe"], exe.display().to_string());
         let plain: serde_json::Value =
-            serde_json::from_str(&line(&record("unlink", Outcome::Ok))).unwrap();
+            serde_json::from_str(&line(&record(Op::Unlink, Outcome::Ok))).unwrap();
         assert!(plain.get("exe").is_none());
     }
 
     #[test]
-    fn records_reach_the_file_when_flushed_and_when_dropped() {
+    fn a_record_is_in_the_file_when_record_returns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path, false).unwrap();
-        log.record(record("create", Outcome::Ok));
-        assert!(log.flush(Duration::from_secs(5)));
+        log.record(record(Op::Create, Outcome::Ok)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
-        for _ in 0..1000 {
-            log.record(record("flush", Outcome::Ok));
+        // Many threads at once (sharing writes): every record whose call
+        // has returned is in the file (others may be being written).
+        let returned = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (log, path, returned) = (log.clone(), path.clone(), returned.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        log.record(record(Op::Flush, Outcome::Ok)).unwrap();
+                        returned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let at_least = returned.load(std::sync::atomic::Ordering::SeqCst);
+                        let text = std::fs::read_to_string(&path).unwrap();
+                        assert!(text.matches('\n').count() >= at_least);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
         drop(log);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().lines().count(),
-            1001
-        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 801);
+        for l in text.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_op_has_a_distinct_name() {
+        let names: std::collections::BTreeSet<_> = Op::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names.len(), Op::ALL.len());
     }
 }
