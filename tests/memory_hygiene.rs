@@ -1,0 +1,269 @@
+//! Values leave memory once nothing may serve them (README, "Security"):
+//! a value read through a real mount over a real OpenBao is, once its TTL,
+//! its stale-if-error window and a sweep have passed, nowhere in the
+//! daemon's memory — not in the cache, nor in a freed buffer of the HTTP,
+//! TLS or JSON libraries, nor in a pooled connection's read buffer, nor in
+//! a rendered file or a thread's stack.
+//!
+//! The daemon's memory is read as root through /proc/PID/maps and
+//! /proc/PID/mem (the test fails loudly when it cannot read it), looking
+//! for a marker unique to the test in every form it passes through: as the
+//! server sends it (JSON, `<` escaped as `\u003c`), as it is served, and
+//! any long piece of it.
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{eventually, status, Bao, Mount};
+
+/// TTL and stale window of every mount here: a value may be served for
+/// 1 s; the sweeper runs every second.
+const ARGS: &[&str] = &["--ttl", "1s", "--stale-if-error", "0s"];
+
+/// How long after the cache says it is empty every copy must be gone: the
+/// next sweep (the version a file was shown), an idle connection's reaping.
+const GONE_WITHIN: Duration = Duration::from_secs(10);
+
+/// A value no other test, file or library holds: 32 + 16 random hex digits
+/// around a `<` (which OpenBao's JSON sends as `\u003c`).
+struct Marker {
+    value: String,
+    head: String,
+    tail: String,
+}
+
+impl Marker {
+    fn new() -> Marker {
+        let mut bytes = [0u8; 24];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .expect("/dev/urandom");
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let (head, tail) = hex.split_at(32);
+        Marker {
+            value: format!("hyg{head}<{tail}"),
+            head: head.to_string(),
+            tail: tail.to_string(),
+        }
+    }
+
+    /// Every form worth finding, with a name for the report: the whole
+    /// value as served and as sent, and each random half (a partial copy).
+    fn needles(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("value", self.value.clone().into_bytes()),
+            (
+                "value, JSON-escaped",
+                self.value.replace('<', "\\u003c").into_bytes(),
+            ),
+            ("first half", self.head.clone().into_bytes()),
+            ("second half", self.tail.clone().into_bytes()),
+        ]
+    }
+}
+
+/// One copy found: which form, where, and the bytes around it.
+struct Found {
+    needle: &'static str,
+    region: String,
+    address: u64,
+    around: String,
+}
+
+/// Every copy of the marker in the readable memory of process `pid`.
+/// Regions the kernel refuses to read (`[vvar]`, guard pages) are skipped;
+/// a process whose memory cannot be read at all fails the test.
+fn scan(pid: u32, marker: &Marker) -> Vec<Found> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/maps (run as root): {e}"));
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap_or_else(|e| panic!("cannot open /proc/{pid}/mem (run as root): {e}"));
+    let needles = marker.needles();
+    let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+    let mut found = Vec::new();
+    let mut bytes_read = 0u64;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let name = fields.nth(3).unwrap_or("[anon]").to_string();
+        if !perms.starts_with('r') || name == "[vvar]" || name == "[vsyscall]" {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (start, end) = (
+            u64::from_str_radix(start, 16).expect("maps start"),
+            u64::from_str_radix(end, 16).expect("maps end"),
+        );
+        // In chunks, each overlapping the last by a needle's length.
+        const CHUNK: u64 = 1 << 20;
+        let mut at = start;
+        while at < end {
+            let len = CHUNK.min(end - at) as usize;
+            let mut buf = vec![0u8; len];
+            if mem.seek(SeekFrom::Start(at)).is_err() || mem.read_exact(&mut buf).is_err() {
+                break;
+            }
+            bytes_read += len as u64;
+            for (what, needle) in &needles {
+                let mut from = 0;
+                while let Some(i) = find(&buf[from..], needle) {
+                    let i = from + i;
+                    let lo = i.saturating_sub(48);
+                    let hi = (i + needle.len() + 48).min(buf.len());
+                    found.push(Found {
+                        needle: what,
+                        region: format!("{range} {perms} {name}"),
+                        address: at + i as u64,
+                        around: String::from_utf8_lossy(&buf[lo..hi])
+                            .escape_debug()
+                            .to_string(),
+                    });
+                    from = i + 1;
+                }
+            }
+            if at + len as u64 >= end {
+                break;
+            }
+            at += len as u64 - longest as u64;
+        }
+    }
+    assert!(
+        bytes_read > 1 << 20,
+        "read only {bytes_read} bytes of process {pid}'s memory: cannot scan it"
+    );
+    found
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn report(found: &[Found]) -> String {
+    found
+        .iter()
+        .map(|f| {
+            format!(
+                "  {} at {:#x} in {}: …{}…",
+                f.needle, f.address, f.region, f.around
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads `file` (which must show the marker) through the mount, waits
+/// until the cache holds no secret, then until the daemon's memory holds
+/// no copy of the marker: fails listing the copies left.
+fn read_then_find_no_copy(m: &Mount, file: &str, marker: &Marker, shows: impl Fn(&[u8]) -> bool) {
+    let pid = m.pid().expect("the daemon's pid");
+    let got = std::fs::read(m.at(file)).expect("read through the mount");
+    assert!(shows(&got), "{file} does not show the marker");
+    // The copy is there while the value may be served (the scan works).
+    assert!(
+        !scan(pid, marker).is_empty(),
+        "the scan finds no copy of a value the daemon holds"
+    );
+    eventually(
+        "the cache to hold no secret",
+        Duration::from_secs(10),
+        || {
+            let (_, report) = status(m.path());
+            (report["cached_secrets"] == json!(0)).then_some(())
+        },
+    );
+    let mut last = Vec::new();
+    let gone = support_poll(GONE_WITHIN, || {
+        last = scan(pid, marker);
+        last.is_empty()
+    });
+    assert!(
+        gone,
+        "{} copies of the value still in the daemon's memory {GONE_WITHIN:?} after the cache let it go:\n{}",
+        last.len(),
+        report(&last)
+    );
+}
+
+/// Asks `done` until it says yes or `within` passed.
+fn support_poll(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn seeded_with(marker: &Marker) -> Bao {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "hygiene/db",
+        json!({"TOKEN": marker.value, "USER": "app"}),
+    );
+    bao
+}
+
+#[test]
+fn a_value_read_leaves_the_daemons_memory_after_ttl_and_stale_window() {
+    let marker = Marker::new();
+    let bao = seeded_with(&marker);
+    let m = Mount::new(&bao, "secret/", ARGS);
+    read_then_find_no_copy(&m, "hygiene/db/TOKEN", &marker, |got| {
+        got == marker.value.as_bytes()
+    });
+}
+
+#[test]
+fn a_value_rendered_as_json_leaves_the_daemons_memory() {
+    let marker = Marker::new();
+    let bao = seeded_with(&marker);
+    let mut args = ARGS.to_vec();
+    args.extend(["--layout", "json"]);
+    let m = Mount::new(&bao, "secret/", &args);
+    read_then_find_no_copy(&m, "hygiene/db.json", &marker, |got| {
+        find(got, marker.value.as_bytes()).is_some()
+    });
+}
+
+#[test]
+fn a_value_rendered_by_a_template_leaves_the_daemons_memory() {
+    let marker = Marker::new();
+    let bao = seeded_with(&marker);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.conf.tmpl"),
+        "token = {{ secret(\"hygiene/db\").TOKEN }}\n",
+    )
+    .unwrap();
+    let layout = format!("templates:{}", dir.path().display());
+    let mut args = ARGS.to_vec();
+    args.extend(["--layout", &layout]);
+    let m = Mount::new(&bao, "secret/", &args);
+    read_then_find_no_copy(&m, "app.conf", &marker, |got| {
+        find(got, marker.value.as_bytes()).is_some()
+    });
+}
+
+#[test]
+fn mlock_keeps_the_promise() {
+    let marker = Marker::new();
+    let bao = seeded_with(&marker);
+    let mut args = ARGS.to_vec();
+    args.push("--mlock");
+    let m = Mount::new(&bao, "secret/", &args);
+    read_then_find_no_copy(&m, "hygiene/db/TOKEN", &marker, |got| {
+        got == marker.value.as_bytes()
+    });
+}
