@@ -20,3 +20,4 @@ pub mod mounted_over;
 pub mod start_error;
 pub mod status;
 pub mod store;
+pub mod zeroing_alloc;
