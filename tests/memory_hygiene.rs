@@ -293,3 +293,21 @@ fn mlock_keeps_the_promise() {
         got == marker.value.as_bytes()
     });
 }
+
+#[test]
+fn a_value_read_over_tls_leaves_the_daemons_memory() {
+    let marker = Marker::new();
+    let bao = Bao::start_tls();
+    bao.kv2_put(
+        "secret",
+        "hygiene/db",
+        json!({"TOKEN": marker.value, "USER": "app"}),
+    );
+    let ca = bao.ca_cert();
+    let mut args = ARGS.to_vec();
+    args.extend(["--ca-cert", ca.to_str().expect("a UTF-8 path")]);
+    let m = Mount::new(&bao, "secret/", &args);
+    read_then_find_no_copy(&m, "hygiene/db/TOKEN", &marker, |got| {
+        got == marker.value.as_bytes()
+    });
+}

@@ -4,10 +4,17 @@
 //! of a cluster when the one in use cannot be reached and asking again
 //! while the cluster has no active node (see `nodes`), and the token in
 //! use is picked up when it changes.
+//!
+//! A thread's connections are closed once idle for [`IDLE`] and replaced
+//! once older than [`MAX_AGE`]: a live connection's buffers (rustls
+//! decrypts a response in place, in a buffer it keeps) hold the last
+//! values it carried, which must leave memory with the cache's copies
+//! (README, "Security"). Closing idle connections within a second also
+//! keeps them from outliving a server's or proxy's idle timeout.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
@@ -229,36 +236,48 @@ impl Client {
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
-        LOCAL.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let generation = self.credentials.generation();
-            if slot.as_ref().map(|l| (l.owner, l.generation)) != Some((self.id, generation)) {
-                *slot = LocalClient::new((self.id, generation), self.nodes.len());
+        let slot = LOCAL.with(Arc::clone);
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.credentials.generation();
+        let current = slot.as_ref().is_some_and(|l| {
+            (l.owner, l.generation) == (self.id, generation) && l.born.elapsed() < MAX_AGE
+        });
+        if !current {
+            // The old one (its connections, their buffers) goes first.
+            *slot = None;
+            *slot = LocalClient::new((self.id, generation), self.nodes.len());
+        }
+        let local = slot.as_mut()?;
+        let client = match &local.clients[node] {
+            Some(c) => c.clone(),
+            None => {
+                let token = self.credentials.token();
+                let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
+                    .map_err(
+                        |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
+                    )
+                    .ok()?;
+                let c = Arc::new(c);
+                local.clients[node] = Some(c.clone());
+                c
             }
-            let local = slot.as_mut()?;
-            let client = match &local.clients[node] {
-                Some(c) => c.clone(),
-                None => {
-                    let token = self.credentials.token();
-                    let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
-                        .map_err(
-                            |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
-                        )
-                        .ok()?;
-                    let c = Arc::new(c);
-                    local.clients[node] = Some(c.clone());
-                    c
-                }
-            };
-            Some(
-                local
-                    .rt
-                    .block_on(async { tokio::time::timeout(slice, make(client)).await })
-                    .ok(),
-            )
-        })
+        };
+        let answer = local
+            .rt
+            .block_on(async { tokio::time::timeout(slice, make(client)).await })
+            .ok();
+        local.used = Instant::now();
+        Some(answer)
     }
 }
+
+/// How long a thread's connections may stay idle before they are closed.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// How long a thread's connections may live, however busy: a connection's
+/// buffers may keep pieces of older answers (a shorter answer overwrites
+/// only the start of a longer one).
+const MAX_AGE: Duration = Duration::from_secs(2);
 
 /// A calling thread's own runtime and clients.
 struct LocalClient {
@@ -269,6 +288,10 @@ struct LocalClient {
     rt: tokio::runtime::Runtime,
     /// One per node, built when first used.
     clients: Vec<Option<Arc<VaultClient>>>,
+    /// When it was built.
+    born: Instant,
+    /// When its last request ended.
+    used: Instant,
 }
 
 impl LocalClient {
@@ -278,17 +301,73 @@ impl LocalClient {
             .build()
             .map_err(|e| tracing::error!(error = %e, "cannot build a thread's I/O runtime"))
             .ok()?;
+        let now = Instant::now();
         Some(LocalClient {
             owner,
             generation,
             rt,
             clients: vec![None; nodes],
+            born: now,
+            used: now,
         })
     }
 }
 
+/// A thread's [`LocalClient`], shared with the reaper (which takes it only
+/// while the thread does not use it).
+type Slot = Arc<Mutex<Option<LocalClient>>>;
+
 thread_local! {
-    static LOCAL: std::cell::RefCell<Option<LocalClient>> = const { std::cell::RefCell::new(None) };
+    static LOCAL: Slot = register();
+}
+
+/// Every thread's slot, for the reaper.
+static SLOTS: Mutex<Vec<Weak<Mutex<Option<LocalClient>>>>> = Mutex::new(Vec::new());
+
+/// A new thread's slot, known to the reaper (started with the first).
+fn register() -> Slot {
+    static REAPER: std::sync::Once = std::sync::Once::new();
+    REAPER.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-conns".into())
+            .spawn(|| loop {
+                std::thread::sleep(IDLE / 4);
+                reap();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread that closes idle connections: they stay open (and keep the last values they carried) until used again");
+        }
+    });
+    let slot = Slot::default();
+    let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    slots.retain(|s| s.strong_count() > 0);
+    slots.push(Arc::downgrade(&slot));
+    slot
+}
+
+/// Closes the connections (drops the runtime and clients) of every thread
+/// whose last request ended [`IDLE`] ago or whose connections are older
+/// than [`MAX_AGE`], unless it is making a request now.
+fn reap() {
+    let slots: Vec<Slot> = SLOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for slot in slots {
+        let Ok(mut local) = slot.try_lock() else {
+            continue;
+        };
+        if local
+            .as_ref()
+            .is_some_and(|l| l.used.elapsed() >= IDLE || l.born.elapsed() >= MAX_AGE)
+        {
+            let old = local.take();
+            drop(local);
+            drop(old);
+        }
+    }
 }
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
