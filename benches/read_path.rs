@@ -451,11 +451,22 @@ impl Mount {
     /// logging as a user gets it (the default level) into a file; ready when
     /// the mount point shows in /proc/self/mountinfo.
     fn start(work: &Path, bao: &Bao, name: &'static str, args: &[&str]) -> Mount {
+        Mount::start_bin(
+            work,
+            bao,
+            name,
+            Path::new(env!("CARGO_BIN_EXE_secretfs")),
+            args,
+        )
+    }
+
+    /// [`Mount::start`] with the binary `bin`.
+    fn start_bin(work: &Path, bao: &Bao, name: &'static str, bin: &Path, args: &[&str]) -> Mount {
         let dir = work.join(name);
         let mountpoint = dir.join("mnt");
         std::fs::create_dir_all(&mountpoint).expect("mkdir mount point");
         let log = dir.join("secretfs.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        let mut cmd = Command::new(bin);
         cmd.arg("mount")
             .arg("secret/")
             .arg(&mountpoint)
@@ -876,7 +887,7 @@ fn main() {
     }
     let started = Instant::now();
     // SECRETFS_BENCH_ONLY=layouts (a comma list of cached, layouts, cold,
-    // propagation, load, trees) runs those sections alone.
+    // propagation, load, trees, zeroing) runs those sections alone.
     let only = std::env::var("SECRETFS_BENCH_ONLY").ok();
     let wanted = |name: &str| {
         only.as_deref()
@@ -914,6 +925,9 @@ fn main() {
     }
     if wanted("trees") {
         tree_section(&work.0, &bao, &trees);
+    }
+    if wanted("zeroing") {
+        zeroing_section(&work.0, &bao);
     }
 
     section("cleanup", Duration::from_secs(60));
@@ -1229,6 +1243,142 @@ fn cold_section(work: &Path, bao: &Bao) {
     println!("        \"first read, no GET\": right after each cold read, the secret's other key (USER) is read: the");
     println!("        daemon holds it, the kernel does not (lookup + open/read/release): the FUSE share of a cold read.");
     println!("        GET/LIST counts: OpenBao audit-log request entries between the first and last read.");
+}
+
+/// Section 7: cold reads per binary and round.
+const ZERO_COLD: usize = 400;
+/// Section 7: interleaved rounds.
+const ZERO_ROUNDS: usize = 5;
+
+/// The daemon's CPU time so far (user + system, all threads), in µs.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, which may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) * 1e6 / hz
+}
+
+/// 7. What the zeroing allocator costs: the daemon as built (every freed
+/// heap block cleared, src/zeroing_alloc.rs) against the same source built
+/// with `--features bench-unzeroed` (scripts/bench builds it and names it
+/// in SECRETFS_BENCH_UNZEROED), mounted side by side, reads interleaved.
+fn zeroing_section(work: &Path, bao: &Bao) {
+    section("7. zeroing allocator", Duration::from_secs(240));
+    let Some(unzeroed) = std::env::var_os("SECRETFS_BENCH_UNZEROED").map(PathBuf::from) else {
+        println!("\n7. ZEROING ALLOCATOR: skipped, SECRETFS_BENCH_UNZEROED names no binary (scripts/bench builds one)");
+        return;
+    };
+    assert!(
+        unzeroed.is_file(),
+        "SECRETFS_BENCH_UNZEROED={} is not a file",
+        unzeroed.display()
+    );
+    bao.put("zero/hot", json!({ "PASSWORD": VALUE_STR }));
+    for i in 0..ZERO_COLD * ZERO_ROUNDS {
+        for side in ["z", "u"] {
+            bao.put(
+                &format!("zero/{side}{i:04}"),
+                json!({ "PASSWORD": VALUE_STR }),
+            );
+        }
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_secretfs"));
+    let args = ["--writable", "--ttl", "10m"];
+    let z = Mount::start_bin(work, bao, "zeroing", &bin, &args);
+    let u = Mount::start_bin(work, bao, "unzeroed", &unzeroed, &args);
+    let mounts = [(&z, "z"), (&u, "u")];
+    let mut buf = Vec::new();
+    for (m, _) in mounts {
+        read_once(&m.at("zero/hot/PASSWORD"), &mut buf).expect("warm read");
+        assert_eq!(buf, VALUE, "secretfs served a wrong value");
+        let listed = std::fs::read_dir(m.at("zero")).expect("ls zero/").count();
+        assert_eq!(
+            listed,
+            2 * ZERO_COLD * ZERO_ROUNDS + 1,
+            "zero/ lists {listed}"
+        );
+    }
+    // Per mount: per-round p50s, per-round daemon CPU per op.
+    let mut cached: [Vec<(f64, f64)>; 2] = Default::default();
+    let mut cold: [Vec<(f64, f64)>; 2] = Default::default();
+    let mut bad = 0;
+    for round in 0..ZERO_ROUNDS {
+        for (k, (m, _)) in mounts.iter().enumerate() {
+            let cpu = cpu_us(m.pid());
+            let run = cached_run(&m.at("zero/hot/PASSWORD"), 1);
+            let per_op = (cpu_us(m.pid()) - cpu) / CACHED_OPS as f64;
+            bad += run.bad;
+            cached[k].push((run.p50, per_op));
+        }
+        let mut ns: [Vec<u64>; 2] = Default::default();
+        let cpu = [cpu_us(z.pid()), cpu_us(u.pid())];
+        for i in round * ZERO_COLD..(round + 1) * ZERO_COLD {
+            for (k, (m, side)) in mounts.iter().enumerate() {
+                let path = m.at(&format!("zero/{side}{i:04}/PASSWORD"));
+                let t = Instant::now();
+                let r = read_once(&path, &mut buf);
+                ns[k].push(t.elapsed().as_nanos() as u64);
+                if r.is_err() || buf != VALUE {
+                    bad += 1;
+                }
+            }
+        }
+        let cpu = [cpu_us(z.pid()) - cpu[0], cpu_us(u.pid()) - cpu[1]];
+        for k in 0..2 {
+            ns[k].sort_unstable();
+            cold[k].push((pct_us(&ns[k], 0.5), cpu[k] / ZERO_COLD as f64));
+        }
+    }
+    println!("\n7. ZEROING ALLOCATOR: the daemon as built vs the same source built without it (--features bench-unzeroed)");
+    println!(
+        "   {:<34} {:>11} {:>11} {:>8} {:>14} {:>14} {:>8}",
+        "", "p50 µs", "unzeroed", "ratio", "CPU µs/op", "unzeroed", "ratio"
+    );
+    for (name, rows) in [
+        ("cached read (--writable, 1 thread)", &cached),
+        ("cold read (--writable)", &cold),
+    ] {
+        let med = |k: usize, f: fn(&(f64, f64)) -> f64| median(rows[k].iter().map(f).collect());
+        let ratio = |f: fn(&(f64, f64)) -> f64| {
+            median(
+                rows[0]
+                    .iter()
+                    .zip(&rows[1])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            )
+        };
+        println!(
+            "   {name:<34} {:>11.1} {:>11.1} {:>7.3}x {:>14.1} {:>14.1} {:>7.3}x",
+            med(0, |r| r.0),
+            med(1, |r| r.0),
+            ratio(|r| r.0),
+            med(0, |r| r.1),
+            med(1, |r| r.1),
+            ratio(|r| r.1),
+        );
+    }
+    if bad > 0 {
+        println!("   !! {bad} reads failed or returned a wrong value");
+    }
+    println!("   how: two --writable mounts of one OpenBao, the daemon as built and the unzeroed one, side by side;");
+    println!("        {ZERO_ROUNDS} rounds, each: {CACHED_OPS} cached open+read+close of a 32-byte key on one thread per mount");
+    println!("        (as section 1), then {ZERO_COLD} cold reads of distinct secrets, the two mounts alternating read by read.");
+    println!("        p50: median over rounds of each round's p50; ratio: median over rounds of zeroed ÷ unzeroed.");
+    println!("        CPU µs/op: the daemon's utime+stime (/proc/PID/stat, all threads, clock ticks) over the round ÷ ops.");
 }
 
 /// One mount's propagation rounds.

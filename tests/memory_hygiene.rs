@@ -199,6 +199,13 @@ fn read_then_find_no_copy(m: &Mount, file: &str, marker: &Marker, shows: impl Fn
             (copies > 0).then_some(())
         },
     );
+    no_copy_once_uncached(m, marker);
+}
+
+/// Waits until the cache holds no secret, then until the daemon's memory
+/// holds no copy of the marker: fails listing the copies left.
+fn no_copy_once_uncached(m: &Mount, marker: &Marker) {
+    let pid = m.pid().expect("the daemon's pid");
     eventually(
         "the cache to hold no secret",
         Duration::from_secs(10),
@@ -310,4 +317,19 @@ fn a_value_read_over_tls_leaves_the_daemons_memory() {
     read_then_find_no_copy(&m, "hygiene/db/TOKEN", &marker, |got| {
         got == marker.value.as_bytes()
     });
+}
+
+#[test]
+#[ignore = "known, not fixed: fuser keeps a WRITE request's bytes in its request buffer (README, Security)"]
+fn a_value_written_leaves_the_daemons_memory() {
+    let marker = Marker::new();
+    let bao = seeded_with(&Marker::new());
+    let mut args = ARGS.to_vec();
+    args.push("--writable");
+    let m = Mount::new(&bao, "secret/", &args);
+    support::write_and_close(&m.at("hygiene/db/NEW"), marker.value.as_bytes())
+        .expect("write through the mount");
+    let (stored, _) = bao.kv2_get("secret", "hygiene/db").expect("the secret");
+    assert_eq!(stored["NEW"], json!(marker.value));
+    no_copy_once_uncached(&m, &marker);
 }
