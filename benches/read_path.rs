@@ -19,7 +19,11 @@
 //!    of each size in `SECRETFS_BENCH_TREE`, e.g. `50000`: on demand only,
 //!    about 2 min more on 2 cores) against the same tree on tmpfs, the
 //!    requests the walk makes, a second walk, the daemon's memory per
-//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone.
+//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone;
+//! 7. the zeroing allocator's cost: cached and cold reads through the
+//!    daemon as built and through one built without it (`--features
+//!    bench-unzeroed`, named by `SECRETFS_BENCH_UNZEROED`; scripts/bench
+//!    builds it), side by side.
 //!
 //! The two modes are the ones measured before read-only became the default:
 //! "--writable" is the former default (read-write) mount, "default,
@@ -1250,31 +1254,25 @@ const ZERO_COLD: usize = 400;
 /// Section 7: interleaved rounds.
 const ZERO_ROUNDS: usize = 5;
 
-/// The daemon's CPU time so far (user + system, all threads), in µs.
+/// The daemon's CPU time so far, in µs: the time its threads (those alive
+/// now) spent on a CPU, from /proc/PID/task/*/schedstat (nanoseconds,
+/// where /proc/PID/stat counts 10 ms ticks).
 fn cpu_us(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name (in parentheses, which may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
     };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) * 1e6 / hz
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1000.0
 }
 
-/// 7. What the zeroing allocator costs: the daemon as built (every freed
-/// heap block cleared, src/zeroing_alloc.rs) against the same source built
-/// with `--features bench-unzeroed` (scripts/bench builds it and names it
-/// in SECRETFS_BENCH_UNZEROED), mounted side by side, reads interleaved.
+/// Section 7, what the zeroing allocator costs: the daemon as built (every
+/// freed heap block cleared, src/zeroing_alloc.rs) against the same source
+/// built with `--features bench-unzeroed` (scripts/bench builds it and
+/// names it in SECRETFS_BENCH_UNZEROED), side by side, reads interleaved.
 fn zeroing_section(work: &Path, bao: &Bao) {
     section("7. zeroing allocator", Duration::from_secs(240));
     let Some(unzeroed) = std::env::var_os("SECRETFS_BENCH_UNZEROED").map(PathBuf::from) else {
@@ -1378,7 +1376,7 @@ fn zeroing_section(work: &Path, bao: &Bao) {
     println!("        {ZERO_ROUNDS} rounds, each: {CACHED_OPS} cached open+read+close of a 32-byte key on one thread per mount");
     println!("        (as section 1), then {ZERO_COLD} cold reads of distinct secrets, the two mounts alternating read by read.");
     println!("        p50: median over rounds of each round's p50; ratio: median over rounds of zeroed ÷ unzeroed.");
-    println!("        CPU µs/op: the daemon's utime+stime (/proc/PID/stat, all threads, clock ticks) over the round ÷ ops.");
+    println!("        CPU µs/op: the daemon's time on a CPU over the round (/proc/PID/task/*/schedstat, all threads) ÷ ops.");
 }
 
 /// One mount's propagation rounds.
