@@ -135,7 +135,9 @@ pub struct MountArgs {
     /// `getfattr -n user.secretfs.source FILE` names the layer a value
     /// comes from. With --writable, writes go to the last layer: `rm` of a
     /// key uncovers the value below, and of a key only a lower layer holds
-    /// fails with EPERM.
+    /// fails with EPERM. A layer on another server is given as a URL,
+    /// `https://HOST:PORT/SOURCE`. A lower layer that is forbidden or down
+    /// fails only what depends on it (`secretfs status` names it).
     #[arg(long, value_name = "SOURCE", action = clap::ArgAction::Append)]
     pub layer: Vec<String>,
 
@@ -224,6 +226,13 @@ pub struct ExecArgs {
     /// How long COMMAND may take to stop before it is killed (SIGKILL).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
+
+    /// Run COMMAND as USER (a name or uid: its groups, HOME, USER and
+    /// LOGNAME), without VAULT_TOKEN; secretfs keeps its own user and the
+    /// token. Needs secretfs to run as root. With a --token-file only root
+    /// can read, COMMAND cannot reach the token.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -451,7 +460,9 @@ pub struct FileArgs {
     /// command (sh -c, with the changed secrets' paths in the mount,
     /// one per line, in SECRETFS_CHANGED) or, as signal:NAME:PIDFILE,
     /// send a signal to the process whose id the file holds (e.g.
-    /// signal:HUP:/run/nginx.pid). Held secrets are then re-read once per
+    /// signal:HUP:/run/nginx.pid; the pid file must be owned by root or
+    /// secretfs's user and writable by no one else, else no signal is
+    /// sent). Held secrets are then re-read once per
     /// --ttl even when nobody reads them. In -o form the command cannot
     /// contain commas: use the config file.
     #[arg(long, value_name = "HOOK", value_parser = crate::hook::Hook::parse)]
@@ -508,9 +519,12 @@ pub fn parse_layout(s: &str) -> Result<Layout, String> {
             "templates:{}: no such folder (templates:DIR names the folder holding the *.tmpl files)",
             dir.display()
         )),
-        Layout::Templates(dir) => std::path::absolute(&dir)
-            .map(Layout::Templates)
-            .map_err(|e| format!("templates folder {}: {e}", dir.display())),
+        Layout::Templates(dir) => {
+            let dir = std::path::absolute(&dir)
+                .map_err(|e| format!("templates folder {}: {e}", dir.display()))?;
+            crate::fs::template::check_folder(&dir)?;
+            Ok(Layout::Templates(dir))
+        }
         other => Ok(other),
     }
 }

@@ -44,6 +44,16 @@ pub enum Error {
     /// never a value. Logged once by the core when it is found.
     #[error("template fails to render: {0}")]
     Template(String),
+    /// What depends on a layer of a mount with `--layer` that cannot be
+    /// read now (a value it may override): that layer's error inside.
+    /// Logged once per layer by the store of layers, not per request.
+    #[error("layer {layer} cannot be read: {cause}")]
+    LayerUnreadable {
+        /// The layer's SOURCE.
+        layer: String,
+        /// What the layer answered.
+        cause: Box<Error>,
+    },
     /// The mount is read-only, or the operation writes and is not supported.
     #[error("read-only file system")]
     ReadOnly,
@@ -103,6 +113,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound => libc::ENOENT,
+            Error::LayerUnreadable { cause, .. } => cause.errno(),
             Error::PermissionDenied(_) | Error::NotAllowed(_) => libc::EACCES,
             Error::Unavailable(_)
             | Error::Unanswered(_)
@@ -161,6 +172,8 @@ impl Error {
                 | Error::WouldBlock
                 // Logged once per reason by the core.
                 | Error::Template(_)
+                // Logged once per layer by the store of layers.
+                | Error::LayerUnreadable { .. }
                 // Logged (and audited) where the rules refused it.
                 | Error::NotAllowed(_)
         )

@@ -51,10 +51,20 @@ impl Hook {
                 if pidfile.is_empty() {
                     return Err(format!("--on-change {text:?}: the PIDFILE is missing"));
                 }
-                Ok(Hook::Signal {
-                    signal: Signal::parse(name)?,
-                    pidfile: PathBuf::from(pidfile),
-                })
+                let signal = Signal::parse(name)?;
+                let pidfile = PathBuf::from(pidfile);
+                // A pid file there already must be one to trust now, not
+                // only when the first change comes.
+                if std::fs::symlink_metadata(&pidfile).is_ok() {
+                    crate::trusted::open(&pidfile).map_err(|why| {
+                        format!(
+                            "--on-change {text:?}: pid file {}: {why} (whoever can write the \
+                             pid file chooses which process secretfs signals)",
+                            pidfile.display()
+                        )
+                    })?;
+                }
+                Ok(Hook::Signal { signal, pidfile })
             }
             None => Ok(Hook::Command(text.to_string())),
         }
@@ -101,7 +111,11 @@ impl Hook {
                         tracing::warn!(pid, error = %e, "--on-change: cannot signal");
                     }
                 }
-                Err(why) => tracing::warn!(pidfile = %pidfile.display(), "--on-change: {why}"),
+                Err(why) => tracing::warn!(
+                    pidfile = %pidfile.display(),
+                    "--on-change: no signal sent: pid file {}: {why}",
+                    pidfile.display()
+                ),
             },
         }
     }
@@ -126,15 +140,25 @@ fn wait_at_most(mut child: std::process::Child) -> std::io::Result<std::process:
     }
 }
 
-/// The process id in `pidfile`.
+/// The longest pid file read (a process id and a newline fit many times).
+const PIDFILE_AT_MOST: u64 = 64;
+
+/// The process id in `pidfile`, read afresh (it may have been replaced)
+/// from a file only root or the daemon's user can have written: the file
+/// opened without following a symbolic link, and the opened file checked.
 fn read_pid(pidfile: &Path) -> Result<libc::pid_t, String> {
-    let text =
-        std::fs::read_to_string(pidfile).map_err(|e| format!("cannot read the pid file: {e}"))?;
+    use std::io::Read as _;
+    let file = crate::trusted::open(pidfile)?;
+    let mut text = String::new();
+    file.take(PIDFILE_AT_MOST)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
     match text.trim().parse::<libc::pid_t>() {
         Ok(pid) if pid > 0 => Ok(pid),
+        // Not its text: a pid file given by mistake may be anything.
         _ => Err(format!(
-            "the pid file holds no process id ({:?})",
-            text.trim()
+            "it holds no process id ({} bytes, not a positive number)",
+            text.len()
         )),
     }
 }

@@ -20,4 +20,5 @@ pub mod mounted_over;
 pub mod start_error;
 pub mod status;
 pub mod store;
+pub mod trusted;
 pub mod zeroing_alloc;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{eventually, q, run, s, seeded, sh_ok, Mount};
 
 /// A copy of /usr/bin/cat under another path: the executable a rule allows.
@@ -252,4 +252,210 @@ fn rules_with_a_layout_that_shows_whole_secrets_are_refused_at_start() {
         stderr.contains("--allow rules work with --layout keys only"),
         "{stderr}"
     );
+}
+
+/// Issue 19 §1: a rule on a key covers every name that shows its value.
+/// `cat M/myapp/db@1/PASSWORD` printed the value a rule kept from `cat`,
+/// was audited `ok` and was served through the page cache: rules were
+/// matched against the text of the path, not the key it reaches.
+#[test]
+fn a_version_view_of_a_covered_key_is_covered_as_the_key_is() {
+    let bao = seeded();
+    bao.kv2_put(
+        "secret",
+        "myapp/db",
+        json!({"PASSWORD": "rotated", "USER": "app"}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mycat = copied_cat(dir.path(), "mycat");
+    let log = dir.path().join("audit.log");
+    let rule = format!("myapp/db/PASSWORD:exe={}", mycat.display());
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &[
+            "--allow",
+            &rule,
+            "--audit-log",
+            s(&log),
+            "--allow-other",
+            "--file-mode",
+            "0444",
+            "--dir-mode",
+            "0555",
+        ],
+    );
+    let parent = m.path().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (file, value) in [
+        ("myapp/db/PASSWORD", "rotated"),
+        ("myapp/db@1/PASSWORD", "hunter2"),
+        ("myapp/db@2/PASSWORD", "rotated"),
+    ] {
+        let path = m.at(file);
+        // The allowed program reads each name first: nothing it leaves
+        // behind may serve the others.
+        assert_eq!(
+            run(s(&mycat), &[s(&path)]).stdout,
+            value.as_bytes(),
+            "{file}"
+        );
+        let out = run("/usr/bin/cat", &[s(&path)]);
+        assert!(refused(&out), "root's cat {file}: {out:?}");
+        let other = run(
+            "setpriv",
+            &[
+                "--reuid=4243",
+                "--regid=4243",
+                "--clear-groups",
+                "cat",
+                s(&path),
+            ],
+        );
+        assert!(refused(&other), "another user's cat {file}: {other:?}");
+        let out = support::sh(&format!("dd if={} bs=1 count=3", q(&path)));
+        assert!(refused(&out), "dd {file}: {out:?}");
+    }
+    // The other keys of every version stay free for all.
+    assert_eq!(run("cat", &[s(&m.at("myapp/db@1/USER"))]).stdout, b"app");
+    let lines = audit_lines(&log, 12);
+    for file in ["/myapp/db@1/PASSWORD", "/myapp/db@2/PASSWORD"] {
+        let outcomes: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["path"] == file)
+            .map(|l| &l["outcome"])
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                &json!("ok"),
+                &json!("EACCES"),
+                &json!("EACCES"),
+                &json!("EACCES")
+            ],
+            "{file}: {lines:#?}"
+        );
+    }
+    assert!(!m.log().contains("hunter2") && !m.log().contains("rotated"));
+}
+
+/// Issue 19 §1: setting or removing the metadata of a secret whose key a
+/// rule covers is a change of that secret, decided like any other.
+#[test]
+fn metadata_of_a_secret_with_a_covered_key_changes_only_for_a_let_in_caller() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let mysetfattr = copied("/usr/bin/setfattr", dir.path(), "mysetfattr");
+    bao.api(
+        "POST",
+        "secret/metadata/myapp/db",
+        Some(json!({"custom_metadata": {"owner": "ops"}})),
+    );
+    let rule = format!("myapp/db/PASSWORD:exe={}", mysetfattr.display());
+    let m = Mount::new(&bao, "secret/", &["--writable", "--allow", &rule]);
+    let meta = |path: &str| -> Value {
+        bao.api("GET", &format!("secret/metadata/{path}"), None).1["data"]["custom_metadata"]
+            .clone()
+    };
+    let db = m.at("myapp/db");
+    for script in [
+        format!("setfattr -n user.secretfs.meta.owner -v mallory {}", q(&db)),
+        format!(
+            "setfattr -n user.secretfs.meta.owner -v mallory {}/USER",
+            q(&db)
+        ),
+        format!(
+            "setfattr -n user.secretfs.meta.owner -v mallory {}",
+            q(&m.at("myapp/db@1"))
+        ),
+    ] {
+        let out = support::sh(&script);
+        assert!(refused(&out), "`{script}`: {out:?}");
+    }
+    assert_eq!(meta("myapp/db")["owner"], json!("ops"));
+    // A secret no rule covers: metadata changes as before.
+    let api = m.at("myapp/api/token");
+    sh_ok(&format!(
+        "setfattr -n user.secretfs.meta.owner -v team {}",
+        q(&api)
+    ));
+    assert_eq!(meta("myapp/api/token")["owner"], json!("team"));
+    // Set by the store's own API, it cannot be removed through the mount.
+    let out = support::sh(&format!("setfattr -x user.secretfs.meta.owner {}", q(&db)));
+    assert!(refused(&out), "setfattr -x: {out:?}");
+    assert_eq!(meta("myapp/db")["owner"], json!("ops"));
+    // The program the rule names changes it.
+    let out = run(s(&mysetfattr), &["-x", "user.secretfs.meta.owner", s(&db)]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(meta("myapp/db").get("owner").is_none());
+}
+
+/// Issue 19 §2: `exe=PATH` is met by the file at PATH (its device and
+/// inode, as the daemon sees it), not by whatever a process shows under
+/// that name. Any user could bind-mount a program of their own over
+/// PATH in a mount namespace of their own and read the key.
+#[test]
+fn an_exe_rule_is_met_by_that_file_not_by_another_shown_under_its_path() {
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let myapp = copied_cat(dir.path(), "myapp");
+    // Another file with the same bytes, owned by the attacker.
+    let fake = copied_cat(dir.path(), "fake");
+    let link = dir.path().join("link-to-myapp");
+    std::os::unix::fs::symlink(&myapp, &link).unwrap();
+    let rule = format!("myapp/db/PASSWORD:exe={}", myapp.display());
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &[
+            "--allow",
+            &rule,
+            "--allow-other",
+            "--file-mode",
+            "0444",
+            "--dir-mode",
+            "0555",
+        ],
+    );
+    let parent = m.path().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let password = m.at("myapp/db/PASSWORD");
+    assert_eq!(run(s(&myapp), &[s(&password)]).stdout, b"hunter2");
+    // A symbolic link to the file runs the same file: let in.
+    assert_eq!(run(s(&link), &[s(&password)]).stdout, b"hunter2");
+    // Root in a private mount namespace.
+    let out = support::sh(&format!(
+        "unshare -m --propagation private sh -c 'mount --bind {fake} {myapp} && exec {myapp} {password}'",
+        fake = q(&fake),
+        myapp = q(&myapp),
+        password = q(&password),
+    ));
+    assert!(refused(&out), "bind mount as root: {out:?}");
+    // An unprivileged user in user and mount namespaces of their own.
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=4243",
+            "--regid=4243",
+            "--clear-groups",
+            "unshare",
+            "-Urm",
+            "sh",
+            "-c",
+            &format!(
+                "mount --bind {fake} {myapp} && exec {myapp} {password}",
+                fake = q(&fake),
+                myapp = q(&myapp),
+                password = q(&password),
+            ),
+        ],
+    );
+    assert!(refused(&out), "bind mount as a user: {out:?}");
+    // The file at the rule's path replaced (as a package upgrade does):
+    // the new file is the one let in.
+    let upgraded = dir.path().join("myapp.new");
+    std::fs::copy("/usr/bin/cat", &upgraded).unwrap();
+    std::fs::rename(&upgraded, &myapp).unwrap();
+    assert_eq!(run(s(&myapp), &[s(&password)]).stdout, b"hunter2");
 }

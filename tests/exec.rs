@@ -567,3 +567,99 @@ fn as_a_containers_pid_1_it_reaps_what_the_command_leaves_behind() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout).trim(), "0", "zombies left: {out:?}");
 }
+
+/// README's promise for a token file: with `--user`, COMMAND runs as
+/// that user and cannot read the token file secretfs reads (root's,
+/// 0600), nor find the token in its environment; secretfs still reads
+/// every SOURCE with the token.
+#[test]
+fn with_user_the_command_runs_as_that_user_and_cannot_read_the_token_file() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (secretfs exec --user)"
+    );
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"PASSWORD": "one"}));
+    // Only the file's own mode keeps nobody out: its folder is open.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "root").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Without --user, as README says, the token file is in its reach.
+    let mut cmd = exec(&bao, &["--token-file", support::s(&token), "secret/app"]);
+    cmd.env_remove("VAULT_TOKEN")
+        .env("TOKEN_FILE", &token)
+        .args(["--", "sh", "-c", "cat \"$TOKEN_FILE\""]);
+    assert_eq!(text(&output(cmd).stdout), "root");
+
+    let script = r#"echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME user=$USER"
+echo "token=${VAULT_TOKEN-unset} password=$PASSWORD"
+cat "$TOKEN_FILE" 2>&1; echo "cat=$?"
+"#;
+    let mut cmd = exec(
+        &bao,
+        &[
+            "--user",
+            "nobody",
+            "--token-file",
+            support::s(&token),
+            "secret/app",
+        ],
+    );
+    cmd.env_remove("VAULT_TOKEN")
+        .env("TOKEN_FILE", &token)
+        .args(["--", "sh", "-c", script]);
+    let out = output(cmd);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let home = support::sh_ok("getent passwd nobody | cut -d: -f6");
+    assert_eq!(
+        stdout,
+        format!(
+            "uid=65534 gid=65534 groups=65534 home={} user=nobody\n\
+             token=unset password=one\n\
+             cat: {}: Permission denied\ncat=1\n",
+            home.trim(),
+            token.display()
+        ),
+        "{out:?}"
+    );
+
+    // Even with VAULT_TOKEN in secretfs's environment, COMMAND does not get it.
+    let mut cmd = exec(&bao, &["--user", "65534", "secret/app"]);
+    cmd.args(["--", "sh", "-c", "echo \"${VAULT_TOKEN-unset} $(id -u)\""]);
+    let out = output(cmd);
+    assert_eq!(text(&out.stdout), "unset 65534\n", "{out:?}");
+}
+
+#[test]
+fn user_is_refused_before_the_command_starts_when_it_cannot_be_taken() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "v"}));
+    let log = fails_before_start(&bao, "root", &["--user", "no-such-user-here", "secret/app"]);
+    assert!(
+        log.contains("--user no-such-user-here: no such user"),
+        "{log}"
+    );
+    // secretfs itself as nobody cannot start COMMAND as anyone else.
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(support::secretfs())
+        .args(["exec", "--user", "root", "secret/app", "--", "true"])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let out = output(cmd);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("cannot run a command as another user"),
+        "{out:?}"
+    );
+}

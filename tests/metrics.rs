@@ -226,3 +226,88 @@ fn ls_l_asks_the_daemon_for_no_extended_attribute_per_file() {
         "{selinux:?}"
     );
 }
+
+/// A client that sends `GET /metrics` one byte a second, the way a
+/// hostile one holds a connection; it stops when the server closes the
+/// connection (`true`), or gives up after a minute (`false`).
+fn trickle(addr: &str) -> std::thread::JoinHandle<bool> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        for byte in request.iter().cycle() {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            if s.write_all(&[*byte]).is_err() {
+                return true;
+            }
+            // Waits a second for a byte from the server: 0 (or an error
+            // other than the timeout) means it closed the connection.
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    })
+}
+
+/// Connections that trickle their request a byte at a time (more than
+/// the server used to answer at once) held every scrape for as long as
+/// they ran: now curl gets its answer while they still trickle, and the
+/// server cuts each off at its deadline.
+#[test]
+fn slow_clients_do_not_hold_up_a_scrape_and_are_cut_off() {
+    let bao = seeded();
+    let addr = free_addr();
+    let _m = Mount::builder(&bao, "secret/")
+        .args(&["--metrics", &addr])
+        .start();
+    let slow: Vec<_> = (0..8).map(|_| trickle(&addr)).collect();
+    // Before they give up: curl waits at most half their minute.
+    let curl = support::run(
+        "curl",
+        &[
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "30",
+            &format!("http://{addr}/metrics"),
+        ],
+    );
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success() && body.ends_with("# EOF\n"),
+        "the scrape got no answer while slow clients trickled: {curl:?}"
+    );
+    // Each slow client is cut off at its deadline, well within its minute.
+    for t in slow {
+        assert!(
+            t.join().expect("slow client"),
+            "the server never closed a trickling connection"
+        );
+    }
+}
+
+#[test]
+fn a_metrics_address_that_is_not_loopback_is_warned_about() {
+    let bao = seeded();
+    let port = free_addr().rsplit_once(':').expect("port").1.to_string();
+    let m = Mount::builder(&bao, "secret/")
+        .args(&["--metrics", &format!("0.0.0.0:{port}")])
+        .start();
+    assert!(m.log().contains("not a loopback address"), "{}", m.log());
+    let loopback = free_addr();
+    let m = Mount::builder(&bao, "secret/")
+        .args(&["--metrics", &loopback])
+        .start();
+    assert!(!m.log().contains("not a loopback address"), "{}", m.log());
+}

@@ -151,3 +151,130 @@ fn a_command_hook_gets_the_changed_secrets_paths_once_per_change() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
 }
+
+/// `sleep 600` as root: a process the mount must not be made to signal.
+struct Victim(std::process::Child);
+
+impl Victim {
+    fn start() -> Victim {
+        Victim(
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("start sleep"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it still runs (a TERM ends it: `sleep` does not catch it).
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes `pid` to `file` (replacing it), owned by `uid`, with `mode`.
+fn pidfile(file: &Path, pid: u32, uid: u32, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(file);
+    std::fs::write(file, format!("{pid}\n")).expect("write the pid file");
+    std::os::unix::fs::chown(file, Some(uid), None).expect("chown the pid file");
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Lines of the log that say a signal was refused.
+fn refusals(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("--on-change: no signal sent"))
+        .count()
+}
+
+#[test]
+fn a_pid_file_another_user_can_write_gets_no_signal_sent() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (chown to uid 65534)"
+    );
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "one"}));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.pid");
+    let mut victim = Victim::start();
+    // None at start: the mount starts; the file is judged when read.
+    let hook = format!("signal:TERM:{}", file.display());
+    let m = Mount::new(&bao, "secret/app", &["--ttl", "1s", "--on-change", &hook]);
+    assert_eq!(std::fs::read_to_string(m.at("db/PASSWORD")).unwrap(), "one");
+
+    // Written by nobody (uid 65534), naming a root process.
+    pidfile(&file, victim.pid(), 65534, 0o644);
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "two"}));
+    eventually("the refusal in the log", Duration::from_secs(15), || {
+        (refusals(&m.log()) == 1).then_some(())
+    });
+    assert!(victim.alive(), "the root process was signalled");
+    assert!(m.log().contains("owned by uid 65534"), "{}", m.log());
+
+    // Root's, but anyone may write it.
+    pidfile(&file, victim.pid(), 0, 0o666);
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "three"}));
+    eventually(
+        "the second refusal in the log",
+        Duration::from_secs(15),
+        || (refusals(&m.log()) == 2).then_some(()),
+    );
+    assert!(victim.alive(), "the root process was signalled");
+    assert!(m.log().contains("mode 0666"), "{}", m.log());
+
+    // A symbolic link to a root-owned pid file is not followed.
+    let real = dir.path().join("real.pid");
+    pidfile(&real, victim.pid(), 0, 0o644);
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&real, &file).unwrap();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "four"}));
+    eventually(
+        "the third refusal in the log",
+        Duration::from_secs(15),
+        || (refusals(&m.log()) == 3).then_some(()),
+    );
+    assert!(victim.alive(), "the root process was signalled");
+    assert!(m.log().contains("symbolic link"), "{}", m.log());
+
+    // Root's and only root's: the signal goes out.
+    std::fs::remove_file(&file).unwrap();
+    pidfile(&file, victim.pid(), 0, 0o644);
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "five"}));
+    eventually(
+        "the signalled process to end",
+        Duration::from_secs(15),
+        || (!victim.alive()).then_some(()),
+    );
+    assert!(m.log().contains("--on-change: signalled"), "{}", m.log());
+}
+
+#[test]
+fn a_pid_file_another_user_owns_at_start_fails_the_mount() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.pid");
+    let victim = Victim::start();
+    pidfile(&file, victim.pid(), 65534, 0o644);
+    let hook = format!("signal:HUP:{}", file.display());
+    let (status, stderr) = Mount::builder(&bao, "secret/")
+        .args(&["--on-change", &hook])
+        .fail();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("owned by uid 65534"),
+        "{stderr}"
+    );
+}

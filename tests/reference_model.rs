@@ -130,11 +130,22 @@ enum Op {
     },
     /// Two programs open one existing key for writing, write in turns,
     /// and close one after the other: each close commits its own buffer.
+    /// With `late_release`, both closes come before either RELEASE (the
+    /// kernel sends RELEASE after close() returned): the last close wins,
+    /// and a truncation closed first is not written at its release.
     TwoWriters {
         dir: &'static str,
         name: &'static str,
         first: Writer,
         second: Writer,
+        late_release: bool,
+    },
+    /// `: > K; printf XY 1<> K`: a truncation closed (its RELEASE not yet
+    /// come), then an open without `O_TRUNC` that starts from it.
+    ClosedTruncationThenWrite {
+        dir: &'static str,
+        name: &'static str,
+        writes: Vec<WriteCall>,
     },
     Unlink {
         dir: &'static str,
@@ -243,8 +254,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (dir(), file_name(), any::<bool>(), proptest::collection::vec(write_call(), 0..3))
             .prop_map(|(dir, name, truncate, writes)| Op::WriteFile { dir, name, truncate, writes }),
-        2 => (dir(), any_of(KEYS), writer(), writer())
-            .prop_map(|(dir, name, first, second)| Op::TwoWriters { dir, name, first, second }),
+        2 => (dir(), any_of(KEYS), writer(), writer(), any::<bool>())
+            .prop_map(|(dir, name, first, second, late_release)| Op::TwoWriters { dir, name, first, second, late_release }),
+        1 => (dir(), any_of(KEYS), proptest::collection::vec(write_call(), 0..3))
+            .prop_map(|(dir, name, writes)| Op::ClosedTruncationThenWrite { dir, name, writes }),
         2 => (dir(), any_of(&["K", "L", "K~", ".K.swp", "sedAb12Cd"]))
             .prop_map(|(dir, name)| Op::Unlink { dir, name }),
         2 => (dir(), any_of(TEMPS), proptest::collection::vec(write_call(), 0..3),
@@ -804,6 +817,7 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
             name,
             first,
             second,
+            late_release,
         } => {
             let Some(parent) = reach(model, s, dir)? else {
                 return Ok(());
@@ -850,9 +864,23 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                     prop_assert_eq!(got, want, "write");
                 }
             }
-            for (w, (fh, buf, refused)) in writers.iter().zip(open) {
+            // Whether each writer's close held a change (a refused writer's
+            // buffer holds none: it is never written).
+            let changes: Vec<bool> = writers
+                .iter()
+                .zip(&open)
+                .map(|(w, (_, _, refused))| !refused && (w.truncate || !w.writes.is_empty()))
+                .collect();
+            // Truncations without a write wait for their RELEASE.
+            let mut at_release = Vec::new();
+            let mut unreleased = Vec::new();
+            for (i, (w, (fh, buf, refused))) in writers.iter().zip(open).enumerate() {
                 let flushed = errno(s.fs.flush(fh));
-                s.fs.release(fh);
+                if *late_release {
+                    unreleased.push(fh);
+                } else {
+                    s.fs.release(fh);
+                }
                 if refused {
                     expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
                     continue;
@@ -861,13 +889,80 @@ fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCaseError> {
                     expect("close without change", flushed, Ok(()))?;
                     continue;
                 }
+                if w.writes.is_empty() {
+                    expect("close of a truncation", flushed, Ok(()))?;
+                    // Lost to a later close holding a change, if any.
+                    let superseded = *late_release && changes[i + 1..].iter().any(|c| *c);
+                    if !superseded {
+                        if *late_release {
+                            at_release.push(buf);
+                        } else {
+                            let _ = model.commit_key(dir, name, &buf);
+                        }
+                    }
+                    continue;
+                }
                 let committed = model.commit_key(dir, name, &buf);
-                let want = if w.writes.is_empty() {
-                    Ok(())
+                expect("close", flushed, committed)?;
+            }
+            for fh in unreleased {
+                s.fs.release(fh);
+            }
+            for buf in at_release {
+                let _ = model.commit_key(dir, name, &buf);
+            }
+            Ok(())
+        }
+        Op::ClosedTruncationThenWrite { dir, name, writes } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            if model.file(dir, name).is_none() {
+                return Ok(());
+            }
+            let ino = errno(s.look(parent, name))
+                .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
+                .ino;
+            let colon = errno(s.fs.open(ino, true, true))
+                .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
+            expect("close of : > K", errno(s.fs.flush(colon)), Ok(()))?;
+            let printf = errno(s.fs.open(ino, true, false))
+                .map_err(|e| TestCaseError::fail(format!("open {name} again: {e}")))?;
+            // It starts from what the closed descriptor left: nothing.
+            let mut buf = Vec::new();
+            let mut refused = false;
+            for call in writes {
+                let offset = u64::from(call.offset_pick) % (buf.len() as u64 + 2);
+                let (start, end) = (offset as usize, offset as usize + call.bytes.len());
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                buf[start..end].copy_from_slice(&call.bytes);
+                let broken = std::str::from_utf8(&buf)
+                    .err()
+                    .is_some_and(|e| e.error_len().is_some());
+                let want = if broken {
+                    refused = true;
+                    Err(libc::EILSEQ)
                 } else {
-                    committed
+                    Ok(call.bytes.len() as u32)
                 };
-                expect("close", flushed, want)?;
+                let got = errno(s.fs.write_handle(printf, offset, &call.bytes));
+                prop_assert_eq!(got, want, "write");
+            }
+            let flushed = errno(s.fs.flush(printf));
+            s.fs.release(colon);
+            s.fs.release(printf);
+            if refused {
+                expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
+                // The truncation alone is written, at its release.
+                let _ = model.commit_key(dir, name, b"");
+            } else if writes.is_empty() {
+                expect("close without change", flushed, Ok(()))?;
+                let _ = model.commit_key(dir, name, b"");
+            } else {
+                let committed = model.commit_key(dir, name, &buf);
+                expect("close", flushed, committed)?;
             }
             Ok(())
         }

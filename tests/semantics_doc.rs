@@ -126,6 +126,10 @@ fn all_errors() -> Vec<Error> {
         Error::Timeout(Duration::from_secs(5)),
         Error::Protocol("odd answer".into()),
         Error::Template("unknown filter".into()),
+        Error::LayerUnreadable {
+            layer: "secret/prod".into(),
+            cause: Box::new(Error::PermissionDenied("denied".into())),
+        },
         Error::ReadOnly,
         Error::Invalid("bad name".into()),
         Error::Stale,
@@ -158,6 +162,7 @@ fn all_errors() -> Vec<Error> {
             | Error::Timeout(_)
             | Error::Protocol(_)
             | Error::Template(_)
+            | Error::LayerUnreadable { .. }
             | Error::ReadOnly
             | Error::Invalid(_)
             | Error::Stale

@@ -190,3 +190,145 @@ fn bench_cached_template_read_against_a_key_file() {
         tm / km
     );
 }
+
+/// Sets `path`'s mode.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_symlink_in_the_templates_folder_to_a_root_only_file_is_not_served() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (a root-only file, another user reading)"
+    );
+    let bao = seeded();
+    // A file only root may read, outside the folder.
+    let private = tempfile::tempdir().unwrap();
+    let shadow = private.path().join("shadow");
+    std::fs::write(&shadow, "root:only-root-may-read-this\n").unwrap();
+    chmod(&shadow, 0o600);
+    let dir = templates(&[("token.tmpl", "{{ secret(\"myapp/api/token\").value }}")]);
+    std::os::unix::fs::symlink(&shadow, dir.path().join("stolen.tmpl")).unwrap();
+    // Even a link to a template of the folder is not followed.
+    std::os::unix::fs::symlink("token.tmpl", dir.path().join("alias.tmpl")).unwrap();
+
+    let layout = format!("templates:{}", dir.path().display());
+    let m = Mount::new(
+        &bao,
+        "secret/",
+        &[
+            "--layout",
+            &layout,
+            "--allow-other",
+            "--file-mode",
+            "0444",
+            "--dir-mode",
+            "0555",
+        ],
+    );
+    // Other users must reach the mountpoint.
+    chmod(m.path().parent().unwrap(), 0o755);
+    assert_eq!(names(m.path()), set(&["token"]));
+    let as_nobody = |file: &str| {
+        support::run(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                support::s(&m.at(file)),
+            ],
+        )
+    };
+    assert_eq!(as_nobody("token").stdout, b"t0k");
+    for link in ["stolen", "alias"] {
+        let out = as_nobody(link);
+        assert!(!out.status.success(), "{link}: {out:?}");
+        assert!(out.stdout.is_empty(), "{link}: {out:?}");
+        let err = std::fs::read(m.at(link)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{link}: {err}");
+    }
+    let log = m.log();
+    assert!(
+        log.contains("stolen.tmpl") && log.contains("symbolic link"),
+        "{log}"
+    );
+    assert!(!log.contains("only-root-may-read-this"), "{log}");
+}
+
+#[test]
+fn a_templates_folder_or_template_others_can_write_fails_the_mount() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (chown to uid 65534)"
+    );
+    let bao = Bao::start();
+    let dir = templates(&[("token.tmpl", "{{ secret(\"myapp/api/token\").value }}")]);
+    let folder = dir.path().display().to_string();
+    let layout = format!("templates:{folder}");
+    let fail = || {
+        let (status, stderr) = Mount::builder(&bao, "secret/")
+            .args(&["--layout", &layout])
+            .fail();
+        assert!(!status.success(), "{stderr}");
+        stderr
+    };
+
+    chmod(dir.path(), 0o777);
+    let stderr = fail();
+    assert!(
+        stderr.contains(&format!("templates folder {folder}")) && stderr.contains("mode 0777"),
+        "{stderr}"
+    );
+
+    chmod(dir.path(), 0o755);
+    let template = dir.path().join("token.tmpl");
+    chmod(&template, 0o666);
+    let stderr = fail();
+    assert!(
+        stderr.contains(&template.display().to_string()) && stderr.contains("mode 0666"),
+        "{stderr}"
+    );
+
+    chmod(&template, 0o644);
+    std::os::unix::fs::chown(&template, Some(65534), None).unwrap();
+    let stderr = fail();
+    assert!(
+        stderr.contains(&template.display().to_string()) && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_template_others_can_write_after_start_is_refused_until_fixed() {
+    let bao = seeded();
+    let dir = templates(&[("token.tmpl", "{{ secret(\"myapp/api/token\").value }}")]);
+    let m = mount(&bao, &dir);
+    assert_eq!(std::fs::read_to_string(m.at("token")).unwrap(), "t0k");
+    let template = dir.path().join("token.tmpl");
+    chmod(&template, 0o666);
+    // Judged at the next render: once the kernel's attributes (--ttl 1s) expire.
+    eventually(
+        "EACCES for the template",
+        TTL + Duration::from_secs(10),
+        || match std::fs::metadata(m.at("token")) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => Some(()),
+            _ => None,
+        },
+    );
+    assert!(std::fs::read(m.at("token")).is_err());
+    let log = m.log();
+    assert!(
+        log.contains(&template.display().to_string()) && log.contains("mode 0666"),
+        "{log}"
+    );
+    chmod(&template, 0o644);
+    eventually("the template again", TTL + Duration::from_secs(10), || {
+        (std::fs::read_to_string(m.at("token")).ok()? == "t0k").then_some(())
+    });
+}

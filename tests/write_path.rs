@@ -537,3 +537,58 @@ fn bytes_that_cannot_be_text_fail_at_write_where_shells_see_it() {
     sh_ok(&format!("cp {} {}", q(&src), q(&m.at("app/db/USER"))));
     assert_eq!(data(&bao, "app/db")["USER"], json!(value));
 }
+
+/// Issue 20 §2: what a closed descriptor changed is what the next open
+/// sees. `: > K` closes before its truncation reaches the store (it waits
+/// for the last close, RELEASE, which the kernel sends after close()
+/// returned): `printf XY 1<> K` then started from the old value and left
+/// `XYcdef` (20 of 20).
+#[test]
+fn a_truncation_closed_by_the_shell_is_what_the_next_open_starts_from() {
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+    let k = q(&m.at("app/db/K"));
+    for round in 0..10 {
+        sh_ok(&format!("printf abcdef > {k}; : > {k}; printf XY 1<> {k}"));
+        let value = support::eventually("the last close", Duration::from_secs(5), || {
+            let d = data(&bao, "app/db");
+            (d["K"] != json!("")).then_some(d["K"].clone())
+        });
+        assert_eq!(value, json!("XY"), "round {round}");
+        assert_eq!(std::fs::read(m.at("app/db/K")).unwrap(), b"XY");
+    }
+}
+
+/// Issue 20 §2: the last close wins. A writer that truncated and wrote
+/// nothing, closed before another writer's close, must not overwrite it
+/// when its RELEASE arrives later (the store ended empty 3 of 10 times).
+#[test]
+fn a_truncation_closed_before_another_writer_s_close_does_not_win() {
+    let bao = seeded();
+    let m = Mount::builder(&bao, "secret/")
+        .args(&["--writable", "--ttl", "5m"])
+        .log("secretfs=debug")
+        .start();
+    let k = m.at("app/db/PASSWORD");
+    let script = format!(
+        "import os\n\
+         for _ in range(10):\n\
+         \x20   w1 = os.open({k:?}, os.O_WRONLY | os.O_TRUNC)\n\
+         \x20   w2 = os.open({k:?}, os.O_WRONLY | os.O_TRUNC)\n\
+         \x20   os.write(w2, b'B')\n\
+         \x20   os.close(w1)\n\
+         \x20   os.close(w2)\n\
+         \x20   with open({k:?}, 'rb') as f:\n\
+         \x20       got = f.read()\n\
+         \x20       assert got == b'B', got\n",
+        k = k.display().to_string()
+    );
+    let out = support::run("python3", &["-c", &script]);
+    assert!(out.status.success(), "{out:?}\n{}", m.log());
+    // Every RELEASE has come once no handle is open; none may have
+    // written the empty value after B.
+    support::eventually("every release", Duration::from_secs(5), || {
+        (support::status(m.path()).1["open_handles"] == json!(0)).then_some(())
+    });
+    assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("B"), "{}", m.log());
+}

@@ -1,12 +1,15 @@
-//! The caller's facts, from `/proc`: its supplementary groups, its
-//! executable and the executable's SHA-256, each looked up only when a
-//! rule asks. Digests are cached by the file's identity (device, inode,
+//! The caller's facts, from `/proc`: its supplementary groups, the file
+//! it runs and that file's SHA-256, each looked up only when a rule asks.
+//! The file a caller runs is known by what opening `/proc/TID/exe` gives
+//! (the running image itself, even when its path was replaced or is
+//! shown otherwise in another mount namespace), never by the name that
+//! link shows. Digests are cached by the file's identity (device, inode,
 //! size, mtime and ctime), so a binary is hashed once, not per open, and
 //! hashed again when it changes.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -26,6 +29,37 @@ struct FileId {
     ctime: (i64, i64),
 }
 
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether `meta` describes the same file (device and inode).
+    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
+        (self.dev, self.ino) == (meta.dev(), meta.ino())
+    }
+}
+
+/// The file a process runs, opened through `/proc/TID/exe`.
+struct Image {
+    file: File,
+    id: FileId,
+}
+
+impl Image {
+    fn of(tid: u32) -> Option<Image> {
+        let file = File::open(format!("/proc/{tid}/exe")).ok()?;
+        let id = FileId::of(&file.metadata().ok()?);
+        Some(Image { file, id })
+    }
+}
+
 /// Digests of executables, by file identity.
 #[derive(Default)]
 pub struct ExeDigests {
@@ -40,25 +74,24 @@ impl ExeDigests {
     /// The SHA-256 of what thread `tid` runs: the file `/proc/TID/exe`
     /// opens (the running image even if its path was replaced since).
     pub fn of(&self, tid: u32) -> Option<Sha256> {
-        let mut file = std::fs::File::open(format!("/proc/{tid}/exe")).ok()?;
-        let meta = file.metadata().ok()?;
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
-        if let Some(d) = self.known().get(&id) {
+        self.of_image(&Image::of(tid)?)
+    }
+
+    fn of_image(&self, image: &Image) -> Option<Sha256> {
+        if let Some(d) = self.known().get(&image.id) {
             return Some(*d);
         }
         let started = std::time::Instant::now();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
         loop {
-            match file.read(&mut buf) {
+            match image.file.read_at(&mut buf, at) {
                 Ok(0) => break,
-                Ok(n) => ctx.update(&buf[..n]),
+                Ok(n) => {
+                    ctx.update(&buf[..n]);
+                    at += n as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
@@ -66,8 +99,7 @@ impl ExeDigests {
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ctx.finish().as_ref());
         tracing::debug!(
-            tid,
-            bytes = meta.size(),
+            bytes = image.id.size,
             micros = started.elapsed().as_micros() as u64,
             "hashed an executable"
         );
@@ -75,7 +107,7 @@ impl ExeDigests {
         if known.len() >= MAX_DIGESTS {
             known.clear();
         }
-        known.insert(id, digest);
+        known.insert(image.id, digest);
         Some(digest)
     }
 
@@ -97,7 +129,7 @@ pub struct Caller<'a> {
     gid: u32,
     digests: &'a ExeDigests,
     groups: Option<Vec<u32>>,
-    exe: Option<Option<PathBuf>>,
+    image: Option<Option<Image>>,
     sha256: Option<Option<Sha256>>,
 }
 
@@ -111,14 +143,20 @@ impl<'a> Caller<'a> {
             gid,
             digests,
             groups: None,
-            exe: None,
+            image: None,
             sha256: None,
         }
     }
 
-    /// The executable, if it was looked up (for the audit record).
-    pub fn exe_if_known(&self) -> Option<&Path> {
-        self.exe.as_ref().and_then(|e| e.as_deref())
+    /// The name `/proc/TID/exe` shows, for logs and audit records only
+    /// (it decides nothing: see [`Facts::runs`]).
+    pub fn exe_name(&self) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{}/exe", self.tid)).ok()
+    }
+
+    fn image(&mut self) -> Option<&Image> {
+        let tid = self.tid;
+        self.image.get_or_insert_with(|| Image::of(tid)).as_ref()
     }
 }
 
@@ -147,16 +185,25 @@ impl Facts for Caller<'_> {
         })
     }
 
-    fn exe(&mut self) -> Option<&Path> {
-        let tid = self.tid;
-        self.exe
-            .get_or_insert_with(|| std::fs::read_link(format!("/proc/{tid}/exe")).ok())
-            .as_deref()
+    fn runs(&mut self, path: &Path) -> bool {
+        // The daemon's own view of `path`, looked up at each decision, so
+        // a file put in its place (an upgrade) is the one let in.
+        let Ok(wanted) = std::fs::metadata(path) else {
+            return false;
+        };
+        self.image()
+            .is_some_and(|image| image.id.same_file(&wanted))
     }
 
     fn exe_sha256(&mut self) -> Option<Sha256> {
-        let (tid, digests) = (self.tid, self.digests);
-        *self.sha256.get_or_insert_with(|| digests.of(tid))
+        if let Some(known) = self.sha256 {
+            return known;
+        }
+        let digests = self.digests;
+        // The same opened image as `runs` compared, not a second open.
+        let digest = self.image().and_then(|image| digests.of_image(image));
+        self.sha256 = Some(digest);
+        digest
     }
 }
 
@@ -173,8 +220,10 @@ mod tests {
     fn this_thread_s_executable_and_digest_are_found_and_the_digest_cached() {
         let digests = ExeDigests::default();
         let mut caller = Caller::new(me(), 0, 0, &digests);
-        let exe = caller.exe().map(Path::to_path_buf).unwrap();
-        assert_eq!(exe, std::env::current_exe().unwrap());
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(caller.exe_name().unwrap(), exe);
+        assert!(caller.runs(&exe));
+        assert!(!caller.runs(Path::new("/usr/bin/cat")));
         let digest = caller.exe_sha256().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
         let want = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -190,7 +239,8 @@ mod tests {
     fn a_caller_that_is_gone_has_no_executable() {
         let digests = ExeDigests::default();
         let mut gone = Caller::new(u32::MAX - 1, 0, 0, &digests);
-        assert!(gone.exe().is_none());
+        assert!(gone.exe_name().is_none());
+        assert!(!gone.runs(&std::env::current_exe().unwrap()));
         assert!(gone.exe_sha256().is_none());
         assert!(gone.groups().is_empty());
     }

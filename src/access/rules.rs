@@ -27,8 +27,12 @@ pub trait Facts {
     fn gid(&self) -> u32;
     /// The caller's supplementary groups.
     fn groups(&mut self) -> &[u32];
-    /// The caller's executable, as `/proc/PID/exe` names it.
-    fn exe(&mut self) -> Option<&Path>;
+    /// Whether the caller runs the file found at `path` now: the same
+    /// file (device and inode) that `/proc/PID/exe` opens and that `path`
+    /// leads to as the daemon sees it (symbolic links followed) — never
+    /// decided on the name `/proc/PID/exe` shows, which a bind mount in a
+    /// mount namespace of the caller's own can make anything.
+    fn runs(&mut self, path: &Path) -> bool;
     /// The SHA-256 of the caller's executable (the file it runs, even if
     /// replaced on disk since).
     fn exe_sha256(&mut self) -> Option<Sha256>;
@@ -51,8 +55,7 @@ impl Condition {
             Condition::Uid(uid) => facts.uid() == *uid,
             Condition::Gid(gid) => facts.gid() == *gid || facts.groups().contains(gid),
             Condition::Exe { path, sha256 } => {
-                facts.exe() == Some(path.as_path())
-                    && sha256.is_none_or(|want| facts.exe_sha256() == Some(want))
+                facts.runs(path) && sha256.is_none_or(|want| facts.exe_sha256() == Some(want))
             }
         }
     }
@@ -355,8 +358,8 @@ mod tests {
         fn groups(&mut self) -> &[u32] {
             &self.groups
         }
-        fn exe(&mut self) -> Option<&Path> {
-            self.exe.as_deref()
+        fn runs(&mut self, path: &Path) -> bool {
+            self.exe.as_deref() == Some(path)
         }
         fn exe_sha256(&mut self) -> Option<Sha256> {
             self.hashed += 1;

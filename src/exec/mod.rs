@@ -11,6 +11,7 @@ pub mod options;
 pub mod signals;
 pub mod sources;
 pub mod supervisor;
+pub mod user;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,11 @@ pub fn run(args: ExecArgs) -> u8 {
         FAILED
     };
     hardening::no_dumps();
+    // Before anything starts: a user that cannot be taken fails at once.
+    let user = match args.user.as_deref().map(user::RunAs::resolve).transpose() {
+        Ok(u) => u,
+        Err(e) => return fail(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("secretfs-io")
@@ -86,6 +92,7 @@ pub fn run(args: ExecArgs) -> u8 {
         stop_signal: args.stop_signal,
         stop_timeout: args.stop_timeout,
         secrets_win: !args.no_override,
+        user,
     };
     let code = match supervisor::supervise(&plan, &pipe, first, &mailbox) {
         Ok(code) => code,

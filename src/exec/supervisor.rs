@@ -42,6 +42,8 @@ pub struct Plan {
     pub stop_timeout: Duration,
     /// Whether the secrets win over the process environment.
     pub secrets_win: bool,
+    /// The user to run the command as (`--user`); `None`: secretfs's own.
+    pub user: Option<super::user::RunAs>,
 }
 
 /// Where the watcher leaves the newest environment for the supervisor.
@@ -73,11 +75,17 @@ fn spawn(plan: &Plan, env: &Injected) -> Result<Child, SpawnFailed> {
     })?;
     let mut cmd = Command::new(program);
     cmd.args(args);
+    if let Some(user) = &plan.user {
+        // The token stays with secretfs: the point of another user.
+        cmd.env_remove("VAULT_TOKEN");
+        user.apply(&mut cmd);
+    }
     let present = |name: &str| std::env::var_os(name).is_some();
     cmd.envs(env.to_set(present, plan.secrets_win));
     // SAFETY: prctl is async-signal-safe. If secretfs dies (SIGKILL, a
     // crash), the command is told to stop instead of running on with
-    // nobody to restart it or pass it signals.
+    // nobody to restart it or pass it signals. Set after `--user`'s
+    // setuid (registered first), which would clear it.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);

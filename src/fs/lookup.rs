@@ -184,6 +184,11 @@ impl SecretFs {
                     let version = s.clone();
                     return Ok((Child::File { file, version }, valid_for));
                 }
+                // A key whose value cannot be known now: its error, at
+                // lookup already (see `secret_file_attr`).
+                if let Some(e) = self.withheld_inside(s, name) {
+                    return Err(e);
+                }
             }
         }
         // A token may read secrets without the right to list their folder
@@ -297,6 +302,11 @@ impl SecretFs {
             if let Some(version) = cached.value {
                 if v.render(&version, name).is_some() {
                     return Ok(Some((Child::File { file, version }, cached.valid_for)));
+                }
+                // A file whose bytes cannot be known now: its error, at
+                // lookup already (see `secret_file_attr`).
+                if let Some(e) = v.withheld(&version, name) {
+                    return Err(e);
                 }
             }
         }
@@ -433,7 +443,35 @@ impl SecretFs {
             return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);
         }
         // Everything a file can be, found as a lookup finds it (cached).
-        let (child, valid_for) = self.find_child(&path, &entry.name)?;
-        self.remember(dir, &entry.name, child, valid_for, lookup)
+        match self.find_child(&path, &entry.name) {
+            Ok((child, valid_for)) => self.remember(dir, &entry.name, child, valid_for, lookup),
+            Err(e @ Error::LayerUnreadable { .. }) => self
+                .withheld_entry(dir, &path, &entry.name, lookup)
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A file whose bytes cannot be known now (a key that a layer that
+    /// cannot be read may override) is listed all the same, as a template
+    /// that fails to render is: with attributes valid for no time, so
+    /// that any use of it looks it up again and gets the error (never
+    /// reads it as empty). `None` when `name` is no such file.
+    fn withheld_entry(
+        &self,
+        dir: Ino,
+        path: &SecretPath,
+        name: &str,
+        lookup: bool,
+    ) -> Option<Attr> {
+        self.views.iter().find_map(|(view, v)| {
+            let file = self.file_ref(path, view, name)?;
+            let version = self.secret(&file.secret).ok()?.value?;
+            v.withheld(&version, name)?;
+            let ino = self
+                .names
+                .remember(Name { parent: dir, name }, file.kind(), lookup);
+            Some(self.file_attr(ino, 0, self.source.started(), Duration::ZERO))
+        })
     }
 }

@@ -23,7 +23,7 @@ mod permits;
 mod read;
 mod readdir;
 mod settle;
-mod shows;
+pub mod shows;
 pub mod source;
 pub mod template;
 pub mod view;
@@ -48,7 +48,7 @@ use namespace::Namespace;
 pub use readdir::{DirEntry, DirReplier};
 pub use source::without_waiting;
 use source::{Refresh, Source};
-use view::{Placement, ViewId, Views};
+use view::{Placement, View, ViewId, Views};
 pub use write::Creating;
 use writers::Writers;
 
@@ -398,8 +398,19 @@ impl SecretFs {
         let last_error = lock(&self.last_error)
             .as_ref()
             .map(|f| serde_json::json!({"at_unix": secs(f.at), "error": f.what}));
+        // A lower layer that cannot be read: the mount serves what the
+        // others hold, and is not healthy.
+        let degraded: Vec<serde_json::Value> = self
+            .source
+            .degraded()
+            .into_iter()
+            .map(|d| {
+                serde_json::json!({"layer": d.part, "state": d.state, "since_unix": secs(d.since), "why": d.why})
+            })
+            .collect();
         serde_json::json!({
-            "healthy": health.is_ok(),
+            "healthy": health.is_ok() && degraded.is_empty(),
+            "degraded_layers": degraded,
             "mounted": true,
             "store_reachable": health.is_ok(),
             "store_error": health.as_ref().err().map(|e| e.to_string()),
@@ -480,11 +491,12 @@ impl SecretFs {
         valid_for: Duration,
         shown: bool,
     ) -> Result<Attr> {
-        let size = self
-            .views
-            .get(file.view)
+        // A value that cannot be known now fails here already, so that the
+        // kernel never reads its file as empty (reads may skip the daemon).
+        let view = self.views.get(file.view);
+        let size = view
             .render(version, &file.name)
-            .ok_or(Error::NotFound)?
+            .ok_or_else(|| Self::unshown(view, version, &file.name))?
             .bytes()
             .len() as u64;
         if shown {
@@ -532,6 +544,21 @@ impl SecretFs {
             .filter(|(_, v)| v.placement() == Placement::Inside)
             .find(|(_, v)| v.render(version, name).is_some())
             .map(|(id, _)| id)
+    }
+
+    /// Why a view inside secrets shows the file `name` of `version` and
+    /// cannot render it: a key whose value cannot be known now.
+    fn withheld_inside(&self, version: &Secret, name: &str) -> Option<Error> {
+        self.views
+            .iter()
+            .filter(|(_, v)| v.placement() == Placement::Inside)
+            .find_map(|(_, v)| v.withheld(version, name))
+    }
+
+    /// Why `view` shows no bytes of the file `name` of `version`: a value
+    /// that cannot be known now, else no such file.
+    fn unshown(view: &dyn View, version: &Secret, name: &str) -> Error {
+        view.withheld(version, name).unwrap_or(Error::NotFound)
     }
 
     /// The view through which a new file `name` is created, if any.

@@ -87,7 +87,8 @@ impl SecretFs {
                 let cached = self.secret(&file.secret)?;
                 let version = cached.value.ok_or(Error::NotFound)?;
                 let view = self.views.get(file.view);
-                view.render(&version, &file.name).ok_or(Error::NotFound)?;
+                view.render(&version, &file.name)
+                    .ok_or_else(|| Self::unshown(view, &version, &file.name))?;
                 Ok(self.handles.insert(Handle::Key { ino }))
             }
         }
@@ -164,11 +165,10 @@ impl SecretFs {
                     Some(v) => v,
                     None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
                 };
-                let rendered = self
-                    .views
-                    .get(view)
+                let view = self.views.get(view);
+                let rendered = view
                     .render(&version, &name)
-                    .ok_or(Error::NotFound)?;
+                    .ok_or_else(|| Self::unshown(view, &version, &name))?;
                 return Ok(f(slice_at(rendered.bytes(), offset, size)));
             }
         };

@@ -1,11 +1,26 @@
-//! Which paths of the mount a node shows, for `--allow` rules: a key
-//! file shows its own path; a file of a view that shows more than one key
-//! (a whole secret) also shows each key's path, so that a rule on
-//! `db/PASSWORD` covers every file holding that value.
+//! What a node reaches, for `--allow` rules: the keys whose values it
+//! shows or changes, named by their secret's path in the mount and the
+//! key (`db/PASSWORD`), whatever name the node is reached by. A key file
+//! reaches its key — in a version view (`db@2/PASSWORD`) too, since that
+//! is the same key's value; a file showing more than one key (a whole
+//! secret, an editor's scratch copy) reaches each key of its secret; a
+//! secret's directory reaches its keys (its metadata is theirs). Rules
+//! decide on these paths only (see `crate::access`), so a view or layout
+//! added later is covered as soon as it says what it reaches.
 
 use super::inode::{Ino, NodeKind, ROOT_INO};
 use super::{FileRef, SecretFs};
+use crate::error::Result;
 use crate::store::SecretPath;
+
+/// How a node reaches keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// Its bytes: what an open reads or writes.
+    Value,
+    /// Its secret's metadata (extended attributes): a change of the secret.
+    Metadata,
+}
 
 impl SecretFs {
     /// The path of `path` (a store path under the mount's root) as seen
@@ -25,11 +40,27 @@ impl SecretFs {
         }
     }
 
-    /// The mount paths the file `ino` shows: its own, and the paths of the
-    /// keys it shows when that is more than its own name. Empty for a
-    /// directory or an inode the kernel should no longer hold.
-    pub fn shown_paths(&self, ino: Ino) -> Vec<String> {
-        match self.names.get(ino) {
+    /// The key `key` of the secret at `secret` (any version of it), as a
+    /// path in the mount.
+    fn key_in_mount(&self, secret: &SecretPath, key: &str) -> String {
+        // `as_str` leaves the version out: `db@2` reaches `db`'s keys.
+        self.in_mount(&SecretPath::parse(secret.as_str()).join(key))
+    }
+
+    /// The keys the node `ino` reaches (see the module's documentation),
+    /// as paths in the mount: through its bytes ([`Through::Value`]) or
+    /// through its secret's metadata ([`Through::Metadata`], which is
+    /// every key's). A secret's directory and metadata may ask the store
+    /// for the secret's keys; a file's value never does. Empty for a
+    /// folder, the root, a template (rules are refused with templates) or
+    /// an inode the kernel should no longer hold.
+    pub fn reached(&self, ino: Ino, through: Through) -> Result<Vec<String>> {
+        if through == Through::Metadata {
+            if let Some(NodeKind::File { secret, .. }) = self.names.get(ino) {
+                return self.keys_of(&secret);
+            }
+        }
+        Ok(match self.names.get(ino) {
             Some(NodeKind::Scratch { path }) => {
                 // An editor's swap file, a `sed -i` temp file, a key moved
                 // aside: memory-only copies of what the secret's keys
@@ -40,23 +71,45 @@ impl SecretFs {
                 }
                 paths
             }
-            // A rendered template: --allow rules are refused with templates.
-            Some(NodeKind::Template { name }) => vec![format!("/{name}")],
+            Some(NodeKind::Template { .. }) => Vec::new(),
             Some(NodeKind::File { secret, view, name }) => {
-                let file = FileRef { secret, view, name };
-                let mut paths = vec![self.in_mount(&self.file_path(&file))];
-                if !self.views.get(view).shows_one_key_per_file() {
+                if self.views.get(view).shows_one_key_per_file() {
+                    vec![self.key_in_mount(&secret, &name)]
+                } else {
+                    let file = FileRef { secret, view, name };
+                    let mut paths = vec![self.in_mount(&self.file_path(&file))];
                     paths.extend(self.key_paths(&file.secret));
+                    paths
                 }
-                paths
             }
+            Some(NodeKind::Dir { path }) if ino != ROOT_INO => self.keys_of(&path)?,
             Some(NodeKind::Dir { .. }) | None => Vec::new(),
+        })
+    }
+
+    /// The mount paths of the keys of the secret at `secret` (the version
+    /// it names, else the latest), asking the store when it is not held.
+    fn keys_of(&self, secret: &SecretPath) -> Result<Vec<String>> {
+        match self.secret(secret) {
+            Ok(cached) => Ok(cached
+                .value
+                .map(|version| {
+                    version
+                        .keys
+                        .keys()
+                        .map(|k| self.key_in_mount(secret, k))
+                        .collect()
+                })
+                .unwrap_or_default()),
+            // A folder that is no secret reaches no value.
+            Err(crate::error::Error::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 
-    /// The mount paths of the keys of `secret`, in the version last
-    /// fetched (a file is looked up, and its secret fetched, before it is
-    /// opened).
+    /// The mount paths of the keys of `secret` (of the version `secret`
+    /// names, else the latest), in the version last fetched (a file is
+    /// looked up, and its secret fetched, before it is opened).
     fn key_paths(&self, secret: &SecretPath) -> Vec<String> {
         self.source
             .held(secret)
@@ -64,17 +117,18 @@ impl SecretFs {
                 version
                     .keys
                     .keys()
-                    .map(|k| self.in_mount(&secret.join(k)))
+                    .map(|k| self.key_in_mount(secret, k))
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// The mount path of `name` in the directory `dir` (`None`: `dir` is
-    /// no directory).
-    pub fn shown_path_of(&self, dir: Ino, name: &str) -> Option<String> {
+    /// The key a name `name` in the directory `dir` reaches (for a
+    /// create, a removal or either end of a rename): `None` when `dir` is
+    /// no directory.
+    pub fn reached_by_name(&self, dir: Ino, name: &str) -> Option<String> {
         match self.names.get(dir) {
-            Some(NodeKind::Dir { path }) => Some(self.in_mount(&path.join(name))),
+            Some(NodeKind::Dir { path }) => Some(self.key_in_mount(&path, name)),
             _ => None,
         }
     }
@@ -104,9 +158,22 @@ mod tests {
         );
         let db = fs.lookup(ROOT_INO, "db").unwrap().ino;
         let key = fs.lookup(db, "PASSWORD").unwrap().ino;
-        assert_eq!(fs.shown_paths(key), ["db/PASSWORD"]);
-        assert_eq!(fs.shown_path_of(db, "NEW").as_deref(), Some("db/NEW"));
-        assert!(fs.shown_paths(db).is_empty(), "directories show no value");
+        assert_eq!(fs.reached(key, Through::Value).unwrap(), ["db/PASSWORD"]);
+        let mut meta = fs.reached(key, Through::Metadata).unwrap();
+        meta.sort();
+        assert_eq!(meta, ["db/PASSWORD", "db/USER"], "metadata is every key's");
+        assert_eq!(fs.reached_by_name(db, "NEW").as_deref(), Some("db/NEW"));
+        let mut of_dir = fs.reached(db, Through::Value).unwrap();
+        of_dir.sort();
+        assert_eq!(
+            of_dir,
+            ["db/PASSWORD", "db/USER"],
+            "a secret's directory reaches its keys"
+        );
+        assert!(
+            fs.reached(ROOT_INO, Through::Value).unwrap().is_empty(),
+            "the root reaches no value"
+        );
         // vim creates its swap file with O_EXCL: a scratch file.
         let exclusive = super::super::Creating {
             exclusive: true,
@@ -114,7 +181,7 @@ mod tests {
         };
         let (attr, fh) = fs.create_with(db, ".PASSWORD.swp", exclusive).unwrap();
         fs.release(fh);
-        let mut shown = fs.shown_paths(attr.ino);
+        let mut shown = fs.reached(attr.ino, Through::Value).unwrap();
         shown.sort();
         assert_eq!(shown, ["db/.PASSWORD.swp", "db/PASSWORD", "db/USER"]);
     }

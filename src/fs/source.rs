@@ -259,6 +259,12 @@ impl Source {
         self.store.node()
     }
 
+    /// What of the store cannot be read now (layers of a mount with
+    /// `--layer`): asks nothing of the server.
+    pub fn degraded(&self) -> Vec<crate::store::Degraded> {
+        self.store.degraded()
+    }
+
     /// Whether the store is made of layers (`--layer`).
     pub fn is_layered(&self) -> bool {
         self.store.rereads_after_write()
@@ -520,6 +526,7 @@ impl Source {
                 revision,
                 modified: Some(SystemTime::now()),
                 custom_metadata,
+                withheld: Default::default(),
             })
         };
         let cached = self.secrets.insert(path.clone(), fresh);

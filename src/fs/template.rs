@@ -9,9 +9,21 @@
 //! that fails to render is `EIO` at lookup, getattr, open and read. The
 //! rendering remembers which secrets it used: a change of any of them
 //! invalidates the template's inode.
+//!
+//! What a template says is what the mount shows, to whoever may read it:
+//! the folder and every template must be owned by root or the daemon's
+//! user and writable by no one else ([`crate::trusted`]; checked at start,
+//! where a bad one fails the mount, and at each read), and a template is
+//! opened relative to the folder without following a symbolic link (a
+//! link is skipped, with a warning), so no file outside the folder is
+//! ever served.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +45,44 @@ const SUFFIX: &str = ".tmpl";
 pub struct Templates {
     dir: PathBuf,
     rendered: Mutex<HashMap<String, Arc<Rendering>>>,
+    /// Files of the folder refused or skipped, and why: each logged once
+    /// per reason.
+    refused: Mutex<HashMap<String, String>>,
+}
+
+/// Checks the templates folder `dir` and the templates in it, at start:
+/// why the mount must not start with them, naming the folder or file and
+/// the fix. Symbolic links are not refused here; they are skipped (and
+/// logged) when the mount runs.
+pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("templates folder {}: {e}", dir.display()))?;
+    crate::trusted::check(&meta).map_err(|why| {
+        format!(
+            "templates folder {}: {why} (whoever can write it chooses what the mount shows)",
+            dir.display()
+        )
+    })?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("templates folder {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("templates folder {}: {e}", dir.display()))?;
+        if !entry.file_name().as_bytes().ends_with(SUFFIX.as_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| format!("template {}: {e}", path.display()))?;
+        if meta.is_file() {
+            crate::trusted::check(&meta).map_err(|why| {
+                format!(
+                    "template {}: {why} (whoever can write it chooses what the mount shows)",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// One rendering of a template.
@@ -58,39 +108,119 @@ impl Rendering {
 impl Templates {
     /// The templates in `dir` (`DIR/X.tmpl` shows as `X`).
     pub fn new(dir: PathBuf) -> Self {
-        Templates {
+        let templates = Templates {
             dir,
             rendered: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+        };
+        // Links skipped are logged at start, not at the first `ls`.
+        if let Err(e) = templates.names() {
+            tracing::warn!(error = %e, "templates folder");
+        }
+        templates
+    }
+
+    /// Logs (once per file and reason) that `file` of the folder is not
+    /// served, and why.
+    fn refuse(&self, file: &str, why: &str) {
+        let mut refused = lock(&self.refused);
+        if refused.get(file).map(String::as_str) != Some(why) {
+            tracing::warn!("template {}: {why}", self.dir.join(file).display());
+            refused.insert(file.to_string(), why.to_string());
         }
     }
 
-    /// The names of the files the templates show, sorted.
+    /// The names of the files the templates show, sorted. Symbolic links
+    /// are not templates: skipped, with a warning.
     pub fn names(&self) -> Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| {
             Error::Unavailable(format!("templates folder {}: {e}", self.dir.display()))
         })?;
-        let mut out: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_suffix(SUFFIX).map(str::to_string))
-            .filter(|n| names::is_showable(n) && n.len() <= names::NAME_MAX)
-            .collect();
+        let mut out = Vec::new();
+        for entry in entries.filter_map(|e| e.ok()) {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(name) = file.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            match entry.file_type() {
+                Ok(t) if t.is_file() => {}
+                Ok(t) if t.is_symlink() => {
+                    self.refuse(
+                        &file,
+                        "a symbolic link, not followed: not shown (copy the template into the folder)",
+                    );
+                    continue;
+                }
+                _ => continue,
+            }
+            if names::is_showable(name) && name.len() <= names::NAME_MAX {
+                out.push(name.to_string());
+            }
+        }
         out.sort();
         Ok(out)
     }
 
-    /// The text of the template showing as `name`.
+    /// The text of the template showing as `name`: the file opened
+    /// relative to the folder, without following a symbolic link, and
+    /// checked (as the folder is) as it is opened.
     fn source(&self, name: &str) -> Result<String> {
         if name.contains('/') || !names::is_showable(name) {
             return Err(Error::NotFound);
         }
-        let path = self.dir.join(format!("{name}{SUFFIX}"));
-        match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::NotUtf8),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound),
-            Err(e) => Err(Error::Unavailable(format!("{}: {e}", path.display()))),
+        let file = format!("{name}{SUFFIX}");
+        let unavailable = |e: std::io::Error| {
+            Error::Unavailable(format!("{}: {e}", self.dir.join(&file).display()))
+        };
+        let dir = File::open(&self.dir).map_err(|e| {
+            Error::Unavailable(format!("templates folder {}: {e}", self.dir.display()))
+        })?;
+        let meta = dir.metadata().map_err(unavailable)?;
+        if let Err(why) = crate::trusted::check(&meta) {
+            let why = format!("the templates folder: {why}");
+            self.refuse(&file, &why);
+            return Err(Error::PermissionDenied(why));
         }
+        let c_name = std::ffi::CString::new(file.as_bytes()).map_err(|_| Error::NotFound)?;
+        // SAFETY: openat with an open folder's descriptor and a
+        // NUL-terminated name without '/'; the descriptor returned is
+        // owned by the `File` made from it below.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) => Err(Error::NotFound),
+                Some(libc::ELOOP) => {
+                    self.refuse(
+                        &file,
+                        "a symbolic link, not followed: not shown (copy the template into the folder)",
+                    );
+                    Err(Error::NotFound)
+                }
+                _ => Err(unavailable(e)),
+            };
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        let mut opened = unsafe { File::from_raw_fd(fd) };
+        let meta = opened.metadata().map_err(unavailable)?;
+        if !meta.is_file() {
+            return Err(Error::NotFound);
+        }
+        if let Err(why) = crate::trusted::check(&meta) {
+            self.refuse(&file, &why);
+            return Err(Error::PermissionDenied(why));
+        }
+        let mut bytes = Vec::new();
+        opened.read_to_end(&mut bytes).map_err(unavailable)?;
+        String::from_utf8(bytes).map_err(|_| Error::NotUtf8)
     }
 
     /// The last rendering of `name`.
@@ -201,6 +331,13 @@ fn environment(
                     .ok_or_else(|| failed(format!("secret({rel:?}): no such secret")))?;
                 if let Some(m) = secret.modified {
                     r.mtime = Some(r.mtime.map_or(m, |t| t.max(m)));
+                }
+                // A key whose value cannot be known now (a layer that may
+                // override it cannot be read): no rendering without it.
+                if let Some(e) = secret.withheld.values().next() {
+                    let msg = format!("secret({rel:?}): {e}");
+                    r.error.get_or_insert(e.clone());
+                    return Err(failed(msg));
                 }
                 let map: serde_json::Map<String, serde_json::Value> = secret
                     .keys

@@ -1522,6 +1522,7 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
 
 // Layouts other than `keys`, versions and metadata: in tests/layouts.rs.
 mod layouts;
+mod reach;
 mod templates;
 
 /// A mount over a folder `app` of 30 one-key secrets, its inodes bounded

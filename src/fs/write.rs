@@ -115,7 +115,9 @@ impl SecretFs {
         let cached = self.secret(&file.secret)?;
         let version = cached.value.ok_or(Error::NotFound)?;
         let view = self.views.get(file.view);
-        let rendered = view.render(&version, &file.name).ok_or(Error::NotFound)?;
+        let rendered = view
+            .render(&version, &file.name)
+            .ok_or_else(|| Self::unshown(view, &version, &file.name))?;
         Ok(rendered.bytes().to_vec())
     }
 
@@ -133,8 +135,13 @@ impl SecretFs {
         self.may_write(&file.secret)?;
         // A buffer of this writer's own, from the value in the store (not
         // from what another writer has not committed: that would mix them).
+        // What a closed descriptor changed and nobody committed yet (a
+        // shell's `: > K`, committed at its last close) is what this open
+        // starts from, as it would be on a local file.
         let initial = if truncate {
             Vec::new()
+        } else if let Some(closed) = self.writers.closed_change(ino) {
+            closed
         } else {
             self.stored_bytes(&file)?
         };
@@ -172,6 +179,11 @@ impl SecretFs {
     /// any failure reaches the program. A change made only by truncation or
     /// creation, with no byte written, waits for [`release`](Self::release).
     pub fn flush(&self, fh: Fh) -> Result<()> {
+        if let Some(handle) = self.handles.get(fh) {
+            if let Handle::Write { ino, buffer } = &*handle {
+                self.writers.note_close(*ino, buffer);
+            }
+        }
         self.commit_handle(fh, false)
     }
 
@@ -198,7 +210,18 @@ impl SecretFs {
         let result = if bytes.len() as u64 > self.config.max_value_size {
             Err(Error::TooBig(self.config.max_value_size))
         } else {
-            self.commit_file(&file, bytes)
+            let view = self.views.get(file.view);
+            self.commit(&file.secret, |data| {
+                // Asked under the secret's commit lock: a change closed
+                // before another writer's close lost to it (the last
+                // close wins), even when its commit comes later, as a
+                // RELEASE does.
+                if self.writers.superseded(*ino, buffer) {
+                    tracing::debug!(path = %file.name, "a later close won: this change is not written");
+                    return Ok(());
+                }
+                view.write(data, &file.name, bytes.to_vec())
+            })
         };
         let version = match result {
             Ok(version) => version,

@@ -102,9 +102,15 @@ fn a_shell_redirection_still_commits_once_and_a_lone_truncation_at_release() {
     fs.release(colon);
     assert_eq!(
         stored(&store, "USER"),
-        json!(""),
-        "the truncation its writer asked for"
+        json!("x"),
+        "the last close wins, as on a local file where both truncations \
+         came at open, before x was written (issue 20 §2)"
     );
+    // A truncation alone, closed by the last writer: written at release.
+    let alone = fs.open(ino, true, true).unwrap();
+    fs.flush(alone).unwrap();
+    fs.release(alone);
+    assert_eq!(stored(&store, "USER"), json!(""));
 }
 
 #[test]
@@ -316,4 +322,27 @@ fn a_write_that_got_no_answer_and_did_not_land_is_made_again_once() {
     write_file(&fs, "myapp/db/USER", b"new").unwrap();
     assert_eq!(inner.version("myapp/db").unwrap(), before + 1);
     assert_eq!(stored(&inner, "USER"), json!("new"));
+}
+
+#[test]
+fn the_next_open_starts_from_what_a_closed_descriptor_changed() {
+    // `printf abcdef > K; : > K; printf XY 1<> K` (issue 20 §2): the
+    // truncation of `: > K` waits for its RELEASE, which the kernel sends
+    // after close() returned, so the third open comes first.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let ino = path_ino(&fs, "myapp/db/USER").unwrap();
+    let colon = fs.open(ino, true, true).unwrap();
+    fs.flush(colon).unwrap(); // closed after dup2
+    fs.flush(colon).unwrap(); // the shell restores its stdout
+    let printf = fs.open(ino, true, false).unwrap();
+    assert_eq!(fs.read_handle(printf, 0, 100, |b| b.to_vec()).unwrap(), b"");
+    fs.write_handle(printf, 0, b"XY").unwrap();
+    fs.flush(printf).unwrap();
+    assert_eq!(stored(&store, "USER"), json!("XY"));
+    let versions = store.write_calls();
+    fs.release(colon);
+    fs.release(printf);
+    assert_eq!(stored(&store, "USER"), json!("XY"));
+    assert_eq!(store.write_calls(), versions, "the closed truncation lost");
 }

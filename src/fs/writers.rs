@@ -66,6 +66,9 @@ pub struct WriteBuffer {
     edits: u64,
     /// When it was last changed, in the order of [`CHANGES`].
     changed: u64,
+    /// When a descriptor of it was last closed (FLUSH), in the same order;
+    /// 0 before the first close.
+    closed: u64,
 }
 
 /// What a commit of a buffer writes.
@@ -85,7 +88,22 @@ impl WriteBuffer {
             state: WriteState::Clean,
             edits: 0,
             changed: 0,
+            closed: 0,
         }
+    }
+
+    /// A descriptor of it was closed; when it held a change, the tick of
+    /// that close (see [`Writers::note_close`]).
+    pub fn close(&mut self) -> Option<u64> {
+        self.closed = CHANGES.fetch_add(1, Ordering::Relaxed);
+        self.is_pending().then_some(self.closed)
+    }
+
+    /// Whether a descriptor of it was closed since its last change: its
+    /// change is one a program has finished making (a shell's `: > K`
+    /// closes before the truncation is committed, at the last close).
+    fn closed_since_change(&self) -> bool {
+        self.closed > self.changed
     }
 
     fn touch(&mut self) {
@@ -194,11 +212,21 @@ pub fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> R
 /// A write buffer shared by a handle and the operations that look at it.
 pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
 
+/// The writers of one inode.
+#[derive(Default)]
+struct OpenWriters {
+    /// The buffers of its open file descriptions that write.
+    buffers: Vec<SharedBuffer>,
+    /// When a descriptor of one of them holding a change was last
+    /// closed, in the order of [`CHANGES`].
+    last_close: u64,
+}
+
 /// The write buffers of open files, and one commit at a time per secret.
 #[derive(Default)]
 pub struct Writers {
-    /// Inode → the buffers of its open file descriptions that write.
-    open: Mutex<HashMap<Ino, Vec<SharedBuffer>>>,
+    /// Inode → its writers.
+    open: Mutex<HashMap<Ino, OpenWriters>>,
     commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
     /// Commits whose write got no answer and whose outcome a read after it
     /// could not tell either.
@@ -212,23 +240,63 @@ impl Writers {
         lock(&self.open)
             .entry(ino)
             .or_default()
+            .buffers
             .push(buffer.clone());
         buffer
     }
 
+    /// A descriptor of `buffer`, a writer of `ino`, is being closed
+    /// (FLUSH): noted before its commit starts, so that an older change
+    /// whose commit waits for the same secret knows it lost.
+    pub fn note_close(&self, ino: Ino, buffer: &SharedBuffer) {
+        let closed = lock(buffer).close();
+        if let Some(tick) = closed {
+            if let Some(w) = lock(&self.open).get_mut(&ino) {
+                w.last_close = w.last_close.max(tick);
+            }
+        }
+    }
+
+    /// Whether `buffer`'s change was superseded: a descriptor of it was
+    /// closed after its last change, and a descriptor of another writer
+    /// of `ino` holding a change was closed after that. The last close
+    /// wins, so its change is not committed at its release (which the
+    /// kernel sends after close() returned, and may come after the later
+    /// close's commit).
+    pub fn superseded(&self, ino: Ino, buffer: &SharedBuffer) -> bool {
+        let last_close = lock(&self.open).get(&ino).map_or(0, |w| w.last_close);
+        let b = lock(buffer);
+        b.closed_since_change() && last_close > b.closed
+    }
+
+    /// The bytes of the change made last to `ino` when a descriptor of its
+    /// buffer was closed since (a change a program finished, not yet
+    /// committed: it waits for the last close): what a new writer starts
+    /// from, as the next open must see what a closed descriptor changed.
+    pub fn closed_change(&self, ino: Ino) -> Option<Vec<u8>> {
+        let buffer = self.pending(ino)?;
+        let b = lock(&buffer);
+        b.closed_since_change().then(|| b.bytes().to_vec())
+    }
+
     /// The buffer of `ino` holding the change made last that no close has
-    /// committed yet (none once each is committed, clean, or failed: a
+    /// committed yet nor a later close superseded (none once each is
+    /// committed, clean, superseded or failed: a
     /// buffer whose writer was told an error will be discarded, and nobody
     /// else may see its bytes). What a reader opening the file sees, and
     /// what `stat` shows, while writers have not closed.
     pub fn pending(&self, ino: Ino) -> Option<SharedBuffer> {
-        let buffers = lock(&self.open).get(&ino).cloned()?;
+        let (buffers, last_close) = lock(&self.open)
+            .get(&ino)
+            .map(|w| (w.buffers.clone(), w.last_close))?;
         buffers
             .into_iter()
             .filter_map(|b| {
                 let changed = {
                     let w = lock(&b);
-                    w.is_pending().then_some(w.changed)
+                    // A change closed before a later close lost to it.
+                    let superseded = w.closed_since_change() && last_close > w.closed;
+                    (w.is_pending() && !superseded).then_some(w.changed)
                 };
                 changed.map(|c| (c, b))
             })
@@ -246,11 +314,11 @@ impl Writers {
     /// A writer of `ino` closed `buffer`; whether it was the last writer.
     pub fn leave(&self, ino: Ino, buffer: &SharedBuffer) -> bool {
         let mut open = lock(&self.open);
-        let Some(buffers) = open.get_mut(&ino) else {
+        let Some(writers) = open.get_mut(&ino) else {
             return true;
         };
-        buffers.retain(|b| !Arc::ptr_eq(b, buffer));
-        if buffers.is_empty() {
+        writers.buffers.retain(|b| !Arc::ptr_eq(b, buffer));
+        if writers.buffers.is_empty() {
             open.remove(&ino);
             return true;
         }

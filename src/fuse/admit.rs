@@ -10,6 +10,7 @@ use super::Shared;
 use crate::audit::Caller;
 use crate::error::Error;
 use crate::fs::inode::Ino;
+use crate::fs::shows::Through;
 
 impl Shared {
     /// With `--allow` rules, whether `caller` may open or change a file
@@ -30,14 +31,8 @@ impl Shared {
             crate::access::Decision::Allowed => Ok(true),
             crate::access::Decision::Denied { path } => {
                 let exe = facts
-                    .exe_if_known()
-                    .map(|p| p.display().to_string())
-                    .or_else(|| {
-                        std::fs::read_link(format!("/proc/{}/exe", caller.tid))
-                            .ok()
-                            .map(|p| p.display().to_string())
-                    })
-                    .unwrap_or_else(|| "?".into());
+                    .exe_name()
+                    .map_or_else(|| "?".into(), |p| p.display().to_string());
                 tracing::warn!(
                     path = %path,
                     uid = caller.uid,
@@ -62,6 +57,20 @@ impl Shared {
             .is_some_and(|a| a.rules.needs_digest(paths))
     }
 
+    /// [`Shared::admit`] for the keys the node `ino` reaches (whatever
+    /// name or view it is reached by: see `SecretFs::reached`).
+    pub(super) fn admit_ino(
+        &self,
+        caller: Caller,
+        ino: Ino,
+        through: Through,
+    ) -> crate::error::Result<bool> {
+        if self.access.is_none() {
+            return Ok(false);
+        }
+        self.admit(caller, &self.core.reached(ino, through)?)
+    }
+
     /// [`Shared::admit`] for a name in a directory.
     pub(super) fn admit_name(
         &self,
@@ -74,7 +83,7 @@ impl Shared {
         }
         let paths: Vec<String> = name
             .to_str()
-            .and_then(|n| self.core.shown_path_of(dir, n))
+            .and_then(|n| self.core.reached_by_name(dir, n))
             .into_iter()
             .collect();
         self.admit(caller, &paths)

@@ -31,6 +31,7 @@ use crate::audit::{AuditLog, Caller, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
+use crate::fs::shows::Through;
 use crate::fs::{operation, without_waiting, Attr, Creating, DirEntry, DirReplier, SecretFs};
 use pool::Pool;
 
@@ -391,7 +392,10 @@ impl Filesystem for FuseAdapter {
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
         let ino = Ino(ino.0);
         let paths = match &self.shared.access {
-            Some(_) => core.shown_paths(ino),
+            Some(_) => match core.reached(ino, Through::Value) {
+                Ok(paths) => paths,
+                Err(e) => return reply.error(self.shared.fail("open", ino, None, &e)),
+            },
             None => Vec::new(),
         };
         // A file a rule covers bypasses the page cache (DIRECT_IO): its
@@ -611,7 +615,7 @@ impl Filesystem for FuseAdapter {
             let result = match size {
                 // A truncation changes the value: covered files need a rule.
                 Some(_) if s.access.is_some() => s
-                    .admit(caller, &s.core.shown_paths(ino))
+                    .admit_ino(caller, ino, Through::Value)
                     .and_then(|_| s.core.setattr(ino, fh, size, uid, gid)),
                 _ => s.core.setattr(ino, fh, size, uid, gid),
             };
@@ -868,7 +872,7 @@ impl Filesystem for FuseAdapter {
         self.later(move |s| {
             // A change of the secret: covered files need a rule.
             let result =
-                s.admit(caller, &s.core.shown_paths(ino))
+                s.admit_ino(caller, ino, Through::Metadata)
                     .and_then(|_| match name.to_str() {
                         Some(n) => s.core.setxattr(ino, n, &value, flags),
                         None => Err(Error::NotSupported("attribute names are UTF-8")),
@@ -886,7 +890,7 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let (ino, caller) = (Ino(ino.0), caller(req));
         self.later(move |s| {
-            let admitted = s.admit(caller, &s.core.shown_paths(ino));
+            let admitted = s.admit_ino(caller, ino, Through::Metadata);
             let result = match name.to_str() {
                 _ if admitted.is_err() => admitted.map(drop),
                 Some(n) => s.core.removexattr(ino, n),

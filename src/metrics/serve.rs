@@ -1,24 +1,32 @@
 //! The scrape endpoint: `GET /metrics` over plain HTTP/1.1 on the address
-//! given with `--metrics`, one connection at a time on a thread of its
-//! own. A scrape is a few KiB every few seconds; a full HTTP server crate
-//! would bring more code than this file, so this answers exactly one
-//! request per connection and closes it.
+//! given with `--metrics`, each connection on a thread of its own. A
+//! scrape is a few KiB every few seconds; a full HTTP server crate would
+//! bring more code than this file, so this answers exactly one request
+//! per connection and closes it.
+//!
+//! A client cannot hold the endpoint: each connection has
+//! [`CLIENT_TIMEOUT`] in all to send its request and take the answer (a
+//! client that trickles a byte now and then is cut off at the deadline,
+//! not only one that falls silent), and [`AT_ONCE`] are answered at once,
+//! so a few slow or hostile clients leave room for the scrapes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Metrics;
 
 /// The longest request head read; anything longer is refused.
 const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request or read the answer.
+/// How long a connection may last in all: to send the request and read
+/// the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections answered at once (a slow client holds one of them for up
-/// to [`CLIENT_TIMEOUT`]; past this many, a connection waits its turn).
-const AT_ONCE: usize = 4;
+/// Connections answered at once, each on its own thread. Past this many,
+/// a new connection waits its turn, which comes within
+/// [`CLIENT_TIMEOUT`].
+const AT_ONCE: usize = 64;
 
 /// A bound scrape endpoint.
 pub struct Server {
@@ -26,9 +34,18 @@ pub struct Server {
 }
 
 /// Binds `addr` (so that a busy or bad address fails the mount before it
-/// starts), ready to serve `metrics` with [`Server::start`].
+/// starts), ready to serve `metrics` with [`Server::start`]. Warns when
+/// the address is not a loopback one.
 pub fn serve(addr: &str) -> std::io::Result<Server> {
     let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            "--metrics {addr}: not a loopback address: anyone who can reach {bound} can read \
+             the metrics (store activity, token expiry; never a path or a value) and open \
+             connections to it; bind 127.0.0.1 unless the network is trusted"
+        );
+    }
     Ok(Server { listener })
 }
 
@@ -52,7 +69,8 @@ impl Server {
                             continue;
                         }
                     };
-                    // A slow client must not hold up the scrapes behind it.
+                    // Every connection ends within CLIENT_TIMEOUT: a
+                    // place comes free within that.
                     while busy.load(Ordering::Acquire) >= AT_ONCE {
                         std::thread::sleep(Duration::from_millis(10));
                     }
@@ -60,6 +78,7 @@ impl Server {
                     let done = busy.clone();
                     let spawned = std::thread::Builder::new()
                         .name("secretfs-scrape".into())
+                        .stack_size(256 * 1024)
                         .spawn(move || {
                             if let Err(e) = answer(s, metrics) {
                                 tracing::debug!(error = %e, "metrics request not answered");
@@ -76,10 +95,52 @@ impl Server {
     }
 }
 
-/// Reads one request head and answers it.
-fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+/// A connection whose reads and writes all end by one deadline.
+struct Bounded {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Bounded {
+    /// The time left, or a `TimedOut` error once it is up.
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took more than {CLIENT_TIMEOUT:?}"),
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// Reads one request head and answers it, all within [`CLIENT_TIMEOUT`].
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut stream = Bounded {
+        stream,
+        deadline: Instant::now() + CLIENT_TIMEOUT,
+    };
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -113,7 +174,7 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     }
 }
 
-fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+fn respond(stream: &mut impl Write, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

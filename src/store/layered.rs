@@ -13,16 +13,35 @@
 //! A merged secret's revision is the top layer's (`top:REV`, or `top:-`
 //! when the top layer does not hold it), so check-and-set guards the one
 //! layer that is written.
+//!
+//! A lower layer that cannot be read (the store says 403, or it does not
+//! answer) degrades only what depends on it: the other layers are served.
+//! A key keeps its value when a readable layer holds it and no unreadable
+//! layer sits above that one (an unreadable layer below is overridden
+//! anyway); a key a readable layer holds under an unreadable one is
+//! withheld ([`Secret::withheld`]: it is listed, and any use of its file
+//! fails with [`Error::LayerUnreadable`]); what only an unreadable layer
+//! could hold does not show. The top layer is the mount's own: its errors
+//! are the mount's, as without layers. Each layer's trouble is logged when
+//! it starts and when it ends (not per request), and `secretfs status`
+//! shows it. A probe asks the layer again until the trouble is over: a
+//! layer that does not answer is not asked anything else meanwhile.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use super::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
+use trouble::{is_outage, probe, LayerState, Request};
+
+mod trouble;
 
 /// One layer: a store, the folder of its SOURCE, and the SOURCE's name.
+#[derive(Clone)]
 pub struct Layer {
     /// The SOURCE as the user wrote it (what `user.secretfs.source` shows).
     pub name: String,
@@ -47,10 +66,18 @@ impl Layer {
 /// The layers, bottom first; seen from the mount's root (the empty path).
 pub struct Layered {
     layers: Vec<Layer>,
+    /// One per layer (the top's stays unused: its errors are the mount's).
+    states: Vec<Arc<LayerState>>,
 }
 
 /// The revision string of a top layer that does not hold the secret.
 const TOP_ABSENT: &str = "top:-";
+
+/// A layer's answer: known, or not (why).
+enum Answer<T> {
+    Known(T),
+    Unknown(Error),
+}
 
 impl Layered {
     /// Layers `layers` (bottom first, at least one).
@@ -58,35 +85,123 @@ impl Layered {
         if layers.is_empty() {
             return Err(Error::Invalid("no layers".into()));
         }
-        Ok(Layered { layers })
+        let states = layers.iter().map(|_| Arc::default()).collect();
+        Ok(Layered { layers, states })
     }
 
     fn top(&self) -> &Layer {
         &self.layers[self.layers.len() - 1]
     }
 
-    fn below_top(&self) -> &[Layer] {
-        &self.layers[..self.layers.len() - 1]
+    fn top_index(&self) -> usize {
+        self.layers.len() - 1
     }
 
-    /// The merge of `layers`' secrets at `path`: `None` when none holds it.
-    fn merged(layers: &[Layer], path: &SecretPath) -> Result<Option<Merged>> {
+    /// Asks layer `i` `request` (done by `f`): the top layer's errors
+    /// are the caller's; a lower layer that refuses or does not answer
+    /// gives an unknown answer, noted for status and probed.
+    fn ask<T>(
+        &self,
+        i: usize,
+        request: Request,
+        f: impl FnOnce(&dyn SecretStore, &SecretPath) -> Result<T>,
+    ) -> Result<Answer<T>> {
+        let layer = &self.layers[i];
+        let path = match &request {
+            Request::Read(p) | Request::List(p) => p,
+        };
+        let at = layer.at(path);
+        if i == self.top_index() {
+            return f(layer.store.as_ref(), &at).map(Answer::Known);
+        }
+        let state = &self.states[i];
+        let unknown = |cause: Error| {
+            Answer::Unknown(Error::LayerUnreadable {
+                layer: layer.name.clone(),
+                cause: Box::new(cause),
+            })
+        };
+        if state.down.load(Ordering::SeqCst) {
+            return Ok(unknown(Error::Unavailable("it does not answer".into())));
+        }
+        match f(layer.store.as_ref(), &at) {
+            Ok(v) => {
+                state.answered(&layer.name, Some(&request));
+                Ok(Answer::Known(v))
+            }
+            // The operation's time ran out before this layer was asked:
+            // nothing is wrong with the layer, its answer is unknown.
+            Err(e @ Error::OutOfTime(_)) => Ok(unknown(e)),
+            Err(e) if matches!(e, Error::PermissionDenied(_)) || e.is_transient() => {
+                state.failed(&layer.name, &request, &e);
+                if is_outage(&e) {
+                    state.down.store(true, Ordering::SeqCst);
+                }
+                self.start_probe(i);
+                Ok(unknown(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts the probe of layer `i` unless one runs.
+    fn start_probe(&self, i: usize) {
+        let state = &self.states[i];
+        if state.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let layer = self.layers[i].clone();
+        let weak: Weak<LayerState> = Arc::downgrade(state);
+        let started = std::thread::Builder::new()
+            .name("secretfs-layer-probe".into())
+            .spawn(move || probe(layer, weak));
+        if started.is_err() {
+            // No probe: ask the layer again on the next request.
+            state.down.store(false, Ordering::SeqCst);
+            state.probing.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The merge of the secrets of layers `0..upto` at `path`: `None` when
+    /// no readable one holds it. The top-most layer is asked first, so
+    /// that a lower one that does not answer cannot use up its time.
+    fn merged(&self, upto: usize, path: &SecretPath) -> Result<Option<Merged>> {
+        let mut answers = Vec::with_capacity(upto);
+        for i in (0..upto).rev() {
+            answers.push(self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))?);
+        }
+        answers.reverse();
         let mut out: Option<Merged> = None;
-        for (i, layer) in layers.iter().enumerate() {
-            let Some(secret) = layer.store.read(&layer.at(path))? else {
-                continue;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let secret = match answer {
+                Answer::Known(Some(secret)) => secret,
+                Answer::Known(None) => continue,
+                Answer::Unknown(e) => {
+                    // Every key below may be overridden here.
+                    if let Some(m) = out.as_mut() {
+                        for (k, _) in std::mem::take(&mut m.secret.keys) {
+                            m.origin.remove(k.as_str());
+                            m.secret.withheld.insert(k, e.clone());
+                        }
+                        for why in m.secret.withheld.values_mut() {
+                            *why = e.clone();
+                        }
+                    }
+                    continue;
+                }
             };
             let merged = out.get_or_insert_with(Merged::default);
-            if i + 1 == layers.len() {
+            if i + 1 == self.layers.len() {
                 // Metadata is the top layer's secret's (where it is set).
                 merged.secret.custom_metadata = secret.custom_metadata.clone();
             }
             for (k, v) in secret.keys {
                 merged.origin.insert(k.to_string(), i);
+                merged.secret.withheld.remove(k.as_str());
                 merged.secret.keys.insert(k, v);
             }
             merged.secret.modified = merged.secret.modified.max(secret.modified);
-            if i + 1 == layers.len() {
+            if i + 1 == self.layers.len() {
                 merged.last = Some(secret.revision);
             }
         }
@@ -94,11 +209,15 @@ impl Layered {
     }
 
     /// The SOURCE of the layer whose value `key` of the secret at `path`
-    /// shows.
+    /// shows; the unreadable layer's error when that cannot be known.
     pub fn origin_of(&self, path: &SecretPath, key: &str) -> Result<Option<&str>> {
-        Ok(Self::merged(&self.layers, path)?
-            .and_then(|m| m.origin.get(key).copied())
-            .map(|i| self.layers[i].name.as_str()))
+        let Some(m) = self.merged(self.layers.len(), path)? else {
+            return Ok(None);
+        };
+        if let Some(e) = m.secret.withheld.get(key) {
+            return Err(e.clone());
+        }
+        Ok(m.origin.get(key).map(|&i| self.layers[i].name.as_str()))
     }
 
     /// The SOURCE of the layer below the top that holds `key`.
@@ -116,7 +235,7 @@ impl Layered {
 struct Merged {
     secret: Secret,
     /// Key → index of the layer its value comes from.
-    origin: std::collections::BTreeMap<String, usize>,
+    origin: BTreeMap<String, usize>,
     /// The last layer's revision, when the last layer holds the secret.
     last: Option<Option<Revision>>,
 }
@@ -153,10 +272,16 @@ impl SecretStore for Layered {
         top.store.set_custom_metadata(&top.at(path), name, value)
     }
 
+    /// The union of the readable layers' listings (what only an
+    /// unreadable layer holds does not show).
     fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        let mut answers = Vec::with_capacity(self.layers.len());
+        for i in (0..self.layers.len()).rev() {
+            answers.push(self.ask(i, Request::List(path.clone()), |s, at| s.list(at))?);
+        }
         let mut out: Option<Listing> = None;
-        for layer in &self.layers {
-            if let Some(listing) = layer.store.list(&layer.at(path))? {
+        for answer in answers.into_iter().rev() {
+            if let Answer::Known(Some(listing)) = answer {
                 let all = out.get_or_insert_with(Vec::new);
                 for e in listing {
                     if !all.contains(&e) {
@@ -171,7 +296,7 @@ impl SecretStore for Layered {
     fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
         let Some(Merged {
             mut secret, last, ..
-        }) = Self::merged(&self.layers, path)?
+        }) = self.merged(self.layers.len(), path)?
         else {
             return Ok(None);
         };
@@ -191,10 +316,11 @@ impl SecretStore for Layered {
     ) -> Result<Option<Revision>> {
         let top = self.top();
         let at = top.at(path);
-        let below = Self::merged(self.below_top(), path)?;
         let top_now = top.store.read(&at)?;
+        let below = self.merged(self.top_index(), path)?;
         let held_on_top = |k: &str| top_now.as_ref().is_some_and(|s| s.keys.contains_key(k));
-        // A key that only a lower layer holds cannot be removed here.
+        // A key that only a lower layer holds cannot be removed here. (A
+        // key withheld below was never in `data`: it is left as it is.)
         if let Some(lower) = &below {
             if let Some(key) = lower
                 .secret
@@ -207,7 +333,7 @@ impl SecretStore for Layered {
             }
         }
         // What the top layer must hold: its own keys, and what differs
-        // from below.
+        // from below (or cannot be known to be the same).
         let own: SecretData = data
             .iter()
             .filter(|(k, v)| {
@@ -235,27 +361,28 @@ impl SecretStore for Layered {
         ))))
     }
 
+    /// Removes the top layer's secret; refused when a lower layer holds it,
+    /// and when a lower layer that cannot be read might (its error).
     fn delete(&self, path: &SecretPath) -> Result<()> {
-        for layer in self.below_top() {
-            if layer.store.read(&layer.at(path))?.is_some() {
-                tracing::warn!(path = %path, layer = %layer.name, "a secret a lower layer holds cannot be removed");
-                return Err(Error::NotPermitted("the secret comes from a lower layer"));
+        for i in (0..self.top_index()).rev() {
+            match self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))? {
+                Answer::Known(None) => {}
+                Answer::Known(Some(_)) => {
+                    tracing::warn!(path = %path, layer = %self.layers[i].name, "a secret a lower layer holds cannot be removed");
+                    return Err(Error::NotPermitted("the secret comes from a lower layer"));
+                }
+                Answer::Unknown(e) => return Err(e),
             }
         }
         let top = self.top();
         top.store.delete(&top.at(path))
     }
 
+    /// The top layer's health: a lower layer's trouble shows in
+    /// [`SecretStore::degraded`] instead, and a lower layer that hangs
+    /// cannot hold up the answer.
     fn health(&self) -> Result<Health> {
-        let mut health = Health::default();
-        for layer in &self.layers {
-            let h = layer.store.health()?;
-            health.credential_ttl = match (health.credential_ttl, h.credential_ttl) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(health)
+        self.top().store.health()
     }
 
     fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
@@ -264,6 +391,21 @@ impl SecretStore for Layered {
 
     fn rereads_after_write(&self) -> bool {
         true
+    }
+
+    fn degraded(&self) -> Vec<Degraded> {
+        self.layers
+            .iter()
+            .zip(&self.states)
+            .filter_map(|(layer, state)| {
+                state.trouble().as_ref().map(|t| Degraded {
+                    part: layer.name.clone(),
+                    state: t.state,
+                    since: t.since,
+                    why: format!("{}: {}", t.request, t.why),
+                })
+            })
+            .collect()
     }
 }
 
@@ -428,5 +570,105 @@ mod tests {
             .write(&path("shop/api"), &data, &Precondition::At(stale))
             .unwrap_err();
         assert!(matches!(err, Error::CasConflict), "{err:?}");
+    }
+
+    fn forbidden() -> Error {
+        Error::PermissionDenied("1 error occurred: permission denied".into())
+    }
+
+    #[test]
+    fn a_forbidden_bottom_layer_leaves_the_keys_above_it_and_hides_what_only_it_holds() {
+        let (l, stores) = three();
+        stores[0].set_fault(Some(forbidden()));
+        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        // B and C come from layers above the forbidden one: their values
+        // stand; A only the forbidden layer holds: it is not known.
+        assert_eq!(
+            keys(&s),
+            [("B", "env"), ("C", "service")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert!(s.withheld.is_empty());
+        assert!(l.read(&path("shop/only-below")).unwrap().is_none());
+        let names: Vec<String> = l
+            .list(&path("shop"))
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["api"]);
+        let degraded = l.degraded();
+        assert_eq!(degraded.len(), 1, "{degraded:?}");
+        assert_eq!(
+            (degraded[0].part.as_str(), degraded[0].state),
+            ("secret/p", "forbidden")
+        );
+    }
+
+    #[test]
+    fn a_key_a_forbidden_layer_may_override_is_withheld_with_its_error() {
+        let (l, stores) = three();
+        stores[1].set_fault(Some(forbidden()));
+        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        assert_eq!(keys(&s), [("C".to_string(), "service".to_string())]);
+        let withheld: Vec<(&str, i32)> = s
+            .withheld
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.errno()))
+            .collect();
+        assert_eq!(withheld, [("A", libc::EACCES), ("B", libc::EACCES)]);
+        assert_eq!(
+            l.origin(&path("shop/api"), "A").unwrap_err().errno(),
+            libc::EACCES
+        );
+        assert_eq!(
+            l.origin(&path("shop/api"), "C").unwrap().as_deref(),
+            Some("secret/s")
+        );
+    }
+
+    #[test]
+    fn writes_to_the_top_layer_go_on_while_a_lower_layer_is_forbidden() {
+        let (l, stores) = three();
+        stores[1].set_fault(Some(forbidden()));
+        change(&l, "shop/api", |d| {
+            d.insert(
+                KeyName::from("C"),
+                SecretValue::written(b"new".to_vec(), None).unwrap(),
+            );
+        })
+        .unwrap();
+        assert_eq!(stores[2].get("shop/api"), Some(json!({"C": "new"})));
+        // Whether a lower layer holds the secret cannot be known: no rmdir.
+        assert_eq!(
+            l.delete(&path("shop/api")).unwrap_err().errno(),
+            libc::EACCES
+        );
+        stores[1].heal();
+        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        assert_eq!(
+            keys(&s),
+            [("A", "project"), ("B", "env"), ("C", "new")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert!(l.degraded().is_empty());
+    }
+
+    #[test]
+    fn a_lower_layer_that_does_not_answer_is_left_out_not_asked_again_and_reported() {
+        let (l, stores) = three();
+        stores[0].set_fault(Some(Error::Unavailable("connection refused".into())));
+        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        assert_eq!(
+            keys(&s),
+            [("B", "env"), ("C", "service")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let reads = stores[0].read_calls();
+        l.read(&path("shop/api")).unwrap();
+        assert_eq!(stores[0].read_calls(), reads, "asked while known down");
+        assert_eq!(l.degraded()[0].state, "unreachable");
+        // The top layer's errors are the mount's.
+        stores[2].set_fault(Some(forbidden()));
+        assert_eq!(l.read(&path("shop/api")).unwrap_err().errno(), libc::EACCES);
     }
 }

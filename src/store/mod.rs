@@ -9,6 +9,7 @@ pub mod deleted;
 pub mod layered;
 pub mod memory;
 pub mod metered;
+pub mod pending;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -58,32 +59,93 @@ pub fn connect_each(
 }
 
 /// Reaches SOURCE and the layers laid over it (bottom first) with one
-/// login, as one store ([`layered::Layered`]) rooted at the empty path.
+/// login, as one store ([`layered::Layered`]) rooted at the empty path. A
+/// layer given as a URL (`https://vault-b:8200/secret/prod`) is on that
+/// server, reached with the same credentials and a login of its own.
 pub fn connect_layered(
     source: &str,
     layers: &[String],
     args: &crate::cli::VaultArgs,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let names: Vec<String> = std::iter::once(source.to_string())
-        .chain(layers.iter().cloned())
-        .collect();
-    let connected = connect_each(&names, args, rt)?;
-    let layers = names
-        .into_iter()
-        .zip(connected)
-        .map(|(name, c)| layered::Layer {
-            name,
+    let settings = vault::VaultSettings::from_args(args)?;
+    let mut session: Option<vault::Session> = None;
+    let mut out = Vec::with_capacity(layers.len() + 1);
+    let top = layers.len();
+    for (i, name) in std::iter::once(source)
+        .chain(layers.iter().map(String::as_str))
+        .enumerate()
+    {
+        let c = match on_server(name)? {
+            Some((addr, source)) => {
+                let mut own = vault::VaultSettings::from_args(args)?;
+                own.addrs = vec![addr.clone()];
+                match vault::Session::open(&own, rt.clone()) {
+                    Ok(session) => connected(session.resolve(&source)?, &addr),
+                    // A lower layer's server that does not answer (or
+                    // refuses the login) now: mount without it, and
+                    // connect it when it does.
+                    Err(crate::start_error::StartError::Store(why)) if i < top => {
+                        tracing::warn!(layer = %name, error = %why, "a layer's server cannot be used: mounting without that layer until it can");
+                        let rt = rt.clone();
+                        let connect = move || {
+                            let store = vault::Session::open(&own, rt.clone())?.resolve(&source)?;
+                            Ok(connected(store, &addr))
+                        };
+                        Connected {
+                            store: std::sync::Arc::new(pending::Pending::new(
+                                name.to_string(),
+                                Box::new(connect),
+                            )),
+                            root: SecretPath::root(),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                let s = match session.take() {
+                    Some(s) => s,
+                    None => vault::Session::open(&settings, rt.clone())?,
+                };
+                let store = s.resolve(name)?;
+                session = Some(s);
+                connected(store, &settings.addr_list())
+            }
+        };
+        out.push(layered::Layer {
+            name: name.to_string(),
             store: c.store,
             root: c.root,
-        })
-        .collect();
-    let store = layered::Layered::new(layers)
+        });
+    }
+    let store = layered::Layered::new(out)
         .map_err(|e| crate::start_error::StartError::Options(e.to_string()))?;
     Ok(Connected {
         store: std::sync::Arc::new(store),
         root: SecretPath::root(),
     })
+}
+
+/// A layer's SOURCE given with its server (`http(s)://HOST:PORT/SOURCE`):
+/// the server's address and the SOURCE; `None` for a plain SOURCE.
+fn on_server(
+    layer: &str,
+) -> std::result::Result<Option<(String, String)>, crate::start_error::StartError> {
+    if !(layer.starts_with("http://") || layer.starts_with("https://")) {
+        return Ok(None);
+    }
+    let url = url::Url::parse(layer).map_err(|e| {
+        crate::start_error::StartError::Options(format!("layer {layer:?} is not a URL: {e}"))
+    })?;
+    let addr = url[..url::Position::BeforePath].to_string();
+    let source = url.path().trim_matches('/').to_string();
+    if source.is_empty() {
+        return Err(crate::start_error::StartError::Options(format!(
+            "layer {layer:?} names a server but no SOURCE: e.g. {addr}/secret/prod"
+        )));
+    }
+    Ok(Some((addr, source)))
 }
 
 /// A resolved store as the core uses it.
@@ -421,12 +483,18 @@ pub struct Secret {
     /// The secret's custom metadata (KV v2 `custom_metadata`: a
     /// description, an owner…), when the store keeps it. Not secret.
     pub custom_metadata: BTreeMap<String, String>,
+    /// Keys the secret is known to have whose value cannot be known now,
+    /// each with why (on a mount with `--layer`: a layer that may override
+    /// the value cannot be read). They are not in `keys`, so they are never
+    /// written back; their files fail with the error.
+    pub withheld: BTreeMap<KeyName, Error>,
 }
 
 impl Secret {
-    /// Whether two reads hold the same keys and values.
+    /// Whether two reads hold the same keys and values (and withhold the
+    /// same keys).
     pub fn same_data(&self, other: &Secret) -> bool {
-        self.keys == other.keys
+        self.keys == other.keys && self.withheld.keys().eq(other.withheld.keys())
     }
 
     /// Builds a secret from the JSON object a store returned.
@@ -443,6 +511,7 @@ impl Secret {
             revision,
             modified,
             custom_metadata: BTreeMap::new(),
+            withheld: BTreeMap::new(),
         }
     }
 }
@@ -497,6 +566,22 @@ impl Permissions {
 pub struct Health {
     /// How long the credential in use stays valid, when it expires at all.
     pub credential_ttl: Option<std::time::Duration>,
+}
+
+/// A part of a store that cannot be read now (a layer of a mount with
+/// `--layer`), for `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    /// The part: a layer's SOURCE as given.
+    pub part: String,
+    /// `forbidden` (the store says 403), `unreachable` (no answer, 5xx) or
+    /// `unreadable` (an answer we cannot use).
+    pub state: &'static str,
+    /// Since when.
+    pub since: SystemTime,
+    /// Why: the request that found it and the store's answer (never a
+    /// value).
+    pub why: String,
 }
 
 /// A secret store: folders that list, secrets that read and write.
@@ -578,6 +663,13 @@ pub trait SecretStore: Send + Sync + 'static {
     fn rereads_after_write(&self) -> bool {
         false
     }
+
+    /// What of the store cannot be read now, for `secretfs status`: on a
+    /// mount with `--layer`, each lower layer that is forbidden or does not
+    /// answer. Asks nothing of the server.
+    fn degraded(&self) -> Vec<Degraded> {
+        Vec::new()
+    }
 }
 
 /// A shared store is a store.
@@ -628,12 +720,30 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     fn rereads_after_write(&self) -> bool {
         (**self).rereads_after_write()
     }
+    fn degraded(&self) -> Vec<Degraded> {
+        (**self).degraded()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_layer_may_name_its_server() {
+        assert!(on_server("secret/prod").unwrap().is_none());
+        assert_eq!(
+            on_server("http://127.0.0.1:8300/secret/prod/").unwrap(),
+            Some(("http://127.0.0.1:8300".into(), "secret/prod".into()))
+        );
+        assert_eq!(
+            on_server("https://vault-b.example/kv/team").unwrap(),
+            Some(("https://vault-b.example".into(), "kv/team".into()))
+        );
+        assert!(on_server("https://vault-b.example:8200/").is_err());
+        assert!(on_server("http://[::1/secret").is_err());
+    }
 
     #[test]
     fn paths_normalise_slashes() {

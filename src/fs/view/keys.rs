@@ -18,10 +18,13 @@ impl View for Keys {
         "keys"
     }
 
+    /// Keys whose value cannot be known now show too: their files exist
+    /// and fail to read.
     fn files(&self, secret: &Secret) -> Vec<String> {
         secret
             .keys
             .keys()
+            .chain(secret.withheld.keys())
             .filter(|k| {
                 let showable = names::is_showable(k);
                 if !showable {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretSlice};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{Secret, SecretData};
 
 pub use env::{is_env_name, Env};
@@ -118,6 +118,13 @@ pub trait View: Send + Sync + 'static {
     /// The bytes of the file `name` of `secret`; `None` when it shows no
     /// such file.
     fn render<'a>(&self, secret: &'a Secret, name: &str) -> Option<Rendered<'a>>;
+
+    /// Why the file `name` of `secret` has no bytes to show although it
+    /// exists: a value that cannot be known now ([`Secret::withheld`]).
+    /// `None` when it is no such file or renders.
+    fn withheld(&self, secret: &Secret, name: &str) -> Option<Error> {
+        secret.withheld.get(name).cloned()
+    }
 
     /// Whether each file shows exactly the key it is named after (`P/K`
     /// shows key `K` of `P`, nothing else). A view whose files show more

@@ -66,8 +66,17 @@ impl<F: Format> View for Whole<F> {
         Vec::new()
     }
 
+    /// A secret with a key whose value cannot be known now has no whole
+    /// to show: its file fails to read ([`View::withheld`]).
     fn render<'a>(&self, secret: &'a Secret, _name: &str) -> Option<Rendered<'a>> {
+        if !secret.withheld.is_empty() {
+            return None;
+        }
         Some(Rendered::Owned(F::render(secret)))
+    }
+
+    fn withheld(&self, secret: &Secret, _name: &str) -> Option<Error> {
+        secret.withheld.values().next().cloned()
     }
 
     fn can_create(&self, name: &str) -> bool {

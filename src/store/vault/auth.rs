@@ -190,7 +190,7 @@ impl Login {
 pub fn client_for(base: &VaultClientSettings, token: &str) -> Result<VaultClient, String> {
     let mut settings = base.clone();
     settings.token = token.to_string();
-    VaultClient::new(settings).map_err(|e| format!("cannot build the Vault client: {e}"))
+    super::http::vault_client(settings)
 }
 
 /// What the server says of `client`'s token.

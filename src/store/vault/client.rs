@@ -5,12 +5,19 @@
 //! while the cluster has no active node (see `nodes`), and the token in
 //! use is picked up when it changes.
 //!
-//! A thread's connections are closed once idle for [`IDLE`] and replaced
-//! once older than [`MAX_AGE`]: a live connection's buffers (rustls
-//! decrypts a response in place, in a buffer it keeps) hold the last
-//! values it carried, which must leave memory with the cache's copies
-//! (README, "Security"). Closing idle connections within a second also
-//! keeps them from outliving a server's or proxy's idle timeout.
+//! A pooled connection that the server or a proxy closed while it was idle
+//! (a restart, an idle timeout) fails the next request written to it before
+//! any answer comes: that request is sent again at once on a new connection
+//! (see [`Repeat`]), and only a failure on a new connection says anything
+//! of the node.
+//!
+//! A thread's runtime and connections are dropped once idle for
+//! [`POOL_IDLE`] (by a reaper thread: hyper's own pool timeout is only seen
+//! while the thread's runtime runs, at its next request) and replaced once
+//! older than [`MAX_AGE`]: a live connection's buffers hold the last
+//! answers it carried (rustls decrypts each in place, in a buffer it
+//! keeps), values included, which must leave memory with the cache's
+//! copies (README, "Values in memory").
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,7 +31,8 @@ use vaultrs::error::ClientError;
 
 use super::auth::{self, Credentials};
 use super::error::{describe, status, to_error};
-use super::nodes::{backoff, classify, Failure, Nodes};
+use super::http::POOL_IDLE;
+use super::nodes::{backoff, classify, connection_lost, Failure, Nodes};
 use crate::error::{Error, Result};
 
 /// What requests need: the nodes, the token in use and the deadline.
@@ -37,6 +45,21 @@ pub struct Client {
     id: usize,
     /// Deadline of every request.
     pub timeout: Duration,
+}
+
+/// Whether a request that may have reached a node may be sent again on a
+/// new connection when its pooled connection turns out closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Sending it twice leaves what sending it once does: reads, and writes
+    /// that carry all they change (a KV v1 write, a delete, a metadata
+    /// write) or that check-and-set refuses a second time (the caller finds
+    /// out, through [`Called::uncertain`], whether the first one landed).
+    Again,
+    /// A second copy would do more (a KV v2 write without check-and-set
+    /// makes one more version): it fails as [`Error::Unanswered`] instead,
+    /// and the writer reads to find out whether it landed.
+    Once,
 }
 
 /// The outcome of [`Client::call_tracked`]: the result, and whether an
@@ -73,11 +96,12 @@ impl Client {
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
-        self.call_tracked(make).result
+        self.call_tracked(Repeat::Again, make).result
     }
 
     /// [`Client::call`], saying also whether an earlier attempt may have
-    /// reached a node (see [`Called`]).
+    /// reached a node (see [`Called`]); `repeat` says whether it may be
+    /// sent again after its pooled connection closed.
     ///
     /// The node in use is asked first; one that cannot be reached (refused
     /// connection, timeout, sealed) passes the request on to the next, each
@@ -86,7 +110,17 @@ impl Client {
     /// are asked again after a backoff. Only when no node answers is the
     /// store unavailable; a deadline used up waiting for a leader is
     /// [`Error::OutOfTime`] (the store answers reads meanwhile).
-    pub fn call_tracked<T, Fut>(&self, make: impl Fn(Arc<VaultClient>) -> Fut) -> Called<T>
+    ///
+    /// A request that fails on a connection taken from the pool before any
+    /// answer came (the server or a proxy closed it while it was idle) is
+    /// sent again at once to the same node on a new connection, or, when
+    /// `repeat` is [`Repeat::Once`], fails as [`Error::Unanswered`]: a
+    /// closed connection says nothing of the node.
+    pub fn call_tracked<T, Fut>(
+        &self,
+        repeat: Repeat,
+        make: impl Fn(Arc<VaultClient>) -> Fut,
+    ) -> Called<T>
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
@@ -122,12 +156,30 @@ impl Client {
                 node,
                 "store request"
             );
-            let Some(outcome) = outcome else {
+            let Some(Attempt { outcome, reused }) = outcome else {
                 return done(
                     Err(Error::Unavailable("cannot start an I/O runtime".into())),
                     uncertain,
                 );
             };
+            if let Some(Err(e)) = &outcome {
+                if reused && connection_lost(e) {
+                    // A connection from the pool, closed by the server or a
+                    // proxy: the next one is new, and a failure on it counts.
+                    self.drop_connection(node);
+                    // Perhaps sent before the close was seen: a write may
+                    // have landed.
+                    uncertain = true;
+                    let why = describe(e);
+                    if repeat == Repeat::Once {
+                        tracing::debug!(node = %self.nodes.addr(node), error = %why, "a pooled connection was closed under a write that must not be sent twice");
+                        return done(Err(Error::Unanswered(why)), uncertain);
+                    }
+                    tracing::debug!(node = %self.nodes.addr(node), error = %why, "a pooled connection was closed: sending again on a new one");
+                    queue.push_front(node);
+                    continue;
+                }
+            }
             let (failure, e) = match outcome {
                 Some(Ok(v)) => {
                     self.nodes.answered(first, node);
@@ -218,21 +270,32 @@ impl Client {
         let answer = self.attempt(node, wait, &|c: Arc<VaultClient>| async move {
             vaultrs::sys::health(&*c).await
         });
-        match answer {
-            Some(Some(Ok(_))) => true,
-            Some(Some(Err(e))) => status(&e).is_some(),
-            _ => false,
+        match answer.and_then(|a| a.outcome) {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => status(&e).is_some(),
+            None => false,
+        }
+    }
+
+    /// Drops this thread's client for `node`, and with it its pooled
+    /// connection: the next request to `node` opens a new one.
+    fn drop_connection(&self, node: usize) {
+        let slot = LOCAL.with(Arc::clone);
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(local) = slot.as_mut() {
+            local.clients[node] = None;
+            local.answered[node] = None;
         }
     }
 
     /// One attempt on `node` within `slice`: `None` when no runtime or
-    /// client could be built, `Some(None)` when it timed out.
+    /// client could be built.
     fn attempt<T, Fut>(
         &self,
         node: usize,
         slice: Duration,
         make: &impl Fn(Arc<VaultClient>) -> Fut,
-    ) -> Option<Option<std::result::Result<T, ClientError>>>
+    ) -> Option<Attempt<T>>
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
@@ -262,22 +325,35 @@ impl Client {
                 c
             }
         };
-        let answer = local
+        // A connection is pooled only after an answer, and dropped
+        // once idle for longer than the pool keeps it.
+        let reused = local.answered[node].is_some_and(|t| t.elapsed() < POOL_IDLE);
+        let outcome = local
             .rt
             .block_on(async { tokio::time::timeout(slice, make(client)).await })
             .ok();
+        if let Some(answer) = &outcome {
+            if answer.as_ref().err().is_none_or(|e| status(e).is_some()) {
+                local.answered[node] = Some(Instant::now());
+            }
+        }
         local.used = Instant::now();
-        Some(answer)
+        Some(Attempt { outcome, reused })
     }
 }
-
-/// How long a thread's connections may stay idle before they are closed.
-const IDLE: Duration = Duration::from_secs(1);
 
 /// How long a thread's connections may live, however busy: a connection's
 /// buffers may keep pieces of older answers (a shorter answer overwrites
 /// only the start of a longer one).
 const MAX_AGE: Duration = Duration::from_secs(2);
+
+/// One attempt at a request.
+struct Attempt<T> {
+    /// What it came to; `None` when it timed out.
+    outcome: Option<std::result::Result<T, ClientError>>,
+    /// Whether it may have gone over a connection taken from the pool.
+    reused: bool,
+}
 
 /// A calling thread's own runtime and clients.
 struct LocalClient {
@@ -288,6 +364,9 @@ struct LocalClient {
     rt: tokio::runtime::Runtime,
     /// One per node, built when first used.
     clients: Vec<Option<Arc<VaultClient>>>,
+    /// Per node, when its client last got an answer (and so may hold a
+    /// pooled connection).
+    answered: Vec<Option<Instant>>,
     /// When it was built.
     born: Instant,
     /// When its last request ended.
@@ -307,6 +386,7 @@ impl LocalClient {
             generation,
             rt,
             clients: vec![None; nodes],
+            answered: vec![None; nodes],
             born: now,
             used: now,
         })
@@ -331,7 +411,7 @@ fn register() -> Slot {
         let spawned = std::thread::Builder::new()
             .name("secretfs-conns".into())
             .spawn(|| loop {
-                std::thread::sleep(IDLE / 4);
+                std::thread::sleep(POOL_IDLE / 4);
                 reap();
             });
         if let Err(e) = spawned {
@@ -345,9 +425,10 @@ fn register() -> Slot {
     slot
 }
 
-/// Closes the connections (drops the runtime and clients) of every thread
-/// whose last request ended [`IDLE`] ago or whose connections are older
-/// than [`MAX_AGE`], unless it is making a request now.
+/// Drops the runtime and clients (connections, their buffers) of every
+/// thread whose last request ended [`POOL_IDLE`] ago (the pool would not
+/// use its connection again) or whose connections are older than
+/// [`MAX_AGE`], unless it is making a request now.
 fn reap() {
     let slots: Vec<Slot> = SLOTS
         .lock()
@@ -361,7 +442,7 @@ fn reap() {
         };
         if local
             .as_ref()
-            .is_some_and(|l| l.used.elapsed() >= IDLE || l.born.elapsed() >= MAX_AGE)
+            .is_some_and(|l| l.used.elapsed() >= POOL_IDLE || l.born.elapsed() >= MAX_AGE)
         {
             let old = local.take();
             drop(local);
@@ -378,4 +459,85 @@ pub fn with_deadline<T>(
 ) -> Option<T> {
     rt.block_on(async move { tokio::time::timeout(deadline, fut).await })
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A server that answers each connection's first request (keep-alive)
+    /// and closes the connection 50 ms later, as a server or proxy with a
+    /// short idle timeout does; counts the requests it read.
+    fn closing_when_idle() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                if conn.read(&mut buf).unwrap_or(0) == 0 {
+                    continue;
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        (addr, requests)
+    }
+
+    fn client(addr: &str) -> Client {
+        let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token("")
+            .build()
+            .unwrap();
+        let credentials = Credentials::new(secrecy::SecretString::from("t".to_string()));
+        Client::new(
+            Arc::new(Nodes::new(vec![settings])),
+            Arc::new(credentials),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Sends a KV v1 delete twice from one thread, the second time after
+    /// the server closed the connection the first one left in the pool.
+    fn twice(repeat: Repeat) -> (Called<()>, usize) {
+        let (addr, requests) = closing_when_idle();
+        let client = client(&addr);
+        let delete =
+            |c: Arc<VaultClient>| async move { vaultrs::kv1::delete(&*c, "kv", "x").await };
+        std::thread::spawn(move || {
+            let first = client.call_tracked(repeat, delete);
+            assert!(first.result.is_ok(), "{:?}", first.result.err());
+            std::thread::sleep(Duration::from_millis(200));
+            let second = client.call_tracked(repeat, delete);
+            (second, requests.load(Ordering::SeqCst))
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_on_a_pooled_connection_the_server_closed_is_sent_again_on_a_new_one() {
+        let (second, requests) = twice(Repeat::Again);
+        assert!(second.result.is_ok(), "{:?}", second.result.err());
+        assert!(second.uncertain, "the first copy may have been sent");
+        assert_eq!(requests, 2, "the closed connection took no request");
+    }
+
+    #[test]
+    fn a_write_that_must_not_be_sent_twice_is_unanswered_not_sent_again() {
+        let (second, requests) = twice(Repeat::Once);
+        assert!(
+            matches!(second.result, Err(Error::Unanswered(_))),
+            "{:?}",
+            second.result.err()
+        );
+        assert_eq!(requests, 1);
+    }
 }

@@ -1,8 +1,9 @@
 //! The Vault / OpenBao implementation of [`SecretStore`], over `vaultrs`:
 //! KV v1 and v2 operations here; connecting (`connect`), requests under a
 //! deadline (`client`), the nodes of a cluster and failing over between
-//! them (`nodes`), tokens and logins (`auth`) and the mapping of Vault's
-//! answers to errors (`error`) in modules of their own.
+//! them (`nodes`), tokens and logins (`auth`), the HTTP client and its
+//! connections (`http`) and the mapping of Vault's answers to errors
+//! (`error`) in modules of their own.
 //!
 //! Read-your-writes on a cluster: a standby answers reads from its own
 //! copy, a little behind the active node. The store remembers, per secret,
@@ -20,6 +21,7 @@ pub mod auth;
 mod client;
 mod connect;
 pub mod error;
+mod http;
 mod nodes;
 
 use std::collections::HashMap;
@@ -35,7 +37,7 @@ use super::{
     SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
-use client::Client;
+use client::{Client, Repeat};
 
 /// The KV engine version of a mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +133,7 @@ impl VaultStore {
     fn kv2_write(&self, path: &SecretPath, data: &SecretData, cas: Option<u32>) -> Result<u64> {
         let mount = self.source.mount.as_str();
         let called = match cas {
-            Some(cas) => self.client.call_tracked(|c| async move {
+            Some(cas) => self.client.call_tracked(Repeat::Again, |c| async move {
                 vaultrs::kv2::set_with_options(
                     &*c,
                     mount,
@@ -141,7 +143,7 @@ impl VaultStore {
                 )
                 .await
             }),
-            None => self.client.call_tracked(|c| async move {
+            None => self.client.call_tracked(Repeat::Once, |c| async move {
                 vaultrs::kv2::set(&*c, mount, path.as_str(), data).await
             }),
         };

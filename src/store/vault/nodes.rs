@@ -268,6 +268,15 @@ pub fn classify(e: &ClientError) -> Failure {
     }
 }
 
+/// Whether the request of `e` failed on its connection after it was made
+/// and before any answer came: the connection was closed or reset under it
+/// (`connection closed before message completed`, a reset), not refused,
+/// not timed out. On a connection taken from the pool, that is what a
+/// close by the server or a proxy while it was idle looks like.
+pub fn connection_lost(e: &ClientError) -> bool {
+    reqwest_error(e).is_some_and(|t| t.is_request() && !t.is_connect() && !t.is_timeout())
+}
+
 fn no_leader_message(e: &ClientError) -> bool {
     let ClientError::APIError { errors, .. } = e else {
         return false;
@@ -371,6 +380,50 @@ mod tests {
                 .unwrap_err();
             assert_eq!(classify(&e), Failure::Unreachable, "{e:?}");
         }
+    }
+
+    /// A server that reads each request and then sends `answer` and closes.
+    fn closing_after(answer: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_connection_closed_before_any_answer_is_lost_and_one_cut_mid_answer_is_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let read = |addr: &str| {
+            let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+                .address(addr)
+                .token("t")
+                .build()
+                .unwrap();
+            let client = vaultrs::client::VaultClient::new(settings).unwrap();
+            rt.block_on(vaultrs::sys::health(&client)).unwrap_err()
+        };
+        let unanswered = read(&closing_after(""));
+        assert!(connection_lost(&unanswered), "{unanswered:?}");
+        assert_eq!(classify(&unanswered), Failure::Node { sent: true });
+        let cut = read(&closing_after(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"initialized\"",
+        ));
+        assert!(!connection_lost(&cut), "{cut:?}");
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        assert!(!connection_lost(&read(&refused)));
     }
 
     #[test]
