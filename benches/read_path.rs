@@ -19,7 +19,11 @@
 //!    of each size in `SECRETFS_BENCH_TREE`, e.g. `50000`: on demand only,
 //!    about 2 min more on 2 cores) against the same tree on tmpfs, the
 //!    requests the walk makes, a second walk, the daemon's memory per
-//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone.
+//!    inode, `ls -l`. `SECRETFS_BENCH_ONLY=trees` runs it alone;
+//! 7. the zeroing allocator's cost: cached and cold reads through the
+//!    daemon as built and through one built without it (`--features
+//!    bench-unzeroed`, named by `SECRETFS_BENCH_UNZEROED`; scripts/bench
+//!    builds it), side by side.
 //!
 //! The two modes are the ones measured before read-only became the default:
 //! "--writable" is the former default (read-write) mount, "default,
@@ -451,11 +455,22 @@ impl Mount {
     /// logging as a user gets it (the default level) into a file; ready when
     /// the mount point shows in /proc/self/mountinfo.
     fn start(work: &Path, bao: &Bao, name: &'static str, args: &[&str]) -> Mount {
+        Mount::start_bin(
+            work,
+            bao,
+            name,
+            Path::new(env!("CARGO_BIN_EXE_secretfs")),
+            args,
+        )
+    }
+
+    /// [`Mount::start`] with the binary `bin`.
+    fn start_bin(work: &Path, bao: &Bao, name: &'static str, bin: &Path, args: &[&str]) -> Mount {
         let dir = work.join(name);
         let mountpoint = dir.join("mnt");
         std::fs::create_dir_all(&mountpoint).expect("mkdir mount point");
         let log = dir.join("secretfs.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        let mut cmd = Command::new(bin);
         cmd.arg("mount")
             .arg("secret/")
             .arg(&mountpoint)
@@ -876,7 +891,7 @@ fn main() {
     }
     let started = Instant::now();
     // SECRETFS_BENCH_ONLY=layouts (a comma list of cached, layouts, cold,
-    // propagation, load, trees) runs those sections alone.
+    // propagation, load, trees, zeroing) runs those sections alone.
     let only = std::env::var("SECRETFS_BENCH_ONLY").ok();
     let wanted = |name: &str| {
         only.as_deref()
@@ -914,6 +929,9 @@ fn main() {
     }
     if wanted("trees") {
         tree_section(&work.0, &bao, &trees);
+    }
+    if wanted("zeroing") {
+        zeroing_section(&work.0, &bao);
     }
 
     section("cleanup", Duration::from_secs(60));
@@ -1229,6 +1247,136 @@ fn cold_section(work: &Path, bao: &Bao) {
     println!("        \"first read, no GET\": right after each cold read, the secret's other key (USER) is read: the");
     println!("        daemon holds it, the kernel does not (lookup + open/read/release): the FUSE share of a cold read.");
     println!("        GET/LIST counts: OpenBao audit-log request entries between the first and last read.");
+}
+
+/// Section 7: cold reads per binary and round.
+const ZERO_COLD: usize = 400;
+/// Section 7: interleaved rounds.
+const ZERO_ROUNDS: usize = 5;
+
+/// The daemon's CPU time so far, in µs: the time its threads (those alive
+/// now) spent on a CPU, from /proc/PID/task/*/schedstat (nanoseconds,
+/// where /proc/PID/stat counts 10 ms ticks).
+fn cpu_us(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1000.0
+}
+
+/// Section 7, what the zeroing allocator costs: the daemon as built (every
+/// freed heap block cleared, src/zeroing_alloc.rs) against the same source
+/// built with `--features bench-unzeroed` (scripts/bench builds it and
+/// names it in SECRETFS_BENCH_UNZEROED), side by side, reads interleaved.
+fn zeroing_section(work: &Path, bao: &Bao) {
+    section("7. zeroing allocator", Duration::from_secs(240));
+    let Some(unzeroed) = std::env::var_os("SECRETFS_BENCH_UNZEROED").map(PathBuf::from) else {
+        println!("\n7. ZEROING ALLOCATOR: skipped, SECRETFS_BENCH_UNZEROED names no binary (scripts/bench builds one)");
+        return;
+    };
+    assert!(
+        unzeroed.is_file(),
+        "SECRETFS_BENCH_UNZEROED={} is not a file",
+        unzeroed.display()
+    );
+    bao.put("zero/hot", json!({ "PASSWORD": VALUE_STR }));
+    for i in 0..ZERO_COLD * ZERO_ROUNDS {
+        for side in ["z", "u"] {
+            bao.put(
+                &format!("zero/{side}{i:04}"),
+                json!({ "PASSWORD": VALUE_STR }),
+            );
+        }
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_secretfs"));
+    let args = ["--writable", "--ttl", "10m"];
+    let z = Mount::start_bin(work, bao, "zeroing", &bin, &args);
+    let u = Mount::start_bin(work, bao, "unzeroed", &unzeroed, &args);
+    let mounts = [(&z, "z"), (&u, "u")];
+    let mut buf = Vec::new();
+    for (m, _) in mounts {
+        read_once(&m.at("zero/hot/PASSWORD"), &mut buf).expect("warm read");
+        assert_eq!(buf, VALUE, "secretfs served a wrong value");
+        let listed = std::fs::read_dir(m.at("zero")).expect("ls zero/").count();
+        assert_eq!(
+            listed,
+            2 * ZERO_COLD * ZERO_ROUNDS + 1,
+            "zero/ lists {listed}"
+        );
+    }
+    // Per mount: per-round p50s, per-round daemon CPU per op.
+    let mut cached: [Vec<(f64, f64)>; 2] = Default::default();
+    let mut cold: [Vec<(f64, f64)>; 2] = Default::default();
+    let mut bad = 0;
+    for round in 0..ZERO_ROUNDS {
+        for (k, (m, _)) in mounts.iter().enumerate() {
+            let cpu = cpu_us(m.pid());
+            let run = cached_run(&m.at("zero/hot/PASSWORD"), 1);
+            let per_op = (cpu_us(m.pid()) - cpu) / CACHED_OPS as f64;
+            bad += run.bad;
+            cached[k].push((run.p50, per_op));
+        }
+        let mut ns: [Vec<u64>; 2] = Default::default();
+        let cpu = [cpu_us(z.pid()), cpu_us(u.pid())];
+        for i in round * ZERO_COLD..(round + 1) * ZERO_COLD {
+            for (k, (m, side)) in mounts.iter().enumerate() {
+                let path = m.at(&format!("zero/{side}{i:04}/PASSWORD"));
+                let t = Instant::now();
+                let r = read_once(&path, &mut buf);
+                ns[k].push(t.elapsed().as_nanos() as u64);
+                if r.is_err() || buf != VALUE {
+                    bad += 1;
+                }
+            }
+        }
+        let cpu = [cpu_us(z.pid()) - cpu[0], cpu_us(u.pid()) - cpu[1]];
+        for k in 0..2 {
+            ns[k].sort_unstable();
+            cold[k].push((pct_us(&ns[k], 0.5), cpu[k] / ZERO_COLD as f64));
+        }
+    }
+    println!("\n7. ZEROING ALLOCATOR: the daemon as built vs the same source built without it (--features bench-unzeroed)");
+    println!(
+        "   {:<34} {:>11} {:>11} {:>8} {:>14} {:>14} {:>8}",
+        "", "p50 µs", "unzeroed", "ratio", "CPU µs/op", "unzeroed", "ratio"
+    );
+    for (name, rows) in [
+        ("cached read (--writable, 1 thread)", &cached),
+        ("cold read (--writable)", &cold),
+    ] {
+        let med = |k: usize, f: fn(&(f64, f64)) -> f64| median(rows[k].iter().map(f).collect());
+        let ratio = |f: fn(&(f64, f64)) -> f64| {
+            median(
+                rows[0]
+                    .iter()
+                    .zip(&rows[1])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            )
+        };
+        println!(
+            "   {name:<34} {:>11.1} {:>11.1} {:>7.3}x {:>14.1} {:>14.1} {:>7.3}x",
+            med(0, |r| r.0),
+            med(1, |r| r.0),
+            ratio(|r| r.0),
+            med(0, |r| r.1),
+            med(1, |r| r.1),
+            ratio(|r| r.1),
+        );
+    }
+    if bad > 0 {
+        println!("   !! {bad} reads failed or returned a wrong value");
+    }
+    println!("   how: two --writable mounts of one OpenBao, the daemon as built and the unzeroed one, side by side;");
+    println!("        {ZERO_ROUNDS} rounds, each: {CACHED_OPS} cached open+read+close of a 32-byte key on one thread per mount");
+    println!("        (as section 1), then {ZERO_COLD} cold reads of distinct secrets, the two mounts alternating read by read.");
+    println!("        p50: median over rounds of each round's p50; ratio: median over rounds of zeroed ÷ unzeroed.");
+    println!("        CPU µs/op: the daemon's time on a CPU over the round (/proc/PID/task/*/schedstat, all threads) ÷ ops.");
 }
 
 /// One mount's propagation rounds.

@@ -21,3 +21,4 @@ pub mod start_error;
 pub mod status;
 pub mod store;
 pub mod trusted;
+pub mod zeroing_alloc;

@@ -11,6 +11,13 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use secretfs::cli::{self, Command};
 
+/// Every heap block is cleared before it is freed, so that no library's
+/// freed buffer keeps a value (README, "Security"). The `bench-unzeroed`
+/// feature (scripts/bench only, to measure what it costs) leaves it out.
+#[cfg(not(feature = "bench-unzeroed"))]
+#[global_allocator]
+static ALLOC: secretfs::zeroing_alloc::ZeroingAlloc = secretfs::zeroing_alloc::Zeroing::SYSTEM;
+
 fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
     let ours = match verbose {
         // `exec` shares stderr with the command: only what it does to it,

@@ -10,10 +10,18 @@
 //! any answer comes: that request is sent again at once on a new connection
 //! (see [`Repeat`]), and only a failure on a new connection says anything
 //! of the node.
+//!
+//! A thread's runtime and connections are dropped once idle for
+//! [`POOL_IDLE`] (by a reaper thread: hyper's own pool timeout is only seen
+//! while the thread's runtime runs, at its next request) and replaced once
+//! older than [`MAX_AGE`]: a live connection's buffers hold the last
+//! answers it carried (rustls decrypts each in place, in a buffer it
+//! keeps), values included, which must leave memory with the cache's
+//! copies (README, "Values in memory").
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
@@ -272,12 +280,12 @@ impl Client {
     /// Drops this thread's client for `node`, and with it its pooled
     /// connection: the next request to `node` opens a new one.
     fn drop_connection(&self, node: usize) {
-        LOCAL.with(|cell| {
-            if let Some(local) = cell.borrow_mut().as_mut() {
-                local.clients[node] = None;
-                local.answered[node] = None;
-            }
-        });
+        let slot = LOCAL.with(Arc::clone);
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(local) = slot.as_mut() {
+            local.clients[node] = None;
+            local.answered[node] = None;
+        }
     }
 
     /// One attempt on `node` within `slice`: `None` when no runtime or
@@ -291,43 +299,53 @@ impl Client {
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
-        LOCAL.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let generation = self.credentials.generation();
-            if slot.as_ref().map(|l| (l.owner, l.generation)) != Some((self.id, generation)) {
-                *slot = LocalClient::new((self.id, generation), self.nodes.len());
+        let slot = LOCAL.with(Arc::clone);
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.credentials.generation();
+        let current = slot.as_ref().is_some_and(|l| {
+            (l.owner, l.generation) == (self.id, generation) && l.born.elapsed() < MAX_AGE
+        });
+        if !current {
+            // The old one (its connections, their buffers) goes first.
+            *slot = None;
+            *slot = LocalClient::new((self.id, generation), self.nodes.len());
+        }
+        let local = slot.as_mut()?;
+        let client = match &local.clients[node] {
+            Some(c) => c.clone(),
+            None => {
+                let token = self.credentials.token();
+                let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
+                    .map_err(
+                        |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
+                    )
+                    .ok()?;
+                let c = Arc::new(c);
+                local.clients[node] = Some(c.clone());
+                c
             }
-            let local = slot.as_mut()?;
-            let client = match &local.clients[node] {
-                Some(c) => c.clone(),
-                None => {
-                    let token = self.credentials.token();
-                    let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
-                        .map_err(
-                            |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
-                        )
-                        .ok()?;
-                    let c = Arc::new(c);
-                    local.clients[node] = Some(c.clone());
-                    c
-                }
-            };
-            // A connection is pooled only after an answer, and dropped
-            // once idle for longer than the pool keeps it.
-            let reused = local.answered[node].is_some_and(|t| t.elapsed() < POOL_IDLE);
-            let outcome = local
-                .rt
-                .block_on(async { tokio::time::timeout(slice, make(client)).await })
-                .ok();
-            if let Some(answer) = &outcome {
-                if answer.as_ref().err().is_none_or(|e| status(e).is_some()) {
-                    local.answered[node] = Some(Instant::now());
-                }
+        };
+        // A connection is pooled only after an answer, and dropped
+        // once idle for longer than the pool keeps it.
+        let reused = local.answered[node].is_some_and(|t| t.elapsed() < POOL_IDLE);
+        let outcome = local
+            .rt
+            .block_on(async { tokio::time::timeout(slice, make(client)).await })
+            .ok();
+        if let Some(answer) = &outcome {
+            if answer.as_ref().err().is_none_or(|e| status(e).is_some()) {
+                local.answered[node] = Some(Instant::now());
             }
-            Some(Attempt { outcome, reused })
-        })
+        }
+        local.used = Instant::now();
+        Some(Attempt { outcome, reused })
     }
 }
+
+/// How long a thread's connections may live, however busy: a connection's
+/// buffers may keep pieces of older answers (a shorter answer overwrites
+/// only the start of a longer one).
+const MAX_AGE: Duration = Duration::from_secs(2);
 
 /// One attempt at a request.
 struct Attempt<T> {
@@ -349,6 +367,10 @@ struct LocalClient {
     /// Per node, when its client last got an answer (and so may hold a
     /// pooled connection).
     answered: Vec<Option<Instant>>,
+    /// When it was built.
+    born: Instant,
+    /// When its last request ended.
+    used: Instant,
 }
 
 impl LocalClient {
@@ -358,18 +380,75 @@ impl LocalClient {
             .build()
             .map_err(|e| tracing::error!(error = %e, "cannot build a thread's I/O runtime"))
             .ok()?;
+        let now = Instant::now();
         Some(LocalClient {
             owner,
             generation,
             rt,
             clients: vec![None; nodes],
             answered: vec![None; nodes],
+            born: now,
+            used: now,
         })
     }
 }
 
+/// A thread's [`LocalClient`], shared with the reaper (which takes it only
+/// while the thread does not use it).
+type Slot = Arc<Mutex<Option<LocalClient>>>;
+
 thread_local! {
-    static LOCAL: std::cell::RefCell<Option<LocalClient>> = const { std::cell::RefCell::new(None) };
+    static LOCAL: Slot = register();
+}
+
+/// Every thread's slot, for the reaper.
+static SLOTS: Mutex<Vec<Weak<Mutex<Option<LocalClient>>>>> = Mutex::new(Vec::new());
+
+/// A new thread's slot, known to the reaper (started with the first).
+fn register() -> Slot {
+    static REAPER: std::sync::Once = std::sync::Once::new();
+    REAPER.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-conns".into())
+            .spawn(|| loop {
+                std::thread::sleep(POOL_IDLE / 4);
+                reap();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread that closes idle connections: they stay open (and keep the last values they carried) until used again");
+        }
+    });
+    let slot = Slot::default();
+    let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    slots.retain(|s| s.strong_count() > 0);
+    slots.push(Arc::downgrade(&slot));
+    slot
+}
+
+/// Drops the runtime and clients (connections, their buffers) of every
+/// thread whose last request ended [`POOL_IDLE`] ago (the pool would not
+/// use its connection again) or whose connections are older than
+/// [`MAX_AGE`], unless it is making a request now.
+fn reap() {
+    let slots: Vec<Slot> = SLOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for slot in slots {
+        let Ok(mut local) = slot.try_lock() else {
+            continue;
+        };
+        if local
+            .as_ref()
+            .is_some_and(|l| l.used.elapsed() >= POOL_IDLE || l.born.elapsed() >= MAX_AGE)
+        {
+            let old = local.take();
+            drop(local);
+            drop(old);
+        }
+    }
 }
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
