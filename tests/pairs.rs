@@ -157,3 +157,64 @@ fn opens_in_the_last_tenth_of_the_ttl_do_not_each_ask_the_daemon() {
         "50 opens in the last tenth of the TTL made {lookups} LOOKUP and {getattrs} GETATTR"
     );
 }
+
+/// A long-running reader holding its file open, re-reading it with pread
+/// while the value changes to longer and shorter values: every read is one
+/// whole value (issue 21 §2: the new value cut to the old length). Before
+/// the switch at a quiet moment this failed in each of two runs (one cut
+/// read in ~11,000); it passed in four runs after. What it guards: a
+/// GETATTR whose reply (the new size) the kernel discards because an
+/// invalidation bumped the inode's attribute version meanwhile, followed by
+/// a READ served from the new version while the kernel keeps the old size.
+/// Every pread in the last tenth asked for attributes (timeout 0), so one
+/// was nearly always in flight when a refresh landed; now the kernel keeps
+/// attributes until the switch's invalidation, and that window is rare.
+#[test]
+fn a_file_held_open_while_its_value_changes_reads_only_whole_values() {
+    let bao = Bao::start();
+    // Each value says its own length: "N:LEN:" and LEN x's.
+    let value = |n: usize| {
+        let len = [3, 400, 17, 2900, 0, 60][n % 6];
+        format!("{n}:{len}:{}", "x".repeat(len))
+    };
+    bao.kv2_put("secret", "cert", json!({"pem": value(0)}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s"]);
+    let script = r#"
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+reads = bad = 0; seen = set(); first_bad = None
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    got = os.pread(fd, 65536, 0).decode()
+    reads += 1
+    n, length, rest = (got.split(":", 2) + ["", ""])[:3]
+    if not (length.isdigit() and rest == "x" * int(length)):
+        bad += 1; first_bad = first_bad or (got[:40], len(got), os.fstat(fd).st_size)
+    else:
+        seen.add(n)
+    time.sleep(0.001)
+print(reads, bad, len(seen), repr(first_bad), flush=True)
+"#;
+    let reader = Command::new("python3")
+        .args(["-c", script, s(&m.at("cert/pem")), "12"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    for n in 1..=24 {
+        std::thread::sleep(Duration::from_millis(450));
+        bao.kv2_put("secret", "cert", json!({"pem": value(n)}));
+    }
+    let out = reader.wait_with_output().expect("the reader");
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let got: Vec<&str> = line.trim().splitn(4, ' ').collect();
+    assert_eq!(got.len(), 4, "{line:?}\n{}", m.log());
+    let (bad, versions) = (got[1], got[2]);
+    assert_eq!(
+        bad,
+        "0",
+        "reads that were not one whole value: {line}\n{}",
+        m.log()
+    );
+    // The reader saw the changes (not only the first value).
+    assert!(versions.parse::<usize>().expect("a count") > 5, "{line}");
+}
