@@ -3,7 +3,7 @@
 //!
 //! The clock is injectable so that expiry is tested without sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,7 +49,23 @@ impl<V> Clone for Cached<V> {
 struct Entry<V> {
     value: Option<Arc<V>>,
     fetched: Instant,
+    /// A newer answer fetched and held back until it is switched in
+    /// ([`Cache::switch_due`]): meanwhile this one is served, and fresh.
+    next: Option<Next<V>>,
+    /// When this answer was last served.
+    served: Option<Instant>,
 }
+
+/// An answer held back: switched in once the answer it replaces was not
+/// served for a while, or at `due` at the latest.
+struct Next<V> {
+    value: Option<Arc<V>>,
+    fetched: Instant,
+    due: Instant,
+}
+
+/// An answer switched in: the key, the answer it replaced, the new one.
+pub type Switched<K, V> = (K, Option<Arc<V>>, Option<Arc<V>>);
 
 /// One in-flight fetch that followers wait on.
 struct Flight<V> {
@@ -61,6 +77,8 @@ struct Flight<V> {
 pub struct Cache<K, V> {
     entries: Mutex<LruCache<K, Entry<V>>>,
     flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
+    /// The keys whose entry may hold an answer back (`Entry::next`).
+    holding: Mutex<HashSet<K>>,
     policy: CachePolicy,
     clock: Arc<dyn Clock>,
 }
@@ -76,6 +94,7 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         Cache {
             entries: Mutex::new(LruCache::new(policy.capacity)),
             flights: Mutex::new(HashMap::new()),
+            holding: Mutex::new(HashSet::new()),
             policy,
             clock,
         }
@@ -89,17 +108,134 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         }
     }
 
-    /// The cached answer if it is still fresh.
+    /// The cached answer if it is still fresh (counted as served now).
+    /// An answer a newer one waits to replace stays fresh until then,
+    /// past its TTL if need be (by at most the hold: see [`Cache::hold`]).
     pub fn fresh(&self, key: &K) -> Option<Cached<V>> {
+        self.fresh_served(key, true)
+    }
+
+    /// [`Cache::fresh`], counted as served or not.
+    fn fresh_served(&self, key: &K, served: bool) -> Option<Cached<V>> {
         let now = self.clock.now();
         let mut entries = lock(&self.entries);
-        let entry = entries.get(key)?;
+        let entry = entries.get_mut(key)?;
         let age = now.saturating_duration_since(entry.fetched);
         let life = self.life(entry);
-        (age < life).then(|| Cached {
+        let valid_for = if age < life {
+            life - age
+        } else {
+            // Until the switch, which tells the kernel to forget it.
+            let next = entry.next.as_ref()?;
+            next.due
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1))
+        };
+        if served {
+            entry.served = Some(now);
+        }
+        Some(Cached {
             value: entry.value.clone(),
-            valid_for: life - age,
+            valid_for,
         })
+    }
+
+    /// Counts the answer held for `key` as served now (a read of what it
+    /// showed earlier), without touching its place in the LRU order.
+    pub fn touch(&self, key: &K) {
+        let now = self.clock.now();
+        if let Some(entry) = lock(&self.entries).peek_mut(key) {
+            entry.served = Some(now);
+        }
+    }
+
+    /// Holds `value`, fetched now, back behind the answer held for `key`
+    /// (which stays served, and fresh) until [`Cache::switch_due`] switches
+    /// it in: once the answer held was not served for a while, and at the
+    /// latest `hold` from now. Without an answer held, stores it at once.
+    /// `true` when held back.
+    pub fn hold(&self, key: &K, value: Option<V>, hold: Duration) -> bool {
+        let now = self.clock.now();
+        let value = value.map(Arc::new);
+        {
+            let mut entries = lock(&self.entries);
+            match entries.peek_mut(key) {
+                Some(entry) => {
+                    // Held back again: no later than the first time.
+                    let due = entry
+                        .next
+                        .as_ref()
+                        .map_or(now + hold, |n| n.due.min(now + hold));
+                    entry.next = Some(Next {
+                        value,
+                        fetched: now,
+                        due,
+                    });
+                }
+                None => {
+                    entries.put(
+                        key.clone(),
+                        Entry {
+                            value,
+                            fetched: now,
+                            next: None,
+                            served: None,
+                        },
+                    );
+                    return false;
+                }
+            }
+        }
+        lock(&self.holding).insert(key.clone());
+        true
+    }
+
+    /// Whether an answer for `key` is held back.
+    pub fn is_holding(&self, key: &K) -> bool {
+        lock(&self.holding).contains(key)
+    }
+
+    /// How many answers are held back.
+    #[cfg(test)]
+    pub(super) fn holding(&self) -> usize {
+        let holding = lock(&self.holding);
+        let mut entries = lock(&self.entries);
+        holding
+            .iter()
+            .filter(|k| entries.peek_mut(*k).is_some_and(|e| e.next.is_some()))
+            .count()
+    }
+
+    /// Switches in every answer held back whose time came: the answer it
+    /// replaces was not served for `quiet`, or its hold ran out. Returns
+    /// what was switched, and when to look again (`None`: nothing held).
+    pub fn switch_due(&self, quiet: Duration) -> (Vec<Switched<K, V>>, Option<Instant>) {
+        let now = self.clock.now();
+        let mut holding = lock(&self.holding);
+        let mut entries = lock(&self.entries);
+        let mut switched = Vec::new();
+        let mut again: Option<Instant> = None;
+        holding.retain(|key| {
+            let Some(entry) = entries.peek_mut(key) else {
+                return false;
+            };
+            let Some(next) = &entry.next else {
+                return false;
+            };
+            let quiet_at = entry.served.map_or(now, |s| s + quiet);
+            if now < next.due && now < quiet_at {
+                let at = quiet_at.min(next.due);
+                again = Some(again.map_or(at, |a| a.min(at)));
+                return true;
+            }
+            if let Some(next) = entry.next.take() {
+                let before = std::mem::replace(&mut entry.value, next.value.clone());
+                entry.fetched = next.fetched;
+                switched.push((key.clone(), before, next.value));
+            }
+            false
+        });
+        (switched, again)
     }
 
     /// The keys holding a positive answer, however old (no LRU touch).
@@ -142,8 +278,11 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         let entry = Entry {
             value: value.clone(),
             fetched: self.clock.now(),
+            next: None,
+            served: None,
         };
         let valid_for = self.life(&entry);
+        lock(&self.holding).remove(&key);
         lock(&self.entries).put(key, entry);
         Cached { value, valid_for }
     }
@@ -176,6 +315,7 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
 
     /// Forgets a key (after a write, or to force a refresh).
     pub fn invalidate(&self, key: &K) {
+        lock(&self.holding).remove(key);
         lock(&self.entries).pop(key);
     }
 
@@ -255,12 +395,16 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     /// as the one fetch in flight for it: a reader that finds the answer
     /// expired meanwhile waits for this fetch instead of making its own.
     /// `Ok(None)` when another fetch of `key` is in flight already (it
-    /// does the work); else the answer replaced and the new one.
+    /// does the work); else the answer replaced and the new one. With
+    /// `hold`, an answer that differs (as `same` says) from a positive
+    /// one held is held back (see [`Cache::hold`]): the answer "replaced"
+    /// is then the one still served, unchanged.
     #[allow(clippy::type_complexity)]
     pub fn refetch(
         &self,
         key: &K,
         fetch: impl FnOnce() -> Result<Option<V>>,
+        hold: Option<(Duration, &dyn Fn(Option<&V>, Option<&V>) -> bool)>,
     ) -> Result<Option<(Option<Arc<V>>, Cached<V>)>> {
         let asked = self.clock.now();
         let flight = {
@@ -284,6 +428,19 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         let before = self.last(key);
         match fetch() {
             Ok(value) => {
+                if let (Some((hold, same)), Some(b)) = (hold, &before) {
+                    if !same(Some(b), value.as_ref()) {
+                        // Held back, or (evicted meanwhile) stored at once:
+                        // either way what is served now is fresh.
+                        self.hold(key, value, hold);
+                        let now = self.fresh_served(key, false).unwrap_or(Cached {
+                            value: before.clone(),
+                            valid_for: hold,
+                        });
+                        landing.result = Ok(now.clone());
+                        return Ok(Some((before, now)));
+                    }
+                }
                 let now = self.insert(key.clone(), value);
                 landing.result = Ok(now.clone());
                 Ok(Some((before, now)))

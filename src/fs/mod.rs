@@ -25,6 +25,7 @@ mod readdir;
 mod settle;
 pub mod shows;
 pub mod source;
+mod switch;
 pub mod template;
 pub mod view;
 mod watch;
@@ -365,6 +366,7 @@ impl SecretFs {
             }
         }
         if started > 0 {
+            self.start_switcher();
             self.source.refresh_through(tx);
         }
     }

@@ -162,7 +162,10 @@ impl SecretFs {
                 // and a reader would get neither value whole. A newer
                 // version reaches the kernel with its attributes first.
                 let version = match self.names.shown(ino) {
-                    Some(v) => v,
+                    Some(v) => {
+                        self.source.served(&secret);
+                        v
+                    }
                     None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
                 };
                 let view = self.views.get(view);

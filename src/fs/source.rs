@@ -97,6 +97,16 @@ impl ParentSays {
     }
 }
 
+/// A refreshed secret whose data changed is switched in once none of its
+/// keys was served for this long (or at the latest after [`MAX_HOLD`]), so
+/// that the switch does not fall between the reads of a program reading
+/// several keys one after the other (a certificate and its key).
+pub const QUIET: Duration = Duration::from_millis(50);
+
+/// The longest a changed secret is held back (less with a TTL under 10 s:
+/// a tenth of it): what a value may be served past its refresh.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
+
 /// How often a probe asks a store that stopped answering whether it is back.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -171,6 +181,11 @@ pub struct Source {
     refreshing: Mutex<HashSet<Refresh>>,
     /// An answer read with less validity left than this is refreshed ahead.
     ahead: Duration,
+    /// Set once a switcher runs: refreshed secrets that changed are held
+    /// back until [`Source::switch_due`] switches them in.
+    switching: OnceLock<()>,
+    /// Wakes the switcher when a secret is held back.
+    held_back: (Mutex<bool>, std::sync::Condvar),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +207,8 @@ impl Source {
             refresher: OnceLock::new(),
             refreshing: Mutex::new(HashSet::new()),
             ahead: policy.ttl / 10,
+            switching: OnceLock::new(),
+            held_back: (Mutex::new(false), std::sync::Condvar::new()),
         }
     }
 
@@ -423,8 +440,26 @@ impl Source {
             return Err(Self::down_error());
         }
         let result = match job {
-            Refresh::Listing(p) => self.refetched(p, &self.listings, || self.fetch_listing(p)),
-            Refresh::Secret(p) => self.refetched(p, &self.secrets, || self.fetch_secret(p)),
+            Refresh::Listing(p) => {
+                self.refetched(p, &self.listings, || self.fetch_listing(p), None)
+            }
+            Refresh::Secret(p) => {
+                fn same(a: Option<&Secret>, b: Option<&Secret>) -> bool {
+                    match (a, b) {
+                        (Some(a), Some(b)) => a.same_data(b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    }
+                }
+                let same: &dyn Fn(Option<&Secret>, Option<&Secret>) -> bool = &same;
+                let hold = self.switching.get().map(|()| (self.hold(), same));
+                let changed = self.refetched(p, &self.secrets, || self.fetch_secret(p), hold);
+                if hold.is_some() {
+                    let (woken, wake) = &self.held_back;
+                    *lock(woken) = true;
+                    wake.notify_all();
+                }
+                changed
+            }
         };
         lock(&self.refreshing).remove(job);
         let kind = match job {
@@ -682,7 +717,8 @@ impl Source {
             Kind::Secret => Refresh::Secret(path.clone()),
         };
         if let Some(answer) = cache.fresh(path) {
-            if answer.valid_for <= self.ahead {
+            // A secret held back was refreshed already.
+            if answer.valid_for <= self.ahead && !cache.is_holding(path) {
                 self.refresh_ahead(job);
             }
             crate::metrics::record_cache_lookup(label, "hit");
@@ -759,16 +795,18 @@ impl Source {
     /// that finds the answer expired meanwhile waits for this fetch instead
     /// of making a second one); the change it made. When another fetch is
     /// in flight, that one reports the change: none here.
+    #[allow(clippy::type_complexity)]
     fn refetched<V>(
         &self,
         path: &SecretPath,
         cache: &Cache<SecretPath, V>,
         fetch: impl FnOnce() -> Result<Option<V>>,
+        hold: Option<(Duration, &dyn Fn(Option<&V>, Option<&V>) -> bool)>,
     ) -> Result<Change>
     where
         Change: From<(SecretPath, Option<Arc<V>>, Option<Arc<V>>)>,
     {
-        Ok(match cache.refetch(path, fetch)? {
+        Ok(match cache.refetch(path, fetch, hold)? {
             Some((before, now)) => Change::from((path.clone(), before, now.value)),
             None => {
                 let last = cache.last(path);
@@ -781,12 +819,60 @@ impl Source {
     /// only until the last part of its life begins, so that a value read
     /// through the kernel's caches comes back to us while it can still be
     /// refreshed ahead, instead of once it has expired (when the reader
-    /// would wait for the store).
+    /// would wait for the store). Read in that last part (which queued its
+    /// refresh), for the rest of its life: a refresh that finds it changed
+    /// tells the kernel to forget it, so asking again on every open until
+    /// the refresh lands would only cost requests.
     fn for_the_kernel<V>(&self, mut answer: Cached<V>) -> Cached<V> {
-        if self.refresher.get().is_some() {
-            answer.valid_for = answer.valid_for.saturating_sub(self.ahead);
+        if self.refresher.get().is_some() && answer.valid_for > self.ahead {
+            answer.valid_for -= self.ahead;
         }
         answer
+    }
+
+    /// How long a refreshed secret whose data changed may be held back.
+    fn hold(&self) -> Duration {
+        self.ahead.min(MAX_HOLD)
+    }
+
+    /// Holds refreshed secrets whose data changed back from now on, until
+    /// [`Source::switch_due`] switches them in (once a switcher runs).
+    pub fn hold_changes(&self) {
+        let _ = self.switching.set(());
+    }
+
+    /// Switches in the secrets held back whose time came (none of their
+    /// keys served for [`QUIET`], or held as long as they may be): the
+    /// changes made, and when to look again (`None`: nothing held).
+    pub fn switch_due(&self) -> (Vec<Change>, Option<std::time::Instant>) {
+        let (switched, again) = self.secrets.switch_due(QUIET);
+        let changes = switched.into_iter().map(Change::from).collect();
+        (changes, again)
+    }
+
+    /// Waits until a secret is held back, or `most` passed.
+    pub fn wait_for_held(&self, most: Duration) {
+        let (woken, wake) = &self.held_back;
+        let mut w = lock(woken);
+        if !*w {
+            w = wake
+                .wait_timeout(w, most)
+                .map(|(w, _)| w)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *w = false;
+    }
+
+    /// How many secrets are held back now.
+    #[cfg(test)]
+    pub(super) fn held_back(&self) -> usize {
+        self.secrets.holding()
+    }
+
+    /// A key of the secret at `path` was served from what the kernel was
+    /// shown of it (no cache lookup): its switch waits for a quiet moment.
+    pub fn served(&self, path: &SecretPath) {
+        self.secrets.touch(path);
     }
 
     /// Queues a background refresh of an answer being read in the last

@@ -251,6 +251,8 @@ struct Reads {
     mtime: Option<SystemTime>,
     valid_for: Option<Duration>,
     changes: Vec<Change>,
+    /// The version of each secret this rendering read.
+    snapshot: HashMap<SecretPath, Arc<crate::store::Secret>>,
     /// The first store error met (a `WouldBlock` is handed on).
     error: Option<Error>,
 }
@@ -313,22 +315,37 @@ fn environment(
             "secret",
             move |rel: String| -> std::result::Result<Value, minijinja::Error> {
                 let path = resolve(&root, &rel)?;
-                let fetched = match source.secret(&path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let msg = format!("secret({rel:?}): {e}");
-                        lock(&reads).error.get_or_insert(e);
-                        return Err(failed(msg));
+                // One snapshot of each secret per rendering: a secret used
+                // twice (a certificate, then its key) is read once, so a
+                // refresh landing meanwhile cannot mix two versions.
+                let taken = lock(&reads).snapshot.get(&path).cloned();
+                let mut r;
+                let secret = match taken {
+                    Some(secret) => {
+                        r = lock(&reads);
+                        secret
+                    }
+                    None => {
+                        let fetched = match source.secret(&path) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                let msg = format!("secret({rel:?}): {e}");
+                                lock(&reads).error.get_or_insert(e);
+                                return Err(failed(msg));
+                            }
+                        };
+                        r = lock(&reads);
+                        r.changes.extend(fetched.change);
+                        r.valid(fetched.answer.valid_for);
+                        r.secrets.push(path.clone());
+                        let secret = fetched
+                            .answer
+                            .value
+                            .ok_or_else(|| failed(format!("secret({rel:?}): no such secret")))?;
+                        r.snapshot.insert(path, secret.clone());
+                        secret
                     }
                 };
-                let mut r = lock(&reads);
-                r.changes.extend(fetched.change);
-                r.valid(fetched.answer.valid_for);
-                r.secrets.push(path);
-                let secret = fetched
-                    .answer
-                    .value
-                    .ok_or_else(|| failed(format!("secret({rel:?}): no such secret")))?;
                 if let Some(m) = secret.modified {
                     r.mtime = Some(r.mtime.map_or(m, |t| t.max(m)));
                 }

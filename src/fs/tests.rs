@@ -1052,9 +1052,13 @@ fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
     // 28 s into a 30 s TTL: the cached value, and a refresh behind it.
     clock.advance(Duration::from_secs(28));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
-    soon("the refresh ahead lands", || {
-        read_all(&fs, "myapp/db/PASSWORD").unwrap() == b"rotated"
+    soon("the refresh ahead lands", || fs.source.held_back() == 1);
+    // Switched in once nobody read it for a moment (see `switch`).
+    clock.advance(super::source::QUIET);
+    soon("the new value is switched in", || {
+        fs.source.held_back() == 0
     });
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"rotated");
     // Past the first value's expiry: the refreshed one is fresh, no fetch.
     let reads = store.read_calls();
     clock.advance(Duration::from_secs(3));

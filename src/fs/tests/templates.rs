@@ -324,3 +324,55 @@ fn a_sweep_lets_a_rendering_go_with_the_values_it_was_made_of() {
     let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
     assert_eq!(bytes, b"postgresql://app:new@db:5432/app\n");
 }
+
+/// Issue 21 §1: a template that uses one secret twice (a certificate, then
+/// its key) renders both from one version, even when the store changes
+/// between the two uses (here: nothing cached, TTL 0, so each use would
+/// ask the store, and the secret changes while the second use asks).
+#[test]
+fn a_secret_used_twice_renders_from_one_version() {
+    let store = seeded();
+    store.put("tls", json!({"cert": "cert-1", "key": "key-1"}));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pair.tmpl"),
+        "{{ secret(\"tls\").cert }} {{ secret(\"tls\").key }}",
+    )
+    .unwrap();
+    let fs = SecretFs::with_templates(
+        store.clone(),
+        SecretPath::root(),
+        config(Duration::ZERO),
+        ManualClock::new(),
+        dir.path().to_path_buf(),
+    );
+    let ino = fs.lookup(ROOT_INO, "pair").unwrap().ino;
+    store.set_delay(Duration::from_millis(200));
+    let before = store.read_calls();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // A second read of the secret has started (each sleeps first,
+            // then reads): change it under that read.
+            while store.read_calls() < before + 2 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            store.put("tls", json!({"cert": "cert-2", "key": "key-2"}));
+        })
+    };
+    // Renders now (getattr tells the kernel the rendering's size).
+    fs.getattr(ino).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    changer.join().unwrap();
+    store.set_delay(Duration::ZERO);
+    let rendered = fs.read_ino(ino, 0, 4096, |b| b.to_vec());
+    let text = String::from_utf8(rendered.unwrap()).unwrap();
+    assert!(
+        text == "cert-1 key-1" || text == "cert-2 key-2",
+        "rendered from two versions: {text:?}"
+    );
+}
