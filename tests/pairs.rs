@@ -71,8 +71,11 @@ while time.monotonic() - t0 < 8:
 print(" ".join(sorted(seen)), "landed" if landed else "never-landed", f"{pause * 1000:.0f}", flush=True)
 "#;
 
-#[test]
-fn a_pair_read_while_its_refresh_lands_comes_from_one_version() {
+/// One run of the pair scenario: `Ok(None)` when the reader kept up and
+/// saw only the old pair, `Ok(Some(pause))` when it paused for longer than
+/// the quiet moment (a stalled machine: the change may switch in then, and
+/// is allowed to), `Err` when it saw the new pair although it never paused.
+fn pair_run() -> Result<Option<u64>, String> {
     let bao = Bao::start();
     bao.kv2_put("secret", "tls", json!({"cert": "cert-1", "key": "key-1"}));
     let metrics = metrics_addr();
@@ -104,13 +107,17 @@ fn a_pair_read_while_its_refresh_lands_comes_from_one_version() {
         _ => panic!("{line:?}"),
     };
     assert_eq!(landed, "landed", "no refresh seen\n{}", m.log());
-    assert!(
-        got[..got.len() - 2] == ["cert-1", "key-1"],
-        "read while the refresh landed (longest pause between reads: {pause} ms): {:?} (a pause \
-         over 50 ms would let the change switch in, and is allowed to)\n{}",
-        &got[..got.len() - 2],
-        m.log()
-    );
+    let pause: u64 = pause.parse().unwrap_or(u64::MAX);
+    if got[..got.len() - 2] != ["cert-1", "key-1"] {
+        if pause >= 50 {
+            return Ok(Some(pause));
+        }
+        return Err(format!(
+            "read while the refresh landed (longest pause between reads: {pause} ms): {:?}\n{}",
+            &got[..got.len() - 2],
+            m.log()
+        ));
+    }
     // Then, nobody reading, both switch.
     eventually("the new pair", Duration::from_secs(5), || {
         let pair = (
@@ -119,6 +126,22 @@ fn a_pair_read_while_its_refresh_lands_comes_from_one_version() {
         );
         (pair == ("cert-2".into(), "key-2".into())).then_some(())
     });
+    Ok(None)
+}
+
+#[test]
+fn a_pair_read_while_its_refresh_lands_comes_from_one_version() {
+    // A machine loaded enough to stall the reader past the quiet moment
+    // proves nothing either way: such a run is made again (at most twice).
+    let mut stalls = Vec::new();
+    for _ in 0..3 {
+        match pair_run() {
+            Ok(None) => return,
+            Ok(Some(pause)) => stalls.push(pause),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the reader stalled for longer than the quiet moment in every run (pauses, ms: {stalls:?}): the machine is too loaded to tell");
 }
 
 #[test]
