@@ -311,7 +311,6 @@ async fn wait_for_stop(
         tracing::error!("cannot install signal handlers");
         return true;
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = term.recv() => return true,
@@ -320,7 +319,7 @@ async fn wait_for_stop(
                 Some(audit) => audit.reopen(),
                 None => tracing::info!("SIGHUP: no audit log to reopen"),
             },
-            _ = tick.tick() => if mounted.is_finished() { return false },
+            () = mounted.ended() => return false,
         }
     }
 }

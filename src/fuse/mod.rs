@@ -51,6 +51,8 @@ struct Shared {
 pub struct FuseAdapter {
     shared: Arc<Shared>,
     pool: Pool,
+    /// Told when the session ends (`destroy`): unmounted, from outside or not.
+    ended: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl FuseAdapter {
@@ -64,7 +66,15 @@ impl FuseAdapter {
                 access: None,
             }),
             pool: Pool::new(STORE_THREADS),
+            ended: None,
         }
+    }
+
+    /// Tells `ended` when the session ends, so that nothing has to poll
+    /// for an unmount made from outside.
+    pub fn with_ended(mut self, ended: Arc<tokio::sync::Notify>) -> Self {
+        self.ended = Some(ended);
+        self
     }
 
     /// With `--allow` rules: every open reaches the daemon, and a file a
@@ -346,6 +356,13 @@ fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
 }
 
 impl Filesystem for FuseAdapter {
+    fn destroy(&mut self) {
+        if let Some(ended) = &self.ended {
+            // Kept for the waiter if it is not waiting yet.
+            ended.notify_one();
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS saves one LOOKUP per entry on `ls -l`; ATOMIC_O_TRUNC
         // brings O_TRUNC with the open instead of a separate truncate.

@@ -38,6 +38,8 @@ pub struct MountSettings {
 pub struct Mounted {
     session: BackgroundSession,
     mountpoint: PathBuf,
+    /// Told when the session ends.
+    ended: Arc<tokio::sync::Notify>,
 }
 
 /// Mounts `core` on `mountpoint` and starts serving it.
@@ -68,14 +70,18 @@ pub fn mount(
         SessionACL::Owner
     };
     config.n_threads = Some(settings.threads);
+    let ended = Arc::new(tokio::sync::Notify::new());
     let session = fuser::spawn_mount(
-        FuseAdapter::new(core, settings.audit).with_access(settings.access),
+        FuseAdapter::new(core, settings.audit)
+            .with_access(settings.access)
+            .with_ended(ended.clone()),
         mountpoint,
         &config,
     )?;
     Ok(Mounted {
         session,
         mountpoint: mountpoint.to_path_buf(),
+        ended,
     })
 }
 
@@ -89,9 +95,10 @@ impl Mounted {
         spawn_notifier(self.session.notifier())
     }
 
-    /// Whether the session ended: the filesystem was unmounted from outside.
-    pub fn is_finished(&self) -> bool {
-        self.session.guard.is_finished()
+    /// Returns once the session has ended (the filesystem was unmounted,
+    /// from outside or not): told by the session itself, no polling.
+    pub async fn ended(&self) {
+        self.ended.notified().await;
     }
 
     /// Waits for the session to end, once it was unmounted from outside.
@@ -108,6 +115,7 @@ impl Mounted {
         let Mounted {
             session,
             mountpoint,
+            ..
         } = self;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

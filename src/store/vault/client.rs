@@ -381,6 +381,7 @@ impl LocalClient {
             .map_err(|e| tracing::error!(error = %e, "cannot build a thread's I/O runtime"))
             .ok()?;
         let now = Instant::now();
+        reaper_wake();
         Some(LocalClient {
             owner,
             generation,
@@ -410,9 +411,15 @@ fn register() -> Slot {
     REAPER.call_once(|| {
         let spawned = std::thread::Builder::new()
             .name("secretfs-conns".into())
-            .spawn(|| loop {
-                std::thread::sleep(POOL_IDLE / 4);
-                reap();
+            .spawn(|| {
+                let mut none_left_at = None;
+                loop {
+                    // Asleep while no thread holds a client: an idle
+                    // mount's reaper does not wake.
+                    let built = reaper_wait(none_left_at);
+                    std::thread::sleep(POOL_IDLE / 4);
+                    none_left_at = (!reap()).then_some(built);
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the thread that closes idle connections: they stay open (and keep the last values they carried) until used again");
@@ -425,11 +432,36 @@ fn register() -> Slot {
     slot
 }
 
+/// How many thread clients were built, and the reaper's wake-up call.
+static BUILT: (Mutex<u64>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A thread client was built: the reaper has one to watch.
+fn reaper_wake() {
+    *BUILT.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    BUILT.1.notify_one();
+}
+
+/// When the reaper found no client left (`none_left_at`: how many had been
+/// built before it looked), waits until another is built; returns how
+/// many are built now.
+fn reaper_wait(none_left_at: Option<u64>) -> u64 {
+    let built = BUILT.0.lock().unwrap_or_else(PoisonError::into_inner);
+    match none_left_at {
+        None => *built,
+        Some(seen) => *BUILT
+            .1
+            .wait_while(built, |built| *built == seen)
+            .unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
 /// Drops the runtime and clients (connections, their buffers) of every
 /// thread whose last request ended [`POOL_IDLE`] ago (the pool would not
 /// use its connection again) or whose connections are older than
-/// [`MAX_AGE`], unless it is making a request now.
-fn reap() {
+/// [`MAX_AGE`], unless it is making a request now. Whether a client is
+/// left to watch.
+fn reap() -> bool {
+    let mut left = false;
     let slots: Vec<Slot> = SLOTS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -438,6 +470,8 @@ fn reap() {
         .collect();
     for slot in slots {
         let Ok(mut local) = slot.try_lock() else {
+            // In use: it will be idle later.
+            left = true;
             continue;
         };
         if local
@@ -447,8 +481,11 @@ fn reap() {
             let old = local.take();
             drop(local);
             drop(old);
+        } else if local.is_some() {
+            left = true;
         }
     }
+    left
 }
 
 /// Runs `fut` on the runtime from a blocking thread; `None` past the deadline.
