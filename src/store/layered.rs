@@ -53,13 +53,7 @@ pub struct Layer {
 
 impl Layer {
     fn at(&self, path: &SecretPath) -> SecretPath {
-        if path.is_root() {
-            self.root.clone()
-        } else if self.root.is_root() {
-            path.clone()
-        } else {
-            SecretPath::parse(&format!("{}/{}", self.root, path))
-        }
+        path.under(&self.root)
     }
 }
 

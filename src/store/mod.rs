@@ -211,6 +211,18 @@ impl SecretPath {
         }
     }
 
+    /// This path, seen from the folder `root`, as a path of the store
+    /// (`db` under `team/app` is `team/app/db`; the root is `root`).
+    pub fn under(&self, root: &SecretPath) -> SecretPath {
+        if self.is_root() {
+            root.clone()
+        } else if root.is_root() {
+            self.clone()
+        } else {
+            SecretPath::parse(&format!("{root}/{self}"))
+        }
+    }
+
     /// The parent folder and the last segment (without the version);
     /// `None` for the root.
     pub fn split_last(&self) -> Option<(SecretPath, &str)> {

@@ -60,13 +60,7 @@ impl Pending {
 
     /// `path` in the connected store: below the SOURCE's folder.
     fn at(c: &Connected, path: &SecretPath) -> SecretPath {
-        if path.is_root() {
-            c.root.clone()
-        } else if c.root.is_root() {
-            path.clone()
-        } else {
-            SecretPath::parse(&format!("{}/{}", c.root, path))
-        }
+        path.under(&c.root)
     }
 }
 
