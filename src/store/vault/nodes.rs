@@ -337,6 +337,34 @@ mod tests {
 
     /// A server that answers every request with a redirect to `to`, as a
     /// standby whose leader died does.
+    /// An address that refuses connections for as long as the returned
+    /// socket lives: bound, so no other test (nor `redirecting`, which binds
+    /// port 0 right after) can be given its port, but never listening. A
+    /// listener bound and dropped frees its port, and the next bind may get
+    /// it: that made the redirecting server redirect to itself.
+    fn refusing() -> (std::os::fd::OwnedFd, String) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor this function owns;
+        // the address structures are sized as the kernel expects.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            use std::os::fd::AsRawFd;
+            let rc = libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len);
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut len = len;
+            let rc = libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len);
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+            let port = u16::from_be(addr.sin_port);
+            (fd, format!("http://127.0.0.1:{port}"))
+        }
+    }
+
     fn redirecting(to: String) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -356,10 +384,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_unreachable_whether_to_the_node_or_where_it_redirected() {
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("http://{}", l.local_addr().unwrap())
-        };
+        let (_held, dead) = refusing();
         let standby = redirecting(dead.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -419,10 +444,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"initialized\"",
         ));
         assert!(!connection_lost(&cut), "{cut:?}");
-        let refused = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("http://{}", l.local_addr().unwrap())
-        };
+        let (_held, refused) = refusing();
         assert!(!connection_lost(&read(&refused)));
     }
 
