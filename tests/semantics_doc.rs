@@ -253,7 +253,8 @@ fn examples(pattern: &str) -> &'static [&'static str] {
         "sedXXXXXX" => &["sedAb12Cd", "sed0a1B2c"],
         "XXxxxxxx" => &["XXab12cd", "XX0aB1c2"],
         ".NAME.tmp" => &[".K.tmp"],
-        ".NAME.XXXXXX" => &[".K.abBT6Y", ".PASSWORD.lZm1zU"],
+        // Six random letters may all be of one case (one time in ninety).
+        ".NAME.XXXXXX" => &[".K.abBT6Y", ".PASSWORD.lZm1zU", ".K.abcdef", ".K.QWERTY"],
         "tmpXXXXXXXX" => &["tmp7e8opawn", "tmpa_b1c2d3"],
         ".ansible_tmpXXXXXXXX" => &[".ansible_tmpk3j4h5PASSWORD"],
         "NAME.lock" => &["config.lock", "K.lock"],
@@ -295,7 +296,7 @@ fn the_documented_scratch_names_are_the_ones_the_code_recognises() {
         "XXab12cd34",
         "#K",
         "K#",
-        ".env.secret",
+        ".env.local",
         "tmp",
         ".lock",
     ] {

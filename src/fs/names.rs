@@ -65,14 +65,15 @@ pub fn is_scratch(name: &str) -> bool {
     let tool_temp = mkstemp("sed", 6) || mkstemp("XX", 6);
     // python: `tmp` and 8 of `[a-z0-9_]`.
     let python = name.strip_prefix("tmp").is_some_and(|rest| random(rest, 8));
-    // rsync: `.NAME.` and 6 random letters and digits, not all of one
-    // case (`.env.secret` is a name someone chose).
+    // rsync: `.NAME.` and 6 random letters and digits. One time in ninety
+    // they are all of one case (`.K.abcdef`), so a chosen name such as
+    // `.env.secret` matches too; that costs little, since only a file
+    // created with `O_EXCL` under it waits, and only until its creator
+    // exits (`cp f .env.secret` stores it as `cp` exits).
     let rsync = name.starts_with('.')
-        && name[1..].rsplit_once('.').is_some_and(|(stem, rest)| {
-            let one_case = rest.chars().all(|c| c.is_ascii_lowercase())
-                || rest.chars().all(|c| c.is_ascii_uppercase());
-            !stem.is_empty() && random(rest, 6) && !rest.contains('_') && !one_case
-        });
+        && name[1..]
+            .rsplit_once('.')
+            .is_some_and(|(stem, rest)| !stem.is_empty() && random(rest, 6) && !rest.contains('_'));
     is_editor_private(name)
         || tool_temp
         || python
@@ -128,6 +129,8 @@ mod tests {
             ".#K",
             ".K.tmp",
             ".PASSWORD.abBT6Y",
+            ".PASSWORD.qzvxle",
+            ".PASSWORD.KWTRPZ",
             "tmp7e8opawn",
             "tmpa_b1c2d3",
             "XXhdG9S7",
@@ -154,7 +157,6 @@ mod tests {
             "tmp",
             "tmpfile",
             ".env.local",
-            ".env.secret",
             ".lock",
             "~",
         ] {
