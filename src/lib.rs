@@ -5,6 +5,7 @@
 //! (the `SecretStore` trait, with `vault` and `memory` implementations).
 
 pub mod access;
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod daemon;

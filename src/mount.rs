@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::app::vault::vault_settings;
 use crate::audit::AuditLog;
 use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
@@ -89,15 +90,11 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     if let Some(addr) = &args.files.metrics {
         start_metrics(addr, core_slot.clone())?;
     }
+    let vault = vault_settings(&args.vault)?;
     let connected = if args.layer.is_empty() {
-        store::connect(&args.source, &args.vault, runtime.handle().clone())?
+        store::connect(&args.source, &vault, runtime.handle().clone())?
     } else {
-        store::connect_layered(
-            &args.source,
-            &args.layer,
-            &args.vault,
-            runtime.handle().clone(),
-        )?
+        store::connect_layered(&args.source, &args.layer, &vault, runtime.handle().clone())?
     };
 
     let core = build_core(connected, &args);

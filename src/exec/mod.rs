@@ -51,7 +51,8 @@ pub fn run(args: ExecArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
+    let connected = match crate::app::vault::vault_settings(&args.vault)
+        .and_then(|vault| store::connect_each(&args.sources, &vault, runtime.handle().clone()))
     {
         Ok(c) => c,
         Err(e) => return fail(&e),

@@ -35,11 +35,10 @@ pub struct Connected {
 /// sentence for stderr.
 pub fn connect(
     source: &str,
-    args: &crate::cli::VaultArgs,
+    settings: &vault::VaultSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
-    let store = vault::VaultStore::connect(&settings, source, rt)?;
+    let store = vault::VaultStore::connect(settings, source, rt)?;
     Ok(connected(store, &settings.addr_list()))
 }
 
@@ -47,11 +46,10 @@ pub fn connect(
 /// [`connect`] does for one: what `secretfs exec` starts from.
 pub fn connect_each(
     sources: &[String],
-    args: &crate::cli::VaultArgs,
+    settings: &vault::VaultSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
-    let session = vault::Session::open(&settings, rt)?;
+    let session = vault::Session::open(settings, rt)?;
     sources
         .iter()
         .map(|source| Ok(connected(session.resolve(source)?, &settings.addr_list())))
@@ -65,10 +63,9 @@ pub fn connect_each(
 pub fn connect_layered(
     source: &str,
     layers: &[String],
-    args: &crate::cli::VaultArgs,
+    settings: &vault::VaultSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
     let mut session: Option<vault::Session> = None;
     let mut out = Vec::with_capacity(layers.len() + 1);
     let top = layers.len();
@@ -78,7 +75,7 @@ pub fn connect_layered(
     {
         let c = match on_server(name)? {
             Some((addr, source)) => {
-                let mut own = vault::VaultSettings::from_args(args)?;
+                let mut own = settings.clone();
                 own.addrs = vec![addr.clone()];
                 match vault::Session::open(&own, rt.clone()) {
                     Ok(session) => connected(session.resolve(&source)?, &addr),
@@ -106,7 +103,7 @@ pub fn connect_layered(
             None => {
                 let s = match session.take() {
                     Some(s) => s,
-                    None => vault::Session::open(&settings, rt.clone())?,
+                    None => vault::Session::open(settings, rt.clone())?,
                 };
                 let store = s.resolve(name)?;
                 session = Some(s);
