@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         },
         Command::Exec(args) => {
             init_logging(args.verbose, args.log_file.as_deref(), true);
-            ExitCode::from(secretfs::exec::run(args))
+            ExitCode::from(secretfs::app::exec::run(args))
         }
         Command::Mount(args) => {
             init_logging(args.verbose, args.log_file.as_deref(), false);

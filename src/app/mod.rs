@@ -4,4 +4,5 @@
 //! `main.rs` and `mount`) is the only one that reads `crate::cli`; the
 //! layers below take their own types (docs/DEVELOPMENT.md).
 
+pub mod exec;
 pub mod vault;

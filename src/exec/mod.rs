@@ -14,11 +14,13 @@ pub mod supervisor;
 pub mod user;
 pub mod watch;
 
+use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::cli::ExecArgs;
 use crate::hardening;
 use crate::store;
+use crate::store::vault::VaultSettings;
 
 pub use options::{OnChange, Signal};
 
@@ -28,10 +30,37 @@ pub use options::{OnChange, Signal};
 /// cannot run, and from what the command itself may return.
 pub const FAILED: u8 = 125;
 
+/// What `secretfs exec` is asked to do (the app layer makes it from the
+/// command line).
+pub struct ExecOptions {
+    /// Secrets or folders, in order (later ones win).
+    pub sources: Vec<String>,
+    /// The command to run and its arguments.
+    pub command: Vec<OsString>,
+    /// Put before every variable name.
+    pub prefix: Option<String>,
+    /// Upper-case every variable name.
+    pub upcase: bool,
+    /// Variables the process environment already has keep their value.
+    pub no_override: bool,
+    /// How often every SOURCE is read again.
+    pub ttl: Duration,
+    /// What a change does.
+    pub on_change: OnChange,
+    /// The signal that asks the command to stop before a restart.
+    pub stop_signal: Signal,
+    /// How long the command may take to stop before SIGKILL.
+    pub stop_timeout: Duration,
+    /// The user to run the command as (a name or uid).
+    pub user: Option<String>,
+    /// How to reach the store.
+    pub vault: VaultSettings,
+}
+
 /// Runs `secretfs exec`; returns the exit code: the command's (128+N when
 /// signal N ended it), else [`FAILED`], 126 or 127. Errors are printed as
 /// one line on stderr.
-pub fn run(args: ExecArgs) -> u8 {
+pub fn run(args: ExecOptions) -> u8 {
     let fail = |message: &dyn std::fmt::Display| {
         eprintln!("secretfs: {message}");
         FAILED
@@ -51,8 +80,7 @@ pub fn run(args: ExecArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match crate::app::vault::vault_settings(&args.vault)
-        .and_then(|vault| store::connect_each(&args.sources, &vault, runtime.handle().clone()))
+    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
     {
         Ok(c) => c,
         Err(e) => return fail(&e),
