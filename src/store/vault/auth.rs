@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use vaultrs::client::{VaultClient, VaultClientSettings};
 
 use super::error::describe;
+use super::http::client_for;
 
 /// How secretfs obtains its token.
 #[derive(Debug, Clone)]
@@ -184,13 +185,6 @@ impl Login {
             }
         }
     }
-}
-
-/// A client for `token` (empty: none) with the other settings of `base`.
-pub fn client_for(base: &VaultClientSettings, token: &str) -> Result<VaultClient, String> {
-    let mut settings = base.clone();
-    settings.token = token.to_string();
-    super::http::vault_client(settings)
 }
 
 /// What the server says of `client`'s token.

@@ -29,9 +29,9 @@ use tokio::runtime::Handle;
 use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 
-use super::auth::{self, Credentials};
+use super::auth::Credentials;
 use super::error::{describe, status, to_error};
-use super::http::POOL_IDLE;
+use super::http::{client_for, POOL_IDLE};
 use super::nodes::{backoff, classify, connection_lost, Failure, Nodes};
 use crate::error::{Error, Result};
 
@@ -315,7 +315,7 @@ impl Client {
             Some(c) => c.clone(),
             None => {
                 let token = self.credentials.token();
-                let c = auth::client_for(self.nodes.settings(node), token.expose_secret())
+                let c = client_for(self.nodes.settings(node), token.expose_secret())
                     .map_err(
                         |e| tracing::error!(error = %e, "cannot build a thread's Vault client"),
                     )

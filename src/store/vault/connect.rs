@@ -15,6 +15,7 @@ use vaultrs::error::ClientError;
 use super::auth::{self, Credentials, Login};
 use super::client::{with_deadline, Client};
 use super::error::{describe, is_not_tls};
+use super::http;
 use super::nodes::{classify, Failure, Nodes};
 use super::{KvVersion, ResolvedSource, VaultStore};
 use crate::start_error::StartError;
@@ -170,7 +171,7 @@ impl Session {
     /// The store of the KV mount that holds `source`, scoped to it.
     pub fn resolve(&self, source: &str) -> std::result::Result<VaultStore, StartError> {
         let client_settings = self.nodes.settings(self.nodes.in_use()).clone();
-        let client = auth::client_for(&client_settings, self.credentials.token().expose_secret())
+        let client = http::client_for(&client_settings, self.credentials.token().expose_secret())
             .map_err(StartError::Store)?;
         let no_answer = || {
             StartError::Store(format!(
@@ -262,13 +263,13 @@ fn first_contact(
         ))
     };
     let login_client =
-        auth::client_for(node, "").map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
+        http::client_for(node, "").map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     // A failed login says no more than a sentence: another node may do
     // better (the caller tries it, and reports this when none is left).
     let token = with_deadline(rt, settings.timeout, settings.login.obtain(&login_client))
         .ok_or_else(no_answer)?
         .map_err(NodeStart::Unreachable)?;
-    let client = auth::client_for(node, token.expose_secret())
+    let client = http::client_for(node, token.expose_secret())
         .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
         Ok(lease) => Ok((token, lease)),

@@ -30,6 +30,13 @@ use vaultrs::client::{VaultClient, VaultClientSettings};
 /// thread, and cached values spare most of those.
 pub const POOL_IDLE: Duration = Duration::from_millis(800);
 
+/// A client for `token` (empty: none) with the other settings of `base`.
+pub fn client_for(base: &VaultClientSettings, token: &str) -> Result<VaultClient, String> {
+    let mut settings = base.clone();
+    settings.token = token.to_string();
+    vault_client(settings)
+}
+
 /// A Vault client for `settings` whose connections are pooled for at most
 /// [`POOL_IDLE`]; otherwise what `VaultClient::new` builds: the same TLS
 /// settings (CA files, client certificate, verification), deadline and

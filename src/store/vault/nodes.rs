@@ -185,7 +185,7 @@ pub async fn prefer_first(nodes: std::sync::Weak<Nodes>) {
             let built = tokio::task::spawn_blocking(move || {
                 settings
                     .iter()
-                    .map(|s| super::auth::client_for(s, "").ok())
+                    .map(|s| super::http::client_for(s, "").ok())
                     .collect::<Vec<_>>()
             })
             .await;
