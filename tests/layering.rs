@@ -5,6 +5,8 @@
 //!
 //! Read from the source text: every `crate::X` (and `secretfs::X` in
 //! `main.rs`), also inside `use crate::{X, Y}`, counts as module → X.
+//! Inside a folder the same holds between its files (`super::X`): no two
+//! of them refer to each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -58,8 +60,8 @@ fn referred(text: &str, prefix: &str) -> BTreeSet<String> {
     while let Some(at) = rest.find(prefix) {
         let before = rest[..at].chars().next_back();
         rest = &rest[at + prefix.len()..];
-        // `$crate::`, `my_crate::`: not ours.
-        if before.is_some_and(|c| is_ident(c) || c == '$') {
+        // `$crate::`, `my_crate::`, `super::super::`: not ours.
+        if before.is_some_and(|c| is_ident(c) || c == '$' || c == ':') {
             continue;
         }
         if let Some(group) = rest.strip_prefix('{') {
@@ -188,6 +190,76 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     walk.found
 }
 
+/// Per folder below `src/`, each of its files (`mod.rs`, which declares
+/// them, left out) → the other files and subfolders of that folder it
+/// refers to (`super::X`, `crate::folder::X`).
+fn sibling_graphs() -> BTreeMap<PathBuf, BTreeMap<String, BTreeSet<String>>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".rs").to_string())
+            .unwrap_or_default()
+    };
+    let mut graphs: BTreeMap<PathBuf, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for file in &files {
+        let Some(dir) = file.parent().filter(|d| *d != src) else {
+            continue;
+        };
+        let me = name_of(file);
+        if me == "mod" {
+            continue;
+        }
+        let siblings: BTreeSet<String> = std::fs::read_dir(dir)
+            .expect("read a folder of src/")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
+            .map(|p| name_of(&p))
+            .filter(|n| n != "mod" && *n != me)
+            .collect();
+        let text = without_comments(&std::fs::read_to_string(file).expect("read a source file"));
+        let folder_path = dir
+            .strip_prefix(&src)
+            .expect("below src/")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("::");
+        let mut names = referred(&text, "super::");
+        names.extend(referred(&text, &format!("crate::{folder_path}::")));
+        let edges = graphs
+            .entry(dir.strip_prefix(&src).expect("below src/").to_path_buf())
+            .or_default()
+            .entry(me)
+            .or_default();
+        edges.extend(names.into_iter().filter(|n| siblings.contains(n)));
+    }
+    graphs
+}
+
+/// The circles of `graph`, each with the edges that tie it, one line each.
+fn described_circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    circles(graph)
+        .iter()
+        .map(|set| {
+            let edges: Vec<String> = set
+                .iter()
+                .flat_map(|from| {
+                    graph
+                        .get(from)
+                        .into_iter()
+                        .flatten()
+                        .filter(|to| set.contains(to))
+                        .map(move |to| format!("{from} -> {to}"))
+                })
+                .collect();
+            format!("{{{}}}: {}", set.join(", "), edges.join(", "))
+        })
+        .collect()
+}
+
 #[test]
 fn only_main_and_the_app_layer_refer_to_the_command_line() {
     let graph = graph();
@@ -205,26 +277,29 @@ fn only_main_and_the_app_layer_refer_to_the_command_line() {
 
 #[test]
 fn no_two_top_level_modules_refer_to_each_other() {
-    let graph = graph();
-    let found = circles(&graph);
-    let described: Vec<String> = found
+    let described = described_circles(&graph());
+    assert!(
+        described.is_empty(),
+        "circles between modules of src/:\n  {}",
+        described.join("\n  ")
+    );
+}
+
+#[test]
+fn no_two_files_of_a_folder_refer_to_each_other() {
+    let graphs = sibling_graphs();
+    assert!(graphs.contains_key(Path::new("store/vault")), "{graphs:?}");
+    let described: Vec<String> = graphs
         .iter()
-        .map(|set| {
-            let edges: Vec<String> = set
-                .iter()
-                .flat_map(|from| {
-                    graph[from]
-                        .iter()
-                        .filter(|to| set.contains(to))
-                        .map(move |to| format!("{from} -> {to}"))
-                })
-                .collect();
-            format!("{{{}}}: {}", set.join(", "), edges.join(", "))
+        .flat_map(|(dir, graph)| {
+            described_circles(graph)
+                .into_iter()
+                .map(move |c| format!("src/{}: {c}", dir.display()))
         })
         .collect();
     assert!(
-        found.is_empty(),
-        "circles between modules of src/:\n  {}",
+        described.is_empty(),
+        "circles between the files of a folder:\n  {}",
         described.join("\n  ")
     );
 }
@@ -232,7 +307,7 @@ fn no_two_top_level_modules_refer_to_each_other() {
 #[test]
 fn references_are_read_from_paths_and_use_groups() {
     let text = "use crate::{fs::view::Layout, hook, store::{self, x}};\n\
-                let a = crate::exec::run(); $crate::nope; other_crate::nope;";
+                let a = crate::exec::run(); $crate::nope; other_crate::nope; ::crate::nope;";
     let names: Vec<String> = referred(text, "crate::").into_iter().collect();
     assert_eq!(names, ["exec", "fs", "hook", "store"]);
 }
