@@ -150,6 +150,9 @@ pub struct MountArgs {
     #[command(flatten)]
     pub files: FileArgs,
 
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
     /// Mount options, comma-separated: any long option above as key=value or flag.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
@@ -442,7 +445,14 @@ pub struct FileArgs {
     /// Largest value a write may store (bytes; K, M suffixes); larger writes fail with EFBIG.
     #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_size)]
     pub max_value_size: u64,
+}
 
+/// How the mount is served and guarded: audit log, --on-change hook,
+/// metrics, access rules, memory locking, FUSE threads. Shown under the
+/// same heading as [`FileArgs`], where these flags have always been.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Files")]
+pub struct ServiceArgs {
     /// Append one JSON line per open of a key file and per change (create,
     /// write commit, truncate, unlink, rename, mkdir, rmdir; refused ones
     /// too) to this file: time, op, path, uid, gid, pid, process name and
@@ -1054,7 +1064,7 @@ mod tests {
             "c/*:gid=5",
         ]);
         assert_eq!(
-            m.files.allow,
+            m.service.allow,
             [
                 "a/**:uid=1",
                 "b:exe=/usr/bin/b",
@@ -1062,7 +1072,7 @@ mod tests {
                 "c/*:gid=5"
             ]
         );
-        assert_eq!(m.files.allow_file, [PathBuf::from("/etc/rules")]);
+        assert_eq!(m.service.allow_file, [PathBuf::from("/etc/rules")]);
     }
 
     #[test]

@@ -51,11 +51,11 @@ pub fn run(args: MountArgs) -> Result<(), StartError> {
 
 fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     hardening::no_dumps();
-    if args.files.mlock {
+    if args.service.mlock {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
-    let access = crate::access::Access::load(&args.files.allow, &args.files.allow_file)
+    let access = crate::access::Access::load(&args.service.allow, &args.service.allow_file)
         .map_err(StartError::Options)?;
     if !access.rules.is_empty() && args.files.layout != crate::fs::view::Layout::Keys {
         // A file showing a whole secret (P.json) can be renamed aside or
@@ -87,7 +87,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // Bound before anything else, so a busy address fails the mount; on
     // before connecting, so the first token lease is counted.
     let core_slot: Arc<OnceLock<Weak<SecretFs>>> = Arc::default();
-    if let Some(addr) = &args.files.metrics {
+    if let Some(addr) = &args.service.metrics {
         start_metrics(addr, core_slot.clone())?;
     }
     let vault = vault_settings(&args.vault)?;
@@ -117,11 +117,11 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     core.start_settler();
 
     let audit = args
-        .files
+        .service
         .audit_log
         .as_deref()
         .map(|path| {
-            AuditLog::open(path, args.files.audit_syslog).map_err(|reason| StartError::Audit {
+            AuditLog::open(path, args.service.audit_syslog).map_err(|reason| StartError::Audit {
                 path: path.to_path_buf(),
                 reason,
             })
@@ -131,7 +131,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         fsname: args.source.clone(),
         allow_other: args.files.allow_other,
         read_only: args.files.read_only(),
-        threads: usize::try_from(args.files.threads).unwrap_or(4),
+        threads: usize::try_from(args.service.threads).unwrap_or(4),
         audit: audit.clone(),
         access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
     };
@@ -141,7 +141,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             reason,
         }
     })?;
-    if let Some(hook) = args.files.on_change.clone() {
+    if let Some(hook) = args.service.on_change.clone() {
         let (tx, rx) = std::sync::mpsc::channel();
         // Absolute, as the paths handed to the hook must be.
         let at = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
