@@ -515,15 +515,6 @@ pub struct ServiceArgs {
     pub threads: u64,
 }
 
-impl FileArgs {
-    /// Whether the mount refuses every change: unless `--writable` (`--ro`
-    /// only says so; clap refuses the two together).
-    /// A templates layout is always read-only.
-    pub fn read_only(&self) -> bool {
-        !self.writable || matches!(self.layout, Layout::Templates(_))
-    }
-}
-
 /// Parses a layout name (`keys`, `json`, `env`, `templates:DIR`).
 pub fn parse_layout(s: &str) -> Result<Layout, String> {
     match s.trim().parse()? {
@@ -822,6 +813,10 @@ mod tests {
         Cli::try_parse_from(args)
     }
 
+    fn read_only(m: &MountArgs) -> bool {
+        m.files.layout.read_only(m.files.writable)
+    }
+
     fn mount_args(args: &[&str]) -> MountArgs {
         match parse_strs(args).unwrap().command {
             Command::Mount(m) => m,
@@ -832,7 +827,7 @@ mod tests {
     #[test]
     fn the_mount_helper_form_mounts_in_the_background() {
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "ro,_netdev"]);
-        assert!(m.background && m.files.ro && m.files.read_only());
+        assert!(m.background && m.files.ro && read_only(&m));
         assert_eq!(m.source, "secret/app");
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-o", "foreground"]);
         assert!(m.foreground);
@@ -846,9 +841,9 @@ mod tests {
         assert!(m.background);
         assert_eq!(m.source, "kv");
         // mount(8) always passes rw: it is no switch, the mount stays read-only.
-        assert!(m.files.read_only(), "-o rw made the mount writable");
+        assert!(read_only(&m), "-o rw made the mount writable");
         let m = mount_args(&["secretfs", "kv", "/run/secrets", "-o", "rw,writable"]);
-        assert!(!m.files.read_only() && m.files.writable);
+        assert!(!read_only(&m) && m.files.writable);
         // By hand, without -o: two positional arguments, the second a path.
         let m = mount_args(&["secretfs", "secret/app", "/mnt", "-f", "--ttl", "5s"]);
         assert!(m.background && m.foreground);
@@ -915,7 +910,7 @@ mod tests {
         ]);
         assert_eq!(m.cache.ttl, Duration::from_secs(7));
         assert_eq!(m.files.uid, Some(1000));
-        assert!(m.files.allow_other && !m.files.ro && !m.files.read_only());
+        assert!(m.files.allow_other && !m.files.ro && !read_only(&m));
     }
 
     #[test]
@@ -990,13 +985,13 @@ mod tests {
         assert_eq!(m.cache.ttl, Duration::from_secs(30));
         assert_eq!(m.files.file_mode, 0o400);
         assert_eq!(m.files.dir_mode, 0o500);
-        assert!(!m.files.allow_other && m.files.read_only());
+        assert!(!m.files.allow_other && read_only(&m));
     }
 
     #[test]
     fn help_readme_and_the_default_agree_that_the_mount_is_read_only() {
         let m = mount_args(&["secretfs", "mount", "secret/", "/mnt"]);
-        assert!(m.files.read_only(), "the default mount is read-only");
+        assert!(read_only(&m), "the default mount is read-only");
         // One space between words, however clap wraps the lines.
         let words = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
         let help = words(Cli::command().render_long_help().to_string());

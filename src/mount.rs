@@ -130,7 +130,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     let settings = MountSettings {
         fsname: args.source.clone(),
         allow_other: args.files.allow_other,
-        read_only: args.files.read_only(),
+        read_only: args.files.layout.read_only(args.files.writable),
         threads: usize::try_from(args.service.threads).unwrap_or(4),
         audit: audit.clone(),
         access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
@@ -286,7 +286,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
     FsConfig {
         presentation,
         cache: policy,
-        read_only: args.files.read_only(),
+        read_only: args.files.layout.read_only(args.files.writable),
         max_value_size: args.files.max_value_size,
         background_refresh: !args.cache.blocking_refresh,
     }

@@ -42,6 +42,15 @@ pub enum Layout {
     Templates(std::path::PathBuf),
 }
 
+impl Layout {
+    /// Whether a mount with this layout refuses every change: unless
+    /// `writable` (`--writable`; `--ro` only says so, and the command line
+    /// refuses the two together). A templates layout is always read-only.
+    pub fn read_only(&self, writable: bool) -> bool {
+        !writable || matches!(self, Layout::Templates(_))
+    }
+}
+
 impl std::str::FromStr for Layout {
     type Err = String;
 
