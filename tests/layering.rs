@@ -5,8 +5,8 @@
 //!
 //! Read from the source text: every `crate::X` (and `secretfs::X` in
 //! `main.rs`), also inside `use crate::{X, Y}`, counts as module → X.
-//! Inside a folder the same holds between its files (`super::X`): no two
-//! of them refer to each other.
+//! The same holds between files (`crate::a::b`, `super::c`), but for a
+//! file's references to the modules it is inside of.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -190,53 +190,117 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     walk.found
 }
 
-/// Per folder below `src/`, each of its files (`mod.rs`, which declares
-/// them, left out) → the other files and subfolders of that folder it
-/// refers to (`super::X`, `crate::folder::X`).
-fn sibling_graphs() -> BTreeMap<PathBuf, BTreeMap<String, BTreeSet<String>>> {
+/// The module path of a file of `src/` (`fs/view/mod.rs`: `fs::view`;
+/// `lib.rs`, `main.rs`: the crate itself).
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("below src/");
+    let mut parts: Vec<String> = rel
+        .with_extension("")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") || parts == ["lib"] || parts == ["main"] {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every path `text` names through `crate::` or `super::` (as segments,
+/// `super` kept), a `use` group giving one path per item.
+fn paths(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for prefix in ["crate::", "super::"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            let before = rest[..at].chars().next_back();
+            let start = &rest[at..];
+            rest = &rest[at + prefix.len()..];
+            if before.is_some_and(|c| is_ident(c) || c == '$' || c == ':') {
+                continue;
+            }
+            let mut segments = Vec::new();
+            let mut tail = start;
+            loop {
+                let name: String = tail.chars().take_while(|&c| is_ident(c)).collect();
+                if name.is_empty() {
+                    break;
+                }
+                tail = &tail[name.len()..];
+                segments.push(name);
+                match tail.strip_prefix("::") {
+                    Some(t) => tail = t,
+                    None => break,
+                }
+            }
+            let group = tail.strip_prefix('{').map(|g| {
+                referred(&format!("x::{{{g}"), "x::")
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            });
+            match group {
+                Some(items) if !items.is_empty() => {
+                    for item in items {
+                        let mut path = segments.clone();
+                        path.push(item);
+                        out.push(path);
+                    }
+                }
+                _ => out.push(segments),
+            }
+        }
+    }
+    out
+}
+
+/// File → the other files of `src/` it refers to, as paths relative to
+/// `src/`. A file's references to the modules it is inside of (a child's
+/// `super::Item`, defined by the `mod.rs` that declares it) are left out:
+/// that is how Rust modules share their items, not a layer above.
+fn file_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
-    let name_of = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(".rs").to_string())
-            .unwrap_or_default()
-    };
-    let mut graphs: BTreeMap<PathBuf, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for file in &files {
-        let Some(dir) = file.parent().filter(|d| *d != src) else {
-            continue;
-        };
-        let me = name_of(file);
-        if me == "mod" {
-            continue;
-        }
-        let siblings: BTreeSet<String> = std::fs::read_dir(dir)
-            .expect("read a folder of src/")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
-            .map(|p| name_of(&p))
-            .filter(|n| n != "mod" && *n != me)
-            .collect();
-        let text = without_comments(&std::fs::read_to_string(file).expect("read a source file"));
-        let folder_path = dir
-            .strip_prefix(&src)
+    let by_module: BTreeMap<Vec<String>, &PathBuf> = files
+        .iter()
+        .filter(|f| !f.ends_with("main.rs"))
+        .map(|f| (module_path(&src, f), f))
+        .collect();
+    let name = |f: &Path| {
+        f.strip_prefix(&src)
             .expect("below src/")
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("::");
-        let mut names = referred(&text, "super::");
-        names.extend(referred(&text, &format!("crate::{folder_path}::")));
-        let edges = graphs
-            .entry(dir.strip_prefix(&src).expect("below src/").to_path_buf())
-            .or_default()
-            .entry(me)
-            .or_default();
-        edges.extend(names.into_iter().filter(|n| siblings.contains(n)));
+            .display()
+            .to_string()
+    };
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let me = module_path(&src, file);
+        let text = without_comments(&std::fs::read_to_string(file).expect("read a source file"));
+        let mut edges = BTreeSet::new();
+        for path in paths(&text) {
+            let (mut base, mut segments) = match path.first().map(String::as_str) {
+                Some("crate") => (Vec::new(), &path[1..]),
+                Some("super") => (me[..me.len().saturating_sub(1)].to_vec(), &path[1..]),
+                _ => continue,
+            };
+            while segments.first().is_some_and(|s| s == "super") {
+                base.pop();
+                segments = &segments[1..];
+            }
+            base.extend(segments.iter().cloned());
+            // The longest prefix that is a file of its own.
+            let target = (1..=base.len())
+                .rev()
+                .find_map(|n| by_module.get(&base[..n]).map(|f| (n, *f)));
+            let Some((n, target)) = target else {
+                continue;
+            };
+            if target != file && me.get(..n) != Some(&base[..n]) {
+                edges.insert(name(target));
+            }
+        }
+        graph.insert(name(file), edges);
     }
-    graphs
+    graph
 }
 
 /// The circles of `graph`, each with the edges that tie it, one line each.
@@ -286,20 +350,18 @@ fn no_two_top_level_modules_refer_to_each_other() {
 }
 
 #[test]
-fn no_two_files_of_a_folder_refer_to_each_other() {
-    let graphs = sibling_graphs();
-    assert!(graphs.contains_key(Path::new("store/vault")), "{graphs:?}");
-    let described: Vec<String> = graphs
-        .iter()
-        .flat_map(|(dir, graph)| {
-            described_circles(graph)
-                .into_iter()
-                .map(move |c| format!("src/{}: {c}", dir.display()))
-        })
-        .collect();
+fn no_two_files_refer_to_each_other() {
+    let graph = file_graph();
+    assert!(
+        graph
+            .get("store/vault/auth.rs")
+            .is_some_and(|e| e.contains("store/vault/nodes.rs")),
+        "{graph:?}"
+    );
+    let described = described_circles(&graph);
     assert!(
         described.is_empty(),
-        "circles between the files of a folder:\n  {}",
+        "circles between the files of src/:\n  {}",
         described.join("\n  ")
     );
 }
