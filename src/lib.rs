@@ -1,6 +1,6 @@
 //! secretfs: HashiCorp Vault / OpenBao KV secrets as files, over FUSE.
 //!
-//! Layers (see `docs/` and the README): `cli` → `mount` → `fuse` (thin
+//! Layers (see docs/ARCHITECTURE.md): `cli` → `mount` → `fuse` (thin
 //! adapter) → `fs` (the FUSE-free core: inodes, cache, handles) → `store`
 //! (the `SecretStore` trait, with `vault` and `memory` implementations).
 
