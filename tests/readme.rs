@@ -473,3 +473,48 @@ fn the_comparison_is_strict_where_nothing_is_elided() {
     assert!(!matches(&shown("{\"b\":..."), "{\"a\":1}\n"));
     assert!(!matches(&shown("...\nx"), "a\nb\n"));
 }
+
+/// The errno names in the last column of the table that follows `heading`
+/// (a line of its own) in `doc`.
+fn errno_column(doc: &str, heading: &str) -> std::collections::BTreeSet<String> {
+    let rows: Vec<&str> = doc
+        .lines()
+        .skip_while(|l| l.trim() != heading)
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert!(rows.len() > 5, "no table after `{heading}`");
+    rows.iter()
+        .flat_map(|row| {
+            let last = row
+                .trim()
+                .trim_matches('|')
+                .rsplit('|')
+                .next()
+                .unwrap_or("");
+            last.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|w| w.starts_with('E'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// README's errno table names the errnos docs/SEMANTICS.md's does, which
+/// tests/semantics_doc.rs ties to the code: an errno the code gains or
+/// loses fails there, and then here until README says so too.
+#[test]
+fn the_troubleshooting_errnos_are_the_ones_docs_semantics_lists() {
+    let semantics =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SEMANTICS.md"))
+            .expect("docs/SEMANTICS.md");
+    assert_eq!(
+        errno_column(README, "**What an error means:**"),
+        errno_column(&semantics, "## Errors"),
+        "README.md's errno table (left) and docs/SEMANTICS.md's (right) differ"
+    );
+}
