@@ -10,11 +10,12 @@ use secretfs::audit::Op;
 /// The lines of docs/SECURITY.md's `## Audit log` section.
 fn audit_section() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SECURITY.md");
-    let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut lines = readme
-        .lines()
-        .skip_while(|l| l.trim_end() != "## Audit log");
-    assert!(lines.next().is_some(), "docs/SECURITY.md has no `## Audit log`");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut lines = doc.lines().skip_while(|l| l.trim_end() != "## Audit log");
+    assert!(
+        lines.next().is_some(),
+        "docs/SECURITY.md has no `## Audit log`"
+    );
     lines
         .take_while(|l| !l.starts_with("## ") && !l.starts_with("### "))
         .map(str::to_string)
