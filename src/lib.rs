@@ -1,6 +1,6 @@
 //! secretfs: HashiCorp Vault / OpenBao KV secrets as files, over FUSE.
 //!
-//! Layers (see `docs/` and the README): `cli` → the app layer (`app`,
+//! Layers (see docs/ARCHITECTURE.md): `cli` → the app layer (`app`,
 //! `mount`), which converts the command line into each layer's options →
 //! `fuse` (thin adapter) → `fs` (the FUSE-free core: inodes, cache,
 //! handles) → `store` (the `SecretStore` trait, with `vault` and `memory`

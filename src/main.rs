@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use secretfs::cli::{self, Command};
 
 /// Every heap block is cleared before it is freed, so that no library's
-/// freed buffer keeps a value (README, "Security"). The `bench-unzeroed`
+/// freed buffer keeps a value (docs/SECURITY.md, "Values in memory"). The `bench-unzeroed`
 /// feature (scripts/bench only, to measure what it costs) leaves it out.
 #[cfg(not(feature = "bench-unzeroed"))]
 #[global_allocator]

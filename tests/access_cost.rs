@@ -1,5 +1,5 @@
 //! What `--allow` rules cost a cached open+read+close (issue 10 §5): not a
-//! timed test, a measurement run by hand and reported in README.md:
+//! timed test, a measurement run by hand and reported in docs/SECURITY.md:
 //!
 //!     CARGO_TARGET_DIR=... cargo test --release --test access_cost -- --ignored --nocapture
 //!

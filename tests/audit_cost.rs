@@ -1,5 +1,5 @@
 //! What `--audit-log` costs a cached read (issue 10 §4): not a timed test,
-//! a measurement run by hand and reported in README.md:
+//! a measurement run by hand and reported in docs/SECURITY.md:
 //!
 //!     CARGO_TARGET_DIR=... cargo test --release --test audit_cost -- --ignored --nocapture
 //!

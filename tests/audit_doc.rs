@@ -1,4 +1,4 @@
-//! README.md's audit log section checked against the code: its `op` table
+//! docs/SECURITY.md's audit log section checked against the code: its `op` table
 //! names exactly the operations the audit log records
 //! (`secretfs::audit::Op::ALL`), so that the list cannot drift. No FUSE
 //! and no OpenBao needed.
@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 
 use secretfs::audit::Op;
 
-/// The lines of README.md's `### Audit log` section.
+/// The lines of docs/SECURITY.md's `## Audit log` section.
 fn audit_section() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-    let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut lines = readme
-        .lines()
-        .skip_while(|l| l.trim_end() != "### Audit log");
-    assert!(lines.next().is_some(), "README.md has no `### Audit log`");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SECURITY.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut lines = doc.lines().skip_while(|l| l.trim_end() != "## Audit log");
+    assert!(
+        lines.next().is_some(),
+        "docs/SECURITY.md has no `## Audit log`"
+    );
     lines
         .take_while(|l| !l.starts_with("## ") && !l.starts_with("### "))
         .map(str::to_string)
@@ -46,11 +47,11 @@ fn documented_ops() -> BTreeSet<String> {
 }
 
 #[test]
-fn the_readme_lists_exactly_the_ops_the_audit_log_records() {
+fn the_security_doc_lists_exactly_the_ops_the_audit_log_records() {
     let recorded: BTreeSet<String> = Op::ALL.iter().map(|op| op.name().to_string()).collect();
     let documented = documented_ops();
     assert_eq!(
         documented, recorded,
-        "README.md's audit `op` table (left) and secretfs::audit::Op (right) differ"
+        "docs/SECURITY.md's audit `op` table (left) and secretfs::audit::Op (right) differ"
     );
 }

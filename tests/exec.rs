@@ -568,7 +568,7 @@ fn as_a_containers_pid_1_it_reaps_what_the_command_leaves_behind() {
     assert_eq!(text(&out.stdout).trim(), "0", "zombies left: {out:?}");
 }
 
-/// README's promise for a token file: with `--user`, COMMAND runs as
+/// docs/EXEC.md's promise for a token file: with `--user`, COMMAND runs as
 /// that user and cannot read the token file secretfs reads (root's,
 /// 0600), nor find the token in its environment; secretfs still reads
 /// every SOURCE with the token.
@@ -591,7 +591,7 @@ fn with_user_the_command_runs_as_that_user_and_cannot_read_the_token_file() {
     let token = dir.path().join("token");
     std::fs::write(&token, "root").unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    // Without --user, as README says, the token file is in its reach.
+    // Without --user, as docs/EXEC.md says, the token file is in its reach.
     let mut cmd = exec(&bao, &["--token-file", support::s(&token), "secret/app"]);
     cmd.env_remove("VAULT_TOKEN")
         .env("TOKEN_FILE", &token)

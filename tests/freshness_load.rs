@@ -1,5 +1,5 @@
 //! Freshness under load (issue 10 §3): not a timed test, a measurement run
-//! by hand and reported in README.md:
+//! by hand and reported in docs/BENCHMARKS.md:
 //!
 //!     cargo test --release --test freshness_load -- --ignored --nocapture
 //!

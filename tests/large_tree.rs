@@ -1,5 +1,5 @@
 //! Large trees (issue 14 §6): not a timed test, a measurement run by hand
-//! and reported in README.md:
+//! and reported in docs/SCALE.md:
 //!
 //!     cargo build --release && cargo test --release --test large_tree -- --ignored --nocapture
 //!

@@ -47,7 +47,7 @@ const HOSTILE: &[(&str, &str)] = &[
 ];
 
 /// The values python-dotenv cannot read back exactly, by design (see
-/// README): a quote or backslash together with `$` or a backquote.
+/// docs/LAYOUTS.md): a quote or backslash together with `$` or a backquote.
 const NOT_FOR_DOTENV: &[&str] = &["MIXED"];
 
 fn hostile_secret() -> Value {

@@ -1,4 +1,4 @@
-//! Values leave memory once nothing may serve them (README, "Security"):
+//! Values leave memory once nothing may serve them (docs/SECURITY.md, "Values in memory"):
 //! a value read through a real mount over a real OpenBao is, once its TTL,
 //! its stale-if-error window and a sweep have passed, nowhere in the
 //! daemon's memory — not in the cache, nor in a freed buffer of the HTTP,
@@ -320,7 +320,7 @@ fn a_value_read_over_tls_leaves_the_daemons_memory() {
 }
 
 #[test]
-#[ignore = "known, not fixed: fuser keeps a WRITE request's bytes in its request buffer (README, Security)"]
+#[ignore = "known, not fixed: fuser keeps a WRITE request's bytes in its request buffer (docs/SECURITY.md, Values in memory)"]
 fn a_value_written_leaves_the_daemons_memory() {
     let marker = Marker::new();
     let bao = seeded_with(&Marker::new());

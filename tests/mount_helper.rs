@@ -6,7 +6,7 @@
 //! mount(8) runs helpers with a fixed PATH, so this test makes the binary
 //! under test /usr/local/bin/secretfs for its duration: a symlink it
 //! removes after when nothing is there; when a secretfs is installed there
-//! (as README says to), the build is bound over it in a mount namespace of
+//! (as docs/INSTALL.md says to), the build is bound over it in a mount namespace of
 //! the test's own thread, so the installed copy is neither run nor touched
 //! and nobody else sees the difference.
 

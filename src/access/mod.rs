@@ -3,7 +3,7 @@
 //! /usr/bin/myapp may read `db/PASSWORD`". `rules` parses and decides;
 //! `process` gathers the facts of a caller from `/proc`. The FUSE adapter
 //! asks on every open of a covered file (covered files never use the
-//! kernel's "no open" path nor its page cache: see README).
+//! kernel's "no open" path nor its page cache: see docs/SECURITY.md).
 
 pub mod process;
 pub mod rules;

@@ -17,7 +17,7 @@
 //! older than [`MAX_AGE`]: a live connection's buffers hold the last
 //! answers it carried (rustls decrypts each in place, in a buffer it
 //! keeps), values included, which must leave memory with the cache's
-//! copies (README, "Values in memory").
+//! copies (docs/SECURITY.md, "Values in memory").
 
 use std::collections::VecDeque;
 use std::future::Future;
