@@ -91,3 +91,50 @@ fn a_killed_daemon_leaves_a_mountpoint_that_mounts_again() {
         drop(m);
     }
 }
+
+/// `umount -l` (systemd's `LazyUnmount=`, or `fusermount3 -uz`) while a
+/// file is open, a new mount on the same path, then the last file of the
+/// old mount closed: the old daemon ends then, and it must not unmount
+/// what is now mounted there. (fuser 0.18 unmounts the mountpoint again
+/// when its session ends, taking the disconnected device for "still
+/// mounted": that took the new mount down. Seen first as `umount` then an
+/// immediate new mount on the same path losing the new mount 3 times in
+/// 10; the held file makes the window certain.)
+#[test]
+fn an_old_daemon_ending_after_a_lazy_unmount_leaves_the_new_mount_on_its_path() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
+    let mut old = Mount::new(&bao, "secret/", &[]);
+    let at = old.path().to_path_buf();
+    let held = std::fs::File::open(old.at("app/db/PASSWORD")).unwrap();
+    let out = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&at)
+        .output()
+        .expect("umount");
+    assert!(out.status.success(), "{out:?}");
+    let new = Mount::builder(&bao, "secret/").at(&at).start();
+    assert_eq!(
+        std::fs::read(new.at("app/db/PASSWORD")).unwrap(),
+        b"hunter2"
+    );
+    // The old mount's last file closes: its daemon is told it is unmounted.
+    drop(held);
+    let status = old.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old daemon did not exit cleanly: {status:?}\n{}",
+        old.log()
+    );
+    assert!(
+        is_mounted(&at),
+        "the new mount was taken down:\n{}",
+        old.log()
+    );
+    assert_eq!(
+        std::fs::read(new.at("app/db/PASSWORD")).ok().as_deref(),
+        Some(&b"hunter2"[..]),
+        "{}",
+        new.log()
+    );
+}

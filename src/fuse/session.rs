@@ -102,8 +102,23 @@ impl Mounted {
     }
 
     /// Waits for the session to end, once it was unmounted from outside.
+    ///
+    /// fuser's `BackgroundSession::join` drops its `Mount`, which unmounts
+    /// the mountpoint again unless the device says it is unmounted — and
+    /// fuser 0.18 reads the device's POLLERR (disconnected) as "still
+    /// mounted". After an unmount from outside that takes down whatever
+    /// was mounted on the path since (a new secretfs after `umount -l`, or
+    /// a quick `umount` and mount again). So only the session's thread is
+    /// joined; the `Mount` is never dropped: its device closes when the
+    /// process exits, which follows.
     pub fn join(self) -> std::io::Result<()> {
-        self.session.join()
+        let session = std::mem::ManuallyDrop::new(self.session);
+        // SAFETY: `session` is never dropped nor used again, so the join
+        // handle read out of it is owned here alone (no double drop).
+        let guard = unsafe { std::ptr::read(&session.guard) };
+        guard
+            .join()
+            .map_err(|_| std::io::Error::other("the FUSE session's thread panicked"))?
     }
 
     /// Unmounts and waits (boundedly) for the session to end. When files
