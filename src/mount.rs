@@ -134,7 +134,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         fsname: args.source.clone(),
         allow_other: args.files.allow_other,
         read_only: args.files.read_only(),
-        threads: usize::try_from(args.files.threads).unwrap_or(4),
+        threads: usize::try_from(args.files.threads).unwrap_or(1),
         audit: audit.clone(),
         access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
     };
