@@ -980,7 +980,6 @@ fn seed_shared(bao: &Bao) {
     );
 }
 
-/// 1. Cached read vs tmpfs.
 /// floorfs (benches/floorfs.c, built by scripts/bench): a minimal C FUSE
 /// daemon serving one 32-byte file, `p/hot/K`, with the best settings the
 /// kernel offers; with `open=fh` every OPEN reaches it, as on a
@@ -1053,6 +1052,7 @@ impl Drop for Floor {
     }
 }
 
+/// 1. Cached read vs tmpfs and the floor of FUSE (floorfs).
 fn cached_section(work: &Path, bao: &Bao) {
     section("1. cached read", Duration::from_secs(180));
     let tmpfs = TmpfsFile::new(work);
