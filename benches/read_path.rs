@@ -980,45 +980,147 @@ fn seed_shared(bao: &Bao) {
     );
 }
 
-/// 1. Cached read vs tmpfs.
+/// floorfs (benches/floorfs.c, built by scripts/bench): a minimal C FUSE
+/// daemon serving one 32-byte file, `p/hot/K`, with the best settings the
+/// kernel offers; with `open=fh` every OPEN reaches it, as on a
+/// `--writable` mount. The floor of a cached read through FUSE.
+struct Floor {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+}
+
+/// What floorfs serves.
+const FLOOR_VALUE: &[u8] = b"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv";
+
+impl Floor {
+    /// Mounts floorfs under `work/name` with `args` (`None`: no floorfs
+    /// built, SECRETFS_BENCH_FLOORFS unset, or it did not mount).
+    fn start(work: &Path, name: &str, args: &[&str]) -> Option<Floor> {
+        let bin = std::env::var_os("SECRETFS_BENCH_FLOORFS")?;
+        let dir = work.join(name);
+        let mountpoint = dir.join("mnt");
+        std::fs::create_dir_all(&mountpoint).ok()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(&mountpoint)
+            .arg(dir.join("count"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        child_setup(&mut cmd, libc::SIGTERM);
+        let child = cmd.spawn().ok()?;
+        {
+            let mut r = registry();
+            r.pids.push(child.id() as i32);
+            r.mounts.push(mountpoint.clone());
+        }
+        let floor = Floor {
+            child: Some(child),
+            mountpoint,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(&floor.mountpoint) {
+            if Instant::now() > deadline {
+                eprintln!("bench: floorfs ({name}) did not mount: left out");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(floor)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.mountpoint.join("p/hot/K")
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        // floorfs ends when its mount goes (ENODEV).
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = child.kill();
+            let _ = child.wait();
+            registry().pids.retain(|p| *p != pid);
+        }
+        registry().mounts.retain(|m| *m != self.mountpoint);
+    }
+}
+
+/// 1. Cached read vs tmpfs and the floor of FUSE (floorfs).
 fn cached_section(work: &Path, bao: &Bao) {
-    section("1. cached read", Duration::from_secs(120));
+    section("1. cached read", Duration::from_secs(180));
     let tmpfs = TmpfsFile::new(work);
     let rw = Mount::start(work, bao, "cached", &["--writable", "--ttl", "10m"]);
+    // The default before 2026-12-07 (4 request threads), for comparison.
+    let rw4 = Mount::start(
+        work,
+        bao,
+        "cached-4",
+        &["--writable", "--ttl", "10m", "--threads", "4"],
+    );
     let ro = Mount::start(work, bao, "cached-ro", &["--ttl", "10m"]);
+    let floor = Floor::start(work, "floor", &[]);
+    let floor_fh = Floor::start(work, "floor-fh", &["open=fh"]);
     let rel = "bench/hot/PASSWORD";
     let mut buf = Vec::new();
-    for m in [&rw, &ro] {
+    for m in [&rw, &rw4, &ro] {
         read_once(&m.at(rel), &mut buf).expect("warm read through secretfs");
         assert_eq!(buf, VALUE, "secretfs served a wrong value");
     }
-    let targets: [(&str, PathBuf); 3] = [
-        ("tmpfs (/dev/shm)", tmpfs.file.clone()),
-        ("secretfs --writable", rw.at(rel)),
-        ("secretfs (default, read-only)", ro.at(rel)),
-    ];
+    // (name, path, value, index of the floor it is compared with).
+    let mut targets: Vec<(&str, PathBuf, &'static [u8], Option<usize>)> =
+        vec![("tmpfs (/dev/shm)", tmpfs.file.clone(), VALUE, None)];
+    let (mut ro_floor, mut rw_floor) = (None, None);
+    if let Some(f) = &floor {
+        ro_floor = Some(targets.len());
+        targets.push(("floorfs (no open)", f.file(), FLOOR_VALUE, None));
+    }
+    if let Some(f) = &floor_fh {
+        rw_floor = Some(targets.len());
+        targets.push(("floorfs open=fh", f.file(), FLOOR_VALUE, None));
+    }
+    targets.push(("secretfs --writable", rw.at(rel), VALUE, rw_floor));
+    targets.push(("  same, --threads 4", rw4.at(rel), VALUE, rw_floor));
+    targets.push(("secretfs (default, read-only)", ro.at(rel), VALUE, ro_floor));
     println!("\n1. CACHED READ: open+read+close of a 32-byte key file (secret cached, --ttl 10m)");
     println!(
-        "   {:<30} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "", "threads", "p50 µs", "p99 µs", "ops/s", "p50 ×", "ops/s ×"
+        "   {:<30} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8}",
+        "", "threads", "p50 µs", "p99 µs", "ops/s", "p50 ×", "ops/s ×", "× floor"
     );
     for threads in [1, 8] {
         // rounds[target] = one Run per round; targets interleaved per round.
         let mut rounds: Vec<Vec<Run>> = (0..targets.len()).map(|_| Vec::new()).collect();
         for _ in 0..CACHED_ROUNDS {
-            for (i, (_, path)) in targets.iter().enumerate() {
-                rounds[i].push(cached_run(path, threads));
+            for (i, (_, path, value, _)) in targets.iter().enumerate() {
+                rounds[i].push(cached_run_of(path, value, threads));
             }
         }
         let stat = |i: usize, f: fn(&Run) -> f64| median(rounds[i].iter().map(f).collect());
         let (base_p50, base_ops) = (stat(0, |r| r.p50), stat(0, |r| r.ops));
-        for (i, (name, _)) in targets.iter().enumerate() {
+        for (i, (name, _, _, floor)) in targets.iter().enumerate() {
             let (p50, p99, ops) = (stat(i, |r| r.p50), stat(i, |r| r.p99), stat(i, |r| r.ops));
             let bad: usize = rounds[i].iter().map(|r| r.bad).sum();
+            // Median of the per-round ratios to the floor measured in the same round.
+            let to_floor = floor.map(|f| {
+                median(
+                    rounds[i]
+                        .iter()
+                        .zip(&rounds[f])
+                        .map(|(r, fr)| r.p50 / fr.p50)
+                        .collect(),
+                )
+            });
             println!(
-                "   {name:<30} {threads:>7} {p50:>9.1} {p99:>9.1} {ops:>10.0} {:>7.1}x {:>7.1}x{}",
+                "   {name:<30} {threads:>7} {p50:>9.1} {p99:>9.1} {ops:>10.0} {:>7.2}x {:>7.2}x {:>8}{}",
                 p50 / base_p50,
                 base_ops / ops,
+                to_floor.map_or(String::new(), |r| format!("{r:.2}x")),
                 if bad > 0 {
                     format!("   !! {bad} reads failed or returned a wrong value")
                 } else {
@@ -1029,15 +1131,22 @@ fn cached_section(work: &Path, bao: &Bao) {
     }
     println!("   how: one op = File::open + read_to_end into a reused Vec + close (drop), timed with Instant in");
     println!("        this process; {CACHED_OPS} timed ops per row and round (split evenly over the threads), after");
-    println!("        {CACHED_WARMUP} untimed ops per thread; {CACHED_ROUNDS} rounds with tmpfs, secretfs --writable and the default read-only mount interleaved;");
+    println!("        {CACHED_WARMUP} untimed ops per thread; {CACHED_ROUNDS} rounds with every row interleaved;");
     println!("        each figure is the median of its per-round values.");
     println!("   p50/p99: nearest-rank percentiles of all ops of a round, all threads pooled.");
     println!(
         "   ops/s: ops of a round ÷ wall time from the start barrier to the last thread's end."
     );
-    println!("   p50 ×: secretfs p50 ÷ tmpfs p50; ops/s ×: tmpfs ops/s ÷ secretfs ops/s (both: times slower).");
+    println!("   p50 ×: p50 ÷ tmpfs p50; ops/s ×: tmpfs ops/s ÷ ops/s (both: times slower).");
+    println!("   × floor: median over rounds of p50 ÷ the floor's p50 in the same round: floorfs (no open) for");
+    println!(
+        "   the read-only mount, floorfs open=fh (every OPEN reaches the daemon) for --writable."
+    );
+    if floor.is_none() || floor_fh.is_none() {
+        println!("   (floorfs not built or not mounted: SECRETFS_BENCH_FLOORFS unset; scripts/bench builds it)");
+    }
     println!("   tmpfs file at the same path depth as in the mount (…/mnt/bench/hot/PASSWORD); secret warmed by");
-    println!("   one read before; default --threads (4) in the daemon; each value checked equal to the 32 bytes.");
+    println!("   one read before; each value checked equal to the 32 bytes it should be.");
 }
 
 /// 1b. A cached read of a rendered file (`--layout json`, `env`) against

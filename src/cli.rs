@@ -510,8 +510,10 @@ pub struct ServiceArgs {
     #[arg(long)]
     pub mlock: bool,
 
-    /// FUSE worker threads: requests that wait on Vault do not block others.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    /// FUSE request threads. Requests that wait on Vault never hold them
+    /// (store threads do), so one answers fastest: each more thread adds a
+    /// wakeup of a cold thread to every request that reaches the daemon.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
 }
 

@@ -131,7 +131,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         fsname: args.source.clone(),
         allow_other: args.files.allow_other,
         read_only: args.files.layout.read_only(args.files.writable),
-        threads: usize::try_from(args.service.threads).unwrap_or(4),
+        threads: usize::try_from(args.service.threads).unwrap_or(1),
         audit: audit.clone(),
         access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
     };

@@ -211,7 +211,7 @@ fn status_of_a_mount_whose_store_hangs_says_so_within_its_own_deadline() {
 
 #[test]
 fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
-    // 16 cold reads hang on a frozen store (more than the daemon's 4
+    // 16 cold reads hang on a frozen store (more than the daemon has
     // request threads): a read of a cached key must not queue behind them.
     // Each in a folder of its own: the kernel sends one lookup at a time
     // per directory.
