@@ -6,6 +6,7 @@
 mod data;
 pub mod deadline;
 pub mod deleted;
+pub mod file;
 pub mod layered;
 pub mod memory;
 pub mod metered;
