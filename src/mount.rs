@@ -89,13 +89,18 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     if let Some(addr) = &args.files.metrics {
         start_metrics(addr, core_slot.clone())?;
     }
+    let files = store::file::FileSettings {
+        identity: args.age.identity.clone(),
+        timeout: args.vault.timeout,
+    };
     let connected = if args.layer.is_empty() {
-        store::connect(&args.source, &args.vault, runtime.handle().clone())?
+        store::connect(&args.source, &args.vault, &files, runtime.handle().clone())?
     } else {
         store::connect_layered(
             &args.source,
             &args.layer,
             &args.vault,
+            &files,
             runtime.handle().clone(),
         )?
     };

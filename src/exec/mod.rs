@@ -51,11 +51,15 @@ pub fn run(args: ExecArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
-    {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    let files = store::file::FileSettings {
+        identity: args.age.identity.clone(),
+        timeout: args.vault.timeout,
     };
+    let connected =
+        match store::connect_each(&args.sources, &args.vault, &files, runtime.handle().clone()) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
     let mut watched = Vec::with_capacity(connected.len());
     for (name, c) in args.sources.iter().zip(connected) {
         match sources::Watched::open(name, c, args.ttl) {

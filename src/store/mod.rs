@@ -37,8 +37,12 @@ pub struct Connected {
 pub fn connect(
     source: &str,
     args: &crate::cli::VaultArgs,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
+    if let Some(c) = file::connect(source, files)? {
+        return Ok(c);
+    }
     let settings = vault::VaultSettings::from_args(args)?;
     let store = vault::VaultStore::connect(&settings, source, rt)?;
     Ok(connected(store, &settings.addr_list()))
@@ -49,14 +53,28 @@ pub fn connect(
 pub fn connect_each(
     sources: &[String],
     args: &crate::cli::VaultArgs,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
-    let session = vault::Session::open(&settings, rt)?;
-    sources
-        .iter()
-        .map(|source| Ok(connected(session.resolve(source)?, &settings.addr_list())))
-        .collect()
+    // Logged in only when a SOURCE is on Vault.
+    let mut session = None;
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        if let Some(c) = file::connect(source, files)? {
+            out.push(c);
+            continue;
+        }
+        let (settings, session) = match &mut session {
+            Some(s) => s,
+            None => {
+                let settings = vault::VaultSettings::from_args(args)?;
+                let s = vault::Session::open(&settings, rt.clone())?;
+                session.insert((settings, s))
+            }
+        };
+        out.push(connected(session.resolve(source)?, &settings.addr_list()));
+    }
+    Ok(out)
 }
 
 /// Reaches SOURCE and the layers laid over it (bottom first) with one
@@ -67,9 +85,11 @@ pub fn connect_layered(
     source: &str,
     layers: &[String],
     args: &crate::cli::VaultArgs,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
+    // Only a layer on Vault needs the Vault settings and a login.
+    let mut settings: Option<vault::VaultSettings> = None;
     let mut session: Option<vault::Session> = None;
     let mut out = Vec::with_capacity(layers.len() + 1);
     let top = layers.len();
@@ -77,6 +97,14 @@ pub fn connect_layered(
         .chain(layers.iter().map(String::as_str))
         .enumerate()
     {
+        if let Some(c) = file::connect(name, files)? {
+            out.push(layered::Layer {
+                name: name.to_string(),
+                store: c.store,
+                root: c.root,
+            });
+            continue;
+        }
         let c = match on_server(name)? {
             Some((addr, source)) => {
                 let mut own = vault::VaultSettings::from_args(args)?;
@@ -105,9 +133,13 @@ pub fn connect_layered(
                 }
             }
             None => {
+                let settings = match &settings {
+                    Some(s) => s,
+                    None => settings.insert(vault::VaultSettings::from_args(args)?),
+                };
                 let s = match session.take() {
                     Some(s) => s,
-                    None => vault::Session::open(&settings, rt.clone())?,
+                    None => vault::Session::open(settings, rt.clone())?,
                 };
                 let store = s.resolve(name)?;
                 session = Some(s);

@@ -24,12 +24,14 @@ pub fn read_identities(path: &Path) -> std::result::Result<Vec<x25519::Identity>
         }
         match line.parse::<x25519::Identity>() {
             Ok(id) => out.push(id),
-            Err(_) => return Err(format!(
+            Err(_) => {
+                return Err(format!(
                 "identity file {}: line {} is not an age X25519 identity (AGE-SECRET-KEY-1...); \
                      passphrase-protected, SSH and plugin identities are not supported",
                 path.display(),
                 i + 1
-            )),
+            ))
+            }
         }
     }
     if out.is_empty() {
