@@ -365,17 +365,23 @@ pub struct AgeArgs {
 /// `secretfs store ...`.
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Create an empty store file encrypted to every --recipient (kept
-    /// in it: later writes encrypt to them too). Refuses an existing file.
-    #[command(after_help = "Example:\n  age-keygen -o key.txt\n  \
-secretfs store init file:app.age --recipient $(age-keygen -y key.txt)\n  \
-secretfs mount file:app.age /mnt --identity key.txt --writable")]
+    /// Create an empty store file encrypted to every --recipient and to
+    /// the identity of --identity (kept in it: later writes encrypt to
+    /// them too). An --identity FILE that does not exist yet is created
+    /// (a new key, mode 0600, as age-keygen writes it). Refuses an
+    /// existing store file.
+    #[command(after_help = "Examples:\n  \
+secretfs store init file:app.age --identity key.txt      # makes key.txt when missing\n  \
+secretfs mount file:app.age /mnt --identity key.txt --writable\n  \
+secretfs store init file:team.age --recipient age1... --recipient age1...")]
     Init {
         /// The store to create: `file:PATH`.
         source: String,
         /// An age recipient (`age1...`), repeatable.
-        #[arg(long = "recipient", value_name = "RECIPIENT", required = true, action = clap::ArgAction::Append)]
+        #[arg(long = "recipient", value_name = "RECIPIENT", action = clap::ArgAction::Append)]
         recipients: Vec<String>,
+        #[command(flatten)]
+        age: AgeArgs,
     },
 }
 
@@ -1254,11 +1260,13 @@ mod tests {
             "age1b",
         ])
         .unwrap();
-        let Command::Store(StoreCommand::Init { source, recipients }) = cli.command else {
+        let Command::Store(StoreCommand::Init {
+            source, recipients, ..
+        }) = cli.command
+        else {
             panic!("{cli:?}")
         };
         assert_eq!((source.as_str(), recipients.len()), ("file:/x.age", 2));
-        usage_error(&["secretfs", "store", "init", "file:/x.age"]);
     }
 
     #[test]

@@ -43,6 +43,28 @@ pub fn read_identities(path: &Path) -> std::result::Result<Vec<x25519::Identity>
     Ok(out)
 }
 
+/// Writes a new identity to `path` (which must not exist; mode 0600) as
+/// age-keygen does: two comment lines, then the key.
+pub fn new_identity_file(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = x25519::Identity::generate();
+    let text = Zeroizing::new(format!(
+        "# created: {}\n# public key: {}\n{}\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        id.to_public(),
+        age::secrecy::ExposeSecret::expose_secret(&id.to_string()),
+    ));
+    let failed = |e: std::io::Error| format!("identity file {}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    f.write_all(text.as_bytes()).map_err(failed)?;
+    f.sync_all().map_err(failed)
+}
+
 /// Parses a recipient (`age1...`).
 pub fn parse_recipient(s: &str) -> std::result::Result<x25519::Recipient, String> {
     s.trim()

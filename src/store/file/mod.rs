@@ -96,20 +96,38 @@ pub fn connect(
     }))
 }
 
-/// `secretfs store init file:PATH --recipient age1...`: creates an empty
-/// store encrypted to `recipients` (kept in it for later writes). Refuses
-/// to overwrite a file. The `Err` is one line for stderr.
-pub fn init(source: &str, recipients: &[String]) -> std::result::Result<PathBuf, String> {
+/// `secretfs store init file:PATH [--recipient age1...] [--identity FILE]`:
+/// creates an empty store encrypted to `recipients` and to the identities
+/// of `identity` (all kept in it for later writes); an identity file that
+/// does not exist is made first, with a new key. Refuses to overwrite a
+/// store file. The `Err` is one line for stderr.
+pub fn init(
+    source: &str,
+    recipients: &[String],
+    identity: Option<&Path>,
+) -> std::result::Result<PathBuf, String> {
     let parsed = FileSource::parse(source)
         .ok_or_else(|| format!("{source}: a store file is named file:PATH"))?;
+    let mut recipients: Vec<String> = recipients.iter().map(|r| r.trim().to_string()).collect();
+    if let Some(identity) = identity {
+        if !identity.exists() {
+            crypt::new_identity_file(identity)?;
+        }
+        for id in crypt::read_identities(identity)? {
+            let public = id.to_public().to_string();
+            if !recipients.contains(&public) {
+                recipients.push(public);
+            }
+        }
+    }
     if recipients.is_empty() {
-        return Err("give at least one --recipient age1...".into());
+        return Err("give --identity FILE (made when missing) or --recipient age1...".into());
     }
     let keys = recipients
         .iter()
         .map(|r| crypt::parse_recipient(r))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let doc = Document::empty(recipients.iter().map(|r| r.trim().to_string()).collect());
+    let doc = Document::empty(recipients);
     let file = crypt::encrypt(&keys, &doc.to_bytes()).map_err(|e| e.to_string())?;
     let path = &parsed.path;
     let _lock = replace::lock(path, Duration::from_secs(5)).map_err(|e| e.to_string())?;

@@ -21,7 +21,7 @@ fn fixture() -> Fixture {
     std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
     let file = dir.path().join("app.age");
     let source = format!("file:{}", file.display());
-    init(&source, &[id.to_public().to_string()]).unwrap();
+    init(&source, &[id.to_public().to_string()], None).unwrap();
     Fixture { dir, file, key, id }
 }
 
@@ -258,12 +258,35 @@ fn two_writers_on_one_file_lose_nothing() {
 fn init_refuses_an_existing_file_and_needs_a_recipient() {
     let f = fixture();
     let source = format!("file:{}", f.file.display());
-    let err = init(&source, &[f.id.to_public().to_string()]).unwrap_err();
+    let err = init(&source, &[f.id.to_public().to_string()], None).unwrap_err();
     assert!(err.contains("exists"), "{err}");
     let new = format!("file:{}", f.dir.path().join("new.age").display());
-    assert!(init(&new, &[]).is_err());
-    assert!(init(&new, &["age1nope".into()]).is_err());
-    assert!(init("secret/app", &[f.id.to_public().to_string()]).is_err());
+    assert!(init(&new, &[], None).is_err());
+    assert!(init(&new, &["age1nope".into()], None).is_err());
+    assert!(init("secret/app", &[f.id.to_public().to_string()], None).is_err());
+}
+
+#[test]
+fn init_with_a_missing_identity_file_makes_a_key_that_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let file = dir.path().join("app.age");
+    init(&format!("file:{}", file.display()), &[], Some(&key)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let Ok(s) = FileStore::open(&file, &key, Duration::from_secs(1)) else {
+        panic!("the new key does not open the new store");
+    };
+    s.write(
+        &SecretPath::parse("a"),
+        &data(&[("k", "v")]),
+        &Precondition::Absent,
+    )
+    .unwrap();
+    assert_eq!(value(&s, "a", "k"), Some(json!("v")));
 }
 
 #[test]
