@@ -339,3 +339,40 @@ fn a_wrong_identity_fails_the_mount_with_one_line() {
     assert!(!status.success());
     assert!(stderr.contains("no identity given opens"), "{stderr}");
 }
+
+/// Unmounts a mount made in the background (the mount-helper form), so a
+/// failed test leaves no daemon behind.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        if support::is_mounted(self.0) {
+            let _ = Command::new("fusermount3").arg("-u").arg(self.0).status();
+        }
+    }
+}
+
+#[test]
+fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
+    // What mount(8) and /etc/fstab run: `secretfs SOURCE MOUNTPOINT -o
+    // OPTIONS`, which returns once the background daemon serves.
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
+    let mnt = age.path("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let _unmount = Unmount(&mnt);
+    let out = Command::new(support::secretfs())
+        .arg(format!("file:{}", file.display()))
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!("ro,_netdev,identity={},ttl=1s", age.key.display()))
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
+        .output()
+        .expect("secretfs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(support::is_mounted(&mnt));
+    assert_eq!(std::fs::read(mnt.join("db/k")).expect("read"), b"v");
+}
