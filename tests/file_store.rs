@@ -376,3 +376,28 @@ fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
     assert!(support::is_mounted(&mnt));
     assert_eq!(std::fs::read(mnt.join("db/k")).expect("read"), b"v");
 }
+
+#[test]
+fn layouts_and_the_audit_log_work_on_a_file_store() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"app/db": {"data": {"PASSWORD": "hunter2", "PORT": 5432}}}}),
+        &file,
+    );
+    let m = age.mount(&file, &["--layout", "json"]);
+    let shown: Value =
+        serde_json::from_slice(&std::fs::read(m.at("app/db.json")).expect("read db.json"))
+            .expect("JSON");
+    assert_eq!(shown, json!({"PASSWORD": "hunter2", "PORT": 5432}));
+    drop(m);
+    let log = age.path("audit.log");
+    let m = age.mount(&file, &["--audit-log", s(&log)]);
+    assert_eq!(read(&m, "app/db/PASSWORD"), "hunter2");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    assert!(
+        text.lines().any(|l| l.contains("\"/app/db/PASSWORD\"")),
+        "no audit line for the read: {text}"
+    );
+    assert!(!text.contains("hunter2"), "a value in the audit log");
+}

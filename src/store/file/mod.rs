@@ -108,6 +108,16 @@ pub fn init(
 ) -> std::result::Result<PathBuf, String> {
     let parsed = FileSource::parse(source)
         .ok_or_else(|| format!("{source}: a store file is named file:PATH"))?;
+    let exists = |path: &Path| {
+        format!(
+            "{} exists already: secretfs store init makes a new store",
+            path.display()
+        )
+    };
+    // Before a key is made for it.
+    if parsed.path.exists() {
+        return Err(exists(&parsed.path));
+    }
     let mut recipients: Vec<String> = recipients.iter().map(|r| r.trim().to_string()).collect();
     if let Some(identity) = identity {
         if !identity.exists() {
@@ -132,10 +142,7 @@ pub fn init(
     let path = &parsed.path;
     let _lock = replace::lock(path, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     if path.exists() {
-        return Err(format!(
-            "{} exists already: secretfs store init makes a new store",
-            path.display()
-        ));
+        return Err(exists(path));
     }
     replace::replace(path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path.clone())
