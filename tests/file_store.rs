@@ -401,3 +401,37 @@ fn layouts_and_the_audit_log_work_on_a_file_store() {
     );
     assert!(!text.contains("hunter2"), "a value in the audit log");
 }
+
+#[test]
+fn metrics_count_the_file_stores_requests() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"app/db": {"data": {"k": "hunter2"}}}}),
+        &file,
+    );
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let m = age.mount(&file, &["--metrics", &addr]);
+    assert_eq!(read(&m, "app/db/k"), "hunter2");
+    let body = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .expect("scrape")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    let reads = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "secretfs_store_request_duration_seconds_count{op=\"read\",outcome=\"ok\"} ",
+            )
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reads >= 1.0, "no store read counted: {body}");
+    assert!(body.contains("secretfs_store_up 1"), "{body}");
+    assert!(!body.contains("hunter2") && !body.contains("app/db"));
+}
