@@ -117,13 +117,18 @@ cannot be executed; 127 when it is not found.")]
         /// Where secretfs is mounted.
         mountpoint: PathBuf,
     },
+
+    /// Manage a store file (`file:PATH`): `secretfs store init`.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 /// Arguments of `secretfs mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// KV mount plus an optional folder: `secret/`, `secret/team/prod`, `kv1/`.
-    /// The KV version (1 or 2) is detected from the server.
+    /// The KV version (1 or 2) is detected from the server. Or a store
+    /// file, `file:PATH` (encrypted with age; needs --identity).
     pub source: String,
 
     /// Empty directory to mount on.
@@ -143,6 +148,9 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub vault: VaultArgs,
+
+    #[command(flatten)]
+    pub age: AgeArgs,
 
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -239,6 +247,9 @@ pub struct ExecArgs {
 
     #[command(flatten)]
     pub vault: VaultArgs,
+
+    #[command(flatten)]
+    pub age: AgeArgs,
 
     /// Append secretfs's own logs to this file instead of stderr (which
     /// COMMAND shares).
@@ -342,6 +353,39 @@ pub struct VaultArgs {
     /// Deadline of each request to Vault; past it the operation fails with EIO.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// How to open a store file (a SOURCE or --layer `file:PATH`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "File store (file:PATH)")]
+pub struct AgeArgs {
+    /// age identity file (`AGE-SECRET-KEY-1...` lines, as age-keygen
+    /// writes them) that opens `file:` SOURCEs and layers.
+    #[arg(long, env = "SECRETFS_AGE_IDENTITY_FILE", value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `secretfs store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create an empty store file encrypted to every --recipient and to
+    /// the identity of --identity (kept in it: later writes encrypt to
+    /// them too). An --identity FILE that does not exist yet is created
+    /// (a new key, mode 0600, as age-keygen writes it). Refuses an
+    /// existing store file.
+    #[command(after_help = "Examples:\n  \
+secretfs store init file:app.age --identity key.txt      # makes key.txt when missing\n  \
+secretfs mount file:app.age /mnt --identity key.txt --writable\n  \
+secretfs store init file:team.age --recipient age1... --recipient age1...")]
+    Init {
+        /// The store to create: `file:PATH`.
+        source: String,
+        /// An age recipient (`age1...`), repeatable.
+        #[arg(long = "recipient", value_name = "RECIPIENT", action = clap::ArgAction::Append)]
+        recipients: Vec<String>,
+        #[command(flatten)]
+        age: AgeArgs,
+    },
 }
 
 /// How secretfs logs in to Vault.
@@ -1190,6 +1234,46 @@ mod tests {
             "layer=a/b,layer=c/d",
         ]);
         assert_eq!(m.layer, ["a/b", "c/d"]);
+    }
+
+    #[test]
+    fn a_store_file_is_a_source_with_its_identity_from_a_flag_o_or_a_config_file() {
+        let m = mount_args(&[
+            "secretfs",
+            "file:/etc/secretfs/app.age",
+            "/mnt",
+            "-o",
+            "identity=/etc/secretfs/key.txt,layer=file:/home/me/overrides.age",
+        ]);
+        assert!(m.background);
+        assert_eq!(m.source, "file:/etc/secretfs/app.age");
+        assert_eq!(m.age.identity, Some(PathBuf::from("/etc/secretfs/key.txt")));
+        assert_eq!(m.layer, ["file:/home/me/overrides.age"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "identity = \"/k.txt\"\nlayer = [\"file:/o.age\"]\n").unwrap();
+        let conf = format!("config={}", file.display());
+        let m = mount_args(&["secretfs", "mount", "secret/app", "/mnt", "-o", &conf]);
+        assert_eq!(m.age.identity, Some(PathBuf::from("/k.txt")));
+        assert_eq!(m.layer, ["file:/o.age"]);
+        let cli = parse_strs(&[
+            "secretfs",
+            "store",
+            "init",
+            "file:/x.age",
+            "--recipient",
+            "age1a",
+            "--recipient",
+            "age1b",
+        ])
+        .unwrap();
+        let Command::Store(StoreCommand::Init {
+            source, recipients, ..
+        }) = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((source.as_str(), recipients.len()), ("file:/x.age", 2));
     }
 
     #[test]

@@ -71,6 +71,20 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
         Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
+        Command::Store(cli::StoreCommand::Init {
+            source,
+            recipients,
+            age,
+        }) => match secretfs::store::file::init(&source, &recipients, age.identity.as_deref()) {
+            Ok(path) => {
+                eprintln!("secretfs: created the empty store {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("secretfs: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -90,11 +90,21 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     if let Some(addr) = &args.service.metrics {
         start_metrics(addr, core_slot.clone())?;
     }
-    let vault = vault_settings(&args.vault)?;
+    let vault = || vault_settings(&args.vault);
+    let files = store::file::FileSettings {
+        identity: args.age.identity.clone(),
+        timeout: args.vault.timeout,
+    };
     let connected = if args.layer.is_empty() {
-        store::connect(&args.source, &vault, runtime.handle().clone())?
+        store::connect(&args.source, &vault, &files, runtime.handle().clone())?
     } else {
-        store::connect_layered(&args.source, &args.layer, &vault, runtime.handle().clone())?
+        store::connect_layered(
+            &args.source,
+            &args.layer,
+            &vault,
+            &files,
+            runtime.handle().clone(),
+        )?
     };
 
     let core = build_core(connected, &args);

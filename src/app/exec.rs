@@ -8,13 +8,12 @@ use crate::exec::{self, ExecOptions};
 pub fn run(args: ExecArgs) -> u8 {
     // As exec::run does first: no core dump once a token may be in memory.
     crate::hardening::no_dumps();
-    let vault = match super::vault::vault_settings(&args.vault) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("secretfs: {e}");
-            return exec::FAILED;
-        }
+    let files = crate::store::file::FileSettings {
+        identity: args.age.identity.clone(),
+        timeout: args.vault.timeout,
     };
+    let vault_args = args.vault;
+    let vault = Box::new(move || super::vault::vault_settings(&vault_args));
     exec::run(ExecOptions {
         sources: args.sources,
         command: args.command,
@@ -27,5 +26,6 @@ pub fn run(args: ExecArgs) -> u8 {
         stop_timeout: args.stop_timeout,
         user: args.user,
         vault,
+        files,
     })
 }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use crate::hardening;
 use crate::store;
-use crate::store::vault::VaultSettings;
 
 pub use options::{OnChange, Signal};
 
@@ -53,8 +52,10 @@ pub struct ExecOptions {
     pub stop_timeout: Duration,
     /// The user to run the command as (a name or uid).
     pub user: Option<String>,
-    /// How to reach the store.
-    pub vault: VaultSettings,
+    /// How to reach Vault: made only when a SOURCE is on Vault.
+    pub vault: Box<store::VaultAccess<'static>>,
+    /// How to open store files (`file:` SOURCEs).
+    pub files: store::file::FileSettings,
 }
 
 /// Runs `secretfs exec`; returns the exit code: the command's (128+N when
@@ -80,8 +81,12 @@ pub fn run(args: ExecOptions) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
-    {
+    let connected = match store::connect_each(
+        &args.sources,
+        &*args.vault,
+        &args.files,
+        runtime.handle().clone(),
+    ) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

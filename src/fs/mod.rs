@@ -413,8 +413,18 @@ impl SecretFs {
                 serde_json::json!({"layer": d.part, "state": d.state, "since_unix": secs(d.since), "why": d.why})
             })
             .collect();
+        // What the store can do: a feature it lacks fails (EOPNOTSUPP)
+        // rather than pretend.
+        let caps = self.source.capabilities();
+        let capabilities = serde_json::json!({
+            "check_and_set": caps.check_and_set,
+            "versions": caps.versions,
+            "metadata": caps.metadata,
+            "soft_delete": caps.soft_delete,
+        });
         serde_json::json!({
             "healthy": health.is_ok() && degraded.is_empty(),
+            "store_capabilities": capabilities,
             "degraded_layers": degraded,
             "mounted": true,
             "store_reachable": health.is_ok(),

@@ -6,6 +6,7 @@
 mod data;
 pub mod deadline;
 pub mod deleted;
+pub mod file;
 pub mod layered;
 pub mod memory;
 pub mod metered;
@@ -29,16 +30,27 @@ pub struct Connected {
     pub root: SecretPath,
 }
 
+/// How to reach Vault: the app layer's conversion of the Vault flags, run
+/// only when a SOURCE or layer is on Vault (a store file alone needs no
+/// token, and no Vault flag is checked for it).
+pub type VaultAccess<'a> =
+    dyn Fn() -> std::result::Result<vault::VaultSettings, crate::start_error::StartError> + 'a;
+
 /// Reaches the store SOURCE names (a Vault/OpenBao KV mount and folder,
 /// e.g. `secret/team/prod`) with the settings given: what `mount` (and
 /// any other command that reads secrets) starts from. Errors are one
 /// sentence for stderr.
 pub fn connect(
     source: &str,
-    settings: &vault::VaultSettings,
+    vault: &VaultAccess,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    let store = vault::VaultStore::connect(settings, source, rt)?;
+    if let Some(c) = file::connect(source, files)? {
+        return Ok(c);
+    }
+    let settings = vault()?;
+    let store = vault::VaultStore::connect(&settings, source, rt)?;
     Ok(connected(store, &settings.addr_list()))
 }
 
@@ -46,14 +58,29 @@ pub fn connect(
 /// [`connect`] does for one: what `secretfs exec` starts from.
 pub fn connect_each(
     sources: &[String],
-    settings: &vault::VaultSettings,
+    vault: &VaultAccess,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
-    let session = vault::Session::open(settings, rt)?;
-    sources
-        .iter()
-        .map(|source| Ok(connected(session.resolve(source)?, &settings.addr_list())))
-        .collect()
+    // Logged in only when a SOURCE is on Vault.
+    let mut session = None;
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        if let Some(c) = file::connect(source, files)? {
+            out.push(c);
+            continue;
+        }
+        let (settings, session) = match &mut session {
+            Some(s) => s,
+            None => {
+                let settings = vault()?;
+                let s = vault::Session::open(&settings, rt.clone())?;
+                session.insert((settings, s))
+            }
+        };
+        out.push(connected(session.resolve(source)?, &settings.addr_list()));
+    }
+    Ok(out)
 }
 
 /// Reaches SOURCE and the layers laid over it (bottom first) with one
@@ -63,9 +90,12 @@ pub fn connect_each(
 pub fn connect_layered(
     source: &str,
     layers: &[String],
-    settings: &vault::VaultSettings,
+    vault: &VaultAccess,
+    files: &file::FileSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
+    // Only a layer on Vault needs the Vault settings and a login.
+    let mut settings: Option<vault::VaultSettings> = None;
     let mut session: Option<vault::Session> = None;
     let mut out = Vec::with_capacity(layers.len() + 1);
     let top = layers.len();
@@ -73,9 +103,20 @@ pub fn connect_layered(
         .chain(layers.iter().map(String::as_str))
         .enumerate()
     {
+        if let Some(c) = file::connect(name, files)? {
+            out.push(layered::Layer {
+                name: name.to_string(),
+                store: c.store,
+                root: c.root,
+            });
+            continue;
+        }
         let c = match on_server(name)? {
             Some((addr, source)) => {
-                let mut own = settings.clone();
+                let mut own = match &settings {
+                    Some(s) => s.clone(),
+                    None => settings.insert(vault()?).clone(),
+                };
                 own.addrs = vec![addr.clone()];
                 match vault::Session::open(&own, rt.clone()) {
                     Ok(session) => connected(session.resolve(&source)?, &addr),
@@ -101,6 +142,10 @@ pub fn connect_layered(
                 }
             }
             None => {
+                let settings = match &settings {
+                    Some(s) => s,
+                    None => settings.insert(vault()?),
+                };
                 let s = match session.take() {
                     Some(s) => s,
                     None => vault::Session::open(settings, rt.clone())?,

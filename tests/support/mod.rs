@@ -800,6 +800,25 @@ impl Mount {
         }
     }
 
+    /// A mount of a SOURCE that needs no server (`file:PATH`), to be set
+    /// up further and started: no token, and an address where nothing
+    /// answers, so that nothing reaches a Vault by mistake.
+    pub fn builder_without_server(source: &str) -> MountBuilder {
+        MountBuilder {
+            source: source.to_string(),
+            addr: Addr::Flag(dead_addr()),
+            token: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            home: None,
+            at: None,
+            rust_log: None,
+            blocked_signals: Vec::new(),
+            mount8: false,
+            cwd: None,
+        }
+    }
+
     /// Mounts `source` with the root token and extra `args`.
     pub fn new(bao: &Bao, source: &str, args: &[&str]) -> Mount {
         Mount::builder(bao, source).args(args).start()

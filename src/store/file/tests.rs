@@ -1,0 +1,331 @@
+use std::sync::Arc;
+
+use age::secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::*;
+use crate::store::SecretValue;
+
+/// A store file made by `init`, and the identity file that opens it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    key: PathBuf,
+    id: x25519::Identity,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let id = x25519::Identity::generate();
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    let file = dir.path().join("app.age");
+    let source = format!("file:{}", file.display());
+    init(&source, &[id.to_public().to_string()], None).unwrap();
+    Fixture { dir, file, key, id }
+}
+
+impl Fixture {
+    fn open(&self) -> FileStore {
+        match FileStore::open(&self.file, &self.key, Duration::from_secs(5)) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    }
+
+    /// The file's plaintext, as `age -d` shows it.
+    fn plaintext(&self) -> serde_json::Value {
+        let plain = crypt::decrypt(
+            std::slice::from_ref(&self.id),
+            &std::fs::read(&self.file).unwrap(),
+        )
+        .unwrap();
+        serde_json::from_slice(&plain).unwrap()
+    }
+
+    /// Replaces the file as someone else would (`age -r`), in place.
+    fn rewrite(&self, doc: serde_json::Value) {
+        let file = crypt::encrypt(&[self.id.to_public()], doc.to_string().as_bytes()).unwrap();
+        std::fs::write(&self.file, file).unwrap();
+    }
+}
+
+fn data(pairs: &[(&str, &str)]) -> SecretData {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), SecretValue::from_json(&json!(v))))
+        .collect()
+}
+
+fn value(s: &FileStore, path: &str, key: &str) -> Option<serde_json::Value> {
+    s.read(&SecretPath::parse(path))
+        .unwrap()
+        .and_then(|secret| secret.keys.get(key).map(SecretValue::to_json))
+}
+
+#[test]
+fn what_is_written_reads_back_and_lists_as_folders() {
+    let f = fixture();
+    let s = f.open();
+    assert_eq!(s.list(&SecretPath::root()).unwrap(), None);
+    let rev = s
+        .write(
+            &SecretPath::parse("app/db"),
+            &data(&[("password", "pw")]),
+            &Precondition::Absent,
+        )
+        .unwrap();
+    assert_eq!(rev, Some(Revision::new("1")));
+    assert_eq!(value(&s, "app/db", "password"), Some(json!("pw")));
+    let root = s.list(&SecretPath::root()).unwrap().unwrap();
+    assert_eq!(
+        root,
+        [ListEntry {
+            name: "app".into(),
+            folder: true
+        }]
+    );
+    let app = s.list(&SecretPath::parse("app")).unwrap().unwrap();
+    assert_eq!(app[0].name, "db");
+    assert!(!app[0].folder);
+    // Another process opening the file sees the same.
+    assert_eq!(value(&f.open(), "app/db", "password"), Some(json!("pw")));
+    // The file is the documented JSON.
+    let doc = f.plaintext();
+    assert_eq!(doc["secretfs"], json!(1));
+    assert_eq!(
+        doc["secrets"]["app/db"]["versions"][0]["data"],
+        json!({"password": "pw"})
+    );
+    assert_eq!(doc["secrets"]["app/db"]["versions"][0]["version"], json!(1));
+}
+
+#[test]
+fn versions_and_check_and_set_work_as_on_kv_v2() {
+    let f = fixture();
+    let s = f.open();
+    let p = SecretPath::parse("db");
+    s.write(&p, &data(&[("k", "one")]), &Precondition::Any)
+        .unwrap();
+    let two = s
+        .write(
+            &p,
+            &data(&[("k", "two")]),
+            &Precondition::At(Revision::new("1")),
+        )
+        .unwrap();
+    assert_eq!(two, Some(Revision::new("2")));
+    // A writer that read version 1 loses.
+    assert!(matches!(
+        s.write(
+            &p,
+            &data(&[("k", "three")]),
+            &Precondition::At(Revision::new("1"))
+        ),
+        Err(Error::CasConflict)
+    ));
+    assert!(matches!(
+        s.write(&p, &data(&[("k", "x")]), &Precondition::Absent),
+        Err(Error::CasConflict)
+    ));
+    let v1 = s.read_version(&p, 1).unwrap().unwrap();
+    assert_eq!(v1.keys.get("k").unwrap().to_json(), json!("one"));
+    assert_eq!(v1.revision, Some(Revision::new("1")));
+    assert!(v1.modified.is_some());
+    assert_eq!(value(&s, "db", "k"), Some(json!("two")));
+    assert!(s.read_version(&p, 9).unwrap().is_none());
+    // A delete hides the secret; its versions stay, and the next write
+    // (which may then expect it absent) is version 3.
+    s.delete(&p).unwrap();
+    assert!(s.read(&p).unwrap().is_none());
+    assert_eq!(s.list(&SecretPath::root()).unwrap(), None);
+    assert!(s.read_version(&p, 2).unwrap().is_none());
+    assert!(s.read_version(&p, 1).unwrap().is_some());
+    let three = s
+        .write(&p, &data(&[("k", "back")]), &Precondition::Absent)
+        .unwrap();
+    assert_eq!(three, Some(Revision::new("3")));
+}
+
+#[test]
+fn custom_metadata_is_kept_with_the_secret() {
+    let f = fixture();
+    let s = f.open();
+    let p = SecretPath::parse("db");
+    assert!(matches!(
+        s.set_custom_metadata(&p, "owner", Some("ops")),
+        Err(Error::NotFound)
+    ));
+    s.write(&p, &data(&[("k", "v")]), &Precondition::Any)
+        .unwrap();
+    s.set_custom_metadata(&p, "owner", Some("ops")).unwrap();
+    s.set_custom_metadata(&p, "team", Some("a")).unwrap();
+    s.set_custom_metadata(&p, "team", None).unwrap();
+    let read = f.open().read(&p).unwrap().unwrap();
+    assert_eq!(
+        read.custom_metadata,
+        [("owner".to_string(), "ops".to_string())].into()
+    );
+    assert_eq!(
+        f.plaintext()["secrets"]["db"]["custom_metadata"],
+        json!({"owner": "ops"})
+    );
+}
+
+#[test]
+fn a_change_made_by_someone_else_is_read() {
+    let f = fixture();
+    let s = f.open();
+    s.write(
+        &SecretPath::parse("a"),
+        &data(&[("k", "mine")]),
+        &Precondition::Any,
+    )
+    .unwrap();
+    f.rewrite(json!({"secrets": {"a": {"data": {"k": "theirs"}}, "b/c": {"data": {"n": 1}}}}));
+    assert_eq!(value(&s, "a", "k"), Some(json!("theirs")));
+    assert_eq!(value(&s, "b/c", "n"), Some(json!(1)));
+    // And a write builds on what they left.
+    s.write(
+        &SecretPath::parse("a"),
+        &data(&[("k", "again")]),
+        &Precondition::At(Revision::new("1")),
+    )
+    .unwrap();
+    assert_eq!(value(&f.open(), "b/c", "n"), Some(json!(1)));
+}
+
+#[test]
+fn a_file_it_cannot_open_fails_as_the_store_saying_no() {
+    let f = fixture();
+    let s = f.open();
+    let other = x25519::Identity::generate();
+    let file = crypt::encrypt(&[other.to_public()], b"{}").unwrap();
+    std::fs::write(&f.file, file).unwrap();
+    assert!(matches!(
+        s.read(&SecretPath::parse("a")),
+        Err(Error::PermissionDenied(_))
+    ));
+    std::fs::write(&f.file, b"not age").unwrap();
+    let err = s.read(&SecretPath::parse("a")).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    std::fs::remove_file(&f.file).unwrap();
+    assert!(s.health().is_err());
+    // And it does not start.
+    assert!(FileStore::open(&f.file, &f.key, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn two_writers_on_one_file_lose_nothing() {
+    let f = fixture();
+    // Two stores on one file: two lock descriptors, as two processes have.
+    let stores = [Arc::new(f.open()), Arc::new(f.open())];
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(w, s)| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let p = SecretPath::parse(&format!("w{w}/s{i}"));
+                    s.write(&p, &data(&[("i", "x")]), &Precondition::Absent)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = f.open();
+    for w in 0..2 {
+        let listed = s
+            .list(&SecretPath::parse(&format!("w{w}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.len(), 20, "writer {w} lost writes");
+    }
+    // No temporary file is left, and the lock file is all that was added.
+    let mut names: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.age", "app.age.lock", "key.txt"]);
+}
+
+#[test]
+fn init_refuses_an_existing_file_and_needs_a_recipient() {
+    let f = fixture();
+    let source = format!("file:{}", f.file.display());
+    let err = init(&source, &[f.id.to_public().to_string()], None).unwrap_err();
+    assert!(err.contains("exists"), "{err}");
+    let new = format!("file:{}", f.dir.path().join("new.age").display());
+    assert!(init(&new, &[], None).is_err());
+    assert!(init(&new, &["age1nope".into()], None).is_err());
+    assert!(init("secret/app", &[f.id.to_public().to_string()], None).is_err());
+}
+
+#[test]
+fn init_with_a_missing_identity_file_makes_a_key_that_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let file = dir.path().join("app.age");
+    init(&format!("file:{}", file.display()), &[], Some(&key)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let Ok(s) = FileStore::open(&file, &key, Duration::from_secs(1)) else {
+        panic!("the new key does not open the new store");
+    };
+    s.write(
+        &SecretPath::parse("a"),
+        &data(&[("k", "v")]),
+        &Precondition::Absent,
+    )
+    .unwrap();
+    assert_eq!(value(&s, "a", "k"), Some(json!("v")));
+}
+
+#[test]
+fn a_store_whose_recipients_leave_us_out_is_not_written() {
+    let f = fixture();
+    let s = f.open();
+    let other = x25519::Identity::generate();
+    f.rewrite(json!({"recipients": [other.to_public().to_string()], "secrets": {}}));
+    assert!(matches!(
+        s.write(
+            &SecretPath::parse("a"),
+            &data(&[("k", "v")]),
+            &Precondition::Any
+        ),
+        Err(Error::NotPermitted(_))
+    ));
+}
+
+#[test]
+fn sources_name_a_file_and_a_folder_in_it() {
+    assert_eq!(FileSource::parse("secret/app"), None);
+    assert_eq!(
+        FileSource::parse("file:/etc/app.age"),
+        Some(FileSource {
+            path: "/etc/app.age".into(),
+            folder: SecretPath::root()
+        })
+    );
+    assert_eq!(
+        FileSource::parse("file:app.age#team/db/"),
+        Some(FileSource {
+            path: "app.age".into(),
+            folder: SecretPath::parse("team/db")
+        })
+    );
+    let none = FileSettings::default();
+    assert!(connect("secret/app", &none).unwrap().is_none());
+    let Err(StartError::Options(why)) = connect("file:/nowhere.age", &none) else {
+        panic!("a file: SOURCE without an identity was accepted");
+    };
+    assert!(why.contains("--identity"), "{why}");
+}

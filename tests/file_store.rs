@@ -1,0 +1,437 @@
+//! The local encrypted store (`file:PATH`) with real parts: a real FUSE
+//! mount of the secretfs binary, and the real age command-line tool
+//! (Debian's `age`) making and reading the store file. A file made with
+//! `age -r` mounts; what a writable mount writes, `age -d` decrypts to
+//! the documented JSON; versions show as `P@N`; a change made with the
+//! age tool shows within the TTL; two secretfs processes writing one file
+//! lose nothing; a file layers over OpenBao; `secretfs exec` reads one.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Bao, Mount};
+
+/// A key made with age-keygen, and files encrypted to it with age.
+struct Age {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    recipient: String,
+}
+
+impl Age {
+    fn new() -> Age {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key.txt");
+        run_ok("age-keygen", &["-o", s(&key)]);
+        let recipient = run_ok("age-keygen", &["-y", s(&key)]).trim().to_string();
+        Age {
+            dir,
+            key,
+            recipient,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `doc` to `file` with `age -r` (in place, as the tool does).
+    fn encrypt(&self, doc: &Value, file: &Path) {
+        let plain = self.path("plain.json");
+        std::fs::write(&plain, doc.to_string()).expect("write plaintext");
+        run_ok("age", &["-r", &self.recipient, "-o", s(file), s(&plain)]);
+        std::fs::remove_file(&plain).expect("remove plaintext");
+    }
+
+    /// What `age -d -i key.txt FILE` prints, as JSON.
+    fn decrypt(&self, file: &Path) -> Value {
+        let text = run_ok("age", &["-d", "-i", s(&self.key), s(file)]);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    fn mount(&self, file: &Path, args: &[&str]) -> Mount {
+        let mut all = vec!["--identity", s(&self.key), "--ttl", "1s"];
+        all.extend_from_slice(args);
+        Mount::builder_without_server(&format!("file:{}", file.display()))
+            .args(&all)
+            .start()
+    }
+}
+
+fn read(m: &Mount, rel: &str) -> String {
+    String::from_utf8(std::fs::read(m.at(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .expect("UTF-8")
+}
+
+#[test]
+fn a_file_made_with_age_r_mounts_and_reads() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {
+            "app/db": {"data": {"password": "hunter2", "port": 5432}},
+            "app/api": {"data": {"token": "t0k"}}
+        }}),
+        &file,
+    );
+    let m = age.mount(&file, &[]);
+    assert_eq!(names(m.path()), set(&["app"]));
+    assert_eq!(names(&m.at("app")), set(&["api", "db"]));
+    assert_eq!(read(&m, "app/db/password"), "hunter2");
+    assert_eq!(read(&m, "app/db/port"), "5432");
+    assert_eq!(read(&m, "app/api/token"), "t0k");
+    // Read-only unless --writable, as every mount.
+    let err = write_and_close(&m.at("app/db/password"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // status says what the store can do.
+    let (code, report) = status(m.path());
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        report["store_capabilities"],
+        json!({"check_and_set": true, "versions": true, "metadata": true, "soft_delete": false})
+    );
+    assert!(!m.log().contains("hunter2"), "a value reached the log");
+}
+
+#[test]
+fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_json() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    run_ok(
+        support::secretfs(),
+        &[
+            "store",
+            "init",
+            &format!("file:{}", file.display()),
+            "--recipient",
+            &age.recipient,
+        ],
+    );
+    assert_eq!(
+        age.decrypt(&file),
+        json!({"secretfs": 1, "recipients": [age.recipient], "secrets": {}})
+    );
+    let m = age.mount(&file, &["--writable"]);
+    std::fs::create_dir_all(m.at("app/db")).expect("mkdir");
+    write_and_close(&m.at("app/db/password"), b"s3cret").expect("write");
+    write_and_close(&m.at("app/db/user"), b"app").expect("write");
+    run_ok(
+        "setfattr",
+        &[
+            "-n",
+            "user.secretfs.meta.owner",
+            "-v",
+            "ops",
+            s(&m.at("app/db")),
+        ],
+    );
+    let doc = age.decrypt(&file);
+    assert_eq!(doc["secretfs"], json!(1));
+    assert_eq!(doc["recipients"], json!([age.recipient]));
+    let db = &doc["secrets"]["app/db"];
+    let versions = db["versions"].as_array().expect("versions");
+    let last = versions.last().expect("a version");
+    assert_eq!(last["data"], json!({"password": "s3cret", "user": "app"}));
+    assert_eq!(last["version"], json!(versions.len()));
+    assert!(last["created_time"].is_string(), "{db}");
+    assert_eq!(db["custom_metadata"], json!({"owner": "ops"}));
+    // rm of the last key, then rmdir: the secret is deleted, its
+    // versions stay in the file.
+    std::fs::remove_file(m.at("app/db/user")).expect("rm");
+    std::fs::remove_file(m.at("app/db/password")).expect("rm");
+    std::fs::remove_dir(m.at("app/db")).expect("rmdir");
+    let doc = age.decrypt(&file);
+    let last = doc["secrets"]["app/db"]["versions"]
+        .as_array()
+        .and_then(|v| v.last().cloned())
+        .expect("versions kept");
+    assert!(last["deleted_time"].is_string(), "{doc}");
+    // No temporary file is left beside the store.
+    let left: Vec<String> = std::fs::read_dir(age.dir.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn versions_show_as_p_at_n() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"db": {"versions": [
+            {"version": 1, "data": {"PASSWORD": "first"}},
+            {"version": 2, "data": {"PASSWORD": "second"}}
+        ]}}}),
+        &file,
+    );
+    let m = age.mount(&file, &["--writable"]);
+    assert_eq!(read(&m, "db/PASSWORD"), "second");
+    assert_eq!(read(&m, "db@1/PASSWORD"), "first");
+    write_and_close(&m.at("db/PASSWORD"), b"third").expect("write");
+    assert_eq!(read(&m, "db@3/PASSWORD"), "third");
+    assert_eq!(read(&m, "db@2/PASSWORD"), "second");
+    let err = std::fs::read(m.at("db@9/PASSWORD")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let err = write_and_close(&m.at("db@1/PASSWORD"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn a_change_made_with_the_age_tool_shows_within_the_ttl() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "old"}}}}), &file);
+    let m = age.mount(&file, &[]);
+    assert_eq!(read(&m, "db/k"), "old");
+    age.encrypt(
+        &json!({"secrets": {"db": {"data": {"k": "new"}}, "more": {"data": {"x": "1"}}}}),
+        &file,
+    );
+    eventually("the new value", Duration::from_secs(20), || {
+        (std::fs::read(m.at("db/k")).ok()? == b"new").then_some(())
+    });
+    eventually("the new secret", Duration::from_secs(20), || {
+        names(m.path()).contains("more").then_some(())
+    });
+}
+
+#[test]
+fn two_secretfs_processes_writing_one_file_lose_nothing() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"shared": {"data": {"seed": "0"}}}}),
+        &file,
+    );
+    let a = age.mount(&file, &["--writable"]);
+    let b = age.mount(&file, &["--writable"]);
+    const EACH: usize = 12;
+    std::thread::scope(|scope| {
+        for (m, who) in [(&a, "a"), (&b, "b")] {
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    // A key of the secret both write, and a secret of its own.
+                    write_and_close(&m.at(&format!("shared/{who}{i}")), who.as_bytes())
+                        .unwrap_or_else(|e| panic!("{who}{i}: {e}"));
+                    std::fs::create_dir_all(m.at(&format!("{who}/s{i}"))).expect("mkdir");
+                    write_and_close(&m.at(&format!("{who}/s{i}/k")), b"v")
+                        .unwrap_or_else(|e| panic!("{who}/s{i}: {e}"));
+                }
+            });
+        }
+    });
+    let doc = age.decrypt(&file);
+    let shared = doc["secrets"]["shared"]["versions"]
+        .as_array()
+        .and_then(|v| v.last())
+        .map(|v| v["data"].clone())
+        .expect("shared");
+    for who in ["a", "b"] {
+        for i in 0..EACH {
+            assert_eq!(
+                shared[format!("{who}{i}")],
+                json!(who),
+                "{who}{i} lost: {shared}"
+            );
+            let own = &doc["secrets"][format!("{who}/s{i}")]["versions"];
+            assert!(own.is_array(), "{who}/s{i} lost");
+        }
+    }
+    assert_eq!(shared["seed"], json!("0"));
+}
+
+#[test]
+fn a_file_layer_lies_over_openbao() {
+    let bao = Bao::start();
+    bao.kv2_put(
+        "secret",
+        "app/db",
+        json!({"USER": "app", "PASSWORD": "from-vault"}),
+    );
+    let age = Age::new();
+    let overrides = age.path("overrides.age");
+    age.encrypt(
+        &json!({"secrets": {"db": {"data": {"PASSWORD": "local"}}}}),
+        &overrides,
+    );
+    let layer = format!("file:{}", overrides.display());
+    let m = Mount::new(
+        &bao,
+        "secret/app",
+        &["--layer", &layer, "--identity", s(&age.key), "--writable"],
+    );
+    assert_eq!(read(&m, "db/USER"), "app");
+    assert_eq!(read(&m, "db/PASSWORD"), "local");
+    let source = run_ok(
+        "getfattr",
+        &[
+            "--only-values",
+            "-n",
+            "user.secretfs.source",
+            s(&m.at("db/PASSWORD")),
+        ],
+    );
+    assert_eq!(source, layer);
+    // Writes go to the top layer: the file, never Vault.
+    write_and_close(&m.at("db/USER"), b"me").expect("write");
+    let doc = age.decrypt(&overrides);
+    let last = doc["secrets"]["db"]["versions"]
+        .as_array()
+        .and_then(|v| v.last().cloned())
+        .expect("versions");
+    assert_eq!(last["data"], json!({"PASSWORD": "local", "USER": "me"}));
+    assert_eq!(
+        bao.kv2_get("secret", "app/db").map(|(d, _)| d),
+        Some(json!({"USER": "app", "PASSWORD": "from-vault"}))
+    );
+}
+
+#[test]
+fn exec_runs_a_command_with_the_keys_of_a_file_source() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"app/db": {"data": {"DB_PASSWORD": "hunter2", "DB_USER": "app"}}}}),
+        &file,
+    );
+    let out = Command::new(support::secretfs())
+        .args(["exec", &format!("file:{}#app/db", file.display())])
+        .args(["--identity", s(&age.key), "--", "env"])
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
+        .output()
+        .expect("secretfs exec");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.lines().any(|l| l == "DB_PASSWORD=hunter2"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l == "DB_USER=app"), "{stdout}");
+    // Without an identity it stops before the command, saying why.
+    let out = run(
+        support::secretfs(),
+        &["exec", &format!("file:{}", file.display()), "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--identity"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_wrong_identity_fails_the_mount_with_one_line() {
+    let age = Age::new();
+    let other = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {}}), &file);
+    let (status, stderr) = Mount::builder_without_server(&format!("file:{}", file.display()))
+        .args(&["--identity", s(&other.key)])
+        .fail();
+    assert!(!status.success());
+    assert!(stderr.contains("no identity given opens"), "{stderr}");
+}
+
+/// Unmounts a mount made in the background (the mount-helper form), so a
+/// failed test leaves no daemon behind.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        if support::is_mounted(self.0) {
+            let _ = Command::new("fusermount3").arg("-u").arg(self.0).status();
+        }
+    }
+}
+
+#[test]
+fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
+    // What mount(8) and /etc/fstab run: `secretfs SOURCE MOUNTPOINT -o
+    // OPTIONS`, which returns once the background daemon serves.
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
+    let mnt = age.path("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let _unmount = Unmount(&mnt);
+    let out = Command::new(support::secretfs())
+        .arg(format!("file:{}", file.display()))
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!("ro,_netdev,identity={},ttl=1s", age.key.display()))
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
+        .output()
+        .expect("secretfs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(support::is_mounted(&mnt));
+    assert_eq!(std::fs::read(mnt.join("db/k")).expect("read"), b"v");
+}
+
+#[test]
+fn layouts_and_the_audit_log_work_on_a_file_store() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"app/db": {"data": {"PASSWORD": "hunter2", "PORT": 5432}}}}),
+        &file,
+    );
+    let m = age.mount(&file, &["--layout", "json"]);
+    let shown: Value =
+        serde_json::from_slice(&std::fs::read(m.at("app/db.json")).expect("read db.json"))
+            .expect("JSON");
+    assert_eq!(shown, json!({"PASSWORD": "hunter2", "PORT": 5432}));
+    drop(m);
+    let log = age.path("audit.log");
+    let m = age.mount(&file, &["--audit-log", s(&log)]);
+    assert_eq!(read(&m, "app/db/PASSWORD"), "hunter2");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    assert!(
+        text.lines().any(|l| l.contains("\"/app/db/PASSWORD\"")),
+        "no audit line for the read: {text}"
+    );
+    assert!(!text.contains("hunter2"), "a value in the audit log");
+}
+
+#[test]
+fn metrics_count_the_file_stores_requests() {
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(
+        &json!({"secrets": {"app/db": {"data": {"k": "hunter2"}}}}),
+        &file,
+    );
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let m = age.mount(&file, &["--metrics", &addr]);
+    assert_eq!(read(&m, "app/db/k"), "hunter2");
+    let body = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .expect("scrape")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    let reads = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "secretfs_store_request_duration_seconds_count{op=\"read\",outcome=\"ok\"} ",
+            )
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reads >= 1.0, "no store read counted: {body}");
+    assert!(body.contains("secretfs_store_up 1"), "{body}");
+    assert!(!body.contains("hunter2") && !body.contains("app/db"));
+}
