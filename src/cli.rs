@@ -792,17 +792,6 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     expand_config_file(expand_mount_options(expand_helper_form(args)))
 }
 
-/// Parses the process arguments (exits with a usage error on bad input).
-pub fn parse() -> Cli {
-    match expand(std::env::args_os().collect()) {
-        Ok(args) => Cli::parse_from(args),
-        Err(msg) => {
-            eprintln!("secretfs: {msg}");
-            std::process::exit(2);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

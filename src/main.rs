@@ -68,7 +68,7 @@ fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::parse();
+    let cli = parse_args();
     match cli.command {
         Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
         Command::Completions { shell } => {
@@ -108,6 +108,31 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The command line, as `cli::expand` rewrites it; or exit 2 with clap's
+/// usage error. A background daemon whose arguments are refused hands the
+/// reason to the process waiting for it as well.
+fn parse_args() -> cli::Cli {
+    use clap::Parser;
+    match cli::expand(std::env::args_os().collect()) {
+        Ok(args) => cli::Cli::try_parse_from(args).unwrap_or_else(|e| {
+            if e.use_stderr() {
+                let said = e.to_string();
+                let first = said.lines().next().unwrap_or_default();
+                secretfs::daemon::tell_waiting_parent(&format!(
+                    "the daemon refused its arguments: {}",
+                    first.trim_start_matches("error: ")
+                ));
+            }
+            e.exit()
+        }),
+        Err(msg) => {
+            secretfs::daemon::tell_waiting_parent(&msg);
+            eprintln!("secretfs: {msg}");
+            std::process::exit(2);
         }
     }
 }

@@ -25,8 +25,18 @@ use crate::store;
 ///
 /// In the mount-helper form (`--background`) this starts a background copy
 /// of itself and returns once that copy reports the filesystem ready.
-pub fn run(args: MountArgs) -> Result<(), StartError> {
+pub fn run(mut args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
+    // The background daemon starts in the caller's directory (so that it
+    // reads its arguments as the caller meant them) and then leaves it for
+    // `/`, so as not to hold it busy: every path it keeps using must be
+    // absolute by then.
+    absolute_paths(&mut args);
+    if args.ready_fd.is_some() {
+        if let Err(e) = std::env::set_current_dir("/") {
+            tracing::warn!(error = %e, "cannot change to /");
+        }
+    }
     // SIGHUP reopens the audit log once the runtime catches it; until
     // then it must not end the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN.
@@ -46,6 +56,44 @@ pub fn run(args: MountArgs) -> Result<(), StartError> {
         readiness.failed(&e.to_string());
     }
     result
+}
+
+/// Makes every path option absolute, taken from the current directory
+/// (lexically: symlinks and `..` are left for the kernel). A relative
+/// `--on-change` shell command is not rewritten: the background daemon
+/// runs it from `/`.
+fn absolute_paths(args: &mut MountArgs) {
+    fn fix(path: &mut std::path::PathBuf) {
+        if path.is_relative() {
+            if let Ok(absolute) = std::path::absolute(&*path) {
+                *path = absolute;
+            }
+        }
+    }
+    fn fix_opt(path: &mut Option<std::path::PathBuf>) {
+        if let Some(path) = path {
+            fix(path);
+        }
+    }
+    fix(&mut args.mountpoint);
+    fix_opt(&mut args.log_file);
+    let vault = &mut args.vault;
+    for path in [
+        &mut vault.token_file,
+        &mut vault.role_id_file,
+        &mut vault.secret_id_file,
+        &mut vault.client_cert,
+        &mut vault.client_key,
+        &mut vault.ca_cert,
+    ] {
+        fix_opt(path);
+    }
+    fix(&mut vault.jwt_file);
+    fix_opt(&mut args.files.audit_log);
+    args.files.allow_file.iter_mut().for_each(fix);
+    if let Some(crate::hook::Hook::Signal { pidfile, .. }) = &mut args.files.on_change {
+        fix(pidfile);
+    }
 }
 
 fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {

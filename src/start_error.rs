@@ -109,9 +109,13 @@ pub enum StartError {
     /// Mount-helper form: the background daemon could not be started.
     #[error("cannot start the daemon: {0}")]
     DaemonSpawn(std::io::Error),
-    /// Mount-helper form: the daemon exited without saying why.
-    #[error("the daemon exited before the filesystem was ready")]
-    DaemonExited,
+    /// Mount-helper form: the daemon exited without saying why (a crash):
+    /// its exit status, and where to see more.
+    #[error(
+        "the daemon exited ({0}) before the filesystem was ready, without saying why; \
+         run the same command with -f to see its output, or give --log-file PATH"
+    )]
+    DaemonExited(String),
     /// Mount-helper form: the daemon's own one-line reason for failing.
     #[error("{0}")]
     DaemonFailed(String),
@@ -164,6 +168,11 @@ mod tests {
             }
             .to_string(),
             "/mnt/x is already mounted (by secretfs)"
+        );
+        assert_eq!(
+            StartError::DaemonExited("exit status: 101".into()).to_string(),
+            "the daemon exited (exit status: 101) before the filesystem was ready, without \
+             saying why; run the same command with -f to see its output, or give --log-file PATH"
         );
         assert_eq!(
             StartError::NotReady(Duration::from_secs(25)).to_string(),
