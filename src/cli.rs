@@ -398,10 +398,13 @@ pub struct CacheArgs {
 #[command(next_help_heading = "Files")]
 pub struct FileArgs {
     /// Owner of all files and directories (default: the mounting user).
+    /// Another user than the mounting one implies --allow-other, so that
+    /// the owner can read its files (the modes still decide who reads).
     #[arg(long)]
     pub uid: Option<u32>,
 
-    /// Group of all files and directories (default: the mounting user's group).
+    /// Group of all files and directories (default: the mounting user's
+    /// group). Another group than the mounting user's implies --allow-other.
     #[arg(long)]
     pub gid: Option<u32>,
 

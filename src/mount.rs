@@ -180,7 +180,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .transpose()?;
     let settings = MountSettings {
         fsname: args.source.clone(),
-        allow_other: args.files.allow_other,
+        allow_other: allow_other(&args),
         read_only: args.files.read_only(),
         threads: usize::try_from(args.files.threads).unwrap_or(4),
         audit: audit.clone(),
@@ -237,6 +237,30 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // records written so far reach the file before we exit.
     flush_audit(audit.as_ref());
     Ok(())
+}
+
+/// Whether other users may use the mount: `--allow-other`, or implied by
+/// `--uid`/`--gid` naming someone else than the mounting user, since the
+/// files would be theirs but FUSE would let only the mounting user in (the
+/// modes still decide who reads what: `default_permissions`).
+fn allow_other(args: &MountArgs) -> bool {
+    if args.files.allow_other {
+        return true;
+    }
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let other_uid = args.files.uid.filter(|u| *u != uid);
+    let other_gid = args.files.gid.filter(|g| *g != gid);
+    if other_uid.is_none() && other_gid.is_none() {
+        return false;
+    }
+    tracing::info!(
+        uid = args.files.uid,
+        gid = args.files.gid,
+        "--uid/--gid name another user than the mounting one: mounting with allow_other \
+         (file modes decide who reads what)"
+    );
+    true
 }
 
 /// Writes out the audit records so far (at most 5 s).
