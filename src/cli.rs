@@ -109,14 +109,30 @@ cannot be executed; 127 when it is not found.")]
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///
     /// Prints one JSON object (mounted, store reachable, last error, cache
-    /// entries, token TTL). Exits 0 when healthy; 1 when the mount answers
-    /// but Vault does not (cached secrets are still served); 2 when no live
-    /// secretfs mount is there. Fit for Kubernetes exec probes: readiness on
-    /// 0, liveness on "not 2".
+    /// entries, token TTL), or with --format text one line per field.
+    /// Exits 0 when healthy; 1 when the mount answers but Vault does not
+    /// (cached secrets are still served) or its audit log cannot record;
+    /// 2 when no live secretfs mount is there; 3 when a FUSE mount is there
+    /// but this user may not look into it (not the mounting user, and no
+    /// allow_other). Fit for Kubernetes exec probes: readiness on 0,
+    /// liveness on "not 2".
     Status {
         /// Where secretfs is mounted.
         mountpoint: PathBuf,
+
+        /// `json` (one object, for programs) or `text` (for people).
+        #[arg(long, value_enum, default_value = "json", value_name = "FORMAT")]
+        format: StatusFormat,
     },
+}
+
+/// How `secretfs status` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// One JSON object.
+    Json,
+    /// A summary line, then one `field: value` line per field.
+    Text,
 }
 
 /// Arguments of `secretfs mount`.

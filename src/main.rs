@@ -70,7 +70,13 @@ fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
 fn main() -> ExitCode {
     let cli = parse_args();
     match cli.command {
-        Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
+        Command::Status { mountpoint, format } => secretfs::status::run(
+            &mountpoint,
+            match format {
+                cli::StatusFormat::Json => secretfs::status::Format::Json,
+                cli::StatusFormat::Text => secretfs::status::Format::Text,
+            },
+        ),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
