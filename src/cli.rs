@@ -765,6 +765,7 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| format!("config file {}: {}", path.display(), e.message()))?;
     let mut from_file = Vec::new();
+    let keys = config_keys();
     for (key, value) in table {
         let flag = format!("--{}", key.replace('_', "-"));
         if matches!(key.as_str(), "token" | "vault_token") {
@@ -772,6 +773,9 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
                 "config file {}: a token does not belong in a config file; use token_file",
                 path.display()
             ));
+        }
+        if !keys.contains(&key.replace('-', "_")) {
+            return Err(unknown_config_key(&path, &text, &key, &keys));
         }
         match value {
             toml::Value::Boolean(true) => from_file.push(OsString::from(flag)),
@@ -799,6 +803,52 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
         .map_or(rest.len(), |i| i + 1);
     rest.splice(at..at, from_file);
     Ok(rest)
+}
+
+/// The keys a config file may hold: the long options of `secretfs mount`
+/// (with `_` for `-`), but not `config` itself.
+fn config_keys() -> Vec<String> {
+    let cli = Cli::command();
+    let Some(mount) = cli.find_subcommand("mount") else {
+        return Vec::new();
+    };
+    mount
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .filter(|long| !matches!(*long, "config" | "help" | "version"))
+        .map(|long| long.replace('-', "_"))
+        .collect()
+}
+
+/// "config file F, line N: unknown key `tll`; did you mean `ttl`?"
+fn unknown_config_key(path: &std::path::Path, text: &str, key: &str, keys: &[String]) -> String {
+    // The line that sets it: `key = ...` or `"key" = ...`.
+    let line = text.lines().position(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix(key)
+            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| l.strip_prefix(&format!("'{key}'")));
+        rest.is_some_and(|r| r.trim_start().starts_with('='))
+    });
+    let at = match line {
+        Some(n) => format!("config file {}, line {}", path.display(), n + 1),
+        None => format!("config file {}", path.display()),
+    };
+    let wanted = key.replace('-', "_");
+    let nearest = keys
+        .iter()
+        .map(|k| (edit_distance(k, &wanted), k))
+        .min()
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    match nearest {
+        Some((_, k)) => format!("{at}: unknown key `{key}`; did you mean `{k}`?"),
+        None => format!(
+            "{at}: unknown key `{key}` (the keys are the long options of \
+             `secretfs mount --help`, with _ for -)"
+        ),
+    }
 }
 
 /// Rewrites the process arguments the three ways above, in order.
@@ -960,6 +1010,33 @@ mod tests {
         ]);
         assert_eq!(m.vault.auth, AuthMethod::Approle);
         assert_eq!(m.vault.auth_mount.as_deref(), Some("machines"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_config_file_names_the_file_the_line_and_the_nearest_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "# app\nuid = 1000\n  tll = \"5s\"\n").unwrap();
+        let conf = format!("--config={}", file.display());
+        let args = ["secretfs", "mount", "secret/", "/mnt", &conf];
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "config file {}, line 3: unknown key `tll`; did you mean `ttl`?",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "zzzzzz = 1\nfile-mode = \"0440\"\n").unwrap();
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(
+            err.contains(", line 1: unknown key `zzzzzz` (the keys are"),
+            "{err}"
+        );
+        // Hidden and internal options are no keys.
+        std::fs::write(&file, "ready_fd = 3\n").unwrap();
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(err.contains("unknown key `ready_fd`"), "{err}");
     }
 
     #[test]

@@ -96,3 +96,25 @@ fn man_pages_render_and_list_every_mount_option() {
         }
     }
 }
+
+#[test]
+fn a_mistyped_key_in_a_config_file_is_named_with_its_file_line_and_the_nearest_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("myapp.toml");
+    std::fs::write(&conf, "uid = 1000\ntll = \"5s\"\n").expect("write config");
+    let conf = conf.to_str().expect("utf-8 path");
+    let mountpoint = dir.path().to_str().expect("utf-8 path");
+    let want =
+        format!("secretfs: config file {conf}, line 2: unknown key `tll`; did you mean `ttl`?");
+    let config_o = format!("config={conf}");
+    for args in [
+        &["mount", "secret/", mountpoint, "--config", conf][..],
+        // The mount-helper form (mount(8), fstab).
+        &["secret/", mountpoint, "-o", &config_o][..],
+    ] {
+        let out = secretfs(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim(), want, "{args:?}");
+    }
+}
