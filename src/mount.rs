@@ -102,6 +102,8 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
+    let allow_other = allow_other(&args);
+    fuse::device::check(allow_other).map_err(StartError::Fuse)?;
     let access = crate::access::Access::load(&args.files.allow, &args.files.allow_file)
         .map_err(StartError::Options)?;
     if !access.rules.is_empty() && args.files.layout != crate::fs::view::Layout::Keys {
@@ -180,7 +182,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .transpose()?;
     let settings = MountSettings {
         fsname: args.source.clone(),
-        allow_other: allow_other(&args),
+        allow_other: allow_other.is_some(),
         read_only: args.files.read_only(),
         threads: usize::try_from(args.files.threads).unwrap_or(4),
         audit: audit.clone(),
@@ -239,20 +241,21 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Whether other users may use the mount: `--allow-other`, or implied by
-/// `--uid`/`--gid` naming someone else than the mounting user, since the
-/// files would be theirs but FUSE would let only the mounting user in (the
-/// modes still decide who reads what: `default_permissions`).
-fn allow_other(args: &MountArgs) -> bool {
+/// Whether other users may use the mount, and the option that says so:
+/// `--allow-other`, or implied by `--uid`/`--gid` naming someone else than
+/// the mounting user, since the files would be theirs but FUSE would let
+/// only the mounting user in (the modes still decide who reads what:
+/// `default_permissions`).
+fn allow_other(args: &MountArgs) -> Option<&'static str> {
     if args.files.allow_other {
-        return true;
+        return Some("--allow-other");
     }
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let other_uid = args.files.uid.filter(|u| *u != uid);
     let other_gid = args.files.gid.filter(|g| *g != gid);
     if other_uid.is_none() && other_gid.is_none() {
-        return false;
+        return None;
     }
     tracing::info!(
         uid = args.files.uid,
@@ -260,7 +263,7 @@ fn allow_other(args: &MountArgs) -> bool {
         "--uid/--gid name another user than the mounting one: mounting with allow_other \
          (file modes decide who reads what)"
     );
-    true
+    Some("--uid/--gid naming another user (which imply allow_other)")
 }
 
 /// Writes out the audit records so far (at most 5 s).

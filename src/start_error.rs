@@ -75,6 +75,10 @@ pub enum StartError {
         /// Why it cannot be opened.
         reason: std::io::Error,
     },
+    /// This process cannot mount: no access to /dev/fuse, or allow_other
+    /// not allowed to it. The cause and the fix.
+    #[error("{0}")]
+    Fuse(String),
     /// The kernel (or fusermount3) refused the mount.
     #[error("cannot mount on {}: {reason}", path.display())]
     Mount {
