@@ -118,3 +118,38 @@ fn a_mistyped_key_in_a_config_file_is_named_with_its_file_line_and_the_nearest_k
         assert_eq!(stderr.trim(), want, "{args:?}");
     }
 }
+
+#[test]
+fn the_man_page_synopsis_shows_what_each_option_takes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = secretfs(&["man", "--dir", dir.path().to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("secretfs-mount.1")).expect("page");
+    let synopsis = page
+        .lines()
+        .skip_while(|l| *l != ".SH SYNOPSIS")
+        .nth(1)
+        .expect("a SYNOPSIS section")
+        .replace("\\-", "-");
+    use clap::CommandFactory;
+    let cli = secretfs::cli::Cli::command();
+    let mount = cli.find_subcommand("mount").expect("mount subcommand");
+    for arg in mount
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_action().takes_values())
+    {
+        let (Some(long), Some(names)) = (arg.get_long(), arg.get_value_names()) else {
+            continue;
+        };
+        let want = format!("--{long} <{}>", names.join(" "));
+        assert!(synopsis.contains(&want), "no {want:?} in: {synopsis}");
+    }
+    for want in [
+        "[-o <OPTIONS>]...",
+        "[--uid <UID>]",
+        "[--writable]",
+        "<SOURCE> <MOUNTPOINT>",
+    ] {
+        assert!(synopsis.contains(want), "no {want:?} in: {synopsis}");
+    }
+}
