@@ -192,6 +192,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         StartError::Mount {
             path: args.mountpoint.clone(),
             reason,
+            hint: fuse::device::hint_after_refusal(),
         }
     })?;
     if let Some(hook) = args.files.on_change.clone() {

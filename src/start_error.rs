@@ -80,12 +80,14 @@ pub enum StartError {
     #[error("{0}")]
     Fuse(String),
     /// The kernel (or fusermount3) refused the mount.
-    #[error("cannot mount on {}: {reason}", path.display())]
+    #[error("cannot mount on {}: {}{hint}", path.display(), one_line(reason))]
     Mount {
         /// The mountpoint.
         path: PathBuf,
         /// What the mount said.
         reason: std::io::Error,
+        /// What to do about it, when known ("; ..."), or empty.
+        hint: String,
     },
     /// Unmounting failed, and so did detaching lazily.
     #[error("unmount of {} failed: {reason}", path.display())]
@@ -126,6 +128,18 @@ pub enum StartError {
     /// Mount-helper form: the daemon said nothing within the deadline.
     #[error("the filesystem was not ready within {}", humantime::format_duration(*.0))]
     NotReady(Duration),
+}
+
+/// `error` on one line: fusermount3's stderr, which fuser passes on as
+/// the reason, ends with a newline and may hold several lines.
+fn one_line(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
 }
 
 #[cfg(test)]
@@ -172,6 +186,17 @@ mod tests {
             }
             .to_string(),
             "/mnt/x is already mounted (by secretfs)"
+        );
+        assert_eq!(
+            StartError::Mount {
+                path: path.clone(),
+                reason: std::io::Error::other(
+                    "fusermount3: mount failed: Operation not permitted\n"
+                ),
+                hint: "; more".into()
+            }
+            .to_string(),
+            "cannot mount on /mnt/x: fusermount3: mount failed: Operation not permitted; more"
         );
         assert_eq!(
             StartError::DaemonExited("exit status: 101".into()).to_string(),

@@ -57,6 +57,30 @@ pub fn check(allow_other: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// What to add to a refused mount's reason: for a user other than root,
+/// whether the setuid `fusermount3` it mounts through is missing or not
+/// setuid (which fuser reports only as "No such file or directory" or
+/// fusermount3's own "Operation not permitted"). Empty when there is
+/// nothing to add.
+pub fn hint_after_refusal() -> String {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return String::new();
+    }
+    match fusermount() {
+        Fusermount::SetuidRoot(_) => String::new(),
+        Fusermount::Missing => "; a user other than root mounts through the setuid-root \
+            fusermount3, which is missing: `apt-get install fuse3`, or run secretfs as root"
+            .to_string(),
+        Fusermount::NotSetuid(p) => format!(
+            "; a user other than root mounts through the setuid-root fusermount3, but {p} \
+             is not setuid root: reinstall fuse3 (or `chmod u+s {p}` as root), or run \
+             secretfs as root",
+            p = p.display()
+        ),
+    }
+}
+
 /// `mode 0600, owner uid 0` of `path`.
 fn describe(path: &Path) -> String {
     match std::fs::metadata(path) {
@@ -69,8 +93,39 @@ fn describe(path: &Path) -> String {
     }
 }
 
+/// The setuid helper non-root mounts need.
+enum Fusermount {
+    /// Not found on PATH, /usr/bin or /bin.
+    Missing,
+    /// There, and setuid root.
+    SetuidRoot(std::path::PathBuf),
+    /// There, but not setuid root.
+    NotSetuid(std::path::PathBuf),
+}
+
+impl Fusermount {
+    /// In words, for a message.
+    fn describe(&self) -> String {
+        match self {
+            Fusermount::Missing => {
+                "fusermount3, which is missing (`apt-get install fuse3`)".to_string()
+            }
+            Fusermount::SetuidRoot(p) => format!("the setuid-root {} (installed)", p.display()),
+            Fusermount::NotSetuid(p) => format!(
+                "{} setuid root, which it is not (`chmod u+s` as root, or reinstall fuse3)",
+                p.display()
+            ),
+        }
+    }
+}
+
 /// Whether the setuid helper non-root mounts need is there, in words.
 fn fusermount_state() -> String {
+    fusermount().describe()
+}
+
+/// Where fusermount3 is, and whether it is setuid root.
+fn fusermount() -> Fusermount {
     let found = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default()
@@ -79,14 +134,11 @@ fn fusermount_state() -> String {
         .map(|dir| dir.join("fusermount3"))
         .find(|p| p.is_file());
     match found.and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m))) {
-        None => "fusermount3, which is missing (`apt-get install fuse3`)".to_string(),
+        None => Fusermount::Missing,
         Some((p, m)) if m.uid() == 0 && m.permissions().mode() & 0o4000 != 0 => {
-            format!("the setuid-root {} (installed)", p.display())
+            Fusermount::SetuidRoot(p)
         }
-        Some((p, _)) => format!(
-            "{} setuid root, which it is not (`chmod u+s` as root, or reinstall fuse3)",
-            p.display()
-        ),
+        Some((p, _)) => Fusermount::NotSetuid(p),
     }
 }
 
