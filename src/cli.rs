@@ -109,18 +109,34 @@ cannot be executed; 127 when it is not found.")]
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
     ///
     /// Prints one JSON object (mounted, store reachable, last error, cache
-    /// entries, token TTL). Exits 0 when healthy; 1 when the mount answers
-    /// but Vault does not (cached secrets are still served); 2 when no live
-    /// secretfs mount is there. Fit for Kubernetes exec probes: readiness on
-    /// 0, liveness on "not 2".
+    /// entries, token TTL), or with --format text one line per field.
+    /// Exits 0 when healthy; 1 when the mount answers but Vault does not
+    /// (cached secrets are still served) or its audit log cannot record;
+    /// 2 when no live secretfs mount is there; 3 when a FUSE mount is there
+    /// but this user may not look into it (not the mounting user, and no
+    /// allow_other). Fit for Kubernetes exec probes: readiness on 0,
+    /// liveness on "not 2".
     Status {
         /// Where secretfs is mounted.
         mountpoint: PathBuf,
+
+        /// `json` (one object, for programs) or `text` (for people).
+        #[arg(long, value_enum, default_value = "json", value_name = "FORMAT")]
+        format: StatusFormat,
     },
 
     /// Manage a store file (`file:PATH`): `secretfs store init`.
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+/// How `secretfs status` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// One JSON object.
+    Json,
+    /// A summary line, then one `field: value` line per field.
+    Text,
 }
 
 /// Arguments of `secretfs mount`.
@@ -445,10 +461,13 @@ pub struct CacheArgs {
 #[command(next_help_heading = "Files")]
 pub struct FileArgs {
     /// Owner of all files and directories (default: the mounting user).
+    /// Another user than the mounting one implies --allow-other, so that
+    /// the owner can read its files (the modes still decide who reads).
     #[arg(long)]
     pub uid: Option<u32>,
 
-    /// Group of all files and directories (default: the mounting user's group).
+    /// Group of all files and directories (default: the mounting user's
+    /// group). Another group than the mounting user's implies --allow-other.
     #[arg(long)]
     pub gid: Option<u32>,
 
@@ -793,6 +812,7 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| format!("config file {}: {}", path.display(), e.message()))?;
     let mut from_file = Vec::new();
+    let keys = config_keys();
     for (key, value) in table {
         let flag = format!("--{}", key.replace('_', "-"));
         if matches!(key.as_str(), "token" | "vault_token") {
@@ -800,6 +820,9 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
                 "config file {}: a token does not belong in a config file; use token_file",
                 path.display()
             ));
+        }
+        if !keys.contains(&key.replace('-', "_")) {
+            return Err(unknown_config_key(&path, &text, &key, &keys));
         }
         match value {
             toml::Value::Boolean(true) => from_file.push(OsString::from(flag)),
@@ -829,6 +852,52 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> 
     Ok(rest)
 }
 
+/// The keys a config file may hold: the long options of `secretfs mount`
+/// (with `_` for `-`), but not `config` itself.
+fn config_keys() -> Vec<String> {
+    let cli = Cli::command();
+    let Some(mount) = cli.find_subcommand("mount") else {
+        return Vec::new();
+    };
+    mount
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .filter(|long| !matches!(*long, "config" | "help" | "version"))
+        .map(|long| long.replace('-', "_"))
+        .collect()
+}
+
+/// "config file F, line N: unknown key `tll`; did you mean `ttl`?"
+fn unknown_config_key(path: &std::path::Path, text: &str, key: &str, keys: &[String]) -> String {
+    // The line that sets it: `key = ...` or `"key" = ...`.
+    let line = text.lines().position(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix(key)
+            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| l.strip_prefix(&format!("'{key}'")));
+        rest.is_some_and(|r| r.trim_start().starts_with('='))
+    });
+    let at = match line {
+        Some(n) => format!("config file {}, line {}", path.display(), n + 1),
+        None => format!("config file {}", path.display()),
+    };
+    let wanted = key.replace('-', "_");
+    let nearest = keys
+        .iter()
+        .map(|k| (edit_distance(k, &wanted), k))
+        .min()
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    match nearest {
+        Some((_, k)) => format!("{at}: unknown key `{key}`; did you mean `{k}`?"),
+        None => format!(
+            "{at}: unknown key `{key}` (the keys are the long options of \
+             `secretfs mount --help`, with _ for -)"
+        ),
+    }
+}
+
 /// Rewrites the process arguments the three ways above, in order.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     // `exec` has no mount options, and what follows `--` is the command's
@@ -837,17 +906,6 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         return Ok(args);
     }
     expand_config_file(expand_mount_options(expand_helper_form(args)))
-}
-
-/// Parses the process arguments (exits with a usage error on bad input).
-pub fn parse() -> Cli {
-    match expand(std::env::args_os().collect()) {
-        Ok(args) => Cli::parse_from(args),
-        Err(msg) => {
-            eprintln!("secretfs: {msg}");
-            std::process::exit(2);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1003,6 +1061,33 @@ mod tests {
         ]);
         assert_eq!(m.vault.auth, AuthMethod::Approle);
         assert_eq!(m.vault.auth_mount.as_deref(), Some("machines"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_config_file_names_the_file_the_line_and_the_nearest_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "# app\nuid = 1000\n  tll = \"5s\"\n").unwrap();
+        let conf = format!("--config={}", file.display());
+        let args = ["secretfs", "mount", "secret/", "/mnt", &conf];
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "config file {}, line 3: unknown key `tll`; did you mean `ttl`?",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "zzzzzz = 1\nfile-mode = \"0440\"\n").unwrap();
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(
+            err.contains(", line 1: unknown key `zzzzzz` (the keys are"),
+            "{err}"
+        );
+        // Hidden and internal options are no keys.
+        std::fs::write(&file, "ready_fd = 3\n").unwrap();
+        let err = expand(args.iter().map(OsString::from).collect()).unwrap_err();
+        assert!(err.contains("unknown key `ready_fd`"), "{err}");
     }
 
     #[test]

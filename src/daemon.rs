@@ -45,6 +45,23 @@ impl Readiness {
     }
 }
 
+/// For a daemon that fails before it could build its [`Readiness`] (its
+/// arguments refused): hands `msg` to the process waiting on the
+/// `--ready-fd` its arguments name, if any, so that the caller sees the
+/// reason rather than "the daemon exited".
+pub fn tell_waiting_parent(msg: &str) {
+    let Some(fd) = std::env::args_os()
+        .find_map(|a| a.to_str()?.strip_prefix("--ready-fd=")?.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg);
+    let text = format!("{}\n", line.trim());
+    // SAFETY: write(2) of our own buffer; an fd that is not open (the
+    // argument given by hand) fails with EBADF, which is ignored.
+    unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+}
+
 /// Sends one sd_notify state line, if systemd asked for them.
 pub fn notify_systemd(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -103,7 +120,10 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
-        .current_dir("/");
+        // The caller's directory, so that the daemon reads relative paths
+        // (`secretfs secret/ m/e1`) as the caller meant them; it moves to
+        // `/` once it has made them absolute.
+        .current_dir(std::env::current_dir().unwrap_or_else(|_| "/".into()));
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -129,10 +149,13 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
     match rx.recv_timeout(deadline) {
         Ok(text) if text.starts_with("READY") => Ok(()),
         Ok(text) => {
-            let _ = child.wait();
+            let status = child.wait();
             let line = text.lines().next().unwrap_or("").trim();
             Err(if line.is_empty() {
-                StartError::DaemonExited
+                StartError::DaemonExited(match status {
+                    Ok(status) => status.to_string(),
+                    Err(e) => format!("status unknown: {e}"),
+                })
             } else {
                 StartError::DaemonFailed(line.to_string())
             })

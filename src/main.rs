@@ -68,9 +68,15 @@ fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::parse();
+    let cli = parse_args();
     match cli.command {
-        Command::Status { mountpoint } => secretfs::status::run(&mountpoint),
+        Command::Status { mountpoint, format } => secretfs::status::run(
+            &mountpoint,
+            match format {
+                cli::StatusFormat::Json => secretfs::status::Format::Json,
+                cli::StatusFormat::Text => secretfs::status::Format::Text,
+            },
+        ),
         Command::Store(cli::StoreCommand::Init {
             source,
             recipients,
@@ -126,20 +132,114 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command line, as `cli::expand` rewrites it; or exit 2 with clap's
+/// usage error. A background daemon whose arguments are refused hands the
+/// reason to the process waiting for it as well.
+fn parse_args() -> cli::Cli {
+    use clap::Parser;
+    match cli::expand(std::env::args_os().collect()) {
+        Ok(args) => cli::Cli::try_parse_from(args).unwrap_or_else(|e| {
+            if e.use_stderr() {
+                let said = e.to_string();
+                let first = said.lines().next().unwrap_or_default();
+                secretfs::daemon::tell_waiting_parent(&format!(
+                    "the daemon refused its arguments: {}",
+                    first.trim_start_matches("error: ")
+                ));
+            }
+            e.exit()
+        }),
+        Err(msg) => {
+            secretfs::daemon::tell_waiting_parent(&msg);
+            eprintln!("secretfs: {msg}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// `secretfs man`: the page to stdout, or every page into `dir`.
 fn write_man(dir: Option<&Path>) -> std::io::Result<()> {
     use clap::CommandFactory;
     use std::io::Write;
-    let command = cli::Cli::command();
+    // Built first, as clap_mangen::generate_to does, so that each
+    // subcommand knows its full name (`secretfs mount`).
+    let mut command = cli::Cli::command().disable_help_subcommand(true);
+    command.build();
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
-            clap_mangen::generate_to(command, dir)
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                clap_mangen::Man::new(with_synopsis(sub.clone())).generate_to(dir)?;
+            }
+            clap_mangen::Man::new(with_synopsis(command)).generate_to(dir)?;
+            Ok(())
         }
         None => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(command).render(&mut page)?;
+            clap_mangen::Man::new(with_synopsis(command)).render(&mut page)?;
             std::io::stdout().write_all(&page)
         }
     }
+}
+
+/// `command` with a manual-page synopsis that shows what each option takes
+/// (`[--ttl <DURATION>]`), which clap_mangen's own leaves out (`[--ttl]`).
+fn with_synopsis(command: clap::Command) -> clap::Command {
+    let mut words = vec![command
+        .get_bin_name()
+        .unwrap_or_else(|| command.get_name())
+        .to_string()];
+    for arg in command
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !a.is_positional())
+    {
+        let flag = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("-{short}|--{long}"),
+            (None, Some(long)) => format!("--{long}"),
+            (Some(short), None) => format!("-{short}"),
+            (None, None) => continue,
+        };
+        let action = arg.get_action();
+        let word = if matches!(action, clap::ArgAction::Count) {
+            format!("{flag}...")
+        } else if action.takes_values() {
+            format!("{flag} <{}>", value_name(arg))
+        } else {
+            flag
+        };
+        let repeated = matches!(action, clap::ArgAction::Append);
+        words.push(match (arg.is_required_set(), repeated) {
+            (true, false) => word,
+            (true, true) => format!("{word}..."),
+            (false, false) => format!("[{word}]"),
+            (false, true) => format!("[{word}]..."),
+        });
+    }
+    for arg in command.get_positionals().filter(|a| !a.is_hide_set()) {
+        let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+        let name = format!("<{}>{}", value_name(arg), if many { "..." } else { "" });
+        let name = if arg.is_last_set() {
+            format!("-- {name}")
+        } else {
+            name
+        };
+        words.push(if arg.is_required_set() {
+            name
+        } else {
+            format!("[{name}]")
+        });
+    }
+    if command.has_subcommands() {
+        words.push("<COMMAND>".to_string());
+    }
+    let synopsis = words.join(" ");
+    command.override_usage(synopsis)
+}
+
+/// What an argument's value is called in a synopsis: its value name, or
+/// its name in capitals.
+fn value_name(arg: &clap::Arg) -> String {
+    arg.get_value_names()
+        .map(|names| names.join(" "))
+        .unwrap_or_else(|| arg.get_id().as_str().to_uppercase())
 }

@@ -26,8 +26,18 @@ use crate::store;
 ///
 /// In the mount-helper form (`--background`) this starts a background copy
 /// of itself and returns once that copy reports the filesystem ready.
-pub fn run(args: MountArgs) -> Result<(), StartError> {
+pub fn run(mut args: MountArgs) -> Result<(), StartError> {
     accept_stop_signals();
+    // The background daemon starts in the caller's directory (so that it
+    // reads its arguments as the caller meant them) and then leaves it for
+    // `/`, so as not to hold it busy: every path it keeps using must be
+    // absolute by then.
+    absolute_paths(&mut args);
+    if args.ready_fd.is_some() {
+        if let Err(e) = std::env::set_current_dir("/") {
+            tracing::warn!(error = %e, "cannot change to /");
+        }
+    }
     // SIGHUP reopens the audit log once the runtime catches it; until
     // then it must not end the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN.
@@ -49,12 +59,63 @@ pub fn run(args: MountArgs) -> Result<(), StartError> {
     result
 }
 
+/// Makes every path option absolute, taken from the current directory
+/// (lexically: symlinks and `..` are left for the kernel). A relative
+/// `--on-change` shell command is not rewritten: the background daemon
+/// runs it from `/`.
+fn absolute_paths(args: &mut MountArgs) {
+    fn fix(path: &mut std::path::PathBuf) {
+        if path.is_relative() {
+            if let Ok(absolute) = std::path::absolute(&*path) {
+                *path = absolute;
+            }
+        }
+    }
+    fn fix_opt(path: &mut Option<std::path::PathBuf>) {
+        if let Some(path) = path {
+            fix(path);
+        }
+    }
+    fix(&mut args.mountpoint);
+    fix_opt(&mut args.log_file);
+    // A store file named relatively (`file:app.age`, `file:app.age#db`).
+    let fix_source = |source: &mut String| {
+        if let Some(rest) = source.strip_prefix("file:") {
+            if let Ok(absolute) = std::path::absolute(rest) {
+                *source = format!("file:{}", absolute.display());
+            }
+        }
+    };
+    fix_source(&mut args.source);
+    args.layer.iter_mut().for_each(fix_source);
+    let vault = &mut args.vault;
+    for path in [
+        &mut vault.token_file,
+        &mut vault.role_id_file,
+        &mut vault.secret_id_file,
+        &mut vault.client_cert,
+        &mut vault.client_key,
+        &mut vault.ca_cert,
+    ] {
+        fix_opt(path);
+    }
+    fix(&mut vault.jwt_file);
+    fix_opt(&mut args.age.identity);
+    fix_opt(&mut args.service.audit_log);
+    args.service.allow_file.iter_mut().for_each(fix);
+    if let Some(crate::hook::Hook::Signal { pidfile, .. }) = &mut args.service.on_change {
+        fix(pidfile);
+    }
+}
+
 fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     hardening::no_dumps();
     if args.service.mlock {
         hardening::lock_memory()?;
     }
     check_mountpoint(&args.mountpoint)?;
+    let allow_other = allow_other(&args);
+    fuse::device::check(allow_other).map_err(StartError::Fuse)?;
     let access = crate::access::Access::load(&args.service.allow, &args.service.allow_file)
         .map_err(StartError::Options)?;
     if !access.rules.is_empty() && args.files.layout != crate::fs::view::Layout::Keys {
@@ -139,7 +200,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         .transpose()?;
     let settings = MountSettings {
         fsname: args.source.clone(),
-        allow_other: args.files.allow_other,
+        allow_other: allow_other.is_some(),
         read_only: args.files.layout.read_only(args.files.writable),
         threads: usize::try_from(args.service.threads).unwrap_or(1),
         audit: audit.clone(),
@@ -149,6 +210,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         StartError::Mount {
             path: args.mountpoint.clone(),
             reason,
+            hint: fuse::device::hint_after_refusal(),
         }
     })?;
     if let Some(hook) = args.service.on_change.clone() {
@@ -196,6 +258,31 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // records written so far reach the file before we exit.
     flush_audit(audit.as_ref());
     Ok(())
+}
+
+/// Whether other users may use the mount, and the option that says so:
+/// `--allow-other`, or implied by `--uid`/`--gid` naming someone else than
+/// the mounting user, since the files would be theirs but FUSE would let
+/// only the mounting user in (the modes still decide who reads what:
+/// `default_permissions`).
+fn allow_other(args: &MountArgs) -> Option<&'static str> {
+    if args.files.allow_other {
+        return Some("--allow-other");
+    }
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let other_uid = args.files.uid.filter(|u| *u != uid);
+    let other_gid = args.files.gid.filter(|g| *g != gid);
+    if other_uid.is_none() && other_gid.is_none() {
+        return None;
+    }
+    tracing::info!(
+        uid = args.files.uid,
+        gid = args.files.gid,
+        "--uid/--gid name another user than the mounting one: mounting with allow_other \
+         (file modes decide who reads what)"
+    );
+    Some("--uid/--gid naming another user (which imply allow_other)")
 }
 
 /// Writes out the audit records so far (at most 5 s).

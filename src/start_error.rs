@@ -75,13 +75,19 @@ pub enum StartError {
         /// Why it cannot be opened.
         reason: std::io::Error,
     },
+    /// This process cannot mount: no access to /dev/fuse, or allow_other
+    /// not allowed to it. The cause and the fix.
+    #[error("{0}")]
+    Fuse(String),
     /// The kernel (or fusermount3) refused the mount.
-    #[error("cannot mount on {}: {reason}", path.display())]
+    #[error("cannot mount on {}: {}{hint}", path.display(), one_line(reason))]
     Mount {
         /// The mountpoint.
         path: PathBuf,
         /// What the mount said.
         reason: std::io::Error,
+        /// What to do about it, when known ("; ..."), or empty.
+        hint: String,
     },
     /// Unmounting failed, and so did detaching lazily.
     #[error("unmount of {} failed: {reason}", path.display())]
@@ -109,15 +115,31 @@ pub enum StartError {
     /// Mount-helper form: the background daemon could not be started.
     #[error("cannot start the daemon: {0}")]
     DaemonSpawn(std::io::Error),
-    /// Mount-helper form: the daemon exited without saying why.
-    #[error("the daemon exited before the filesystem was ready")]
-    DaemonExited,
+    /// Mount-helper form: the daemon exited without saying why (a crash):
+    /// its exit status, and where to see more.
+    #[error(
+        "the daemon exited ({0}) before the filesystem was ready, without saying why; \
+         run the same command with -f to see its output, or give --log-file PATH"
+    )]
+    DaemonExited(String),
     /// Mount-helper form: the daemon's own one-line reason for failing.
     #[error("{0}")]
     DaemonFailed(String),
     /// Mount-helper form: the daemon said nothing within the deadline.
     #[error("the filesystem was not ready within {}", humantime::format_duration(*.0))]
     NotReady(Duration),
+}
+
+/// `error` on one line: fusermount3's stderr, which fuser passes on as
+/// the reason, ends with a newline and may hold several lines.
+fn one_line(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
 }
 
 #[cfg(test)]
@@ -164,6 +186,22 @@ mod tests {
             }
             .to_string(),
             "/mnt/x is already mounted (by secretfs)"
+        );
+        assert_eq!(
+            StartError::Mount {
+                path: path.clone(),
+                reason: std::io::Error::other(
+                    "fusermount3: mount failed: Operation not permitted\n"
+                ),
+                hint: "; more".into()
+            }
+            .to_string(),
+            "cannot mount on /mnt/x: fusermount3: mount failed: Operation not permitted; more"
+        );
+        assert_eq!(
+            StartError::DaemonExited("exit status: 101".into()).to_string(),
+            "the daemon exited (exit status: 101) before the filesystem was ready, without \
+             saying why; run the same command with -f to see its output, or give --log-file PATH"
         );
         assert_eq!(
             StartError::NotReady(Duration::from_secs(25)).to_string(),

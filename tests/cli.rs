@@ -96,3 +96,60 @@ fn man_pages_render_and_list_every_mount_option() {
         }
     }
 }
+
+#[test]
+fn a_mistyped_key_in_a_config_file_is_named_with_its_file_line_and_the_nearest_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("myapp.toml");
+    std::fs::write(&conf, "uid = 1000\ntll = \"5s\"\n").expect("write config");
+    let conf = conf.to_str().expect("utf-8 path");
+    let mountpoint = dir.path().to_str().expect("utf-8 path");
+    let want =
+        format!("secretfs: config file {conf}, line 2: unknown key `tll`; did you mean `ttl`?");
+    let config_o = format!("config={conf}");
+    for args in [
+        &["mount", "secret/", mountpoint, "--config", conf][..],
+        // The mount-helper form (mount(8), fstab).
+        &["secret/", mountpoint, "-o", &config_o][..],
+    ] {
+        let out = secretfs(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim(), want, "{args:?}");
+    }
+}
+
+#[test]
+fn the_man_page_synopsis_shows_what_each_option_takes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = secretfs(&["man", "--dir", dir.path().to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("secretfs-mount.1")).expect("page");
+    let synopsis = page
+        .lines()
+        .skip_while(|l| *l != ".SH SYNOPSIS")
+        .nth(1)
+        .expect("a SYNOPSIS section")
+        .replace("\\-", "-");
+    use clap::CommandFactory;
+    let cli = secretfs::cli::Cli::command();
+    let mount = cli.find_subcommand("mount").expect("mount subcommand");
+    for arg in mount
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_action().takes_values())
+    {
+        let (Some(long), Some(names)) = (arg.get_long(), arg.get_value_names()) else {
+            continue;
+        };
+        let want = format!("--{long} <{}>", names.join(" "));
+        assert!(synopsis.contains(&want), "no {want:?} in: {synopsis}");
+    }
+    for want in [
+        "[-o <OPTIONS>]...",
+        "[--uid <UID>]",
+        "[--writable]",
+        "<SOURCE> <MOUNTPOINT>",
+    ] {
+        assert!(synopsis.contains(want), "no {want:?} in: {synopsis}");
+    }
+}

@@ -246,3 +246,138 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
     }
 }
+
+/// Unmounts (lazily) what a test mounted itself, should it fail first.
+struct Unmounts(Vec<std::path::PathBuf>);
+
+impl Drop for Unmounts {
+    fn drop(&mut self) {
+        for at in &self.0 {
+            if is_mounted(at) {
+                let _ = Command::new("fusermount3").arg("-uz").arg(at).status();
+            }
+        }
+    }
+}
+
+/// `secretfs ARGS` in the mount-helper form, run from `cwd` as a user
+/// would type it (no VAULT_TOKEN unless `token`); its exit status and stderr.
+fn helper_form(
+    bao: &Bao,
+    cwd: &Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(support::secretfs());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("VAULT_ADDR", bao.addr())
+        .env("HOME", cwd)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG");
+    if let Some(t) = token {
+        cmd.env("VAULT_TOKEN", t);
+    }
+    let out = cmd.output().expect("run secretfs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Unmounts `at` and waits for the daemon that served it to exit.
+fn unmount_and_wait(at: &Path) {
+    let (_, report) = support::status(at);
+    let pid = report["pid"]
+        .as_i64()
+        .expect("status names the daemon's pid");
+    support::sh_ok(&format!("fusermount3 -u {}", support::q(at)));
+    eventually("the daemon to exit", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.split(' ').nth(2) == Some("Z")).then_some(())
+    });
+}
+
+#[test]
+fn the_helper_form_takes_relative_paths_from_the_caller_s_directory() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "hunter2"}));
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    for d in ["m/e1", "m/e2"] {
+        std::fs::create_dir_all(cwd.join(d)).unwrap();
+    }
+    std::fs::write(cwd.join("tok"), "root").unwrap();
+    let _cleanup = Unmounts(vec![cwd.join("m/e1"), cwd.join("m/e2")]);
+
+    // Two positional arguments, the mountpoint relative.
+    let (status, stderr) = helper_form(&bao, cwd, Some("root"), &["secret/app", "m/e1"]);
+    assert!(status.success(), "secretfs secret/app m/e1: {stderr}");
+    let at = cwd.join("m/e1");
+    assert_eq!(std::fs::read(at.join("db/PASSWORD")).unwrap(), b"hunter2");
+    unmount_and_wait(&at);
+
+    // With -o, and the token in a file named relative to the caller's
+    // directory too (the daemon re-reads it every 5 s, from wherever it runs).
+    let (status, stderr) = helper_form(
+        &bao,
+        cwd,
+        None,
+        &["secret/app", "m/e2", "-o", "ttl=5s,token_file=tok"],
+    );
+    assert!(
+        status.success(),
+        "secretfs secret/app m/e2 -o ...: {stderr}"
+    );
+    let at = cwd.join("m/e2");
+    assert_eq!(std::fs::read(at.join("db/PASSWORD")).unwrap(), b"hunter2");
+    // mountinfo (and so `mount`, `umount`, `findmnt`) names it absolutely.
+    assert!(is_mounted(&at), "{} is not in mountinfo", at.display());
+    unmount_and_wait(&at);
+}
+
+#[test]
+fn a_background_daemon_whose_arguments_are_refused_tells_the_waiting_parent_why() {
+    // What `secretfs SOURCE MOUNTPOINT` does when it starts its daemon: a
+    // pipe the daemon writes its reason to (or READY).
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: both fds are fresh and ours.
+    let (mut reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let write_fd = fds[1];
+    let mut cmd = Command::new(support::secretfs());
+    cmd.args([
+        "mount",
+        "--background",
+        "secret/",
+        "/nonexistent",
+        "--tll=5s",
+    ])
+    .arg(format!("--ready-fd={write_fd}"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    // SAFETY: fcntl between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            libc::fcntl(write_fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let status = cmd.status().expect("run secretfs");
+    drop(writer);
+    assert_eq!(status.code(), Some(2));
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut said).unwrap();
+    assert!(
+        said.contains("refused its arguments") && said.contains("'--tll"),
+        "the daemon told its parent: {said:?}"
+    );
+}

@@ -184,3 +184,51 @@ fn the_package_installs_a_stripped_binary_that_mount_8_runs() {
     assert_eq!(exe, Path::new("/usr/bin/secretfs"));
     drop(m);
 }
+
+#[test]
+fn the_packaged_example_units_run_usr_bin_secretfs_and_their_comments_still_read_right() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let (deb, _) = build_packages(out.path());
+    let root = out.path().join("root");
+    run_ok(
+        "dpkg-deb",
+        &[
+            "-x",
+            deb.to_str().expect("utf-8"),
+            root.to_str().expect("utf-8"),
+        ],
+    );
+    let examples = root.join("usr/share/doc/secretfs/examples");
+    let read = |name: &str| {
+        std::fs::read_to_string(examples.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let service = read("secretfs-myapp.service");
+    let exec_start = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("an ExecStart= line");
+    assert!(
+        exec_start.starts_with("ExecStart=/usr/bin/secretfs "),
+        "{exec_start}"
+    );
+    for name in [
+        "run-secrets.mount",
+        "secretfs-myapp.service",
+        "myapp.toml.example",
+    ] {
+        let text = read(name);
+        assert!(
+            !text.contains("/usr/bin/secretfs or /usr/bin/secretfs"),
+            "{name} says the same place twice:\n{text}"
+        );
+    }
+    // The mount unit's comment names both places a binary may be.
+    let unit = read("run-secrets.mount")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        unit.contains("the binary must be /usr/local/bin/secretfs or /usr/bin/secretfs"),
+        "{unit}"
+    );
+}

@@ -190,3 +190,48 @@ fn ownership_and_modes_follow_the_options_given_as_flags_or_o() {
         );
     }
 }
+
+#[test]
+fn files_given_to_another_user_with_uid_and_gid_are_readable_by_that_user() {
+    // As root, `--uid 65534 --gid 65534` without --allow-other: FUSE would
+    // let nobody but root in, so the owner could not read its own files.
+    // Naming another user implies allow_other (and says so in the log);
+    // the modes still decide who reads.
+    let bao = seeded();
+    let m = Mount::new(&bao, "secret/", &["--uid", "65534", "--gid", "65534"]);
+    let parent = m.path().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |uid: u32| {
+        support::run(
+            "setpriv",
+            &[
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "cat",
+                s(&m.at("myapp/db/PASSWORD")),
+            ],
+        )
+    };
+    let owner = as_user(65534);
+    assert!(
+        owner.status.success(),
+        "uid 65534 cannot read its own file: {}",
+        String::from_utf8_lossy(&owner.stderr)
+    );
+    assert_eq!(owner.stdout, b"hunter2");
+    let other = as_user(4243);
+    assert!(
+        !other.status.success(),
+        "a 0400 file of uid 65534 was read by uid 4243"
+    );
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("Permission denied"),
+        "{other:?}"
+    );
+    assert!(
+        m.log().contains("mounting with allow_other"),
+        "no log line says allow_other was implied:\n{}",
+        m.log()
+    );
+}

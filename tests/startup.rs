@@ -339,3 +339,117 @@ fn mounting_twice_names_the_running_secretfs_and_leaves_it_serving() {
         m.log()
     );
 }
+
+/// `secretfs mount secret/ MOUNTPOINT ARGS` as uid 65534, in a mount
+/// namespace of its own where /dev/fuse is a device node of `mode` and
+/// /etc/fuse.conf says nothing (the real files, and everyone else's view
+/// of them, are left alone): its exit status and stderr.
+fn mount_as_nobody(bao: &Bao, mode: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    mount_as_nobody_after(bao, mode, "true", args)
+}
+
+/// [`mount_as_nobody`], with the shell command `setup` run as root in the
+/// namespace first.
+fn mount_as_nobody_after(
+    bao: &Bao,
+    mode: &str,
+    setup: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (dev, mountpoint, home) = (
+        dir.path().join("dev"),
+        dir.path().join("mnt"),
+        dir.path().join("home"),
+    );
+    for d in [&dev, &mountpoint, &home] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let conf = dir.path().join("fuse.conf");
+    std::fs::write(&conf, "# no user_allow_other\n").unwrap();
+    let q = support::q;
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs -o size=64k none {dev} && \
+         mknod -m {mode} {dev}/fuse c 10 229 && mount --bind {dev}/fuse /dev/fuse && \
+         {{ ! [ -e /etc/fuse.conf ] || mount --bind {conf} /etc/fuse.conf; }} && {setup} && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         env VAULT_ADDR={addr} VAULT_TOKEN=root HOME={home} \
+         timeout 20 {secretfs} mount secret/ {mnt} {args}",
+        dev = q(&dev),
+        conf = q(&conf),
+        addr = bao.addr(),
+        home = q(&home),
+        secretfs = support::secretfs(),
+        mnt = q(&mountpoint),
+        args = args.join(" "),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_user_who_may_not_open_dev_fuse_is_told_so_and_how_to_mount() {
+    let bao = seeded();
+    let (status, stderr) = mount_as_nobody(&bao, "0600", &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    for words in [
+        "secretfs: /dev/fuse: Permission denied",
+        "uid 65534 may not open it (mode 0600, owner uid 0)",
+        "Run secretfs as root",
+        "fusermount3",
+        "user_allow_other",
+    ] {
+        assert!(line.contains(words), "no {words:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn a_user_whose_uid_option_implies_allow_other_is_told_what_fuse_conf_needs() {
+    // A user who may open /dev/fuse, as on Debian; --uid of someone else
+    // implies allow_other, which fusermount3 allows a non-root user only
+    // with user_allow_other in /etc/fuse.conf.
+    let bao = seeded();
+    let (status, stderr) = mount_as_nobody(&bao, "0666", &["--uid", "4242"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("secretfs: --uid/--gid naming another user")
+            && line.contains("needs `user_allow_other` in /etc/fuse.conf")
+            && line.contains("run secretfs as root"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_user_whose_fusermount3_is_not_setuid_is_told_so() {
+    // /dev/fuse open to all, as on Debian, but fusermount3 (through which
+    // a user other than root mounts) a copy without the setuid bit, bound
+    // over the real one in the test's own mount namespace.
+    let bao = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("fusermount3");
+    std::fs::copy("/usr/bin/fusermount3", &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = format!("mount --bind {} /usr/bin/fusermount3", support::q(&copy));
+    let (status, stderr) = mount_as_nobody_after(&bao, "0666", &bind, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("secretfs: cannot mount on ")
+            && line.contains("but /usr/bin/fusermount3 is not setuid root: reinstall fuse3")
+            && line.contains("or run secretfs as root"),
+        "{stderr}"
+    );
+}

@@ -10,6 +10,7 @@
 //! the store threads of `pool`, which reply when done.
 
 mod admit;
+pub mod device;
 mod pool;
 mod session;
 
