@@ -52,7 +52,10 @@ pub enum Command {
     ///
     /// The token is read from VAULT_TOKEN, else --token-file, else ~/.vault-token;
     /// it is never accepted on the command line.
+    // The usage line written out: clap's, after an error, lists the
+    // options given (VAULT_ADDR too) as if they were required.
     #[command(
+        override_usage = "secretfs mount [OPTIONS] <SOURCE> <MOUNTPOINT>",
         after_help = "Every option can also be given as -o key=value or -o flag, comma-separated \
 (e.g. -o ttl=30s,uid=1000,allow_other,writable), as mount(8) and /etc/fstab pass them; \
 -o rw, which mount(8) always passes, is ignored: only --writable (-o writable) makes a mount writable.\n\n\
@@ -97,13 +100,16 @@ secretfs mount secret/team /mnt/team --writable    # changes go back to the stor
     /// signals it receives (HUP, INT, QUIT, TERM, USR1, USR2, WINCH) on to
     /// COMMAND and exits with its exit code (128+N when signal N ended it);
     /// a command that exits on its own is not restarted.
-    #[command(after_help = "Examples:\n  \
+    #[command(
+        override_usage = "secretfs exec [OPTIONS] <SOURCE>... -- <COMMAND>...",
+        after_help = "Examples:\n  \
 secretfs exec secret/shop secret/shop/prod secret/shop/prod/api -- ./api-server\n  \
 secretfs exec --prefix APP_ --upcase --ttl 1m secret/team/ -- env\n  \
 secretfs exec --on-change signal:HUP secret/nginx -- nginx -g 'daemon off;'\n\n\
 Exit codes: COMMAND's own; 128+N when signal N ended it; 125 when secretfs \
 could not start it (a SOURCE missing or refused, no token); 126 when COMMAND \
-cannot be executed; 127 when it is not found.")]
+cannot be executed; 127 when it is not found."
+    )]
     Exec(ExecArgs),
 
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
@@ -1160,6 +1166,24 @@ mod tests {
             "--",
             "env",
         ]);
+    }
+
+    #[test]
+    fn a_usage_error_shows_no_option_as_required() {
+        // clap's usage line after an error lists the options given (also
+        // from the environment: VAULT_ADDR) as if they were required.
+        for args in [
+            &["secretfs", "exec", "--addr", "http://x:1", "secret/a"][..],
+            &["secretfs", "mount", "--addr", "http://x:1", "secret/a"][..],
+        ] {
+            let err = usage_error(args);
+            let usage = err
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .unwrap_or_else(|| panic!("no usage line: {err}"));
+            assert!(!usage.contains("--addr"), "{args:?}: {usage}");
+            assert!(usage.contains("[OPTIONS]"), "{args:?}: {usage}");
+        }
     }
 
     #[test]
