@@ -168,7 +168,7 @@ impl Session {
             unreachable.dedup();
             return Err(StartError::Store(unreachable.join("; ")));
         };
-        nodes.prefer(node);
+        nodes.start_on(node);
         let credentials = Arc::new(Credentials::new(token));
         let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
         if needs_care {
