@@ -50,7 +50,7 @@ pub enum Command {
     /// Mount SOURCE on MOUNTPOINT and serve it in the foreground until
     /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT`.
     ///
-    /// The token is read from VAULT_TOKEN, else --token-file, else ~/.vault-token;
+    /// The token is read from --token-file, else VAULT_TOKEN, else ~/.vault-token;
     /// it is never accepted on the command line.
     // The usage line written out: clap's, after an error, lists the
     // options given (VAULT_ADDR too) as if they were required.
@@ -270,7 +270,7 @@ pub struct VaultArgs {
     )]
     pub addr: Vec<String>,
 
-    /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
+    /// How to get a token. `token`: --token-file, else VAULT_TOKEN, else
     /// ~/.vault-token (a file is re-read when it changes, so a rotated token
     /// is picked up). `approle`: log in with --role-id-file and
     /// --secret-id-file; `cert`: log in with the TLS client certificate
@@ -280,8 +280,8 @@ pub struct VaultArgs {
     #[arg(long, value_enum, default_value = "token", value_name = "METHOD")]
     pub auth: AuthMethod,
 
-    /// File holding the token, used when VAULT_TOKEN is not set
-    /// (default: ~/.vault-token).
+    /// File holding the token; given, it wins over VAULT_TOKEN (default:
+    /// VAULT_TOKEN, else ~/.vault-token).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
@@ -350,7 +350,7 @@ pub struct VaultArgs {
 /// How secretfs logs in to Vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMethod {
-    /// A token: VAULT_TOKEN, --token-file or ~/.vault-token.
+    /// A token: --token-file, VAULT_TOKEN or ~/.vault-token.
     Token,
     /// AppRole: role ID and secret ID from files.
     Approle,

@@ -156,6 +156,7 @@ fn connected(store: vault::VaultStore, addr: &str) -> Connected {
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
+        token_source = %store.token_source(),
         "connected"
     );
     // Soft deletes leave names in listings: hide those deleted through us.

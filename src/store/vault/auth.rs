@@ -117,6 +117,46 @@ pub fn read_credential_file(path: &Path, what: &str) -> Result<SecretString, Str
 }
 
 impl Login {
+    /// Where the token comes from, for logs and messages (never the
+    /// token): `VAULT_TOKEN`, `--token-file PATH`, `~/.vault-token (PATH)`,
+    /// or the login.
+    pub fn source(&self) -> String {
+        match self {
+            Login::Token(_) => "VAULT_TOKEN".into(),
+            Login::TokenFile(path) => {
+                let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".vault-token"));
+                if home.as_deref() == Some(path.as_path()) {
+                    format!("~/.vault-token ({})", path.display())
+                } else {
+                    format!("--token-file {}", path.display())
+                }
+            }
+            Login::AppRole { mount, .. } => format!("an AppRole login at auth/{mount}"),
+            Login::Cert { mount, .. } => format!("a TLS certificate login at auth/{mount}"),
+            Login::Kubernetes { mount, role, .. } => {
+                format!("a Kubernetes login at auth/{mount} as role {role}")
+            }
+        }
+    }
+
+    /// What to check when the server refuses the token this obtained.
+    pub fn what_to_check(&self) -> String {
+        let lookup = "and that its policies allow auth/token/lookup-self (the default policy does)";
+        match self {
+            Login::Token(_) => format!(
+                "check that VAULT_TOKEN holds a live token of this server (`bao token lookup` with the same VAULT_ADDR and VAULT_TOKEN; not expired or revoked, the right namespace) {lookup}"
+            ),
+            Login::TokenFile(path) => format!(
+                "check that {} holds a live token of this server (`VAULT_TOKEN=$(cat {}) bao token lookup`; not expired or revoked, the right namespace; `bao login` writes ~/.vault-token anew) {lookup}",
+                path.display(),
+                path.display()
+            ),
+            Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } => format!(
+                "the login succeeded, so check the role's token settings: its token_policies, token_no_default_policy {lookup}"
+            ),
+        }
+    }
+
     /// Whether a new token can be had without the user (re-read or login).
     pub fn can_refresh(&self) -> bool {
         !matches!(self, Login::Token(_))

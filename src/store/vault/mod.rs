@@ -63,6 +63,8 @@ pub struct ResolvedSource {
 pub struct VaultStore {
     client: Client,
     source: ResolvedSource,
+    /// Where the token came from (`auth::Login::source`), for the log.
+    token_source: String,
     /// Per secret, the least version the store is known to hold.
     known: Mutex<HashMap<SecretPath, u64>>,
 }
@@ -86,6 +88,11 @@ impl VaultStore {
     /// The mount, folder and KV version the SOURCE resolved to.
     pub fn source(&self) -> &ResolvedSource {
         &self.source
+    }
+
+    /// Where the token came from: `VAULT_TOKEN`, `--token-file PATH`, ...
+    pub fn token_source(&self) -> &str {
+        &self.token_source
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<SecretPath, u64>> {
