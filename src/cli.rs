@@ -233,6 +233,13 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 
+    /// How long to wait at start for a store that does not answer (down,
+    /// sealed, no leader yet), trying again with backoff and logging each
+    /// try; 0 gives up at once. A store that answers no (a refused token,
+    /// a missing SOURCE) stops secretfs at once.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub wait_for_store: Duration,
+
     /// Run COMMAND as USER (a name or uid: its groups, HOME, USER and
     /// LOGNAME), without VAULT_TOKEN; secretfs keeps its own user and the
     /// token. Needs secretfs to run as root. With a --token-file only root

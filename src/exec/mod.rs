@@ -15,9 +15,11 @@ pub mod user;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::cli::ExecArgs;
 use crate::hardening;
+use crate::start_error::StartError;
 use crate::store;
 
 pub use options::{OnChange, Signal};
@@ -51,8 +53,7 @@ pub fn run(args: ExecArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match store::connect_each(&args.sources, &args.vault, runtime.handle().clone())
-    {
+    let connected = match connect_waiting(&args, runtime.handle()) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -103,4 +104,53 @@ pub fn run(args: ExecArgs) -> u8 {
     };
     runtime.shutdown_background();
     code
+}
+
+/// The first wait before trying an unreachable store again, and the
+/// longest: doubled after each try, as OpenBao Agent backs off its logins.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// Connects to every SOURCE's store; while the store does not answer,
+/// tries again with backoff for up to `--wait-for-store` (a server started
+/// at the same time, a node still sealed), logging each try. A store that
+/// answers no is final at once.
+fn connect_waiting(
+    args: &ExecArgs,
+    rt: &tokio::runtime::Handle,
+) -> Result<Vec<store::Connected>, StartError> {
+    let wait = args.wait_for_store;
+    let deadline = Instant::now() + wait;
+    let mut pause = FIRST_RETRY;
+    let mut attempt = 1u32;
+    loop {
+        match store::connect_each(&args.sources, &args.vault, rt.clone()) {
+            Err(StartError::StoreUnreachable(why)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(StartError::StoreUnreachable(if wait.is_zero() {
+                        why
+                    } else {
+                        format!(
+                            "{why} (gave up after waiting {}, --wait-for-store)",
+                            humantime::format_duration(wait)
+                        )
+                    }));
+                }
+                // Whole milliseconds: the log says `1s 476ms`, not nanoseconds.
+                let next = Duration::from_millis(pause.min(left).as_millis() as u64);
+                tracing::warn!(
+                    attempt,
+                    error = %why,
+                    retry_in = %humantime::format_duration(next),
+                    "the store does not answer yet: trying again (--wait-for-store {})",
+                    humantime::format_duration(wait)
+                );
+                std::thread::sleep(next);
+                pause = (pause * 2).min(MAX_RETRY);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }

@@ -85,7 +85,10 @@ pub fn connect_layered(
                     // A lower layer's server that does not answer (or
                     // refuses the login) now: mount without it, and
                     // connect it when it does.
-                    Err(crate::start_error::StartError::Store(why)) if i < top => {
+                    Err(
+                        crate::start_error::StartError::Store(why)
+                        | crate::start_error::StartError::StoreUnreachable(why),
+                    ) if i < top => {
                         tracing::warn!(layer = %name, error = %why, "a layer's server cannot be used: mounting without that layer until it can");
                         let rt = rt.clone();
                         let connect = move || {

@@ -103,9 +103,11 @@ impl VaultSettings {
 }
 
 /// Why a node could not be used at start: it did not answer (the next
-/// node may), or it answered no (final).
+/// node may), its login failed (the next node may do better), or it
+/// answered no (final).
 enum NodeStart {
     Unreachable(String),
+    LoginFailed(String),
     Refused(StartError),
 }
 
@@ -148,27 +150,37 @@ impl Session {
             .collect::<Result<_, _>>()?;
         let nodes = Arc::new(Nodes::new(all));
         let mut unreachable = Vec::new();
+        // Whether a node answered a login with no: waiting will not help.
+        let mut login_refused = false;
         let mut found = None;
         for i in 0..nodes.len() {
-            match first_contact(settings, nodes.settings(i), &rt) {
+            let why = match first_contact(settings, nodes.settings(i), &rt) {
                 Ok(got) => {
                     found = Some((i, got));
                     break;
                 }
                 Err(NodeStart::Refused(e)) => return Err(e),
-                Err(NodeStart::Unreachable(why)) => {
-                    // The last node's failure is the error itself.
-                    if i + 1 < nodes.len() {
-                        tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
-                    }
-                    unreachable.push(why);
+                Err(NodeStart::Unreachable(why)) => why,
+                Err(NodeStart::LoginFailed(why)) => {
+                    login_refused = true;
+                    why
                 }
+            };
+            // The last node's failure is the error itself.
+            if i + 1 < nodes.len() {
+                tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
             }
+            unreachable.push(why);
         }
         let Some((node, (token, lease))) = found else {
             // One sentence per node (the same one once).
             unreachable.dedup();
-            return Err(StartError::Store(unreachable.join("; ")));
+            let why = unreachable.join("; ");
+            return Err(if login_refused {
+                StartError::Store(why)
+            } else {
+                StartError::StoreUnreachable(why)
+            });
         };
         nodes.start_on(node);
         let credentials = Arc::new(Credentials::new(token));
@@ -199,7 +211,7 @@ impl Session {
         let client = auth::client_for(&client_settings, self.credentials.token().expose_secret())
             .map_err(StartError::Store)?;
         let no_answer = || {
-            StartError::Store(format!(
+            StartError::StoreUnreachable(format!(
                 "Vault at {} did not answer within {}",
                 client_settings.address,
                 humantime::format_duration(self.timeout)
@@ -239,10 +251,13 @@ impl Session {
                 )))
             }
             Err(e) => {
-                return Err(StartError::Store(format!(
-                    "cannot resolve the mount of {source}: {}",
-                    describe(&e)
-                )))
+                let why = format!("cannot resolve the mount of {source}: {}", describe(&e));
+                // A node that went away, sealed or without a leader since
+                // the login: waiting may help.
+                return Err(match classify(&e) {
+                    Failure::Answer => StartError::Store(why),
+                    _ => StartError::StoreUnreachable(why),
+                });
             }
         };
         if ui.engine != "kv" && ui.engine != "generic" {
@@ -294,7 +309,13 @@ fn first_contact(
     // better (the caller tries it, and reports this when none is left).
     let token = with_deadline(rt, settings.timeout, settings.login.obtain(&login_client))
         .ok_or_else(no_answer)?
-        .map_err(NodeStart::Unreachable)?;
+        .map_err(|e| {
+            if e.unreachable {
+                NodeStart::Unreachable(e.message)
+            } else {
+                NodeStart::LoginFailed(e.message)
+            }
+        })?;
     let client = auth::client_for(node, token.expose_secret())
         .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
