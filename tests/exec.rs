@@ -705,15 +705,22 @@ fn a_store_that_starts_after_exec_is_waited_for_with_backoff() {
         "from-the-late-server"
     );
     let log = log();
-    assert!(log.contains("attempt=1") && log.contains("attempt=2"), "{log}");
-    assert!(log.contains("retry_in=500ms") && log.contains("retry_in=1s"), "{log}");
+    assert!(
+        log.contains("attempt=1") && log.contains("attempt=2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("retry_in=500ms") && log.contains("retry_in=1s"),
+        "{log}"
+    );
 }
 
 #[test]
 fn wait_for_store_0_gives_up_at_once_on_an_unreachable_store() {
     let bao = Bao::start();
     let mut cmd = exec(&bao, &["--wait-for-store", "0", "secret/app"]);
-    cmd.env("VAULT_ADDR", support::dead_addr()).args(["--", "true"]);
+    cmd.env("VAULT_ADDR", support::dead_addr())
+        .args(["--", "true"]);
     let out = output(cmd);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     let log = text(&out.stderr);
