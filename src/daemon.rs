@@ -37,6 +37,14 @@ impl Readiness {
         notify_systemd("READY=1");
     }
 
+    /// A warning for whoever started the mount (one line): the process
+    /// waiting in the mount-helper form prints it on its stderr.
+    pub fn warn(&mut self, msg: &str) {
+        if let Some(p) = self.pipe.as_mut() {
+            let _ = writeln!(p, "{WARNING}{msg}");
+        }
+    }
+
     /// Mounting failed with `msg` (one line for stderr).
     pub fn failed(&mut self, msg: &str) {
         if let Some(mut p) = self.pipe.take() {
@@ -44,6 +52,9 @@ impl Readiness {
         }
     }
 }
+
+/// How a warning line on the readiness pipe begins.
+const WARNING: &str = "warning: ";
 
 /// Sends one sd_notify state line, if systemd asked for them.
 pub fn notify_systemd(state: &str) {
@@ -127,10 +138,20 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
         let _ = tx.send(text);
     });
     match rx.recv_timeout(deadline) {
-        Ok(text) if text.starts_with("READY") => Ok(()),
         Ok(text) => {
+            // Warnings first, each on our stderr; then READY or the reason.
+            let mut rest = text.lines().filter(|l| match l.strip_prefix(WARNING) {
+                Some(w) => {
+                    eprintln!("secretfs: warning: {w}");
+                    false
+                }
+                None => true,
+            });
+            let line = rest.next().unwrap_or("").trim();
+            if line.starts_with("READY") {
+                return Ok(());
+            }
             let _ = child.wait();
-            let line = text.lines().next().unwrap_or("").trim();
             Err(if line.is_empty() {
                 StartError::DaemonExited
             } else {

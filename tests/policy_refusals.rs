@@ -194,7 +194,10 @@ fn a_refused_read_is_logged_on_one_line_naming_the_operation_and_the_store_path(
         .lines()
         .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
         .collect();
-    assert!(strays.is_empty(), "records spread over lines {strays:?}:\n{log}");
+    assert!(
+        strays.is_empty(),
+        "records spread over lines {strays:?}:\n{log}"
+    );
     let refusals: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("permission denied"))

@@ -6,6 +6,7 @@
 mod data;
 pub mod deadline;
 pub mod deleted;
+pub mod empty_source;
 pub mod layered;
 pub mod memory;
 pub mod metered;
