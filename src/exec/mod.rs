@@ -123,8 +123,10 @@ fn connect_waiting(
     let deadline = Instant::now() + wait;
     let mut pause = FIRST_RETRY;
     let mut attempt = 1u32;
+    // Made once: the token's source is chosen (and warned of) once.
+    let settings = store::vault::VaultSettings::from_args(&args.vault)?;
     loop {
-        match store::connect_each(&args.sources, &args.vault, rt.clone()) {
+        match store::connect_each(&args.sources, &settings, rt.clone()) {
             Err(StartError::StoreUnreachable(why)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

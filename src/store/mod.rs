@@ -45,14 +45,15 @@ pub fn connect(
 }
 
 /// Reaches the stores of several SOURCEs (in order) with one login, as
-/// [`connect`] does for one: what `secretfs exec` starts from.
+/// [`connect`] does for one: what `secretfs exec` starts from. The
+/// settings are the caller's: `exec` tries again with the same ones while
+/// the store does not answer.
 pub fn connect_each(
     sources: &[String],
-    args: &crate::cli::VaultArgs,
+    settings: &vault::VaultSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
-    let settings = vault::VaultSettings::from_args(args)?;
-    let session = vault::Session::open(&settings, rt)?;
+    let session = vault::Session::open(settings, rt)?;
     sources
         .iter()
         .map(|source| Ok(connected(session.resolve(source)?, &settings.addr_list())))
