@@ -53,17 +53,10 @@ pub fn run(args: ExecArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match connect_waiting(&args, runtime.handle()) {
-        Ok(c) => c,
+    let watched = match open_waiting(&args, runtime.handle()) {
+        Ok(w) => w,
         Err(e) => return fail(&e),
     };
-    let mut watched = Vec::with_capacity(connected.len());
-    for (name, c) in args.sources.iter().zip(connected) {
-        match sources::Watched::open(name, c, args.ttl) {
-            Ok(w) => watched.push(w),
-            Err(e) => return fail(&e),
-        }
-    }
     let naming = env::Naming {
         prefix: args.prefix.clone().unwrap_or_default(),
         upcase: args.upcase,
@@ -111,48 +104,83 @@ pub fn run(args: ExecArgs) -> u8 {
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
-/// Connects to every SOURCE's store; while the store does not answer,
-/// tries again with backoff for up to `--wait-for-store` (a server started
-/// at the same time, a node still sealed), logging each try. A store that
-/// answers no is final at once.
-fn connect_waiting(
+/// Why the first read of the SOURCEs failed: one line for stderr, and
+/// whether waiting may help.
+struct NotYet {
+    message: String,
+    transient: bool,
+}
+
+impl From<StartError> for NotYet {
+    fn from(e: StartError) -> Self {
+        NotYet {
+            transient: matches!(e, StartError::StoreUnreachable(_)),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<sources::Unreadable> for NotYet {
+    fn from(e: sources::Unreadable) -> Self {
+        NotYet {
+            transient: e.transient,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Connects to every SOURCE's store and reads each SOURCE once; while the
+/// store does not answer (at the login, or at a first read), tries again
+/// with backoff for up to `--wait-for-store` (a server started at the same
+/// time, a node still sealed or without a leader), logging each try. A
+/// store that answers no is final at once.
+fn open_waiting(
     args: &ExecArgs,
     rt: &tokio::runtime::Handle,
-) -> Result<Vec<store::Connected>, StartError> {
+) -> Result<Vec<sources::Watched>, String> {
     let wait = args.wait_for_store;
     let deadline = Instant::now() + wait;
     let mut pause = FIRST_RETRY;
     let mut attempt = 1u32;
     // Made once: the token's source is chosen (and warned of) once.
-    let settings = store::vault::VaultSettings::from_args(&args.vault)?;
-    loop {
-        match store::connect_each(&args.sources, &settings, rt.clone()) {
-            Err(StartError::StoreUnreachable(why)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(StartError::StoreUnreachable(if wait.is_zero() {
-                        why
-                    } else {
-                        format!(
-                            "{why} (gave up after waiting {}, --wait-for-store)",
-                            humantime::format_duration(wait)
-                        )
-                    }));
-                }
-                // Whole milliseconds: the log says `1s 476ms`, not nanoseconds.
-                let next = Duration::from_millis(pause.min(left).as_millis() as u64);
-                tracing::warn!(
-                    attempt,
-                    error = %why,
-                    retry_in = %humantime::format_duration(next),
-                    "the store does not answer yet: trying again (--wait-for-store {})",
-                    humantime::format_duration(wait)
-                );
-                std::thread::sleep(next);
-                pause = (pause * 2).min(MAX_RETRY);
-                attempt += 1;
-            }
-            other => return other,
+    let settings =
+        store::vault::VaultSettings::from_args(&args.vault).map_err(|e| e.to_string())?;
+    let open = || -> Result<Vec<sources::Watched>, NotYet> {
+        let connected = store::connect_each(&args.sources, &settings, rt.clone())?;
+        let mut watched = Vec::with_capacity(connected.len());
+        for (name, c) in args.sources.iter().zip(connected) {
+            watched.push(sources::Watched::open(name, c, args.ttl)?);
         }
+        Ok(watched)
+    };
+    loop {
+        let why = match open() {
+            Ok(watched) => return Ok(watched),
+            Err(e) if !e.transient => return Err(e.message),
+            Err(e) => e.message,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(if wait.is_zero() {
+                why
+            } else {
+                format!(
+                    "{why} (gave up after waiting {}, --wait-for-store)",
+                    humantime::format_duration(wait)
+                )
+            });
+        }
+        // Whole milliseconds: the log says `1s 476ms`, not nanoseconds.
+        let next = Duration::from_millis(pause.min(left).as_millis() as u64);
+        tracing::warn!(
+            attempt,
+            error = %why,
+            retry_in = %humantime::format_duration(next),
+            "the store does not answer yet: trying again (--wait-for-store {})",
+            humantime::format_duration(wait)
+        );
+        std::thread::sleep(next);
+        pause = (pause * 2).min(MAX_RETRY);
+        attempt += 1;
     }
 }
