@@ -50,9 +50,12 @@ pub enum Command {
     /// Mount SOURCE on MOUNTPOINT and serve it in the foreground until
     /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT`.
     ///
-    /// The token is read from VAULT_TOKEN, else --token-file, else ~/.vault-token;
+    /// The token is read from --token-file, else VAULT_TOKEN, else ~/.vault-token;
     /// it is never accepted on the command line.
+    // The usage line written out: clap's, after an error, lists the
+    // options given (VAULT_ADDR too) as if they were required.
     #[command(
+        override_usage = "secretfs mount [OPTIONS] <SOURCE> <MOUNTPOINT>",
         after_help = "Every option can also be given as -o key=value or -o flag, comma-separated \
 (e.g. -o ttl=30s,uid=1000,allow_other,writable), as mount(8) and /etc/fstab pass them; \
 -o rw, which mount(8) always passes, is ignored: only --writable (-o writable) makes a mount writable.\n\n\
@@ -97,13 +100,16 @@ secretfs mount secret/team /mnt/team --writable    # changes go back to the stor
     /// signals it receives (HUP, INT, QUIT, TERM, USR1, USR2, WINCH) on to
     /// COMMAND and exits with its exit code (128+N when signal N ended it);
     /// a command that exits on its own is not restarted.
-    #[command(after_help = "Examples:\n  \
+    #[command(
+        override_usage = "secretfs exec [OPTIONS] <SOURCE>... -- <COMMAND>...",
+        after_help = "Examples:\n  \
 secretfs exec secret/shop secret/shop/prod secret/shop/prod/api -- ./api-server\n  \
 secretfs exec --prefix APP_ --upcase --ttl 1m secret/team/ -- env\n  \
 secretfs exec --on-change signal:HUP secret/nginx -- nginx -g 'daemon off;'\n\n\
 Exit codes: COMMAND's own; 128+N when signal N ended it; 125 when secretfs \
 could not start it (a SOURCE missing or refused, no token); 126 when COMMAND \
-cannot be executed; 127 when it is not found.")]
+cannot be executed; 127 when it is not found."
+    )]
     Exec(ExecArgs),
 
     /// Report whether the mount at MOUNTPOINT is alive and its store reachable.
@@ -254,6 +260,13 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 
+    /// How long to wait at start for a store that does not answer (down,
+    /// sealed, no leader yet), trying again with backoff and logging each
+    /// try; 0 gives up at once. A store that answers no (a refused token,
+    /// a missing SOURCE) stops secretfs at once.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub wait_for_store: Duration,
+
     /// Run COMMAND as USER (a name or uid: its groups, HOME, USER and
     /// LOGNAME), without VAULT_TOKEN; secretfs keeps its own user and the
     /// token. Needs secretfs to run as root. With a --token-file only root
@@ -294,7 +307,7 @@ pub struct VaultArgs {
     )]
     pub addr: Vec<String>,
 
-    /// How to get a token. `token`: VAULT_TOKEN, else --token-file, else
+    /// How to get a token. `token`: --token-file, else VAULT_TOKEN, else
     /// ~/.vault-token (a file is re-read when it changes, so a rotated token
     /// is picked up). `approle`: log in with --role-id-file and
     /// --secret-id-file; `cert`: log in with the TLS client certificate
@@ -304,8 +317,8 @@ pub struct VaultArgs {
     #[arg(long, value_enum, default_value = "token", value_name = "METHOD")]
     pub auth: AuthMethod,
 
-    /// File holding the token, used when VAULT_TOKEN is not set
-    /// (default: ~/.vault-token).
+    /// File holding the token; given, it wins over VAULT_TOKEN (default:
+    /// VAULT_TOKEN, else ~/.vault-token).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
@@ -407,7 +420,7 @@ secretfs store init file:team.age --recipient age1... --recipient age1...")]
 /// How secretfs logs in to Vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMethod {
-    /// A token: VAULT_TOKEN, --token-file or ~/.vault-token.
+    /// A token: --token-file, VAULT_TOKEN or ~/.vault-token.
     Token,
     /// AppRole: role ID and secret ID from files.
     Approle,
@@ -1296,6 +1309,24 @@ mod tests {
             "--",
             "env",
         ]);
+    }
+
+    #[test]
+    fn a_usage_error_shows_no_option_as_required() {
+        // clap's usage line after an error lists the options given (also
+        // from the environment: VAULT_ADDR) as if they were required.
+        for args in [
+            &["secretfs", "exec", "--addr", "http://x:1", "secret/a"][..],
+            &["secretfs", "mount", "--addr", "http://x:1", "secret/a"][..],
+        ] {
+            let err = usage_error(args);
+            let usage = err
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .unwrap_or_else(|| panic!("no usage line: {err}"));
+            assert!(!usage.contains("--addr"), "{args:?}: {usage}");
+            assert!(usage.contains("[OPTIONS]"), "{args:?}: {usage}");
+        }
     }
 
     #[test]

@@ -37,6 +37,14 @@ impl Readiness {
         notify_systemd("READY=1");
     }
 
+    /// A warning for whoever started the mount (one line): the process
+    /// waiting in the mount-helper form prints it on its stderr.
+    pub fn warn(&mut self, msg: &str) {
+        if let Some(p) = self.pipe.as_mut() {
+            let _ = writeln!(p, "{WARNING}{msg}");
+        }
+    }
+
     /// Mounting failed with `msg` (one line for stderr).
     pub fn failed(&mut self, msg: &str) {
         if let Some(mut p) = self.pipe.take() {
@@ -61,6 +69,9 @@ pub fn tell_waiting_parent(msg: &str) {
     // argument given by hand) fails with EBADF, which is ignored.
     unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
 }
+
+/// How a warning line on the readiness pipe begins.
+const WARNING: &str = "warning: ";
 
 /// Sends one sd_notify state line, if systemd asked for them.
 pub fn notify_systemd(state: &str) {
@@ -147,10 +158,20 @@ pub fn spawn_and_wait(log_file: Option<&Path>, deadline: Duration) -> Result<(),
         let _ = tx.send(text);
     });
     match rx.recv_timeout(deadline) {
-        Ok(text) if text.starts_with("READY") => Ok(()),
         Ok(text) => {
+            // Warnings first, each on our stderr; then READY or the reason.
+            let mut rest = text.lines().filter(|l| match l.strip_prefix(WARNING) {
+                Some(w) => {
+                    eprintln!("secretfs: warning: {w}");
+                    false
+                }
+                None => true,
+            });
+            let line = rest.next().unwrap_or("").trim();
+            if line.starts_with("READY") {
+                return Ok(());
+            }
             let status = child.wait();
-            let line = text.lines().next().unwrap_or("").trim();
             Err(if line.is_empty() {
                 StartError::DaemonExited(match status {
                     Ok(status) => status.to_string(),

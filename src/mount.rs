@@ -168,6 +168,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         )?
     };
 
+    warn_if_empty(&connected, &args, readiness);
     let core = build_core(connected, &args);
     if args.cache.max_inodes > 0 {
         // Absolute, as mountinfo spells it; resolved before our mount
@@ -283,6 +284,27 @@ fn allow_other(args: &MountArgs) -> Option<&'static str> {
          (file modes decide who reads what)"
     );
     Some("--uid/--gid naming another user (which imply allow_other)")
+}
+
+/// Warns when SOURCE shows nothing (a folder that lists nothing, the KV v2
+/// API path, a secret in a layout of one file per secret), with the fix:
+/// in the log, on stderr in the foreground with --log-file, and to the
+/// waiting process in the mount-helper form. Only a single SOURCE is asked
+/// (a layer may be empty on purpose), and templates show their own files.
+fn warn_if_empty(connected: &store::Connected, args: &MountArgs, readiness: &mut Readiness) {
+    use crate::fs::view::Layout;
+    if !args.layer.is_empty() || matches!(args.files.layout, Layout::Templates(_)) {
+        return;
+    }
+    let keys = args.files.layout == Layout::Keys;
+    let Some(why) = store::empty_source::why_empty(&args.source, connected, keys) else {
+        return;
+    };
+    tracing::warn!(source = %args.source, "{why}");
+    readiness.warn(&why);
+    if args.log_file.is_some() && args.ready_fd.is_none() {
+        eprintln!("secretfs: warning: {why}");
+    }
 }
 
 /// Writes out the audit records so far (at most 5 s).

@@ -56,6 +56,11 @@ pub enum StartError {
     /// SOURCE: the store's own one-line sentence.
     #[error("{0}")]
     Store(String),
+    /// The store did not answer (no node could be reached, or each timed
+    /// out, was sealed or had no leader): one line per node. Waiting may
+    /// help, unlike [`StartError::Store`].
+    #[error("{0}")]
+    StoreUnreachable(String),
     /// The runtime that talks to the store could not start.
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),

@@ -201,6 +201,33 @@ fn bad_approle_credentials_fail_at_start_with_one_line() {
     }
 }
 
+#[test]
+fn a_login_whose_token_is_refused_names_the_login_and_the_role_settings_to_check() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (role, secret) = approle(&bao, dir.path(), "1m", "1h");
+    // The role's tokens lack the default policy: they may not look
+    // themselves up, which secretfs does at start.
+    let (status, resp) = bao.api(
+        "POST",
+        "auth/approle/role/app",
+        Some(json!({"token_policies": "reader", "token_no_default_policy": true})),
+    );
+    assert!(status < 300, "role: {status} {resp}");
+    let (status, stderr) = Mount::builder(&bao, "secret/")
+        .no_token()
+        .args(&["--auth", "approle", "--role-id-file", &role])
+        .args(&["--secret-id-file", &secret])
+        .fail();
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("refused the token (403) from an AppRole login at auth/approle")
+            && stderr.contains("token_no_default_policy"),
+        "{stderr}"
+    );
+}
+
 /// A certificate for `kubernetes_ca_cert`, which OpenBao insists on; the
 /// fake API server below speaks plain HTTP, so it is never used.
 const FAKE_KUBERNETES_CA: &str = "-----BEGIN CERTIFICATE-----

@@ -663,3 +663,67 @@ fn user_is_refused_before_the_command_starts_when_it_cannot_be_taken() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_store_that_starts_after_exec_is_waited_for_with_backoff() {
+    // A one-node Raft server keeps its port and data across a restart:
+    // down when exec starts, started (and unsealed) while exec waits.
+    let mut cluster = support::Cluster::start_n(1);
+    cluster
+        .node(0)
+        .kv2_put("secret", "app", json!({"K": "from-the-late-server"}));
+    cluster.kill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let stdout = dir.path().join("stdout");
+    let mut cmd = exec(cluster.node(0), &["--wait-for-store", "5m", "secret/app"]);
+    cmd.args(["--", "sh", "-c", "printf %s \"$K\""])
+        .stdout(File::create(&stdout).unwrap())
+        .stderr(File::create(&stderr).unwrap());
+    let mut child = cmd.spawn().expect("start secretfs exec");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    // It tries again, each try logged, with a growing pause.
+    eventually(
+        format!("two logged retries (log: {})", log()),
+        Duration::from_secs(30),
+        || (log().matches("does not answer yet").count() >= 2).then_some(()),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exec gave up while waiting: {}",
+        log()
+    );
+    cluster.restart(0);
+    let status = eventually(
+        format!("exec to run its command and exit (log: {})", log()),
+        Duration::from_secs(60),
+        || child.try_wait().ok().flatten(),
+    );
+    assert!(status.success(), "{status}: {}", log());
+    assert_eq!(
+        std::fs::read_to_string(&stdout).unwrap(),
+        "from-the-late-server"
+    );
+    let log = log();
+    assert!(
+        log.contains("attempt=1") && log.contains("attempt=2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("retry_in=500ms") && log.contains("retry_in=1s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn wait_for_store_0_gives_up_at_once_on_an_unreachable_store() {
+    let bao = Bao::start();
+    let mut cmd = exec(&bao, &["--wait-for-store", "0", "secret/app"]);
+    cmd.env("VAULT_ADDR", support::dead_addr())
+        .args(["--", "true"]);
+    let out = output(cmd);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let log = text(&out.stderr);
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.contains("cannot reach Vault at"), "{log}");
+}

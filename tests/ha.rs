@@ -83,6 +83,17 @@ fn a_mount_starts_on_the_first_node_that_answers() {
         .start();
     assert_eq!(std::fs::read(m.at("s/k")).unwrap(), b"v");
     assert_eq!(node_in_use(&m), cluster.addrs()[0]);
+    // The log says which node serves, and tells no story of a node back.
+    let log = m.log();
+    assert!(
+        !log.contains("serves again"),
+        "a start on the second node is logged as a node coming back:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("in use") && l.contains(&format!("node={}", cluster.addrs()[0]))),
+        "no line names the node in use:\n{log}"
+    );
     let (status, err) = Mount::builder(cluster.node(0), "secret/app")
         .addr(&format!("{dead},{}", support::dead_addr()))
         .fail();

@@ -168,3 +168,48 @@ fn a_kv1_mount_asks_about_its_own_paths() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(bao.kv1_get("kv1", "open/cfg").unwrap(), json!({"A": "two"}));
 }
+
+#[test]
+fn a_refused_read_is_logged_on_one_line_naming_the_operation_and_the_store_path() {
+    let bao = seeded();
+    // May list, may not read.
+    let token = bao.token_with_policy(
+        "list-only",
+        r#"
+        path "secret/metadata/*" { capabilities = ["list", "read"] }
+        path "secret/metadata/" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+        "#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    let out = shell("sh", &format!("cat {}", q(&m.at("app/db/PASSWORD"))));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    let log = m.log();
+    // Every record is one line: each starts with its timestamp.
+    let strays: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "records spread over lines {strays:?}:\n{log}"
+    );
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("permission denied"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    let line = refusals[0];
+    // The store path and request a policy names, and the operation the
+    // kernel made for cat (the lookup of the key), not a directory's.
+    assert!(
+        line.contains("read secret/data/app/db refused"),
+        "the record does not name the store path: {line}"
+    );
+    assert!(line.contains("op=\"lookup\""), "{line}");
+    assert!(line.contains("path=/app/db/PASSWORD"), "{line}");
+}

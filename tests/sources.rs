@@ -90,3 +90,101 @@ fn kv1_mounts_read_like_kv2() {
     assert_eq!(std::fs::read(m.at("svc/cfg/N")).unwrap(), b"7");
     assert_eq!(std::fs::read(m.at("svc/deep/er/B")).unwrap(), b"2");
 }
+
+/// The warning lines of a log (the daemon's stderr).
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("WARN")).collect()
+}
+
+#[test]
+fn a_source_that_shows_nothing_is_warned_of_with_the_fix() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "myapp/db", json!({"K": "v"}));
+    bao.kv2_put("secret", "app/db", json!({"PASSWORD": "p"}));
+    // A folder that lists nothing.
+    let m = Mount::new(&bao, "secret/nope/", &[]);
+    let log = m.log();
+    assert!(
+        warnings(&log)
+            .iter()
+            .any(|l| l.contains("secret/nope lists nothing")),
+        "{log}"
+    );
+    drop(m);
+    // The KV v2 API path: the path meant is named (the store has it).
+    for source in ["secret/data/myapp", "secret/metadata/myapp/"] {
+        let m = Mount::new(&bao, source, &[]);
+        let log = m.log();
+        assert!(
+            warnings(&log)
+                .iter()
+                .any(|l| l.contains("mount secret/myapp instead")),
+            "{source}: {log}"
+        );
+    }
+    // A secret's own path shows its keys: nothing to warn of.
+    let m = Mount::new(&bao, "secret/app/db", &[]);
+    assert_eq!(std::fs::read(m.at("PASSWORD")).unwrap(), b"p");
+    let log = m.log();
+    assert!(warnings(&log).is_empty(), "{log}");
+    drop(m);
+    // ... except in a layout of one file per secret, where it shows nothing.
+    let m = Mount::new(&bao, "secret/app/db", &["--layout", "json"]);
+    let log = m.log();
+    assert!(
+        warnings(&log)
+            .iter()
+            .any(|l| l.contains("secret/app/db is a secret, not a folder")
+                && l.contains("mount its folder secret/app")),
+        "{log}"
+    );
+    drop(m);
+    // A folder with secrets: no warning.
+    let m = Mount::new(&bao, "secret/myapp", &[]);
+    let log = m.log();
+    assert!(warnings(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn the_mount_helper_form_prints_the_warning_on_stderr() {
+    let bao = Bao::start();
+    bao.kv2_put("secret", "myapp/db", json!({"K": "v"}));
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    /// Unmounts what the test mounted, whatever happens.
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if support::is_mounted(self.0) {
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let mut cmd = std::process::Command::new(support::secretfs());
+    for var in ["VAULT_ADDR", "VAULT_TOKEN", "VAULT_CACERT", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    // The form mount.fuse3 runs: it returns once the daemon is serving.
+    let out = cmd
+        .args(["secret/data/myapp", s(&mnt), "-o", "ro"])
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", "root")
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run secretfs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(support::is_mounted(&mnt));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("secretfs: warning: secret/data/myapp lists nothing")
+            && stderr.contains("mount secret/myapp instead"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -15,19 +15,19 @@ mod support;
 use std::path::Path;
 
 use serde_json::json;
-use support::{dead_addr, s, seeded, Bao, Mount};
+use support::{dead_addr, s, seeded, Bao, Mount, MountBuilder};
 
 #[test]
 fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
     let bao = Bao::start();
     bao.kv2_put("secret", "app", json!({"K": "from-env"}));
-    let dir = tempfile::tempdir().unwrap();
-    // A token file holding a bad token: VAULT_TOKEN wins over it.
-    let file = dir.path().join("token");
-    std::fs::write(&file, "not-a-token\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    // ~/.vault-token holds a bad token: VAULT_TOKEN wins over it, as the
+    // vault and bao CLIs have it.
+    std::fs::write(home.path().join(".vault-token"), "not-a-token").unwrap();
     let m = Mount::builder(&bao, "secret/")
         .addr_from_env()
-        .args(&["--token-file", s(&file)])
+        .home(home.path())
         .start();
     assert_eq!(
         std::fs::read(m.at("app/K")).unwrap(),
@@ -35,6 +35,96 @@ fn the_address_comes_from_vault_addr_and_the_token_from_vault_token() {
         "{}",
         m.log()
     );
+    assert!(
+        m.log().contains("token_source=VAULT_TOKEN"),
+        "the log does not say where the token came from:\n{}",
+        m.log()
+    );
+}
+
+#[test]
+fn token_file_wins_over_vault_token_and_the_log_says_which_is_used() {
+    // A narrow token in the file given, root in the environment (issue
+    // 22: the narrow token was silently replaced by root).
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "mine"}));
+    bao.kv2_put("secret", "other", json!({"K": "not-mine"}));
+    let narrow = bao.token_with_policy(
+        "app-only",
+        r#"path "secret/data/app" { capabilities = ["read"] }
+        path "secret/metadata/*" { capabilities = ["list"] }
+        path "sys/internal/ui/mounts/*" { capabilities = ["read"] }"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, &narrow).unwrap();
+    let m = Mount::builder(&bao, "secret/")
+        .token("root")
+        .args(&["--token-file", s(&file)])
+        .start();
+    assert_eq!(std::fs::read(m.at("app/K")).unwrap(), b"mine");
+    let err = std::fs::read(m.at("other/K")).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EACCES),
+        "VAULT_TOKEN (root) is in use, not the --token-file's token: {err}\n{}",
+        m.log()
+    );
+    let log = m.log();
+    assert!(
+        log.lines().any(|l| l.contains("token_source")
+            && l.contains(&format!("--token-file {}", file.display()))),
+        "the log does not name the token file as the token's source:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("VAULT_TOKEN") && l.contains("not used")),
+        "the log does not say VAULT_TOKEN is set and not used:\n{log}"
+    );
+    assert!(!log.contains(&narrow), "the token reached the log");
+}
+
+#[test]
+fn a_refused_token_names_where_it_came_from() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "not-a-token\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join(".vault-token"), "not-a-token").unwrap();
+    let file_source = format!("--token-file {}", file.display());
+    let cases: [(&str, MountBuilder, &str); 3] = [
+        (
+            "VAULT_TOKEN",
+            Mount::builder(&bao, "secret/").token("not-a-token"),
+            "VAULT_TOKEN",
+        ),
+        (
+            "--token-file",
+            Mount::builder(&bao, "secret/")
+                .no_token()
+                .args(&["--token-file", s(&file)]),
+            &file_source,
+        ),
+        (
+            "~/.vault-token",
+            Mount::builder(&bao, "secret/").no_token().home(home.path()),
+            "~/.vault-token",
+        ),
+    ];
+    for (what, builder, want) in cases {
+        let (status, stderr) = builder.fail();
+        assert!(!status.success(), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+        assert!(
+            stderr.contains("refused the token") && stderr.contains(want),
+            "{what}: the refusal does not name {want}: {stderr}"
+        );
+        assert!(
+            stderr.contains("check"),
+            "{what}: says nothing to check: {stderr}"
+        );
+    }
 }
 
 #[test]

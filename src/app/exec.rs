@@ -27,5 +27,6 @@ pub fn run(args: ExecArgs) -> u8 {
         user: args.user,
         vault,
         files,
+        wait_for_store: args.wait_for_store,
     })
 }

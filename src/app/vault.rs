@@ -33,9 +33,9 @@ pub fn vault_settings(args: &VaultArgs) -> Result<VaultSettings, StartError> {
     })
 }
 
-/// How to get the token: as the vault/bao CLIs find it (VAULT_TOKEN, else
-/// the token file, else ~/.vault-token), or by a login (AppRole, TLS
-/// certificate, Kubernetes).
+/// How to get the token: --token-file when given, else as the vault/bao
+/// CLIs find it (VAULT_TOKEN, else ~/.vault-token), or by a login
+/// (AppRole, TLS certificate, Kubernetes).
 fn login_from(args: &VaultArgs) -> Result<Login, String> {
     // Where the auth method is mounted: --auth-mount, else its usual path.
     let auth_mount = |usual: &str| {
@@ -82,19 +82,29 @@ fn login_from(args: &VaultArgs) -> Result<Login, String> {
     if args.role.is_some() {
         return Err("--role needs --auth kubernetes or --auth cert".into());
     }
-    if let Ok(t) = std::env::var("VAULT_TOKEN") {
-        if !t.trim().is_empty() {
-            return Ok(Login::Token(SecretString::from(t.trim().to_string())));
+    let env_token = std::env::var("VAULT_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    // An option given on the command line wins over the environment (as
+    // --addr over VAULT_ADDR): a narrow token named on purpose must not
+    // give way to whatever token the shell or the unit exports.
+    if let Some(path) = &args.token_file {
+        if env_token.is_some() {
+            tracing::warn!(
+                token_file = %path.display(),
+                "VAULT_TOKEN is set but not used: --token-file wins over it"
+            );
         }
+        return Ok(Login::TokenFile(path.clone()));
     }
-    let path: PathBuf = match &args.token_file {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("HOME") {
-            Some(home) => Path::new(&home).join(".vault-token"),
-            None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
-        },
+    if let Some(t) = env_token {
+        return Ok(Login::Token(SecretString::from(t.trim().to_string())));
+    }
+    let path: PathBuf = match std::env::var_os("HOME") {
+        Some(home) => Path::new(&home).join(".vault-token"),
+        None => return Err("no token: set VAULT_TOKEN or pass --token-file".into()),
     };
-    if args.token_file.is_none() && !path.exists() {
+    if !path.exists() {
         return Err(
             "no token: set VAULT_TOKEN, pass --token-file, use --auth approle, or log in with `vault login`/`bao login`"
                 .into(),

@@ -16,9 +16,10 @@ pub mod watch;
 
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::hardening;
+use crate::start_error::StartError;
 use crate::store;
 
 pub use options::{OnChange, Signal};
@@ -56,6 +57,8 @@ pub struct ExecOptions {
     pub vault: Box<store::VaultAccess<'static>>,
     /// How to open store files (`file:` SOURCEs).
     pub files: store::file::FileSettings,
+    /// How long to try again while the store does not answer at start.
+    pub wait_for_store: Duration,
 }
 
 /// Runs `secretfs exec`; returns the exit code: the command's (128+N when
@@ -81,22 +84,10 @@ pub fn run(args: ExecOptions) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
-    let connected = match store::connect_each(
-        &args.sources,
-        &*args.vault,
-        &args.files,
-        runtime.handle().clone(),
-    ) {
-        Ok(c) => c,
+    let watched = match open_waiting(&args, runtime.handle()) {
+        Ok(w) => w,
         Err(e) => return fail(&e),
     };
-    let mut watched = Vec::with_capacity(connected.len());
-    for (name, c) in args.sources.iter().zip(connected) {
-        match sources::Watched::open(name, c, args.ttl) {
-            Ok(w) => watched.push(w),
-            Err(e) => return fail(&e),
-        }
-    }
     let naming = env::Naming {
         prefix: args.prefix.clone().unwrap_or_default(),
         upcase: args.upcase,
@@ -137,4 +128,97 @@ pub fn run(args: ExecOptions) -> u8 {
     };
     runtime.shutdown_background();
     code
+}
+
+/// The first wait before trying an unreachable store again, and the
+/// longest: doubled after each try, as OpenBao Agent backs off its logins.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// Why the first read of the SOURCEs failed: one line for stderr, and
+/// whether waiting may help.
+struct NotYet {
+    message: String,
+    transient: bool,
+}
+
+impl From<StartError> for NotYet {
+    fn from(e: StartError) -> Self {
+        NotYet {
+            transient: matches!(e, StartError::StoreUnreachable(_)),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<sources::Unreadable> for NotYet {
+    fn from(e: sources::Unreadable) -> Self {
+        NotYet {
+            transient: e.transient,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Connects to every SOURCE's store and reads each SOURCE once; while the
+/// store does not answer (at the login, or at a first read), tries again
+/// with backoff for up to `--wait-for-store` (a server started at the same
+/// time, a node still sealed or without a leader), logging each try. A
+/// store that answers no is final at once.
+fn open_waiting(
+    args: &ExecOptions,
+    rt: &tokio::runtime::Handle,
+) -> Result<Vec<sources::Watched>, String> {
+    let wait = args.wait_for_store;
+    let deadline = Instant::now() + wait;
+    let mut pause = FIRST_RETRY;
+    let mut attempt = 1u32;
+    // Made once (and only when a SOURCE is on Vault): the token's source
+    // is chosen (and warned of) once.
+    let made = std::cell::OnceCell::new();
+    let vault = || -> Result<store::vault::VaultSettings, StartError> {
+        if let Some(s) = made.get() {
+            return Ok(Clone::clone(s));
+        }
+        let s = (args.vault)()?;
+        Ok(made.get_or_init(|| s).clone())
+    };
+    let open = || -> Result<Vec<sources::Watched>, NotYet> {
+        let connected = store::connect_each(&args.sources, &vault, &args.files, rt.clone())?;
+        let mut watched = Vec::with_capacity(connected.len());
+        for (name, c) in args.sources.iter().zip(connected) {
+            watched.push(sources::Watched::open(name, c, args.ttl)?);
+        }
+        Ok(watched)
+    };
+    loop {
+        let why = match open() {
+            Ok(watched) => return Ok(watched),
+            Err(e) if !e.transient => return Err(e.message),
+            Err(e) => e.message,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(if wait.is_zero() {
+                why
+            } else {
+                format!(
+                    "{why} (gave up after waiting {}, --wait-for-store)",
+                    humantime::format_duration(wait)
+                )
+            });
+        }
+        // Whole milliseconds: the log says `1s 476ms`, not nanoseconds.
+        let next = Duration::from_millis(pause.min(left).as_millis() as u64);
+        tracing::warn!(
+            attempt,
+            error = %why,
+            retry_in = %humantime::format_duration(next),
+            "the store does not answer yet: trying again (--wait-for-store {})",
+            humantime::format_duration(wait)
+        );
+        std::thread::sleep(next);
+        pause = (pause * 2).min(MAX_RETRY);
+        attempt += 1;
+    }
 }

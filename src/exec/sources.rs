@@ -46,6 +46,9 @@ pub struct Unreadable {
     pub source: String,
     /// The reason (no value in it).
     pub reason: String,
+    /// The store did not answer (rather than say no): trying later may
+    /// help.
+    pub transient: bool,
 }
 
 impl std::fmt::Display for Unreadable {
@@ -73,6 +76,11 @@ impl Watched {
         let fail = |reason: String| Unreadable {
             source: name.to_string(),
             reason,
+            transient: false,
+        };
+        let failed = |e: Error| Unreadable {
+            transient: e.is_transient(),
+            ..fail(reason(&e))
         };
         let source = Source::new(connected.store, policy(ttl), Arc::new(SystemClock));
         let path = connected.root;
@@ -85,16 +93,13 @@ impl Watched {
             secrets: Vec::new(),
         };
         if !folder_only {
-            if let Some(secret) = watched
-                .read_secret(&watched.path.clone())
-                .map_err(|e| fail(reason(&e)))?
-            {
+            if let Some(secret) = watched.read_secret(&watched.path.clone()).map_err(failed)? {
                 watched.secrets = vec![secret];
                 return Ok(watched);
             }
         }
         watched.shape = Shape::Folder;
-        match watched.read_folder().map_err(|e| fail(reason(&e)))? {
+        match watched.read_folder().map_err(failed)? {
             Some(secrets) => {
                 watched.secrets = secrets;
                 Ok(watched)
@@ -111,6 +116,7 @@ impl Watched {
         let fail = |reason: String| Unreadable {
             source: self.name.clone(),
             reason,
+            transient: false,
         };
         let now = match self.shape {
             Shape::Secret => self
@@ -118,7 +124,10 @@ impl Watched {
                 .map(|s| s.map(|s| vec![s])),
             Shape::Folder => self.read_folder(),
         }
-        .map_err(|e| fail(reason(&e)))?;
+        .map_err(|e| Unreadable {
+            transient: e.is_transient(),
+            ..fail(reason(&e))
+        })?;
         let Some(now) = now else {
             return Err(fail(match self.shape {
                 Shape::Secret => "the secret is gone".into(),

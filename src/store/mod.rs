@@ -6,6 +6,7 @@
 mod data;
 pub mod deadline;
 pub mod deleted;
+pub mod empty_source;
 pub mod file;
 pub mod layered;
 pub mod memory;
@@ -55,7 +56,9 @@ pub fn connect(
 }
 
 /// Reaches the stores of several SOURCEs (in order) with one login, as
-/// [`connect`] does for one: what `secretfs exec` starts from.
+/// [`connect`] does for one: what `secretfs exec` starts from. The
+/// settings are the caller's: `exec` tries again with the same ones while
+/// the store does not answer.
 pub fn connect_each(
     sources: &[String],
     vault: &VaultAccess,
@@ -123,7 +126,10 @@ pub fn connect_layered(
                     // A lower layer's server that does not answer (or
                     // refuses the login) now: mount without it, and
                     // connect it when it does.
-                    Err(crate::start_error::StartError::Store(why)) if i < top => {
+                    Err(
+                        crate::start_error::StartError::Store(why)
+                        | crate::start_error::StartError::StoreUnreachable(why),
+                    ) if i < top => {
                         tracing::warn!(layer = %name, error = %why, "a layer's server cannot be used: mounting without that layer until it can");
                         let rt = rt.clone();
                         let connect = move || {
@@ -198,6 +204,7 @@ fn connected(store: vault::VaultStore, addr: &str) -> Connected {
         mount = %resolved.mount,
         folder = %resolved.folder,
         kv = if resolved.version == vault::KvVersion::V2 { 2 } else { 1 },
+        token_source = %store.token_source(),
         "connected"
     );
     // Soft deletes leave names in listings: hide those deleted through us.

@@ -118,6 +118,46 @@ pub fn read_credential_file(path: &Path, what: &str) -> Result<SecretString, Str
 }
 
 impl Login {
+    /// Where the token comes from, for logs and messages (never the
+    /// token): `VAULT_TOKEN`, `--token-file PATH`, `~/.vault-token (PATH)`,
+    /// or the login.
+    pub fn source(&self) -> String {
+        match self {
+            Login::Token(_) => "VAULT_TOKEN".into(),
+            Login::TokenFile(path) => {
+                let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".vault-token"));
+                if home.as_deref() == Some(path.as_path()) {
+                    format!("~/.vault-token ({})", path.display())
+                } else {
+                    format!("--token-file {}", path.display())
+                }
+            }
+            Login::AppRole { mount, .. } => format!("an AppRole login at auth/{mount}"),
+            Login::Cert { mount, .. } => format!("a TLS certificate login at auth/{mount}"),
+            Login::Kubernetes { mount, role, .. } => {
+                format!("a Kubernetes login at auth/{mount} as role {role}")
+            }
+        }
+    }
+
+    /// What to check when the server refuses the token this obtained.
+    pub fn what_to_check(&self) -> String {
+        let lookup = "and that its policies allow auth/token/lookup-self (the default policy does)";
+        match self {
+            Login::Token(_) => format!(
+                "check that VAULT_TOKEN holds a live token of this server (`bao token lookup` with the same VAULT_ADDR and VAULT_TOKEN; not expired or revoked, the right namespace) {lookup}"
+            ),
+            Login::TokenFile(path) => format!(
+                "check that {} holds a live token of this server (`VAULT_TOKEN=$(cat {}) bao token lookup`; not expired or revoked, the right namespace; `bao login` writes ~/.vault-token anew) {lookup}",
+                path.display(),
+                path.display()
+            ),
+            Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } => format!(
+                "the login succeeded, so check the role's token settings: its token_policies, token_no_default_policy {lookup}"
+            ),
+        }
+    }
+
     /// Whether a new token can be had without the user (re-read or login).
     pub fn can_refresh(&self) -> bool {
         !matches!(self, Login::Token(_))
@@ -125,15 +165,17 @@ impl Login {
 
     /// Obtains a token: the one given, the file's, or a fresh login.
     /// `client` carries the address and TLS settings, and no token.
-    pub async fn obtain(&self, client: &VaultClient) -> Result<SecretString, String> {
+    pub async fn obtain(&self, client: &VaultClient) -> Result<SecretString, LoginFailed> {
         match self {
             Login::Token(t) => {
                 if !t.expose_secret().bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err("VAULT_TOKEN holds characters a token cannot have".into());
+                    return Err(LoginFailed::from(
+                        "VAULT_TOKEN holds characters a token cannot have".to_string(),
+                    ));
                 }
                 Ok(t.clone())
             }
-            Login::TokenFile(path) => read_credential_file(path, "token"),
+            Login::TokenFile(path) => Ok(read_credential_file(path, "token")?),
             Login::AppRole {
                 mount,
                 role_id_file,
@@ -151,7 +193,9 @@ impl Login {
                     secret_id.expose_secret(),
                 )
                 .await
-                .map_err(|e| format!("AppRole login at auth/{mount} failed: {}", describe(&e)))?;
+                .map_err(|e| {
+                    LoginFailed::of(&e, format!("AppRole login at auth/{mount} failed"))
+                })?;
                 Ok(SecretString::from(auth.client_token))
             }
             Login::Cert { mount, role } => {
@@ -159,10 +203,7 @@ impl Login {
                 let auth = vaultrs::auth::cert::login(client, mount, name)
                     .await
                     .map_err(|e| {
-                        format!(
-                            "TLS certificate login at auth/{mount} failed: {}",
-                            describe(&e)
-                        )
+                        LoginFailed::of(&e, format!("TLS certificate login at auth/{mount} failed"))
                     })?;
                 Ok(SecretString::from(auth.client_token))
             }
@@ -176,14 +217,50 @@ impl Login {
                     vaultrs::auth::kubernetes::login(client, mount, role, jwt.expose_secret())
                         .await
                         .map_err(|e| {
-                            format!(
-                                "Kubernetes login at auth/{mount} as role {role} failed: {}",
-                                describe(&e)
+                            LoginFailed::of(
+                                &e,
+                                format!("Kubernetes login at auth/{mount} as role {role} failed"),
                             )
                         })?;
                 Ok(SecretString::from(auth.client_token))
             }
         }
+    }
+}
+
+/// Why no token could be had: one line, and whether the server did not
+/// answer (it may later, or another node may) rather than say no.
+#[derive(Debug)]
+pub struct LoginFailed {
+    /// The reason (never a credential).
+    pub message: String,
+    /// The server was not reached, timed out, was sealed or had no leader.
+    pub unreachable: bool,
+}
+
+impl LoginFailed {
+    /// A failed login request: `what` and the server's answer.
+    fn of(e: &vaultrs::error::ClientError, what: String) -> Self {
+        LoginFailed {
+            message: format!("{what}: {}", describe(e)),
+            unreachable: !matches!(super::nodes::classify(e), super::nodes::Failure::Answer),
+        }
+    }
+}
+
+impl From<String> for LoginFailed {
+    /// A failure of ours (a file, a setting): final.
+    fn from(message: String) -> Self {
+        LoginFailed {
+            message,
+            unreachable: false,
+        }
+    }
+}
+
+impl std::fmt::Display for LoginFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -364,7 +441,7 @@ async fn obtain_and_adopt(
     credentials: &Credentials,
 ) -> Result<Lease, String> {
     let login_client = client_for(base, "")?;
-    let token = login.obtain(&login_client).await?;
+    let token = login.obtain(&login_client).await.map_err(|e| e.message)?;
     if token.expose_secret() == credentials.token().expose_secret() {
         return Err("the token file still holds the token that is running out".into());
     }

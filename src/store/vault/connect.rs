@@ -81,9 +81,11 @@ impl VaultSettings {
 }
 
 /// Why a node could not be used at start: it did not answer (the next
-/// node may), or it answered no (final).
+/// node may), its login failed (the next node may do better), or it
+/// answered no (final).
 enum NodeStart {
     Unreachable(String),
+    LoginFailed(String),
     Refused(StartError),
 }
 
@@ -109,6 +111,8 @@ impl VaultStore {
 pub struct Session {
     nodes: Arc<Nodes>,
     credentials: Arc<Credentials>,
+    /// Where the token came from (`Login::source`), for the log.
+    token_source: String,
     timeout: Duration,
     rt: Handle,
 }
@@ -124,29 +128,39 @@ impl Session {
             .collect::<Result<_, _>>()?;
         let nodes = Arc::new(Nodes::new(all));
         let mut unreachable = Vec::new();
+        // Whether a node answered a login with no: waiting will not help.
+        let mut login_refused = false;
         let mut found = None;
         for i in 0..nodes.len() {
-            match first_contact(settings, nodes.settings(i), &rt) {
+            let why = match first_contact(settings, nodes.settings(i), &rt) {
                 Ok(got) => {
                     found = Some((i, got));
                     break;
                 }
                 Err(NodeStart::Refused(e)) => return Err(e),
-                Err(NodeStart::Unreachable(why)) => {
-                    // The last node's failure is the error itself.
-                    if i + 1 < nodes.len() {
-                        tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
-                    }
-                    unreachable.push(why);
+                Err(NodeStart::Unreachable(why)) => why,
+                Err(NodeStart::LoginFailed(why)) => {
+                    login_refused = true;
+                    why
                 }
+            };
+            // The last node's failure is the error itself.
+            if i + 1 < nodes.len() {
+                tracing::warn!(node = %nodes.addr(i), error = %why, "store node cannot be used: trying the next");
             }
+            unreachable.push(why);
         }
         let Some((node, (token, lease))) = found else {
             // One sentence per node (the same one once).
             unreachable.dedup();
-            return Err(StartError::Store(unreachable.join("; ")));
+            let why = unreachable.join("; ");
+            return Err(if login_refused {
+                StartError::Store(why)
+            } else {
+                StartError::StoreUnreachable(why)
+            });
         };
-        nodes.prefer(node);
+        nodes.start_on(node);
         let credentials = Arc::new(Credentials::new(token));
         let needs_care = lease.ttl > 0 || matches!(settings.login, Login::TokenFile(_));
         if needs_care {
@@ -163,6 +177,7 @@ impl Session {
         Ok(Session {
             nodes,
             credentials,
+            token_source: settings.login.source(),
             timeout: settings.timeout,
             rt,
         })
@@ -174,7 +189,7 @@ impl Session {
         let client = http::client_for(&client_settings, self.credentials.token().expose_secret())
             .map_err(StartError::Store)?;
         let no_answer = || {
-            StartError::Store(format!(
+            StartError::StoreUnreachable(format!(
                 "Vault at {} did not answer within {}",
                 client_settings.address,
                 humantime::format_duration(self.timeout)
@@ -214,10 +229,13 @@ impl Session {
                 )))
             }
             Err(e) => {
-                return Err(StartError::Store(format!(
-                    "cannot resolve the mount of {source}: {}",
-                    describe(&e)
-                )))
+                let why = format!("cannot resolve the mount of {source}: {}", describe(&e));
+                // A node that went away, sealed or without a leader since
+                // the login: waiting may help.
+                return Err(match classify(&e) {
+                    Failure::Answer => StartError::Store(why),
+                    _ => StartError::StoreUnreachable(why),
+                });
             }
         };
         if ui.engine != "kv" && ui.engine != "generic" {
@@ -243,6 +261,7 @@ impl Session {
                 folder,
                 version,
             },
+            token_source: self.token_source.clone(),
             known: Default::default(),
         })
     }
@@ -268,19 +287,22 @@ fn first_contact(
     // better (the caller tries it, and reports this when none is left).
     let token = with_deadline(rt, settings.timeout, settings.login.obtain(&login_client))
         .ok_or_else(no_answer)?
-        .map_err(NodeStart::Unreachable)?;
+        .map_err(|e| {
+            if e.unreachable {
+                NodeStart::Unreachable(e.message)
+            } else {
+                NodeStart::LoginFailed(e.message)
+            }
+        })?;
     let client = http::client_for(node, token.expose_secret())
         .map_err(|e| NodeStart::Refused(StartError::Store(e)))?;
     match with_deadline(rt, settings.timeout, auth::lease_of(&client)).ok_or_else(no_answer)? {
         Ok(lease) => Ok((token, lease)),
         Err(ClientError::APIError { code: 403, .. }) => {
             Err(NodeStart::Refused(StartError::Store(format!(
-                "Vault at {addr} refused the token (403): {}",
-                match &settings.login {
-                    Login::AppRole { .. } | Login::Cert { .. } | Login::Kubernetes { .. } =>
-                        "check the role's token policies",
-                    _ => "check VAULT_TOKEN, --token-file or ~/.vault-token",
-                }
+                "Vault at {addr} refused the token (403) from {}: {}",
+                settings.login.source(),
+                settings.login.what_to_check()
             ))))
         }
         Err(e) if is_not_tls(&e) => Err(NodeStart::Refused(StartError::Store(format!(

@@ -10,7 +10,10 @@ use crate::error::Error;
 pub fn describe(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
-        ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        ClientError::APIError { code, errors } => {
+            let errors: Vec<String> = errors.iter().map(|e| one_line(e)).collect();
+            format!("HTTP {code}: {}", errors.join("; "))
+        }
         ClientError::RestClientError {
             source: rustify::errors::ClientError::ServerResponseError { code, .. },
         } => format!("HTTP {code}"),
@@ -27,6 +30,21 @@ pub fn describe(e: &ClientError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// One of Vault's error messages on one line: its multi-error form
+/// (`1 error occurred:\n\t* permission denied\n\n`) as its items joined
+/// by `; `, any other line break as a space, so that a log record stays
+/// one line.
+fn one_line(msg: &str) -> String {
+    let items: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter(|l| !(l.ends_with(" error occurred:") || l.ends_with(" errors occurred:")))
+        .map(|l| l.strip_prefix("* ").unwrap_or(l))
+        .collect();
+    items.join("; ")
 }
 
 /// Whether a request failed because the server did not speak TLS where
@@ -149,6 +167,17 @@ pub(super) mod tests {
             Error::PermissionDenied(_)
         ));
         assert!(matches!(to_error(&api(503, &[])), Error::Unavailable(_)));
+    }
+
+    #[test]
+    fn vault_s_multi_line_errors_are_told_on_one_line() {
+        let denied = api(403, &["1 error occurred:\n\t* permission denied\n\n"]);
+        assert_eq!(describe(&denied), "HTTP 403: permission denied");
+        let two = api(
+            400,
+            &["2 errors occurred:\n\t* first\n\t* second\n\n", "plain"],
+        );
+        assert_eq!(describe(&two), "HTTP 400: first; second; plain");
     }
 
     #[test]

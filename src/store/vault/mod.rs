@@ -63,6 +63,8 @@ pub struct ResolvedSource {
 pub struct VaultStore {
     client: Client,
     source: ResolvedSource,
+    /// Where the token came from (`auth::Login::source`), for the log.
+    token_source: String,
     /// Per secret, the least version the store is known to hold.
     known: Mutex<HashMap<SecretPath, u64>>,
 }
@@ -86,6 +88,11 @@ impl VaultStore {
     /// The mount, folder and KV version the SOURCE resolved to.
     pub fn source(&self) -> &ResolvedSource {
         &self.source
+    }
+
+    /// Where the token came from: `VAULT_TOKEN`, `--token-file PATH`, ...
+    pub fn token_source(&self) -> &str {
+        &self.token_source
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<SecretPath, u64>> {
@@ -248,18 +255,10 @@ impl VaultStore {
     }
 }
 
-impl SecretStore for VaultStore {
-    fn capabilities(&self) -> Capabilities {
-        let v2 = self.source.version == KvVersion::V2;
-        Capabilities {
-            check_and_set: v2,
-            versions: v2,
-            metadata: v2,
-            soft_delete: v2,
-        }
-    }
-
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+/// The requests behind [`SecretStore`]'s list, read, write and delete;
+/// the trait's methods name the refused request's API path.
+impl VaultStore {
+    fn list_raw(&self, path: &SecretPath) -> Result<Option<Listing>> {
         let mount = self.source.mount.as_str();
         // A trailing slash lists the folder; Vault accepts an empty path for the root.
         let dir = format!("{}/", path.as_str());
@@ -276,7 +275,7 @@ impl SecretStore for VaultStore {
         Ok(keys.map(|keys| keys.iter().map(|k| list_entry(k)).collect()))
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read_raw(&self, path: &SecretPath) -> Result<Option<Secret>> {
         if path.is_root() {
             // No secret can live at a mount's root path.
             return Ok(None);
@@ -347,7 +346,7 @@ impl SecretStore for VaultStore {
         }
     }
 
-    fn write(
+    fn write_raw(
         &self,
         path: &SecretPath,
         data: &SecretData,
@@ -387,7 +386,7 @@ impl SecretStore for VaultStore {
         }
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
+    fn delete_raw(&self, path: &SecretPath) -> Result<()> {
         self.known().remove(path);
         let mount = self.source.mount.as_str();
         match self.source.version {
@@ -399,6 +398,63 @@ impl SecretStore for VaultStore {
                 .call(|c| async move { vaultrs::kv1::delete(&*c, mount, path.as_str()).await })?,
         };
         Ok(())
+    }
+
+    /// A refusal (403) as the error of `op` on the API path of `path`,
+    /// the one a policy names (`secret/data/app/db`, `secret/metadata/app/`);
+    /// any other error as it is.
+    fn refused(&self, e: Error, op: &str, path: &SecretPath) -> Error {
+        let Error::PermissionDenied(why) = e else {
+            return e;
+        };
+        let mount = self.source.mount.as_str();
+        let rel = path.as_str();
+        let api = match (self.source.version, op) {
+            (KvVersion::V2, "list") if path.is_root() => format!("{mount}/metadata/"),
+            (KvVersion::V2, "list") => format!("{mount}/metadata/{rel}/"),
+            (KvVersion::V2, _) => format!("{mount}/data/{rel}"),
+            (KvVersion::V1, "list") if path.is_root() => format!("{mount}/"),
+            (KvVersion::V1, "list") => format!("{mount}/{rel}/"),
+            (KvVersion::V1, _) => format!("{mount}/{rel}"),
+        };
+        Error::PermissionDenied(format!("{op} {api} refused ({why})"))
+    }
+}
+
+impl SecretStore for VaultStore {
+    fn capabilities(&self) -> Capabilities {
+        let v2 = self.source.version == KvVersion::V2;
+        Capabilities {
+            check_and_set: v2,
+            versions: v2,
+            metadata: v2,
+            soft_delete: v2,
+        }
+    }
+
+    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+        self.list_raw(path)
+            .map_err(|e| self.refused(e, "list", path))
+    }
+
+    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+        self.read_raw(path)
+            .map_err(|e| self.refused(e, "read", path))
+    }
+
+    fn write(
+        &self,
+        path: &SecretPath,
+        data: &SecretData,
+        when: &Precondition,
+    ) -> Result<Option<Revision>> {
+        self.write_raw(path, data, when)
+            .map_err(|e| self.refused(e, "write", path))
+    }
+
+    fn delete(&self, path: &SecretPath) -> Result<()> {
+        self.delete_raw(path)
+            .map_err(|e| self.refused(e, "delete", path))
     }
 
     fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {

@@ -138,11 +138,21 @@ impl Nodes {
         }
     }
 
-    /// Puts node `i` in use (the first node, back in service).
+    /// Starts on node `i`, the first that answered at start (the ones
+    /// before it did not: each was warned of).
+    pub fn start_on(&self, i: usize) {
+        self.in_use.store(i, Ordering::Relaxed);
+        if i > 0 {
+            tracing::info!(node = %self.addr(i), "store: the nodes given before this one did not answer: this one is in use");
+        }
+    }
+
+    /// Puts node `i`, given before the one in use, back in use: it serves
+    /// again.
     pub fn prefer(&self, i: usize) {
         let before = self.in_use.swap(i, Ordering::Relaxed);
         if before != i {
-            tracing::info!(node = %self.addr(i), was = %self.addr(before), "store: the first node given serves again: back to it");
+            tracing::info!(node = %self.addr(i), was = %self.addr(before), "store: a node given before the one in use serves again: back to it, now in use");
         }
     }
 
