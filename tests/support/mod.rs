@@ -851,6 +851,27 @@ impl Mount {
         })
     }
 
+    /// Waits until the daemon has nothing left that could still reach the
+    /// store by itself: every descriptor released (`open_handles` 0 in its
+    /// status; the kernel sends a release just after close() returns) and
+    /// every temporary file settled (`pending_files` 0). A test then checks
+    /// that nothing more was written. Panics after 10 s.
+    pub fn wait_settled(&self) {
+        eventually(
+            "the mount to have no open handle and no temporary file left to settle",
+            Duration::from_secs(10),
+            || {
+                let (_, report) = status(&self.mountpoint);
+                let count = |field: &str| {
+                    report[field]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("status has no {field}: {report}"))
+                };
+                (count("open_handles") == 0 && count("pending_files") == 0).then_some(())
+            },
+        )
+    }
+
     /// Sends SIGTERM and waits for the daemon to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.stop_with(libc::SIGTERM)
