@@ -428,8 +428,9 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// The one polling loop: asks `probe` until it returns `Some` or `within`
 /// has passed (`None`). Tests call [`eventually`]; this is for the fixtures
-/// below, which add the daemon's or the server's log to their own panics.
-fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+/// below, which add the daemon's or the server's log to their own panics,
+/// and for tests whose failure message needs what the last probe saw.
+pub fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = probe() {
