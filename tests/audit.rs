@@ -214,18 +214,21 @@ fn a_read_by_a_thread_names_its_process_and_the_thread() {
     let m = Mount::new(&bao, "secret/", &["--audit-log", log.to_str().unwrap()]);
     let file = m.at("myapp/api/token/value");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
         // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::gettid() };
         let read = std::fs::read(&file).unwrap();
         let _ = tx.send((tid, read));
-        // Stay alive until the line is written: a thread that has gone
+        // Stay alive until the line is read back: a thread that has gone
         // can no longer be traced to its process.
-        std::thread::sleep(Duration::from_secs(2));
+        let _ = seen_rx.recv_timeout(Duration::from_secs(30));
     });
     let (tid, read) = rx.recv().unwrap();
     assert_eq!(read, b"t0k");
     let l = line_of(&log, "open-read", "/myapp/api/token/value");
+    drop(seen_tx);
+    reader.join().expect("the reading thread");
     assert_eq!(l["pid"], json!(std::process::id()), "{l}");
     assert_eq!(l["tid"], json!(tid), "{l}");
     assert_eq!(l["outcome"], json!("ok"));

@@ -443,8 +443,9 @@ fn with_the_server_paused_a_failed_close_stored_nothing() {
     let err = closed.unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     // The read the hung server got late changes nothing; nothing else
-    // reaches it (the writer was told: its change is discarded).
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // reaches it (the writer was told: its change is discarded), checked
+    // once the descriptor is released.
+    m.wait_settled();
     assert_eq!(bao.kv2_version("secret", "app/db"), v);
     let (_, status) = support::status(m.path());
     assert_eq!(status["unknown_outcomes"], json!(0), "{status}");

@@ -362,7 +362,11 @@ fn a_changed_value_restarts_the_command_with_the_new_environment() {
         "shop",
         json!({"DB_HOST": "db.shop", "LOG_LEVEL": "error", "REPLICAS": 1, "DB_PASSWORD": "hidden"}),
     );
-    std::thread::sleep(Duration::from_secs(3));
+    eventually("the overridden change to be seen", WITHIN, || {
+        run.log()
+            .contains("no variable the command sees")
+            .then_some(())
+    });
     assert_eq!(run.lines(), ["prod-pw", "rotated-pw"], "{}", run.log());
     let log = run.log();
     assert!(
@@ -508,7 +512,8 @@ while time.time() < deadline and not os.path.exists(out + ".stop"):
     eventually("SIGINT to reach the command", WITHIN, || {
         lines().contains(&"int".to_string()).then_some(())
     });
-    // A second SIGINT, passed on by secretfs, would come at once.
+    // A second SIGINT, passed on by secretfs, would come at once (nothing
+    // shows that secretfs chose not to pass it on: a bound, then a check).
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(lines(), ["ready", "int"]);
     std::fs::write(dir.path().join("out.stop"), b"").unwrap();

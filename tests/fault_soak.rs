@@ -186,6 +186,7 @@ fn start_soak(bao: &Bao) -> Soak {
                 let value = format!("w{w}-round{round}-{}", "x".repeat((round % 7) as usize));
                 let ok = write_value(&path, &value, &slowest);
                 log.lock().unwrap().push(Attempt { value, ok });
+                // The load's pace (a soak, not a synchronisation).
                 std::thread::sleep(Duration::from_millis(20));
             }
         }));
@@ -367,6 +368,7 @@ fn under_a_freezing_store_no_success_is_lost_no_failure_lands_and_no_call_waits(
     let end = Instant::now() + soak_length();
     let (mut freezes, mut seed) = (0, u64::from(std::process::id()));
     while Instant::now() < end {
+        // The faults' own timing is the scenario.
         std::thread::sleep(jitter(&mut seed, 500, 2500));
         bao.pause();
         freezes += 1;
@@ -385,6 +387,7 @@ fn under_a_killed_and_restarted_store_no_success_is_lost_and_no_failure_lands() 
     let end = Instant::now() + soak_length();
     let (mut kills, mut seed) = (0, u64::from(std::process::id()) ^ 0x5eed);
     while Instant::now() < end {
+        // The faults' own timing is the scenario.
         std::thread::sleep(jitter(&mut seed, 1000, 3000));
         cluster.kill(0);
         kills += 1;

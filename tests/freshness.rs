@@ -129,6 +129,7 @@ fn a_file_opened_as_a_shorter_value_lands_reads_one_whole_value() {
     // refresh has landed, as a slow reader would.
     std::thread::sleep(Duration::from_millis(1200).saturating_sub(fetched.elapsed()));
     let mut f = std::fs::File::open(&path).unwrap();
+    // A slow reader, by design (the refresh lands meanwhile).
     std::thread::sleep(Duration::from_millis(500));
     let len = f.metadata().unwrap().len();
     let mut got = Vec::new();
@@ -158,6 +159,7 @@ fn a_file_held_open_across_a_shorter_value_reads_one_whole_value() {
     let n = f.read_at(&mut buf, 0).unwrap();
     assert_eq!(&buf[..n], LONG.as_bytes());
     bao.kv2_put("secret", "shrink", json!({"V": "short"}));
+    // By design: held open past two TTLs.
     std::thread::sleep(Duration::from_millis(2500));
     let len = f.metadata().unwrap().len();
     let n = f.read_at(&mut buf, 0).unwrap();

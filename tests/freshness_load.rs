@@ -104,6 +104,7 @@ fn twenty_mounts_reading_a_hundred_secrets_each_stay_within_ttl_plus_one_refresh
     let started = Instant::now();
     let end = started + Duration::from_secs(secs);
     while Instant::now() + Duration::from_secs(7) <= end {
+        // The changes' pace: the measured load.
         std::thread::sleep(Duration::from_secs(7));
         let next = generation.load(Ordering::Relaxed) + 1;
         changed_at.lock().unwrap().push(Instant::now());

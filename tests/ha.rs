@@ -282,6 +282,7 @@ fn killing_the_node_in_use_under_load_loses_nothing() {
                     cold,
                     failed,
                 });
+                // The load's pace (a soak, not a synchronisation).
                 std::thread::sleep(Duration::from_millis(20));
             }
         }));
@@ -311,6 +312,7 @@ fn killing_the_node_in_use_under_load_loses_nothing() {
     let mut killed: Option<usize> = None;
     let mut kills = Vec::new();
     for round in 0..rounds {
+        // Load between kills: the scenario's timing.
         std::thread::sleep(Duration::from_secs(2));
         if let Some(k) = killed.take() {
             cluster.restart(k);
@@ -355,6 +357,7 @@ fn killing_the_node_in_use_under_load_loses_nothing() {
         || (node_in_use(&m) == cluster.addrs()[0]).then_some(()),
     );
     eprintln!("back on node0 {:?} after its restart", back.elapsed());
+    // Load on the node back in use, to be checked with the rest.
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     for t in threads {

@@ -231,6 +231,7 @@ fn a_mount_whose_token_may_not_read_the_bottom_layer_serves_the_layers_above() {
     for _ in 0..3 {
         read(&m, "app/B");
         run_ok("ls", &[s(&m.at("app"))]);
+        // By design: past the TTL, so that each round asks the store again.
         std::thread::sleep(Duration::from_millis(1100));
     }
     assert_eq!(layer_warnings(&m), 1, "{}", m.log());

@@ -212,30 +212,17 @@ fn no_copy_once_uncached(m: &Mount, marker: &Marker) {
         || (cached_secrets(m) == 0).then_some(()),
     );
     let mut last = Vec::new();
-    let gone = poll(GONE_WITHIN, || {
+    let gone = support::poll(GONE_WITHIN, || {
         last = scan(pid, marker);
-        last.is_empty()
-    });
+        last.is_empty().then_some(())
+    })
+    .is_some();
     assert!(
         gone,
         "{} copies of the value still in the daemon's memory {GONE_WITHIN:?} after the cache let it go:\n{}",
         last.len(),
         report(&last)
     );
-}
-
-/// Asks `done` until it says yes or `within` passed.
-fn poll(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn seeded_with(marker: &Marker) -> Bao {

@@ -242,8 +242,11 @@ fn mounting_through_mount_8_and_fstab_style_options() {
         let (status, stderr) = mount.fail();
         assert!(!status.success(), "{opts}: mount succeeded");
         assert!(stderr.contains(want), "{opts}: {stderr}");
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(daemons_for(&at).is_empty(), "{opts}: left a daemon");
+        eventually(
+            format!("{opts}: no daemon left"),
+            Duration::from_secs(10),
+            || daemons_for(&at).is_empty().then_some(()),
+        );
     }
 }
 

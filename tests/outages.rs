@@ -22,6 +22,7 @@ fn with_vault_stopped_cached_values_are_served_within_the_stale_window() {
     let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--timeout", "1s"]);
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     bao.stop();
+    // By design: past two TTLs of the outage.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     // The outage is not hidden: `secretfs status` says the mount answers
@@ -76,6 +77,7 @@ fn past_the_stale_if_error_window_a_cached_value_turns_into_eio() {
     assert_eq!(std::fs::read(&path).unwrap(), b"app");
     let fetched = Instant::now();
     bao.stop();
+    // By design: past the TTL, inside --stale-if-error.
     std::thread::sleep(Duration::from_millis(1500));
     // Past the TTL, inside the window: still served.
     match read_within(&path, Duration::from_secs(15)) {
@@ -240,6 +242,8 @@ fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
             })
         })
         .collect();
+    // Gives the cold reads time to be hung in the daemon (nothing shows
+    // a hung lookup); one not there yet only makes the test weaker.
     std::thread::sleep(Duration::from_millis(300));
     let mut took = Vec::new();
     for _ in 0..200 {

@@ -224,6 +224,7 @@ print(reads, bad, len(seen), repr(first_bad), flush=True)
         .spawn()
         .expect("python3");
     for n in 1..=24 {
+        // The changes' pace, against a reader that runs meanwhile.
         std::thread::sleep(Duration::from_millis(450));
         bao.kv2_put("secret", "cert", json!({"pem": value(n)}));
     }

@@ -70,7 +70,7 @@ fn rsync_makes_one_version_per_file_and_never_stores_its_temporary_names() {
         q(src.path()),
         q(&m.at("app/db"))
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     let versions = versions_since(&bao, "app/db", before);
     assert_eq!(versions.len(), 2, "one version per file: {versions:?}");
     for v in &versions {
@@ -97,7 +97,7 @@ fn rsync_makes_one_version_per_file_and_never_stores_its_temporary_names() {
         q(src.path()),
         q(&m.at("app/db"))
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     assert_eq!(
         versions_since(&bao, "app/db", before),
         Vec::<serde_json::Value>::new(),
@@ -137,6 +137,7 @@ for key, tmp, value in (("PASSWORD", ".PASSWORD.qzvxle", b"synced"), ("NEW", ".N
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    m.wait_settled();
     let versions = versions_since(&bao, "app/db", before);
     assert_eq!(versions.len(), 2, "one version per file: {versions:?}");
     for v in &versions {
@@ -179,7 +180,7 @@ for key, value in (("PASSWORD", b"replaced"), ("TOKEN", b"t0k")):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     let versions = versions_since(&bao, "app/db", before);
     assert_eq!(versions.len(), 2, "one version per replace: {versions:?}");
     for v in &versions {
@@ -318,7 +319,7 @@ fn cp_backup_keeps_the_old_value_in_memory_under_the_backup_name() {
         q(local.path()),
         q(&m.at("app/db/PASSWORD"))
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
     assert_eq!(
         data(&bao, "app/db"),
@@ -364,7 +365,7 @@ fn git_init_leaves_no_probe_key_and_git_add_fails_at_its_first_binary_write() {
     );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("multibyte"), "{said}");
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     let git = data(&bao, "app/repo/.git");
     let mut names = keys(&git);
     names.sort();
@@ -385,7 +386,7 @@ fn sqlite3_fails_at_its_first_binary_write_and_leaves_no_journal() {
         q(&m.at("app/db/test.db"))
     ));
     assert!(!out.status.success(), "sqlite3 wrote a database");
-    std::thread::sleep(Duration::from_millis(300));
+    m.wait_settled();
     let now = data(&bao, "app/db");
     // An empty `test.db` (created as `touch` creates) is all that stays.
     assert!(now.get("test.db-journal").is_none(), "{now}");
@@ -436,6 +437,7 @@ sys.stdin.readline()
     );
     drop(child.stdin.take());
     child.wait().unwrap();
+    m.wait_settled();
     // Its program's exit adds nothing.
     assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
 }
@@ -447,8 +449,13 @@ fn rmdir_of_a_secret_that_holds_keys_is_enotempty_logged_at_debug_only() {
     let m = Mount::new(&bao, "secret/", &["--writable"]);
     let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
-    std::thread::sleep(Duration::from_millis(200));
+    // The failure is logged before the reply: the log holds its line now.
     let log = m.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("rmdir") && l.contains("request failed")),
+        "the refusal was not logged at debug: {log}"
+    );
     assert!(
         !log.lines()
             .any(|l| l.contains("WARN") && l.contains("rmdir")),

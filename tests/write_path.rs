@@ -90,7 +90,7 @@ fn common_tools_each_make_exactly_one_version() {
         let before = bao.kv2_version("secret", "app/db");
         sh_ok(&cmd);
         // touch commits when the descriptor is released, just after close().
-        std::thread::sleep(Duration::from_millis(50));
+        m.wait_settled();
         assert_eq!(bao.kv2_version("secret", "app/db"), before + 1, "`{cmd}`");
         let now = data(&bao, "app/db");
         assert_eq!(now[key], want, "`{cmd}`");
@@ -233,10 +233,10 @@ fn rm_r_soft_deletes_secrets_that_undelete_brings_back() {
     assert!(status < 300);
     assert!(bao.kv2_get("secret", "app/gone").is_some());
     // Undeleted elsewhere: the directory shows again once the TTL has passed.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(
-        m.at("app/gone").is_dir(),
-        "an undeleted secret stays hidden"
+    support::eventually(
+        "an undeleted secret to show again",
+        Duration::from_secs(10),
+        || m.at("app/gone").is_dir().then_some(()),
     );
 }
 
@@ -315,7 +315,8 @@ fn bad_input_fails_at_write_or_close_and_changes_nothing() {
     assert_eq!(err.raw_os_error(), Some(libc::EILSEQ), "{err}");
     let err = write_and_close(&m.at("app/db/USER"), &[b'x'; 2048]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
-    std::thread::sleep(Duration::from_millis(100));
+    // Released, both: no later write can come from them.
+    m.wait_settled();
     assert_eq!(bao.kv2_version("secret", "app/db"), before);
     assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
     assert!(
@@ -490,6 +491,7 @@ fn a_secret_deleted_here_or_elsewhere_can_be_written_again() {
 
     let (status, _) = bao.api("DELETE", "secret/data/app/elsewhere", None);
     assert!(status < 300, "{status}");
+    // By design: past the TTL, so that the mount's cached secret is stale.
     std::thread::sleep(Duration::from_millis(1500));
     sh_ok(&format!(
         "mkdir -p {d} && printf again > {d}/K",

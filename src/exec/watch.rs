@@ -91,6 +91,8 @@ impl Watch {
         let newer = self.injected();
         let changed = self.current.changed_names(&newer);
         if changed.is_empty() {
+            // Said, so that nobody wonders why the command was left alone.
+            tracing::info!("a source changed, but no variable the command sees: it keeps running");
             return None;
         }
         let sources: Vec<&str> = {

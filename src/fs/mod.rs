@@ -392,7 +392,10 @@ impl SecretFs {
     }
 
     /// The mount's health as JSON: whether the store answers, the token's
-    /// TTL, the last failure, cache and inode counts. Never a value.
+    /// TTL, the last failure, cache and inode counts, and `pending_files`:
+    /// the temporary files that may still become keys (settle.rs), which
+    /// a test waits to reach 0 before it checks that nothing more was
+    /// written. Never a value.
     pub fn status_json(&self) -> serde_json::Value {
         let secs = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -437,6 +440,7 @@ impl SecretFs {
             "inodes": stats.inodes,
             "max_inodes": self.names.bound(),
             "open_handles": self.handles.len(),
+            "pending_files": self.names.tentative().len(),
             "unknown_outcomes": self.writers.unknown_outcomes(),
             "read_only": self.config.read_only,
             "mode": if self.config.read_only { "read-only" } else { "writable" },

@@ -693,8 +693,10 @@ fn a_temporary_file_nobody_renames_becomes_a_key() {
     write_exclusive(&fs, "myapp/db/sedCONFIG", b"kept").unwrap();
     write_exclusive(&fs, "myapp/db/4913", b"").unwrap();
     assert_eq!(store.write_calls(), writes);
+    assert_eq!(fs.status_json()["pending_files"], json!(1));
     fs.settle(true);
     assert_eq!(store.write_calls(), writes + 1);
+    assert_eq!(fs.status_json()["pending_files"], json!(0));
     let now = store.get("myapp/db").unwrap();
     assert_eq!(now["sedCONFIG"], json!("kept"));
     assert!(now.get("4913").is_none(), "vim's probe is never stored");

@@ -346,3 +346,38 @@ fn the_next_open_starts_from_what_a_closed_descriptor_changed() {
     assert_eq!(stored(&store, "USER"), json!("XY"));
     assert_eq!(store.write_calls(), versions, "the closed truncation lost");
 }
+
+#[test]
+fn commit_locks_are_held_only_while_a_secret_is_being_committed() {
+    // One lock per secret ever written would grow without bound.
+    let store = seeded();
+    for i in 0..200 {
+        store.put(&format!("many/s{i}"), json!({"K": "old"}));
+    }
+    let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
+    for i in 0..200 {
+        write_file(&fs, &format!("many/s{i}/K"), b"new").unwrap();
+        assert_eq!(fs.writers.commit_locks(), 0, "after many/s{i}");
+    }
+    assert_eq!(store.get("many/s199").unwrap()["K"], json!("new"));
+    // Commits of one secret at once wait for each other's lock, and the
+    // last one out drops it.
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for n in 0..10 {
+                    write_file(&fs, &format!("myapp/db/K{t}"), format!("{n}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(fs.writers.commit_locks(), 0);
+    let db = store.get("myapp/db").unwrap();
+    for t in 0..8 {
+        assert_eq!(db[format!("K{t}")], json!("9"), "{db}");
+    }
+}

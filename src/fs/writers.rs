@@ -222,12 +222,52 @@ struct OpenWriters {
     last_close: u64,
 }
 
+/// The commit locks of the secrets being committed, by secret.
+type CommitLocks = Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>;
+
+/// A commit's place in line for its secret's lock (taken with
+/// [`CommitTurn::lock`]). When it ends, the map's entry goes if nobody
+/// else holds or waits for it: every other holder and waiter cloned it
+/// under the map's lock, so a count of two (the map's and ours), read
+/// under that lock, means none.
+struct CommitTurn<'a> {
+    locks: &'a CommitLocks,
+    secret: &'a SecretPath,
+    lock: Arc<Mutex<()>>,
+}
+
+impl<'a> CommitTurn<'a> {
+    fn new(locks: &'a CommitLocks, secret: &'a SecretPath) -> CommitTurn<'a> {
+        let lock = lock(locks)
+            .entry(secret.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        CommitTurn {
+            locks,
+            secret,
+            lock,
+        }
+    }
+}
+
+impl Drop for CommitTurn<'_> {
+    fn drop(&mut self) {
+        let mut locks = lock(self.locks);
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(self.secret);
+        }
+    }
+}
+
 /// The write buffers of open files, and one commit at a time per secret.
 #[derive(Default)]
 pub struct Writers {
     /// Inode → its writers.
     open: Mutex<HashMap<Ino, OpenWriters>>,
-    commit_locks: Mutex<HashMap<SecretPath, Arc<Mutex<()>>>>,
+    /// A lock per secret being committed: an entry lives while a commit
+    /// holds it or waits for it (see [`CommitTurn`]), so that the map
+    /// holds the secrets being written now, not every one ever written.
+    commit_locks: CommitLocks,
     /// Commits whose write got no answer and whose outcome a read after it
     /// could not tell either.
     unknown_outcomes: AtomicU64,
@@ -325,6 +365,12 @@ impl Writers {
         false
     }
 
+    /// How many secrets have a commit lock now (tests).
+    #[cfg(test)]
+    pub fn commit_locks(&self) -> usize {
+        lock(&self.commit_locks).len()
+    }
+
     /// Commits whose outcome stayed unknown, since the mount started.
     pub fn unknown_outcomes(&self) -> u64 {
         self.unknown_outcomes.load(Ordering::Relaxed)
@@ -351,11 +397,9 @@ impl Writers {
         mut change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Arc<Secret>> {
         let _span = tracing::debug_span!("commit", path = %secret).entered();
-        let secret_lock = lock(&self.commit_locks)
-            .entry(secret.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(())))
-            .clone();
-        let _one_at_a_time = lock(&secret_lock);
+        // Declared first, dropped last: after the lock below is released.
+        let turn = CommitTurn::new(&self.commit_locks, secret);
+        let _one_at_a_time = lock(&turn.lock);
         let mut unanswered = None;
         let result = Self::attempts(source, secret, &mut change, &mut unanswered);
         match (result, unanswered) {

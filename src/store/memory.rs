@@ -1,7 +1,9 @@
 //! An in-memory store for tests of the core: Vault's listing rules, KV v1
 //! or KV v2 behaviour (versions, check-and-set, soft delete and undelete),
 //! call counters, and faults for every call or for the calls on one path.
-//! Never used by the binary.
+//! Never used by the binary, nor built into it: compiled for the crate's
+//! unit tests and with the `memory-store` feature, which the integration
+//! tests turn on (Cargo.toml's dev-dependency on this crate itself).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};

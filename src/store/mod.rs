@@ -1,6 +1,7 @@
 //! The store seen by the core: a trait that speaks secrets, typed values,
 //! revisions and preconditions, with a Vault/OpenBao implementation
-//! (`vault`) and an in-memory one for tests (`memory`). `deleted` hides
+//! (`vault`) and an in-memory one for tests (`memory`, built only for
+//! tests: the `memory-store` feature). `deleted` hides
 //! what a store with soft deletes keeps listing after a delete through us.
 
 mod data;
@@ -9,6 +10,7 @@ pub mod deleted;
 pub mod empty_source;
 pub mod file;
 pub mod layered;
+#[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
 pub mod metered;
 pub mod pending;

@@ -428,8 +428,9 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// The one polling loop: asks `probe` until it returns `Some` or `within`
 /// has passed (`None`). Tests call [`eventually`]; this is for the fixtures
-/// below, which add the daemon's or the server's log to their own panics.
-fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+/// below, which add the daemon's or the server's log to their own panics,
+/// and for tests whose failure message needs what the last probe saw.
+pub fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = probe() {
@@ -868,6 +869,27 @@ impl Mount {
             let _ = child.wait();
             panic!("secretfs ignored signal {signal} for 15 s:\n{}", self.log())
         })
+    }
+
+    /// Waits until the daemon has nothing left that could still reach the
+    /// store by itself: every descriptor released (`open_handles` 0 in its
+    /// status; the kernel sends a release just after close() returns) and
+    /// every temporary file settled (`pending_files` 0). A test then checks
+    /// that nothing more was written. Panics after 10 s.
+    pub fn wait_settled(&self) {
+        eventually(
+            "the mount to have no open handle and no temporary file left to settle",
+            Duration::from_secs(10),
+            || {
+                let (_, report) = status(&self.mountpoint);
+                let count = |field: &str| {
+                    report[field]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("status has no {field}: {report}"))
+                };
+                (count("open_handles") == 0 && count("pending_files") == 0).then_some(())
+            },
+        )
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.

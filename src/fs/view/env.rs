@@ -16,10 +16,13 @@
 //!    escaped, as systemd writes them: exact for bash and systemd.
 //!
 //! Keys that cannot be environment variable names, and values holding a
-//! NUL byte, are left out with a warning, logged once per key name.
+//! NUL byte, are left out with a warning, logged once per key name (of
+//! the last [`WARNED_NAMES`] warned of).
 
-use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, OnceLock};
+
+use lru::LruCache;
 
 use secrecy::SecretSlice;
 
@@ -45,14 +48,28 @@ fn shows(name: &str, value: &SecretValue) -> bool {
     is_env_name(name) && !value.expose().contains(&0)
 }
 
+/// How many key names the warnings remember: a store with more bad
+/// names than that gets some warned of again, rather than a set that
+/// grows with every name ever seen.
+const WARNED_NAMES: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
+
+/// Whether `name` is not among the names warned of last (and now is).
+fn first_warning(warned: &mut LruCache<String, ()>, name: &str) -> bool {
+    if warned.get(name).is_some() {
+        return false;
+    }
+    warned.put(name.to_string(), ());
+    true
+}
+
 /// Logs, once per key name, that a key is left out of `.env` files.
 fn warn_left_out(name: &str, why: &'static str) {
-    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    static WARNED: OnceLock<Mutex<LruCache<String, ()>>> = OnceLock::new();
     let mut warned = WARNED
-        .get_or_init(Mutex::default)
+        .get_or_init(|| Mutex::new(LruCache::new(WARNED_NAMES)))
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if warned.insert(name.to_string()) {
+    if first_warning(&mut warned, name) {
         tracing::warn!(key = name, reason = why, "key left out of .env files");
     }
 }
@@ -263,6 +280,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_names_warned_of_are_remembered_up_to_a_bound() {
+        let mut warned = LruCache::new(WARNED_NAMES);
+        assert!(first_warning(&mut warned, "1BAD"));
+        assert!(!first_warning(&mut warned, "1BAD"), "warned twice");
+        for i in 0..10_000 {
+            assert!(first_warning(&mut warned, &format!("bad-{i}")));
+            // Warned of again and again: stays remembered.
+            assert!(!first_warning(&mut warned, "bad-0"));
+        }
+        assert_eq!(warned.len(), WARNED_NAMES.get());
+        // The name warned of longest ago is forgotten, and told again.
+        assert!(first_warning(&mut warned, "1BAD"));
+    }
 
     /// Values no one quoting suits: quotes, `$`, backslashes, newlines,
     /// `#`, spaces, `=`, unicode, and their mixtures.
