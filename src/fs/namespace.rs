@@ -174,7 +174,20 @@ impl Namespace {
         self.lock().local.is_dir(path)
     }
 
-    /// Names of the directories living in memory directly under `dir`.
+    /// Whether `path` shows as a directory whatever the store holds: it
+    /// lives in memory, or was made with mkdir and not removed since.
+    pub fn shows_dir(&self, path: &SecretPath) -> bool {
+        self.lock().local.shows_dir(path)
+    }
+
+    /// `rmdir` removed `path` from the store: a directory made there with
+    /// mkdir is gone too.
+    pub fn unmake_dir(&self, path: &SecretPath) {
+        self.lock().local.unmake_dir(path)
+    }
+
+    /// Names of the directories living in memory, or made with mkdir and
+    /// not removed, directly under `dir`.
     pub fn local_dirs_in(&self, dir: &SecretPath) -> Vec<String> {
         self.lock().local.dirs_in(dir)
     }

@@ -431,7 +431,7 @@ impl SecretFs {
             // A directory left by a (soft) deleted secret, holding nothing,
             // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
-                if !self.names.is_local_dir(&path)
+                if !self.names.shows_dir(&path)
                     && !self.secret_is_live(&path)?
                     && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
@@ -529,6 +529,8 @@ impl SecretFs {
         } else {
             self.source.forget_deleted(&path);
         }
+        // A directory made here with mkdir and written since is removed.
+        self.names.unmake_dir(&path);
         Ok(())
     }
 
