@@ -589,3 +589,46 @@ fn a_truncation_closed_before_another_writer_s_close_does_not_win() {
     });
     assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("B"), "{}", m.log());
 }
+
+/// Issue 20 §2, third sequence (found by a model-based fuzzer): `mkdir G
+/// G/a`, two processes write `G/a/k1`, `rm G/a/k1`, `rmdir G/a`. The
+/// store then holds nothing under G (a folder exists only while a secret
+/// lies below it), and G, which the user made and never removed, left
+/// the listing of its parent and `mkdir G/b` failed. KV v2 and v1, G at
+/// the root of the mount and deeper.
+#[test]
+fn a_directory_made_with_mkdir_stays_after_the_last_secret_below_it_is_removed() {
+    let bao = seeded();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "app/db", json!({"USER": "app"}));
+    for (source, parent) in [("secret/", ""), ("secret/", "app"), ("kv1/", "app")] {
+        let m = Mount::builder(&bao, source)
+            .args(&["--writable", "--ttl", "5m"])
+            .log("secretfs=debug")
+            .start();
+        let p = q(&m.at(parent));
+        let out = support::sh(&format!(
+            "cd {p} && mkdir G G/a && \
+             {{ (printf one > G/a/k1) & (printf two > G/a/k1) & wait; }} && \
+             rm G/a/k1 && rmdir G/a"
+        ));
+        assert!(
+            out.status.success(),
+            "{source}{parent}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            m.log()
+        );
+        let listed = sh_ok(&format!("ls {p}"));
+        assert!(
+            listed.lines().any(|l| l == "G"),
+            "{source}{parent}: G left the listing: {listed:?}"
+        );
+        assert_eq!(sh_ok(&format!("ls {p}/G")), "", "{source}{parent}");
+        sh_ok(&format!("mkdir {p}/G/b && rmdir {p}/G/b {p}/G"));
+        let listed = sh_ok(&format!("ls {p}"));
+        assert!(
+            !listed.lines().any(|l| l == "G"),
+            "{source}{parent}: {listed:?}"
+        );
+    }
+}

@@ -389,6 +389,12 @@ impl Namespace {
         self.lock().local.secret_written(secret)
     }
 
+    /// The store deleted `secret` when its last key was removed (KV v1
+    /// holds no secret without keys): its directory stays in memory.
+    pub fn secret_emptied(&self, secret: &SecretPath) {
+        self.lock().local.add_dir(secret.clone())
+    }
+
     /// A write of the file at `path` (a file of `secret`) reached the store.
     pub fn file_written(&self, secret: &SecretPath, path: &SecretPath) {
         self.lock().local.committed(secret, path)

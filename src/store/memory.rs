@@ -476,6 +476,7 @@ impl SecretStore for MemoryStore {
             versions: v2,
             metadata: v2,
             soft_delete: v2,
+            empty_secrets: v2,
         }
     }
 
@@ -582,6 +583,10 @@ impl SecretStore for MemoryStore {
         };
         if !holds {
             return Err(Error::CasConflict);
+        }
+        if data.is_empty() && self.kv == Engine::V1 {
+            // As OpenBao's KV v1 answers (HTTP 400).
+            return Err(Error::Invalid("missing data fields".into()));
         }
         let data: Data = data
             .iter()
