@@ -350,6 +350,17 @@ impl Namespace {
         }
     }
 
+    /// The key named `at` was removed while programs hold it open: what
+    /// they write and close goes nowhere, and the name, should the key
+    /// come back (written elsewhere), leads to a new inode.
+    pub fn forsake_removed(&self, at: Name<'_>) {
+        let mut state = self.lock();
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            state.forsaken.insert(ino);
+            state.inodes.unname(at.parent, at.name);
+        }
+    }
+
     /// Whether `ino` is a file removed before it was written.
     pub fn is_forsaken(&self, ino: Ino) -> bool {
         self.lock().forsaken.contains(&ino)

@@ -493,8 +493,19 @@ impl SecretFs {
                 // The store known down: said at once, not after a timeout.
                 self.store_answers()?;
                 let view = self.views.get(file.view);
-                self.commit(&file.secret, |data| view.remove(data, &file.name))
-                    .map(drop)
+                self.commit(&file.secret, |data| view.remove(data, &file.name))?;
+                // As on a local disk, what programs still holding it open
+                // write and close goes nowhere: their closes must not
+                // write the removed key (and its secret) back.
+                let at = Name { parent, name };
+                if self
+                    .names
+                    .lookup_name(at)
+                    .is_some_and(|ino| self.writers.is_open(ino))
+                {
+                    self.names.forsake_removed(at);
+                }
+                Ok(())
             }
         }
     }

@@ -398,3 +398,39 @@ fn a_change_that_lost_to_a_later_close_creates_no_empty_secret() {
         assert!(fs.lookup(base, "d").unwrap().is_dir);
     }
 }
+
+#[test]
+fn a_key_removed_while_writers_hold_it_open_is_not_written_back_by_their_close() {
+    // As on a local disk, what goes to a removed file is lost: `rm K`
+    // (and `rmdir` of its directory) while two programs write K, then
+    // they close. Their closes wrote K back, and its secret with it.
+    for closes_after_rmdir in [false, true] {
+        let store = seeded();
+        store.put("myapp/gone", json!({"K": "v"}));
+        let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+        let ino = path_ino(&fs, "myapp/gone/K").unwrap();
+        let a = fs.open(ino, true, true).unwrap();
+        let b = fs.open(ino, true, false).unwrap();
+        fs.write_handle(a, 0, b"one").unwrap();
+        fs.write_handle(b, 0, b"two").unwrap();
+        fs.unlink(path_ino(&fs, "myapp/gone").unwrap(), "K")
+            .unwrap();
+        let close = |fh| {
+            let r = fs.flush(fh);
+            fs.release(fh);
+            r
+        };
+        if !closes_after_rmdir {
+            close(a).unwrap();
+            close(b).unwrap();
+        }
+        let myapp = path_ino(&fs, "myapp").unwrap();
+        fs.rmdir(myapp, "gone").unwrap();
+        if closes_after_rmdir {
+            close(b).unwrap();
+            close(a).unwrap();
+        }
+        assert_eq!(store.get("myapp/gone"), None, "{closes_after_rmdir}");
+        assert_eq!(fs.lookup(myapp, "gone").unwrap_err().errno(), libc::ENOENT);
+    }
+}

@@ -324,6 +324,11 @@ impl Writers {
         Some(size)
     }
 
+    /// Whether some open file description writes `ino`.
+    pub fn is_open(&self, ino: Ino) -> bool {
+        lock(&self.open).contains_key(&ino)
+    }
+
     /// A writer of `ino` closed `buffer`; whether it was the last writer.
     pub fn leave(&self, ino: Ino, buffer: &SharedBuffer) -> bool {
         let mut open = lock(&self.open);
