@@ -491,6 +491,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             };
             if want.is_ok() {
                 model.local_dirs.insert(path.to_string());
+                model.made.insert(path.to_string());
             }
             expect("mkdir", got, want)
         }
@@ -503,6 +504,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 // Only what lives in memory counts for a local directory.
                 let below = |d: &String| d != path && at_or_below(d, path);
                 let busy = model.local_dirs.iter().any(below)
+                    || model.made.iter().any(below)
                     || model
                         .scratch
                         .iter()
@@ -510,6 +512,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let want = if busy { Err(libc::ENOTEMPTY) } else { Ok(()) };
                 if want.is_ok() {
                     model.local_dirs.remove(*path);
+                    model.made.remove(*path);
                 }
                 return expect("rmdir of a local directory", got, want);
             }
@@ -538,6 +541,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                         }
                     }
                     model.deleted_here.insert(path.to_string());
+                    model.made.remove(*path);
                     expect("rmdir", got, Ok(()))
                 }
             }

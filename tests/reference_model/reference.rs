@@ -99,8 +99,13 @@ pub(crate) struct ModelSecret {
 pub(crate) struct Model {
     pub(crate) kv2: bool,
     pub(crate) secrets: BTreeMap<String, ModelSecret>,
-    /// Directories made with mkdir that the store does not know yet.
+    /// Directories made with mkdir that the store does not know yet (and
+    /// KV v1 secrets deleted when their last key was removed).
     pub(crate) local_dirs: BTreeSet<String>,
+    /// Directories made with mkdir and not removed with rmdir, written to
+    /// the store since or not: they show whatever the store holds, until
+    /// rmdir (a store folder exists only while a secret lies below it).
+    pub(crate) made: BTreeSet<String>,
     /// Scratch files: directory → name → bytes.
     pub(crate) scratch: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Keys an editor moved to a scratch name: key path → scratch path.
@@ -142,7 +147,7 @@ impl Model {
         if dir.is_empty() {
             return Shows::Yes;
         }
-        let local = self.is_local(dir);
+        let local = self.is_local(dir) || self.made.iter().any(|d| at_or_below(d, dir));
         let live = self
             .secrets
             .iter()
@@ -195,7 +200,17 @@ impl Model {
 
     /// A write of `secret` through the mount reached the store: a new
     /// version, unless the store held that data already.
+    /// KV v1 holds no secret without keys: one whose last key is removed
+    /// is deleted (no version), and its directory stays in memory until
+    /// rmdir, as an empty secret does in KV v2.
     pub(crate) fn committed(&mut self, secret: &str, key: &str, data: BTreeMap<String, Value>) {
+        if data.is_empty() && !self.kv2 && self.live(secret).is_some() {
+            self.secrets.remove(secret);
+            self.displaced.remove(&join(secret, key));
+            self.local_dirs.insert(secret.to_string());
+            self.made.insert(secret.to_string());
+            return;
+        }
         if self.live(secret) != Some(&data) {
             self.versions += 1;
         }
