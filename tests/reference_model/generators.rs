@@ -6,7 +6,7 @@ use proptest::test_runner::{Config, RngSeed, TestError, TestRunner};
 use serde_json::Value;
 
 use crate::harness::run_case;
-use crate::ops::{Op, WriteCall, Writer};
+use crate::ops::{Closes, Op, WriteCall, Writer};
 use crate::reference::*;
 
 pub(crate) fn any_of(names: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
@@ -39,6 +39,14 @@ pub(crate) fn write_call() -> impl Strategy<Value = WriteCall> {
             offset_pick,
             bytes: vec![0xff, 0xfe],
         }),
+    ]
+}
+
+pub(crate) fn closes() -> impl Strategy<Value = Closes> {
+    prop_oneof![
+        Just(Closes::BeforeRm),
+        Just(Closes::AfterRm),
+        Just(Closes::AfterRmdir)
     ]
 }
 
@@ -86,6 +94,21 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => dir().prop_map(|secret| Op::ExternalUndelete { secret }),
         1 => (0u64..45).prop_map(|secs| Op::Advance { secs }),
         1 => Just(Op::KernelForgets),
+        2 => (dir(), any_of(KEYS), writer(), writer(), closes(), any::<bool>())
+            .prop_map(|(dir, name, first, second, closes, second_closes_first)| Op::WritersAcrossRemoval {
+                dir,
+                name,
+                first,
+                second,
+                closes,
+                second_closes_first,
+            }),
+        1 => (dir(), any_of(KEYS), proptest::collection::vec(write_call(), 1..3))
+            .prop_map(|(dir, name, writes)| Op::FailedWrite { dir, name, writes }),
+        1 => (dir(), any_of(KEYS)).prop_map(|(dir, name)| Op::FailedUnlink { dir, name }),
+        1 => (dir(), any_of(KEYS), any_of(KEYS))
+            .prop_map(|(dir, name, to_name)| Op::FailedRename { dir, name, to_name }),
+        1 => any_of(DIRS).prop_map(|path| Op::FailedRmdir { path }),
     ]
 }
 

@@ -10,6 +10,7 @@ use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 
 use secretfs::fs::Creating;
+use secretfs::store::memory::{Call, Scope};
 
 use crate::harness::{errno, expect, reach, Subject};
 use crate::reference::*;
@@ -106,6 +107,75 @@ pub(crate) enum Op {
     /// first, while it still holds the files in them (open, say), which
     /// must read as before; then the files.
     KernelForgets,
+    /// Issue 20 §2's third sequence: two programs open an existing key for
+    /// writing and write, `rm` removes the key and `rmdir` its directory,
+    /// and the writers close (`closes`) before the `rm`, between `rm` and
+    /// `rmdir`, or after the `rmdir`, the second first or not. What they
+    /// write to a removed key goes nowhere, as on a local disk.
+    WritersAcrossRemoval {
+        dir: &'static str,
+        name: &'static str,
+        first: Writer,
+        second: Writer,
+        closes: Closes,
+        second_closes_first: bool,
+    },
+    /// The store fails every write (HTTP 500) while a program writes a
+    /// key and closes it: `close` says EIO, and nothing changes.
+    FailedWrite {
+        dir: &'static str,
+        name: &'static str,
+        writes: Vec<WriteCall>,
+    },
+    /// The store fails every write and delete while `rm` removes a key:
+    /// EIO, and the key stays.
+    FailedUnlink {
+        dir: &'static str,
+        name: &'static str,
+    },
+    /// The store fails every write while `mv` renames a key within its
+    /// secret: EIO, and both names stay as they were.
+    FailedRename {
+        dir: &'static str,
+        name: &'static str,
+        to_name: &'static str,
+    },
+    /// The store fails every delete while `rmdir` removes an empty
+    /// secret: EIO, and the secret stays.
+    FailedRmdir {
+        path: &'static str,
+    },
+}
+
+/// When the writers of [`Op::WritersAcrossRemoval`] close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closes {
+    BeforeRm,
+    AfterRm,
+    AfterRmdir,
+}
+
+/// The error the store answers while it fails: EIO, and neither an outage
+/// (which would mark the store down) nor a write that may have landed.
+fn store_error() -> secretfs::error::Error {
+    secretfs::error::Error::Protocol("HTTP 500: injected by the model".into())
+}
+
+/// Runs `f` while the store fails every write and delete.
+fn with_failing_writes<T>(s: &Subject, f: impl FnOnce() -> T) -> T {
+    s.store.fail(Call::Write, Scope::Everywhere, store_error());
+    let result = f();
+    s.store.heal();
+    result
+}
+
+/// Whether `name` in `dir` is a key the store holds that shows as such
+/// (not a file living in memory, not hidden behind an editor's backup).
+fn store_key(model: &Model, dir: &str, name: &str) -> bool {
+    let in_memory = model.scratch.get(dir).is_some_and(|f| f.contains_key(name));
+    !in_memory
+        && !model.displaced.contains_key(&join(dir, name))
+        && model.live(dir).is_some_and(|d| d.contains_key(name))
 }
 
 /// One of [`Op::TwoWriters`]: how it opens, what it writes.
@@ -592,5 +662,209 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             Ok(())
         }
         Op::KernelForgets => s.forget_all(),
+        Op::WritersAcrossRemoval {
+            dir,
+            name,
+            first,
+            second,
+            closes,
+            second_closes_first,
+        } => writers_across_removal(
+            model,
+            s,
+            (dir, name),
+            [first, second],
+            *closes,
+            *second_closes_first,
+        ),
+        Op::FailedWrite { dir, name, writes } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            if !store_key(model, dir, name) || writes.is_empty() {
+                return Ok(());
+            }
+            let ino = errno(s.look(parent, name))
+                .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
+                .ino;
+            let fh = errno(s.fs.open(ino, true, true))
+                .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
+            let (buf, offsets) = apply_writes(Vec::new(), writes);
+            let mut partial = Vec::new();
+            let mut refused = false;
+            for (w, offset) in writes.iter().zip(offsets) {
+                write_at(&mut partial, offset, &w.bytes);
+                let broken = broken_utf8(&partial);
+                refused |= broken;
+                let want = if broken {
+                    Err(libc::EILSEQ)
+                } else {
+                    Ok(w.bytes.len() as u32)
+                };
+                let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
+                prop_assert_eq!(n, want, "write");
+            }
+            let flushed = with_failing_writes(s, || errno(s.fs.flush(fh)));
+            s.fs.release(fh);
+            // Only a change asks the store; one that cannot be stored
+            // fails before.
+            let old = model.live(dir).cloned().unwrap_or_default();
+            let want = match written_value(old.get(*name), &buf) {
+                _ if refused => Err(libc::EILSEQ),
+                Err(e) => Err(e),
+                Ok(v) if old.get(*name) == Some(&v) => Ok(()),
+                Ok(_) => {
+                    model.failed_writes += 1;
+                    Err(libc::EIO)
+                }
+            };
+            expect("close while the store fails", flushed, want)
+        }
+        Op::FailedUnlink { dir, name } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            if !store_key(model, dir, name) {
+                return Ok(());
+            }
+            let got = with_failing_writes(s, || errno(s.fs.unlink(parent, name)));
+            // KV v1 deletes a secret whose last key goes: no write request.
+            let last = model.live(dir).is_some_and(|d| d.len() == 1);
+            if model.kv2 || !last {
+                model.failed_writes += 1;
+            }
+            expect("rm while the store fails", got, Err(libc::EIO))
+        }
+        Op::FailedRename { dir, name, to_name } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            let to = join(dir, to_name);
+            let to_in_memory = model
+                .scratch
+                .get(*dir)
+                .is_some_and(|f| f.contains_key(*to_name));
+            if !store_key(model, dir, name)
+                || name == to_name
+                || to_in_memory
+                || model.displaced.contains_key(&to)
+            {
+                return Ok(());
+            }
+            let got = with_failing_writes(s, || {
+                errno(s.fs.rename(parent, name, parent, to_name, false))
+            });
+            model.failed_writes += 1;
+            expect("mv while the store fails", got, Err(libc::EIO))
+        }
+        Op::FailedRmdir { path } => {
+            let Some(parent) = reach(model, s, parent_of(path))? else {
+                return Ok(());
+            };
+            let deletes = model.dir_shows(path) == Shows::Yes
+                && !model.is_local(path)
+                && !model.has_content(path)
+                && model.live(path).is_some();
+            if !deletes {
+                return Ok(());
+            }
+            let got = with_failing_writes(s, || errno(s.fs.rmdir(parent, name_of(path))));
+            expect("rmdir while the store fails", got, Err(libc::EIO))
+        }
+    }
+}
+
+/// [`Op::WritersAcrossRemoval`].
+fn writers_across_removal(
+    model: &mut Model,
+    s: &Subject,
+    (dir, name): (&'static str, &'static str),
+    writers: [&Writer; 2],
+    closes: Closes,
+    second_closes_first: bool,
+) -> Result<(), TestCaseError> {
+    let Some(parent) = reach(model, s, dir)? else {
+        return Ok(());
+    };
+    if !store_key(model, dir, name) {
+        return Ok(());
+    }
+    let Some(base) = model.file(dir, name) else {
+        return Ok(());
+    };
+    let ino = errno(s.look(parent, name))
+        .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
+        .ino;
+    // (handle, buffer, refused)
+    let mut open = Vec::new();
+    for w in writers {
+        let fh = errno(s.fs.open(ino, true, w.truncate))
+            .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
+        let start = if w.truncate { Vec::new() } else { base.clone() };
+        open.push((fh, start, false));
+    }
+    // Write calls in turns: first, second, first, ...
+    let turns = writers[0].writes.len().max(writers[1].writes.len());
+    for i in 0..turns {
+        for (w, (fh, buf, refused)) in writers.iter().zip(open.iter_mut()) {
+            let Some(call) = w.writes.get(i) else {
+                continue;
+            };
+            let offset = u64::from(call.offset_pick) % (buf.len() as u64 + 2);
+            write_at(buf, offset, &call.bytes);
+            let want = if broken_utf8(buf) {
+                *refused = true;
+                Err(libc::EILSEQ)
+            } else {
+                Ok(call.bytes.len() as u32)
+            };
+            let got = errno(s.fs.write_handle(*fh, offset, &call.bytes));
+            prop_assert_eq!(got, want, "write");
+        }
+    }
+    let order = if second_closes_first { [1, 0] } else { [0, 1] };
+    // Each closes and is released at once; `removed`: the key is gone,
+    // and what they wrote with it.
+    let close_all = |model: &mut Model, removed: bool| -> Result<(), TestCaseError> {
+        for i in order {
+            let (fh, buf, refused) = &open[i];
+            let w = writers[i];
+            let flushed = errno(s.fs.flush(*fh));
+            s.fs.release(*fh);
+            if removed {
+                expect("close of a removed key", flushed, Ok(()))?;
+            } else if *refused {
+                expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
+            } else if !w.truncate && w.writes.is_empty() {
+                expect("close without change", flushed, Ok(()))?;
+            } else if w.writes.is_empty() {
+                // Committed at its release, which follows at once.
+                expect("close of a truncation", flushed, Ok(()))?;
+                let _ = model.commit_key(dir, name, buf);
+            } else {
+                let committed = model.commit_key(dir, name, buf);
+                expect("close", flushed, committed)?;
+            }
+        }
+        Ok(())
+    };
+    let rm = Op::Unlink { dir, name };
+    let rmdir = Op::Rmdir { path: dir };
+    match closes {
+        Closes::BeforeRm => {
+            close_all(model, false)?;
+            step(model, s, &rm)?;
+            step(model, s, &rmdir)
+        }
+        Closes::AfterRm => {
+            step(model, s, &rm)?;
+            close_all(model, true)?;
+            step(model, s, &rmdir)
+        }
+        Closes::AfterRmdir => {
+            step(model, s, &rm)?;
+            step(model, s, &rmdir)?;
+            close_all(model, true)
+        }
     }
 }

@@ -114,6 +114,8 @@ pub(crate) struct Model {
     pub(crate) deleted_here: BTreeSet<String>,
     /// Versions the mount should have written (others' puts not counted).
     pub(crate) versions: u64,
+    /// Write requests the store failed (store faults).
+    pub(crate) failed_writes: u64,
 }
 
 /// Whether a directory shows: surely, surely not, or either way.
