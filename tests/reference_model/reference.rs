@@ -70,7 +70,7 @@ pub(crate) fn render(v: &Value) -> Vec<u8> {
     }
 }
 
-/// The value stored for bytes written over `old` (DESIGN.md: a key that
+/// The value stored for bytes written over `old` (docs/SEMANTICS.md: a key that
 /// held non-string JSON keeps its type when the new bytes parse as JSON).
 pub(crate) fn written_value(old: Option<&Value>, bytes: &[u8]) -> Result<Value, i32> {
     if old.is_some_and(|v| !v.is_string()) {
