@@ -348,6 +348,11 @@ impl MemoryStore {
         lock(&self.policy).push((Paths::of(scope), may));
     }
 
+    /// Lifts every restriction [`MemoryStore::restrict`] set.
+    pub fn unrestrict(&self) {
+        lock(&self.policy).clear();
+    }
+
     /// Number of permission questions so far.
     pub fn permission_asks(&self) -> u64 {
         self.permission_asks.load(Ordering::SeqCst)

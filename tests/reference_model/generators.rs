@@ -109,6 +109,8 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => (dir(), any_of(KEYS), any_of(KEYS))
             .prop_map(|(dir, name, to_name)| Op::FailedRename { dir, name, to_name }),
         1 => any_of(DIRS).prop_map(|path| Op::FailedRmdir { path }),
+        1 => (dir(), any_of(KEYS), any::<bool>())
+            .prop_map(|(dir, name, remove)| Op::Refused { dir, name, remove }),
     ]
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use secretfs::fs::Creating;
 use secretfs::store::memory::{Call, Scope};
+use secretfs::store::Permissions;
 
 use crate::harness::{errno, expect, reach, Subject};
 use crate::reference::*;
@@ -144,6 +145,16 @@ pub(crate) enum Op {
     /// secret: EIO, and the secret stays.
     FailedRmdir {
         path: &'static str,
+    },
+    /// An access rule: the token's policy makes one secret read-only
+    /// while a program changes one of its keys (`unlink` with `remove`,
+    /// else an open for writing): refused with EACCES where the program
+    /// sees it (at `open`, at `unlink`), nothing changes. The TTL passes
+    /// before (so that what the token may do is asked again) and after.
+    Refused {
+        dir: &'static str,
+        name: &'static str,
+        remove: bool,
     },
 }
 
@@ -756,6 +767,32 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             });
             model.failed_writes += 1;
             expect("mv while the store fails", got, Err(libc::EIO))
+        }
+        Op::Refused { dir, name, remove } => {
+            let Some(parent) = reach(model, s, dir)? else {
+                return Ok(());
+            };
+            if !store_key(model, dir, name) {
+                return Ok(());
+            }
+            let ino = errno(s.look(parent, name))
+                .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
+                .ino;
+            s.clock.advance(TTL + Duration::from_secs(1));
+            let read_only = Permissions {
+                create: false,
+                update: false,
+                delete: false,
+            };
+            s.store.restrict(Scope::At(dir), Some(read_only));
+            let got = if *remove {
+                errno(s.fs.unlink(parent, name))
+            } else {
+                errno(s.fs.open(ino, true, true)).map(|fh| s.fs.release(fh))
+            };
+            s.store.unrestrict();
+            s.clock.advance(TTL + Duration::from_secs(1));
+            expect("a change the policy forbids", got, Err(libc::EACCES))
         }
         Op::FailedRmdir { path } => {
             let Some(parent) = reach(model, s, parent_of(path))? else {

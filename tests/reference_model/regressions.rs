@@ -273,3 +273,29 @@ fn changes_the_store_fails_are_eio_and_leave_everything_as_it_was() {
         Op::Rmdir { path: "a" },
     ]);
 }
+
+/// Access rules: a change a read-only policy forbids is refused at
+/// `open` or `unlink` (EACCES) and changes nothing; once the policy is
+/// lifted the same changes succeed.
+#[test]
+fn changes_a_policy_forbids_are_eacces_and_change_nothing() {
+    pinned(&[
+        Op::Mkdir { path: "a" },
+        write("a", "K", "v"),
+        Op::Refused {
+            dir: "a",
+            name: "K",
+            remove: false,
+        },
+        Op::Refused {
+            dir: "a",
+            name: "K",
+            remove: true,
+        },
+        write("a", "K", "w"),
+        Op::Unlink {
+            dir: "a",
+            name: "K",
+        },
+    ]);
+}
