@@ -591,3 +591,66 @@ fn a_truncation_closed_before_another_writer_s_close_does_not_win() {
     });
     assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("B"), "{}", m.log());
 }
+
+/// Issue 20 §2, third sequence (found by a model-based fuzzer): `mkdir G
+/// G/a`, two writers of `G/a/k1`, `rm G/a/k1`, `rmdir G/a`. The store
+/// then holds nothing under G (a folder exists only while a secret lies
+/// below it), and G, which the user made and never removed, left the
+/// listing of its parent and `mkdir G/b` failed. Variations: the writers
+/// are two processes that close before `rm`, or two descriptors still
+/// open during `rm` and closed after it or after `rmdir` (what they wrote
+/// to the removed key goes nowhere, as on a local disk: their closes
+/// wrote it back, `rmdir` then failed or the secret came back); KV v2
+/// and v1 (where `rm` of the last key failed with EINVAL); G at the root
+/// of the mount and deeper.
+#[test]
+fn a_directory_made_with_mkdir_stays_after_the_last_secret_below_it_is_removed() {
+    let bao = seeded();
+    bao.enable_kv("kv1", 1);
+    bao.kv1_put("kv1", "app/db", json!({"USER": "app"}));
+    let sequences = [
+        "mkdir G G/a && \
+         { (printf one > G/a/k1) & (printf two > G/a/k1) & wait; } && \
+         rm G/a/k1 && rmdir G/a",
+        "mkdir G G/a && printf v > G/a/k1 && \
+         exec 3> G/a/k1 4>> G/a/k1 && printf one >&3 && printf two >&4 && \
+         rm G/a/k1 && exec 4>&- 3>&- && rmdir G/a",
+        "mkdir G G/a && printf v > G/a/k1 && \
+         exec 3> G/a/k1 4>> G/a/k1 && printf one >&3 && printf two >&4 && \
+         rm G/a/k1 && rmdir G/a && exec 3>&- 4>&-",
+    ];
+    for (source, parent) in [("secret/", ""), ("secret/", "app"), ("kv1/", "app")] {
+        let m = Mount::builder(&bao, source)
+            .args(&["--writable", "--ttl", "5m"])
+            .log("secretfs=debug")
+            .start();
+        let p = q(&m.at(parent));
+        for (i, sequence) in sequences.iter().enumerate() {
+            let case = format!("{source}{parent}, sequence {i}");
+            let out = support::sh(&format!("cd {p} && {sequence}"));
+            assert!(
+                out.status.success(),
+                "{case}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                m.log()
+            );
+            let listed = sh_ok(&format!("ls {p}"));
+            assert!(
+                listed.lines().any(|l| l == "G"),
+                "{case}: G left the listing: {listed:?}"
+            );
+            assert_eq!(sh_ok(&format!("ls {p}/G")), "", "{case}");
+            let store_path = format!("{}/G/a", parent)
+                .trim_start_matches('/')
+                .to_string();
+            let stored = match source {
+                "kv1/" => bao.kv1_get("kv1", &store_path),
+                _ => bao.kv2_get("secret", &store_path).map(|d| d.0),
+            };
+            assert_eq!(stored, None, "{case}: G/a came back");
+            sh_ok(&format!("mkdir {p}/G/b && rmdir {p}/G/b {p}/G"));
+            let listed = sh_ok(&format!("ls {p}"));
+            assert!(!listed.lines().any(|l| l == "G"), "{case}: {listed:?}");
+        }
+    }
+}

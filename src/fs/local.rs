@@ -3,6 +3,12 @@
 //! committed, files created exclusively under a scratch name (editors' and
 //! tools' temporary files) and keys an editor moved aside. (A key's
 //! removal is written before `unlink` returns: nothing of it waits here.)
+//!
+//! A directory made with `mkdir` stays until `rmdir` removes it, even
+//! after a key written below it put it in the store: a store folder exists
+//! only while some secret lies below it, so removing the last one (`rm`,
+//! `rmdir` here, or a deletion elsewhere) would otherwise take along a
+//! directory the user made and never removed (issue 20 §2).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -74,7 +80,11 @@ pub type Scratch = Arc<Mutex<ScratchFile>>;
 /// What lives only in memory. Paths of files are `secret/NAME`.
 #[derive(Default)]
 pub struct Local {
+    /// Directories made with mkdir and not written to the store yet.
     dirs: BTreeSet<SecretPath>,
+    /// Directories made with mkdir and not removed with rmdir, written to
+    /// the store since or not: they show whatever the store holds.
+    made: BTreeSet<SecretPath>,
     scratch: HashMap<SecretPath, Scratch>,
     new_keys: HashSet<SecretPath>,
     /// key path → the scratch path holding its old value.
@@ -118,19 +128,36 @@ impl Local {
 
     /// Records a new, empty directory.
     pub fn add_dir(&mut self, path: SecretPath) {
+        self.made.insert(path.clone());
         self.dirs.insert(path);
     }
 
     /// Forgets an in-memory directory; `false` if there was none.
     pub fn remove_dir(&mut self, path: &SecretPath) -> bool {
+        self.made.remove(path);
         self.dirs.remove(path)
+    }
+
+    /// Whether `path` shows as a directory whatever the store holds: it
+    /// lives in memory ([`is_dir`](Self::is_dir)), or it was made with
+    /// mkdir (or lies above such a directory) and not removed with rmdir.
+    pub fn shows_dir(&self, path: &SecretPath) -> bool {
+        self.is_dir(path) || self.made.iter().any(|d| d == path || is_below(d, path))
+    }
+
+    /// `rmdir` removed `path` from the store: a directory made there with
+    /// mkdir is gone too.
+    pub fn unmake_dir(&mut self, path: &SecretPath) {
+        self.made.remove(path);
     }
 
     /// Names of in-memory directories directly under `dir`, and of those
     /// that lead to one (or to a scratch file) further down.
+    /// Directories made with mkdir and not removed show here too.
     pub fn dirs_in(&self, dir: &SecretPath) -> Vec<String> {
         let mut names: BTreeSet<String> = BTreeSet::new();
-        for d in self.local_paths().filter(|d| is_below(d, dir)) {
+        let paths = self.local_paths().chain(self.made.iter());
+        for d in paths.filter(|d| is_below(d, dir)) {
             let rest = if dir.is_root() {
                 d.as_str()
             } else {
@@ -139,17 +166,20 @@ impl Local {
             // A scratch file directly in `dir` is no directory.
             if let Some((first, _)) = rest.split_once('/') {
                 names.insert(first.to_string());
-            } else if self.dirs.contains(d) {
+            } else if self.dirs.contains(d) || self.made.contains(d) {
                 names.insert(rest.to_string());
             }
         }
         names.into_iter().collect()
     }
 
-    /// Whether anything living in memory lies under `dir`.
+    /// Whether anything living in memory, or a directory made with mkdir,
+    /// lies under `dir`.
     pub fn has_children(&self, dir: &SecretPath) -> bool {
         let under = |p: &SecretPath| p.split_last().is_some_and(|(parent, _)| &parent == dir);
-        self.local_paths().any(|p| is_below(p, dir)) || self.new_keys.iter().any(under)
+        self.local_paths().any(|p| is_below(p, dir))
+            || self.made.iter().any(|p| is_below(p, dir))
+            || self.new_keys.iter().any(under)
     }
 
     /// The scratch file at `path`.

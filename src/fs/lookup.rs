@@ -125,8 +125,9 @@ impl SecretFs {
             return self.find_in_version(dir, name);
         }
         let child_path = dir.join(name);
-        // What lives only in memory comes first.
-        if self.names.is_local_dir(&child_path) {
+        // What lives only in memory comes first, and a directory made
+        // with mkdir shows until rmdir, whatever the store holds.
+        if self.names.shows_dir(&child_path) {
             return Ok((Child::Dir(child_path), LOCAL_TTL));
         }
         if self.names.scratch(&child_path).is_some() {

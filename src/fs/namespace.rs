@@ -174,7 +174,20 @@ impl Namespace {
         self.lock().local.is_dir(path)
     }
 
-    /// Names of the directories living in memory directly under `dir`.
+    /// Whether `path` shows as a directory whatever the store holds: it
+    /// lives in memory, or was made with mkdir and not removed since.
+    pub fn shows_dir(&self, path: &SecretPath) -> bool {
+        self.lock().local.shows_dir(path)
+    }
+
+    /// `rmdir` removed `path` from the store: a directory made there with
+    /// mkdir is gone too.
+    pub fn unmake_dir(&self, path: &SecretPath) {
+        self.lock().local.unmake_dir(path)
+    }
+
+    /// Names of the directories living in memory, or made with mkdir and
+    /// not removed, directly under `dir`.
     pub fn local_dirs_in(&self, dir: &SecretPath) -> Vec<String> {
         self.lock().local.dirs_in(dir)
     }
@@ -337,6 +350,17 @@ impl Namespace {
         }
     }
 
+    /// The key named `at` was removed while programs hold it open: what
+    /// they write and close goes nowhere, and the name, should the key
+    /// come back (written elsewhere), leads to a new inode.
+    pub fn forsake_removed(&self, at: Name<'_>) {
+        let mut state = self.lock();
+        if let Some(ino) = state.inodes.lookup_name(at.parent, at.name) {
+            state.forsaken.insert(ino);
+            state.inodes.unname(at.parent, at.name);
+        }
+    }
+
     /// Whether `ino` is a file removed before it was written.
     pub fn is_forsaken(&self, ino: Ino) -> bool {
         self.lock().forsaken.contains(&ino)
@@ -374,6 +398,12 @@ impl Namespace {
     /// above it exist there now.
     pub fn secret_written(&self, secret: &SecretPath) {
         self.lock().local.secret_written(secret)
+    }
+
+    /// The store deleted `secret` when its last key was removed (KV v1
+    /// holds no secret without keys): its directory stays in memory.
+    pub fn secret_emptied(&self, secret: &SecretPath) {
+        self.lock().local.add_dir(secret.clone())
     }
 
     /// A write of the file at `path` (a file of `secret`) reached the store.

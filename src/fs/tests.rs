@@ -1270,6 +1270,41 @@ fn a_directory_made_here_stays_while_the_secret_above_it_is_deleted_elsewhere() 
 }
 
 #[test]
+fn a_directory_made_here_stays_when_the_last_secret_below_it_is_removed() {
+    // Issue 20 §2: `mkdir G G/a`, a key written in G/a, `rm G/a/k1`,
+    // `rmdir G/a`: the store then holds nothing under G, and G, which
+    // the user made and never removed, vanished (`ls G`: ENOENT).
+    for store in [MemoryStore::kv1(), MemoryStore::kv2()] {
+        let store = Arc::new(store);
+        store.put("base", json!({"x": "y"}));
+        let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+        for top in ["", "base"] {
+            let g = |rest: &str| format!("{top}/G{rest}");
+            fs.mkdir(path_ino(&fs, top).unwrap(), "G").unwrap();
+            fs.mkdir(path_ino(&fs, &g("")).unwrap(), "a").unwrap();
+            write_file(&fs, &g("/a/k1"), b"one").unwrap();
+            fs.unlink(path_ino(&fs, &g("/a")).unwrap(), "k1").unwrap();
+            fs.rmdir(path_ino(&fs, &g("")).unwrap(), "a").unwrap();
+            assert!(names(&fs, &g("")).is_empty());
+            assert!(names(&fs, top).contains(&("G".to_string(), true)));
+            fs.mkdir(path_ino(&fs, &g("")).unwrap(), "b").unwrap();
+            let parent = path_ino(&fs, top).unwrap();
+            assert_eq!(fs.mkdir(parent, "G").unwrap_err().errno(), libc::EEXIST);
+            assert_eq!(fs.rmdir(parent, "G").unwrap_err().errno(), libc::ENOTEMPTY);
+            fs.rmdir(path_ino(&fs, &g("")).unwrap(), "b").unwrap();
+            // Deleted elsewhere: it stays too.
+            write_file(&fs, &g("/k2"), b"two").unwrap();
+            store.remove(g("").trim_start_matches('/'));
+            clock.advance(Duration::from_secs(31));
+            assert!(names(&fs, &g("")).is_empty());
+            fs.rmdir(parent, "G").unwrap();
+            assert_eq!(path_ino(&fs, &g("")).unwrap_err().errno(), libc::ENOENT);
+            assert!(!names(&fs, top).iter().any(|(n, _)| n == "G"));
+        }
+    }
+}
+
+#[test]
 fn after_its_last_key_is_removed_a_directory_made_here_is_a_secret_rmdir_deletes() {
     let store = Arc::new(MemoryStore::kv1());
     store.put("app", json!({}));

@@ -2,7 +2,6 @@
 //! into as few store writes as possible, each one a read-modify-write of
 //! the whole secret with check-and-set (KV v2), retried on conflict.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
@@ -11,10 +10,10 @@ use super::handle::{Fh, Handle};
 use super::inode::{Ino, NodeKind};
 use super::local::{Fate, Scratch};
 use super::namespace::Name;
-use super::writers::{write_into, WriteBuffer};
+use super::writers::{write_into, Landed, WriteBuffer};
 use super::{lock, names, Attr, Child, FileRef, SecretFs};
 use crate::error::{Error, Result};
-use crate::store::{Secret, SecretData, SecretPath};
+use crate::store::{SecretData, SecretPath};
 
 /// Truncates or extends a scratch file to `size` bytes.
 pub(super) fn truncate_scratch(file: &Scratch, size: u64) {
@@ -66,13 +65,28 @@ impl SecretFs {
     }
 
     /// Commits a change to `secret` (see [`Writers::commit`]); what lived
-    /// only in memory above it now exists in the store.
+    /// only in memory above it now exists in the store. A secret the store
+    /// deleted because no key was left (KV v1) stays a directory in
+    /// memory, as an empty secret does in KV v2, until `rmdir`.
     pub(super) fn commit(
         &self,
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
-    ) -> Result<Arc<Secret>> {
-        let written = match self.writers.commit(&self.source, secret, change) {
+    ) -> Result<Landed> {
+        self.commit_unless(secret, || false, change)
+    }
+
+    /// [`commit`](Self::commit), unless `lost` (see [`Writers::commit_unless`]).
+    fn commit_unless(
+        &self,
+        secret: &SecretPath,
+        lost: impl FnOnce() -> bool,
+        change: impl FnMut(&mut SecretData) -> Result<()>,
+    ) -> Result<Landed> {
+        let written = match self
+            .writers
+            .commit_unless(&self.source, secret, lost, change)
+        {
             Ok(written) => written,
             Err(e @ Error::OutcomeUnknown(_)) => {
                 self.outcome_unknown(secret);
@@ -80,7 +94,11 @@ impl SecretFs {
             }
             Err(e) => return Err(e),
         };
-        self.names.secret_written(secret);
+        match &written {
+            Landed::Version(_) => self.names.secret_written(secret),
+            Landed::Deleted => self.names.secret_emptied(secret),
+            Landed::Nothing => {}
+        }
         Ok(written)
     }
 
@@ -122,7 +140,7 @@ impl SecretFs {
     }
 
     /// Writes `bytes` as the file's new content: one commit of its secret.
-    fn commit_file(&self, file: &FileRef, bytes: &[u8]) -> Result<Arc<Secret>> {
+    fn commit_file(&self, file: &FileRef, bytes: &[u8]) -> Result<Landed> {
         let view = self.views.get(file.view);
         self.commit(&file.secret, |data| {
             view.write(data, &file.name, bytes.to_vec())
@@ -211,20 +229,22 @@ impl SecretFs {
             Err(Error::TooBig(self.config.max_value_size))
         } else {
             let view = self.views.get(file.view);
-            self.commit(&file.secret, |data| {
-                // Asked under the secret's commit lock: a change closed
-                // before another writer's close lost to it (the last
-                // close wins), even when its commit comes later, as a
-                // RELEASE does.
-                if self.writers.superseded(*ino, buffer) {
+            // Asked under the secret's commit lock: a change closed
+            // before another writer's close lost to it (the last close
+            // wins), even when its commit comes later, as a RELEASE does.
+            let lost = || {
+                let lost = self.writers.superseded(*ino, buffer);
+                if lost {
                     tracing::debug!(path = %file.name, "a later close won: this change is not written");
-                    return Ok(());
                 }
+                lost
+            };
+            self.commit_unless(&file.secret, lost, |data| {
                 view.write(data, &file.name, bytes.to_vec())
             })
         };
-        let version = match result {
-            Ok(version) => version,
+        let landed = match result {
+            Ok(landed) => landed,
             Err(e) => {
                 lock(buffer).fail(e.clone());
                 return Err(e);
@@ -232,8 +252,12 @@ impl SecretFs {
         };
         // The kernel sized the file by what was written: the version just
         // committed is what its reads must serve.
-        self.names.show(*ino, version);
         lock(buffer).committed(&due);
+        let Landed::Version(version) = landed else {
+            // Lost to a later close: nothing of it is in the store.
+            return Ok(());
+        };
+        self.names.show(*ino, version);
         self.names
             .file_written(&file.secret, &self.file_path(&file));
         if self.names.is_forsaken(*ino) {
@@ -431,7 +455,7 @@ impl SecretFs {
             // A directory left by a (soft) deleted secret, holding nothing,
             // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
-                if !self.names.is_local_dir(&path)
+                if !self.names.shows_dir(&path)
                     && !self.secret_is_live(&path)?
                     && self.list_dir(&path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
@@ -469,8 +493,19 @@ impl SecretFs {
                 // The store known down: said at once, not after a timeout.
                 self.store_answers()?;
                 let view = self.views.get(file.view);
-                self.commit(&file.secret, |data| view.remove(data, &file.name))
-                    .map(drop)
+                self.commit(&file.secret, |data| view.remove(data, &file.name))?;
+                // As on a local disk, what programs still holding it open
+                // write and close goes nowhere: their closes must not
+                // write the removed key (and its secret) back.
+                let at = Name { parent, name };
+                if self
+                    .names
+                    .lookup_name(at)
+                    .is_some_and(|ino| self.writers.is_open(ino))
+                {
+                    self.names.forsake_removed(at);
+                }
+                Ok(())
             }
         }
     }
@@ -529,6 +564,8 @@ impl SecretFs {
         } else {
             self.source.forget_deleted(&path);
         }
+        // A directory made here with mkdir and written since is removed.
+        self.names.unmake_dir(&path);
         Ok(())
     }
 

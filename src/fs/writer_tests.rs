@@ -381,3 +381,91 @@ fn commit_locks_are_held_only_while_a_secret_is_being_committed() {
         assert_eq!(db[format!("K{t}")], json!("9"), "{db}");
     }
 }
+
+#[test]
+fn removing_the_last_key_of_a_kv1_secret_deletes_it_and_its_directory_stays_until_rmdir() {
+    // KV v1 refuses a secret without keys ("missing data fields"): `rm`
+    // of the last key failed with EINVAL.
+    let store = Arc::new(MemoryStore::kv1());
+    store.put("base/d", json!({"K": "v"}));
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let d = path_ino(&fs, "base/d").unwrap();
+    fs.unlink(d, "K").unwrap();
+    assert_eq!(store.get("base/d"), None);
+    let base = path_ino(&fs, "base").unwrap();
+    assert!(fs.lookup(base, "d").unwrap().is_dir);
+    assert_eq!(fs.mkdir(base, "d").unwrap_err().errno(), libc::EEXIST);
+    write_file(&fs, "base/d/L", b"again").unwrap();
+    assert_eq!(store.get("base/d"), Some(json!({"L": "again"})));
+    fs.unlink(path_ino(&fs, "base/d").unwrap(), "L").unwrap();
+    fs.rmdir(base, "d").unwrap();
+    assert_eq!(path_ino(&fs, "base/d").unwrap_err().errno(), libc::ENOENT);
+}
+
+#[test]
+fn a_change_that_lost_to_a_later_close_creates_no_empty_secret() {
+    // Two writers of a new key in a new directory: the first truncated
+    // and closed, the second wrote and closed (and failed). The first's
+    // change lost to the later close; its release wrote the secret with
+    // no key at all (KV v2: a version `{}`; KV v1: EINVAL).
+    for store in [MemoryStore::kv2(), MemoryStore::kv1()] {
+        let store = Arc::new(store);
+        store.put("base", json!({"x": "y"}));
+        let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+        let base = path_ino(&fs, "base").unwrap();
+        let d = fs.mkdir(base, "d").unwrap().ino;
+        let (attr, first) = fs.create(d, "K").unwrap();
+        fs.flush(first).unwrap();
+        let second = fs.open(attr.ino, true, true).unwrap();
+        fs.write_handle(second, 0, b"two").unwrap();
+        store.fail(
+            crate::store::memory::Call::Write,
+            Scope::Everywhere,
+            Error::PermissionDenied("policy".into()),
+        );
+        assert_eq!(fs.flush(second).unwrap_err().errno(), libc::EACCES);
+        fs.release(second);
+        store.heal();
+        let versions = store.versions_written();
+        fs.release(first);
+        assert_eq!(store.get("base/d"), None);
+        assert_eq!(store.versions_written(), versions);
+        assert!(fs.lookup(base, "d").unwrap().is_dir);
+    }
+}
+
+#[test]
+fn a_key_removed_while_writers_hold_it_open_is_not_written_back_by_their_close() {
+    // As on a local disk, what goes to a removed file is lost: `rm K`
+    // (and `rmdir` of its directory) while two programs write K, then
+    // they close. Their closes wrote K back, and its secret with it.
+    for closes_after_rmdir in [false, true] {
+        let store = seeded();
+        store.put("myapp/gone", json!({"K": "v"}));
+        let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+        let ino = path_ino(&fs, "myapp/gone/K").unwrap();
+        let a = fs.open(ino, true, true).unwrap();
+        let b = fs.open(ino, true, false).unwrap();
+        fs.write_handle(a, 0, b"one").unwrap();
+        fs.write_handle(b, 0, b"two").unwrap();
+        fs.unlink(path_ino(&fs, "myapp/gone").unwrap(), "K")
+            .unwrap();
+        let close = |fh| {
+            let r = fs.flush(fh);
+            fs.release(fh);
+            r
+        };
+        if !closes_after_rmdir {
+            close(a).unwrap();
+            close(b).unwrap();
+        }
+        let myapp = path_ino(&fs, "myapp").unwrap();
+        fs.rmdir(myapp, "gone").unwrap();
+        if closes_after_rmdir {
+            close(b).unwrap();
+            close(a).unwrap();
+        }
+        assert_eq!(store.get("myapp/gone"), None, "{closes_after_rmdir}");
+        assert_eq!(fs.lookup(myapp, "gone").unwrap_err().errno(), libc::ENOENT);
+    }
+}

@@ -209,6 +209,19 @@ pub fn write_into(buf: &mut Vec<u8>, offset: u64, bytes: &[u8], limit: u64) -> R
     Ok(())
 }
 
+/// What a commit left in the store.
+#[derive(Debug, Clone)]
+pub enum Landed {
+    /// This version of the secret (written, or found holding the change).
+    Version(Arc<Secret>),
+    /// No key was left of a secret the store cannot hold without keys
+    /// (KV v1): the secret was deleted.
+    Deleted,
+    /// Nothing was written: the change lost to a later close (see
+    /// [`Writers::commit_unless`]).
+    Nothing,
+}
+
 /// A write buffer shared by a handle and the operations that look at it.
 pub type SharedBuffer = Arc<Mutex<WriteBuffer>>;
 
@@ -351,6 +364,11 @@ impl Writers {
         Some(size)
     }
 
+    /// Whether some open file description writes `ino`.
+    pub fn is_open(&self, ino: Ino) -> bool {
+        lock(&self.open).contains_key(&ino)
+    }
+
     /// A writer of `ino` closed `buffer`; whether it was the last writer.
     pub fn leave(&self, ino: Ino, buffer: &SharedBuffer) -> bool {
         let mut open = lock(&self.open);
@@ -394,12 +412,30 @@ impl Writers {
         &self,
         source: &Source,
         secret: &SecretPath,
+        change: impl FnMut(&mut SecretData) -> Result<()>,
+    ) -> Result<Landed> {
+        self.commit_unless(source, secret, || false, change)
+    }
+
+    /// [`commit`](Self::commit), unless `lost` says, once this commit holds
+    /// the secret's commit lock, that the change lost to a later close:
+    /// then nothing is read or written ([`Landed::Nothing`]; a change that
+    /// lost must not create the secret, even without keys, where the
+    /// later close's commit failed or has not come yet).
+    pub fn commit_unless(
+        &self,
+        source: &Source,
+        secret: &SecretPath,
+        lost: impl FnOnce() -> bool,
         mut change: impl FnMut(&mut SecretData) -> Result<()>,
-    ) -> Result<Arc<Secret>> {
+    ) -> Result<Landed> {
         let _span = tracing::debug_span!("commit", path = %secret).entered();
         // Declared first, dropped last: after the lock below is released.
         let turn = CommitTurn::new(&self.commit_locks, secret);
         let _one_at_a_time = lock(&turn.lock);
+        if lost() {
+            return Ok(Landed::Nothing);
+        }
         let mut unanswered = None;
         let result = Self::attempts(source, secret, &mut change, &mut unanswered);
         match (result, unanswered) {
@@ -425,8 +461,9 @@ impl Writers {
         secret: &SecretPath,
         change: &mut impl FnMut(&mut SecretData) -> Result<()>,
         unanswered: &mut Option<Error>,
-    ) -> Result<Arc<Secret>> {
-        let check_and_set = source.capabilities().check_and_set;
+    ) -> Result<Landed> {
+        let capabilities = source.capabilities();
+        let check_and_set = capabilities.check_and_set;
         // What the write that got no answer would have left: found in the
         // store, it landed (a rename or a removal cannot be made again to
         // tell: its source is gone once it landed).
@@ -441,7 +478,7 @@ impl Writers {
                 if latest.keys == *sent {
                     tracing::debug!(attempt, "the write that got no answer had landed");
                     let latest = latest.clone();
-                    return source.found(secret, latest);
+                    return source.found(secret, latest).map(Landed::Version);
                 }
             }
             let when = match &latest {
@@ -454,13 +491,18 @@ impl Writers {
             };
             let mut data = latest.as_ref().map(|s| s.keys.clone()).unwrap_or_default();
             change(&mut data)?;
-            if let Some(latest) = latest {
+            if let Some(latest) = &latest {
                 if latest.keys == data {
                     // Nothing to change (the bytes it holds, or our write
                     // that got no answer): no new version.
                     tracing::debug!(attempt, "the store holds this already: nothing written");
-                    return source.found(secret, latest);
+                    return source.found(secret, latest.clone()).map(Landed::Version);
                 }
+            }
+            if data.is_empty() && latest.is_some() && !capabilities.empty_secrets {
+                tracing::debug!(attempt, "no key left: the secret is deleted");
+                source.delete(secret)?;
+                return Ok(Landed::Deleted);
             }
             // Part of the time is kept for finding out what became of a
             // write that gets no answer.
@@ -470,7 +512,7 @@ impl Writers {
             match written {
                 Ok(written) => {
                     tracing::debug!(attempt, revision = ?written.revision, "committed");
-                    return Ok(written);
+                    return Ok(Landed::Version(written));
                 }
                 Err(Error::CasConflict) => {
                     tracing::debug!(attempt, "check-and-set conflict: re-reading");

@@ -350,6 +350,11 @@ impl MemoryStore {
         lock(&self.policy).push((Paths::of(scope), may));
     }
 
+    /// Lifts every restriction [`MemoryStore::restrict`] set.
+    pub fn unrestrict(&self) {
+        lock(&self.policy).clear();
+    }
+
     /// Number of permission questions so far.
     pub fn permission_asks(&self) -> u64 {
         self.permission_asks.load(Ordering::SeqCst)
@@ -478,6 +483,7 @@ impl SecretStore for MemoryStore {
             versions: v2,
             metadata: v2,
             soft_delete: v2,
+            empty_secrets: v2,
         }
     }
 
@@ -584,6 +590,10 @@ impl SecretStore for MemoryStore {
         };
         if !holds {
             return Err(Error::CasConflict);
+        }
+        if data.is_empty() && self.kv == Engine::V1 {
+            // As OpenBao's KV v1 answers (HTTP 400).
+            return Err(Error::Invalid("missing data fields".into()));
         }
         let data: Data = data
             .iter()

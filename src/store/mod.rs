@@ -593,6 +593,10 @@ pub struct Capabilities {
     /// A delete is soft: the latest version is marked deleted and can be
     /// brought back, and folder listings keep naming the secret.
     pub soft_delete: bool,
+    /// A secret may hold no key (KV v2). KV v1 refuses a write without
+    /// data ("missing data fields"): a secret whose last key is removed
+    /// is deleted instead.
+    pub empty_secrets: bool,
 }
 
 /// What the credential in use may do to one secret, as the store says

@@ -76,6 +76,7 @@ impl SecretStore for Pending {
                 versions: false,
                 metadata: false,
                 soft_delete: false,
+                empty_secrets: false,
             })
     }
 

@@ -311,6 +311,8 @@ impl SecretStore for FileStore {
             metadata: true,
             // A deleted secret is no longer listed.
             soft_delete: false,
+            // A secret is a JSON object, which may be empty.
+            empty_secrets: true,
         }
     }
 

@@ -429,6 +429,7 @@ impl SecretStore for VaultStore {
             versions: v2,
             metadata: v2,
             soft_delete: v2,
+            empty_secrets: v2,
         }
     }
 
