@@ -88,6 +88,34 @@ fn a_token_without_list_rights_still_reads_known_paths() {
     assert_eq!(err.raw_os_error(), Some(libc::EACCES));
 }
 
+/// A policy that may read every secret but list none (`secret/data/*`):
+/// reading `myapp` as a secret answers 404, listing it answers 403. The
+/// folder may well exist, so `cat` of a key below it reads; it was ENOENT.
+#[test]
+fn a_token_that_reads_everything_and_lists_nothing_still_reads_known_paths() {
+    let bao = seeded();
+    let token = bao.token_with_policy(
+        "read-all-list-none",
+        r#"path "secret/data/*" { capabilities = ["read"] }"#,
+    );
+    let m = Mount::with_token(&bao, &token, "secret/", &[]);
+    assert_eq!(
+        std::fs::read(m.at("myapp/db/PASSWORD")).unwrap(),
+        b"hunter2",
+        "{}",
+        m.log()
+    );
+    assert_eq!(
+        std::fs::read(m.at("myapp/api/token/value")).unwrap(),
+        b"t0k"
+    );
+    let err = std::fs::read_dir(m.at("myapp")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    // A key the readable secret does not hold is still no file.
+    let err = std::fs::read(m.at("myapp/db/NOPE")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+}
+
 #[test]
 fn the_token_never_reaches_the_log_or_the_command_line() {
     let bao = seeded();

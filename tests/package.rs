@@ -139,6 +139,22 @@ fn the_package_installs_a_stripped_binary_that_mount_8_runs() {
             "{path} not in the package:\n{listing}"
         );
     }
+    // Every docs/ page README.md links to is where the link points.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let linked: Vec<&str> = readme
+        .split("](docs/")
+        .skip(1)
+        .filter_map(|rest| rest.split(['#', ')']).next())
+        .collect();
+    assert!(!linked.is_empty(), "README.md links to no docs/ page");
+    for page in linked {
+        let path = format!("./usr/share/doc/secretfs/docs/{page}");
+        assert!(
+            listing.contains(&path),
+            "README.md links to docs/{page}, which the package lacks at {path}"
+        );
+    }
     let depends = run_ok("dpkg-deb", &["-f", deb.to_str().expect("utf-8"), "Depends"]);
     assert!(depends.contains("fuse3"), "{depends}");
     let debug_listing = run_ok("dpkg-deb", &["-c", dbgsym.to_str().expect("utf-8")]);

@@ -173,6 +173,8 @@ impl SecretFs {
             Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
             other => Some(other?),
         };
+        // Whether `dir` is itself a secret we read (its keys are known).
+        let dir_is_secret = matches!(&secret, Some(Cached { value: Some(_), .. }));
         if let Some(secret) = secret {
             valid_for = valid_for.min(secret.valid_for);
             if let Some(s) = &secret.value {
@@ -209,9 +211,15 @@ impl SecretFs {
                 return Ok(found);
             }
             let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
-            if refused(as_secret.as_ref().err()) && refused(as_folder.as_ref().err()) {
+            // No secret of this name we may read (refused; or not found,
+            // below a folder rather than beside a secret's known keys): a
+            // folder we may not list may still be there.
+            let no_secret = refused(as_secret.as_ref().err())
+                || (!dir_is_secret && matches!(as_secret, Ok(Cached { value: None, .. })));
+            if no_secret && refused(as_folder.as_ref().err()) {
                 // We may not know: a directory that lists as EACCES, so that
-                // paths below it the token may read stay reachable.
+                // paths below it the token may read stay reachable (a
+                // policy that reads `secret/data/*` and lists nothing).
                 return Ok((Child::Dir(child_path), valid_for));
             }
             if let Err(e) = as_secret.and(as_folder.map(|_| ())) {

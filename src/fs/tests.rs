@@ -358,6 +358,28 @@ fn a_readable_secret_in_an_unlistable_folder_is_reachable() {
 }
 
 #[test]
+fn a_readable_secret_below_folders_no_one_may_list_is_reachable() {
+    // A policy that reads every secret (`secret/data/*`) and lists none:
+    // `myapp` is no secret (404) and may not be listed (403); it may well
+    // be a folder. It was ENOENT.
+    let store = seeded();
+    store.fail(
+        Call::List,
+        Scope::Everywhere,
+        Error::PermissionDenied("403".into()),
+    );
+    let fs = fs_over(store, "", Duration::from_secs(30));
+    assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
+    // Beside a secret's known keys, a name that is no secret is no file.
+    assert_eq!(
+        path_ino(&fs, "myapp/db/NOPE").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    assert_eq!(fs.opendir(myapp).unwrap_err().errno(), libc::EACCES);
+}
+
+#[test]
 fn many_threads_opening_one_cold_secret_make_one_read() {
     let store = seeded();
     let fs = Arc::new(fs_over(store.clone(), "", Duration::from_secs(30)));
