@@ -269,8 +269,16 @@ path "secret/metadata/api" { capabilities = ["list"] }
     );
     assert_eq!(errno_of_read(&m, "app/B"), Some(libc::EACCES));
     for key in ["app/A", "app/B"] {
-        let err = std::fs::metadata(m.at(key)).expect_err(key);
-        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{key}: {err}");
+        // The kernel may still hold the attributes it was given before
+        // (for at most the TTL, 1 s here): `stat` is refused once it asks.
+        eventually(
+            format!("stat {key} refused"),
+            Duration::from_secs(10),
+            || {
+                let errno = std::fs::metadata(m.at(key)).err()?.raw_os_error();
+                (errno == Some(libc::EACCES)).then_some(())
+            },
+        );
         let err = write_and_close(&m.at(key), b"x").expect_err(key);
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{key}: {err}");
     }
