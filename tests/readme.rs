@@ -405,13 +405,25 @@ fn the_readme_commands_run_as_shown() {
 }
 
 fn run_every_block(addr: String) {
+    // Opened before /tmp is replaced: the build (a clone under /tmp, as CI
+    // may make it) is out of sight once it is, so the blocks run a copy.
+    let mut built = std::fs::File::open(support::secretfs()).expect("the built secretfs");
     private_machine();
     let _unmount = Unmounter;
     let bin = Path::new("/tmp/readme/bin").to_path_buf();
     let home = Path::new("/tmp/readme/home").to_path_buf();
     std::fs::create_dir_all(&bin).expect("bin dir");
     std::fs::create_dir_all(&home).expect("home dir");
-    std::os::unix::fs::symlink(support::secretfs(), bin.join("secretfs")).expect("symlink");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(bin.join("secretfs"))
+            .expect("a copy of secretfs");
+        std::io::copy(&mut built, &mut copy).expect("copy secretfs");
+    }
     let shell = Shell { bin, home, addr };
     let mut skipped = Vec::new();
     for block in blocks(README) {
