@@ -338,6 +338,23 @@ fn the_helper_form_takes_relative_paths_from_the_caller_s_directory() {
     // mountinfo (and so `mount`, `umount`, `findmnt`) names it absolutely.
     assert!(is_mounted(&at), "{} is not in mountinfo", at.display());
     unmount_and_wait(&at);
+
+    // A templates folder named relatively.
+    std::fs::create_dir(cwd.join("tpl")).unwrap();
+    std::fs::write(cwd.join("tpl/pw.tmpl"), "{{ secret(\"app/db\").PASSWORD }}").unwrap();
+    let (status, stderr) = helper_form(
+        &bao,
+        cwd,
+        Some("root"),
+        &["secret/", "m/e1", "-o", "layout=templates:tpl"],
+    );
+    assert!(
+        status.success(),
+        "secretfs secret/ m/e1 -o layout=templates:tpl: {stderr}"
+    );
+    let at = cwd.join("m/e1");
+    assert_eq!(std::fs::read(at.join("pw")).unwrap(), b"hunter2");
+    unmount_and_wait(&at);
 }
 
 #[test]
