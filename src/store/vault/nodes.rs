@@ -376,20 +376,9 @@ mod tests {
     }
 
     fn redirecting(to: String) -> String {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for mut conn in listener.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}/v1/secret/data/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        addr
+        closing_after(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}/v1/secret/data/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
     }
 
     #[test]
@@ -418,7 +407,8 @@ mod tests {
     }
 
     /// A server that reads each request and then sends `answer` and closes.
-    fn closing_after(answer: &'static str) -> String {
+    fn closing_after(answer: impl Into<String>) -> String {
+        let answer = answer.into();
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
