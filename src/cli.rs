@@ -388,10 +388,18 @@ pub struct VaultArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "File store (file:PATH)")]
 pub struct AgeArgs {
-    /// age identity file (`AGE-SECRET-KEY-1...` lines, as age-keygen
-    /// writes them) that opens `file:` SOURCEs and layers.
+    /// Identity that opens `file:` SOURCEs and layers: an age identity
+    /// file (`AGE-SECRET-KEY-1...` lines, as age-keygen writes them), one
+    /// encrypted with `age -p`, or an OpenSSH private key (ed25519 or RSA,
+    /// e.g. ~/.ssh/id_ed25519).
     #[arg(long, env = "SECRETFS_AGE_IDENTITY_FILE", value_name = "PATH")]
     pub identity: Option<PathBuf>,
+
+    /// File holding the passphrase of a passphrase-protected --identity
+    /// (made with `age -p`, or an SSH key with a passphrase): its first
+    /// line. Never give the passphrase itself on the command line.
+    #[arg(long, env = "SECRETFS_AGE_PASSPHRASE_FILE", value_name = "PATH")]
+    pub identity_passphrase_file: Option<PathBuf>,
 }
 
 /// `secretfs store ...`.
@@ -405,11 +413,13 @@ pub enum StoreCommand {
     #[command(after_help = "Examples:\n  \
 secretfs store init file:app.age --identity key.txt      # makes key.txt when missing\n  \
 secretfs mount file:app.age /mnt --identity key.txt --writable\n  \
-secretfs store init file:team.age --recipient age1... --recipient age1...")]
+secretfs store init file:team.age --recipient age1... --recipient age1...\n  \
+secretfs store init file:app.age --identity ~/.ssh/id_ed25519 --recipient \"$(cat bob.pub)\"")]
     Init {
         /// The store to create: `file:PATH`.
         source: String,
-        /// An age recipient (`age1...`), repeatable.
+        /// A recipient, repeatable: an age public key (`age1...`) or an
+        /// SSH public key (`ssh-ed25519 AAAA...`, `ssh-rsa AAAA...`).
         #[arg(long = "recipient", value_name = "RECIPIENT", action = clap::ArgAction::Append)]
         recipients: Vec<String>,
         #[command(flatten)]

@@ -81,7 +81,12 @@ fn main() -> ExitCode {
             source,
             recipients,
             age,
-        }) => match secretfs::store::file::init(&source, &recipients, age.identity.as_deref()) {
+        }) => match secretfs::store::file::init(
+            &source,
+            &recipients,
+            age.identity.as_deref(),
+            age.identity_passphrase_file.as_deref(),
+        ) {
             Ok(path) => {
                 eprintln!("secretfs: created the empty store {}", path.display());
                 ExitCode::SUCCESS

@@ -101,6 +101,7 @@ fn absolute_paths(args: &mut MountArgs) {
     }
     fix(&mut vault.jwt_file);
     fix_opt(&mut args.age.identity);
+    fix_opt(&mut args.age.identity_passphrase_file);
     fix_opt(&mut args.service.audit_log);
     args.service.allow_file.iter_mut().for_each(fix);
     if let Some(crate::hook::Hook::Signal { pidfile, .. }) = &mut args.service.on_change {
@@ -154,6 +155,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     let vault = || vault_settings(&args.vault);
     let files = store::file::FileSettings {
         identity: args.age.identity.clone(),
+        passphrase_file: args.age.identity_passphrase_file.clone(),
         timeout: args.vault.timeout,
     };
     let connected = if args.layer.is_empty() {

@@ -337,7 +337,14 @@ fn a_wrong_identity_fails_the_mount_with_one_line() {
         .args(&["--identity", s(&other.key)])
         .fail();
     assert!(!status.success());
-    assert!(stderr.contains("no identity given opens"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no identity in {} opens {}",
+            other.key.display(),
+            file.display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// Unmounts a mount made in the background (the mount-helper form), so a
@@ -434,4 +441,476 @@ fn metrics_count_the_file_stores_requests() {
     assert!(reads >= 1.0, "no store read counted: {body}");
     assert!(body.contains("secretfs_store_up 1"), "{body}");
     assert!(!body.contains("hunter2") && !body.contains("app/db"));
+}
+
+/// `user.secretfs.NAME` of `path`, or the errno that refuses it.
+fn xattr(path: &Path, name: &str) -> String {
+    let out = run(
+        "getfattr",
+        &[
+            "--only-values",
+            "-n",
+            &format!("user.secretfs.{name}"),
+            s(path),
+        ],
+    );
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        format!(
+            "({})",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .rsplit(": ")
+                .next()
+                .unwrap_or("")
+        )
+    }
+}
+
+/// What reading `rel` gives: its bytes, or the errno.
+fn outcome(m: &Mount, rel: &str) -> String {
+    match std::fs::read(m.at(rel)) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// A secret's life through a writable mount (keys written, a key removed,
+/// the secret deleted, written again) and what each step shows: the
+/// version, the keys, the older versions as `P@N`, the metadata.
+fn deletion_transcript(m: &Mount) -> Vec<String> {
+    let mut t = Vec::new();
+    let version = |t: &mut Vec<String>, step: &str| -> u64 {
+        let v = xattr(&m.at("app/db"), "version");
+        t.push(format!("{step}: version {v}"));
+        v.parse()
+            .unwrap_or_else(|_| panic!("{step}: no version: {v}"))
+    };
+    std::fs::create_dir_all(m.at("app/db")).expect("mkdir");
+    write_and_close(&m.at("app/db/PASSWORD"), b"one").expect("write");
+    write_and_close(&m.at("app/db/USER"), b"app").expect("write");
+    write_and_close(&m.at("app/db/PASSWORD"), b"two").expect("write");
+    run_ok(
+        "setfattr",
+        &[
+            "-n",
+            "user.secretfs.meta.owner",
+            "-v",
+            "ops",
+            s(&m.at("app/db")),
+        ],
+    );
+    let written = version(&mut t, "written");
+    // A key removed: a new version without it; the one before keeps it.
+    std::fs::remove_file(m.at("app/db/USER")).expect("rm USER");
+    let removed = version(&mut t, "rm USER");
+    t.push(format!("keys {:?}", names(&m.at("app/db"))));
+    t.push(format!(
+        "before: USER {}",
+        outcome(m, &format!("app/db@{written}/USER"))
+    ));
+    t.push(format!(
+        "after: USER {}",
+        outcome(m, &format!("app/db@{removed}/USER"))
+    ));
+    // The last key, then the secret.
+    std::fs::remove_file(m.at("app/db/PASSWORD")).expect("rm PASSWORD");
+    let emptied = version(&mut t, "rm PASSWORD");
+    std::fs::remove_dir(m.at("app/db")).expect("rmdir");
+    t.push(format!("root {:?}", names(m.path())));
+    t.push(format!("deleted: {}", outcome(m, "app/db/PASSWORD")));
+    t.push(format!(
+        "deleted version: {}",
+        outcome(m, &format!("app/db@{emptied}/PASSWORD"))
+    ));
+    t.push(format!(
+        "older: {}",
+        outcome(m, &format!("app/db@{removed}/PASSWORD"))
+    ));
+    t.push(format!(
+        "older xattr: {}",
+        xattr(&m.at(&format!("app/db@{removed}")), "version")
+    ));
+    // Written again: the numbering goes on, the metadata was kept.
+    std::fs::create_dir_all(m.at("app/db")).expect("mkdir again");
+    write_and_close(&m.at("app/db/PASSWORD"), b"three").expect("write again");
+    let again = version(&mut t, "written again");
+    t.push(format!("numbering goes on: {}", again > emptied));
+    t.push(format!("meta: {}", xattr(&m.at("app/db"), "meta.owner")));
+    t.push(format!("keys {:?}", names(&m.at("app/db"))));
+    t.push(format!("root {:?}", names(m.path())));
+    t
+}
+
+#[test]
+fn removing_keys_and_secrets_shows_as_on_openbao_kv_v2() {
+    let bao = Bao::start();
+    let on_bao = Mount::new(&bao, "secret/cmp", &["--writable", "--ttl", "1s"]);
+    let expected = deletion_transcript(&on_bao);
+    // The store itself: the latest version deleted, not destroyed.
+    let (code, meta) = bao.api("GET", "secret/metadata/cmp/app/db", None);
+    assert_eq!(code, 200, "{meta}");
+    let age = Age::new();
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {}}), &file);
+    let on_file = age.mount(&file, &["--writable"]);
+    let got = deletion_transcript(&on_file);
+    assert_eq!(got, expected, "the file store differs from KV v2");
+    // Older versions stay readable after the delete, on both.
+    assert!(expected.iter().any(|l| l == "older: two"), "{expected:?}");
+    assert!(
+        expected.iter().any(|l| l == "deleted version: errno 2"),
+        "{expected:?}"
+    );
+    // In the file, as in KV v2's metadata: the deleted version is marked,
+    // its data kept.
+    let doc = age.decrypt(&file);
+    let versions = doc["secrets"]["app/db"]["versions"]
+        .as_array()
+        .expect("versions");
+    let deleted: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v["deleted_time"].is_string())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{doc}");
+    let bao_deleted = meta["data"]["versions"]
+        .as_object()
+        .expect("versions")
+        .iter()
+        .filter(|(_, v)| v["deletion_time"].as_str().is_some_and(|t| !t.is_empty()))
+        .map(|(n, _)| n.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(bao_deleted, [deleted[0]["version"].to_string()], "{meta}");
+}
+
+/// An SSH key made with ssh-keygen (`-N ""`: none) in `dir`.
+fn ssh_keygen(dir: &Path, kind: &str, passphrase: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("id_{kind}"));
+    let mut args = vec![
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        "me@test",
+        "-f",
+        s(&key),
+    ];
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    run_ok("ssh-keygen", &args);
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .expect("the .pub file")
+        .trim()
+        .to_string();
+    (key, public)
+}
+
+fn mount_with(file: &Path, identity: &Path, args: &[&str]) -> Mount {
+    let mut all = vec!["--identity", s(identity), "--ttl", "1s"];
+    all.extend_from_slice(args);
+    Mount::builder_without_server(&format!("file:{}", file.display()))
+        .args(&all)
+        .start()
+}
+
+/// A store made by `secretfs store init --identity` an SSH key and
+/// written through a mount decrypts with `age -d -i` that key; a file
+/// made with `age -R key.pub` mounts with it.
+fn an_ssh_key_works_both_ways_with_the_age_tool(kind: &str) {
+    let age = Age::new();
+    let (key, public) = ssh_keygen(age.dir.path(), kind, "");
+    let file = age.path("app.age");
+    let source = format!("file:{}", file.display());
+    run_ok(
+        support::secretfs(),
+        &["store", "init", &source, "--identity", s(&key)],
+    );
+    let m = mount_with(&file, &key, &["--writable"]);
+    std::fs::create_dir_all(m.at("app/db")).expect("mkdir");
+    write_and_close(&m.at("app/db/PASSWORD"), b"s3cret").expect("write");
+    drop(m);
+    let doc: Value =
+        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&key), s(&file)])).expect("JSON");
+    let versions = doc["secrets"]["app/db"]["versions"]
+        .as_array()
+        .expect("versions");
+    assert_eq!(versions[0]["data"], json!({"PASSWORD": "s3cret"}));
+    // The recipient kept is the public key, without its comment.
+    let without_comment = public.rsplit_once(' ').map_or(&*public, |(k, _)| k);
+    assert_eq!(doc["recipients"], json!([without_comment]));
+    // The other way: made by the age tool for the .pub file.
+    let other = age.path("other.age");
+    let plain = age.path("plain.json");
+    std::fs::write(
+        &plain,
+        r#"{"secrets": {"db": {"data": {"k": "from-age"}}}}"#,
+    )
+    .expect("write");
+    run_ok(
+        "age",
+        &[
+            "-R",
+            s(&key.with_extension("pub")),
+            "-o",
+            s(&other),
+            s(&plain),
+        ],
+    );
+    let m = mount_with(&other, &key, &["--writable"]);
+    assert_eq!(read(&m, "db/k"), "from-age");
+    // A write encrypts it again to the key that opened it (the file
+    // names no recipients): age still opens it.
+    write_and_close(&m.at("db/k"), b"from-secretfs").expect("write");
+    let doc: Value =
+        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&key), s(&other)])).expect("JSON");
+    let last = doc["secrets"]["db"]["versions"]
+        .as_array()
+        .and_then(|v| v.last().cloned());
+    assert_eq!(
+        last.map(|v| v["data"].clone()),
+        Some(json!({"k": "from-secretfs"}))
+    );
+    assert!(!m.log().contains("from-age"), "a value reached the log");
+}
+
+#[test]
+fn an_ssh_ed25519_key_works_both_ways_with_the_age_tool() {
+    an_ssh_key_works_both_ways_with_the_age_tool("ed25519");
+}
+
+#[test]
+fn an_ssh_rsa_key_works_both_ways_with_the_age_tool() {
+    an_ssh_key_works_both_ways_with_the_age_tool("rsa");
+}
+
+#[test]
+fn store_init_takes_ssh_recipients_beside_an_age_identity() {
+    let age = Age::new();
+    let (ssh_key, ssh_public) = ssh_keygen(age.dir.path(), "ed25519", "");
+    let file = age.path("team.age");
+    let source = format!("file:{}", file.display());
+    run_ok(
+        support::secretfs(),
+        &[
+            "store",
+            "init",
+            &source,
+            "--identity",
+            s(&age.key),
+            "--recipient",
+            &ssh_public,
+        ],
+    );
+    // Both open it, with the age tool.
+    let by_ssh = run_ok("age", &["-d", "-i", s(&ssh_key), s(&file)]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&by_ssh).expect("JSON"),
+        age.decrypt(&file)
+    );
+    // A write through a mount with the age key keeps the SSH recipient.
+    let m = age.mount(&file, &["--writable"]);
+    std::fs::create_dir_all(m.at("db")).expect("mkdir");
+    write_and_close(&m.at("db/k"), b"v").expect("write");
+    let by_ssh: Value =
+        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&ssh_key), s(&file)])).expect("JSON");
+    assert!(by_ssh["secrets"]["db"].is_object(), "{by_ssh}");
+    // A recipient that is no key: one line, naming it.
+    let out = run(
+        support::secretfs(),
+        &[
+            "store",
+            "init",
+            &format!("file:{}", age.path("bad.age").display()),
+            "--recipient",
+            "ssh-ed25519 nope",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not an SSH public key"), "{stderr}");
+}
+
+#[test]
+fn a_passphrase_protected_ssh_key_opens_with_its_passphrase_file() {
+    let age = Age::new();
+    let (key, _) = ssh_keygen(age.dir.path(), "ed25519", "correct horse");
+    let file = age.path("app.age");
+    let plain = age.path("plain.json");
+    std::fs::write(&plain, r#"{"secrets": {"db": {"data": {"k": "v"}}}}"#).expect("write");
+    run_ok(
+        "age",
+        &[
+            "-R",
+            s(&key.with_extension("pub")),
+            "-o",
+            s(&file),
+            s(&plain),
+        ],
+    );
+    let source = format!("file:{}", file.display());
+    // Without it: one line saying how to give it.
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&["--identity", s(&key)])
+        .fail();
+    assert!(!status.success());
+    assert!(stderr.contains("--identity-passphrase-file"), "{stderr}");
+    // Wrong: said, and not quoted.
+    let pass = age.path("pass.txt");
+    std::fs::write(&pass, "hunter2\n").expect("write");
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&[
+            "--identity",
+            s(&key),
+            "--identity-passphrase-file",
+            s(&pass),
+        ])
+        .fail();
+    assert!(!status.success());
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // Right, from the flag and from the environment.
+    std::fs::write(&pass, "correct horse\n").expect("write");
+    let m = mount_with(&file, &key, &["--identity-passphrase-file", s(&pass)]);
+    assert_eq!(read(&m, "db/k"), "v");
+    assert!(
+        !m.log().contains("correct horse"),
+        "the passphrase reached the log"
+    );
+    drop(m);
+    let m = Mount::builder_without_server(&source)
+        .args(&["--identity", s(&key), "--ttl", "1s"])
+        .env("SECRETFS_AGE_PASSPHRASE_FILE", &pass)
+        .start();
+    assert_eq!(read(&m, "db/k"), "v");
+}
+
+/// `age -p`, which reads the passphrase from a terminal: script(1) gives
+/// it one, whose input is the passphrase twice.
+fn age_p(input: &Path, output: &Path, passphrase: &str) {
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("age -p -o {} {}", support::q(output), support::q(input)),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(format!("{passphrase}\n{passphrase}\n").as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .expect("script(1) runs age -p");
+    assert!(out.status.success(), "age -p: {out:?}");
+    let head = std::fs::read(output).expect("age -p wrote its output");
+    assert!(
+        head.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+        "not a passphrase-encrypted age file"
+    );
+}
+
+#[test]
+fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
+    let age = Age::new();
+    let encrypted = age.path("key.txt.age");
+    age_p(&age.key, &encrypted, "correct horse");
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
+    let pass = age.path("pass.txt");
+    std::fs::write(&pass, "correct horse\n").expect("write");
+    let m = mount_with(
+        &file,
+        &encrypted,
+        &["--identity-passphrase-file", s(&pass), "--writable"],
+    );
+    assert_eq!(read(&m, "db/k"), "v");
+    write_and_close(&m.at("db/k"), b"w").expect("write");
+    assert!(
+        !m.log().contains("correct horse"),
+        "the passphrase reached the log"
+    );
+    drop(m);
+    // What it wrote, the age tool reads with the plain key.
+    let doc = age.decrypt(&file);
+    let last = doc["secrets"]["db"]["versions"]
+        .as_array()
+        .and_then(|v| v.last().cloned());
+    assert_eq!(last.map(|v| v["data"].clone()), Some(json!({"k": "w"})));
+    // Missing, wrong: one line each.
+    let source = format!("file:{}", file.display());
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&["--identity", s(&encrypted)])
+        .fail();
+    assert!(!status.success());
+    assert!(stderr.contains("--identity-passphrase-file"), "{stderr}");
+    std::fs::write(&pass, "wrong\n").expect("write");
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&[
+            "--identity",
+            s(&encrypted),
+            "--identity-passphrase-file",
+            s(&pass),
+        ])
+        .fail();
+    assert!(!status.success());
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    // store init takes it too.
+    std::fs::write(&pass, "correct horse\n").expect("write");
+    let new = age.path("new.age");
+    run_ok(
+        support::secretfs(),
+        &[
+            "store",
+            "init",
+            &format!("file:{}", new.display()),
+            "--identity",
+            s(&encrypted),
+            "--identity-passphrase-file",
+            s(&pass),
+        ],
+    );
+    assert_eq!(
+        age.decrypt(&new),
+        json!({"secretfs": 1, "recipients": [age.recipient], "secrets": {}})
+    );
+}
+
+#[test]
+fn an_unsupported_ssh_key_or_a_wrong_key_fails_the_mount_with_one_line() {
+    let age = Age::new();
+    let (ecdsa, _) = ssh_keygen(age.dir.path(), "ecdsa", "");
+    let file = age.path("app.age");
+    age.encrypt(&json!({"secrets": {}}), &file);
+    let source = format!("file:{}", file.display());
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&["--identity", s(&ecdsa)])
+        .fail();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("unsupported SSH key type ecdsa"),
+        "{stderr}"
+    );
+    // An SSH key the file is not encrypted to: names both files.
+    let (ed, _) = ssh_keygen(age.dir.path(), "ed25519", "");
+    let (status, stderr) = Mount::builder_without_server(&source)
+        .args(&["--identity", s(&ed)])
+        .fail();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "no identity in {} opens {}",
+            ed.display(),
+            file.display()
+        )),
+        "{stderr}"
+    );
 }

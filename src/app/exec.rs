@@ -10,6 +10,7 @@ pub fn run(args: ExecArgs) -> u8 {
     crate::hardening::no_dumps();
     let files = crate::store::file::FileSettings {
         identity: args.age.identity.clone(),
+        passphrase_file: args.age.identity_passphrase_file.clone(),
         timeout: args.vault.timeout,
     };
     let vault_args = args.vault;

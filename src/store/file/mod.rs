@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use age::x25519;
-
 use super::{
     Capabilities, Connected, Health, ListEntry, Listing, Permissions, Precondition, Revision,
     Secret, SecretData, SecretPath, SecretStore,
@@ -36,8 +34,12 @@ pub const SCHEME: &str = "file:";
 /// How to open `file:` SOURCEs, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct FileSettings {
-    /// The age identity file (`--identity`, `SECRETFS_AGE_IDENTITY_FILE`).
+    /// The age identity file (`--identity`, `SECRETFS_AGE_IDENTITY_FILE`):
+    /// age-keygen's, one encrypted with `age -p`, or an OpenSSH key.
     pub identity: Option<PathBuf>,
+    /// The file holding the identity file's passphrase
+    /// (`--identity-passphrase-file`, `SECRETFS_AGE_PASSPHRASE_FILE`).
+    pub passphrase_file: Option<PathBuf>,
     /// How long a write waits for another writer's lock.
     pub timeout: Duration,
 }
@@ -87,7 +89,10 @@ pub fn connect(
             "{source}: no age identity: give --identity FILE (-o identity=FILE) or SECRETFS_AGE_IDENTITY_FILE"
         )));
     };
-    let store = FileStore::open(&parsed.path, identity, settings.timeout)
+    let passphrase = crypt::Passphrase {
+        file: settings.passphrase_file.as_deref(),
+    };
+    let store = FileStore::open(&parsed.path, identity, &passphrase, settings.timeout)
         .map_err(|e| StartError::Store(format!("{source}: {e}")))?;
     tracing::info!(file = %store.path.display(), folder = %parsed.folder, "opened the store file");
     Ok(Some(Connected {
@@ -96,15 +101,18 @@ pub fn connect(
     }))
 }
 
-/// `secretfs store init file:PATH [--recipient age1...] [--identity FILE]`:
-/// creates an empty store encrypted to `recipients` and to the identities
-/// of `identity` (all kept in it for later writes); an identity file that
-/// does not exist is made first, with a new key. Refuses to overwrite a
-/// store file. The `Err` is one line for stderr.
+/// `secretfs store init file:PATH [--recipient R] [--identity FILE]`:
+/// creates an empty store encrypted to `recipients` (`age1...`, SSH
+/// public keys) and to the identities of `identity` (all kept in it for
+/// later writes); an identity file that does not exist is made first,
+/// with a new age key. `passphrase_file` holds the passphrase of an
+/// encrypted identity file or SSH key. Refuses to overwrite a store
+/// file. The `Err` is one line for stderr.
 pub fn init(
     source: &str,
     recipients: &[String],
     identity: Option<&Path>,
+    passphrase_file: Option<&Path>,
 ) -> std::result::Result<PathBuf, String> {
     let parsed = FileSource::parse(source)
         .ok_or_else(|| format!("{source}: a store file is named file:PATH"))?;
@@ -119,24 +127,31 @@ pub fn init(
         return Err(exists(&parsed.path));
     }
     let mut recipients: Vec<String> = recipients.iter().map(|r| r.trim().to_string()).collect();
+    let mut keys = recipients
+        .iter()
+        .map(|r| crypt::parse_recipient(r))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     if let Some(identity) = identity {
         if !identity.exists() {
             crypt::new_identity_file(identity)?;
         }
-        for id in crypt::read_identities(identity)? {
-            let public = id.to_public().to_string();
-            if !recipients.contains(&public) {
-                recipients.push(public);
+        let passphrase = crypt::Passphrase {
+            file: passphrase_file,
+        };
+        for id in crypt::read_identities(identity, &passphrase)? {
+            let key = id.recipient()?;
+            if !keys.iter().any(|k| k.canonical() == key.canonical()) {
+                recipients.push(id.public().to_string());
+                keys.push(key);
             }
         }
     }
     if recipients.is_empty() {
-        return Err("give --identity FILE (made when missing) or --recipient age1...".into());
+        return Err(
+            "give --identity FILE (made when missing) or --recipient (age1... or an SSH public key)"
+                .into(),
+        );
     }
-    let keys = recipients
-        .iter()
-        .map(|r| crypt::parse_recipient(r))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
     let doc = Document::empty(recipients);
     let file = crypt::encrypt(&keys, &doc.to_bytes()).map_err(|e| e.to_string())?;
     let path = &parsed.path;
@@ -179,23 +194,32 @@ struct Loaded {
 /// Secrets kept in one age-encrypted file.
 pub struct FileStore {
     path: PathBuf,
-    identities: Vec<x25519::Identity>,
+    /// The identity file the identities came from (named in errors).
+    identity_file: PathBuf,
+    identities: Vec<crypt::Key>,
     timeout: Duration,
     loaded: Mutex<Option<Loaded>>,
 }
 
 impl FileStore {
-    /// Opens the store file at `path` with the identities of the age
-    /// identity file `identity`, and reads it once (so that a wrong key
-    /// or a broken file fails the start). `timeout` bounds the wait for
+    /// Opens the store file at `path` with the identities of the
+    /// identity file `identity` (its passphrase, when it has one, as
+    /// `passphrase` says), and reads it once (so that a wrong key or a
+    /// broken file fails the start). `timeout` bounds the wait for
     /// another writer's lock.
-    pub fn open(path: &Path, identity: &Path, timeout: Duration) -> Result<FileStore, String> {
-        let identities = crypt::read_identities(identity)?;
+    pub fn open(
+        path: &Path,
+        identity: &Path,
+        passphrase: &crypt::Passphrase<'_>,
+        timeout: Duration,
+    ) -> Result<FileStore, String> {
+        let identities = crypt::read_identities(identity, passphrase)?;
         // Absolute: the daemon may move to another directory.
         let path =
             std::path::absolute(path).map_err(|e| format!("store file {}: {e}", path.display()))?;
         let store = FileStore {
             path,
+            identity_file: identity.to_path_buf(),
             identities,
             timeout,
             loaded: Mutex::new(None),
@@ -221,7 +245,14 @@ impl FileStore {
             let bytes = std::fs::read(&self.path).map_err(|e| {
                 replace::io_error(&format!("store file {}", self.path.display()), &e)
             })?;
-            let plain = crypt::decrypt(&self.identities, &bytes)?;
+            let plain = crypt::decrypt(&self.identities, &bytes).map_err(|e| match e {
+                Error::PermissionDenied(_) => Error::PermissionDenied(format!(
+                    "no identity in {} opens {} (it is encrypted to other recipients)",
+                    self.identity_file.display(),
+                    self.path.display()
+                )),
+                other => other,
+            })?;
             let doc = Document::parse(&plain)?;
             if state.is_some() {
                 tracing::info!(file = %self.path.display(), "the store file changed: read again");
@@ -268,8 +299,12 @@ impl FileStore {
     /// Whom a write encrypts to: the document's recipients, which must
     /// include one of our identities (else we could not read back what we
     /// write); the identities' own public keys when it names none.
-    fn recipients(&self, doc: &Document) -> Result<Vec<x25519::Recipient>> {
-        let ours: Vec<x25519::Recipient> = self.identities.iter().map(|i| i.to_public()).collect();
+    fn recipients(&self, doc: &Document) -> Result<Vec<crypt::Recipient>> {
+        let ours = self
+            .identities
+            .iter()
+            .map(|i| i.recipient().map_err(Error::Protocol))
+            .collect::<Result<Vec<_>>>()?;
         if doc.recipients.is_empty() {
             return Ok(ours);
         }
@@ -278,8 +313,10 @@ impl FileStore {
             .iter()
             .map(|r| crypt::parse_recipient(r).map_err(Error::Protocol))
             .collect::<Result<Vec<_>>>()?;
-        let own = ours.iter().map(ToString::to_string).collect::<Vec<_>>();
-        if !theirs.iter().any(|r| own.contains(&r.to_string())) {
+        if !theirs
+            .iter()
+            .any(|r| ours.iter().any(|o| o.canonical() == r.canonical()))
+        {
             return Err(Error::NotPermitted(
                 "the store file's recipients do not include the identity in use: it could not read back what it writes",
             ));

@@ -1,10 +1,19 @@
 use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
+use age::x25519;
 use serde_json::json;
 
 use super::*;
 use crate::store::SecretValue;
+
+/// No passphrase file.
+const NO_PASSPHRASE: crypt::Passphrase<'static> = crypt::Passphrase { file: None };
+
+/// `id`'s public key as a recipient.
+fn recipient(id: &x25519::Identity) -> crypt::Recipient {
+    crypt::parse_recipient(&id.to_public().to_string()).unwrap()
+}
 
 /// A store file made by `init`, and the identity file that opens it.
 struct Fixture {
@@ -21,13 +30,18 @@ fn fixture() -> Fixture {
     std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
     let file = dir.path().join("app.age");
     let source = format!("file:{}", file.display());
-    init(&source, &[id.to_public().to_string()], None).unwrap();
+    init(&source, &[id.to_public().to_string()], None, None).unwrap();
     Fixture { dir, file, key, id }
 }
 
 impl Fixture {
     fn open(&self) -> FileStore {
-        match FileStore::open(&self.file, &self.key, Duration::from_secs(5)) {
+        match FileStore::open(
+            &self.file,
+            &self.key,
+            &NO_PASSPHRASE,
+            Duration::from_secs(5),
+        ) {
             Ok(s) => s,
             Err(e) => panic!("cannot open the store: {e}"),
         }
@@ -36,7 +50,7 @@ impl Fixture {
     /// The file's plaintext, as `age -d` shows it.
     fn plaintext(&self) -> serde_json::Value {
         let plain = crypt::decrypt(
-            std::slice::from_ref(&self.id),
+            &[crypt::Key::x25519(self.id.clone())],
             &std::fs::read(&self.file).unwrap(),
         )
         .unwrap();
@@ -45,7 +59,7 @@ impl Fixture {
 
     /// Replaces the file as someone else would (`age -r`), in place.
     fn rewrite(&self, doc: serde_json::Value) {
-        let file = crypt::encrypt(&[self.id.to_public()], doc.to_string().as_bytes()).unwrap();
+        let file = crypt::encrypt(&[recipient(&self.id)], doc.to_string().as_bytes()).unwrap();
         std::fs::write(&self.file, file).unwrap();
     }
 }
@@ -200,7 +214,7 @@ fn a_file_it_cannot_open_fails_as_the_store_saying_no() {
     let f = fixture();
     let s = f.open();
     let other = x25519::Identity::generate();
-    let file = crypt::encrypt(&[other.to_public()], b"{}").unwrap();
+    let file = crypt::encrypt(&[recipient(&other)], b"{}").unwrap();
     std::fs::write(&f.file, file).unwrap();
     assert!(matches!(
         s.read(&SecretPath::parse("a")),
@@ -212,7 +226,7 @@ fn a_file_it_cannot_open_fails_as_the_store_saying_no() {
     std::fs::remove_file(&f.file).unwrap();
     assert!(s.health().is_err());
     // And it does not start.
-    assert!(FileStore::open(&f.file, &f.key, Duration::from_secs(1)).is_err());
+    assert!(FileStore::open(&f.file, &f.key, &NO_PASSPHRASE, Duration::from_secs(1)).is_err());
 }
 
 #[test]
@@ -258,12 +272,12 @@ fn two_writers_on_one_file_lose_nothing() {
 fn init_refuses_an_existing_file_and_needs_a_recipient() {
     let f = fixture();
     let source = format!("file:{}", f.file.display());
-    let err = init(&source, &[f.id.to_public().to_string()], None).unwrap_err();
+    let err = init(&source, &[f.id.to_public().to_string()], None, None).unwrap_err();
     assert!(err.contains("exists"), "{err}");
     let new = format!("file:{}", f.dir.path().join("new.age").display());
-    assert!(init(&new, &[], None).is_err());
-    assert!(init(&new, &["age1nope".into()], None).is_err());
-    assert!(init("secret/app", &[f.id.to_public().to_string()], None).is_err());
+    assert!(init(&new, &[], None, None).is_err());
+    assert!(init(&new, &["age1nope".into()], None, None).is_err());
+    assert!(init("secret/app", &[f.id.to_public().to_string()], None, None).is_err());
 }
 
 #[test]
@@ -271,13 +285,13 @@ fn init_with_a_missing_identity_file_makes_a_key_that_opens_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.txt");
     let file = dir.path().join("app.age");
-    init(&format!("file:{}", file.display()), &[], Some(&key)).unwrap();
+    init(&format!("file:{}", file.display()), &[], Some(&key), None).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let Ok(s) = FileStore::open(&file, &key, Duration::from_secs(1)) else {
+    let Ok(s) = FileStore::open(&file, &key, &NO_PASSPHRASE, Duration::from_secs(1)) else {
         panic!("the new key does not open the new store");
     };
     s.write(
