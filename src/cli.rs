@@ -396,8 +396,9 @@ pub struct AgeArgs {
     pub identity: Option<PathBuf>,
 
     /// File holding the passphrase of a passphrase-protected --identity
-    /// (made with `age -p`, or an SSH key with a passphrase): its first
-    /// line. Never give the passphrase itself on the command line.
+    /// (made with `age -p`, or an SSH key with a passphrase): its
+    /// content, less a trailing newline. The passphrase itself is never
+    /// taken on the command line.
     #[arg(long, env = "SECRETFS_AGE_PASSPHRASE_FILE", value_name = "PATH")]
     pub identity_passphrase_file: Option<PathBuf>,
 }

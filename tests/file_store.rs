@@ -532,10 +532,16 @@ fn deletion_transcript(m: &Mount) -> Vec<String> {
         "older xattr: {}",
         xattr(&m.at(&format!("app/db@{removed}")), "version")
     ));
-    // Written again: the numbering goes on, the metadata was kept.
+    // Restored as secretfs restores (a copy from an older version): the
+    // numbering goes on, the metadata was kept.
     std::fs::create_dir_all(m.at("app/db")).expect("mkdir again");
-    write_and_close(&m.at("app/db/PASSWORD"), b"three").expect("write again");
-    let again = version(&mut t, "written again");
+    std::fs::copy(
+        m.at(&format!("app/db@{removed}/PASSWORD")),
+        m.at("app/db/PASSWORD"),
+    )
+    .expect("cp P@N/K P/K");
+    let again = version(&mut t, "restored");
+    t.push(format!("restored: {}", outcome(m, "app/db/PASSWORD")));
     t.push(format!("numbering goes on: {}", again > emptied));
     t.push(format!("meta: {}", xattr(&m.at("app/db"), "meta.owner")));
     t.push(format!("keys {:?}", names(&m.at("app/db"))));
@@ -561,6 +567,10 @@ fn removing_keys_and_secrets_shows_as_on_openbao_kv_v2() {
     assert!(expected.iter().any(|l| l == "older: two"), "{expected:?}");
     assert!(
         expected.iter().any(|l| l == "deleted version: errno 2"),
+        "{expected:?}"
+    );
+    assert!(
+        expected.iter().any(|l| l == "restored: two"),
         "{expected:?}"
     );
     // In the file, as in KV v2's metadata: the deleted version is marked,
