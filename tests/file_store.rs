@@ -799,13 +799,18 @@ fn a_passphrase_protected_ssh_key_opens_with_its_passphrase_file() {
     assert_eq!(read(&m, "db/k"), "v");
 }
 
-/// `age -p`, which reads the passphrase from a terminal: script(1) gives
-/// it one, whose input is the passphrase twice.
-fn age_p(input: &Path, output: &Path, passphrase: &str) {
+/// `age -p` (with `-a`: armored), which reads the passphrase from a
+/// terminal: script(1) gives it one, whose input is the passphrase twice.
+fn age_p(input: &Path, output: &Path, passphrase: &str, armor: bool) {
     let out = std::process::Command::new("script")
         .args([
             "-qec",
-            &format!("age -p -o {} {}", support::q(output), support::q(input)),
+            &format!(
+                "age -p {}-o {} {}",
+                if armor { "-a " } else { "" },
+                support::q(output),
+                support::q(input)
+            ),
             "/dev/null",
         ])
         .stdin(std::process::Stdio::piped())
@@ -822,17 +827,19 @@ fn age_p(input: &Path, output: &Path, passphrase: &str) {
         .expect("script(1) runs age -p");
     assert!(out.status.success(), "age -p: {out:?}");
     let head = std::fs::read(output).expect("age -p wrote its output");
-    assert!(
-        head.starts_with(b"age-encryption.org/v1\n-> scrypt "),
-        "not a passphrase-encrypted age file"
-    );
+    let want: &[u8] = if armor {
+        b"-----BEGIN AGE ENCRYPTED FILE-----"
+    } else {
+        b"age-encryption.org/v1\n-> scrypt "
+    };
+    assert!(head.starts_with(want), "not what age -p writes");
 }
 
 #[test]
 fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
     let age = Age::new();
     let encrypted = age.path("key.txt.age");
-    age_p(&age.key, &encrypted, "correct horse");
+    age_p(&age.key, &encrypted, "correct horse", false);
     let file = age.path("app.age");
     age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
     let pass = age.path("pass.txt");
@@ -892,6 +899,11 @@ fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
         age.decrypt(&new),
         json!({"secretfs": 1, "recipients": [age.recipient], "secrets": {}})
     );
+    // Armored (age -p -a) as well.
+    let armored = age.path("key.txt.asc");
+    age_p(&age.key, &armored, "correct horse", true);
+    let m = mount_with(&file, &armored, &["--identity-passphrase-file", s(&pass)]);
+    assert_eq!(read(&m, "db/k"), "w");
 }
 
 #[test]

@@ -343,3 +343,49 @@ fn sources_name_a_file_and_a_folder_in_it() {
     };
     assert!(why.contains("--identity"), "{why}");
 }
+
+#[test]
+fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
+    let f = fixture();
+    let s = f.open();
+    let p = SecretPath::parse("db");
+    s.write(&p, &data(&[("a", "1"), ("b", "2")]), &Precondition::Any)
+        .unwrap();
+    // A key removed: a write without it; the version before keeps it.
+    s.write(&p, &data(&[("a", "1")]), &Precondition::Any)
+        .unwrap();
+    s.set_custom_metadata(&p, "owner", Some("ops")).unwrap();
+    // Deleting what does not exist is no error and writes nothing.
+    let before = std::fs::read(&f.file).unwrap();
+    s.delete(&SecretPath::parse("nothing")).unwrap();
+    assert_eq!(std::fs::read(&f.file).unwrap(), before);
+    s.delete(&p).unwrap();
+    let doc = f.plaintext();
+    let versions = doc["secrets"]["db"]["versions"].as_array().unwrap();
+    // Marked, not removed: the data stays (KV v2's deletion_time).
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].get("deleted_time").is_none());
+    let deleted_time = versions[1]["deleted_time"].clone();
+    assert!(deleted_time.is_string(), "{deleted_time}");
+    assert_eq!(versions[1]["data"], json!({"a": "1"}));
+    // Deleted again: nothing changes.
+    s.delete(&p).unwrap();
+    assert_eq!(
+        f.plaintext()["secrets"]["db"]["versions"][1]["deleted_time"],
+        deleted_time
+    );
+    let v1 = s.read_version(&p, 1).unwrap().unwrap();
+    assert_eq!(v1.keys.get("b").unwrap().to_json(), json!("2"));
+    assert_eq!(
+        v1.custom_metadata.get("owner").map(String::as_str),
+        Some("ops")
+    );
+    // The metadata of a deleted secret may still be set (as KV v2's).
+    s.set_custom_metadata(&p, "team", Some("a")).unwrap();
+    let back = s
+        .write(&p, &data(&[("a", "3")]), &Precondition::Absent)
+        .unwrap();
+    assert_eq!(back, Some(Revision::new("3")));
+    let now = s.read(&p).unwrap().unwrap();
+    assert_eq!(now.custom_metadata.len(), 2);
+}
