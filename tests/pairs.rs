@@ -300,6 +300,8 @@ print(reads, bad, len(seen), repr(first_bad), flush=True)
     for reader in readers {
         let out = reader.wait_with_output().expect("the reader");
         let line = String::from_utf8_lossy(&out.stdout).to_string();
+        // Printed for the record (run with --nocapture): reads, bad reads, values seen.
+        eprintln!("held reader: {}", line.trim());
         let got: Vec<&str> = line.trim().splitn(4, ' ').collect();
         assert_eq!(got.len(), 4, "{line:?}\n{}", m.log());
         let (bad, versions) = (got[1], got[2]);
