@@ -551,9 +551,7 @@ impl Inodes {
     /// shown another version meanwhile.
     pub fn retire(&mut self, ino: Ino, shown: &Arc<Secret>) -> Option<(Ino, String)> {
         let node = self.nodes.get(&ino)?;
-        if node.retired
-            || node.ghost
-            || !node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, shown))
+        if node.retired || node.ghost || !node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, shown))
         {
             return None;
         }
@@ -1123,6 +1121,71 @@ mod tests {
         assert!(t.eviction_due());
         assert!(t.evictions(None).is_empty());
         assert!(!t.eviction_due(), "asked again after another tenth");
+    }
+
+    fn version(value: &str) -> Arc<Secret> {
+        let mut keys = crate::store::SecretData::new();
+        keys.insert(
+            "K".into(),
+            crate::store::SecretValue::from_json(&serde_json::json!(value)),
+        );
+        Arc::new(Secret {
+            keys,
+            revision: None,
+            modified: None,
+            custom_metadata: Default::default(),
+            withheld: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_retired_file_keeps_what_it_was_shown_its_name_gets_a_new_inode_and_forget_frees_it() {
+        let mut t = Inodes::new(SecretPath::root());
+        let app = t.remember(ROOT_INO, "app", dir("app"), true);
+        let key = NodeKind::File {
+            secret: SecretPath::parse("app"),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        let old = t.remember(app, "K", key.clone(), true);
+        let (v1, v2) = (version("one"), version("two, longer"));
+        t.show(old, v1.clone());
+        // Shown another version meanwhile: not retired.
+        assert_eq!(t.retire(old, &v2), None);
+        assert_eq!(t.retire(old, &v1), Some((app, "K".to_string())));
+        assert_eq!(t.retire(old, &v1), None, "once");
+        assert!(t.is_retired(old));
+        // It keeps its version; nothing shows it another.
+        t.show(old, v2.clone());
+        t.unshow(old, &v1);
+        assert!(t.kept(old).is_some_and(|v| Arc::ptr_eq(&v, &v1)));
+        assert!(t.shown_versions().is_empty(), "the sweep leaves it alone");
+        // No change concerns it; its name leads to a new inode.
+        assert!(t.files_of(&SecretPath::parse("app")).is_empty());
+        assert_eq!(t.lookup_name(app, "K"), None);
+        let new = t.remember(app, "K", key.clone(), true);
+        assert!(new > old);
+        assert!(t.show_unless_changed(new, v2.clone(), &|_| true).is_ok());
+        assert_eq!(t.get(old), Some(key.clone()));
+        assert_eq!(t.shown_count(), 2);
+        // Shown other bytes: the new one is retired in turn.
+        let v3 = version("three");
+        let kept = t.show_unless_changed(new, v3.clone(), &|_| true);
+        assert!(matches!(&kept, Err((v, Some(_))) if Arc::ptr_eq(v, &v2)));
+        // Shown the same bytes: it takes the new version.
+        let newer = t.remember(app, "K", key, true);
+        t.show(newer, v3.clone());
+        assert!(t
+            .show_unless_changed(newer, version("three"), &|_| false)
+            .is_ok());
+        // The kernel forgets the old inodes: they and their values go.
+        assert_eq!(t.len(), 5);
+        t.forget(old, 1);
+        t.forget(new, 1);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(old).is_none());
+        assert_eq!(t.shown_count(), 1);
+        assert_eq!(t.lookup_name(app, "K"), Some(newer));
     }
 
     #[test]
