@@ -380,3 +380,37 @@ fn held_readers_without_pause_read_only_whole_values() {
 fn held_readers_without_pause_read_only_whole_values_with_blocking_refresh() {
     held_readers(&["--ttl", "500ms", "--blocking-refresh"], 15);
 }
+
+/// On a `--writable` mount a change written through the mount is made in
+/// place: the writer's descriptor, its fstat and the name keep the file's
+/// inode. A change made outside the mount gives the name a new inode.
+#[test]
+fn a_change_written_through_the_mount_keeps_the_inode_and_one_made_outside_does_not() {
+    use std::os::unix::fs::MetadataExt;
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "short"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--writable"]);
+    let path = m.at("app/K");
+    let ino = std::fs::metadata(&path).expect("stat").ino();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open for writing");
+    f.write_all(b"a much longer value").expect("write");
+    f.sync_all().expect("fsync");
+    let meta = f.metadata().expect("fstat");
+    assert_eq!((meta.ino(), meta.len()), (ino, 19));
+    drop(f);
+    let meta = std::fs::metadata(&path).expect("stat");
+    assert_eq!((meta.ino(), meta.len()), (ino, 19));
+    assert_eq!(std::fs::read(&path).expect("read"), b"a much longer value");
+    // Outside: a new inode once the change reached the mount.
+    bao.kv2_put("secret", "app", json!({"K": "changed outside"}));
+    eventually(
+        "the outside change to reach a new open",
+        Duration::from_secs(10),
+        || (std::fs::read(&path).ok()? == b"changed outside").then_some(()),
+    );
+    assert_ne!(std::fs::metadata(&path).expect("stat").ino(), ino);
+}
