@@ -1,6 +1,7 @@
-//! Keys written together are read together (issue 21 §1), and the last
-//! tenth of the TTL costs no burst of requests (§3): real mounts against a
-//! real OpenBao, read by real programs (python).
+//! Keys written together are read together (issue 21 §1), a descriptor
+//! held open reads the value it opened whole (§2), and the last tenth of
+//! the TTL costs no burst of requests (§3): real mounts against a real
+//! OpenBao, read by real programs (python).
 //!
 //! A refresh ahead is queued by a read in the last tenth of the TTL and
 //! lands a few milliseconds later: switched in at once, it fell between

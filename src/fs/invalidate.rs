@@ -16,9 +16,13 @@ use crate::store::{Listing, Secret, SecretPath};
 /// One thing the kernel must forget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// A file's attributes and cached pages: its bytes changed.
+    /// A file's attributes and cached pages: its bytes changed in place (a
+    /// template's rendering; a key after a write whose outcome is unknown).
+    /// A key whose value changed outside the mount is retired instead: its
+    /// name is dropped ([`Invalidation::Entry`]) and leads to a new inode.
     Inode(Ino),
-    /// The name `name` in the directory `parent`: it is gone.
+    /// The name `name` in the directory `parent`: it is gone, or leads to
+    /// a new inode.
     Entry {
         /// The directory's inode.
         parent: Ino,
