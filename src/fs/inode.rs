@@ -118,6 +118,10 @@ struct Node {
     /// was last told. Reads serve these bytes, so that the kernel's idea of
     /// the file's size and the bytes it gets always belong together.
     shown: Option<Arc<Secret>>,
+    /// A file whose value changed outside this mount: its name leads to a
+    /// new inode, and this one keeps serving `shown` (its attributes and
+    /// bytes never change again) until the kernel forgets it.
+    retired: bool,
 }
 
 /// All inodes the kernel may hold (see [`Namespace`](super::namespace::Namespace),
@@ -371,6 +375,7 @@ impl Inodes {
                 ghost: false,
                 referenced: false,
                 shown: None,
+                retired: false,
             },
         );
         table
@@ -416,6 +421,7 @@ impl Inodes {
                 ghost: false,
                 referenced: false,
                 shown: None,
+                retired: false,
             },
         );
         self.made += 1;
@@ -498,16 +504,97 @@ impl Inodes {
 
     /// Records the version of the secret whose attributes of `ino` the
     /// kernel is being told.
+    /// A retired inode keeps the version it was shown.
     pub fn show(&mut self, ino: Ino, version: Arc<Secret>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if !node.retired {
+                node.shown = Some(version);
+            }
+        }
+    }
+
+    /// Shows `version` for the file `ino` unless the kernel was shown
+    /// other bytes of it (`differs` says, of the version shown): then the
+    /// inode is retired (see [`Inodes::retire`]) and keeps that version.
+    /// `Err` holds the version `ino` keeps, and the entry (directory,
+    /// name) the kernel must drop when it was retired now.
+    #[allow(clippy::type_complexity)]
+    pub fn show_unless_changed(
+        &mut self,
+        ino: Ino,
+        version: Arc<Secret>,
+        differs: &dyn Fn(&Secret) -> bool,
+    ) -> Result<(), (Arc<Secret>, Option<(Ino, String)>)> {
+        let Some(node) = self.nodes.get(&ino) else {
+            return Ok(());
+        };
+        match node.shown.clone() {
+            Some(shown) if node.retired => Err((shown, None)),
+            Some(shown) if !Arc::ptr_eq(&shown, &version) && differs(&shown) => {
+                let entry = self.retire(ino, &shown);
+                Err((shown, entry))
+            }
+            _ => {
+                self.show(ino, version);
+                Ok(())
+            }
+        }
+    }
+
+    /// The value of the file `ino`, shown to the kernel as `shown`, changed
+    /// outside this mount: its name no longer leads to it (the next lookup
+    /// makes a new inode, sized for the new value), and it keeps `shown`,
+    /// its attributes and bytes, until the kernel forgets it, so that a
+    /// descriptor held open reads the value it opened, whole. No change
+    /// concerns it any more. The entry (directory, name) the kernel must
+    /// drop; `None` when `ino` is retired already, is no file, or was
+    /// shown another version meanwhile.
+    pub fn retire(&mut self, ino: Ino, shown: &Arc<Secret>) -> Option<(Ino, String)> {
+        let node = self.nodes.get(&ino)?;
+        if node.retired || node.ghost || !node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, shown))
+        {
+            return None;
+        }
+        let kind = self.unpack(node)?;
+        if !matches!(kind, NodeKind::File { .. }) {
+            return None;
+        }
+        let (parent, name) = (node.parent, node.name.to_string());
+        self.unindex(ino, &kind);
+        self.unname_ino(ino, parent, &name);
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.retired = true;
+        }
+        Some((parent, name))
+    }
+
+    /// Shows `version`, just written through this mount by a writer of
+    /// `ino`, retired or not: a writer's own change is made in place.
+    pub fn show_written(&mut self, ino: Ino, version: Arc<Secret>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.shown = Some(version);
         }
     }
 
-    /// Every file inode holding a version it was shown: (inode, secret, version).
+    /// The version a retired inode keeps (`None`: not retired).
+    pub fn kept(&self, ino: Ino) -> Option<Arc<Secret>> {
+        self.nodes
+            .get(&ino)
+            .filter(|n| n.retired)
+            .and_then(|n| n.shown.clone())
+    }
+
+    /// Whether `ino` was retired (see [`Inodes::retire`]).
+    pub fn is_retired(&self, ino: Ino) -> bool {
+        self.nodes.get(&ino).is_some_and(|n| n.retired)
+    }
+
+    /// Every file inode holding a version it was shown: (inode, secret,
+    /// version); retired inodes, which keep theirs, are not among them.
     pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
         self.nodes
             .iter()
+            .filter(|(_, n)| !n.retired)
             .filter_map(|(ino, n)| {
                 let version = n.shown.as_ref()?;
                 match self.unpack(n)? {
@@ -523,10 +610,11 @@ impl Inodes {
         self.nodes.values().filter(|n| n.shown.is_some()).count()
     }
 
-    /// Forgets the version shown for `ino`, if it is still `version`.
+    /// Forgets the version shown for `ino`, if it is still `version` (a
+    /// retired inode keeps it).
     pub fn unshow(&mut self, ino: Ino, version: &Arc<Secret>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            if node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, version)) {
+            if !node.retired && node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, version)) {
                 node.shown = None;
             }
         }
@@ -1033,6 +1121,71 @@ mod tests {
         assert!(t.eviction_due());
         assert!(t.evictions(None).is_empty());
         assert!(!t.eviction_due(), "asked again after another tenth");
+    }
+
+    fn version(value: &str) -> Arc<Secret> {
+        let mut keys = crate::store::SecretData::new();
+        keys.insert(
+            "K".into(),
+            crate::store::SecretValue::from_json(&serde_json::json!(value)),
+        );
+        Arc::new(Secret {
+            keys,
+            revision: None,
+            modified: None,
+            custom_metadata: Default::default(),
+            withheld: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_retired_file_keeps_what_it_was_shown_its_name_gets_a_new_inode_and_forget_frees_it() {
+        let mut t = Inodes::new(SecretPath::root());
+        let app = t.remember(ROOT_INO, "app", dir("app"), true);
+        let key = NodeKind::File {
+            secret: SecretPath::parse("app"),
+            view: keys_view(),
+            name: "K".into(),
+        };
+        let old = t.remember(app, "K", key.clone(), true);
+        let (v1, v2) = (version("one"), version("two, longer"));
+        t.show(old, v1.clone());
+        // Shown another version meanwhile: not retired.
+        assert_eq!(t.retire(old, &v2), None);
+        assert_eq!(t.retire(old, &v1), Some((app, "K".to_string())));
+        assert_eq!(t.retire(old, &v1), None, "once");
+        assert!(t.is_retired(old));
+        // It keeps its version; nothing shows it another.
+        t.show(old, v2.clone());
+        t.unshow(old, &v1);
+        assert!(t.kept(old).is_some_and(|v| Arc::ptr_eq(&v, &v1)));
+        assert!(t.shown_versions().is_empty(), "the sweep leaves it alone");
+        // No change concerns it; its name leads to a new inode.
+        assert!(t.files_of(&SecretPath::parse("app")).is_empty());
+        assert_eq!(t.lookup_name(app, "K"), None);
+        let new = t.remember(app, "K", key.clone(), true);
+        assert!(new > old);
+        assert!(t.show_unless_changed(new, v2.clone(), &|_| true).is_ok());
+        assert_eq!(t.get(old), Some(key.clone()));
+        assert_eq!(t.shown_count(), 2);
+        // Shown other bytes: the new one is retired in turn.
+        let v3 = version("three");
+        let kept = t.show_unless_changed(new, v3.clone(), &|_| true);
+        assert!(matches!(&kept, Err((v, Some(_))) if Arc::ptr_eq(v, &v2)));
+        // Shown the same bytes: it takes the new version.
+        let newer = t.remember(app, "K", key, true);
+        t.show(newer, v3.clone());
+        assert!(t
+            .show_unless_changed(newer, version("three"), &|_| false)
+            .is_ok());
+        // The kernel forgets the old inodes: they and their values go.
+        assert_eq!(t.len(), 5);
+        t.forget(old, 1);
+        t.forget(new, 1);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(old).is_none());
+        assert_eq!(t.shown_count(), 1);
+        assert_eq!(t.lookup_name(app, "K"), Some(newer));
     }
 
     #[test]

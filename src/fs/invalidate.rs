@@ -16,9 +16,13 @@ use crate::store::{Listing, Secret, SecretPath};
 /// One thing the kernel must forget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// A file's attributes and cached pages: its bytes changed.
+    /// A file's attributes and cached pages: its bytes changed in place (a
+    /// template's rendering; a key after a write whose outcome is unknown).
+    /// A key whose value changed outside the mount is retired instead: its
+    /// name is dropped ([`Invalidation::Entry`]) and leads to a new inode.
     Inode(Ino),
-    /// The name `name` in the directory `parent`: it is gone.
+    /// The name `name` in the directory `parent`: it is gone, or leads to
+    /// a new inode.
     Entry {
         /// The directory's inode.
         parent: Ino,
@@ -110,7 +114,12 @@ impl SecretFs {
 
     /// A fresh answer for the secret at `path` is in the cache; `before` was
     /// the last one. Every key file the kernel was shown different bytes
-    /// of is invalidated, and the names of keys that are gone.
+    /// of is retired: it keeps serving what it was shown (a descriptor held
+    /// open reads that value whole, and `fstat` agrees), and the kernel is
+    /// told to drop its name, whose next lookup makes a new inode for the
+    /// new value (or finds none, for a key that is gone). Nothing the
+    /// kernel holds of an inode changes, so no reply the kernel drops can
+    /// leave it a size of one version and bytes of another.
     fn notice_secret(
         &self,
         path: &SecretPath,
@@ -118,9 +127,6 @@ impl SecretFs {
         now: Option<&Arc<Secret>>,
     ) {
         self.report_change(path, before, now);
-        if self.invalidations.get().is_none() {
-            return;
-        }
         if let (Some(a), Some(b)) = (before, now) {
             if a.same_data(b) {
                 return;
@@ -129,18 +135,16 @@ impl SecretFs {
         for file in self.names.files_of(path) {
             let Some(shown) = &file.shown else { continue };
             let view = self.views.get(file.view);
-            let new = now.and_then(|s| view.render(s, &file.name));
-            let old = view.render(shown, &file.name);
-            if old.as_ref().map(|r| r.bytes()) == new.as_ref().map(|r| r.bytes()) {
+            let same = match now {
+                Some(now) => Self::same_bytes(view, shown, now, &file.name),
+                None => false,
+            };
+            if same {
                 continue;
             }
-            tracing::debug!(%path, ino = file.ino.0, "value changed in the store: invalidating");
-            self.invalidate(Invalidation::Inode(file.ino));
-            if new.is_none() {
-                self.invalidate(Invalidation::Entry {
-                    parent: file.parent,
-                    name: file.name,
-                });
+            if let Some((parent, name)) = self.names.retire(file.ino, shown) {
+                tracing::debug!(%path, ino = file.ino.0, "value changed in the store: a new inode for its name");
+                self.drop_entry(file.ino, parent, name);
             }
         }
     }

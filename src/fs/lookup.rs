@@ -13,7 +13,7 @@ use super::namespace::Name;
 use super::view::Placement;
 use super::{names, source, Attr, Child, FileRef, SecretFs, LOCAL_TTL};
 use crate::error::{Error, Result};
-use crate::store::{ListEntry, SecretPath};
+use crate::store::{ListEntry, Secret, SecretPath};
 
 impl SecretFs {
     /// Whether a listing entry stands for something that shows: a store
@@ -104,11 +104,34 @@ impl SecretFs {
                 Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
             }
             Child::File { file, version } => {
-                let ino = self.names.remember(at, file.kind(), lookup);
-                match self.buffered_size(ino) {
-                    Some(size) => Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO)),
-                    None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
+                let writing = self
+                    .names
+                    .lookup_name(at)
+                    .is_some_and(|old| self.buffered_size(old).is_some());
+                if !lookup || writing {
+                    let ino = self.names.remember(at, file.kind(), lookup);
+                    return match self.buffered_size(ino) {
+                        Some(size) => {
+                            Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO))
+                        }
+                        None => self.secret_file_attr(ino, &file, &version, valid_for, lookup),
+                    };
                 }
+                // A value that changed outside this mount gets a new inode
+                // (the old one keeps serving what it was shown).
+                let view = self.views.get(file.view);
+                let differs = |old: &Secret| !Self::same_bytes(view, old, &version, &file.name);
+                // Its size first: a value that cannot be known now fails
+                // before anything is remembered (see `secret_file_attr`).
+                view.render(&version, &file.name)
+                    .ok_or_else(|| Self::unshown(view, &version, &file.name))?;
+                let (ino, dropped) =
+                    self.names
+                        .remember_shown(at, file.kind(), lookup, version.clone(), &differs);
+                if let Some((parent, name)) = dropped {
+                    self.drop_entry(ino, parent, name);
+                }
+                self.secret_file_attr(ino, &file, &version, valid_for, false)
             }
         }
     }

@@ -519,7 +519,18 @@ impl SecretFs {
             .bytes()
             .len() as u64;
         if shown {
-            self.names.show(ino, version.clone());
+            let differs = |old: &Secret| !Self::same_bytes(view, old, version, &file.name);
+            if let Err((kept, dropped)) =
+                self.names
+                    .show_unless_changed(ino, version.clone(), &differs)
+            {
+                // Changed outside this mount: the inode keeps what it was
+                // shown, and the name leads to a new one.
+                if let Some((parent, name)) = dropped {
+                    self.drop_entry(ino, parent, name);
+                }
+                return self.kept_attr(ino, file, &kept);
+            }
         }
         Ok(self.file_attr(
             ino,
@@ -527,6 +538,39 @@ impl SecretFs {
             version.modified.unwrap_or(self.source.started()),
             valid_for,
         ))
+    }
+
+    /// Attributes of the retired file `ino` (`file`): those of the version
+    /// it keeps, which never change.
+    fn kept_attr(&self, ino: Ino, file: &FileRef, kept: &Secret) -> Result<Attr> {
+        let view = self.views.get(file.view);
+        let size = view
+            .render(kept, &file.name)
+            .ok_or(Error::Stale)?
+            .bytes()
+            .len() as u64;
+        Ok(self.file_attr(
+            ino,
+            size,
+            kept.modified.unwrap_or(self.source.started()),
+            self.config.cache.ttl,
+        ))
+    }
+
+    /// Whether `view` shows the file `name` with the same bytes in `a`
+    /// and `b` (or in neither).
+    fn same_bytes(view: &dyn View, a: &Secret, b: &Secret, name: &str) -> bool {
+        a.same_data(b)
+            || view.render(a, name).as_ref().map(|r| r.bytes())
+                == view.render(b, name).as_ref().map(|r| r.bytes())
+    }
+
+    /// The file `ino`, named `name` in `parent`, was retired: the kernel
+    /// must drop the name, so that its next lookup finds the new inode.
+    fn drop_entry(&self, ino: Ino, parent: Ino, name: String) {
+        tracing::debug!(ino = ino.0, parent = parent.0, path = %name, op = "retire",
+            "value changed outside this mount: the name leads to a new inode");
+        self.invalidate(Invalidation::Entry { parent, name });
     }
 
     /// The file `name` in the directory `dir`, seen through `view`: for a

@@ -95,6 +95,73 @@ impl Namespace {
         self.lock().inodes.shown(ino)
     }
 
+    /// The version last shown for `ino`, and whether `ino` is retired.
+    pub fn shown_retired(&self, ino: Ino) -> Option<(Arc<Secret>, bool)> {
+        let state = self.lock();
+        let shown = state.inodes.shown(ino)?;
+        Some((shown, state.inodes.is_retired(ino)))
+    }
+
+    /// Shows `version` for `ino` unless the kernel was shown other bytes
+    /// of it (see [`Inodes::show_unless_changed`]).
+    #[allow(clippy::type_complexity)]
+    pub fn show_unless_changed(
+        &self,
+        ino: Ino,
+        version: Arc<Secret>,
+        differs: &dyn Fn(&Secret) -> bool,
+    ) -> Result<(), (Arc<Secret>, Option<(Ino, String)>)> {
+        self.lock()
+            .inodes
+            .show_unless_changed(ino, version, differs)
+    }
+
+    /// The inode for the file `at`, shown `version`: when the inode the
+    /// name leads to was shown other bytes (`differs` says, of the version
+    /// it was shown), it is retired first and the name gets a new inode.
+    /// The entry the kernel must drop, when one was retired.
+    pub fn remember_shown(
+        &self,
+        at: Name<'_>,
+        kind: NodeKind,
+        lookup: bool,
+        version: Arc<Secret>,
+        differs: &dyn Fn(&Secret) -> bool,
+    ) -> (Ino, Option<(Ino, String)>) {
+        let mut state = self.lock();
+        let inodes = &mut state.inodes;
+        let mut dropped = None;
+        if let Some(old) = inodes.lookup_name(at.parent, at.name) {
+            if let Some(shown) = inodes.shown(old) {
+                if inodes.get(old).as_ref() == Some(&kind)
+                    && !Arc::ptr_eq(&shown, &version)
+                    && differs(&shown)
+                {
+                    dropped = inodes.retire(old, &shown);
+                }
+            }
+        }
+        let ino = inodes.remember(at.parent, at.name, kind, lookup);
+        inodes.show(ino, version);
+        (ino, dropped)
+    }
+
+    /// The value of `ino`, shown as `shown`, changed outside this mount
+    /// (see [`Inodes::retire`]): the entry the kernel must drop.
+    pub fn retire(&self, ino: Ino, shown: &Arc<Secret>) -> Option<(Ino, String)> {
+        self.lock().inodes.retire(ino, shown)
+    }
+
+    /// The version a retired inode keeps (`None`: not retired).
+    pub fn kept(&self, ino: Ino) -> Option<Arc<Secret>> {
+        self.lock().inodes.kept(ino)
+    }
+
+    /// Shows `version`, written by a writer of `ino` through this mount.
+    pub fn show_written(&self, ino: Ino, version: Arc<Secret>) {
+        self.lock().inodes.show_written(ino, version)
+    }
+
     /// Every file inode holding a version it was shown.
     pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
         self.lock().inodes.shown_versions()

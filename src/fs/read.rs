@@ -25,6 +25,10 @@ impl SecretFs {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
                 }
                 let file = FileRef { secret, view, name };
+                if let Some(kept) = self.names.kept(ino) {
+                    // Retired: what it was shown, whatever the store holds.
+                    return self.kept_attr(ino, &file, &kept);
+                }
                 if self.names.is_new_file(&self.file_path(&file)) {
                     return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
                 }
@@ -81,6 +85,10 @@ impl SecretFs {
                 if self.names.is_new_file(&self.file_path(&file)) {
                     let value = Arc::new(SecretSlice::from(Vec::new()));
                     return Ok(self.handles.insert(Handle::Read { value }));
+                }
+                if self.names.kept(ino).is_some() {
+                    // Retired: it serves the version it keeps.
+                    return Ok(self.handles.insert(Handle::Key { ino }));
                 }
                 // The file must exist now; its bytes are read later, from
                 // the version the kernel was last told of (`read_ino`).
@@ -161,9 +169,13 @@ impl SecretFs {
                 // bytes would be cut to the old size (or end short of it),
                 // and a reader would get neither value whole. A newer
                 // version reaches the kernel with its attributes first.
-                let version = match self.names.shown(ino) {
-                    Some(v) => {
-                        self.source.served(&secret);
+                // A retired inode's version is no longer the secret's: its
+                // reads do not hold the secret's next switch back.
+                let version = match self.names.shown_retired(ino) {
+                    Some((v, retired)) => {
+                        if !retired {
+                            self.source.served(&secret);
+                        }
                         v
                     }
                     None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,

@@ -105,6 +105,7 @@ mod tests {
     fn a_refresh_landing_between_two_reads_of_a_pair_waits_for_a_quiet_moment() {
         let store = seeded();
         let (fs, clock, rx) = refreshing(store.clone());
+        let db = path_ino(&fs, "myapp/db").unwrap();
         let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
         let user = path_ino(&fs, "myapp/db/USER").unwrap();
         assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
@@ -131,10 +132,21 @@ mod tests {
         let mut forgotten = Vec::new();
         soon("the kernel to be told of both files", || {
             forgotten.extend(rx.try_iter());
-            [password, user]
-                .iter()
-                .all(|ino| forgotten.contains(&Invalidation::Inode(*ino)))
+            ["PASSWORD", "USER"].iter().all(|name| {
+                forgotten.contains(&Invalidation::Entry {
+                    parent: db,
+                    name: name.to_string(),
+                })
+            })
         });
+        // Both old inodes keep the old pair; both names lead to new ones.
+        let old = |ino| fs.read_ino(ino, 0, 64, |b| b.to_vec()).unwrap();
+        assert_eq!(
+            (old(password), old(user)),
+            (b"hunter2".to_vec(), b"app".to_vec())
+        );
+        assert_ne!(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), password);
+        assert_ne!(path_ino(&fs, "myapp/db/USER").unwrap(), user);
         assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"new-pass");
         assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"new-user");
         assert_eq!(store.read_calls(), reads + 1);

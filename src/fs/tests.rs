@@ -221,13 +221,18 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
             b"hunter2"
         );
     }
-    // Once the kernel is told the new size, reads serve the new bytes.
-    assert_eq!(fs.getattr(ino).unwrap().size, 5);
+    // Asked again, the held inode keeps its size and bytes (it was
+    // retired: its value changed outside); the name leads to a new inode
+    // with the new ones.
+    assert_eq!(fs.getattr(ino).unwrap().size, 7);
     assert_eq!(
         fs.read_handle(fh, 0, 4096, |b| b.to_vec()).unwrap(),
-        b"short"
+        b"hunter2"
     );
-    assert_eq!(fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
+    let new = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    assert_ne!(new, ino);
+    assert_eq!(fs.getattr(new).unwrap().size, 5);
+    assert_eq!(fs.read_ino(new, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
     fs.release(fh);
 }
 
@@ -1178,7 +1183,7 @@ fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
 }
 
 #[test]
-fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
+fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_shown() {
     let store = seeded();
     let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     let rx = invalidations_of(&fs);
@@ -1186,25 +1191,89 @@ fn a_changed_value_invalidates_its_file_and_a_removed_key_its_name() {
     let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     let user = path_ino(&fs, "myapp/db/USER").unwrap();
     let port = path_ino(&fs, "myapp/db/PORT").unwrap();
-    assert!(rx.try_recv().is_err(), "nothing changed yet");
-    // PASSWORD changes, USER stays, PORT goes.
-    store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
-    clock.advance(Duration::from_secs(31));
     assert_eq!(fs.getattr(password).unwrap().size, 7);
+    assert!(rx.try_recv().is_err(), "nothing changed yet");
+    let shown = fs.stats().shown;
+    // PASSWORD grows, USER stays, PORT goes.
+    store.put(
+        "myapp/db",
+        json!({"PASSWORD": "rotated-and-longer", "USER": "app"}),
+    );
+    clock.advance(Duration::from_secs(31));
+    // The refetch (by this getattr) retires PASSWORD's and PORT's inodes:
+    // they keep their attributes and bytes, whatever the store holds.
+    let old = fs.getattr(password).unwrap();
+    assert_eq!((old.ino, old.size), (password, 7));
+    assert_eq!(
+        fs.read_ino(password, 0, 4096, |b| b.to_vec()).unwrap(),
+        b"hunter2"
+    );
+    assert_eq!(fs.read_ino(port, 0, 4096, |b| b.to_vec()).unwrap(), b"5432");
+    // The kernel is told to drop their names, not the inodes.
     let got: Vec<Invalidation> = rx.try_iter().collect();
-    assert!(got.contains(&Invalidation::Inode(password)), "{got:?}");
-    assert!(got.contains(&Invalidation::Inode(port)), "{got:?}");
-    assert!(
-        got.contains(&Invalidation::Entry {
+    for name in ["PASSWORD", "PORT"] {
+        let entry = Invalidation::Entry {
             parent: dir,
-            name: "PORT".into()
-        }),
+            name: name.into(),
+        };
+        assert!(got.contains(&entry), "{name}: {got:?}");
+    }
+    assert!(
+        !got.iter().any(|i| matches!(i, Invalidation::Inode(_))),
         "{got:?}"
     );
-    assert!(!got.contains(&Invalidation::Inode(user)), "{got:?}");
+    assert!(!got.contains(&Invalidation::Entry {
+        parent: dir,
+        name: "USER".into()
+    }));
+    // The name leads to a new inode, sized for the new value; USER's stays.
+    let new = fs.lookup(dir, "PASSWORD").unwrap();
+    assert!(new.ino > port, "{new:?}");
+    assert_eq!(new.size, 18);
+    assert_eq!(
+        fs.read_ino(new.ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        b"rotated-and-longer"
+    );
+    assert_eq!(fs.lookup(dir, "USER").unwrap().ino, user);
+    assert_eq!(fs.lookup(dir, "PORT").unwrap_err().errno(), libc::ENOENT);
+    // Still the old value, after the sweep too: the kernel holds it.
+    fs.sweep();
+    assert_eq!(fs.getattr(password).unwrap().size, 7);
+    assert_eq!(fs.stats().shown, shown + 1);
     // Fetched again unchanged: nothing more.
     clock.advance(Duration::from_secs(31));
     fs.getattr(password).unwrap();
+    fs.getattr(new.ino).unwrap();
+    assert_eq!(rx.try_iter().count(), 0);
+    // The kernel forgets the old inodes (every reference): they and their
+    // values go.
+    let inodes = fs.stats().inodes;
+    fs.forget(password, u64::MAX);
+    fs.forget(port, u64::MAX);
+    assert_eq!(fs.stats().inodes, inodes - 2);
+    assert_eq!(fs.stats().shown, shown - 1);
+    assert_eq!(fs.getattr(password).unwrap_err().errno(), libc::ESTALE);
+}
+
+#[test]
+fn a_writers_own_change_keeps_its_inode() {
+    let store = seeded();
+    let (fs, _clock) = timed(store.clone(), "", Duration::from_secs(30));
+    let rx = invalidations_of(&fs);
+    let dir = path_ino(&fs, "myapp/db").unwrap();
+    let ino = fs.lookup(dir, "PASSWORD").unwrap().ino;
+    let fh = fs.open(ino, true, true).unwrap();
+    fs.write_handle(fh, 0, b"a-much-longer-password").unwrap();
+    fs.flush(fh).unwrap();
+    // fstat of the writer's descriptor, and the name: the same inode.
+    assert_eq!(fs.getattr(ino).unwrap().size, 22);
+    fs.release(fh);
+    let again = fs.lookup(dir, "PASSWORD").unwrap();
+    assert_eq!((again.ino, again.size), (ino, 22));
+    assert_eq!(
+        fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        b"a-much-longer-password"
+    );
     assert_eq!(rx.try_iter().count(), 0);
 }
 
@@ -1499,11 +1568,24 @@ fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
     let (fs, clock) = fs_with_lines(store.clone());
     let rx = invalidations_of(&fs);
     let ino = path_ino(&fs, "myapp/db.txt").unwrap();
+    let size = fs.getattr(ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
     clock.advance(Duration::from_secs(31));
-    assert_eq!(fs.getattr(ino).unwrap().size, 11);
+    assert_eq!(
+        fs.getattr(ino).unwrap().size,
+        size,
+        "the old inode keeps it"
+    );
     let got: Vec<Invalidation> = rx.try_iter().collect();
-    assert!(got.contains(&Invalidation::Inode(ino)), "{got:?}");
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    let entry = Invalidation::Entry {
+        parent: myapp,
+        name: "db.txt".into(),
+    };
+    assert!(got.contains(&entry), "{got:?}");
+    let new = fs.lookup(myapp, "db.txt").unwrap();
+    assert_ne!(new.ino, ino);
+    assert_eq!(new.size, 11);
 }
 
 #[test]
@@ -1600,9 +1682,10 @@ fn values_leave_memory_once_nothing_may_serve_them() {
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
     assert_eq!(fs.stats().shown, 2);
+    let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     // Replaced in the store and refetched (USER is looked up again):
-    // PASSWORD's inode still holds the old version, which no read may
-    // serve once the kernel's attributes of it expired (a TTL later).
+    // PASSWORD's inode is retired and holds the old version until the
+    // kernel forgets it (a descriptor held open reads it).
     store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
     clock.advance(Duration::from_secs(31));
     let db = path_ino(&fs, "myapp/db").unwrap();
@@ -1611,6 +1694,8 @@ fn values_leave_memory_once_nothing_may_serve_them() {
     assert_eq!(fs.stats().shown, 2, "replaced less than a TTL ago: kept");
     clock.advance(Duration::from_secs(31));
     fs.sweep();
+    assert_eq!(fs.stats().shown, 2, "the kernel holds the old inode: kept");
+    fs.forget(password, u64::MAX);
     assert_eq!(fs.stats().shown, 1, "the old version left memory");
     // Past TTL + stale-if-error: every value goes.
     clock.advance(Duration::from_secs(330));

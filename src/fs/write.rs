@@ -257,7 +257,8 @@ impl SecretFs {
             // Lost to a later close: nothing of it is in the store.
             return Ok(());
         };
-        self.names.show(*ino, version);
+        // In place: a writer's own change never retires its inode.
+        self.names.show_written(*ino, version);
         self.names
             .file_written(&file.secret, &self.file_path(&file));
         if self.names.is_forsaken(*ino) {

@@ -71,7 +71,13 @@ impl SecretFs {
         }
         let path = match self.node(ino)? {
             NodeKind::Dir { path } if ino != ROOT_INO && self.views.any_inside() => path,
-            NodeKind::File { secret, .. } => secret,
+            NodeKind::File { secret, .. } => {
+                // A retired file: the version it keeps, which its bytes are.
+                if let Some(kept) = self.names.kept(ino) {
+                    return Ok(Some((secret, kept)));
+                }
+                secret
+            }
             _ => return Ok(None),
         };
         let cached = self.secret(&path)?;

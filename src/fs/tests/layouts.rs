@@ -168,11 +168,22 @@ fn a_json_file_is_invalidated_when_its_secret_changes() {
     let (fs, clock) = laid_out(store.clone(), Layout::Json);
     let rx = invalidations_of(&fs);
     let ino = path_ino(&fs, "myapp/db.json").unwrap();
+    let size = fs.getattr(ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
     clock.advance(Duration::from_secs(31));
-    assert_eq!(fs.getattr(ino).unwrap().size, 17);
+    assert_eq!(
+        fs.getattr(ino).unwrap().size,
+        size,
+        "the old inode keeps it"
+    );
     let got: Vec<Invalidation> = rx.try_iter().collect();
-    assert!(got.contains(&Invalidation::Inode(ino)), "{got:?}");
+    let myapp = path_ino(&fs, "myapp").unwrap();
+    let entry = Invalidation::Entry {
+        parent: myapp,
+        name: "db.json".into(),
+    };
+    assert!(got.contains(&entry), "{got:?}");
+    assert_eq!(fs.lookup(myapp, "db.json").unwrap().size, 17);
 }
 
 // ---- versions --------------------------------------------------------------
