@@ -401,7 +401,11 @@ fn a_default_mount_is_read_only_every_change_fails_with_erofs(backend: Backend) 
             "`{cmd}`: {stderr}"
         );
     }
-    assert_eq!(versions(&store), before, "a default mount changed the store");
+    assert_eq!(
+        versions(&store),
+        before,
+        "a default mount changed the store"
+    );
     assert_eq!(
         store.data("app/db"),
         json!({"PASSWORD": "old", "USER": "app", "PORT": 5432})

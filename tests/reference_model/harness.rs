@@ -162,12 +162,7 @@ impl Subject {
             max_value_size: MAX_VALUE,
             background_refresh: false,
         };
-        let fs = SecretFs::new(
-            core,
-            SecretPath::root(),
-            config,
-            clock.clone(),
-        );
+        let fs = SecretFs::new(core, SecretPath::root(), config, clock.clone());
         Subject {
             fs,
             store,

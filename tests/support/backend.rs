@@ -158,12 +158,7 @@ impl AgeFile {
             .open(self.path("store.age.lock"))
             .expect("lock file");
         // SAFETY: flock on a descriptor we own; released when it closes.
-        let rc = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX,
-            )
-        };
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
         let mut doc = self.decrypt();
         f(&mut doc);
@@ -186,7 +181,10 @@ impl AgeFile {
         if last.get("deleted_time").is_some_and(|t| !t.is_null()) {
             return None;
         }
-        Some((last["data"].clone(), last["version"].as_u64().expect("version")))
+        Some((
+            last["data"].clone(),
+            last["version"].as_u64().expect("version"),
+        ))
     }
 
     /// The number of `path`'s last version, deleted or not (0 when none).
@@ -269,7 +267,9 @@ impl Store {
     /// The SOURCE (or `--layer`) naming `folder` of this store (`""`: the
     /// whole store).
     pub fn source(&self, folder: &str) -> String {
-        let folder = folder.trim_matches('/');
+        // A trailing slash stays: `secret/team/` is the folder where
+        // `secret/team` may be the secret (secretfs exec tells them apart).
+        let folder = folder.trim_start_matches('/');
         match (&self.parts, self.backend) {
             (Parts::Vault(_), Backend::VaultKv1) => format!("kv1/{folder}"),
             (Parts::Vault(_), _) => format!("secret/{folder}"),
@@ -477,11 +477,12 @@ impl Store {
                     m => m.clone(),
                 })
             }
-            (Parts::File(age), _) => Some(match &age.decrypt()["secrets"][path]["custom_metadata"]
-            {
-                Value::Null => json!({}),
-                m => m.clone(),
-            }),
+            (Parts::File(age), _) => {
+                Some(match &age.decrypt()["secrets"][path]["custom_metadata"] {
+                    Value::Null => json!({}),
+                    m => m.clone(),
+                })
+            }
         }
     }
 
@@ -538,6 +539,7 @@ impl Store {
 /// module `NAME` holding one `#[test]` per store (`NAME::vault_kv2`,
 /// `NAME::vault_kv1`, `NAME::file`; `cargo test NAME` runs them all).
 /// `per_store!(NAME: file, vault_kv2)` runs it on those stores only.
+#[allow(unused_macros)] // the test binaries that run nothing per store
 macro_rules! per_store {
     ($test:ident) => {
         per_store!($test: vault_kv2, vault_kv1, file);
