@@ -509,4 +509,11 @@ fn kv1_secrets_have_no_metadata_attributes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // And status says so.
+    let (_, report) = status(m.path());
+    assert_eq!(
+        report["store_capabilities"]["metadata"],
+        json!(false),
+        "{report}"
+    );
 }
