@@ -361,6 +361,32 @@ fn a_version_reads_through_its_name_and_a_rollback_is_cp(backend: Backend) {
     assert_eq!(names(&m3.at("app/db@1")), set(&["REAL"]));
 }
 
+// A version that never was is ENOENT on every store, however large its
+// number: OpenBao refuses a version past its int64 (HTTP 400), which
+// made `app/db@18446744073709551615` EINVAL (and a warning) on KV v2
+// where the store file said ENOENT.
+per_store!(a_version_that_never_was_is_enoent_whatever_its_number);
+fn a_version_that_never_was_is_enoent_whatever_its_number(backend: Backend) {
+    let store = three_versions(backend);
+    let m = store.mount("", &[]);
+    for name in [
+        "app/db@0",
+        "app/db@9",
+        "app/db@9223372036854775807",
+        "app/db@9223372036854775808",
+        "app/db@18446744073709551615",
+        "app/db@99999999999999999999",
+    ] {
+        let e = std::fs::metadata(m.at(name)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{name}: {e}");
+    }
+    assert!(
+        !m.log().contains(" WARN "),
+        "a missing version is no failure: {}",
+        m.log()
+    );
+}
+
 per_store!(in_the_json_layout_a_version_is_a_json_file_jq_reads: vault_kv2, file);
 fn in_the_json_layout_a_version_is_a_json_file_jq_reads(backend: Backend) {
     let store = three_versions(backend);
