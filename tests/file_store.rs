@@ -314,6 +314,49 @@ fn exec_of_a_file_source_without_an_identity_stops_before_the_command() {
     );
 }
 
+/// A store file that is not there yet (a volume or a git checkout that
+/// comes later) is a store that does not answer, as a Vault server that
+/// is down: `secretfs exec --wait-for-store` waits for it, trying again
+/// with backoff, then runs the command. It stopped at once (exit 125,
+/// "No such file or directory"), where the runtime already took a missing
+/// file for an outage.
+#[test]
+fn exec_waits_for_a_store_file_that_is_not_there_yet() {
+    let age = Age::new();
+    let file = age.path("late.age");
+    let stderr = age.path("stderr");
+    let mut child = Command::new(support::secretfs())
+        .args(["exec", &format!("file:{}#app", file.display())])
+        .args(["--identity", s(&age.key), "--wait-for-store", "5m"])
+        .args(["--", "sh", "-c", "printf %s \"$K\""])
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("secretfs exec");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    eventually("two logged retries", Duration::from_secs(30), || {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("exec stopped ({status}) instead of waiting: {}", log());
+        }
+        (log().matches("does not answer yet").count() >= 2).then_some(())
+    });
+    age.encrypt(
+        &json!({"secrets": {"app": {"data": {"K": "from-the-late-file"}}}}),
+        &file,
+    );
+    let status = eventually(
+        format!("exec to run its command and exit (log: {})", log()),
+        Duration::from_secs(60),
+        || child.try_wait().ok().flatten(),
+    );
+    let out = child.wait_with_output().expect("output");
+    assert!(status.success(), "{status}: {}", log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-late-file");
+}
+
 #[test]
 fn a_wrong_identity_fails_the_mount_with_one_line() {
     let age = Age::new();

@@ -87,8 +87,16 @@ pub fn connect(
             "{source}: no age identity: give --identity FILE (-o identity=FILE) or SECRETFS_AGE_IDENTITY_FILE"
         )));
     };
-    let store = FileStore::open(&parsed.path, identity, settings.timeout)
-        .map_err(|e| StartError::Store(format!("{source}: {e}")))?;
+    let store = FileStore::open(&parsed.path, identity, settings.timeout).map_err(|e| {
+        let why = format!("{source}: {e}");
+        // A store file that is not there (yet) is a store that does not
+        // answer, as a server that is down (`exec --wait-for-store` waits
+        // for it; once mounted, a missing file is an outage too).
+        match std::fs::metadata(&parsed.path) {
+            Err(m) if m.kind() == std::io::ErrorKind::NotFound => StartError::StoreUnreachable(why),
+            _ => StartError::Store(why),
+        }
+    })?;
     tracing::info!(file = %store.path.display(), folder = %parsed.folder, "opened the store file");
     Ok(Some(Connected {
         store: std::sync::Arc::new(super::metered::Metered::new(store)),
