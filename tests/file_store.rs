@@ -4,7 +4,10 @@
 //! `age -r` mounts; what a writable mount writes, `age -d` decrypts to
 //! the documented JSON; versions show as `P@N`; a change made with the
 //! age tool shows within the TTL; two secretfs processes writing one file
-//! lose nothing; a file layers over OpenBao; `secretfs exec` reads one.
+//! lose nothing; `secretfs exec` needs its identity and waits for a file
+//! not there yet. (Reads, writes, layouts, layers, a file layer over
+//! each store, templates, `--allow`, exec and audit run on the store file
+//! too, per store: tests/support/backend.rs.)
 
 mod support;
 
@@ -13,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Bao, Mount};
+use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Mount};
 
 /// A key made with age-keygen, and files encrypted to it with age.
 struct Age {
@@ -244,52 +247,6 @@ fn two_secretfs_processes_writing_one_file_lose_nothing() {
         }
     }
     assert_eq!(shared["seed"], json!("0"));
-}
-
-#[test]
-fn a_file_layer_lies_over_openbao() {
-    let bao = Bao::start();
-    bao.kv2_put(
-        "secret",
-        "app/db",
-        json!({"USER": "app", "PASSWORD": "from-vault"}),
-    );
-    let age = Age::new();
-    let overrides = age.path("overrides.age");
-    age.encrypt(
-        &json!({"secrets": {"db": {"data": {"PASSWORD": "local"}}}}),
-        &overrides,
-    );
-    let layer = format!("file:{}", overrides.display());
-    let m = Mount::new(
-        &bao,
-        "secret/app",
-        &["--layer", &layer, "--identity", s(&age.key), "--writable"],
-    );
-    assert_eq!(read(&m, "db/USER"), "app");
-    assert_eq!(read(&m, "db/PASSWORD"), "local");
-    let source = run_ok(
-        "getfattr",
-        &[
-            "--only-values",
-            "-n",
-            "user.secretfs.source",
-            s(&m.at("db/PASSWORD")),
-        ],
-    );
-    assert_eq!(source, layer);
-    // Writes go to the top layer: the file, never Vault.
-    write_and_close(&m.at("db/USER"), b"me").expect("write");
-    let doc = age.decrypt(&overrides);
-    let last = doc["secrets"]["db"]["versions"]
-        .as_array()
-        .and_then(|v| v.last().cloned())
-        .expect("versions");
-    assert_eq!(last["data"], json!({"PASSWORD": "local", "USER": "me"}));
-    assert_eq!(
-        bao.kv2_get("secret", "app/db").map(|(d, _)| d),
-        Some(json!({"USER": "app", "PASSWORD": "from-vault"}))
-    );
 }
 
 /// (What `secretfs exec` reads from a store file is tested per store in
