@@ -1,7 +1,9 @@
 //! Per-process access rules (`--allow`, issue 10 §5) with real processes
 //! on a real mount: a file a rule covers opens only for the executables,
 //! users and groups a rule names; everyone else gets EACCES, audited;
-//! files no rule covers read as before.
+//! files no rule covers read as before. Rules decide on what a file
+//! reaches, whatever the store: the core tests run per store
+//! (`per_store!`, tests/support/backend.rs).
 
 mod support;
 
@@ -11,7 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, q, run, s, seeded, sh_ok, Mount};
+use support::{eventually, per_store, q, run, s, seeded, sh_ok, Backend, Mount, Store};
 
 /// A copy of /usr/bin/cat under another path: the executable a rule allows.
 fn copied_cat(dir: &Path, name: &str) -> PathBuf {
@@ -39,14 +41,14 @@ fn audit_lines(log: &Path, at_least: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn only_the_allowed_executable_reads_a_covered_key_and_refusals_are_audited() {
-    let bao = seeded();
+per_store!(only_the_allowed_executable_reads_a_covered_key_and_refusals_are_audited);
+fn only_the_allowed_executable_reads_a_covered_key_and_refusals_are_audited(backend: Backend) {
+    let store = Store::seeded(backend);
     let dir = tempfile::tempdir().unwrap();
     let mycat = copied_cat(dir.path(), "mycat");
     let log = dir.path().join("audit.log");
     let rule = format!("myapp/db/PASSWORD:exe={}", mycat.display());
-    let m = Mount::new(&bao, "secret/", &["--allow", &rule, "--audit-log", s(&log)]);
+    let m = store.mount("", &["--allow", &rule, "--audit-log", s(&log)]);
     let (password, user) = (m.at("myapp/db/PASSWORD"), m.at("myapp/db/USER"));
     // A file no rule covers: any program, as before (and first, so that
     // nothing could have switched opens off for the whole mount).
@@ -254,25 +256,20 @@ fn rules_with_a_layout_that_shows_whole_secrets_are_refused_at_start() {
     );
 }
 
-/// Issue 19 §1: a rule on a key covers every name that shows its value.
-/// `cat M/myapp/db@1/PASSWORD` printed the value a rule kept from `cat`,
-/// was audited `ok` and was served through the page cache: rules were
-/// matched against the text of the path, not the key it reaches.
-#[test]
-fn a_version_view_of_a_covered_key_is_covered_as_the_key_is() {
-    let bao = seeded();
-    bao.kv2_put(
-        "secret",
-        "myapp/db",
-        json!({"PASSWORD": "rotated", "USER": "app"}),
-    );
+// Issue 19 §1: a rule on a key covers every name that shows its value.
+// `cat M/myapp/db@1/PASSWORD` printed the value a rule kept from `cat`,
+// was audited `ok` and was served through the page cache: rules were
+// matched against the text of the path, not the key it reaches.
+per_store!(a_version_view_of_a_covered_key_is_covered_as_the_key_is: vault_kv2, file);
+fn a_version_view_of_a_covered_key_is_covered_as_the_key_is(backend: Backend) {
+    let store = Store::seeded(backend);
+    store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
     let dir = tempfile::tempdir().unwrap();
     let mycat = copied_cat(dir.path(), "mycat");
     let log = dir.path().join("audit.log");
     let rule = format!("myapp/db/PASSWORD:exe={}", mycat.display());
-    let m = Mount::new(
-        &bao,
-        "secret/",
+    let m = store.mount(
+        "",
         &[
             "--allow",
             &rule,

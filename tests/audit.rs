@@ -2,7 +2,8 @@
 //! its outcome (refused ones too), each line names the process (thread
 //! group id and name), not the thread, with uid and gid; no value ever
 //! appears; lines written just before SIGTERM are in the file after it;
-//! `--audit-syslog` sends the same lines to syslog.
+//! `--audit-syslog` sends the same lines to syslog. The changes run per
+//! store (`per_store!`, tests/support/backend.rs).
 //!
 //! A line is written before its operation is answered (see
 //! tests/audit_file.rs, which relies on it); these tests still wait for
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, q, seeded, sh, sh_ok, Mount};
+use support::{eventually, per_store, q, seeded, sh, sh_ok, Backend, Mount, Store};
 
 /// The audit log's lines so far.
 fn lines(log: &Path) -> Vec<Value> {
@@ -52,16 +53,12 @@ fn assert_by(l: &Value, pid: u64, comm: &str, uid: u32, gid: u32) {
     assert!(l["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
 }
 
-#[test]
-fn every_change_through_the_mount_leaves_a_line_with_its_process_and_outcome() {
-    let bao = seeded();
+per_store!(every_change_through_the_mount_leaves_a_line_with_its_process_and_outcome);
+fn every_change_through_the_mount_leaves_a_line_with_its_process_and_outcome(backend: Backend) {
+    let store = Store::seeded(backend);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
-    let m = Mount::new(
-        &bao,
-        "secret/",
-        &["--writable", "--audit-log", log.to_str().unwrap()],
-    );
+    let m = store.mount("", &["--writable", "--audit-log", log.to_str().unwrap()]);
     let db = m.at("myapp/db");
 
     let pid = sh_pid(&format!("exec rm {}", q(&db.join("MULTI"))));
@@ -86,10 +83,7 @@ fn every_change_through_the_mount_leaves_a_line_with_its_process_and_outcome() {
         line_of(&log, "open-write", "/myapp/db/LOGIN")["pid"],
         json!(pid)
     );
-    assert_eq!(
-        bao.kv2_get("secret", "myapp/db").unwrap().0["LOGIN"],
-        json!("s3cr3t-new")
-    );
+    assert_eq!(store.data("myapp/db")["LOGIN"], json!("s3cr3t-new"));
 
     let pid = sh_pid(&format!("exec mkdir {}", q(&m.at("myapp/newdir"))));
     assert_by(&line_of(&log, "mkdir", "/myapp/newdir"), pid, "mkdir", 0, 0);

@@ -3,7 +3,9 @@
 //! that cannot be variables left out with a warning, `--prefix`/`--upcase`,
 //! `--no-override`; a missing or refused SOURCE stops it before COMMAND
 //! starts; COMMAND's exit status and the signals secretfs receives pass
-//! through; a change in OpenBao restarts COMMAND (or signals it).
+//! through; a change in OpenBao restarts COMMAND (or signals it). What
+//! comes from the store runs per store (`per_store!`,
+//! tests/support/backend.rs): layers, folder SOURCEs, restarts on a change.
 
 mod support;
 
@@ -13,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, Bao};
+use support::{eventually, per_store, Backend, Bao, Store};
 
 /// How long a change may take to reach COMMAND: --ttl 1s plus a generous
 /// bound for "does not hang" on a loaded machine.
@@ -39,6 +41,23 @@ fn exec(bao: &Bao, args: &[&str]) -> Command {
     cmd
 }
 
+/// `secretfs exec ARGS` on `store` (its SOURCEs among ARGS): with the root
+/// token on OpenBao, with its identity on a store file.
+fn exec_on(store: &Store, args: &[&str]) -> Command {
+    match store.backend() {
+        Backend::File => {
+            let mut cmd = Command::new(support::secretfs());
+            cmd.arg("exec").args(args).args(store.access_args());
+            for var in ["VAULT_ADDR", "VAULT_TOKEN", "RUST_LOG"] {
+                cmd.env_remove(var);
+            }
+            cmd.stdin(Stdio::null());
+            cmd
+        }
+        _ => exec(store.bao(), args),
+    }
+}
+
 /// Runs it to the end.
 fn output(mut cmd: Command) -> Output {
     cmd.output().expect("run secretfs exec")
@@ -62,10 +81,18 @@ impl Running {
     /// Starts `secretfs exec ARGS -- sh -c SCRIPT`, with `$OUT` the file
     /// the script writes to.
     fn start(bao: &Bao, args: &[&str], script: &str) -> Running {
+        Running::spawn(exec(bao, args), script)
+    }
+
+    /// [`Running::start`] on `store`.
+    fn start_on(store: &Store, args: &[&str], script: &str) -> Running {
+        Running::spawn(exec_on(store, args), script)
+    }
+
+    fn spawn(mut cmd: Command, script: &str) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
         let stderr = dir.path().join("stderr");
-        let mut cmd = exec(bao, args);
         cmd.args(["--", "sh", "-c", script])
             .env("OUT", &out)
             .stderr(File::create(&stderr).expect("stderr file"));
@@ -153,13 +180,26 @@ fn three_layers(bao: &Bao) {
     );
 }
 
-const LAYERS: [&str; 3] = ["secret/shop", "secret/shop/prod", "secret/shop/prod/api"];
+/// [`three_layers`] in any store.
+fn three_layers_in(store: &Store) {
+    store.put(
+        "shop",
+        json!({"DB_HOST": "db.shop", "LOG_LEVEL": "info", "REPLICAS": 1}),
+    );
+    store.put(
+        "shop/prod",
+        json!({"LOG_LEVEL": "warn", "DB_PASSWORD": "prod-pw"}),
+    );
+    store.put("shop/prod/api", json!({"LOG_LEVEL": "debug", "PORT": 8080}));
+}
 
-#[test]
-fn every_key_of_every_layer_is_a_variable_and_later_layers_win() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let mut cmd = exec(&bao, &LAYERS);
+per_store!(every_key_of_every_layer_is_a_variable_and_later_layers_win);
+fn every_key_of_every_layer_is_a_variable_and_later_layers_win(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let layers = ["shop", "shop/prod", "shop/prod/api"].map(|f| store.source(f));
+    let layers: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let mut cmd = exec_on(&store, &layers);
     cmd.args([
         "--",
         "sh",
@@ -170,24 +210,31 @@ fn every_key_of_every_layer_is_a_variable_and_later_layers_win() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), "db.shop|debug|prod-pw|1|8080");
     // The order of the SOURCEs is the order of the layers.
-    let mut cmd = exec(&bao, &["secret/shop/prod/api", "secret/shop"]);
+    let mut cmd = exec_on(
+        &store,
+        &[&store.source("shop/prod/api"), &store.source("shop")],
+    );
     cmd.args(["--", "sh", "-c", r#"printf %s "$LOG_LEVEL""#]);
     assert_eq!(text(&output(cmd).stdout), "info");
     // Nothing of secretfs's own on stderr when all is well.
-    let mut cmd = exec(&bao, &LAYERS);
+    let mut cmd = exec_on(&store, &layers);
     cmd.args(["--", "true"]);
     let out = output(cmd);
     assert_eq!(text(&out.stderr), "");
 }
 
-#[test]
-fn a_folder_source_gives_the_keys_of_every_secret_directly_in_it() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "team/a", json!({"A": "a", "SHARED": "from a"}));
-    bao.kv2_put("secret", "team/b", json!({"B": "b", "SHARED": "from b"}));
-    bao.kv2_put("secret", "team/deeper/c", json!({"C": "c"}));
-    bao.kv2_put("secret", "team", json!({"T": "the secret team"}));
-    let mut cmd = exec(&bao, &["secret/team/"]);
+per_store!(a_folder_source_gives_the_keys_of_every_secret_directly_in_it);
+fn a_folder_source_gives_the_keys_of_every_secret_directly_in_it(backend: Backend) {
+    let store = Store::seeded_with(
+        backend,
+        &[
+            ("team/a", json!({"A": "a", "SHARED": "from a"})),
+            ("team/b", json!({"B": "b", "SHARED": "from b"})),
+            ("team/deeper/c", json!({"C": "c"})),
+            ("team", json!({"T": "the secret team"})),
+        ],
+    );
+    let mut cmd = exec_on(&store, &[&store.source("team/")]);
     cmd.args([
         "--",
         "sh",
@@ -200,7 +247,7 @@ fn a_folder_source_gives_the_keys_of_every_secret_directly_in_it() {
     // and nothing below a subfolder.
     assert_eq!(text(&out.stdout), "a|b|from b|unset|unset");
     // Without the slash, a path that is a secret is that secret.
-    let mut cmd = exec(&bao, &["secret/team"]);
+    let mut cmd = exec_on(&store, &[&store.source("team")]);
     cmd.args(["--", "sh", "-c", r#"printf '%s|%s' "$T" "${A-unset}""#]);
     assert_eq!(text(&output(cmd).stdout), "the secret team|unset");
 }
@@ -328,37 +375,50 @@ fn the_commands_exit_status_is_secretfs_exit_status() {
     assert_eq!(out.status.code(), Some(127), "{out:?}");
 }
 
-#[test]
-fn a_changed_value_restarts_the_command_with_the_new_environment() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let mut run = Running::start(
-        &bao,
-        &["--ttl", "1s", "secret/shop", "secret/shop/prod"],
+per_store!(a_changed_value_restarts_the_command_with_the_new_environment);
+fn a_changed_value_restarts_the_command_with_the_new_environment(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let (shop, prod) = (store.source("shop"), store.source("shop/prod"));
+    let mut run = Running::start_on(
+        &store,
+        &["--ttl", "1s", &shop, &prod],
         r#"printf '%s\n' "$DB_PASSWORD" >> "$OUT"; exec sleep 60"#,
     );
     run.wait_for_line("prod-pw");
-    // Rotated the way an operator does it.
-    let put = Command::new("bao")
-        .args([
-            "kv",
-            "put",
-            "-mount=secret",
+    // Rotated the way an operator does it (`bao kv put` on OpenBao).
+    match backend {
+        Backend::File => store.put(
             "shop/prod",
-            "LOG_LEVEL=warn",
-            "DB_PASSWORD=rotated-pw",
-        ])
-        .env("VAULT_ADDR", bao.addr())
-        .env("VAULT_TOKEN", "root")
-        .output()
-        .expect("bao kv put");
-    assert!(put.status.success(), "{put:?}");
+            json!({"LOG_LEVEL": "warn", "DB_PASSWORD": "rotated-pw"}),
+        ),
+        _ => {
+            let mount = if backend == Backend::VaultKv1 {
+                "-mount=kv1"
+            } else {
+                "-mount=secret"
+            };
+            let put = Command::new("bao")
+                .args([
+                    "kv",
+                    "put",
+                    mount,
+                    "shop/prod",
+                    "LOG_LEVEL=warn",
+                    "DB_PASSWORD=rotated-pw",
+                ])
+                .env("VAULT_ADDR", store.bao().addr())
+                .env("VAULT_TOKEN", "root")
+                .output()
+                .expect("bao kv put");
+            assert!(put.status.success(), "{put:?}");
+        }
+    }
     run.wait_for_line("rotated-pw");
     assert_eq!(run.lines(), ["prod-pw", "rotated-pw"]);
     // A change that a layer above overrides changes nothing the command
     // sees: no restart.
-    bao.kv2_put(
-        "secret",
+    store.put(
         "shop",
         json!({"DB_HOST": "db.shop", "LOG_LEVEL": "error", "REPLICAS": 1, "DB_PASSWORD": "hidden"}),
     );

@@ -4,7 +4,10 @@
 //! `age -r` mounts; what a writable mount writes, `age -d` decrypts to
 //! the documented JSON; versions show as `P@N`; a change made with the
 //! age tool shows within the TTL; two secretfs processes writing one file
-//! lose nothing; a file layers over OpenBao; `secretfs exec` reads one.
+//! lose nothing; `secretfs exec` needs its identity and waits for a file
+//! not there yet. (Reads, writes, layouts, layers, a file layer over
+//! each store, templates, `--allow`, exec and audit run on the store file
+//! too, per store: tests/support/backend.rs.)
 
 mod support;
 
@@ -246,75 +249,16 @@ fn two_secretfs_processes_writing_one_file_lose_nothing() {
     assert_eq!(shared["seed"], json!("0"));
 }
 
+/// (What `secretfs exec` reads from a store file is tested per store in
+/// tests/exec.rs.)
 #[test]
-fn a_file_layer_lies_over_openbao() {
-    let bao = Bao::start();
-    bao.kv2_put(
-        "secret",
-        "app/db",
-        json!({"USER": "app", "PASSWORD": "from-vault"}),
-    );
-    let age = Age::new();
-    let overrides = age.path("overrides.age");
-    age.encrypt(
-        &json!({"secrets": {"db": {"data": {"PASSWORD": "local"}}}}),
-        &overrides,
-    );
-    let layer = format!("file:{}", overrides.display());
-    let m = Mount::new(
-        &bao,
-        "secret/app",
-        &["--layer", &layer, "--identity", s(&age.key), "--writable"],
-    );
-    assert_eq!(read(&m, "db/USER"), "app");
-    assert_eq!(read(&m, "db/PASSWORD"), "local");
-    let source = run_ok(
-        "getfattr",
-        &[
-            "--only-values",
-            "-n",
-            "user.secretfs.source",
-            s(&m.at("db/PASSWORD")),
-        ],
-    );
-    assert_eq!(source, layer);
-    // Writes go to the top layer: the file, never Vault.
-    write_and_close(&m.at("db/USER"), b"me").expect("write");
-    let doc = age.decrypt(&overrides);
-    let last = doc["secrets"]["db"]["versions"]
-        .as_array()
-        .and_then(|v| v.last().cloned())
-        .expect("versions");
-    assert_eq!(last["data"], json!({"PASSWORD": "local", "USER": "me"}));
-    assert_eq!(
-        bao.kv2_get("secret", "app/db").map(|(d, _)| d),
-        Some(json!({"USER": "app", "PASSWORD": "from-vault"}))
-    );
-}
-
-#[test]
-fn exec_runs_a_command_with_the_keys_of_a_file_source() {
+fn exec_of_a_file_source_without_an_identity_stops_before_the_command() {
     let age = Age::new();
     let file = age.path("app.age");
     age.encrypt(
-        &json!({"secrets": {"app/db": {"data": {"DB_PASSWORD": "hunter2", "DB_USER": "app"}}}}),
+        &json!({"secrets": {"app/db": {"data": {"DB_PASSWORD": "hunter2"}}}}),
         &file,
     );
-    let out = Command::new(support::secretfs())
-        .args(["exec", &format!("file:{}#app/db", file.display())])
-        .args(["--identity", s(&age.key), "--", "env"])
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
-        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
-        .output()
-        .expect("secretfs exec");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        stdout.lines().any(|l| l == "DB_PASSWORD=hunter2"),
-        "{stdout}"
-    );
-    assert!(stdout.lines().any(|l| l == "DB_USER=app"), "{stdout}");
     // Without an identity it stops before the command, saying why.
     let out = run(
         support::secretfs(),
@@ -325,6 +269,49 @@ fn exec_runs_a_command_with_the_keys_of_a_file_source() {
         String::from_utf8_lossy(&out.stderr).contains("--identity"),
         "{out:?}"
     );
+}
+
+/// A store file that is not there yet (a volume or a git checkout that
+/// comes later) is a store that does not answer, as a Vault server that
+/// is down: `secretfs exec --wait-for-store` waits for it, trying again
+/// with backoff, then runs the command. It stopped at once (exit 125,
+/// "No such file or directory"), where the runtime already took a missing
+/// file for an outage.
+#[test]
+fn exec_waits_for_a_store_file_that_is_not_there_yet() {
+    let age = Age::new();
+    let file = age.path("late.age");
+    let stderr = age.path("stderr");
+    let mut child = Command::new(support::secretfs())
+        .args(["exec", &format!("file:{}#app", file.display())])
+        .args(["--identity", s(&age.key), "--wait-for-store", "5m"])
+        .args(["--", "sh", "-c", "printf %s \"$K\""])
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("SECRETFS_AGE_IDENTITY_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("secretfs exec");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    eventually("two logged retries", Duration::from_secs(30), || {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("exec stopped ({status}) instead of waiting: {}", log());
+        }
+        (log().matches("does not answer yet").count() >= 2).then_some(())
+    });
+    age.encrypt(
+        &json!({"secrets": {"app": {"data": {"K": "from-the-late-file"}}}}),
+        &file,
+    );
+    let status = eventually(
+        format!("exec to run its command and exit (log: {})", log()),
+        Duration::from_secs(60),
+        || child.try_wait().ok().flatten(),
+    );
+    let out = child.wait_with_output().expect("output");
+    assert!(status.success(), "{status}: {}", log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-late-file");
 }
 
 #[test]

@@ -3,13 +3,38 @@
 //! service setup merged, names the layer of each value in
 //! `user.secretfs.source`, writes to the top layer only, uncovers the
 //! value below on `rm`, and refuses `rm` of a key only a lower layer holds.
+//! Those run per store (`per_store!`: three folders of one store as the
+//! layers), and a local overrides file lies over each store; what needs
+//! Vault's policies or a server to stop runs on OpenBao.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Bao, Mount};
+use support::{
+    eventually, names, per_store, run, run_ok, s, set, status, write_and_close, AgeFile, Backend,
+    Bao, Mount, Store,
+};
+
+/// project → environment → service, as three folders of `store`.
+fn three_layers_in(store: &Store) {
+    store.put(
+        "project/app",
+        json!({"A": "project", "B": "project", "C": "project"}),
+    );
+    store.put("project/only-project", json!({"X": "x"}));
+    store.put("prod/app", json!({"B": "prod"}));
+    store.put("api/app", json!({"C": "api"}));
+}
+
+/// `project` with `prod` and `api` laid over it.
+fn mount_layers(store: &Store, extra: &[&str]) -> Mount {
+    let (prod, api) = (store.source("prod"), store.source("api"));
+    let mut args = vec!["--layer", &prod, "--layer", &api, "--ttl", "1s"];
+    args.extend_from_slice(extra);
+    store.mount("project", &args)
+}
 
 /// project → environment → service, as three folders.
 fn three_layers(bao: &Bao) {
@@ -23,19 +48,6 @@ fn three_layers(bao: &Bao) {
     bao.kv2_put("secret", "api/app", json!({"C": "api"}));
 }
 
-fn mount(bao: &Bao, extra: &[&str]) -> Mount {
-    let mut args = vec![
-        "--layer",
-        "secret/prod",
-        "--layer",
-        "secret/api",
-        "--ttl",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    Mount::new(bao, "secret/project", &args)
-}
-
 fn read(m: &Mount, rel: &str) -> String {
     String::from_utf8(std::fs::read(m.at(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))).unwrap()
 }
@@ -47,29 +59,28 @@ fn source_of(m: &Mount, rel: &str) -> String {
     )
 }
 
-#[test]
-fn a_secret_in_several_layers_shows_every_key_the_top_most_value_winning() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let m = mount(&bao, &[]);
+per_store!(a_secret_in_several_layers_shows_every_key_the_top_most_value_winning);
+fn a_secret_in_several_layers_shows_every_key_the_top_most_value_winning(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let m = mount_layers(&store, &[]);
     assert_eq!(run_ok("ls", &[s(m.path())]), "app\nonly-project\n");
     assert_eq!(run_ok("ls", &[s(&m.at("app"))]), "A\nB\nC\n");
     assert_eq!(read(&m, "app/A"), "project");
     assert_eq!(read(&m, "app/B"), "prod");
     assert_eq!(read(&m, "app/C"), "api");
-    assert_eq!(source_of(&m, "app/A"), "secret/project");
-    assert_eq!(source_of(&m, "app/B"), "secret/prod");
-    assert_eq!(source_of(&m, "app/C"), "secret/api");
+    assert_eq!(source_of(&m, "app/A"), store.source("project"));
+    assert_eq!(source_of(&m, "app/B"), store.source("prod"));
+    assert_eq!(source_of(&m, "app/C"), store.source("api"));
 }
 
-#[test]
-fn a_change_below_shows_unless_a_layer_above_overrides_it() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let m = mount(&bao, &[]);
+per_store!(a_change_below_shows_unless_a_layer_above_overrides_it);
+fn a_change_below_shows_unless_a_layer_above_overrides_it(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let m = mount_layers(&store, &[]);
     assert_eq!(read(&m, "app/A"), "project");
-    bao.kv2_put(
-        "secret",
+    store.put(
         "project/app",
         json!({"A": "new", "B": "hidden", "C": "project"}),
     );
@@ -79,56 +90,80 @@ fn a_change_below_shows_unless_a_layer_above_overrides_it() {
     assert_eq!(read(&m, "app/B"), "prod");
 }
 
-#[test]
-fn writes_go_to_the_top_layer_and_rm_uncovers_the_value_below() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let m = mount(&bao, &["--writable"]);
+per_store!(writes_go_to_the_top_layer_and_rm_uncovers_the_value_below);
+fn writes_go_to_the_top_layer_and_rm_uncovers_the_value_below(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let m = mount_layers(&store, &["--writable"]);
     // An override of a key held only below lands in the top layer alone.
     write_and_close(&m.at("app/A"), b"mine").unwrap();
     assert_eq!(read(&m, "app/A"), "mine");
-    assert_eq!(source_of(&m, "app/A"), "secret/api");
+    assert_eq!(source_of(&m, "app/A"), store.source("api"));
+    assert_eq!(store.data("api/app"), json!({"A": "mine", "C": "api"}));
     assert_eq!(
-        bao.kv2_get("secret", "api/app").unwrap().0,
-        json!({"A": "mine", "C": "api"})
-    );
-    assert_eq!(
-        bao.kv2_get("secret", "project/app").unwrap().0,
+        store.data("project/app"),
         json!({"A": "project", "B": "project", "C": "project"})
     );
-    assert_eq!(
-        bao.kv2_get("secret", "prod/app").unwrap().0,
-        json!({"B": "prod"})
-    );
+    assert_eq!(store.data("prod/app"), json!({"B": "prod"}));
     // rm of the top layer's value uncovers the one below.
     std::fs::remove_file(m.at("app/C")).unwrap();
     assert_eq!(read(&m, "app/C"), "project");
-    assert_eq!(source_of(&m, "app/C"), "secret/project");
-    assert_eq!(
-        bao.kv2_get("secret", "api/app").unwrap().0,
-        json!({"A": "mine"})
-    );
+    assert_eq!(source_of(&m, "app/C"), store.source("project"));
+    assert_eq!(store.data("api/app"), json!({"A": "mine"}));
 }
 
-#[test]
-fn rm_of_a_key_only_a_lower_layer_holds_is_refused_and_changes_nothing() {
-    let bao = Bao::start();
-    three_layers(&bao);
-    let m = mount(&bao, &["--writable"]);
+per_store!(rm_of_a_key_only_a_lower_layer_holds_is_refused_and_changes_nothing);
+fn rm_of_a_key_only_a_lower_layer_holds_is_refused_and_changes_nothing(backend: Backend) {
+    let store = Store::start(backend);
+    three_layers_in(&store);
+    let m = mount_layers(&store, &["--writable"]);
     let out = run("rm", &[s(&m.at("only-project/X"))]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Operation not permitted"), "{err}");
-    assert_eq!(
-        bao.kv2_get("secret", "project/only-project").unwrap().0,
-        json!({"X": "x"})
-    );
-    assert!(bao.kv2_get("secret", "api/only-project").is_none());
+    assert_eq!(store.data("project/only-project"), json!({"X": "x"}));
+    assert_eq!(store.get("api/only-project"), None);
     assert_eq!(read(&m, "only-project/X"), "x");
     let log = m.log();
     assert!(
-        log.contains("secret/project"),
+        log.contains(&store.source("project")),
         "the log names the layer: {log}"
+    );
+}
+
+// The way a developer keeps local overrides: `--layer
+// file:overrides.age` over the team's store, whichever it is. Reads mix
+// both; writes go to the file, never to the store below.
+per_store!(a_local_overrides_file_lies_over_any_store);
+fn a_local_overrides_file_lies_over_any_store(backend: Backend) {
+    let store = Store::start(backend);
+    store.put("app/db", json!({"USER": "app", "PASSWORD": "from-store"}));
+    let over = AgeFile::new();
+    over.edit(|doc| doc["secrets"]["db"] = json!({"data": {"PASSWORD": "local"}}));
+    // One identity file opening both files (age reads every key in it).
+    let identity = over.path("identities.txt");
+    let mut keys = std::fs::read_to_string(over.key()).expect("key");
+    if backend == Backend::File {
+        keys.push_str(&std::fs::read_to_string(store.age().key()).expect("key"));
+    }
+    std::fs::write(&identity, keys).expect("identities");
+    let layer = format!("file:{}", over.file().display());
+    let m = store
+        .bare_builder("app")
+        .args(&["--layer", &layer, "--identity", s(&identity), "--writable"])
+        .start();
+    assert_eq!(read(&m, "db/USER"), "app");
+    assert_eq!(read(&m, "db/PASSWORD"), "local");
+    assert_eq!(source_of(&m, "db/PASSWORD"), layer);
+    assert_eq!(source_of(&m, "db/USER"), store.source("app"));
+    write_and_close(&m.at("db/USER"), b"me").expect("write");
+    assert_eq!(
+        over.get("db").map(|(d, _)| d),
+        Some(json!({"PASSWORD": "local", "USER": "me"}))
+    );
+    assert_eq!(
+        store.data("app/db"),
+        json!({"USER": "app", "PASSWORD": "from-store"})
     );
 }
 

@@ -2,7 +2,9 @@
 //! that read such files: `--layout json` read by `jq` and Python's `json`,
 //! `--layout env` read by bash `source`, systemd's own env-file parser and
 //! python-dotenv, with hostile values; writes on `--writable` mounts
-//! checked through the HTTP API.
+//! checked in the store itself. What the store holds runs per store
+//! (`per_store!`, tests/support/backend.rs): versions and metadata on the
+//! stores that have them, and where a store has none, the errno it gives.
 //!
 //! systemd: PID 1 here is no systemd, so `systemd-run` cannot start a
 //! unit. systemd reads `EnvironmentFile=` with the parser it reads
@@ -20,7 +22,9 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use support::{names, run, run_ok, s, seeded, set, write_and_close, Bao, Mount};
+use support::{
+    names, per_store, run, run_ok, s, set, status, write_and_close, Backend, Bao, Mount, Store,
+};
 
 /// Values no one quoting suits, each under its own key.
 const HOSTILE: &[(&str, &str)] = &[
@@ -107,11 +111,11 @@ fn dotenv(file: &Path, interpolate: bool) -> BTreeMap<String, String> {
     serde_json::from_str(&out).expect("dotenv's JSON")
 }
 
-#[test]
-fn json_layout_shows_each_secret_as_a_json_file_jq_and_python_read() {
-    let bao = seeded();
+per_store!(json_layout_shows_each_secret_as_a_json_file_jq_and_python_read);
+fn json_layout_shows_each_secret_as_a_json_file_jq_and_python_read(backend: Backend) {
+    let store = Store::seeded(backend);
     // The mount(8) form of the option.
-    let m = Mount::new(&bao, "secret/", &["-o", "layout=json"]);
+    let m = store.mount("", &["-o", "layout=json"]);
     assert_eq!(names(m.path()), set(&["clash", "clash.json", "myapp"]));
     // db is a secret and a folder; token and typed are only secrets.
     assert_eq!(
@@ -122,7 +126,7 @@ fn json_layout_shows_each_secret_as_a_json_file_jq_and_python_read() {
     assert!(!m.at("myapp/api/token").exists());
     for secret in ["myapp/db", "myapp/typed", "clash", "myapp/api/token"] {
         let file = m.at(&format!("{secret}.json"));
-        let (data, _) = bao.kv2_get("secret", secret).unwrap();
+        let data = store.data(secret);
         // Python's json module, and jq.
         let from_python = python(
             "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))",
@@ -151,12 +155,12 @@ fn json_layout_shows_each_secret_as_a_json_file_jq_and_python_read() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
 }
 
-#[test]
-fn writing_a_json_file_is_one_new_version_and_a_bad_one_changes_nothing() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--layout", "json", "--writable"]);
+per_store!(writing_a_json_file_is_one_new_version_and_a_bad_one_changes_nothing);
+fn writing_a_json_file_is_one_new_version_and_a_bad_one_changes_nothing(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &["--layout", "json", "--writable"]);
     let file = m.at("myapp/db.json");
-    let before = bao.kv2_version("secret", "myapp/db");
+    let before = store.version("myapp/db");
     // jq edits, cp writes back: one new version, types kept.
     let edited = run_ok(
         "jq",
@@ -169,8 +173,8 @@ fn writing_a_json_file_is_one_new_version_and_a_bad_one_changes_nothing() {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), &edited).unwrap();
     run_ok("cp", &[s(tmp.path()), s(&file)]);
-    let (data, version) = bao.kv2_get("secret", "myapp/db").unwrap();
-    assert_eq!(version, before + 1);
+    let (data, version) = (store.data("myapp/db"), store.version("myapp/db"));
+    assert_eq!(version, before.map(|v| v + 1));
     assert_eq!(
         data,
         json!({"PASSWORD": "hunter2", "USER": "admin", "PORT": 6543, "UNICODE": "pässwörd ✓"})
@@ -180,28 +184,34 @@ fn writing_a_json_file_is_one_new_version_and_a_bad_one_changes_nothing() {
         let e = write_and_close(&file, bad).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
     }
-    assert_eq!(bao.kv2_get("secret", "myapp/db").unwrap(), (data, version));
+    assert_eq!(
+        (store.data("myapp/db"), store.version("myapp/db")),
+        (data, version)
+    );
     // Creating N.json creates the secret N.
     let tmp2 = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp2.path(), "{\"HOST\": \"redis\", \"PORT\": 6379}").unwrap();
     run_ok("cp", &[s(tmp2.path()), s(&m.at("myapp/cache.json"))]);
     assert_eq!(
-        bao.kv2_get("secret", "myapp/cache").unwrap().0,
+        store.data("myapp/cache"),
         json!({"HOST": "redis", "PORT": 6379})
     );
     assert!(names(&m.at("myapp")).contains("cache.json"));
 }
 
-#[test]
-fn env_layout_values_read_back_exactly_by_bash_systemd_and_python_dotenv() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/hostile", hostile_secret());
-    bao.kv2_put(
-        "secret",
-        "app/typed",
-        json!({"PORT": 5432, "ON": true, "bad-name": "left out", "OBJ": {"a": "b c"}}),
+per_store!(env_layout_values_read_back_exactly_by_bash_systemd_and_python_dotenv);
+fn env_layout_values_read_back_exactly_by_bash_systemd_and_python_dotenv(backend: Backend) {
+    let store = Store::seeded_with(
+        backend,
+        &[
+            ("app/hostile", hostile_secret()),
+            (
+                "app/typed",
+                json!({"PORT": 5432, "ON": true, "bad-name": "left out", "OBJ": {"a": "b c"}}),
+            ),
+        ],
     );
-    let m = Mount::new(&bao, "secret/", &["--layout", "env"]);
+    let m = store.mount("", &["--layout", "env"]);
     assert_eq!(names(&m.at("app")), set(&["hostile.env", "typed.env"]));
     let file = m.at("app/hostile.env");
     let keys: Vec<&str> = HOSTILE.iter().map(|(k, _)| *k).collect();
@@ -249,46 +259,44 @@ fn env_layout_values_read_back_exactly_by_bash_systemd_and_python_dotenv() {
     assert_eq!(from_bash["PORT"], "5432");
 }
 
-#[test]
-fn writing_an_env_file_replaces_the_data_in_one_write() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "app/hostile", hostile_secret());
-    bao.kv2_put(
-        "secret",
-        "app/typed",
-        json!({"PORT": 5432, "bad-name": "kept"}),
+per_store!(writing_an_env_file_replaces_the_data_in_one_write);
+fn writing_an_env_file_replaces_the_data_in_one_write(backend: Backend) {
+    let store = Store::seeded_with(
+        backend,
+        &[
+            ("app/hostile", hostile_secret()),
+            ("app/typed", json!({"PORT": 5432, "bad-name": "kept"})),
+        ],
     );
-    let m = Mount::new(&bao, "secret/", &["--layout", "env", "--writable"]);
+    let m = store.mount("", &["--layout", "env", "--writable"]);
 
     // What was read, written back unchanged, parses to the same data:
     // no new version (unchanged data makes none).
     let file = m.at("app/hostile.env");
-    let before = bao.kv2_version("secret", "app/hostile");
+    let before = store.version("app/hostile");
     let text = std::fs::read(&file).unwrap();
     write_and_close(&file, &text).unwrap();
-    let (data, version) = bao.kv2_get("secret", "app/hostile").unwrap();
-    assert_eq!(version, before);
-    assert_eq!(data, hostile_secret());
+    assert_eq!(store.version("app/hostile"), before);
+    assert_eq!(store.data("app/hostile"), hostile_secret());
 
     // A hand-written file, as a person would write it.
     let typed = m.at("app/typed.env");
     let hand = "# the database\nexport PORT=6543\nUSER='app user'\nPASS=\"it's \\\"x\\\" \\$1\"\n";
     write_and_close(&typed, hand.as_bytes()).unwrap();
     assert_eq!(
-        bao.kv2_get("secret", "app/typed").unwrap().0,
+        store.data("app/typed"),
         json!({"PORT": 6543, "USER": "app user", "PASS": "it's \"x\" $1", "bad-name": "kept"})
     );
     // A line that does not parse: EINVAL, nothing written.
-    let version = bao.kv2_version("secret", "app/typed");
+    let before = store.data("app/typed");
+    let version = store.version("app/typed");
     let e = write_and_close(&typed, b"PORT=1\nthis is not a pair\n").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
-    assert_eq!(bao.kv2_version("secret", "app/typed"), version);
+    assert_eq!(store.version("app/typed"), version);
+    assert_eq!(store.data("app/typed"), before);
     // Creating N.env creates N.
     write_and_close(&m.at("app/new.env"), b"K=v\n").unwrap();
-    assert_eq!(
-        bao.kv2_get("secret", "app/new").unwrap().0,
-        json!({"K": "v"})
-    );
+    assert_eq!(store.data("app/new"), json!({"K": "v"}));
 }
 
 #[test]
@@ -307,18 +315,18 @@ fn an_unknown_layout_is_refused_at_start() {
 // ---- versions ---------------------------------------------------------------
 
 /// `app/db` written three times (PASSWORD one, two, three).
-fn three_versions() -> Bao {
-    let bao = Bao::start();
+fn three_versions(backend: Backend) -> Store {
+    let store = Store::start(backend);
     for pw in ["one", "two", "three"] {
-        bao.kv2_put("secret", "app/db", json!({"PASSWORD": pw, "USER": "app"}));
+        store.put("app/db", json!({"PASSWORD": pw, "USER": "app"}));
     }
-    bao
+    store
 }
 
-#[test]
-fn a_version_reads_through_its_name_and_a_rollback_is_cp() {
-    let bao = three_versions();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(a_version_reads_through_its_name_and_a_rollback_is_cp: vault_kv2, file);
+fn a_version_reads_through_its_name_and_a_rollback_is_cp(backend: Backend) {
+    let store = three_versions(backend);
+    let m = store.mount("", &["--writable"]);
     assert_eq!(run_ok("cat", &[s(&m.at("app/db@1/PASSWORD"))]), "one");
     assert_eq!(run_ok("cat", &[s(&m.at("app/db@2/PASSWORD"))]), "two");
     assert_eq!(names(&m.at("app")), set(&["db"]));
@@ -331,40 +339,58 @@ fn a_version_reads_through_its_name_and_a_rollback_is_cp() {
         "cp",
         &[s(&m.at("app/db@1/PASSWORD")), s(&m.at("app/db/PASSWORD"))],
     );
-    let (data, version) = bao.kv2_get("secret", "app/db").unwrap();
-    assert_eq!(data, json!({"PASSWORD": "one", "USER": "app"}));
-    assert_eq!(version, 4);
+    assert_eq!(
+        store.data("app/db"),
+        json!({"PASSWORD": "one", "USER": "app"})
+    );
+    assert_eq!(store.version("app/db"), Some(4));
     // Deleted and destroyed versions are gone; a version not yet written
     // never was.
-    let (status, _) = bao.api(
-        "POST",
-        "secret/delete/app/db",
-        Some(json!({"versions": [2]})),
-    );
-    assert!(status < 300);
-    let (status, _) = bao.api(
-        "PUT",
-        "secret/destroy/app/db",
-        Some(json!({"versions": [3]})),
-    );
-    assert!(status < 300);
+    store.delete_version("app/db", 2);
+    store.destroy_version("app/db", 3);
     // (A mount that read a version keeps it for the TTL, like any answer.)
-    let m2 = Mount::new(&bao, "secret/", &[]);
+    let m2 = store.mount("", &[]);
     for gone in ["app/db@2", "app/db@3", "app/db@9"] {
         let e = std::fs::metadata(m2.at(gone)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{gone}");
     }
     assert_eq!(run_ok("cat", &[s(&m2.at("app/db@1/USER"))]), "app");
     // A real secret of that name wins.
-    bao.kv2_put("secret", "app/db@1", json!({"REAL": "yes"}));
-    let m3 = Mount::new(&bao, "secret/", &[]);
+    store.put("app/db@1", json!({"REAL": "yes"}));
+    let m3 = store.mount("", &[]);
     assert_eq!(names(&m3.at("app/db@1")), set(&["REAL"]));
 }
 
-#[test]
-fn in_the_json_layout_a_version_is_a_json_file_jq_reads() {
-    let bao = three_versions();
-    let m = Mount::new(&bao, "secret/", &["--layout", "json"]);
+// A version that never was is ENOENT on every store, however large its
+// number: OpenBao refuses a version past its int64 (HTTP 400), which
+// made `app/db@18446744073709551615` EINVAL (and a warning) on KV v2
+// where the store file said ENOENT.
+per_store!(a_version_that_never_was_is_enoent_whatever_its_number);
+fn a_version_that_never_was_is_enoent_whatever_its_number(backend: Backend) {
+    let store = three_versions(backend);
+    let m = store.mount("", &[]);
+    for name in [
+        "app/db@0",
+        "app/db@9",
+        "app/db@9223372036854775807",
+        "app/db@9223372036854775808",
+        "app/db@18446744073709551615",
+        "app/db@99999999999999999999",
+    ] {
+        let e = std::fs::metadata(m.at(name)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{name}: {e}");
+    }
+    assert!(
+        !m.log().contains(" WARN "),
+        "a missing version is no failure: {}",
+        m.log()
+    );
+}
+
+per_store!(in_the_json_layout_a_version_is_a_json_file_jq_reads: vault_kv2, file);
+fn in_the_json_layout_a_version_is_a_json_file_jq_reads(backend: Backend) {
+    let store = three_versions(backend);
+    let m = store.mount("", &["--layout", "json"]);
     assert_eq!(
         run_ok("jq", &["-r", ".PASSWORD", s(&m.at("app/db@1.json"))]),
         "one\n"
@@ -381,6 +407,13 @@ fn kv1_has_no_versions_to_show() {
     assert_eq!(run_ok("cat", &[s(&m.at("app/db/K"))]), "v");
     let e = std::fs::metadata(m.at("app/db@1")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    // And status says so.
+    let (_, report) = status(m.path());
+    assert_eq!(
+        report["store_capabilities"],
+        Backend::VaultKv1.caps().as_status(),
+        "{report}"
+    );
 }
 
 // ---- metadata as extended attributes ---------------------------------------
@@ -394,25 +427,19 @@ fn getfattr(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn custom_metadata(bao: &Bao, path: &str) -> (Value, Value) {
-    let (status, resp) = bao.api("GET", &format!("secret/metadata/{path}"), None);
-    assert_eq!(status, 200, "{resp}");
-    (
-        resp["data"]["custom_metadata"].clone(),
-        resp["data"]["max_versions"].clone(),
-    )
-}
-
-#[test]
-fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata() {
-    let bao = three_versions();
-    let (status, resp) = bao.api(
-        "POST",
-        "secret/metadata/app/db",
-        Some(json!({"custom_metadata": {"owner": "team-a"}, "max_versions": 5})),
-    );
-    assert!(status < 300, "{resp}");
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata: vault_kv2, file);
+fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata(backend: Backend) {
+    let store = three_versions(backend);
+    store.put_custom_metadata("app/db", "owner", "team-a");
+    if backend == Backend::VaultKv2 {
+        let (status, resp) = store.bao().api(
+            "POST",
+            "secret/metadata/app/db",
+            Some(json!({"custom_metadata": {"owner": "team-a"}, "max_versions": 5})),
+        );
+        assert!(status < 300, "{resp}");
+    }
+    let m = store.mount("", &["--writable"]);
     for path in ["app/db", "app/db/PASSWORD"] {
         let attrs = getfattr(&m.at(path));
         assert_eq!(attrs["user.secretfs.version"], "3", "{path}");
@@ -431,13 +458,19 @@ fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata() {
             s(&m.at("app/db")),
         ],
     );
-    let (custom, max_versions) = custom_metadata(&bao, "app/db");
     assert_eq!(
-        custom,
-        json!({"owner": "team-a", "description": "the app's database"})
+        store.custom_metadata("app/db"),
+        Some(json!({"owner": "team-a", "description": "the app's database"}))
     );
-    assert_eq!(max_versions, json!(5), "other metadata untouched");
-    assert_eq!(bao.kv2_version("secret", "app/db"), 3, "no new version");
+    if backend == Backend::VaultKv2 {
+        let (_, resp) = store.bao().api("GET", "secret/metadata/app/db", None);
+        assert_eq!(
+            resp["data"]["max_versions"],
+            json!(5),
+            "other metadata untouched"
+        );
+    }
+    assert_eq!(store.version("app/db"), Some(3), "no new version");
     assert_eq!(
         getfattr(&m.at("app/db/USER"))["user.secretfs.meta.description"],
         "the app's database"
@@ -451,8 +484,8 @@ fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata() {
         ],
     );
     assert_eq!(
-        custom_metadata(&bao, "app/db").0,
-        json!({"description": "the app's database"})
+        store.custom_metadata("app/db"),
+        Some(json!({"description": "the app's database"}))
     );
     // The store's own attributes are not ours to set.
     let out = run(
@@ -462,7 +495,7 @@ fn metadata_shows_as_extended_attributes_and_setfattr_writes_custom_metadata() {
     assert!(!out.status.success());
 
     // In the json layout, on the file; a read-only mount refuses changes.
-    let j = Mount::new(&bao, "secret/", &["--layout", "json"]);
+    let j = store.mount("", &["--layout", "json"]);
     let attrs = getfattr(&j.at("app/db.json"));
     assert_eq!(
         attrs["user.secretfs.meta.description"],
@@ -501,5 +534,12 @@ fn kv1_secrets_have_no_metadata_attributes() {
         String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // And status says so.
+    let (_, report) = status(m.path());
+    assert_eq!(
+        report["store_capabilities"]["metadata"],
+        json!(false),
+        "{report}"
     );
 }

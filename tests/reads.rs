@@ -6,22 +6,26 @@
 //! (`stat`: mode, owner, size; `--uid`, `--gid`, `--file-mode`,
 //! `--dir-mode` as flags or `-o`).
 //!
+//! The tests of what a store holds run per store (`per_store!`: OpenBao
+//! KV v2, KV v1, the age store file; tests/support/backend.rs); those of
+//! the attributes the options give are the kernel's and run on one.
+//!
 //! Fixtures are the shared ones in tests/support (one OpenBao dev server
-//! per test: it starts in about a second, tests may stop it, and a server
-//! of its own keeps each test's data apart). Nothing here skips: a missing
-//! `bao` or FUSE fails the test with a message that says what to install.
+//! or store file per test: a store of its own keeps each test's data
+//! apart). Nothing here skips: a missing `bao`, `age` or FUSE fails the
+//! test with a message that says what to install.
 
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use serde_json::json;
-use support::{names, q, run_ok, s, seeded, set, sh, sh_ok, Bao, Mount};
+use support::{names, per_store, q, run_ok, s, seeded, set, sh, sh_ok, Backend, Mount, Store};
 
-#[test]
-fn ls_and_cat_show_folders_secrets_and_exact_values() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(ls_and_cat_show_folders_secrets_and_exact_values);
+fn ls_and_cat_show_folders_secrets_and_exact_values(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     assert_eq!(sh_ok(&format!("ls {}", q(m.path()))), "clash\nmyapp\n");
     assert_eq!(
         sh_ok(&format!("ls {}", q(&m.at("myapp")))),
@@ -45,14 +49,18 @@ fn ls_and_cat_show_folders_secrets_and_exact_values() {
     );
 }
 
-#[test]
-fn the_root_lists_plain_secrets_beside_folders() {
-    let bao = Bao::start();
-    bao.kv2_put("secret", "solo", json!({"KEY": "alone"}));
-    bao.kv2_put("secret", "folder/inner", json!({"I": "1"}));
-    bao.kv2_put("secret", "both", json!({"B": "2"}));
-    bao.kv2_put("secret", "both/child", json!({"C": "3"}));
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(the_root_lists_plain_secrets_beside_folders);
+fn the_root_lists_plain_secrets_beside_folders(backend: Backend) {
+    let store = Store::seeded_with(
+        backend,
+        &[
+            ("solo", json!({"KEY": "alone"})),
+            ("folder/inner", json!({"I": "1"})),
+            ("both", json!({"B": "2"})),
+            ("both/child", json!({"C": "3"})),
+        ],
+    );
+    let m = store.mount("", &[]);
     // -p marks directories: every name at the root is one.
     assert_eq!(
         run_ok("ls", &["-p", s(m.path())]),
@@ -63,10 +71,10 @@ fn the_root_lists_plain_secrets_beside_folders() {
     assert_eq!(run_ok("cat", &[s(&m.at("solo/KEY"))]), "alone");
 }
 
-#[test]
-fn a_path_that_is_secret_and_folder_shows_keys_and_children() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(a_path_that_is_secret_and_folder_shows_keys_and_children);
+fn a_path_that_is_secret_and_folder_shows_keys_and_children(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     assert_eq!(
         sh_ok(&format!("ls {}", q(&m.at("myapp/db")))),
         "MULTI\nPASSWORD\nUNICODE\nUSER\nreplica\n"
@@ -75,19 +83,19 @@ fn a_path_that_is_secret_and_folder_shows_keys_and_children() {
     assert_eq!(std::fs::read(m.at("myapp/db/replica/HOST")).unwrap(), b"r1");
 }
 
-#[test]
-fn a_child_directory_wins_over_a_key_of_the_same_name() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(a_child_directory_wins_over_a_key_of_the_same_name);
+fn a_child_directory_wins_over_a_key_of_the_same_name(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     assert!(m.at("clash/child").is_dir());
     assert_eq!(std::fs::read(m.at("clash/child/x")).unwrap(), b"y");
     assert_eq!(std::fs::read(m.at("clash/k")).unwrap(), b"v");
 }
 
-#[test]
-fn non_string_values_are_compact_json() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(non_string_values_are_compact_json);
+fn non_string_values_are_compact_json(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     let read = |k: &str| std::fs::read_to_string(m.at(&format!("myapp/typed/{k}"))).unwrap();
     assert_eq!(read("n"), "42");
     assert_eq!(read("f"), "1.5");
@@ -97,19 +105,18 @@ fn non_string_values_are_compact_json() {
     assert_eq!(read("z"), "null");
 }
 
-#[test]
-fn keys_that_cannot_be_file_names_are_hidden_and_the_others_read() {
-    let bao = Bao::start();
+per_store!(keys_that_cannot_be_file_names_are_hidden_and_the_others_read);
+fn keys_that_cannot_be_file_names_are_hidden_and_the_others_read(backend: Backend) {
+    let store = Store::start(backend);
     let long = "k".repeat(300);
-    bao.kv2_put(
-        "secret",
+    store.put(
         "odd",
         json!({
             "ok": "1", "with space": "2", ".dot": "3", "ünï": "4",
             "a/b": "slash", "..": "dotdot", long.as_str(): "long"
         }),
     );
-    let m = Mount::new(&bao, "secret/", &[]);
+    let m = store.mount("", &[]);
     assert_eq!(
         names(&m.at("odd")),
         set(&["ok", "with space", ".dot", "ünï"])
@@ -119,10 +126,10 @@ fn keys_that_cannot_be_file_names_are_hidden_and_the_others_read() {
     assert_eq!(std::fs::read(m.at("odd/ünï")).unwrap(), b"4");
 }
 
-#[test]
-fn missing_names_are_enoent() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(missing_names_are_enoent);
+fn missing_names_are_enoent(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     for p in [
         "nope",
         "myapp/nope",
@@ -136,10 +143,10 @@ fn missing_names_are_enoent() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file or directory"));
 }
 
-#[test]
-fn stat_shows_mode_owner_and_size() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(stat_shows_mode_owner_and_size);
+fn stat_shows_mode_owner_and_size(backend: Backend) {
+    let store = Store::seeded(backend);
+    let m = store.mount("", &[]);
     let out = sh_ok(&format!(
         "stat -c '%a %U %s' {} {}",
         q(&m.at("myapp/db/PASSWORD")),

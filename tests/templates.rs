@@ -1,14 +1,15 @@
 //! `--layout templates:DIR` through a real mount over a real OpenBao: a
 //! template using two secrets renders, follows a change made in OpenBao
 //! within the TTL, a broken template fails alone with EIO, and every
-//! change is EROFS.
+//! change is EROFS. What renders from the store runs per store
+//! (`per_store!`, tests/support/backend.rs).
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, names, seeded, set, sh, Bao, Mount};
+use support::{eventually, names, per_store, seeded, set, sh, Backend, Bao, Mount, Store};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -21,30 +22,26 @@ fn templates(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn mount(bao: &Bao, dir: &tempfile::TempDir) -> Mount {
+fn mount(store: &Store, dir: &tempfile::TempDir) -> Mount {
     let layout = format!("templates:{}", dir.path().display());
-    Mount::new(bao, "secret/", &["--ttl", "1s", "--layout", &layout])
+    store.mount("", &["--ttl", "1s", "--layout", &layout])
 }
 
-#[test]
-fn a_template_using_two_secrets_renders_and_follows_a_change_in_openbao() {
-    let bao = seeded();
+per_store!(a_template_using_two_secrets_renders_and_follows_a_change_in_the_store);
+fn a_template_using_two_secrets_renders_and_follows_a_change_in_the_store(backend: Backend) {
+    let store = Store::seeded(backend);
     let dir = templates(&[(
         "db.url.tmpl",
         "postgresql://{{ secret(\"myapp/db\").USER }}:{{ secret(\"myapp/db\").PASSWORD }}@{{ secret(\"myapp/db/replica\").HOST }}:5432/app\n",
     )]);
-    let m = mount(&bao, &dir);
+    let m = mount(&store, &dir);
     assert_eq!(names(m.path()), set(&["db.url"]));
     let file = m.at("db.url");
     let first = std::fs::read_to_string(&file).unwrap();
     assert_eq!(first, "postgresql://app:hunter2@r1:5432/app\n");
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.len(), first.len() as u64);
-    bao.kv2_put(
-        "secret",
-        "myapp/db/replica",
-        json!({"HOST": "replica-two.internal"}),
-    );
+    store.put("myapp/db/replica", json!({"HOST": "replica-two.internal"}));
     let want = "postgresql://app:hunter2@replica-two.internal:5432/app\n";
     // The TTL plus a bound for a slow machine.
     eventually(
@@ -60,15 +57,15 @@ fn a_template_using_two_secrets_renders_and_follows_a_change_in_openbao() {
     assert!(after.modified().unwrap() > meta.modified().unwrap());
 }
 
-#[test]
-fn a_broken_template_fails_alone_with_eio_and_changes_are_erofs() {
-    let bao = seeded();
+per_store!(a_broken_template_fails_alone_with_eio_and_changes_are_erofs);
+fn a_broken_template_fails_alone_with_eio_and_changes_are_erofs(backend: Backend) {
+    let store = Store::seeded(backend);
     let dir = templates(&[
         ("broken.tmpl", "{{ secret(\"myapp/nope\").X }}"),
         ("syntax.tmpl", "{% for %}"),
         ("token.tmpl", "{{ secret(\"myapp/api/token\").value }}"),
     ]);
-    let m = mount(&bao, &dir);
+    let m = mount(&store, &dir);
     // ls lists the broken ones too (READDIRPLUS), then reading them fails.
     assert_eq!(names(m.path()), set(&["broken", "syntax", "token"]));
     let ls = sh(&format!("ls -l '{}'", m.path().display()));
@@ -125,16 +122,18 @@ fn a_missing_templates_folder_is_refused_at_start() {
     assert!(stderr.contains("no such folder"), "{stderr}");
 }
 
-#[test]
-fn a_relative_templates_folder_works_and_a_folder_listing_drives_a_loop() {
-    let bao = seeded();
+per_store!(a_relative_templates_folder_works_and_a_folder_listing_drives_a_loop);
+fn a_relative_templates_folder_works_and_a_folder_listing_drives_a_loop(backend: Backend) {
+    let store = Store::seeded(backend);
     let dir = templates(&[(
         "app.properties.tmpl",
         "{% for name in secrets(\"myapp/api\") %}api.{{ name }}={{ secret(\"myapp/api/\" ~ name).value }}\n{% endfor %}",
     )]);
     let parent = dir.path().parent().unwrap();
     let rel = dir.path().file_name().unwrap().to_str().unwrap();
-    let m = Mount::builder(&bao, "secret/")
+    // The store file's path is absolute: the cwd changes only the folder.
+    let m = store
+        .builder("")
         .args(&["--layout", &format!("templates:{rel}")])
         .cwd(parent)
         .start();
@@ -306,9 +305,9 @@ fn a_templates_folder_or_template_others_can_write_fails_the_mount() {
 
 #[test]
 fn a_template_others_can_write_after_start_is_refused_until_fixed() {
-    let bao = seeded();
+    let store = Store::seeded(Backend::VaultKv2);
     let dir = templates(&[("token.tmpl", "{{ secret(\"myapp/api/token\").value }}")]);
-    let m = mount(&bao, &dir);
+    let m = mount(&store, &dir);
     assert_eq!(std::fs::read_to_string(m.at("token")).unwrap(), "t0k");
     let template = dir.path().join("token.tmpl");
     chmod(&template, 0o666);

@@ -1,12 +1,15 @@
-//! The write path against a real OpenBao through a real mount: what each
-//! shell operation does to the store, checked over the HTTP API.
+//! The write path through a real mount: what each shell operation does
+//! to the store, checked in the store itself (OpenBao's HTTP API, or the
+//! store file decrypted with `age -d`). What a store holds runs per store
+//! (`per_store!`, tests/support/backend.rs); what needs Vault's policies,
+//! soft deletes or a server to stop runs on OpenBao.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use support::{q, sh_ok, write_and_close, Bao, Mount};
+use support::{per_store, q, sh_ok, write_and_close, Backend, Bao, Mount, Store};
 
 fn seeded() -> Bao {
     let bao = Bao::start();
@@ -18,32 +21,49 @@ fn seeded() -> Bao {
     bao
 }
 
+/// A store holding `app/db`: PASSWORD, USER and PORT (a number).
+fn seeded_store(backend: Backend) -> Store {
+    Store::seeded_with(
+        backend,
+        &[(
+            "app/db",
+            json!({"PASSWORD": "old", "USER": "app", "PORT": 5432}),
+        )],
+    )
+}
+
 fn data(bao: &Bao, path: &str) -> serde_json::Value {
     bao.kv2_get("secret", path).expect("secret exists").0
 }
 
-#[test]
-fn shell_redirection_writes_one_version_and_keeps_other_keys() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
-    let v = bao.kv2_version("secret", "app/db");
+/// The version after `before` where the store counts versions (KV v1
+/// does not: `None` both).
+fn next(before: Option<u64>) -> Option<u64> {
+    before.map(|v| v + 1)
+}
+
+per_store!(shell_redirection_writes_one_version_and_keeps_other_keys);
+fn shell_redirection_writes_one_version_and_keeps_other_keys(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable", "--ttl", "5m"]);
+    let v = store.version("app/db");
     sh_ok(&format!(
         "echo -n rotated > {}",
         q(&m.at("app/db/PASSWORD"))
     ));
-    assert_eq!(bao.kv2_version("secret", "app/db"), v + 1);
+    assert_eq!(store.version("app/db"), next(v));
     assert_eq!(
-        data(&bao, "app/db"),
+        store.data("app/db"),
         json!({"PASSWORD": "rotated", "USER": "app", "PORT": 5432})
     );
     // Read-your-writes through the mount, whatever the TTL.
     assert_eq!(std::fs::read(m.at("app/db/PASSWORD")).unwrap(), b"rotated");
 }
 
-#[test]
-fn common_tools_each_make_exactly_one_version() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+per_store!(common_tools_each_make_exactly_one_version);
+fn common_tools_each_make_exactly_one_version(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable", "--ttl", "5m"]);
     let dir = m.at("app/db");
     let local = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(local.path(), "from-a-file").unwrap();
@@ -87,29 +107,29 @@ fn common_tools_each_make_exactly_one_version() {
         ),
     ];
     for (cmd, key, want) in steps {
-        let before = bao.kv2_version("secret", "app/db");
+        let before = store.version("app/db");
         sh_ok(&cmd);
         // touch commits when the descriptor is released, just after close().
         m.wait_settled();
-        assert_eq!(bao.kv2_version("secret", "app/db"), before + 1, "`{cmd}`");
-        let now = data(&bao, "app/db");
+        assert_eq!(store.version("app/db"), next(before), "`{cmd}`");
+        let now = store.data("app/db");
         assert_eq!(now[key], want, "`{cmd}`");
         assert_eq!(now["USER"], json!("app"), "`{cmd}` touched another key");
     }
-    assert!(data(&bao, "app/db").get("INSTALLED").is_none());
+    assert!(store.data("app/db").get("INSTALLED").is_none());
 }
 
-#[test]
-fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
-    let before = bao.kv2_version("secret", "app/db");
+per_store!(vim_edits_in_place_as_one_version_and_leaves_no_scratch_file);
+fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
+    let before = store.version("app/db");
     sh_ok(&format!(
         "vim -Nu NONE -es -c '%s/old/vimmed/' -c 'wq!' {}",
         q(&m.at("app/db/PASSWORD"))
     ));
-    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
-    let now = data(&bao, "app/db");
+    assert_eq!(store.version("app/db"), next(before));
+    let now = store.data("app/db");
     // vim ends the file with a newline (fixeol).
     assert_eq!(now["PASSWORD"], json!("vimmed\n"));
     assert_eq!(
@@ -122,30 +142,30 @@ fn vim_edits_in_place_as_one_version_and_leaves_no_scratch_file() {
     assert_eq!(listing.split_whitespace().count(), 3, "{listing}");
 }
 
-#[test]
-fn vim_with_backup_by_rename_still_makes_one_version() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
-    let before = bao.kv2_version("secret", "app/db");
+per_store!(vim_with_backup_by_rename_still_makes_one_version);
+fn vim_with_backup_by_rename_still_makes_one_version(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
+    let before = store.version("app/db");
     // backupcopy=no: vim renames the original to PASSWORD~ and writes a new file.
     sh_ok(&format!(
         "vim -Nu NONE -es -c 'set backup backupcopy=no' -c '%s/old/renamed/' -c 'wq!' {}",
         q(&m.at("app/db/PASSWORD"))
     ));
-    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
-    assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("renamed\n"));
-    assert!(data(&bao, "app/db").get("PASSWORD~").is_none());
+    assert_eq!(store.version("app/db"), next(before));
+    assert_eq!(store.data("app/db")["PASSWORD"], json!("renamed\n"));
+    assert!(store.data("app/db").get("PASSWORD~").is_none());
 }
 
-#[test]
-fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
-    let bao = seeded();
-    bao.kv2_put("secret", "app/other", json!({"K": "v"}));
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes);
+fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes(backend: Backend) {
+    let store = seeded_store(backend);
+    store.put("app/other", json!({"K": "v"}));
+    let m = store.mount("", &["--writable"]);
     sh_ok(&format!("rm {}", q(&m.at("app/db/PORT"))));
     // A removal is in the store when unlink returns.
     assert_eq!(
-        data(&bao, "app/db"),
+        store.data("app/db"),
         json!({"PASSWORD": "old", "USER": "app"})
     );
     sh_ok(&format!(
@@ -153,18 +173,18 @@ fn rm_deletes_a_key_and_mv_across_secrets_copies_then_deletes() {
         q(&m.at("app/db/USER")),
         q(&m.at("app/other/USER"))
     ));
-    assert_eq!(data(&bao, "app/db"), json!({"PASSWORD": "old"}));
-    assert_eq!(data(&bao, "app/other"), json!({"K": "v", "USER": "app"}));
+    assert_eq!(store.data("app/db"), json!({"PASSWORD": "old"}));
+    assert_eq!(store.data("app/other"), json!({"K": "v", "USER": "app"}));
 }
 
-#[test]
-fn rename_inside_a_secret_is_atomic_and_honours_noreplace() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
-    let before = bao.kv2_version("secret", "app/db");
+per_store!(rename_inside_a_secret_is_atomic_and_honours_noreplace);
+fn rename_inside_a_secret_is_atomic_and_honours_noreplace(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
+    let before = store.version("app/db");
     std::fs::rename(m.at("app/db/USER"), m.at("app/db/LOGIN")).unwrap();
-    assert_eq!(bao.kv2_version("secret", "app/db"), before + 1);
-    assert_eq!(data(&bao, "app/db")["LOGIN"], json!("app"));
+    assert_eq!(store.version("app/db"), next(before));
+    assert_eq!(store.data("app/db")["LOGIN"], json!("app"));
     // RENAME_NOREPLACE onto an existing key: EEXIST, nothing changes.
     let dir = std::ffi::CString::new(m.at("app/db").to_str().unwrap()).unwrap();
     // SAFETY: valid C strings; renameat2 with AT_FDCWD-relative absolute paths.
@@ -184,21 +204,21 @@ fn rename_inside_a_secret_is_atomic_and_honours_noreplace() {
         std::io::Error::last_os_error().raw_os_error(),
         Some(libc::EEXIST)
     );
-    assert_eq!(data(&bao, "app/db")["PASSWORD"], json!("old"));
-    assert_eq!(data(&bao, "app/db")["LOGIN"], json!("app"));
+    assert_eq!(store.data("app/db")["PASSWORD"], json!("old"));
+    assert_eq!(store.data("app/db")["LOGIN"], json!("app"));
 }
 
-#[test]
-fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree);
+fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
     std::fs::create_dir(m.at("app/new")).unwrap();
     assert!(
-        bao.kv2_get("secret", "app/new").is_none(),
+        store.get("app/new").is_none(),
         "mkdir alone wrote to the store"
     );
     std::fs::write(m.at("app/new/TOKEN"), "t0k").unwrap();
-    assert_eq!(data(&bao, "app/new"), json!({"TOKEN": "t0k"}));
+    assert_eq!(store.data("app/new"), json!({"TOKEN": "t0k"}));
 
     let local = tempfile::tempdir().unwrap();
     let tree = local.path().join("svc");
@@ -207,8 +227,8 @@ fn mkdir_then_a_key_creates_a_secret_and_cp_r_creates_a_tree() {
     std::fs::write(tree.join("B"), "b").unwrap();
     std::fs::write(tree.join("sub/C"), "c").unwrap();
     sh_ok(&format!("cp -r {} {}", q(&tree), q(&m.at("app/"))));
-    assert_eq!(data(&bao, "app/svc"), json!({"A": "a", "B": "b"}));
-    assert_eq!(data(&bao, "app/svc/sub"), json!({"C": "c"}));
+    assert_eq!(store.data("app/svc"), json!({"A": "a", "B": "b"}));
+    assert_eq!(store.data("app/svc/sub"), json!({"C": "c"}));
 }
 
 #[test]
@@ -240,19 +260,43 @@ fn rm_r_soft_deletes_secrets_that_undelete_brings_back() {
     );
 }
 
-#[test]
-fn rmdir_refuses_a_directory_that_holds_keys() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
-    let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
-    assert!(bao.kv2_get("secret", "app/db").is_some());
+// A store without soft deletes: `rm -r` deletes for good through the
+// mount (the store file keeps the versions, marked deleted), and status
+// says there is no soft delete.
+per_store!(rm_r_deletes_a_secret_on_a_store_without_soft_delete: vault_kv1, file);
+fn rm_r_deletes_a_secret_on_a_store_without_soft_delete(backend: Backend) {
+    let store = seeded_store(backend);
+    store.put("app/gone", json!({"K": "v"}));
+    let m = store.mount("", &["--writable", "--ttl", "1s"]);
+    assert_eq!(std::fs::read(m.at("app/gone/K")).unwrap(), b"v");
+    sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
+    assert_eq!(store.get("app/gone"), None);
+    assert!(!m.at("app/gone").exists(), "a deleted secret still shows");
+    let report = status(&m);
+    assert_eq!(report["store_capabilities"]["soft_delete"], json!(false));
+    if backend == Backend::File {
+        let doc = store.age().decrypt();
+        let last = doc["secrets"]["app/gone"]["versions"]
+            .as_array()
+            .and_then(|v| v.last().cloned())
+            .expect("versions kept");
+        assert!(last["deleted_time"].is_string(), "{doc}");
+    }
 }
 
-#[test]
-fn concurrent_writers_of_two_keys_lose_nothing() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(rmdir_refuses_a_directory_that_holds_keys);
+fn rmdir_refuses_a_directory_that_holds_keys(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
+    let err = std::fs::remove_dir(m.at("app/db")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    assert!(store.get("app/db").is_some());
+}
+
+per_store!(concurrent_writers_of_two_keys_lose_nothing);
+fn concurrent_writers_of_two_keys_lose_nothing(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
     let writers: Vec<_> = ["A", "B"]
         .into_iter()
         .map(|key| {
@@ -264,23 +308,18 @@ fn concurrent_writers_of_two_keys_lose_nothing() {
             })
         })
         .collect();
-    // A third writer outside the mount, on yet another key.
-    for round in 0..5 {
-        let (mut d, _) = bao.kv2_get("secret", "app/db").unwrap();
-        d["EXTERNAL"] = json!(format!("e{round}"));
-        let (meta_status, meta) = bao.api("GET", "secret/metadata/app/db", None);
-        assert_eq!(meta_status, 200);
-        let cas = meta["data"]["current_version"].clone();
-        let _ = bao.api(
-            "POST",
-            "secret/data/app/db",
-            Some(json!({"data": d, "options": {"cas": cas}})),
-        );
+    // A third writer outside the mount, on yet another key (with
+    // check-and-set where the store has it; KV v1 has none, and such a
+    // writer may lose the mount's writes: it writes before they start).
+    if store.caps().check_and_set {
+        for round in 0..5 {
+            store.update("app/db", |d| d["EXTERNAL"] = json!(format!("e{round}")));
+        }
     }
     for w in writers {
         w.join().unwrap();
     }
-    let now = data(&bao, "app/db");
+    let now = store.data("app/db");
     assert_eq!(
         (now["A"].clone(), now["B"].clone()),
         (json!("A14"), json!("B14"))
@@ -288,37 +327,36 @@ fn concurrent_writers_of_two_keys_lose_nothing() {
     assert_eq!(now["PASSWORD"], json!("old"));
 }
 
-#[test]
-fn a_change_made_in_vault_is_not_overwritten_by_a_write_of_another_key() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "5m"]);
+per_store!(a_change_made_in_the_store_is_not_overwritten_by_a_write_of_another_key);
+fn a_change_made_in_the_store_is_not_overwritten_by_a_write_of_another_key(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable", "--ttl", "5m"]);
     assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app"); // cached now
-    bao.kv2_put(
-        "secret",
+    store.put(
         "app/db",
         json!({"PASSWORD": "rotated-elsewhere", "USER": "app", "PORT": 5432}),
     );
     std::fs::write(m.at("app/db/USER"), "admin").unwrap();
-    let now = data(&bao, "app/db");
+    let now = store.data("app/db");
     assert_eq!(
         (now["USER"].clone(), now["PASSWORD"].clone()),
         (json!("admin"), json!("rotated-elsewhere"))
     );
 }
 
-#[test]
-fn bad_input_fails_at_write_or_close_and_changes_nothing() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable", "--max-value-size", "1K"]);
-    let before = bao.kv2_version("secret", "app/db");
+per_store!(bad_input_fails_at_write_or_close_and_changes_nothing);
+fn bad_input_fails_at_write_or_close_and_changes_nothing(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable", "--max-value-size", "1K"]);
+    let before = store.version("app/db");
     let err = write_and_close(&m.at("app/db/USER"), &[0xff, 0xfe, 0x00]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EILSEQ), "{err}");
     let err = write_and_close(&m.at("app/db/USER"), &[b'x'; 2048]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
     // Released, both: no later write can come from them.
     m.wait_settled();
-    assert_eq!(bao.kv2_version("secret", "app/db"), before);
-    assert_eq!(data(&bao, "app/db")["USER"], json!("app"));
+    assert_eq!(store.version("app/db"), before);
+    assert_eq!(store.data("app/db")["USER"], json!("app"));
     assert!(
         m.log().contains("app/db/USER"),
         "the failure is logged with its path"
@@ -331,18 +369,13 @@ fn status(m: &Mount) -> serde_json::Value {
     support::status(m.path()).1
 }
 
-#[test]
-fn a_default_mount_is_read_only_every_change_fails_with_erofs() {
-    let bao = seeded();
-    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
-    let versions = |bao: &Bao| {
-        (
-            bao.kv2_version("secret", "app/db"),
-            bao.kv2_version("secret", "app/gone"),
-        )
-    };
-    let before = versions(&bao);
-    let m = Mount::new(&bao, "secret/", &[]);
+per_store!(a_default_mount_is_read_only_every_change_fails_with_erofs);
+fn a_default_mount_is_read_only_every_change_fails_with_erofs(backend: Backend) {
+    let store = seeded_store(backend);
+    store.put("app/gone", json!({"K": "v"}));
+    let versions = |store: &Store| (store.version("app/db"), store.version("app/gone"));
+    let before = versions(&store);
+    let m = store.mount("", &[]);
     let db = m.at("app/db");
     for cmd in [
         format!("echo x > {}/USER", q(&db)),
@@ -368,12 +401,16 @@ fn a_default_mount_is_read_only_every_change_fails_with_erofs() {
             "`{cmd}`: {stderr}"
         );
     }
-    assert_eq!(versions(&bao), before, "a default mount changed the store");
     assert_eq!(
-        data(&bao, "app/db"),
+        versions(&store),
+        before,
+        "a default mount changed the store"
+    );
+    assert_eq!(
+        store.data("app/db"),
         json!({"PASSWORD": "old", "USER": "app", "PORT": 5432})
     );
-    assert_eq!(data(&bao, "app/gone"), json!({"K": "v"}));
+    assert_eq!(store.data("app/gone"), json!({"K": "v"}));
     // The mount still shows what it showed, and still reads.
     assert_eq!(std::fs::read(db.join("USER")).unwrap(), b"app");
     assert!(!db.join("NEW").exists() && !m.at("app/D").exists());
@@ -381,6 +418,11 @@ fn a_default_mount_is_read_only_every_change_fails_with_erofs() {
     assert_eq!(
         (report["mode"].clone(), report["read_only"].clone()),
         (json!("read-only"), json!(true)),
+        "{report}"
+    );
+    assert_eq!(
+        report["store_capabilities"],
+        store.caps().as_status(),
         "{report}"
     );
 }
@@ -442,62 +484,42 @@ fn with_the_store_down_a_write_fails_with_eio_and_reads_keep_working() {
     assert_eq!(std::fs::read(m.at("app/db/USER")).unwrap(), b"app");
 }
 
-#[test]
-fn kv1_mounts_write_rename_and_delete_too() {
-    let bao = Bao::start();
-    bao.enable_kv("kv1", 1);
-    bao.kv1_put("kv1", "svc/cfg", json!({"A": "1", "B": "2"}));
-    let m = Mount::new(&bao, "kv1/", &["--writable"]);
-    std::fs::write(m.at("svc/cfg/A"), "one").unwrap();
-    std::fs::rename(m.at("svc/cfg/B"), m.at("svc/cfg/C")).unwrap();
-    std::fs::write(m.at("svc/cfg/D"), "4").unwrap();
-    std::fs::remove_file(m.at("svc/cfg/D")).unwrap();
-    // Written before unlink returns, while this program keeps running.
-    assert_eq!(
-        bao.kv1_get("kv1", "svc/cfg").unwrap(),
-        json!({"A": "one", "C": "2"})
-    );
-    std::fs::create_dir(m.at("svc/new")).unwrap();
-    std::fs::write(m.at("svc/new/K"), "v").unwrap();
-    assert_eq!(bao.kv1_get("kv1", "svc/new").unwrap(), json!({"K": "v"}));
-}
-
-#[test]
-fn a_json_typed_value_keeps_its_type_when_rewritten() {
-    let bao = seeded();
-    let m = Mount::new(&bao, "secret/", &["--writable"]);
+per_store!(a_json_typed_value_keeps_its_type_when_rewritten);
+fn a_json_typed_value_keeps_its_type_when_rewritten(backend: Backend) {
+    let store = seeded_store(backend);
+    let m = store.mount("", &["--writable"]);
     assert_eq!(std::fs::read(m.at("app/db/PORT")).unwrap(), b"5432");
     std::fs::write(m.at("app/db/PORT"), "6543").unwrap();
-    assert_eq!(data(&bao, "app/db")["PORT"], json!(6543));
+    assert_eq!(store.data("app/db")["PORT"], json!(6543));
 }
 
-#[test]
-fn a_secret_deleted_here_or_elsewhere_can_be_written_again() {
-    // KV v2 keeps counting a deleted secret's versions: a write "if
-    // absent" must name the deleted version (the store finds it).
-    let bao = seeded();
-    bao.kv2_put("secret", "app/gone", json!({"K": "v"}));
-    bao.kv2_put("secret", "app/elsewhere", json!({"K": "v"}));
-    let m = Mount::new(&bao, "secret/", &["--writable", "--ttl", "1s"]);
+per_store!(a_secret_deleted_here_or_elsewhere_can_be_written_again);
+fn a_secret_deleted_here_or_elsewhere_can_be_written_again(backend: Backend) {
+    // KV v2 (and the store file) keep counting a deleted secret's
+    // versions: a write "if absent" must name the deleted version (the
+    // store finds it).
+    let store = seeded_store(backend);
+    store.put("app/gone", json!({"K": "v"}));
+    store.put("app/elsewhere", json!({"K": "v"}));
+    let m = store.mount("", &["--writable", "--ttl", "1s"]);
     sh_ok(&format!("rm -r {}", q(&m.at("app/gone"))));
-    assert!(bao.kv2_get("secret", "app/gone").is_none());
-    let before = bao.kv2_version("secret", "app/gone");
+    assert!(store.get("app/gone").is_none());
+    let before = store.version("app/gone");
     sh_ok(&format!(
         "mkdir {d} && printf new > {d}/K",
         d = q(&m.at("app/gone"))
     ));
-    assert_eq!(data(&bao, "app/gone"), json!({"K": "new"}));
-    assert_eq!(bao.kv2_version("secret", "app/gone"), before + 1);
+    assert_eq!(store.data("app/gone"), json!({"K": "new"}));
+    assert_eq!(store.version("app/gone"), next(before));
 
-    let (status, _) = bao.api("DELETE", "secret/data/app/elsewhere", None);
-    assert!(status < 300, "{status}");
+    store.delete("app/elsewhere");
     // By design: past the TTL, so that the mount's cached secret is stale.
     std::thread::sleep(Duration::from_millis(1500));
     sh_ok(&format!(
         "mkdir -p {d} && printf again > {d}/K",
         d = q(&m.at("app/elsewhere"))
     ));
-    assert_eq!(data(&bao, "app/elsewhere"), json!({"K": "again"}));
+    assert_eq!(store.data("app/elsewhere"), json!({"K": "again"}));
 }
 
 #[test]

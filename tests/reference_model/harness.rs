@@ -1,5 +1,5 @@
-//! The harness: the core (`SecretFs` over `MemoryStore`, with a manual
-//! clock and the kernel's lookup references counted), a walk of what it
+//! The harness: the core (`SecretFs` over `MemoryStore`, or over the
+//! store file: `file_backing`, with a manual clock and the kernel's lookup references counted), a walk of what it
 //! shows, and the check of walk and store against the reference.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -16,8 +16,10 @@ use secretfs::fs::clock::ManualClock;
 use secretfs::fs::inode::{Ino, ROOT_INO};
 use secretfs::fs::{FsConfig, Presentation, SecretFs};
 use secretfs::store::deleted::HideDeleted;
-use secretfs::store::memory::MemoryStore;
-use secretfs::store::SecretPath;
+use secretfs::store::memory::{Call, MemoryStore, Scope};
+use secretfs::store::{Permissions, SecretPath, SecretStore};
+
+use crate::file_backing::FileBacking;
 
 use crate::ops::{step, Op};
 use crate::reference::*;
@@ -25,10 +27,96 @@ use crate::reference::*;
 /// What a walk shows: directory paths, and file paths with their bytes.
 pub(crate) type Tree = (BTreeSet<String>, BTreeMap<String, Vec<u8>>);
 
+/// The store under the core, with what the model does to it besides.
+pub(crate) enum Backing {
+    Memory(Arc<MemoryStore>),
+    File(Arc<FileBacking>),
+}
+
+impl Backing {
+    /// Every write and delete fails with `err` until [`Backing::heal`].
+    pub(crate) fn fail_writes(&self, err: secretfs::error::Error) {
+        match self {
+            Backing::Memory(m) => m.fail(Call::Write, Scope::Everywhere, err),
+            Backing::File(f) => f.fail_writes(err),
+        }
+    }
+
+    pub(crate) fn heal(&self) {
+        match self {
+            Backing::Memory(m) => m.heal(),
+            Backing::File(f) => f.heal(),
+        }
+    }
+
+    /// The policy at the secret `path` allows only `may`.
+    pub(crate) fn restrict(&self, path: &str, may: Permissions) {
+        match self {
+            Backing::Memory(m) => m.restrict(Scope::At(path), Some(may)),
+            Backing::File(f) => f.restrict(path, may),
+        }
+    }
+
+    pub(crate) fn unrestrict(&self) {
+        match self {
+            Backing::Memory(m) => m.unrestrict(),
+            Backing::File(f) => f.unrestrict(),
+        }
+    }
+
+    /// Another client writes the secret.
+    pub(crate) fn put(&self, path: &str, data: Value) {
+        match self {
+            Backing::Memory(m) => m.put(path, data),
+            Backing::File(f) => f.put(path, data),
+        }
+    }
+
+    /// Another client deletes the secret.
+    pub(crate) fn remove(&self, path: &str) {
+        match self {
+            Backing::Memory(m) => m.remove(path),
+            Backing::File(f) => f.remove(path),
+        }
+    }
+
+    /// Someone else undeletes the secret.
+    pub(crate) fn undelete(&self, path: &str) {
+        match self {
+            Backing::Memory(m) => m.undelete(path),
+            Backing::File(f) => f.undelete(path),
+        }
+    }
+
+    /// Every live secret and its data.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, Value> {
+        match self {
+            Backing::Memory(m) => m.snapshot(),
+            Backing::File(f) => f.snapshot(),
+        }
+    }
+
+    /// Versions written through the core.
+    pub(crate) fn versions_written(&self) -> u64 {
+        match self {
+            Backing::Memory(m) => m.versions_written(),
+            Backing::File(f) => f.versions_written(),
+        }
+    }
+
+    /// Write requests of the core, failed or not.
+    pub(crate) fn write_calls(&self) -> u64 {
+        match self {
+            Backing::Memory(m) => m.write_calls(),
+            Backing::File(f) => f.write_calls(),
+        }
+    }
+}
+
 /// The filesystem under test, its store and clock.
 pub(crate) struct Subject {
     pub(crate) fs: SecretFs,
-    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) store: Backing,
     pub(crate) clock: Arc<ManualClock>,
     /// The references the kernel holds: one per successful lookup.
     pub(crate) held: std::sync::Mutex<HashMap<Ino, u64>>,
@@ -40,10 +128,22 @@ pub(crate) fn errno<T>(r: secretfs::error::Result<T>) -> Result<T, i32> {
 
 impl Subject {
     pub(crate) fn new(kv: Kv) -> Subject {
-        let store = Arc::new(match kv {
-            Kv::V1 => MemoryStore::kv1(),
-            Kv::V2 => MemoryStore::kv2(),
-        });
+        // As `store::connect` builds them: soft deletes hidden where the
+        // store has them.
+        let (store, core): (Backing, Arc<dyn SecretStore>) = match kv {
+            Kv::V1 | Kv::V2 => {
+                let m = Arc::new(if kv == Kv::V1 {
+                    MemoryStore::kv1()
+                } else {
+                    MemoryStore::kv2()
+                });
+                (Backing::Memory(m.clone()), Arc::new(HideDeleted::new(m)))
+            }
+            Kv::File => {
+                let f = Arc::new(FileBacking::new());
+                (Backing::File(f.clone()), f)
+            }
+        };
         let clock = ManualClock::new();
         let config = FsConfig {
             presentation: Presentation {
@@ -62,12 +162,7 @@ impl Subject {
             max_value_size: MAX_VALUE,
             background_refresh: false,
         };
-        let fs = SecretFs::new(
-            Arc::new(HideDeleted::new(store.clone())),
-            SecretPath::root(),
-            config,
-            clock.clone(),
-        );
+        let fs = SecretFs::new(core, SecretPath::root(), config, clock.clone());
         Subject {
             fs,
             store,
@@ -300,7 +395,8 @@ pub(crate) fn expect(
 pub(crate) fn run_case(kv: Kv, ops: &[Op]) -> Result<(), TestCaseError> {
     let s = Subject::new(kv);
     let mut model = Model {
-        kv2: kv == Kv::V2,
+        // The store file keeps versions and secrets without keys, as KV v2.
+        kv2: kv != Kv::V1,
         ..Model::default()
     };
     for (i, op) in ops.iter().enumerate() {

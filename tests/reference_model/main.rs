@@ -14,8 +14,13 @@
 //! - `regressions`: every sequence the model (or a fuzzer) found a bug
 //!   with, pinned as a plain test.
 //!
+//! It runs over `MemoryStore` as KV v1 and KV v2, and over the real age
+//! store file (`FileStore`, `file_backing`); pinned regressions run on
+//! all three.
+//!
 //! Random runs: `SECRETFS_MODEL_CASES` cases (default 256 per KV version,
-//! what CI runs), `SECRETFS_MODEL_STEPS` steps each (default 40), seed
+//! what CI runs; an eighth of that over the store file, whose every
+//! write encrypts and replaces the file), `SECRETFS_MODEL_STEPS` steps each (default 40), seed
 //! `SECRETFS_MODEL_SEED` (random by default; printed on failure with the
 //! smallest failing sequence, so a failing run can be repeated). How to
 //! run it longer: docs/DEVELOPMENT.md.
@@ -25,6 +30,7 @@
 //! until it looks the secret up (docs/SEMANTICS.md). Such names are
 //! "uncertain": the walk may or may not see them, and they must be empty.
 
+mod file_backing;
 mod generators;
 mod harness;
 mod ops;
@@ -42,4 +48,9 @@ fn the_core_over_kv2_matches_the_model() {
 #[test]
 fn the_core_over_kv1_matches_the_model() {
     run_model(Kv::V1);
+}
+
+#[test]
+fn the_core_over_the_store_file_matches_the_model() {
+    run_model(Kv::File);
 }

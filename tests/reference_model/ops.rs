@@ -10,7 +10,6 @@ use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 
 use secretfs::fs::Creating;
-use secretfs::store::memory::{Call, Scope};
 use secretfs::store::Permissions;
 
 use crate::harness::{errno, expect, reach, Subject};
@@ -174,7 +173,7 @@ fn store_error() -> secretfs::error::Error {
 
 /// Runs `f` while the store fails every write and delete.
 fn with_failing_writes<T>(s: &Subject, f: impl FnOnce() -> T) -> T {
-    s.store.fail(Call::Write, Scope::Everywhere, store_error());
+    s.store.fail_writes(store_error());
     let result = f();
     s.store.heal();
     result
@@ -784,7 +783,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 update: false,
                 delete: false,
             };
-            s.store.restrict(Scope::At(dir), Some(read_only));
+            s.store.restrict(dir, read_only);
             let got = if *remove {
                 errno(s.fs.unlink(parent, name))
             } else {

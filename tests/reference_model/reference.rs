@@ -10,11 +10,19 @@ use serde_json::Value;
 
 use crate::ops::WriteCall;
 
-/// Which KV engine the store behaves like.
+/// Which store the core runs over: `MemoryStore` behaving like a KV
+/// engine, or the age store file (`FileStore`), which behaves like KV v2
+/// (versions, secrets without keys) but lists no deleted secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kv {
     V1,
     V2,
+    File,
+}
+
+impl Kv {
+    /// Every store the model runs over.
+    pub(crate) const ALL: [Kv; 3] = [Kv::V1, Kv::V2, Kv::File];
 }
 
 pub(crate) const TTL: Duration = Duration::from_secs(30);

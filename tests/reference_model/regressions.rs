@@ -2,7 +2,7 @@
 //! bug with, pinned as a plain test that runs on every `cargo test`,
 //! whatever the random runs draw.
 //!
-//! Each runs over KV v1 and KV v2, checked after every step as a random
+//! Each runs over KV v1, KV v2 and the store file, checked after every step as a random
 //! case is. Directories are the model's (`DIRS`): `d` and `d/e` stand for
 //! a directory and one below it.
 
@@ -15,7 +15,7 @@ use crate::ops::{Closes, Op, WriteCall, Writer};
 use crate::reference::Kv;
 
 fn pinned(ops: &[Op]) {
-    for kv in [Kv::V1, Kv::V2] {
+    for kv in Kv::ALL {
         if let Err(e) = run_case(kv, ops) {
             panic!("the core departs from the model ({kv:?}): {e}\nsequence: {ops:#?}");
         }

@@ -12,6 +12,7 @@
 //! and a crash leaves the old file or the new one.
 
 mod crypt;
+pub use crypt::Passphrase;
 pub mod format;
 mod replace;
 
@@ -92,8 +93,19 @@ pub fn connect(
     let passphrase = crypt::Passphrase {
         file: settings.passphrase_file.as_deref(),
     };
-    let store = FileStore::open(&parsed.path, identity, &passphrase, settings.timeout)
-        .map_err(|e| StartError::Store(format!("{source}: {e}")))?;
+    let store =
+        FileStore::open(&parsed.path, identity, &passphrase, settings.timeout).map_err(|e| {
+            let why = format!("{source}: {e}");
+            // A store file that is not there (yet) is a store that does not
+            // answer, as a server that is down (`exec --wait-for-store` waits
+            // for it; once mounted, a missing file is an outage too).
+            match std::fs::metadata(&parsed.path) {
+                Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
+                    StartError::StoreUnreachable(why)
+                }
+                _ => StartError::Store(why),
+            }
+        })?;
     tracing::info!(file = %store.path.display(), folder = %parsed.folder, "opened the store file");
     Ok(Some(Connected {
         store: std::sync::Arc::new(super::metered::Metered::new(store)),

@@ -460,7 +460,11 @@ impl SecretStore for VaultStore {
 
     fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
         match self.source.version {
-            KvVersion::V2 if version > 0 && !path.is_root() => self.kv2_read(path, Some(version)),
+            // Vault numbers versions with an int64 and refuses a larger
+            // number (HTTP 400): such a version never was, as 0 never is.
+            KvVersion::V2 if version > 0 && version <= i64::MAX as u64 && !path.is_root() => {
+                self.kv2_read(path, Some(version))
+            }
             KvVersion::V2 => Ok(None),
             KvVersion::V1 => Err(Error::NotSupported("KV v1 keeps no versions")),
         }
