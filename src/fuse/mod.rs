@@ -576,8 +576,9 @@ impl Filesystem for FuseAdapter {
         let caller = caller(req);
         let fh = Fh(fh.0);
         if !self.shared.core.writes_through(fh) {
-            // A read handle: nothing to commit, nothing to wait for.
-            self.shared.core.release(&OpContext::request(caller), fh);
+            // A read handle: nothing to commit, nothing to wait for (a
+            // context that asks no clock).
+            self.shared.core.release(&OpContext::cache_only(caller), fh);
             return reply.ok();
         }
         // The last close of a written file may commit (a change made
@@ -1098,7 +1099,7 @@ impl Filesystem for FuseAdapter {
         // A directory handle holds nothing to commit.
         self.shared
             .core
-            .release(&OpContext::request(caller(req)), Fh(fh.0));
+            .release(&OpContext::cache_only(caller(req)), Fh(fh.0));
         reply.ok();
     }
 }
