@@ -327,7 +327,7 @@ fn a_plain_create_stores_every_documented_scratch_name() {
 
     use secretfs::fs::clock::ManualClock;
     use secretfs::fs::inode::ROOT_INO;
-    use secretfs::fs::{FsConfig, Presentation, SecretFs};
+    use secretfs::fs::{FsConfig, OpContext, Presentation, SecretFs};
     use secretfs::store::memory::MemoryStore;
     use secretfs::store::SecretPath;
 
@@ -356,13 +356,18 @@ fn a_plain_create_stores_every_documented_scratch_name() {
         config,
         ManualClock::new(),
     );
-    let dir = fs.lookup(ROOT_INO, "s").expect("the secret shows").ino;
+    let dir = fs
+        .lookup(&OpContext::background(), ROOT_INO, "s")
+        .expect("the secret shows")
+        .ino;
     for pattern in documented_scratch_patterns() {
         for name in examples(&pattern) {
-            let (_, fh) = fs.create(dir, name).expect("create");
+            let (_, fh) = fs
+                .create(&OpContext::background(), dir, name)
+                .expect("create");
             fs.write_handle(fh, 0, b"x").expect("write");
-            fs.flush(fh).expect("close");
-            fs.release(fh);
+            fs.flush(&OpContext::background(), fh).expect("close");
+            fs.release(&OpContext::background(), fh);
             let stored = store.get("s").expect("the secret");
             assert_eq!(
                 stored.get(*name),

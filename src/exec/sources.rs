@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::source::{Change, Refresh, Source};
+use crate::fs::OpContext;
 use crate::store::{Connected, Secret, SecretPath};
 
 /// What a SOURCE turned out to be.
@@ -141,7 +142,10 @@ impl Watched {
     }
 
     fn read_secret(&self, path: &SecretPath) -> crate::error::Result<Option<Arc<Secret>>> {
-        match self.source.refresh(&Refresh::Secret(path.clone()))? {
+        match self
+            .source
+            .refresh(&OpContext::background(), &Refresh::Secret(path.clone()))?
+        {
             Change::Secret { now, .. } => Ok(now),
             Change::Listing { .. } => Err(Error::Protocol("a secret read gave a listing".into())),
         }
@@ -149,7 +153,10 @@ impl Watched {
 
     /// The secrets directly in the folder, in name order; `None`: no folder.
     fn read_folder(&self) -> crate::error::Result<Option<Vec<Arc<Secret>>>> {
-        let listing = match self.source.refresh(&Refresh::Listing(self.path.clone()))? {
+        let listing = match self.source.refresh(
+            &OpContext::background(),
+            &Refresh::Listing(self.path.clone()),
+        )? {
             Change::Listing { now, .. } => now,
             Change::Secret { .. } => return Err(Error::Protocol("a listing gave a secret".into())),
         };

@@ -3,6 +3,7 @@
 //! directory lists, from the store's folder listings and secrets (cached)
 //! and the namespace.
 
+use crate::fs::OpContext;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -31,8 +32,8 @@ impl SecretFs {
     /// Whether the secret at `path` has a live version (or we may not
     /// know: the store failed). `WouldBlock` when it is not cached and the
     /// caller may not wait.
-    pub(super) fn secret_is_live(&self, path: &SecretPath) -> Result<bool> {
-        match self.secret(path) {
+    pub(super) fn secret_is_live(&self, ctx: &OpContext, path: &SecretPath) -> Result<bool> {
+        match self.secret(ctx, path) {
             Ok(Cached { value: None, .. }) => Ok(false),
             Err(Error::WouldBlock) => Err(Error::WouldBlock),
             _ => Ok(true),
@@ -41,11 +42,11 @@ impl SecretFs {
 
     /// Whether the parent's listing names a secret at `path` (whether or
     /// not it reads).
-    pub(super) fn listed_as_secret(&self, path: &SecretPath) -> Result<bool> {
+    pub(super) fn listed_as_secret(&self, ctx: &OpContext, path: &SecretPath) -> Result<bool> {
         let Some((parent, name)) = path.split_last() else {
             return Ok(false);
         };
-        match self.listing(&parent) {
+        match self.listing(ctx, &parent) {
             Ok(Cached {
                 value: Some(listing),
                 ..
@@ -58,7 +59,7 @@ impl SecretFs {
     /// Finds `name` in the directory `parent`: a child folder or secret
     /// (directories win over keys), else a key of the secret at `parent`.
     /// Counts one kernel reference on the returned inode.
-    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
+    pub fn lookup(&self, ctx: &OpContext, parent: Ino, name: &str) -> Result<Attr> {
         let dir = self.dir_path(parent)?;
         if name.len() > names::NAME_MAX {
             return Err(Error::NameTooLong);
@@ -66,8 +67,8 @@ impl SecretFs {
         if !names::is_showable(name) {
             return Err(Error::NotFound);
         }
-        let (child, valid_for) = self.find_child(&dir, name)?;
-        let attr = self.remember(parent, name, child, valid_for, true);
+        let (child, valid_for) = self.find_child(ctx, &dir, name)?;
+        let attr = self.remember(ctx, parent, name, child, valid_for, true);
         self.keep_inodes_bounded();
         attr
     }
@@ -75,6 +76,7 @@ impl SecretFs {
     /// Registers a found child in the inode table and returns its attributes.
     pub(super) fn remember(
         &self,
+        ctx: &OpContext,
         parent: Ino,
         name: &str,
         child: Child,
@@ -91,7 +93,7 @@ impl SecretFs {
                 let ino =
                     self.names
                         .remember(at, NodeKind::Template { name: name.clone() }, lookup);
-                self.template_attr(ino, &name)
+                self.template_attr(ctx, ino, &name)
             }
             Child::Scratch(path) => {
                 let attr = self.scratch_attr(Ino(0), &path)?;
@@ -136,7 +138,12 @@ impl SecretFs {
         }
     }
 
-    pub(super) fn find_child(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
+    pub(super) fn find_child(
+        &self,
+        ctx: &OpContext,
+        dir: &SecretPath,
+        name: &str,
+    ) -> Result<(Child, Duration)> {
         if self.templates.is_some() {
             // Only the templates' files show, at the root.
             return match self.is_template(dir, name)? {
@@ -145,7 +152,7 @@ impl SecretFs {
             };
         }
         if dir.version().is_some() {
-            return self.find_in_version(dir, name);
+            return self.find_in_version(ctx, dir, name);
         }
         let child_path = dir.join(name);
         // What lives only in memory comes first, and a directory made
@@ -164,7 +171,7 @@ impl SecretFs {
         }
         let mut list_denied = None;
         let mut valid_for = self.config.cache.ttl;
-        match self.listing(dir) {
+        match self.listing(ctx, dir) {
             Ok(listing) => {
                 valid_for = valid_for.min(listing.valid_for);
                 let entries = listing.value.iter().flat_map(|l| source::named(l, name));
@@ -178,7 +185,7 @@ impl SecretFs {
                 // GET is needed by the first access below it anyway.
                 // Without a view inside secrets, a secret is no directory.
                 let secret_dir = secret && self.views.any_inside();
-                if folder || (secret_dir && self.secret_is_live(&child_path)?) {
+                if folder || (secret_dir && self.secret_is_live(ctx, &child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }
@@ -188,10 +195,10 @@ impl SecretFs {
         if self.names.is_hidden(&child_path) {
             return Err(Error::NotFound);
         }
-        if let Some(found) = self.find_beside(dir, name)? {
+        if let Some(found) = self.find_beside(ctx, dir, name)? {
             return Ok(found);
         }
-        let secret = match self.secret(dir) {
+        let secret = match self.secret(ctx, dir) {
             // Neither listable nor readable: the child may still be (below).
             Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
             other => Some(other?),
@@ -220,17 +227,17 @@ impl SecretFs {
         // A token may read secrets without the right to list their folder
         // (a common narrow policy): then ask about the child itself.
         if list_denied.is_some() {
-            let as_secret = self.secret(&child_path);
+            let as_secret = self.secret(ctx, &child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
                 if self.views.any_inside() {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
             }
-            let as_folder = self.listing(&child_path);
+            let as_folder = self.listing(ctx, &child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_folder {
                 return Ok((Child::Dir(child_path), valid_for));
             }
-            if let Some(found) = self.find_version(dir, name)? {
+            if let Some(found) = self.find_version(ctx, dir, name)? {
                 return Ok(found);
             }
             let refused = |e: Option<&Error>| matches!(e, Some(Error::PermissionDenied(_)));
@@ -253,7 +260,7 @@ impl SecretFs {
             return Err(Error::NotFound);
         }
         // Nothing real has this name: it may name a version (`db@3`).
-        match self.find_version(dir, name)? {
+        match self.find_version(ctx, dir, name)? {
             Some(found) => Ok(found),
             None => Err(Error::NotFound),
         }
@@ -261,8 +268,13 @@ impl SecretFs {
 
     /// A file of the version of a secret the directory `dir` shows
     /// (`app/db@3`): what a view inside secrets shows of that version.
-    fn find_in_version(&self, dir: &SecretPath, name: &str) -> Result<(Child, Duration)> {
-        let cached = self.secret(dir)?;
+    fn find_in_version(
+        &self,
+        ctx: &OpContext,
+        dir: &SecretPath,
+        name: &str,
+    ) -> Result<(Child, Duration)> {
+        let cached = self.secret(ctx, dir)?;
         let version = cached.value.ok_or(Error::NotFound)?;
         let view = self.view_showing(&version, name).ok_or(Error::NotFound)?;
         let file = FileRef {
@@ -279,7 +291,12 @@ impl SecretFs {
     /// file version 3 of `db` shows as (views beside them). `None` when
     /// it names none, the version is deleted or destroyed, or the store
     /// keeps no versions.
-    fn find_version(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+    fn find_version(
+        &self,
+        ctx: &OpContext,
+        dir: &SecretPath,
+        name: &str,
+    ) -> Result<Option<(Child, Duration)>> {
         if !self.source.capabilities().versions {
             return Ok(None);
         }
@@ -292,7 +309,7 @@ impl SecretFs {
                 continue;
             };
             let secret = dir.join(base).at_version(number);
-            let cached = match self.secret(&secret) {
+            let cached = match self.secret(ctx, &secret) {
                 Ok(c) => c,
                 Err(Error::PermissionDenied(_) | Error::NotFound) => continue,
                 Err(e) => return Err(e),
@@ -318,7 +335,12 @@ impl SecretFs {
 
     /// A file shown beside the secret it is named after (`P.json`), if a
     /// view beside secrets shows `name` in `dir`.
-    fn find_beside(&self, dir: &SecretPath, name: &str) -> Result<Option<(Child, Duration)>> {
+    fn find_beside(
+        &self,
+        ctx: &OpContext,
+        dir: &SecretPath,
+        name: &str,
+    ) -> Result<Option<(Child, Duration)>> {
         for (view, v) in self.views.iter() {
             if v.placement() != Placement::Beside {
                 continue;
@@ -326,7 +348,7 @@ impl SecretFs {
             let Some(file) = self.file_ref(dir, view, name) else {
                 continue;
             };
-            let cached = match self.secret(&file.secret) {
+            let cached = match self.secret(ctx, &file.secret) {
                 Ok(c) => c,
                 Err(Error::PermissionDenied(_)) => continue,
                 Err(e) => return Err(e),
@@ -347,7 +369,7 @@ impl SecretFs {
 
     /// The names in a directory: store folders and secrets, the files the
     /// views show of the secret, and what lives in memory.
-    pub(super) fn list_dir(&self, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
+    pub(super) fn list_dir(&self, ctx: &OpContext, dir: &SecretPath) -> Result<Vec<DirEntryInfo>> {
         if self.templates.is_some() {
             let names = self.template_names(dir)?;
             return Ok(names
@@ -361,7 +383,7 @@ impl SecretFs {
         let mut entries: BTreeMap<String, bool> = BTreeMap::new();
         let mut denied = None;
         let mut found = false;
-        match self.listing(dir) {
+        match self.listing(ctx, dir) {
             Ok(Cached {
                 value: Some(listing),
                 ..
@@ -397,7 +419,7 @@ impl SecretFs {
             Err(e @ Error::PermissionDenied(_)) => denied = Some(e),
             Err(e) => return Err(e),
         }
-        match self.secret(dir) {
+        match self.secret(ctx, dir) {
             Ok(Cached {
                 value: Some(secret),
                 ..
@@ -449,7 +471,13 @@ impl SecretFs {
 
     /// Attributes of one entry of an open directory, for READDIRPLUS or
     /// `d_ino`. With `lookup`, the kernel holds a reference afterwards.
-    pub fn entry_attr(&self, dir: Ino, entry: &DirEntryInfo, lookup: bool) -> Result<Attr> {
+    pub fn entry_attr(
+        &self,
+        ctx: &OpContext,
+        dir: Ino,
+        entry: &DirEntryInfo,
+        lookup: bool,
+    ) -> Result<Attr> {
         let path = self.dir_path(dir)?;
         if self.templates.is_some() && !entry.is_dir {
             // A template that fails to render is listed all the same, with
@@ -463,7 +491,7 @@ impl SecretFs {
                 name: entry.name.clone(),
             };
             let ino = self.names.remember(at, kind, lookup);
-            return match self.template_attr(ino, &entry.name) {
+            return match self.template_attr(ctx, ino, &entry.name) {
                 Err(Error::Template(_)) => {
                     Ok(self.file_attr(ino, 0, self.source.started(), Duration::ZERO))
                 }
@@ -472,13 +500,15 @@ impl SecretFs {
         }
         if entry.is_dir {
             let child = Child::Dir(path.join(&entry.name));
-            return self.remember(dir, &entry.name, child, self.config.cache.ttl, lookup);
+            return self.remember(ctx, dir, &entry.name, child, self.config.cache.ttl, lookup);
         }
         // Everything a file can be, found as a lookup finds it (cached).
-        match self.find_child(&path, &entry.name) {
-            Ok((child, valid_for)) => self.remember(dir, &entry.name, child, valid_for, lookup),
+        match self.find_child(ctx, &path, &entry.name) {
+            Ok((child, valid_for)) => {
+                self.remember(ctx, dir, &entry.name, child, valid_for, lookup)
+            }
             Err(e @ Error::LayerUnreadable { .. }) => self
-                .withheld_entry(dir, &path, &entry.name, lookup)
+                .withheld_entry(ctx, dir, &path, &entry.name, lookup)
                 .ok_or(e),
             Err(e) => Err(e),
         }
@@ -491,6 +521,7 @@ impl SecretFs {
     /// reads it as empty). `None` when `name` is no such file.
     fn withheld_entry(
         &self,
+        ctx: &OpContext,
         dir: Ino,
         path: &SecretPath,
         name: &str,
@@ -498,7 +529,7 @@ impl SecretFs {
     ) -> Option<Attr> {
         self.views.iter().find_map(|(view, v)| {
             let file = self.file_ref(path, view, name)?;
-            let version = self.secret(&file.secret).ok()?.value?;
+            let version = self.secret(ctx, &file.secret).ok()?.value?;
             v.withheld(&version, name)?;
             let ino = self
                 .names

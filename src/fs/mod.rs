@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod context;
 pub mod handle;
 pub mod inode;
 mod invalidate;
@@ -39,15 +40,14 @@ use std::time::{Duration, SystemTime};
 use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
-pub use crate::store::deadline::operation;
 use crate::store::{Listing, Secret, SecretPath, SecretStore};
 use cache::{CachePolicy, Cached, Clock};
+pub use context::OpContext;
 use handle::HandleTable;
 use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
 use namespace::Namespace;
 pub use readdir::{DirEntry, DirReplier};
-pub use source::without_waiting;
 use source::{Refresh, Source};
 use view::{Placement, View, ViewId, Views};
 pub use write::Creating;
@@ -274,8 +274,8 @@ impl SecretFs {
     }
 
     /// The folder listing at `path` (`None`: not a folder).
-    fn listing(&self, path: &SecretPath) -> Result<Cached<Listing>> {
-        let source::Fetched { answer, change } = self.source.listing(path)?;
+    fn listing(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Listing>> {
+        let source::Fetched { answer, change } = self.source.listing(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -283,8 +283,8 @@ impl SecretFs {
     }
 
     /// The secret at `path` (`None`: not a secret).
-    fn secret(&self, path: &SecretPath) -> Result<Cached<Secret>> {
-        let source::Fetched { answer, change } = self.source.secret(path)?;
+    fn secret(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Secret>> {
+        let source::Fetched { answer, change } = self.source.secret(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -353,7 +353,7 @@ impl SecretFs {
                     let (Ok(job), Some(fs)) = (job, fs.upgrade()) else {
                         return;
                     };
-                    match fs.source.refresh(&job) {
+                    match fs.source.refresh(&OpContext::background(), &job) {
                         Ok(change) => fs.notice(change),
                         // The answer stays until it expires; then its next
                         // reader fetches it (or gets stale-if-error).
@@ -396,12 +396,12 @@ impl SecretFs {
     /// the temporary files that may still become keys (settle.rs), which
     /// a test waits to reach 0 before it checks that nothing more was
     /// written. Never a value.
-    pub fn status_json(&self) -> serde_json::Value {
+    pub fn status_json(&self, ctx: &OpContext) -> serde_json::Value {
         let secs = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         };
-        let health = self.source.health();
+        let health = self.source.health(ctx);
         let stats = self.stats();
         let last_error = lock(&self.last_error)
             .as_ref()

@@ -8,6 +8,7 @@
 
 use super::SecretFs;
 use crate::error::{Error, Result};
+use crate::fs::OpContext;
 use crate::store::SecretPath;
 
 impl SecretFs {
@@ -15,11 +16,11 @@ impl SecretFs {
     /// not make: a new version of an existing secret needs `update`; a
     /// secret not known to exist needs `create` (or `update`, which the
     /// store may find it needs after all).
-    pub(super) fn may_write(&self, secret: &SecretPath) -> Result<()> {
-        let Some(may) = self.source.permissions(secret)? else {
+    pub(super) fn may_write(&self, ctx: &OpContext, secret: &SecretPath) -> Result<()> {
+        let Some(may) = self.source.permissions(ctx, secret)? else {
             return Ok(());
         };
-        let exists = match self.secret(secret) {
+        let exists = match self.secret(ctx, secret) {
             Ok(cached) => Some(cached.value.is_some()),
             Err(Error::WouldBlock) => return Err(Error::WouldBlock),
             // A policy may allow writing what it does not allow reading.
@@ -38,8 +39,8 @@ impl SecretFs {
 
     /// Refuses a delete of the secret at `secret` that the credential may
     /// not make.
-    pub(super) fn may_delete(&self, secret: &SecretPath) -> Result<()> {
-        match self.source.permissions(secret)? {
+    pub(super) fn may_delete(&self, ctx: &OpContext, secret: &SecretPath) -> Result<()> {
+        match self.source.permissions(ctx, secret)? {
             Some(may) if !may.delete => Err(Self::refused(secret, "delete")),
             _ => Ok(()),
         }
@@ -76,8 +77,9 @@ mod tests {
     }
 
     fn ino(fs: &SecretFs, path: &str) -> Ino {
-        path.split('/')
-            .fold(ROOT_INO, |at, name| fs.lookup(at, name).unwrap().ino)
+        path.split('/').fold(ROOT_INO, |at, name| {
+            fs.lookup(&OpContext::background(), at, name).unwrap().ino
+        })
     }
 
     fn store() -> Arc<MemoryStore> {
@@ -101,32 +103,41 @@ mod tests {
         let fs = fs_over(&store);
         let db = ino(&fs, "app/db");
         let key = ino(&fs, "app/db/PASSWORD");
-        denied(fs.open(key, true, true));
-        denied(fs.open(key, true, false));
-        denied(fs.create(db, "NEW"));
-        denied(fs.unlink(db, "USER"));
-        denied(fs.rename(db, "USER", db, "LOGIN", false));
+        denied(fs.open(&OpContext::background(), key, true, true));
+        denied(fs.open(&OpContext::background(), key, true, false));
+        denied(fs.create(&OpContext::background(), db, "NEW"));
+        denied(fs.unlink(&OpContext::background(), db, "USER"));
+        denied(fs.rename(&OpContext::background(), db, "USER", db, "LOGIN", false));
         // An editor's backup (KEY~) is a change on its way: refused too.
-        denied(fs.rename(db, "USER", db, "USER~", false));
-        denied(fs.setattr(key, None, Some(0), None, None));
+        denied(fs.rename(&OpContext::background(), db, "USER", db, "USER~", false));
+        denied(fs.setattr(&OpContext::background(), key, None, Some(0), None, None));
         assert!(
-            fs.lookup(db, "NEW").is_err(),
+            fs.lookup(&OpContext::background(), db, "NEW").is_err(),
             "a refused create left a name"
         );
-        assert_eq!(fs.lookup(db, "USER").unwrap().size, 3);
+        assert_eq!(
+            fs.lookup(&OpContext::background(), db, "USER")
+                .unwrap()
+                .size,
+            3
+        );
         assert_eq!(store.write_calls(), 0);
         assert_eq!(
             store.get("app/db").unwrap(),
             json!({"PASSWORD": "old", "USER": "app"})
         );
         // Reads, and other secrets, are untouched.
-        let fh = fs.open(key, false, false).unwrap();
-        fs.release(fh);
+        let fh = fs
+            .open(&OpContext::background(), key, false, false)
+            .unwrap();
+        fs.release(&OpContext::background(), fh);
         let other = ino(&fs, "app/other/K");
-        let fh = fs.open(other, true, true).unwrap();
+        let fh = fs
+            .open(&OpContext::background(), other, true, true)
+            .unwrap();
         fs.write_handle(fh, 0, b"new").unwrap();
-        fs.flush(fh).unwrap();
-        fs.release(fh);
+        fs.flush(&OpContext::background(), fh).unwrap();
+        fs.release(&OpContext::background(), fh);
         assert_eq!(store.get("app/other").unwrap(), json!({"K": "new"}));
     }
 
@@ -139,17 +150,25 @@ mod tests {
         };
         store.restrict(Scope::Everywhere, Some(may));
         let fs = fs_over(&store);
-        denied(fs.open(ino(&fs, "app/db/USER"), true, true));
+        denied(fs.open(
+            &OpContext::background(),
+            ino(&fs, "app/db/USER"),
+            true,
+            true,
+        ));
         let app = ino(&fs, "app");
-        let dir = fs.mkdir(app, "fresh").unwrap().ino;
-        let (_, fh) = fs.create(dir, "K").unwrap();
+        let dir = fs
+            .mkdir(&OpContext::background(), app, "fresh")
+            .unwrap()
+            .ino;
+        let (_, fh) = fs.create(&OpContext::background(), dir, "K").unwrap();
         fs.write_handle(fh, 0, b"v").unwrap();
-        fs.flush(fh).unwrap();
-        fs.release(fh);
+        fs.flush(&OpContext::background(), fh).unwrap();
+        fs.release(&OpContext::background(), fh);
         assert_eq!(store.get("app/fresh").unwrap(), json!({"K": "v"}));
         // rmdir (of a secret with no keys) needs delete.
         store.put("app/empty", json!({}));
-        denied(fs.rmdir(app, "empty"));
+        denied(fs.rmdir(&OpContext::background(), app, "empty"));
         assert!(store.get("app/empty").is_some());
     }
 
@@ -159,10 +178,10 @@ mod tests {
         store.restrict(Scope::Under("app"), None);
         let fs = fs_over(&store);
         let key = ino(&fs, "app/db/USER");
-        let fh = fs.open(key, true, true).unwrap();
+        let fh = fs.open(&OpContext::background(), key, true, true).unwrap();
         fs.write_handle(fh, 0, b"x").unwrap();
-        denied(fs.flush(fh));
-        fs.release(fh);
+        denied(fs.flush(&OpContext::background(), fh));
+        fs.release(&OpContext::background(), fh);
         assert_eq!(store.get("app/db").unwrap()["USER"], json!("app"));
     }
 
@@ -173,7 +192,7 @@ mod tests {
         let fs = fs_over(&store);
         let key = ino(&fs, "app/db/USER");
         for _ in 0..5 {
-            denied(fs.open(key, true, true));
+            denied(fs.open(&OpContext::background(), key, true, true));
         }
         assert_eq!(store.permission_asks(), 1);
     }

@@ -2,6 +2,7 @@
 //! directories. A file's bytes come from the version of its secret whose
 //! size the kernel was last told.
 
+use crate::fs::OpContext;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,11 +16,11 @@ use crate::error::{Error, Result};
 impl SecretFs {
     /// Attributes of `ino`; a key's size comes from its (cached) secret, or
     /// from its write buffer while it is open for writing.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+    pub fn getattr(&self, ctx: &OpContext, ino: Ino) -> Result<Attr> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Ok(self.dir_attr(ino, self.config.cache.ttl)),
             NodeKind::Scratch { path } => self.scratch_attr(ino, &path),
-            NodeKind::Template { name } => self.template_attr(ino, &name),
+            NodeKind::Template { name } => self.template_attr(ctx, ino, &name),
             NodeKind::File { secret, view, name } => {
                 if let Some(size) = self.buffered_size(ino) {
                     return Ok(self.file_attr(ino, size, SystemTime::now(), Duration::ZERO));
@@ -32,7 +33,7 @@ impl SecretFs {
                 if self.names.is_new_file(&self.file_path(&file)) {
                     return Ok(self.file_attr(ino, 0, SystemTime::now(), Duration::ZERO));
                 }
-                let cached = self.secret(&file.secret)?;
+                let cached = self.secret(ctx, &file.secret)?;
                 let version = cached.value.ok_or(Error::NotFound)?;
                 self.secret_file_attr(ino, &file, &version, cached.valid_for, true)
             }
@@ -46,7 +47,7 @@ impl SecretFs {
 
     /// Opens a file. Read-only opens of a key hold the value as it is now;
     /// each open for writing has a buffer of its own, committed on flush.
-    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
+    pub fn open(&self, ctx: &OpContext, ino: Ino, write: bool, truncate: bool) -> Result<Fh> {
         match self.node(ino)? {
             NodeKind::Dir { .. } => Err(Error::IsDir),
             NodeKind::Template { name } => {
@@ -55,7 +56,7 @@ impl SecretFs {
                 }
                 // Reads of this handle serve the rendering the kernel was
                 // last told the size of.
-                let rendering = self.template_rendering(&name)?;
+                let rendering = self.template_rendering(ctx, &name)?;
                 let bytes = Self::template_bytes(&rendering)?.to_vec();
                 let value = Arc::new(SecretSlice::from(bytes));
                 Ok(self.handles.insert(Handle::Read { value }))
@@ -73,7 +74,7 @@ impl SecretFs {
             NodeKind::File { secret, view, name } => {
                 let file = FileRef { secret, view, name };
                 if write {
-                    return self.open_for_write(ino, file, truncate);
+                    return self.open_for_write(ctx, ino, file, truncate);
                 }
                 if let Some(buffer) = self.writers.pending(ino) {
                     // Read what a writer wrote, as a local filesystem would
@@ -92,7 +93,7 @@ impl SecretFs {
                 }
                 // The file must exist now; its bytes are read later, from
                 // the version the kernel was last told of (`read_ino`).
-                let cached = self.secret(&file.secret)?;
+                let cached = self.secret(ctx, &file.secret)?;
                 let version = cached.value.ok_or(Error::NotFound)?;
                 let view = self.views.get(file.view);
                 view.render(&version, &file.name)
@@ -105,6 +106,7 @@ impl SecretFs {
     /// Reads up to `size` bytes at `offset` of an open file.
     pub fn read_handle<R>(
         &self,
+        ctx: &OpContext,
         fh: Fh,
         offset: u64,
         size: u32,
@@ -113,7 +115,7 @@ impl SecretFs {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         match &*handle {
             Handle::Read { value } => Ok(f(slice_at(value.expose_secret(), offset, size))),
-            Handle::Key { ino } => self.read_ino(*ino, offset, size, f),
+            Handle::Key { ino } => self.read_ino(ctx, *ino, offset, size, f),
             Handle::Write { buffer, .. } => {
                 let b = lock(buffer);
                 Ok(f(slice_at(b.bytes(), offset, size)))
@@ -148,6 +150,7 @@ impl SecretFs {
     /// reads after a "no open" open (the kernel sends them with no handle).
     pub fn read_ino<R>(
         &self,
+        ctx: &OpContext,
         ino: Ino,
         offset: u64,
         size: u32,
@@ -156,7 +159,7 @@ impl SecretFs {
         let bytes = match self.node(ino)? {
             NodeKind::Dir { .. } => return Err(Error::IsDir),
             NodeKind::Template { name } => {
-                let rendering = self.template_rendering(&name)?;
+                let rendering = self.template_rendering(ctx, &name)?;
                 return Ok(f(slice_at(Self::template_bytes(&rendering)?, offset, size)));
             }
             NodeKind::Scratch { path } => {
@@ -178,7 +181,7 @@ impl SecretFs {
                         }
                         v
                     }
-                    None => self.secret(&secret)?.value.ok_or(Error::NotFound)?,
+                    None => self.secret(ctx, &secret)?.value.ok_or(Error::NotFound)?,
                 };
                 let view = self.views.get(view);
                 let rendered = view
@@ -191,9 +194,9 @@ impl SecretFs {
     }
 
     /// Opens a directory: lists it once, so that offsets stay stable.
-    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
+    pub fn opendir(&self, ctx: &OpContext, ino: Ino) -> Result<Fh> {
         let dir = self.dir_path(ino)?;
-        let entries = self.list_dir(&dir)?;
+        let entries = self.list_dir(ctx, &dir)?;
         Ok(self.handles.insert(Handle::Dir {
             ino,
             entries: Arc::new(entries),

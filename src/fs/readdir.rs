@@ -3,6 +3,7 @@
 //! that offsets and lookup references are decided here, once, for READDIR
 //! and READDIRPLUS alike.
 
+use crate::fs::OpContext;
 use std::time::Duration;
 
 use super::handle::Fh;
@@ -50,14 +51,21 @@ impl SecretFs {
     /// every entry but `.` and `..` counts as a lookup: the kernel holds a
     /// reference to it afterwards. An entry `out` does not take gives its
     /// reference back. Without `plus` no reference is taken.
-    pub fn readdir(&self, fh: Fh, offset: u64, plus: bool, out: &mut dyn DirReplier) -> Result<()> {
+    pub fn readdir(
+        &self,
+        ctx: &OpContext,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        out: &mut dyn DirReplier,
+    ) -> Result<()> {
         let (dir, entries) = self.dir_entries(fh)?;
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         let dots = [(dir, "."), (self.parent_of(dir), "..")];
         for (i, (ino, name)) in dots.into_iter().enumerate().skip(offset) {
             // `.` and `..` take no lookup reference.
             let attr = if plus {
-                let attr = self.getattr(ino)?;
+                let attr = self.getattr(ctx, ino)?;
                 Some(Attr {
                     valid_for: Duration::ZERO,
                     ..attr
@@ -81,7 +89,7 @@ impl SecretFs {
             .enumerate()
             .skip(offset.saturating_sub(dots.len()))
         {
-            let attr = match self.entry_attr(dir, entry, plus) {
+            let attr = match self.entry_attr(ctx, dir, entry, plus) {
                 Ok(a) => a,
                 Err(e) => {
                     out.skipped(dir, &entry.name, &e);
@@ -168,7 +176,7 @@ mod tests {
             room,
             ..Collect::default()
         };
-        fs.readdir(fh, offset, plus, &mut out)
+        fs.readdir(&OpContext::background(), fh, offset, plus, &mut out)
             .expect("readdir of an open directory");
         out
     }
@@ -181,9 +189,12 @@ mod tests {
     }
 
     fn open_db(fs: &SecretFs) -> (Ino, Fh) {
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
-        let db = fs.lookup(app, "db").unwrap().ino;
-        (db, fs.opendir(db).unwrap())
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
+        let db = fs.lookup(&OpContext::background(), app, "db").unwrap().ino;
+        (db, fs.opendir(&OpContext::background(), db).unwrap())
     }
 
     #[test]
@@ -229,7 +240,10 @@ mod tests {
             before + 1,
             "USER's reference was given back"
         );
-        let file = fs.lookup(db, "PASSWORD").unwrap().ino;
+        let file = fs
+            .lookup(&OpContext::background(), db, "PASSWORD")
+            .unwrap()
+            .ino;
         fs.forget(file, 2);
         assert_eq!(fs.stats().inodes, before, "one READDIRPLUS and one lookup");
     }
@@ -241,7 +255,7 @@ mod tests {
         list(&fs, fh, 0, false, usize::MAX);
         let listed = fs.stats().inodes;
         // The one reference is the lookup's: forgetting it drops the inode.
-        let file = fs.lookup(db, "USER").unwrap().ino;
+        let file = fs.lookup(&OpContext::background(), db, "USER").unwrap().ino;
         fs.forget(file, 1);
         assert_eq!(fs.stats().inodes, listed - 1);
         // What the listing alone named goes at the next sweep.

@@ -12,6 +12,7 @@
 //! woken. A read-only mount, where nothing can be pending, starts no
 //! thread. (A key's removal is written before `unlink` returns.)
 
+use crate::fs::OpContext;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock, Weak};
@@ -174,7 +175,7 @@ impl SecretFs {
                 all || Instant::now() >= deadline || caller.is_some_and(|pid| exits.exited(pid));
             if due {
                 // Each write has a deadline of its own.
-                super::operation(|| self.keep_tentative(&path, &file));
+                self.keep_tentative(&OpContext::own_operation(), &path, &file);
             } else {
                 waiting.pids.extend(caller);
                 waiting.until = Some(waiting.until.map_or(deadline, |u| u.min(deadline)));
@@ -186,7 +187,7 @@ impl SecretFs {
     /// A tool's temporary file nobody renamed or removed: it becomes a key
     /// under its own name. If it cannot, it stays in memory and the
     /// failure is logged.
-    fn keep_tentative(&self, path: &SecretPath, file: &Scratch) {
+    fn keep_tentative(&self, ctx: &OpContext, path: &SecretPath, file: &Scratch) {
         let memory_only = |e: &Error| {
             lock(file).fate = Fate::MemoryOnly;
             if matches!(e, Error::OutcomeUnknown(_)) {
@@ -211,7 +212,7 @@ impl SecretFs {
         };
         let bytes = SecretBox::new(Box::new(lock(file).data.expose_secret().clone()));
         let view = self.views.get(target.view);
-        let result = self.commit(&target.secret, |data| {
+        let result = self.commit(ctx, &target.secret, |data| {
             view.write(data, &target.name, bytes.expose_secret().clone())
         });
         match result {
@@ -228,7 +229,7 @@ impl SecretFs {
                     // Renamed or removed meanwhile: the key just stored is
                     // no file of anyone's.
                     let removed =
-                        self.commit(&target.secret, |data| view.remove(data, &target.name));
+                        self.commit(ctx, &target.secret, |data| view.remove(data, &target.name));
                     if let Err(e) = removed {
                         tracing::error!(path = %format!("/{path}"), error = %e, "a temporary file renamed while it was stored left a key behind");
                         self.record_error(format!("unlink /{path}: {e}"));

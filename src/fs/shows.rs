@@ -11,6 +11,7 @@
 use super::inode::{Ino, NodeKind, ROOT_INO};
 use super::{FileRef, SecretFs};
 use crate::error::Result;
+use crate::fs::OpContext;
 use crate::store::SecretPath;
 
 /// How a node reaches keys.
@@ -54,10 +55,10 @@ impl SecretFs {
     /// for the secret's keys; a file's value never does. Empty for a
     /// folder, the root, a template (rules are refused with templates) or
     /// an inode the kernel should no longer hold.
-    pub fn reached(&self, ino: Ino, through: Through) -> Result<Vec<String>> {
+    pub fn reached(&self, ctx: &OpContext, ino: Ino, through: Through) -> Result<Vec<String>> {
         if through == Through::Metadata {
             if let Some(NodeKind::File { secret, .. }) = self.names.get(ino) {
-                return self.keys_of(&secret);
+                return self.keys_of(ctx, &secret);
             }
         }
         Ok(match self.names.get(ino) {
@@ -82,15 +83,15 @@ impl SecretFs {
                     paths
                 }
             }
-            Some(NodeKind::Dir { path }) if ino != ROOT_INO => self.keys_of(&path)?,
+            Some(NodeKind::Dir { path }) if ino != ROOT_INO => self.keys_of(ctx, &path)?,
             Some(NodeKind::Dir { .. }) | None => Vec::new(),
         })
     }
 
     /// The mount paths of the keys of the secret at `secret` (the version
     /// it names, else the latest), asking the store when it is not held.
-    fn keys_of(&self, secret: &SecretPath) -> Result<Vec<String>> {
-        match self.secret(secret) {
+    fn keys_of(&self, ctx: &OpContext, secret: &SecretPath) -> Result<Vec<String>> {
+        match self.secret(ctx, secret) {
             Ok(cached) => Ok(cached
                 .value
                 .map(|version| {
@@ -156,14 +157,28 @@ mod tests {
             config(Duration::from_secs(30)),
             ManualClock::new(),
         );
-        let db = fs.lookup(ROOT_INO, "db").unwrap().ino;
-        let key = fs.lookup(db, "PASSWORD").unwrap().ino;
-        assert_eq!(fs.reached(key, Through::Value).unwrap(), ["db/PASSWORD"]);
-        let mut meta = fs.reached(key, Through::Metadata).unwrap();
+        let db = fs
+            .lookup(&OpContext::background(), ROOT_INO, "db")
+            .unwrap()
+            .ino;
+        let key = fs
+            .lookup(&OpContext::background(), db, "PASSWORD")
+            .unwrap()
+            .ino;
+        assert_eq!(
+            fs.reached(&OpContext::background(), key, Through::Value)
+                .unwrap(),
+            ["db/PASSWORD"]
+        );
+        let mut meta = fs
+            .reached(&OpContext::background(), key, Through::Metadata)
+            .unwrap();
         meta.sort();
         assert_eq!(meta, ["db/PASSWORD", "db/USER"], "metadata is every key's");
         assert_eq!(fs.reached_by_name(db, "NEW").as_deref(), Some("db/NEW"));
-        let mut of_dir = fs.reached(db, Through::Value).unwrap();
+        let mut of_dir = fs
+            .reached(&OpContext::background(), db, Through::Value)
+            .unwrap();
         of_dir.sort();
         assert_eq!(
             of_dir,
@@ -171,7 +186,9 @@ mod tests {
             "a secret's directory reaches its keys"
         );
         assert!(
-            fs.reached(ROOT_INO, Through::Value).unwrap().is_empty(),
+            fs.reached(&OpContext::background(), ROOT_INO, Through::Value)
+                .unwrap()
+                .is_empty(),
             "the root reaches no value"
         );
         // vim creates its swap file with O_EXCL: a scratch file.
@@ -179,9 +196,13 @@ mod tests {
             exclusive: true,
             caller: None,
         };
-        let (attr, fh) = fs.create_with(db, ".PASSWORD.swp", exclusive).unwrap();
-        fs.release(fh);
-        let mut shown = fs.reached(attr.ino, Through::Value).unwrap();
+        let (attr, fh) = fs
+            .create_with(&OpContext::background(), db, ".PASSWORD.swp", exclusive)
+            .unwrap();
+        fs.release(&OpContext::background(), fh);
+        let mut shown = fs
+            .reached(&OpContext::background(), attr.ino, Through::Value)
+            .unwrap();
         shown.sort();
         assert_eq!(shown, ["db/.PASSWORD.swp", "db/PASSWORD", "db/USER"]);
     }

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::cache::{Cache, CachePolicy, Cached, Clock};
+use super::context::OpContext;
 use crate::error::{Error, Result};
 use crate::store::{
-    Capabilities, Health, ListEntry, Listing, Permissions, Precondition, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Deadline, Health, ListEntry, Listing, Permissions, Precondition, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 
 /// The entries of a listing (sorted by `fetch_listing`) named `name`: a
@@ -113,34 +114,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long `secretfs status` waits for the store's health, whatever
 /// --timeout is: the status command has a deadline of its own.
 const HEALTH_WAIT: Duration = Duration::from_secs(3);
-
-thread_local! {
-    /// Set while the calling thread may not wait on the store.
-    static NO_WAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` on this thread without waiting on the store: whatever would ask
-/// the store fails with [`Error::WouldBlock`] instead, so that a request
-/// thread answers what the cache can answer and hands the rest on.
-pub fn without_waiting<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            NO_WAIT.with(|w| w.set(self.0));
-        }
-    }
-    let _reset = Reset(NO_WAIT.with(|w| w.replace(true)));
-    f()
-}
-
-/// `Err(WouldBlock)` when this thread may not wait on the store.
-fn may_wait() -> Result<()> {
-    if NO_WAIT.with(|w| w.get()) {
-        Err(Error::WouldBlock)
-    } else {
-        Ok(())
-    }
-}
 
 /// Whether an error says the store could not be reached (rather than that
 /// it answered no).
@@ -252,17 +225,19 @@ impl Source {
 
     /// Whether the store answers and its credential holds: at once when
     /// it is known down, else within a few seconds whatever --timeout is.
-    pub fn health(&self) -> Result<Health> {
+    pub fn health(&self, ctx: &OpContext) -> Result<Health> {
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
+        ctx.may_wait()?;
         let store = self.store.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("secretfs-health".into())
             .spawn(move || {
-                let _ = tx.send(store.health());
+                // Outside the operation, on a thread of its own: the
+                // whole timeout (bounded here by HEALTH_WAIT).
+                let _ = tx.send(store.health(&Deadline::per_request()));
             })
             .map_err(|e| Error::Unavailable(format!("cannot start a health check: {e}")))?;
         let answer = rx
@@ -290,15 +265,15 @@ impl Source {
     /// The layer the value of `key` of the secret at `path` comes from
     /// (asked of the store: it is rarely wanted); `None` when the store has
     /// no layers or no such key.
-    pub fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
+    pub fn origin(&self, ctx: &OpContext, path: &SecretPath, key: &str) -> Result<Option<String>> {
         if !self.is_layered() {
             return Ok(None);
         }
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
-        self.noted(self.store.origin(path, key))
+        ctx.may_wait()?;
+        self.noted(self.store.origin(ctx.deadline(), path, key))
     }
 
     /// Whether the store is known not to answer (a probe is checking).
@@ -364,7 +339,7 @@ impl Source {
     }
 
     /// The folder listing at `path` (`None`: not a folder).
-    pub fn listing(&self, path: &SecretPath) -> Result<Fetched<Listing>> {
+    pub fn listing(&self, ctx: &OpContext, path: &SecretPath) -> Result<Fetched<Listing>> {
         if path.version().is_some() {
             // A version of a secret holds its keys, never children.
             return Ok(Fetched {
@@ -375,18 +350,18 @@ impl Source {
                 change: None,
             });
         }
-        self.through_cache(path, Kind::Folder, &self.listings, || {
-            self.fetch_listing(path)
+        self.through_cache(ctx, path, Kind::Folder, &self.listings, || {
+            self.fetch_listing(ctx.deadline(), path)
         })
     }
 
     /// The secret at `path` (`None`: not a secret).
-    pub fn secret(&self, path: &SecretPath) -> Result<Fetched<Secret>> {
+    pub fn secret(&self, ctx: &OpContext, path: &SecretPath) -> Result<Fetched<Secret>> {
         if let Some(version) = path.version() {
-            return self.version(path, version);
+            return self.version(ctx, path, version);
         }
-        self.through_cache(path, Kind::Secret, &self.secrets, || {
-            self.fetch_secret(path)
+        self.through_cache(ctx, path, Kind::Secret, &self.secrets, || {
+            self.fetch_secret(ctx.deadline(), path)
         })
     }
 
@@ -399,7 +374,7 @@ impl Source {
     /// like a secret, fetched once for all who ask at once, served from
     /// the cache while the store is down. Never refreshed ahead, never a
     /// change the kernel must hear of: a version's data does not change.
-    fn version(&self, path: &SecretPath, version: u64) -> Result<Fetched<Secret>> {
+    fn version(&self, ctx: &OpContext, path: &SecretPath, version: u64) -> Result<Fetched<Secret>> {
         let done = |answer| {
             Ok(Fetched {
                 answer,
@@ -421,10 +396,10 @@ impl Source {
                 valid_for: self.ttl,
             });
         }
-        may_wait()?;
+        ctx.may_wait()?;
         let latest = SecretPath::parse(path.as_str());
         let answer = self.versions.get_or_fetch(path, || {
-            let read = self.noted(self.store.read_version(&latest, version))?;
+            let read = self.noted(self.store.read_version(ctx.deadline(), &latest, version))?;
             Ok(read.map(|mut s| {
                 s.modified = s.modified.or(Some(self.started));
                 s
@@ -434,15 +409,18 @@ impl Source {
     }
 
     /// Runs one background refresh; the change it made.
-    pub fn refresh(&self, job: &Refresh) -> Result<Change> {
+    pub fn refresh(&self, ctx: &OpContext, job: &Refresh) -> Result<Change> {
         if self.is_down() {
             lock(&self.refreshing).remove(job);
             return Err(Self::down_error());
         }
         let result = match job {
-            Refresh::Listing(p) => {
-                self.refetched(p, &self.listings, || self.fetch_listing(p), None)
-            }
+            Refresh::Listing(p) => self.refetched(
+                p,
+                &self.listings,
+                || self.fetch_listing(ctx.deadline(), p),
+                None,
+            ),
             Refresh::Secret(p) => {
                 fn same(a: Option<&Secret>, b: Option<&Secret>) -> bool {
                     match (a, b) {
@@ -452,7 +430,12 @@ impl Source {
                 }
                 let same: &dyn Fn(Option<&Secret>, Option<&Secret>) -> bool = &same;
                 let hold = self.switching.get().map(|()| (self.hold(), same));
-                let changed = self.refetched(p, &self.secrets, || self.fetch_secret(p), hold);
+                let changed = self.refetched(
+                    p,
+                    &self.secrets,
+                    || self.fetch_secret(ctx.deadline(), p),
+                    hold,
+                );
                 if hold.is_some() {
                     let (woken, wake) = &self.held_back;
                     *lock(woken) = true;
@@ -474,18 +457,21 @@ impl Source {
     /// other answers; `None` when the store cannot say, or cannot be asked
     /// now (down, or it failed to answer): the change is then tried, and
     /// refused at commit if it must be.
-    pub fn permissions(&self, path: &SecretPath) -> Result<Option<Arc<Permissions>>> {
+    pub fn permissions(
+        &self,
+        ctx: &OpContext,
+        path: &SecretPath,
+    ) -> Result<Option<Arc<Permissions>>> {
         if let Some(known) = self.permissions.fresh(path) {
             return Ok(known.value);
         }
         if self.is_down() {
             return Ok(None);
         }
-        may_wait()?;
-        match self
-            .permissions
-            .get_or_fetch(path, || self.noted(self.store.permissions(path)))
-        {
+        ctx.may_wait()?;
+        match self.permissions.get_or_fetch(path, || {
+            self.noted(self.store.permissions(ctx.deadline(), path))
+        }) {
             Ok(known) => Ok(known.value),
             Err(e) => {
                 tracing::debug!(path = %path, error = %e, "cannot learn what the token may do");
@@ -496,21 +482,21 @@ impl Source {
 
     /// The latest version of a secret, from the store (not the cache): what
     /// a change is made to.
-    pub fn read_latest(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    pub fn read_latest(&self, ctx: &OpContext, path: &SecretPath) -> Result<Option<Secret>> {
         Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
-        self.noted(self.store.read(path))
+        ctx.may_wait()?;
+        self.noted(self.store.read(ctx.deadline(), path))
     }
 
     /// The latest version of a secret from the store, asked even while it
     /// is marked down: to find out what became of a write that got no
     /// answer, within what is left of the operation's deadline.
-    pub fn read_latest_anyway(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        may_wait()?;
-        self.noted(self.store.read(path))
+    pub fn read_latest_anyway(&self, ctx: &OpContext, path: &SecretPath) -> Result<Option<Secret>> {
+        ctx.may_wait()?;
+        self.noted(self.store.read(ctx.deadline(), path))
     }
 
     /// `secret`, just read from the store, is what a change would have
@@ -536,6 +522,7 @@ impl Source {
     /// are fetched again; the version written is returned.
     pub fn write(
         &self,
+        ctx: &OpContext,
         path: &SecretPath,
         data: SecretData,
         when: &Precondition,
@@ -544,11 +531,11 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
-        let revision = self.noted(self.store.write(path, &data, when))?;
+        ctx.may_wait()?;
+        let revision = self.noted(self.store.write(ctx.deadline(), path, &data, when))?;
         let fresh = if self.store.rereads_after_write() {
             // Layers: what the write left is not only what was written.
-            self.noted(self.fetch_secret(path))?
+            self.noted(self.fetch_secret(ctx.deadline(), path))?
         } else {
             // A write of the data leaves the secret's metadata as it was.
             let custom_metadata = self
@@ -576,6 +563,7 @@ impl Source {
     /// read fetches it with its new metadata.
     pub fn set_custom_metadata(
         &self,
+        ctx: &OpContext,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
@@ -584,20 +572,23 @@ impl Source {
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
-        self.noted(self.store.set_custom_metadata(path, name, value))?;
+        ctx.may_wait()?;
+        self.noted(
+            self.store
+                .set_custom_metadata(ctx.deadline(), path, name, value),
+        )?;
         self.secrets.invalidate(path);
         Ok(())
     }
 
     /// Deletes the secret at `path`; the cache knows at once.
-    pub fn delete(&self, path: &SecretPath) -> Result<()> {
+    pub fn delete(&self, ctx: &OpContext, path: &SecretPath) -> Result<()> {
         Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }
-        may_wait()?;
-        self.noted(self.store.delete(path))?;
+        ctx.may_wait()?;
+        self.noted(self.store.delete(ctx.deadline(), path))?;
         self.forget_deleted(path);
         Ok(())
     }
@@ -678,6 +669,7 @@ impl Source {
     /// stale answer within --stale-if-error.
     fn through_cache<V>(
         &self,
+        ctx: &OpContext,
         path: &SecretPath,
         kind: Kind,
         cache: &Cache<SecretPath, V>,
@@ -728,7 +720,7 @@ impl Source {
             });
         }
         // Only a fetch (or waiting for another thread's fetch) is left.
-        may_wait()?;
+        ctx.may_wait()?;
         let mut replaced = None;
         let mut fetch_failed = false;
         let answer = cache.get_or_fetch(path, || {
@@ -889,8 +881,8 @@ impl Source {
     }
 
     /// Lists the folder `path` in the store, sorted by name.
-    fn fetch_listing(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        let mut listing = self.store.list(path)?;
+    fn fetch_listing(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        let mut listing = self.store.list(deadline, path)?;
         if let Some(l) = listing.as_mut() {
             l.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
         }
@@ -898,8 +890,8 @@ impl Source {
     }
 
     /// Reads a secret from the store, with its mtime settled.
-    fn fetch_secret(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        let mut fresh = self.store.read(path)?;
+    fn fetch_secret(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        let mut fresh = self.store.read(deadline, path)?;
         if let Some(s) = fresh.as_mut() {
             s.modified = Some(self.modified_time(path, s));
         }
@@ -941,7 +933,7 @@ fn probe(store: Arc<dyn SecretStore>, reach: Weak<Reach>) {
     loop {
         std::thread::sleep(PROBE_EVERY);
         let Some(r) = reach.upgrade() else { return };
-        match store.health() {
+        match store.health(&Deadline::per_request()) {
             Err(e) if is_outage(&e) => {
                 tracing::debug!(error = %e, "probe: the store still does not answer");
             }

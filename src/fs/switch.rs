@@ -71,7 +71,7 @@ mod tests {
 
     use super::super::clock::ManualClock;
     use super::super::tests::{config, path_ino, read_all, seeded, soon};
-    use super::super::{FsConfig, Invalidation};
+    use super::super::{FsConfig, Invalidation, OpContext};
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::SecretPath;
@@ -140,7 +140,10 @@ mod tests {
             })
         });
         // Both old inodes keep the old pair; both names lead to new ones.
-        let old = |ino| fs.read_ino(ino, 0, 64, |b| b.to_vec()).unwrap();
+        let old = |ino| {
+            fs.read_ino(&OpContext::background(), ino, 0, 64, |b| b.to_vec())
+                .unwrap()
+        };
         assert_eq!(
             (old(password), old(user)),
             (b"hunter2".to_vec(), b"app".to_vec())
@@ -188,14 +191,20 @@ mod tests {
         let store = seeded();
         let (fs, clock, _rx) = refreshing(store.clone());
         let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-        assert_eq!(fs.getattr(ino).unwrap().valid_for, Duration::from_secs(27));
+        assert_eq!(
+            fs.getattr(&OpContext::background(), ino).unwrap().valid_for,
+            Duration::from_secs(27)
+        );
         // Paused: the refresh this getattr queues cannot land meanwhile.
         store.set_delay(Duration::from_millis(300));
         clock.advance(Duration::from_secs(28));
-        assert_eq!(fs.getattr(ino).unwrap().valid_for, Duration::from_secs(2));
+        assert_eq!(
+            fs.getattr(&OpContext::background(), ino).unwrap().valid_for,
+            Duration::from_secs(2)
+        );
         clock.advance(Duration::from_millis(1500));
         assert_eq!(
-            fs.getattr(ino).unwrap().valid_for,
+            fs.getattr(&OpContext::background(), ino).unwrap().valid_for,
             Duration::from_millis(500)
         );
     }

@@ -18,6 +18,7 @@
 //! link is skipped, with a warning), so no file outside the folder is
 //! ever served.
 
+use crate::fs::OpContext;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
@@ -300,6 +301,7 @@ fn b64decode(v: String) -> std::result::Result<String, minijinja::Error> {
 
 /// A minijinja environment whose `secret` and `secrets` read through `fs`'s cache.
 fn environment(
+    ctx: Arc<OpContext>,
     source: Arc<super::source::Source>,
     root: SecretPath,
     reads: Arc<Mutex<Reads>>,
@@ -310,7 +312,7 @@ fn environment(
     env.add_filter("b64encode", b64encode);
     env.add_filter("b64decode", b64decode);
     {
-        let (source, root, reads) = (source.clone(), root.clone(), reads.clone());
+        let (ctx, source, root, reads) = (ctx.clone(), source.clone(), root.clone(), reads.clone());
         env.add_function(
             "secret",
             move |rel: String| -> std::result::Result<Value, minijinja::Error> {
@@ -326,7 +328,7 @@ fn environment(
                         secret
                     }
                     None => {
-                        let fetched = match source.secret(&path) {
+                        let fetched = match source.secret(&ctx, &path) {
                             Ok(f) => f,
                             Err(e) => {
                                 let msg = format!("secret({rel:?}): {e}");
@@ -369,7 +371,7 @@ fn environment(
         "secrets",
         move |rel: String| -> std::result::Result<Value, minijinja::Error> {
             let path = resolve(&root, &rel)?;
-            let fetched = match source.listing(&path) {
+            let fetched = match source.listing(&ctx, &path) {
                 Ok(f) => f,
                 Err(e) => {
                     let msg = format!("secrets({rel:?}): {e}");
@@ -402,12 +404,18 @@ impl SecretFs {
     /// Renders the template showing as `name` now (through the cache) and
     /// keeps the rendering for reads. A template that fails to render is
     /// kept as failed (reads get `EIO`) and logged once per reason.
-    pub(super) fn render_template(&self, name: &str) -> Result<Arc<Rendering>> {
+    pub(super) fn render_template(&self, ctx: &OpContext, name: &str) -> Result<Arc<Rendering>> {
         let templates = self.templates.as_ref().ok_or(Error::NotFound)?;
         let text = templates.source(name)?;
         let root = self.dir_path(ROOT_INO)?;
         let reads = Arc::new(Mutex::new(Reads::default()));
-        let env = environment(self.source.clone(), root, reads.clone());
+        // The functions of the environment keep the operation's context.
+        let env = environment(
+            Arc::new(ctx.clone()),
+            self.source.clone(),
+            root,
+            reads.clone(),
+        );
         let result = env
             .render_str(&text, ())
             .map_err(|e| template_error(name, &e));
@@ -438,10 +446,10 @@ impl SecretFs {
 
     /// The rendering reads of `name` serve: the one the kernel was last
     /// told the size of, else a new one.
-    pub(super) fn template_rendering(&self, name: &str) -> Result<Arc<Rendering>> {
+    pub(super) fn template_rendering(&self, ctx: &OpContext, name: &str) -> Result<Arc<Rendering>> {
         match self.templates.as_ref().and_then(|t| t.last(name)) {
             Some(r) => Ok(r),
-            None => self.render_template(name),
+            None => self.render_template(ctx, name),
         }
     }
 
@@ -457,8 +465,8 @@ impl SecretFs {
     /// now. A template that fails to render is `EIO` here already: opens
     /// of rendered files may skip the daemon ("no open"), and the kernel
     /// would read a size it was told (0) as an empty file.
-    pub(super) fn template_attr(&self, ino: Ino, name: &str) -> Result<Attr> {
-        let r = self.render_template(name)?;
+    pub(super) fn template_attr(&self, ctx: &OpContext, ino: Ino, name: &str) -> Result<Attr> {
+        let r = self.render_template(ctx, name)?;
         let size = Self::template_bytes(&r)?.len() as u64;
         let mtime = r.mtime.unwrap_or(self.source.started());
         Ok(self.file_attr(ino, size, mtime, r.valid_for))

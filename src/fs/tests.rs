@@ -1,6 +1,7 @@
 //! Core tests over the in-memory store: the mapping, lookups, listings,
 //! freshness and backend-call counts, without any mount.
 
+use crate::fs::OpContext;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,24 +88,24 @@ pub(super) fn soon(what: &str, mut done: impl FnMut() -> bool) {
 pub(super) fn path_ino(fs: &SecretFs, path: &str) -> Result<Ino> {
     let mut ino = ROOT_INO;
     for part in path.split('/').filter(|p| !p.is_empty()) {
-        ino = fs.lookup(ino, part)?.ino;
+        ino = fs.lookup(&OpContext::background(), ino, part)?.ino;
     }
     Ok(ino)
 }
 
 pub(super) fn read_all(fs: &SecretFs, path: &str) -> Result<Vec<u8>> {
     let ino = path_ino(fs, path)?;
-    let fh = fs.open(ino, false, false)?;
-    let bytes = fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec());
-    fs.release(fh);
+    let fh = fs.open(&OpContext::background(), ino, false, false)?;
+    let bytes = fs.read_handle(&OpContext::background(), fh, 0, 1 << 20, |b| b.to_vec());
+    fs.release(&OpContext::background(), fh);
     bytes
 }
 
 fn names(fs: &SecretFs, path: &str) -> Vec<(String, bool)> {
     let ino = path_ino(fs, path).unwrap();
-    let fh = fs.opendir(ino).unwrap();
+    let fh = fs.opendir(&OpContext::background(), ino).unwrap();
     let (_, entries) = fs.dir_entries(fh).unwrap();
-    fs.release(fh);
+    fs.release(&OpContext::background(), fh);
     entries.iter().map(|e| (e.name.clone(), e.is_dir)).collect()
 }
 
@@ -143,7 +144,11 @@ fn the_directory_wins_over_a_key_of_the_same_name() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     assert!(names(&fs, "other").contains(&("replica".into(), true)));
     let attr = fs
-        .lookup(path_ino(&fs, "other").unwrap(), "replica")
+        .lookup(
+            &OpContext::background(),
+            path_ino(&fs, "other").unwrap(),
+            "replica",
+        )
         .unwrap();
     assert!(attr.is_dir);
     assert_eq!(read_all(&fs, "other/k").unwrap(), b"v");
@@ -153,12 +158,14 @@ fn the_directory_wins_over_a_key_of_the_same_name() {
 fn file_attributes_carry_size_mode_and_owner() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
-    let attr = fs.getattr(ino).unwrap();
+    let attr = fs.getattr(&OpContext::background(), ino).unwrap();
     assert_eq!(
         (attr.size, attr.perm, attr.uid, attr.gid, attr.is_dir),
         (7, 0o400, 1000, 1000, false)
     );
-    let dir = fs.getattr(path_ino(&fs, "myapp").unwrap()).unwrap();
+    let dir = fs
+        .getattr(&OpContext::background(), path_ino(&fs, "myapp").unwrap())
+        .unwrap();
     assert_eq!((dir.perm, dir.is_dir), (0o500, true));
     assert_eq!(read_all(&fs, "myapp/db/PORT").unwrap(), b"5432");
 }
@@ -188,17 +195,32 @@ fn a_source_folder_becomes_the_root() {
 fn reads_at_offsets_return_the_right_slice() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     let fh = fs
-        .open(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), false, false)
+        .open(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/db/PASSWORD").unwrap(),
+            false,
+            false,
+        )
         .unwrap();
-    assert_eq!(fs.read_handle(fh, 2, 3, |b| b.to_vec()).unwrap(), b"nte");
-    assert_eq!(fs.read_handle(fh, 5, 100, |b| b.to_vec()).unwrap(), b"r2");
+    assert_eq!(
+        fs.read_handle(&OpContext::background(), fh, 2, 3, |b| b.to_vec())
+            .unwrap(),
+        b"nte"
+    );
+    assert_eq!(
+        fs.read_handle(&OpContext::background(), fh, 5, 100, |b| b.to_vec())
+            .unwrap(),
+        b"r2"
+    );
     assert!(fs
-        .read_handle(fh, 100, 10, |b| b.to_vec())
+        .read_handle(&OpContext::background(), fh, 100, 10, |b| b.to_vec())
         .unwrap()
         .is_empty());
-    fs.release(fh);
+    fs.release(&OpContext::background(), fh);
     assert_eq!(
-        fs.read_handle(fh, 0, 1, |b| b.len()).unwrap_err().errno(),
+        fs.read_handle(&OpContext::background(), fh, 0, 1, |b| b.len())
+            .unwrap_err()
+            .errno(),
         libc::ESTALE
     );
 }
@@ -208,32 +230,41 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::ZERO);
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
-    let fh = fs.open(ino, false, false).unwrap();
+    let fh = fs
+        .open(&OpContext::background(), ino, false, false)
+        .unwrap();
     // Longer, then shorter: the kernel still holds size 7 until it asks.
     for value in ["rotated-and-longer", "short"] {
         store.put("myapp/db", json!({ "PASSWORD": value }));
         assert_eq!(
-            fs.read_handle(fh, 0, 4096, |b| b.to_vec()).unwrap(),
+            fs.read_handle(&OpContext::background(), fh, 0, 4096, |b| b.to_vec())
+                .unwrap(),
             b"hunter2"
         );
         assert_eq!(
-            fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+            fs.read_ino(&OpContext::background(), ino, 0, 4096, |b| b.to_vec())
+                .unwrap(),
             b"hunter2"
         );
     }
     // Asked again, the held inode keeps its size and bytes (it was
     // retired: its value changed outside); the name leads to a new inode
     // with the new ones.
-    assert_eq!(fs.getattr(ino).unwrap().size, 7);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 7);
     assert_eq!(
-        fs.read_handle(fh, 0, 4096, |b| b.to_vec()).unwrap(),
+        fs.read_handle(&OpContext::background(), fh, 0, 4096, |b| b.to_vec())
+            .unwrap(),
         b"hunter2"
     );
     let new = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     assert_ne!(new, ino);
-    assert_eq!(fs.getattr(new).unwrap().size, 5);
-    assert_eq!(fs.read_ino(new, 0, 4096, |b| b.to_vec()).unwrap(), b"short");
-    fs.release(fh);
+    assert_eq!(fs.getattr(&OpContext::background(), new).unwrap().size, 5);
+    assert_eq!(
+        fs.read_ino(&OpContext::background(), new, 0, 4096, |b| b.to_vec())
+            .unwrap(),
+        b"short"
+    );
+    fs.release(&OpContext::background(), fh);
 }
 
 #[test]
@@ -256,11 +287,17 @@ fn an_open_handle_keeps_the_value_it_opened() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::ZERO);
     let fh = fs
-        .open(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), false, false)
+        .open(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/db/PASSWORD").unwrap(),
+            false,
+            false,
+        )
         .unwrap();
     store.put("myapp/db", json!({"PASSWORD": "changed"}));
     assert_eq!(
-        fs.read_handle(fh, 0, 100, |b| b.to_vec()).unwrap(),
+        fs.read_handle(&OpContext::background(), fh, 0, 100, |b| b.to_vec())
+            .unwrap(),
         b"hunter2"
     );
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"changed");
@@ -304,14 +341,17 @@ fn a_change_in_the_store_shows_after_the_ttl() {
         b"rotated-and-longer"
     );
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
-    assert_eq!(fs.getattr(ino).unwrap().size, 18);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 18);
 }
 
 #[test]
 fn attributes_are_valid_no_longer_than_the_cached_value() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     let attr = fs
-        .getattr(path_ino(&fs, "myapp/db/PASSWORD").unwrap())
+        .getattr(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/db/PASSWORD").unwrap(),
+        )
         .unwrap();
     assert!(attr.valid_for <= Duration::from_secs(30));
     assert!(attr.valid_for > Duration::from_secs(25));
@@ -340,7 +380,12 @@ fn permission_denied_is_eacces() {
     // Nothing can be checked: the name may exist, so it is a directory
     // whose listing is refused (paths below it may still be readable).
     let ino = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.opendir(ino).unwrap_err().errno(), libc::EACCES);
+    assert_eq!(
+        fs.opendir(&OpContext::background(), ino)
+            .unwrap_err()
+            .errno(),
+        libc::EACCES
+    );
 }
 
 #[test]
@@ -358,7 +403,7 @@ fn a_readable_secret_in_an_unlistable_folder_is_reachable() {
         path_ino(&fs, "myapp/db/NOPE").unwrap_err().errno(),
         libc::ENOENT
     );
-    let root = fs.opendir(ROOT_INO);
+    let root = fs.opendir(&OpContext::background(), ROOT_INO);
     assert_eq!(root.unwrap_err().errno(), libc::EACCES);
 }
 
@@ -381,7 +426,12 @@ fn a_readable_secret_below_folders_no_one_may_list_is_reachable() {
         libc::ENOENT
     );
     let myapp = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.opendir(myapp).unwrap_err().errno(), libc::EACCES);
+    assert_eq!(
+        fs.opendir(&OpContext::background(), myapp)
+            .unwrap_err()
+            .errno(),
+        libc::EACCES
+    );
 }
 
 #[test]
@@ -400,7 +450,8 @@ fn many_threads_opening_one_cold_secret_make_one_read() {
             let (fs, barrier) = (fs.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                fs.lookup(db, "PASSWORD").map(|a| a.size)
+                fs.lookup(&OpContext::background(), db, "PASSWORD")
+                    .map(|a| a.size)
             })
         })
         .collect();
@@ -425,13 +476,15 @@ fn forgotten_inodes_are_dropped() {
 pub(super) fn write_file(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
     let (dir, name) = path.rsplit_once('/').unwrap();
     let parent = path_ino(fs, dir)?;
-    let fh = match fs.lookup(parent, name) {
-        Ok(attr) => fs.open(attr.ino, true, true)?,
-        Err(Error::NotFound) => fs.create(parent, name)?.1,
+    let fh = match fs.lookup(&OpContext::background(), parent, name) {
+        Ok(attr) => fs.open(&OpContext::background(), attr.ino, true, true)?,
+        Err(Error::NotFound) => fs.create(&OpContext::background(), parent, name)?.1,
         Err(e) => return Err(e),
     };
-    let result = fs.write_handle(fh, 0, bytes).and_then(|_| fs.flush(fh));
-    fs.release(fh);
+    let result = fs
+        .write_handle(fh, 0, bytes)
+        .and_then(|_| fs.flush(&OpContext::background(), fh));
+    fs.release(&OpContext::background(), fh);
     result
 }
 
@@ -444,9 +497,11 @@ fn write_exclusive(fs: &SecretFs, path: &str, bytes: &[u8]) -> Result<()> {
         exclusive: true,
         caller: None,
     };
-    let (_, fh) = fs.create_with(parent, name, how)?;
-    let result = fs.write_handle(fh, 0, bytes).and_then(|_| fs.flush(fh));
-    fs.release(fh);
+    let (_, fh) = fs.create_with(&OpContext::background(), parent, name, how)?;
+    let result = fs
+        .write_handle(fh, 0, bytes)
+        .and_then(|_| fs.flush(&OpContext::background(), fh));
+    fs.release(&OpContext::background(), fh);
     result
 }
 
@@ -492,12 +547,12 @@ fn a_close_without_writes_commits_nothing_until_release() {
     let before = store.write_calls();
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     // A shell opens with O_TRUNC, dup2s and closes the first descriptor.
-    let fh = fs.open(ino, true, true).unwrap();
-    fs.flush(fh).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    fs.flush(&OpContext::background(), fh).unwrap();
     assert_eq!(store.write_calls(), before);
     fs.write_handle(fh, 0, b"x").unwrap();
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     assert_eq!(store.write_calls(), before + 1);
     assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("x"));
 }
@@ -507,10 +562,14 @@ fn touch_creates_an_empty_key_at_release() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let (_, fh) = fs
-        .create(path_ino(&fs, "myapp/db").unwrap(), "NEW")
+        .create(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/db").unwrap(),
+            "NEW",
+        )
         .unwrap();
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     assert_eq!(store.get("myapp/db").unwrap()["NEW"], json!(""));
 }
 
@@ -519,11 +578,11 @@ fn appends_and_offset_writes_change_the_right_bytes() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let fh = fs.open(ino, true, false).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, false).unwrap();
     fs.write_handle(fh, 3, b"-suffix").unwrap();
     fs.write_handle(fh, 0, b"A").unwrap();
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("App-suffix"));
 }
 
@@ -553,10 +612,30 @@ fn a_read_only_mount_refuses_every_change() {
     );
     let db = path_ino(&fs, "myapp/db").unwrap();
     let key = path_ino(&fs, "myapp/db/USER").unwrap();
-    assert_eq!(fs.open(key, true, false).unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.create(db, "N").unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.unlink(db, "USER").unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.mkdir(db, "d").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.open(&OpContext::background(), key, true, false)
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.create(&OpContext::background(), db, "N")
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.unlink(&OpContext::background(), db, "USER")
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.mkdir(&OpContext::background(), db, "d")
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
     assert_eq!(store.write_calls(), 0);
 }
 
@@ -566,9 +645,10 @@ fn unlink_and_rename_are_one_write_each() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let v = store.version("myapp/db").unwrap();
-    fs.rename(db, "USER", db, "LOGIN", false).unwrap();
+    fs.rename(&OpContext::background(), db, "USER", db, "LOGIN", false)
+        .unwrap();
     assert_eq!(store.version("myapp/db").unwrap(), v + 1);
-    fs.unlink(db, "PORT").unwrap();
+    fs.unlink(&OpContext::background(), db, "PORT").unwrap();
     assert_eq!(store.version("myapp/db").unwrap(), v + 2);
     assert_eq!(
         store.get("myapp/db").unwrap(),
@@ -588,20 +668,20 @@ fn rename_noreplace_and_across_secrets_are_refused() {
     let db = path_ino(&fs, "myapp/db").unwrap();
     let api = path_ino(&fs, "myapp/api/token").unwrap();
     assert_eq!(
-        fs.rename(db, "USER", db, "PASSWORD", true)
+        fs.rename(&OpContext::background(), db, "USER", db, "PASSWORD", true)
             .unwrap_err()
             .errno(),
         libc::EEXIST
     );
     assert_eq!(
-        fs.rename(db, "USER", api, "USER", false)
+        fs.rename(&OpContext::background(), db, "USER", api, "USER", false)
             .unwrap_err()
             .errno(),
         libc::EXDEV
     );
     let myapp = path_ino(&fs, "myapp").unwrap();
     assert_eq!(
-        fs.rename(myapp, "db", myapp, "db2", false)
+        fs.rename(&OpContext::background(), myapp, "db", myapp, "db2", false)
             .unwrap_err()
             .errno(),
         libc::EXDEV
@@ -615,14 +695,26 @@ fn editor_scratch_files_never_reach_the_store() {
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
     // vim: swap file, probe file, backup by rename, new file, delete backup.
-    let (_, swap) = fs.create_with(db, ".PASSWORD.swp", exclusive()).unwrap();
+    let (_, swap) = fs
+        .create_with(&OpContext::background(), db, ".PASSWORD.swp", exclusive())
+        .unwrap();
     fs.write_handle(swap, 0, b"swap data").unwrap();
-    fs.flush(swap).unwrap();
-    fs.release(swap);
-    let (_, probe) = fs.create_with(db, "4913", exclusive()).unwrap();
-    fs.release(probe);
-    fs.unlink(db, "4913").unwrap();
-    fs.rename(db, "PASSWORD", db, "PASSWORD~", false).unwrap();
+    fs.flush(&OpContext::background(), swap).unwrap();
+    fs.release(&OpContext::background(), swap);
+    let (_, probe) = fs
+        .create_with(&OpContext::background(), db, "4913", exclusive())
+        .unwrap();
+    fs.release(&OpContext::background(), probe);
+    fs.unlink(&OpContext::background(), db, "4913").unwrap();
+    fs.rename(
+        &OpContext::background(),
+        db,
+        "PASSWORD",
+        db,
+        "PASSWORD~",
+        false,
+    )
+    .unwrap();
     assert_eq!(
         path_ino(&fs, "myapp/db/PASSWORD").unwrap_err().errno(),
         libc::ENOENT
@@ -630,8 +722,10 @@ fn editor_scratch_files_never_reach_the_store() {
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD~").unwrap(), b"hunter2");
     assert_eq!(store.write_calls(), writes);
     write_file(&fs, "myapp/db/PASSWORD", b"edited").unwrap();
-    fs.unlink(db, "PASSWORD~").unwrap();
-    fs.unlink(db, ".PASSWORD.swp").unwrap();
+    fs.unlink(&OpContext::background(), db, "PASSWORD~")
+        .unwrap();
+    fs.unlink(&OpContext::background(), db, ".PASSWORD.swp")
+        .unwrap();
     assert_eq!(store.write_calls(), writes + 1);
     assert_eq!(
         store.get("myapp/db").unwrap(),
@@ -648,11 +742,21 @@ fn sed_in_place_commits_its_temporary_file_as_the_key() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
-    let (_, fh) = fs.create_with(db, "sedAbC123", exclusive()).unwrap();
+    let (_, fh) = fs
+        .create_with(&OpContext::background(), db, "sedAbC123", exclusive())
+        .unwrap();
     fs.write_handle(fh, 0, b"sedded").unwrap();
-    fs.flush(fh).unwrap();
-    fs.release(fh);
-    fs.rename(db, "sedAbC123", db, "PASSWORD", false).unwrap();
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
+    fs.rename(
+        &OpContext::background(),
+        db,
+        "sedAbC123",
+        db,
+        "PASSWORD",
+        false,
+    )
+    .unwrap();
     assert_eq!(store.write_calls(), writes + 1);
     assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("sedded"));
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"sedded");
@@ -700,7 +804,8 @@ fn a_temporary_file_renamed_onto_a_key_is_one_version_and_never_stored() {
             writes,
             "{temp} reached the store at close"
         );
-        fs.rename(db, temp, db, key, false).unwrap();
+        fs.rename(&OpContext::background(), db, temp, db, key, false)
+            .unwrap();
         assert_eq!(store.write_calls(), writes + 1, "{temp}");
         let now = store.get("myapp/db").unwrap();
         assert_eq!(now[key], json!(key));
@@ -720,10 +825,16 @@ fn a_temporary_file_nobody_renames_becomes_a_key() {
     write_exclusive(&fs, "myapp/db/sedCONFIG", b"kept").unwrap();
     write_exclusive(&fs, "myapp/db/4913", b"").unwrap();
     assert_eq!(store.write_calls(), writes);
-    assert_eq!(fs.status_json()["pending_files"], json!(1));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["pending_files"],
+        json!(1)
+    );
     fs.settle(true);
     assert_eq!(store.write_calls(), writes + 1);
-    assert_eq!(fs.status_json()["pending_files"], json!(0));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["pending_files"],
+        json!(0)
+    );
     let now = store.get("myapp/db").unwrap();
     assert_eq!(now["sedCONFIG"], json!("kept"));
     assert!(now.get("4913").is_none(), "vim's probe is never stored");
@@ -741,7 +852,7 @@ fn a_key_removed_is_written_before_unlink_returns_and_a_new_one_is_a_version_of_
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
-    fs.unlink(db, "PASSWORD").unwrap();
+    fs.unlink(&OpContext::background(), db, "PASSWORD").unwrap();
     assert_eq!(store.write_calls(), writes + 1);
     assert!(store.get("myapp/db").unwrap().get("PASSWORD").is_none());
     assert_eq!(
@@ -761,10 +872,12 @@ fn a_key_removed_is_written_before_unlink_returns_and_a_new_one_is_a_version_of_
         "nothing was left for later"
     );
     // A replacement that fails: the removal stands.
-    fs.unlink(db, "PORT").unwrap();
-    let (_, fh) = fs.create_with(db, "PORT", exclusive()).unwrap();
+    fs.unlink(&OpContext::background(), db, "PORT").unwrap();
+    let (_, fh) = fs
+        .create_with(&OpContext::background(), db, "PORT", exclusive())
+        .unwrap();
     assert!(fs.write_handle(fh, 0, &[0xff, 0xfe]).is_err());
-    fs.release(fh);
+    fs.release(&OpContext::background(), fh);
     fs.settle(true);
     assert_eq!(
         store.get("myapp/db").unwrap(),
@@ -784,10 +897,12 @@ fn a_temporary_file_left_alone_is_stored_when_its_creator_exits_or_at_its_deadli
             exclusive: true,
             caller: Some(caller),
         };
-        let (_, fh) = fs.create_with(db, name, how).unwrap();
+        let (_, fh) = fs
+            .create_with(&OpContext::background(), db, name, how)
+            .unwrap();
         fs.write_handle(fh, 0, b"kept").unwrap();
-        fs.flush(fh).unwrap();
-        fs.release(fh);
+        fs.flush(&OpContext::background(), fh).unwrap();
+        fs.release(&OpContext::background(), fh);
         let file = fs
             .names
             .scratch(&SecretPath::parse(&format!("myapp/db/{name}")));
@@ -833,17 +948,20 @@ fn a_removal_whose_answer_is_lost_says_so_to_rm() {
         Scope::At("myapp/db"),
         Error::Unanswered("connection reset by peer".into()),
     );
-    fs.unlink(db, "USER").unwrap();
+    fs.unlink(&OpContext::background(), db, "USER").unwrap();
     store.heal();
     assert!(store.get("myapp/db").unwrap().get("USER").is_none());
     store.hang_after_write(
         Scope::At("myapp/db"),
         Error::Unanswered("connection reset by peer".into()),
     );
-    let err = fs.unlink(db, "PORT").unwrap_err();
+    let err = fs.unlink(&OpContext::background(), db, "PORT").unwrap_err();
     assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
     assert_eq!(err.errno(), libc::EIO);
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(1)
+    );
     store.heal();
     assert!(store.get("myapp/db").unwrap().get("PORT").is_none());
 }
@@ -856,10 +974,12 @@ fn a_file_removed_before_its_release_is_never_written() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
     let writes = store.write_calls();
-    let (_, fh) = fs.create_with(db, "tXYnArg", exclusive()).unwrap();
-    fs.flush(fh).unwrap();
-    fs.unlink(db, "tXYnArg").unwrap();
-    fs.release(fh);
+    let (_, fh) = fs
+        .create_with(&OpContext::background(), db, "tXYnArg", exclusive())
+        .unwrap();
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.unlink(&OpContext::background(), db, "tXYnArg").unwrap();
+    fs.release(&OpContext::background(), fh);
     fs.settle(true);
     assert_eq!(store.write_calls(), writes);
     assert_eq!(
@@ -894,7 +1014,9 @@ fn renames_of_temporary_files_while_the_settler_runs_never_deadlock() {
         for round in 0..2000 {
             let temp = format!("tmp{round:08}");
             write_exclusive(&worker, &format!("myapp/db/{temp}"), b"v").unwrap();
-            worker.rename(db, &temp, db, "PASSWORD", false).unwrap();
+            worker
+                .rename(&OpContext::background(), db, &temp, db, "PASSWORD", false)
+                .unwrap();
         }
         let _ = tx.send(());
     });
@@ -914,16 +1036,27 @@ fn names_over_255_bytes_are_enametoolong() {
     let db = path_ino(&fs, "myapp/db").unwrap();
     let long = "x".repeat(256);
     assert_eq!(
-        fs.lookup(db, &long).unwrap_err().errno(),
+        fs.lookup(&OpContext::background(), db, &long)
+            .unwrap_err()
+            .errno(),
         libc::ENAMETOOLONG
     );
     assert_eq!(
-        fs.create(db, &long).unwrap_err().errno(),
+        fs.create(&OpContext::background(), db, &long)
+            .unwrap_err()
+            .errno(),
         libc::ENAMETOOLONG
     );
-    assert_eq!(fs.mkdir(db, &long).unwrap_err().errno(), libc::ENAMETOOLONG);
     assert_eq!(
-        fs.rename(db, "USER", db, &long, false).unwrap_err().errno(),
+        fs.mkdir(&OpContext::background(), db, &long)
+            .unwrap_err()
+            .errno(),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.rename(&OpContext::background(), db, "USER", db, &long, false)
+            .unwrap_err()
+            .errno(),
         libc::ENAMETOOLONG
     );
     let user = path_ino(&fs, "myapp/db/USER").unwrap();
@@ -935,9 +1068,13 @@ fn mkdir_lives_in_memory_until_a_key_is_written() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let myapp = path_ino(&fs, "myapp").unwrap();
-    fs.mkdir(myapp, "cache").unwrap();
+    fs.mkdir(&OpContext::background(), myapp, "cache").unwrap();
     let sub = fs
-        .mkdir(path_ino(&fs, "myapp/cache").unwrap(), "redis")
+        .mkdir(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/cache").unwrap(),
+            "redis",
+        )
         .unwrap();
     assert!(sub.is_dir);
     assert_eq!(store.write_calls(), 0);
@@ -951,7 +1088,12 @@ fn mkdir_lives_in_memory_until_a_key_is_written() {
         read_all(&fs, "myapp/cache/redis/URL").unwrap(),
         b"redis://x"
     );
-    assert_eq!(fs.mkdir(myapp, "cache").unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(
+        fs.mkdir(&OpContext::background(), myapp, "cache")
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
 }
 
 #[test]
@@ -959,25 +1101,39 @@ fn rmdir_only_removes_empty_directories_and_they_leave_the_listing() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let myapp = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.rmdir(myapp, "db").unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(
+        fs.rmdir(&OpContext::background(), myapp, "db")
+            .unwrap_err()
+            .errno(),
+        libc::ENOTEMPTY
+    );
     let token = path_ino(&fs, "myapp/api/token").unwrap();
-    fs.unlink(token, "value").unwrap();
-    fs.rmdir(path_ino(&fs, "myapp/api").unwrap(), "token")
-        .unwrap();
+    fs.unlink(&OpContext::background(), token, "value").unwrap();
+    fs.rmdir(
+        &OpContext::background(),
+        path_ino(&fs, "myapp/api").unwrap(),
+        "token",
+    )
+    .unwrap();
     assert!(store.get("myapp/api/token").is_none());
     assert_eq!(
         path_ino(&fs, "myapp/api/token").unwrap_err().errno(),
         libc::ENOENT
     );
-    fs.mkdir(myapp, "empty").unwrap();
-    fs.rmdir(myapp, "empty").unwrap();
+    fs.mkdir(&OpContext::background(), myapp, "empty").unwrap();
+    fs.rmdir(&OpContext::background(), myapp, "empty").unwrap();
     assert!(!names(&fs, "myapp").iter().any(|(n, _)| n == "empty"));
 }
 
 #[test]
 fn keys_cannot_be_created_at_the_mount_root() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
-    assert_eq!(fs.create(ROOT_INO, "K").unwrap_err().errno(), libc::EPERM);
+    assert_eq!(
+        fs.create(&OpContext::background(), ROOT_INO, "K")
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
 }
 
 #[test]
@@ -1016,15 +1172,15 @@ fn a_change_made_elsewhere_between_read_and_write_is_kept() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"mine").unwrap();
     // Someone else rotates the password while our file is open.
     store.put(
         "myapp/db",
         json!({"PASSWORD": "theirs", "USER": "app", "PORT": 5432}),
     );
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     let data = store.get("myapp/db").unwrap();
     assert_eq!(
         (data["USER"].clone(), data["PASSWORD"].clone()),
@@ -1037,11 +1193,14 @@ fn a_failed_commit_reaches_flush_and_keeps_the_old_value() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"new").unwrap();
     store.set_fault(Some(Error::Unavailable("down".into())));
-    assert_eq!(fs.flush(fh).unwrap_err().errno(), libc::EIO);
-    fs.release(fh);
+    assert_eq!(
+        fs.flush(&OpContext::background(), fh).unwrap_err().errno(),
+        libc::EIO
+    );
+    fs.release(&OpContext::background(), fh);
     store.set_fault(None);
     assert_eq!(store.get("myapp/db").unwrap()["USER"], json!("app"));
 }
@@ -1050,10 +1209,10 @@ fn a_failed_commit_reaches_flush_and_keeps_the_old_value() {
 fn stat_shows_the_size_being_written_before_close() {
     let fs = fs_over(seeded(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"twelve bytes").unwrap();
-    assert_eq!(fs.getattr(ino).unwrap().size, 12);
-    fs.release(fh);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 12);
+    fs.release(&OpContext::background(), fh);
 }
 
 /// A filesystem refreshing ahead in the background, over a clock moved by hand.
@@ -1103,7 +1262,7 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
     let store = seeded();
     let (fs, clock) = refreshing_ahead(store.clone());
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
-    let kept = fs.getattr(ino).unwrap().valid_for;
+    let kept = fs.getattr(&OpContext::background(), ino).unwrap().valid_for;
     assert!(
         kept <= Duration::from_secs(27),
         "the kernel may keep it {kept:?} of a 30 s TTL"
@@ -1112,7 +1271,7 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
     // Asked back at 27 s: the value is still fresh and is refreshed ahead.
     clock.advance(kept);
     let reads = store.read_calls();
-    fs.getattr(ino).unwrap();
+    fs.getattr(&OpContext::background(), ino).unwrap();
     soon("the refresh ahead lands", || store.read_calls() > reads);
     clock.advance(Duration::from_secs(4));
     let before = store.read_calls();
@@ -1133,20 +1292,29 @@ fn a_reader_finding_the_value_expired_during_a_refresh_waits_for_it_instead_of_f
         clock.clone(),
     ));
     let db = SecretPath::parse("myapp/db");
-    source.secret(&db).unwrap();
+    source.secret(&OpContext::background(), &db).unwrap();
     store.put("myapp/db", json!({"PASSWORD": "rotated"}));
     store.set_delay(Duration::from_millis(300));
     let reads = store.read_calls();
     let refresher = {
         let (source, db) = (source.clone(), db.clone());
-        std::thread::spawn(move || source.refresh(&Refresh::Secret(db)).map(drop))
+        std::thread::spawn(move || {
+            source
+                .refresh(&OpContext::background(), &Refresh::Secret(db))
+                .map(drop)
+        })
     };
     soon("the refresh to ask the store", || {
         store.read_calls() > reads
     });
     // Expired while the refresh still waits for its answer.
     clock.advance(Duration::from_secs(31));
-    let got = source.secret(&db).unwrap().answer.value.unwrap();
+    let got = source
+        .secret(&OpContext::background(), &db)
+        .unwrap()
+        .answer
+        .value
+        .unwrap();
     assert_eq!(got.keys.len(), 1);
     refresher.join().unwrap().unwrap();
     assert_eq!(store.read_calls(), reads + 1, "the reader fetched again");
@@ -1191,7 +1359,10 @@ fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_sh
     let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     let user = path_ino(&fs, "myapp/db/USER").unwrap();
     let port = path_ino(&fs, "myapp/db/PORT").unwrap();
-    assert_eq!(fs.getattr(password).unwrap().size, 7);
+    assert_eq!(
+        fs.getattr(&OpContext::background(), password).unwrap().size,
+        7
+    );
     assert!(rx.try_recv().is_err(), "nothing changed yet");
     let shown = fs.stats().shown;
     // PASSWORD grows, USER stays, PORT goes.
@@ -1202,13 +1373,18 @@ fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_sh
     clock.advance(Duration::from_secs(31));
     // The refetch (by this getattr) retires PASSWORD's and PORT's inodes:
     // they keep their attributes and bytes, whatever the store holds.
-    let old = fs.getattr(password).unwrap();
+    let old = fs.getattr(&OpContext::background(), password).unwrap();
     assert_eq!((old.ino, old.size), (password, 7));
     assert_eq!(
-        fs.read_ino(password, 0, 4096, |b| b.to_vec()).unwrap(),
+        fs.read_ino(&OpContext::background(), password, 0, 4096, |b| b.to_vec())
+            .unwrap(),
         b"hunter2"
     );
-    assert_eq!(fs.read_ino(port, 0, 4096, |b| b.to_vec()).unwrap(), b"5432");
+    assert_eq!(
+        fs.read_ino(&OpContext::background(), port, 0, 4096, |b| b.to_vec())
+            .unwrap(),
+        b"5432"
+    );
     // The kernel is told to drop their names, not the inodes.
     let got: Vec<Invalidation> = rx.try_iter().collect();
     for name in ["PASSWORD", "PORT"] {
@@ -1227,23 +1403,39 @@ fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_sh
         name: "USER".into()
     }));
     // The name leads to a new inode, sized for the new value; USER's stays.
-    let new = fs.lookup(dir, "PASSWORD").unwrap();
+    let new = fs
+        .lookup(&OpContext::background(), dir, "PASSWORD")
+        .unwrap();
     assert!(new.ino > port, "{new:?}");
     assert_eq!(new.size, 18);
     assert_eq!(
-        fs.read_ino(new.ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        fs.read_ino(&OpContext::background(), new.ino, 0, 4096, |b| b.to_vec())
+            .unwrap(),
         b"rotated-and-longer"
     );
-    assert_eq!(fs.lookup(dir, "USER").unwrap().ino, user);
-    assert_eq!(fs.lookup(dir, "PORT").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.lookup(&OpContext::background(), dir, "USER")
+            .unwrap()
+            .ino,
+        user
+    );
+    assert_eq!(
+        fs.lookup(&OpContext::background(), dir, "PORT")
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
     // Still the old value, after the sweep too: the kernel holds it.
     fs.sweep();
-    assert_eq!(fs.getattr(password).unwrap().size, 7);
+    assert_eq!(
+        fs.getattr(&OpContext::background(), password).unwrap().size,
+        7
+    );
     assert_eq!(fs.stats().shown, shown + 1);
     // Fetched again unchanged: nothing more.
     clock.advance(Duration::from_secs(31));
-    fs.getattr(password).unwrap();
-    fs.getattr(new.ino).unwrap();
+    fs.getattr(&OpContext::background(), password).unwrap();
+    fs.getattr(&OpContext::background(), new.ino).unwrap();
     assert_eq!(rx.try_iter().count(), 0);
     // The kernel forgets the old inodes (every reference): they and their
     // values go.
@@ -1252,7 +1444,12 @@ fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_sh
     fs.forget(port, u64::MAX);
     assert_eq!(fs.stats().inodes, inodes - 2);
     assert_eq!(fs.stats().shown, shown - 1);
-    assert_eq!(fs.getattr(password).unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(
+        fs.getattr(&OpContext::background(), password)
+            .unwrap_err()
+            .errno(),
+        libc::ESTALE
+    );
 }
 
 #[test]
@@ -1261,17 +1458,23 @@ fn a_writers_own_change_keeps_its_inode() {
     let (fs, _clock) = timed(store.clone(), "", Duration::from_secs(30));
     let rx = invalidations_of(&fs);
     let dir = path_ino(&fs, "myapp/db").unwrap();
-    let ino = fs.lookup(dir, "PASSWORD").unwrap().ino;
-    let fh = fs.open(ino, true, true).unwrap();
+    let ino = fs
+        .lookup(&OpContext::background(), dir, "PASSWORD")
+        .unwrap()
+        .ino;
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"a-much-longer-password").unwrap();
-    fs.flush(fh).unwrap();
+    fs.flush(&OpContext::background(), fh).unwrap();
     // fstat of the writer's descriptor, and the name: the same inode.
-    assert_eq!(fs.getattr(ino).unwrap().size, 22);
-    fs.release(fh);
-    let again = fs.lookup(dir, "PASSWORD").unwrap();
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 22);
+    fs.release(&OpContext::background(), fh);
+    let again = fs
+        .lookup(&OpContext::background(), dir, "PASSWORD")
+        .unwrap();
     assert_eq!((again.ino, again.size), (ino, 22));
     assert_eq!(
-        fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        fs.read_ino(&OpContext::background(), ino, 0, 4096, |b| b.to_vec())
+            .unwrap(),
         b"a-much-longer-password"
     );
     assert_eq!(rx.try_iter().count(), 0);
@@ -1327,13 +1530,14 @@ fn after_a_write_reads_serve_the_committed_value_the_kernel_sized_the_file_by() 
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"a-longer-new-password").unwrap();
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     // No getattr in between: the kernel knows the size from the write.
     assert_eq!(
-        fs.read_ino(ino, 0, 4096, |b| b.to_vec()).unwrap(),
+        fs.read_ino(&OpContext::background(), ino, 0, 4096, |b| b.to_vec())
+            .unwrap(),
         b"a-longer-new-password"
     );
 }
@@ -1345,7 +1549,12 @@ fn mkdir_of_a_secret_that_holds_no_keys_says_it_exists() {
     store.put("myapp/empty", json!({}));
     let fs = fs_over(store, "", Duration::from_secs(30));
     let myapp = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.mkdir(myapp, "empty").unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(
+        fs.mkdir(&OpContext::background(), myapp, "empty")
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
 }
 
 #[test]
@@ -1353,7 +1562,7 @@ fn a_directory_made_here_stays_while_the_secret_above_it_is_deleted_elsewhere() 
     let store = seeded();
     let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
     let api = path_ino(&fs, "myapp/api/token").unwrap();
-    fs.mkdir(api, "new").unwrap();
+    fs.mkdir(&OpContext::background(), api, "new").unwrap();
     store.destroy("myapp/api/token");
     clock.advance(Duration::from_secs(31));
     assert!(path_ino(&fs, "myapp/api/token/new").is_ok());
@@ -1371,24 +1580,60 @@ fn a_directory_made_here_stays_when_the_last_secret_below_it_is_removed() {
         let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
         for top in ["", "base"] {
             let g = |rest: &str| format!("{top}/G{rest}");
-            fs.mkdir(path_ino(&fs, top).unwrap(), "G").unwrap();
-            fs.mkdir(path_ino(&fs, &g("")).unwrap(), "a").unwrap();
+            fs.mkdir(&OpContext::background(), path_ino(&fs, top).unwrap(), "G")
+                .unwrap();
+            fs.mkdir(
+                &OpContext::background(),
+                path_ino(&fs, &g("")).unwrap(),
+                "a",
+            )
+            .unwrap();
             write_file(&fs, &g("/a/k1"), b"one").unwrap();
-            fs.unlink(path_ino(&fs, &g("/a")).unwrap(), "k1").unwrap();
-            fs.rmdir(path_ino(&fs, &g("")).unwrap(), "a").unwrap();
+            fs.unlink(
+                &OpContext::background(),
+                path_ino(&fs, &g("/a")).unwrap(),
+                "k1",
+            )
+            .unwrap();
+            fs.rmdir(
+                &OpContext::background(),
+                path_ino(&fs, &g("")).unwrap(),
+                "a",
+            )
+            .unwrap();
             assert!(names(&fs, &g("")).is_empty());
             assert!(names(&fs, top).contains(&("G".to_string(), true)));
-            fs.mkdir(path_ino(&fs, &g("")).unwrap(), "b").unwrap();
+            fs.mkdir(
+                &OpContext::background(),
+                path_ino(&fs, &g("")).unwrap(),
+                "b",
+            )
+            .unwrap();
             let parent = path_ino(&fs, top).unwrap();
-            assert_eq!(fs.mkdir(parent, "G").unwrap_err().errno(), libc::EEXIST);
-            assert_eq!(fs.rmdir(parent, "G").unwrap_err().errno(), libc::ENOTEMPTY);
-            fs.rmdir(path_ino(&fs, &g("")).unwrap(), "b").unwrap();
+            assert_eq!(
+                fs.mkdir(&OpContext::background(), parent, "G")
+                    .unwrap_err()
+                    .errno(),
+                libc::EEXIST
+            );
+            assert_eq!(
+                fs.rmdir(&OpContext::background(), parent, "G")
+                    .unwrap_err()
+                    .errno(),
+                libc::ENOTEMPTY
+            );
+            fs.rmdir(
+                &OpContext::background(),
+                path_ino(&fs, &g("")).unwrap(),
+                "b",
+            )
+            .unwrap();
             // Deleted elsewhere: it stays too.
             write_file(&fs, &g("/k2"), b"two").unwrap();
             store.remove(g("").trim_start_matches('/'));
             clock.advance(Duration::from_secs(31));
             assert!(names(&fs, &g("")).is_empty());
-            fs.rmdir(parent, "G").unwrap();
+            fs.rmdir(&OpContext::background(), parent, "G").unwrap();
             assert_eq!(path_ino(&fs, &g("")).unwrap_err().errno(), libc::ENOENT);
             assert!(!names(&fs, top).iter().any(|(n, _)| n == "G"));
         }
@@ -1401,12 +1646,12 @@ fn after_its_last_key_is_removed_a_directory_made_here_is_a_secret_rmdir_deletes
     store.put("app", json!({}));
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let app = path_ino(&fs, "app").unwrap();
-    fs.mkdir(app, "db").unwrap();
+    fs.mkdir(&OpContext::background(), app, "db").unwrap();
     // Someone else writes the secret the empty directory stands for.
     store.put("app/db", json!({"K": "v"}));
     let db = path_ino(&fs, "app/db").unwrap();
-    fs.unlink(db, "K").unwrap();
-    fs.rmdir(app, "db").unwrap();
+    fs.unlink(&OpContext::background(), db, "K").unwrap();
+    fs.rmdir(&OpContext::background(), app, "db").unwrap();
     assert_eq!(store.get("app/db"), None);
     assert_eq!(path_ino(&fs, "app/db").unwrap_err().errno(), libc::ENOENT);
 }
@@ -1416,9 +1661,11 @@ fn rename_noreplace_may_take_the_name_of_a_key_an_editor_moved_aside() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let db = path_ino(&fs, "myapp/db").unwrap();
-    fs.rename(db, "USER", db, "USER~", false).unwrap();
+    fs.rename(&OpContext::background(), db, "USER", db, "USER~", false)
+        .unwrap();
     // USER does not show: `mv -n PASSWORD USER` may take its name.
-    fs.rename(db, "PASSWORD", db, "USER", true).unwrap();
+    fs.rename(&OpContext::background(), db, "PASSWORD", db, "USER", true)
+        .unwrap();
     assert_eq!(store.get("myapp/db").unwrap()["USER"], "hunter2");
 }
 
@@ -1511,7 +1758,7 @@ fn a_view_beside_secrets_shows_one_file_per_secret_next_to_its_directory() {
         b"PASSWORD=hunter2\nPORT=5432\nUSER=app\n"
     );
     let ino = path_ino(&fs, "myapp/db.txt").unwrap();
-    assert_eq!(fs.getattr(ino).unwrap().size, 36);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 36);
     // The keys view still shows the same secret as a directory.
     assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
     assert_eq!(
@@ -1550,15 +1797,29 @@ fn creating_a_file_beside_makes_the_secret_it_is_named_after() {
     // Renaming it would move it to another secret.
     let myapp = path_ino(&fs, "myapp").unwrap();
     assert_eq!(
-        fs.rename(myapp, "cache.txt", myapp, "other.txt", false)
-            .unwrap_err()
-            .errno(),
+        fs.rename(
+            &OpContext::background(),
+            myapp,
+            "cache.txt",
+            myapp,
+            "other.txt",
+            false
+        )
+        .unwrap_err()
+        .errno(),
         libc::EXDEV
     );
     // `sed -i`: a scratch file renamed onto it commits its bytes.
     write_exclusive(&fs, "myapp/sedAb12Cd", b"HOST=memcached\n").unwrap();
-    fs.rename(myapp, "sedAb12Cd", myapp, "cache.txt", false)
-        .unwrap();
+    fs.rename(
+        &OpContext::background(),
+        myapp,
+        "sedAb12Cd",
+        myapp,
+        "cache.txt",
+        false,
+    )
+    .unwrap();
     assert_eq!(store.get("myapp/cache"), Some(json!({"HOST": "memcached"})));
 }
 
@@ -1568,11 +1829,11 @@ fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
     let (fs, clock) = fs_with_lines(store.clone());
     let rx = invalidations_of(&fs);
     let ino = path_ino(&fs, "myapp/db.txt").unwrap();
-    let size = fs.getattr(ino).unwrap().size;
+    let size = fs.getattr(&OpContext::background(), ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
     clock.advance(Duration::from_secs(31));
     assert_eq!(
-        fs.getattr(ino).unwrap().size,
+        fs.getattr(&OpContext::background(), ino).unwrap().size,
         size,
         "the old inode keeps it"
     );
@@ -1583,7 +1844,9 @@ fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
         name: "db.txt".into(),
     };
     assert!(got.contains(&entry), "{got:?}");
-    let new = fs.lookup(myapp, "db.txt").unwrap();
+    let new = fs
+        .lookup(&OpContext::background(), myapp, "db.txt")
+        .unwrap();
     assert_ne!(new.ino, ino);
     assert_eq!(new.size, 11);
 }
@@ -1607,9 +1870,9 @@ fn a_new_secret_shows_in_the_listings_above_it_at_once() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     assert!(!names(&fs, "").iter().any(|(n, _)| n == "fresh"));
     let root = path_ino(&fs, "").unwrap();
-    fs.mkdir(root, "fresh").unwrap();
+    fs.mkdir(&OpContext::background(), root, "fresh").unwrap();
     let fresh = path_ino(&fs, "fresh").unwrap();
-    fs.mkdir(fresh, "deeper").unwrap();
+    fs.mkdir(&OpContext::background(), fresh, "deeper").unwrap();
     write_file(&fs, "fresh/deeper/K", b"v").unwrap();
     let lists = store.list_calls();
     assert!(names(&fs, "").contains(&("fresh".to_string(), true)));
@@ -1642,7 +1905,9 @@ fn once_the_store_fails_to_answer_only_the_probe_asks_it_until_it_is_back() {
         );
     }
     assert_eq!(store.read_calls() + store.list_calls(), calls);
-    assert!(!fs.status_json()["store_reachable"].as_bool().unwrap());
+    assert!(!fs.status_json(&OpContext::background())["store_reachable"]
+        .as_bool()
+        .unwrap());
     // Back: the probe (every second) notices, and requests go through again.
     store.set_fault(None);
     soon("the mount notices the store is back", || {
@@ -1659,19 +1924,19 @@ fn an_operation_asks_the_store_for_no_longer_than_one_timeout_in_all() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(fh, 0, b"x").unwrap();
     store.set_delay(Duration::from_millis(150));
     store.set_timeout(Duration::from_millis(400));
     store.fail(Call::Write, Scope::Everywhere, Error::CasConflict);
-    let flushed = crate::store::deadline::operation(|| fs.flush(fh));
+    let flushed = fs.flush(&OpContext::own_operation(), fh);
     assert_eq!(flushed.unwrap_err().errno(), libc::EIO);
     assert!(store.write_calls() < 3, "{} writes", store.write_calls());
     // A deadline used up is no outage: the store is not marked down.
     store.heal();
     store.set_delay(Duration::ZERO);
     assert_eq!(read_all(&fs, "myapp/api/token/value").unwrap(), b"t0k");
-    fs.release(fh);
+    fs.release(&OpContext::background(), fh);
 }
 
 #[test]
@@ -1689,7 +1954,7 @@ fn values_leave_memory_once_nothing_may_serve_them() {
     store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
     clock.advance(Duration::from_secs(31));
     let db = path_ino(&fs, "myapp/db").unwrap();
-    fs.lookup(db, "USER").unwrap();
+    fs.lookup(&OpContext::background(), db, "USER").unwrap();
     fs.sweep();
     assert_eq!(fs.stats().shown, 2, "replaced less than a TTL ago: kept");
     clock.advance(Duration::from_secs(31));
@@ -1716,10 +1981,22 @@ fn with_the_store_known_down_an_open_for_writing_fails_where_shells_see_it() {
     store.set_fault(Some(Error::Timeout(Duration::from_secs(3))));
     // A request finds the store gone (an uncached path).
     assert!(path_ino(&fs, "myapp/api/token").is_err());
-    assert_eq!(fs.open(user, true, true).unwrap_err().errno(), libc::EIO);
-    assert_eq!(fs.create(db, "NEW").unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        fs.open(&OpContext::background(), user, true, true)
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
+    assert_eq!(
+        fs.create(&OpContext::background(), db, "NEW")
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
     // Editors' scratch files still work: nothing reaches the store.
-    assert!(fs.create_with(db, ".USER.swp", exclusive()).is_ok());
+    assert!(fs
+        .create_with(&OpContext::background(), db, ".USER.swp", exclusive())
+        .is_ok());
     assert_eq!(
         path_ino(&fs, "myapp/db/NEW").unwrap_err().errno(),
         libc::ENOENT
@@ -1740,7 +2017,7 @@ fn a_secret_written_under_a_secret_shows_though_an_old_listing_names_it() {
     clock.advance(Duration::from_secs(31));
     assert!(names(&fs, "a").is_empty());
     let a = path_ino(&fs, "a").unwrap();
-    fs.mkdir(a, "b").unwrap();
+    fs.mkdir(&OpContext::background(), a, "b").unwrap();
     write_file(&fs, "a/b/K", b"").unwrap();
     assert_eq!(names(&fs, "a"), [("b".to_string(), true)]);
     assert_eq!(read_all(&fs, "a/b/K").unwrap(), b"");
@@ -1769,9 +2046,13 @@ fn thirty_secrets(bounded: bool) -> (SecretFs, std::sync::mpsc::Receiver<Invalid
 #[test]
 fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
     let (fs, rx) = thirty_secrets(true);
-    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+    let app = fs
+        .lookup(&OpContext::background(), ROOT_INO, "app")
+        .unwrap()
+        .ino;
     for i in 0..30 {
-        fs.lookup(app, &format!("s{i:02}")).unwrap();
+        fs.lookup(&OpContext::background(), app, &format!("s{i:02}"))
+            .unwrap();
     }
     let got: Vec<Invalidation> = rx.try_iter().collect();
     // Past 20 inodes, the oldest secrets' names go (app holds them: it
@@ -1790,9 +2071,13 @@ fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
     }));
     // Without a bound, nothing is asked.
     let (fs, rx) = thirty_secrets(false);
-    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+    let app = fs
+        .lookup(&OpContext::background(), ROOT_INO, "app")
+        .unwrap()
+        .ino;
     for i in 0..30 {
-        fs.lookup(app, &format!("s{i:02}")).unwrap();
+        fs.lookup(&OpContext::background(), app, &format!("s{i:02}"))
+            .unwrap();
     }
     assert!(rx.try_recv().is_err());
 }
@@ -1800,8 +2085,11 @@ fn lookups_past_the_inode_bound_ask_the_kernel_to_drop_the_oldest_names() {
 #[test]
 fn names_a_plain_readdir_gave_go_when_the_inode_bound_is_reached() {
     let (fs, rx) = thirty_secrets(true);
-    let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
-    let fh = fs.opendir(app).unwrap();
+    let app = fs
+        .lookup(&OpContext::background(), ROOT_INO, "app")
+        .unwrap()
+        .ino;
+    let fh = fs.opendir(&OpContext::background(), app).unwrap();
     struct Count(usize);
     impl crate::fs::DirReplier for Count {
         fn add(&mut self, _: crate::fs::DirEntry<'_>) -> bool {
@@ -1811,13 +2099,14 @@ fn names_a_plain_readdir_gave_go_when_the_inode_bound_is_reached() {
         fn skipped(&mut self, _: Ino, _: &str, _: &Error) {}
     }
     let mut listed = Count(0);
-    fs.readdir(fh, 0, false, &mut listed).unwrap();
+    fs.readdir(&OpContext::background(), fh, 0, false, &mut listed)
+        .unwrap();
     assert_eq!(listed.0, 32);
     // The kernel holds none of these 30 names.
     assert_eq!(fs.stats().inodes, 32);
     // The next lookup finds the table past its bound: they go, and the
     // kernel is asked about nothing.
-    fs.lookup(app, "s00").unwrap();
+    fs.lookup(&OpContext::background(), app, "s00").unwrap();
     assert_eq!(fs.stats().inodes, 3, "the root, app and s00");
     assert!(rx.try_recv().is_err());
 }

@@ -6,6 +6,7 @@
 //! (a server that loaded its certificate once). Running a command or
 //! sending a signal is the mount's business (`crate::hook`).
 
+use crate::fs::OpContext;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Weak};
 
@@ -67,7 +68,7 @@ fn watch_once(fs: &Weak<SecretFs>) -> bool {
     };
     for path in fs.source.held_secrets() {
         let job = Refresh::Secret(path);
-        match fs.source.refresh(&job) {
+        match fs.source.refresh(&OpContext::background(), &job) {
             Ok(change) => fs.notice(change),
             Err(e) => {
                 tracing::debug!(?job, error = %e, "watching: re-read failed");
@@ -108,11 +109,19 @@ mod tests {
         fs.report_changes_to(tx);
         for secret in ["db", "tls"] {
             let dir = fs
-                .lookup(super::super::inode::ROOT_INO, secret)
+                .lookup(
+                    &OpContext::background(),
+                    super::super::inode::ROOT_INO,
+                    secret,
+                )
                 .unwrap()
                 .ino;
-            fs.lookup(dir, if secret == "db" { "PASSWORD" } else { "CERT" })
-                .unwrap();
+            fs.lookup(
+                &OpContext::background(),
+                dir,
+                if secret == "db" { "PASSWORD" } else { "CERT" },
+            )
+            .unwrap();
         }
         store.put("team/app/db", json!({"PASSWORD": "rotated"}));
         assert!(watch_once(&Arc::downgrade(&fs)));

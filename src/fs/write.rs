@@ -2,6 +2,7 @@
 //! into as few store writes as possible, each one a read-modify-write of
 //! the whole secret with check-and-set (KV v2), retried on conflict.
 
+use crate::fs::OpContext;
 use std::time::{Instant, SystemTime};
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
@@ -70,22 +71,24 @@ impl SecretFs {
     /// memory, as an empty secret does in KV v2, until `rmdir`.
     pub(super) fn commit(
         &self,
+        ctx: &OpContext,
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
-        self.commit_unless(secret, || false, change)
+        self.commit_unless(ctx, secret, || false, change)
     }
 
     /// [`commit`](Self::commit), unless `lost` (see [`Writers::commit_unless`]).
     fn commit_unless(
         &self,
+        ctx: &OpContext,
         secret: &SecretPath,
         lost: impl FnOnce() -> bool,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
         let written = match self
             .writers
-            .commit_unless(&self.source, secret, lost, change)
+            .commit_unless(ctx, &self.source, secret, lost, change)
         {
             Ok(written) => written,
             Err(e @ Error::OutcomeUnknown(_)) => {
@@ -117,20 +120,20 @@ impl SecretFs {
 
     /// The bytes a file shows now: the change a writer made last and has
     /// not committed yet, else its value in the store.
-    fn current_bytes(&self, ino: Ino, file: &FileRef) -> Result<Vec<u8>> {
+    fn current_bytes(&self, ctx: &OpContext, ino: Ino, file: &FileRef) -> Result<Vec<u8>> {
         if let Some(buffer) = self.writers.pending(ino) {
             return Ok(lock(&buffer).bytes().to_vec());
         }
-        self.stored_bytes(file)
+        self.stored_bytes(ctx, file)
     }
 
     /// The file's value in the store (as cached), whatever writers of it
     /// have not committed yet: what a writer's own buffer starts from.
-    fn stored_bytes(&self, file: &FileRef) -> Result<Vec<u8>> {
+    fn stored_bytes(&self, ctx: &OpContext, file: &FileRef) -> Result<Vec<u8>> {
         if self.names.is_new_file(&self.file_path(file)) {
             return Ok(Vec::new());
         }
-        let cached = self.secret(&file.secret)?;
+        let cached = self.secret(ctx, &file.secret)?;
         let version = cached.value.ok_or(Error::NotFound)?;
         let view = self.views.get(file.view);
         let rendered = view
@@ -140,17 +143,23 @@ impl SecretFs {
     }
 
     /// Writes `bytes` as the file's new content: one commit of its secret.
-    fn commit_file(&self, file: &FileRef, bytes: &[u8]) -> Result<Landed> {
+    fn commit_file(&self, ctx: &OpContext, file: &FileRef, bytes: &[u8]) -> Result<Landed> {
         let view = self.views.get(file.view);
-        self.commit(&file.secret, |data| {
+        self.commit(ctx, &file.secret, |data| {
             view.write(data, &file.name, bytes.to_vec())
         })
     }
 
-    pub(super) fn open_for_write(&self, ino: Ino, file: FileRef, truncate: bool) -> Result<Fh> {
+    pub(super) fn open_for_write(
+        &self,
+        ctx: &OpContext,
+        ino: Ino,
+        file: FileRef,
+        truncate: bool,
+    ) -> Result<Fh> {
         self.writable_in(&file.secret)?;
         self.store_answers()?;
-        self.may_write(&file.secret)?;
+        self.may_write(ctx, &file.secret)?;
         // A buffer of this writer's own, from the value in the store (not
         // from what another writer has not committed: that would mix them).
         // What a closed descriptor changed and nobody committed yet (a
@@ -161,7 +170,7 @@ impl SecretFs {
         } else if let Some(closed) = self.writers.closed_change(ino) {
             closed
         } else {
-            self.stored_bytes(&file)?
+            self.stored_bytes(ctx, &file)?
         };
         let mut buffer = WriteBuffer::new(file, initial);
         if truncate {
@@ -196,19 +205,19 @@ impl SecretFs {
     /// Commits what was written through `fh` (on close and fsync), so that
     /// any failure reaches the program. A change made only by truncation or
     /// creation, with no byte written, waits for [`release`](Self::release).
-    pub fn flush(&self, fh: Fh) -> Result<()> {
+    pub fn flush(&self, ctx: &OpContext, fh: Fh) -> Result<()> {
         if let Some(handle) = self.handles.get(fh) {
             if let Handle::Write { ino, buffer } = &*handle {
                 self.writers.note_close(*ino, buffer);
             }
         }
-        self.commit_handle(fh, false)
+        self.commit_handle(ctx, fh, false)
     }
 
     /// Commits an open file's buffer if it holds a change; with `force`
     /// also a change made without writing (truncation, creation). The
     /// buffer is not locked while the store is asked.
-    fn commit_handle(&self, fh: Fh, force: bool) -> Result<()> {
+    fn commit_handle(&self, ctx: &OpContext, fh: Fh, force: bool) -> Result<()> {
         let handle = self.handles.get(fh).ok_or(Error::Stale)?;
         let Handle::Write { ino, buffer } = &*handle else {
             return Ok(());
@@ -239,7 +248,7 @@ impl SecretFs {
                 }
                 lost
             };
-            self.commit_unless(&file.secret, lost, |data| {
+            self.commit_unless(ctx, &file.secret, lost, |data| {
                 view.write(data, &file.name, bytes.to_vec())
             })
         };
@@ -264,14 +273,14 @@ impl SecretFs {
         if self.names.is_forsaken(*ino) {
             // Removed while this commit ran (a created file removed as its
             // release committed it): the removal follows.
-            self.write_removal(&file);
+            self.write_removal(ctx, &file);
         }
         Ok(())
     }
 
     /// Commits every change of an open file, written or not (fsync).
-    pub fn fsync(&self, fh: Fh) -> Result<()> {
-        self.commit_handle(fh, true)
+    pub fn fsync(&self, ctx: &OpContext, fh: Fh) -> Result<()> {
+        self.commit_handle(ctx, fh, true)
     }
 
     /// Whether `fh` writes: its release may commit (and ask the store).
@@ -284,19 +293,19 @@ impl SecretFs {
     /// Drops a handle its opener never got (the open or create failed
     /// after the handle was made): nothing written to it or created with
     /// it is committed.
-    pub fn discard(&self, fh: Fh) {
+    pub fn discard(&self, ctx: &OpContext, fh: Fh) {
         if let Some(handle) = self.handles.get(fh) {
             if let Handle::Write { buffer, .. } = &*handle {
                 lock(buffer).fail(Error::Stale);
             }
         }
-        self.release(fh);
+        self.release(ctx, fh);
     }
 
     /// Closes a handle. A write buffer that is still dirty (a truncation or
     /// creation with nothing written) is committed now; its errors can only
     /// be logged. A buffer whose writer was told an error is discarded.
-    pub fn release(&self, fh: Fh) {
+    pub fn release(&self, ctx: &OpContext, fh: Fh) {
         let Some(handle) = self.handles.get(fh) else {
             return;
         };
@@ -304,7 +313,7 @@ impl SecretFs {
             let told = lock(buffer).failure().is_some();
             if told {
                 tracing::info!(path = %self.describe(*ino), "change discarded after an error the writer was told");
-            } else if let Err(e) = self.commit_handle(fh, true) {
+            } else if let Err(e) = self.commit_handle(ctx, fh, true) {
                 tracing::error!(path = %self.describe(*ino), error = %e, "change not saved to the store");
             }
             if self.writers.leave(*ino, buffer) {
@@ -338,6 +347,7 @@ impl SecretFs {
     /// writer's buffer; one by path is committed at once.
     pub fn setattr(
         &self,
+        ctx: &OpContext,
         ino: Ino,
         fh: Option<Fh>,
         size: Option<u64>,
@@ -372,11 +382,11 @@ impl SecretFs {
                         _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
                             self.writable_in(&file.secret)?;
-                            self.may_write(&file.secret)?;
-                            let mut bytes = self.stored_bytes(&file)?;
+                            self.may_write(ctx, &file.secret)?;
+                            let mut bytes = self.stored_bytes(ctx, &file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
-                            self.commit_file(&file, bytes.expose_secret())?;
+                            self.commit_file(ctx, &file, bytes.expose_secret())?;
                             self.names
                                 .file_written(&file.secret, &self.file_path(&file));
                         }
@@ -384,15 +394,15 @@ impl SecretFs {
                 }
             }
         }
-        self.getattr(ino)
+        self.getattr(ctx, ino)
     }
 
     /// Creates a file (`open(O_CREAT)` of a missing name, without
     /// `O_EXCL`) and opens it for writing: a key of the directory's
     /// secret, whatever its name, committed on flush (an empty file makes
     /// an empty value). See [`create_with`](Self::create_with).
-    pub fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Fh)> {
-        self.create_with(parent, name, Creating::default())
+    pub fn create(&self, ctx: &OpContext, parent: Ino, name: &str) -> Result<(Attr, Fh)> {
+        self.create_with(ctx, parent, name, Creating::default())
     }
 
     /// Creates a file and opens it for writing. A file created
@@ -402,7 +412,13 @@ impl SecretFs {
     /// becomes that key in one write; removed, it never reaches the store;
     /// left alone, it becomes a key under its own name (see `settle`),
     /// unless it is an editor's private file. Every other file is a key.
-    pub fn create_with(&self, parent: Ino, name: &str, how: Creating) -> Result<(Attr, Fh)> {
+    pub fn create_with(
+        &self,
+        ctx: &OpContext,
+        parent: Ino,
+        name: &str,
+        how: Creating,
+    ) -> Result<(Attr, Fh)> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         self.writable_in(&dir)?;
@@ -428,10 +444,10 @@ impl SecretFs {
                 "the mount's root is a folder: keys belong in a secret directory (mkdir one first)",
             ));
         }
-        self.may_write(&file.secret)?;
+        self.may_write(ctx, &file.secret)?;
         let ino = self.names.create_file(at, path, file.kind());
         let attr = self.file_attr(ino, 0, SystemTime::now(), std::time::Duration::ZERO);
-        let fh = self.open_for_write(ino, file, true)?;
+        let fh = self.open_for_write(ctx, ino, file, true)?;
         Ok((attr, fh))
     }
 
@@ -446,19 +462,19 @@ impl SecretFs {
     }
 
     /// Makes a directory. It lives in memory until a key is written in it.
-    pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
+    pub fn mkdir(&self, ctx: &OpContext, parent: Ino, name: &str) -> Result<Attr> {
         self.writable()?;
         let dir = self.dir_path(parent)?;
         self.writable_in(&dir)?;
         names::acceptable(name, "secret")?;
         let path = dir.join(name);
-        match self.find_child(&dir, name) {
+        match self.find_child(ctx, &dir, name) {
             // A directory left by a (soft) deleted secret, holding nothing,
             // can be made again; a live secret, even with no keys, exists.
             Ok((Child::Dir(_), _))
                 if !self.names.shows_dir(&path)
-                    && !self.secret_is_live(&path)?
-                    && self.list_dir(&path)?.is_empty() => {}
+                    && !self.secret_is_live(ctx, &path)?
+                    && self.list_dir(ctx, &path)?.is_empty() => {}
             Ok(_) => return Err(Error::Exists),
             Err(Error::NotFound) => {}
             Err(e) => return Err(e),
@@ -473,7 +489,7 @@ impl SecretFs {
     /// is in the store, whatever happens to the daemon next. (`install`
     /// and `mv` from another secret remove, then create: the new value is
     /// a second version.)
-    pub fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+    pub fn unlink(&self, ctx: &OpContext, parent: Ino, name: &str) -> Result<()> {
         let dir = self.dir_path(parent)?;
         // A version view (`db@3/K`) is read-only.
         self.writable_in(&dir)?;
@@ -485,16 +501,16 @@ impl SecretFs {
             self.names.forsake(Name { parent, name });
             return Ok(());
         }
-        match self.find_child(&dir, name)?.0 {
+        match self.find_child(ctx, &dir, name)?.0 {
             Child::Dir(_) => Err(Error::IsDir),
             Child::Template(_) => Err(Error::ReadOnly),
             Child::Scratch(_) | Child::NewFile(_) => Ok(()),
             Child::File { file, .. } => {
-                self.may_write(&file.secret)?;
+                self.may_write(ctx, &file.secret)?;
                 // The store known down: said at once, not after a timeout.
                 self.store_answers()?;
                 let view = self.views.get(file.view);
-                self.commit(&file.secret, |data| view.remove(data, &file.name))?;
+                self.commit(ctx, &file.secret, |data| view.remove(data, &file.name))?;
                 // As on a local disk, what programs still holding it open
                 // write and close goes nowhere: their closes must not
                 // write the removed key (and its secret) back.
@@ -513,10 +529,10 @@ impl SecretFs {
 
     /// Writes the removal of a key the program was told is gone (a created
     /// file removed while its commit ran): its failure can only be logged.
-    fn write_removal(&self, file: &FileRef) {
+    fn write_removal(&self, ctx: &OpContext, file: &FileRef) {
         let path = self.file_path(file);
         let view = self.views.get(file.view);
-        match self.commit(&file.secret, |data| view.remove(data, &file.name)) {
+        match self.commit(ctx, &file.secret, |data| view.remove(data, &file.name)) {
             // Removed meanwhile (elsewhere, or the secret was deleted).
             Ok(_) | Err(Error::NotFound) => {}
             Err(e @ Error::OutcomeUnknown(_)) => {
@@ -532,7 +548,7 @@ impl SecretFs {
 
     /// Removes an empty directory: in KV v2 a soft delete of its secret
     /// (`bao kv undelete` brings it back); the name leaves the mount.
-    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+    pub fn rmdir(&self, ctx: &OpContext, parent: Ino, name: &str) -> Result<()> {
         let dir = self.dir_path(parent)?;
         self.writable_in(&dir)?;
         let path = dir.join(name);
@@ -544,13 +560,13 @@ impl SecretFs {
             return Ok(());
         }
         // The path the directory stands for (a version's: `db@3`).
-        let path = match self.find_child(&dir, name)?.0 {
+        let path = match self.find_child(ctx, &dir, name)?.0 {
             Child::Dir(path) => path,
             _ => return Err(Error::NotDir),
         };
         // A version view (`db@3`) is read-only.
         self.writable_in(&path)?;
-        if !self.list_dir(&path)?.is_empty() {
+        if !self.list_dir(ctx, &path)?.is_empty() {
             return Err(Error::NotEmpty);
         }
         // A secret the listing still names is deleted even when it does
@@ -558,10 +574,11 @@ impl SecretFs {
         // Only where the directory stands for the secret: in a layout
         // that shows secrets as files beside it, it is only a folder.
         let stands_for_secret = self.views.any_inside()
-            && (self.source.read_latest(&path)?.is_some() || self.listed_as_secret(&path)?);
+            && (self.source.read_latest(ctx, &path)?.is_some()
+                || self.listed_as_secret(ctx, &path)?);
         if stands_for_secret {
-            self.may_delete(&path)?;
-            self.source.delete(&path)?;
+            self.may_delete(ctx, &path)?;
+            self.source.delete(ctx, &path)?;
         } else {
             self.source.forget_deleted(&path);
         }
@@ -580,6 +597,7 @@ impl SecretFs {
     /// falls back to copy and delete.
     pub fn rename(
         &self,
+        ctx: &OpContext,
         parent: Ino,
         name: &str,
         new_parent: Ino,
@@ -597,7 +615,7 @@ impl SecretFs {
             parent: new_parent,
             name: new_name,
         };
-        let dst_found = self.find_child(&dst_dir, new_name);
+        let dst_found = self.find_child(ctx, &dst_dir, new_name);
         if no_replace && dst_found.is_ok() {
             return Err(Error::Exists);
         }
@@ -620,17 +638,17 @@ impl SecretFs {
                 .ok_or_else(|| {
                     Error::Invalid(format!("{new_name:?} cannot be a file of a secret"))
                 })?;
-            self.may_write(&target.secret)?;
+            self.may_write(ctx, &target.secret)?;
             // Copied out: no scratch file is locked while the namespace
             // is (the namespace locks them inside its own lock).
             let bytes = SecretBox::new(Box::new(lock(&file).data.expose_secret().clone()));
-            self.commit_file(&target, bytes.expose_secret())?;
+            self.commit_file(ctx, &target, bytes.expose_secret())?;
             self.names.remove_scratch(&src);
             self.now_a_file(from, to, target);
             return Ok(());
         }
 
-        let source = match self.find_child(&src_dir, name)?.0 {
+        let source = match self.find_child(ctx, &src_dir, name)?.0 {
             Child::Dir(_) => return Err(Error::CrossSecret),
             Child::Template(_) => return Err(Error::ReadOnly),
             Child::Scratch(_) => return Err(Error::NotFound),
@@ -646,13 +664,13 @@ impl SecretFs {
         }
         // Whatever follows changes the key's secret (a key moved aside is
         // written again when the editor saves).
-        self.may_write(&source.secret)?;
+        self.may_write(ctx, &source.secret)?;
         if names::is_backup(new_name) && !dst_is_key {
             // An editor's backup (`vim`, `emacs`: KEY → KEY~): keep the old
             // value in memory and hide the key until the new one is written.
             // (Inode 0, never allocated, when the kernel holds no inode for it.)
             let src_ino = self.names.lookup_name(from).unwrap_or(Ino(0));
-            let bytes = self.current_bytes(src_ino, &source)?;
+            let bytes = self.current_bytes(ctx, src_ino, &source)?;
             self.names.set_aside((from, src), (to, dst), bytes);
             return Ok(());
         }
@@ -664,7 +682,7 @@ impl SecretFs {
         // A key an editor moved aside does not show: it may be replaced.
         let dst_hidden = self.names.is_hidden(&dst);
         let view = self.views.get(source.view);
-        self.commit(&source.secret, |data| {
+        self.commit(ctx, &source.secret, |data| {
             view.rename(data, &source.name, &target.name, no_replace && !dst_hidden)
         })?;
         self.now_a_file(from, to, target);

@@ -2,6 +2,8 @@
 //! version for a value the store holds already, and writes that got no
 //! answer.
 
+use crate::fs::OpContext;
+use crate::store::Deadline;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,23 +25,26 @@ fn each_writer_commits_exactly_what_it_wrote() {
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let before = store.version("myapp/db").unwrap();
-    let a = fs.open(ino, true, true).unwrap();
+    let a = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(a, 0, b"AAA").unwrap();
     // A second O_TRUNC open empties nothing of the first writer's.
-    let b = fs.open(ino, true, true).unwrap();
+    let b = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(b, 0, b"BB").unwrap();
     fs.write_handle(a, 3, b"AAA").unwrap();
     // Each reads its own writes.
-    let own = |fh| fs.read_handle(fh, 0, 100, |b| b.to_vec()).unwrap();
+    let own = |fh| {
+        fs.read_handle(&OpContext::background(), fh, 0, 100, |b| b.to_vec())
+            .unwrap()
+    };
     assert_eq!((own(a), own(b)), (b"AAAAAA".to_vec(), b"BB".to_vec()));
     // stat and a new reader show the change made last.
-    assert_eq!(fs.getattr(ino).unwrap().size, 6);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 6);
     assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"AAAAAA");
-    fs.flush(b).unwrap();
-    fs.release(b);
+    fs.flush(&OpContext::background(), b).unwrap();
+    fs.release(&OpContext::background(), b);
     assert_eq!(stored(&store, "USER"), json!("BB"));
-    fs.flush(a).unwrap();
-    fs.release(a);
+    fs.flush(&OpContext::background(), a).unwrap();
+    fs.release(&OpContext::background(), a);
     // The last close wins; no version holds a mix or an empty value.
     assert_eq!(stored(&store, "USER"), json!("AAAAAA"));
     assert_eq!(store.version("myapp/db").unwrap(), before + 2);
@@ -51,14 +56,14 @@ fn a_writer_without_o_trunc_starts_from_the_stored_value_not_from_another_writer
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let a = fs.open(ino, true, true).unwrap();
+    let a = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(a, 0, b"half-written").unwrap();
-    let b = fs.open(ino, true, false).unwrap();
+    let b = fs.open(&OpContext::background(), ino, true, false).unwrap();
     fs.write_handle(b, 0, b"A").unwrap();
-    fs.flush(b).unwrap();
-    fs.release(b);
+    fs.flush(&OpContext::background(), b).unwrap();
+    fs.release(&OpContext::background(), b);
     assert_eq!(stored(&store, "USER"), json!("App"));
-    fs.release(a);
+    fs.release(&OpContext::background(), a);
     assert_eq!(stored(&store, "USER"), json!("half-written"));
 }
 
@@ -67,15 +72,21 @@ fn an_ftruncate_changes_its_own_writer_only_and_a_truncate_by_path_commits() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let a = fs.open(ino, true, false).unwrap();
-    let b = fs.open(ino, true, false).unwrap();
-    fs.setattr(ino, Some(b), Some(1), None, None).unwrap();
-    assert_eq!(fs.read_handle(a, 0, 100, |b| b.to_vec()).unwrap(), b"app");
+    let a = fs.open(&OpContext::background(), ino, true, false).unwrap();
+    let b = fs.open(&OpContext::background(), ino, true, false).unwrap();
+    fs.setattr(&OpContext::background(), ino, Some(b), Some(1), None, None)
+        .unwrap();
+    assert_eq!(
+        fs.read_handle(&OpContext::background(), a, 0, 100, |b| b.to_vec())
+            .unwrap(),
+        b"app"
+    );
     assert_eq!(stored(&store, "USER"), json!("app"));
-    fs.release(b);
+    fs.release(&OpContext::background(), b);
     assert_eq!(stored(&store, "USER"), json!("a"));
-    fs.release(a);
-    fs.setattr(ino, None, Some(2), None, None).unwrap();
+    fs.release(&OpContext::background(), a);
+    fs.setattr(&OpContext::background(), ino, None, Some(2), None, None)
+        .unwrap();
     assert_eq!(stored(&store, "USER"), json!("a\u{0}"));
 }
 
@@ -86,20 +97,20 @@ fn a_shell_redirection_still_commits_once_and_a_lone_truncation_at_release() {
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
     let before = store.write_calls();
     // `echo x > K` next to `: > K` of another shell.
-    let echo = fs.open(ino, true, true).unwrap();
-    let colon = fs.open(ino, true, true).unwrap();
-    fs.flush(echo).unwrap(); // the shell closes the descriptor it dup2'ed
-    fs.flush(colon).unwrap();
+    let echo = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    let colon = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    fs.flush(&OpContext::background(), echo).unwrap(); // the shell closes the descriptor it dup2'ed
+    fs.flush(&OpContext::background(), colon).unwrap();
     assert_eq!(
         store.write_calls(),
         before,
         "no empty value committed at a close"
     );
     fs.write_handle(echo, 0, b"x").unwrap();
-    fs.flush(echo).unwrap();
-    fs.release(echo);
+    fs.flush(&OpContext::background(), echo).unwrap();
+    fs.release(&OpContext::background(), echo);
     assert_eq!(stored(&store, "USER"), json!("x"));
-    fs.release(colon);
+    fs.release(&OpContext::background(), colon);
     assert_eq!(
         stored(&store, "USER"),
         json!("x"),
@@ -107,9 +118,9 @@ fn a_shell_redirection_still_commits_once_and_a_lone_truncation_at_release() {
          came at open, before x was written (issue 20 §2)"
     );
     // A truncation alone, closed by the last writer: written at release.
-    let alone = fs.open(ino, true, true).unwrap();
-    fs.flush(alone).unwrap();
-    fs.release(alone);
+    let alone = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    fs.flush(&OpContext::background(), alone).unwrap();
+    fs.release(&OpContext::background(), alone);
     assert_eq!(stored(&store, "USER"), json!(""));
 }
 
@@ -118,19 +129,19 @@ fn fsync_commits_this_writers_change_and_close_then_writes_nothing_more() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let other = fs.open(ino, true, true).unwrap();
+    let other = fs.open(&OpContext::background(), ino, true, true).unwrap();
     fs.write_handle(other, 0, b"other").unwrap();
-    let fh = fs.open(ino, true, true).unwrap();
+    let fh = fs.open(&OpContext::background(), ino, true, true).unwrap();
     let before = store.write_calls();
-    fs.fsync(fh).unwrap(); // a truncation alone, committed by fsync
+    fs.fsync(&OpContext::background(), fh).unwrap(); // a truncation alone, committed by fsync
     assert_eq!(stored(&store, "USER"), json!(""));
     fs.write_handle(fh, 0, b"synced").unwrap();
-    fs.fsync(fh).unwrap();
+    fs.fsync(&OpContext::background(), fh).unwrap();
     assert_eq!(stored(&store, "USER"), json!("synced"));
-    fs.flush(fh).unwrap();
-    fs.release(fh);
+    fs.flush(&OpContext::background(), fh).unwrap();
+    fs.release(&OpContext::background(), fh);
     assert_eq!(store.write_calls(), before + 2);
-    fs.release(other);
+    fs.release(&OpContext::background(), other);
     assert_eq!(stored(&store, "USER"), json!("other"));
 }
 
@@ -139,14 +150,14 @@ fn a_failed_writer_never_commits_and_another_writer_is_not_affected() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let bad = fs.open(ino, true, true).unwrap();
-    let good = fs.open(ino, true, true).unwrap();
+    let bad = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    let good = fs.open(&OpContext::background(), ino, true, true).unwrap();
     assert!(fs.write_handle(bad, 0, &[0xff, 0xfe]).is_err());
     fs.write_handle(good, 0, b"fine").unwrap();
-    fs.flush(good).unwrap();
-    fs.release(good);
-    assert!(fs.flush(bad).is_err());
-    fs.release(bad);
+    fs.flush(&OpContext::background(), good).unwrap();
+    fs.release(&OpContext::background(), good);
+    assert!(fs.flush(&OpContext::background(), bad).is_err());
+    fs.release(&OpContext::background(), bad);
     assert_eq!(stored(&store, "USER"), json!("fine"));
 }
 
@@ -184,7 +195,10 @@ fn a_write_applied_whose_answer_was_lost_is_a_successful_close() {
         "one version"
     );
     assert_eq!(stored(&store, "USER"), json!("new"));
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(0)
+    );
 }
 
 #[test]
@@ -201,7 +215,10 @@ fn a_write_whose_connection_broke_after_it_was_sent_is_found_out_too() {
     );
     let err = write_file(&fs, "myapp/db/USER", b"new").unwrap_err();
     assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(1)
+    );
     store.heal();
     assert_eq!(store.version("myapp/db").unwrap(), before + 1);
 }
@@ -219,7 +236,10 @@ fn a_write_applied_whose_connection_broke_before_the_answer_is_a_successful_clos
     store.heal();
     assert_eq!(store.version("myapp/db").unwrap(), before + 1);
     assert_eq!(stored(&store, "USER"), json!("newer"));
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(0)
+    );
 }
 
 #[test]
@@ -235,11 +255,15 @@ fn a_rename_whose_answer_was_lost_is_found_to_have_landed() {
         Scope::At("myapp/db"),
         Error::Unanswered("connection reset by peer".into()),
     );
-    fs.rename(db, "USER", db, "LOGIN", false).unwrap();
+    fs.rename(&OpContext::background(), db, "USER", db, "LOGIN", false)
+        .unwrap();
     store.heal();
     assert_eq!(store.version("myapp/db").unwrap(), before + 1);
     assert_eq!(stored(&store, "LOGIN"), json!("app"));
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(0));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(0)
+    );
 }
 
 #[test]
@@ -264,7 +288,10 @@ fn a_write_whose_outcome_cannot_be_known_fails_and_the_secret_is_read_again() {
         read_all(&fs, "myapp/db/USER").is_ok()
     });
     assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"new");
-    assert_eq!(fs.status_json()["unknown_outcomes"], json!(1));
+    assert_eq!(
+        fs.status_json(&OpContext::background())["unknown_outcomes"],
+        json!(1)
+    );
 }
 
 /// A store whose first write gets no answer and is not applied.
@@ -277,14 +304,15 @@ impl SecretStore for FirstWriteLost {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        self.inner.list(path)
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        self.inner.list(deadline, path)
     }
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        self.inner.read(path)
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        self.inner.read(deadline, path)
     }
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
@@ -292,16 +320,20 @@ impl SecretStore for FirstWriteLost {
         if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::OutOfTime(Duration::from_secs(5)));
         }
-        self.inner.write(path, data, when)
+        self.inner.write(deadline, path, data, when)
     }
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.inner.delete(path)
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        self.inner.delete(deadline, path)
     }
-    fn permissions(&self, _path: &SecretPath) -> Result<Option<crate::store::Permissions>> {
+    fn permissions(
+        &self,
+        _deadline: &Deadline,
+        _path: &SecretPath,
+    ) -> Result<Option<crate::store::Permissions>> {
         Ok(None)
     }
-    fn health(&self) -> Result<Health> {
-        self.inner.health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.inner.health(deadline)
     }
 }
 
@@ -332,17 +364,21 @@ fn the_next_open_starts_from_what_a_closed_descriptor_changed() {
     let store = seeded();
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let ino = path_ino(&fs, "myapp/db/USER").unwrap();
-    let colon = fs.open(ino, true, true).unwrap();
-    fs.flush(colon).unwrap(); // closed after dup2
-    fs.flush(colon).unwrap(); // the shell restores its stdout
-    let printf = fs.open(ino, true, false).unwrap();
-    assert_eq!(fs.read_handle(printf, 0, 100, |b| b.to_vec()).unwrap(), b"");
+    let colon = fs.open(&OpContext::background(), ino, true, true).unwrap();
+    fs.flush(&OpContext::background(), colon).unwrap(); // closed after dup2
+    fs.flush(&OpContext::background(), colon).unwrap(); // the shell restores its stdout
+    let printf = fs.open(&OpContext::background(), ino, true, false).unwrap();
+    assert_eq!(
+        fs.read_handle(&OpContext::background(), printf, 0, 100, |b| b.to_vec())
+            .unwrap(),
+        b""
+    );
     fs.write_handle(printf, 0, b"XY").unwrap();
-    fs.flush(printf).unwrap();
+    fs.flush(&OpContext::background(), printf).unwrap();
     assert_eq!(stored(&store, "USER"), json!("XY"));
     let versions = store.write_calls();
-    fs.release(colon);
-    fs.release(printf);
+    fs.release(&OpContext::background(), colon);
+    fs.release(&OpContext::background(), printf);
     assert_eq!(stored(&store, "USER"), json!("XY"));
     assert_eq!(store.write_calls(), versions, "the closed truncation lost");
 }
@@ -390,15 +426,29 @@ fn removing_the_last_key_of_a_kv1_secret_deletes_it_and_its_directory_stays_unti
     store.put("base/d", json!({"K": "v"}));
     let fs = fs_over(store.clone(), "", Duration::from_secs(30));
     let d = path_ino(&fs, "base/d").unwrap();
-    fs.unlink(d, "K").unwrap();
+    fs.unlink(&OpContext::background(), d, "K").unwrap();
     assert_eq!(store.get("base/d"), None);
     let base = path_ino(&fs, "base").unwrap();
-    assert!(fs.lookup(base, "d").unwrap().is_dir);
-    assert_eq!(fs.mkdir(base, "d").unwrap_err().errno(), libc::EEXIST);
+    assert!(
+        fs.lookup(&OpContext::background(), base, "d")
+            .unwrap()
+            .is_dir
+    );
+    assert_eq!(
+        fs.mkdir(&OpContext::background(), base, "d")
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
     write_file(&fs, "base/d/L", b"again").unwrap();
     assert_eq!(store.get("base/d"), Some(json!({"L": "again"})));
-    fs.unlink(path_ino(&fs, "base/d").unwrap(), "L").unwrap();
-    fs.rmdir(base, "d").unwrap();
+    fs.unlink(
+        &OpContext::background(),
+        path_ino(&fs, "base/d").unwrap(),
+        "L",
+    )
+    .unwrap();
+    fs.rmdir(&OpContext::background(), base, "d").unwrap();
     assert_eq!(path_ino(&fs, "base/d").unwrap_err().errno(), libc::ENOENT);
 }
 
@@ -413,24 +463,35 @@ fn a_change_that_lost_to_a_later_close_creates_no_empty_secret() {
         store.put("base", json!({"x": "y"}));
         let fs = fs_over(store.clone(), "", Duration::from_secs(30));
         let base = path_ino(&fs, "base").unwrap();
-        let d = fs.mkdir(base, "d").unwrap().ino;
-        let (attr, first) = fs.create(d, "K").unwrap();
-        fs.flush(first).unwrap();
-        let second = fs.open(attr.ino, true, true).unwrap();
+        let d = fs.mkdir(&OpContext::background(), base, "d").unwrap().ino;
+        let (attr, first) = fs.create(&OpContext::background(), d, "K").unwrap();
+        fs.flush(&OpContext::background(), first).unwrap();
+        let second = fs
+            .open(&OpContext::background(), attr.ino, true, true)
+            .unwrap();
         fs.write_handle(second, 0, b"two").unwrap();
         store.fail(
             crate::store::memory::Call::Write,
             Scope::Everywhere,
             Error::PermissionDenied("policy".into()),
         );
-        assert_eq!(fs.flush(second).unwrap_err().errno(), libc::EACCES);
-        fs.release(second);
+        assert_eq!(
+            fs.flush(&OpContext::background(), second)
+                .unwrap_err()
+                .errno(),
+            libc::EACCES
+        );
+        fs.release(&OpContext::background(), second);
         store.heal();
         let versions = store.versions_written();
-        fs.release(first);
+        fs.release(&OpContext::background(), first);
         assert_eq!(store.get("base/d"), None);
         assert_eq!(store.versions_written(), versions);
-        assert!(fs.lookup(base, "d").unwrap().is_dir);
+        assert!(
+            fs.lookup(&OpContext::background(), base, "d")
+                .unwrap()
+                .is_dir
+        );
     }
 }
 
@@ -444,15 +505,19 @@ fn a_key_removed_while_writers_hold_it_open_is_not_written_back_by_their_close()
         store.put("myapp/gone", json!({"K": "v"}));
         let fs = fs_over(store.clone(), "", Duration::from_secs(30));
         let ino = path_ino(&fs, "myapp/gone/K").unwrap();
-        let a = fs.open(ino, true, true).unwrap();
-        let b = fs.open(ino, true, false).unwrap();
+        let a = fs.open(&OpContext::background(), ino, true, true).unwrap();
+        let b = fs.open(&OpContext::background(), ino, true, false).unwrap();
         fs.write_handle(a, 0, b"one").unwrap();
         fs.write_handle(b, 0, b"two").unwrap();
-        fs.unlink(path_ino(&fs, "myapp/gone").unwrap(), "K")
-            .unwrap();
+        fs.unlink(
+            &OpContext::background(),
+            path_ino(&fs, "myapp/gone").unwrap(),
+            "K",
+        )
+        .unwrap();
         let close = |fh| {
-            let r = fs.flush(fh);
-            fs.release(fh);
+            let r = fs.flush(&OpContext::background(), fh);
+            fs.release(&OpContext::background(), fh);
             r
         };
         if !closes_after_rmdir {
@@ -460,12 +525,17 @@ fn a_key_removed_while_writers_hold_it_open_is_not_written_back_by_their_close()
             close(b).unwrap();
         }
         let myapp = path_ino(&fs, "myapp").unwrap();
-        fs.rmdir(myapp, "gone").unwrap();
+        fs.rmdir(&OpContext::background(), myapp, "gone").unwrap();
         if closes_after_rmdir {
             close(b).unwrap();
             close(a).unwrap();
         }
         assert_eq!(store.get("myapp/gone"), None, "{closes_after_rmdir}");
-        assert_eq!(fs.lookup(myapp, "gone").unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(
+            fs.lookup(&OpContext::background(), myapp, "gone")
+                .unwrap_err()
+                .errno(),
+            libc::ENOENT
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! commit at a time per secret; no buffer is locked while the store is
 //! asked.
 
+use crate::fs::OpContext;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +20,6 @@ use super::inode::Ino;
 use super::source::Source;
 use super::FileRef;
 use crate::error::{Error, Result};
-use crate::store::deadline;
 use crate::store::{Precondition, Secret, SecretData, SecretPath};
 
 /// How often a check-and-set write is retried before `EAGAIN`.
@@ -410,11 +410,12 @@ impl Writers {
     /// dropped, so that the secret is read again before it is served.
     pub fn commit(
         &self,
+        ctx: &OpContext,
         source: &Source,
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
-        self.commit_unless(source, secret, || false, change)
+        self.commit_unless(ctx, source, secret, || false, change)
     }
 
     /// [`commit`](Self::commit), unless `lost` says, once this commit holds
@@ -424,6 +425,7 @@ impl Writers {
     /// later close's commit failed or has not come yet).
     pub fn commit_unless(
         &self,
+        ctx: &OpContext,
         source: &Source,
         secret: &SecretPath,
         lost: impl FnOnce() -> bool,
@@ -437,7 +439,7 @@ impl Writers {
             return Ok(Landed::Nothing);
         }
         let mut unanswered = None;
-        let result = Self::attempts(source, secret, &mut change, &mut unanswered);
+        let result = Self::attempts(ctx, source, secret, &mut change, &mut unanswered);
         match (result, unanswered) {
             (Err(e), Some(first)) => {
                 self.unknown_outcomes.fetch_add(1, Ordering::Relaxed);
@@ -457,6 +459,7 @@ impl Writers {
     /// The read-change-write rounds of [`commit`](Self::commit); a write
     /// that got no answer is left in `unanswered`.
     fn attempts(
+        ctx: &OpContext,
         source: &Source,
         secret: &SecretPath,
         change: &mut impl FnMut(&mut SecretData) -> Result<()>,
@@ -471,8 +474,8 @@ impl Writers {
         for attempt in 1..=CAS_ATTEMPTS {
             let latest = match unanswered {
                 // The store may be marked down by now: ask it anyway.
-                Some(_) => source.read_latest_anyway(secret)?,
-                None => source.read_latest(secret)?,
+                Some(_) => source.read_latest_anyway(ctx, secret)?,
+                None => source.read_latest(ctx, secret)?,
             };
             if let (Some(latest), Some(sent)) = (&latest, &sent) {
                 if latest.keys == *sent {
@@ -501,14 +504,15 @@ impl Writers {
             }
             if data.is_empty() && latest.is_some() && !capabilities.empty_secrets {
                 tracing::debug!(attempt, "no key left: the secret is deleted");
-                source.delete(secret)?;
+                source.delete(ctx, secret)?;
                 return Ok(Landed::Deleted);
             }
             // Part of the time is kept for finding out what became of a
             // write that gets no answer.
             let data_sent = data.clone();
-            let (written, not_sent) =
-                deadline::keeping_a_reserve(|| source.write(secret, data, &when));
+            let reserving = ctx.keeping_a_reserve();
+            let written = source.write(&reserving, secret, data, &when);
+            let not_sent = reserving.deadline().not_sent();
             match written {
                 Ok(written) => {
                     tracing::debug!(attempt, revision = ?written.revision, "committed");

@@ -9,6 +9,7 @@
 //! (`--layer`), each key file also has `user.secretfs.source`: the SOURCE
 //! of the layer its value comes from.
 
+use crate::fs::OpContext;
 use std::sync::Arc;
 
 use super::inode::{Ino, NodeKind, ROOT_INO};
@@ -65,7 +66,7 @@ impl SecretFs {
     /// The secret whose metadata `ino` carries: its directory's, its
     /// file's; `None` for folders, scratch files, or a store without
     /// metadata.
-    fn metadata_of(&self, ino: Ino) -> Result<Option<(SecretPath, Arc<Secret>)>> {
+    fn metadata_of(&self, ctx: &OpContext, ino: Ino) -> Result<Option<(SecretPath, Arc<Secret>)>> {
         if !self.source.capabilities().metadata {
             return Ok(None);
         }
@@ -80,19 +81,19 @@ impl SecretFs {
             }
             _ => return Ok(None),
         };
-        let cached = self.secret(&path)?;
+        let cached = self.secret(ctx, &path)?;
         Ok(cached.value.map(|s| (path, s)))
     }
 
     /// The value of the extended attribute `name` of `ino`
     /// ([`Error::NoAttribute`] when it has none of that name).
-    pub fn getxattr(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ctx: &OpContext, ino: Ino, name: &str) -> Result<Vec<u8>> {
         if ino == ROOT_INO && name == STATUS_XATTR {
-            return Ok(self.status_json().to_string().into_bytes());
+            return Ok(self.status_json(ctx).to_string().into_bytes());
         }
         if name == SOURCE_XATTR {
             if let Some((secret, key)) = self.layered_key(ino) {
-                if let Some(layer) = self.source.origin(&secret, &key)? {
+                if let Some(layer) = self.source.origin(ctx, &secret, &key)? {
                     return Ok(layer.into_bytes());
                 }
             }
@@ -101,7 +102,7 @@ impl SecretFs {
         if !is_ours(name) {
             return Err(foreign_xattr(name));
         }
-        let (_, secret) = self.metadata_of(ino)?.ok_or(Error::NoAttribute)?;
+        let (_, secret) = self.metadata_of(ctx, ino)?.ok_or(Error::NoAttribute)?;
         let value = match name {
             VERSION_XATTR => secret.revision.as_ref().map(|r| r.as_str().to_string()),
             CREATED_XATTR => secret
@@ -115,14 +116,14 @@ impl SecretFs {
     }
 
     /// The names of the extended attributes of `ino`.
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
+    pub fn listxattr(&self, ctx: &OpContext, ino: Ino) -> Result<Vec<String>> {
         let mut names = Vec::new();
         if ino == ROOT_INO {
             names.push(STATUS_XATTR.to_string());
         } else if self.layered_key(ino).is_some() {
             names.push(SOURCE_XATTR.to_string());
         }
-        if let Some((_, secret)) = self.metadata_of(ino)? {
+        if let Some((_, secret)) = self.metadata_of(ctx, ino)? {
             if secret.revision.is_some() {
                 names.push(VERSION_XATTR.to_string());
             }
@@ -142,11 +143,18 @@ impl SecretFs {
     /// Sets the extended attribute `name` of `ino` to `value`: only
     /// `user.secretfs.meta.NAME`, one custom metadata write of the secret
     /// (the other entries kept). `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
-    pub fn setxattr(&self, ino: Ino, name: &str, value: &[u8], flags: i32) -> Result<()> {
+    pub fn setxattr(
+        &self,
+        ctx: &OpContext,
+        ino: Ino,
+        name: &str,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
         let key = self.custom_key(name)?;
         let value = std::str::from_utf8(value)
             .map_err(|_| Error::Invalid("metadata is UTF-8 text".into()))?;
-        let (path, secret) = self.metadata_target(ino)?;
+        let (path, secret) = self.metadata_target(ctx, ino)?;
         let exists = secret.custom_metadata.contains_key(key);
         if flags & XATTR_CREATE != 0 && exists {
             return Err(Error::Exists);
@@ -154,18 +162,19 @@ impl SecretFs {
         if flags & XATTR_REPLACE != 0 && !exists {
             return Err(Error::NoAttribute);
         }
-        self.source.set_custom_metadata(&path, key, Some(value))
+        self.source
+            .set_custom_metadata(ctx, &path, key, Some(value))
     }
 
     /// Removes the extended attribute `name` of `ino`: one custom metadata
     /// entry of the secret.
-    pub fn removexattr(&self, ino: Ino, name: &str) -> Result<()> {
+    pub fn removexattr(&self, ctx: &OpContext, ino: Ino, name: &str) -> Result<()> {
         let key = self.custom_key(name)?;
-        let (path, secret) = self.metadata_target(ino)?;
+        let (path, secret) = self.metadata_target(ctx, ino)?;
         if !secret.custom_metadata.contains_key(key) {
             return Err(Error::NoAttribute);
         }
-        self.source.set_custom_metadata(&path, key, None)
+        self.source.set_custom_metadata(ctx, &path, key, None)
     }
 
     /// The custom metadata entry an attribute name stands for; others
@@ -184,14 +193,14 @@ impl SecretFs {
 
     /// The secret whose custom metadata a change of `ino`'s attributes
     /// writes, on a writable mount of a store that keeps metadata.
-    fn metadata_target(&self, ino: Ino) -> Result<(SecretPath, Arc<Secret>)> {
+    fn metadata_target(&self, ctx: &OpContext, ino: Ino) -> Result<(SecretPath, Arc<Secret>)> {
         if self.config.read_only {
             return Err(Error::ReadOnly);
         }
         if !self.source.capabilities().metadata {
             return Err(Error::NotSupported("this store keeps no metadata"));
         }
-        let (path, secret) = self.metadata_of(ino)?.ok_or(Error::NotSupported(
+        let (path, secret) = self.metadata_of(ctx, ino)?.ok_or(Error::NotSupported(
             "only a secret's directory and files carry its metadata",
         ))?;
         if path.version().is_some() {
@@ -242,20 +251,40 @@ mod tests {
     #[test]
     fn the_root_answers_its_status_as_json() {
         let fs = fs();
-        let bytes = fs.getxattr(ROOT_INO, "user.secretfs.status").unwrap();
+        let bytes = fs
+            .getxattr(&OpContext::background(), ROOT_INO, "user.secretfs.status")
+            .unwrap();
         let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(status["mounted"], json!(true));
-        assert_eq!(fs.listxattr(ROOT_INO).unwrap(), [STATUS_XATTR]);
+        assert_eq!(
+            fs.listxattr(&OpContext::background(), ROOT_INO).unwrap(),
+            [STATUS_XATTR]
+        );
     }
 
     #[test]
     fn any_other_attribute_is_no_data() {
         let fs = fs();
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
         let no_data = |r: Result<Vec<u8>>| r.unwrap_err().errno() == libc::ENODATA;
-        assert!(no_data(fs.getxattr(ROOT_INO, "user.other")));
-        assert!(no_data(fs.getxattr(app, STATUS_XATTR)));
-        assert!(no_data(fs.getxattr(app, "user.secretfs.meta.none")));
+        assert!(no_data(fs.getxattr(
+            &OpContext::background(),
+            ROOT_INO,
+            "user.other"
+        )));
+        assert!(no_data(fs.getxattr(
+            &OpContext::background(),
+            app,
+            STATUS_XATTR
+        )));
+        assert!(no_data(fs.getxattr(
+            &OpContext::background(),
+            app,
+            "user.secretfs.meta.none"
+        )));
         // Other namespaces are not kept at all: "not supported", which
         // `ls -l` remembers per device instead of asking every file.
         let unsupported = |r: Result<Vec<u8>>| r.unwrap_err().errno() == libc::ENOTSUP;
@@ -265,8 +294,14 @@ mod tests {
             "system.posix_acl_default",
             "trusted.x",
         ] {
-            assert!(unsupported(fs.getxattr(app, name)), "{name}");
-            assert!(unsupported(fs.getxattr(ROOT_INO, name)), "{name}");
+            assert!(
+                unsupported(fs.getxattr(&OpContext::background(), app, name)),
+                "{name}"
+            );
+            assert!(
+                unsupported(fs.getxattr(&OpContext::background(), ROOT_INO, name)),
+                "{name}"
+            );
         }
     }
 
@@ -277,24 +312,41 @@ mod tests {
         store.put("app", json!({"K": "w"}));
         store.put_custom_metadata("app", "owner", "team-a");
         let fs = over(store, false);
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
-        let k = fs.lookup(app, "K").unwrap().ino;
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
+        let k = fs.lookup(&OpContext::background(), app, "K").unwrap().ino;
         for ino in [app, k] {
             assert_eq!(
-                fs.listxattr(ino).unwrap(),
+                fs.listxattr(&OpContext::background(), ino).unwrap(),
                 [VERSION_XATTR, CREATED_XATTR, "user.secretfs.meta.owner"]
             );
-            assert_eq!(fs.getxattr(ino, VERSION_XATTR).unwrap(), b"2");
             assert_eq!(
-                fs.getxattr(ino, "user.secretfs.meta.owner").unwrap(),
+                fs.getxattr(&OpContext::background(), ino, VERSION_XATTR)
+                    .unwrap(),
+                b"2"
+            );
+            assert_eq!(
+                fs.getxattr(&OpContext::background(), ino, "user.secretfs.meta.owner")
+                    .unwrap(),
                 b"team-a"
             );
-            let t = fs.getxattr(ino, CREATED_XATTR).unwrap();
+            let t = fs
+                .getxattr(&OpContext::background(), ino, CREATED_XATTR)
+                .unwrap();
             humantime::parse_rfc3339(std::str::from_utf8(&t).unwrap()).unwrap();
         }
         // A version view: that version's number.
-        let v1 = fs.lookup(ROOT_INO, "app@1").unwrap().ino;
-        assert_eq!(fs.getxattr(v1, VERSION_XATTR).unwrap(), b"1");
+        let v1 = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app@1")
+            .unwrap()
+            .ino;
+        assert_eq!(
+            fs.getxattr(&OpContext::background(), v1, VERSION_XATTR)
+                .unwrap(),
+            b"1"
+        );
     }
 
     #[test]
@@ -303,10 +355,14 @@ mod tests {
         store.put("app", json!({"K": "v"}));
         store.put_custom_metadata("app", "owner", "team-a");
         let fs = over(store.clone(), false);
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
-        let k = fs.lookup(app, "K").unwrap().ino;
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
+        let k = fs.lookup(&OpContext::background(), app, "K").unwrap().ino;
         let writes = store.write_calls();
         fs.setxattr(
+            &OpContext::background(),
             k,
             "user.secretfs.meta.description",
             "the app's key".as_bytes(),
@@ -322,19 +378,31 @@ mod tests {
         );
         // Seen at once.
         assert_eq!(
-            fs.getxattr(app, "user.secretfs.meta.description").unwrap(),
+            fs.getxattr(
+                &OpContext::background(),
+                app,
+                "user.secretfs.meta.description"
+            )
+            .unwrap(),
             "the app's key".as_bytes()
         );
         assert_eq!(
-            fs.setxattr(app, "user.secretfs.meta.owner", b"x", XATTR_CREATE)
-                .unwrap_err()
-                .errno(),
+            fs.setxattr(
+                &OpContext::background(),
+                app,
+                "user.secretfs.meta.owner",
+                b"x",
+                XATTR_CREATE
+            )
+            .unwrap_err()
+            .errno(),
             libc::EEXIST
         );
-        fs.removexattr(app, "user.secretfs.meta.owner").unwrap();
+        fs.removexattr(&OpContext::background(), app, "user.secretfs.meta.owner")
+            .unwrap();
         assert!(!store.custom_metadata("app").contains_key("owner"));
         assert_eq!(
-            fs.removexattr(app, "user.secretfs.meta.owner")
+            fs.removexattr(&OpContext::background(), app, "user.secretfs.meta.owner")
                 .unwrap_err()
                 .errno(),
             libc::ENODATA
@@ -343,14 +411,26 @@ mod tests {
         assert_eq!(store.version("app"), Some(1));
         // Only meta.* may be set.
         let errno = |r: Result<()>| r.unwrap_err().errno();
-        assert_eq!(errno(fs.setxattr(app, VERSION_XATTR, b"9", 0)), libc::EPERM);
         assert_eq!(
-            errno(fs.setxattr(app, "user.other", b"9", 0)),
+            errno(fs.setxattr(&OpContext::background(), app, VERSION_XATTR, b"9", 0)),
+            libc::EPERM
+        );
+        assert_eq!(
+            errno(fs.setxattr(&OpContext::background(), app, "user.other", b"9", 0)),
             libc::ENOTSUP
         );
-        let v1 = fs.lookup(ROOT_INO, "app@1").unwrap().ino;
+        let v1 = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app@1")
+            .unwrap()
+            .ino;
         assert_eq!(
-            errno(fs.setxattr(v1, "user.secretfs.meta.x", b"9", 0)),
+            errno(fs.setxattr(
+                &OpContext::background(),
+                v1,
+                "user.secretfs.meta.x",
+                b"9",
+                0
+            )),
             libc::EROFS
         );
     }
@@ -360,23 +440,46 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         store.put("app", json!({"K": "v"}));
         let fs = over(store, true);
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
         let e = fs
-            .setxattr(app, "user.secretfs.meta.x", b"1", 0)
+            .setxattr(
+                &OpContext::background(),
+                app,
+                "user.secretfs.meta.x",
+                b"1",
+                0,
+            )
             .unwrap_err();
         assert_eq!(e.errno(), libc::EROFS);
 
         let store = Arc::new(MemoryStore::kv1());
         store.put("app", json!({"K": "v"}));
         let fs = over(store, false);
-        let app = fs.lookup(ROOT_INO, "app").unwrap().ino;
-        assert!(fs.listxattr(app).unwrap().is_empty());
+        let app = fs
+            .lookup(&OpContext::background(), ROOT_INO, "app")
+            .unwrap()
+            .ino;
+        assert!(fs
+            .listxattr(&OpContext::background(), app)
+            .unwrap()
+            .is_empty());
         assert_eq!(
-            fs.getxattr(app, VERSION_XATTR).unwrap_err().errno(),
+            fs.getxattr(&OpContext::background(), app, VERSION_XATTR)
+                .unwrap_err()
+                .errno(),
             libc::ENODATA
         );
         let e = fs
-            .setxattr(app, "user.secretfs.meta.x", b"1", 0)
+            .setxattr(
+                &OpContext::background(),
+                app,
+                "user.secretfs.meta.x",
+                b"1",
+                0,
+            )
             .unwrap_err();
         assert_eq!(e.errno(), libc::ENOTSUP);
     }

@@ -11,6 +11,7 @@ use crate::audit::Caller;
 use crate::error::Error;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
+use crate::fs::OpContext;
 
 impl Shared {
     /// With `--allow` rules, whether `caller` may open or change a file
@@ -61,6 +62,7 @@ impl Shared {
     /// name or view it is reached by: see `SecretFs::reached`).
     pub(super) fn admit_ino(
         &self,
+        ctx: &OpContext,
         caller: Caller,
         ino: Ino,
         through: Through,
@@ -68,7 +70,7 @@ impl Shared {
         if self.access.is_none() {
             return Ok(false);
         }
-        self.admit(caller, &self.core.reached(ino, through)?)
+        self.admit(caller, &self.core.reached(ctx, ino, through)?)
     }
 
     /// [`Shared::admit`] for a name in a directory.

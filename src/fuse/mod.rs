@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
-use crate::fs::{operation, without_waiting, Attr, Creating, DirEntry, DirReplier, SecretFs};
+use crate::fs::{Attr, Creating, DirEntry, DirReplier, OpContext, SecretFs};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -91,27 +91,31 @@ impl FuseAdapter {
         self
     }
 
-    /// Runs `job` on a store thread, as one operation: all the store
-    /// requests it makes share one deadline.
-    fn later(&self, job: impl FnOnce(&Shared) + Send + 'static) {
+    /// Runs `job` on a store thread, as one operation of `caller`'s: all
+    /// the store requests it makes share one deadline, from when it starts.
+    fn later(&self, caller: Caller, job: impl FnOnce(&Shared, &OpContext) + Send + 'static) {
         let shared = self.shared.clone();
-        self.pool.run(move || operation(|| job(&shared)));
+        self.pool
+            .run(move || job(&shared, &OpContext::request(caller)));
     }
 
-    /// Answers with `op` on this thread if the cache can; else on a store
-    /// thread. `send` replies either way.
+    /// Answers with `op` on this thread if the cache can (a context that
+    /// may not wait on the store); else on a store thread. `send` replies
+    /// either way.
     fn now_or_later<T, R>(
         &self,
+        caller: Caller,
         reply: R,
-        op: impl Fn(&SecretFs) -> crate::error::Result<T> + Send + 'static,
+        op: impl Fn(&SecretFs, &OpContext) -> crate::error::Result<T> + Send + 'static,
         send: impl FnOnce(&Shared, R, crate::error::Result<T>) + Send + 'static,
     ) where
         R: Send + 'static,
         T: 'static,
     {
-        match without_waiting(|| op(&self.shared.core)) {
-            Err(Error::WouldBlock) => self.later(move |s| {
-                let result = op(&s.core);
+        let now = OpContext::cache_only(caller);
+        match op(&self.shared.core, &now) {
+            Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
+                let result = op(&s.core, ctx);
                 send(s, reply, result);
             }),
             result => send(&self.shared, reply, result),
@@ -385,8 +389,9 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         crate::metrics::record_fuse_op("lookup");
+        let caller = caller(req);
         let _span = tracing::debug_span!("lookup", ino = parent.0).entered();
         let Some(name) = name.to_str().map(str::to_string) else {
             reply.error(Errno::ENOENT);
@@ -395,8 +400,9 @@ impl Filesystem for FuseAdapter {
         let parent = Ino(parent.0);
         let looked_up = name.clone();
         self.now_or_later(
+            caller,
             reply,
-            move |core| core.lookup(parent, &looked_up),
+            move |core, ctx| core.lookup(ctx, parent, &looked_up),
             move |s, reply, result| {
                 send_entry(s, "lookup", (parent, OsStr::new(&name)), reply, result)
             },
@@ -408,13 +414,15 @@ impl Filesystem for FuseAdapter {
         self.shared.core.forget(Ino(ino.0), nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         crate::metrics::record_fuse_op("getattr");
+        let caller = caller(req);
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
         let ino = Ino(ino.0);
         self.now_or_later(
+            caller,
             reply,
-            move |core| core.getattr(ino),
+            move |core, ctx| core.getattr(ctx, ino),
             move |s, reply, result| match result {
                 Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
                 Err(e) => reply.error(s.fail("getattr", ino, None, &e)),
@@ -444,7 +452,7 @@ impl Filesystem for FuseAdapter {
         let truncate = write && flags.0 & libc::O_TRUNC != 0;
         let ino = Ino(ino.0);
         let paths = match &self.shared.access {
-            Some(_) => match core.reached(ino, Through::Value) {
+            Some(_) => match core.reached(&OpContext::request(caller), ino, Through::Value) {
                 Ok(paths) => paths,
                 Err(e) => return reply.error(self.shared.fail("open", ino, None, &e)),
             },
@@ -465,7 +473,8 @@ impl Filesystem for FuseAdapter {
             let recorded = s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
             if let (Err(_), Ok((fh, _))) = (&recorded, &result) {
                 // Unrecorded, the handle is never handed out.
-                s.core.discard(*fh);
+                // A discarded buffer commits nothing.
+                s.core.discard(&OpContext::request(caller), *fh);
             }
             match recorded.and(result) {
                 Ok((fh, covered)) => reply.opened(FileHandle(fh.0), cache(covered)),
@@ -474,10 +483,12 @@ impl Filesystem for FuseAdapter {
         };
         if self.shared.may_hash(&paths) {
             // An executable may have to be hashed: not on a request thread.
-            return self.later(move |s| {
-                let result = s
-                    .admit(caller, &paths)
-                    .and_then(|covered| s.core.open(ino, write, truncate).map(|fh| (fh, covered)));
+            return self.later(caller, move |s, ctx| {
+                let result = s.admit(caller, &paths).and_then(|covered| {
+                    s.core
+                        .open(ctx, ino, write, truncate)
+                        .map(|fh| (fh, covered))
+                });
                 send(s, reply, result);
             });
         }
@@ -487,24 +498,27 @@ impl Filesystem for FuseAdapter {
         };
         if write {
             // A write buffer starts from the value: the store may be asked.
-            return self.later(move |s| {
+            return self.later(caller, move |s, ctx| {
                 send(
                     s,
                     reply,
-                    s.core.open(ino, write, truncate).map(|fh| (fh, covered)),
+                    s.core
+                        .open(ctx, ino, write, truncate)
+                        .map(|fh| (fh, covered)),
                 )
             });
         }
         self.now_or_later(
+            caller,
             reply,
-            move |core| core.open(ino, false, false).map(|fh| (fh, covered)),
+            move |core, ctx| core.open(ctx, ino, false, false).map(|fh| (fh, covered)),
             send,
         );
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -514,23 +528,25 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         crate::metrics::record_fuse_op("read");
+        let caller = caller(req);
         let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
         // The reply is sent inside the closure so the bytes are never copied again.
-        let read = move |core: &SecretFs, reply: &mut Option<ReplyData>| {
+        let read = move |core: &SecretFs, ctx: &OpContext, reply: &mut Option<ReplyData>| {
             let send = |bytes: &[u8]| {
                 if let Some(r) = reply.take() {
                     r.data(bytes);
                 }
             };
             if fh.0 == 0 {
-                core.read_ino(ino, offset, size, send)
+                core.read_ino(ctx, ino, offset, size, send)
             } else {
-                core.read_handle(fh, offset, size, send)
+                core.read_handle(ctx, fh, offset, size, send)
             }
         };
         let mut reply = Some(reply);
-        let result = without_waiting(|| read(&self.shared.core, &mut reply));
+        let now = OpContext::cache_only(caller);
+        let result = read(&self.shared.core, &now, &mut reply);
         let finish =
             move |s: &Shared, result: crate::error::Result<()>, reply: Option<ReplyData>| {
                 if let (Err(e), Some(r)) = (result, reply) {
@@ -538,8 +554,8 @@ impl Filesystem for FuseAdapter {
                 }
             };
         match result {
-            Err(Error::WouldBlock) => self.later(move |s| {
-                let result = read(&s.core, &mut reply);
+            Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
+                let result = read(&s.core, ctx, &mut reply);
                 finish(s, result, reply);
             }),
             result => finish(&self.shared, result, reply),
@@ -548,7 +564,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -557,16 +573,18 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         crate::metrics::record_fuse_op("release");
+        let caller = caller(req);
         let fh = Fh(fh.0);
         if !self.shared.core.writes_through(fh) {
-            // A read handle: nothing to commit, nothing to wait for.
-            self.shared.core.release(fh);
+            // A read handle: nothing to commit, nothing to wait for (a
+            // context that asks no clock).
+            self.shared.core.release(&OpContext::cache_only(caller), fh);
             return reply.ok();
         }
         // The last close of a written file may commit (a change made
         // without writing): the store may be asked.
-        self.later(move |s| {
-            s.core.release(fh);
+        self.later(caller, move |s, ctx| {
+            s.core.release(ctx, fh);
             reply.ok();
         });
     }
@@ -586,8 +604,8 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::ENOSYS);
         }
         let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
-        self.later(move |s| {
-            let result = s.audit_ready().and_then(|()| s.core.flush(fh));
+        self.later(caller, move |s, ctx| {
+            let result = s.audit_ready().and_then(|()| s.core.flush(ctx, fh));
             let result = s
                 .audit(Op::Flush, caller, &result, |s| (s.path_of(ino, None), None))
                 .and(result);
@@ -606,8 +624,8 @@ impl Filesystem for FuseAdapter {
         crate::metrics::record_fuse_op("fsync");
         let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
         let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
-        self.later(move |s| {
-            let result = s.audit_ready().and_then(|()| s.core.fsync(fh));
+        self.later(caller, move |s, ctx| {
+            let result = s.audit_ready().and_then(|()| s.core.fsync(ctx, fh));
             let result = s
                 .audit(Op::Fsync, caller, &result, |s| (s.path_of(ino, None), None))
                 .and(result);
@@ -670,7 +688,7 @@ impl Filesystem for FuseAdapter {
         crate::metrics::record_fuse_op("setattr");
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let fh = fh.map(|fh| Fh(fh.0));
             // A truncation or a change of owner: times and modes change nothing.
             let change = size.is_some() || uid.is_some() || gid.is_some();
@@ -678,9 +696,9 @@ impl Filesystem for FuseAdapter {
             let result = ready.and_then(|()| match size {
                 // A truncation changes the value: covered files need a rule.
                 Some(_) if s.access.is_some() => s
-                    .admit_ino(caller, ino, Through::Value)
-                    .and_then(|_| s.core.setattr(ino, fh, size, uid, gid)),
-                _ => s.core.setattr(ino, fh, size, uid, gid),
+                    .admit_ino(ctx, caller, ino, Through::Value)
+                    .and_then(|_| s.core.setattr(ctx, ino, fh, size, uid, gid)),
+                _ => s.core.setattr(ctx, ino, fh, size, uid, gid),
             });
             let result = match change {
                 true => s
@@ -713,7 +731,7 @@ impl Filesystem for FuseAdapter {
         let parent = Ino(parent.0);
         let caller = caller(req);
         let exclusive = flags & libc::O_EXCL != 0;
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let admitted = s.admit_name(caller, parent, &name);
             let covered = matches!(admitted, Ok(true));
             // O_EXCL is how tools create their temporary files (see
@@ -726,7 +744,7 @@ impl Filesystem for FuseAdapter {
                 .audit_ready()
                 .and(admitted)
                 .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.create_with(parent, n, how),
+                    Some(n) => s.core.create_with(ctx, parent, n, how),
                     None => Err(Error::NotUtf8),
                 });
             let recorded = s.audit(Op::Create, caller, &result, |s| {
@@ -734,7 +752,8 @@ impl Filesystem for FuseAdapter {
             });
             if let (Err(_), Ok((_, fh))) = (&recorded, &result) {
                 // Unrecorded, the new file is dropped, never committed.
-                s.core.discard(*fh);
+                // A discarded buffer commits nothing.
+                s.core.discard(&OpContext::request(caller), *fh);
             }
             let result = recorded.and(result);
             let flags = if covered {
@@ -785,9 +804,9 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let result = s.audit_ready().and_then(|()| match name.to_str() {
-                Some(n) => s.core.mkdir(parent, n),
+                Some(n) => s.core.mkdir(ctx, parent, n),
                 None => Err(Error::NotUtf8),
             });
             let result = s
@@ -804,12 +823,12 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let result = s
                 .audit_ready()
                 .and_then(|()| s.admit_name(caller, parent, &name))
                 .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.unlink(parent, n),
+                    Some(n) => s.core.unlink(ctx, parent, n),
                     None => Err(Error::NotFound),
                 });
             let result = s
@@ -826,9 +845,9 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
         let name = name.to_os_string();
         let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let result = s.audit_ready().and_then(|()| match name.to_str() {
-                Some(n) => s.core.rmdir(parent, n),
+                Some(n) => s.core.rmdir(ctx, parent, n),
                 None => Err(Error::NotFound),
             });
             let result = s
@@ -855,7 +874,7 @@ impl Filesystem for FuseAdapter {
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         let (parent, newparent) = (Ino(parent.0), Ino(newparent.0));
         let caller = caller(req);
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let result =
                 if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
                     Err(Error::Invalid(
@@ -872,6 +891,7 @@ impl Filesystem for FuseAdapter {
                 } else {
                     match (name.to_str(), newname.to_str()) {
                         (Some(n), Some(nn)) => s.core.rename(
+                            ctx,
                             parent,
                             n,
                             newparent,
@@ -894,8 +914,9 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         crate::metrics::record_fuse_op("getxattr");
+        let caller = caller(req);
         let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
         let ino = Ino(ino.0);
         // `ls -l` asks every file for `security.selinux` and POSIX ACLs:
@@ -911,20 +932,24 @@ impl Filesystem for FuseAdapter {
         };
         // The status attribute asks the store how it is.
         let name = ours.to_string();
-        self.later(move |s| match s.core.getxattr(ino, &name) {
-            Ok(bytes) => reply_xattr(reply, size, &s.with_audit_status(ino, &name, bytes)),
-            Err(e) => reply.error(s.fail("getxattr", ino, Some(OsStr::new(&name)), &e)),
+        self.later(caller, move |s, ctx| {
+            match s.core.getxattr(ctx, ino, &name) {
+                Ok(bytes) => reply_xattr(reply, size, &s.with_audit_status(ino, &name, bytes)),
+                Err(e) => reply.error(s.fail("getxattr", ino, Some(OsStr::new(&name)), &e)),
+            }
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         crate::metrics::record_fuse_op("listxattr");
+        let caller = caller(req);
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
         let ino = Ino(ino.0);
         // A secret's metadata comes with the secret: the store may be asked.
         self.now_or_later(
+            caller,
             reply,
-            move |core| core.listxattr(ino),
+            move |core, ctx| core.listxattr(ctx, ino),
             move |s, reply, result| match result {
                 Ok(names) => {
                     // Each name followed by a NUL, as listxattr(2) returns them.
@@ -954,13 +979,13 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("setxattr", ino = ino.0).entered();
         let (name, value) = (name.to_os_string(), value.to_vec());
         let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             // A change of the secret: covered files need a rule.
             let result = s
                 .audit_ready()
-                .and_then(|()| s.admit_ino(caller, ino, Through::Metadata))
+                .and_then(|()| s.admit_ino(ctx, caller, ino, Through::Metadata))
                 .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.setxattr(ino, n, &value, flags),
+                    Some(n) => s.core.setxattr(ctx, ino, n, &value, flags),
                     None => Err(Error::NotSupported("attribute names are UTF-8")),
                 });
             let result = s
@@ -977,13 +1002,13 @@ impl Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("removexattr", ino = ino.0).entered();
         let name = name.to_os_string();
         let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let admitted = s
                 .audit_ready()
-                .and_then(|()| s.admit_ino(caller, ino, Through::Metadata));
+                .and_then(|()| s.admit_ino(ctx, caller, ino, Through::Metadata));
             let result = match name.to_str() {
                 _ if admitted.is_err() => admitted.map(drop),
-                Some(n) => s.core.removexattr(ino, n),
+                Some(n) => s.core.removexattr(ctx, ino, n),
                 None => Err(Error::NoAttribute),
             };
             let result = s
@@ -995,13 +1020,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         crate::metrics::record_fuse_op("opendir");
+        let caller = caller(req);
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
         let ino = Ino(ino.0);
         self.now_or_later(
+            caller,
             reply,
-            move |core| core.opendir(ino),
+            move |core, ctx| core.opendir(ctx, ino),
             move |s, reply, result| match result {
                 Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
                 Err(e) => reply.error(s.fail("opendir", ino, None, &e)),
@@ -1011,23 +1038,24 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
         crate::metrics::record_fuse_op("readdir");
+        let caller = caller(req);
         let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
         // Attributes of entries may need the store.
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let mut out = Entries {
                 shared: s,
                 op: "readdir",
                 reply,
             };
-            match s.core.readdir(fh, offset, false, &mut out) {
+            match s.core.readdir(ctx, fh, offset, false, &mut out) {
                 Ok(()) => out.reply.ok(),
                 Err(e) => out.reply.error(s.fail("readdir", ino, None, &e)),
             }
@@ -1036,22 +1064,23 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
         crate::metrics::record_fuse_op("readdirplus");
+        let caller = caller(req);
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(move |s| {
+        self.later(caller, move |s, ctx| {
             let mut out = Entries {
                 shared: s,
                 op: "readdirplus",
                 reply,
             };
-            match s.core.readdir(fh, offset, true, &mut out) {
+            match s.core.readdir(ctx, fh, offset, true, &mut out) {
                 Ok(()) => out.reply.ok(),
                 Err(e) => out.reply.error(s.fail("readdirplus", ino, None, &e)),
             }
@@ -1060,14 +1089,17 @@ impl Filesystem for FuseAdapter {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         crate::metrics::record_fuse_op("releasedir");
-        self.shared.core.release(Fh(fh.0));
+        // A directory handle holds nothing to commit.
+        self.shared
+            .core
+            .release(&OpContext::cache_only(caller(req)), Fh(fh.0));
         reply.ok();
     }
 }

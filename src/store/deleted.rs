@@ -6,6 +6,7 @@
 //! be listed: the core shows those only when they read (see
 //! docs/SEMANTICS.md).
 
+use crate::store::Deadline;
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
@@ -47,24 +48,24 @@ impl<S: SecretStore> HideDeleted<S> {
 
     /// Whether the listed secret at `path` still stands: not deleted
     /// through us, or live again since.
-    fn secret_stands(&self, path: &SecretPath) -> Result<bool> {
+    fn secret_stands(&self, deadline: &Deadline, path: &SecretPath) -> Result<bool> {
         if !self.marks().contains(path) {
             return Ok(true);
         }
-        Ok(self.read(path)?.is_some())
+        Ok(self.read(deadline, path)?.is_some())
     }
 
     /// Whether the folder at `path` holds nothing but secrets deleted
     /// through us (at any depth).
-    fn hollow(&self, path: &SecretPath, depth: usize) -> Result<bool> {
+    fn hollow(&self, deadline: &Deadline, path: &SecretPath, depth: usize) -> Result<bool> {
         if depth > MAX_DEPTH || !self.any_below(path) {
             return Ok(false);
         }
-        match self.inner.list(path)? {
+        match self.inner.list(deadline, path)? {
             None => Ok(true),
             Some(listing) => {
                 for e in &listing {
-                    if self.stands(path, e, depth + 1)? {
+                    if self.stands(deadline, path, e, depth + 1)? {
                         return Ok(false);
                     }
                 }
@@ -73,12 +74,18 @@ impl<S: SecretStore> HideDeleted<S> {
         }
     }
 
-    fn stands(&self, folder: &SecretPath, e: &super::ListEntry, depth: usize) -> Result<bool> {
+    fn stands(
+        &self,
+        deadline: &Deadline,
+        folder: &SecretPath,
+        e: &super::ListEntry,
+        depth: usize,
+    ) -> Result<bool> {
         let path = folder.join(&e.name);
         if e.folder {
-            Ok(!self.hollow(&path, depth)?)
+            Ok(!self.hollow(deadline, &path, depth)?)
         } else {
-            self.secret_stands(&path)
+            self.secret_stands(deadline, &path)
         }
     }
 }
@@ -88,8 +95,8 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
         self.inner.capabilities()
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        let Some(listing) = self.inner.list(path)? else {
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        let Some(listing) = self.inner.list(deadline, path)? else {
             return Ok(None);
         };
         if !self.any_below(path) {
@@ -97,15 +104,15 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
         }
         let mut kept = Vec::with_capacity(listing.len());
         for e in listing {
-            if self.stands(path, &e, 0)? {
+            if self.stands(deadline, path, &e, 0)? {
                 kept.push(e);
             }
         }
         Ok((!kept.is_empty()).then_some(kept))
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        let secret = self.inner.read(path)?;
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        let secret = self.inner.read(deadline, path)?;
         if secret.is_some() {
             self.marks().remove(path);
         }
@@ -114,46 +121,53 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
-        let revision = self.inner.write(path, data, when)?;
+        let revision = self.inner.write(deadline, path, data, when)?;
         self.marks().remove(path);
         Ok(revision)
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.inner.delete(path)?;
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        self.inner.delete(deadline, path)?;
         self.marks().insert(path.clone());
         Ok(())
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
-        self.inner.read_version(path, version)
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
+        self.inner.read_version(deadline, path, version)
     }
 
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        self.inner.set_custom_metadata(path, name, value)
+        self.inner.set_custom_metadata(deadline, path, name, value)
     }
 
-    fn health(&self) -> Result<Health> {
-        self.inner.health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.inner.health(deadline)
     }
 
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
-        self.inner.permissions(path)
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
+        self.inner.permissions(deadline, path)
     }
     fn node(&self) -> Option<String> {
         self.inner.node()
     }
-    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        self.inner.origin(path, key)
+    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        self.inner.origin(deadline, path, key)
     }
     fn rereads_after_write(&self) -> bool {
         self.inner.rereads_after_write()
@@ -169,7 +183,7 @@ mod tests {
 
     fn names(store: &dyn SecretStore, path: &str) -> Vec<String> {
         store
-            .list(&SecretPath::parse(path))
+            .list(&Deadline::per_request(), &SecretPath::parse(path))
             .unwrap()
             .unwrap_or_default()
             .into_iter()
@@ -183,7 +197,9 @@ mod tests {
         memory.put("app/db", json!({"K": "v"}));
         memory.put("app/api", json!({"K": "v"}));
         let store = HideDeleted::new(memory.clone());
-        store.delete(&SecretPath::parse("app/db")).unwrap();
+        store
+            .delete(&Deadline::per_request(), &SecretPath::parse("app/db"))
+            .unwrap();
         // The store itself still lists it (KV v2 keeps the metadata).
         assert_eq!(names(&*memory, "app"), ["api", "db"]);
         assert_eq!(names(&store, "app"), ["api"]);
@@ -198,20 +214,33 @@ mod tests {
         memory.put("app/db/two/three", json!({"K": "v"}));
         memory.put("other", json!({"K": "v"}));
         let store = HideDeleted::new(memory.clone());
-        store.delete(&SecretPath::parse("app/db/one")).unwrap();
+        store
+            .delete(&Deadline::per_request(), &SecretPath::parse("app/db/one"))
+            .unwrap();
         assert_eq!(
             names(&store, ""),
             ["app/", "other"].map(|n| n.trim_end_matches('/'))
         );
         store
-            .delete(&SecretPath::parse("app/db/two/three"))
+            .delete(
+                &Deadline::per_request(),
+                &SecretPath::parse("app/db/two/three"),
+            )
             .unwrap();
         assert_eq!(names(&store, ""), ["other"]);
-        assert!(store.list(&SecretPath::parse("app")).unwrap().is_none());
+        assert!(store
+            .list(&Deadline::per_request(), &SecretPath::parse("app"))
+            .unwrap()
+            .is_none());
         // Written again: back.
         let data = SecretData::new();
         store
-            .write(&SecretPath::parse("app/db/one"), &data, &Precondition::Any)
+            .write(
+                &Deadline::per_request(),
+                &SecretPath::parse("app/db/one"),
+                &data,
+                &Precondition::Any,
+            )
             .unwrap();
         assert_eq!(names(&store, ""), ["app", "other"]);
     }

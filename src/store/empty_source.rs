@@ -4,7 +4,7 @@
 //! its folder. Found from what the store answers at start, so that the
 //! mount can say why it is empty and what to give instead.
 
-use super::{Connected, SecretPath};
+use super::{Connected, Deadline, SecretPath};
 use crate::error::Error;
 
 /// Why the mount of `source` (connected as `c`) would be empty, with the
@@ -13,14 +13,16 @@ use crate::error::Error;
 /// `keys` layout), as it does not in a layout of one file per secret.
 pub fn why_empty(source: &str, c: &Connected, secret_shows_keys: bool) -> Option<String> {
     let store = &c.store;
-    match store.list(&c.root) {
+    // A one-off check at start: no operation's deadline.
+    let deadline = Deadline::per_request();
+    match store.list(&deadline, &c.root) {
         Ok(Some(listing)) if !listing.is_empty() => return None,
         Ok(_) | Err(Error::NotFound) => {}
         // Refused or unreachable: nothing to tell from.
         Err(_) => return None,
     }
     let shown = source.trim_end_matches('/');
-    match store.read(&c.root) {
+    match store.read(&deadline, &c.root) {
         Ok(Some(_)) if secret_shows_keys => None,
         Ok(Some(_)) => {
             let fix = match c.root.split_last() {
@@ -77,8 +79,10 @@ fn api_prefix_removed(source: &str, c: &Connected) -> Option<String> {
         .strip_prefix(prefix)?
         .trim_start_matches('/');
     let meant = SecretPath::parse(rest);
-    let lists = matches!(c.store.list(&meant), Ok(Some(l)) if !l.is_empty());
-    let holds = !meant.is_root() && matches!(c.store.read(&meant), Ok(Some(_)));
+    let lists =
+        matches!(c.store.list(&Deadline::per_request(), &meant), Ok(Some(l)) if !l.is_empty());
+    let holds =
+        !meant.is_root() && matches!(c.store.read(&Deadline::per_request(), &meant), Ok(Some(_)));
     if !(lists || holds) {
         return None;
     }

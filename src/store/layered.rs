@@ -27,6 +27,7 @@
 //! shows it. A probe asks the layer again until the trouble is over: a
 //! layer that does not answer is not asked anything else meanwhile.
 
+use crate::store::Deadline;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -159,10 +160,15 @@ impl Layered {
     /// The merge of the secrets of layers `0..upto` at `path`: `None` when
     /// no readable one holds it. The top-most layer is asked first, so
     /// that a lower one that does not answer cannot use up its time.
-    fn merged(&self, upto: usize, path: &SecretPath) -> Result<Option<Merged>> {
+    fn merged(
+        &self,
+        deadline: &Deadline,
+        upto: usize,
+        path: &SecretPath,
+    ) -> Result<Option<Merged>> {
         let mut answers = Vec::with_capacity(upto);
         for i in (0..upto).rev() {
-            answers.push(self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))?);
+            answers.push(self.ask(i, Request::Read(path.clone()), |s, at| s.read(deadline, at))?);
         }
         answers.reverse();
         let mut out: Option<Merged> = None;
@@ -204,8 +210,13 @@ impl Layered {
 
     /// The SOURCE of the layer whose value `key` of the secret at `path`
     /// shows; the unreadable layer's error when that cannot be known.
-    pub fn origin_of(&self, path: &SecretPath, key: &str) -> Result<Option<&str>> {
-        let Some(m) = self.merged(self.layers.len(), path)? else {
+    pub fn origin_of(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        key: &str,
+    ) -> Result<Option<&str>> {
+        let Some(m) = self.merged(deadline, self.layers.len(), path)? else {
             return Ok(None);
         };
         if let Some(e) = m.secret.withheld.get(key) {
@@ -240,9 +251,9 @@ impl SecretStore for Layered {
     }
 
     /// Changes are written to the top layer: its permissions decide.
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         let top = self.top();
-        top.store.permissions(&top.at(path))
+        top.store.permissions(deadline, &top.at(path))
     }
 
     fn node(&self) -> Option<String> {
@@ -250,28 +261,35 @@ impl SecretStore for Layered {
     }
 
     /// A version is the top layer's (merged revisions are `top:REV`).
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         let top = self.top();
-        top.store.read_version(&top.at(path), version)
+        top.store.read_version(deadline, &top.at(path), version)
     }
 
     /// Metadata belongs to the secret in the top layer.
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
         let top = self.top();
-        top.store.set_custom_metadata(&top.at(path), name, value)
+        top.store
+            .set_custom_metadata(deadline, &top.at(path), name, value)
     }
 
     /// The union of the readable layers' listings (what only an
     /// unreadable layer holds does not show).
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         let mut answers = Vec::with_capacity(self.layers.len());
         for i in (0..self.layers.len()).rev() {
-            answers.push(self.ask(i, Request::List(path.clone()), |s, at| s.list(at))?);
+            answers.push(self.ask(i, Request::List(path.clone()), |s, at| s.list(deadline, at))?);
         }
         let mut out: Option<Listing> = None;
         for answer in answers.into_iter().rev() {
@@ -287,10 +305,10 @@ impl SecretStore for Layered {
         Ok(out)
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
         let Some(Merged {
             mut secret, last, ..
-        }) = self.merged(self.layers.len(), path)?
+        }) = self.merged(deadline, self.layers.len(), path)?
         else {
             return Ok(None);
         };
@@ -304,14 +322,15 @@ impl SecretStore for Layered {
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
         let top = self.top();
         let at = top.at(path);
-        let top_now = top.store.read(&at)?;
-        let below = self.merged(self.top_index(), path)?;
+        let top_now = top.store.read(deadline, &at)?;
+        let below = self.merged(deadline, self.top_index(), path)?;
         let held_on_top = |k: &str| top_now.as_ref().is_some_and(|s| s.keys.contains_key(k));
         // A key that only a lower layer holds cannot be removed here. (A
         // key withheld below was never in `data`: it is left as it is.)
@@ -348,7 +367,7 @@ impl SecretStore for Layered {
             },
             other => other.clone(),
         };
-        let revision = top.store.write(&at, &own, &when)?;
+        let revision = top.store.write(deadline, &at, &own, &when)?;
         Ok(Some(Revision::new(format!(
             "top:{}",
             revision.map(|r| r.to_string()).unwrap_or_default()
@@ -357,9 +376,9 @@ impl SecretStore for Layered {
 
     /// Removes the top layer's secret; refused when a lower layer holds it,
     /// and when a lower layer that cannot be read might (its error).
-    fn delete(&self, path: &SecretPath) -> Result<()> {
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
         for i in (0..self.top_index()).rev() {
-            match self.ask(i, Request::Read(path.clone()), |s, at| s.read(at))? {
+            match self.ask(i, Request::Read(path.clone()), |s, at| s.read(deadline, at))? {
                 Answer::Known(None) => {}
                 Answer::Known(Some(_)) => {
                     tracing::warn!(path = %path, layer = %self.layers[i].name, "a secret a lower layer holds cannot be removed");
@@ -369,18 +388,18 @@ impl SecretStore for Layered {
             }
         }
         let top = self.top();
-        top.store.delete(&top.at(path))
+        top.store.delete(deadline, &top.at(path))
     }
 
     /// The top layer's health: a lower layer's trouble shows in
     /// [`SecretStore::degraded`] instead, and a lower layer that hangs
     /// cannot hold up the answer.
-    fn health(&self) -> Result<Health> {
-        self.top().store.health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.top().store.health(deadline)
     }
 
-    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        Ok(self.origin_of(path, key)?.map(str::to_string))
+    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        Ok(self.origin_of(deadline, path, key)?.map(str::to_string))
     }
 
     fn rereads_after_write(&self) -> bool {
@@ -454,22 +473,29 @@ mod tests {
     #[test]
     fn a_secret_shows_the_union_of_its_keys_the_top_most_value_winning() {
         let (l, _) = three();
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             keys(&s),
             [("A", "project"), ("B", "env"), ("C", "service")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         );
         assert_eq!(
-            l.origin(&path("shop/api"), "B").unwrap().as_deref(),
+            l.origin(&Deadline::per_request(), &path("shop/api"), "B")
+                .unwrap()
+                .as_deref(),
             Some("secret/e")
         );
         assert_eq!(
-            l.origin(&path("shop/api"), "A").unwrap().as_deref(),
+            l.origin(&Deadline::per_request(), &path("shop/api"), "A")
+                .unwrap()
+                .as_deref(),
             Some("secret/p")
         );
         let names: Vec<String> = l
-            .list(&path("shop"))
+            .list(&Deadline::per_request(), &path("shop"))
             .unwrap()
             .unwrap()
             .into_iter()
@@ -479,14 +505,14 @@ mod tests {
     }
 
     fn change(l: &Layered, p: &str, f: impl FnOnce(&mut SecretData)) -> Result<Option<Revision>> {
-        let latest = l.read(&path(p)).unwrap();
+        let latest = l.read(&Deadline::per_request(), &path(p)).unwrap();
         let when = match latest.as_ref().and_then(|s| s.revision.clone()) {
             Some(r) => Precondition::At(r),
             None => Precondition::Absent,
         };
         let mut data = latest.map(|s| s.keys).unwrap_or_default();
         f(&mut data);
-        l.write(&path(p), &data, &when)
+        l.write(&Deadline::per_request(), &path(p), &data, &when)
     }
 
     #[test]
@@ -508,7 +534,9 @@ mod tests {
             Some(json!({"A": "project", "B": "project", "C": "project"}))
         );
         assert_eq!(
-            l.origin(&path("shop/api"), "A").unwrap().as_deref(),
+            l.origin(&Deadline::per_request(), &path("shop/api"), "A")
+                .unwrap()
+                .as_deref(),
             Some("secret/s")
         );
         // A secret only below: the override creates it in the top layer.
@@ -530,7 +558,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(stores[2].get("shop/api"), Some(json!({})));
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         assert!(keys(&s).contains(&("C".to_string(), "project".to_string())));
     }
 
@@ -544,7 +575,9 @@ mod tests {
         assert_eq!(err.errno(), libc::EPERM);
         assert_eq!(stores[2].get("shop/api"), Some(json!({"C": "service"})));
         assert_eq!(
-            l.delete(&path("shop/only-below")).unwrap_err().errno(),
+            l.delete(&Deadline::per_request(), &path("shop/only-below"))
+                .unwrap_err()
+                .errno(),
             libc::EPERM
         );
     }
@@ -553,15 +586,24 @@ mod tests {
     fn check_and_set_guards_the_top_layer() {
         let (l, stores) = three();
         let stale = l
-            .read(&path("shop/api"))
+            .read(&Deadline::per_request(), &path("shop/api"))
             .unwrap()
             .unwrap()
             .revision
             .unwrap();
         stores[2].put("shop/api", json!({"C": "changed meanwhile"}));
-        let data = l.read(&path("shop/api")).unwrap().unwrap().keys;
+        let data = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap()
+            .keys;
         let err = l
-            .write(&path("shop/api"), &data, &Precondition::At(stale))
+            .write(
+                &Deadline::per_request(),
+                &path("shop/api"),
+                &data,
+                &Precondition::At(stale),
+            )
             .unwrap_err();
         assert!(matches!(err, Error::CasConflict), "{err:?}");
     }
@@ -574,7 +616,10 @@ mod tests {
     fn a_forbidden_bottom_layer_leaves_the_keys_above_it_and_hides_what_only_it_holds() {
         let (l, stores) = three();
         stores[0].set_fault(Some(forbidden()));
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         // B and C come from layers above the forbidden one: their values
         // stand; A only the forbidden layer holds: it is not known.
         assert_eq!(
@@ -582,9 +627,12 @@ mod tests {
             [("B", "env"), ("C", "service")].map(|(k, v)| (k.to_string(), v.to_string()))
         );
         assert!(s.withheld.is_empty());
-        assert!(l.read(&path("shop/only-below")).unwrap().is_none());
+        assert!(l
+            .read(&Deadline::per_request(), &path("shop/only-below"))
+            .unwrap()
+            .is_none());
         let names: Vec<String> = l
-            .list(&path("shop"))
+            .list(&Deadline::per_request(), &path("shop"))
             .unwrap()
             .unwrap()
             .into_iter()
@@ -603,7 +651,10 @@ mod tests {
     fn a_key_a_forbidden_layer_may_override_is_withheld_with_its_error() {
         let (l, stores) = three();
         stores[1].set_fault(Some(forbidden()));
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         assert_eq!(keys(&s), [("C".to_string(), "service".to_string())]);
         let withheld: Vec<(&str, i32)> = s
             .withheld
@@ -612,11 +663,15 @@ mod tests {
             .collect();
         assert_eq!(withheld, [("A", libc::EACCES), ("B", libc::EACCES)]);
         assert_eq!(
-            l.origin(&path("shop/api"), "A").unwrap_err().errno(),
+            l.origin(&Deadline::per_request(), &path("shop/api"), "A")
+                .unwrap_err()
+                .errno(),
             libc::EACCES
         );
         assert_eq!(
-            l.origin(&path("shop/api"), "C").unwrap().as_deref(),
+            l.origin(&Deadline::per_request(), &path("shop/api"), "C")
+                .unwrap()
+                .as_deref(),
             Some("secret/s")
         );
     }
@@ -635,11 +690,16 @@ mod tests {
         assert_eq!(stores[2].get("shop/api"), Some(json!({"C": "new"})));
         // Whether a lower layer holds the secret cannot be known: no rmdir.
         assert_eq!(
-            l.delete(&path("shop/api")).unwrap_err().errno(),
+            l.delete(&Deadline::per_request(), &path("shop/api"))
+                .unwrap_err()
+                .errno(),
             libc::EACCES
         );
         stores[1].heal();
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             keys(&s),
             [("A", "project"), ("B", "env"), ("C", "new")]
@@ -652,17 +712,25 @@ mod tests {
     fn a_lower_layer_that_does_not_answer_is_left_out_not_asked_again_and_reported() {
         let (l, stores) = three();
         stores[0].set_fault(Some(Error::Unavailable("connection refused".into())));
-        let s = l.read(&path("shop/api")).unwrap().unwrap();
+        let s = l
+            .read(&Deadline::per_request(), &path("shop/api"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             keys(&s),
             [("B", "env"), ("C", "service")].map(|(k, v)| (k.to_string(), v.to_string()))
         );
         let reads = stores[0].read_calls();
-        l.read(&path("shop/api")).unwrap();
+        l.read(&Deadline::per_request(), &path("shop/api")).unwrap();
         assert_eq!(stores[0].read_calls(), reads, "asked while known down");
         assert_eq!(l.degraded()[0].state, "unreachable");
         // The top layer's errors are the mount's.
         stores[2].set_fault(Some(forbidden()));
-        assert_eq!(l.read(&path("shop/api")).unwrap_err().errno(), libc::EACCES);
+        assert_eq!(
+            l.read(&Deadline::per_request(), &path("shop/api"))
+                .unwrap_err()
+                .errno(),
+            libc::EACCES
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! unit tests and with the `memory-store` feature, which the integration
 //! tests turn on (Cargo.toml's dev-dependency on this crate itself).
 
+use crate::store::Deadline;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -431,10 +432,10 @@ impl MemoryStore {
             .collect()
     }
 
-    fn before_call(&self, call: Call, path: &SecretPath) -> Result<()> {
+    fn before_call(&self, deadline: &Deadline, call: Call, path: &SecretPath) -> Result<()> {
         let delay = *lock(&self.delay);
         if let Some(timeout) = *lock(&self.timeout) {
-            let Some(limit) = super::deadline::left(timeout) else {
+            let Some(limit) = deadline.left(timeout) else {
                 return Err(Error::OutOfTime(timeout));
             };
             if delay >= limit {
@@ -487,9 +488,9 @@ impl SecretStore for MemoryStore {
         }
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.before_call(Call::List, path)?;
+        self.before_call(deadline, Call::List, path)?;
         let prefix = if path.is_root() {
             String::new()
         } else {
@@ -516,9 +517,9 @@ impl SecretStore for MemoryStore {
         ))
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.before_call(Call::Read, path)?;
+        self.before_call(deadline, Call::Read, path)?;
         let v2 = self.kv == Engine::V2;
         let revision = |s: &Stored| v2.then(|| Revision::new(s.version.to_string()));
         Ok(lock(&self.secrets)
@@ -533,12 +534,17 @@ impl SecretStore for MemoryStore {
             }))
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         if self.kv == Engine::V1 {
             return Err(Error::NotSupported("KV v1 keeps no versions"));
         }
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.before_call(Call::Read, path)?;
+        self.before_call(deadline, Call::Read, path)?;
         Ok(lock(&self.secrets).get(path).and_then(|s| {
             let data = s.history.get(&version)?.as_ref()?;
             let mut secret =
@@ -550,6 +556,7 @@ impl SecretStore for MemoryStore {
 
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
@@ -558,7 +565,7 @@ impl SecretStore for MemoryStore {
             return Err(Error::NotSupported("KV v1 keeps no metadata"));
         }
         self.writes.fetch_add(1, Ordering::SeqCst);
-        self.before_call(Call::Write, path)?;
+        self.before_call(deadline, Call::Write, path)?;
         let mut secrets = lock(&self.secrets);
         let s = secrets.get_mut(path).ok_or(Error::NotFound)?;
         match value {
@@ -570,12 +577,13 @@ impl SecretStore for MemoryStore {
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        self.before_call(Call::Write, path)?;
+        self.before_call(deadline, Call::Write, path)?;
         let exists = lock(&self.secrets).get(path).is_some_and(|s| !s.deleted);
         self.enforce(path, |p| if exists { p.update } else { p.create })?;
         let mut secrets = lock(&self.secrets);
@@ -608,19 +616,19 @@ impl SecretStore for MemoryStore {
         Ok((self.kv == Engine::V2).then(|| Revision::new(version.to_string())))
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.before_call(Call::Write, path)?;
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        self.before_call(deadline, Call::Write, path)?;
         self.enforce(path, |p| p.delete)?;
         self.delete_at(path);
         Ok(())
     }
 
-    fn health(&self) -> Result<Health> {
-        self.before_call(Call::Any, &SecretPath::root())?;
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.before_call(deadline, Call::Any, &SecretPath::root())?;
         Ok(Health::default())
     }
 
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, _deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         self.permission_asks.fetch_add(1, Ordering::SeqCst);
         Ok(match self.policy_at(path) {
             None => Some(Permissions::all()),

@@ -2,6 +2,7 @@
 //! outermost wrapper, so what it sees is what the core asked. Without
 //! metrics turned on each call costs one atomic load more.
 
+use crate::store::Deadline;
 use std::time::Instant;
 
 use super::{
@@ -38,50 +39,59 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        timed("list", || self.inner.list(path))
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        timed("list", || self.inner.list(deadline, path))
     }
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        timed("read", || self.inner.read(path))
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        timed("read", || self.inner.read(deadline, path))
     }
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
-        timed("write", || self.inner.write(path, data, when))
+        timed("write", || self.inner.write(deadline, path, data, when))
     }
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        timed("delete", || self.inner.delete(path))
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        timed("delete", || self.inner.delete(deadline, path))
     }
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
-        timed("permissions", || self.inner.permissions(path))
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
+        timed("permissions", || self.inner.permissions(deadline, path))
     }
     fn node(&self) -> Option<String> {
         self.inner.node()
     }
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
-        timed("read_version", || self.inner.read_version(path, version))
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
+        timed("read_version", || {
+            self.inner.read_version(deadline, path, version)
+        })
     }
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
         timed("set_metadata", || {
-            self.inner.set_custom_metadata(path, name, value)
+            self.inner.set_custom_metadata(deadline, path, name, value)
         })
     }
-    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        self.inner.origin(path, key)
+    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        self.inner.origin(deadline, path, key)
     }
     fn rereads_after_write(&self) -> bool {
         self.inner.rereads_after_write()
     }
-    fn health(&self) -> Result<Health> {
-        let health = timed("health", || self.inner.health());
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        let health = timed("health", || self.inner.health(deadline));
         if let Ok(h) = &health {
             metrics::record_token_ttl(h.credential_ttl);
         }

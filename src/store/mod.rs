@@ -6,6 +6,7 @@
 
 mod data;
 pub mod deadline;
+pub use deadline::Deadline;
 pub mod deleted;
 pub mod empty_source;
 pub mod file;
@@ -661,11 +662,11 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Lists the folder at `path`. `Ok(None)` when there is no such folder.
     /// A listing may still name a secret whose latest version was deleted.
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>>;
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>>;
 
     /// Reads the secret at `path`. `Ok(None)` when there is no such secret
     /// (or its latest version is deleted).
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>>;
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>>;
 
     /// Writes the whole secret at `path` if `when` holds (stores without
     /// check-and-set write regardless), else fails with
@@ -673,18 +674,24 @@ pub trait SecretStore: Send + Sync + 'static {
     /// Returns the new version's revision, when the store has them.
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>>;
 
     /// Deletes the secret at `path` (a soft delete where the store has them).
-    fn delete(&self, path: &SecretPath) -> Result<()>;
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()>;
 
     /// Reads version `version` of the secret at `path` (stores whose
     /// [`Capabilities::versions`] is set). `Ok(None)`: no such version, or
     /// it was deleted or destroyed.
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        _deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         let _ = (path, version);
         Err(Error::NotSupported("this store keeps no versions"))
     }
@@ -694,6 +701,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// metadata write (stores whose [`Capabilities::metadata`] is set).
     fn set_custom_metadata(
         &self,
+        _deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
@@ -703,14 +711,14 @@ pub trait SecretStore: Send + Sync + 'static {
     }
 
     /// Checks that the store answers and the credential is valid.
-    fn health(&self) -> Result<Health>;
+    fn health(&self, deadline: &Deadline) -> Result<Health>;
 
     /// What the credential may do to the secret at `path`; `Ok(None)`
     /// when the store cannot say (an old server, a policy that forbids
     /// asking): changes are then tried and refused at commit. No default:
     /// a wrapper that forgot to pass it on would silently turn the
     /// refusals at `open()` off.
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>>;
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>>;
 
     /// The server (node of a cluster) requests go to now, for a store
     /// that has one.
@@ -720,7 +728,12 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Where the value of `key` of the secret at `path` comes from, for a
     /// store made of layers (the layer's SOURCE); `None` for any other.
-    fn origin(&self, _path: &SecretPath, _key: &str) -> Result<Option<String>> {
+    fn origin(
+        &self,
+        _deadline: &Deadline,
+        _path: &SecretPath,
+        _key: &str,
+    ) -> Result<Option<String>> {
         Ok(None)
     }
 
@@ -744,45 +757,52 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
     }
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        (**self).list(path)
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        (**self).list(deadline, path)
     }
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        (**self).read(path)
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        (**self).read(deadline, path)
     }
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
-        (**self).write(path, data, when)
+        (**self).write(deadline, path, data, when)
     }
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        (**self).delete(path)
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        (**self).delete(deadline, path)
     }
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
-        (**self).read_version(path, version)
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
+        (**self).read_version(deadline, path, version)
     }
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        (**self).set_custom_metadata(path, name, value)
+        (**self).set_custom_metadata(deadline, path, name, value)
     }
-    fn health(&self) -> Result<Health> {
-        (**self).health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        (**self).health(deadline)
     }
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
-        (**self).permissions(path)
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
+        (**self).permissions(deadline, path)
     }
     fn node(&self) -> Option<String> {
         (**self).node()
     }
-    fn origin(&self, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        (**self).origin(path, key)
+    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
+        (**self).origin(deadline, path, key)
     }
     fn rereads_after_write(&self) -> bool {
         (**self).rereads_after_write()

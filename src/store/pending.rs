@@ -4,6 +4,7 @@
 //! as a server that does not answer does ([`Error::Unavailable`]), which a
 //! store of layers serves around (and probes, through `health`).
 
+use crate::store::Deadline;
 use std::sync::{Mutex, OnceLock};
 
 use super::{
@@ -80,43 +81,49 @@ impl SecretStore for Pending {
             })
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         let c = self.get()?;
-        c.store.list(&Self::at(c, path))
+        c.store.list(deadline, &Self::at(c, path))
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
         let c = self.get()?;
-        c.store.read(&Self::at(c, path))
+        c.store.read(deadline, &Self::at(c, path))
     }
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
         let c = self.get()?;
-        c.store.write(&Self::at(c, path), data, when)
+        c.store.write(deadline, &Self::at(c, path), data, when)
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
         let c = self.get()?;
-        c.store.delete(&Self::at(c, path))
+        c.store.delete(deadline, &Self::at(c, path))
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         let c = self.get()?;
-        c.store.read_version(&Self::at(c, path), version)
+        c.store.read_version(deadline, &Self::at(c, path), version)
     }
 
-    fn health(&self) -> Result<Health> {
-        self.get()?.store.health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.get()?.store.health(deadline)
     }
 
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         let c = self.get()?;
-        c.store.permissions(&Self::at(c, path))
+        c.store.permissions(deadline, &Self::at(c, path))
     }
 
     fn node(&self) -> Option<String> {
@@ -152,11 +159,16 @@ mod tests {
                 })
             }),
         );
-        let err = pending.read(&SecretPath::parse("app")).unwrap_err();
+        let err = pending
+            .read(&Deadline::per_request(), &SecretPath::parse("app"))
+            .unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
-        assert!(pending.health().is_err());
+        assert!(pending.health(&Deadline::per_request()).is_err());
         up.store(true, Ordering::SeqCst);
-        let secret = pending.read(&SecretPath::parse("app")).unwrap().unwrap();
+        let secret = pending
+            .read(&Deadline::per_request(), &SecretPath::parse("app"))
+            .unwrap()
+            .unwrap();
         assert_eq!(secret.keys.get("B").map(|v| v.expose()), Some(&b"prod"[..]));
     }
 }

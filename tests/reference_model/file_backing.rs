@@ -17,6 +17,7 @@ use age::secrecy::ExposeSecret;
 use serde_json::Value;
 
 use secretfs::error::{Error, Result};
+use secretfs::store::deadline::Deadline;
 use secretfs::store::file::format::Document;
 use secretfs::store::file::{FileStore, Passphrase};
 use secretfs::store::{
@@ -130,14 +131,19 @@ impl FileBacking {
         };
         let keys = Secret::from_json_map(&map, None, None).keys;
         self.other
-            .write(&SecretPath::parse(path), &keys, &Precondition::Any)
+            .write(
+                &Deadline::per_request(),
+                &SecretPath::parse(path),
+                &keys,
+                &Precondition::Any,
+            )
             .expect("another client's write");
     }
 
     /// Another client deletes the secret.
     pub(crate) fn remove(&self, path: &str) {
         self.other
-            .delete(&SecretPath::parse(path))
+            .delete(&Deadline::per_request(), &SecretPath::parse(path))
             .expect("another client's delete");
     }
 
@@ -179,56 +185,63 @@ impl SecretStore for FileBacking {
         self.store.capabilities()
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        self.store.list(path)
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        self.store.list(deadline, path)
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        self.store.read(path)
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        self.store.read(deadline, path)
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
-        self.store.read_version(path, version)
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
+        self.store.read_version(deadline, path, version)
     }
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        let exists = self.store.read(path)?.is_some();
+        let exists = self.store.read(deadline, path)?.is_some();
         self.check(path, |p| if exists { p.update } else { p.create })?;
-        let written = self.store.write(path, data, when)?;
+        let written = self.store.write(deadline, path, data, when)?;
         self.versions.fetch_add(1, Ordering::SeqCst);
         Ok(written)
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
         self.check(path, |p| p.delete)?;
-        self.store.delete(path)
+        self.store.delete(deadline, path)
     }
 
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.check(path, |p| p.update)?;
-        self.store.set_custom_metadata(path, name, value)
+        self.store.set_custom_metadata(deadline, path, name, value)
     }
 
-    fn health(&self) -> Result<Health> {
-        self.store.health()
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
+        self.store.health(deadline)
     }
 
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         match &*lock(&self.read_only) {
             Some((p, may)) if p == path => Ok(Some(*may)),
-            _ => self.store.permissions(path),
+            _ => self.store.permissions(deadline, path),
         }
     }
 }

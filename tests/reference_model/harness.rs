@@ -14,7 +14,7 @@ use serde_json::Value;
 use secretfs::fs::cache::CachePolicy;
 use secretfs::fs::clock::ManualClock;
 use secretfs::fs::inode::{Ino, ROOT_INO};
-use secretfs::fs::{FsConfig, Presentation, SecretFs};
+use secretfs::fs::{FsConfig, OpContext, Presentation, SecretFs};
 use secretfs::store::deleted::HideDeleted;
 use secretfs::store::memory::{Call, MemoryStore, Scope};
 use secretfs::store::{Permissions, SecretPath, SecretStore};
@@ -177,7 +177,7 @@ impl Subject {
         parent: Ino,
         name: &str,
     ) -> secretfs::error::Result<secretfs::fs::Attr> {
-        let attr = self.fs.lookup(parent, name)?;
+        let attr = self.fs.lookup(&OpContext::background(), parent, name)?;
         *self
             .held
             .lock()
@@ -242,9 +242,9 @@ impl Subject {
     }
 
     pub(crate) fn list(&self, ino: Ino) -> Result<Vec<(String, bool)>, i32> {
-        let fh = errno(self.fs.opendir(ino))?;
+        let fh = errno(self.fs.opendir(&OpContext::background(), ino))?;
         let entries = errno(self.fs.dir_entries(fh));
-        self.fs.release(fh);
+        self.fs.release(&OpContext::background(), fh);
         Ok(entries?
             .1
             .iter()
@@ -253,9 +253,12 @@ impl Subject {
     }
 
     pub(crate) fn read_file(&self, ino: Ino) -> Result<Vec<u8>, i32> {
-        let fh = errno(self.fs.open(ino, false, false))?;
-        let bytes = errno(self.fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec()));
-        self.fs.release(fh);
+        let fh = errno(self.fs.open(&OpContext::background(), ino, false, false))?;
+        let bytes = errno(
+            self.fs
+                .read_handle(&OpContext::background(), fh, 0, 1 << 20, |b| b.to_vec()),
+        );
+        self.fs.release(&OpContext::background(), fh);
         bytes
     }
 

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 
-use secretfs::fs::Creating;
+use secretfs::fs::{Creating, OpContext};
 use secretfs::store::Permissions;
 
 use crate::harness::{errno, expect, reach, Subject};
@@ -217,7 +217,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                     let ino = errno(s.look(parent, name))
                         .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
                         .ino;
-                    let fh = errno(s.fs.open(ino, true, *truncate))
+                    let fh = errno(s.fs.open(&OpContext::background(), ino, true, *truncate))
                         .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
                     (fh, if *truncate { Vec::new() } else { bytes.clone() })
                 }
@@ -229,7 +229,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                         dir,
                         name
                     );
-                    let (_, fh) = errno(s.fs.create(parent, name))
+                    let (_, fh) = errno(s.fs.create(&OpContext::background(), parent, name))
                         .map_err(|e| TestCaseError::fail(format!("create {name}: {e}")))?;
                     // A key an editor moved aside is written anew: should
                     // that fail, the store's value shows again.
@@ -255,8 +255,8 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
                 prop_assert_eq!(n, want, "write");
             }
-            let flushed = errno(s.fs.flush(fh));
-            s.fs.release(fh);
+            let flushed = errno(s.fs.flush(&OpContext::background(), fh));
+            s.fs.release(&OpContext::background(), fh);
             if in_memory {
                 model
                     .scratch
@@ -297,7 +297,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let writers = [first, second];
             let mut open = Vec::new();
             for w in writers {
-                let fh = errno(s.fs.open(ino, true, w.truncate))
+                let fh = errno(s.fs.open(&OpContext::background(), ino, true, w.truncate))
                     .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
                 let start = if w.truncate { Vec::new() } else { base.clone() };
                 // (buffer, refused)
@@ -341,11 +341,11 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let mut at_release = Vec::new();
             let mut unreleased = Vec::new();
             for (i, (w, (fh, buf, refused))) in writers.iter().zip(open).enumerate() {
-                let flushed = errno(s.fs.flush(fh));
+                let flushed = errno(s.fs.flush(&OpContext::background(), fh));
                 if *late_release {
                     unreleased.push(fh);
                 } else {
-                    s.fs.release(fh);
+                    s.fs.release(&OpContext::background(), fh);
                 }
                 if refused {
                     expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
@@ -372,7 +372,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 expect("close", flushed, committed)?;
             }
             for fh in unreleased {
-                s.fs.release(fh);
+                s.fs.release(&OpContext::background(), fh);
             }
             for buf in at_release {
                 let _ = model.commit_key(dir, name, &buf);
@@ -389,10 +389,14 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let ino = errno(s.look(parent, name))
                 .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
                 .ino;
-            let colon = errno(s.fs.open(ino, true, true))
+            let colon = errno(s.fs.open(&OpContext::background(), ino, true, true))
                 .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
-            expect("close of : > K", errno(s.fs.flush(colon)), Ok(()))?;
-            let printf = errno(s.fs.open(ino, true, false))
+            expect(
+                "close of : > K",
+                errno(s.fs.flush(&OpContext::background(), colon)),
+                Ok(()),
+            )?;
+            let printf = errno(s.fs.open(&OpContext::background(), ino, true, false))
                 .map_err(|e| TestCaseError::fail(format!("open {name} again: {e}")))?;
             // It starts from what the closed descriptor left: nothing.
             let mut buf = Vec::new();
@@ -416,9 +420,9 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let got = errno(s.fs.write_handle(printf, offset, &call.bytes));
                 prop_assert_eq!(got, want, "write");
             }
-            let flushed = errno(s.fs.flush(printf));
-            s.fs.release(colon);
-            s.fs.release(printf);
+            let flushed = errno(s.fs.flush(&OpContext::background(), printf));
+            s.fs.release(&OpContext::background(), colon);
+            s.fs.release(&OpContext::background(), printf);
             if refused {
                 expect("close after a refused write", flushed, Err(libc::EILSEQ))?;
                 // The truncation alone is written, at its release.
@@ -437,7 +441,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 return Ok(());
             };
             // Written before unlink returns.
-            let got = errno(s.fs.unlink(parent, name));
+            let got = errno(s.fs.unlink(&OpContext::background(), parent, name));
             let want = if model.remove_scratch(dir, name).is_some() {
                 Ok(())
             } else if model.file(dir, name).is_some() {
@@ -463,7 +467,14 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let Some(new_parent) = reach(model, s, to_dir)? else {
                 return Ok(());
             };
-            let got = errno(s.fs.rename(parent, name, new_parent, to_name, *no_replace));
+            let got = errno(s.fs.rename(
+                &OpContext::background(),
+                parent,
+                name,
+                new_parent,
+                to_name,
+                *no_replace,
+            ));
             let want = rename_in_model(model, dir, name, to_dir, to_name, *no_replace);
             expect("rename", got, want)
         }
@@ -485,7 +496,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 exclusive: true,
                 caller: None,
             };
-            let (_, fh) = errno(s.fs.create_with(parent, temp, how))
+            let (_, fh) = errno(s.fs.create_with(&OpContext::background(), parent, temp, how))
                 .map_err(|e| TestCaseError::fail(format!("create {temp}: {e}")))?;
             let (buf, offsets) = apply_writes(Vec::new(), writes);
             for (w, offset) in writes.iter().zip(offsets) {
@@ -493,19 +504,26 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
                 prop_assert_eq!(n, Ok(w.bytes.len() as u32), "write into {}", temp);
             }
-            let flushed = errno(s.fs.flush(fh));
-            s.fs.release(fh);
+            let flushed = errno(s.fs.flush(&OpContext::background(), fh));
+            s.fs.release(&OpContext::background(), fh);
             expect("close of a temporary file", flushed, Ok(()))?;
             model
                 .scratch
                 .entry(dir.to_string())
                 .or_default()
                 .insert(temp.to_string(), buf);
-            let got = errno(s.fs.rename(parent, temp, new_parent, to_name, *no_replace));
+            let got = errno(s.fs.rename(
+                &OpContext::background(),
+                parent,
+                temp,
+                new_parent,
+                to_name,
+                *no_replace,
+            ));
             let want = rename_in_model(model, dir, temp, to_dir, to_name, *no_replace);
             expect("rename of a temporary file", got, want)?;
             if want.is_err() {
-                let removed = errno(s.fs.unlink(parent, temp));
+                let removed = errno(s.fs.unlink(&OpContext::background(), parent, temp));
                 model.remove_scratch(dir, temp);
                 expect("removal of a temporary file", removed, Ok(()))?;
             }
@@ -517,7 +535,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             };
             let existed = model.file(dir, name).is_some();
             // The removal is a version of its own, written at once.
-            let removed = errno(s.fs.unlink(parent, name));
+            let removed = errno(s.fs.unlink(&OpContext::background(), parent, name));
             let want = if existed { Ok(()) } else { Err(libc::ENOENT) };
             expect("removal before install", removed, want)?;
             if existed {
@@ -529,7 +547,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 exclusive: true,
                 caller: None,
             };
-            let (_, fh) = errno(s.fs.create_with(parent, name, how))
+            let (_, fh) = errno(s.fs.create_with(&OpContext::background(), parent, name, how))
                 .map_err(|e| TestCaseError::fail(format!("create {name}: {e}")))?;
             model.displaced.remove(&join(dir, name));
             let (buf, offsets) = apply_writes(Vec::new(), writes);
@@ -547,8 +565,8 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
                 prop_assert_eq!(n, want, "write");
             }
-            let flushed = errno(s.fs.flush(fh));
-            s.fs.release(fh);
+            let flushed = errno(s.fs.flush(&OpContext::background(), fh));
+            s.fs.release(&OpContext::background(), fh);
             // Then one version with the new value, unless it could not be
             // stored: the removal stands.
             let stored = if refused {
@@ -563,7 +581,10 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let Some(parent) = reach(model, s, parent_of(path))? else {
                 return Ok(());
             };
-            let got = errno(s.fs.mkdir(parent, name_of(path)).map(|_| ()));
+            let got = errno(
+                s.fs.mkdir(&OpContext::background(), parent, name_of(path))
+                    .map(|_| ()),
+            );
             // A name left by a secret deleted elsewhere may be made again.
             let want = match model.dir_shows(path) {
                 Shows::Yes => Err(libc::EEXIST),
@@ -579,7 +600,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let Some(parent) = reach(model, s, parent_of(path))? else {
                 return Ok(());
             };
-            let got = errno(s.fs.rmdir(parent, name_of(path)));
+            let got = errno(s.fs.rmdir(&OpContext::background(), parent, name_of(path)));
             if model.is_local(path) {
                 // Only what lives in memory counts for a local directory.
                 let below = |d: &String| d != path && at_or_below(d, path);
@@ -697,7 +718,7 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             let ino = errno(s.look(parent, name))
                 .map_err(|e| TestCaseError::fail(format!("lookup {name}: {e}")))?
                 .ino;
-            let fh = errno(s.fs.open(ino, true, true))
+            let fh = errno(s.fs.open(&OpContext::background(), ino, true, true))
                 .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
             let (buf, offsets) = apply_writes(Vec::new(), writes);
             let mut partial = Vec::new();
@@ -714,8 +735,9 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 let n = errno(s.fs.write_handle(fh, offset, &w.bytes));
                 prop_assert_eq!(n, want, "write");
             }
-            let flushed = with_failing_writes(s, || errno(s.fs.flush(fh)));
-            s.fs.release(fh);
+            let flushed =
+                with_failing_writes(s, || errno(s.fs.flush(&OpContext::background(), fh)));
+            s.fs.release(&OpContext::background(), fh);
             // Only a change asks the store; one that cannot be stored
             // fails before.
             let old = model.live(dir).cloned().unwrap_or_default();
@@ -737,7 +759,9 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             if !store_key(model, dir, name) {
                 return Ok(());
             }
-            let got = with_failing_writes(s, || errno(s.fs.unlink(parent, name)));
+            let got = with_failing_writes(s, || {
+                errno(s.fs.unlink(&OpContext::background(), parent, name))
+            });
             // KV v1 deletes a secret whose last key goes: no write request.
             let last = model.live(dir).is_some_and(|d| d.len() == 1);
             if model.kv2 || !last {
@@ -762,7 +786,14 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
                 return Ok(());
             }
             let got = with_failing_writes(s, || {
-                errno(s.fs.rename(parent, name, parent, to_name, false))
+                errno(s.fs.rename(
+                    &OpContext::background(),
+                    parent,
+                    name,
+                    parent,
+                    to_name,
+                    false,
+                ))
             });
             model.failed_writes += 1;
             expect("mv while the store fails", got, Err(libc::EIO))
@@ -785,9 +816,10 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             };
             s.store.restrict(dir, read_only);
             let got = if *remove {
-                errno(s.fs.unlink(parent, name))
+                errno(s.fs.unlink(&OpContext::background(), parent, name))
             } else {
-                errno(s.fs.open(ino, true, true)).map(|fh| s.fs.release(fh))
+                errno(s.fs.open(&OpContext::background(), ino, true, true))
+                    .map(|fh| s.fs.release(&OpContext::background(), fh))
             };
             s.store.unrestrict();
             s.clock.advance(TTL + Duration::from_secs(1));
@@ -804,7 +836,9 @@ pub(crate) fn step(model: &mut Model, s: &Subject, op: &Op) -> Result<(), TestCa
             if !deletes {
                 return Ok(());
             }
-            let got = with_failing_writes(s, || errno(s.fs.rmdir(parent, name_of(path))));
+            let got = with_failing_writes(s, || {
+                errno(s.fs.rmdir(&OpContext::background(), parent, name_of(path)))
+            });
             expect("rmdir while the store fails", got, Err(libc::EIO))
         }
     }
@@ -834,7 +868,7 @@ fn writers_across_removal(
     // (handle, buffer, refused)
     let mut open = Vec::new();
     for w in writers {
-        let fh = errno(s.fs.open(ino, true, w.truncate))
+        let fh = errno(s.fs.open(&OpContext::background(), ino, true, w.truncate))
             .map_err(|e| TestCaseError::fail(format!("open {name}: {e}")))?;
         let start = if w.truncate { Vec::new() } else { base.clone() };
         open.push((fh, start, false));
@@ -865,8 +899,8 @@ fn writers_across_removal(
         for i in order {
             let (fh, buf, refused) = &open[i];
             let w = writers[i];
-            let flushed = errno(s.fs.flush(*fh));
-            s.fs.release(*fh);
+            let flushed = errno(s.fs.flush(&OpContext::background(), *fh));
+            s.fs.release(&OpContext::background(), *fh);
             if removed {
                 expect("close of a removed key", flushed, Ok(()))?;
             } else if *refused {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::fs::view::{Layout, Views};
+use crate::fs::OpContext;
 
 /// A filesystem over `store` in `layout`, writable, whose clock moves only
 /// when the test says.
@@ -28,7 +29,9 @@ fn rm_of_a_file_showing_a_whole_secret_says_eperm_at_once() {
     let store = seeded();
     let (fs, _) = laid_out(store.clone(), Layout::Json);
     let api = path_ino(&fs, "myapp/api").unwrap();
-    let err = fs.unlink(api, "token.json").unwrap_err();
+    let err = fs
+        .unlink(&OpContext::background(), api, "token.json")
+        .unwrap_err();
     assert_eq!(err.errno(), libc::EPERM);
     assert_eq!(names(&fs, "myapp/api"), vec![("token.json".into(), false)]);
     assert!(store.get("myapp/api/token").is_some());
@@ -70,7 +73,7 @@ fn in_the_json_layout_a_secret_is_one_file_and_only_folders_are_directories() {
         "{\"PASSWORD\":\"hunter2\",\"PORT\":5432,\"USER\":\"app\"}\n"
     );
     let ino = path_ino(&fs, "myapp/db.json").unwrap();
-    assert_eq!(fs.getattr(ino).unwrap().size, 48);
+    assert_eq!(fs.getattr(&OpContext::background(), ino).unwrap().size, 48);
 }
 
 #[test]
@@ -115,7 +118,12 @@ fn creating_a_json_file_creates_the_secret_it_is_named_after() {
     assert_eq!(store.get("top"), Some(json!({})));
     // A name that is no .json file is no secret.
     let myapp = path_ino(&fs, "myapp").unwrap();
-    assert_eq!(fs.create(myapp, "x.txt").unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(
+        fs.create(&OpContext::background(), myapp, "x.txt")
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
 }
 
 #[test]
@@ -125,9 +133,14 @@ fn rmdir_of_a_folder_in_the_json_layout_never_deletes_the_secret_beside_it() {
     let (fs, _) = laid_out(store.clone(), Layout::Json);
     let root = path_ino(&fs, "").unwrap();
     // `app` is only a secret here: no directory to remove.
-    assert_eq!(fs.rmdir(root, "app").unwrap_err().errno(), libc::ENOENT);
-    fs.mkdir(root, "app").unwrap();
-    fs.rmdir(root, "app").unwrap();
+    assert_eq!(
+        fs.rmdir(&OpContext::background(), root, "app")
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+    fs.mkdir(&OpContext::background(), root, "app").unwrap();
+    fs.rmdir(&OpContext::background(), root, "app").unwrap();
     assert_eq!(store.get("app"), Some(json!({"K": "v"})));
 }
 
@@ -168,11 +181,11 @@ fn a_json_file_is_invalidated_when_its_secret_changes() {
     let (fs, clock) = laid_out(store.clone(), Layout::Json);
     let rx = invalidations_of(&fs);
     let ino = path_ino(&fs, "myapp/db.json").unwrap();
-    let size = fs.getattr(ino).unwrap().size;
+    let size = fs.getattr(&OpContext::background(), ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
     clock.advance(Duration::from_secs(31));
     assert_eq!(
-        fs.getattr(ino).unwrap().size,
+        fs.getattr(&OpContext::background(), ino).unwrap().size,
         size,
         "the old inode keeps it"
     );
@@ -183,7 +196,12 @@ fn a_json_file_is_invalidated_when_its_secret_changes() {
         name: "db.json".into(),
     };
     assert!(got.contains(&entry), "{got:?}");
-    assert_eq!(fs.lookup(myapp, "db.json").unwrap().size, 17);
+    assert_eq!(
+        fs.lookup(&OpContext::background(), myapp, "db.json")
+            .unwrap()
+            .size,
+        17
+    );
 }
 
 // ---- versions --------------------------------------------------------------
@@ -230,7 +248,12 @@ fn a_version_of_a_secret_is_looked_up_by_name_and_never_listed() {
         );
     }
     // The file's mtime is the version's.
-    let a = fs.getattr(path_ino(&fs, "app/db@1/USER").unwrap()).unwrap();
+    let a = fs
+        .getattr(
+            &OpContext::background(),
+            path_ino(&fs, "app/db@1/USER").unwrap(),
+        )
+        .unwrap();
     assert_eq!(a.size, 3);
 }
 
@@ -255,18 +278,34 @@ fn a_version_only_reads_and_a_rollback_is_a_copy() {
     let v1 = path_ino(&fs, "app/db@1").unwrap();
     let pw = path_ino(&fs, "app/db@1/PASSWORD").unwrap();
     let rofs = |r: Result<()>| assert_eq!(r.unwrap_err().errno(), libc::EROFS);
-    rofs(fs.open(pw, true, false).map(drop));
-    rofs(fs.create(v1, "NEW").map(drop));
-    rofs(fs.create(v1, ".NEW.swp").map(drop));
-    rofs(fs.mkdir(v1, "d").map(drop));
-    rofs(fs.unlink(v1, "USER"));
-    rofs(fs.rename(v1, "USER", v1, "USER~", false));
-    rofs(fs.setattr(pw, None, Some(0), None, None).map(drop));
+    rofs(fs.open(&OpContext::background(), pw, true, false).map(drop));
+    rofs(fs.create(&OpContext::background(), v1, "NEW").map(drop));
+    rofs(
+        fs.create(&OpContext::background(), v1, ".NEW.swp")
+            .map(drop),
+    );
+    rofs(fs.mkdir(&OpContext::background(), v1, "d").map(drop));
+    rofs(fs.unlink(&OpContext::background(), v1, "USER"));
+    rofs(fs.rename(&OpContext::background(), v1, "USER", v1, "USER~", false));
+    rofs(
+        fs.setattr(&OpContext::background(), pw, None, Some(0), None, None)
+            .map(drop),
+    );
     let app = path_ino(&fs, "app").unwrap();
-    assert_eq!(fs.rmdir(app, "db@1").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.rmdir(&OpContext::background(), app, "db@1")
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
     store.put("app/empty", json!({}));
     store.put("app/empty", json!({"K": "v"}));
-    assert_eq!(fs.rmdir(app, "empty@1").unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.rmdir(&OpContext::background(), app, "empty@1")
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
     assert_eq!(store.get("app/empty"), Some(json!({"K": "v"})));
     assert_eq!(store.version("app/db"), Some(3));
     // `cp app/db@1/PASSWORD app/db/PASSWORD`.

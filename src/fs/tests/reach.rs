@@ -7,6 +7,7 @@
 //! file's bytes searched for the values (each unique) it shows. A view
 //! added later that forgets to say what it reaches fails here.
 
+use crate::fs::OpContext;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
@@ -50,9 +51,9 @@ fn walk(fs: &SecretFs, store: &BTreeMap<usize, Vec<BTreeSet<usize>>>) -> (Vec<Se
             continue;
         }
         dirs.push(dir);
-        let fh = fs.opendir(dir).unwrap();
+        let fh = fs.opendir(&OpContext::background(), dir).unwrap();
         let (_, entries) = fs.dir_entries(fh).unwrap();
-        fs.release(fh);
+        fs.release(&OpContext::background(), fh);
         let mut names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
         // Version views are looked up, never listed.
         let here = fs.describe(dir);
@@ -67,15 +68,19 @@ fn walk(fs: &SecretFs, store: &BTreeMap<usize, Vec<BTreeSet<usize>>>) -> (Vec<Se
             }
         }
         for name in names {
-            let Ok(attr) = fs.lookup(dir, &name) else {
+            let Ok(attr) = fs.lookup(&OpContext::background(), dir, &name) else {
                 continue;
             };
             if attr.is_dir {
                 todo.push(attr.ino);
             } else {
-                let fh = fs.open(attr.ino, false, false).unwrap();
-                let bytes = fs.read_handle(fh, 0, 1 << 20, |b| b.to_vec()).unwrap();
-                fs.release(fh);
+                let fh = fs
+                    .open(&OpContext::background(), attr.ino, false, false)
+                    .unwrap();
+                let bytes = fs
+                    .read_handle(&OpContext::background(), fh, 0, 1 << 20, |b| b.to_vec())
+                    .unwrap();
+                fs.release(&OpContext::background(), fh);
                 files.push(Seen {
                     ino: attr.ino,
                     bytes,
@@ -113,8 +118,8 @@ proptest! {
         let mut shown = BTreeSet::new();
         for file in &files {
             let bytes = String::from_utf8_lossy(&file.bytes);
-            let value = fs.reached(file.ino, Through::Value).unwrap();
-            let metadata = fs.reached(file.ino, Through::Metadata).unwrap();
+            let value = fs.reached(&OpContext::background(), file.ino, Through::Value).unwrap();
+            let metadata = fs.reached(&OpContext::background(), file.ino, Through::Metadata).unwrap();
             for (&s, versions) in &store {
                 for (v, keys) in versions.iter().enumerate() {
                     for &k in keys {
@@ -142,7 +147,7 @@ proptest! {
         prop_assert_eq!(&shown, &all);
         // A directory's metadata is its secret's, if it is one: every key.
         for dir in dirs {
-            let reached = fs.reached(dir, Through::Metadata).unwrap();
+            let reached = fs.reached(&OpContext::background(), dir, Through::Metadata).unwrap();
             for key in &reached {
                 let (secret, _) = key.rsplit_once('/').unwrap();
                 let s = PATHS.iter().position(|p| *p == secret);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fs::readdir::{DirEntry, DirReplier};
+use crate::fs::OpContext;
 
 const TTL: Duration = Duration::from_secs(30);
 
@@ -42,9 +43,10 @@ impl DirReplier for Names {
 }
 
 fn root_names(fs: &SecretFs) -> Vec<String> {
-    let fh = fs.opendir(ROOT_INO).unwrap();
+    let fh = fs.opendir(&OpContext::background(), ROOT_INO).unwrap();
     let mut out = Names(Vec::new());
-    fs.readdir(fh, 0, false, &mut out).unwrap();
+    fs.readdir(&OpContext::background(), fh, 0, false, &mut out)
+        .unwrap();
     out.0
 }
 
@@ -74,18 +76,22 @@ fn a_template_renders_from_the_secrets_it_names_and_only_templates_show() {
         text(&fs, "all"),
         "token=dDBr\n{\"PASSWORD\":\"hunter2\",\"PORT\":5432,\"USER\":\"app\"}\nnone\nhi\n"
     );
-    let attr = fs.lookup(ROOT_INO, "pg").unwrap();
+    let attr = fs.lookup(&OpContext::background(), ROOT_INO, "pg").unwrap();
     assert_eq!(
         attr.size,
         "postgresql://app:hunter2@db:5432/app\n".len() as u64
     );
     // Nothing else shows or can be found.
     assert_eq!(
-        fs.lookup(ROOT_INO, "myapp").unwrap_err().errno(),
+        fs.lookup(&OpContext::background(), ROOT_INO, "myapp")
+            .unwrap_err()
+            .errno(),
         libc::ENOENT
     );
     assert_eq!(
-        fs.lookup(ROOT_INO, "notes.txt").unwrap_err().errno(),
+        fs.lookup(&OpContext::background(), ROOT_INO, "notes.txt")
+            .unwrap_err()
+            .errno(),
         libc::ENOENT
     );
 }
@@ -118,18 +124,33 @@ fn a_template_that_fails_to_render_gives_eio_alone() {
     );
     for bad in ["missing", "syntax", "unknown"] {
         // It is listed, but looking it up (stat, open) is EIO.
-        let err = fs.lookup(ROOT_INO, bad).unwrap_err();
+        let err = fs
+            .lookup(&OpContext::background(), ROOT_INO, bad)
+            .unwrap_err();
         assert_eq!(err.errno(), libc::EIO, "{bad}");
         // The others keep working.
         assert_eq!(text(&fs, "good"), "app");
     }
     // A template that rendered when it was looked up and fails now.
-    let ino = fs.lookup(ROOT_INO, "good").unwrap().ino;
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "good")
+        .unwrap()
+        .ino;
     std::fs::write(_dir.path().join("good.tmpl"), "{{ secret(\"nope\").X }}").unwrap();
-    assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::EIO);
-    assert_eq!(fs.open(ino, false, false).unwrap_err().errno(), libc::EIO);
     assert_eq!(
-        fs.read_ino(ino, 0, 100, |b| b.to_vec())
+        fs.getattr(&OpContext::background(), ino)
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
+    assert_eq!(
+        fs.open(&OpContext::background(), ino, false, false)
+            .unwrap_err()
+            .errno(),
+        libc::EIO
+    );
+    assert_eq!(
+        fs.read_ino(&OpContext::background(), ino, 0, 100, |b| b.to_vec())
             .unwrap_err()
             .errno(),
         libc::EIO
@@ -139,14 +160,38 @@ fn a_template_that_fails_to_render_gives_eio_alone() {
 #[test]
 fn every_change_is_erofs() {
     let (fs, _, _dir) = templated(seeded(), "", &[("pg.tmpl", PG)]);
-    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
-    assert_eq!(fs.open(ino, true, true).unwrap_err().errno(), libc::EROFS);
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "pg")
+        .unwrap()
+        .ino;
+    assert_eq!(
+        fs.open(&OpContext::background(), ino, true, true)
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
     let erofs = |r: Result<()>| assert_eq!(r.unwrap_err().errno(), libc::EROFS);
-    erofs(fs.setattr(ino, None, Some(0), None, None).map(|_| ()));
-    erofs(fs.create(ROOT_INO, "new").map(|_| ()));
-    erofs(fs.mkdir(ROOT_INO, "d").map(|_| ()));
-    erofs(fs.unlink(ROOT_INO, "pg"));
-    erofs(fs.rename(ROOT_INO, "pg", ROOT_INO, "pg2", false));
+    erofs(
+        fs.setattr(&OpContext::background(), ino, None, Some(0), None, None)
+            .map(|_| ()),
+    );
+    erofs(
+        fs.create(&OpContext::background(), ROOT_INO, "new")
+            .map(|_| ()),
+    );
+    erofs(
+        fs.mkdir(&OpContext::background(), ROOT_INO, "d")
+            .map(|_| ()),
+    );
+    erofs(fs.unlink(&OpContext::background(), ROOT_INO, "pg"));
+    erofs(fs.rename(
+        &OpContext::background(),
+        ROOT_INO,
+        "pg",
+        ROOT_INO,
+        "pg2",
+        false,
+    ));
     assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
 }
 
@@ -156,7 +201,7 @@ fn a_changed_secret_shows_after_the_ttl_with_a_newer_mtime_and_invalidates_the_f
     let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
     let (tx, rx) = std::sync::mpsc::channel();
     fs.send_invalidations_to(tx);
-    let first = fs.lookup(ROOT_INO, "pg").unwrap();
+    let first = fs.lookup(&OpContext::background(), ROOT_INO, "pg").unwrap();
     assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
     store.put(
         "myapp/db",
@@ -165,7 +210,7 @@ fn a_changed_secret_shows_after_the_ttl_with_a_newer_mtime_and_invalidates_the_f
     // Within the TTL the cached value (and the rendering shown) serve.
     assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
     clock.advance(TTL * 2);
-    let now = fs.getattr(first.ino).unwrap();
+    let now = fs.getattr(&OpContext::background(), first.ino).unwrap();
     assert_eq!(
         text(&fs, "pg"),
         "postgresql://app:s3cret-longer@db:5432/app\n"
@@ -200,7 +245,13 @@ fn renders_within_the_ttl_fetch_each_secret_once() {
     for _ in 0..64 {
         assert_eq!(text(&fs, "two"), "app t0k");
         assert!(text(&fs, "pg").starts_with("postgresql://"));
-        fs.getattr(fs.lookup(ROOT_INO, "pg").unwrap().ino).unwrap();
+        fs.getattr(
+            &OpContext::background(),
+            fs.lookup(&OpContext::background(), ROOT_INO, "pg")
+                .unwrap()
+                .ino,
+        )
+        .unwrap();
     }
     assert_eq!(store.read_calls() - before, 2, "one GET per secret");
 }
@@ -209,14 +260,19 @@ fn renders_within_the_ttl_fetch_each_secret_once() {
 fn reads_serve_the_rendering_whose_size_the_kernel_was_told() {
     let store = seeded();
     let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
-    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "pg")
+        .unwrap()
+        .ino;
     store.put(
         "myapp/db",
         json!({"PASSWORD": "x", "USER": "app", "PORT": 5432}),
     );
     clock.advance(TTL * 2);
     // No getattr since: reads still serve the rendering shown.
-    let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
+    let bytes = fs
+        .read_ino(&OpContext::background(), ino, 0, 1000, |b| b.to_vec())
+        .unwrap();
     assert_eq!(bytes, b"postgresql://app:hunter2@db:5432/app\n");
 }
 
@@ -224,10 +280,13 @@ fn reads_serve_the_rendering_whose_size_the_kernel_was_told() {
 fn a_store_outage_serves_the_last_values_within_stale_if_error() {
     let store = seeded();
     let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
-    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "pg")
+        .unwrap()
+        .ino;
     clock.advance(TTL * 2);
     store.set_fault(Some(Error::Unavailable("down".into())));
-    fs.getattr(ino).unwrap();
+    fs.getattr(&OpContext::background(), ino).unwrap();
     assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
 }
 
@@ -305,7 +364,10 @@ fn the_readme_examples_render() {
 fn a_sweep_lets_a_rendering_go_with_the_values_it_was_made_of() {
     let store = seeded();
     let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
-    let ino = fs.lookup(ROOT_INO, "pg").unwrap().ino;
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "pg")
+        .unwrap()
+        .ino;
     assert!(fs.templates.as_ref().unwrap().last("pg").is_some());
     fs.sweep();
     assert!(
@@ -321,7 +383,9 @@ fn a_sweep_lets_a_rendering_go_with_the_values_it_was_made_of() {
         "myapp/db",
         json!({"PASSWORD": "new", "USER": "app", "PORT": 5432}),
     );
-    let bytes = fs.read_ino(ino, 0, 1000, |b| b.to_vec()).unwrap();
+    let bytes = fs
+        .read_ino(&OpContext::background(), ino, 0, 1000, |b| b.to_vec())
+        .unwrap();
     assert_eq!(bytes, b"postgresql://app:new@db:5432/app\n");
 }
 
@@ -346,7 +410,10 @@ fn a_secret_used_twice_renders_from_one_version() {
         ManualClock::new(),
         dir.path().to_path_buf(),
     );
-    let ino = fs.lookup(ROOT_INO, "pair").unwrap().ino;
+    let ino = fs
+        .lookup(&OpContext::background(), ROOT_INO, "pair")
+        .unwrap()
+        .ino;
     store.set_delay(Duration::from_millis(200));
     let before = store.read_calls();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -365,11 +432,11 @@ fn a_secret_used_twice_renders_from_one_version() {
         })
     };
     // Renders now (getattr tells the kernel the rendering's size).
-    fs.getattr(ino).unwrap();
+    fs.getattr(&OpContext::background(), ino).unwrap();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     changer.join().unwrap();
     store.set_delay(Duration::ZERO);
-    let rendered = fs.read_ino(ino, 0, 4096, |b| b.to_vec());
+    let rendered = fs.read_ino(&OpContext::background(), ino, 0, 4096, |b| b.to_vec());
     let text = String::from_utf8(rendered.unwrap()).unwrap();
     assert!(
         text == "cert-1 key-1" || text == "cert-2 key-2",

@@ -16,6 +16,7 @@ pub use crypt::Passphrase;
 pub mod format;
 mod replace;
 
+use crate::store::Deadline;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -365,7 +366,7 @@ impl SecretStore for FileStore {
         }
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
+    fn list(&self, _deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         let prefix = if path.is_root() {
             String::new()
         } else {
@@ -394,14 +395,19 @@ impl SecretStore for FileStore {
         })
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read(&self, _deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
         self.with_doc(|doc| {
             let entry = doc.secrets.get(path.as_str())?;
             Some(secret_of(entry, entry.live()?))
         })
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        _deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         self.with_doc(|doc| {
             let entry = doc.secrets.get(path.as_str())?;
             Some(secret_of(entry, entry.version(version)?))
@@ -410,6 +416,7 @@ impl SecretStore for FileStore {
 
     fn write(
         &self,
+        _deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
@@ -438,7 +445,7 @@ impl SecretStore for FileStore {
         })
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
+    fn delete(&self, _deadline: &Deadline, path: &SecretPath) -> Result<()> {
         let live = self.with_doc(|doc| {
             doc.secrets
                 .get(path.as_str())
@@ -461,6 +468,7 @@ impl SecretStore for FileStore {
 
     fn set_custom_metadata(
         &self,
+        _deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
@@ -477,11 +485,11 @@ impl SecretStore for FileStore {
         })
     }
 
-    fn health(&self) -> Result<Health> {
+    fn health(&self, _deadline: &Deadline) -> Result<Health> {
         self.with_doc(|_| Health::default())
     }
 
-    fn permissions(&self, _path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, _deadline: &Deadline, _path: &SecretPath) -> Result<Option<Permissions>> {
         // A write replaces the file: it needs the directory writable.
         let dir = self.path.parent().unwrap_or(Path::new("/"));
         let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {

@@ -5,6 +5,7 @@ use age::x25519;
 use serde_json::json;
 
 use super::*;
+use crate::store::deadline::Deadline;
 use crate::store::SecretValue;
 
 /// No passphrase file.
@@ -72,7 +73,7 @@ fn data(pairs: &[(&str, &str)]) -> SecretData {
 }
 
 fn value(s: &FileStore, path: &str, key: &str) -> Option<serde_json::Value> {
-    s.read(&SecretPath::parse(path))
+    s.read(&Deadline::per_request(), &SecretPath::parse(path))
         .unwrap()
         .and_then(|secret| secret.keys.get(key).map(SecretValue::to_json))
 }
@@ -81,9 +82,14 @@ fn value(s: &FileStore, path: &str, key: &str) -> Option<serde_json::Value> {
 fn what_is_written_reads_back_and_lists_as_folders() {
     let f = fixture();
     let s = f.open();
-    assert_eq!(s.list(&SecretPath::root()).unwrap(), None);
+    assert_eq!(
+        s.list(&Deadline::per_request(), &SecretPath::root())
+            .unwrap(),
+        None
+    );
     let rev = s
         .write(
+            &Deadline::per_request(),
             &SecretPath::parse("app/db"),
             &data(&[("password", "pw")]),
             &Precondition::Absent,
@@ -91,7 +97,10 @@ fn what_is_written_reads_back_and_lists_as_folders() {
         .unwrap();
     assert_eq!(rev, Some(Revision::new("1")));
     assert_eq!(value(&s, "app/db", "password"), Some(json!("pw")));
-    let root = s.list(&SecretPath::root()).unwrap().unwrap();
+    let root = s
+        .list(&Deadline::per_request(), &SecretPath::root())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         root,
         [ListEntry {
@@ -99,7 +108,10 @@ fn what_is_written_reads_back_and_lists_as_folders() {
             folder: true
         }]
     );
-    let app = s.list(&SecretPath::parse("app")).unwrap().unwrap();
+    let app = s
+        .list(&Deadline::per_request(), &SecretPath::parse("app"))
+        .unwrap()
+        .unwrap();
     assert_eq!(app[0].name, "db");
     assert!(!app[0].folder);
     // Another process opening the file sees the same.
@@ -119,10 +131,16 @@ fn versions_and_check_and_set_work_as_on_kv_v2() {
     let f = fixture();
     let s = f.open();
     let p = SecretPath::parse("db");
-    s.write(&p, &data(&[("k", "one")]), &Precondition::Any)
-        .unwrap();
+    s.write(
+        &Deadline::per_request(),
+        &p,
+        &data(&[("k", "one")]),
+        &Precondition::Any,
+    )
+    .unwrap();
     let two = s
         .write(
+            &Deadline::per_request(),
             &p,
             &data(&[("k", "two")]),
             &Precondition::At(Revision::new("1")),
@@ -132,6 +150,7 @@ fn versions_and_check_and_set_work_as_on_kv_v2() {
     // A writer that read version 1 loses.
     assert!(matches!(
         s.write(
+            &Deadline::per_request(),
             &p,
             &data(&[("k", "three")]),
             &Precondition::At(Revision::new("1"))
@@ -139,24 +158,50 @@ fn versions_and_check_and_set_work_as_on_kv_v2() {
         Err(Error::CasConflict)
     ));
     assert!(matches!(
-        s.write(&p, &data(&[("k", "x")]), &Precondition::Absent),
+        s.write(
+            &Deadline::per_request(),
+            &p,
+            &data(&[("k", "x")]),
+            &Precondition::Absent
+        ),
         Err(Error::CasConflict)
     ));
-    let v1 = s.read_version(&p, 1).unwrap().unwrap();
+    let v1 = s
+        .read_version(&Deadline::per_request(), &p, 1)
+        .unwrap()
+        .unwrap();
     assert_eq!(v1.keys.get("k").unwrap().to_json(), json!("one"));
     assert_eq!(v1.revision, Some(Revision::new("1")));
     assert!(v1.modified.is_some());
     assert_eq!(value(&s, "db", "k"), Some(json!("two")));
-    assert!(s.read_version(&p, 9).unwrap().is_none());
+    assert!(s
+        .read_version(&Deadline::per_request(), &p, 9)
+        .unwrap()
+        .is_none());
     // A delete hides the secret; its versions stay, and the next write
     // (which may then expect it absent) is version 3.
-    s.delete(&p).unwrap();
-    assert!(s.read(&p).unwrap().is_none());
-    assert_eq!(s.list(&SecretPath::root()).unwrap(), None);
-    assert!(s.read_version(&p, 2).unwrap().is_none());
-    assert!(s.read_version(&p, 1).unwrap().is_some());
+    s.delete(&Deadline::per_request(), &p).unwrap();
+    assert!(s.read(&Deadline::per_request(), &p).unwrap().is_none());
+    assert_eq!(
+        s.list(&Deadline::per_request(), &SecretPath::root())
+            .unwrap(),
+        None
+    );
+    assert!(s
+        .read_version(&Deadline::per_request(), &p, 2)
+        .unwrap()
+        .is_none());
+    assert!(s
+        .read_version(&Deadline::per_request(), &p, 1)
+        .unwrap()
+        .is_some());
     let three = s
-        .write(&p, &data(&[("k", "back")]), &Precondition::Absent)
+        .write(
+            &Deadline::per_request(),
+            &p,
+            &data(&[("k", "back")]),
+            &Precondition::Absent,
+        )
         .unwrap();
     assert_eq!(three, Some(Revision::new("3")));
 }
@@ -167,15 +212,27 @@ fn custom_metadata_is_kept_with_the_secret() {
     let s = f.open();
     let p = SecretPath::parse("db");
     assert!(matches!(
-        s.set_custom_metadata(&p, "owner", Some("ops")),
+        s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops")),
         Err(Error::NotFound)
     ));
-    s.write(&p, &data(&[("k", "v")]), &Precondition::Any)
+    s.write(
+        &Deadline::per_request(),
+        &p,
+        &data(&[("k", "v")]),
+        &Precondition::Any,
+    )
+    .unwrap();
+    s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops"))
         .unwrap();
-    s.set_custom_metadata(&p, "owner", Some("ops")).unwrap();
-    s.set_custom_metadata(&p, "team", Some("a")).unwrap();
-    s.set_custom_metadata(&p, "team", None).unwrap();
-    let read = f.open().read(&p).unwrap().unwrap();
+    s.set_custom_metadata(&Deadline::per_request(), &p, "team", Some("a"))
+        .unwrap();
+    s.set_custom_metadata(&Deadline::per_request(), &p, "team", None)
+        .unwrap();
+    let read = f
+        .open()
+        .read(&Deadline::per_request(), &p)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         read.custom_metadata,
         [("owner".to_string(), "ops".to_string())].into()
@@ -191,6 +248,7 @@ fn a_change_made_by_someone_else_is_read() {
     let f = fixture();
     let s = f.open();
     s.write(
+        &Deadline::per_request(),
         &SecretPath::parse("a"),
         &data(&[("k", "mine")]),
         &Precondition::Any,
@@ -201,6 +259,7 @@ fn a_change_made_by_someone_else_is_read() {
     assert_eq!(value(&s, "b/c", "n"), Some(json!(1)));
     // And a write builds on what they left.
     s.write(
+        &Deadline::per_request(),
         &SecretPath::parse("a"),
         &data(&[("k", "again")]),
         &Precondition::At(Revision::new("1")),
@@ -217,14 +276,16 @@ fn a_file_it_cannot_open_fails_as_the_store_saying_no() {
     let file = crypt::encrypt(&[recipient(&other)], b"{}").unwrap();
     std::fs::write(&f.file, file).unwrap();
     assert!(matches!(
-        s.read(&SecretPath::parse("a")),
+        s.read(&Deadline::per_request(), &SecretPath::parse("a")),
         Err(Error::PermissionDenied(_))
     ));
     std::fs::write(&f.file, b"not age").unwrap();
-    let err = s.read(&SecretPath::parse("a")).unwrap_err();
+    let err = s
+        .read(&Deadline::per_request(), &SecretPath::parse("a"))
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     std::fs::remove_file(&f.file).unwrap();
-    assert!(s.health().is_err());
+    assert!(s.health(&Deadline::per_request()).is_err());
     // And it does not start.
     assert!(FileStore::open(&f.file, &f.key, &NO_PASSPHRASE, Duration::from_secs(1)).is_err());
 }
@@ -242,8 +303,13 @@ fn two_writers_on_one_file_lose_nothing() {
             std::thread::spawn(move || {
                 for i in 0..20 {
                     let p = SecretPath::parse(&format!("w{w}/s{i}"));
-                    s.write(&p, &data(&[("i", "x")]), &Precondition::Absent)
-                        .unwrap();
+                    s.write(
+                        &Deadline::per_request(),
+                        &p,
+                        &data(&[("i", "x")]),
+                        &Precondition::Absent,
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -254,7 +320,10 @@ fn two_writers_on_one_file_lose_nothing() {
     let s = f.open();
     for w in 0..2 {
         let listed = s
-            .list(&SecretPath::parse(&format!("w{w}")))
+            .list(
+                &Deadline::per_request(),
+                &SecretPath::parse(&format!("w{w}")),
+            )
             .unwrap()
             .unwrap();
         assert_eq!(listed.len(), 20, "writer {w} lost writes");
@@ -295,6 +364,7 @@ fn init_with_a_missing_identity_file_makes_a_key_that_opens_the_store() {
         panic!("the new key does not open the new store");
     };
     s.write(
+        &Deadline::per_request(),
         &SecretPath::parse("a"),
         &data(&[("k", "v")]),
         &Precondition::Absent,
@@ -311,6 +381,7 @@ fn a_store_whose_recipients_leave_us_out_is_not_written() {
     f.rewrite(json!({"recipients": [other.to_public().to_string()], "secrets": {}}));
     assert!(matches!(
         s.write(
+            &Deadline::per_request(),
             &SecretPath::parse("a"),
             &data(&[("k", "v")]),
             &Precondition::Any
@@ -349,17 +420,29 @@ fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
     let f = fixture();
     let s = f.open();
     let p = SecretPath::parse("db");
-    s.write(&p, &data(&[("a", "1"), ("b", "2")]), &Precondition::Any)
-        .unwrap();
+    s.write(
+        &Deadline::per_request(),
+        &p,
+        &data(&[("a", "1"), ("b", "2")]),
+        &Precondition::Any,
+    )
+    .unwrap();
     // A key removed: a write without it; the version before keeps it.
-    s.write(&p, &data(&[("a", "1")]), &Precondition::Any)
+    s.write(
+        &Deadline::per_request(),
+        &p,
+        &data(&[("a", "1")]),
+        &Precondition::Any,
+    )
+    .unwrap();
+    s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops"))
         .unwrap();
-    s.set_custom_metadata(&p, "owner", Some("ops")).unwrap();
     // Deleting what does not exist is no error and writes nothing.
     let before = std::fs::read(&f.file).unwrap();
-    s.delete(&SecretPath::parse("nothing")).unwrap();
+    s.delete(&Deadline::per_request(), &SecretPath::parse("nothing"))
+        .unwrap();
     assert_eq!(std::fs::read(&f.file).unwrap(), before);
-    s.delete(&p).unwrap();
+    s.delete(&Deadline::per_request(), &p).unwrap();
     let doc = f.plaintext();
     let versions = doc["secrets"]["db"]["versions"].as_array().unwrap();
     // Marked, not removed: the data stays (KV v2's deletion_time).
@@ -369,23 +452,32 @@ fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
     assert!(deleted_time.is_string(), "{deleted_time}");
     assert_eq!(versions[1]["data"], json!({"a": "1"}));
     // Deleted again: nothing changes.
-    s.delete(&p).unwrap();
+    s.delete(&Deadline::per_request(), &p).unwrap();
     assert_eq!(
         f.plaintext()["secrets"]["db"]["versions"][1]["deleted_time"],
         deleted_time
     );
-    let v1 = s.read_version(&p, 1).unwrap().unwrap();
+    let v1 = s
+        .read_version(&Deadline::per_request(), &p, 1)
+        .unwrap()
+        .unwrap();
     assert_eq!(v1.keys.get("b").unwrap().to_json(), json!("2"));
     assert_eq!(
         v1.custom_metadata.get("owner").map(String::as_str),
         Some("ops")
     );
     // The metadata of a deleted secret may still be set (as KV v2's).
-    s.set_custom_metadata(&p, "team", Some("a")).unwrap();
+    s.set_custom_metadata(&Deadline::per_request(), &p, "team", Some("a"))
+        .unwrap();
     let back = s
-        .write(&p, &data(&[("a", "3")]), &Precondition::Absent)
+        .write(
+            &Deadline::per_request(),
+            &p,
+            &data(&[("a", "3")]),
+            &Precondition::Absent,
+        )
         .unwrap();
     assert_eq!(back, Some(Revision::new("3")));
-    let now = s.read(&p).unwrap().unwrap();
+    let now = s.read(&Deadline::per_request(), &p).unwrap().unwrap();
     assert_eq!(now.custom_metadata.len(), 2);
 }

@@ -3,6 +3,7 @@
 //! logged when it starts and ends, and the probe that asks a troubled
 //! layer again until it is over.
 
+use crate::store::Deadline;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -27,9 +28,11 @@ pub(super) enum Request {
 impl Request {
     /// Asks it of `layer` again; only whether it is answered counts.
     pub(super) fn send(&self, layer: &Layer) -> Result<()> {
+        // The probe's own request: no operation's deadline.
+        let deadline = Deadline::per_request();
         match self {
-            Request::Read(p) => layer.store.read(&layer.at(p)).map(drop),
-            Request::List(p) => layer.store.list(&layer.at(p)).map(drop),
+            Request::Read(p) => layer.store.read(&deadline, &layer.at(p)).map(drop),
+            Request::List(p) => layer.store.list(&deadline, &layer.at(p)).map(drop),
         }
     }
 }
@@ -120,7 +123,7 @@ pub(super) fn probe(layer: Layer, state: Weak<LayerState>) {
         std::thread::sleep(wait);
         let Some(state) = state.upgrade() else { return };
         if state.down.load(Ordering::SeqCst) {
-            match layer.store.health() {
+            match layer.store.health(&Deadline::per_request()) {
                 Err(e) if is_outage(&e) => {
                     tracing::debug!(layer = %layer.name, error = %e, "probe: the layer still does not answer");
                     continue;

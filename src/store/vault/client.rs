@@ -19,6 +19,7 @@
 //! keeps), values included, which must leave memory with the cache's
 //! copies (docs/SECURITY.md, "Values in memory").
 
+use crate::store::Deadline;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -92,11 +93,15 @@ impl Client {
     /// gets its own single-threaded runtime and clients (one keep-alive
     /// connection per thread and node), so a request never hops between
     /// threads — that hop costs more than the rest of a cold read.
-    pub fn call<T, Fut>(&self, make: impl Fn(Arc<VaultClient>) -> Fut) -> Result<Option<T>>
+    pub fn call<T, Fut>(
+        &self,
+        deadline: &Deadline,
+        make: impl Fn(Arc<VaultClient>) -> Fut,
+    ) -> Result<Option<T>>
     where
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
-        self.call_tracked(Repeat::Again, make).result
+        self.call_tracked(deadline, Repeat::Again, make).result
     }
 
     /// [`Client::call`], saying also whether an earlier attempt may have
@@ -118,6 +123,7 @@ impl Client {
     /// closed connection says nothing of the node.
     pub fn call_tracked<T, Fut>(
         &self,
+        deadline: &Deadline,
         repeat: Repeat,
         make: impl Fn(Arc<VaultClient>) -> Fut,
     ) -> Called<T>
@@ -125,7 +131,7 @@ impl Client {
         Fut: Future<Output = std::result::Result<T, ClientError>>,
     {
         // This request's share of the operation's deadline.
-        let Some(budget) = crate::store::deadline::left(self.timeout) else {
+        let Some(budget) = deadline.left(self.timeout) else {
             return Called {
                 result: Err(Error::OutOfTime(self.timeout)),
                 uncertain: false,
@@ -549,10 +555,10 @@ mod tests {
         let delete =
             |c: Arc<VaultClient>| async move { vaultrs::kv1::delete(&*c, "kv", "x").await };
         std::thread::spawn(move || {
-            let first = client.call_tracked(repeat, delete);
+            let first = client.call_tracked(&Deadline::per_request(), repeat, delete);
             assert!(first.result.is_ok(), "{:?}", first.result.err());
             std::thread::sleep(Duration::from_millis(200));
-            let second = client.call_tracked(repeat, delete);
+            let second = client.call_tracked(&Deadline::per_request(), repeat, delete);
             (second, requests.load(Ordering::SeqCst))
         })
         .join()

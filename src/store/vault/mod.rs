@@ -24,6 +24,7 @@ pub mod error;
 mod http;
 mod nodes;
 
+use crate::store::Deadline;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -137,22 +138,32 @@ fn version_of(r: &Revision) -> Result<u32> {
 
 impl VaultStore {
     /// A KV v2 write of `data` with check-and-set `cas` (0: no version yet).
-    fn kv2_write(&self, path: &SecretPath, data: &SecretData, cas: Option<u32>) -> Result<u64> {
+    fn kv2_write(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        data: &SecretData,
+        cas: Option<u32>,
+    ) -> Result<u64> {
         let mount = self.source.mount.as_str();
         let called = match cas {
-            Some(cas) => self.client.call_tracked(Repeat::Again, |c| async move {
-                vaultrs::kv2::set_with_options(
-                    &*c,
-                    mount,
-                    path.as_str(),
-                    data,
-                    SetSecretRequestOptions { cas },
-                )
-                .await
-            }),
-            None => self.client.call_tracked(Repeat::Once, |c| async move {
-                vaultrs::kv2::set(&*c, mount, path.as_str(), data).await
-            }),
+            Some(cas) => self
+                .client
+                .call_tracked(deadline, Repeat::Again, |c| async move {
+                    vaultrs::kv2::set_with_options(
+                        &*c,
+                        mount,
+                        path.as_str(),
+                        data,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                }),
+            None => self
+                .client
+                .call_tracked(deadline, Repeat::Once, |c| async move {
+                    vaultrs::kv2::set(&*c, mount, path.as_str(), data).await
+                }),
         };
         match (called.result, cas) {
             (Ok(meta), _) => {
@@ -170,7 +181,7 @@ impl VaultStore {
                     // Whether an earlier attempt landed: not knowing is
                     // not "never sent".
                     let landed = self
-                        .landed(path, data, cas)
+                        .landed(deadline, path, data, cas)
                         .map_err(|e| Error::Unanswered(e.to_string()))?;
                     if let Some(version) = landed {
                         tracing::info!(path = %path, version, "a write retried on another node had landed");
@@ -195,8 +206,14 @@ impl VaultStore {
 
     /// Whether the version after `cas` of `path` holds `data`: the write
     /// that a failed attempt made (`Some(version)`).
-    fn landed(&self, path: &SecretPath, data: &SecretData, cas: u32) -> Result<Option<u64>> {
-        let Some(latest) = self.read(path)? else {
+    fn landed(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        data: &SecretData,
+        cas: u32,
+    ) -> Result<Option<u64>> {
+        let Some(latest) = self.read(deadline, path)? else {
             return Ok(None);
         };
         let version = latest.revision.as_ref().map(version_of).transpose()?;
@@ -205,10 +222,15 @@ impl VaultStore {
 
     /// Reads the latest version of a KV v2 secret, or version `version`:
     /// `None` when there is none, or it is deleted or destroyed.
-    fn kv2_read(&self, path: &SecretPath, version: Option<u64>) -> Result<Option<Secret>> {
+    fn kv2_read(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: Option<u64>,
+    ) -> Result<Option<Secret>> {
         let mount = self.source.mount.as_str();
         // Made anew for each node tried.
-        let Some(resp) = self.client.call(|c| async move {
+        let Some(resp) = self.client.call(deadline, |c| async move {
             let request = ReadSecretRequest {
                 mount: mount.to_string(),
                 path: path.as_str().to_string(),
@@ -236,9 +258,9 @@ impl VaultStore {
     /// The version a write "if absent" must name: KV v2 keeps counting the
     /// versions of a deleted secret, and check-and-set names the latest
     /// (deleted) one; `None` when the latest version is live after all.
-    fn deleted_version(&self, path: &SecretPath) -> Result<Option<u32>> {
+    fn deleted_version(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<u32>> {
         let mount = self.source.mount.as_str();
-        let Some(meta) = self.client.call(|c| async move {
+        let Some(meta) = self.client.call(deadline, |c| async move {
             vaultrs::kv2::read_metadata(&*c, mount, path.as_str()).await
         })?
         else {
@@ -258,24 +280,26 @@ impl VaultStore {
 /// The requests behind [`SecretStore`]'s list, read, write and delete;
 /// the trait's methods name the refused request's API path.
 impl VaultStore {
-    fn list_raw(&self, path: &SecretPath) -> Result<Option<Listing>> {
+    fn list_raw(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         let mount = self.source.mount.as_str();
         // A trailing slash lists the folder; Vault accepts an empty path for the root.
         let dir = format!("{}/", path.as_str());
         let dir = if path.is_root() { "" } else { dir.as_str() };
         let keys = match self.source.version {
-            KvVersion::V2 => self
-                .client
-                .call(|c| async move { vaultrs::kv2::list(&*c, mount, dir).await })?,
+            KvVersion::V2 => self.client.call(deadline, |c| async move {
+                vaultrs::kv2::list(&*c, mount, dir).await
+            })?,
             KvVersion::V1 => self
                 .client
-                .call(|c| async move { vaultrs::kv1::list(&*c, mount, dir).await })?
+                .call(deadline, |c| async move {
+                    vaultrs::kv1::list(&*c, mount, dir).await
+                })?
                 .map(|r| r.data.keys),
         };
         Ok(keys.map(|keys| keys.iter().map(|k| list_entry(k)).collect()))
     }
 
-    fn read_raw(&self, path: &SecretPath) -> Result<Option<Secret>> {
+    fn read_raw(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
         if path.is_root() {
             // No secret can live at a mount's root path.
             return Ok(None);
@@ -289,7 +313,7 @@ impl VaultStore {
                 let mut node = self.client.nodes.in_use();
                 let mut on_node = Instant::now();
                 loop {
-                    let secret = self.kv2_read(path, None)?;
+                    let secret = self.kv2_read(deadline, path, None)?;
                     let Some(wanted) = wanted else {
                         return Ok(secret);
                     };
@@ -300,7 +324,8 @@ impl VaultStore {
                         .transpose()?
                         .map(u64::from);
                     let caught_up = version.is_some_and(|v| v >= wanted);
-                    let room = crate::store::deadline::left(self.client.timeout)
+                    let room = deadline
+                        .left(self.client.timeout)
                         .is_some_and(|l| l > pause * 2);
                     let waited = started.elapsed();
                     // Missing for longer than a standby lags: deleted since
@@ -336,7 +361,7 @@ impl VaultStore {
                 }
             }
             KvVersion::V1 => {
-                match self.client.call(|c| async move {
+                match self.client.call(deadline, |c| async move {
                     vaultrs::kv1::get_raw(&*c, mount, path.as_str()).await
                 })? {
                     None => Ok(None),
@@ -348,6 +373,7 @@ impl VaultStore {
 
     fn write_raw(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
@@ -361,12 +387,14 @@ impl VaultStore {
         match self.source.version {
             KvVersion::V2 => {
                 let version = match when {
-                    Precondition::Any => self.kv2_write(path, data, None)?,
-                    Precondition::At(r) => self.kv2_write(path, data, Some(version_of(r)?))?,
-                    Precondition::Absent => match self.kv2_write(path, data, Some(0)) {
+                    Precondition::Any => self.kv2_write(deadline, path, data, None)?,
+                    Precondition::At(r) => {
+                        self.kv2_write(deadline, path, data, Some(version_of(r)?))?
+                    }
+                    Precondition::Absent => match self.kv2_write(deadline, path, data, Some(0)) {
                         // Absent may mean "deleted": name the deleted version.
-                        Err(Error::CasConflict) => match self.deleted_version(path)? {
-                            Some(cas) => self.kv2_write(path, data, Some(cas))?,
+                        Err(Error::CasConflict) => match self.deleted_version(deadline, path)? {
+                            Some(cas) => self.kv2_write(deadline, path, data, Some(cas))?,
                             None => return Err(Error::CasConflict),
                         },
                         other => other?,
@@ -378,7 +406,7 @@ impl VaultStore {
                 let map: std::collections::HashMap<&str, &super::SecretValue> =
                     data.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 let map = &map;
-                self.client.call(|c| async move {
+                self.client.call(deadline, |c| async move {
                     vaultrs::kv1::set(&*c, mount, path.as_str(), map).await
                 })?;
                 Ok(None)
@@ -386,16 +414,16 @@ impl VaultStore {
         }
     }
 
-    fn delete_raw(&self, path: &SecretPath) -> Result<()> {
+    fn delete_raw(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
         self.known().remove(path);
         let mount = self.source.mount.as_str();
         match self.source.version {
-            KvVersion::V2 => self.client.call(|c| async move {
+            KvVersion::V2 => self.client.call(deadline, |c| async move {
                 vaultrs::kv2::delete_latest(&*c, mount, path.as_str()).await
             })?,
-            KvVersion::V1 => self
-                .client
-                .call(|c| async move { vaultrs::kv1::delete(&*c, mount, path.as_str()).await })?,
+            KvVersion::V1 => self.client.call(deadline, |c| async move {
+                vaultrs::kv1::delete(&*c, mount, path.as_str()).await
+            })?,
         };
         Ok(())
     }
@@ -433,37 +461,43 @@ impl SecretStore for VaultStore {
         }
     }
 
-    fn list(&self, path: &SecretPath) -> Result<Option<Listing>> {
-        self.list_raw(path)
+    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
+        self.list_raw(deadline, path)
             .map_err(|e| self.refused(e, "list", path))
     }
 
-    fn read(&self, path: &SecretPath) -> Result<Option<Secret>> {
-        self.read_raw(path)
+    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
+        self.read_raw(deadline, path)
             .map_err(|e| self.refused(e, "read", path))
     }
 
     fn write(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
-        self.write_raw(path, data, when)
+        self.write_raw(deadline, path, data, when)
             .map_err(|e| self.refused(e, "write", path))
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<()> {
-        self.delete_raw(path)
+    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
+        self.delete_raw(deadline, path)
             .map_err(|e| self.refused(e, "delete", path))
     }
 
-    fn read_version(&self, path: &SecretPath, version: u64) -> Result<Option<Secret>> {
+    fn read_version(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<Option<Secret>> {
         match self.source.version {
             // Vault numbers versions with an int64 and refuses a larger
             // number (HTTP 400): such a version never was, as 0 never is.
             KvVersion::V2 if version > 0 && version <= i64::MAX as u64 && !path.is_root() => {
-                self.kv2_read(path, Some(version))
+                self.kv2_read(deadline, path, Some(version))
             }
             KvVersion::V2 => Ok(None),
             KvVersion::V1 => Err(Error::NotSupported("KV v1 keeps no versions")),
@@ -475,6 +509,7 @@ impl SecretStore for VaultStore {
     /// fields a metadata write does not name as they were.
     fn set_custom_metadata(
         &self,
+        deadline: &Deadline,
         path: &SecretPath,
         name: &str,
         value: Option<&str>,
@@ -485,7 +520,9 @@ impl SecretStore for VaultStore {
         let mount = self.source.mount.as_str();
         let meta = self
             .client
-            .call(|c| async move { vaultrs::kv2::read_metadata(&*c, mount, path.as_str()).await })?
+            .call(deadline, |c| async move {
+                vaultrs::kv2::read_metadata(&*c, mount, path.as_str()).await
+            })?
             .ok_or(Error::NotFound)?;
         let mut custom = meta.custom_metadata.unwrap_or_default();
         match value {
@@ -493,7 +530,7 @@ impl SecretStore for VaultStore {
             None => custom.remove(name),
         };
         let custom = &custom;
-        self.client.call(|c| async move {
+        self.client.call(deadline, |c| async move {
             let mut request = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
             request.custom_metadata(custom.clone());
             vaultrs::kv2::set_metadata(&*c, mount, path.as_str(), Some(&mut request)).await
@@ -501,10 +538,12 @@ impl SecretStore for VaultStore {
         Ok(())
     }
 
-    fn health(&self) -> Result<Health> {
+    fn health(&self, deadline: &Deadline) -> Result<Health> {
         let me = self
             .client
-            .call(|c| async move { vaultrs::token::lookup_self(&*c).await })?
+            .call(deadline, |c| async move {
+                vaultrs::token::lookup_self(&*c).await
+            })?
             .ok_or_else(|| Error::Protocol("token lookup answered 404".into()))?;
         // A TTL of 0 means the token never expires (root tokens).
         Ok(Health {
@@ -516,7 +555,7 @@ impl SecretStore for VaultStore {
     /// goes to (`MOUNT/data/P` on KV v2, `MOUNT/P` on KV v1). A server
     /// that does not know the call (404), or a policy that forbids asking
     /// (403; the default policy allows it), cannot say: `Ok(None)`.
-    fn permissions(&self, path: &SecretPath) -> Result<Option<Permissions>> {
+    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         let mount = self.source.mount.as_str();
         let asked = match self.source.version {
             KvVersion::V2 => format!("{mount}/data/{}", path.as_str()),
@@ -525,7 +564,7 @@ impl SecretStore for VaultStore {
         let request = CapabilitiesSelf {
             paths: vec![asked.clone()],
         };
-        let answer = match self.client.call(|c| {
+        let answer = match self.client.call(deadline, |c| {
             let request = request.clone();
             async move { vaultrs::api::exec_with_result(&*c, request).await }
         }) {
