@@ -126,7 +126,10 @@ fn writes_make_new_versions_create_remove_and_schedule_deletion() {
     assert_ne!(current, first);
     let labels = stages(&moto, "prod/db");
     assert!(
-        labels[&current].as_array().expect("labels").contains(&json!("AWSCURRENT")),
+        labels[&current]
+            .as_array()
+            .expect("labels")
+            .contains(&json!("AWSCURRENT")),
         "{labels:?}"
     );
     assert_eq!(labels[&first], json!(["AWSPREVIOUS"]), "{labels:?}");
@@ -163,17 +166,29 @@ fn writes_make_new_versions_create_remove_and_schedule_deletion() {
         "not scheduled for deletion: {described}"
     );
     assert!(moto.current("prod/fresh").is_none());
-    eventually("the deleted secret leaves the listing", Duration::from_secs(20), || {
-        (!names(m.path()).contains("fresh")).then_some(())
-    });
+    eventually(
+        "the deleted secret leaves the listing",
+        Duration::from_secs(20),
+        || (!names(m.path()).contains("fresh")).then_some(()),
+    );
     // It can be restored, with its versions.
     moto.ok("RestoreSecret", json!({"SecretId": "prod/fresh"}));
     assert_eq!(moto.current_json("prod/fresh"), Some(json!({})));
+    eventually(
+        "the restored secret shows again",
+        Duration::from_secs(20),
+        || names(m.path()).contains("fresh").then_some(()),
+    );
     // And a name deleted through the mount can be written again.
     std::fs::remove_dir(m.at("fresh")).expect("rmdir again");
     std::fs::create_dir(m.at("fresh")).expect("mkdir again");
     write_and_close(&m.at("fresh/k2"), b"v2").expect("write again");
-    assert_eq!(moto.current_json("prod/fresh"), Some(json!({"k2": "v2"})));
+    assert_eq!(
+        moto.current_json("prod/fresh"),
+        Some(json!({"k2": "v2"})),
+        "{}",
+        m.log()
+    );
     assert!(!m.log().contains("p4ss"), "a value reached the log");
 }
 
@@ -197,7 +212,11 @@ fn two_writers_lose_nothing() {
     let shared = moto.current_json("shared").expect("shared");
     for who in ["a", "b"] {
         for i in 0..EACH {
-            assert_eq!(shared[format!("{who}{i}")], json!(who), "{who}{i} lost: {shared}");
+            assert_eq!(
+                shared[format!("{who}{i}")],
+                json!(who),
+                "{who}{i} lost: {shared}"
+            );
         }
     }
     assert_eq!(shared["seed"], json!("0"));
@@ -232,19 +251,38 @@ fn a_write_checked_against_a_version_no_longer_current_fails_with_eagain() {
     stores.aws.region = Some("eu-west-1".into());
     stores.aws.endpoint = Some(moto.endpoint().into());
     stores.aws.profile = Some("moto".into());
-    let no_vault = || Err(secretfs::start_error::StartError::Options("no Vault".into()));
-    let connected = secretfs::store::connect("aws-sm:prod", &no_vault, &stores, rt.handle().clone())
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let no_vault = || {
+        Err(secretfs::start_error::StartError::Options(
+            "no Vault".into(),
+        ))
+    };
+    let connected =
+        secretfs::store::connect("aws-sm:prod", &no_vault, &stores, rt.handle().clone())
+            .unwrap_or_else(|e| panic!("connect: {e}"));
     let path = SecretPath::parse("db").under(&connected.root);
-    let read = connected.store.read(&path).expect("read").expect("a secret");
-    assert_eq!(read.revision.as_ref().map(|r| r.as_str()), Some(old.as_str()));
+    let read = connected
+        .store
+        .read(&path)
+        .expect("read")
+        .expect("a secret");
+    assert_eq!(
+        read.revision.as_ref().map(|r| r.as_str()),
+        Some(old.as_str())
+    );
     // Someone else writes.
     moto.put("prod/db", r#"{"user":"them"}"#);
     let mut data = read.keys.clone();
-    data.insert("user".into(), secretfs::store::SecretValue::from_bytes(b"me".to_vec()));
+    data.insert(
+        "user".into(),
+        secretfs::store::SecretValue::from_bytes(b"me".to_vec()),
+    );
     let lost = connected
         .store
-        .write(&path, &data, &Precondition::At(read.revision.clone().expect("revision")))
+        .write(
+            &path,
+            &data,
+            &Precondition::At(read.revision.clone().expect("revision")),
+        )
         .expect_err("the check must fail");
     assert!(matches!(lost, Error::CasConflict), "{lost:?}");
     assert_eq!(lost.errno(), libc::EAGAIN);
@@ -254,10 +292,18 @@ fn a_write_checked_against_a_version_no_longer_current_fails_with_eagain() {
     let labelled: Vec<&Value> = labels.values().filter(|l| l != &&json!([])).collect();
     assert_eq!(labelled.len(), 2, "{labels:?}");
     // A write checked against the current version goes through.
-    let now = connected.store.read(&path).expect("read").expect("a secret");
+    let now = connected
+        .store
+        .read(&path)
+        .expect("read")
+        .expect("a secret");
     connected
         .store
-        .write(&path, &data, &Precondition::At(now.revision.expect("revision")))
+        .write(
+            &path,
+            &data,
+            &Precondition::At(now.revision.expect("revision")),
+        )
         .expect("write");
     assert_eq!(moto.current_json("prod/db"), Some(json!({"user": "me"})));
     // Absent: the name is taken.
@@ -308,7 +354,11 @@ fn access_denied_is_eacces() {
     .to_string();
     iam(
         "PutUserPolicy",
-        &[("UserName", "reader"), ("PolicyName", "list"), ("PolicyDocument", &policy)],
+        &[
+            ("UserName", "reader"),
+            ("PolicyName", "list"),
+            ("PolicyDocument", &policy),
+        ],
     );
     let keys = iam("CreateAccessKey", &[("UserName", "reader")]);
     let tag = |name: &str| -> String {
@@ -357,7 +407,10 @@ fn exec_runs_a_command_with_the_keys_of_an_aws_secret() {
         .expect("secretfs exec");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(stdout.lines().any(|l| l == "DB_PASSWORD=hunter2"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "DB_PASSWORD=hunter2"),
+        "{stdout}"
+    );
     assert!(stdout.lines().any(|l| l == "DB_USER=app"), "{stdout}");
 }
 
@@ -385,7 +438,12 @@ fn a_store_file_layers_over_aws() {
     assert_eq!(read(&m, "db/USER"), "app");
     let source = run_ok(
         "getfattr",
-        &["--only-values", "-n", "user.secretfs.source", s(&m.at("db/PASSWORD"))],
+        &[
+            "--only-values",
+            "-n",
+            "user.secretfs.source",
+            s(&m.at("db/PASSWORD")),
+        ],
     );
     assert_eq!(source, layer);
     assert_eq!(

@@ -67,7 +67,11 @@ impl Moto {
             let (status, _) = moto.call("ListSecrets", json!({}));
             (status != 0).then_some(())
         });
-        assert!(up.is_some(), "moto_server did not answer in 60 s:\n{}", moto.log());
+        assert!(
+            up.is_some(),
+            "moto_server did not answer in 60 s:\n{}",
+            moto.log()
+        );
         moto
     }
 
@@ -140,7 +144,10 @@ impl Moto {
 
     /// A new version of `name` holding `value` (AWSCURRENT moves to it).
     pub fn put(&self, name: &str, value: &str) -> Value {
-        self.ok("PutSecretValue", json!({"SecretId": name, "SecretString": value}))
+        self.ok(
+            "PutSecretValue",
+            json!({"SecretId": name, "SecretString": value}),
+        )
     }
 
     /// The current version of `name`: GetSecretValue's answer, or `None`.

@@ -179,7 +179,9 @@ impl AwsStore {
             loader = loader.endpoint_url(endpoint);
         }
         let config = run(&rt, settings.timeout, loader.load()).map_err(|e| {
-            StartError::StoreUnreachable(format!("{source}: cannot load the AWS configuration: {e}"))
+            StartError::StoreUnreachable(format!(
+                "{source}: cannot load the AWS configuration: {e}"
+            ))
         })?;
         let Some(region) = config.region().map(|r| r.to_string()) else {
             return Err(StartError::Options(format!(
@@ -273,7 +275,12 @@ impl AwsStore {
 
     /// PutSecretValue of `payload` to `name`, labelled `stage` (AWSCURRENT
     /// when `None`): the new version's id.
-    fn put(&self, name: &str, payload: Payload, stage: Option<&str>) -> std::result::Result<String, Failed> {
+    fn put(
+        &self,
+        name: &str,
+        payload: Payload,
+        stage: Option<&str>,
+    ) -> std::result::Result<String, Failed> {
         let mut request = self.client.put_secret_value().secret_id(name);
         request = match payload {
             Payload::String(s) => request.secret_string(s.as_str()),
@@ -322,11 +329,41 @@ impl AwsStore {
                     &format!("RestoreSecret {name}"),
                     self.client.restore_secret().secret_id(name).send(),
                 )?;
-                let version = self.put(name, payload, None)?;
-                self.remember(name, Some(&version), Form::Object);
-                Ok(Some(Revision::new(version)))
+                drop(payload);
+                // Written as any other: checked against the version the
+                // restore made current.
+                let current = self.request(
+                    &format!("GetSecretValue {name}"),
+                    self.client
+                        .get_secret_value()
+                        .secret_id(name)
+                        .version_stage(CURRENT)
+                        .send(),
+                )?;
+                let Some(read) = current.version_id() else {
+                    return Err(Error::Protocol(format!(
+                        "GetSecretValue {name}: no version id in the answer"
+                    )));
+                };
+                self.write_at(name, data, read)
             }
             Err(f) => Err(f.into()),
+        }
+    }
+
+    /// Takes the staging label [`PENDING`] off `version` of `name`, if it
+    /// still has it (best effort: another writer's stage may have taken
+    /// the label already).
+    fn unlabel(&self, name: &str, version: &str) {
+        let request = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage(PENDING)
+            .remove_from_version_id(version)
+            .send();
+        if let Err(f) = self.request(&format!("UpdateSecretVersionStage {name}"), request) {
+            tracing::debug!(secret = %name, error = %f.error, "could not take the staging label off a version");
         }
     }
 
@@ -351,6 +388,11 @@ impl AwsStore {
         match self.request(&format!("UpdateSecretVersionStage {name}"), request) {
             Ok(_) => {
                 self.remember(name, Some(&staged), form);
+                // The current version carries AWSCURRENT only, as any
+                // other writer leaves it (a later PutSecretValue then
+                // moves it cleanly; moto keeps AWSCURRENT on a version
+                // with two labels).
+                self.unlabel(name, &staged);
                 Ok(Some(Revision::new(staged)))
             }
             Err(f)
@@ -360,16 +402,7 @@ impl AwsStore {
             {
                 tracing::debug!(secret = %name, error = %f.error, "the version read is no longer current: check-and-set lost");
                 // Unlabelled, the staged version is deprecated by AWS.
-                let unlabel = self
-                    .client
-                    .update_secret_version_stage()
-                    .secret_id(name)
-                    .version_stage(PENDING)
-                    .remove_from_version_id(&staged)
-                    .send();
-                if let Err(f) = self.request(&format!("UpdateSecretVersionStage {name}"), unlabel) {
-                    tracing::debug!(secret = %name, error = %f.error, "could not unlabel a version whose check lost");
-                }
+                self.unlabel(name, &staged);
                 Err(Error::CasConflict)
             }
             Err(f) => Err(f.into()),
@@ -502,7 +535,9 @@ impl SecretStore for AwsStore {
         match out {
             Ok(_) => Ok(()),
             // Gone, or scheduled for deletion already.
-            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => Ok(()),
+            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
+                Ok(())
+            }
             Err(f) => Err(f.into()),
         }
     }

@@ -52,7 +52,10 @@ pub fn keys_of(string: Option<&str>, binary: Option<&[u8]>, plain_key: &str) -> 
     match binary {
         Some(b) => {
             let mut keys = SecretData::new();
-            keys.insert(KeyName::from(plain_key), SecretValue::from_bytes(b.to_vec()));
+            keys.insert(
+                KeyName::from(plain_key),
+                SecretValue::from_bytes(b.to_vec()),
+            );
             (keys, Form::Binary)
         }
         // Neither (a secret created without a value): no key.
@@ -114,7 +117,10 @@ pub fn prefix_of(folder: &SecretPath) -> String {
 /// The entries of `folder`, from the names of the secrets under it
 /// (more may be given: those outside it are skipped); `None` when none is
 /// in it. A name that a path cannot name (`a//b`, `/a`, `a/`) is skipped.
-pub fn listing<'a>(folder: &SecretPath, names: impl IntoIterator<Item = &'a str>) -> Option<Listing> {
+pub fn listing<'a>(
+    folder: &SecretPath,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<Listing> {
     let prefix = prefix_of(folder);
     let mut entries = BTreeSet::new();
     for name in names {
@@ -192,7 +198,10 @@ mod tests {
         let (keys, form) = keys_of(Some("old"), None, "value");
         let mut data = keys.clone();
         data.insert("value".into(), SecretValue::from_bytes(b"new".to_vec()));
-        assert_eq!(payload_text(payload_of(&data, form, "value").unwrap()), "new");
+        assert_eq!(
+            payload_text(payload_of(&data, form, "value").unwrap()),
+            "new"
+        );
         // A key added: the secret becomes a JSON object.
         data.insert("user".into(), SecretValue::from_bytes(b"u".to_vec()));
         assert_eq!(
@@ -208,7 +217,10 @@ mod tests {
         // Its bytes cannot go into a JSON object.
         let mut more = keys.clone();
         more.insert("k".into(), SecretValue::from_bytes(b"v".to_vec()));
-        assert!(matches!(payload_of(&more, form, "value"), Err(Error::NotUtf8)));
+        assert!(matches!(
+            payload_of(&more, form, "value"),
+            Err(Error::NotUtf8)
+        ));
     }
 
     #[test]
