@@ -418,7 +418,11 @@ pub struct AwsArgs {
     pub region: Option<String>,
 
     /// Profile of ~/.aws/config and ~/.aws/credentials to take credentials
-    /// and region from (default: AWS_PROFILE, else `default`).
+    /// and region from (default: AWS_PROFILE, else `default`). Credentials
+    /// are found as the AWS CLI finds them: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), this profile (static
+    /// keys, role_arn, SSO, credential_process), web identity (EKS:
+    /// AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), ECS and EC2 roles.
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
 
