@@ -150,7 +150,9 @@ pub enum StatusFormat {
 pub struct MountArgs {
     /// KV mount plus an optional folder: `secret/`, `secret/team/prod`, `kv1/`.
     /// The KV version (1 or 2) is detected from the server. Or a store
-    /// file, `file:PATH` (encrypted with age; needs --identity).
+    /// file, `file:PATH` (encrypted with age; needs --identity). Or AWS
+    /// Secrets Manager, `aws-sm:PREFIX` (`aws-sm:prod/`: the secrets whose
+    /// names start with `prod/`; see --region).
     pub source: String,
 
     /// Empty directory to mount on.
@@ -173,6 +175,9 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub age: AgeArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -280,6 +285,9 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub age: AgeArgs,
 
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
     /// Append secretfs's own logs to this file instead of stderr (which
     /// COMMAND shares).
     #[arg(long, value_name = "PATH")]
@@ -379,7 +387,8 @@ pub struct VaultArgs {
     #[arg(long, env = "VAULT_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Deadline of each request to Vault; past it the operation fails with EIO.
+    /// Deadline of the store requests of one operation (Vault, AWS, or a
+    /// store file's lock); past it the operation fails with EIO.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -401,6 +410,42 @@ pub struct AgeArgs {
     /// taken on the command line.
     #[arg(long, env = "SECRETFS_AGE_PASSPHRASE_FILE", value_name = "PATH")]
     pub identity_passphrase_file: Option<PathBuf>,
+}
+
+/// How to reach AWS Secrets Manager (a SOURCE or --layer `aws-sm:PREFIX`).
+/// Credentials are found as the AWS CLI finds them: AWS_ACCESS_KEY_ID and
+/// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), the shared files
+/// ~/.aws/config and ~/.aws/credentials (SSO and credential_process
+/// profiles too), web identity (EKS: AWS_ROLE_ARN and
+/// AWS_WEB_IDENTITY_TOKEN_FILE), ECS and EC2 instance roles.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "AWS Secrets Manager (aws-sm:PREFIX)")]
+pub struct AwsArgs {
+    /// AWS region, e.g. eu-west-1 (default: AWS_REGION, AWS_DEFAULT_REGION,
+    /// then the profile's region).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/config and ~/.aws/credentials to take credentials
+    /// and region from (default: AWS_PROFILE, else `default`). Credentials
+    /// are found as the AWS CLI finds them: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), this profile (static
+    /// keys, role_arn, SSO, credential_process), web identity (EKS:
+    /// AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), ECS and EC2 roles.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Send requests to this URL instead of AWS's (LocalStack, moto, a VPC
+    /// endpoint); default: AWS_ENDPOINT_URL_SECRETS_MANAGER or
+    /// AWS_ENDPOINT_URL, else AWS's endpoint for the region.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// The file name a secret shows its value as when its SecretString is
+    /// not a JSON object (plain text), or when it is a SecretBinary. A
+    /// JSON object's keys are files of their own.
+    #[arg(long, value_name = "NAME", default_value = crate::store::aws::DEFAULT_PLAIN_KEY)]
+    pub plain_key: String,
 }
 
 /// `secretfs store ...`.

@@ -26,6 +26,10 @@ pub enum Error {
     /// requests it makes together), with the store still answering.
     #[error("the operation ran out of time after {}", humantime::format_duration(*.0))]
     OutOfTime(Duration),
+    /// The store kept refusing requests for their rate (AWS throttling),
+    /// after the client's own retries.
+    #[error("the store is throttling requests: {0}")]
+    Throttled(String),
     /// A backend request ran past its deadline.
     #[error("store request timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
@@ -132,7 +136,7 @@ impl Error {
             Error::NameTooLong => libc::ENAMETOOLONG,
             Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::Stale => libc::ESTALE,
-            Error::CasConflict => libc::EAGAIN,
+            Error::CasConflict | Error::Throttled(_) => libc::EAGAIN,
             Error::TooBig(_) => libc::EFBIG,
             Error::NotUtf8 => libc::EILSEQ,
             Error::CrossSecret => libc::EXDEV,
@@ -152,6 +156,7 @@ impl Error {
         matches!(
             self,
             Error::Unavailable(_)
+                | Error::Throttled(_)
                 | Error::Unanswered(_)
                 | Error::Timeout(_)
                 | Error::OutOfTime(_)
@@ -198,6 +203,7 @@ mod tests {
         assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
         assert_eq!(Error::Invalid("x".into()).errno(), libc::EINVAL);
         assert_eq!(Error::CasConflict.errno(), libc::EAGAIN);
+        assert_eq!(Error::Throttled("x".into()).errno(), libc::EAGAIN);
         assert_eq!(Error::TooBig(1).errno(), libc::EFBIG);
         assert_eq!(Error::NotUtf8.errno(), libc::EILSEQ);
         assert_eq!(Error::CrossSecret.errno(), libc::EXDEV);

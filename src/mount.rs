@@ -153,19 +153,15 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         start_metrics(addr, core_slot.clone())?;
     }
     let vault = || vault_settings(&args.vault);
-    let files = store::file::FileSettings {
-        identity: args.age.identity.clone(),
-        passphrase_file: args.age.identity_passphrase_file.clone(),
-        timeout: args.vault.timeout,
-    };
+    let stores = crate::app::store_settings(&args.age, &args.aws, args.vault.timeout);
     let connected = if args.layer.is_empty() {
-        store::connect(&args.source, &vault, &files, runtime.handle().clone())?
+        store::connect(&args.source, &vault, &stores, runtime.handle().clone())?
     } else {
         store::connect_layered(
             &args.source,
             &args.layer,
             &vault,
-            &files,
+            &stores,
             runtime.handle().clone(),
         )?
     };

@@ -151,6 +151,7 @@ fn all_errors() -> Vec<Error> {
         Error::NameTooLong,
         Error::NotSupported("fallocate"),
         Error::AuditFailed("no space left on device".into()),
+        Error::Throttled("ThrottlingException".into()),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -183,7 +184,8 @@ fn all_errors() -> Vec<Error> {
             | Error::Unanswered(_)
             | Error::NameTooLong
             | Error::NotSupported(_)
-            | Error::AuditFailed(_) => {}
+            | Error::AuditFailed(_)
+            | Error::Throttled(_) => {}
         }
     }
     all

@@ -8,11 +8,7 @@ use crate::exec::{self, ExecOptions};
 pub fn run(args: ExecArgs) -> u8 {
     // As exec::run does first: no core dump once a token may be in memory.
     crate::hardening::no_dumps();
-    let files = crate::store::file::FileSettings {
-        identity: args.age.identity.clone(),
-        passphrase_file: args.age.identity_passphrase_file.clone(),
-        timeout: args.vault.timeout,
-    };
+    let stores = super::store_settings(&args.age, &args.aws, args.vault.timeout);
     let vault_args = args.vault;
     let vault = Box::new(move || super::vault::vault_settings(&vault_args));
     exec::run(ExecOptions {
@@ -27,7 +23,7 @@ pub fn run(args: ExecArgs) -> u8 {
         stop_timeout: args.stop_timeout,
         user: args.user,
         vault,
-        files,
+        stores,
         wait_for_store: args.wait_for_store,
     })
 }

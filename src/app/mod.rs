@@ -6,3 +6,26 @@
 
 pub mod exec;
 pub mod vault;
+
+/// How to open the SOURCEs that are not on Vault (`file:`, `aws-sm:`),
+/// from their flags; `timeout` is `--timeout`.
+pub fn store_settings(
+    age: &crate::cli::AgeArgs,
+    aws: &crate::cli::AwsArgs,
+    timeout: std::time::Duration,
+) -> crate::store::StoreSettings {
+    crate::store::StoreSettings {
+        file: crate::store::file::FileSettings {
+            identity: age.identity.clone(),
+            passphrase_file: age.identity_passphrase_file.clone(),
+            timeout,
+        },
+        aws: crate::store::aws::AwsSettings {
+            region: aws.region.clone(),
+            profile: aws.profile.clone(),
+            endpoint: aws.endpoint.clone(),
+            plain_key: aws.plain_key.clone(),
+            timeout,
+        },
+    }
+}

@@ -55,8 +55,9 @@ pub struct ExecOptions {
     pub user: Option<String>,
     /// How to reach Vault: made only when a SOURCE is on Vault.
     pub vault: Box<store::VaultAccess<'static>>,
-    /// How to open store files (`file:` SOURCEs).
-    pub files: store::file::FileSettings,
+    /// How to open store files (`file:` SOURCEs) and AWS Secrets Manager
+    /// (`aws-sm:` SOURCEs).
+    pub stores: store::StoreSettings,
     /// How long to try again while the store does not answer at start.
     pub wait_for_store: Duration,
 }
@@ -184,7 +185,7 @@ fn open_waiting(
         Ok(made.get_or_init(|| s).clone())
     };
     let open = || -> Result<Vec<sources::Watched>, NotYet> {
-        let connected = store::connect_each(&args.sources, &vault, &args.files, rt.clone())?;
+        let connected = store::connect_each(&args.sources, &vault, &args.stores, rt.clone())?;
         let mut watched = Vec::with_capacity(connected.len());
         for (name, c) in args.sources.iter().zip(connected) {
             watched.push(sources::Watched::open(name, c, args.ttl)?);

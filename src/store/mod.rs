@@ -4,6 +4,7 @@
 //! tests: the `memory-store` feature). `deleted` hides
 //! what a store with soft deletes keeps listing after a delete through us.
 
+pub mod aws;
 mod data;
 pub mod deadline;
 pub use deadline::Deadline;
@@ -40,6 +41,30 @@ pub struct Connected {
 pub type VaultAccess<'a> =
     dyn Fn() -> std::result::Result<vault::VaultSettings, crate::start_error::StartError> + 'a;
 
+/// How to open the SOURCEs that are not on Vault: store files (`file:`)
+/// and AWS Secrets Manager (`aws-sm:`), from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSettings {
+    /// `file:PATH` SOURCEs.
+    pub file: file::FileSettings,
+    /// `aws-sm:PREFIX` SOURCEs.
+    pub aws: aws::AwsSettings,
+}
+
+/// Opens SOURCE when it names a store other than Vault (`file:`,
+/// `aws-sm:`); `Ok(None)` for a Vault SOURCE. The one place a SOURCE's
+/// kind is told apart.
+fn open_other(
+    source: &str,
+    stores: &StoreSettings,
+    rt: &tokio::runtime::Handle,
+) -> std::result::Result<Option<Connected>, crate::start_error::StartError> {
+    if let Some(c) = file::connect(source, &stores.file)? {
+        return Ok(Some(c));
+    }
+    aws::connect(source, &stores.aws, rt)
+}
+
 /// Reaches the store SOURCE names (a Vault/OpenBao KV mount and folder,
 /// e.g. `secret/team/prod`) with the settings given: what `mount` (and
 /// any other command that reads secrets) starts from. Errors are one
@@ -47,10 +72,10 @@ pub type VaultAccess<'a> =
 pub fn connect(
     source: &str,
     vault: &VaultAccess,
-    files: &file::FileSettings,
+    stores: &StoreSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
-    if let Some(c) = file::connect(source, files)? {
+    if let Some(c) = open_other(source, stores, &rt)? {
         return Ok(c);
     }
     let settings = vault()?;
@@ -65,14 +90,14 @@ pub fn connect(
 pub fn connect_each(
     sources: &[String],
     vault: &VaultAccess,
-    files: &file::FileSettings,
+    stores: &StoreSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Vec<Connected>, crate::start_error::StartError> {
     // Logged in only when a SOURCE is on Vault.
     let mut session = None;
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
-        if let Some(c) = file::connect(source, files)? {
+        if let Some(c) = open_other(source, stores, &rt)? {
             out.push(c);
             continue;
         }
@@ -97,7 +122,7 @@ pub fn connect_layered(
     source: &str,
     layers: &[String],
     vault: &VaultAccess,
-    files: &file::FileSettings,
+    stores: &StoreSettings,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<Connected, crate::start_error::StartError> {
     // Only a layer on Vault needs the Vault settings and a login.
@@ -109,7 +134,7 @@ pub fn connect_layered(
         .chain(layers.iter().map(String::as_str))
         .enumerate()
     {
-        if let Some(c) = file::connect(name, files)? {
+        if let Some(c) = open_other(name, stores, &rt)? {
             out.push(layered::Layer {
                 name: name.to_string(),
                 store: c.store,
@@ -370,6 +395,13 @@ impl SecretValue {
                 kind: ValueKind::Json,
             },
         }
+    }
+
+    /// A value shown as these bytes exactly, not checked for UTF-8 (a
+    /// store's plain or binary value); written back only by a store that
+    /// takes bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        SecretValue::string(bytes)
     }
 
     /// A string value from its UTF-8 bytes (checked by [`SecretValue::written`]).

@@ -19,6 +19,9 @@ pub(crate) use backend::per_store;
 pub use backend::{AgeFile, Backend, Caps, Store};
 #[allow(unused_imports)] // only the HA tests use it
 pub use cluster::{Cluster, Role};
+mod moto;
+#[allow(unused_imports)] // only the AWS tests use it
+pub use moto::Moto;
 
 /// A throwaway OpenBao dev server on a free loopback port (in-memory storage).
 pub struct Bao {
@@ -481,6 +484,18 @@ const DAEMON_ENV: &[&str] = &[
     "VAULT_NAMESPACE",
     "VAULT_SKIP_VERIFY",
     "RUST_LOG",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
 ];
 
 /// Where the daemon gets the server's address from.

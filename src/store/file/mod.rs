@@ -73,7 +73,7 @@ impl FileSource {
 
 /// Opens SOURCE when it names a store file (`file:PATH`), as a store
 /// ready for the core (counted for --metrics); `Ok(None)` for any other
-/// SOURCE (Vault/OpenBao). The one place a SOURCE's kind is told apart.
+/// SOURCE (Vault/OpenBao, AWS). Called by `store::open_other`.
 pub fn connect(
     source: &str,
     settings: &FileSettings,

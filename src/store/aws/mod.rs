@@ -1,0 +1,123 @@
+//! AWS Secrets Manager as a store (`secretfs mount aws-sm:prod/ /mnt
+//! --region eu-west-1`): secret names split on `/` into folders, a secret
+//! whose SecretString is a JSON object shows its keys as files (see
+//! `mapping`), and writes make new versions, checked against the version
+//! read (see `client`). docs/AWS-SM.md says what is guaranteed.
+//!
+//! The SDK is behind the `aws-sm` cargo feature (on by default): without
+//! it an `aws-sm:` SOURCE is refused with a sentence saying so.
+
+#[cfg(feature = "aws-sm")]
+mod client;
+pub mod mapping;
+
+use std::time::Duration;
+
+use super::{Connected, SecretPath};
+use crate::start_error::StartError;
+
+/// The prefix of a SOURCE on AWS Secrets Manager.
+pub const SCHEME: &str = "aws-sm:";
+
+/// The key a secret that is not a JSON object shows as, by default.
+pub const DEFAULT_PLAIN_KEY: &str = "value";
+
+/// How to reach AWS Secrets Manager, from the command line. Whatever is
+/// `None` is found as the AWS CLI finds it (environment, shared config and
+/// credentials files, web identity, instance metadata).
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// `--region` (else AWS_REGION, AWS_DEFAULT_REGION, the profile).
+    pub region: Option<String>,
+    /// `--profile` (else AWS_PROFILE, else `default`).
+    pub profile: Option<String>,
+    /// `--endpoint` (else AWS_ENDPOINT_URL…, else AWS's own).
+    pub endpoint: Option<String>,
+    /// The key a plain-string or binary secret shows as.
+    pub plain_key: String,
+    /// Deadline of each operation's requests (`--timeout`).
+    pub timeout: Duration,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            region: None,
+            profile: None,
+            endpoint: None,
+            plain_key: DEFAULT_PLAIN_KEY.to_string(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The folder an `aws-sm:` SOURCE names (`aws-sm:prod/` is `prod`;
+/// `aws-sm:` the whole account and region); `None` for another SOURCE.
+pub fn parse(source: &str) -> Option<SecretPath> {
+    source.strip_prefix(SCHEME).map(SecretPath::parse)
+}
+
+/// Opens SOURCE when it is on AWS Secrets Manager (`aws-sm:PREFIX`), as a
+/// store ready for the core; `Ok(None)` for any other SOURCE.
+pub fn connect(
+    source: &str,
+    settings: &AwsSettings,
+    rt: &tokio::runtime::Handle,
+) -> Result<Option<Connected>, StartError> {
+    let Some(root) = parse(source) else {
+        return Ok(None);
+    };
+    if settings.plain_key.is_empty() || settings.plain_key.contains('/') {
+        return Err(StartError::Options(format!(
+            "--plain-key {:?}: a key is a file name (not empty, no /)",
+            settings.plain_key
+        )));
+    }
+    open(source, root, settings, rt).map(Some)
+}
+
+#[cfg(feature = "aws-sm")]
+fn open(
+    source: &str,
+    root: SecretPath,
+    settings: &AwsSettings,
+    rt: &tokio::runtime::Handle,
+) -> Result<Connected, StartError> {
+    let store = client::AwsStore::connect(source, settings, &root, rt.clone())?;
+    tracing::info!(
+        region = %store.region(),
+        endpoint = %store.endpoint(),
+        prefix = %root,
+        "connected to AWS Secrets Manager"
+    );
+    Ok(Connected {
+        store: std::sync::Arc::new(super::metered::Metered::new(store)),
+        root,
+    })
+}
+
+#[cfg(not(feature = "aws-sm"))]
+fn open(
+    source: &str,
+    _root: SecretPath,
+    _settings: &AwsSettings,
+    _rt: &tokio::runtime::Handle,
+) -> Result<Connected, StartError> {
+    Err(StartError::Options(format!(
+        "{source}: this secretfs was built without AWS Secrets Manager (cargo feature `aws-sm`)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aws_source_names_its_prefix() {
+        assert_eq!(parse("aws-sm:prod/").unwrap().as_str(), "prod");
+        assert_eq!(parse("aws-sm:prod/app").unwrap().as_str(), "prod/app");
+        assert!(parse("aws-sm:").unwrap().is_root());
+        assert!(parse("secret/prod").is_none());
+        assert!(parse("file:/x.age").is_none());
+    }
+}

@@ -1,0 +1,460 @@
+//! AWS Secrets Manager (`aws-sm:PREFIX`) with real parts: a real FUSE
+//! mount of the secretfs binary against moto's server (which speaks the
+//! Secrets Manager API; scripts/install-deps installs it). Folders and
+//! secrets list; JSON-object keys, a plain string and a binary secret
+//! read; a change made with the API shows within the TTL; writes make
+//! new versions and move AWSCURRENT; mkdir+write creates a secret, rm
+//! removes a key, rmdir schedules the deletion (restorable); two writers
+//! lose nothing and a lost check is EAGAIN; ENOENT, EIO once the endpoint
+//! is dead, EACCES in moto's IAM mode; `secretfs exec`; a store file
+//! layered over AWS; `secretfs status` names what the store can do.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, names, run_ok, s, set, status, write_and_close, Moto, Mount};
+
+fn mount(moto: &Moto, source: &str, args: &[&str]) -> Mount {
+    let mut all = vec!["--ttl", "1s"];
+    all.extend_from_slice(args);
+    Mount::builder_without_server(source)
+        .aws(moto)
+        .args(&all)
+        .start()
+}
+
+fn read(m: &Mount, rel: &str) -> String {
+    String::from_utf8(std::fs::read(m.at(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .expect("UTF-8")
+}
+
+fn errno(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// The labels of each version of `name`, by version id.
+fn stages(moto: &Moto, name: &str) -> serde_json::Map<String, Value> {
+    moto.describe(name).expect("describe")["VersionIdsToStages"]
+        .as_object()
+        .cloned()
+        .expect("VersionIdsToStages")
+}
+
+#[test]
+fn folders_secrets_and_the_three_kinds_of_value_read() {
+    let moto = Moto::start();
+    moto.create("prod/app/db", r#"{"user":"app","port":5432}"#);
+    moto.create("prod/api", "t0k-plain");
+    moto.create_binary("prod/cert", &[0, 0xff, 1, b'\n']);
+    moto.create("dev/db", r#"{"user":"dev"}"#);
+    let m = mount(&moto, "aws-sm:prod/", &[]);
+    assert_eq!(names(m.path()), set(&["app", "api", "cert"]));
+    assert_eq!(names(&m.at("app")), set(&["db"]));
+    assert_eq!(names(&m.at("app/db")), set(&["port", "user"]));
+    assert_eq!(read(&m, "app/db/user"), "app");
+    assert_eq!(read(&m, "app/db/port"), "5432");
+    assert_eq!(names(&m.at("api")), set(&["value"]));
+    assert_eq!(read(&m, "api/value"), "t0k-plain");
+    assert_eq!(
+        std::fs::read(m.at("cert/value")).expect("cert"),
+        vec![0, 0xff, 1, b'\n']
+    );
+    // Missing names: ENOENT.
+    assert_eq!(errno(std::fs::metadata(m.at("nope"))), Some(libc::ENOENT));
+    assert_eq!(
+        errno(std::fs::metadata(m.at("app/db/nokey"))),
+        Some(libc::ENOENT)
+    );
+    // Read-only unless --writable.
+    assert_eq!(
+        errno(write_and_close(&m.at("app/db/user"), b"x")),
+        Some(libc::EROFS)
+    );
+    // A change made with the API shows within the TTL.
+    moto.put("prod/api", "rotated");
+    moto.put("prod/app/db", r#"{"user":"app2","port":5432}"#);
+    eventually("the rotated values", Duration::from_secs(20), || {
+        (read(&m, "api/value") == "rotated" && read(&m, "app/db/user") == "app2").then_some(())
+    });
+    // status names the store (its endpoint) and what it can do.
+    let (code, report) = status(m.path());
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        report["store_capabilities"],
+        json!({"check_and_set": true, "versions": false, "metadata": false, "soft_delete": false})
+    );
+    assert_eq!(report["store_node"], json!(moto.endpoint()), "{report}");
+    let log = m.log();
+    for value in ["t0k-plain", "rotated", "app2"] {
+        assert!(!log.contains(value), "a value reached the log: {value}");
+    }
+}
+
+#[test]
+fn plain_key_names_the_file_of_a_plain_secret() {
+    let moto = Moto::start();
+    moto.create("api", "t0k");
+    let m = mount(&moto, "aws-sm:", &["--plain-key", "token"]);
+    assert_eq!(names(&m.at("api")), set(&["token"]));
+    assert_eq!(read(&m, "api/token"), "t0k");
+}
+
+#[test]
+fn writes_make_new_versions_create_remove_and_schedule_deletion() {
+    let moto = Moto::start();
+    let first = moto.create("prod/db", r#"{"user":"u"}"#)["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    moto.create("prod/api", "old");
+    let m = mount(&moto, "aws-sm:prod", &["--writable"]);
+
+    // A key written: a new version holding both, AWSCURRENT moved to it.
+    write_and_close(&m.at("db/password"), b"p4ss").expect("write");
+    assert_eq!(
+        moto.current_json("prod/db"),
+        Some(json!({"user": "u", "password": "p4ss"}))
+    );
+    let current = moto.current("prod/db").expect("current")["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    assert_ne!(current, first);
+    let labels = stages(&moto, "prod/db");
+    assert!(
+        labels[&current]
+            .as_array()
+            .expect("labels")
+            .contains(&json!("AWSCURRENT")),
+        "{labels:?}"
+    );
+    assert_eq!(labels[&first], json!(["AWSPREVIOUS"]), "{labels:?}");
+
+    // A plain secret stays plain.
+    write_and_close(&m.at("api/value"), b"new").expect("write");
+    assert_eq!(
+        moto.current("prod/api").expect("api")["SecretString"],
+        json!("new")
+    );
+
+    // mkdir + write: a new secret (a JSON object).
+    std::fs::create_dir(m.at("fresh")).expect("mkdir");
+    write_and_close(&m.at("fresh/k"), b"v").expect("write");
+    assert_eq!(moto.current_json("prod/fresh"), Some(json!({"k": "v"})));
+
+    // rm of a key: a new version without it.
+    std::fs::remove_file(m.at("db/user")).expect("rm");
+    assert_eq!(
+        moto.current_json("prod/db"),
+        Some(json!({"password": "p4ss"}))
+    );
+    // rm of the last key: the secret stays, an empty object (as a store
+    // file keeps an empty secret).
+    std::fs::remove_file(m.at("fresh/k")).expect("rm");
+    assert_eq!(moto.current_json("prod/fresh"), Some(json!({})));
+    assert!(names(&m.at("fresh")).is_empty());
+
+    // rmdir: DeleteSecret with the recovery window, never forced.
+    std::fs::remove_dir(m.at("fresh")).expect("rmdir");
+    let described = moto.describe("prod/fresh").expect("still there");
+    assert!(
+        !described["DeletedDate"].is_null(),
+        "not scheduled for deletion: {described}"
+    );
+    assert!(moto.current("prod/fresh").is_none());
+    eventually(
+        "the deleted secret leaves the listing",
+        Duration::from_secs(20),
+        || (!names(m.path()).contains("fresh")).then_some(()),
+    );
+    // It can be restored, with its versions.
+    moto.ok("RestoreSecret", json!({"SecretId": "prod/fresh"}));
+    assert_eq!(moto.current_json("prod/fresh"), Some(json!({})));
+    eventually(
+        "the restored secret shows again",
+        Duration::from_secs(20),
+        || names(m.path()).contains("fresh").then_some(()),
+    );
+    // And a name deleted through the mount can be written again.
+    std::fs::remove_dir(m.at("fresh")).expect("rmdir again");
+    std::fs::create_dir(m.at("fresh")).expect("mkdir again");
+    write_and_close(&m.at("fresh/k2"), b"v2").expect("write again");
+    assert_eq!(
+        moto.current_json("prod/fresh"),
+        Some(json!({"k2": "v2"})),
+        "{}",
+        m.log()
+    );
+    assert!(!m.log().contains("p4ss"), "a value reached the log");
+}
+
+#[test]
+fn two_writers_lose_nothing() {
+    let moto = Moto::start();
+    moto.create("shared", r#"{"seed":"0"}"#);
+    let a = mount(&moto, "aws-sm:", &["--writable"]);
+    let b = mount(&moto, "aws-sm:", &["--writable"]);
+    const EACH: usize = 6;
+    std::thread::scope(|scope| {
+        for (m, who) in [(&a, "a"), (&b, "b")] {
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    write_and_close(&m.at(&format!("shared/{who}{i}")), who.as_bytes())
+                        .unwrap_or_else(|e| panic!("{who}{i}: {e}"));
+                }
+            });
+        }
+    });
+    let shared = moto.current_json("shared").expect("shared");
+    for who in ["a", "b"] {
+        for i in 0..EACH {
+            assert_eq!(
+                shared[format!("{who}{i}")],
+                json!(who),
+                "{who}{i} lost: {shared}"
+            );
+        }
+    }
+    assert_eq!(shared["seed"], json!("0"));
+}
+
+#[test]
+fn a_write_checked_against_a_version_no_longer_current_fails_with_eagain() {
+    use secretfs::error::Error;
+    use secretfs::store::{Deadline, Precondition, SecretPath, StoreSettings};
+    let moto = Moto::start();
+    let old = moto.create("prod/db", r#"{"user":"u"}"#)["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The credentials, as a profile of a shared credentials file.
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[moto]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .expect("credentials");
+    // SAFETY: only this test of this binary sets it, before any thread of
+    // its own reads the environment.
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &credentials);
+    let mut stores = StoreSettings::default();
+    stores.aws.region = Some("eu-west-1".into());
+    stores.aws.endpoint = Some(moto.endpoint().into());
+    stores.aws.profile = Some("moto".into());
+    let no_vault = || {
+        Err(secretfs::start_error::StartError::Options(
+            "no Vault".into(),
+        ))
+    };
+    let connected =
+        secretfs::store::connect("aws-sm:prod", &no_vault, &stores, rt.handle().clone())
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+    let path = SecretPath::parse("db").under(&connected.root);
+    let read = connected
+        .store
+        .read(&Deadline::per_request(), &path)
+        .expect("read")
+        .expect("a secret");
+    assert_eq!(
+        read.revision.as_ref().map(|r| r.as_str()),
+        Some(old.as_str())
+    );
+    // Someone else writes.
+    moto.put("prod/db", r#"{"user":"them"}"#);
+    let mut data = read.keys.clone();
+    data.insert(
+        "user".into(),
+        secretfs::store::SecretValue::from_bytes(b"me".to_vec()),
+    );
+    let lost = connected
+        .store
+        .write(
+            &Deadline::per_request(),
+            &path,
+            &data,
+            &Precondition::At(read.revision.clone().expect("revision")),
+        )
+        .expect_err("the check must fail");
+    assert!(matches!(lost, Error::CasConflict), "{lost:?}");
+    assert_eq!(lost.errno(), libc::EAGAIN);
+    // Their update stands, and what we staged carries no label.
+    assert_eq!(moto.current_json("prod/db"), Some(json!({"user": "them"})));
+    let labels = stages(&moto, "prod/db");
+    let labelled: Vec<&Value> = labels.values().filter(|l| l != &&json!([])).collect();
+    assert_eq!(labelled.len(), 2, "{labels:?}");
+    // A write checked against the current version goes through.
+    let now = connected
+        .store
+        .read(&Deadline::per_request(), &path)
+        .expect("read")
+        .expect("a secret");
+    connected
+        .store
+        .write(
+            &Deadline::per_request(),
+            &path,
+            &data,
+            &Precondition::At(now.revision.expect("revision")),
+        )
+        .expect("write");
+    assert_eq!(moto.current_json("prod/db"), Some(json!({"user": "me"})));
+    // Absent: the name is taken.
+    let taken = connected
+        .store
+        .write(
+            &Deadline::per_request(),
+            &path,
+            &data,
+            &Precondition::Absent,
+        )
+        .expect_err("exists");
+    assert!(matches!(taken, Error::CasConflict), "{taken:?}");
+}
+
+#[test]
+fn a_dead_endpoint_fails_with_eio_after_the_deadline() {
+    let mut moto = Moto::start();
+    moto.create("prod/seen", r#"{"k":"v"}"#);
+    moto.create("prod/unseen", r#"{"k":"v"}"#);
+    let m = mount(&moto, "aws-sm:prod", &["--timeout", "2s"]);
+    assert_eq!(names(m.path()), set(&["seen", "unseen"]));
+    assert_eq!(read(&m, "seen/k"), "v");
+    moto.stop();
+    // Never read: nothing cached to serve while the store is down.
+    assert_eq!(errno(std::fs::read(m.at("unseen/k"))), Some(libc::EIO));
+}
+
+#[test]
+fn access_denied_is_eacces() {
+    // moto's IAM mode: the first requests are let through (to make a user
+    // whose policy allows listing only), the rest are checked.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
+    moto.create("prod/db", r#"{"k":"v"}"#);
+    let iam = |action: &str, params: &[(&str, &str)]| -> String {
+        let mut form = format!("Action={action}&Version=2010-05-08");
+        for (k, v) in params {
+            form.push_str(&format!("&{k}={}", urlencode(v)));
+        }
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", moto.endpoint()])
+            .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0"])
+            .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+            .args(["-d", &form])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    iam("CreateUser", &[("UserName", "reader")]);
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["secretsmanager:ListSecrets"], "Resource": "*"}
+    ]})
+    .to_string();
+    iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "reader"),
+            ("PolicyName", "list"),
+            ("PolicyDocument", &policy),
+        ],
+    );
+    let keys = iam("CreateAccessKey", &[("UserName", "reader")]);
+    let tag = |name: &str| -> String {
+        let open = format!("<{name}>");
+        let start = keys.find(&open).map(|i| i + open.len()).expect(name);
+        let end = keys[start..].find('<').expect(name) + start;
+        keys[start..end].to_string()
+    };
+    let (id, secret) = (tag("AccessKeyId"), tag("SecretAccessKey"));
+    let m = Mount::builder_without_server("aws-sm:prod")
+        .aws(&moto)
+        .env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .args(&["--ttl", "1s"])
+        .start();
+    assert_eq!(names(m.path()), set(&["db"]));
+    assert_eq!(errno(std::fs::read(m.at("db/k"))), Some(libc::EACCES));
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn exec_runs_a_command_with_the_keys_of_an_aws_secret() {
+    let moto = Moto::start();
+    moto.create("prod/app", r#"{"DB_PASSWORD":"hunter2","DB_USER":"app"}"#);
+    let out = Command::new(support::secretfs())
+        .args(["exec", "aws-sm:prod/app", "--endpoint", moto.endpoint()])
+        .args(["--region", "eu-west-1", "--", "env"])
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HOME", Path::new("/nonexistent"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("secretfs exec");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.lines().any(|l| l == "DB_PASSWORD=hunter2"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l == "DB_USER=app"), "{stdout}");
+}
+
+#[test]
+fn a_store_file_layers_over_aws() {
+    let moto = Moto::start();
+    moto.create("prod/db", r#"{"USER":"app","PASSWORD":"from-aws"}"#);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.txt");
+    let file = dir.path().join("overrides.age");
+    let layer = format!("file:{}", file.display());
+    run_ok(
+        support::secretfs(),
+        &["store", "init", &layer, "--identity", s(&key)],
+    );
+    let m = mount(
+        &moto,
+        "aws-sm:prod",
+        &["--layer", &layer, "--identity", s(&key), "--writable"],
+    );
+    assert_eq!(read(&m, "db/PASSWORD"), "from-aws");
+    // Writes go to the top layer: the file, never AWS.
+    write_and_close(&m.at("db/PASSWORD"), b"local").expect("write");
+    assert_eq!(read(&m, "db/PASSWORD"), "local");
+    assert_eq!(read(&m, "db/USER"), "app");
+    let source = run_ok(
+        "getfattr",
+        &[
+            "--only-values",
+            "-n",
+            "user.secretfs.source",
+            s(&m.at("db/PASSWORD")),
+        ],
+    );
+    assert_eq!(source, layer);
+    assert_eq!(
+        moto.current_json("prod/db"),
+        Some(json!({"USER": "app", "PASSWORD": "from-aws"}))
+    );
+}

@@ -1,0 +1,194 @@
+//! A throwaway moto server (`moto_server`, from `pip install
+//! 'moto[server]'`; scripts/install-deps installs it) speaking AWS Secrets
+//! Manager on a free loopback port, and its API for tests to change and
+//! inspect secrets behind a mount's back. Fails the test loudly when moto
+//! is missing: never skips.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{die_with_parent, free_port, poll, MountBuilder};
+
+/// The region every test uses.
+pub const REGION: &str = "eu-west-1";
+
+/// The credentials moto takes (any).
+pub const CREDENTIALS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+];
+
+/// A moto server; dropping it kills it.
+pub struct Moto {
+    child: Option<Child>,
+    endpoint: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    /// Starts a server and waits until it answers.
+    pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// Starts a server with these environment variables (moto's IAM mode:
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start moto_server ({e}): AWS Secrets Manager tests need moto; run scripts/install-deps (pip install 'moto[server]')"
+            )
+        });
+        let mut moto = Moto {
+            child: Some(child),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let up = poll(Duration::from_secs(60), || {
+            if let Some(c) = moto.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("moto_server exited ({status}):\n{}", moto.log());
+                }
+            }
+            let (status, _) = moto.call("ListSecrets", json!({}));
+            (status != 0).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "moto_server did not answer in 60 s:\n{}",
+            moto.log()
+        );
+        moto
+    }
+
+    /// Its URL (`--endpoint`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// What it printed.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = self.log.reopen().and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    /// Kills it: its endpoint is dead from now on.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One Secrets Manager request (`action`, e.g. `CreateSecret`): the
+    /// HTTP status (0 when nothing answered) and the JSON answer. Moto
+    /// takes any signature.
+    pub fn call(&self, action: &str, body: Value) -> (u16, Value) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20240101/{REGION}/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let answer = agent
+            .post(&self.endpoint)
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header("X-Amz-Target", &format!("secretsmanager.{action}"))
+            .send(body.to_string());
+        match answer {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// [`Moto::call`] that must succeed.
+    pub fn ok(&self, action: &str, body: Value) -> Value {
+        let (status, answer) = self.call(action, body.clone());
+        assert_eq!(status, 200, "{action} {body}: {answer}");
+        answer
+    }
+
+    /// Creates secret `name` holding SecretString `value`.
+    pub fn create(&self, name: &str, value: &str) -> Value {
+        self.ok("CreateSecret", json!({"Name": name, "SecretString": value}))
+    }
+
+    /// Creates secret `name` holding SecretBinary `bytes`.
+    pub fn create_binary(&self, name: &str, bytes: &[u8]) -> Value {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.ok("CreateSecret", json!({"Name": name, "SecretBinary": b64}))
+    }
+
+    /// A new version of `name` holding `value` (AWSCURRENT moves to it).
+    pub fn put(&self, name: &str, value: &str) -> Value {
+        self.ok(
+            "PutSecretValue",
+            json!({"SecretId": name, "SecretString": value}),
+        )
+    }
+
+    /// The current version of `name`: GetSecretValue's answer, or `None`.
+    pub fn current(&self, name: &str) -> Option<Value> {
+        let (status, answer) = self.call(
+            "GetSecretValue",
+            json!({"SecretId": name, "VersionStage": "AWSCURRENT"}),
+        );
+        (status == 200).then_some(answer)
+    }
+
+    /// The current SecretString of `name` parsed as JSON (a JSON object
+    /// secret), or `None`.
+    pub fn current_json(&self, name: &str) -> Option<Value> {
+        let s = self.current(name)?["SecretString"].as_str()?.to_string();
+        serde_json::from_str(&s).ok()
+    }
+
+    /// DescribeSecret's answer, or `None` when there is no such secret.
+    pub fn describe(&self, name: &str) -> Option<Value> {
+        let (status, answer) = self.call("DescribeSecret", json!({"SecretId": name}));
+        (status == 200).then_some(answer)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl MountBuilder {
+    /// Reaches AWS Secrets Manager at `moto` (region, endpoint and
+    /// credentials in the environment, as the AWS CLI takes them).
+    pub fn aws(self, moto: &Moto) -> Self {
+        let mut b = self
+            .env("AWS_REGION", REGION)
+            .env("AWS_ENDPOINT_URL", moto.endpoint());
+        for (k, v) in CREDENTIALS {
+            b = b.env(k, v);
+        }
+        b
+    }
+}
