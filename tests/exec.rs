@@ -45,13 +45,13 @@ fn exec(bao: &Bao, args: &[&str]) -> Command {
 /// token on OpenBao, with its identity on a store file.
 fn exec_on(store: &Store, args: &[&str]) -> Command {
     match store.backend() {
-        Backend::File => {
+        Backend::File | Backend::AwsSm => {
             let mut cmd = Command::new(support::secretfs());
             cmd.arg("exec").args(args).args(store.access_args());
             for var in ["VAULT_ADDR", "VAULT_TOKEN", "RUST_LOG"] {
                 cmd.env_remove(var);
             }
-            cmd.stdin(Stdio::null());
+            cmd.envs(store.env()).stdin(Stdio::null());
             cmd
         }
         _ => exec(store.bao(), args),
@@ -388,7 +388,7 @@ fn a_changed_value_restarts_the_command_with_the_new_environment(backend: Backen
     run.wait_for_line("prod-pw");
     // Rotated the way an operator does it (`bao kv put` on OpenBao).
     match backend {
-        Backend::File => store.put(
+        Backend::File | Backend::AwsSm => store.put(
             "shop/prod",
             json!({"LOG_LEVEL": "warn", "DB_PASSWORD": "rotated-pw"}),
         ),

@@ -41,6 +41,17 @@ fn a_template_using_two_secrets_renders_and_follows_a_change_in_the_store(backen
     assert_eq!(first, "postgresql://app:hunter2@r1:5432/app\n");
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.len(), first.len() as u64);
+    if backend == Backend::AwsSm {
+        // moto stamps a version's CreatedDate in whole seconds (AWS itself
+        // in milliseconds), and the rendered file's mtime is its secrets'
+        // newest: the change must land in a later second than the seeding.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::thread::sleep(
+            Duration::from_millis(1050) - Duration::from_millis(now.subsec_millis().into()),
+        );
+    }
     store.put("myapp/db/replica", json!({"HOST": "replica-two.internal"}));
     let want = "postgresql://app:hunter2@replica-two.internal:5432/app\n";
     // The TTL plus a bound for a slow machine.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::moto::{self, Moto};
 use super::{run_ok, s, Bao, Mount, MountBuilder};
 
 /// One kind of store.
@@ -29,11 +30,18 @@ pub enum Backend {
     VaultKv1,
     /// An age-encrypted store file (`file:PATH`).
     File,
+    /// AWS Secrets Manager (`aws-sm:PREFIX`), served by moto.
+    AwsSm,
 }
 
 impl Backend {
     /// Every store, in the order tests run them.
-    pub const ALL: [Backend; 3] = [Backend::VaultKv2, Backend::VaultKv1, Backend::File];
+    pub const ALL: [Backend; 4] = [
+        Backend::VaultKv2,
+        Backend::VaultKv1,
+        Backend::File,
+        Backend::AwsSm,
+    ];
 
     /// The backend a [`per_store!`] test function is named after.
     pub fn named(name: &str) -> Backend {
@@ -41,6 +49,7 @@ impl Backend {
             "vault_kv2" => Backend::VaultKv2,
             "vault_kv1" => Backend::VaultKv1,
             "file" => Backend::File,
+            "aws_sm" => Backend::AwsSm,
             other => panic!("no store backend named {other}"),
         }
     }
@@ -65,6 +74,14 @@ impl Backend {
                 check_and_set: true,
                 versions: true,
                 metadata: true,
+                soft_delete: false,
+            },
+            // Version ids are UUIDs (no `P@N`); no custom metadata; the
+            // check of the version read is AWS's own (docs/AWS-SM.md).
+            Backend::AwsSm => Caps {
+                check_and_set: true,
+                versions: false,
+                metadata: false,
                 soft_delete: false,
             },
         }
@@ -206,6 +223,7 @@ fn now() -> String {
 enum Parts {
     Vault(Bao),
     File(AgeFile),
+    Aws(Moto),
 }
 
 /// A started store of one [`Backend`].
@@ -225,6 +243,7 @@ impl Store {
                 Parts::Vault(bao)
             }
             Backend::File => Parts::File(AgeFile::new()),
+            Backend::AwsSm => Parts::Aws(Moto::start()),
         };
         Store { backend, parts }
     }
@@ -252,7 +271,7 @@ impl Store {
     pub fn bao(&self) -> &Bao {
         match &self.parts {
             Parts::Vault(bao) => bao,
-            Parts::File(_) => panic!("{:?} has no OpenBao server", self.backend),
+            _ => panic!("{:?} has no OpenBao server", self.backend),
         }
     }
 
@@ -260,7 +279,7 @@ impl Store {
     pub fn age(&self) -> &AgeFile {
         match &self.parts {
             Parts::File(age) => age,
-            Parts::Vault(_) => panic!("{:?} is no store file", self.backend),
+            _ => panic!("{:?} is no store file", self.backend),
         }
     }
 
@@ -275,6 +294,7 @@ impl Store {
             (Parts::Vault(_), _) => format!("secret/{folder}"),
             (Parts::File(age), _) if folder.is_empty() => format!("file:{}", age.file.display()),
             (Parts::File(age), _) => format!("file:{}#{folder}", age.file.display()),
+            (Parts::Aws(_), _) => format!("aws-sm:{folder}"),
         }
     }
 
@@ -282,7 +302,7 @@ impl Store {
     /// SOURCE (`--identity` for a store file).
     pub fn access_args(&self) -> Vec<String> {
         match &self.parts {
-            Parts::Vault(_) => Vec::new(),
+            Parts::Vault(_) | Parts::Aws(_) => Vec::new(),
             Parts::File(age) => vec!["--identity".into(), age.key.display().to_string()],
         }
     }
@@ -294,6 +314,23 @@ impl Store {
         match &self.parts {
             Parts::Vault(bao) => Mount::builder(bao, &source),
             Parts::File(_) => Mount::builder_without_server(&source),
+            Parts::Aws(moto) => Mount::builder_without_server(&source).aws(moto),
+        }
+    }
+
+    /// The environment a process reaching this store needs (region,
+    /// endpoint and credentials for AWS, as the AWS CLI takes them).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match &self.parts {
+            Parts::Aws(moto) => {
+                let mut env = vec![
+                    ("AWS_REGION", moto::REGION.to_string()),
+                    ("AWS_ENDPOINT_URL", moto.endpoint().to_string()),
+                ];
+                env.extend(moto::CREDENTIALS.iter().map(|(k, v)| (*k, v.to_string())));
+                env
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -329,6 +366,13 @@ impl Store {
                     + 1;
                 versions.push(json!({"version": next, "created_time": now(), "data": data}));
             }),
+            (Parts::Aws(moto), _) => {
+                if moto.describe(path).is_some() {
+                    moto.put(path, &data.to_string());
+                } else {
+                    moto.create(path, &data.to_string());
+                }
+            }
         }
     }
 
@@ -365,6 +409,11 @@ impl Store {
                 let next = last["version"].as_u64().expect("version") + 1;
                 versions.push(json!({"version": next, "created_time": now(), "data": data}));
             }),
+            (Parts::Aws(moto), _) => {
+                let mut data = moto.current_json(path).expect("secret exists");
+                f(&mut data);
+                moto.put(path, &data.to_string());
+            }
         }
     }
 
@@ -388,6 +437,10 @@ impl Store {
                     last["deleted_time"] = json!("2026-01-01T00:00:00Z");
                 }
             }),
+            // Scheduled for deletion (the recovery window): restorable.
+            (Parts::Aws(moto), _) => {
+                moto.ok("DeleteSecret", json!({"SecretId": path}));
+            }
         }
     }
 
@@ -414,6 +467,7 @@ impl Store {
                     }
                 }
             }),
+            Parts::Aws(_) => unreachable!("no versions"),
         }
     }
 
@@ -436,6 +490,7 @@ impl Store {
                     .expect("versions")
                     .retain(|v| v["version"] != json!(n));
             }),
+            Parts::Aws(_) => unreachable!("no versions"),
         }
     }
 
@@ -446,6 +501,7 @@ impl Store {
             (Parts::Vault(bao), Backend::VaultKv1) => bao.kv1_get("kv1", path),
             (Parts::Vault(bao), _) => bao.kv2_get("secret", path).map(|(d, _)| d),
             (Parts::File(age), _) => age.get(path).map(|(d, _)| d),
+            (Parts::Aws(moto), _) => moto.current_json(path),
         }
     }
 
@@ -462,13 +518,14 @@ impl Store {
             (Parts::Vault(_), Backend::VaultKv1) => None,
             (Parts::Vault(bao), _) => Some(bao.kv2_version("secret", path)),
             (Parts::File(age), _) => Some(age.version(path)),
+            (Parts::Aws(_), _) => None,
         }
     }
 
     /// The secret's custom metadata (`None` for a store without metadata).
     pub fn custom_metadata(&self, path: &str) -> Option<Value> {
         match (&self.parts, self.backend) {
-            (Parts::Vault(_), Backend::VaultKv1) => None,
+            (Parts::Vault(_), Backend::VaultKv1) | (Parts::Aws(_), _) => None,
             (Parts::Vault(bao), _) => {
                 let (status, resp) = bao.api("GET", &format!("secret/metadata/{path}"), None);
                 assert_eq!(status, 200, "{resp}");
@@ -504,6 +561,7 @@ impl Store {
             Parts::File(age) => age.edit(|doc| {
                 doc["secrets"][path]["custom_metadata"][name] = json!(value);
             }),
+            Parts::Aws(_) => unreachable!("no metadata"),
         }
     }
 
@@ -537,12 +595,13 @@ impl Store {
 
 /// Runs a test body `fn NAME(backend: Backend)` once per store: makes a
 /// module `NAME` holding one `#[test]` per store (`NAME::vault_kv2`,
-/// `NAME::vault_kv1`, `NAME::file`; `cargo test NAME` runs them all).
+/// `NAME::vault_kv1`, `NAME::file`, `NAME::aws_sm`; `cargo test NAME`
+/// runs them all).
 /// `per_store!(NAME: file, vault_kv2)` runs it on those stores only.
 #[allow(unused_macros)] // the test binaries that run nothing per store
 macro_rules! per_store {
     ($test:ident) => {
-        per_store!($test: vault_kv2, vault_kv1, file);
+        per_store!($test: vault_kv2, vault_kv1, file, aws_sm);
     };
     ($test:ident: $($backend:ident),+ $(,)?) => {
         mod $test {
