@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{dead_addr, eventually, is_mounted, Bao, Mount};
+use support::{dead_addr, eventually, is_mounted, Backend, Bao, Mount, Store};
 
 const INSTALLED: &str = "/usr/local/bin/secretfs";
 
@@ -260,6 +260,43 @@ impl Drop for Unmounts {
                 let _ = Command::new("fusermount3").arg("-uz").arg(at).status();
             }
         }
+    }
+}
+
+#[test]
+fn mount_8_takes_the_source_of_every_store_and_its_options() {
+    let _on_path = OnPath::install();
+    for backend in [Backend::File, Backend::AwsSm] {
+        let store = Store::seeded_with(backend, &[("app/db", json!({"PASSWORD": "hunter2"}))]);
+        // The store's own options in -o form, as an fstab line gives them
+        // (AWS credentials stay in the environment, as the AWS CLI takes
+        // them; region and endpoint are given here as options).
+        let options = match backend {
+            Backend::File => format!("ttl=5s,identity={}", store.age().key().display()),
+            _ => {
+                let env: std::collections::HashMap<_, _> = store.env().into_iter().collect();
+                format!(
+                    "ttl=5s,region={},endpoint={}",
+                    env["AWS_REGION"], env["AWS_ENDPOINT_URL"]
+                )
+            }
+        };
+        let mut b = Mount::builder_without_server(&store.source("app")).via_mount8();
+        for (k, v) in store.env() {
+            if k.starts_with("AWS_ACCESS") || k.starts_with("AWS_SECRET") {
+                b = b.env(k, v);
+            }
+        }
+        let m = b.args(&["-o", &options]).start();
+        let at = m.path().to_path_buf();
+        assert!(is_mounted(&at), "{backend:?}");
+        assert_eq!(
+            std::fs::read(at.join("db/PASSWORD")).unwrap(),
+            b"hunter2",
+            "{backend:?}"
+        );
+        let (code, report) = support::status(&at);
+        assert_eq!(code, Some(0), "{backend:?}: {report}");
     }
 }
 
