@@ -99,6 +99,13 @@ fn scan(pid: u32, marker: &Marker) -> Vec<Found> {
         if !perms.starts_with('r') || name.starts_with("[vvar") || name == "[vsyscall]" {
             continue;
         }
+        // A file mapped read-only (the binary's code and constants, shared
+        // libraries) cannot hold what the daemon received; scanning it
+        // (hundreds of MB of a debug binary) took longer than the TTL, so
+        // a value was never seen while cached.
+        if name.starts_with('/') && !perms.contains('w') {
+            continue;
+        }
         let Some((start, end)) = range.split_once('-') else {
             continue;
         };
