@@ -69,9 +69,11 @@ impl PageCache {
 impl SecretFs {
     /// Opens `ino` with the open(2) `flags` for the caller of `ctx`, as
     /// `gate` says. With a context that may not wait, what needs a store
-    /// thread (a write buffer, an executable to hash, a value not cached)
-    /// fails with [`Error::WouldBlock`] before any refusal is logged or
-    /// handle made: the same open is then made again with one that may.
+    /// thread fails with [`Error::WouldBlock`] and no handle made: the
+    /// same open is then made again with one that may. A write buffer or
+    /// an executable to hash says so before admission; a read the cache
+    /// cannot answer after it, and is admitted again on the store thread
+    /// (a refusal ends the open, so none is logged twice).
     pub fn open_for(
         &self,
         ctx: &OpContext,
