@@ -1,14 +1,13 @@
-//! `--allow` rules at the FUSE boundary: the adapter gathers what the
-//! request and `/proc` say of the caller, and `crate::access` decides.
-//! A refusal is logged here, once, with the caller's executable, and
-//! becomes `EACCES`; the audit record is written by the operation that
-//! asked, as for every other outcome.
+//! `--allow` rules for changes at the FUSE boundary: which keys a change
+//! reaches, decided by `crate::fs::open::admit` (which logs a refusal
+//! once, with the caller's executable; it becomes `EACCES`). Opens are
+//! admitted by the core (`SecretFs::open_for`). The audit record is
+//! written by the operation that asked, as for every other outcome.
 
 use std::ffi::OsStr;
 
 use super::Shared;
 use crate::audit::Caller;
-use crate::error::Error;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
 use crate::fs::OpContext;
@@ -17,45 +16,13 @@ impl Shared {
     /// With `--allow` rules, whether `caller` may open or change a file
     /// showing `paths`: `Ok(true)` when a rule covers it and lets the
     /// caller in, `Ok(false)` when no rule covers it, `Err(NotAllowed)`
-    /// (EACCES) otherwise, logged here with the caller's executable.
+    /// (EACCES) otherwise, logged with the caller's executable (see
+    /// `crate::fs::open::admit`).
     pub(super) fn admit(&self, caller: Caller, paths: &[String]) -> crate::error::Result<bool> {
-        let Some(access) = &self.access else {
-            return Ok(false);
-        };
-        if paths.is_empty() {
-            return Ok(false);
+        match &self.access {
+            Some(access) => crate::fs::open::admit(access, caller, paths),
+            None => Ok(false),
         }
-        let mut facts =
-            crate::access::Caller::new(caller.tid, caller.uid, caller.gid, &access.digests);
-        match access.rules.decide(paths, &mut facts) {
-            crate::access::Decision::Uncovered => Ok(false),
-            crate::access::Decision::Allowed => Ok(true),
-            crate::access::Decision::Denied { path } => {
-                let exe = facts
-                    .exe_name()
-                    .map_or_else(|| "?".into(), |p| p.display().to_string());
-                tracing::warn!(
-                    path = %path,
-                    uid = caller.uid,
-                    gid = caller.gid,
-                    tid = caller.tid,
-                    exe = %exe,
-                    "refused by the --allow rules"
-                );
-                Err(Error::NotAllowed(format!(
-                    "no rule covering {path} lets in uid {} running {exe}",
-                    caller.uid
-                )))
-            }
-        }
-    }
-
-    /// Whether deciding an open of a file showing `paths` may need an
-    /// executable's digest (a covering rule has `@sha256`).
-    pub(super) fn may_hash(&self, paths: &[String]) -> bool {
-        self.access
-            .as_ref()
-            .is_some_and(|a| a.rules.needs_digest(paths))
     }
 
     /// [`Shared::admit`] for the keys the node `ino` reaches (whatever

@@ -16,7 +16,7 @@ mod session;
 
 pub use session::{mount, MountSettings, Mounted};
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,7 +33,9 @@ use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
-use crate::fs::{Attr, Creating, DirEntry, DirReplier, OpContext, SecretFs};
+use crate::fs::{
+    Attr, Creating, DirEntry, DirReplier, Gate, OpContext, Opened, PageCache, SecretFs,
+};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -106,21 +108,95 @@ impl FuseAdapter {
         &self,
         caller: Caller,
         reply: R,
-        op: impl Fn(&SecretFs, &OpContext) -> crate::error::Result<T> + Send + 'static,
+        op: impl Fn(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
         send: impl FnOnce(&Shared, R, crate::error::Result<T>) + Send + 'static,
     ) where
         R: Send + 'static,
         T: 'static,
     {
         let now = OpContext::cache_only(caller);
-        match op(&self.shared.core, &now) {
+        match op(&self.shared, &now) {
             Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
-                let result = op(&s.core, ctx);
+                let result = op(s, ctx);
                 send(s, reply, result);
             }),
             result => send(&self.shared, reply, result),
         }
     }
+
+    /// A read the cache may answer: `call` on this thread if it can, else
+    /// on a store thread; the reply is its result.
+    fn cached<T: 'static, R: Answer<T>>(
+        &self,
+        caller: Caller,
+        at: At,
+        reply: R,
+        call: impl Fn(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
+    ) {
+        self.now_or_later(caller, reply, call, move |s, reply, result| {
+            send(s, &at, reply, result)
+        });
+    }
+
+    /// An operation that may wait on the store: `call` on a store thread.
+    fn stored<T: 'static, R: Answer<T>>(
+        &self,
+        caller: Caller,
+        at: At,
+        reply: R,
+        call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
+    ) {
+        self.later(caller, move |s, ctx| {
+            let result = call(s, ctx);
+            send(s, &at, reply, result);
+        });
+    }
+
+    /// A change, on a store thread: refused before `call` reaches the
+    /// store while the audit log cannot record, and recorded as `op` with
+    /// its outcome (a change that cannot be recorded fails).
+    fn change<T: 'static, R: Answer<T>>(
+        &self,
+        caller: Caller,
+        op: Op,
+        at: At,
+        reply: R,
+        call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
+    ) {
+        self.later(caller, move |s, ctx| {
+            let result = s.audit_ready().and_then(|()| call(s, ctx));
+            let result = s.audit(op, caller, &result, |s| at.paths(s)).and(result);
+            send(s, &at, reply, result);
+        });
+    }
+
+    /// A READDIR or READDIRPLUS, filled by the core on a store thread.
+    fn list<R: Listing>(&self, caller: Caller, at: At, fh: Fh, offset: u64, reply: R)
+    where
+        for<'a> Entries<'a, R>: DirReplier,
+    {
+        self.later(caller, move |s, ctx| {
+            let mut out = Entries {
+                shared: s,
+                op: at.op,
+                reply,
+            };
+            match s.core.readdir(ctx, fh, offset, R::PLUS, &mut out) {
+                Ok(()) => out.reply.done(),
+                Err(e) => out.reply.error(at.fail(s, &e)),
+            }
+        });
+    }
+}
+
+/// An operation's prologue on the request thread: counts it and enters
+/// its span, named for the operation, with the fields given (the inode,
+/// a name or handle where known; never a value).
+macro_rules! begin {
+    ($op:literal, $($field:tt)*) => {{
+        crate::metrics::record_fuse_op($op);
+        tracing::debug_span!($op, $($field)*).entered()
+    }};
 }
 
 /// Who made a request. Only what the request says: the process behind
@@ -281,36 +357,153 @@ impl<R> Entries<'_, R> {
     }
 }
 
-/// Answers a LOOKUP or MKDIR.
-fn send_entry(
-    s: &Shared,
+/// What an operation is about: its name and node (and the name in that
+/// directory), for its span, its error log and its audit record.
+struct At {
     op: &'static str,
-    (parent, name): (Ino, &OsStr),
-    reply: ReplyEntry,
-    result: crate::error::Result<Attr>,
-) {
-    match result {
-        Ok(attr) => reply.entry_with_ttls(
-            &attr.valid_for,
-            &attr.valid_for,
-            &to_file_attr(&attr),
-            Generation(0),
-        ),
-        Err(e) => reply.error(s.fail(op, parent, Some(name), &e)),
+    ino: Ino,
+    name: Option<OsString>,
+    /// Where a rename goes.
+    to: Option<(Ino, OsString)>,
+}
+
+impl At {
+    fn ino(op: &'static str, ino: Ino) -> At {
+        At {
+            op,
+            ino,
+            name: None,
+            to: None,
+        }
+    }
+
+    fn name(op: &'static str, dir: Ino, name: &OsStr) -> At {
+        At {
+            name: Some(name.to_os_string()),
+            ..At::ino(op, dir)
+        }
+    }
+
+    /// The paths an audit record names.
+    fn paths(&self, s: &Shared) -> (String, Option<String>) {
+        let to = self.to.as_ref();
+        (
+            s.path_of(self.ino, self.name.as_deref()),
+            to.map(|(dir, name)| s.path_of(*dir, Some(name))),
+        )
+    }
+
+    /// Logs a failure once and turns it into its errno.
+    fn fail(&self, s: &Shared, e: &Error) -> Errno {
+        s.fail(self.op, self.ino, self.name.as_deref(), e)
     }
 }
 
-/// Answers a request that returns nothing but its outcome.
-fn send_empty(
-    s: &Shared,
-    op: &'static str,
-    (ino, name): (Ino, Option<&OsStr>),
-    reply: ReplyEmpty,
-    result: crate::error::Result<()>,
-) {
+/// A FUSE reply that answers with a `T` from the core.
+trait Answer<T>: Send + 'static {
+    fn answer(self, value: T);
+    fn error(self, errno: Errno);
+}
+
+/// Replies with `result`: its value, or its error's errno (logged once).
+fn send<T, R: Answer<T>>(s: &Shared, at: &At, reply: R, result: crate::error::Result<T>) {
     match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(s.fail(op, ino, name, &e)),
+        Ok(value) => reply.answer(value),
+        Err(e) => reply.error(at.fail(s, &e)),
+    }
+}
+
+impl Answer<()> for ReplyEmpty {
+    fn answer(self, (): ()) {
+        self.ok();
+    }
+    fn error(self, errno: Errno) {
+        ReplyEmpty::error(self, errno);
+    }
+}
+
+/// A LOOKUP or MKDIR.
+impl Answer<Attr> for ReplyEntry {
+    fn answer(self, attr: Attr) {
+        let ttl = &attr.valid_for;
+        self.entry_with_ttls(ttl, ttl, &to_file_attr(&attr), Generation(0));
+    }
+    fn error(self, errno: Errno) {
+        ReplyEntry::error(self, errno);
+    }
+}
+
+impl Answer<Attr> for ReplyAttr {
+    fn answer(self, attr: Attr) {
+        self.attr(&attr.valid_for, &to_file_attr(&attr));
+    }
+    fn error(self, errno: Errno) {
+        ReplyAttr::error(self, errno);
+    }
+}
+
+/// An OPENDIR.
+impl Answer<Fh> for ReplyOpen {
+    fn answer(self, fh: Fh) {
+        self.opened(FileHandle(fh.0), FopenFlags::empty());
+    }
+    fn error(self, errno: Errno) {
+        ReplyOpen::error(self, errno);
+    }
+}
+
+/// A getxattr or listxattr, with the size of the caller's buffer.
+struct Xattr(ReplyXattr, u32);
+
+impl Answer<Vec<u8>> for Xattr {
+    fn answer(self, bytes: Vec<u8>) {
+        reply_xattr(self.0, self.1, &bytes);
+    }
+    fn error(self, errno: Errno) {
+        self.0.error(errno);
+    }
+}
+
+/// What the kernel is told of an open handle's pages.
+fn fopen_flags(cache: PageCache) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
+    if cache.keep_cache {
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if cache.direct_io {
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if cache.no_flush {
+        flags |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    flags
+}
+
+/// A READDIR or READDIRPLUS reply.
+trait Listing: Send + 'static {
+    /// Whether entries come with their attributes.
+    const PLUS: bool;
+    fn done(self);
+    fn error(self, errno: Errno);
+}
+
+impl Listing for ReplyDirectory {
+    const PLUS: bool = false;
+    fn done(self) {
+        self.ok();
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectory::error(self, errno);
+    }
+}
+
+impl Listing for ReplyDirectoryPlus {
+    const PLUS: bool = true;
+    fn done(self) {
+        self.ok();
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectoryPlus::error(self, errno);
     }
 }
 
@@ -390,23 +583,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        crate::metrics::record_fuse_op("lookup");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("lookup", ino = parent.0).entered();
-        let Some(name) = name.to_str().map(str::to_string) else {
-            reply.error(Errno::ENOENT);
-            return;
+        let _span = begin!("lookup", ino = parent.0, ?name);
+        let Some(looked_up) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOENT);
         };
-        let parent = Ino(parent.0);
-        let looked_up = name.clone();
-        self.now_or_later(
-            caller,
-            reply,
-            move |core, ctx| core.lookup(ctx, parent, &looked_up),
-            move |s, reply, result| {
-                send_entry(s, "lookup", (parent, OsStr::new(&name)), reply, result)
-            },
-        );
+        let at = At::name("lookup", Ino(parent.0), name);
+        let parent = at.ino;
+        self.cached(caller(req), at, reply, move |s, ctx| {
+            s.core.lookup(ctx, parent, &looked_up)
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -415,105 +600,47 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        crate::metrics::record_fuse_op("getattr");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
+        let _span = begin!("getattr", ino = ino.0);
         let ino = Ino(ino.0);
-        self.now_or_later(
-            caller,
-            reply,
-            move |core, ctx| core.getattr(ctx, ino),
-            move |s, reply, result| match result {
-                Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-                Err(e) => reply.error(s.fail("getattr", ino, None, &e)),
-            },
-        );
+        let at = At::ino("getattr", ino);
+        self.cached(caller(req), at, reply, move |s, ctx| {
+            s.core.getattr(ctx, ino)
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        crate::metrics::record_fuse_op("open");
-        let _span = tracing::debug_span!("open", ino = ino.0).entered();
+        let _span = begin!("open", ino = ino.0);
+        let (ino, caller) = (Ino(ino.0), caller(req));
+        // What to do, and what to tell the kernel, is the core's decision.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let core = &self.shared.core;
-        let caller = caller(req);
         let op = if write { Op::OpenWrite } else { Op::OpenRead };
-        if self.shared.audit.is_none()
-            && self.shared.access.is_none()
-            && !write
-            && core.opens_can_skip_daemon(Ino(ino.0))
-        {
-            // "No open": the kernel stops sending OPEN (and, with flush
-            // refused below, FLUSH) and keeps pages across opens; reads
-            // arrive without a handle. It does so for every file of the
-            // mount at once: never with --allow rules, which must see
-            // each open of a covered file.
-            return reply.error(Errno::ENOSYS);
-        }
-        let truncate = write && flags.0 & libc::O_TRUNC != 0;
-        let ino = Ino(ino.0);
-        let paths = match &self.shared.access {
-            Some(_) => match core.reached(&OpContext::request(caller), ino, Through::Value) {
-                Ok(paths) => paths,
-                Err(e) => return reply.error(self.shared.fail("open", ino, None, &e)),
-            },
-            None => Vec::new(),
+        let opened = move |s: &Shared, ctx: &OpContext| {
+            let gate = Gate {
+                access: s.access.as_deref(),
+                recorded: s.audit.is_some(),
+            };
+            s.core.open_for(ctx, gate, ino, flags.0)
         };
-        // A file a rule covers bypasses the page cache (DIRECT_IO): its
-        // bytes are served to admitted handles only, and left in no
-        // kernel page another open could reach. Other read-only handles
-        // keep the page cache across opens (AUTO_INVAL_DATA drops it when
-        // the value changes) and skip FLUSH on close.
-        let cache = move |covered: bool| match (covered, write) {
-            (true, true) => FopenFlags::FOPEN_DIRECT_IO,
-            (true, false) => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-            (false, true) => FopenFlags::empty(),
-            (false, false) => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-        };
-        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<(Fh, bool)>| {
+        let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Opened>| {
+            if let Ok(Opened::NoOpen) = result {
+                // No audit log and no rules: nothing to record.
+                return reply.error(Errno::ENOSYS);
+            }
             let recorded = s.audit(op, caller, &result, |s| (s.path_of(ino, None), None));
-            if let (Err(_), Ok((fh, _))) = (&recorded, &result) {
+            if let (Err(_), Ok(Opened::Handle { fh, .. })) = (&recorded, &result) {
                 // Unrecorded, the handle is never handed out.
                 // A discarded buffer commits nothing.
                 s.core.discard(&OpContext::request(caller), *fh);
             }
             match recorded.and(result) {
-                Ok((fh, covered)) => reply.opened(FileHandle(fh.0), cache(covered)),
+                Ok(Opened::Handle { fh, cache }) => {
+                    reply.opened(FileHandle(fh.0), fopen_flags(cache))
+                }
+                Ok(Opened::NoOpen) => reply.error(Errno::ENOSYS),
                 Err(e) => reply.error(s.fail("open", ino, None, &e)),
             }
         };
-        if self.shared.may_hash(&paths) {
-            // An executable may have to be hashed: not on a request thread.
-            return self.later(caller, move |s, ctx| {
-                let result = s.admit(caller, &paths).and_then(|covered| {
-                    s.core
-                        .open(ctx, ino, write, truncate)
-                        .map(|fh| (fh, covered))
-                });
-                send(s, reply, result);
-            });
-        }
-        let covered = match self.shared.admit(caller, &paths) {
-            Ok(covered) => covered,
-            Err(e) => return send(&self.shared, reply, Err(e)),
-        };
-        if write {
-            // A write buffer starts from the value: the store may be asked.
-            return self.later(caller, move |s, ctx| {
-                send(
-                    s,
-                    reply,
-                    s.core
-                        .open(ctx, ino, write, truncate)
-                        .map(|fh| (fh, covered)),
-                )
-            });
-        }
-        self.now_or_later(
-            caller,
-            reply,
-            move |core, ctx| core.open(ctx, ino, false, false).map(|fh| (fh, covered)),
-            send,
-        );
+        self.now_or_later(caller, reply, opened, send);
     }
 
     fn read(
@@ -527,54 +654,50 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        crate::metrics::record_fuse_op("read");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0).entered();
+        let _span = begin!("read", ino = ino.0, fh = fh.0);
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        // The reply is sent inside the closure so the bytes are never copied again.
-        let read = move |core: &SecretFs, ctx: &OpContext, reply: &mut Option<ReplyData>| {
+        // The reply is sent inside the call so the bytes are never copied
+        // again; it is gone once sent.
+        let read = move |s: &Shared, ctx: &OpContext, reply: &mut Option<ReplyData>| {
             let send = |bytes: &[u8]| {
                 if let Some(r) = reply.take() {
                     r.data(bytes);
                 }
             };
             if fh.0 == 0 {
-                core.read_ino(ctx, ino, offset, size, send)
+                s.core.read_ino(ctx, ino, offset, size, send)
             } else {
-                core.read_handle(ctx, fh, offset, size, send)
+                s.core.read_handle(ctx, fh, offset, size, send)
             }
         };
-        let mut reply = Some(reply);
-        let now = OpContext::cache_only(caller);
-        let result = read(&self.shared.core, &now, &mut reply);
         let finish =
-            move |s: &Shared, result: crate::error::Result<()>, reply: Option<ReplyData>| {
-                if let (Err(e), Some(r)) = (result, reply) {
+            move |s: &Shared, mut reply: Option<ReplyData>, result: crate::error::Result<()>| {
+                if let (Err(e), Some(r)) = (result, reply.take()) {
                     r.error(s.fail("read", ino, None, &e));
                 }
             };
-        match result {
+        let (caller, mut reply) = (caller(req), Some(reply));
+        match read(&self.shared, &OpContext::cache_only(caller), &mut reply) {
             Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
-                let result = read(&s.core, ctx, &mut reply);
-                finish(s, result, reply);
+                let result = read(s, ctx, &mut reply);
+                finish(s, reply, result);
             }),
-            result => finish(&self.shared, result, reply),
+            result => finish(&self.shared, reply, result),
         }
     }
 
     fn release(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("release");
-        let caller = caller(req);
-        let fh = Fh(fh.0);
+        let _span = begin!("release", ino = ino.0, fh = fh.0);
+        let (fh, caller) = (Fh(fh.0), caller(req));
         if !self.shared.core.writes_through(fh) {
             // A read handle: nothing to commit, nothing to wait for (a
             // context that asks no clock).
@@ -597,19 +720,15 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("flush");
-        let _span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
+        let _span = begin!("flush", ino = ino.0, fh = fh.0);
         if self.shared.core.is_read_only() {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
         }
-        let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let result = s.audit_ready().and_then(|()| s.core.flush(ctx, fh));
-            let result = s
-                .audit(Op::Flush, caller, &result, |s| (s.path_of(ino, None), None))
-                .and(result);
-            send_empty(s, "flush", (ino, None), reply, result);
+        let at = At::ino("flush", Ino(ino.0));
+        let fh = Fh(fh.0);
+        self.change(caller(req), Op::Flush, at, reply, move |s, ctx| {
+            s.core.flush(ctx, fh)
         });
     }
 
@@ -621,27 +740,23 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("fsync");
-        let _span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        let (ino, fh, caller) = (Ino(ino.0), Fh(fh.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let result = s.audit_ready().and_then(|()| s.core.fsync(ctx, fh));
-            let result = s
-                .audit(Op::Fsync, caller, &result, |s| (s.path_of(ino, None), None))
-                .and(result);
-            send_empty(s, "fsync", (ino, None), reply, result);
+        let _span = begin!("fsync", ino = ino.0, fh = fh.0);
+        let at = At::ino("fsync", Ino(ino.0));
+        let fh = Fh(fh.0);
+        self.change(caller(req), Op::Fsync, at, reply, move |s, ctx| {
+            s.core.fsync(ctx, fh)
         });
     }
 
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("fsyncdir");
+        let _span = begin!("fsyncdir", ino = ino.0);
         // Directory changes reach the store when they are made.
         reply.ok();
     }
@@ -658,8 +773,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        crate::metrics::record_fuse_op("write");
-        let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0).entered();
+        let _span = begin!("write", ino = ino.0, fh = fh.0);
         // Into the write buffer: the store is not asked.
         match self.shared.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
@@ -685,34 +799,22 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        crate::metrics::record_fuse_op("setattr");
-        let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
-        let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let fh = fh.map(|fh| Fh(fh.0));
-            // A truncation or a change of owner: times and modes change nothing.
-            let change = size.is_some() || uid.is_some() || gid.is_some();
-            let ready = if change { s.audit_ready() } else { Ok(()) };
-            let result = ready.and_then(|()| match size {
+        let _span = begin!("setattr", ino = ino.0);
+        let (at, caller) = (At::ino("setattr", Ino(ino.0)), caller(req));
+        let (ino, fh) = (at.ino, fh.map(|fh| Fh(fh.0)));
+        let call = move |s: &Shared, ctx: &OpContext| {
+            if size.is_some() {
                 // A truncation changes the value: covered files need a rule.
-                Some(_) if s.access.is_some() => s
-                    .admit_ino(ctx, caller, ino, Through::Value)
-                    .and_then(|_| s.core.setattr(ctx, ino, fh, size, uid, gid)),
-                _ => s.core.setattr(ctx, ino, fh, size, uid, gid),
-            });
-            let result = match change {
-                true => s
-                    .audit(Op::Setattr, caller, &result, |s| {
-                        (s.path_of(ino, None), None)
-                    })
-                    .and(result),
-                false => result,
-            };
-            match result {
-                Ok(attr) => reply.attr(&attr.valid_for, &to_file_attr(&attr)),
-                Err(e) => reply.error(s.fail("setattr", ino, None, &e)),
+                s.admit_ino(ctx, caller, ino, Through::Value)?;
             }
-        });
+            s.core.setattr(ctx, ino, fh, size, uid, gid)
+        };
+        // A truncation or a change of owner: times and modes change nothing.
+        if size.is_some() || uid.is_some() || gid.is_some() {
+            self.change(caller, Op::Setattr, at, reply, call);
+        } else {
+            self.stored(caller, at, reply, call);
+        }
     }
 
     fn create(
@@ -725,17 +827,15 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        crate::metrics::record_fuse_op("create");
-        let _span = tracing::debug_span!("create", ino = parent.0).entered();
-        let name = name.to_os_string();
-        let parent = Ino(parent.0);
-        let caller = caller(req);
+        let _span = begin!("create", ino = parent.0, ?name);
+        let (at, caller) = (At::name("create", Ino(parent.0), name), caller(req));
+        // O_EXCL is how tools create their temporary files (see
+        // fs::names); what they leave waits for their process.
         let exclusive = flags & libc::O_EXCL != 0;
         self.later(caller, move |s, ctx| {
-            let admitted = s.admit_name(caller, parent, &name);
+            let (parent, name) = (at.ino, at.name.as_deref().unwrap_or_default());
+            let admitted = s.admit_name(caller, parent, name);
             let covered = matches!(admitted, Ok(true));
-            // O_EXCL is how tools create their temporary files (see
-            // fs::names); what they leave waits for their process.
             let how = Creating {
                 exclusive,
                 caller: Some(program_of(caller)),
@@ -747,29 +847,21 @@ impl Filesystem for FuseAdapter {
                     Some(n) => s.core.create_with(ctx, parent, n, how),
                     None => Err(Error::NotUtf8),
                 });
-            let recorded = s.audit(Op::Create, caller, &result, |s| {
-                (s.path_of(parent, Some(&name)), None)
-            });
+            let recorded = s.audit(Op::Create, caller, &result, |s| at.paths(s));
             if let (Err(_), Ok((_, fh))) = (&recorded, &result) {
                 // Unrecorded, the new file is dropped, never committed.
                 // A discarded buffer commits nothing.
                 s.core.discard(&OpContext::request(caller), *fh);
             }
-            let result = recorded.and(result);
-            let flags = if covered {
-                FopenFlags::FOPEN_DIRECT_IO
-            } else {
-                FopenFlags::empty()
-            };
-            match result {
+            match recorded.and(result) {
                 Ok((attr, fh)) => reply.created(
                     &attr.valid_for,
                     &to_file_attr(&attr),
                     Generation(0),
                     FileHandle(fh.0),
-                    flags,
+                    fopen_flags(PageCache::created(covered)),
                 ),
-                Err(e) => reply.error(s.fail("create", parent, Some(&name), &e)),
+                Err(e) => reply.error(at.fail(s, &e)),
             }
         });
     }
@@ -784,11 +876,9 @@ impl Filesystem for FuseAdapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("fallocate");
-        let _span = tracing::debug_span!("fallocate", ino = ino.0).entered();
-        let ino = Ino(ino.0);
-        let result = self.shared.core.fallocate(ino);
-        send_empty(&self.shared, "fallocate", (ino, None), reply, result);
+        let _span = begin!("fallocate", ino = ino.0);
+        let at = At::ino("fallocate", Ino(ino.0));
+        send(&self.shared, &at, reply, self.shared.core.fallocate(at.ino));
     }
 
     fn mkdir(
@@ -800,63 +890,48 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        crate::metrics::record_fuse_op("mkdir");
-        let _span = tracing::debug_span!("mkdir", ino = parent.0).entered();
-        let name = name.to_os_string();
-        let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let result = s.audit_ready().and_then(|()| match name.to_str() {
+        let _span = begin!("mkdir", ino = parent.0, ?name);
+        let (at, name) = (At::name("mkdir", Ino(parent.0), name), name.to_os_string());
+        let parent = at.ino;
+        self.change(
+            caller(req),
+            Op::Mkdir,
+            at,
+            reply,
+            move |s, ctx| match name.to_str() {
                 Some(n) => s.core.mkdir(ctx, parent, n),
                 None => Err(Error::NotUtf8),
-            });
-            let result = s
-                .audit(Op::Mkdir, caller, &result, |s| {
-                    (s.path_of(parent, Some(&name)), None)
-                })
-                .and(result);
-            send_entry(s, "mkdir", (parent, &name), reply, result);
-        });
+            },
+        );
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        crate::metrics::record_fuse_op("unlink");
-        let _span = tracing::debug_span!("unlink", ino = parent.0).entered();
-        let name = name.to_os_string();
-        let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let result = s
-                .audit_ready()
-                .and_then(|()| s.admit_name(caller, parent, &name))
-                .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.unlink(ctx, parent, n),
-                    None => Err(Error::NotFound),
-                });
-            let result = s
-                .audit(Op::Unlink, caller, &result, |s| {
-                    (s.path_of(parent, Some(&name)), None)
-                })
-                .and(result);
-            send_empty(s, "unlink", (parent, Some(&name)), reply, result);
+        let _span = begin!("unlink", ino = parent.0, ?name);
+        let (at, name) = (At::name("unlink", Ino(parent.0), name), name.to_os_string());
+        let (parent, caller) = (at.ino, caller(req));
+        self.change(caller, Op::Unlink, at, reply, move |s, ctx| {
+            s.admit_name(caller, parent, &name)?;
+            match name.to_str() {
+                Some(n) => s.core.unlink(ctx, parent, n),
+                None => Err(Error::NotFound),
+            }
         });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        crate::metrics::record_fuse_op("rmdir");
-        let _span = tracing::debug_span!("rmdir", ino = parent.0).entered();
-        let name = name.to_os_string();
-        let (parent, caller) = (Ino(parent.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let result = s.audit_ready().and_then(|()| match name.to_str() {
+        let _span = begin!("rmdir", ino = parent.0, ?name);
+        let (at, name) = (At::name("rmdir", Ino(parent.0), name), name.to_os_string());
+        let parent = at.ino;
+        self.change(
+            caller(req),
+            Op::Rmdir,
+            at,
+            reply,
+            move |s, ctx| match name.to_str() {
                 Some(n) => s.core.rmdir(ctx, parent, n),
                 None => Err(Error::NotFound),
-            });
-            let result = s
-                .audit(Op::Rmdir, caller, &result, |s| {
-                    (s.path_of(parent, Some(&name)), None)
-                })
-                .and(result);
-            send_empty(s, "rmdir", (parent, Some(&name)), reply, result);
-        });
+            },
+        );
     }
 
     fn rename(
@@ -869,55 +944,34 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("rename");
-        let _span = tracing::debug_span!("rename", ino = parent.0).entered();
+        let _span = begin!("rename", ino = parent.0, ?name, ?newname);
+        let at = At {
+            to: Some((Ino(newparent.0), newname.to_os_string())),
+            ..At::name("rename", Ino(parent.0), name)
+        };
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
-        let (parent, newparent) = (Ino(parent.0), Ino(newparent.0));
-        let caller = caller(req);
-        self.later(caller, move |s, ctx| {
-            let result =
-                if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-                    Err(Error::Invalid(
-                        "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
-                    ))
-                } else if let Err(e) = s
-                    .audit_ready()
-                    .and_then(|()| s.admit_name(caller, parent, &name))
-                    .and_then(|_| s.admit_name(caller, newparent, &newname))
-                {
-                    // A covered key renamed out of its rule's reach, or
-                    // another file renamed over a covered one.
-                    Err(e)
-                } else {
-                    match (name.to_str(), newname.to_str()) {
-                        (Some(n), Some(nn)) => s.core.rename(
-                            ctx,
-                            parent,
-                            n,
-                            newparent,
-                            nn,
-                            flags.contains(RenameFlags::RENAME_NOREPLACE),
-                        ),
-                        (None, _) => Err(Error::NotFound),
-                        (_, None) => Err(Error::NotUtf8),
-                    }
-                };
-            let result = s
-                .audit(Op::Rename, caller, &result, |s| {
-                    (
-                        s.path_of(parent, Some(&name)),
-                        Some(s.path_of(newparent, Some(&newname))),
-                    )
-                })
-                .and(result);
-            send_empty(s, "rename", (parent, Some(&name)), reply, result);
+        let (parent, newparent, caller) = (at.ino, Ino(newparent.0), caller(req));
+        self.change(caller, Op::Rename, at, reply, move |s, ctx| {
+            if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+                return Err(Error::Invalid(
+                    "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported".into(),
+                ));
+            }
+            // A covered key renamed out of its rule's reach, or another
+            // file renamed over a covered one.
+            s.admit_name(caller, parent, &name)?;
+            s.admit_name(caller, newparent, &newname)?;
+            let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            match (name.to_str(), newname.to_str()) {
+                (Some(n), Some(nn)) => s.core.rename(ctx, parent, n, newparent, nn, noreplace),
+                (None, _) => Err(Error::NotFound),
+                (_, None) => Err(Error::NotUtf8),
+            }
         });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        crate::metrics::record_fuse_op("getxattr");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("getxattr", ino = ino.0).entered();
+        let _span = begin!("getxattr", ino = ino.0, ?name);
         let ino = Ino(ino.0);
         // `ls -l` asks every file for `security.selinux` and POSIX ACLs:
         // names not ours are answered here, without a store thread.
@@ -927,42 +981,31 @@ impl Filesystem for FuseAdapter {
                 .map_or(Error::NoAttribute, crate::fs::xattr::foreign_xattr);
             // An everyday answer, one per file listed: no path worked out.
             tracing::trace!(ino = ino.0, ?name, error = %e, "getxattr");
-            reply.error(Errno::from_i32(e.errno()));
-            return;
+            return reply.error(Errno::from_i32(e.errno()));
         };
         // The status attribute asks the store how it is.
         let name = ours.to_string();
-        self.later(caller, move |s, ctx| {
-            match s.core.getxattr(ctx, ino, &name) {
-                Ok(bytes) => reply_xattr(reply, size, &s.with_audit_status(ino, &name, bytes)),
-                Err(e) => reply.error(s.fail("getxattr", ino, Some(OsStr::new(&name)), &e)),
-            }
+        let at = At::name("getxattr", ino, OsStr::new(&name));
+        self.stored(caller(req), at, Xattr(reply, size), move |s, ctx| {
+            let bytes = s.core.getxattr(ctx, ino, &name)?;
+            Ok(s.with_audit_status(ino, &name, bytes))
         });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        crate::metrics::record_fuse_op("listxattr");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
-        let ino = Ino(ino.0);
+        let _span = begin!("listxattr", ino = ino.0);
+        let at = At::ino("listxattr", Ino(ino.0));
+        let ino = at.ino;
         // A secret's metadata comes with the secret: the store may be asked.
-        self.now_or_later(
-            caller,
-            reply,
-            move |core, ctx| core.listxattr(ctx, ino),
-            move |s, reply, result| match result {
-                Ok(names) => {
-                    // Each name followed by a NUL, as listxattr(2) returns them.
-                    let mut bytes = Vec::new();
-                    for name in names {
-                        bytes.extend_from_slice(name.as_bytes());
-                        bytes.push(0);
-                    }
-                    reply_xattr(reply, size, &bytes);
-                }
-                Err(e) => reply.error(s.fail("listxattr", ino, None, &e)),
-            },
-        );
+        self.cached(caller(req), at, Xattr(reply, size), move |s, ctx| {
+            // Each name followed by a NUL, as listxattr(2) returns them.
+            let mut bytes = Vec::new();
+            for name in s.core.listxattr(ctx, ino)? {
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.push(0);
+            }
+            Ok(bytes)
+        });
     }
 
     fn setxattr(
@@ -975,65 +1018,41 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("setxattr");
-        let _span = tracing::debug_span!("setxattr", ino = ino.0).entered();
+        let _span = begin!("setxattr", ino = ino.0, ?name);
         let (name, value) = (name.to_os_string(), value.to_vec());
-        let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(caller, move |s, ctx| {
+        let (at, caller) = (At::ino("setxattr", Ino(ino.0)), caller(req));
+        let ino = at.ino;
+        self.change(caller, Op::Setxattr, at, reply, move |s, ctx| {
             // A change of the secret: covered files need a rule.
-            let result = s
-                .audit_ready()
-                .and_then(|()| s.admit_ino(ctx, caller, ino, Through::Metadata))
-                .and_then(|_| match name.to_str() {
-                    Some(n) => s.core.setxattr(ctx, ino, n, &value, flags),
-                    None => Err(Error::NotSupported("attribute names are UTF-8")),
-                });
-            let result = s
-                .audit(Op::Setxattr, caller, &result, |s| {
-                    (s.path_of(ino, None), None)
-                })
-                .and(result);
-            send_empty(s, "setxattr", (ino, None), reply, result);
+            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            match name.to_str() {
+                Some(n) => s.core.setxattr(ctx, ino, n, &value, flags),
+                None => Err(Error::NotSupported("attribute names are UTF-8")),
+            }
         });
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        crate::metrics::record_fuse_op("removexattr");
-        let _span = tracing::debug_span!("removexattr", ino = ino.0).entered();
+        let _span = begin!("removexattr", ino = ino.0, ?name);
         let name = name.to_os_string();
-        let (ino, caller) = (Ino(ino.0), caller(req));
-        self.later(caller, move |s, ctx| {
-            let admitted = s
-                .audit_ready()
-                .and_then(|()| s.admit_ino(ctx, caller, ino, Through::Metadata));
-            let result = match name.to_str() {
-                _ if admitted.is_err() => admitted.map(drop),
+        let (at, caller) = (At::ino("removexattr", Ino(ino.0)), caller(req));
+        let ino = at.ino;
+        self.change(caller, Op::Removexattr, at, reply, move |s, ctx| {
+            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            match name.to_str() {
                 Some(n) => s.core.removexattr(ctx, ino, n),
                 None => Err(Error::NoAttribute),
-            };
-            let result = s
-                .audit(Op::Removexattr, caller, &result, |s| {
-                    (s.path_of(ino, None), None)
-                })
-                .and(result);
-            send_empty(s, "removexattr", (ino, None), reply, result);
+            }
         });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        crate::metrics::record_fuse_op("opendir");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
-        let ino = Ino(ino.0);
-        self.now_or_later(
-            caller,
-            reply,
-            move |core, ctx| core.opendir(ctx, ino),
-            move |s, reply, result| match result {
-                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
-                Err(e) => reply.error(s.fail("opendir", ino, None, &e)),
-            },
-        );
+        let _span = begin!("opendir", ino = ino.0);
+        let at = At::ino("opendir", Ino(ino.0));
+        let ino = at.ino;
+        self.cached(caller(req), at, reply, move |s, ctx| {
+            s.core.opendir(ctx, ino)
+        });
     }
 
     fn readdir(
@@ -1044,22 +1063,15 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        crate::metrics::record_fuse_op("readdir");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0).entered();
+        let _span = begin!("readdir", ino = ino.0, fh = fh.0);
         // Attributes of entries may need the store.
-        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(caller, move |s, ctx| {
-            let mut out = Entries {
-                shared: s,
-                op: "readdir",
-                reply,
-            };
-            match s.core.readdir(ctx, fh, offset, false, &mut out) {
-                Ok(()) => out.reply.ok(),
-                Err(e) => out.reply.error(s.fail("readdir", ino, None, &e)),
-            }
-        });
+        self.list(
+            caller(req),
+            At::ino("readdir", Ino(ino.0)),
+            Fh(fh.0),
+            offset,
+            reply,
+        );
     }
 
     fn readdirplus(
@@ -1070,32 +1082,20 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        crate::metrics::record_fuse_op("readdirplus");
-        let caller = caller(req);
-        let _span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0).entered();
-        let (ino, fh) = (Ino(ino.0), Fh(fh.0));
-        self.later(caller, move |s, ctx| {
-            let mut out = Entries {
-                shared: s,
-                op: "readdirplus",
-                reply,
-            };
-            match s.core.readdir(ctx, fh, offset, true, &mut out) {
-                Ok(()) => out.reply.ok(),
-                Err(e) => out.reply.error(s.fail("readdirplus", ino, None, &e)),
-            }
-        });
+        let _span = begin!("readdirplus", ino = ino.0, fh = fh.0);
+        let at = At::ino("readdirplus", Ino(ino.0));
+        self.list(caller(req), at, Fh(fh.0), offset, reply);
     }
 
     fn releasedir(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        crate::metrics::record_fuse_op("releasedir");
+        let _span = begin!("releasedir", ino = ino.0, fh = fh.0);
         // A directory handle holds nothing to commit.
         self.shared
             .core
