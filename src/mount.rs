@@ -13,7 +13,7 @@ use crate::cli::MountArgs;
 use crate::daemon::{self, Readiness};
 use crate::fs::cache::{CachePolicy, SystemClock};
 use crate::fs::view::Views;
-use crate::fs::{FsConfig, Presentation, SecretFs};
+use crate::fs::{Background, FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
 use crate::metrics;
@@ -167,24 +167,11 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     };
 
     warn_if_empty(&connected, &args, readiness);
-    let core = build_core(connected, &args);
-    if args.cache.max_inodes > 0 {
-        // Absolute, as mountinfo spells it; resolved before our mount
-        // covers it.
-        let at = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
-        let max = usize::try_from(args.cache.max_inodes).unwrap_or(usize::MAX);
-        core.bound_inodes(
-            Some(max),
-            Box::new(move || {
-                let device = crate::mounted_over::device_of(&at)?;
-                crate::mounted_over::paths_mounted_over(&device)
-            }),
-        );
-    }
+    // Where the core's invalidations go: the notifier thread reads them
+    // once the mount is up.
+    let (invalidations, for_notifier) = std::sync::mpsc::channel();
+    let (core, mut background) = build_core(connected, &args, invalidations);
     let _ = core_slot.set(Arc::downgrade(&core));
-    core.start_refresher();
-    core.start_sweeper();
-    core.start_settler();
 
     let audit = args
         .service
@@ -212,19 +199,9 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             hint: fuse::device::hint_after_refusal(),
         }
     })?;
-    if let Some(hook) = args.service.on_change.clone() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Absolute, as the paths handed to the hook must be.
-        let at = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
-        match crate::hook::start(hook, at, rx) {
-            Ok(()) => core.report_changes_to(tx),
-            Err(e) => tracing::warn!(error = %e, "cannot start the --on-change thread"),
-        }
-    }
-    match mounted.start_notifier() {
-        Ok(tx) => core.send_invalidations_to(tx),
+    if let Err(e) = mounted.start_notifier(for_notifier) {
         // Kernel caches still expire with the TTL (attributes say so).
-        Err(e) => tracing::warn!(error = %e, "cannot start the notifier thread"),
+        tracing::warn!(error = %e, "cannot start the notifier thread");
     }
     tracing::info!(mountpoint = %args.mountpoint.display(), source = %args.source, "mounted");
     readiness.ready();
@@ -235,6 +212,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         tracing::info!("unmounting");
         if let Err(reason) = mounted.unmount() {
             // Still write what waits, and flush the audit log, first.
+            background.stop();
             core.settle(true);
             flush_audit(audit.as_ref());
             return Err(StartError::Unmount {
@@ -248,8 +226,9 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
             tracing::warn!(error = %e, "session ended with an error");
         }
     }
-    // Removals and temporary files left for later are written now, while
-    // the store can still be reached.
+    // The core's threads end first; then removals and temporary files left
+    // for later are written, while the store can still be reached.
+    background.stop();
     core.settle(true);
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The session may not have ended (a lazy detach, another namespace
@@ -360,24 +339,49 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
     server.start(metrics::enable(levels)).map_err(failed)
 }
 
-/// The core over the connected store, configured by the command line.
-fn build_core(connected: store::Connected, args: &MountArgs) -> Arc<SecretFs> {
-    if let crate::fs::view::Layout::Templates(dir) = &args.files.layout {
-        return Arc::new(SecretFs::with_templates(
-            connected.store,
-            connected.root,
-            fs_config(args),
-            Arc::new(SystemClock),
-            dir.clone(),
-        ));
-    }
-    Arc::new(SecretFs::with_views(
+/// The core over the connected store, configured by the command line and
+/// sending what the kernel must forget to `invalidations`, with its
+/// background threads running: refreshers, sweeper, settler, and the
+/// `--on-change` watcher (whose hook thread starts here too).
+fn build_core(
+    connected: store::Connected,
+    args: &MountArgs,
+    invalidations: std::sync::mpsc::Sender<crate::fs::Invalidation>,
+) -> (Arc<SecretFs>, Background) {
+    let mut builder = SecretFs::builder(
         connected.store,
         connected.root,
         fs_config(args),
         Arc::new(SystemClock),
-        Views::of_layout(&args.files.layout),
-    ))
+    )
+    .send_invalidations_to(invalidations)
+    .housekeeping();
+    builder = match &args.files.layout {
+        crate::fs::view::Layout::Templates(dir) => builder.templates(dir.clone()),
+        layout => builder.views(Views::of_layout(layout)),
+    };
+    // Absolute, as mountinfo spells it and as the paths handed to the hook
+    // must be; resolved before our mount covers it.
+    let at = || std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+    if args.cache.max_inodes > 0 {
+        let at = at();
+        let max = usize::try_from(args.cache.max_inodes).unwrap_or(usize::MAX);
+        builder = builder.bound_inodes(
+            max,
+            Box::new(move || {
+                let device = crate::mounted_over::device_of(&at)?;
+                crate::mounted_over::paths_mounted_over(&device)
+            }),
+        );
+    }
+    if let Some(hook) = args.service.on_change.clone() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        match crate::hook::start(hook, at(), rx) {
+            Ok(()) => builder = builder.report_changes_to(tx),
+            Err(e) => tracing::warn!(error = %e, "cannot start the --on-change thread"),
+        }
+    }
+    builder.build()
 }
 
 /// The core's configuration: what the command line says, and the mounting

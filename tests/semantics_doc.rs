@@ -352,12 +352,14 @@ fn a_plain_create_stores_every_documented_scratch_name() {
         max_value_size: 1024,
         background_refresh: false,
     };
-    let fs = SecretFs::new(
+    let fs = SecretFs::builder(
         store.clone(),
         SecretPath::root(),
         config,
         ManualClock::new(),
-    );
+    )
+    .build()
+    .0;
     let dir = fs
         .lookup(&OpContext::background(), ROOT_INO, "s")
         .expect("the secret shows")

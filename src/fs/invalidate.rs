@@ -5,7 +5,6 @@
 //! which, so it stays free of FUSE and testable without a mount.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use super::inode::Ino;
@@ -32,11 +31,6 @@ pub enum Invalidation {
 }
 
 impl SecretFs {
-    /// Sends invalidations to `tx` from now on (once; later calls are ignored).
-    pub fn send_invalidations_to(&self, tx: Sender<Invalidation>) {
-        let _ = self.invalidations.set(tx);
-    }
-
     /// An answer of the store replaced an older one: tells the kernel what
     /// to forget.
     pub(super) fn notice(&self, change: Change) {
@@ -63,26 +57,14 @@ impl SecretFs {
         }
     }
 
-    /// Holds at most about `max` inodes (`None`: as many as the kernel
-    /// keeps): past it, the kernel is asked to drop the oldest entries and
-    /// forgets them unless they are in use. Entries something is mounted
-    /// on (or below), as `mounted_over` says, are never dropped: the kernel
-    /// would detach those mounts. When it cannot tell, nothing is dropped.
-    /// Without a mount (no [`SecretFs::send_invalidations_to`]) nothing is
-    /// asked.
-    pub fn bound_inodes(&self, max: Option<usize>, mounted_over: super::MountedOver) {
-        self.names.set_bound(max);
-        let _ = self.mounted_over.set(mounted_over);
-    }
-
     /// Asks the kernel to drop entries when the inode table is past its bound.
     pub(super) fn keep_inodes_bounded(&self) {
-        // Unbounded (no bound_inodes): every lookup passes here, and
-        // returns without taking the namespace's lock.
-        let Some(mounted_over) = self.mounted_over.get() else {
+        // Unbounded (see [`super::Builder::bound_inodes`]): every lookup
+        // passes here, and returns without taking the namespace's lock.
+        let Some(mounted_over) = &self.mounted_over else {
             return;
         };
-        if self.invalidations.get().is_none() || !self.names.eviction_due() {
+        if self.invalidations.is_none() || !self.names.eviction_due() {
             return;
         }
         let spared = mounted_over();
@@ -106,7 +88,7 @@ impl SecretFs {
     }
 
     pub(super) fn invalidate(&self, what: Invalidation) {
-        if let Some(tx) = self.invalidations.get() {
+        if let Some(tx) = &self.invalidations {
             // The receiver only goes away when the mount ends.
             let _ = tx.send(what);
         }
@@ -159,7 +141,7 @@ impl SecretFs {
         now: Option<&Arc<Listing>>,
     ) {
         // Nothing listed before (first fetch, or evicted): nothing is gone.
-        if self.invalidations.get().is_none() || before.is_none() {
+        if self.invalidations.is_none() || before.is_none() {
             return;
         }
         let names = |l: Option<&Arc<Listing>>| -> BTreeSet<String> {

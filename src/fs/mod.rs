@@ -10,9 +10,11 @@
 //! in `write`, extended attributes in `xattr`; what the kernel must forget
 //! in `invalidate`.
 
+mod builder;
 pub mod cache;
 pub mod clock;
 pub mod context;
+mod halt;
 pub mod handle;
 pub mod inode;
 mod invalidate;
@@ -41,7 +43,8 @@ use std::time::{Duration, SystemTime};
 use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
-use crate::store::{Listing, Secret, SecretPath, SecretStore};
+use crate::store::{Listing, Secret, SecretPath};
+pub use builder::{Background, Builder};
 use cache::{CachePolicy, Cached, Clock};
 pub use context::OpContext;
 use handle::HandleTable;
@@ -80,7 +83,7 @@ pub struct FsConfig {
     /// Largest value a write may produce, in bytes (`EFBIG` past it).
     pub max_value_size: u64,
     /// Refresh answers read near their expiry in the background, before
-    /// they expire, once [`SecretFs::start_refresher`] runs.
+    /// they expire, on threads [`Builder::build`] starts.
     pub background_refresh: bool,
 }
 
@@ -193,13 +196,14 @@ pub struct SecretFs {
     views: Views,
     /// The last failure logged, for `secretfs status`.
     last_error: Mutex<Option<Failure>>,
-    /// Where invalidations for the kernel go, once the mount is up.
-    invalidations: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidation>>,
+    /// Where invalidations for the kernel go (a mount's notifier), if
+    /// anywhere.
+    invalidations: Option<std::sync::mpsc::Sender<Invalidation>>,
     /// Where the paths of changed secrets go (`--on-change`), if anywhere.
-    changes: std::sync::OnceLock<std::sync::mpsc::Sender<String>>,
-    /// The paths inside the mount something is mounted on (see
-    /// [`SecretFs::bound_inodes`]).
-    mounted_over: std::sync::OnceLock<MountedOver>,
+    changes: Option<std::sync::mpsc::Sender<String>>,
+    /// The paths inside the mount something is mounted on, when the inode
+    /// table is bounded (see [`Builder::bound_inodes`]).
+    mounted_over: Option<MountedOver>,
     /// The templates shown at the root (`--layout templates:DIR`), if any.
     templates: Option<Arc<template::Templates>>,
     /// Wakes the thread that settles temporary files (settle.rs).
@@ -220,61 +224,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SecretFs {
-    /// A filesystem whose root stands for `root` in `store`, showing each
-    /// secret as a directory of key files.
-    pub fn new(
-        store: Arc<dyn SecretStore>,
-        root: SecretPath,
-        config: FsConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self::with_views(store, root, config, clock, Views::for_layout())
-    }
-
-    /// A filesystem showing secrets through `views`.
-    pub fn with_views(
-        store: Arc<dyn SecretStore>,
-        root: SecretPath,
-        config: FsConfig,
-        clock: Arc<dyn Clock>,
-        views: Views,
-    ) -> Self {
-        SecretFs {
-            source: Arc::new(Source::new(store, config.cache, clock)),
-            names: Namespace::new(root),
-            handles: HandleTable::default(),
-            writers: Writers::default(),
-            config,
-            views,
-            last_error: Mutex::new(None),
-            invalidations: std::sync::OnceLock::new(),
-            changes: std::sync::OnceLock::new(),
-            mounted_over: std::sync::OnceLock::new(),
-            templates: None,
-            settler: settle::Settler::default(),
-        }
-    }
-
-    /// A read-only filesystem showing, at its root, one file `X` per
-    /// template `dir/X.tmpl`, rendered on read from the secrets below
-    /// `root` (`--layout templates:DIR`).
-    pub fn with_templates(
-        store: Arc<dyn SecretStore>,
-        root: SecretPath,
-        config: FsConfig,
-        clock: Arc<dyn Clock>,
-        dir: std::path::PathBuf,
-    ) -> Self {
-        let config = FsConfig {
-            read_only: true,
-            ..config
-        };
-        SecretFs {
-            templates: Some(Arc::new(template::Templates::new(dir))),
-            ..Self::with_views(store, root, config, clock, Views::for_layout())
-        }
-    }
-
     /// The folder listing at `path` (`None`: not a folder).
     fn listing(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Listing>> {
         let source::Fetched { answer, change } = self.source.listing(ctx, path)?;
@@ -318,19 +267,23 @@ impl SecretFs {
 
     /// Starts the thread that sweeps old values out of memory (see
     /// [`SecretFs::sweep`]), every half TTL (between 1 s and 30 s).
-    pub fn start_sweeper(self: &Arc<Self>) {
+    fn start_sweeper(self: &Arc<Self>, background: &mut Background) {
         let every =
             (self.config.cache.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        let fs = Arc::downgrade(self);
+        let (fs, halt) = (Arc::downgrade(self), background.halt());
         let spawned = std::thread::Builder::new()
             .name("secretfs-sweep".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                let Some(fs) = fs.upgrade() else { return };
-                fs.sweep();
+            .spawn(move || {
+                while !halt.sleep(every) {
+                    let Some(fs) = fs.upgrade() else { return };
+                    fs.sweep();
+                }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the sweeper: values stay in memory until evicted");
+        match spawned {
+            Ok(thread) => background.spawned(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the sweeper: values stay in memory until evicted")
+            }
         }
     }
 
@@ -339,11 +292,11 @@ impl SecretFs {
     /// Without them every value is fetched again by the reader that finds
     /// it expired. Several threads: refreshes of many secrets must not
     /// queue behind each other (that would stretch the freshness bound).
-    pub fn start_refresher(self: &Arc<Self>) {
+    fn start_refresher(self: &Arc<Self>, background: &mut Background) {
         if !self.config.background_refresh {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Refresh>();
+        let (tx, rx) = std::sync::mpsc::channel::<Option<Refresh>>();
         let rx = Arc::new(Mutex::new(rx));
         let mut started = 0;
         for i in 0..REFRESHERS {
@@ -351,8 +304,9 @@ impl SecretFs {
             let spawned = std::thread::Builder::new()
                 .name(format!("secretfs-refresh-{i}"))
                 .spawn(move || loop {
+                    // `None`: told to end.
                     let job = lock(&rx).recv();
-                    let (Ok(job), Some(fs)) = (job, fs.upgrade()) else {
+                    let (Ok(Some(job)), Some(fs)) = (job, fs.upgrade()) else {
                         return;
                     };
                     match fs.source.refresh(&OpContext::background(), &job) {
@@ -363,12 +317,16 @@ impl SecretFs {
                     }
                 });
             match spawned {
-                Ok(_) => started += 1,
+                Ok(thread) => {
+                    background.spawned(thread);
+                    started += 1;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot start a refresh thread"),
             }
         }
         if started > 0 {
-            self.start_switcher();
+            background.refreshers(tx.clone(), started);
+            self.start_switcher(background);
             self.source.refresh_through(tx);
         }
     }

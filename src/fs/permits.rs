@@ -67,13 +67,15 @@ mod tests {
     use crate::store::memory::{MemoryStore, Scope};
     use crate::store::Permissions;
 
-    fn fs_over(store: &Arc<MemoryStore>) -> SecretFs {
-        SecretFs::new(
+    fn fs_over(store: &Arc<MemoryStore>) -> Arc<SecretFs> {
+        SecretFs::builder(
             store.clone(),
             SecretPath::root(),
             config(Duration::from_secs(30)),
             ManualClock::new(),
         )
+        .build()
+        .0
     }
 
     fn ino(fs: &SecretFs, path: &str) -> Ino {

@@ -134,13 +134,15 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(30);
 
-    fn timed(store: Arc<MemoryStore>) -> (SecretFs, Arc<ManualClock>) {
+    fn timed(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>) {
         let clock = ManualClock::new();
-        let fs = SecretFs::new(store, SecretPath::root(), config(TTL), clock.clone());
+        let fs = SecretFs::builder(store, SecretPath::root(), config(TTL), clock.clone())
+            .build()
+            .0;
         (fs, clock)
     }
 
-    fn fs() -> SecretFs {
+    fn fs() -> Arc<SecretFs> {
         let store = Arc::new(MemoryStore::new());
         store.put("app/db", json!({"PASSWORD": "hunter2", "USER": "app"}));
         store.put("app/db/replica", json!({"HOST": "r1"}));

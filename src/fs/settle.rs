@@ -15,13 +15,14 @@
 use crate::fs::OpContext;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use secrecy::{ExposeSecret, SecretBox};
 
+use super::halt::Halt;
 use super::local::{Fate, Scratch, SETTLE_AFTER};
-use super::{lock, FileRef, SecretFs};
+use super::{lock, Background, FileRef, SecretFs};
 use crate::error::Error;
 use crate::store::SecretPath;
 
@@ -112,13 +113,18 @@ struct Waiting {
 #[derive(Default)]
 pub struct Settler {
     /// The pipe's writing end; its reading end is the thread's.
-    wake: OnceLock<OwnedFd>,
+    wake: Option<OwnedFd>,
 }
 
 impl Settler {
+    /// Wakes the thread reading the other end of `waker`'s pipe.
+    pub(super) fn waking(waker: OwnedFd) -> Settler {
+        Settler { wake: Some(waker) }
+    }
+
     /// Wakes the thread: something may have become due.
     pub(super) fn wake(&self) {
-        if let Some(fd) = self.wake.get() {
+        if let Some(fd) = &self.wake {
             // SAFETY: one byte from a valid buffer to our own pipe. A full
             // (non-blocking) pipe already holds a wake-up: EAGAIN is fine.
             let _ = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -127,7 +133,7 @@ impl Settler {
 }
 
 /// A pipe (reading end, writing end), both non-blocking and close-on-exec.
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2(2) fills two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -242,37 +248,32 @@ impl SecretFs {
     }
 
     /// Starts the thread that settles what is due (see the module's
-    /// documentation); none on a read-only mount.
-    pub fn start_settler(self: &Arc<Self>) {
-        if self.config.read_only {
-            return;
-        }
-        let (wakes, waker) = match pipe() {
-            Ok(ends) => ends,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end");
-                return;
-            }
-        };
-        if self.settler.wake.set(waker).is_err() {
-            return; // Started already.
-        }
-        let fs = Arc::downgrade(self);
+    /// documentation), woken through `wakes` (the reading end of the pipe
+    /// whose writing end the core's [`Settler`] holds). The builder starts
+    /// none on a read-only core.
+    pub(super) fn start_settler(self: &Arc<Self>, wakes: OwnedFd, background: &mut Background) {
+        let (fs, halt) = (Arc::downgrade(self), background.halt());
         let spawned = std::thread::Builder::new()
             .name("secretfs-settle".into())
-            .spawn(move || settle_thread(&fs, &wakes));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end");
+            .spawn(move || settle_thread(&fs, &wakes, &halt));
+        match spawned {
+            Ok(thread) => background.spawned(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end")
+            }
         }
     }
 }
 
 /// The settler: settles what is due, then sleeps in poll(2) until a
 /// program it waits for exits, a temporary file is closed, or the nearest
-/// deadline. Ends when the filesystem is gone.
-fn settle_thread(fs: &Weak<SecretFs>, wakes: &OwnedFd) {
+/// deadline. Ends when told to, or when the filesystem is gone.
+fn settle_thread(fs: &Weak<SecretFs>, wakes: &OwnedFd, halt: &Halt) {
     let mut exits = Exits::default();
     loop {
+        if halt.is_halted() {
+            return;
+        }
         let waiting = {
             let Some(fs) = fs.upgrade() else { return };
             drain(wakes.as_raw_fd());

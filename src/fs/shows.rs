@@ -151,12 +151,14 @@ mod tests {
     fn paths_are_seen_from_the_mount_root_and_scratch_files_show_their_secret_s_keys() {
         let store = Arc::new(MemoryStore::new());
         store.put("team/app/db", json!({"PASSWORD": "p", "USER": "u"}));
-        let fs = SecretFs::new(
+        let fs = SecretFs::builder(
             store,
             SecretPath::parse("team/app"),
             config(Duration::from_secs(30)),
             ManualClock::new(),
-        );
+        )
+        .build()
+        .0;
         let db = fs
             .lookup(&OpContext::background(), ROOT_INO, "db")
             .unwrap()

@@ -148,8 +148,9 @@ pub struct Source {
     ttl: Duration,
     /// When the mount started: the mtime of what the store gives none.
     started: SystemTime,
-    /// Where background refreshes are sent, once a refresher runs.
-    refresher: OnceLock<Sender<Refresh>>,
+    /// Where background refreshes are sent, once a refresher runs (set
+    /// by the core's builder only; `None` asks a refresher thread to end).
+    refresher: OnceLock<Sender<Option<Refresh>>>,
     /// Refreshes queued or running, so each path is refreshed once at a time.
     refreshing: Mutex<HashSet<Refresh>>,
     /// An answer read with less validity left than this is refreshed ahead.
@@ -333,8 +334,9 @@ impl Source {
 
     /// Sends answers read near their expiry to `tx`, to be refreshed in
     /// the background (once; later calls are ignored). Without it every
-    /// expired answer is fetched again by the reader that needs it.
-    pub fn refresh_through(&self, tx: Sender<Refresh>) {
+    /// expired answer is fetched again by the reader that needs it. Only
+    /// the core's builder calls it, before it hands the core out.
+    pub(super) fn refresh_through(&self, tx: Sender<Option<Refresh>>) {
         let _ = self.refresher.set(tx);
     }
 
@@ -828,8 +830,9 @@ impl Source {
     }
 
     /// Holds refreshed secrets whose data changed back from now on, until
-    /// [`Source::switch_due`] switches them in (once a switcher runs).
-    pub fn hold_changes(&self) {
+    /// [`Source::switch_due`] switches them in (once a switcher runs; only
+    /// the core's builder calls it).
+    pub(super) fn hold_changes(&self) {
         let _ = self.switching.set(());
     }
 
@@ -840,6 +843,13 @@ impl Source {
         let (switched, again) = self.secrets.switch_due(QUIET);
         let changes = switched.into_iter().map(Change::from).collect();
         (changes, again)
+    }
+
+    /// Wakes the switcher waiting in [`Source::wait_for_held`] (to stop).
+    pub(super) fn wake_switcher(&self) {
+        let (woken, wake) = &self.held_back;
+        *lock(woken) = true;
+        wake.notify_all();
     }
 
     /// Waits until a secret is held back, or `most` passed.
@@ -875,7 +885,7 @@ impl Source {
         let Some(tx) = self.refresher.get() else {
             return;
         };
-        if lock(&self.refreshing).insert(job.clone()) && tx.send(job.clone()).is_err() {
+        if lock(&self.refreshing).insert(job.clone()) && tx.send(Some(job.clone())).is_err() {
             lock(&self.refreshing).remove(&job);
         }
     }

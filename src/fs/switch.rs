@@ -11,28 +11,31 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::halt::Halt;
 use super::source::{Source, MAX_HOLD, QUIET};
-use super::SecretFs;
+use super::{Background, SecretFs};
 
 /// The longest the switcher sleeps while a secret is held back: it wakes
 /// at the moment it computed, this only bounds a clock moved by hand.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// How long the switcher sleeps with nothing held (it wakes when a secret
-/// is held back; this only lets it see that the filesystem is gone).
+/// is held back, or when told to end; this only lets it see that the
+/// filesystem is gone).
 const IDLE: Duration = Duration::from_secs(1);
 
 impl SecretFs {
     /// Starts the thread that switches held-back secrets in, and from then
     /// on holds refreshed secrets whose data changed back. `false` when it
     /// cannot start (refreshes then switch at once, as before).
-    pub(super) fn start_switcher(self: &Arc<Self>) -> bool {
-        let (fs, source) = (Arc::downgrade(self), self.source.clone());
+    pub(super) fn start_switcher(self: &Arc<Self>, background: &mut Background) -> bool {
+        let (fs, source, halt) = (Arc::downgrade(self), self.source.clone(), background.halt());
         let spawned = std::thread::Builder::new()
             .name("secretfs-switch".into())
-            .spawn(move || switch_loop(fs, source));
+            .spawn(move || switch_loop(fs, source, &halt));
         match spawned {
-            Ok(_) => {
+            Ok(thread) => {
+                background.spawned(thread);
                 self.source.hold_changes();
                 true
             }
@@ -44,9 +47,12 @@ impl SecretFs {
     }
 }
 
-fn switch_loop(fs: Weak<SecretFs>, source: Arc<Source>) {
+fn switch_loop(fs: Weak<SecretFs>, source: Arc<Source>, halt: &Halt) {
     debug_assert!(QUIET < MAX_HOLD);
     loop {
+        if halt.is_halted() {
+            return;
+        }
         let Some(fs) = fs.upgrade() else { return };
         let (changes, again) = source.switch_due();
         for change in changes {
@@ -77,12 +83,19 @@ mod tests {
     use crate::store::SecretPath;
 
     /// A filesystem refreshing ahead (30 s TTL) over a clock moved by hand,
-    /// and the invalidations it sends the kernel.
+    /// the invalidations it sends the kernel, and its threads (which run
+    /// until the [`Background`] goes).
     fn refreshing(
         store: Arc<MemoryStore>,
-    ) -> (Arc<SecretFs>, Arc<ManualClock>, Receiver<Invalidation>) {
+    ) -> (
+        Arc<SecretFs>,
+        Arc<ManualClock>,
+        Receiver<Invalidation>,
+        Background,
+    ) {
         let clock = ManualClock::new();
-        let fs = Arc::new(SecretFs::new(
+        let (tx, rx) = channel();
+        let (fs, background) = SecretFs::builder(
             store,
             SecretPath::root(),
             FsConfig {
@@ -90,11 +103,10 @@ mod tests {
                 ..config(Duration::from_secs(30))
             },
             clock.clone(),
-        ));
-        let (tx, rx) = channel();
-        fs.send_invalidations_to(tx);
-        fs.start_refresher();
-        (fs, clock, rx)
+        )
+        .send_invalidations_to(tx)
+        .build();
+        (fs, clock, rx, background)
     }
 
     /// A certificate and its key read one after the other: the refresh the
@@ -104,7 +116,7 @@ mod tests {
     #[test]
     fn a_refresh_landing_between_two_reads_of_a_pair_waits_for_a_quiet_moment() {
         let store = seeded();
-        let (fs, clock, rx) = refreshing(store.clone());
+        let (fs, clock, rx, _background) = refreshing(store.clone());
         let db = path_ino(&fs, "myapp/db").unwrap();
         let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
         let user = path_ino(&fs, "myapp/db/USER").unwrap();
@@ -160,7 +172,7 @@ mod tests {
     #[test]
     fn a_secret_read_without_pause_switches_after_the_hold() {
         let store = seeded();
-        let (fs, clock, _rx) = refreshing(store.clone());
+        let (fs, clock, _rx, _background) = refreshing(store.clone());
         assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
         store.put("myapp/db", json!({"USER": "new-user"}));
         clock.advance(Duration::from_secs(29));
@@ -189,7 +201,7 @@ mod tests {
     #[test]
     fn in_the_last_tenth_of_the_ttl_the_kernel_keeps_a_value_for_the_rest_of_its_life() {
         let store = seeded();
-        let (fs, clock, _rx) = refreshing(store.clone());
+        let (fs, clock, _rx, _background) = refreshing(store.clone());
         let ino = path_ino(&fs, "myapp/db/USER").unwrap();
         assert_eq!(
             fs.getattr(&OpContext::background(), ino).unwrap().valid_for,

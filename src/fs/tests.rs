@@ -44,20 +44,30 @@ pub(super) fn config(ttl: Duration) -> FsConfig {
     }
 }
 
-pub(super) fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> SecretFs {
+pub(super) fn fs_over(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> Arc<SecretFs> {
     timed(store, root, ttl).0
 }
 
 /// A filesystem over `store` whose clock moves only when the test says.
-fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (SecretFs, Arc<ManualClock>) {
+fn timed(store: Arc<MemoryStore>, root: &str, ttl: Duration) -> (Arc<SecretFs>, Arc<ManualClock>) {
+    let (builder, clock) = timed_builder(store, root, ttl);
+    (builder.build().0, clock)
+}
+
+/// The builder of [`timed`]'s filesystem, and its clock.
+fn timed_builder(
+    store: Arc<MemoryStore>,
+    root: &str,
+    ttl: Duration,
+) -> (super::Builder, Arc<ManualClock>) {
     let clock = ManualClock::new();
-    let fs = SecretFs::new(
+    let builder = SecretFs::builder(
         Arc::new(HideDeleted::new(store)),
         SecretPath::parse(root),
         config(ttl),
         clock.clone(),
     );
-    (fs, clock)
+    (builder, clock)
 }
 
 pub(super) fn seeded() -> Arc<MemoryStore> {
@@ -601,7 +611,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 #[test]
 fn a_read_only_mount_refuses_every_change() {
     let store = seeded();
-    let fs = SecretFs::new(
+    let fs = SecretFs::builder(
         store.clone(),
         SecretPath::root(),
         FsConfig {
@@ -609,7 +619,9 @@ fn a_read_only_mount_refuses_every_change() {
             ..config(Duration::from_secs(30))
         },
         ManualClock::new(),
-    );
+    )
+    .build()
+    .0;
     let db = path_ino(&fs, "myapp/db").unwrap();
     let key = path_ino(&fs, "myapp/db/USER").unwrap();
     assert_eq!(
@@ -1216,9 +1228,12 @@ fn stat_shows_the_size_being_written_before_close() {
 }
 
 /// A filesystem refreshing ahead in the background, over a clock moved by hand.
-fn refreshing_ahead(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>) {
+/// The refresh threads run until the returned [`super::Background`] goes.
+fn refreshing_ahead(
+    store: Arc<MemoryStore>,
+) -> (Arc<SecretFs>, Arc<ManualClock>, super::Background) {
     let clock = ManualClock::new();
-    let fs = Arc::new(SecretFs::new(
+    let (fs, background) = SecretFs::builder(
         Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
         FsConfig {
@@ -1226,15 +1241,15 @@ fn refreshing_ahead(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>
             ..config(Duration::from_secs(30))
         },
         clock.clone(),
-    ));
-    fs.start_refresher();
-    (fs, clock)
+    )
+    .build();
+    (fs, clock, background)
 }
 
 #[test]
 fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
     let store = seeded();
-    let (fs, clock) = refreshing_ahead(store.clone());
+    let (fs, clock, _background) = refreshing_ahead(store.clone());
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     store.put("myapp/db", json!({"PASSWORD": "rotated"}));
     // 28 s into a 30 s TTL: the cached value, and a refresh behind it.
@@ -1260,7 +1275,7 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
     // kernel asks again: if it may keep it the whole TTL, it asks once the
     // value has expired, and that reader waits for the store.
     let store = seeded();
-    let (fs, clock) = refreshing_ahead(store.clone());
+    let (fs, clock, _background) = refreshing_ahead(store.clone());
     let ino = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     let kept = fs.getattr(&OpContext::background(), ino).unwrap().valid_for;
     assert!(
@@ -1327,7 +1342,7 @@ fn two_keys_read_one_after_the_other_after_expiry_come_from_one_version() {
     // refreshes, or the second would get the new one (nginx: "key values
     // mismatch").
     let store = seeded();
-    let (fs, clock) = refreshing_ahead(store.clone());
+    let (fs, clock, _background) = refreshing_ahead(store.clone());
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     assert_eq!(read_all(&fs, "myapp/db/USER").unwrap(), b"app");
     store.put(
@@ -1344,17 +1359,17 @@ fn two_keys_read_one_after_the_other_after_expiry_come_from_one_version() {
     );
 }
 
-fn invalidations_of(fs: &SecretFs) -> std::sync::mpsc::Receiver<Invalidation> {
+/// The filesystem `builder` makes, and where its invalidations go.
+fn notified(builder: super::Builder) -> (Arc<SecretFs>, std::sync::mpsc::Receiver<Invalidation>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    fs.send_invalidations_to(tx);
-    rx
+    (builder.send_invalidations_to(tx).build().0, rx)
 }
 
 #[test]
 fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_shown() {
     let store = seeded();
-    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
-    let rx = invalidations_of(&fs);
+    let (builder, clock) = timed_builder(store.clone(), "", Duration::from_secs(30));
+    let (fs, rx) = notified(builder);
     let dir = path_ino(&fs, "myapp/db").unwrap();
     let password = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
     let user = path_ino(&fs, "myapp/db/USER").unwrap();
@@ -1455,8 +1470,8 @@ fn a_changed_value_gets_a_new_inode_and_the_old_one_keeps_serving_what_it_was_sh
 #[test]
 fn a_writers_own_change_keeps_its_inode() {
     let store = seeded();
-    let (fs, _clock) = timed(store.clone(), "", Duration::from_secs(30));
-    let rx = invalidations_of(&fs);
+    let (builder, _clock) = timed_builder(store.clone(), "", Duration::from_secs(30));
+    let (fs, rx) = notified(builder);
     let dir = path_ino(&fs, "myapp/db").unwrap();
     let ino = fs
         .lookup(&OpContext::background(), dir, "PASSWORD")
@@ -1483,9 +1498,9 @@ fn a_writers_own_change_keeps_its_inode() {
 #[test]
 fn a_secret_gone_from_its_folder_invalidates_its_name() {
     let store = seeded();
-    let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));
+    let (builder, clock) = timed_builder(store.clone(), "", Duration::from_secs(30));
     store.put("myapp/api/other", json!({"k": "v"}));
-    let rx = invalidations_of(&fs);
+    let (fs, rx) = notified(builder);
     let api = path_ino(&fs, "myapp/api").unwrap();
     assert_eq!(names(&fs, "myapp/api").len(), 2);
     path_ino(&fs, "myapp/api/token").unwrap();
@@ -1728,18 +1743,24 @@ impl view::View for Lines {
     }
 }
 
-fn fs_with_lines(store: Arc<MemoryStore>) -> (SecretFs, Arc<ManualClock>) {
+fn fs_with_lines(store: Arc<MemoryStore>) -> (Arc<SecretFs>, Arc<ManualClock>) {
+    let (builder, clock) = lines_builder(store);
+    (builder.build().0, clock)
+}
+
+/// The builder of [`fs_with_lines`]'s filesystem, and its clock.
+fn lines_builder(store: Arc<MemoryStore>) -> (super::Builder, Arc<ManualClock>) {
     let clock = ManualClock::new();
     // Asked first: a new `NAME.txt` is a secret, not a key.
     let views = view::Views::of(vec![Arc::new(Lines), Arc::new(view::Keys)]);
-    let fs = SecretFs::with_views(
+    let builder = SecretFs::builder(
         Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
         config(Duration::from_secs(30)),
         clock.clone(),
-        views,
-    );
-    (fs, clock)
+    )
+    .views(views);
+    (builder, clock)
 }
 
 #[test]
@@ -1826,8 +1847,8 @@ fn creating_a_file_beside_makes_the_secret_it_is_named_after() {
 #[test]
 fn a_file_beside_a_secret_is_invalidated_when_the_secret_changes() {
     let store = seeded();
-    let (fs, clock) = fs_with_lines(store.clone());
-    let rx = invalidations_of(&fs);
+    let (builder, clock) = lines_builder(store.clone());
+    let (fs, rx) = notified(builder);
     let ino = path_ino(&fs, "myapp/db.txt").unwrap();
     let size = fs.getattr(&OpContext::background(), ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
@@ -2030,17 +2051,16 @@ mod templates;
 
 /// A mount over a folder `app` of 30 one-key secrets, its inodes bounded
 /// at 20 when `bounded`, and where its invalidations go.
-fn thirty_secrets(bounded: bool) -> (SecretFs, std::sync::mpsc::Receiver<Invalidation>) {
+fn thirty_secrets(bounded: bool) -> (Arc<SecretFs>, std::sync::mpsc::Receiver<Invalidation>) {
     let store = Arc::new(MemoryStore::new());
     for i in 0..30 {
         store.put(&format!("app/s{i:02}"), json!({"K": "v"}));
     }
-    let fs = fs_over(store, "", Duration::from_secs(30));
+    let (mut builder, _clock) = timed_builder(store, "", Duration::from_secs(30));
     if bounded {
-        fs.bound_inodes(Some(20), Box::new(|| Some(Default::default())));
+        builder = builder.bound_inodes(20, Box::new(|| Some(Default::default())));
     }
-    let rx = invalidations_of(&fs);
-    (fs, rx)
+    notified(builder)
 }
 
 #[test]

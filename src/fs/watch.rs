@@ -7,34 +7,33 @@
 //! sending a signal is the mount's business (`crate::hook`).
 
 use crate::fs::OpContext;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Weak};
 
 use super::source::Refresh;
-use super::SecretFs;
+use super::{Background, SecretFs};
 use crate::store::{Secret, SecretPath};
 
 impl SecretFs {
-    /// Sends the path in the mount (from its root, no leading `/`) of every
-    /// secret a refresh finds changed to `tx` from now on (once; later
-    /// calls are ignored), and starts re-reading every held secret once per
-    /// TTL.
-    pub fn report_changes_to(self: &Arc<Self>, tx: Sender<String>) {
-        if self.changes.set(tx).is_err() {
-            return;
-        }
-        let fs = Arc::downgrade(self);
+    /// Starts re-reading every held secret once per TTL, so that changes
+    /// are reported (to where [`super::Builder::report_changes_to`] said)
+    /// even when nobody reads.
+    pub(super) fn start_watcher(self: &Arc<Self>, background: &mut Background) {
+        let (fs, halt) = (Arc::downgrade(self), background.halt());
         let every = self.config.cache.ttl.max(std::time::Duration::from_secs(1));
         let spawned = std::thread::Builder::new()
             .name("secretfs-watch".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                if !watch_once(&fs) {
-                    return;
+            .spawn(move || {
+                while !halt.sleep(every) {
+                    if !watch_once(&fs) {
+                        return;
+                    }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the thread that watches held secrets");
+        match spawned {
+            Ok(thread) => background.spawned(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the thread that watches held secrets")
+            }
         }
     }
 
@@ -46,7 +45,7 @@ impl SecretFs {
         before: Option<&Arc<Secret>>,
         now: Option<&Arc<Secret>>,
     ) {
-        let Some(tx) = self.changes.get() else {
+        let Some(tx) = &self.changes else {
             return;
         };
         let changed = match (before, now) {
@@ -99,14 +98,15 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         store.put("team/app/db", json!({"PASSWORD": "p"}));
         store.put("team/app/tls", json!({"CERT": "c"}));
-        let fs = Arc::new(SecretFs::new(
+        let (tx, rx) = channel();
+        let (fs, _background) = SecretFs::builder(
             store.clone(),
             SecretPath::parse("team/app"),
             config(Duration::from_secs(30)),
             ManualClock::new(),
-        ));
-        let (tx, rx) = channel();
-        fs.report_changes_to(tx);
+        )
+        .report_changes_to(tx)
+        .build();
         for secret in ["db", "tls"] {
             let dir = fs
                 .lookup(

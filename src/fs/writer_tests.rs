@@ -344,12 +344,14 @@ fn a_write_that_got_no_answer_and_did_not_land_is_made_again_once() {
         inner: inner.clone(),
         lost: Default::default(),
     });
-    let fs = super::SecretFs::new(
+    let fs = super::SecretFs::builder(
         store,
         SecretPath::root(),
         super::tests::config(Duration::from_secs(30)),
         super::clock::ManualClock::new(),
-    );
+    )
+    .build()
+    .0;
     let before = inner.version("myapp/db").unwrap();
     write_file(&fs, "myapp/db/USER", b"new").unwrap();
     assert_eq!(inner.version("myapp/db").unwrap(), before + 1);

@@ -236,13 +236,15 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::SecretPath;
 
-    fn over(store: Arc<MemoryStore>, read_only: bool) -> SecretFs {
+    fn over(store: Arc<MemoryStore>, read_only: bool) -> Arc<SecretFs> {
         let mut config = crate::fs::tests::config(Duration::from_secs(30));
         config.read_only = read_only;
-        SecretFs::new(store, SecretPath::root(), config, ManualClock::new())
+        SecretFs::builder(store, SecretPath::root(), config, ManualClock::new())
+            .build()
+            .0
     }
 
-    fn fs() -> SecretFs {
+    fn fs() -> Arc<SecretFs> {
         let store = Arc::new(MemoryStore::new());
         store.put("app", json!({"K": "v"}));
         over(store, false)

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,10 +89,10 @@ pub fn mount(
 const UNMOUNT_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Mounted {
-    /// Starts the thread that delivers the core's invalidations to the
-    /// kernel and returns where to send them.
-    pub fn start_notifier(&self) -> std::io::Result<Sender<Invalidation>> {
-        spawn_notifier(self.session.notifier())
+    /// Starts the thread that delivers the core's invalidations, read
+    /// from `rx`, to the kernel.
+    pub fn start_notifier(&self, rx: Receiver<Invalidation>) -> std::io::Result<()> {
+        spawn_notifier(self.session.notifier(), rx)
     }
 
     /// Returns once the session has ended (the filesystem was unmounted,
@@ -166,8 +166,7 @@ impl Mounted {
 /// and returns where to send them. Notifications go out from this thread
 /// only, never from a request's handler: the kernel may hold locks for the
 /// request that an invalidation of the same inode waits on.
-fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
+fn spawn_notifier(notifier: Notifier, rx: Receiver<Invalidation>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("secretfs-notify".into())
         .spawn(move || {
@@ -189,7 +188,7 @@ fn spawn_notifier(notifier: Notifier) -> std::io::Result<Sender<Invalidation>> {
                 }
             }
         })?;
-    Ok(tx)
+    Ok(())
 }
 
 /// Whether `mountpoint` is still a mount point in this namespace.

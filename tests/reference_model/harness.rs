@@ -115,7 +115,7 @@ impl Backing {
 
 /// The filesystem under test, its store and clock.
 pub(crate) struct Subject {
-    pub(crate) fs: SecretFs,
+    pub(crate) fs: Arc<SecretFs>,
     pub(crate) store: Backing,
     pub(crate) clock: Arc<ManualClock>,
     /// The references the kernel holds: one per successful lookup.
@@ -162,7 +162,9 @@ impl Subject {
             max_value_size: MAX_VALUE,
             background_refresh: false,
         };
-        let fs = SecretFs::new(core, SecretPath::root(), config, clock.clone());
+        let fs = SecretFs::builder(core, SecretPath::root(), config, clock.clone())
+            .build()
+            .0;
         Subject {
             fs,
             store,

@@ -7,16 +7,25 @@ use crate::fs::OpContext;
 
 /// A filesystem over `store` in `layout`, writable, whose clock moves only
 /// when the test says.
-fn laid_out(store: Arc<MemoryStore>, layout: Layout) -> (SecretFs, Arc<ManualClock>) {
+fn laid_out(store: Arc<MemoryStore>, layout: Layout) -> (Arc<SecretFs>, Arc<ManualClock>) {
+    let (builder, clock) = laid_out_builder(store, layout);
+    (builder.build().0, clock)
+}
+
+/// The builder of [`laid_out`]'s filesystem, and its clock.
+fn laid_out_builder(
+    store: Arc<MemoryStore>,
+    layout: Layout,
+) -> (crate::fs::Builder, Arc<ManualClock>) {
     let clock = ManualClock::new();
-    let fs = SecretFs::with_views(
+    let builder = SecretFs::builder(
         Arc::new(HideDeleted::new(store)),
         SecretPath::root(),
         config(Duration::from_secs(30)),
         clock.clone(),
-        Views::of_layout(&layout),
-    );
-    (fs, clock)
+    )
+    .views(Views::of_layout(&layout));
+    (builder, clock)
 }
 
 fn text(fs: &SecretFs, path: &str) -> String {
@@ -178,8 +187,8 @@ fn in_the_env_layout_a_secret_is_one_env_file() {
 #[test]
 fn a_json_file_is_invalidated_when_its_secret_changes() {
     let store = seeded();
-    let (fs, clock) = laid_out(store.clone(), Layout::Json);
-    let rx = invalidations_of(&fs);
+    let (builder, clock) = laid_out_builder(store.clone(), Layout::Json);
+    let (fs, rx) = notified(builder);
     let ino = path_ino(&fs, "myapp/db.json").unwrap();
     let size = fs.getattr(&OpContext::background(), ino).unwrap().size;
     store.put("myapp/db", json!({"USER": "other"}));
@@ -366,8 +375,8 @@ fn kv1_has_no_versions() {
 #[test]
 fn a_secret_gone_from_its_folder_takes_its_json_file_name_along() {
     let store = seeded();
-    let (fs, clock) = laid_out(store.clone(), Layout::Json);
-    let rx = invalidations_of(&fs);
+    let (builder, clock) = laid_out_builder(store.clone(), Layout::Json);
+    let (fs, rx) = notified(builder);
     let api = path_ino(&fs, "myapp/api").unwrap();
     path_ino(&fs, "myapp/api/token.json").unwrap();
     store.put("myapp/api/other", json!({"K": "v"}));

@@ -107,13 +107,10 @@ proptest! {
             }
         }
         let layout = [Layout::Keys, Layout::Json, Layout::Env][layout].clone();
-        let fs = SecretFs::with_views(
-            memory,
-            SecretPath::root(),
-            config(Duration::from_secs(30)),
-            ManualClock::new(),
-            Views::of_layout(&layout),
-        );
+        let fs = SecretFs::builder(memory, SecretPath::root(), config(Duration::from_secs(30)), ManualClock::new())
+.views(Views::of_layout(&layout))
+.build()
+.0;
         let (files, dirs) = walk(&fs, &store);
         let mut shown = BTreeSet::new();
         for file in &files {

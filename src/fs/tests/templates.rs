@@ -12,19 +12,35 @@ fn templated(
     store: Arc<MemoryStore>,
     root: &str,
     files: &[(&str, &str)],
-) -> (SecretFs, Arc<ManualClock>, tempfile::TempDir) {
+) -> (Arc<SecretFs>, Arc<ManualClock>, tempfile::TempDir) {
+    templated_notifying(store, root, files, None)
+}
+
+/// [`templated`], sending its invalidations to `invalidations` if given.
+fn templated_notifying(
+    store: Arc<MemoryStore>,
+    root: &str,
+    files: &[(&str, &str)],
+    invalidations: Option<std::sync::mpsc::Sender<Invalidation>>,
+) -> (Arc<SecretFs>, Arc<ManualClock>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let clock = ManualClock::new();
-    let fs = SecretFs::with_templates(
+    let fs = SecretFs::builder(
         Arc::new(HideDeleted::new(store)),
         SecretPath::parse(root),
         config(TTL),
         clock.clone(),
-        dir.path().to_path_buf(),
-    );
+    )
+    .templates(dir.path().to_path_buf());
+    let fs = match invalidations {
+        Some(tx) => fs.send_invalidations_to(tx),
+        None => fs,
+    }
+    .build()
+    .0;
     (fs, clock, dir)
 }
 
@@ -198,9 +214,8 @@ fn every_change_is_erofs() {
 #[test]
 fn a_changed_secret_shows_after_the_ttl_with_a_newer_mtime_and_invalidates_the_file() {
     let store = seeded();
-    let (fs, clock, _dir) = templated(store.clone(), "", &[("pg.tmpl", PG)]);
     let (tx, rx) = std::sync::mpsc::channel();
-    fs.send_invalidations_to(tx);
+    let (fs, clock, _dir) = templated_notifying(store.clone(), "", &[("pg.tmpl", PG)], Some(tx));
     let first = fs.lookup(&OpContext::background(), ROOT_INO, "pg").unwrap();
     assert_eq!(text(&fs, "pg"), "postgresql://app:hunter2@db:5432/app\n");
     store.put(
@@ -403,13 +418,15 @@ fn a_secret_used_twice_renders_from_one_version() {
         "{{ secret(\"tls\").cert }} {{ secret(\"tls\").key }}",
     )
     .unwrap();
-    let fs = SecretFs::with_templates(
+    let fs = SecretFs::builder(
         store.clone(),
         SecretPath::root(),
         config(Duration::ZERO),
         ManualClock::new(),
-        dir.path().to_path_buf(),
-    );
+    )
+    .templates(dir.path().to_path_buf())
+    .build()
+    .0;
     let ino = fs
         .lookup(&OpContext::background(), ROOT_INO, "pair")
         .unwrap()

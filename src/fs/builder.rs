@@ -1,0 +1,303 @@
+//! How the core is made: one [`Builder`] takes everything the core is
+//! wired to (how secrets show, templates, the inode bound, where kernel
+//! invalidations and changed secrets go, whether it keeps house), and
+//! [`Builder::build`] makes the core and starts its background threads
+//! at once. Nothing is wired into a core after it is built. The
+//! [`Background`] it returns stops and joins every thread it started,
+//! when told to ([`Background::stop`]) or when dropped.
+//!
+//! The threads: the refreshers and the switcher (`background_refresh`,
+//! `fs/switch.rs`), the sweeper and the settler
+//! ([`Builder::housekeeping`]; no settler on a read-only core), the
+//! watcher (`--on-change`, [`Builder::report_changes_to`], `fs/watch.rs`).
+//! The store probe (`fs/source.rs`) and a layer's probe are not among
+//! them: they run only while the store is down, and end when it answers
+//! or the core is gone.
+
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use super::halt::Halt;
+use super::handle::HandleTable;
+use super::invalidate::Invalidation;
+use super::namespace::Namespace;
+use super::source::{Refresh, Source};
+use super::view::Views;
+use super::writers::Writers;
+use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};
+use crate::store::{SecretPath, SecretStore};
+
+/// What a core is made of and wired to, until [`Builder::build`].
+pub struct Builder {
+    store: Arc<dyn SecretStore>,
+    root: SecretPath,
+    config: FsConfig,
+    clock: Arc<dyn Clock>,
+    views: Views,
+    templates: Option<PathBuf>,
+    bound: Option<(usize, MountedOver)>,
+    invalidations: Option<Sender<Invalidation>>,
+    changes: Option<Sender<String>>,
+    housekeeping: bool,
+}
+
+impl SecretFs {
+    /// A builder of a core whose root stands for `root` in `store`,
+    /// showing each secret as a directory of key files unless told
+    /// otherwise, and starting no thread but what `config` asks for
+    /// (`background_refresh`).
+    pub fn builder(
+        store: Arc<dyn SecretStore>,
+        root: SecretPath,
+        config: FsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Builder {
+        Builder {
+            store,
+            root,
+            config,
+            clock,
+            views: Views::for_layout(),
+            templates: None,
+            bound: None,
+            invalidations: None,
+            changes: None,
+            housekeeping: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Shows secrets through `views`.
+    pub fn views(mut self, views: Views) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// Shows, at the root, one file `X` per template `dir/X.tmpl`,
+    /// rendered on read from the secrets below the root (`--layout
+    /// templates:DIR`); the core is then read-only.
+    pub fn templates(mut self, dir: PathBuf) -> Self {
+        self.templates = Some(dir);
+        self.config.read_only = true;
+        self
+    }
+
+    /// Holds at most about `max` inodes: past it, the kernel is asked to
+    /// drop the oldest entries, except those something is mounted on (or
+    /// below), as `mounted_over` says (see [`SecretFs::keep_inodes_bounded`]).
+    /// Without invalidations ([`Builder::send_invalidations_to`]) nothing
+    /// is asked.
+    pub fn bound_inodes(mut self, max: usize, mounted_over: MountedOver) -> Self {
+        self.bound = Some((max, mounted_over));
+        self
+    }
+
+    /// Sends what the kernel must forget to `tx` (the adapter's notifier).
+    pub fn send_invalidations_to(mut self, tx: Sender<Invalidation>) -> Self {
+        self.invalidations = Some(tx);
+        self
+    }
+
+    /// Sends the path in the mount (from its root, no leading `/`) of every
+    /// secret a refresh finds changed to `tx` (`--on-change`), and starts
+    /// the thread that re-reads every held secret once per TTL.
+    pub fn report_changes_to(mut self, tx: Sender<String>) -> Self {
+        self.changes = Some(tx);
+        self
+    }
+
+    /// Starts the threads that keep house, as a mount does: the sweeper
+    /// (old values out of memory, every half TTL) and, unless read-only,
+    /// the settler (temporary files nobody renamed become keys). Without
+    /// it, [`SecretFs::sweep`] and [`SecretFs::settle`] run when called.
+    pub fn housekeeping(mut self) -> Self {
+        self.housekeeping = true;
+        self
+    }
+
+    /// The core, and the handle of the threads it started.
+    pub fn build(self) -> (Arc<SecretFs>, Background) {
+        let config = self.config;
+        let names = Namespace::new(self.root);
+        let (bound, mounted_over) = match self.bound {
+            Some((max, over)) => (Some(max), Some(over)),
+            None => (None, None),
+        };
+        names.set_bound(bound);
+        // The settler's pipe, made first: the core wakes it through its
+        // writing end from the start.
+        let settler_pipe = if self.housekeeping && !config.read_only {
+            settle::pipe()
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot start the settler: temporary files left alone wait for the mount's end"))
+                .ok()
+        } else {
+            None
+        };
+        let (wakes, settler) = match settler_pipe {
+            Some((wakes, waker)) => (Some(wakes), settle::Settler::waking(waker)),
+            None => (None, settle::Settler::default()),
+        };
+        let fs = Arc::new(SecretFs {
+            source: Arc::new(Source::new(self.store, config.cache, self.clock)),
+            names,
+            handles: HandleTable::default(),
+            writers: Writers::default(),
+            config,
+            views: self.views,
+            last_error: Mutex::new(None),
+            invalidations: self.invalidations,
+            changes: self.changes,
+            mounted_over,
+            templates: self
+                .templates
+                .map(|dir| Arc::new(template::Templates::new(dir))),
+            settler,
+        });
+        let mut background = Background {
+            halt: Arc::new(Halt::default()),
+            threads: Vec::new(),
+            refreshers: None,
+            fs: Arc::downgrade(&fs),
+        };
+        fs.start_refresher(&mut background);
+        if self.housekeeping {
+            fs.start_sweeper(&mut background);
+        }
+        if let Some(wakes) = wakes {
+            fs.start_settler(wakes, &mut background);
+        }
+        if fs.changes.is_some() {
+            fs.start_watcher(&mut background);
+        }
+        (fs, background)
+    }
+}
+
+/// The background threads of a core: stopped and joined by
+/// [`Background::stop`], or when dropped.
+pub struct Background {
+    halt: Arc<Halt>,
+    threads: Vec<JoinHandle<()>>,
+    /// The refreshers' queue and how many read it: each is sent `None`
+    /// to end.
+    refreshers: Option<(Sender<Option<Refresh>>, usize)>,
+    fs: Weak<SecretFs>,
+}
+
+impl Background {
+    /// Adds a thread to stop and join.
+    pub(super) fn spawned(&mut self, thread: JoinHandle<()>) {
+        self.threads.push(thread);
+    }
+
+    /// Where threads learn that they are to end.
+    pub(super) fn halt(&self) -> Arc<Halt> {
+        self.halt.clone()
+    }
+
+    /// The refreshers read `tx`'s queue: `count` of them.
+    pub(super) fn refreshers(&mut self, tx: Sender<Option<Refresh>>, count: usize) {
+        self.refreshers = Some((tx, count));
+    }
+
+    /// How many threads run (for tests).
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Stops every thread and waits for each to end. A thread in the
+    /// middle of a store request ends once the request does (bounded by
+    /// `--timeout`); a commit the settler started is finished first.
+    pub fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.halt.halt();
+        if let Some((tx, count)) = self.refreshers.take() {
+            for _ in 0..count {
+                let _ = tx.send(None);
+            }
+        }
+        if let Some(fs) = self.fs.upgrade() {
+            fs.settler.wake();
+            fs.source.wake_switcher();
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::warn!("a background thread of the core panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::ManualClock;
+    use super::super::tests::config;
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_built_core_runs_the_threads_asked_for_and_stopping_joins_them_at_once() {
+        let (changes, _heard) = std::sync::mpsc::channel();
+        let (fs, mut background) = SecretFs::builder(
+            Arc::new(MemoryStore::new()),
+            SecretPath::root(),
+            FsConfig {
+                background_refresh: true,
+                ..config(Duration::from_secs(30))
+            },
+            ManualClock::new(),
+        )
+        .report_changes_to(changes)
+        .housekeeping()
+        .build();
+        // 4 refreshers, the switcher, the sweeper, the settler, the watcher.
+        assert_eq!(background.threads(), 8);
+        let started = Instant::now();
+        background.stop();
+        assert_eq!(background.threads(), 0);
+        // Nobody sleeps out a TTL or the switcher's idle second.
+        assert!(started.elapsed() < Duration::from_millis(500));
+        drop(fs);
+    }
+
+    #[test]
+    fn a_core_built_without_housekeeping_or_refresh_starts_nothing_and_a_read_only_one_no_settler()
+    {
+        let (_fs, background) = SecretFs::builder(
+            Arc::new(MemoryStore::new()),
+            SecretPath::root(),
+            FsConfig {
+                read_only: true,
+                ..config(Duration::from_secs(30))
+            },
+            ManualClock::new(),
+        )
+        .build();
+        assert_eq!(background.threads(), 0);
+        let (_fs, background) = SecretFs::builder(
+            Arc::new(MemoryStore::new()),
+            SecretPath::root(),
+            FsConfig {
+                read_only: true,
+                ..config(Duration::from_secs(30))
+            },
+            ManualClock::new(),
+        )
+        .housekeeping()
+        .build();
+        // The sweeper only: nothing can wait to be settled.
+        assert_eq!(background.threads(), 1);
+    }
+}
