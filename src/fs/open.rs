@@ -178,13 +178,15 @@ mod tests {
         unsafe { libc::getuid() }
     }
 
-    fn mounted(read_only: bool) -> SecretFs {
+    fn mounted(read_only: bool) -> Arc<SecretFs> {
         let store = Arc::new(MemoryStore::new());
         store.put("db", json!({"PASSWORD": "p1", "USER": "u"}));
         store.put("db", json!({"PASSWORD": "p2", "USER": "u"}));
         let mut config = config(TTL);
         config.read_only = read_only;
-        SecretFs::new(store, SecretPath::parse(""), config, ManualClock::new())
+        SecretFs::builder(store, SecretPath::parse(""), config, ManualClock::new())
+            .build()
+            .0
     }
 
     fn file(fs: &SecretFs, dir: &str, name: &str) -> Ino {
@@ -278,13 +280,15 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         store.put("db", json!({"PASSWORD": "p"}));
         // A mount of templates is read-only whatever its settings say.
-        let fs = SecretFs::with_templates(
+        let fs = SecretFs::builder(
             store,
             SecretPath::parse(""),
             config(TTL),
             ManualClock::new(),
-            dir.path().to_path_buf(),
-        );
+        )
+        .templates(dir.path().to_path_buf())
+        .build()
+        .0;
         let ctx = OpContext::request(me());
         let ino = fs.lookup(&ctx, ROOT_INO, "app").unwrap().ino;
         let plain = Gate::default();
