@@ -115,7 +115,15 @@ impl SecretFs {
             }
         }
         for file in self.names.files_of(path) {
-            let Some(shown) = &file.shown else { continue };
+            let Some(shown) = &file.shown else {
+                // No version recorded as shown (written through the mount
+                // since, or swept): nothing to keep for a held descriptor,
+                // but the kernel may still cache its pages and size (a
+                // writable mount's reads keep the page cache): it must
+                // forget them, or the old bytes are read on and on.
+                self.invalidate(Invalidation::Inode(file.ino));
+                continue;
+            };
             let view = self.views.get(file.view);
             let same = match now {
                 Some(now) => Self::same_bytes(view, shown, now, &file.name),
