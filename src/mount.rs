@@ -4,7 +4,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::vault::vault_settings;
@@ -16,7 +16,7 @@ use crate::fs::view::Views;
 use crate::fs::{Background, FsConfig, Presentation, SecretFs};
 use crate::fuse::{self, MountSettings, Mounted};
 use crate::hardening;
-use crate::metrics;
+use crate::metrics::{self, Meter, Metrics};
 use crate::start_error::StartError;
 use crate::status;
 use crate::store;
@@ -148,12 +148,10 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     };
     // Bound before anything else, so a busy address fails the mount; on
     // before connecting, so the first token lease is counted.
-    let core_slot: Arc<OnceLock<Weak<SecretFs>>> = Arc::default();
-    if let Some(addr) = &args.service.metrics {
-        start_metrics(addr, core_slot.clone())?;
-    }
+    let meter = start_metrics(args.service.metrics.as_deref())?;
     let vault = || vault_settings(&args.vault);
-    let stores = crate::app::store_settings(&args.age, &args.aws, args.vault.timeout);
+    let stores =
+        crate::app::store_settings(&args.age, &args.aws, args.vault.timeout, meter.clone());
     let connected = if args.layer.is_empty() {
         store::connect(&args.source, &vault, &stores, runtime.handle().clone())?
     } else {
@@ -170,8 +168,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // Where the core's invalidations go: the notifier thread reads them
     // once the mount is up.
     let (invalidations, for_notifier) = std::sync::mpsc::channel();
-    let (core, mut background) = build_core(connected, &args, invalidations);
-    let _ = core_slot.set(Arc::downgrade(&core));
+    let (core, mut background) = build_core(connected, &args, invalidations, meter.clone());
 
     let audit = args
         .service
@@ -191,6 +188,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         threads: usize::try_from(args.service.threads).unwrap_or(1),
         audit: audit.clone(),
         access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
+        meter,
     };
     let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
         StartError::Mount {
@@ -293,60 +291,33 @@ fn flush_audit(audit: Option<&AuditLog>) {
     }
 }
 
-/// Serves `--metrics` at `addr`, with the levels of the core `slot` will
-/// hold once it is built.
-fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), StartError> {
+/// Serves `--metrics` at `addr`, when given: the meter every part of the
+/// mount records with (its levels attached once the core is built), or
+/// [`Meter::off`].
+fn start_metrics(addr: Option<&str>) -> Result<Meter, StartError> {
+    let Some(addr) = addr else {
+        return Ok(Meter::off());
+    };
     let failed = |reason| StartError::Metrics {
         addr: addr.to_string(),
         reason,
     };
     let server = metrics::serve(addr).map_err(failed)?;
-    let levels: metrics::Levels = Box::new(move || {
-        let Some(core) = slot.get().and_then(Weak::upgrade) else {
-            return Vec::new();
-        };
-        let stats = core.stats();
-        let level = |name, help, value: usize| metrics::Level {
-            name,
-            help,
-            value: i64::try_from(value).unwrap_or(i64::MAX),
-            label: None,
-        };
-        let node = core.store_node().map(|node| metrics::Level {
-            name: "store_node_info",
-            help: "The server (node of a cluster) requests go to now",
-            value: 1,
-            label: Some(("node", node)),
-        });
-        let mut levels = vec![
-            level("open_handles", "Open file handles", stats.handles),
-            level("inodes", "Inodes the kernel may hold", stats.inodes),
-            level("cached_secrets", "Secrets in the cache", stats.secrets),
-            level(
-                "cached_listings",
-                "Folder listings in the cache",
-                stats.listings,
-            ),
-            level(
-                "store_up",
-                "1 while the store answers, 0 while it is taken to be down",
-                usize::from(!stats.store_down),
-            ),
-        ];
-        levels.extend(node);
-        levels
-    });
-    server.start(metrics::enable(levels)).map_err(failed)
+    let metrics = Arc::new(Metrics::new());
+    server.start(metrics.clone()).map_err(failed)?;
+    Ok(Meter::to(metrics))
 }
 
-/// The core over the connected store, configured by the command line and
-/// sending what the kernel must forget to `invalidations`, with its
-/// background threads running: refreshers, sweeper, settler, and the
-/// `--on-change` watcher (whose hook thread starts here too).
+/// The core over the connected store, configured by the command line,
+/// sending what the kernel must forget to `invalidations` and counting
+/// with `meter`, with its background threads running: refreshers,
+/// sweeper, settler, and the `--on-change` watcher (whose hook thread
+/// starts here too).
 fn build_core(
     connected: store::Connected,
     args: &MountArgs,
     invalidations: std::sync::mpsc::Sender<crate::fs::Invalidation>,
+    meter: Meter,
 ) -> (Arc<SecretFs>, Background) {
     let mut builder = SecretFs::builder(
         connected.store,
@@ -355,6 +326,7 @@ fn build_core(
         Arc::new(SystemClock),
     )
     .send_invalidations_to(invalidations)
+    .metrics(meter)
     .housekeeping();
     builder = match &args.files.layout {
         crate::fs::view::Layout::Templates(dir) => builder.templates(dir.clone()),

@@ -8,7 +8,13 @@ use crate::exec::{self, ExecOptions};
 pub fn run(args: ExecArgs) -> u8 {
     // As exec::run does first: no core dump once a token may be in memory.
     crate::hardening::no_dumps();
-    let stores = super::store_settings(&args.age, &args.aws, args.vault.timeout);
+    // `exec` serves no metrics.
+    let stores = super::store_settings(
+        &args.age,
+        &args.aws,
+        args.vault.timeout,
+        crate::metrics::Meter::off(),
+    );
     let vault_args = args.vault;
     let vault = Box::new(move || super::vault::vault_settings(&vault_args));
     exec::run(ExecOptions {

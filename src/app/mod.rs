@@ -8,11 +8,13 @@ pub mod exec;
 pub mod vault;
 
 /// How to open the SOURCEs that are not on Vault (`file:`, `aws-sm:`),
-/// from their flags; `timeout` is `--timeout`.
+/// from their flags; `timeout` is `--timeout`; every store counts its
+/// requests with `meter`.
 pub fn store_settings(
     age: &crate::cli::AgeArgs,
     aws: &crate::cli::AwsArgs,
     timeout: std::time::Duration,
+    meter: crate::metrics::Meter,
 ) -> crate::store::StoreSettings {
     crate::store::StoreSettings {
         file: crate::store::file::FileSettings {
@@ -27,5 +29,6 @@ pub fn store_settings(
             plain_key: aws.plain_key.clone(),
             timeout,
         },
+        meter,
     }
 }

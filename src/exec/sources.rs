@@ -83,7 +83,12 @@ impl Watched {
             transient: e.is_transient(),
             ..fail(reason(&e))
         };
-        let source = Source::new(connected.store, policy(ttl), Arc::new(SystemClock));
+        let source = Source::new(
+            connected.store,
+            policy(ttl),
+            Arc::new(SystemClock),
+            crate::metrics::Meter::off(),
+        );
         let path = connected.root;
         let folder_only = name.trim_end().ends_with('/') || path.is_root();
         let mut watched = Watched {

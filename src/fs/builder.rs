@@ -1,8 +1,8 @@
 //! How the core is made: one [`Builder`] takes everything the core is
 //! wired to (how secrets show, templates, the inode bound, where kernel
-//! invalidations and changed secrets go, whether it keeps house), and
-//! [`Builder::build`] makes the core and starts its background threads
-//! at once. Nothing is wired into a core after it is built. The
+//! invalidations, changed secrets and its metrics go, whether it keeps
+//! house), and [`Builder::build`] makes the core and starts its
+//! background threads at once. Nothing is wired into a core after it is built. The
 //! [`Background`] it returns stops and joins every thread it started,
 //! when told to ([`Background::stop`]) or when dropped.
 //!
@@ -27,6 +27,7 @@ use super::source::{Refresh, Source};
 use super::view::Views;
 use super::writers::Writers;
 use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};
+use crate::metrics::Meter;
 use crate::store::{SecretPath, SecretStore};
 
 /// What a core is made of and wired to, until [`Builder::build`].
@@ -40,6 +41,7 @@ pub struct Builder {
     bound: Option<(usize, MountedOver)>,
     invalidations: Option<Sender<Invalidation>>,
     changes: Option<Sender<String>>,
+    meter: Meter,
     housekeeping: bool,
 }
 
@@ -64,6 +66,7 @@ impl SecretFs {
             bound: None,
             invalidations: None,
             changes: None,
+            meter: Meter::off(),
             housekeeping: false,
         }
     }
@@ -109,6 +112,14 @@ impl Builder {
         self
     }
 
+    /// Counts cache lookups and refreshes with `meter` (`--metrics`), and
+    /// attaches the core's levels ([`SecretFs::levels`]) to it, read at
+    /// each scrape.
+    pub fn metrics(mut self, meter: Meter) -> Self {
+        self.meter = meter;
+        self
+    }
+
     /// Starts the threads that keep house, as a mount does: the sweeper
     /// (old values out of memory, every half TTL) and, unless read-only,
     /// the settler (temporary files nobody renamed become keys). Without
@@ -141,7 +152,12 @@ impl Builder {
             None => (None, settle::Settler::default()),
         };
         let fs = Arc::new(SecretFs {
-            source: Arc::new(Source::new(self.store, config.cache, self.clock)),
+            source: Arc::new(Source::new(
+                self.store,
+                config.cache,
+                self.clock,
+                self.meter.clone(),
+            )),
             names,
             handles: HandleTable::default(),
             writers: Writers::default(),
@@ -156,6 +172,10 @@ impl Builder {
                 .map(|dir| Arc::new(template::Templates::new(dir))),
             settler,
         });
+        let core = Arc::downgrade(&fs);
+        self.meter.attach_levels(Box::new(move || {
+            core.upgrade().map(|fs| fs.levels()).unwrap_or_default()
+        }));
         let mut background = Background {
             halt: Arc::new(Halt::default()),
             threads: Vec::new(),
@@ -299,5 +319,35 @@ mod tests {
         .build();
         // The sweeper only: nothing can wait to be settled.
         assert_eq!(background.threads(), 1);
+    }
+
+    #[test]
+    fn a_core_built_with_a_meter_counts_its_lookups_and_reports_its_levels() {
+        use super::super::context::OpContext;
+        use super::super::inode::ROOT_INO;
+        use crate::metrics::Metrics;
+        let metrics = Arc::new(Metrics::new());
+        let (fs, _background) = SecretFs::builder(
+            super::super::tests::seeded(),
+            SecretPath::root(),
+            config(Duration::from_secs(30)),
+            ManualClock::new(),
+        )
+        .metrics(Meter::to(metrics.clone()))
+        .build();
+        let ctx = OpContext::background();
+        let app = fs.lookup(&ctx, ROOT_INO, "myapp").expect("myapp");
+        fs.lookup(&ctx, app.ino, "db").expect("db");
+        let text = metrics.encode();
+        assert!(
+            text.contains("secretfs_cache_lookups_total{kind=\"listing\",result=\"miss\"}"),
+            "{text}"
+        );
+        assert!(text.contains("secretfs_inodes 3"), "{text}");
+        assert!(text.contains("secretfs_store_up 1"), "{text}");
+        // Once the core is gone, a scrape shows no levels.
+        drop(fs);
+        let text = metrics.encode();
+        assert!(!text.contains("secretfs_inodes"), "{text}");
     }
 }

@@ -427,6 +427,41 @@ impl SecretFs {
         }
     }
 
+    /// The levels `--metrics` reads at each scrape: what the core holds
+    /// now (its [`Stats`]) and the store node requests go to.
+    pub fn levels(&self) -> Vec<crate::metrics::Level> {
+        let stats = self.stats();
+        let level = |name, help, value: usize| crate::metrics::Level {
+            name,
+            help,
+            value: i64::try_from(value).unwrap_or(i64::MAX),
+            label: None,
+        };
+        let node = self.store_node().map(|node| crate::metrics::Level {
+            name: "store_node_info",
+            help: "The server (node of a cluster) requests go to now",
+            value: 1,
+            label: Some(("node", node)),
+        });
+        let mut levels = vec![
+            level("open_handles", "Open file handles", stats.handles),
+            level("inodes", "Inodes the kernel may hold", stats.inodes),
+            level("cached_secrets", "Secrets in the cache", stats.secrets),
+            level(
+                "cached_listings",
+                "Folder listings in the cache",
+                stats.listings,
+            ),
+            level(
+                "store_up",
+                "1 while the store answers, 0 while it is taken to be down",
+                usize::from(!stats.store_down),
+            ),
+        ];
+        levels.extend(node);
+        levels
+    }
+
     fn dir_attr(&self, ino: Ino, valid_for: Duration) -> Attr {
         Attr {
             ino,

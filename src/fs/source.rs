@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use super::cache::{Cache, CachePolicy, Cached, Clock};
 use super::context::OpContext;
 use crate::error::{Error, Result};
+use crate::metrics::Meter;
 use crate::store::{
     Capabilities, Deadline, Health, ListEntry, Listing, Permissions, Precondition, Secret,
     SecretData, SecretPath, SecretStore,
@@ -160,6 +161,8 @@ pub struct Source {
     switching: OnceLock<()>,
     /// Wakes the switcher when a secret is held back.
     held_back: (Mutex<bool>, std::sync::Condvar),
+    /// Where cache lookups and refreshes are counted (`--metrics`).
+    meter: Meter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,8 +170,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Source {
-    /// The store `store` behind caches of `policy`.
-    pub fn new(store: Arc<dyn SecretStore>, policy: CachePolicy, clock: Arc<dyn Clock>) -> Self {
+    /// The store `store` behind caches of `policy`, counting lookups and
+    /// refreshes with `meter`.
+    pub fn new(
+        store: Arc<dyn SecretStore>,
+        policy: CachePolicy,
+        clock: Arc<dyn Clock>,
+        meter: Meter,
+    ) -> Self {
         Source {
             store,
             reach: Arc::new(Reach::default()),
@@ -183,6 +192,7 @@ impl Source {
             ahead: policy.ttl / 10,
             switching: OnceLock::new(),
             held_back: (Mutex::new(false), std::sync::Condvar::new()),
+            meter,
         }
     }
 
@@ -451,7 +461,8 @@ impl Source {
             Refresh::Listing(_) => "listing",
             Refresh::Secret(_) => "secret",
         };
-        crate::metrics::record_refresh(kind, if result.is_ok() { "ok" } else { "failed" });
+        self.meter
+            .refresh(kind, if result.is_ok() { "ok" } else { "failed" });
         self.noted(result)
     }
 
@@ -700,10 +711,8 @@ impl Source {
         };
         if self.is_down() {
             let answer = self.while_down(path, kind, cache);
-            crate::metrics::record_cache_lookup(
-                label,
-                if answer.is_ok() { "stale" } else { "failed" },
-            );
+            self.meter
+                .cache_lookup(label, if answer.is_ok() { "stale" } else { "failed" });
             return answer;
         }
         let job = match kind {
@@ -715,7 +724,7 @@ impl Source {
             if answer.valid_for <= self.ahead && !cache.is_holding(path) {
                 self.refresh_ahead(job);
             }
-            crate::metrics::record_cache_lookup(label, "hit");
+            self.meter.cache_lookup(label, "hit");
             return Ok(Fetched {
                 answer: self.for_the_kernel(answer),
                 change: None,
@@ -731,7 +740,7 @@ impl Source {
             fetch_failed = fetched.is_err();
             fetched
         });
-        crate::metrics::record_cache_lookup(
+        self.meter.cache_lookup(
             label,
             match (&answer, replaced.is_some(), fetch_failed) {
                 (Err(_), _, _) => "failed",

@@ -1305,6 +1305,7 @@ fn a_reader_finding_the_value_expired_during_a_refresh_waits_for_it_instead_of_f
         store.clone(),
         config(Duration::from_secs(30)).cache,
         clock.clone(),
+        crate::metrics::Meter::off(),
     ));
     let db = SecretPath::parse("myapp/db");
     source.secret(&OpContext::background(), &db).unwrap();

@@ -36,6 +36,7 @@ use crate::fs::shows::Through;
 use crate::fs::{
     Attr, Creating, DirEntry, DirReplier, Gate, OpContext, Opened, PageCache, SecretFs,
 };
+use crate::metrics::Meter;
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -54,14 +55,17 @@ struct Shared {
 pub struct FuseAdapter {
     shared: Arc<Shared>,
     pool: Pool,
+    /// Where each request is counted (`--metrics`).
+    meter: Meter,
     /// Told when the session ends (`destroy`): unmounted, from outside or not.
     ended: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl FuseAdapter {
     /// Wraps the core; with an audit log, every open of a file and every
-    /// change is recorded, with its outcome.
-    pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
+    /// change is recorded, with its outcome; each request is counted with
+    /// `meter`.
+    pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>, meter: Meter) -> Self {
         FuseAdapter {
             shared: Arc::new(Shared {
                 core,
@@ -69,6 +73,7 @@ impl FuseAdapter {
                 access: None,
             }),
             pool: Pool::new(STORE_THREADS),
+            meter,
             ended: None,
         }
     }
@@ -189,12 +194,12 @@ impl FuseAdapter {
     }
 }
 
-/// An operation's prologue on the request thread: counts it and enters
-/// its span, named for the operation, with the fields given (the inode,
-/// a name or handle where known; never a value).
+/// An operation's prologue on the request thread: counts it with the
+/// adapter's meter and enters its span, named for the operation, with the
+/// fields given (the inode, a name or handle where known; never a value).
 macro_rules! begin {
-    ($op:literal, $($field:tt)*) => {{
-        crate::metrics::record_fuse_op($op);
+    ($adapter:ident, $op:literal, $($field:tt)*) => {{
+        $adapter.meter.fuse_op($op);
         tracing::debug_span!($op, $($field)*).entered()
     }};
 }
@@ -583,7 +588,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _span = begin!("lookup", ino = parent.0, ?name);
+        let _span = begin!(self, "lookup", ino = parent.0, ?name);
         let Some(looked_up) = name.to_str().map(str::to_string) else {
             return reply.error(Errno::ENOENT);
         };
@@ -595,12 +600,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        crate::metrics::record_fuse_op("forget");
+        self.meter.fuse_op("forget");
         self.shared.core.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _span = begin!("getattr", ino = ino.0);
+        let _span = begin!(self, "getattr", ino = ino.0);
         let ino = Ino(ino.0);
         let at = At::ino("getattr", ino);
         self.cached(caller(req), at, reply, move |s, ctx| {
@@ -609,7 +614,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _span = begin!("open", ino = ino.0);
+        let _span = begin!(self, "open", ino = ino.0);
         let (ino, caller) = (Ino(ino.0), caller(req));
         // What to do, and what to tell the kernel, is the core's decision.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
@@ -654,7 +659,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _span = begin!("read", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "read", ino = ino.0, fh = fh.0);
         let (ino, fh) = (Ino(ino.0), Fh(fh.0));
         // The reply is sent inside the call so the bytes are never copied
         // again; it is gone once sent.
@@ -696,7 +701,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("release", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "release", ino = ino.0, fh = fh.0);
         let (fh, caller) = (Fh(fh.0), caller(req));
         if !self.shared.core.writes_through(fh) {
             // A read handle: nothing to commit, nothing to wait for (a
@@ -720,7 +725,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("flush", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "flush", ino = ino.0, fh = fh.0);
         if self.shared.core.is_read_only() {
             // Nothing to commit, ever: ENOSYS once and the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
@@ -740,7 +745,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("fsync", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "fsync", ino = ino.0, fh = fh.0);
         let at = At::ino("fsync", Ino(ino.0));
         let fh = Fh(fh.0);
         self.change(caller(req), Op::Fsync, at, reply, move |s, ctx| {
@@ -756,7 +761,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("fsyncdir", ino = ino.0);
+        let _span = begin!(self, "fsyncdir", ino = ino.0);
         // Directory changes reach the store when they are made.
         reply.ok();
     }
@@ -773,7 +778,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _span = begin!("write", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "write", ino = ino.0, fh = fh.0);
         // Into the write buffer: the store is not asked.
         match self.shared.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
@@ -799,7 +804,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _span = begin!("setattr", ino = ino.0);
+        let _span = begin!(self, "setattr", ino = ino.0);
         let (at, caller) = (At::ino("setattr", Ino(ino.0)), caller(req));
         let (ino, fh) = (at.ino, fh.map(|fh| Fh(fh.0)));
         let call = move |s: &Shared, ctx: &OpContext| {
@@ -827,7 +832,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _span = begin!("create", ino = parent.0, ?name);
+        let _span = begin!(self, "create", ino = parent.0, ?name);
         let (at, caller) = (At::name("create", Ino(parent.0), name), caller(req));
         // O_EXCL is how tools create their temporary files (see
         // fs::names); what they leave waits for their process.
@@ -876,7 +881,7 @@ impl Filesystem for FuseAdapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("fallocate", ino = ino.0);
+        let _span = begin!(self, "fallocate", ino = ino.0);
         let at = At::ino("fallocate", Ino(ino.0));
         send(&self.shared, &at, reply, self.shared.core.fallocate(at.ino));
     }
@@ -890,7 +895,7 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _span = begin!("mkdir", ino = parent.0, ?name);
+        let _span = begin!(self, "mkdir", ino = parent.0, ?name);
         let (at, name) = (At::name("mkdir", Ino(parent.0), name), name.to_os_string());
         let parent = at.ino;
         self.change(
@@ -906,7 +911,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _span = begin!("unlink", ino = parent.0, ?name);
+        let _span = begin!(self, "unlink", ino = parent.0, ?name);
         let (at, name) = (At::name("unlink", Ino(parent.0), name), name.to_os_string());
         let (parent, caller) = (at.ino, caller(req));
         self.change(caller, Op::Unlink, at, reply, move |s, ctx| {
@@ -919,7 +924,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _span = begin!("rmdir", ino = parent.0, ?name);
+        let _span = begin!(self, "rmdir", ino = parent.0, ?name);
         let (at, name) = (At::name("rmdir", Ino(parent.0), name), name.to_os_string());
         let parent = at.ino;
         self.change(
@@ -944,7 +949,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("rename", ino = parent.0, ?name, ?newname);
+        let _span = begin!(self, "rename", ino = parent.0, ?name, ?newname);
         let at = At {
             to: Some((Ino(newparent.0), newname.to_os_string())),
             ..At::name("rename", Ino(parent.0), name)
@@ -971,7 +976,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _span = begin!("getxattr", ino = ino.0, ?name);
+        let _span = begin!(self, "getxattr", ino = ino.0, ?name);
         let ino = Ino(ino.0);
         // `ls -l` asks every file for `security.selinux` and POSIX ACLs:
         // names not ours are answered here, without a store thread.
@@ -993,7 +998,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _span = begin!("listxattr", ino = ino.0);
+        let _span = begin!(self, "listxattr", ino = ino.0);
         let at = At::ino("listxattr", Ino(ino.0));
         let ino = at.ino;
         // A secret's metadata comes with the secret: the store may be asked.
@@ -1018,7 +1023,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("setxattr", ino = ino.0, ?name);
+        let _span = begin!(self, "setxattr", ino = ino.0, ?name);
         let (name, value) = (name.to_os_string(), value.to_vec());
         let (at, caller) = (At::ino("setxattr", Ino(ino.0)), caller(req));
         let ino = at.ino;
@@ -1033,7 +1038,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _span = begin!("removexattr", ino = ino.0, ?name);
+        let _span = begin!(self, "removexattr", ino = ino.0, ?name);
         let name = name.to_os_string();
         let (at, caller) = (At::ino("removexattr", Ino(ino.0)), caller(req));
         let ino = at.ino;
@@ -1047,7 +1052,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _span = begin!("opendir", ino = ino.0);
+        let _span = begin!(self, "opendir", ino = ino.0);
         let at = At::ino("opendir", Ino(ino.0));
         let ino = at.ino;
         self.cached(caller(req), at, reply, move |s, ctx| {
@@ -1063,7 +1068,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let _span = begin!("readdir", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "readdir", ino = ino.0, fh = fh.0);
         // Attributes of entries may need the store.
         self.list(
             caller(req),
@@ -1082,7 +1087,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        let _span = begin!("readdirplus", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "readdirplus", ino = ino.0, fh = fh.0);
         let at = At::ino("readdirplus", Ino(ino.0));
         self.list(caller(req), at, Fh(fh.0), offset, reply);
     }
@@ -1095,7 +1100,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _span = begin!("releasedir", ino = ino.0, fh = fh.0);
+        let _span = begin!(self, "releasedir", ino = ino.0, fh = fh.0);
         // A directory handle holds nothing to commit.
         self.shared
             .core

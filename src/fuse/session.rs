@@ -13,6 +13,7 @@ use super::FuseAdapter;
 use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::fs::{Invalidation, SecretFs};
+use crate::metrics::Meter;
 
 /// How to mount: the few settings that reach the kernel, nothing of FUSE's.
 pub struct MountSettings {
@@ -32,6 +33,9 @@ pub struct MountSettings {
     /// Per-process access rules (`--allow`): every open then reaches the
     /// daemon, which decides.
     pub access: Option<Arc<Access>>,
+    /// Where FUSE requests and kernel invalidations are counted
+    /// (`--metrics`).
+    pub meter: Meter,
 }
 
 /// A mounted filesystem, served by its own threads until unmounted.
@@ -40,6 +44,8 @@ pub struct Mounted {
     mountpoint: PathBuf,
     /// Told when the session ends.
     ended: Arc<tokio::sync::Notify>,
+    /// Where the notifier counts invalidations.
+    meter: Meter,
 }
 
 /// Mounts `core` on `mountpoint` and starts serving it.
@@ -72,7 +78,7 @@ pub fn mount(
     config.n_threads = Some(settings.threads);
     let ended = Arc::new(tokio::sync::Notify::new());
     let session = fuser::spawn_mount(
-        FuseAdapter::new(core, settings.audit)
+        FuseAdapter::new(core, settings.audit, settings.meter.clone())
             .with_access(settings.access)
             .with_ended(ended.clone()),
         mountpoint,
@@ -82,6 +88,7 @@ pub fn mount(
         session,
         mountpoint: mountpoint.to_path_buf(),
         ended,
+        meter: settings.meter,
     })
 }
 
@@ -92,7 +99,7 @@ impl Mounted {
     /// Starts the thread that delivers the core's invalidations, read
     /// from `rx`, to the kernel.
     pub fn start_notifier(&self, rx: Receiver<Invalidation>) -> std::io::Result<()> {
-        spawn_notifier(self.session.notifier(), rx)
+        spawn_notifier(self.session.notifier(), rx, self.meter.clone())
     }
 
     /// Returns once the session has ended (the filesystem was unmounted,
@@ -162,11 +169,15 @@ impl Mounted {
     }
 }
 
-/// Starts the thread that delivers the core's invalidations to the kernel
-/// and returns where to send them. Notifications go out from this thread
+/// Starts the thread that delivers the core's invalidations to the kernel,
+/// counting each with `meter`. Notifications go out from this thread
 /// only, never from a request's handler: the kernel may hold locks for the
 /// request that an invalidation of the same inode waits on.
-fn spawn_notifier(notifier: Notifier, rx: Receiver<Invalidation>) -> std::io::Result<()> {
+fn spawn_notifier(
+    notifier: Notifier,
+    rx: Receiver<Invalidation>,
+    meter: Meter,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("secretfs-notify".into())
         .spawn(move || {
@@ -174,11 +185,11 @@ fn spawn_notifier(notifier: Notifier, rx: Receiver<Invalidation>) -> std::io::Re
                 let sent = match &what {
                     // Attributes and every cached page.
                     Invalidation::Inode(ino) => {
-                        crate::metrics::record_invalidation("inode");
+                        meter.invalidation("inode");
                         notifier.inval_inode(INodeNo(ino.0), 0, 0)
                     }
                     Invalidation::Entry { parent, name } => {
-                        crate::metrics::record_invalidation("entry");
+                        meter.invalidation("entry");
                         notifier.inval_entry(INodeNo(parent.0), OsStr::new(name))
                     }
                 };

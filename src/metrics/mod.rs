@@ -1,19 +1,22 @@
 //! Prometheus metrics, opt-in with `--metrics ADDR`.
 //!
-//! The families live in one process-wide [`Metrics`], created only when a
-//! mount asks for them: until then every `record_*` call is one atomic
-//! load that finds nothing, so an unmetered mount pays nothing. Counts are
-//! recorded where things happen (the store wrapper in `store::metered`,
-//! the cache, the refresher, the FUSE adapter, the notifier); levels that
+//! The families live in one [`Metrics`], made by the mount only when it
+//! serves them, and reached through a [`Meter`]: one cheap handle the
+//! mount makes once and hands, at construction, to everything that
+//! records (the store wrapper `store::metered`, the Vault token keeper,
+//! the cache and refresher in the core, the FUSE adapter and its
+//! notifier). An unmetered mount (and every test) hands out
+//! [`Meter::off`], with which a record costs one branch. Levels that
 //! already exist elsewhere (open handles, inodes, cache entries, whether
-//! the store is down) are read at scrape time through [`Levels`].
+//! the store is down) are read at scrape time through the [`Levels`] the
+//! core attaches when it is built ([`Meter::attach_levels`]).
 //! No label ever holds a path or a value: only operation names and
 //! outcomes from fixed sets.
 
 mod serve;
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -50,7 +53,8 @@ pub struct Level {
 /// Where scrape-time levels come from (the mounted core).
 pub type Levels = Box<dyn Fn() -> Vec<Level> + Send + Sync>;
 
-struct LevelCollector(Levels);
+/// The levels, once the core is built: none before.
+struct LevelCollector(Arc<OnceLock<Levels>>);
 
 impl fmt::Debug for LevelCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +64,10 @@ impl fmt::Debug for LevelCollector {
 
 impl Collector for LevelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        for level in (self.0)() {
+        let Some(levels) = self.0.get() else {
+            return Ok(());
+        };
+        for level in levels() {
             let gauge = ConstGauge::new(level.value);
             let mut metric =
                 encoder.encode_descriptor(level.name, level.help, None, gauge.metric_type())?;
@@ -85,12 +92,25 @@ pub struct Metrics {
     fuse_ops: Family<Labels1, Counter>,
     invalidations: Family<Labels1, Counter>,
     token_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Shared with the registry's collector of levels.
+    levels: Arc<OnceLock<Levels>>,
 }
 
-static METRICS: OnceLock<Metrics> = OnceLock::new();
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Metrics {
-    fn new(levels: Levels) -> Self {
+    /// Every family, empty, with no levels until some are attached.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secretfs");
         let store_requests: Histograms = Family::new_with_constructor(store_buckets);
         registry.register(
@@ -128,7 +148,8 @@ impl Metrics {
             "When the store token in use expires (Unix time; 0 when it never expires or is not known yet)",
             token_expiry.clone(),
         );
-        registry.register_collector(Box::new(LevelCollector(levels)));
+        let levels = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(LevelCollector(levels.clone())));
         Metrics {
             registry,
             store_requests,
@@ -137,6 +158,7 @@ impl Metrics {
             fuse_ops,
             invalidations,
             token_expiry,
+            levels,
         }
     }
 
@@ -147,17 +169,6 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Turns metrics on for this process, with `levels` read at each scrape.
-/// A second call keeps the first set of families.
-pub fn enable(levels: Levels) -> &'static Metrics {
-    METRICS.get_or_init(|| Metrics::new(levels))
-}
-
-/// The families, when metrics are on.
-pub fn get() -> Option<&'static Metrics> {
-    METRICS.get()
 }
 
 /// How a store request ended, as a label value.
@@ -174,55 +185,98 @@ pub fn outcome_of<T>(result: &crate::error::Result<T>) -> &'static str {
     }
 }
 
-/// One request to the store: `op`, how it ended, how long it took.
-pub fn record_store_request(op: &'static str, outcome: &'static str, took: Duration) {
-    if let Some(m) = get() {
-        m.store_requests
-            .get_or_create(&[("op", op), ("outcome", outcome)])
-            .observe(took.as_secs_f64());
+/// Where a mount's counts go: the [`Metrics`] it serves, or nowhere
+/// ([`Meter::off`], the default). Cheap to clone; every clone records
+/// into the same families.
+#[derive(Clone, Default)]
+pub struct Meter(Option<Arc<Metrics>>);
+
+impl fmt::Debug for Meter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Meter(on)"
+        } else {
+            "Meter(off)"
+        })
     }
 }
 
-/// One cache lookup of `kind` (secret, listing) and its `result`.
-pub fn record_cache_lookup(kind: &'static str, result: &'static str) {
-    if let Some(m) = get() {
-        m.cache_lookups
-            .get_or_create(&[("kind", kind), ("result", result)])
-            .inc();
+impl Meter {
+    /// Records nothing: an unmetered mount, `exec`, tests.
+    pub fn off() -> Self {
+        Meter(None)
     }
-}
 
-/// One background refresh of `kind` and its `result`.
-pub fn record_refresh(kind: &'static str, result: &'static str) {
-    if let Some(m) = get() {
-        m.refreshes
-            .get_or_create(&[("kind", kind), ("result", result)])
-            .inc();
+    /// Records into `metrics`.
+    pub fn to(metrics: Arc<Metrics>) -> Self {
+        Meter(Some(metrics))
     }
-}
 
-/// One FUSE request of `op`.
-pub fn record_fuse_op(op: &'static str) {
-    if let Some(m) = get() {
-        m.fuse_ops.get_or_create(&[("op", op)]).inc();
+    /// Whether anything is recorded (worth timing a request for).
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
     }
-}
 
-/// One invalidation of `kind` sent to the kernel.
-pub fn record_invalidation(kind: &'static str) {
-    if let Some(m) = get() {
-        m.invalidations.get_or_create(&[("kind", kind)]).inc();
+    /// Reads `levels` at each scrape from now on: the core's, attached
+    /// when it is built. A mount builds one core; a second set is ignored.
+    pub fn attach_levels(&self, levels: Levels) {
+        if let Some(m) = &self.0 {
+            if m.levels.set(levels).is_err() {
+                tracing::debug!("metrics: levels attached already; the first set is kept");
+            }
+        }
     }
-}
 
-/// The token in use expires in `ttl` from now (`None`: never).
-pub fn record_token_ttl(ttl: Option<Duration>) {
-    if let Some(m) = get() {
-        let at = ttl
-            .and_then(|t| SystemTime::now().checked_add(t))
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        m.token_expiry.set(at);
+    /// One request to the store: `op`, how it ended, how long it took.
+    pub fn store_request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        if let Some(m) = &self.0 {
+            m.store_requests
+                .get_or_create(&[("op", op), ("outcome", outcome)])
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// One cache lookup of `kind` (secret, listing) and its `result`.
+    pub fn cache_lookup(&self, kind: &'static str, result: &'static str) {
+        if let Some(m) = &self.0 {
+            m.cache_lookups
+                .get_or_create(&[("kind", kind), ("result", result)])
+                .inc();
+        }
+    }
+
+    /// One background refresh of `kind` and its `result`.
+    pub fn refresh(&self, kind: &'static str, result: &'static str) {
+        if let Some(m) = &self.0 {
+            m.refreshes
+                .get_or_create(&[("kind", kind), ("result", result)])
+                .inc();
+        }
+    }
+
+    /// One FUSE request of `op`.
+    pub fn fuse_op(&self, op: &'static str) {
+        if let Some(m) = &self.0 {
+            m.fuse_ops.get_or_create(&[("op", op)]).inc();
+        }
+    }
+
+    /// One invalidation of `kind` sent to the kernel.
+    pub fn invalidation(&self, kind: &'static str) {
+        if let Some(m) = &self.0 {
+            m.invalidations.get_or_create(&[("kind", kind)]).inc();
+        }
+    }
+
+    /// The token in use expires in `ttl` from now (`None`: never).
+    pub fn token_ttl(&self, ttl: Option<Duration>) {
+        if let Some(m) = &self.0 {
+            let at = ttl
+                .and_then(|t| SystemTime::now().checked_add(t))
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            m.token_expiry.set(at);
+        }
     }
 }
 
@@ -232,7 +286,9 @@ mod tests {
 
     #[test]
     fn families_encode_with_their_labels_and_levels() {
-        let m = Metrics::new(Box::new(|| {
+        let m = Arc::new(Metrics::new());
+        let meter = Meter::to(m.clone());
+        meter.attach_levels(Box::new(|| {
             vec![
                 Level {
                     name: "open_handles",
@@ -248,12 +304,8 @@ mod tests {
                 },
             ]
         }));
-        m.store_requests
-            .get_or_create(&[("op", "read"), ("outcome", "ok")])
-            .observe(0.002);
-        m.cache_lookups
-            .get_or_create(&[("kind", "secret"), ("result", "hit")])
-            .inc();
+        meter.store_request("read", "ok", Duration::from_millis(2));
+        meter.cache_lookup("secret", "hit");
         let text = m.encode();
         assert!(
             text.contains(
@@ -271,6 +323,36 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn levels_show_once_attached_and_each_meter_counts_into_its_own_families() {
+        let m = Arc::new(Metrics::new());
+        let meter = Meter::to(m.clone());
+        let other = Meter::to(Arc::new(Metrics::new()));
+        other.fuse_op("lookup");
+        Meter::off().fuse_op("lookup");
+        let before = m.encode();
+        assert!(!before.contains("secretfs_open_handles"), "{before}");
+        assert!(
+            !before.contains("secretfs_fuse_operations_total{"),
+            "{before}"
+        );
+        meter.clone().fuse_op("lookup");
+        meter.attach_levels(Box::new(|| {
+            vec![Level {
+                name: "open_handles",
+                help: "Open file handles",
+                value: 1,
+                label: None,
+            }]
+        }));
+        let after = m.encode();
+        assert!(
+            after.contains("secretfs_fuse_operations_total{op=\"lookup\"} 1"),
+            "{after}"
+        );
+        assert!(after.contains("secretfs_open_handles 1"), "{after}");
     }
 
     #[test]

@@ -55,8 +55,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Answers scrapes on a thread of its own until the process exits.
-    pub fn start(self, metrics: &'static Metrics) -> std::io::Result<()> {
+    /// Answers scrapes of `metrics` on a thread of its own until the
+    /// process exits.
+    pub fn start(self, metrics: Arc<Metrics>) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("secretfs-metrics".into())
             .spawn(move || {
@@ -76,11 +77,12 @@ impl Server {
                     }
                     busy.fetch_add(1, Ordering::AcqRel);
                     let done = busy.clone();
+                    let metrics = metrics.clone();
                     let spawned = std::thread::Builder::new()
                         .name("secretfs-scrape".into())
                         .stack_size(256 * 1024)
                         .spawn(move || {
-                            if let Err(e) = answer(s, metrics) {
+                            if let Err(e) = answer(s, &metrics) {
                                 tracing::debug!(error = %e, "metrics request not answered");
                             }
                             done.fetch_sub(1, Ordering::AcqRel);
@@ -197,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_scrape_gets_the_families_and_other_paths_do_not() {
-        let metrics = super::super::enable(Box::new(Vec::new));
+        let metrics = Arc::new(Metrics::new());
         let server = serve("127.0.0.1:0").expect("bind");
         let addr = server.local_addr().expect("addr");
         server.start(metrics).expect("start");
@@ -216,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_client_that_sends_nothing_does_not_hold_up_a_scrape() {
-        let metrics = super::super::enable(Box::new(Vec::new));
+        let metrics = Arc::new(Metrics::new());
         let server = serve("127.0.0.1:0").expect("bind");
         let addr = server.local_addr().expect("addr");
         server.start(metrics).expect("start");

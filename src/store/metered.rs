@@ -1,6 +1,7 @@
 //! A store that counts and times every request for `--metrics`: the
-//! outermost wrapper, so what it sees is what the core asked. Without
-//! metrics turned on each call costs one atomic load more.
+//! outermost wrapper, so what it sees is what the core asked. It records
+//! into the meter it is made with; with [`Meter::off`] each call costs
+//! one branch more.
 
 use crate::store::Deadline;
 use std::time::Instant;
@@ -10,29 +11,31 @@ use super::{
     SecretPath, SecretStore,
 };
 use crate::error::Result;
-use crate::metrics;
+use crate::metrics::{self, Meter};
 
 /// `S` with every request recorded.
 pub struct Metered<S> {
     inner: S,
+    meter: Meter,
 }
 
 impl<S> Metered<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Metered { inner }
+    /// Wraps `inner`, recording its requests with `meter`.
+    pub fn new(inner: S, meter: Meter) -> Self {
+        Metered { inner, meter }
     }
-}
 
-/// Runs `call` and records it as a request of `op`.
-fn timed<T>(op: &'static str, call: impl FnOnce() -> Result<T>) -> Result<T> {
-    if metrics::get().is_none() {
-        return call();
+    /// Runs `call` and records it as a request of `op`.
+    fn timed<T>(&self, op: &'static str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.meter.is_on() {
+            return call();
+        }
+        let started = Instant::now();
+        let result = call();
+        self.meter
+            .store_request(op, metrics::outcome_of(&result), started.elapsed());
+        result
     }
-    let started = Instant::now();
-    let result = call();
-    metrics::record_store_request(op, metrics::outcome_of(&result), started.elapsed());
-    result
 }
 
 impl<S: SecretStore> SecretStore for Metered<S> {
@@ -40,10 +43,10 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         self.inner.capabilities()
     }
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
-        timed("list", || self.inner.list(deadline, path))
+        self.timed("list", || self.inner.list(deadline, path))
     }
     fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
-        timed("read", || self.inner.read(deadline, path))
+        self.timed("read", || self.inner.read(deadline, path))
     }
     fn write(
         &self,
@@ -52,13 +55,13 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         data: &SecretData,
         when: &Precondition,
     ) -> Result<Option<Revision>> {
-        timed("write", || self.inner.write(deadline, path, data, when))
+        self.timed("write", || self.inner.write(deadline, path, data, when))
     }
     fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
-        timed("delete", || self.inner.delete(deadline, path))
+        self.timed("delete", || self.inner.delete(deadline, path))
     }
     fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
-        timed("permissions", || self.inner.permissions(deadline, path))
+        self.timed("permissions", || self.inner.permissions(deadline, path))
     }
     fn node(&self) -> Option<String> {
         self.inner.node()
@@ -69,7 +72,7 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         path: &SecretPath,
         version: u64,
     ) -> Result<Option<Secret>> {
-        timed("read_version", || {
+        self.timed("read_version", || {
             self.inner.read_version(deadline, path, version)
         })
     }
@@ -80,7 +83,7 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        timed("set_metadata", || {
+        self.timed("set_metadata", || {
             self.inner.set_custom_metadata(deadline, path, name, value)
         })
     }
@@ -91,10 +94,46 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         self.inner.rereads_after_write()
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
-        let health = timed("health", || self.inner.health(deadline));
+        let health = self.timed("health", || self.inner.health(deadline));
         if let Ok(h) = &health {
-            metrics::record_token_ttl(h.credential_ttl);
+            self.meter.token_ttl(h.credential_ttl);
         }
         health
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    #[test]
+    fn each_request_is_counted_with_the_meter_it_was_made_with() {
+        let store = MemoryStore::new();
+        store.put("app/db", serde_json::json!({"PASSWORD": "x"}));
+        let metrics = Arc::new(Metrics::new());
+        let metered = Metered::new(store, Meter::to(metrics.clone()));
+        let deadline = Deadline::per_request();
+        metered
+            .read(&deadline, &SecretPath::parse("app/db"))
+            .expect("read");
+        metered
+            .read(&deadline, &SecretPath::parse("app/none"))
+            .expect("read");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "secretfs_store_request_duration_seconds_count{op=\"read\",outcome=\"ok\"} 2"
+            ),
+            "{text}"
+        );
+        // Unmetered, the same store records nothing anywhere.
+        let unmetered = Metered::new(MemoryStore::new(), Meter::off());
+        unmetered
+            .read(&deadline, &SecretPath::parse("app/db"))
+            .expect("read");
+        assert_eq!(metrics.encode(), text);
     }
 }

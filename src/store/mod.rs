@@ -42,13 +42,16 @@ pub type VaultAccess<'a> =
     dyn Fn() -> std::result::Result<vault::VaultSettings, crate::start_error::StartError> + 'a;
 
 /// How to open the SOURCEs that are not on Vault: store files (`file:`)
-/// and AWS Secrets Manager (`aws-sm:`), from the command line.
+/// and AWS Secrets Manager (`aws-sm:`), from the command line; and where
+/// every store opened counts its requests (and Vault its token's expiry).
 #[derive(Debug, Clone, Default)]
 pub struct StoreSettings {
     /// `file:PATH` SOURCEs.
     pub file: file::FileSettings,
     /// `aws-sm:PREFIX` SOURCEs.
     pub aws: aws::AwsSettings,
+    /// `--metrics`: off unless the mount serves them.
+    pub meter: crate::metrics::Meter,
 }
 
 /// Opens SOURCE when it names a store other than Vault (`file:`,
@@ -59,10 +62,10 @@ fn open_other(
     stores: &StoreSettings,
     rt: &tokio::runtime::Handle,
 ) -> std::result::Result<Option<Connected>, crate::start_error::StartError> {
-    if let Some(c) = file::connect(source, &stores.file)? {
+    if let Some(c) = file::connect(source, &stores.file, &stores.meter)? {
         return Ok(Some(c));
     }
-    aws::connect(source, &stores.aws, rt)
+    aws::connect(source, &stores.aws, &stores.meter, rt)
 }
 
 /// Reaches the store SOURCE names (a Vault/OpenBao KV mount and folder,
@@ -79,8 +82,8 @@ pub fn connect(
         return Ok(c);
     }
     let settings = vault()?;
-    let store = vault::VaultStore::connect(&settings, source, rt)?;
-    Ok(connected(store, &settings.addr_list()))
+    let store = vault::VaultStore::connect(&settings, &stores.meter, source, rt)?;
+    Ok(connected(store, &settings.addr_list(), &stores.meter))
 }
 
 /// Reaches the stores of several SOURCEs (in order) with one login, as
@@ -105,11 +108,15 @@ pub fn connect_each(
             Some(s) => s,
             None => {
                 let settings = vault()?;
-                let s = vault::Session::open(&settings, rt.clone())?;
+                let s = vault::Session::open(&settings, &stores.meter, rt.clone())?;
                 session.insert((settings, s))
             }
         };
-        out.push(connected(session.resolve(source)?, &settings.addr_list()));
+        out.push(connected(
+            session.resolve(source)?,
+            &settings.addr_list(),
+            &stores.meter,
+        ));
     }
     Ok(out)
 }
@@ -149,8 +156,8 @@ pub fn connect_layered(
                     None => settings.insert(vault()?).clone(),
                 };
                 own.addrs = vec![addr.clone()];
-                match vault::Session::open(&own, rt.clone()) {
-                    Ok(session) => connected(session.resolve(&source)?, &addr),
+                match vault::Session::open(&own, &stores.meter, rt.clone()) {
+                    Ok(session) => connected(session.resolve(&source)?, &addr, &stores.meter),
                     // A lower layer's server that does not answer (or
                     // refuses the login) now: mount without it, and
                     // connect it when it does.
@@ -160,9 +167,11 @@ pub fn connect_layered(
                     ) if i < top => {
                         tracing::warn!(layer = %name, error = %why, "a layer's server cannot be used: mounting without that layer until it can");
                         let rt = rt.clone();
+                        let meter = stores.meter.clone();
                         let connect = move || {
-                            let store = vault::Session::open(&own, rt.clone())?.resolve(&source)?;
-                            Ok(connected(store, &addr))
+                            let store =
+                                vault::Session::open(&own, &meter, rt.clone())?.resolve(&source)?;
+                            Ok(connected(store, &addr, &meter))
                         };
                         Connected {
                             store: std::sync::Arc::new(pending::Pending::new(
@@ -182,11 +191,11 @@ pub fn connect_layered(
                 };
                 let s = match session.take() {
                     Some(s) => s,
-                    None => vault::Session::open(settings, rt.clone())?,
+                    None => vault::Session::open(settings, &stores.meter, rt.clone())?,
                 };
                 let store = s.resolve(name)?;
                 session = Some(s);
-                connected(store, &settings.addr_list())
+                connected(store, &settings.addr_list(), &stores.meter)
             }
         };
         out.push(layered::Layer {
@@ -224,8 +233,8 @@ fn on_server(
     Ok(Some((addr, source)))
 }
 
-/// A resolved store as the core uses it.
-fn connected(store: vault::VaultStore, addr: &str) -> Connected {
+/// A resolved store as the core uses it, its requests counted by `meter`.
+fn connected(store: vault::VaultStore, addr: &str, meter: &crate::metrics::Meter) -> Connected {
     let resolved = store.source().clone();
     tracing::info!(
         addr = %addr,
@@ -238,9 +247,12 @@ fn connected(store: vault::VaultStore, addr: &str) -> Connected {
     // Soft deletes leave names in listings: hide those deleted through us.
     // Outermost, every request is counted for --metrics.
     let store: std::sync::Arc<dyn SecretStore> = if store.capabilities().soft_delete {
-        std::sync::Arc::new(metered::Metered::new(deleted::HideDeleted::new(store)))
+        std::sync::Arc::new(metered::Metered::new(
+            deleted::HideDeleted::new(store),
+            meter.clone(),
+        ))
     } else {
-        std::sync::Arc::new(metered::Metered::new(store))
+        std::sync::Arc::new(metered::Metered::new(store, meter.clone()))
     };
     Connected {
         store,

@@ -58,10 +58,12 @@ pub fn parse(source: &str) -> Option<SecretPath> {
 }
 
 /// Opens SOURCE when it is on AWS Secrets Manager (`aws-sm:PREFIX`), as a
-/// store ready for the core; `Ok(None)` for any other SOURCE.
+/// store ready for the core (counted for --metrics by `meter`);
+/// `Ok(None)` for any other SOURCE.
 pub fn connect(
     source: &str,
     settings: &AwsSettings,
+    meter: &crate::metrics::Meter,
     rt: &tokio::runtime::Handle,
 ) -> Result<Option<Connected>, StartError> {
     let Some(root) = parse(source) else {
@@ -73,7 +75,7 @@ pub fn connect(
             settings.plain_key
         )));
     }
-    open(source, root, settings, rt).map(Some)
+    open(source, root, settings, meter, rt).map(Some)
 }
 
 #[cfg(feature = "aws-sm")]
@@ -81,6 +83,7 @@ fn open(
     source: &str,
     root: SecretPath,
     settings: &AwsSettings,
+    meter: &crate::metrics::Meter,
     rt: &tokio::runtime::Handle,
 ) -> Result<Connected, StartError> {
     let store = client::AwsStore::connect(source, settings, &root, rt.clone())?;
@@ -91,7 +94,7 @@ fn open(
         "connected to AWS Secrets Manager"
     );
     Ok(Connected {
-        store: std::sync::Arc::new(super::metered::Metered::new(store)),
+        store: std::sync::Arc::new(super::metered::Metered::new(store, meter.clone())),
         root,
     })
 }
@@ -101,6 +104,7 @@ fn open(
     source: &str,
     _root: SecretPath,
     _settings: &AwsSettings,
+    _meter: &crate::metrics::Meter,
     _rt: &tokio::runtime::Handle,
 ) -> Result<Connected, StartError> {
     Err(StartError::Options(format!(

@@ -72,11 +72,12 @@ impl FileSource {
 }
 
 /// Opens SOURCE when it names a store file (`file:PATH`), as a store
-/// ready for the core (counted for --metrics); `Ok(None)` for any other
-/// SOURCE (Vault/OpenBao, AWS). Called by `store::open_other`.
+/// ready for the core (counted for --metrics by `meter`); `Ok(None)` for
+/// any other SOURCE (Vault/OpenBao, AWS). Called by `store::open_other`.
 pub fn connect(
     source: &str,
     settings: &FileSettings,
+    meter: &crate::metrics::Meter,
 ) -> std::result::Result<Option<Connected>, StartError> {
     let Some(parsed) = FileSource::parse(source) else {
         return Ok(None);
@@ -109,7 +110,7 @@ pub fn connect(
         })?;
     tracing::info!(file = %store.path.display(), folder = %parsed.folder, "opened the store file");
     Ok(Some(Connected {
-        store: std::sync::Arc::new(super::metered::Metered::new(store)),
+        store: std::sync::Arc::new(super::metered::Metered::new(store, meter.clone())),
         root: parsed.folder,
     }))
 }

@@ -5,6 +5,7 @@ use age::x25519;
 use serde_json::json;
 
 use super::*;
+use crate::metrics::Meter;
 use crate::store::deadline::Deadline;
 use crate::store::SecretValue;
 
@@ -408,8 +409,10 @@ fn sources_name_a_file_and_a_folder_in_it() {
         })
     );
     let none = FileSettings::default();
-    assert!(connect("secret/app", &none).unwrap().is_none());
-    let Err(StartError::Options(why)) = connect("file:/nowhere.age", &none) else {
+    assert!(connect("secret/app", &none, &Meter::off())
+        .unwrap()
+        .is_none());
+    let Err(StartError::Options(why)) = connect("file:/nowhere.age", &none, &Meter::off()) else {
         panic!("a file: SOURCE without an identity was accepted");
     };
     assert!(why.contains("--identity"), "{why}");

@@ -282,8 +282,8 @@ const FILE_POLL: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(10);
 
 /// Tells the metrics when the token in use expires.
-fn note_lease(lease: &Lease) {
-    crate::metrics::record_token_ttl((lease.ttl > 0).then(|| Duration::from_secs(lease.ttl)));
+fn note_lease(meter: &crate::metrics::Meter, lease: &Lease) {
+    meter.token_ttl((lease.ttl > 0).then(|| Duration::from_secs(lease.ttl)));
 }
 
 /// Keeps the token valid for as long as the mount lives: renews it at half
@@ -295,11 +295,13 @@ fn note_lease(lease: &Lease) {
 ///
 /// Every renewal, login and check goes to the node in use at the time (the
 /// one requests fail over to when a node of a cluster stops answering).
+/// Each lease's expiry is reported to `meter`.
 pub async fn keep_fresh(
     login: Login,
     nodes: Arc<super::nodes::Nodes>,
     credentials: Arc<Credentials>,
     mut lease: Lease,
+    meter: crate::metrics::Meter,
 ) {
     use tokio::time::Instant;
     let half = |l: &Lease| Duration::from_secs((l.ttl / 2).max(1));
@@ -307,7 +309,7 @@ pub async fn keep_fresh(
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let mut due = Instant::now() + if lease.ttl == 0 { far } else { half(&lease) };
     let watch_file = matches!(login, Login::TokenFile(_));
-    note_lease(&lease);
+    note_lease(&meter, &lease);
     if lease.ttl == 0 && !watch_file {
         return; // never expires: nothing to do
     }
@@ -336,7 +338,7 @@ pub async fn keep_fresh(
                         Ok(l) => {
                             tracing::info!(file = %path.display(), ttl_seconds = l.ttl, "token file changed: new token in use");
                             lease = l;
-                            note_lease(&lease);
+                            note_lease(&meter, &lease);
                             due = Instant::now() + if l.ttl == 0 { far } else { half(&l) };
                             warned = false;
                         }
@@ -386,7 +388,7 @@ pub async fn keep_fresh(
                         ttl: auth.lease_duration,
                         renewable: auth.renewable,
                     };
-                    note_lease(&lease);
+                    note_lease(&meter, &lease);
                     due = Instant::now() + half(&lease);
                     if !shrinking {
                         warned = false;
@@ -405,7 +407,7 @@ pub async fn keep_fresh(
                 Ok(l) => {
                     tracing::info!(ttl_seconds = l.ttl, "new token obtained");
                     lease = l;
-                    note_lease(&lease);
+                    note_lease(&meter, &lease);
                     due = Instant::now() + if l.ttl == 0 { far } else { half(&l) };
                     warned = false;
                 }

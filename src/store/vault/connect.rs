@@ -18,6 +18,7 @@ use super::error::{describe, is_not_tls};
 use super::http;
 use super::nodes::{classify, Failure, Nodes};
 use super::{KvVersion, ResolvedSource, VaultStore};
+use crate::metrics::Meter;
 use crate::start_error::StartError;
 use crate::store::SecretPath;
 
@@ -95,12 +96,14 @@ impl VaultStore {
     /// [`StartError::Options`] for settings that cannot work,
     /// [`StartError::Store`] for what the server said (or did not).
     /// With several addresses, the first node that answers is used.
+    /// The token's expiry is reported to `meter`.
     pub fn connect(
         settings: &VaultSettings,
+        meter: &Meter,
         source: &str,
         rt: Handle,
     ) -> std::result::Result<Self, StartError> {
-        Session::open(settings, rt)?.resolve(source)
+        Session::open(settings, meter, rt)?.resolve(source)
     }
 }
 
@@ -119,8 +122,13 @@ pub struct Session {
 
 impl Session {
     /// Builds the clients, obtains the token from the first node that
-    /// answers and checks it. Errors as for [`VaultStore::connect`].
-    pub fn open(settings: &VaultSettings, rt: Handle) -> std::result::Result<Self, StartError> {
+    /// answers and checks it, and keeps it fresh, reporting its expiry to
+    /// `meter`. Errors as for [`VaultStore::connect`].
+    pub fn open(
+        settings: &VaultSettings,
+        meter: &Meter,
+        rt: Handle,
+    ) -> std::result::Result<Self, StartError> {
         let all: Vec<VaultClientSettings> = settings
             .addrs
             .iter()
@@ -169,6 +177,7 @@ impl Session {
                 nodes.clone(),
                 credentials.clone(),
                 lease,
+                meter.clone(),
             ));
         }
         if nodes.len() > 1 {
