@@ -170,7 +170,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // Where the core's invalidations go: the notifier thread reads them
     // once the mount is up.
     let (invalidations, for_notifier) = std::sync::mpsc::channel();
-    let (core, mut background) = build_core(connected, &args, invalidations);
+    let (core, mut background) = build_core(connected, &args, access, invalidations);
     let _ = core_slot.set(Arc::downgrade(&core));
 
     let audit = args
@@ -190,7 +190,6 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         read_only: args.files.layout.read_only(args.files.writable),
         threads: usize::try_from(args.service.threads).unwrap_or(1),
         audit: audit.clone(),
-        access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
     };
     let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
         StartError::Mount {
@@ -346,6 +345,7 @@ fn start_metrics(addr: &str, slot: Arc<OnceLock<Weak<SecretFs>>>) -> Result<(), 
 fn build_core(
     connected: store::Connected,
     args: &MountArgs,
+    access: crate::access::Access,
     invalidations: std::sync::mpsc::Sender<crate::fs::Invalidation>,
 ) -> (Arc<SecretFs>, Background) {
     let mut builder = SecretFs::builder(
@@ -355,7 +355,12 @@ fn build_core(
         Arc::new(SystemClock),
     )
     .send_invalidations_to(invalidations)
+    .access(access)
     .housekeeping();
+    if args.service.audit_log.is_some() {
+        // Every open is recorded: none may skip the daemon.
+        builder = builder.record_opens();
+    }
     builder = match &args.files.layout {
         crate::fs::view::Layout::Templates(dir) => builder.templates(dir.clone()),
         layout => builder.views(Views::of_layout(layout)),

@@ -1,6 +1,7 @@
 //! How the core is made: one [`Builder`] takes everything the core is
 //! wired to (how secrets show, templates, the inode bound, where kernel
-//! invalidations and changed secrets go, whether it keeps house), and
+//! invalidations and changed secrets go, whether it keeps house, the
+//! `--allow` rules, whether opens are recorded), and
 //! [`Builder::build`] makes the core and starts its background threads
 //! at once. Nothing is wired into a core after it is built. The
 //! [`Background`] it returns stops and joins every thread it started,
@@ -27,6 +28,7 @@ use super::source::{Refresh, Source};
 use super::view::Views;
 use super::writers::Writers;
 use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};
+use crate::access::Access;
 use crate::store::{SecretPath, SecretStore};
 
 /// What a core is made of and wired to, until [`Builder::build`].
@@ -41,6 +43,8 @@ pub struct Builder {
     invalidations: Option<Sender<Invalidation>>,
     changes: Option<Sender<String>>,
     housekeeping: bool,
+    access: Option<Access>,
+    opens_recorded: bool,
 }
 
 impl SecretFs {
@@ -65,6 +69,8 @@ impl SecretFs {
             invalidations: None,
             changes: None,
             housekeeping: false,
+            access: None,
+            opens_recorded: false,
         }
     }
 }
@@ -106,6 +112,20 @@ impl Builder {
     /// the thread that re-reads every held secret once per TTL.
     pub fn report_changes_to(mut self, tx: Sender<String>) -> Self {
         self.changes = Some(tx);
+        self
+    }
+
+    /// Admits opens and changes of the files `access`'s rules cover
+    /// (`--allow`, see `fs/open.rs`): every open then reaches the daemon.
+    /// No rules, no admission.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = (!access.rules.is_empty()).then_some(access);
+        self
+    }
+
+    /// Every open is recorded (an audit log): none may skip the daemon.
+    pub fn record_opens(mut self) -> Self {
+        self.opens_recorded = true;
         self
     }
 
@@ -155,6 +175,8 @@ impl Builder {
                 .templates
                 .map(|dir| Arc::new(template::Templates::new(dir))),
             settler,
+            access: self.access,
+            opens_recorded: self.opens_recorded,
         });
         let mut background = Background {
             halt: Arc::new(Halt::default()),

@@ -9,7 +9,6 @@
 //! miss, every change, directory listings and extended attributes) runs on
 //! the store threads of `pool`, which reply when done.
 
-mod admit;
 pub mod device;
 mod pool;
 mod session;
@@ -27,15 +26,12 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::access::Access;
 use crate::audit::{AuditLog, Caller, Op, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
-use crate::fs::{
-    Attr, Creating, DirEntry, DirReplier, Gate, OpContext, Opened, PageCache, SecretFs,
-};
+use crate::fs::{Attr, Creating, DirEntry, DirReplier, OpContext, Opened, PageCache, SecretFs};
 use pool::Pool;
 
 /// How many threads may wait on the store at once: requests beyond that
@@ -46,8 +42,6 @@ const STORE_THREADS: usize = 16;
 struct Shared {
     core: Arc<SecretFs>,
     audit: Option<AuditLog>,
-    /// Per-process access rules (`--allow`), when there are any.
-    access: Option<Arc<Access>>,
 }
 
 /// The FUSE face of a [`SecretFs`].
@@ -60,14 +54,16 @@ pub struct FuseAdapter {
 
 impl FuseAdapter {
     /// Wraps the core; with an audit log, every open of a file and every
-    /// change is recorded, with its outcome.
+    /// change is recorded, with its outcome (the core must then have been
+    /// built to record opens: `Builder::record_opens`).
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>) -> Self {
+        // An open that skipped the daemon could not be recorded.
+        assert!(
+            audit.is_none() || core.records_opens(),
+            "an audit log over a core that lets opens skip the daemon"
+        );
         FuseAdapter {
-            shared: Arc::new(Shared {
-                core,
-                audit,
-                access: None,
-            }),
+            shared: Arc::new(Shared { core, audit }),
             pool: Pool::new(STORE_THREADS),
             ended: None,
         }
@@ -77,19 +73,6 @@ impl FuseAdapter {
     /// for an unmount made from outside.
     pub fn with_ended(mut self, ended: Arc<tokio::sync::Notify>) -> Self {
         self.ended = Some(ended);
-        self
-    }
-
-    /// With `--allow` rules: every open reaches the daemon, and a file a
-    /// rule covers opens only for callers a rule lets in (see `Shared::admit`).
-    pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.access = access,
-            // Only before the adapter is shared; losing rules silently
-            // would open what they close.
-            None if access.is_some() => panic!("--allow rules set on an adapter already in use"),
-            None => {}
-        }
         self
     }
 
@@ -614,13 +597,7 @@ impl Filesystem for FuseAdapter {
         // What to do, and what to tell the kernel, is the core's decision.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let op = if write { Op::OpenWrite } else { Op::OpenRead };
-        let opened = move |s: &Shared, ctx: &OpContext| {
-            let gate = Gate {
-                access: s.access.as_deref(),
-                recorded: s.audit.is_some(),
-            };
-            s.core.open_for(ctx, gate, ino, flags.0)
-        };
+        let opened = move |s: &Shared, ctx: &OpContext| s.core.open_for(ctx, ino, flags.0);
         let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Opened>| {
             if let Ok(Opened::NoOpen) = result {
                 // No audit log and no rules: nothing to record.
@@ -805,7 +782,7 @@ impl Filesystem for FuseAdapter {
         let call = move |s: &Shared, ctx: &OpContext| {
             if size.is_some() {
                 // A truncation changes the value: covered files need a rule.
-                s.admit_ino(ctx, caller, ino, Through::Value)?;
+                s.core.admit(ctx, ino, Through::Value)?;
             }
             s.core.setattr(ctx, ino, fh, size, uid, gid)
         };
@@ -834,7 +811,7 @@ impl Filesystem for FuseAdapter {
         let exclusive = flags & libc::O_EXCL != 0;
         self.later(caller, move |s, ctx| {
             let (parent, name) = (at.ino, at.name.as_deref().unwrap_or_default());
-            let admitted = s.admit_name(caller, parent, name);
+            let admitted = s.core.admit_name(ctx, parent, name);
             let covered = matches!(admitted, Ok(true));
             let how = Creating {
                 exclusive,
@@ -910,7 +887,7 @@ impl Filesystem for FuseAdapter {
         let (at, name) = (At::name("unlink", Ino(parent.0), name), name.to_os_string());
         let (parent, caller) = (at.ino, caller(req));
         self.change(caller, Op::Unlink, at, reply, move |s, ctx| {
-            s.admit_name(caller, parent, &name)?;
+            s.core.admit_name(ctx, parent, &name)?;
             match name.to_str() {
                 Some(n) => s.core.unlink(ctx, parent, n),
                 None => Err(Error::NotFound),
@@ -959,8 +936,8 @@ impl Filesystem for FuseAdapter {
             }
             // A covered key renamed out of its rule's reach, or another
             // file renamed over a covered one.
-            s.admit_name(caller, parent, &name)?;
-            s.admit_name(caller, newparent, &newname)?;
+            s.core.admit_name(ctx, parent, &name)?;
+            s.core.admit_name(ctx, newparent, &newname)?;
             let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
             match (name.to_str(), newname.to_str()) {
                 (Some(n), Some(nn)) => s.core.rename(ctx, parent, n, newparent, nn, noreplace),
@@ -1024,7 +1001,7 @@ impl Filesystem for FuseAdapter {
         let ino = at.ino;
         self.change(caller, Op::Setxattr, at, reply, move |s, ctx| {
             // A change of the secret: covered files need a rule.
-            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            s.core.admit(ctx, ino, Through::Metadata)?;
             match name.to_str() {
                 Some(n) => s.core.setxattr(ctx, ino, n, &value, flags),
                 None => Err(Error::NotSupported("attribute names are UTF-8")),
@@ -1038,7 +1015,7 @@ impl Filesystem for FuseAdapter {
         let (at, caller) = (At::ino("removexattr", Ino(ino.0)), caller(req));
         let ino = at.ino;
         self.change(caller, Op::Removexattr, at, reply, move |s, ctx| {
-            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            s.core.admit(ctx, ino, Through::Metadata)?;
             match name.to_str() {
                 Some(n) => s.core.removexattr(ctx, ino, n),
                 None => Err(Error::NoAttribute),

@@ -10,7 +10,6 @@ use std::time::Duration;
 use fuser::{BackgroundSession, INodeNo, MountOption, Notifier, SessionACL};
 
 use super::FuseAdapter;
-use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::fs::{Invalidation, SecretFs};
 
@@ -29,9 +28,6 @@ pub struct MountSettings {
     /// each attempted change reaches the daemon, which refuses it (`EROFS`)
     /// and records the attempt.
     pub audit: Option<AuditLog>,
-    /// Per-process access rules (`--allow`): every open then reaches the
-    /// daemon, which decides.
-    pub access: Option<Arc<Access>>,
 }
 
 /// A mounted filesystem, served by its own threads until unmounted.
@@ -72,9 +68,7 @@ pub fn mount(
     config.n_threads = Some(settings.threads);
     let ended = Arc::new(tokio::sync::Notify::new());
     let session = fuser::spawn_mount(
-        FuseAdapter::new(core, settings.audit)
-            .with_access(settings.access)
-            .with_ended(ended.clone()),
+        FuseAdapter::new(core, settings.audit).with_ended(ended.clone()),
         mountpoint,
         &config,
     )?;
