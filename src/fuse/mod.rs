@@ -116,6 +116,7 @@ impl FuseAdapter {
         reply: R,
         call: impl Fn(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.now_or_later(caller, reply, call, move |s, reply, result| {
             send(s, &at, reply, result)
         });
@@ -129,6 +130,7 @@ impl FuseAdapter {
         reply: R,
         call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let result = call(s, ctx);
             send(s, &at, reply, result);
@@ -146,6 +148,7 @@ impl FuseAdapter {
         reply: R,
         call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let result = s.audit_ready().and_then(|()| call(s, ctx));
             let result = s.audit(op, caller, &result, |s| at.paths(s)).and(result);
@@ -158,6 +161,7 @@ impl FuseAdapter {
     where
         for<'a> Entries<'a, R>: DirReplier,
     {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let mut out = Entries {
                 shared: s,
@@ -282,15 +286,33 @@ impl Shared {
     }
 
     /// Logs a failed request once and turns it into its errno.
-    fn fail(&self, op: &'static str, ino: Ino, name: Option<&OsStr>, e: &Error) -> Errno {
+    fn fail(
+        &self,
+        op: &'static str,
+        ino: Ino,
+        name: Option<&OsStr>,
+        e: &Error,
+        caller: Option<Caller>,
+    ) -> Errno {
         let path = self.path_of(ino, name);
+        let errno = e.errno();
         if e.is_expected() {
             tracing::debug!(op, ino = ino.0, path = %path, error = %e, "request failed");
-        } else {
-            tracing::warn!(op, ino = ino.0, path = %path, error = %e, "request failed");
-            self.core.record_error(format!("{op} {path}: {e}"));
+            return Errno::from_i32(errno);
         }
-        Errno::from_i32(e.errno())
+        // A refusal (the store's policy) names who asked: the process
+        // behind the calling thread, looked up while it waits.
+        match caller.filter(|_| errno == libc::EACCES) {
+            Some(caller) => {
+                let process = Process::with_exe(caller.tid);
+                let exe = process.exe.as_deref().unwrap_or("?");
+                let pid = process.tgid.unwrap_or(caller.tid);
+                tracing::warn!(op, ino = ino.0, path = %path, pid, uid = caller.uid, exe = %exe, error = %e, "request failed");
+            }
+            None => tracing::warn!(op, ino = ino.0, path = %path, error = %e, "request failed"),
+        }
+        self.core.record_error(format!("{op} {path}: {e}"));
+        Errno::from_i32(errno)
     }
 }
 
@@ -336,7 +358,7 @@ struct Entries<'a, R> {
 impl<R> Entries<'_, R> {
     fn log_skipped(&self, dir: Ino, name: &str, error: &Error) {
         self.shared
-            .fail(self.op, dir, Some(OsStr::new(name)), error);
+            .fail(self.op, dir, Some(OsStr::new(name)), error, None);
     }
 }
 
@@ -348,6 +370,8 @@ struct At {
     name: Option<OsString>,
     /// Where a rename goes.
     to: Option<(Ino, OsString)>,
+    /// Who asked, once known (a refusal's log line names them).
+    caller: Option<Caller>,
 }
 
 impl At {
@@ -357,6 +381,15 @@ impl At {
             ino,
             name: None,
             to: None,
+            caller: None,
+        }
+    }
+
+    /// Asked by `caller`.
+    fn by(self, caller: Caller) -> At {
+        At {
+            caller: Some(caller),
+            ..self
         }
     }
 
@@ -378,7 +411,7 @@ impl At {
 
     /// Logs a failure once and turns it into its errno.
     fn fail(&self, s: &Shared, e: &Error) -> Errno {
-        s.fail(self.op, self.ino, self.name.as_deref(), e)
+        s.fail(self.op, self.ino, self.name.as_deref(), e, self.caller)
     }
 }
 
@@ -614,7 +647,7 @@ impl Filesystem for FuseAdapter {
                     reply.opened(FileHandle(fh.0), fopen_flags(cache))
                 }
                 Ok(Opened::NoOpen) => reply.error(Errno::ENOSYS),
-                Err(e) => reply.error(s.fail("open", ino, None, &e)),
+                Err(e) => reply.error(s.fail("open", ino, None, &e, Some(caller))),
             }
         };
         self.now_or_later(caller, reply, opened, send);
@@ -647,13 +680,14 @@ impl Filesystem for FuseAdapter {
                 s.core.read_handle(ctx, fh, offset, size, send)
             }
         };
+        let caller = caller(req);
         let finish =
             move |s: &Shared, mut reply: Option<ReplyData>, result: crate::error::Result<()>| {
                 if let (Err(e), Some(r)) = (result, reply.take()) {
-                    r.error(s.fail("read", ino, None, &e));
+                    r.error(s.fail("read", ino, None, &e, Some(caller)));
                 }
             };
-        let (caller, mut reply) = (caller(req), Some(reply));
+        let mut reply = Some(reply);
         match read(&self.shared, &OpContext::cache_only(caller), &mut reply) {
             Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
                 let result = read(s, ctx, &mut reply);
@@ -754,7 +788,7 @@ impl Filesystem for FuseAdapter {
         // Into the write buffer: the store is not asked.
         match self.shared.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.shared.fail("write", Ino(ino.0), None, &e)),
+            Err(e) => reply.error(self.shared.fail("write", Ino(ino.0), None, &e, None)),
         }
     }
 
@@ -805,7 +839,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let _span = begin!("create", ino = parent.0, ?name);
-        let (at, caller) = (At::name("create", Ino(parent.0), name), caller(req));
+        let caller = caller(req);
+        let at = At::name("create", Ino(parent.0), name).by(caller);
         // O_EXCL is how tools create their temporary files (see
         // fs::names); what they leave waits for their process.
         let exclusive = flags & libc::O_EXCL != 0;
