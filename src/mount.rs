@@ -168,7 +168,7 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
     // Where the core's invalidations go: the notifier thread reads them
     // once the mount is up.
     let (invalidations, for_notifier) = std::sync::mpsc::channel();
-    let (core, mut background) = build_core(connected, &args, invalidations, meter.clone());
+    let (core, mut background) = build_core(connected, &args, access, invalidations, meter.clone());
 
     let audit = args
         .service
@@ -187,7 +187,6 @@ fn serve(args: MountArgs, readiness: &mut Readiness) -> Result<(), StartError> {
         read_only: args.files.layout.read_only(args.files.writable),
         threads: usize::try_from(args.service.threads).unwrap_or(1),
         audit: audit.clone(),
-        access: (!access.rules.is_empty()).then(|| std::sync::Arc::new(access)),
         meter,
     };
     let mounted = fuse::mount(core.clone(), &args.mountpoint, settings).map_err(|reason| {
@@ -316,6 +315,7 @@ fn start_metrics(addr: Option<&str>) -> Result<Meter, StartError> {
 fn build_core(
     connected: store::Connected,
     args: &MountArgs,
+    access: crate::access::Access,
     invalidations: std::sync::mpsc::Sender<crate::fs::Invalidation>,
     meter: Meter,
 ) -> (Arc<SecretFs>, Background) {
@@ -327,7 +327,12 @@ fn build_core(
     )
     .send_invalidations_to(invalidations)
     .metrics(meter)
+    .access(access)
     .housekeeping();
+    if args.service.audit_log.is_some() {
+        // Every open is recorded: none may skip the daemon.
+        builder = builder.record_opens();
+    }
     builder = match &args.files.layout {
         crate::fs::view::Layout::Templates(dir) => builder.templates(dir.clone()),
         layout => builder.views(Views::of_layout(layout)),

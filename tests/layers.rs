@@ -272,6 +272,55 @@ fn a_mount_whose_token_may_not_read_the_bottom_layer_serves_the_layers_above() {
     assert_eq!(layer_warnings(&m), 1, "{}", m.log());
 }
 
+/// Everything of `prod` and `api`; the secrets of `project` may be read,
+/// but none of its folders listed.
+const PROJECT_UNLISTED: &str = r#"
+path "secret/data/project/*" { capabilities = ["read"] }
+path "secret/metadata/project/*" { capabilities = ["read"] }
+path "secret/data/prod/*" { capabilities = ["read", "list"] }
+path "secret/metadata/prod/*" { capabilities = ["read", "list"] }
+path "secret/metadata/prod" { capabilities = ["list"] }
+path "secret/data/api/*" { capabilities = ["create", "read", "update", "list"] }
+path "secret/metadata/api/*" { capabilities = ["read", "list"] }
+path "secret/metadata/api" { capabilities = ["list"] }
+"#;
+
+#[test]
+fn a_secret_only_an_unlistable_lower_layer_holds_is_found_by_name_though_not_listed() {
+    let bao = Bao::start();
+    three_layers(&bao);
+    bao.kv2_put("secret", "project/team/db", json!({"K": "k"}));
+    let token = bao.token_with_policy("project-unlisted", PROJECT_UNLISTED);
+    let m = mount_as(&bao, &token, &[]);
+    // A listing shows what the listable layers hold: a 403 names nothing.
+    assert_eq!(run_ok("ls", &[s(m.path())]), "app\n");
+    // Reads need no listing: a secret the layers above list shows the
+    // bottom layer's keys, and one only the bottom layer holds is found
+    // by its name, with its keys, from that layer.
+    assert_eq!(read(&m, "app/A"), "project");
+    assert_eq!(read(&m, "only-project/X"), "x");
+    assert!(m.at("only-project").is_dir());
+    assert_eq!(run_ok("ls", &[s(&m.at("only-project"))]), "X\n");
+    assert_eq!(source_of(&m, "only-project/X"), "secret/project");
+    // A name no layer holds is still not found; nor is a folder only the
+    // unlistable layer holds (nothing says it is there).
+    assert_eq!(errno_of_read(&m, "nothing/X"), Some(libc::ENOENT));
+    assert_eq!(errno_of_read(&m, "team/db/K"), Some(libc::ENOENT));
+    // Status says the layer's listing is refused.
+    let (code, report) = status(m.path());
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        degraded_layers(&m),
+        [("secret/project".to_string(), "forbidden".to_string())]
+    );
+    assert!(
+        report["degraded_layers"][0]["why"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("list ")),
+        "{report}"
+    );
+}
+
 #[test]
 fn a_middle_layer_forbidden_while_mounted_withholds_what_it_may_override_and_nothing_else() {
     let bao = Bao::start();

@@ -212,4 +212,19 @@ fn a_refused_read_is_logged_on_one_line_naming_the_operation_and_the_store_path(
     );
     assert!(line.contains("op=\"lookup\""), "{line}");
     assert!(line.contains("path=/app/db/PASSWORD"), "{line}");
+    // Who asked: the process (cat), its pid and uid; never a value.
+    let exe = line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("exe="))
+        .unwrap_or_else(|| panic!("the record does not name the process: {line}"));
+    assert!(exe.ends_with("/cat"), "{line}");
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert!(line.contains(&format!(" uid={uid} ")), "{line}");
+    assert!(
+        line.split(' ')
+            .find_map(|f| f.strip_prefix("pid="))
+            .is_some_and(|p| p.parse::<u32>().is_ok()),
+        "{line}"
+    );
 }

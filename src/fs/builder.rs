@@ -1,8 +1,9 @@
 //! How the core is made: one [`Builder`] takes everything the core is
 //! wired to (how secrets show, templates, the inode bound, where kernel
 //! invalidations, changed secrets and its metrics go, whether it keeps
-//! house), and [`Builder::build`] makes the core and starts its
-//! background threads at once. Nothing is wired into a core after it is built. The
+//! house, the `--allow` rules, whether opens are recorded), and
+//! [`Builder::build`] makes the core and starts its background threads
+//! at once. Nothing is wired into a core after it is built. The
 //! [`Background`] it returns stops and joins every thread it started,
 //! when told to ([`Background::stop`]) or when dropped.
 //!
@@ -27,6 +28,7 @@ use super::source::{Refresh, Source};
 use super::view::Views;
 use super::writers::Writers;
 use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};
+use crate::access::Access;
 use crate::metrics::Meter;
 use crate::store::{SecretPath, SecretStore};
 
@@ -43,6 +45,8 @@ pub struct Builder {
     changes: Option<Sender<String>>,
     meter: Meter,
     housekeeping: bool,
+    access: Option<Access>,
+    opens_recorded: bool,
 }
 
 impl SecretFs {
@@ -68,6 +72,8 @@ impl SecretFs {
             changes: None,
             meter: Meter::off(),
             housekeeping: false,
+            access: None,
+            opens_recorded: false,
         }
     }
 }
@@ -117,6 +123,20 @@ impl Builder {
     /// each scrape.
     pub fn metrics(mut self, meter: Meter) -> Self {
         self.meter = meter;
+        self
+    }
+
+    /// Admits opens and changes of the files `access`'s rules cover
+    /// (`--allow`, see `fs/open.rs`): every open then reaches the daemon.
+    /// No rules, no admission.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = (!access.rules.is_empty()).then_some(access);
+        self
+    }
+
+    /// Every open is recorded (an audit log): none may skip the daemon.
+    pub fn record_opens(mut self) -> Self {
+        self.opens_recorded = true;
         self
     }
 
@@ -171,6 +191,8 @@ impl Builder {
                 .templates
                 .map(|dir| Arc::new(template::Templates::new(dir))),
             settler,
+            access: self.access,
+            opens_recorded: self.opens_recorded,
         });
         let core = Arc::downgrade(&fs);
         self.meter.attach_levels(Box::new(move || {

@@ -170,6 +170,9 @@ impl SecretFs {
             }
         }
         let mut list_denied = None;
+        // The listing may leave out names a read reaches (a lower layer
+        // refused to list the folder): the name itself is then asked.
+        let mut partly_listed = false;
         let mut valid_for = self.config.cache.ttl;
         match self.listing(ctx, dir) {
             Ok(listing) => {
@@ -188,6 +191,7 @@ impl SecretFs {
                 if folder || (secret_dir && self.secret_is_live(ctx, &child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
+                partly_listed = self.source.lists_partly(dir);
             }
             Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
             Err(e) => return Err(e),
@@ -199,8 +203,9 @@ impl SecretFs {
             return Ok(found);
         }
         let secret = match self.secret(ctx, dir) {
-            // Neither listable nor readable: the child may still be (below).
-            Err(Error::PermissionDenied(_)) if list_denied.is_some() => None,
+            // Neither (wholly) listable nor readable: the child may still
+            // be (below).
+            Err(Error::PermissionDenied(_)) if list_denied.is_some() || partly_listed => None,
             other => Some(other?),
         };
         // Whether `dir` is itself a secret we read (its keys are known).
@@ -225,8 +230,9 @@ impl SecretFs {
             }
         }
         // A token may read secrets without the right to list their folder
-        // (a common narrow policy): then ask about the child itself.
-        if list_denied.is_some() {
+        // (a common narrow policy; or, with layers, that of one layer):
+        // then ask about the child itself.
+        if list_denied.is_some() || partly_listed {
             let as_secret = self.secret(ctx, &child_path);
             if let Ok(Cached { value: Some(_), .. }) = as_secret {
                 if self.views.any_inside() {

@@ -51,7 +51,7 @@ use handle::HandleTable;
 use inode::{Ino, NodeKind};
 pub use invalidate::Invalidation;
 use namespace::Namespace;
-pub use open::{Gate, Opened, PageCache};
+pub use open::{Opened, PageCache};
 pub use readdir::{DirEntry, DirReplier};
 use source::{Refresh, Source};
 use view::{Placement, View, ViewId, Views};
@@ -208,6 +208,12 @@ pub struct SecretFs {
     templates: Option<Arc<template::Templates>>,
     /// Wakes the thread that settles temporary files (settle.rs).
     settler: settle::Settler,
+    /// Per-process access rules (`--allow`), when there are any: every
+    /// open and change of a file they cover is admitted by them (open.rs).
+    access: Option<crate::access::Access>,
+    /// Whether every open is recorded (an audit log), and so must reach
+    /// the daemon.
+    opens_recorded: bool,
 }
 
 /// The bytes of `bytes` a read of `size` at `offset` returns.

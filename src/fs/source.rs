@@ -268,6 +268,12 @@ impl Source {
         self.store.degraded()
     }
 
+    /// Whether the last listing of the folder at `path` may have left out
+    /// names a read reaches (a lower layer refused it): asks nothing.
+    pub fn lists_partly(&self, path: &SecretPath) -> bool {
+        self.store.lists_partly(path)
+    }
+
     /// Whether the store is made of layers (`--layer`).
     pub fn is_layered(&self) -> bool {
         self.store.rereads_after_write()
@@ -645,9 +651,13 @@ impl Source {
         }
     }
 
-    /// What the parent's fresh listing says of `path`, when it is cached.
+    /// What the parent's fresh listing says of `path`, when it is cached
+    /// and whole (a listing a layer refused says nothing of its names).
     fn known_from_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
+        if self.lists_partly(&parent) {
+            return None;
+        }
         Self::parent_says(path, self.listings.fresh(&parent)?)
     }
 
@@ -655,6 +665,9 @@ impl Source {
     /// unreachable and that listing is within the stale-if-error window.
     fn known_from_stale_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
+        if self.lists_partly(&parent) {
+            return None;
+        }
         Self::parent_says(path, self.listings.stale(&parent)?)
     }
 

@@ -418,6 +418,45 @@ fn a_readable_secret_in_an_unlistable_folder_is_reachable() {
 }
 
 #[test]
+fn a_secret_only_an_unlistable_lower_layer_holds_is_found_by_name() {
+    use crate::store::layered::{Layer, Layered};
+    // The bottom layer's secrets may be read, its folders listed nowhere;
+    // the top layer's root is no secret it may read.
+    let denied = || Error::PermissionDenied("403".into());
+    let (bottom, top) = (Arc::new(MemoryStore::kv2()), Arc::new(MemoryStore::kv2()));
+    bottom.put("app", json!({"A": "bottom"}));
+    bottom.put("only-bottom", json!({"X": "x"}));
+    bottom.put("team/db", json!({"K": "k"}));
+    bottom.fail(Call::List, Scope::Everywhere, denied());
+    top.put("app", json!({"C": "top"}));
+    top.fail(Call::Read, Scope::At(""), denied());
+    let layer = |name: &str, store: &Arc<MemoryStore>| Layer {
+        name: name.to_string(),
+        store: store.clone(),
+        root: SecretPath::root(),
+    };
+    let layered = Layered::new(vec![layer("bottom", &bottom), layer("top", &top)]).unwrap();
+    let fs = SecretFs::builder(
+        Arc::new(layered),
+        SecretPath::root(),
+        config(Duration::from_secs(30)),
+        ManualClock::new(),
+    )
+    .build()
+    .0;
+    assert_eq!(names(&fs, ""), [("app".to_string(), true)]);
+    assert_eq!(read_all(&fs, "app/A").unwrap(), b"bottom");
+    assert_eq!(read_all(&fs, "only-bottom/X").unwrap(), b"x");
+    assert_eq!(names(&fs, "only-bottom"), [("X".to_string(), false)]);
+    // A name no layer holds, and a folder only the unlistable layer
+    // holds (nothing says it is there), are not found.
+    for missing in ["nothing", "team"] {
+        let e = path_ino(&fs, missing).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT, "{missing}: {e:?}");
+    }
+}
+
+#[test]
 fn a_readable_secret_below_folders_no_one_may_list_is_reachable() {
     // A policy that reads every secret (`secret/data/*`) and lists none:
     // `myapp` is no secret (404) and may not be listed (403); it may well

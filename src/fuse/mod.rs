@@ -9,7 +9,6 @@
 //! miss, every change, directory listings and extended attributes) runs on
 //! the store threads of `pool`, which reply when done.
 
-mod admit;
 pub mod device;
 mod pool;
 mod session;
@@ -27,15 +26,12 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::access::Access;
 use crate::audit::{AuditLog, Caller, Op, Outcome, Process, Record};
 use crate::error::Error;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
-use crate::fs::{
-    Attr, Creating, DirEntry, DirReplier, Gate, OpContext, Opened, PageCache, SecretFs,
-};
+use crate::fs::{Attr, Creating, DirEntry, DirReplier, OpContext, Opened, PageCache, SecretFs};
 use crate::metrics::Meter;
 use pool::Pool;
 
@@ -47,8 +43,6 @@ const STORE_THREADS: usize = 16;
 struct Shared {
     core: Arc<SecretFs>,
     audit: Option<AuditLog>,
-    /// Per-process access rules (`--allow`), when there are any.
-    access: Option<Arc<Access>>,
 }
 
 /// The FUSE face of a [`SecretFs`].
@@ -63,15 +57,17 @@ pub struct FuseAdapter {
 
 impl FuseAdapter {
     /// Wraps the core; with an audit log, every open of a file and every
-    /// change is recorded, with its outcome; each request is counted with
-    /// `meter`.
+    /// change is recorded, with its outcome (the core must then have been
+    /// built to record opens: `Builder::record_opens`); each request is
+    /// counted with `meter`.
     pub fn new(core: Arc<SecretFs>, audit: Option<AuditLog>, meter: Meter) -> Self {
+        // An open that skipped the daemon could not be recorded.
+        assert!(
+            audit.is_none() || core.records_opens(),
+            "an audit log over a core that lets opens skip the daemon"
+        );
         FuseAdapter {
-            shared: Arc::new(Shared {
-                core,
-                audit,
-                access: None,
-            }),
+            shared: Arc::new(Shared { core, audit }),
             pool: Pool::new(STORE_THREADS),
             meter,
             ended: None,
@@ -82,19 +78,6 @@ impl FuseAdapter {
     /// for an unmount made from outside.
     pub fn with_ended(mut self, ended: Arc<tokio::sync::Notify>) -> Self {
         self.ended = Some(ended);
-        self
-    }
-
-    /// With `--allow` rules: every open reaches the daemon, and a file a
-    /// rule covers opens only for callers a rule lets in (see `Shared::admit`).
-    pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.access = access,
-            // Only before the adapter is shared; losing rules silently
-            // would open what they close.
-            None if access.is_some() => panic!("--allow rules set on an adapter already in use"),
-            None => {}
-        }
         self
     }
 
@@ -138,6 +121,7 @@ impl FuseAdapter {
         reply: R,
         call: impl Fn(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.now_or_later(caller, reply, call, move |s, reply, result| {
             send(s, &at, reply, result)
         });
@@ -151,6 +135,7 @@ impl FuseAdapter {
         reply: R,
         call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let result = call(s, ctx);
             send(s, &at, reply, result);
@@ -168,6 +153,7 @@ impl FuseAdapter {
         reply: R,
         call: impl FnOnce(&Shared, &OpContext) -> crate::error::Result<T> + Send + 'static,
     ) {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let result = s.audit_ready().and_then(|()| call(s, ctx));
             let result = s.audit(op, caller, &result, |s| at.paths(s)).and(result);
@@ -180,6 +166,7 @@ impl FuseAdapter {
     where
         for<'a> Entries<'a, R>: DirReplier,
     {
+        let at = at.by(caller);
         self.later(caller, move |s, ctx| {
             let mut out = Entries {
                 shared: s,
@@ -304,15 +291,33 @@ impl Shared {
     }
 
     /// Logs a failed request once and turns it into its errno.
-    fn fail(&self, op: &'static str, ino: Ino, name: Option<&OsStr>, e: &Error) -> Errno {
+    fn fail(
+        &self,
+        op: &'static str,
+        ino: Ino,
+        name: Option<&OsStr>,
+        e: &Error,
+        caller: Option<Caller>,
+    ) -> Errno {
         let path = self.path_of(ino, name);
+        let errno = e.errno();
         if e.is_expected() {
             tracing::debug!(op, ino = ino.0, path = %path, error = %e, "request failed");
-        } else {
-            tracing::warn!(op, ino = ino.0, path = %path, error = %e, "request failed");
-            self.core.record_error(format!("{op} {path}: {e}"));
+            return Errno::from_i32(errno);
         }
-        Errno::from_i32(e.errno())
+        // A refusal (the store's policy) names who asked: the process
+        // behind the calling thread, looked up while it waits.
+        match caller.filter(|_| errno == libc::EACCES) {
+            Some(caller) => {
+                let process = Process::with_exe(caller.tid);
+                let exe = process.exe.as_deref().unwrap_or("?");
+                let pid = process.tgid.unwrap_or(caller.tid);
+                tracing::warn!(op, ino = ino.0, path = %path, pid, uid = caller.uid, exe = %exe, error = %e, "request failed");
+            }
+            None => tracing::warn!(op, ino = ino.0, path = %path, error = %e, "request failed"),
+        }
+        self.core.record_error(format!("{op} {path}: {e}"));
+        Errno::from_i32(errno)
     }
 }
 
@@ -358,7 +363,7 @@ struct Entries<'a, R> {
 impl<R> Entries<'_, R> {
     fn log_skipped(&self, dir: Ino, name: &str, error: &Error) {
         self.shared
-            .fail(self.op, dir, Some(OsStr::new(name)), error);
+            .fail(self.op, dir, Some(OsStr::new(name)), error, None);
     }
 }
 
@@ -370,6 +375,8 @@ struct At {
     name: Option<OsString>,
     /// Where a rename goes.
     to: Option<(Ino, OsString)>,
+    /// Who asked, once known (a refusal's log line names them).
+    caller: Option<Caller>,
 }
 
 impl At {
@@ -379,6 +386,15 @@ impl At {
             ino,
             name: None,
             to: None,
+            caller: None,
+        }
+    }
+
+    /// Asked by `caller`.
+    fn by(self, caller: Caller) -> At {
+        At {
+            caller: Some(caller),
+            ..self
         }
     }
 
@@ -400,7 +416,7 @@ impl At {
 
     /// Logs a failure once and turns it into its errno.
     fn fail(&self, s: &Shared, e: &Error) -> Errno {
-        s.fail(self.op, self.ino, self.name.as_deref(), e)
+        s.fail(self.op, self.ino, self.name.as_deref(), e, self.caller)
     }
 }
 
@@ -619,13 +635,7 @@ impl Filesystem for FuseAdapter {
         // What to do, and what to tell the kernel, is the core's decision.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let op = if write { Op::OpenWrite } else { Op::OpenRead };
-        let opened = move |s: &Shared, ctx: &OpContext| {
-            let gate = Gate {
-                access: s.access.as_deref(),
-                recorded: s.audit.is_some(),
-            };
-            s.core.open_for(ctx, gate, ino, flags.0)
-        };
+        let opened = move |s: &Shared, ctx: &OpContext| s.core.open_for(ctx, ino, flags.0);
         let send = move |s: &Shared, reply: ReplyOpen, result: crate::error::Result<Opened>| {
             if let Ok(Opened::NoOpen) = result {
                 // No audit log and no rules: nothing to record.
@@ -642,7 +652,7 @@ impl Filesystem for FuseAdapter {
                     reply.opened(FileHandle(fh.0), fopen_flags(cache))
                 }
                 Ok(Opened::NoOpen) => reply.error(Errno::ENOSYS),
-                Err(e) => reply.error(s.fail("open", ino, None, &e)),
+                Err(e) => reply.error(s.fail("open", ino, None, &e, Some(caller))),
             }
         };
         self.now_or_later(caller, reply, opened, send);
@@ -675,13 +685,14 @@ impl Filesystem for FuseAdapter {
                 s.core.read_handle(ctx, fh, offset, size, send)
             }
         };
+        let caller = caller(req);
         let finish =
             move |s: &Shared, mut reply: Option<ReplyData>, result: crate::error::Result<()>| {
                 if let (Err(e), Some(r)) = (result, reply.take()) {
-                    r.error(s.fail("read", ino, None, &e));
+                    r.error(s.fail("read", ino, None, &e, Some(caller)));
                 }
             };
-        let (caller, mut reply) = (caller(req), Some(reply));
+        let mut reply = Some(reply);
         match read(&self.shared, &OpContext::cache_only(caller), &mut reply) {
             Err(Error::WouldBlock) => self.later(caller, move |s, ctx| {
                 let result = read(s, ctx, &mut reply);
@@ -782,7 +793,7 @@ impl Filesystem for FuseAdapter {
         // Into the write buffer: the store is not asked.
         match self.shared.core.write_handle(Fh(fh.0), offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.shared.fail("write", Ino(ino.0), None, &e)),
+            Err(e) => reply.error(self.shared.fail("write", Ino(ino.0), None, &e, None)),
         }
     }
 
@@ -810,7 +821,7 @@ impl Filesystem for FuseAdapter {
         let call = move |s: &Shared, ctx: &OpContext| {
             if size.is_some() {
                 // A truncation changes the value: covered files need a rule.
-                s.admit_ino(ctx, caller, ino, Through::Value)?;
+                s.core.admit(ctx, ino, Through::Value)?;
             }
             s.core.setattr(ctx, ino, fh, size, uid, gid)
         };
@@ -833,13 +844,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let _span = begin!(self, "create", ino = parent.0, ?name);
-        let (at, caller) = (At::name("create", Ino(parent.0), name), caller(req));
+        let caller = caller(req);
+        let at = At::name("create", Ino(parent.0), name).by(caller);
         // O_EXCL is how tools create their temporary files (see
         // fs::names); what they leave waits for their process.
         let exclusive = flags & libc::O_EXCL != 0;
         self.later(caller, move |s, ctx| {
             let (parent, name) = (at.ino, at.name.as_deref().unwrap_or_default());
-            let admitted = s.admit_name(caller, parent, name);
+            let admitted = s.core.admit_name(ctx, parent, name);
             let covered = matches!(admitted, Ok(true));
             let how = Creating {
                 exclusive,
@@ -915,7 +927,7 @@ impl Filesystem for FuseAdapter {
         let (at, name) = (At::name("unlink", Ino(parent.0), name), name.to_os_string());
         let (parent, caller) = (at.ino, caller(req));
         self.change(caller, Op::Unlink, at, reply, move |s, ctx| {
-            s.admit_name(caller, parent, &name)?;
+            s.core.admit_name(ctx, parent, &name)?;
             match name.to_str() {
                 Some(n) => s.core.unlink(ctx, parent, n),
                 None => Err(Error::NotFound),
@@ -964,8 +976,8 @@ impl Filesystem for FuseAdapter {
             }
             // A covered key renamed out of its rule's reach, or another
             // file renamed over a covered one.
-            s.admit_name(caller, parent, &name)?;
-            s.admit_name(caller, newparent, &newname)?;
+            s.core.admit_name(ctx, parent, &name)?;
+            s.core.admit_name(ctx, newparent, &newname)?;
             let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
             match (name.to_str(), newname.to_str()) {
                 (Some(n), Some(nn)) => s.core.rename(ctx, parent, n, newparent, nn, noreplace),
@@ -1029,7 +1041,7 @@ impl Filesystem for FuseAdapter {
         let ino = at.ino;
         self.change(caller, Op::Setxattr, at, reply, move |s, ctx| {
             // A change of the secret: covered files need a rule.
-            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            s.core.admit(ctx, ino, Through::Metadata)?;
             match name.to_str() {
                 Some(n) => s.core.setxattr(ctx, ino, n, &value, flags),
                 None => Err(Error::NotSupported("attribute names are UTF-8")),
@@ -1043,7 +1055,7 @@ impl Filesystem for FuseAdapter {
         let (at, caller) = (At::ino("removexattr", Ino(ino.0)), caller(req));
         let ino = at.ino;
         self.change(caller, Op::Removexattr, at, reply, move |s, ctx| {
-            s.admit_ino(ctx, caller, ino, Through::Metadata)?;
+            s.core.admit(ctx, ino, Through::Metadata)?;
             match name.to_str() {
                 Some(n) => s.core.removexattr(ctx, ino, n),
                 None => Err(Error::NoAttribute),

@@ -10,7 +10,6 @@ use std::time::Duration;
 use fuser::{BackgroundSession, INodeNo, MountOption, Notifier, SessionACL};
 
 use super::FuseAdapter;
-use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::fs::{Invalidation, SecretFs};
 use crate::metrics::Meter;
@@ -30,9 +29,6 @@ pub struct MountSettings {
     /// each attempted change reaches the daemon, which refuses it (`EROFS`)
     /// and records the attempt.
     pub audit: Option<AuditLog>,
-    /// Per-process access rules (`--allow`): every open then reaches the
-    /// daemon, which decides.
-    pub access: Option<Arc<Access>>,
     /// Where FUSE requests and kernel invalidations are counted
     /// (`--metrics`).
     pub meter: Meter,
@@ -78,9 +74,7 @@ pub fn mount(
     config.n_threads = Some(settings.threads);
     let ended = Arc::new(tokio::sync::Notify::new());
     let session = fuser::spawn_mount(
-        FuseAdapter::new(core, settings.audit, settings.meter.clone())
-            .with_access(settings.access)
-            .with_ended(ended.clone()),
+        FuseAdapter::new(core, settings.audit, settings.meter.clone()).with_ended(ended.clone()),
         mountpoint,
         &config,
     )?;

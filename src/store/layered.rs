@@ -28,9 +28,9 @@
 //! layer that does not answer is not asked anything else meanwhile.
 
 use crate::store::Deadline;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::{
     Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
@@ -63,6 +63,9 @@ pub struct Layered {
     layers: Vec<Layer>,
     /// One per layer (the top's stays unused: its errors are the mount's).
     states: Vec<Arc<LayerState>>,
+    /// The folders whose last listing a lower layer refused: a read may
+    /// reach names their listing leaves out.
+    partly_listed: Mutex<HashSet<SecretPath>>,
 }
 
 /// The revision string of a top layer that does not hold the secret.
@@ -81,7 +84,11 @@ impl Layered {
             return Err(Error::Invalid("no layers".into()));
         }
         let states = layers.iter().map(|_| Arc::default()).collect();
-        Ok(Layered { layers, states })
+        Ok(Layered {
+            layers,
+            states,
+            partly_listed: Mutex::default(),
+        })
     }
 
     fn top(&self) -> &Layer {
@@ -291,6 +298,22 @@ impl SecretStore for Layered {
         for i in (0..self.layers.len()).rev() {
             answers.push(self.ask(i, Request::List(path.clone()), |s, at| s.list(deadline, at))?);
         }
+        // A layer that refused says nothing of which names it holds (one
+        // that does not answer cannot be read either: nothing to reach).
+        let refused = answers.iter().any(|a| match a {
+            Answer::Unknown(Error::LayerUnreadable { cause, .. }) => {
+                matches!(**cause, Error::PermissionDenied(_))
+            }
+            _ => false,
+        });
+        {
+            let mut partly = self.partly_listed.lock().unwrap_or_else(|p| p.into_inner());
+            if refused {
+                partly.insert(path.clone());
+            } else {
+                partly.remove(path);
+            }
+        }
         let mut out: Option<Listing> = None;
         for answer in answers.into_iter().rev() {
             if let Answer::Known(Some(listing)) = answer {
@@ -406,6 +429,13 @@ impl SecretStore for Layered {
         true
     }
 
+    fn lists_partly(&self, path: &SecretPath) -> bool {
+        self.partly_listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(path)
+    }
+
     fn degraded(&self) -> Vec<Degraded> {
         self.layers
             .iter()
@@ -502,6 +532,7 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, ["api", "only-below"]);
+        assert!(!l.lists_partly(&path("shop")));
     }
 
     fn change(l: &Layered, p: &str, f: impl FnOnce(&mut SecretData)) -> Result<Option<Revision>> {
@@ -639,6 +670,8 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, ["api"]);
+        // A read may reach what that listing leaves out.
+        assert!(l.lists_partly(&path("shop")));
         let degraded = l.degraded();
         assert_eq!(degraded.len(), 1, "{degraded:?}");
         assert_eq!(

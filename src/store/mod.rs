@@ -794,6 +794,14 @@ pub trait SecretStore: Send + Sync + 'static {
     fn degraded(&self) -> Vec<Degraded> {
         Vec::new()
     }
+
+    /// Whether the last listing of the folder at `path` may have left out
+    /// names a read can reach: on a mount with `--layer`, a lower layer
+    /// refused to list it (a token that may read its secrets but not list
+    /// its folders). Asks nothing of the server.
+    fn lists_partly(&self, _path: &SecretPath) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store.
@@ -853,6 +861,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     }
     fn degraded(&self) -> Vec<Degraded> {
         (**self).degraded()
+    }
+    fn lists_partly(&self, path: &SecretPath) -> bool {
+        (**self).lists_partly(path)
     }
 }
 
