@@ -16,53 +16,18 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, names, run, run_ok, s, set, status, write_and_close, Bao, Mount};
+use support::{
+    age_decrypt, eventually, names, run, run_ok, s, set, status, write_and_close, AgeKey, Bao,
+    Mount,
+};
 
-/// A key made with age-keygen, and files encrypted to it with age.
-struct Age {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    recipient: String,
-}
-
-impl Age {
-    fn new() -> Age {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("key.txt");
-        run_ok("age-keygen", &["-o", s(&key)]);
-        let recipient = run_ok("age-keygen", &["-y", s(&key)]).trim().to_string();
-        Age {
-            dir,
-            key,
-            recipient,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `doc` to `file` with `age -r` (in place, as the tool does).
-    fn encrypt(&self, doc: &Value, file: &Path) {
-        let plain = self.path("plain.json");
-        std::fs::write(&plain, doc.to_string()).expect("write plaintext");
-        run_ok("age", &["-r", &self.recipient, "-o", s(file), s(&plain)]);
-        std::fs::remove_file(&plain).expect("remove plaintext");
-    }
-
-    /// What `age -d -i key.txt FILE` prints, as JSON.
-    fn decrypt(&self, file: &Path) -> Value {
-        let text = run_ok("age", &["-d", "-i", s(&self.key), s(file)]);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-
-    fn mount(&self, file: &Path, args: &[&str]) -> Mount {
-        let mut all = vec!["--identity", s(&self.key), "--ttl", "1s"];
-        all.extend_from_slice(args);
-        Mount::builder_without_server(&format!("file:{}", file.display()))
-            .args(&all)
-            .start()
-    }
+/// A mount of the store file `file` opened with `identity`, a TTL of 1 s.
+fn mount(file: &Path, identity: &Path, args: &[&str]) -> Mount {
+    let mut all = vec!["--identity", s(identity), "--ttl", "1s"];
+    all.extend_from_slice(args);
+    Mount::builder_without_server(&format!("file:{}", file.display()))
+        .args(&all)
+        .start()
 }
 
 fn read(m: &Mount, rel: &str) -> String {
@@ -72,16 +37,15 @@ fn read(m: &Mount, rel: &str) -> String {
 
 #[test]
 fn a_file_made_with_age_r_mounts_and_reads() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {
             "app/db": {"data": {"password": "hunter2", "port": 5432}},
             "app/api": {"data": {"token": "t0k"}}
         }}),
-        &file,
     );
-    let m = age.mount(&file, &[]);
+    let m = mount(&file, age.key(), &[]);
     assert_eq!(names(m.path()), set(&["app"]));
     assert_eq!(names(&m.at("app")), set(&["api", "db"]));
     assert_eq!(read(&m, "app/db/password"), "hunter2");
@@ -102,7 +66,7 @@ fn a_file_made_with_age_r_mounts_and_reads() {
 
 #[test]
 fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_json() {
-    let age = Age::new();
+    let age = AgeKey::new();
     let file = age.path("app.age");
     run_ok(
         support::secretfs(),
@@ -111,14 +75,14 @@ fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_js
             "init",
             &format!("file:{}", file.display()),
             "--recipient",
-            &age.recipient,
+            age.recipient(),
         ],
     );
     assert_eq!(
         age.decrypt(&file),
-        json!({"secretfs": 1, "recipients": [age.recipient], "secrets": {}})
+        json!({"secretfs": 1, "recipients": [age.recipient()], "secrets": {}})
     );
-    let m = age.mount(&file, &["--writable"]);
+    let m = mount(&file, age.key(), &["--writable"]);
     std::fs::create_dir_all(m.at("app/db")).expect("mkdir");
     write_and_close(&m.at("app/db/password"), b"s3cret").expect("write");
     write_and_close(&m.at("app/db/user"), b"app").expect("write");
@@ -134,7 +98,7 @@ fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_js
     );
     let doc = age.decrypt(&file);
     assert_eq!(doc["secretfs"], json!(1));
-    assert_eq!(doc["recipients"], json!([age.recipient]));
+    assert_eq!(doc["recipients"], json!([age.recipient()]));
     let db = &doc["secrets"]["app/db"];
     let versions = db["versions"].as_array().expect("versions");
     let last = versions.last().expect("a version");
@@ -154,7 +118,7 @@ fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_js
         .expect("versions kept");
     assert!(last["deleted_time"].is_string(), "{doc}");
     // No temporary file is left beside the store.
-    let left: Vec<String> = std::fs::read_dir(age.dir.path())
+    let left: Vec<String> = std::fs::read_dir(age.dir())
         .expect("ls")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp"))
@@ -164,16 +128,15 @@ fn writes_through_a_writable_mount_make_a_file_age_decrypts_to_the_documented_js
 
 #[test]
 fn versions_show_as_p_at_n() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {"db": {"versions": [
             {"version": 1, "data": {"PASSWORD": "first"}},
             {"version": 2, "data": {"PASSWORD": "second"}}
         ]}}}),
-        &file,
     );
-    let m = age.mount(&file, &["--writable"]);
+    let m = mount(&file, age.key(), &["--writable"]);
     assert_eq!(read(&m, "db/PASSWORD"), "second");
     assert_eq!(read(&m, "db@1/PASSWORD"), "first");
     write_and_close(&m.at("db/PASSWORD"), b"third").expect("write");
@@ -187,10 +150,12 @@ fn versions_show_as_p_at_n() {
 
 #[test]
 fn a_change_made_with_the_age_tool_shows_within_the_ttl() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "old"}}}}), &file);
-    let m = age.mount(&file, &[]);
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
+        &json!({"secrets": {"db": {"data": {"k": "old"}}}}),
+    );
+    let m = mount(&file, age.key(), &[]);
     assert_eq!(read(&m, "db/k"), "old");
     age.encrypt(
         &json!({"secrets": {"db": {"data": {"k": "new"}}, "more": {"data": {"x": "1"}}}}),
@@ -206,14 +171,13 @@ fn a_change_made_with_the_age_tool_shows_within_the_ttl() {
 
 #[test]
 fn two_secretfs_processes_writing_one_file_lose_nothing() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {"shared": {"data": {"seed": "0"}}}}),
-        &file,
     );
-    let a = age.mount(&file, &["--writable"]);
-    let b = age.mount(&file, &["--writable"]);
+    let a = mount(&file, age.key(), &["--writable"]);
+    let b = mount(&file, age.key(), &["--writable"]);
     const EACH: usize = 12;
     std::thread::scope(|scope| {
         for (m, who) in [(&a, "a"), (&b, "b")] {
@@ -253,11 +217,10 @@ fn two_secretfs_processes_writing_one_file_lose_nothing() {
 /// tests/exec.rs.)
 #[test]
 fn exec_of_a_file_source_without_an_identity_stops_before_the_command() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {"app/db": {"data": {"DB_PASSWORD": "hunter2"}}}}),
-        &file,
     );
     // Without an identity it stops before the command, saying why.
     let out = run(
@@ -279,12 +242,12 @@ fn exec_of_a_file_source_without_an_identity_stops_before_the_command() {
 /// file for an outage.
 #[test]
 fn exec_waits_for_a_store_file_that_is_not_there_yet() {
-    let age = Age::new();
+    let age = AgeKey::new();
     let file = age.path("late.age");
     let stderr = age.path("stderr");
     let mut child = Command::new(support::secretfs())
         .args(["exec", &format!("file:{}#app", file.display())])
-        .args(["--identity", s(&age.key), "--wait-for-store", "5m"])
+        .args(["--identity", s(age.key()), "--wait-for-store", "5m"])
         .args(["--", "sh", "-c", "printf %s \"$K\""])
         .env_remove("VAULT_TOKEN")
         .env_remove("VAULT_ADDR")
@@ -316,18 +279,17 @@ fn exec_waits_for_a_store_file_that_is_not_there_yet() {
 
 #[test]
 fn a_wrong_identity_fails_the_mount_with_one_line() {
-    let age = Age::new();
-    let other = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {}}), &file);
+    let age = AgeKey::new();
+    let other = AgeKey::new();
+    let file = age.store_file("app.age", &json!({"secrets": {}}));
     let (status, stderr) = Mount::builder_without_server(&format!("file:{}", file.display()))
-        .args(&["--identity", s(&other.key)])
+        .args(&["--identity", s(other.key())])
         .fail();
     assert!(!status.success());
     assert!(
         stderr.contains(&format!(
             "no identity in {} opens {}",
-            other.key.display(),
+            other.key().display(),
             file.display()
         )),
         "{stderr}"
@@ -350,9 +312,8 @@ impl Drop for Unmount<'_> {
 fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
     // What mount(8) and /etc/fstab run: `secretfs SOURCE MOUNTPOINT -o
     // OPTIONS`, which returns once the background daemon serves.
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
+    let age = AgeKey::new();
+    let file = age.store_file("app.age", &json!({"secrets": {"db": {"data": {"k": "v"}}}}));
     let mnt = age.path("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let _unmount = Unmount(&mnt);
@@ -360,7 +321,10 @@ fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
         .arg(format!("file:{}", file.display()))
         .arg(&mnt)
         .arg("-o")
-        .arg(format!("ro,_netdev,identity={},ttl=1s", age.key.display()))
+        .arg(format!(
+            "ro,_netdev,identity={},ttl=1s",
+            age.key().display()
+        ))
         .env_remove("VAULT_TOKEN")
         .env_remove("VAULT_ADDR")
         .env_remove("SECRETFS_AGE_IDENTITY_FILE")
@@ -373,20 +337,19 @@ fn the_mount_helper_form_takes_a_file_source_and_its_identity_as_an_option() {
 
 #[test]
 fn layouts_and_the_audit_log_work_on_a_file_store() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {"app/db": {"data": {"PASSWORD": "hunter2", "PORT": 5432}}}}),
-        &file,
     );
-    let m = age.mount(&file, &["--layout", "json"]);
+    let m = mount(&file, age.key(), &["--layout", "json"]);
     let shown: Value =
         serde_json::from_slice(&std::fs::read(m.at("app/db.json")).expect("read db.json"))
             .expect("JSON");
     assert_eq!(shown, json!({"PASSWORD": "hunter2", "PORT": 5432}));
     drop(m);
     let log = age.path("audit.log");
-    let m = age.mount(&file, &["--audit-log", s(&log)]);
+    let m = mount(&file, age.key(), &["--audit-log", s(&log)]);
     assert_eq!(read(&m, "app/db/PASSWORD"), "hunter2");
     let text = std::fs::read_to_string(&log).expect("audit log");
     assert!(
@@ -398,17 +361,16 @@ fn layouts_and_the_audit_log_work_on_a_file_store() {
 
 #[test]
 fn metrics_count_the_file_stores_requests() {
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(
+    let age = AgeKey::new();
+    let file = age.store_file(
+        "app.age",
         &json!({"secrets": {"app/db": {"data": {"k": "hunter2"}}}}),
-        &file,
     );
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .to_string();
-    let m = age.mount(&file, &["--metrics", &addr]);
+    let m = mount(&file, age.key(), &["--metrics", &addr]);
     assert_eq!(read(&m, "app/db/k"), "hunter2");
     let body = ureq::get(&format!("http://{addr}/metrics"))
         .call()
@@ -544,10 +506,9 @@ fn removing_keys_and_secrets_shows_as_on_openbao_kv_v2() {
     // The store itself: the latest version deleted, not destroyed.
     let (code, meta) = bao.api("GET", "secret/metadata/cmp/app/db", None);
     assert_eq!(code, 200, "{meta}");
-    let age = Age::new();
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {}}), &file);
-    let on_file = age.mount(&file, &["--writable"]);
+    let age = AgeKey::new();
+    let file = age.store_file("app.age", &json!({"secrets": {}}));
+    let on_file = mount(&file, age.key(), &["--writable"]);
     let got = deletion_transcript(&on_file);
     assert_eq!(got, expected, "the file store differs from KV v2");
     // Older versions stay readable after the delete, on both.
@@ -606,32 +567,41 @@ fn ssh_keygen(dir: &Path, kind: &str, passphrase: &str) -> (PathBuf, String) {
     (key, public)
 }
 
-fn mount_with(file: &Path, identity: &Path, args: &[&str]) -> Mount {
-    let mut all = vec!["--identity", s(identity), "--ttl", "1s"];
-    all.extend_from_slice(args);
-    Mount::builder_without_server(&format!("file:{}", file.display()))
-        .args(&all)
-        .start()
+/// Writes `doc` to `file` with `age -R KEY.pub` (the SSH public key
+/// beside `key`).
+fn encrypt_to_ssh_key(key: &Path, doc: &Value, file: &Path) {
+    let plain = file.with_extension("json");
+    std::fs::write(&plain, doc.to_string()).expect("write plaintext");
+    run_ok(
+        "age",
+        &[
+            "-R",
+            s(&key.with_extension("pub")),
+            "-o",
+            s(file),
+            s(&plain),
+        ],
+    );
+    std::fs::remove_file(&plain).expect("remove plaintext");
 }
 
 /// A store made by `secretfs store init --identity` an SSH key and
 /// written through a mount decrypts with `age -d -i` that key; a file
 /// made with `age -R key.pub` mounts with it.
 fn an_ssh_key_works_both_ways_with_the_age_tool(kind: &str) {
-    let age = Age::new();
-    let (key, public) = ssh_keygen(age.dir.path(), kind, "");
+    let age = AgeKey::new();
+    let (key, public) = ssh_keygen(age.dir(), kind, "");
     let file = age.path("app.age");
     let source = format!("file:{}", file.display());
     run_ok(
         support::secretfs(),
         &["store", "init", &source, "--identity", s(&key)],
     );
-    let m = mount_with(&file, &key, &["--writable"]);
+    let m = mount(&file, &key, &["--writable"]);
     std::fs::create_dir_all(m.at("app/db")).expect("mkdir");
     write_and_close(&m.at("app/db/PASSWORD"), b"s3cret").expect("write");
     drop(m);
-    let doc: Value =
-        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&key), s(&file)])).expect("JSON");
+    let doc: Value = age_decrypt(&key, &file);
     let versions = doc["secrets"]["app/db"]["versions"]
         .as_array()
         .expect("versions");
@@ -641,29 +611,17 @@ fn an_ssh_key_works_both_ways_with_the_age_tool(kind: &str) {
     assert_eq!(doc["recipients"], json!([without_comment]));
     // The other way: made by the age tool for the .pub file.
     let other = age.path("other.age");
-    let plain = age.path("plain.json");
-    std::fs::write(
-        &plain,
-        r#"{"secrets": {"db": {"data": {"k": "from-age"}}}}"#,
-    )
-    .expect("write");
-    run_ok(
-        "age",
-        &[
-            "-R",
-            s(&key.with_extension("pub")),
-            "-o",
-            s(&other),
-            s(&plain),
-        ],
+    encrypt_to_ssh_key(
+        &key,
+        &json!({"secrets": {"db": {"data": {"k": "from-age"}}}}),
+        &other,
     );
-    let m = mount_with(&other, &key, &["--writable"]);
+    let m = mount(&other, &key, &["--writable"]);
     assert_eq!(read(&m, "db/k"), "from-age");
     // A write encrypts it again to the key that opened it (the file
     // names no recipients): age still opens it.
     write_and_close(&m.at("db/k"), b"from-secretfs").expect("write");
-    let doc: Value =
-        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&key), s(&other)])).expect("JSON");
+    let doc: Value = age_decrypt(&key, &other);
     let last = doc["secrets"]["db"]["versions"]
         .as_array()
         .and_then(|v| v.last().cloned());
@@ -686,8 +644,8 @@ fn an_ssh_rsa_key_works_both_ways_with_the_age_tool() {
 
 #[test]
 fn store_init_takes_ssh_recipients_beside_an_age_identity() {
-    let age = Age::new();
-    let (ssh_key, ssh_public) = ssh_keygen(age.dir.path(), "ed25519", "");
+    let age = AgeKey::new();
+    let (ssh_key, ssh_public) = ssh_keygen(age.dir(), "ed25519", "");
     let file = age.path("team.age");
     let source = format!("file:{}", file.display());
     run_ok(
@@ -697,23 +655,18 @@ fn store_init_takes_ssh_recipients_beside_an_age_identity() {
             "init",
             &source,
             "--identity",
-            s(&age.key),
+            s(age.key()),
             "--recipient",
             &ssh_public,
         ],
     );
     // Both open it, with the age tool.
-    let by_ssh = run_ok("age", &["-d", "-i", s(&ssh_key), s(&file)]);
-    assert_eq!(
-        serde_json::from_str::<Value>(&by_ssh).expect("JSON"),
-        age.decrypt(&file)
-    );
+    assert_eq!(age_decrypt(&ssh_key, &file), age.decrypt(&file));
     // A write through a mount with the age key keeps the SSH recipient.
-    let m = age.mount(&file, &["--writable"]);
+    let m = mount(&file, age.key(), &["--writable"]);
     std::fs::create_dir_all(m.at("db")).expect("mkdir");
     write_and_close(&m.at("db/k"), b"v").expect("write");
-    let by_ssh: Value =
-        serde_json::from_str(&run_ok("age", &["-d", "-i", s(&ssh_key), s(&file)])).expect("JSON");
+    let by_ssh: Value = age_decrypt(&ssh_key, &file);
     assert!(by_ssh["secrets"]["db"].is_object(), "{by_ssh}");
     // A recipient that is no key: one line, naming it.
     let out = run(
@@ -734,20 +687,13 @@ fn store_init_takes_ssh_recipients_beside_an_age_identity() {
 
 #[test]
 fn a_passphrase_protected_ssh_key_opens_with_its_passphrase_file() {
-    let age = Age::new();
-    let (key, _) = ssh_keygen(age.dir.path(), "ed25519", "correct horse");
+    let age = AgeKey::new();
+    let (key, _) = ssh_keygen(age.dir(), "ed25519", "correct horse");
     let file = age.path("app.age");
-    let plain = age.path("plain.json");
-    std::fs::write(&plain, r#"{"secrets": {"db": {"data": {"k": "v"}}}}"#).expect("write");
-    run_ok(
-        "age",
-        &[
-            "-R",
-            s(&key.with_extension("pub")),
-            "-o",
-            s(&file),
-            s(&plain),
-        ],
+    encrypt_to_ssh_key(
+        &key,
+        &json!({"secrets": {"db": {"data": {"k": "v"}}}}),
+        &file,
     );
     let source = format!("file:{}", file.display());
     // Without it: one line saying how to give it.
@@ -772,7 +718,7 @@ fn a_passphrase_protected_ssh_key_opens_with_its_passphrase_file() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     // Right, from the flag and from the environment.
     std::fs::write(&pass, "correct horse\n").expect("write");
-    let m = mount_with(&file, &key, &["--identity-passphrase-file", s(&pass)]);
+    let m = mount(&file, &key, &["--identity-passphrase-file", s(&pass)]);
     assert_eq!(read(&m, "db/k"), "v");
     assert!(
         !m.log().contains("correct horse"),
@@ -824,14 +770,13 @@ fn age_p(input: &Path, output: &Path, passphrase: &str, armor: bool) {
 
 #[test]
 fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
-    let age = Age::new();
+    let age = AgeKey::new();
     let encrypted = age.path("key.txt.age");
-    age_p(&age.key, &encrypted, "correct horse", false);
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {"db": {"data": {"k": "v"}}}}), &file);
+    age_p(age.key(), &encrypted, "correct horse", false);
+    let file = age.store_file("app.age", &json!({"secrets": {"db": {"data": {"k": "v"}}}}));
     let pass = age.path("pass.txt");
     std::fs::write(&pass, "correct horse\n").expect("write");
-    let m = mount_with(
+    let m = mount(
         &file,
         &encrypted,
         &["--identity-passphrase-file", s(&pass), "--writable"],
@@ -884,21 +829,20 @@ fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
     );
     assert_eq!(
         age.decrypt(&new),
-        json!({"secretfs": 1, "recipients": [age.recipient], "secrets": {}})
+        json!({"secretfs": 1, "recipients": [age.recipient()], "secrets": {}})
     );
     // Armored (age -p -a) as well.
     let armored = age.path("key.txt.asc");
-    age_p(&age.key, &armored, "correct horse", true);
-    let m = mount_with(&file, &armored, &["--identity-passphrase-file", s(&pass)]);
+    age_p(age.key(), &armored, "correct horse", true);
+    let m = mount(&file, &armored, &["--identity-passphrase-file", s(&pass)]);
     assert_eq!(read(&m, "db/k"), "w");
 }
 
 #[test]
 fn an_unsupported_ssh_key_or_a_wrong_key_fails_the_mount_with_one_line() {
-    let age = Age::new();
-    let (ecdsa, _) = ssh_keygen(age.dir.path(), "ecdsa", "");
-    let file = age.path("app.age");
-    age.encrypt(&json!({"secrets": {}}), &file);
+    let age = AgeKey::new();
+    let (ecdsa, _) = ssh_keygen(age.dir(), "ecdsa", "");
+    let file = age.store_file("app.age", &json!({"secrets": {}}));
     let source = format!("file:{}", file.display());
     let (status, stderr) = Mount::builder_without_server(&source)
         .args(&["--identity", s(&ecdsa)])
@@ -909,7 +853,7 @@ fn an_unsupported_ssh_key_or_a_wrong_key_fails_the_mount_with_one_line() {
         "{stderr}"
     );
     // An SSH key the file is not encrypted to: names both files.
-    let (ed, _) = ssh_keygen(age.dir.path(), "ed25519", "");
+    let (ed, _) = ssh_keygen(age.dir(), "ed25519", "");
     let (status, stderr) = Mount::builder_without_server(&source)
         .args(&["--identity", s(&ed)])
         .fail();

@@ -284,61 +284,78 @@ impl Drop for Background {
 #[cfg(test)]
 mod tests {
     use super::super::clock::ManualClock;
-    use super::super::tests::config;
+    use super::super::halt::Sleeps;
+    use super::super::tests::{config, soon};
     use super::*;
     use crate::store::memory::MemoryStore;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    #[test]
-    fn a_built_core_runs_the_threads_asked_for_and_stopping_joins_them_at_once() {
-        let (changes, _heard) = std::sync::mpsc::channel();
-        let (fs, mut background) = SecretFs::builder(
+    /// A builder of a core over an empty store and a clock that moves only
+    /// when told.
+    fn builder(config: FsConfig) -> Builder {
+        SecretFs::builder(
             Arc::new(MemoryStore::new()),
             SecretPath::root(),
-            FsConfig {
-                background_refresh: true,
-                ..config(Duration::from_secs(30))
-            },
+            config,
             ManualClock::new(),
         )
+    }
+
+    fn read_only() -> FsConfig {
+        FsConfig {
+            read_only: true,
+            ..config(Duration::from_secs(30))
+        }
+    }
+
+    #[test]
+    fn a_built_core_runs_the_threads_asked_for_and_stopping_wakes_and_joins_them() {
+        let (changes, _heard) = std::sync::mpsc::channel();
+        // An hour's TTL: the watcher sleeps an hour and the sweeper half a
+        // minute between rounds, the settler until woken, the refreshers
+        // until told to end; a stop that left any of them to wake on its
+        // own would not return before the watchdog below gives up.
+        let (fs, mut background) = builder(FsConfig {
+            background_refresh: true,
+            ..config(Duration::from_secs(3600))
+        })
         .report_changes_to(changes)
         .housekeeping()
         .build();
         // 4 refreshers, the switcher, the sweeper, the settler, the watcher.
         assert_eq!(background.threads(), 8);
-        let started = Instant::now();
-        background.stop();
-        assert_eq!(background.threads(), 0);
-        // Nobody sleeps out a TTL or the switcher's idle second.
-        assert!(started.elapsed() < Duration::from_millis(500));
+        let halt = background.halt();
+        // The sweeper and the watcher asleep, so that the stop must wake them.
+        soon("the sweeper and the watcher asleep", || {
+            halt.sleeps().asleep == 2
+        });
+        let (stopped, heard) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            background.stop();
+            let _ = stopped.send(background.threads());
+        });
+        // A watchdog, not a timing: it only bounds a stop that hangs.
+        let left = heard
+            .recv_timeout(Duration::from_secs(30))
+            .expect("stop() returns once every thread is woken and joined");
+        assert_eq!(left, 0);
+        // Both sleepers left their sleep because they were told to end.
+        assert_eq!(
+            halt.sleeps(),
+            Sleeps {
+                asleep: 0,
+                halted: 2
+            }
+        );
         drop(fs);
     }
 
     #[test]
     fn a_core_built_without_housekeeping_or_refresh_starts_nothing_and_a_read_only_one_no_settler()
     {
-        let (_fs, background) = SecretFs::builder(
-            Arc::new(MemoryStore::new()),
-            SecretPath::root(),
-            FsConfig {
-                read_only: true,
-                ..config(Duration::from_secs(30))
-            },
-            ManualClock::new(),
-        )
-        .build();
+        let (_fs, background) = builder(read_only()).build();
         assert_eq!(background.threads(), 0);
-        let (_fs, background) = SecretFs::builder(
-            Arc::new(MemoryStore::new()),
-            SecretPath::root(),
-            FsConfig {
-                read_only: true,
-                ..config(Duration::from_secs(30))
-            },
-            ManualClock::new(),
-        )
-        .housekeeping()
-        .build();
+        let (_fs, background) = builder(read_only()).housekeeping().build();
         // The sweeper only: nothing can wait to be settled.
         assert_eq!(background.threads(), 1);
     }

@@ -12,6 +12,20 @@ use super::lock;
 pub struct Halt {
     halted: Mutex<bool>,
     wake: Condvar,
+    /// Who sleeps in [`Halt::sleep`] now, and how many sleeps ended on
+    /// the halt (for tests).
+    #[cfg(test)]
+    sleeps: Mutex<Sleeps>,
+}
+
+/// What the sleepers of a [`Halt`] did (for tests).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Sleeps {
+    /// Threads inside [`Halt::sleep`] now.
+    pub asleep: usize,
+    /// Sleeps that ended because the threads were told to end.
+    pub halted: usize,
 }
 
 impl Halt {
@@ -28,7 +42,21 @@ impl Halt {
 
     /// Sleeps for `d`, unless told to end first: `true` once told.
     pub(super) fn sleep(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
+        #[cfg(test)]
+        {
+            lock(&self.sleeps).asleep += 1;
+        }
+        let told = self.sleep_until(Instant::now() + d);
+        #[cfg(test)]
+        {
+            let mut sleeps = lock(&self.sleeps);
+            sleeps.asleep -= 1;
+            sleeps.halted += usize::from(told);
+        }
+        told
+    }
+
+    fn sleep_until(&self, until: Instant) -> bool {
         let mut halted = lock(&self.halted);
         while !*halted {
             let left = until.saturating_duration_since(Instant::now());
@@ -42,5 +70,11 @@ impl Halt {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         true
+    }
+
+    /// What the sleepers did so far (for tests).
+    #[cfg(test)]
+    pub(super) fn sleeps(&self) -> Sleeps {
+        *lock(&self.sleeps)
     }
 }

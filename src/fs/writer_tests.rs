@@ -12,8 +12,8 @@ use serde_json::json;
 use super::tests::{fs_over, path_ino, read_all, seeded, soon, write_file};
 use crate::error::{Error, Result};
 use crate::store::memory::{MemoryStore, Scope};
-use crate::store::{Capabilities, Health, Listing, Precondition, Revision, Secret, SecretData};
-use crate::store::{SecretPath, SecretStore};
+use crate::store::SecretPath;
+use crate::store::{Precondition, Revision, SecretData};
 
 fn stored(store: &MemoryStore, key: &str) -> serde_json::Value {
     store.get("myapp/db").unwrap()[key].clone()
@@ -300,15 +300,11 @@ struct FirstWriteLost {
     lost: std::sync::atomic::AtomicBool,
 }
 
-impl SecretStore for FirstWriteLost {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
-        self.inner.list(deadline, path)
-    }
-    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
-        self.inner.read(deadline, path)
+impl crate::store::Forwarding for FirstWriteLost {
+    type Inner = MemoryStore;
+
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
     }
     fn write(
         &self,
@@ -322,18 +318,12 @@ impl SecretStore for FirstWriteLost {
         }
         self.inner.write(deadline, path, data, when)
     }
-    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
-        self.inner.delete(deadline, path)
-    }
     fn permissions(
         &self,
         _deadline: &Deadline,
         _path: &SecretPath,
     ) -> Result<Option<crate::store::Permissions>> {
         Ok(None)
-    }
-    fn health(&self, deadline: &Deadline) -> Result<Health> {
-        self.inner.health(deadline)
     }
 }
 

@@ -10,10 +10,7 @@ use crate::store::Deadline;
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
-};
+use super::{Listing, Precondition, Revision, Secret, SecretData, SecretPath, SecretStore};
 use crate::error::Result;
 
 /// How deep below a listed folder deleted secrets are looked for.
@@ -52,7 +49,7 @@ impl<S: SecretStore> HideDeleted<S> {
         if !self.marks().contains(path) {
             return Ok(true);
         }
-        Ok(self.read(deadline, path)?.is_some())
+        Ok(SecretStore::read(self, deadline, path)?.is_some())
     }
 
     /// Whether the folder at `path` holds nothing but secrets deleted
@@ -90,9 +87,11 @@ impl<S: SecretStore> HideDeleted<S> {
     }
 }
 
-impl<S: SecretStore> SecretStore for HideDeleted<S> {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl<S: SecretStore> super::Forwarding for HideDeleted<S> {
+    type Inner = S;
+
+    fn inner(&self) -> &S {
+        &self.inner
     }
 
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
@@ -135,42 +134,6 @@ impl<S: SecretStore> SecretStore for HideDeleted<S> {
         self.inner.delete(deadline, path)?;
         self.marks().insert(path.clone());
         Ok(())
-    }
-
-    fn read_version(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        version: u64,
-    ) -> Result<Option<Secret>> {
-        self.inner.read_version(deadline, path, version)
-    }
-
-    fn set_custom_metadata(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        name: &str,
-        value: Option<&str>,
-    ) -> Result<()> {
-        self.inner.set_custom_metadata(deadline, path, name, value)
-    }
-
-    fn health(&self, deadline: &Deadline) -> Result<Health> {
-        self.inner.health(deadline)
-    }
-
-    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
-        self.inner.permissions(deadline, path)
-    }
-    fn node(&self) -> Option<String> {
-        self.inner.node()
-    }
-    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        self.inner.origin(deadline, path, key)
-    }
-    fn rereads_after_write(&self) -> bool {
-        self.inner.rereads_after_write()
     }
 }
 

@@ -2,7 +2,8 @@
 //! revisions and preconditions, with a Vault/OpenBao implementation
 //! (`vault`) and an in-memory one for tests (`memory`, built only for
 //! tests: the `memory-store` feature). `deleted` hides
-//! what a store with soft deletes keeps listing after a delete through us.
+//! what a store with soft deletes keeps listing after a delete through us;
+//! `forward` lets a store that wraps another write only what it changes.
 
 pub mod aws;
 mod data;
@@ -11,6 +12,8 @@ pub use deadline::Deadline;
 pub mod deleted;
 pub mod empty_source;
 pub mod file;
+pub mod forward;
+pub use forward::Forwarding;
 pub mod layered;
 #[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
@@ -801,69 +804,6 @@ pub trait SecretStore: Send + Sync + 'static {
     /// its folders). Asks nothing of the server.
     fn lists_partly(&self, _path: &SecretPath) -> bool {
         false
-    }
-}
-
-/// A shared store is a store.
-impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
-        (**self).list(deadline, path)
-    }
-    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
-        (**self).read(deadline, path)
-    }
-    fn write(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        data: &SecretData,
-        when: &Precondition,
-    ) -> Result<Option<Revision>> {
-        (**self).write(deadline, path, data, when)
-    }
-    fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
-        (**self).delete(deadline, path)
-    }
-    fn read_version(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        version: u64,
-    ) -> Result<Option<Secret>> {
-        (**self).read_version(deadline, path, version)
-    }
-    fn set_custom_metadata(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        name: &str,
-        value: Option<&str>,
-    ) -> Result<()> {
-        (**self).set_custom_metadata(deadline, path, name, value)
-    }
-    fn health(&self, deadline: &Deadline) -> Result<Health> {
-        (**self).health(deadline)
-    }
-    fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
-        (**self).permissions(deadline, path)
-    }
-    fn node(&self) -> Option<String> {
-        (**self).node()
-    }
-    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        (**self).origin(deadline, path, key)
-    }
-    fn rereads_after_write(&self) -> bool {
-        (**self).rereads_after_write()
-    }
-    fn degraded(&self) -> Vec<Degraded> {
-        (**self).degraded()
-    }
-    fn lists_partly(&self, path: &SecretPath) -> bool {
-        (**self).lists_partly(path)
     }
 }
 

@@ -21,8 +21,7 @@ use secretfs::store::deadline::Deadline;
 use secretfs::store::file::format::Document;
 use secretfs::store::file::{FileStore, Passphrase};
 use secretfs::store::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Permissions, Precondition, Revision, Secret, SecretData, SecretPath, SecretStore,
 };
 
 pub(crate) struct FileBacking {
@@ -180,26 +179,11 @@ impl FileBacking {
     }
 }
 
-impl SecretStore for FileBacking {
-    fn capabilities(&self) -> Capabilities {
-        self.store.capabilities()
-    }
+impl secretfs::store::Forwarding for FileBacking {
+    type Inner = FileStore;
 
-    fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
-        self.store.list(deadline, path)
-    }
-
-    fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
-        self.store.read(deadline, path)
-    }
-
-    fn read_version(
-        &self,
-        deadline: &Deadline,
-        path: &SecretPath,
-        version: u64,
-    ) -> Result<Option<Secret>> {
-        self.store.read_version(deadline, path, version)
+    fn inner(&self) -> &FileStore {
+        &self.store
     }
 
     fn write(
@@ -232,10 +216,6 @@ impl SecretStore for FileBacking {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.check(path, |p| p.update)?;
         self.store.set_custom_metadata(deadline, path, name, value)
-    }
-
-    fn health(&self, deadline: &Deadline) -> Result<Health> {
-        self.store.health(deadline)
     }
 
     fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {

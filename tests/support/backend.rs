@@ -109,22 +109,87 @@ impl Caps {
     }
 }
 
-/// An age key (made with `age-keygen`) and the store file encrypted to it.
-pub struct AgeFile {
+/// An age key made with `age-keygen` in a directory of its own, and
+/// files encrypted to it and read with the real `age` tool.
+pub struct AgeKey {
     dir: tempfile::TempDir,
     key: PathBuf,
     recipient: String,
+}
+
+impl AgeKey {
+    /// A new key (`key.txt`) in a new directory.
+    pub fn new() -> AgeKey {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key.txt");
+        run_ok("age-keygen", &["-o", s(&key)]);
+        let recipient = run_ok("age-keygen", &["-y", s(&key)]).trim().to_string();
+        AgeKey {
+            dir,
+            key,
+            recipient,
+        }
+    }
+
+    /// The identity file.
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    /// The public key (`age1...`).
+    pub fn recipient(&self) -> &str {
+        &self.recipient
+    }
+
+    /// The key's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path in the key's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `doc` to `file` with `age -r` (in place, as the tool does).
+    pub fn encrypt(&self, doc: &Value, file: &Path) {
+        let plain = self.path("plain.json");
+        std::fs::write(&plain, doc.to_string()).expect("write plaintext");
+        run_ok("age", &["-r", &self.recipient, "-o", s(file), s(&plain)]);
+        std::fs::remove_file(&plain).expect("remove plaintext");
+    }
+
+    /// A store file `name` in the key's directory holding `doc`, made
+    /// with `age -r`.
+    pub fn store_file(&self, name: &str, doc: &Value) -> PathBuf {
+        let file = self.path(name);
+        self.encrypt(doc, &file);
+        file
+    }
+
+    /// What `age -d -i key.txt FILE` prints, as JSON.
+    pub fn decrypt(&self, file: &Path) -> Value {
+        age_decrypt(&self.key, file)
+    }
+}
+
+/// What `age -d -i IDENTITY FILE` prints, as JSON.
+pub fn age_decrypt(identity: &Path, file: &Path) -> Value {
+    let text = run_ok("age", &["-d", "-i", s(identity), s(file)]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// An age key (made with `age-keygen`) and the store file encrypted to it.
+pub struct AgeFile {
+    age: AgeKey,
     file: PathBuf,
 }
 
 impl AgeFile {
     /// A new key, and an empty store file made with `secretfs store init`.
     pub fn new() -> AgeFile {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("key.txt");
-        run_ok("age-keygen", &["-o", s(&key)]);
-        let recipient = run_ok("age-keygen", &["-y", s(&key)]).trim().to_string();
-        let file = dir.path().join("store.age");
+        let age = AgeKey::new();
+        let file = age.path("store.age");
         run_ok(
             super::secretfs(),
             &[
@@ -132,15 +197,10 @@ impl AgeFile {
                 "init",
                 &format!("file:{}", file.display()),
                 "--recipient",
-                &recipient,
+                age.recipient(),
             ],
         );
-        AgeFile {
-            dir,
-            key,
-            recipient,
-            file,
-        }
+        AgeFile { age, file }
     }
 
     /// The store file.
@@ -150,18 +210,17 @@ impl AgeFile {
 
     /// The identity file.
     pub fn key(&self) -> &Path {
-        &self.key
+        self.age.key()
     }
 
     /// A path in the directory of the store file.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.age.path(name)
     }
 
     /// What `age -d -i KEY FILE` prints, as JSON.
     pub fn decrypt(&self) -> Value {
-        let text = run_ok("age", &["-d", "-i", s(&self.key), s(&self.file)]);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        self.age.decrypt(&self.file)
     }
 
     /// Changes the document as a person's script would: under the store's
@@ -179,11 +238,8 @@ impl AgeFile {
         assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
         let mut doc = self.decrypt();
         f(&mut doc);
-        let plain = self.path("plain.json");
-        std::fs::write(&plain, doc.to_string()).expect("write plaintext");
         let next = self.path("store.age.next");
-        run_ok("age", &["-r", &self.recipient, "-o", s(&next), s(&plain)]);
-        std::fs::remove_file(&plain).expect("remove plaintext");
+        self.age.encrypt(&doc, &next);
         std::fs::rename(&next, &self.file).expect("rename over the store file");
         drop(lock);
     }
@@ -303,7 +359,7 @@ impl Store {
     pub fn access_args(&self) -> Vec<String> {
         match &self.parts {
             Parts::Vault(_) | Parts::Aws(_) => Vec::new(),
-            Parts::File(age) => vec!["--identity".into(), age.key.display().to_string()],
+            Parts::File(age) => vec!["--identity".into(), age.key().display().to_string()],
         }
     }
 

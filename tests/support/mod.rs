@@ -16,7 +16,7 @@ mod cluster;
 #[allow(unused_imports)] // the tests that run per store use it
 pub(crate) use backend::per_store;
 #[allow(unused_imports)] // each test binary uses its own part of it
-pub use backend::{AgeFile, Backend, Caps, Store};
+pub use backend::{age_decrypt, AgeFile, AgeKey, Backend, Caps, Store};
 #[allow(unused_imports)] // only the HA tests use it
 pub use cluster::{Cluster, Role};
 mod moto;

@@ -381,22 +381,29 @@ pub fn encrypt(recipients: &[Recipient], plain: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// No passphrase file (for the store's tests).
+#[cfg(test)]
+pub(super) const NO_PASSPHRASE: Passphrase<'static> = Passphrase { file: None };
+
+/// `id`'s public key as a recipient (for the store's tests).
+#[cfg(test)]
+pub(super) fn recipient_of(id: &x25519::Identity) -> Recipient {
+    match parse_recipient(&id.to_public().to_string()) {
+        Ok(r) => r,
+        Err(e) => panic!("a new identity's public key does not parse: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use age::secrecy::ExposeSecret;
 
-    const NONE: Passphrase<'static> = Passphrase { file: None };
-
-    fn to(id: &x25519::Identity) -> Recipient {
-        parse_recipient(&id.to_public().to_string()).unwrap()
-    }
-
     #[test]
     fn what_one_identity_encrypts_it_decrypts_and_another_cannot() {
         let me = x25519::Identity::generate();
         let other = x25519::Identity::generate();
-        let file = encrypt(&[to(&me)], b"{\"secrets\":{}}").unwrap();
+        let file = encrypt(&[recipient_of(&me)], b"{\"secrets\":{}}").unwrap();
         assert_eq!(
             &*decrypt(&[Key::x25519(me)], &file).unwrap(),
             b"{\"secrets\":{}}"
@@ -426,14 +433,14 @@ mod tests {
             ),
         )
         .unwrap();
-        let Ok(ids) = read_identities(&path, &NONE) else {
+        let Ok(ids) = read_identities(&path, &NO_PASSPHRASE) else {
             panic!("an identity file of age-keygen's was refused");
         };
         assert_eq!(ids[0].public(), id.to_public().to_string());
         std::fs::write(&path, "# nothing\n").unwrap();
-        assert!(read_identities(&path, &NONE).is_err());
+        assert!(read_identities(&path, &NO_PASSPHRASE).is_err());
         std::fs::write(&path, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
-        let Err(err) = read_identities(&path, &NONE) else {
+        let Err(err) = read_identities(&path, &NO_PASSPHRASE) else {
             panic!("a line that is no key was taken");
         };
         assert!(err.contains("line 1") && !err.contains("NOTAKEY"), "{err}");
@@ -473,7 +480,7 @@ mod tests {
         };
         assert_eq!(ids[0].public(), id.to_public().to_string());
         // Missing: says which flag gives it.
-        let Err(err) = read_identities(&key, &NONE) else {
+        let Err(err) = read_identities(&key, &NO_PASSPHRASE) else {
             panic!("opened without a passphrase");
         };
         assert!(err.contains("--identity-passphrase-file"), "{err}");

@@ -9,13 +9,7 @@ use crate::metrics::Meter;
 use crate::store::deadline::Deadline;
 use crate::store::SecretValue;
 
-/// No passphrase file.
-const NO_PASSPHRASE: crypt::Passphrase<'static> = crypt::Passphrase { file: None };
-
-/// `id`'s public key as a recipient.
-fn recipient(id: &x25519::Identity) -> crypt::Recipient {
-    crypt::parse_recipient(&id.to_public().to_string()).unwrap()
-}
+use crypt::{recipient_of, NO_PASSPHRASE};
 
 /// A store file made by `init`, and the identity file that opens it.
 struct Fixture {
@@ -38,15 +32,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn open(&self) -> FileStore {
-        match FileStore::open(
-            &self.file,
-            &self.key,
-            &NO_PASSPHRASE,
-            Duration::from_secs(5),
-        ) {
-            Ok(s) => s,
-            Err(e) => panic!("cannot open the store: {e}"),
-        }
+        open(&self.file, &self.key)
     }
 
     /// The file's plaintext, as `age -d` shows it.
@@ -61,9 +47,32 @@ impl Fixture {
 
     /// Replaces the file as someone else would (`age -r`), in place.
     fn rewrite(&self, doc: serde_json::Value) {
-        let file = crypt::encrypt(&[recipient(&self.id)], doc.to_string().as_bytes()).unwrap();
+        let file = crypt::encrypt(&[recipient_of(&self.id)], doc.to_string().as_bytes()).unwrap();
         std::fs::write(&self.file, file).unwrap();
     }
+}
+
+/// The store in `file`, opened with the identity file `key`.
+fn open(file: &Path, key: &Path) -> FileStore {
+    match FileStore::open(file, key, &NO_PASSPHRASE, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot open the store: {e}"),
+    }
+}
+
+/// Writes `pairs` as the secret at `path` if `when` holds.
+fn put(
+    s: &FileStore,
+    path: &str,
+    pairs: &[(&str, &str)],
+    when: Precondition,
+) -> Result<Option<Revision>> {
+    s.write(
+        &Deadline::per_request(),
+        &SecretPath::parse(path),
+        &data(pairs),
+        &when,
+    )
 }
 
 fn data(pairs: &[(&str, &str)]) -> SecretData {
@@ -88,14 +97,7 @@ fn what_is_written_reads_back_and_lists_as_folders() {
             .unwrap(),
         None
     );
-    let rev = s
-        .write(
-            &Deadline::per_request(),
-            &SecretPath::parse("app/db"),
-            &data(&[("password", "pw")]),
-            &Precondition::Absent,
-        )
-        .unwrap();
+    let rev = put(&s, "app/db", &[("password", "pw")], Precondition::Absent).unwrap();
     assert_eq!(rev, Some(Revision::new("1")));
     assert_eq!(value(&s, "app/db", "password"), Some(json!("pw")));
     let root = s
@@ -132,39 +134,27 @@ fn versions_and_check_and_set_work_as_on_kv_v2() {
     let f = fixture();
     let s = f.open();
     let p = SecretPath::parse("db");
-    s.write(
-        &Deadline::per_request(),
-        &p,
-        &data(&[("k", "one")]),
-        &Precondition::Any,
+    put(&s, "db", &[("k", "one")], Precondition::Any).unwrap();
+    let two = put(
+        &s,
+        "db",
+        &[("k", "two")],
+        Precondition::At(Revision::new("1")),
     )
     .unwrap();
-    let two = s
-        .write(
-            &Deadline::per_request(),
-            &p,
-            &data(&[("k", "two")]),
-            &Precondition::At(Revision::new("1")),
-        )
-        .unwrap();
     assert_eq!(two, Some(Revision::new("2")));
     // A writer that read version 1 loses.
     assert!(matches!(
-        s.write(
-            &Deadline::per_request(),
-            &p,
-            &data(&[("k", "three")]),
-            &Precondition::At(Revision::new("1"))
+        put(
+            &s,
+            "db",
+            &[("k", "three")],
+            Precondition::At(Revision::new("1"))
         ),
         Err(Error::CasConflict)
     ));
     assert!(matches!(
-        s.write(
-            &Deadline::per_request(),
-            &p,
-            &data(&[("k", "x")]),
-            &Precondition::Absent
-        ),
+        put(&s, "db", &[("k", "x")], Precondition::Absent),
         Err(Error::CasConflict)
     ));
     let v1 = s
@@ -196,14 +186,7 @@ fn versions_and_check_and_set_work_as_on_kv_v2() {
         .read_version(&Deadline::per_request(), &p, 1)
         .unwrap()
         .is_some());
-    let three = s
-        .write(
-            &Deadline::per_request(),
-            &p,
-            &data(&[("k", "back")]),
-            &Precondition::Absent,
-        )
-        .unwrap();
+    let three = put(&s, "db", &[("k", "back")], Precondition::Absent).unwrap();
     assert_eq!(three, Some(Revision::new("3")));
 }
 
@@ -216,13 +199,7 @@ fn custom_metadata_is_kept_with_the_secret() {
         s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops")),
         Err(Error::NotFound)
     ));
-    s.write(
-        &Deadline::per_request(),
-        &p,
-        &data(&[("k", "v")]),
-        &Precondition::Any,
-    )
-    .unwrap();
+    put(&s, "db", &[("k", "v")], Precondition::Any).unwrap();
     s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops"))
         .unwrap();
     s.set_custom_metadata(&Deadline::per_request(), &p, "team", Some("a"))
@@ -248,22 +225,16 @@ fn custom_metadata_is_kept_with_the_secret() {
 fn a_change_made_by_someone_else_is_read() {
     let f = fixture();
     let s = f.open();
-    s.write(
-        &Deadline::per_request(),
-        &SecretPath::parse("a"),
-        &data(&[("k", "mine")]),
-        &Precondition::Any,
-    )
-    .unwrap();
+    put(&s, "a", &[("k", "mine")], Precondition::Any).unwrap();
     f.rewrite(json!({"secrets": {"a": {"data": {"k": "theirs"}}, "b/c": {"data": {"n": 1}}}}));
     assert_eq!(value(&s, "a", "k"), Some(json!("theirs")));
     assert_eq!(value(&s, "b/c", "n"), Some(json!(1)));
     // And a write builds on what they left.
-    s.write(
-        &Deadline::per_request(),
-        &SecretPath::parse("a"),
-        &data(&[("k", "again")]),
-        &Precondition::At(Revision::new("1")),
+    put(
+        &s,
+        "a",
+        &[("k", "again")],
+        Precondition::At(Revision::new("1")),
     )
     .unwrap();
     assert_eq!(value(&f.open(), "b/c", "n"), Some(json!(1)));
@@ -274,7 +245,7 @@ fn a_file_it_cannot_open_fails_as_the_store_saying_no() {
     let f = fixture();
     let s = f.open();
     let other = x25519::Identity::generate();
-    let file = crypt::encrypt(&[recipient(&other)], b"{}").unwrap();
+    let file = crypt::encrypt(&[recipient_of(&other)], b"{}").unwrap();
     std::fs::write(&f.file, file).unwrap();
     assert!(matches!(
         s.read(&Deadline::per_request(), &SecretPath::parse("a")),
@@ -303,12 +274,11 @@ fn two_writers_on_one_file_lose_nothing() {
             let s = s.clone();
             std::thread::spawn(move || {
                 for i in 0..20 {
-                    let p = SecretPath::parse(&format!("w{w}/s{i}"));
-                    s.write(
-                        &Deadline::per_request(),
-                        &p,
-                        &data(&[("i", "x")]),
-                        &Precondition::Absent,
+                    put(
+                        &s,
+                        &format!("w{w}/s{i}"),
+                        &[("i", "x")],
+                        Precondition::Absent,
                     )
                     .unwrap();
                 }
@@ -361,16 +331,8 @@ fn init_with_a_missing_identity_file_makes_a_key_that_opens_the_store() {
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let Ok(s) = FileStore::open(&file, &key, &NO_PASSPHRASE, Duration::from_secs(1)) else {
-        panic!("the new key does not open the new store");
-    };
-    s.write(
-        &Deadline::per_request(),
-        &SecretPath::parse("a"),
-        &data(&[("k", "v")]),
-        &Precondition::Absent,
-    )
-    .unwrap();
+    let s = open(&file, &key);
+    put(&s, "a", &[("k", "v")], Precondition::Absent).unwrap();
     assert_eq!(value(&s, "a", "k"), Some(json!("v")));
 }
 
@@ -381,12 +343,7 @@ fn a_store_whose_recipients_leave_us_out_is_not_written() {
     let other = x25519::Identity::generate();
     f.rewrite(json!({"recipients": [other.to_public().to_string()], "secrets": {}}));
     assert!(matches!(
-        s.write(
-            &Deadline::per_request(),
-            &SecretPath::parse("a"),
-            &data(&[("k", "v")]),
-            &Precondition::Any
-        ),
+        put(&s, "a", &[("k", "v")], Precondition::Any),
         Err(Error::NotPermitted(_))
     ));
 }
@@ -423,21 +380,9 @@ fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
     let f = fixture();
     let s = f.open();
     let p = SecretPath::parse("db");
-    s.write(
-        &Deadline::per_request(),
-        &p,
-        &data(&[("a", "1"), ("b", "2")]),
-        &Precondition::Any,
-    )
-    .unwrap();
+    put(&s, "db", &[("a", "1"), ("b", "2")], Precondition::Any).unwrap();
     // A key removed: a write without it; the version before keeps it.
-    s.write(
-        &Deadline::per_request(),
-        &p,
-        &data(&[("a", "1")]),
-        &Precondition::Any,
-    )
-    .unwrap();
+    put(&s, "db", &[("a", "1")], Precondition::Any).unwrap();
     s.set_custom_metadata(&Deadline::per_request(), &p, "owner", Some("ops"))
         .unwrap();
     // Deleting what does not exist is no error and writes nothing.
@@ -472,14 +417,7 @@ fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
     // The metadata of a deleted secret may still be set (as KV v2's).
     s.set_custom_metadata(&Deadline::per_request(), &p, "team", Some("a"))
         .unwrap();
-    let back = s
-        .write(
-            &Deadline::per_request(),
-            &p,
-            &data(&[("a", "3")]),
-            &Precondition::Absent,
-        )
-        .unwrap();
+    let back = put(&s, "db", &[("a", "3")], Precondition::Absent).unwrap();
     assert_eq!(back, Some(Revision::new("3")));
     let now = s.read(&Deadline::per_request(), &p).unwrap().unwrap();
     assert_eq!(now.custom_metadata.len(), 2);
