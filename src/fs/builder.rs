@@ -10,7 +10,7 @@
 //! `fs/switch.rs`), the sweeper and the settler
 //! ([`Builder::housekeeping`]; no settler on a read-only core), the
 //! watcher (`--on-change`, [`Builder::report_changes_to`], `fs/watch.rs`).
-//! The store probe (`fs/source.rs`) and a layer's probe are not among
+//! The store probe (`fs/cache/outage.rs`) and a layer's probe are not among
 //! them: they run only while the store is down, and end when it answers
 //! or the core is gone.
 
@@ -19,11 +19,11 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use super::cache::{Refresh, Source};
 use super::halt::Halt;
 use super::handle::HandleTable;
 use super::invalidate::Invalidation;
 use super::namespace::Namespace;
-use super::source::{Refresh, Source};
 use super::view::Views;
 use super::writers::Writers;
 use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};

@@ -3,7 +3,7 @@
 //! FUSE adapter (`crate::fuse`) only translates.
 //!
 //! `SecretFs` is made of parts with interfaces of their own: the store
-//! behind the cache (`source`), every node (`namespace`), the views that
+//! behind the cache (`cache`), every node (`namespace`), the views that
 //! show secrets as files (`view`), the open handles (`handle`) and the
 //! write buffers and commits (`writers`). Its operations: names to nodes
 //! in `lookup`, reads in `read`, directory listings in `readdir`, changes
@@ -12,7 +12,8 @@
 
 mod builder;
 pub mod cache;
-pub mod clock;
+/// The clock's module, where tests and the daemon name it: it is part of the cache.
+pub use cache::clock;
 pub mod context;
 mod halt;
 pub mod handle;
@@ -28,7 +29,6 @@ mod read;
 mod readdir;
 mod settle;
 pub mod shows;
-pub mod source;
 mod switch;
 pub mod template;
 pub mod view;
@@ -45,7 +45,7 @@ use secrecy::ExposeSecret;
 use crate::error::{Error, Result};
 use crate::store::{Listing, Secret, SecretPath};
 pub use builder::{Background, Builder};
-use cache::{CachePolicy, Cached, Clock};
+use cache::{CachePolicy, Cached, Clock, Refresh, Source};
 pub use context::OpContext;
 use handle::HandleTable;
 use inode::{Ino, NodeKind};
@@ -53,7 +53,6 @@ pub use invalidate::Invalidation;
 use namespace::Namespace;
 pub use open::{Gate, Opened, PageCache};
 pub use readdir::{DirEntry, DirReplier};
-use source::{Refresh, Source};
 use view::{Placement, View, ViewId, Views};
 pub use write::Creating;
 use writers::Writers;
@@ -226,7 +225,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SecretFs {
     /// The folder listing at `path` (`None`: not a folder).
     fn listing(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Listing>> {
-        let source::Fetched { answer, change } = self.source.listing(ctx, path)?;
+        let cache::Fetched { answer, change } = self.source.listing(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -235,7 +234,7 @@ impl SecretFs {
 
     /// The secret at `path` (`None`: not a secret).
     fn secret(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Secret>> {
-        let source::Fetched { answer, change } = self.source.secret(ctx, path)?;
+        let cache::Fetched { answer, change } = self.source.secret(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }

@@ -11,8 +11,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::cache::{Source, MAX_HOLD, QUIET};
 use super::halt::Halt;
-use super::source::{Source, MAX_HOLD, QUIET};
 use super::{Background, SecretFs};
 
 /// The longest the switcher sleeps while a secret is held back: it wakes
