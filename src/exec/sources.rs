@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::fs::cache::{CachePolicy, Change, Refresh, Source, SystemClock};
+use crate::fs::cache::{CachePolicy, Change, Refresh, Refreshing, Source, SystemClock};
 use crate::fs::OpContext;
 use crate::store::{Connected, Secret, SecretPath};
 
@@ -82,7 +82,12 @@ impl Watched {
             transient: e.is_transient(),
             ..fail(reason(&e))
         };
-        let source = Source::new(connected.store, policy(ttl), Arc::new(SystemClock));
+        let source = Source::new(
+            connected.store,
+            policy(ttl),
+            Arc::new(SystemClock),
+            Refreshing::OnRequest,
+        );
         let path = connected.root;
         let folder_only = name.trim_end().ends_with('/') || path.is_root();
         let mut watched = Watched {

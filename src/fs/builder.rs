@@ -19,7 +19,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use super::cache::{Refresh, Source};
+use super::cache::{Refresh, Refreshing, Source};
 use super::halt::Halt;
 use super::handle::HandleTable;
 use super::invalidate::Invalidation;
@@ -140,8 +140,18 @@ impl Builder {
             Some((wakes, waker)) => (Some(wakes), settle::Settler::waking(waker)),
             None => (None, settle::Settler::default()),
         };
+        // The refreshers' queue, made first: the source sends to it from
+        // the start; the threads that read it start below.
+        let queue = config
+            .background_refresh
+            .then(std::sync::mpsc::channel::<Option<Refresh>>);
+        let refreshing = match &queue {
+            Some((tx, _)) => Refreshing::Ahead(tx.clone()),
+            None => Refreshing::OnRequest,
+        };
+        let source = Source::new(self.store, config.cache, self.clock, refreshing);
         let fs = Arc::new(SecretFs {
-            source: Arc::new(Source::new(self.store, config.cache, self.clock)),
+            source: Arc::new(source),
             names,
             handles: HandleTable::default(),
             writers: Writers::default(),
@@ -162,7 +172,9 @@ impl Builder {
             refreshers: None,
             fs: Arc::downgrade(&fs),
         };
-        fs.start_refresher(&mut background);
+        if let Some((tx, rx)) = queue {
+            fs.start_refresher(tx, rx, &mut background);
+        }
         if self.housekeeping {
             fs.start_sweeper(&mut background);
         }

@@ -37,6 +37,7 @@ mod write;
 pub mod writers;
 pub mod xattr;
 
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -286,16 +287,24 @@ impl SecretFs {
         }
     }
 
-    /// Starts the threads that refresh answers ahead of their expiry
-    /// while they are being read (when `background_refresh` is set).
-    /// Without them every value is fetched again by the reader that finds
-    /// it expired. Several threads: refreshes of many secrets must not
-    /// queue behind each other (that would stretch the freshness bound).
-    fn start_refresher(self: &Arc<Self>, background: &mut Background) {
-        if !self.config.background_refresh {
+    /// Starts the switcher and the threads that refresh answers ahead of
+    /// their expiry while they are being read (when `background_refresh`
+    /// is set): they read `rx`, the queue the source sends to (`tx`, its
+    /// [`cache::Refreshing::Ahead`]). Without them (none could start, or
+    /// the switcher could not, which holds changed secrets back) `rx` is
+    /// dropped, nothing can be queued, and every value is fetched again by
+    /// the reader that finds it expired. Several threads: refreshes of
+    /// many secrets must not queue behind each other (that would stretch
+    /// the freshness bound).
+    fn start_refresher(
+        self: &Arc<Self>,
+        tx: Sender<Option<Refresh>>,
+        rx: Receiver<Option<Refresh>>,
+        background: &mut Background,
+    ) {
+        if !self.start_switcher(background) {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Option<Refresh>>();
         let rx = Arc::new(Mutex::new(rx));
         let mut started = 0;
         for i in 0..REFRESHERS {
@@ -324,9 +333,7 @@ impl SecretFs {
             }
         }
         if started > 0 {
-            background.refreshers(tx.clone(), started);
-            self.start_switcher(background);
-            self.source.refresh_through(tx);
+            background.refreshers(tx, started);
         }
     }
 

@@ -1298,13 +1298,14 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
 fn a_reader_finding_the_value_expired_during_a_refresh_waits_for_it_instead_of_fetching_again() {
     // A slow refresh (a busy store) must not make the next reader fetch
     // the same secret a second time.
-    use super::cache::{Refresh, Source};
+    use super::cache::{Refresh, Refreshing, Source};
     let store = seeded();
     let clock = ManualClock::new();
     let source = Arc::new(Source::new(
         store.clone(),
         config(Duration::from_secs(30)).cache,
         clock.clone(),
+        Refreshing::OnRequest,
     ));
     let db = SecretPath::parse("myapp/db");
     source.secret(&OpContext::background(), &db).unwrap();

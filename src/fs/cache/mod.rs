@@ -19,7 +19,7 @@ mod write_through;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entries::{Cache, CachePolicy, Cached, Switched};
 use outage::Reach;
-pub use refresh::{Change, Refresh, MAX_HOLD, QUIET};
+pub use refresh::{Change, Refresh, Refreshing, MAX_HOLD, QUIET};
 pub(in crate::fs) use source::named;
 use source::Kind;
 pub use source::{Fetched, Source};

@@ -49,6 +49,19 @@ pub enum Change {
     },
 }
 
+/// How a [`Source`] refreshes its answers: given when it is made.
+pub enum Refreshing {
+    /// Only when asked ([`Source::refresh`]): an expired answer is fetched
+    /// again by the reader that needs it (`exec`, tests).
+    OnRequest,
+    /// Ahead, in the background: an answer read in the last tenth of its
+    /// life is sent to this queue (the core's refresher threads read it;
+    /// `None` asks one to end), and a refreshed secret whose data changed
+    /// is held back until [`Source::switch_due`] switches it in (the
+    /// core's switcher, `fs/switch.rs`).
+    Ahead(Sender<Option<Refresh>>),
+}
+
 /// A refreshed secret whose data changed is switched in once none of its
 /// keys was served for this long (or at the latest after [`MAX_HOLD`]), so
 /// that the switch does not fall between the reads of a program reading
@@ -64,14 +77,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Source {
-    /// Sends answers read near their expiry to `tx`, to be refreshed in
-    /// the background (once; later calls are ignored). Without it every
-    /// expired answer is fetched again by the reader that needs it. Only
-    /// the core's builder calls it, before it hands the core out.
-    pub(in crate::fs) fn refresh_through(&self, tx: Sender<Option<Refresh>>) {
-        let _ = self.refresher.set(tx);
-    }
-
     /// Runs one background refresh; the change it made.
     pub fn refresh(&self, ctx: &OpContext, job: &Refresh) -> Result<Change> {
         if self.is_down() {
@@ -93,7 +98,7 @@ impl Source {
                     }
                 }
                 let same: &dyn Fn(Option<&Secret>, Option<&Secret>) -> bool = &same;
-                let hold = self.switching.get().map(|()| (self.hold(), same));
+                let hold = self.refresher.as_ref().map(|_| (self.hold(), same));
                 let changed = self.refetched(
                     p,
                     &self.secrets,
@@ -146,13 +151,6 @@ impl Source {
         self.ahead.min(MAX_HOLD)
     }
 
-    /// Holds refreshed secrets whose data changed back from now on, until
-    /// [`Source::switch_due`] switches them in (once a switcher runs; only
-    /// the core's builder calls it).
-    pub(in crate::fs) fn hold_changes(&self) {
-        let _ = self.switching.set(());
-    }
-
     /// Switches in the secrets held back whose time came (none of their
     /// keys served for [`QUIET`], or held as long as they may be): the
     /// changes made, and when to look again (`None`: nothing held).
@@ -199,7 +197,7 @@ impl Source {
     /// before it expires: all keys of a secret switch to the new version
     /// at one instant, and readers never wait for it.
     pub(super) fn refresh_ahead(&self, job: Refresh) {
-        let Some(tx) = self.refresher.get() else {
+        let Some(tx) = &self.refresher else {
             return;
         };
         if lock(&self.refreshing).insert(job.clone()) && tx.send(Some(job.clone())).is_err() {

@@ -11,10 +11,10 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{Cache, CachePolicy, Cached, Change, Clock, Reach, Refresh};
+use super::{Cache, CachePolicy, Cached, Change, Clock, Reach, Refresh, Refreshing};
 use crate::error::{Error, Result};
 use crate::fs::context::OpContext;
 use crate::store::{
@@ -79,23 +79,32 @@ pub struct Source {
     pub(super) ttl: Duration,
     /// When the mount started: the mtime of what the store gives none.
     pub(super) started: SystemTime,
-    /// Where background refreshes are sent, once a refresher runs (set
-    /// by the core's builder only; `None` asks a refresher thread to end).
-    pub(super) refresher: OnceLock<Sender<Option<Refresh>>>,
+    /// Where background refreshes are sent (`None` asks a refresher
+    /// thread to end); with it, refreshed secrets that changed are held
+    /// back until [`Source::switch_due`] switches them in. `None`: no
+    /// refresh ahead, nothing held.
+    pub(super) refresher: Option<Sender<Option<Refresh>>>,
     /// Refreshes queued or running, so each path is refreshed once at a time.
     pub(super) refreshing: Mutex<HashSet<Refresh>>,
     /// An answer read with less validity left than this is refreshed ahead.
     pub(super) ahead: Duration,
-    /// Set once a switcher runs: refreshed secrets that changed are held
-    /// back until [`Source::switch_due`] switches them in.
-    pub(super) switching: OnceLock<()>,
     /// Wakes the switcher when a secret is held back.
     pub(super) held_back: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl Source {
-    /// The store `store` behind caches of `policy`.
-    pub fn new(store: Arc<dyn SecretStore>, policy: CachePolicy, clock: Arc<dyn Clock>) -> Self {
+    /// The store `store` behind caches of `policy`, refreshed as
+    /// `refreshing` says.
+    pub fn new(
+        store: Arc<dyn SecretStore>,
+        policy: CachePolicy,
+        clock: Arc<dyn Clock>,
+        refreshing: Refreshing,
+    ) -> Self {
+        let refresher = match refreshing {
+            Refreshing::OnRequest => None,
+            Refreshing::Ahead(queue) => Some(queue),
+        };
         Source {
             store,
             reach: Arc::new(Reach::default()),
@@ -105,10 +114,9 @@ impl Source {
             versions: Cache::new(policy, clock),
             ttl: policy.ttl,
             started: SystemTime::now(),
-            refresher: OnceLock::new(),
+            refresher,
             refreshing: Mutex::new(HashSet::new()),
             ahead: policy.ttl / 10,
-            switching: OnceLock::new(),
             held_back: (Mutex::new(false), std::sync::Condvar::new()),
         }
     }
