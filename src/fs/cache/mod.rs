@@ -18,6 +18,7 @@ mod write_through;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entries::{Cache, CachePolicy, Cached, Switched};
+pub use kernel::PageCache;
 use outage::Reach;
 pub use refresh::{Change, Refresh, Refreshing, MAX_HOLD, QUIET};
 pub(in crate::fs) use source::named;
