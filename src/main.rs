@@ -23,7 +23,7 @@ fn init_logging(verbose: u8, log_file: Option<&Path>, quiet: bool) {
         // `exec` shares stderr with the command: only what it does to it,
         // and warnings. An outage is told by exec's own line (the cache's
         // speaks of a mount's stale-if-error).
-        0 if quiet => "secretfs=warn,secretfs::fs::source=error,secretfs::exec=info",
+        0 if quiet => "secretfs=warn,secretfs::fs::cache::outage=error,secretfs::exec=info",
         0 => "secretfs=info",
         1 => "secretfs=debug",
         _ => "secretfs=trace",

@@ -1,5 +1,5 @@
 //! The SOURCEs of `secretfs exec`, read through the same cache code as a
-//! mount (`fs::source::Source`, one per SOURCE): a secret, or a folder
+//! mount (`fs::cache::Source`, one per SOURCE): a secret, or a folder
 //! whose secrets (those directly in it) all count.
 //!
 //! Each read is a `Source::refresh`, which always asks the store: the
@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::fs::cache::{CachePolicy, SystemClock};
-use crate::fs::source::{Change, Refresh, Source};
+use crate::fs::cache::{CachePolicy, Change, Refresh, Refreshing, Source, SystemClock};
 use crate::fs::OpContext;
 use crate::store::{Connected, Secret, SecretPath};
 
@@ -87,6 +86,7 @@ impl Watched {
             connected.store,
             policy(ttl),
             Arc::new(SystemClock),
+            Refreshing::OnRequest,
             crate::metrics::Meter::off(),
         );
         let path = connected.root;

@@ -11,7 +11,7 @@
 //! `fs/switch.rs`), the sweeper and the settler
 //! ([`Builder::housekeeping`]; no settler on a read-only core), the
 //! watcher (`--on-change`, [`Builder::report_changes_to`], `fs/watch.rs`).
-//! The store probe (`fs/source.rs`) and a layer's probe are not among
+//! The store probe (`fs/cache/outage.rs`) and a layer's probe are not among
 //! them: they run only while the store is down, and end when it answers
 //! or the core is gone.
 
@@ -20,11 +20,11 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use super::cache::{Refresh, Refreshing, Source};
 use super::halt::Halt;
 use super::handle::HandleTable;
 use super::invalidate::Invalidation;
 use super::namespace::Namespace;
-use super::source::{Refresh, Source};
 use super::view::Views;
 use super::writers::Writers;
 use super::{settle, template, Clock, FsConfig, MountedOver, SecretFs};
@@ -171,13 +171,24 @@ impl Builder {
             Some((wakes, waker)) => (Some(wakes), settle::Settler::waking(waker)),
             None => (None, settle::Settler::default()),
         };
+        // The refreshers' queue, made first: the source sends to it from
+        // the start; the threads that read it start below.
+        let queue = config
+            .background_refresh
+            .then(std::sync::mpsc::channel::<Option<Refresh>>);
+        let refreshing = match &queue {
+            Some((tx, _)) => Refreshing::Ahead(tx.clone()),
+            None => Refreshing::OnRequest,
+        };
+        let source = Source::new(
+            self.store,
+            config.cache,
+            self.clock,
+            refreshing,
+            self.meter.clone(),
+        );
         let fs = Arc::new(SecretFs {
-            source: Arc::new(Source::new(
-                self.store,
-                config.cache,
-                self.clock,
-                self.meter.clone(),
-            )),
+            source: Arc::new(source),
             names,
             handles: HandleTable::default(),
             writers: Writers::default(),
@@ -204,7 +215,9 @@ impl Builder {
             refreshers: None,
             fs: Arc::downgrade(&fs),
         };
-        fs.start_refresher(&mut background);
+        if let Some((tx, rx)) = queue {
+            fs.start_refresher(tx, rx, &mut background);
+        }
         if self.housekeeping {
             fs.start_sweeper(&mut background);
         }

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::cache::Change;
 use super::inode::Ino;
-use super::source::Change;
 use super::SecretFs;
 use crate::store::{Listing, Secret, SecretPath};
 

@@ -12,7 +12,7 @@ use super::handle::DirEntryInfo;
 use super::inode::{Ino, NodeKind};
 use super::namespace::Name;
 use super::view::Placement;
-use super::{names, source, Attr, Child, FileRef, SecretFs, LOCAL_TTL};
+use super::{cache, names, Attr, Child, FileRef, SecretFs, LOCAL_TTL};
 use crate::error::{Error, Result};
 use crate::store::{ListEntry, Secret, SecretPath};
 
@@ -50,7 +50,7 @@ impl SecretFs {
             Ok(Cached {
                 value: Some(listing),
                 ..
-            }) => Ok(source::named(&listing, name).iter().any(|e| !e.folder)),
+            }) => Ok(cache::named(&listing, name).iter().any(|e| !e.folder)),
             Err(Error::WouldBlock) => Err(Error::WouldBlock),
             _ => Ok(false),
         }
@@ -177,7 +177,7 @@ impl SecretFs {
         match self.listing(ctx, dir) {
             Ok(listing) => {
                 valid_for = valid_for.min(listing.valid_for);
-                let entries = listing.value.iter().flat_map(|l| source::named(l, name));
+                let entries = listing.value.iter().flat_map(|l| cache::named(l, name));
                 let (mut folder, mut secret) = (false, false);
                 for e in entries.filter(|e| self.entry_stands(dir, e)) {
                     folder |= e.folder;

@@ -3,7 +3,7 @@
 //! FUSE adapter (`crate::fuse`) only translates.
 //!
 //! `SecretFs` is made of parts with interfaces of their own: the store
-//! behind the cache (`source`), every node (`namespace`), the views that
+//! behind the cache (`cache`), every node (`namespace`), the views that
 //! show secrets as files (`view`), the open handles (`handle`) and the
 //! write buffers and commits (`writers`). Its operations: names to nodes
 //! in `lookup`, reads in `read`, directory listings in `readdir`, changes
@@ -12,7 +12,8 @@
 
 mod builder;
 pub mod cache;
-pub mod clock;
+/// The clock's module, where tests and the daemon name it: it is part of the cache.
+pub use cache::clock;
 pub mod context;
 mod halt;
 pub mod handle;
@@ -28,7 +29,6 @@ mod read;
 mod readdir;
 mod settle;
 pub mod shows;
-pub mod source;
 mod switch;
 pub mod template;
 pub mod view;
@@ -37,6 +37,7 @@ mod write;
 pub mod writers;
 pub mod xattr;
 
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -45,7 +46,7 @@ use secrecy::ExposeSecret;
 use crate::error::{Error, Result};
 use crate::store::{Listing, Secret, SecretPath};
 pub use builder::{Background, Builder};
-use cache::{CachePolicy, Cached, Clock};
+use cache::{CachePolicy, Cached, Clock, Refresh, Source};
 pub use context::OpContext;
 use handle::HandleTable;
 use inode::{Ino, NodeKind};
@@ -53,7 +54,6 @@ pub use invalidate::Invalidation;
 use namespace::Namespace;
 pub use open::{Opened, PageCache};
 pub use readdir::{DirEntry, DirReplier};
-use source::{Refresh, Source};
 use view::{Placement, View, ViewId, Views};
 pub use write::Creating;
 use writers::Writers;
@@ -232,7 +232,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SecretFs {
     /// The folder listing at `path` (`None`: not a folder).
     fn listing(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Listing>> {
-        let source::Fetched { answer, change } = self.source.listing(ctx, path)?;
+        let cache::Fetched { answer, change } = self.source.listing(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -241,7 +241,7 @@ impl SecretFs {
 
     /// The secret at `path` (`None`: not a secret).
     fn secret(&self, ctx: &OpContext, path: &SecretPath) -> Result<Cached<Secret>> {
-        let source::Fetched { answer, change } = self.source.secret(ctx, path)?;
+        let cache::Fetched { answer, change } = self.source.secret(ctx, path)?;
         if let Some(change) = change {
             self.notice(change);
         }
@@ -293,16 +293,24 @@ impl SecretFs {
         }
     }
 
-    /// Starts the threads that refresh answers ahead of their expiry
-    /// while they are being read (when `background_refresh` is set).
-    /// Without them every value is fetched again by the reader that finds
-    /// it expired. Several threads: refreshes of many secrets must not
-    /// queue behind each other (that would stretch the freshness bound).
-    fn start_refresher(self: &Arc<Self>, background: &mut Background) {
-        if !self.config.background_refresh {
+    /// Starts the switcher and the threads that refresh answers ahead of
+    /// their expiry while they are being read (when `background_refresh`
+    /// is set): they read `rx`, the queue the source sends to (`tx`, its
+    /// [`cache::Refreshing::Ahead`]). Without them (none could start, or
+    /// the switcher could not, which holds changed secrets back) `rx` is
+    /// dropped, nothing can be queued, and every value is fetched again by
+    /// the reader that finds it expired. Several threads: refreshes of
+    /// many secrets must not queue behind each other (that would stretch
+    /// the freshness bound).
+    fn start_refresher(
+        self: &Arc<Self>,
+        tx: Sender<Option<Refresh>>,
+        rx: Receiver<Option<Refresh>>,
+        background: &mut Background,
+    ) {
+        if !self.start_switcher(background) {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Option<Refresh>>();
         let rx = Arc::new(Mutex::new(rx));
         let mut started = 0;
         for i in 0..REFRESHERS {
@@ -331,9 +339,7 @@ impl SecretFs {
             }
         }
         if started > 0 {
-            background.refreshers(tx.clone(), started);
-            self.start_switcher(background);
-            self.source.refresh_through(tx);
+            background.refreshers(tx, started);
         }
     }
 

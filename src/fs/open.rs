@@ -1,7 +1,8 @@
 //! Opening a file as the kernel asks: whether the open may skip the
 //! daemon altogether ("no open"), whether the caller is admitted by the
 //! `--allow` rules, and what the kernel is told of its page cache for the
-//! handle. The adapter only translates an [`Opened`] into FUSE's flags.
+//! handle (decided by [`PageCache::of`], `fs/cache/kernel.rs`). The
+//! adapter only translates an [`Opened`] into FUSE's flags.
 //!
 //! The rules are the core's (given to the builder, `Builder::access`):
 //! every admission is decided here, of an open ([`SecretFs::open_for`])
@@ -13,6 +14,7 @@ use std::ffi::OsStr;
 use crate::access::{Access, Decision};
 use crate::audit::Caller;
 use crate::error::{Error, Result};
+pub use crate::fs::cache::PageCache;
 use crate::fs::handle::Fh;
 use crate::fs::inode::Ino;
 use crate::fs::shows::Through;
@@ -27,40 +29,6 @@ pub enum Opened {
     NoOpen,
     /// A handle, and how its pages are cached.
     Handle { fh: Fh, cache: PageCache },
-}
-
-/// How the kernel caches the pages of one open handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PageCache {
-    /// Keep the pages cached across opens (FOPEN_KEEP_CACHE).
-    pub keep_cache: bool,
-    /// Bypass the page cache (FOPEN_DIRECT_IO).
-    pub direct_io: bool,
-    /// Send no FLUSH on close (FOPEN_NOFLUSH).
-    pub no_flush: bool,
-}
-
-impl PageCache {
-    /// A file a rule covers bypasses the page cache (direct I/O): its
-    /// bytes are served to admitted handles only, and left in no kernel
-    /// page another open could reach. Other read-only handles keep the
-    /// page cache across opens (AUTO_INVAL_DATA drops it when the value
-    /// changes) and skip FLUSH on close.
-    pub fn of(covered: bool, write: bool) -> PageCache {
-        PageCache {
-            keep_cache: !covered && !write,
-            direct_io: covered,
-            no_flush: !write,
-        }
-    }
-
-    /// A created file: direct I/O when a rule covers it, else nothing.
-    pub fn created(covered: bool) -> PageCache {
-        PageCache {
-            direct_io: covered,
-            ..PageCache::default()
-        }
-    }
 }
 
 impl SecretFs {

@@ -11,8 +11,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::cache::{Source, MAX_HOLD, QUIET};
 use super::halt::Halt;
-use super::source::{Source, MAX_HOLD, QUIET};
 use super::{Background, SecretFs};
 
 /// The longest the switcher sleeps while a secret is held back: it wakes
@@ -25,9 +25,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 const IDLE: Duration = Duration::from_secs(1);
 
 impl SecretFs {
-    /// Starts the thread that switches held-back secrets in, and from then
-    /// on holds refreshed secrets whose data changed back. `false` when it
-    /// cannot start (refreshes then switch at once, as before).
+    /// Starts the thread that switches held-back secrets in (the source
+    /// holds refreshed secrets whose data changed back for it). `false`
+    /// when it cannot start: then no refresher is started either.
     pub(super) fn start_switcher(self: &Arc<Self>, background: &mut Background) -> bool {
         let (fs, source, halt) = (Arc::downgrade(self), self.source.clone(), background.halt());
         let spawned = std::thread::Builder::new()
@@ -36,11 +36,10 @@ impl SecretFs {
         match spawned {
             Ok(thread) => {
                 background.spawned(thread);
-                self.source.hold_changes();
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start the switcher: refreshed secrets switch at once");
+                tracing::warn!(error = %e, "cannot start the switcher: no refresh ahead, values are fetched again when they expire");
                 false
             }
         }

@@ -32,9 +32,9 @@ use base64::Engine as _;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use secrecy::{ExposeSecret, SecretSlice};
 
+use super::cache::Change;
 use super::inode::{Ino, ROOT_INO};
 use super::namespace::Name;
-use super::source::Change;
 use super::{lock, names, Attr, SecretFs};
 use crate::error::{Error, Result};
 use crate::store::SecretPath;
@@ -302,7 +302,7 @@ fn b64decode(v: String) -> std::result::Result<String, minijinja::Error> {
 /// A minijinja environment whose `secret` and `secrets` read through `fs`'s cache.
 fn environment(
     ctx: Arc<OpContext>,
-    source: Arc<super::source::Source>,
+    source: Arc<super::cache::Source>,
     root: SecretPath,
     reads: Arc<Mutex<Reads>>,
 ) -> Environment<'static> {

@@ -1296,7 +1296,7 @@ fn a_value_read_near_its_expiry_is_refreshed_ahead_and_readers_never_wait() {
     assert_eq!(read_all(&fs, "myapp/db/PASSWORD").unwrap(), b"hunter2");
     soon("the refresh ahead lands", || fs.source.held_back() == 1);
     // Switched in once nobody read it for a moment (see `switch`).
-    clock.advance(super::source::QUIET);
+    clock.advance(super::cache::QUIET);
     soon("the new value is switched in", || {
         fs.source.held_back() == 0
     });
@@ -1337,13 +1337,14 @@ fn the_kernel_is_told_to_come_back_while_a_value_can_still_be_refreshed_ahead() 
 fn a_reader_finding_the_value_expired_during_a_refresh_waits_for_it_instead_of_fetching_again() {
     // A slow refresh (a busy store) must not make the next reader fetch
     // the same secret a second time.
-    use super::source::{Refresh, Source};
+    use super::cache::{Refresh, Refreshing, Source};
     let store = seeded();
     let clock = ManualClock::new();
     let source = Arc::new(Source::new(
         store.clone(),
         config(Duration::from_secs(30)).cache,
         clock.clone(),
+        Refreshing::OnRequest,
         crate::metrics::Meter::off(),
     ));
     let db = SecretPath::parse("myapp/db");

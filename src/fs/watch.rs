@@ -9,7 +9,7 @@
 use crate::fs::OpContext;
 use std::sync::{Arc, Weak};
 
-use super::source::Refresh;
+use super::cache::Refresh;
 use super::{Background, SecretFs};
 use crate::store::{Secret, SecretPath};
 

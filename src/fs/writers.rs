@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
+use super::cache::Source;
 use super::inode::Ino;
-use super::source::Source;
 use super::FileRef;
 use crate::error::{Error, Result};
 use crate::store::{Precondition, Secret, SecretData, SecretPath};

@@ -876,7 +876,8 @@ impl Filesystem for FuseAdapter {
                     &to_file_attr(&attr),
                     Generation(0),
                     FileHandle(fh.0),
-                    fopen_flags(PageCache::created(covered)),
+                    // Open for writing: the same decision as any open.
+                    fopen_flags(PageCache::of(covered, true)),
                 ),
                 Err(e) => reply.error(at.fail(s, &e)),
             }

@@ -9,10 +9,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use super::clock::{Clock, ManualClock, SystemClock};
-
 use lru::LruCache;
 
+use super::Clock;
 use crate::error::{Error, Result};
 
 /// How long answers live.
@@ -477,6 +476,7 @@ impl<K: Hash + Eq + Clone, V> Drop for Landing<'_, K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::cache::ManualClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn policy(capacity: usize) -> CachePolicy {
