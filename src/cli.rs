@@ -446,6 +446,13 @@ pub struct AwsArgs {
     /// JSON object's keys are files of their own.
     #[arg(long, value_name = "NAME", default_value = crate::store::aws::DEFAULT_PLAIN_KEY)]
     pub plain_key: String,
+
+    /// Days a secret deleted through a --writable mount (`rmdir` of its
+    /// directory: DeleteSecret) stays restorable with `aws secretsmanager
+    /// restore-secret` before AWS deletes it for good: 7 to 30, as AWS
+    /// takes them. A secret is never deleted without this window.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::store::aws::DEFAULT_RECOVERY_DAYS)]
+    pub recovery_window: u64,
 }
 
 /// `secretfs store ...`.
@@ -1104,6 +1111,35 @@ mod tests {
         std::fs::write(&file, "ro = true\n").unwrap();
         let conf = format!("config={}", file.display());
         usage_error(&["secretfs", "secret/", "/mnt", "-o", &conf, "-o", "writable"]);
+    }
+
+    #[test]
+    fn the_recovery_window_comes_from_the_flag_o_or_a_config_file() {
+        let m = mount_args(&["secretfs", "mount", "aws-sm:prod/", "/mnt"]);
+        assert_eq!(m.aws.recovery_window, 30);
+        let m = mount_args(&[
+            "secretfs",
+            "mount",
+            "aws-sm:",
+            "/mnt",
+            "--recovery-window",
+            "7",
+        ]);
+        assert_eq!(m.aws.recovery_window, 7);
+        let m = mount_args(&[
+            "secretfs",
+            "aws-sm:",
+            "/mnt",
+            "-o",
+            "region=eu-west-1,recovery_window=14",
+        ]);
+        assert_eq!(m.aws.recovery_window, 14);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "recovery_window = 21\n").unwrap();
+        let conf = format!("config={}", file.display());
+        let m = mount_args(&["secretfs", "mount", "aws-sm:", "/mnt", "-o", &conf]);
+        assert_eq!(m.aws.recovery_window, 21);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! secrets list; JSON-object keys, a plain string and a binary secret
 //! read; a change made with the API shows within the TTL; writes make
 //! new versions and move AWSCURRENT; mkdir+write creates a secret, rm
-//! removes a key, rmdir schedules the deletion (restorable); two writers
+//! removes a key, rmdir schedules the deletion (restorable for
+//! --recovery-window days, 30 unless given; 7 to 30 taken); two writers
 //! lose nothing and a lost check is EAGAIN; ENOENT, EIO once the endpoint
 //! is dead, EACCES in moto's IAM mode; `secretfs exec`; a store file
 //! layered over AWS; `secretfs status` names what the store can do.
@@ -190,6 +191,57 @@ fn writes_make_new_versions_create_remove_and_schedule_deletion() {
         m.log()
     );
     assert!(!m.log().contains("p4ss"), "a value reached the log");
+}
+
+/// In whole days, how long after its creation `name` is scheduled to be
+/// deleted (moto's DescribeSecret gives the scheduled date as DeletedDate).
+fn scheduled_in_days(moto: &Moto, name: &str) -> i64 {
+    let described = moto.describe(name).expect("still there");
+    let date = |field: &str| {
+        described[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field}: {described}"))
+    };
+    ((date("DeletedDate") - date("CreatedDate")) / 86_400.0).round() as i64
+}
+
+#[test]
+fn rmdir_keeps_the_secret_restorable_for_the_recovery_window() {
+    let moto = Moto::start();
+    for name in ["week", "fortnight", "month"] {
+        moto.create(name, "{}");
+    }
+    let given = [
+        ("week", vec!["--recovery-window", "7"]),
+        ("fortnight", vec!["-o", "recovery_window=14"]),
+        ("month", vec![]),
+    ];
+    for (name, args) in given {
+        let mut all = vec!["--writable"];
+        all.extend(args);
+        let m = mount(&moto, "aws-sm:", &all);
+        std::fs::remove_dir(m.at(name)).unwrap_or_else(|e| panic!("rmdir {name}: {e}"));
+    }
+    assert_eq!(scheduled_in_days(&moto, "week"), 7);
+    assert_eq!(scheduled_in_days(&moto, "fortnight"), 14);
+    assert_eq!(scheduled_in_days(&moto, "month"), 30, "the default");
+}
+
+#[test]
+fn a_recovery_window_aws_does_not_take_is_refused_in_one_line() {
+    let moto = Moto::start();
+    for days in ["3", "31"] {
+        let (status, stderr) = Mount::builder_without_server("aws-sm:")
+            .aws(&moto)
+            .args(&["--writable", "--recovery-window", days])
+            .fail();
+        assert!(!status.success());
+        let said: Vec<&str> = stderr.lines().collect();
+        assert_eq!(said.len(), 1, "{stderr}");
+        assert!(said[0].contains("--recovery-window"), "{stderr}");
+        assert!(said[0].contains(days), "{stderr}");
+        assert!(said[0].contains("7 to 30 days"), "{stderr}");
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub fn store_settings(
             profile: aws.profile.clone(),
             endpoint: aws.endpoint.clone(),
             plain_key: aws.plain_key.clone(),
+            recovery_days: aws.recovery_window,
             timeout,
         },
         meter,

@@ -28,7 +28,7 @@ use sm::types::{Filter, FilterNameStringType};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::mapping::{self, Form, Payload};
-use super::AwsSettings;
+use super::{AwsSettings, RecoveryWindow};
 use crate::error::{Error, Result};
 use crate::start_error::StartError;
 use crate::store::{
@@ -155,6 +155,8 @@ pub struct AwsStore {
     rt: Handle,
     timeout: Duration,
     plain_key: String,
+    /// How long a deleted secret stays restorable (`--recovery-window`).
+    window: RecoveryWindow,
     /// The folder of the SOURCE (what `health` lists).
     root: SecretPath,
     region: String,
@@ -171,6 +173,7 @@ impl AwsStore {
     pub fn connect(
         source: &str,
         settings: &AwsSettings,
+        window: RecoveryWindow,
         root: &SecretPath,
         rt: Handle,
     ) -> std::result::Result<AwsStore, StartError> {
@@ -209,6 +212,7 @@ impl AwsStore {
             rt,
             timeout: settings.timeout,
             plain_key: settings.plain_key.clone(),
+            window,
             root: root.clone(),
             region,
             endpoint,
@@ -570,9 +574,15 @@ impl SecretStore for AwsStore {
 
     fn delete(&self, deadline: &Deadline, path: &SecretPath) -> Result<()> {
         let name = mapping::name_of(path);
-        // Never ForceDeleteWithoutRecovery: restorable for AWS's recovery
-        // window (30 days) with `aws secretsmanager restore-secret`.
-        let request = self.client.delete_secret().secret_id(name).send();
+        // Never ForceDeleteWithoutRecovery: restorable for the recovery
+        // window (--recovery-window, 30 days unless given) with `aws
+        // secretsmanager restore-secret`.
+        let request = self
+            .client
+            .delete_secret()
+            .secret_id(name)
+            .recovery_window_in_days(self.window.in_days())
+            .send();
         let out = self.request(deadline, &format!("DeleteSecret {name}"), request);
         self.remember(name, None, Form::Object);
         match out {

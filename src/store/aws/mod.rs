@@ -22,6 +22,36 @@ pub const SCHEME: &str = "aws-sm:";
 /// The key a secret that is not a JSON object shows as, by default.
 pub const DEFAULT_PLAIN_KEY: &str = "value";
 
+/// How many days a secret deleted through the mount stays restorable, by
+/// default: AWS's own default.
+pub const DEFAULT_RECOVERY_DAYS: u64 = 30;
+
+/// How many days a secret deleted through the mount (`rmdir`) stays
+/// restorable before AWS deletes it for good: DeleteSecret's
+/// RecoveryWindowInDays, within what AWS takes (7 to 30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryWindow(u8);
+
+impl RecoveryWindow {
+    /// The shortest window AWS takes.
+    pub const MIN_DAYS: u64 = 7;
+    /// The longest window AWS takes.
+    pub const MAX_DAYS: u64 = 30;
+
+    /// A window of `days`, or `None` when AWS would refuse it.
+    pub fn days(days: u64) -> Option<RecoveryWindow> {
+        if !(Self::MIN_DAYS..=Self::MAX_DAYS).contains(&days) {
+            return None;
+        }
+        u8::try_from(days).ok().map(RecoveryWindow)
+    }
+
+    /// Its length in days, as DeleteSecret takes it.
+    pub fn in_days(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
 /// How to reach AWS Secrets Manager, from the command line. Whatever is
 /// `None` is found as the AWS CLI finds it (environment, shared config and
 /// credentials files, web identity, instance metadata).
@@ -35,6 +65,9 @@ pub struct AwsSettings {
     pub endpoint: Option<String>,
     /// The key a plain-string or binary secret shows as.
     pub plain_key: String,
+    /// `--recovery-window`: days a secret deleted through the mount stays
+    /// restorable, as given; `connect` refuses what AWS would not take.
+    pub recovery_days: u64,
     /// Deadline of each operation's requests (`--timeout`).
     pub timeout: Duration,
 }
@@ -46,6 +79,7 @@ impl Default for AwsSettings {
             profile: None,
             endpoint: None,
             plain_key: DEFAULT_PLAIN_KEY.to_string(),
+            recovery_days: DEFAULT_RECOVERY_DAYS,
             timeout: Duration::from_secs(5),
         }
     }
@@ -75,7 +109,15 @@ pub fn connect(
             settings.plain_key
         )));
     }
-    open(source, root, settings, meter, rt).map(Some)
+    let Some(window) = RecoveryWindow::days(settings.recovery_days) else {
+        return Err(StartError::Options(format!(
+            "--recovery-window {}: AWS keeps a deleted secret restorable for {} to {} days",
+            settings.recovery_days,
+            RecoveryWindow::MIN_DAYS,
+            RecoveryWindow::MAX_DAYS
+        )));
+    };
+    open(source, root, settings, window, meter, rt).map(Some)
 }
 
 #[cfg(feature = "aws-sm")]
@@ -83,10 +125,11 @@ fn open(
     source: &str,
     root: SecretPath,
     settings: &AwsSettings,
+    window: RecoveryWindow,
     meter: &crate::metrics::Meter,
     rt: &tokio::runtime::Handle,
 ) -> Result<Connected, StartError> {
-    let store = client::AwsStore::connect(source, settings, &root, rt.clone())?;
+    let store = client::AwsStore::connect(source, settings, window, &root, rt.clone())?;
     tracing::info!(
         region = %store.region(),
         endpoint = %store.endpoint(),
@@ -104,6 +147,7 @@ fn open(
     source: &str,
     _root: SecretPath,
     _settings: &AwsSettings,
+    _window: RecoveryWindow,
     _meter: &crate::metrics::Meter,
     _rt: &tokio::runtime::Handle,
 ) -> Result<Connected, StartError> {
@@ -123,5 +167,21 @@ mod tests {
         assert!(parse("aws-sm:").unwrap().is_root());
         assert!(parse("secret/prod").is_none());
         assert!(parse("file:/x.age").is_none());
+    }
+
+    #[test]
+    fn a_recovery_window_is_what_aws_takes_7_to_30_days() {
+        assert_eq!(
+            RecoveryWindow::days(7).map(RecoveryWindow::in_days),
+            Some(7)
+        );
+        assert_eq!(
+            RecoveryWindow::days(30).map(RecoveryWindow::in_days),
+            Some(30)
+        );
+        for refused in [0, 6, 31, 256, u64::MAX] {
+            assert_eq!(RecoveryWindow::days(refused), None, "{refused}");
+        }
+        assert!(RecoveryWindow::days(DEFAULT_RECOVERY_DAYS).is_some());
     }
 }
