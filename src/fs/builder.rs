@@ -278,7 +278,7 @@ impl Background {
         }
         if let Some(fs) = self.fs.upgrade() {
             fs.settler.wake();
-            fs.source.wake_switcher();
+            fs.source.stop_switcher();
         }
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
@@ -325,9 +325,11 @@ mod tests {
     fn a_built_core_runs_the_threads_asked_for_and_stopping_wakes_and_joins_them() {
         let (changes, _heard) = std::sync::mpsc::channel();
         // An hour's TTL: the watcher sleeps an hour and the sweeper half a
-        // minute between rounds, the settler until woken, the refreshers
-        // until told to end; a stop that left any of them to wake on its
-        // own would not return before the watchdog below gives up.
+        // minute between rounds, the settler until woken, the refreshers and
+        // the switcher until told to end (the switcher wakes every second
+        // when idle, but only the stop's word ends it); a stop that left
+        // any of them to wake on its own would not return before the
+        // watchdog below gives up.
         let (fs, mut background) = builder(FsConfig {
             background_refresh: true,
             ..config(Duration::from_secs(3600))
@@ -338,10 +340,13 @@ mod tests {
         // 4 refreshers, the switcher, the sweeper, the settler, the watcher.
         assert_eq!(background.threads(), 8);
         let halt = background.halt();
-        // The sweeper and the watcher asleep, so that the stop must wake them.
-        soon("the sweeper and the watcher asleep", || {
-            halt.sleeps().asleep == 2
-        });
+        // The sweeper, the watcher, the settler (in poll) and the switcher
+        // asleep, so that the stop must wake them (the refreshers wait on
+        // their queue, which only the stop's `None`s end).
+        soon(
+            "the sweeper, the watcher, the settler and the switcher asleep",
+            || halt.sleeps().asleep == 4,
+        );
         let (stopped, heard) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             background.stop();
@@ -352,12 +357,12 @@ mod tests {
             .recv_timeout(Duration::from_secs(30))
             .expect("stop() returns once every thread is woken and joined");
         assert_eq!(left, 0);
-        // Both sleepers left their sleep because they were told to end.
+        // Every sleeper left its sleep because it was told to end.
         assert_eq!(
             halt.sleeps(),
             Sleeps {
                 asleep: 0,
-                halted: 2
+                halted: 4
             }
         );
         drop(fs);

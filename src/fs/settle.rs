@@ -301,10 +301,14 @@ fn settle_thread(fs: &Weak<SecretFs>, wakes: &OwnedFd, halt: &Halt) {
             libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
         });
         let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        halt.dozing();
         // SAFETY: `fds` holds `nfds` valid pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "the settler cannot wait: it looks again after a pause");
+        // Read before anything else can change errno.
+        let failed = (n < 0).then(std::io::Error::last_os_error);
+        halt.woke(halt.is_halted());
+        if let Some(e) = failed.filter(|e| e.raw_os_error() != Some(libc::EINTR)) {
+            tracing::warn!(error = %e, "the settler cannot wait: it looks again after a pause");
             std::thread::sleep(SETTLE_AFTER);
         }
         // The pipe hung up: the filesystem is gone (the next round ends).

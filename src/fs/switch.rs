@@ -20,8 +20,8 @@ use super::{Background, SecretFs};
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// How long the switcher sleeps with nothing held (it wakes when a secret
-/// is held back, or when told to end; this only lets it see that the
-/// filesystem is gone).
+/// is held back, or when told to end, `Source::stop_switcher`; this only
+/// lets it see that the filesystem is gone).
 const IDLE: Duration = Duration::from_secs(1);
 
 impl SecretFs {
@@ -46,12 +46,15 @@ impl SecretFs {
     }
 }
 
+/// The switcher: switches in what is due, then waits for a secret held
+/// back or the time it computed. Ends when the source tells it to
+/// (`Background::stop`, after the halt: the halt alone does not end it,
+/// so that a stop that forgot to wake it would hang, not wait out
+/// [`IDLE`]), or when the filesystem is gone. `halt` only counts its
+/// waits, in tests.
 fn switch_loop(fs: Weak<SecretFs>, source: Arc<Source>, halt: &Halt) {
     debug_assert!(QUIET < MAX_HOLD);
     loop {
-        if halt.is_halted() {
-            return;
-        }
         let Some(fs) = fs.upgrade() else { return };
         let (changes, again) = source.switch_due();
         for change in changes {
@@ -64,7 +67,12 @@ fn switch_loop(fs: Weak<SecretFs>, source: Arc<Source>, halt: &Halt) {
                 .clamp(Duration::from_millis(1), LOOK_EVERY),
             None => IDLE,
         };
-        source.wait_for_held(sleep);
+        halt.dozing();
+        let told = !source.wait_for_held(sleep);
+        halt.woke(told);
+        if told {
+            return;
+        }
     }
 }
 

@@ -39,6 +39,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use entries::{Cache, CachePolicy, Cached, Switched};
 pub use kernel::PageCache;
 use outage::Reach;
+use refresh::Nudge;
 pub use refresh::{Change, Refresh, Refreshing, MAX_HOLD, QUIET};
 pub(in crate::fs) use source::named;
 use source::Kind;

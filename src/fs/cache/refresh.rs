@@ -72,6 +72,16 @@ pub const QUIET: Duration = Duration::from_millis(50);
 /// a tenth of it): what a value may be served past its refresh.
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
 
+/// What the switcher waits for in [`Source::wait_for_held`]: a secret
+/// held back, or the end.
+#[derive(Default)]
+pub(super) struct Nudge {
+    /// A refresh held a secret back since the switcher last looked.
+    held: bool,
+    /// The switcher is to end ([`Source::stop_switcher`]); it stays so.
+    end: bool,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -106,8 +116,8 @@ impl Source {
                     hold,
                 );
                 if hold.is_some() {
-                    let (woken, wake) = &self.held_back;
-                    *lock(woken) = true;
+                    let (nudge, wake) = &self.held_back;
+                    lock(nudge).held = true;
                     wake.notify_all();
                 }
                 changed
@@ -161,24 +171,28 @@ impl Source {
         (changes, again)
     }
 
-    /// Wakes the switcher waiting in [`Source::wait_for_held`] (to stop).
-    pub(in crate::fs) fn wake_switcher(&self) {
-        let (woken, wake) = &self.held_back;
-        *lock(woken) = true;
+    /// Tells the switcher to end, and wakes it if it waits in
+    /// [`Source::wait_for_held`]: the one thing that ends it while the
+    /// filesystem lives (`Background::stop`).
+    pub(in crate::fs) fn stop_switcher(&self) {
+        let (nudge, wake) = &self.held_back;
+        lock(nudge).end = true;
         wake.notify_all();
     }
 
-    /// Waits until a secret is held back, or `most` passed.
-    pub fn wait_for_held(&self, most: Duration) {
-        let (woken, wake) = &self.held_back;
-        let mut w = lock(woken);
-        if !*w {
-            w = wake
-                .wait_timeout(w, most)
-                .map(|(w, _)| w)
+    /// Waits until a secret is held back, or `most` passed; `false` once
+    /// the switcher is told to end ([`Source::stop_switcher`]).
+    pub fn wait_for_held(&self, most: Duration) -> bool {
+        let (nudge, wake) = &self.held_back;
+        let mut n = lock(nudge);
+        if !n.held && !n.end {
+            n = wake
+                .wait_timeout(n, most)
+                .map(|(n, _)| n)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        *w = false;
+        n.held = false;
+        !n.end
     }
 
     /// How many secrets are held back now.

@@ -14,7 +14,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{Cache, CachePolicy, Cached, Change, Clock, Reach, Refresh, Refreshing};
+use super::{Cache, CachePolicy, Cached, Change, Clock, Nudge, Reach, Refresh, Refreshing};
 use crate::error::{Error, Result};
 use crate::fs::context::OpContext;
 use crate::metrics::Meter;
@@ -89,8 +89,8 @@ pub struct Source {
     pub(super) refreshing: Mutex<HashSet<Refresh>>,
     /// An answer read with less validity left than this is refreshed ahead.
     pub(super) ahead: Duration,
-    /// Wakes the switcher when a secret is held back.
-    pub(super) held_back: (Mutex<bool>, std::sync::Condvar),
+    /// Wakes the switcher when a secret is held back, or tells it to end.
+    pub(super) held_back: (Mutex<Nudge>, std::sync::Condvar),
     /// Where cache lookups and refreshes are counted (`--metrics`).
     pub(super) meter: Meter,
 }
@@ -121,7 +121,7 @@ impl Source {
             refresher,
             refreshing: Mutex::new(HashSet::new()),
             ahead: policy.ttl / 10,
-            held_back: (Mutex::new(false), std::sync::Condvar::new()),
+            held_back: (Mutex::default(), std::sync::Condvar::new()),
             meter,
         }
     }
