@@ -9,43 +9,8 @@ mod support;
 use std::net::TcpListener;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use support::scrape::{free_addr, scrape, value};
 use support::{eventually, seeded, Mount};
-
-/// A loopback address nothing listens on (bound and released).
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-/// The scrape's samples: `name{labels}` → value.
-fn scrape(addr: &str) -> Vec<(String, f64)> {
-    let mut resp = ureq::get(&format!("http://{addr}/metrics"))
-        .call()
-        .expect("scrape");
-    let kind = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
-    let body = resp.body_mut().read_to_string().expect("body");
-    assert!(body.ends_with("# EOF\n"), "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn value(samples: &[(String, f64)], name: &str) -> f64 {
-    samples
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0.0, |(_, v)| *v)
-}
 
 #[test]
 fn a_scrape_shows_what_the_mount_did() {

@@ -223,14 +223,25 @@ fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
     }
     // Writable: every open reaches the daemon (a read-only mount's opens
     // do not), so the cached reads really need a free request thread.
+    // Its metrics count the FUSE requests it receives.
+    let metrics = support::scrape::free_addr();
     let m = Mount::new(
         &bao,
         "secret/",
-        &["--writable", "--ttl", "10m", "--timeout", "5s"],
+        &[
+            "--writable",
+            "--ttl",
+            "10m",
+            "--timeout",
+            "5s",
+            "--metrics",
+            &metrics,
+        ],
     );
     // Cached: the key, and the root listing that names cold0..cold15.
     assert_eq!(std::fs::read(m.at("myapp/db/USER")).unwrap(), b"app");
     bao.pause();
+    let lookups = support::scrape::fuse_ops(&metrics, "lookup");
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cold: Vec<_> = (0..16)
         .map(|i| {
@@ -242,9 +253,14 @@ fn a_cached_read_is_answered_while_cold_reads_hang_on_the_store() {
             })
         })
         .collect();
-    // Gives the cold reads time to be hung in the daemon (nothing shows
-    // a hung lookup); one not there yet only makes the test weaker.
-    std::thread::sleep(Duration::from_millis(300));
+    // Every cold read hung in the daemon: each looks up `cold{i}`
+    // (answered from the cached root listing), then `s`, which needs the
+    // frozen store: 32 lookups received, well before they time out (5 s).
+    eventually(
+        "the 16 cold reads to reach the daemon",
+        Duration::from_secs(4),
+        || (support::scrape::fuse_ops(&metrics, "lookup") >= lookups + 32.0).then_some(()),
+    );
     let mut took = Vec::new();
     for _ in 0..200 {
         let started = Instant::now();

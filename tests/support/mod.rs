@@ -20,6 +20,7 @@ pub use backend::{age_decrypt, AgeFile, AgeKey, Backend, Caps, Store};
 #[allow(unused_imports)] // only the HA tests use it
 pub use cluster::{Cluster, Role};
 mod moto;
+pub mod scrape;
 #[allow(unused_imports)] // only the AWS tests use it
 pub use moto::Moto;
 
