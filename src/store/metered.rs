@@ -7,8 +7,8 @@ use crate::store::Deadline;
 use std::time::Instant;
 
 use super::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Health, Listing, Permissions, Precondition, Revision, Secret, SecretData, SecretPath,
+    SecretStore,
 };
 use crate::error::Result;
 use crate::metrics::{self, Meter};
@@ -38,10 +38,15 @@ impl<S> Metered<S> {
     }
 }
 
-impl<S: SecretStore> SecretStore for Metered<S> {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+/// What is not a request (capabilities, the node, where a key comes
+/// from, degraded layers…) is passed on as it is.
+impl<S: SecretStore> super::Forwarding for Metered<S> {
+    type Inner = S;
+
+    fn inner(&self) -> &S {
+        &self.inner
     }
+
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         self.timed("list", || self.inner.list(deadline, path))
     }
@@ -63,9 +68,6 @@ impl<S: SecretStore> SecretStore for Metered<S> {
     fn permissions(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Permissions>> {
         self.timed("permissions", || self.inner.permissions(deadline, path))
     }
-    fn node(&self) -> Option<String> {
-        self.inner.node()
-    }
     fn read_version(
         &self,
         deadline: &Deadline,
@@ -86,12 +88,6 @@ impl<S: SecretStore> SecretStore for Metered<S> {
         self.timed("set_metadata", || {
             self.inner.set_custom_metadata(deadline, path, name, value)
         })
-    }
-    fn origin(&self, deadline: &Deadline, path: &SecretPath, key: &str) -> Result<Option<String>> {
-        self.inner.origin(deadline, path, key)
-    }
-    fn rereads_after_write(&self) -> bool {
-        self.inner.rereads_after_write()
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         let health = self.timed("health", || self.inner.health(deadline));
