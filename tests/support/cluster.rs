@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{bao_binary, die_with_parent, free_port, poll, Bao};
+use super::{bao_binary, die_with_parent, free_ports, poll, Bao};
 
 /// How long each step of starting a cluster may take before the fixture
 /// panics with the nodes' logs.
@@ -37,6 +37,25 @@ struct Node {
     config: PathBuf,
 }
 
+impl Node {
+    /// Writes node `i`'s config for these ports (its address follows).
+    fn listen_on(&mut self, i: usize, api: u16, cluster: u16, multiplier: u32) {
+        let data = self.bao.dir.path().join("raft");
+        std::fs::write(
+            &self.config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{i}\"\n  performance_multiplier = {multiplier}\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\n\
+                 disable_mlock = true\nui = false\nlog_level = \"info\"\n",
+                data.display()
+            ),
+        )
+        .expect("node config");
+        self.bao.addr = format!("http://127.0.0.1:{api}");
+    }
+}
+
 /// A Raft cluster of OpenBao servers on loopback. Dropping it kills them all.
 pub struct Cluster {
     nodes: Vec<Node>,
@@ -59,24 +78,11 @@ impl Cluster {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let ports = free_ports(2 * n);
         let mut nodes = Vec::with_capacity(n);
-        for (i, (api, cluster)) in ports.iter().enumerate() {
+        for i in 0..n {
             let dir = tempfile::tempdir().expect("tempdir");
-            let data = dir.path().join("raft");
-            std::fs::create_dir(&data).expect("raft dir");
-            let config = dir.path().join("node.hcl");
-            std::fs::write(
-                &config,
-                format!(
-                    "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{i}\"\n  performance_multiplier = {multiplier}\n}}\n\
-                     listener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
-                     api_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\n\
-                     disable_mlock = true\nui = false\nlog_level = \"info\"\n",
-                    data.display()
-                ),
-            )
-            .expect("node config");
+            std::fs::create_dir(dir.path().join("raft")).expect("raft dir");
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(10)))
@@ -86,11 +92,14 @@ impl Cluster {
                 .into();
             let bao = Bao {
                 child: None,
-                addr: format!("http://127.0.0.1:{api}"),
+                addr: String::new(),
                 dir,
                 agent,
             };
-            nodes.push(Node { bao, config });
+            let config = bao.dir.path().join("node.hcl");
+            let mut node = Node { bao, config };
+            node.listen_on(i, ports[2 * i], ports[2 * i + 1], multiplier);
+            nodes.push(node);
         }
         let mut cluster = Cluster {
             nodes,
@@ -98,6 +107,19 @@ impl Cluster {
         };
         for i in 0..n {
             cluster.spawn(i);
+        }
+        // A port chosen free may be taken by another process before the
+        // node binds it: such a node exits at once and gets new ports
+        // (before init, nothing refers to them yet).
+        for i in 0..n {
+            for _ in 0..3 {
+                if !cluster.exited_on_busy_port(i) {
+                    break;
+                }
+                let fresh = free_ports(2);
+                cluster.nodes[i].listen_on(i, fresh[0], fresh[1], multiplier);
+                cluster.spawn(i);
+            }
         }
         for i in 0..n {
             cluster.wait_for(i, "to answer", |r| r != Role::Down);
@@ -181,6 +203,27 @@ impl Cluster {
         die_with_parent(&mut cmd);
         let child: Child = cmd.spawn().expect("cannot start bao");
         node.bao.child = Some(child);
+    }
+
+    /// Waits (bounded) until node `i` has bound its ports (its own log
+    /// says so: another process answering on its port proves nothing) or
+    /// exited; true when it exited because a port was taken (it is then
+    /// marked not running).
+    fn exited_on_busy_port(&mut self, i: usize) -> bool {
+        let mut exited = false;
+        let _ = poll(STEP, || {
+            let node = &mut self.nodes[i].bao;
+            if let Some(Ok(Some(_))) = node.child.as_mut().map(|c| c.try_wait()) {
+                exited = true;
+                return Some(());
+            }
+            node.log().contains("OpenBao server started").then_some(())
+        });
+        if !exited || !self.nodes[i].bao.log().contains("address already in use") {
+            return false;
+        }
+        self.nodes[i].bao.child = None;
+        true
     }
 
     fn unseal(&self, i: usize) {

@@ -49,10 +49,19 @@ fn bao_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    free_ports(1)[0]
+}
+
+/// `n` distinct loopback ports nothing listens on. All `n` are held bound
+/// until every one is chosen: ports bound and released one at a time may
+/// come back twice (a Raft test once gave two nodes the same API port).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("no free port on 127.0.0.1"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound address").port())
+        .collect()
 }
 
 /// Kills the child when the thread that spawned it ends, so that a failed
@@ -97,6 +106,12 @@ impl Bao {
     }
 
     fn start_inner(audited: bool, tls: bool) -> Bao {
+        Bao::start_attempt(audited, tls, 3)
+    }
+
+    /// One start; a port taken between being chosen and being bound makes
+    /// bao exit at once, and then (up to `attempts` times) a new one is tried.
+    fn start_attempt(audited: bool, tls: bool, attempts: u32) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("openbao.log")).expect("log file");
@@ -155,12 +170,19 @@ impl Bao {
         };
         let up = poll(Duration::from_secs(30), || {
             if let Some(Ok(Some(status))) = bao.child.as_mut().map(|c| c.try_wait()) {
-                panic!("bao exited ({status}) before answering:\n{}", bao.log());
+                return Some(Err(status));
             }
             let health = bao.agent.get(format!("{}/v1/sys/health", bao.addr)).call();
-            health.is_ok_and(|r| r.status() == 200).then_some(())
+            health.is_ok_and(|r| r.status() == 200).then_some(Ok(()))
         });
-        assert!(up.is_some(), "bao did not answer in 30 s:\n{}", bao.log());
+        match up {
+            Some(Ok(())) => {}
+            Some(Err(_)) if attempts > 1 && bao.log().contains("address already in use") => {
+                return Bao::start_attempt(audited, tls, attempts - 1);
+            }
+            Some(Err(status)) => panic!("bao exited ({status}) before answering:\n{}", bao.log()),
+            None => panic!("bao did not answer in 30 s:\n{}", bao.log()),
+        }
         // Dev mode's `secret/` is a KV v2 mount that, like any new one,
         // upgrades itself first.
         bao.wait_until_kv_answers("secret", 2);
