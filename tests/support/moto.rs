@@ -37,6 +37,12 @@ impl Moto {
     /// Starts a server with these environment variables (moto's IAM mode:
     /// `INITIAL_NO_AUTH_ACTION_COUNT`).
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        Moto::start_attempt(env, 3)
+    }
+
+    /// One start; a port taken between being chosen and being bound makes
+    /// moto exit, and then (up to `attempts` times) a new one is tried.
+    fn start_attempt(env: &[(&str, &str)], attempts: u32) -> Moto {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut cmd = Command::new("moto_server");
@@ -61,18 +67,20 @@ impl Moto {
         let up = poll(Duration::from_secs(60), || {
             if let Some(c) = moto.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("moto_server exited ({status}):\n{}", moto.log());
+                    return Some(Err(status));
                 }
             }
             let (status, _) = moto.call("ListSecrets", json!({}));
-            (status != 0).then_some(())
+            (status != 0).then_some(Ok(()))
         });
-        assert!(
-            up.is_some(),
-            "moto_server did not answer in 60 s:\n{}",
-            moto.log()
-        );
-        moto
+        match up {
+            Some(Ok(())) => moto,
+            Some(Err(_)) if attempts > 1 && moto.log().contains("already in use") => {
+                Moto::start_attempt(env, attempts - 1)
+            }
+            Some(Err(status)) => panic!("moto_server exited ({status}):\n{}", moto.log()),
+            None => panic!("moto_server did not answer in 60 s:\n{}", moto.log()),
+        }
     }
 
     /// Its URL (`--endpoint`).
