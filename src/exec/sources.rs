@@ -165,7 +165,7 @@ impl Watched {
             Change::Listing { now, .. } => now,
             Change::Secret { .. } => return Err(Error::Protocol("a listing gave a secret".into())),
         };
-        let Some(listing) = listing else {
+        let Some(listing) = listing.filter(|l| l.shows_folder()) else {
             return Ok(None);
         };
         let mut secrets = Vec::new();

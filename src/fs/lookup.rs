@@ -170,8 +170,8 @@ impl SecretFs {
             }
         }
         let mut list_denied = None;
-        // The listing may leave out names a read reaches (a lower layer
-        // refused to list the folder): the name itself is then asked.
+        // The listing may say it leaves out names a read reaches (a lower
+        // layer refused to list the folder): the name itself is then asked.
         let mut partly_listed = false;
         let mut valid_for = self.config.cache.ttl;
         match self.listing(ctx, dir) {
@@ -191,7 +191,7 @@ impl SecretFs {
                 if folder || (secret_dir && self.secret_is_live(ctx, &child_path)?) {
                     return Ok((Child::Dir(child_path), valid_for));
                 }
-                partly_listed = self.source.lists_partly(dir);
+                partly_listed = listing.value.as_ref().is_some_and(|l| l.partial);
             }
             Err(e @ Error::PermissionDenied(_)) => list_denied = Some(e),
             Err(e) => return Err(e),
@@ -240,8 +240,10 @@ impl SecretFs {
                 }
             }
             let as_folder = self.listing(ctx, &child_path);
-            if let Ok(Cached { value: Some(_), .. }) = as_folder {
-                return Ok((Child::Dir(child_path), valid_for));
+            if let Ok(Cached { value: Some(l), .. }) = &as_folder {
+                if l.shows_folder() {
+                    return Ok((Child::Dir(child_path), valid_for));
+                }
             }
             if let Some(found) = self.find_version(ctx, dir, name)? {
                 return Ok(found);
@@ -394,7 +396,7 @@ impl SecretFs {
                 value: Some(listing),
                 ..
             }) => {
-                found = true;
+                found = listing.shows_folder();
                 for e in listing
                     .iter()
                     .filter(|e| names::is_showable(&e.name) && self.entry_stands(dir, e))

@@ -386,6 +386,7 @@ fn environment(
             let listing = fetched
                 .answer
                 .value
+                .filter(|l| l.shows_folder())
                 .ok_or_else(|| failed(format!("secrets({rel:?}): no such folder")))?;
             let mut names: Vec<String> = listing
                 .iter()

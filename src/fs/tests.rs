@@ -457,6 +457,44 @@ fn a_secret_only_an_unlistable_lower_layer_holds_is_found_by_name() {
 }
 
 #[test]
+fn what_only_an_unlistable_lower_layer_holds_is_found_by_name_over_an_empty_top_layer() {
+    use crate::store::layered::{Layer, Layered};
+    // No layer lists anything: each listing is partial and names nothing,
+    // which is no folder found, and no proof that nothing is there.
+    let (bottom, top) = (Arc::new(MemoryStore::kv2()), Arc::new(MemoryStore::kv2()));
+    bottom.put("only-bottom", json!({"X": "x"}));
+    bottom.put("only-bottom/deeper", json!({"Y": "y"}));
+    bottom.fail(
+        Call::List,
+        Scope::Everywhere,
+        Error::PermissionDenied("403".into()),
+    );
+    let layer = |name: &str, store: &Arc<MemoryStore>| Layer {
+        name: name.to_string(),
+        store: store.clone(),
+        root: SecretPath::root(),
+    };
+    let layered = Layered::new(vec![layer("bottom", &bottom), layer("top", &top)]).unwrap();
+    let fs = SecretFs::builder(
+        Arc::new(layered),
+        SecretPath::root(),
+        config(Duration::from_secs(30)),
+        ManualClock::new(),
+    )
+    .build()
+    .0;
+    assert!(names(&fs, "").is_empty());
+    assert_eq!(read_all(&fs, "only-bottom/X").unwrap(), b"x");
+    // A secret below a secret, in a folder no layer lists.
+    assert_eq!(read_all(&fs, "only-bottom/deeper/Y").unwrap(), b"y");
+    assert_eq!(names(&fs, "only-bottom"), [("X".to_string(), false)]);
+    for missing in ["nothing", "only-bottom/nothing"] {
+        let e = path_ino(&fs, missing).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT, "{missing}: {e:?}");
+    }
+}
+
+#[test]
 fn a_readable_secret_below_folders_no_one_may_list_is_reachable() {
     // A policy that reads every secret (`secret/data/*`) and lists none:
     // `myapp` is no secret (404) and may not be listed (403); it may well

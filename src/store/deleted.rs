@@ -60,6 +60,8 @@ impl<S: SecretStore> HideDeleted<S> {
         }
         match self.inner.list(deadline, path)? {
             None => Ok(true),
+            // It may hold names its listing leaves out.
+            Some(listing) if listing.partial => Ok(false),
             Some(listing) => {
                 for e in &listing {
                     if self.stands(deadline, path, e, depth + 1)? {
@@ -101,13 +103,18 @@ impl<S: SecretStore> super::Forwarding for HideDeleted<S> {
         if !self.any_below(path) {
             return Ok(Some(listing));
         }
-        let mut kept = Vec::with_capacity(listing.len());
+        let mut kept = Listing {
+            entries: Vec::with_capacity(listing.len()),
+            partial: listing.partial,
+        };
         for e in listing {
             if self.stands(deadline, path, &e, 0)? {
-                kept.push(e);
+                kept.entries.push(e);
             }
         }
-        Ok((!kept.is_empty()).then_some(kept))
+        // No folder is left when nothing stands in it; what is left of a
+        // partial listing is partial still, even with nothing left.
+        Ok((!kept.is_empty() || kept.partial).then_some(kept))
     }
 
     fn read(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Secret>> {
@@ -152,6 +159,40 @@ mod tests {
             .into_iter()
             .map(|e| e.name)
             .collect()
+    }
+
+    /// Over layers whose bottom one may not list: what the listing names
+    /// goes when deleted, and the listing still says it is partial.
+    #[test]
+    fn a_partial_listing_stays_partial_when_what_it_names_is_deleted() {
+        use crate::store::layered::{Layer, Layered};
+        use crate::store::memory::{Call, Scope};
+        let (bottom, top) = (Arc::new(MemoryStore::kv2()), Arc::new(MemoryStore::kv2()));
+        top.put("app/db", json!({"K": "v"}));
+        bottom.fail(
+            Call::List,
+            Scope::Everywhere,
+            crate::error::Error::PermissionDenied("403".into()),
+        );
+        let layer = |name: &str, store: &Arc<MemoryStore>| Layer {
+            name: name.to_string(),
+            store: store.clone(),
+            root: SecretPath::root(),
+        };
+        let layered = Layered::new(vec![layer("bottom", &bottom), layer("top", &top)]).unwrap();
+        let store = HideDeleted::new(Arc::new(layered));
+        let listing = |store: &HideDeleted<_>| {
+            store
+                .list(&Deadline::per_request(), &SecretPath::parse("app"))
+                .unwrap()
+                .unwrap()
+        };
+        let before = listing(&store);
+        assert!(before.partial && before.len() == 1, "{before:?}");
+        store
+            .delete(&Deadline::per_request(), &SecretPath::parse("app/db"))
+            .unwrap();
+        assert_eq!(listing(&store), Listing::partial(Vec::new()));
     }
 
     #[test]

@@ -111,11 +111,6 @@ pub trait Forwarding: Send + Sync + 'static {
     fn degraded(&self) -> Vec<Degraded> {
         self.inner().degraded()
     }
-
-    /// [`SecretStore::lists_partly`].
-    fn lists_partly(&self, path: &SecretPath) -> bool {
-        self.inner().lists_partly(path)
-    }
 }
 
 /// A forwarding store is a store: each method is the wrapper's.
@@ -176,9 +171,6 @@ impl<T: Forwarding> SecretStore for T {
     }
     fn degraded(&self) -> Vec<Degraded> {
         Forwarding::degraded(self)
-    }
-    fn lists_partly(&self, path: &SecretPath) -> bool {
-        Forwarding::lists_partly(self, path)
     }
 }
 

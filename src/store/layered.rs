@@ -28,9 +28,9 @@
 //! layer that does not answer is not asked anything else meanwhile.
 
 use crate::store::Deadline;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use super::{
     Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
@@ -63,9 +63,6 @@ pub struct Layered {
     layers: Vec<Layer>,
     /// One per layer (the top's stays unused: its errors are the mount's).
     states: Vec<Arc<LayerState>>,
-    /// The folders whose last listing a lower layer refused: a read may
-    /// reach names their listing leaves out.
-    partly_listed: Mutex<HashSet<SecretPath>>,
 }
 
 /// The revision string of a top layer that does not hold the secret.
@@ -84,11 +81,7 @@ impl Layered {
             return Err(Error::Invalid("no layers".into()));
         }
         let states = layers.iter().map(|_| Arc::default()).collect();
-        Ok(Layered {
-            layers,
-            states,
-            partly_listed: Mutex::default(),
-        })
+        Ok(Layered { layers, states })
     }
 
     fn top(&self) -> &Layer {
@@ -292,7 +285,9 @@ impl SecretStore for Layered {
     }
 
     /// The union of the readable layers' listings (what only an
-    /// unreadable layer holds does not show).
+    /// unreadable layer holds does not show): partial when a lower layer
+    /// refused to list the folder, since a read may still reach its names
+    /// (`Some` then even when no other layer holds the folder, to say so).
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {
         let mut answers = Vec::with_capacity(self.layers.len());
         for i in (0..self.layers.len()).rev() {
@@ -306,21 +301,14 @@ impl SecretStore for Layered {
             }
             _ => false,
         });
-        {
-            let mut partly = self.partly_listed.lock().unwrap_or_else(|p| p.into_inner());
-            if refused {
-                partly.insert(path.clone());
-            } else {
-                partly.remove(path);
-            }
-        }
-        let mut out: Option<Listing> = None;
+        let mut out: Option<Listing> = refused.then(|| Listing::partial(Vec::new()));
         for answer in answers.into_iter().rev() {
             if let Answer::Known(Some(listing)) = answer {
-                let all = out.get_or_insert_with(Vec::new);
+                let all = out.get_or_insert_with(Listing::default);
+                all.partial |= listing.partial;
                 for e in listing {
-                    if !all.contains(&e) {
-                        all.push(e);
+                    if !all.entries.contains(&e) {
+                        all.entries.push(e);
                     }
                 }
             }
@@ -429,13 +417,6 @@ impl SecretStore for Layered {
         true
     }
 
-    fn lists_partly(&self, path: &SecretPath) -> bool {
-        self.partly_listed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(path)
-    }
-
     fn degraded(&self) -> Vec<Degraded> {
         self.layers
             .iter()
@@ -524,15 +505,13 @@ mod tests {
                 .as_deref(),
             Some("secret/p")
         );
-        let names: Vec<String> = l
+        let listing = l
             .list(&Deadline::per_request(), &path("shop"))
             .unwrap()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+            .unwrap();
+        assert!(!listing.partial);
+        let names: Vec<String> = listing.into_iter().map(|e| e.name).collect();
         assert_eq!(names, ["api", "only-below"]);
-        assert!(!l.lists_partly(&path("shop")));
     }
 
     fn change(l: &Layered, p: &str, f: impl FnOnce(&mut SecretData)) -> Result<Option<Revision>> {
@@ -662,16 +641,21 @@ mod tests {
             .read(&Deadline::per_request(), &path("shop/only-below"))
             .unwrap()
             .is_none());
-        let names: Vec<String> = l
+        let listing = l
             .list(&Deadline::per_request(), &path("shop"))
             .unwrap()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+            .unwrap();
+        // A read may reach what that listing leaves out: it says so.
+        assert!(listing.partial);
+        let names: Vec<String> = listing.into_iter().map(|e| e.name).collect();
         assert_eq!(names, ["api"]);
-        // A read may reach what that listing leaves out.
-        assert!(l.lists_partly(&path("shop")));
+        // A folder no readable layer lists: no folder found, and the
+        // answer still says the listing is partial.
+        let nothing = l
+            .list(&Deadline::per_request(), &path("elsewhere"))
+            .unwrap()
+            .unwrap();
+        assert!(nothing.partial && nothing.is_empty() && !nothing.shows_folder());
         let degraded = l.degraded();
         assert_eq!(degraded.len(), 1, "{degraded:?}");
         assert_eq!(

@@ -377,8 +377,77 @@ pub struct ListEntry {
     pub folder: bool,
 }
 
-/// A folder's listing as the store returned it.
-pub type Listing = Vec<ListEntry>;
+/// A folder's listing as the store returned it: its entries, and whether
+/// they may be only part of what a read reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The entries, in the store's order (the cache sorts them by name).
+    pub entries: Vec<ListEntry>,
+    /// `true` when names a read reaches may be left out: on a mount with
+    /// `--layer`, a lower layer refused to list the folder (a token that
+    /// may read its secrets but not list its folders). Such a listing says
+    /// nothing of the names it lacks; with no entries at all, it does not
+    /// say there is no folder either.
+    pub partial: bool,
+}
+
+impl Listing {
+    /// A listing that names everything there is.
+    pub fn complete(entries: Vec<ListEntry>) -> Self {
+        Listing {
+            entries,
+            partial: false,
+        }
+    }
+
+    /// A listing that may leave out names a read reaches.
+    pub fn partial(entries: Vec<ListEntry>) -> Self {
+        Listing {
+            entries,
+            partial: true,
+        }
+    }
+
+    /// Whether it shows a folder: it names something, or it is complete (a
+    /// partial listing of nothing found no folder, and cannot say there is
+    /// none: its answer is `Some` only to carry the mark).
+    pub fn shows_folder(&self) -> bool {
+        !self.partial || !self.entries.is_empty()
+    }
+}
+
+impl std::ops::Deref for Listing {
+    type Target = [ListEntry];
+
+    fn deref(&self) -> &[ListEntry] {
+        &self.entries
+    }
+}
+
+impl FromIterator<ListEntry> for Listing {
+    /// A complete listing of these entries.
+    fn from_iter<I: IntoIterator<Item = ListEntry>>(entries: I) -> Self {
+        Listing::complete(entries.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Listing {
+    type Item = &'a ListEntry;
+    type IntoIter = std::slice::Iter<'a, ListEntry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl IntoIterator for Listing {
+    type Item = ListEntry;
+    type IntoIter = std::vec::IntoIter<ListEntry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
 
 /// The JSON type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,7 +777,10 @@ pub trait SecretStore: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Lists the folder at `path`. `Ok(None)` when there is no such folder.
-    /// A listing may still name a secret whose latest version was deleted.
+    /// A listing may still name a secret whose latest version was deleted,
+    /// and may say it is partial ([`Listing::partial`]): then a read may
+    /// reach names it leaves out, and `Some` with no entries is no folder
+    /// found rather than none there.
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>>;
 
     /// Reads the secret at `path`. `Ok(None)` when there is no such secret
@@ -796,14 +868,6 @@ pub trait SecretStore: Send + Sync + 'static {
     /// answer. Asks nothing of the server.
     fn degraded(&self) -> Vec<Degraded> {
         Vec::new()
-    }
-
-    /// Whether the last listing of the folder at `path` may have left out
-    /// names a read can reach: on a mount with `--layer`, a lower layer
-    /// refused to list it (a token that may read its secrets but not list
-    /// its folders). Asks nothing of the server.
-    fn lists_partly(&self, _path: &SecretPath) -> bool {
-        false
     }
 }
 

@@ -80,6 +80,9 @@ pub struct Cache<K, V> {
     holding: Mutex<HashSet<K>>,
     policy: CachePolicy,
     clock: Arc<dyn Clock>,
+    /// Whether a value found stands for "does not exist" too (lives
+    /// `negative_ttl`, like `None`).
+    finds_nothing: fn(&V) -> bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,14 +99,23 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
             holding: Mutex::new(HashSet::new()),
             policy,
             clock,
+            finds_nothing: |_| false,
+        }
+    }
+
+    /// The cache, where a value for which `finds_nothing` holds is a "does
+    /// not exist" answer too (a partial listing of no names).
+    pub fn finding_nothing_when(self, finds_nothing: fn(&V) -> bool) -> Self {
+        Cache {
+            finds_nothing,
+            ..self
         }
     }
 
     fn life(&self, entry: &Entry<V>) -> Duration {
-        if entry.value.is_some() {
-            self.policy.ttl
-        } else {
-            self.policy.negative_ttl.min(self.policy.ttl)
+        match &entry.value {
+            Some(v) if !(self.finds_nothing)(v) => self.policy.ttl,
+            _ => self.policy.negative_ttl.min(self.policy.ttl),
         }
     }
 
@@ -537,6 +549,19 @@ mod tests {
             .unwrap()
             .value
             .is_some());
+    }
+
+    /// A value that finds nothing (a partial listing of no names) lives as
+    /// long as "does not exist"; other values their whole TTL.
+    #[test]
+    fn a_value_that_finds_nothing_is_cached_for_the_negative_ttl() {
+        let cache: Cache<&str, u32> =
+            Cache::new(policy(10), ManualClock::new()).finding_nothing_when(|v| *v == 0);
+        let nothing = cache.get_or_fetch(&"nothing", || Ok(Some(0))).unwrap();
+        assert_eq!(nothing.value.as_deref(), Some(&0));
+        assert_eq!(nothing.valid_for, Duration::from_secs(5));
+        let found = cache.get_or_fetch(&"found", || Ok(Some(1))).unwrap();
+        assert_eq!(found.valid_for, Duration::from_secs(30));
     }
 
     #[test]

@@ -112,7 +112,10 @@ impl Source {
         Source {
             store,
             reach: Arc::new(Reach::default()),
-            listings: Cache::new(policy, clock.clone()),
+            // A partial listing of no names found no folder: it lives as
+            // long as other "no such" answers.
+            listings: Cache::new(policy, clock.clone())
+                .finding_nothing_when(|l: &Listing| !l.shows_folder()),
             secrets: Cache::new(policy, clock.clone()),
             permissions: Cache::new(policy, clock.clone()),
             versions: Cache::new(policy, clock),
@@ -173,12 +176,6 @@ impl Source {
     /// `--layer`): asks nothing of the server.
     pub fn degraded(&self) -> Vec<crate::store::Degraded> {
         self.store.degraded()
-    }
-
-    /// Whether the last listing of the folder at `path` may have left out
-    /// names a read reaches (a lower layer refused it): asks nothing.
-    pub fn lists_partly(&self, path: &SecretPath) -> bool {
-        self.store.lists_partly(path)
     }
 
     /// Whether the store is made of layers (`--layer`).
@@ -332,12 +329,9 @@ impl Source {
     }
 
     /// What the parent's fresh listing says of `path`, when it is cached
-    /// and whole (a listing a layer refused says nothing of its names).
+    /// and whole.
     fn known_from_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
-        if self.lists_partly(&parent) {
-            return None;
-        }
         Self::parent_says(path, self.listings.fresh(&parent)?)
     }
 
@@ -345,14 +339,17 @@ impl Source {
     /// unreachable and that listing is within the stale-if-error window.
     pub(super) fn known_from_stale_parent(&self, path: &SecretPath) -> Option<ParentSays> {
         let (parent, _) = path.split_last()?;
-        if self.lists_partly(&parent) {
-            return None;
-        }
         Self::parent_says(path, self.listings.stale(&parent)?)
     }
 
+    /// What the listing `cached` says of `path`, its child: nothing when
+    /// it is partial (a listing a layer refused says nothing of the names
+    /// it lacks).
     fn parent_says(path: &SecretPath, cached: Cached<Listing>) -> Option<ParentSays> {
         let (_, name) = path.split_last()?;
+        if cached.value.as_ref().is_some_and(|l| l.partial) {
+            return None;
+        }
         let mut says = ParentSays {
             folder: false,
             secret: false,
@@ -470,7 +467,8 @@ impl Source {
     ) -> Result<Option<Listing>> {
         let mut listing = self.store.list(deadline, path)?;
         if let Some(l) = listing.as_mut() {
-            l.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
+            l.entries
+                .sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
         }
         Ok(listing)
     }
@@ -529,7 +527,9 @@ mod tests {
                 entry("zz", false),
             ])
             .collect();
-        listing.sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
+        listing
+            .entries
+            .sort_by(|a, b| a.name.cmp(&b.name).then(a.folder.cmp(&b.folder)));
         for i in (0..50_000).step_by(997) {
             let name = format!("s{i:05}");
             let found = named(&listing, &name);

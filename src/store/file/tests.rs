@@ -106,10 +106,10 @@ fn what_is_written_reads_back_and_lists_as_folders() {
         .unwrap();
     assert_eq!(
         root,
-        [ListEntry {
+        Listing::complete(vec![ListEntry {
             name: "app".into(),
             folder: true
-        }]
+        }])
     );
     let app = s
         .list(&Deadline::per_request(), &SecretPath::parse("app"))
