@@ -1,6 +1,5 @@
 //! Open file and directory handles, and the write buffers behind them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -8,6 +7,7 @@ use secrecy::SecretSlice;
 
 use super::inode::Ino;
 use super::local::Scratch;
+use super::map::FastMap;
 use super::writers::SharedBuffer;
 
 /// An open file or directory handle's number (never 0: a read with no
@@ -61,12 +61,12 @@ pub enum Handle {
 /// Handle number → handle.
 #[derive(Default)]
 pub struct HandleTable {
-    handles: Mutex<HashMap<Fh, Arc<Handle>>>,
+    handles: Mutex<FastMap<Fh, Arc<Handle>>>,
     next: AtomicU64,
 }
 
 impl HandleTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Fh, Arc<Handle>>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<Fh, Arc<Handle>>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -3,12 +3,13 @@
 //! nowhere else. Numbers are monotonic and never reused.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
 
+use super::map::FastMap;
 use super::view::ViewId;
 use crate::store::{Secret, SecretPath};
 
@@ -131,7 +132,7 @@ struct Node {
 /// refers to the node instead of a copy of the name, and the index by store
 /// path holds a hash of the path per node (checked against the node).
 pub struct Inodes {
-    nodes: HashMap<Ino, Node>,
+    nodes: FastMap<Ino, Node>,
     /// (parent, name) → inode, hashed by `hasher`, compared against the node.
     by_name: HashTable<Ino>,
     /// (hash of a store path, inode): the directories standing for a path,
@@ -354,7 +355,7 @@ impl Inodes {
     /// A table holding only the root, standing for `root`.
     pub fn new(root: SecretPath) -> Self {
         let mut table = Inodes {
-            nodes: HashMap::new(),
+            nodes: FastMap::default(),
             by_name: HashTable::new(),
             by_path: BTreeSet::new(),
             hasher: RandomState::new(),

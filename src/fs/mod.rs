@@ -21,6 +21,7 @@ pub mod inode;
 mod invalidate;
 pub mod local;
 mod lookup;
+mod map;
 pub mod names;
 pub mod namespace;
 pub mod open;
