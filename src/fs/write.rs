@@ -169,6 +169,14 @@ impl SecretFs {
             Vec::new()
         } else if let Some(closed) = self.writers.closed_change(ino) {
             closed
+        } else if self.names.kept(ino).is_some() {
+            // Retired (its value changed outside): the store's value is
+            // not the one this inode shows, and its own is no longer the
+            // store's. A change of its bytes would mix the two, over a
+            // version its writer never read: refused, as NFS refuses a
+            // file handle whose file the server replaced. `O_TRUNC` keeps
+            // nothing of either and writes.
+            return Err(Error::Stale);
         } else {
             self.stored_bytes(ctx, &file)?
         };
