@@ -421,7 +421,7 @@ fn a_change_written_through_the_mount_keeps_the_inode_and_one_made_outside_does_
 /// showed (its old inode, reached through a descriptor held open): opened
 /// again for writing without `O_TRUNC` (`O_APPEND`, or writing over a few
 /// bytes, through `/proc/self/fd/N`) it is refused with `ESTALE`, and
-/// nothing is written. Before, the writer's buffer started from the
+/// nothing is written; so is `truncate(2)` to a length other than 0. Before, the writer's buffer started from the
 /// store's new value, which it never read: appending `+x` at the old
 /// length stored `TWO+xhanged`, over a version the writer did not see.
 /// `O_TRUNC`, which keeps nothing of what the file held, still writes.
@@ -465,6 +465,17 @@ fn an_old_inode_opened_to_change_its_bytes_is_refused_and_nothing_is_written() {
         };
         assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{how}: {err}");
     }
+    // truncate(2) to 2 bytes would keep "TW" of that value: refused too.
+    let c = std::ffi::CString::new(old.as_str()).expect("a path");
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let truncated = unsafe { libc::truncate(c.as_ptr(), 2) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(
+        (truncated, err.raw_os_error()),
+        (-1, Some(libc::ESTALE)),
+        "truncate: the store holds {:?}",
+        bao.kv2_get("secret", "app")
+    );
     assert_eq!(
         bao.kv2_get("secret", "app"),
         Some((json!({"K": "TWO-changed"}), version)),

@@ -290,6 +290,9 @@ fn a_retired_file_opened_to_change_its_bytes_is_stale_and_o_trunc_writes() {
     // Its buffer would start from "rotated", which it never showed.
     let refused = fs.open(&ctx, old, true, false).unwrap_err();
     assert_eq!(refused.errno(), libc::ESTALE);
+    // So would truncate(2) to a length other than 0: "ro".
+    let refused = fs.setattr(&ctx, old, None, Some(2), None, None);
+    assert_eq!(refused.unwrap_err().errno(), libc::ESTALE);
     assert_eq!(
         store.version("myapp/db").unwrap(),
         version,

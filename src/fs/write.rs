@@ -390,6 +390,12 @@ impl SecretFs {
                         _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
                             self.writable_in(&file.secret)?;
+                            if size > 0 && self.names.kept(ino).is_some() {
+                                // Retired: it would keep bytes of the store's
+                                // value, which it never showed (see
+                                // `open_for_write`).
+                                return Err(Error::Stale);
+                            }
                             self.may_write(ctx, &file.secret)?;
                             let mut bytes = self.stored_bytes(ctx, &file)?;
                             bytes.resize(len, 0);
