@@ -30,6 +30,34 @@ fn mount(file: &Path, identity: &Path, args: &[&str]) -> Mount {
         .start()
 }
 
+/// Starts a mount of `source` with `args` expecting it to be refused:
+/// the exit is a failure and stderr says why in one line, returned.
+fn refusal(source: &str, args: &[&str]) -> String {
+    let (status, stderr) = Mount::builder_without_server(source).args(args).fail();
+    assert!(!status.success(), "{source} {args:?} exited 0: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    stderr
+}
+
+/// A mount with `identity`, which needs a passphrase, is refused in one
+/// line without `--identity-passphrase-file` (saying how to give it) and
+/// with a wrong passphrase, which is written to `pass` (saying so, without
+/// quoting it).
+fn passphrase_refusals(source: &str, identity: &Path, pass: &Path) {
+    let stderr = refusal(source, &["--identity", s(identity)]);
+    assert!(stderr.contains("--identity-passphrase-file"), "{stderr}");
+    std::fs::write(pass, "hunter2\n").expect("write");
+    let with = [
+        "--identity",
+        s(identity),
+        "--identity-passphrase-file",
+        s(pass),
+    ];
+    let stderr = refusal(source, &with);
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
 fn read(m: &Mount, rel: &str) -> String {
     String::from_utf8(std::fs::read(m.at(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
         .expect("UTF-8")
@@ -282,10 +310,10 @@ fn a_wrong_identity_fails_the_mount_with_one_line() {
     let age = AgeKey::new();
     let other = AgeKey::new();
     let file = age.store_file("app.age", &json!({"secrets": {}}));
-    let (status, stderr) = Mount::builder_without_server(&format!("file:{}", file.display()))
-        .args(&["--identity", s(other.key())])
-        .fail();
-    assert!(!status.success());
+    let stderr = refusal(
+        &format!("file:{}", file.display()),
+        &["--identity", s(other.key())],
+    );
     assert!(
         stderr.contains(&format!(
             "no identity in {} opens {}",
@@ -696,26 +724,8 @@ fn a_passphrase_protected_ssh_key_opens_with_its_passphrase_file() {
         &file,
     );
     let source = format!("file:{}", file.display());
-    // Without it: one line saying how to give it.
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&["--identity", s(&key)])
-        .fail();
-    assert!(!status.success());
-    assert!(stderr.contains("--identity-passphrase-file"), "{stderr}");
-    // Wrong: said, and not quoted.
     let pass = age.path("pass.txt");
-    std::fs::write(&pass, "hunter2\n").expect("write");
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&[
-            "--identity",
-            s(&key),
-            "--identity-passphrase-file",
-            s(&pass),
-        ])
-        .fail();
-    assert!(!status.success());
-    assert!(stderr.contains("wrong passphrase"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "{stderr}");
+    passphrase_refusals(&source, &key, &pass);
     // Right, from the flag and from the environment.
     std::fs::write(&pass, "correct horse\n").expect("write");
     let m = mount(&file, &key, &["--identity-passphrase-file", s(&pass)]);
@@ -796,22 +806,7 @@ fn an_identity_file_encrypted_with_age_p_opens_with_its_passphrase_file() {
     assert_eq!(last.map(|v| v["data"].clone()), Some(json!({"k": "w"})));
     // Missing, wrong: one line each.
     let source = format!("file:{}", file.display());
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&["--identity", s(&encrypted)])
-        .fail();
-    assert!(!status.success());
-    assert!(stderr.contains("--identity-passphrase-file"), "{stderr}");
-    std::fs::write(&pass, "wrong\n").expect("write");
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&[
-            "--identity",
-            s(&encrypted),
-            "--identity-passphrase-file",
-            s(&pass),
-        ])
-        .fail();
-    assert!(!status.success());
-    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    passphrase_refusals(&source, &encrypted, &pass);
     // store init takes it too.
     std::fs::write(&pass, "correct horse\n").expect("write");
     let new = age.path("new.age");
@@ -844,20 +839,14 @@ fn an_unsupported_ssh_key_or_a_wrong_key_fails_the_mount_with_one_line() {
     let (ecdsa, _) = ssh_keygen(age.dir(), "ecdsa", "");
     let file = age.store_file("app.age", &json!({"secrets": {}}));
     let source = format!("file:{}", file.display());
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&["--identity", s(&ecdsa)])
-        .fail();
-    assert!(!status.success());
+    let stderr = refusal(&source, &["--identity", s(&ecdsa)]);
     assert!(
         stderr.contains("unsupported SSH key type ecdsa"),
         "{stderr}"
     );
     // An SSH key the file is not encrypted to: names both files.
     let (ed, _) = ssh_keygen(age.dir(), "ed25519", "");
-    let (status, stderr) = Mount::builder_without_server(&source)
-        .args(&["--identity", s(&ed)])
-        .fail();
-    assert!(!status.success());
+    let stderr = refusal(&source, &["--identity", s(&ed)]);
     assert!(
         stderr.contains(&format!(
             "no identity in {} opens {}",

@@ -1,5 +1,6 @@
 //! Keys written together are read together (issue 21 §1), a descriptor
-//! held open reads the value it opened whole (§2), and the last tenth of
+//! held open reads the value it opened whole (§2) and its old inode is not
+//! opened to change some of its bytes (`ESTALE`), and the last tenth of
 //! the TTL costs no burst of requests (§3): real mounts against a real
 //! OpenBao, read by real programs (python).
 //!
@@ -414,4 +415,91 @@ fn a_change_written_through_the_mount_keeps_the_inode_and_one_made_outside_does_
         || (std::fs::read(&path).ok()? == b"changed outside").then_some(()),
     );
     assert_ne!(std::fs::metadata(&path).expect("stat").ino(), ino);
+}
+
+/// A file whose value changed outside the mount keeps the version it
+/// showed (its old inode, reached through a descriptor held open): opened
+/// again for writing without `O_TRUNC` (`O_APPEND`, or writing over a few
+/// bytes, through `/proc/self/fd/N`) it is refused with `ESTALE`, and
+/// nothing is written; so is `truncate(2)` to a length other than 0. Before, the writer's buffer started from the
+/// store's new value, which it never read: appending `+x` at the old
+/// length stored `TWO+xhanged`, over a version the writer did not see.
+/// `O_TRUNC`, which keeps nothing of what the file held, still writes.
+#[test]
+fn an_old_inode_opened_to_change_its_bytes_is_refused_and_nothing_is_written() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let bao = Bao::start();
+    bao.kv2_put("secret", "app", json!({"K": "one"}));
+    let m = Mount::new(&bao, "secret/", &["--ttl", "1s", "--writable"]);
+    let path = m.at("app/K");
+    let mut held = std::fs::File::open(&path).expect("open for reading");
+    let first = held.metadata().expect("fstat").ino();
+    bao.kv2_put("secret", "app", json!({"K": "TWO-changed"}));
+    eventually(
+        "the outside change to reach a new open, under a new inode",
+        Duration::from_secs(10),
+        || {
+            let new = std::fs::read(&path).ok()? == b"TWO-changed";
+            (new && std::fs::metadata(&path).ok()?.ino() != first).then_some(())
+        },
+    );
+    let version = bao.kv2_version("secret", "app");
+    let old = format!("/proc/self/fd/{}", held.as_raw_fd());
+    for (how, append) in [("O_APPEND", true), ("O_WRONLY", false)] {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .append(append)
+            .open(&old);
+        let err = match opened {
+            Ok(f) => {
+                let written = write_and_close_file(f, b"+x");
+                panic!(
+                    "{how} on the old inode opened ({written:?}); the store holds {:?}\n{}",
+                    bao.kv2_get("secret", "app"),
+                    m.log()
+                );
+            }
+            Err(e) => e,
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{how}: {err}");
+    }
+    // truncate(2) to 2 bytes would keep "TW" of that value: refused too.
+    let c = std::ffi::CString::new(old.as_str()).expect("a path");
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let truncated = unsafe { libc::truncate(c.as_ptr(), 2) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(
+        (truncated, err.raw_os_error()),
+        (-1, Some(libc::ESTALE)),
+        "truncate: the store holds {:?}",
+        bao.kv2_get("secret", "app")
+    );
+    assert_eq!(
+        bao.kv2_get("secret", "app"),
+        Some((json!({"K": "TWO-changed"}), version)),
+        "nothing written"
+    );
+    let mut bytes = String::new();
+    held.read_to_string(&mut bytes).expect("read the held file");
+    assert_eq!(bytes, "one", "the held descriptor keeps its value");
+    // O_TRUNC keeps nothing of the old bytes: a whole new value is written.
+    support::write_and_close(std::path::Path::new(&old), b"whole").expect("O_TRUNC");
+    assert_eq!(
+        bao.kv2_get("secret", "app").map(|(data, _)| data),
+        Some(json!({"K": "whole"}))
+    );
+}
+
+/// Writes `bytes` to `f` and closes it: the first error of the two.
+fn write_and_close_file(mut f: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    f.write_all(bytes)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: we own fd and close it once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

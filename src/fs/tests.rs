@@ -278,6 +278,36 @@ fn reads_serve_the_version_whose_size_the_kernel_was_last_told() {
 }
 
 #[test]
+fn a_retired_file_opened_to_change_its_bytes_is_stale_and_o_trunc_writes() {
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::ZERO);
+    let ctx = OpContext::background();
+    let old = path_ino(&fs, "myapp/db/PASSWORD").unwrap();
+    store.put("myapp/db", json!({"PASSWORD": "rotated", "USER": "app"}));
+    // The lookup finds the change: the old inode is retired.
+    assert_ne!(path_ino(&fs, "myapp/db/PASSWORD").unwrap(), old);
+    let version = store.version("myapp/db").unwrap();
+    // Its buffer would start from "rotated", which it never showed.
+    let refused = fs.open(&ctx, old, true, false).unwrap_err();
+    assert_eq!(refused.errno(), libc::ESTALE);
+    // So would truncate(2) to a length other than 0: "ro".
+    let refused = fs.setattr(&ctx, old, None, Some(2), None, None);
+    assert_eq!(refused.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(
+        store.version("myapp/db").unwrap(),
+        version,
+        "nothing written"
+    );
+    assert_eq!(fs.getattr(&ctx, old).unwrap().size, 7, "it keeps hunter2");
+    // O_TRUNC keeps nothing of either value: the whole new one is written.
+    let fh = fs.open(&ctx, old, true, true).unwrap();
+    fs.write_handle(fh, 0, b"whole").unwrap();
+    fs.flush(&ctx, fh).unwrap();
+    fs.release(&ctx, fh);
+    assert_eq!(store.get("myapp/db").unwrap()["PASSWORD"], json!("whole"));
+}
+
+#[test]
 fn a_plain_secret_is_served_stale_after_its_parent_listing_expired() {
     let store = seeded();
     let (fs, clock) = timed(store.clone(), "", Duration::from_secs(30));

@@ -169,6 +169,14 @@ impl SecretFs {
             Vec::new()
         } else if let Some(closed) = self.writers.closed_change(ino) {
             closed
+        } else if self.names.kept(ino).is_some() {
+            // Retired (its value changed outside): the store's value is
+            // not the one this inode shows, and its own is no longer the
+            // store's. A change of its bytes would mix the two, over a
+            // version its writer never read: refused, as NFS refuses a
+            // file handle whose file the server replaced. `O_TRUNC` keeps
+            // nothing of either and writes.
+            return Err(Error::Stale);
         } else {
             self.stored_bytes(ctx, &file)?
         };
@@ -382,6 +390,12 @@ impl SecretFs {
                         _ => {
                             // truncate(2) on a path: nothing will flush it, so commit now.
                             self.writable_in(&file.secret)?;
+                            if size > 0 && self.names.kept(ino).is_some() {
+                                // Retired: it would keep bytes of the store's
+                                // value, which it never showed (see
+                                // `open_for_write`).
+                                return Err(Error::Stale);
+                            }
                             self.may_write(ctx, &file.secret)?;
                             let mut bytes = self.stored_bytes(ctx, &file)?;
                             bytes.resize(len, 0);
