@@ -580,6 +580,51 @@ fn a_truncation_closed_by_the_shell_is_what_the_next_open_starts_from() {
     }
 }
 
+/// A writer's own change never retires its inode. The version a close
+/// commits reaches the cache a moment before the writer shows it on its
+/// inode; a `stat` in between took it for a change made outside this mount
+/// and retired the inode: its name went to a new one while the old one
+/// (still in the kernel's dentry, still held) served the version it had
+/// shown. The shell's `: > K; printf XY 1<> K` then read back empty (the
+/// test above, on a loaded machine). Here nothing but this mount writes, so
+/// any retirement (the daemon's debug log says each) is that fault.
+#[test]
+fn a_stat_racing_a_writer_s_commit_never_retires_its_inode() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let bao = seeded();
+    let m = Mount::builder(&bao, "secret/")
+        .args(&["--writable", "--ttl", "5m"])
+        .log("secretfs=debug")
+        .start();
+    let k = m.at("app/db/PASSWORD");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let _ = std::fs::metadata(&k);
+                }
+            });
+        }
+        for i in 0..400 {
+            std::fs::write(&k, format!("value-{i}")).expect("write through the mount");
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(std::fs::read(&k).expect("read"), b"value-399");
+    let log = m.log();
+    let retired: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("value changed outside this mount"))
+        .collect();
+    assert!(
+        retired.is_empty(),
+        "this mount's own writes retired {} inodes:\n{}",
+        retired.len(),
+        retired.join("\n")
+    );
+}
+
 /// Issue 20 §2: the last close wins. A writer that truncated and wrote
 /// nothing, closed before another writer's close, must not overwrite it
 /// when its RELEASE arrives later (the store ended empty 3 of 10 times).

@@ -133,6 +133,11 @@ struct Node {
 /// path holds a hash of the path per node (checked against the node).
 pub struct Inodes {
     nodes: FastMap<Ino, Node>,
+    /// Files a writer of this mount is committing a change of (how many
+    /// commits): the version written reaches the cache before the writer
+    /// shows it (`show_written`), and seen in between it is the file's own
+    /// change, never one made outside (see [`Inodes::begin_own_write`]).
+    own_writes: FastMap<Ino, u32>,
     /// (parent, name) → inode, hashed by `hasher`, compared against the node.
     by_name: HashTable<Ino>,
     /// (hash of a store path, inode): the directories standing for a path,
@@ -356,6 +361,7 @@ impl Inodes {
     pub fn new(root: SecretPath) -> Self {
         let mut table = Inodes {
             nodes: FastMap::default(),
+            own_writes: FastMap::default(),
             by_name: HashTable::new(),
             by_path: BTreeSet::new(),
             hasher: RandomState::new(),
@@ -531,7 +537,11 @@ impl Inodes {
         };
         match node.shown.clone() {
             Some(shown) if node.retired => Err((shown, None)),
-            Some(shown) if !Arc::ptr_eq(&shown, &version) && differs(&shown) => {
+            Some(shown)
+                if !Arc::ptr_eq(&shown, &version)
+                    && !self.own_writes.contains_key(&ino)
+                    && differs(&shown) =>
+            {
                 let entry = self.retire(ino, &shown);
                 Err((shown, entry))
             }
@@ -550,9 +560,14 @@ impl Inodes {
     /// concerns it any more. The entry (directory, name) the kernel must
     /// drop; `None` when `ino` is retired already, is no file, or was
     /// shown another version meanwhile.
+    /// A file a writer of this mount is committing is never retired: the
+    /// change seen is its own (see [`Inodes::begin_own_write`]).
     pub fn retire(&mut self, ino: Ino, shown: &Arc<Secret>) -> Option<(Ino, String)> {
         let node = self.nodes.get(&ino)?;
-        if node.retired || node.ghost || !node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, shown))
+        if node.retired
+            || node.ghost
+            || self.own_writes.contains_key(&ino)
+            || !node.shown.as_ref().is_some_and(|v| Arc::ptr_eq(v, shown))
         {
             return None;
         }
@@ -567,6 +582,26 @@ impl Inodes {
             node.retired = true;
         }
         Some((parent, name))
+    }
+
+    /// A writer of this mount starts committing a change of the file
+    /// `ino`; [`Inodes::end_own_write`] ends it, after `show_written`.
+    /// Until then a version of its secret with other bytes is taken for
+    /// the writer's own: shown in place, as `show_written` will, instead
+    /// of retiring the inode (which would leave the name to a new inode and
+    /// this one, held by the writer, serving the version it replaced).
+    pub fn begin_own_write(&mut self, ino: Ino) {
+        *self.own_writes.entry(ino).or_insert(0) += 1;
+    }
+
+    /// Ends one [`Inodes::begin_own_write`] of `ino`.
+    pub fn end_own_write(&mut self, ino: Ino) {
+        if let Some(n) = self.own_writes.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                self.own_writes.remove(&ino);
+            }
+        }
     }
 
     /// Shows `version`, just written through this mount by a writer of

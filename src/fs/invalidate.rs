@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::cache::Change;
 use super::inode::Ino;
-use super::SecretFs;
+use super::{FileRef, SecretFs};
 use crate::store::{Listing, Secret, SecretPath};
 
 /// One thing the kernel must forget.
@@ -125,15 +125,17 @@ impl SecretFs {
                 continue;
             };
             let view = self.views.get(file.view);
-            let same = match now {
-                Some(now) => Self::same_bytes(view, shown, now, &file.name),
-                None => false,
-            };
-            if same {
-                continue;
+            if let Some(now) = now {
+                let at = FileRef {
+                    secret: path.clone(),
+                    view: file.view,
+                    name: file.name.clone(),
+                };
+                if !Self::replaces(view, &self.source, &at, now, shown) {
+                    continue;
+                }
             }
             if let Some((parent, name)) = self.names.retire(file.ino, shown) {
-                tracing::debug!(%path, ino = file.ino.0, "value changed in the store: a new inode for its name");
                 self.drop_entry(file.ino, parent, name);
             }
         }

@@ -122,7 +122,8 @@ impl SecretFs {
                 // A value that changed outside this mount gets a new inode
                 // (the old one keeps serving what it was shown).
                 let view = self.views.get(file.view);
-                let differs = |old: &Secret| !Self::same_bytes(view, old, &version, &file.name);
+                let differs =
+                    |old: &Secret| Self::replaces(view, &self.source, &file, &version, old);
                 // Its size first: a value that cannot be known now fails
                 // before anything is remembered (see `secret_file_attr`).
                 view.render(&version, &file.name)

@@ -527,7 +527,7 @@ impl SecretFs {
             .bytes()
             .len() as u64;
         if shown {
-            let differs = |old: &Secret| !Self::same_bytes(view, old, version, &file.name);
+            let differs = |old: &Secret| Self::replaces(view, &self.source, file, version, old);
             if let Err((kept, dropped)) =
                 self.names
                     .show_unless_changed(ino, version.clone(), &differs)
@@ -563,6 +563,25 @@ impl SecretFs {
             kept.modified.unwrap_or(self.source.started()),
             self.config.cache.ttl,
         ))
+    }
+
+    /// Whether `version` of the file `file` (seen through `view`) replaces
+    /// `shown`, the version the kernel was shown of it: other bytes, and
+    /// the latest version the cache holds. A reply that read its version
+    /// before a later one was shown (a `stat` that lagged behind a commit
+    /// of this mount, or a refresh's notice behind a write) replaces
+    /// nothing. The one test behind retiring an inode; it asks the cache,
+    /// so it may be run under the namespace's lock (the cache never takes
+    /// that lock).
+    fn replaces(
+        view: &dyn View,
+        source: &Source,
+        file: &FileRef,
+        version: &Arc<Secret>,
+        shown: &Secret,
+    ) -> bool {
+        !Self::same_bytes(view, shown, version, &file.name)
+            && source.is_latest(&file.secret, version)
     }
 
     /// Whether `view` shows the file `name` with the same bytes in `a`

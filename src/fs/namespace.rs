@@ -162,6 +162,15 @@ impl Namespace {
         self.lock().inodes.show_written(ino, version)
     }
 
+    /// A writer of `ino` commits a change of it, until the guard is
+    /// dropped (after [`Namespace::show_written`]): meanwhile the version
+    /// it writes, already in the cache, is its own change and does not
+    /// retire `ino` (see [`Inodes::begin_own_write`]).
+    pub fn own_write(&self, ino: Ino) -> OwnWrite<'_> {
+        self.lock().inodes.begin_own_write(ino);
+        OwnWrite { names: self, ino }
+    }
+
     /// Every file inode holding a version it was shown.
     pub fn shown_versions(&self) -> Vec<(Ino, SecretPath, Arc<Secret>)> {
         self.lock().inodes.shown_versions()
@@ -492,5 +501,18 @@ impl Namespace {
         state
             .inodes
             .rename(from.parent, from.name, to.parent, to.name, kind);
+    }
+}
+
+/// A commit of a change of the file `ino` by a writer of this mount (see
+/// [`Namespace::own_write`]); ends when dropped.
+pub struct OwnWrite<'a> {
+    names: &'a Namespace,
+    ino: Ino,
+}
+
+impl Drop for OwnWrite<'_> {
+    fn drop(&mut self) {
+        self.names.lock().inodes.end_own_write(self.ino);
     }
 }

@@ -75,21 +75,35 @@ impl SecretFs {
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
-        self.commit_unless(ctx, secret, || false, change)
+        self.commit_unless(ctx, secret, None, || false, change)
     }
 
     /// [`commit`](Self::commit), unless `lost` (see [`Writers::commit_unless`]).
+    /// A commit by a `writer` of the file `ino` (a close, a `truncate`)
+    /// shows the version written on `ino` in place, in commit order (under
+    /// the secret's commit lock: a later commit is never shown before an
+    /// earlier one), and from before the cache holds it until it is shown
+    /// `ino` is not retired for it (see [`Namespace::own_write`]).
     fn commit_unless(
         &self,
         ctx: &OpContext,
         secret: &SecretPath,
+        writer: Option<Ino>,
         lost: impl FnOnce() -> bool,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
-        let written = match self
+        let own = writer.map(|ino| self.names.own_write(ino));
+        let show = |landed: &Landed| {
+            if let (Some(ino), Landed::Version(version)) = (writer, landed) {
+                // In place: a writer's own change never retires its inode.
+                self.names.show_written(ino, version.clone());
+            }
+        };
+        let written = self
             .writers
-            .commit_unless(ctx, &self.source, secret, lost, change)
-        {
+            .commit_unless(ctx, &self.source, secret, lost, change, show);
+        drop(own);
+        let written = match written {
             Ok(written) => written,
             Err(e @ Error::OutcomeUnknown(_)) => {
                 self.outcome_unknown(secret);
@@ -143,11 +157,23 @@ impl SecretFs {
     }
 
     /// Writes `bytes` as the file's new content: one commit of its secret.
-    fn commit_file(&self, ctx: &OpContext, file: &FileRef, bytes: &[u8]) -> Result<Landed> {
+    /// A `writer` of the file `ino` sees it in place (see
+    /// [`commit_unless`](Self::commit_unless)).
+    fn commit_file(
+        &self,
+        ctx: &OpContext,
+        writer: Option<Ino>,
+        file: &FileRef,
+        bytes: &[u8],
+    ) -> Result<Landed> {
         let view = self.views.get(file.view);
-        self.commit(ctx, &file.secret, |data| {
-            view.write(data, &file.name, bytes.to_vec())
-        })
+        self.commit_unless(
+            ctx,
+            &file.secret,
+            writer,
+            || false,
+            |data| view.write(data, &file.name, bytes.to_vec()),
+        )
     }
 
     pub(super) fn open_for_write(
@@ -256,7 +282,7 @@ impl SecretFs {
                 }
                 lost
             };
-            self.commit_unless(ctx, &file.secret, lost, |data| {
+            self.commit_unless(ctx, &file.secret, Some(*ino), lost, |data| {
                 view.write(data, &file.name, bytes.to_vec())
             })
         };
@@ -270,12 +296,10 @@ impl SecretFs {
         // The kernel sized the file by what was written: the version just
         // committed is what its reads must serve.
         lock(buffer).committed(&due);
-        let Landed::Version(version) = landed else {
+        if !matches!(landed, Landed::Version(_)) {
             // Lost to a later close: nothing of it is in the store.
             return Ok(());
-        };
-        // In place: a writer's own change never retires its inode.
-        self.names.show_written(*ino, version);
+        }
         self.names
             .file_written(&file.secret, &self.file_path(&file));
         if self.names.is_forsaken(*ino) {
@@ -400,7 +424,7 @@ impl SecretFs {
                             let mut bytes = self.stored_bytes(ctx, &file)?;
                             bytes.resize(len, 0);
                             let bytes = SecretBox::new(Box::new(bytes));
-                            self.commit_file(ctx, &file, bytes.expose_secret())?;
+                            self.commit_file(ctx, Some(ino), &file, bytes.expose_secret())?;
                             self.names
                                 .file_written(&file.secret, &self.file_path(&file));
                         }
@@ -656,7 +680,7 @@ impl SecretFs {
             // Copied out: no scratch file is locked while the namespace
             // is (the namespace locks them inside its own lock).
             let bytes = SecretBox::new(Box::new(lock(&file).data.expose_secret().clone()));
-            self.commit_file(ctx, &target, bytes.expose_secret())?;
+            self.commit_file(ctx, None, &target, bytes.expose_secret())?;
             self.names.remove_scratch(&src);
             self.now_a_file(from, to, target);
             return Ok(());

@@ -415,14 +415,16 @@ impl Writers {
         secret: &SecretPath,
         change: impl FnMut(&mut SecretData) -> Result<()>,
     ) -> Result<Landed> {
-        self.commit_unless(ctx, source, secret, || false, change)
+        self.commit_unless(ctx, source, secret, || false, change, |_| {})
     }
 
     /// [`commit`](Self::commit), unless `lost` says, once this commit holds
     /// the secret's commit lock, that the change lost to a later close:
     /// then nothing is read or written ([`Landed::Nothing`]; a change that
     /// lost must not create the secret, even without keys, where the
-    /// later close's commit failed or has not come yet).
+    /// later close's commit failed or has not come yet). `landed` is told
+    /// what a successful commit left while the lock is still held, so that
+    /// what it does (showing the version written) follows commit order.
     pub fn commit_unless(
         &self,
         ctx: &OpContext,
@@ -430,6 +432,7 @@ impl Writers {
         secret: &SecretPath,
         lost: impl FnOnce() -> bool,
         mut change: impl FnMut(&mut SecretData) -> Result<()>,
+        landed: impl FnOnce(&Landed),
     ) -> Result<Landed> {
         let _span = tracing::debug_span!("commit", path = %secret).entered();
         // Declared first, dropped last: after the lock below is released.
@@ -440,6 +443,9 @@ impl Writers {
         }
         let mut unanswered = None;
         let result = Self::attempts(ctx, source, secret, &mut change, &mut unanswered);
+        if let Ok(written) = &result {
+            landed(written);
+        }
         match (result, unanswered) {
             (Err(e), Some(first)) => {
                 self.unknown_outcomes.fetch_add(1, Ordering::Relaxed);

@@ -129,6 +129,15 @@ impl Source {
         }
     }
 
+    /// Whether `version` is the secret at `path` the cache holds now
+    /// (this very copy): not a version a later answer or write replaced,
+    /// nor one of a secret the cache has since forgotten.
+    pub fn is_latest(&self, path: &SecretPath, version: &Arc<Secret>) -> bool {
+        self.secrets
+            .last(path)
+            .is_some_and(|held| Arc::ptr_eq(&held, version))
+    }
+
     /// What the store can do.
     pub fn capabilities(&self) -> Capabilities {
         self.store.capabilities()
