@@ -15,8 +15,9 @@
 //! retries. docs/AWS-SM.md says how close to check-and-set this is.
 
 use crate::store::Deadline;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,7 @@ use aws_sdk_secretsmanager as sm;
 use sm::config::http::HttpResponse;
 use sm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use sm::primitives::Blob;
-use sm::types::{Filter, FilterNameStringType};
+use sm::types::{Filter, FilterNameStringType, Tag};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::mapping::{self, Form, Payload};
@@ -164,6 +165,8 @@ pub struct AwsStore {
     /// Per secret name, the form of the version last read or written
     /// (and that version's id), so that a write keeps it.
     forms: Mutex<HashMap<String, (String, Form)>>,
+    /// Whether DescribeSecret was refused (said once in the log).
+    describe_denied: AtomicBool,
 }
 
 impl AwsStore {
@@ -217,6 +220,7 @@ impl AwsStore {
             region,
             endpoint,
             forms: Mutex::new(HashMap::new()),
+            describe_denied: AtomicBool::new(false),
         };
         match store.health(&Deadline::per_request()) {
             Ok(_) => Ok(store),
@@ -461,8 +465,9 @@ impl SecretStore for AwsStore {
             check_and_set: true,
             // Version ids are UUIDs, not numbers: no `P@N`.
             versions: false,
-            // Tags and descriptions are not shown (yet).
-            metadata: false,
+            // Tags are the custom metadata; the version shown is its
+            // version id, its time the version's CreatedDate.
+            metadata: true,
             // A deleted secret is no longer listed (it stays restorable
             // for its recovery window).
             soft_delete: false,
@@ -508,18 +513,47 @@ impl SecretStore for AwsStore {
             return Ok(None);
         }
         let name = mapping::name_of(path);
-        let request = self
+        // The value and the tags, asked at the same time.
+        let get = self
             .client
             .get_secret_value()
             .secret_id(name)
             .version_stage(CURRENT)
             .send();
-        let out = match self.request(deadline, &format!("GetSecretValue {name}"), request) {
+        let describe = self.client.describe_secret().secret_id(name).send();
+        let (got, described) = run(&self.rt, deadline, self.timeout, async {
+            tokio::join!(get, describe)
+        })?;
+        let gone =
+            |f: &Failed| f.is("ResourceNotFoundException") || f.is("InvalidRequestException");
+        let out = match got.map_err(|e| failed(&format!("GetSecretValue {name}"), &e)) {
             Ok(out) => out,
             // No such secret, or none with a current value, or deleted
             // (InvalidRequestException: scheduled for deletion).
-            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
-                return Ok(None)
+            Err(f) if gone(&f) => return Ok(None),
+            Err(f) => return Err(f.into()),
+        };
+        let custom_metadata = match described
+            .map_err(|e| failed(&format!("DescribeSecret {name}"), &e))
+        {
+            Ok(d) => d
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
+            // Deleted between the two answers.
+            Err(f) if gone(&f) => return Ok(None),
+            // A policy that lets the value be read and not described
+            // (`secretsmanager:GetSecretValue` only): the value without
+            // its tags.
+            Err(Failed {
+                error: Error::PermissionDenied(why),
+                ..
+            }) => {
+                if !self.describe_denied.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags are not shown (user.secretfs.meta.*)");
+                }
+                BTreeMap::new()
             }
             Err(f) => return Err(f.into()),
         };
@@ -535,6 +569,7 @@ impl SecretStore for AwsStore {
             modified: out
                 .created_date()
                 .and_then(|d| SystemTime::try_from(*d).ok()),
+            custom_metadata,
             ..Secret::default()
         }))
     }
@@ -593,6 +628,60 @@ impl SecretStore for AwsStore {
             }
             Err(f) => Err(f.into()),
         }
+    }
+
+    /// A tag set (TagResource) or removed (UntagResource), the others
+    /// kept. Refused before asking when AWS would refuse it (see
+    /// `mapping::check_tag`); a new tag past the 50 a secret takes is
+    /// refused after DescribeSecret counts them.
+    fn set_custom_metadata(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        mapping::check_tag(name, value)?;
+        let secret = mapping::name_of(path);
+        let gone = |f: Failed| {
+            if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") {
+                Error::NotFound
+            } else {
+                f.error
+            }
+        };
+        let Some(value) = value else {
+            let request = self
+                .client
+                .untag_resource()
+                .secret_id(secret)
+                .tag_keys(name)
+                .send();
+            self.request(
+                deadline,
+                &format!("UntagResource {secret} ({name})"),
+                request,
+            )
+            .map_err(gone)?;
+            return Ok(());
+        };
+        let described = self
+            .request(
+                deadline,
+                &format!("DescribeSecret {secret}"),
+                self.client.describe_secret().secret_id(secret).send(),
+            )
+            .map_err(gone)?;
+        mapping::check_tag_count(name, described.tags().iter().filter_map(|t| t.key()))?;
+        let request = self
+            .client
+            .tag_resource()
+            .secret_id(secret)
+            .tags(Tag::builder().key(name).value(value).build())
+            .send();
+        self.request(deadline, &format!("TagResource {secret} ({name})"), request)
+            .map_err(gone)?;
+        Ok(())
     }
 
     fn health(&self, deadline: &Deadline) -> Result<Health> {
