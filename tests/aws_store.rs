@@ -791,3 +791,108 @@ fn tags_aws_would_refuse_are_refused_with_a_clear_errno() {
     // The log says why, without the value.
     assert!(m.log().contains("AWS takes at most 50"), "{}", m.log());
 }
+
+#[test]
+fn the_description_is_its_own_attribute_and_setfattr_changes_it() {
+    let moto = Moto::start();
+    let version = moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"user":"app"}"#,
+               "Description": "orders database",
+               "Tags": [{"Key": "description", "Value": "a tag"}]}),
+    )["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    moto.create("prod/api", "t0k");
+    let m = mount(&moto, "aws-sm:prod", &["--writable"]);
+    // Outside meta.: a tag of any name cannot clash with it.
+    for path in ["db", "db/user"] {
+        let p = m.at(path);
+        assert!(
+            list_x(&p).contains("user.secretfs.description"),
+            "{path}: {:?}",
+            list_x(&p)
+        );
+        assert_eq!(
+            get_x(&p, "user.secretfs.description"),
+            Ok("orders database".into())
+        );
+        assert_eq!(
+            get_x(&p, "user.secretfs.meta.description"),
+            Ok("a tag".into())
+        );
+    }
+    // None: no attribute.
+    assert!(!list_x(&m.at("api")).contains("user.secretfs.description"));
+    assert_eq!(
+        get_x(&m.at("api"), "user.secretfs.description"),
+        Err(libc::ENODATA)
+    );
+
+    // Set: UpdateSecret with the Description only; no new version, the
+    // tags kept.
+    set_x(
+        &m.at("db/user"),
+        "user.secretfs.description",
+        "the orders DB",
+    )
+    .expect("set");
+    let described = moto.describe("prod/db").expect("describe");
+    assert_eq!(described["Description"], json!("the orders DB"));
+    assert_eq!(
+        tags(&moto, "prod/db"),
+        [("description".to_string(), "a tag".to_string())]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(
+        moto.current("prod/db").expect("current")["VersionId"],
+        json!(version),
+        "no new version"
+    );
+    assert_eq!(
+        get_x(&m.at("db"), "user.secretfs.description"),
+        Ok("the orders DB".into())
+    );
+    set_x(&m.at("api"), "user.secretfs.description", "the API token").expect("set");
+    assert_eq!(
+        moto.describe("prod/api").expect("describe")["Description"],
+        json!("the API token")
+    );
+    // Longer than AWS takes: EINVAL, nothing sent.
+    assert_eq!(
+        set_x(&m.at("db"), "user.secretfs.description", &"d".repeat(2049)),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        moto.describe("prod/db").expect("describe")["Description"],
+        json!("the orders DB")
+    );
+    // Removing it is UpdateSecret with an empty Description, which AWS
+    // takes; moto keeps the old one on an empty Description, so only the
+    // answer is checked here.
+    remove_x(&m.at("api"), "user.secretfs.description").expect("remove");
+
+    // A read-only mount shows it and refuses changes.
+    let ro = mount(&moto, "aws-sm:prod", &[]);
+    assert_eq!(
+        get_x(&ro.at("db"), "user.secretfs.description"),
+        Ok("the orders DB".into())
+    );
+    assert_eq!(
+        set_x(&ro.at("db"), "user.secretfs.description", "x"),
+        Err(libc::EROFS)
+    );
+    assert_eq!(
+        remove_x(&ro.at("db"), "user.secretfs.description"),
+        Err(libc::EROFS)
+    );
+    let log = m.log();
+    for value in ["the orders DB", "the API token"] {
+        assert!(
+            !log.contains(value),
+            "a description reached the log: {value}"
+        );
+    }
+}

@@ -1134,6 +1134,7 @@ mod tests {
             revision: None,
             modified: None,
             custom_metadata: Default::default(),
+            description: None,
             withheld: Default::default(),
         })
     }

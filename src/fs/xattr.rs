@@ -5,7 +5,10 @@
 //! carry the secret's metadata: `user.secretfs.version`,
 //! `user.secretfs.created_time` (of the version shown) and one
 //! `user.secretfs.meta.NAME` per `custom_metadata` entry, which a writable
-//! mount lets `setfattr` set and remove. On a mount with layers
+//! mount lets `setfattr` set and remove; on a store whose secrets carry a
+//! description (AWS Secrets Manager), `user.secretfs.description` too,
+//! outside `meta.` so that no entry's name can clash with it. On a mount
+//! with layers
 //! (`--layer`), each key file also has `user.secretfs.source`: the SOURCE
 //! of the layer its value comes from.
 
@@ -29,6 +32,9 @@ pub const VERSION_XATTR: &str = "user.secretfs.version";
 
 /// When the version shown was written, RFC 3339 (KV v2).
 pub const CREATED_XATTR: &str = "user.secretfs.created_time";
+
+/// The secret's description (stores that keep one: AWS Secrets Manager).
+pub const DESCRIPTION_XATTR: &str = "user.secretfs.description";
 
 /// The prefix of the attributes that hold the secret's custom metadata.
 pub const META_PREFIX: &str = "user.secretfs.meta.";
@@ -108,6 +114,7 @@ impl SecretFs {
             CREATED_XATTR => secret
                 .modified
                 .map(|t| humantime::format_rfc3339_nanos(t).to_string()),
+            DESCRIPTION_XATTR => secret.description.clone(),
             _ => name
                 .strip_prefix(META_PREFIX)
                 .and_then(|k| secret.custom_metadata.get(k).cloned()),
@@ -130,6 +137,9 @@ impl SecretFs {
             if secret.modified.is_some() {
                 names.push(CREATED_XATTR.to_string());
             }
+            if secret.description.is_some() {
+                names.push(DESCRIPTION_XATTR.to_string());
+            }
             names.extend(
                 secret
                     .custom_metadata
@@ -142,7 +152,8 @@ impl SecretFs {
 
     /// Sets the extended attribute `name` of `ino` to `value`: only
     /// `user.secretfs.meta.NAME`, one custom metadata write of the secret
-    /// (the other entries kept). `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
+    /// (the other entries kept), and `user.secretfs.description` where
+    /// the store keeps descriptions. `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
     pub fn setxattr(
         &self,
         ctx: &OpContext,
@@ -151,6 +162,19 @@ impl SecretFs {
         value: &[u8],
         flags: i32,
     ) -> Result<()> {
+        if name == DESCRIPTION_XATTR && self.source.capabilities().descriptions {
+            let value = std::str::from_utf8(value)
+                .map_err(|_| Error::Invalid("a description is UTF-8 text".into()))?;
+            let (path, secret) = self.metadata_target(ctx, ino)?;
+            let exists = secret.description.is_some();
+            if flags & XATTR_CREATE != 0 && exists {
+                return Err(Error::Exists);
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return Err(Error::NoAttribute);
+            }
+            return self.source.set_description(ctx, &path, Some(value));
+        }
         let key = self.custom_key(name)?;
         let value = std::str::from_utf8(value)
             .map_err(|_| Error::Invalid("metadata is UTF-8 text".into()))?;
@@ -167,8 +191,15 @@ impl SecretFs {
     }
 
     /// Removes the extended attribute `name` of `ino`: one custom metadata
-    /// entry of the secret.
+    /// entry of the secret, or its description.
     pub fn removexattr(&self, ctx: &OpContext, ino: Ino, name: &str) -> Result<()> {
+        if name == DESCRIPTION_XATTR && self.source.capabilities().descriptions {
+            let (path, secret) = self.metadata_target(ctx, ino)?;
+            if secret.description.is_none() {
+                return Err(Error::NoAttribute);
+            }
+            return self.source.set_description(ctx, &path, None);
+        }
         let key = self.custom_key(name)?;
         let (path, secret) = self.metadata_target(ctx, ino)?;
         if !secret.custom_metadata.contains_key(key) {

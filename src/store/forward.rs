@@ -82,6 +82,16 @@ pub trait Forwarding: Send + Sync + 'static {
             .set_custom_metadata(deadline, path, name, value)
     }
 
+    /// [`SecretStore::set_description`].
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.inner().set_description(deadline, path, value)
+    }
+
     /// [`SecretStore::health`].
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         self.inner().health(deadline)
@@ -158,6 +168,14 @@ impl<T: Forwarding> SecretStore for T {
         value: Option<&str>,
     ) -> Result<()> {
         Forwarding::set_custom_metadata(self, deadline, path, name, value)
+    }
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Forwarding::set_description(self, deadline, path, value)
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         Forwarding::health(self, deadline)

@@ -291,6 +291,17 @@ impl SecretStore for Layered {
             .set_custom_metadata(deadline, &top.at(path), name, value)
     }
 
+    /// As its other metadata: the top layer's.
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let top = self.top();
+        top.store.set_description(deadline, &top.at(path), value)
+    }
+
     /// The union of the readable layers' listings (what only an
     /// unreadable layer holds does not show).
     fn list(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Listing>> {

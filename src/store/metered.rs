@@ -89,6 +89,16 @@ impl<S: SecretStore> super::Forwarding for Metered<S> {
             self.inner.set_custom_metadata(deadline, path, name, value)
         })
     }
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.timed("set_metadata", || {
+            self.inner.set_description(deadline, path, value)
+        })
+    }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         let health = self.timed("health", || self.inner.health(deadline));
         if let Ok(h) = &health {

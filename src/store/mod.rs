@@ -594,6 +594,9 @@ pub struct Secret {
     /// The secret's custom metadata (KV v2 `custom_metadata`: a
     /// description, an owner…), when the store keeps it. Not secret.
     pub custom_metadata: BTreeMap<String, String>,
+    /// The secret's description (AWS Secrets Manager's Description), when
+    /// the store keeps one and it is not empty. Not secret.
+    pub description: Option<String>,
     /// Keys the secret is known to have whose value cannot be known now,
     /// each with why (on a mount with `--layer`: a layer that may override
     /// the value cannot be read). They are not in `keys`, so they are never
@@ -622,6 +625,7 @@ impl Secret {
             revision,
             modified,
             custom_metadata: BTreeMap::new(),
+            description: None,
             withheld: BTreeMap::new(),
         }
     }
@@ -638,6 +642,9 @@ pub struct Capabilities {
     /// A secret's versions carry metadata (creation time), and the secret
     /// custom metadata.
     pub metadata: bool,
+    /// A secret may carry a description ([`Secret::description`]), which
+    /// [`SecretStore::set_description`] changes (AWS Secrets Manager).
+    pub descriptions: bool,
     /// A delete is soft: the latest version is marked deleted and can be
     /// brought back, and folder listings keep naming the secret.
     pub soft_delete: bool,
@@ -755,6 +762,19 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> Result<()> {
         let _ = (path, name, value);
         Err(Error::NotSupported("this store keeps no metadata"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the description of the secret at
+    /// `path`: one metadata write, no new version (stores whose
+    /// [`Capabilities::descriptions`] is set).
+    fn set_description(
+        &self,
+        _deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let _ = (path, value);
+        Err(Error::NotSupported("this store keeps no descriptions"))
     }
 
     /// Checks that the store answers and the credential is valid.

@@ -76,6 +76,7 @@ impl SecretStore for Pending {
                 check_and_set: false,
                 versions: false,
                 metadata: false,
+                descriptions: false,
                 soft_delete: false,
                 empty_secrets: false,
             })

@@ -51,16 +51,17 @@ impl Source {
             self.noted(self.fetch_secret(ctx.deadline(), path))?
         } else {
             // A write of the data leaves the secret's metadata as it was.
-            let custom_metadata = self
+            let (custom_metadata, description) = self
                 .secrets
                 .last(path)
-                .map(|s| s.custom_metadata.clone())
+                .map(|s| (s.custom_metadata.clone(), s.description.clone()))
                 .unwrap_or_default();
             Some(Secret {
                 keys: data,
                 revision,
                 modified: Some(SystemTime::now()),
                 custom_metadata,
+                description,
                 withheld: Default::default(),
             })
         };
@@ -90,6 +91,24 @@ impl Source {
             self.store
                 .set_custom_metadata(ctx.deadline(), path, name, value),
         )?;
+        self.secrets.invalidate(path);
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the description of the secret at
+    /// `path`. The cached secret is dropped, as for the custom metadata.
+    pub fn set_description(
+        &self,
+        ctx: &OpContext,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Self::latest_only(path)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        ctx.may_wait()?;
+        self.noted(self.store.set_description(ctx.deadline(), path, value))?;
         self.secrets.invalidate(path);
         Ok(())
     }

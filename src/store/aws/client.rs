@@ -468,6 +468,8 @@ impl SecretStore for AwsStore {
             // Tags are the custom metadata; the version shown is its
             // version id, its time the version's CreatedDate.
             metadata: true,
+            // The Description, user.secretfs.description.
+            descriptions: true,
             // A deleted secret is no longer listed (it stays restorable
             // for its recovery window).
             soft_delete: false,
@@ -533,27 +535,33 @@ impl SecretStore for AwsStore {
             Err(f) if gone(&f) => return Ok(None),
             Err(f) => return Err(f.into()),
         };
-        let custom_metadata = match described
+        let (custom_metadata, description) = match described
             .map_err(|e| failed(&format!("DescribeSecret {name}"), &e))
         {
-            Ok(d) => d
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-                .collect(),
+            Ok(d) => (
+                d.tags()
+                    .iter()
+                    .filter_map(|t| {
+                        Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
+                    })
+                    .collect(),
+                d.description()
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string),
+            ),
             // Deleted between the two answers.
             Err(f) if gone(&f) => return Ok(None),
             // A policy that lets the value be read and not described
             // (`secretsmanager:GetSecretValue` only): the value without
-            // its tags.
+            // its tags and description.
             Err(Failed {
                 error: Error::PermissionDenied(why),
                 ..
             }) => {
                 if !self.describe_denied.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags are not shown (user.secretfs.meta.*)");
+                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags and descriptions are not shown (user.secretfs.meta.*, user.secretfs.description)");
                 }
-                BTreeMap::new()
+                (BTreeMap::new(), None)
             }
             Err(f) => return Err(f.into()),
         };
@@ -570,6 +578,7 @@ impl SecretStore for AwsStore {
                 .created_date()
                 .and_then(|d| SystemTime::try_from(*d).ok()),
             custom_metadata,
+            description,
             ..Secret::default()
         }))
     }
@@ -682,6 +691,34 @@ impl SecretStore for AwsStore {
         self.request(deadline, &format!("TagResource {secret} ({name})"), request)
             .map_err(gone)?;
         Ok(())
+    }
+
+    /// UpdateSecret with a Description only (no new version); removed,
+    /// the description is made empty, which reads as none.
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let value = value.unwrap_or("");
+        mapping::check_description(value)?;
+        let secret = mapping::name_of(path);
+        let request = self
+            .client
+            .update_secret()
+            .secret_id(secret)
+            .description(value)
+            .send();
+        match self.request(
+            deadline,
+            &format!("UpdateSecret {secret} (description)"),
+            request,
+        ) {
+            Ok(_) => Ok(()),
+            Err(f) if f.is("ResourceNotFoundException") => Err(Error::NotFound),
+            Err(f) => Err(f.into()),
+        }
     }
 
     fn health(&self, deadline: &Deadline) -> Result<Health> {

@@ -14,7 +14,8 @@
 //!   to a plain or binary secret stays plain or binary; anything else
 //!   (a key added, a new secret) is written as a JSON object.
 //! - A secret's tags are its custom metadata (`user.secretfs.meta.KEY`),
-//!   within what AWS takes of a tag ([`check_tag`], [`MAX_TAGS`]).
+//!   within what AWS takes of a tag ([`check_tag`], [`MAX_TAGS`]); its
+//!   Description is its description ([`check_description`]).
 
 use std::collections::BTreeSet;
 
@@ -191,6 +192,21 @@ pub fn check_tag(key: &str, value: Option<&str>) -> Result<()> {
     if chars > MAX_TAG_VALUE {
         return Err(Error::Invalid(format!(
             "tag {key:?}: a value of {chars} characters: AWS takes at most {MAX_TAG_VALUE}"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest description AWS takes, in characters.
+pub const MAX_DESCRIPTION: usize = 2048;
+
+/// Whether AWS would take `description`: `Error::Invalid` (`EINVAL`)
+/// past [`MAX_DESCRIPTION`] characters. Never says it.
+pub fn check_description(description: &str) -> Result<()> {
+    let chars = description.chars().count();
+    if chars > MAX_DESCRIPTION {
+        return Err(Error::Invalid(format!(
+            "a description of {chars} characters: AWS takes at most {MAX_DESCRIPTION}"
         )));
     }
     Ok(())
@@ -382,6 +398,16 @@ mod tests {
             ));
             assert!(matches!(check_tag(key, None), Err(Error::NotPermitted(_))));
         }
+    }
+
+    #[test]
+    fn a_description_takes_2048_characters() {
+        assert!(check_description("").is_ok());
+        assert!(check_description(&"é".repeat(MAX_DESCRIPTION)).is_ok());
+        assert!(matches!(
+            check_description(&"x".repeat(MAX_DESCRIPTION + 1)),
+            Err(Error::Invalid(_))
+        ));
     }
 
     #[test]

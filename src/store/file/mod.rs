@@ -360,6 +360,7 @@ impl SecretStore for FileStore {
             check_and_set: true,
             versions: true,
             metadata: true,
+            descriptions: false,
             // A deleted secret is no longer listed.
             soft_delete: false,
             // A secret is a JSON object, which may be empty.
