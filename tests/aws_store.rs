@@ -10,7 +10,9 @@
 //! is dead, EACCES in moto's IAM mode; `secretfs exec`; a store file
 //! layered over AWS; `secretfs status` names what the store can do; tags
 //! are `user.secretfs.meta.*` attributes that a writable mount sets and
-//! removes, within AWS's limits.
+//! removes, within AWS's limits; a read of a value sends no
+//! DescribeSecret, the tags and description are described when asked,
+//! once per TTL (requests counted by a proxy, `support::Counted`).
 
 mod support;
 
@@ -19,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, names, run_ok, s, set, status, write_and_close, Moto, Mount};
+use support::{eventually, names, run_ok, s, set, status, write_and_close, Counted, Moto, Mount};
 
 fn mount(moto: &Moto, source: &str, args: &[&str]) -> Mount {
     let mut all = vec!["--ttl", "1s"];
@@ -895,4 +897,69 @@ fn the_description_is_its_own_attribute_and_setfattr_changes_it() {
             "a description reached the log: {value}"
         );
     }
+}
+
+#[test]
+fn a_read_sends_no_describe_secret_and_the_metadata_is_described_once_per_ttl() {
+    let moto = Moto::start();
+    moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"user":"app"}"#,
+               "Description": "orders database",
+               "Tags": [{"Key": "owner", "Value": "team-a"}]}),
+    );
+    let counted = Counted::before(&moto);
+    // A TTL no step of this test outlives: nothing expires, nothing is
+    // refreshed ahead, so every request counted is one a step made.
+    let m = Mount::builder_without_server("aws-sm:prod")
+        .aws_at(counted.endpoint())
+        .args(&["--ttl", "600s", "--writable"])
+        .start();
+    assert_eq!(read(&m, "db/user"), "app");
+    assert!(
+        counted.count("GetSecretValue") >= 1,
+        "the read went elsewhere: {:?}",
+        counted.all()
+    );
+    assert_eq!(
+        counted.count("DescribeSecret"),
+        0,
+        "a read of the value described the secret: {:?}",
+        counted.all()
+    );
+
+    // getfattr -d: the names, then each value, of the directory and of
+    // the key file: one DescribeSecret for all of it.
+    for path in ["db", "db/user"] {
+        let p = m.at(path);
+        let listed = list_x(&p);
+        assert!(listed.contains("user.secretfs.meta.owner"), "{listed:?}");
+        for name in &listed {
+            get_x(&p, name).unwrap_or_else(|e| panic!("{path} {name}: errno {e}"));
+        }
+        assert_eq!(
+            get_x(&p, "user.secretfs.description"),
+            Ok("orders database".into())
+        );
+    }
+    assert_eq!(
+        counted.count("DescribeSecret"),
+        1,
+        "the metadata was not asked once: {:?}",
+        counted.all()
+    );
+    // The version and its time come with the value: no request.
+    get_x(&m.at("db"), "user.secretfs.version").expect("version");
+    assert_eq!(counted.count("DescribeSecret"), 1, "{:?}", counted.all());
+
+    // A tag set through the mount shows at once, cached TTL or not.
+    set_x(&m.at("db"), "user.secretfs.meta.tier", "gold").expect("set");
+    assert_eq!(
+        get_x(&m.at("db/user"), "user.secretfs.meta.tier"),
+        Ok("gold".into())
+    );
+    assert_eq!(
+        get_x(&m.at("db/user"), "user.secretfs.meta.owner"),
+        Ok("team-a".into())
+    );
 }

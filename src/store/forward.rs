@@ -11,7 +11,7 @@
 //! cannot name a method `Forwarding` lacks.
 
 use super::{
-    Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
+    Capabilities, Degraded, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
     SecretData, SecretPath, SecretStore,
 };
 use crate::error::Result;
@@ -90,6 +90,11 @@ pub trait Forwarding: Send + Sync + 'static {
         value: Option<&str>,
     ) -> Result<()> {
         self.inner().set_description(deadline, path, value)
+    }
+
+    /// [`SecretStore::read_metadata`].
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        self.inner().read_metadata(deadline, path)
     }
 
     /// [`SecretStore::health`].
@@ -176,6 +181,9 @@ impl<T: Forwarding> SecretStore for T {
         value: Option<&str>,
     ) -> Result<()> {
         Forwarding::set_description(self, deadline, path, value)
+    }
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        Forwarding::read_metadata(self, deadline, path)
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         Forwarding::health(self, deadline)

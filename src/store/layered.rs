@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{
-    Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
+    Capabilities, Degraded, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
     SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
@@ -300,6 +300,13 @@ impl SecretStore for Layered {
     ) -> Result<()> {
         let top = self.top();
         top.store.set_description(deadline, &top.at(path), value)
+    }
+
+    /// As its other metadata: the top layer's (none when the top layer
+    /// does not hold the secret).
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        let top = self.top();
+        top.store.read_metadata(deadline, &top.at(path))
     }
 
     /// The union of the readable layers' listings (what only an

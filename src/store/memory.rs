@@ -484,6 +484,7 @@ impl SecretStore for MemoryStore {
             versions: v2,
             metadata: v2,
             descriptions: false,
+            metadata_apart: false,
             soft_delete: v2,
             empty_secrets: v2,
         }

@@ -631,6 +631,27 @@ impl Secret {
     }
 }
 
+/// A secret's metadata: what [`SecretStore::read_metadata`] reads apart
+/// from its value, on a store whose [`Capabilities::metadata_apart`] is
+/// set. Not secret.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// As [`Secret::custom_metadata`].
+    pub custom_metadata: BTreeMap<String, String>,
+    /// As [`Secret::description`].
+    pub description: Option<String>,
+}
+
+impl Metadata {
+    /// The metadata a secret was read with.
+    pub fn of(secret: &Secret) -> Self {
+        Metadata {
+            custom_metadata: secret.custom_metadata.clone(),
+            description: secret.description.clone(),
+        }
+    }
+}
+
 /// What a store can do beyond listing, reading and writing, which the core
 /// asks instead of assuming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -645,6 +666,11 @@ pub struct Capabilities {
     /// A secret may carry a description ([`Secret::description`]), which
     /// [`SecretStore::set_description`] changes (AWS Secrets Manager).
     pub descriptions: bool,
+    /// A secret's custom metadata and description do not come with its
+    /// value: [`SecretStore::read`] leaves them empty, and
+    /// [`SecretStore::read_metadata`] asks for them (AWS Secrets Manager:
+    /// DescribeSecret, one request more, sent only when they are wanted).
+    pub metadata_apart: bool,
     /// A delete is soft: the latest version is marked deleted and can be
     /// brought back, and folder listings keep naming the secret.
     pub soft_delete: bool,
@@ -775,6 +801,15 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> Result<()> {
         let _ = (path, value);
         Err(Error::NotSupported("this store keeps no descriptions"))
+    }
+
+    /// The custom metadata and description of the secret at `path`
+    /// (`Ok(None)`: no such secret). On a store whose
+    /// [`Capabilities::metadata_apart`] is set, this is the request that
+    /// asks for them; on the others they come with the value, and this
+    /// reads the secret for them.
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        Ok(self.read(deadline, path)?.as_ref().map(Metadata::of))
     }
 
     /// Checks that the store answers and the credential is valid.

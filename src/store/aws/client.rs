@@ -15,7 +15,7 @@
 //! retries. docs/AWS-SM.md says how close to check-and-set this is.
 
 use crate::store::Deadline;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -33,8 +33,8 @@ use super::{AwsSettings, RecoveryWindow};
 use crate::error::{Error, Result};
 use crate::start_error::StartError;
 use crate::store::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 
 /// The staging label of a version written but not yet made current.
@@ -470,6 +470,9 @@ impl SecretStore for AwsStore {
             metadata: true,
             // The Description, user.secretfs.description.
             descriptions: true,
+            // Both come from DescribeSecret, not with the value: asked
+            // only when they are wanted (`read_metadata`).
+            metadata_apart: true,
             // A deleted secret is no longer listed (it stays restorable
             // for its recovery window).
             soft_delete: false,
@@ -515,53 +518,20 @@ impl SecretStore for AwsStore {
             return Ok(None);
         }
         let name = mapping::name_of(path);
-        // The value and the tags, asked at the same time.
-        let get = self
+        // The value only: the tags and description are asked apart
+        // (`read_metadata`), when someone wants them.
+        let request = self
             .client
             .get_secret_value()
             .secret_id(name)
             .version_stage(CURRENT)
             .send();
-        let describe = self.client.describe_secret().secret_id(name).send();
-        let (got, described) = run(&self.rt, deadline, self.timeout, async {
-            tokio::join!(get, describe)
-        })?;
-        let gone =
-            |f: &Failed| f.is("ResourceNotFoundException") || f.is("InvalidRequestException");
-        let out = match got.map_err(|e| failed(&format!("GetSecretValue {name}"), &e)) {
+        let out = match self.request(deadline, &format!("GetSecretValue {name}"), request) {
             Ok(out) => out,
             // No such secret, or none with a current value, or deleted
             // (InvalidRequestException: scheduled for deletion).
-            Err(f) if gone(&f) => return Ok(None),
-            Err(f) => return Err(f.into()),
-        };
-        let (custom_metadata, description) = match described
-            .map_err(|e| failed(&format!("DescribeSecret {name}"), &e))
-        {
-            Ok(d) => (
-                d.tags()
-                    .iter()
-                    .filter_map(|t| {
-                        Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
-                    })
-                    .collect(),
-                d.description()
-                    .filter(|d| !d.is_empty())
-                    .map(str::to_string),
-            ),
-            // Deleted between the two answers.
-            Err(f) if gone(&f) => return Ok(None),
-            // A policy that lets the value be read and not described
-            // (`secretsmanager:GetSecretValue` only): the value without
-            // its tags and description.
-            Err(Failed {
-                error: Error::PermissionDenied(why),
-                ..
-            }) => {
-                if !self.describe_denied.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags and descriptions are not shown (user.secretfs.meta.*, user.secretfs.description)");
-                }
-                (BTreeMap::new(), None)
+            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
+                return Ok(None)
             }
             Err(f) => return Err(f.into()),
         };
@@ -577,9 +547,49 @@ impl SecretStore for AwsStore {
             modified: out
                 .created_date()
                 .and_then(|d| SystemTime::try_from(*d).ok()),
-            custom_metadata,
-            description,
             ..Secret::default()
+        }))
+    }
+
+    /// The tags and the Description: one DescribeSecret. A policy that
+    /// lets values be read and not described
+    /// (`secretsmanager:GetSecretValue` only) gets none (said once).
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        if path.is_root() {
+            return Ok(None);
+        }
+        let name = mapping::name_of(path);
+        let request = self.client.describe_secret().secret_id(name).send();
+        let described = match self.request(deadline, &format!("DescribeSecret {name}"), request) {
+            Ok(d) => d,
+            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
+                return Ok(None)
+            }
+            Err(Failed {
+                error: Error::PermissionDenied(why),
+                ..
+            }) => {
+                if !self.describe_denied.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags and descriptions are not shown (user.secretfs.meta.*, user.secretfs.description)");
+                }
+                return Ok(Some(Metadata::default()));
+            }
+            Err(f) => return Err(f.into()),
+        };
+        // Scheduled for deletion: gone, as its value is.
+        if described.deleted_date().is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Metadata {
+            custom_metadata: described
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
+            description: described
+                .description()
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
         }))
     }
 

@@ -361,6 +361,7 @@ impl SecretStore for FileStore {
             versions: true,
             metadata: true,
             descriptions: false,
+            metadata_apart: false,
             // A deleted secret is no longer listed.
             soft_delete: false,
             // A secret is a JSON object, which may be empty.

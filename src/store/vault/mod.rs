@@ -457,6 +457,7 @@ impl SecretStore for VaultStore {
             versions: v2,
             metadata: v2,
             descriptions: false,
+            metadata_apart: false,
             soft_delete: v2,
             empty_secrets: v2,
         }
