@@ -553,6 +553,26 @@ mod tests {
         assert!(!l.lists_partly(&path("shop")));
     }
 
+    #[test]
+    fn metadata_read_apart_is_the_top_layers_as_with_the_value() {
+        let (l, stores) = three();
+        stores[0].put_custom_metadata("shop/api", "owner", "project");
+        stores[2].put_custom_metadata("shop/api", "owner", "service");
+        let at = Deadline::per_request();
+        let apart = l.read_metadata(&at, &path("shop/api")).unwrap().unwrap();
+        assert_eq!(
+            apart.custom_metadata.get("owner").map(String::as_str),
+            Some("service")
+        );
+        let with_value = l.read(&at, &path("shop/api")).unwrap().unwrap();
+        assert_eq!(apart, Metadata::of(&with_value));
+        // Only a lower layer holds it: the top layer has no metadata for it.
+        assert_eq!(
+            l.read_metadata(&at, &path("shop/only-below")).unwrap(),
+            None
+        );
+    }
+
     fn change(l: &Layered, p: &str, f: impl FnOnce(&mut SecretData)) -> Result<Option<Revision>> {
         let latest = l.read(&Deadline::per_request(), &path(p)).unwrap();
         let when = match latest.as_ref().and_then(|s| s.revision.clone()) {
