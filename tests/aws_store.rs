@@ -8,7 +8,11 @@
 //! --recovery-window days, 30 unless given; 7 to 30 taken); two writers
 //! lose nothing and a lost check is EAGAIN; ENOENT, EIO once the endpoint
 //! is dead, EACCES in moto's IAM mode; `secretfs exec`; a store file
-//! layered over AWS; `secretfs status` names what the store can do.
+//! layered over AWS; `secretfs status` names what the store can do; tags
+//! are `user.secretfs.meta.*` attributes that a writable mount sets and
+//! removes, within AWS's limits; a read of a value sends no
+//! DescribeSecret, the tags and description are described when asked,
+//! once per TTL (requests counted by a proxy, `support::Counted`).
 
 mod support;
 
@@ -17,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, names, run_ok, s, set, status, write_and_close, Moto, Mount};
+use support::{eventually, names, run_ok, s, set, status, write_and_close, Counted, Moto, Mount};
 
 fn mount(moto: &Moto, source: &str, args: &[&str]) -> Mount {
     let mut all = vec!["--ttl", "1s"];
@@ -86,7 +90,7 @@ fn folders_secrets_and_the_three_kinds_of_value_read() {
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(
         report["store_capabilities"],
-        json!({"check_and_set": true, "versions": false, "metadata": false, "soft_delete": false})
+        json!({"check_and_set": true, "versions": false, "metadata": true, "soft_delete": false})
     );
     assert_eq!(report["store_node"], json!(moto.endpoint()), "{report}");
     let log = m.log();
@@ -386,12 +390,10 @@ fn a_dead_endpoint_fails_with_eio_after_the_deadline() {
     assert_eq!(errno(std::fs::read(m.at("unseen/k"))), Some(libc::EIO));
 }
 
-#[test]
-fn access_denied_is_eacces() {
-    // moto's IAM mode: the first requests are let through (to make a user
-    // whose policy allows listing only), the rest are checked.
-    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
-    moto.create("prod/db", r#"{"k":"v"}"#);
+/// A user of moto's IAM mode whose policy allows `actions` only: its
+/// access key id and secret key. The moto must be started with
+/// `INITIAL_NO_AUTH_ACTION_COUNT` letting these 3 IAM requests through.
+fn iam_user(moto: &Moto, actions: &[&str]) -> (String, String) {
     let iam = |action: &str, params: &[(&str, &str)]| -> String {
         let mut form = format!("Action={action}&Version=2010-05-08");
         for (k, v) in params {
@@ -408,7 +410,7 @@ fn access_denied_is_eacces() {
     };
     iam("CreateUser", &[("UserName", "reader")]);
     let policy = json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["secretsmanager:ListSecrets"], "Resource": "*"}
+        {"Effect": "Allow", "Action": actions, "Resource": "*"}
     ]})
     .to_string();
     iam(
@@ -426,7 +428,16 @@ fn access_denied_is_eacces() {
         let end = keys[start..].find('<').expect(name) + start;
         keys[start..end].to_string()
     };
-    let (id, secret) = (tag("AccessKeyId"), tag("SecretAccessKey"));
+    (tag("AccessKeyId"), tag("SecretAccessKey"))
+}
+
+#[test]
+fn access_denied_is_eacces() {
+    // moto's IAM mode: the first requests are let through (to make a user
+    // whose policy allows listing only), the rest are checked.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
+    moto.create("prod/db", r#"{"k":"v"}"#);
+    let (id, secret) = iam_user(&moto, &["secretsmanager:ListSecrets"]);
     let m = Mount::builder_without_server("aws-sm:prod")
         .aws(&moto)
         .env("AWS_ACCESS_KEY_ID", &id)
@@ -435,6 +446,45 @@ fn access_denied_is_eacces() {
         .start();
     assert_eq!(names(m.path()), set(&["db"]));
     assert_eq!(errno(std::fs::read(m.at("db/k"))), Some(libc::EACCES));
+}
+
+#[test]
+fn a_policy_that_denies_describe_secret_reads_values_without_tags() {
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
+    let version = moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"k":"v"}"#,
+               "Tags": [{"Key": "owner", "Value": "team-a"}]}),
+    )["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    let (id, secret) = iam_user(
+        &moto,
+        &[
+            "secretsmanager:ListSecrets",
+            "secretsmanager:GetSecretValue",
+        ],
+    );
+    let m = Mount::builder_without_server("aws-sm:prod")
+        .aws(&moto)
+        .env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .args(&["--ttl", "1s"])
+        .start();
+    assert_eq!(read(&m, "db/k"), "v");
+    // The version's attributes, and no tag.
+    assert_eq!(get_x(&m.at("db"), "user.secretfs.version"), Ok(version));
+    assert_eq!(
+        get_x(&m.at("db"), "user.secretfs.meta.owner"),
+        Err(libc::ENODATA)
+    );
+    // Said once.
+    read(&m, "db/k");
+    support::eventually("the warning", Duration::from_secs(10), || {
+        m.log().contains("DescribeSecret is denied").then_some(())
+    });
+    assert_eq!(m.log().matches("DescribeSecret is denied").count(), 1);
 }
 
 fn urlencode(s: &str) -> String {
@@ -508,5 +558,408 @@ fn a_store_file_layers_over_aws() {
     assert_eq!(
         moto.current_json("prod/db"),
         Some(json!({"USER": "app", "PASSWORD": "from-aws"}))
+    );
+}
+
+/// The extended attribute `name` of `path`, or the errno.
+fn get_x(path: &Path, name: &str) -> Result<String, i32> {
+    let path = std::ffi::CString::new(s(path)).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(n as usize);
+    Ok(String::from_utf8(buf).expect("UTF-8"))
+}
+
+/// The names of the extended attributes of `path` under `user.secretfs.`.
+fn list_x(path: &Path) -> std::collections::BTreeSet<String> {
+    let c = std::ffi::CString::new(s(path)).expect("path");
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: a NUL-terminated path and a buffer of the length given.
+    let n = unsafe { libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr {}", path.display());
+    buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| n.starts_with("user.secretfs."))
+        .collect()
+}
+
+/// setxattr(2) of `name` on `path` (no flags), or the errno.
+fn set_x(path: &Path, name: &str, value: &str) -> Result<(), i32> {
+    let path = std::ffi::CString::new(s(path)).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    // SAFETY: NUL-terminated strings and a value of the length given.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// removexattr(2) of `name` on `path`, or the errno.
+fn remove_x(path: &Path, name: &str) -> Result<(), i32> {
+    let path = std::ffi::CString::new(s(path)).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    // SAFETY: NUL-terminated strings.
+    if unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// The tags of `name` as AWS answers DescribeSecret: key → value.
+fn tags(moto: &Moto, name: &str) -> std::collections::BTreeMap<String, String> {
+    moto.describe(name).expect("describe")["Tags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            (
+                t["Key"].as_str().expect("Key").to_string(),
+                t["Value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tags_show_as_metadata_attributes_and_setfattr_changes_them() {
+    let moto = Moto::start();
+    let created = moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"user":"app"}"#,
+               "Tags": [{"Key": "owner", "Value": "team-a"},
+                        {"Key": "cost center", "Value": "42"}]}),
+    );
+    let version = created["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    let m = mount(&moto, "aws-sm:prod", &["--writable"]);
+    for path in ["db", "db/user"] {
+        let p = m.at(path);
+        assert_eq!(
+            list_x(&p),
+            [
+                "user.secretfs.created_time",
+                "user.secretfs.meta.cost center",
+                "user.secretfs.meta.owner",
+                "user.secretfs.version",
+            ]
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+            "{path}"
+        );
+        assert_eq!(get_x(&p, "user.secretfs.meta.owner"), Ok("team-a".into()));
+        assert_eq!(get_x(&p, "user.secretfs.meta.cost center"), Ok("42".into()));
+        assert_eq!(get_x(&p, "user.secretfs.version"), Ok(version.clone()));
+        let created = get_x(&p, "user.secretfs.created_time").expect("created_time");
+        humantime::parse_rfc3339(&created).expect("RFC 3339");
+        assert_eq!(
+            get_x(&p, "user.secretfs.meta.none"),
+            Err(libc::ENODATA),
+            "{path}"
+        );
+    }
+
+    // Set: TagResource, the other tags kept, no new version.
+    set_x(&m.at("db"), "user.secretfs.meta.tier", "gold").expect("set tier");
+    set_x(&m.at("db/user"), "user.secretfs.meta.owner", "team-b").expect("set owner");
+    let want = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        tags(&moto, "prod/db"),
+        want(&[("cost center", "42"), ("owner", "team-b"), ("tier", "gold")])
+    );
+    assert_eq!(
+        moto.current("prod/db").expect("current")["VersionId"],
+        json!(version),
+        "no new version"
+    );
+    assert_eq!(
+        get_x(&m.at("db"), "user.secretfs.meta.tier"),
+        Ok("gold".into())
+    );
+    assert_eq!(
+        get_x(&m.at("db/user"), "user.secretfs.meta.owner"),
+        Ok("team-b".into())
+    );
+
+    // Removed: UntagResource; a tag it does not have is ENODATA.
+    remove_x(&m.at("db/user"), "user.secretfs.meta.cost center").expect("remove");
+    assert_eq!(
+        tags(&moto, "prod/db"),
+        want(&[("owner", "team-b"), ("tier", "gold")])
+    );
+    assert_eq!(
+        get_x(&m.at("db"), "user.secretfs.meta.cost center"),
+        Err(libc::ENODATA)
+    );
+    assert_eq!(
+        remove_x(&m.at("db"), "user.secretfs.meta.cost center"),
+        Err(libc::ENODATA)
+    );
+
+    // A tag set with the API shows within the TTL.
+    moto.ok(
+        "TagResource",
+        json!({"SecretId": "prod/db", "Tags": [{"Key": "env", "Value": "prod"}]}),
+    );
+    eventually("the tag set with the API", Duration::from_secs(20), || {
+        (get_x(&m.at("db"), "user.secretfs.meta.env") == Ok("prod".into())).then_some(())
+    });
+
+    // A read-only mount shows them and refuses changes.
+    let ro = mount(&moto, "aws-sm:prod", &[]);
+    assert_eq!(
+        get_x(&ro.at("db"), "user.secretfs.meta.tier"),
+        Ok("gold".into())
+    );
+    assert_eq!(
+        set_x(&ro.at("db"), "user.secretfs.meta.tier", "x"),
+        Err(libc::EROFS)
+    );
+    assert_eq!(
+        remove_x(&ro.at("db"), "user.secretfs.meta.tier"),
+        Err(libc::EROFS)
+    );
+    let (_, report) = status(m.path());
+    assert_eq!(report["store_capabilities"]["metadata"], json!(true));
+    let log = m.log();
+    for value in ["team-b", "gold"] {
+        assert!(!log.contains(value), "a tag value reached the log: {value}");
+    }
+}
+
+#[test]
+fn tags_aws_would_refuse_are_refused_with_a_clear_errno() {
+    let moto = Moto::start();
+    let fifty: Vec<Value> = (0..50)
+        .map(|i| json!({"Key": format!("t{i}"), "Value": "v"}))
+        .collect();
+    moto.ok(
+        "CreateSecret",
+        json!({"Name": "full", "SecretString": "{}", "Tags": fifty}),
+    );
+    moto.create("db", r#"{"k":"v"}"#);
+    let m = mount(&moto, "aws-sm:", &["--writable"]);
+    let db = m.at("db");
+    let meta = |k: &str| format!("user.secretfs.meta.{k}");
+    // Lengths AWS refuses: EINVAL, as Vault's 400.
+    assert_eq!(set_x(&db, &meta(&"k".repeat(129)), "v"), Err(libc::EINVAL));
+    assert_eq!(set_x(&db, &meta("k"), &"é".repeat(257)), Err(libc::EINVAL));
+    // AWS's own tags are AWS's to set: EPERM, as the version's attribute.
+    assert_eq!(set_x(&db, &meta("aws:owner"), "v"), Err(libc::EPERM));
+    assert!(tags(&moto, "db").is_empty(), "{:?}", tags(&moto, "db"));
+    // The longest AWS takes are taken.
+    set_x(&db, &meta(&"k".repeat(128)), &"é".repeat(256)).expect("the longest tag");
+    assert_eq!(tags(&moto, "db").len(), 1);
+
+    // The 51st tag: EINVAL; a change of one of the 50 is taken.
+    let full = m.at("full");
+    assert_eq!(set_x(&full, &meta("t50"), "v"), Err(libc::EINVAL));
+    set_x(&full, &meta("t7"), "changed").expect("a change of a tag there is");
+    let now = tags(&moto, "full");
+    assert_eq!(now.len(), 50);
+    assert_eq!(now["t7"], "changed");
+    assert!(!now.contains_key("t50"));
+    // The log says why, without the value.
+    assert!(m.log().contains("AWS takes at most 50"), "{}", m.log());
+}
+
+#[test]
+fn the_description_is_its_own_attribute_and_setfattr_changes_it() {
+    let moto = Moto::start();
+    let version = moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"user":"app"}"#,
+               "Description": "orders database",
+               "Tags": [{"Key": "description", "Value": "a tag"}]}),
+    )["VersionId"]
+        .as_str()
+        .expect("VersionId")
+        .to_string();
+    moto.create("prod/api", "t0k");
+    let m = mount(&moto, "aws-sm:prod", &["--writable"]);
+    // Outside meta.: a tag of any name cannot clash with it.
+    for path in ["db", "db/user"] {
+        let p = m.at(path);
+        assert!(
+            list_x(&p).contains("user.secretfs.description"),
+            "{path}: {:?}",
+            list_x(&p)
+        );
+        assert_eq!(
+            get_x(&p, "user.secretfs.description"),
+            Ok("orders database".into())
+        );
+        assert_eq!(
+            get_x(&p, "user.secretfs.meta.description"),
+            Ok("a tag".into())
+        );
+    }
+    // None: no attribute.
+    assert!(!list_x(&m.at("api")).contains("user.secretfs.description"));
+    assert_eq!(
+        get_x(&m.at("api"), "user.secretfs.description"),
+        Err(libc::ENODATA)
+    );
+
+    // Set: UpdateSecret with the Description only; no new version, the
+    // tags kept.
+    set_x(
+        &m.at("db/user"),
+        "user.secretfs.description",
+        "the orders DB",
+    )
+    .expect("set");
+    let described = moto.describe("prod/db").expect("describe");
+    assert_eq!(described["Description"], json!("the orders DB"));
+    assert_eq!(
+        tags(&moto, "prod/db"),
+        [("description".to_string(), "a tag".to_string())]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(
+        moto.current("prod/db").expect("current")["VersionId"],
+        json!(version),
+        "no new version"
+    );
+    assert_eq!(
+        get_x(&m.at("db"), "user.secretfs.description"),
+        Ok("the orders DB".into())
+    );
+    set_x(&m.at("api"), "user.secretfs.description", "the API token").expect("set");
+    assert_eq!(
+        moto.describe("prod/api").expect("describe")["Description"],
+        json!("the API token")
+    );
+    // Longer than AWS takes: EINVAL, nothing sent.
+    assert_eq!(
+        set_x(&m.at("db"), "user.secretfs.description", &"d".repeat(2049)),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        moto.describe("prod/db").expect("describe")["Description"],
+        json!("the orders DB")
+    );
+    // Removing it is UpdateSecret with an empty Description, which AWS
+    // takes; moto keeps the old one on an empty Description, so only the
+    // answer is checked here.
+    remove_x(&m.at("api"), "user.secretfs.description").expect("remove");
+
+    // A read-only mount shows it and refuses changes.
+    let ro = mount(&moto, "aws-sm:prod", &[]);
+    assert_eq!(
+        get_x(&ro.at("db"), "user.secretfs.description"),
+        Ok("the orders DB".into())
+    );
+    assert_eq!(
+        set_x(&ro.at("db"), "user.secretfs.description", "x"),
+        Err(libc::EROFS)
+    );
+    assert_eq!(
+        remove_x(&ro.at("db"), "user.secretfs.description"),
+        Err(libc::EROFS)
+    );
+    let log = m.log();
+    for value in ["the orders DB", "the API token"] {
+        assert!(
+            !log.contains(value),
+            "a description reached the log: {value}"
+        );
+    }
+}
+
+#[test]
+fn a_read_sends_no_describe_secret_and_the_metadata_is_described_once_per_ttl() {
+    let moto = Moto::start();
+    moto.ok(
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": r#"{"user":"app"}"#,
+               "Description": "orders database",
+               "Tags": [{"Key": "owner", "Value": "team-a"}]}),
+    );
+    let counted = Counted::before(&moto);
+    // A TTL no step of this test outlives: nothing expires, nothing is
+    // refreshed ahead, so every request counted is one a step made.
+    let m = Mount::builder_without_server("aws-sm:prod")
+        .aws_at(counted.endpoint())
+        .args(&["--ttl", "600s", "--writable"])
+        .start();
+    assert_eq!(read(&m, "db/user"), "app");
+    assert!(
+        counted.count("GetSecretValue") >= 1,
+        "the read went elsewhere: {:?}",
+        counted.all()
+    );
+    assert_eq!(
+        counted.count("DescribeSecret"),
+        0,
+        "a read of the value described the secret: {:?}",
+        counted.all()
+    );
+
+    // getfattr -d: the names, then each value, of the directory and of
+    // the key file: one DescribeSecret for all of it.
+    for path in ["db", "db/user"] {
+        let p = m.at(path);
+        let listed = list_x(&p);
+        assert!(listed.contains("user.secretfs.meta.owner"), "{listed:?}");
+        for name in &listed {
+            get_x(&p, name).unwrap_or_else(|e| panic!("{path} {name}: errno {e}"));
+        }
+        assert_eq!(
+            get_x(&p, "user.secretfs.description"),
+            Ok("orders database".into())
+        );
+    }
+    assert_eq!(
+        counted.count("DescribeSecret"),
+        1,
+        "the metadata was not asked once: {:?}",
+        counted.all()
+    );
+    // The version and its time come with the value: no request.
+    get_x(&m.at("db"), "user.secretfs.version").expect("version");
+    assert_eq!(counted.count("DescribeSecret"), 1, "{:?}", counted.all());
+
+    // A tag set through the mount shows at once, cached TTL or not.
+    set_x(&m.at("db"), "user.secretfs.meta.tier", "gold").expect("set");
+    assert_eq!(
+        get_x(&m.at("db/user"), "user.secretfs.meta.tier"),
+        Ok("gold".into())
+    );
+    assert_eq!(
+        get_x(&m.at("db/user"), "user.secretfs.meta.owner"),
+        Ok("team-a".into())
     );
 }

@@ -68,9 +68,10 @@ ops! {
     Mkdir = "mkdir",
     /// A directory removed.
     Rmdir = "rmdir",
-    /// A custom metadata entry set (`user.secretfs.meta.*`).
+    /// A custom metadata entry set (`user.secretfs.meta.*`), or the
+    /// description (`user.secretfs.description`).
     Setxattr = "setxattr",
-    /// A custom metadata entry removed.
+    /// A custom metadata entry, or the description, removed.
     Removexattr = "removexattr",
 }
 

@@ -1170,6 +1170,7 @@ mod tests {
             revision: None,
             modified: None,
             custom_metadata: Default::default(),
+            description: None,
             withheld: Default::default(),
         })
     }

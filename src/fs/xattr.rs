@@ -4,8 +4,13 @@
 //! secret's directory, the file it shows as and each of its key files
 //! carry the secret's metadata: `user.secretfs.version`,
 //! `user.secretfs.created_time` (of the version shown) and one
-//! `user.secretfs.meta.NAME` per `custom_metadata` entry, which a writable
-//! mount lets `setfattr` set and remove. On a mount with layers
+//! `user.secretfs.meta.NAME` per `custom_metadata` entry (on a store that
+//! keeps it apart from the value, asked of the cache only for these and
+//! the description: `Source::metadata`), which a writable
+//! mount lets `setfattr` set and remove; on a store whose secrets carry a
+//! description (AWS Secrets Manager), `user.secretfs.description` too,
+//! outside `meta.` so that no entry's name can clash with it. On a mount
+//! with layers
 //! (`--layer`), each key file also has `user.secretfs.source`: the SOURCE
 //! of the layer its value comes from.
 
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use super::inode::{Ino, NodeKind, ROOT_INO};
 use super::SecretFs;
 use crate::error::{Error, Result};
-use crate::store::{Secret, SecretPath};
+use crate::store::{Metadata, Secret, SecretPath};
 
 /// The extended attribute of the mount's root that holds its status (JSON).
 pub const STATUS_XATTR: &str = "user.secretfs.status";
@@ -29,6 +34,9 @@ pub const VERSION_XATTR: &str = "user.secretfs.version";
 
 /// When the version shown was written, RFC 3339 (KV v2).
 pub const CREATED_XATTR: &str = "user.secretfs.created_time";
+
+/// The secret's description (stores that keep one: AWS Secrets Manager).
+pub const DESCRIPTION_XATTR: &str = "user.secretfs.description";
 
 /// The prefix of the attributes that hold the secret's custom metadata.
 pub const META_PREFIX: &str = "user.secretfs.meta.";
@@ -102,15 +110,27 @@ impl SecretFs {
         if !is_ours(name) {
             return Err(foreign_xattr(name));
         }
-        let (_, secret) = self.metadata_of(ctx, ino)?.ok_or(Error::NoAttribute)?;
+        let (path, secret) = self.metadata_of(ctx, ino)?.ok_or(Error::NoAttribute)?;
         let value = match name {
             VERSION_XATTR => secret.revision.as_ref().map(|r| r.as_str().to_string()),
             CREATED_XATTR => secret
                 .modified
                 .map(|t| humantime::format_rfc3339_nanos(t).to_string()),
-            _ => name
-                .strip_prefix(META_PREFIX)
-                .and_then(|k| secret.custom_metadata.get(k).cloned()),
+            // Only these may ask the store for the metadata.
+            DESCRIPTION_XATTR => self
+                .source
+                .metadata(ctx, &path, &secret)?
+                .description
+                .clone(),
+            _ => match name.strip_prefix(META_PREFIX) {
+                Some(k) => self
+                    .source
+                    .metadata(ctx, &path, &secret)?
+                    .custom_metadata
+                    .get(k)
+                    .cloned(),
+                None => None,
+            },
         };
         value.map(String::into_bytes).ok_or(Error::NoAttribute)
     }
@@ -123,15 +143,19 @@ impl SecretFs {
         } else if self.layered_key(ino).is_some() {
             names.push(SOURCE_XATTR.to_string());
         }
-        if let Some((_, secret)) = self.metadata_of(ctx, ino)? {
+        if let Some((path, secret)) = self.metadata_of(ctx, ino)? {
             if secret.revision.is_some() {
                 names.push(VERSION_XATTR.to_string());
             }
             if secret.modified.is_some() {
                 names.push(CREATED_XATTR.to_string());
             }
+            let metadata = self.source.metadata(ctx, &path, &secret)?;
+            if metadata.description.is_some() {
+                names.push(DESCRIPTION_XATTR.to_string());
+            }
             names.extend(
-                secret
+                metadata
                     .custom_metadata
                     .keys()
                     .map(|k| format!("{META_PREFIX}{k}")),
@@ -142,7 +166,8 @@ impl SecretFs {
 
     /// Sets the extended attribute `name` of `ino` to `value`: only
     /// `user.secretfs.meta.NAME`, one custom metadata write of the secret
-    /// (the other entries kept). `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
+    /// (the other entries kept), and `user.secretfs.description` where
+    /// the store keeps descriptions. `flags`: `XATTR_CREATE`, `XATTR_REPLACE`.
     pub fn setxattr(
         &self,
         ctx: &OpContext,
@@ -151,11 +176,24 @@ impl SecretFs {
         value: &[u8],
         flags: i32,
     ) -> Result<()> {
+        if name == DESCRIPTION_XATTR && self.source.capabilities().descriptions {
+            let value = std::str::from_utf8(value)
+                .map_err(|_| Error::Invalid("a description is UTF-8 text".into()))?;
+            let (path, metadata) = self.metadata_target(ctx, ino)?;
+            let exists = metadata.description.is_some();
+            if flags & XATTR_CREATE != 0 && exists {
+                return Err(Error::Exists);
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return Err(Error::NoAttribute);
+            }
+            return self.source.set_description(ctx, &path, Some(value));
+        }
         let key = self.custom_key(name)?;
         let value = std::str::from_utf8(value)
             .map_err(|_| Error::Invalid("metadata is UTF-8 text".into()))?;
-        let (path, secret) = self.metadata_target(ctx, ino)?;
-        let exists = secret.custom_metadata.contains_key(key);
+        let (path, metadata) = self.metadata_target(ctx, ino)?;
+        let exists = metadata.custom_metadata.contains_key(key);
         if flags & XATTR_CREATE != 0 && exists {
             return Err(Error::Exists);
         }
@@ -167,11 +205,18 @@ impl SecretFs {
     }
 
     /// Removes the extended attribute `name` of `ino`: one custom metadata
-    /// entry of the secret.
+    /// entry of the secret, or its description.
     pub fn removexattr(&self, ctx: &OpContext, ino: Ino, name: &str) -> Result<()> {
+        if name == DESCRIPTION_XATTR && self.source.capabilities().descriptions {
+            let (path, metadata) = self.metadata_target(ctx, ino)?;
+            if metadata.description.is_none() {
+                return Err(Error::NoAttribute);
+            }
+            return self.source.set_description(ctx, &path, None);
+        }
         let key = self.custom_key(name)?;
-        let (path, secret) = self.metadata_target(ctx, ino)?;
-        if !secret.custom_metadata.contains_key(key) {
+        let (path, metadata) = self.metadata_target(ctx, ino)?;
+        if !metadata.custom_metadata.contains_key(key) {
             return Err(Error::NoAttribute);
         }
         self.source.set_custom_metadata(ctx, &path, key, None)
@@ -192,8 +237,9 @@ impl SecretFs {
     }
 
     /// The secret whose custom metadata a change of `ino`'s attributes
-    /// writes, on a writable mount of a store that keeps metadata.
-    fn metadata_target(&self, ctx: &OpContext, ino: Ino) -> Result<(SecretPath, Arc<Secret>)> {
+    /// writes, on a writable mount of a store that keeps metadata, and
+    /// its metadata now.
+    fn metadata_target(&self, ctx: &OpContext, ino: Ino) -> Result<(SecretPath, Arc<Metadata>)> {
         if self.config.read_only {
             return Err(Error::ReadOnly);
         }
@@ -207,7 +253,8 @@ impl SecretFs {
             // A version only reads; its secret's metadata is set on the secret.
             return Err(Error::ReadOnly);
         }
-        Ok((path, secret))
+        let metadata = self.source.metadata(ctx, &path, &secret)?;
+        Ok((path, metadata))
     }
 
     /// The secret and key of a key file of a layered mount.
@@ -435,6 +482,115 @@ mod tests {
             )),
             libc::EROFS
         );
+    }
+
+    /// A store that keeps the metadata apart from the value, as AWS
+    /// does: a read comes without it, `read_metadata` asks (counted).
+    struct Apart {
+        inner: Arc<MemoryStore>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::store::Forwarding for Apart {
+        type Inner = MemoryStore;
+
+        fn inner(&self) -> &MemoryStore {
+            &self.inner
+        }
+        fn capabilities(&self) -> crate::store::Capabilities {
+            crate::store::Capabilities {
+                metadata_apart: true,
+                ..self.inner.capabilities()
+            }
+        }
+        fn read(
+            &self,
+            deadline: &crate::store::Deadline,
+            path: &SecretPath,
+        ) -> Result<Option<Secret>> {
+            Ok(self.inner.read(deadline, path)?.map(|mut s| {
+                s.custom_metadata.clear();
+                s
+            }))
+        }
+        fn read_metadata(
+            &self,
+            deadline: &crate::store::Deadline,
+            path: &SecretPath,
+        ) -> Result<Option<Metadata>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.inner.read(deadline, path)?.as_ref().map(Metadata::of))
+        }
+    }
+
+    #[test]
+    fn metadata_kept_apart_is_asked_only_for_its_attributes_once_per_ttl() {
+        use crate::store::SecretStore as _;
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let inner = Arc::new(MemoryStore::new());
+        inner.put("app", json!({"K": "v"}));
+        inner.put_custom_metadata("app", "owner", "team-a");
+        let store = Arc::new(Apart {
+            inner,
+            asked: Default::default(),
+        });
+        let clock = ManualClock::new();
+        let config = crate::fs::tests::config(Duration::from_secs(30));
+        let fs = SecretFs::builder(store.clone(), SecretPath::root(), config, clock.clone())
+            .build()
+            .0;
+        let ctx = OpContext::background();
+        let app = fs.lookup(&ctx, ROOT_INO, "app").unwrap().ino;
+        let k = fs.lookup(&ctx, app, "K").unwrap().ino;
+        // The value and the version's attributes: not asked.
+        assert_eq!(fs.getxattr(&ctx, k, VERSION_XATTR).unwrap(), b"1");
+        assert_eq!(store.asked.load(SeqCst), 0);
+        // Every attribute of both: asked once.
+        for ino in [app, k] {
+            let names = fs.listxattr(&ctx, ino).unwrap();
+            assert_eq!(
+                names,
+                [VERSION_XATTR, CREATED_XATTR, "user.secretfs.meta.owner"]
+            );
+            for name in names {
+                fs.getxattr(&ctx, ino, &name).unwrap();
+            }
+        }
+        assert_eq!(store.asked.load(SeqCst), 1);
+        // A change made elsewhere shows once the TTL is over.
+        store.inner.put_custom_metadata("app", "tier", "gold");
+        assert_eq!(
+            fs.getxattr(&ctx, app, "user.secretfs.meta.tier")
+                .unwrap_err()
+                .errno(),
+            libc::ENODATA
+        );
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(
+            fs.getxattr(&ctx, app, "user.secretfs.meta.tier").unwrap(),
+            b"gold"
+        );
+        assert_eq!(store.asked.load(SeqCst), 2);
+        // One set through the mount shows at once; only the metadata is
+        // read again (here through the inner store's read), not the value.
+        let (reads, asked) = (store.inner.read_calls(), store.asked.load(SeqCst));
+        fs.setxattr(&ctx, k, "user.secretfs.meta.tier", b"silver", 0)
+            .unwrap();
+        assert_eq!(
+            fs.getxattr(&ctx, app, "user.secretfs.meta.tier").unwrap(),
+            b"silver"
+        );
+        fs.removexattr(&ctx, app, "user.secretfs.meta.owner")
+            .unwrap();
+        assert_eq!(
+            fs.listxattr(&ctx, k).unwrap(),
+            [VERSION_XATTR, CREATED_XATTR, "user.secretfs.meta.tier"]
+        );
+        assert!(store.capabilities().metadata_apart);
+        let asked_again = store.asked.load(SeqCst) - asked;
+        assert_eq!(asked_again, 2, "once after each change");
+        assert_eq!(store.inner.read_calls() - reads, asked_again as u64);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Metrics {
         let store_requests: Histograms = Family::new_with_constructor(store_buckets);
         registry.register(
             "store_request_duration_seconds",
-            "Requests to the store by operation (list, read, write, delete, health, permissions, read_version, set_metadata) and outcome (ok, not_found, denied, conflict, timeout, unavailable, error)",
+            "Requests to the store by operation (list, read, write, delete, health, permissions, read_version, read_metadata, set_metadata) and outcome (ok, not_found, denied, conflict, timeout, unavailable, error)",
             store_requests.clone(),
         );
         let cache_lookups = Family::<Labels2, Counter>::default();

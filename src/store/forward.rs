@@ -11,7 +11,7 @@
 //! cannot name a method `Forwarding` lacks.
 
 use super::{
-    Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
+    Capabilities, Degraded, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
     SecretData, SecretPath, SecretStore,
 };
 use crate::error::Result;
@@ -80,6 +80,21 @@ pub trait Forwarding: Send + Sync + 'static {
     ) -> Result<()> {
         self.inner()
             .set_custom_metadata(deadline, path, name, value)
+    }
+
+    /// [`SecretStore::set_description`].
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.inner().set_description(deadline, path, value)
+    }
+
+    /// [`SecretStore::read_metadata`].
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        self.inner().read_metadata(deadline, path)
     }
 
     /// [`SecretStore::health`].
@@ -153,6 +168,17 @@ impl<T: Forwarding> SecretStore for T {
         value: Option<&str>,
     ) -> Result<()> {
         Forwarding::set_custom_metadata(self, deadline, path, name, value)
+    }
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Forwarding::set_description(self, deadline, path, value)
+    }
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        Forwarding::read_metadata(self, deadline, path)
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         Forwarding::health(self, deadline)

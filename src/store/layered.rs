@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use super::{
-    Capabilities, Degraded, Health, Listing, Permissions, Precondition, Revision, Secret,
+    Capabilities, Degraded, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
     SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
@@ -284,6 +284,24 @@ impl SecretStore for Layered {
             .set_custom_metadata(deadline, &top.at(path), name, value)
     }
 
+    /// As its other metadata: the top layer's.
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let top = self.top();
+        top.store.set_description(deadline, &top.at(path), value)
+    }
+
+    /// As its other metadata: the top layer's (none when the top layer
+    /// does not hold the secret).
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        let top = self.top();
+        top.store.read_metadata(deadline, &top.at(path))
+    }
+
     /// The union of the readable layers' listings (what only an
     /// unreadable layer holds does not show): partial when a lower layer
     /// refused to list the folder, since a read may still reach its names
@@ -512,6 +530,26 @@ mod tests {
         assert!(!listing.partial);
         let names: Vec<String> = listing.into_iter().map(|e| e.name).collect();
         assert_eq!(names, ["api", "only-below"]);
+    }
+
+    #[test]
+    fn metadata_read_apart_is_the_top_layers_as_with_the_value() {
+        let (l, stores) = three();
+        stores[0].put_custom_metadata("shop/api", "owner", "project");
+        stores[2].put_custom_metadata("shop/api", "owner", "service");
+        let at = Deadline::per_request();
+        let apart = l.read_metadata(&at, &path("shop/api")).unwrap().unwrap();
+        assert_eq!(
+            apart.custom_metadata.get("owner").map(String::as_str),
+            Some("service")
+        );
+        let with_value = l.read(&at, &path("shop/api")).unwrap().unwrap();
+        assert_eq!(apart, Metadata::of(&with_value));
+        // Only a lower layer holds it: the top layer has no metadata for it.
+        assert_eq!(
+            l.read_metadata(&at, &path("shop/only-below")).unwrap(),
+            None
+        );
     }
 
     fn change(l: &Layered, p: &str, f: impl FnOnce(&mut SecretData)) -> Result<Option<Revision>> {

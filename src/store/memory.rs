@@ -483,6 +483,8 @@ impl SecretStore for MemoryStore {
             check_and_set: v2,
             versions: v2,
             metadata: v2,
+            descriptions: false,
+            metadata_apart: false,
             soft_delete: v2,
             empty_secrets: v2,
         }

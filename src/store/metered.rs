@@ -7,7 +7,7 @@ use crate::store::Deadline;
 use std::time::Instant;
 
 use super::{
-    Health, Listing, Permissions, Precondition, Revision, Secret, SecretData, SecretPath,
+    Health, Listing, Metadata, Permissions, Precondition, Revision, Secret, SecretData, SecretPath,
     SecretStore,
 };
 use crate::error::Result;
@@ -88,6 +88,19 @@ impl<S: SecretStore> super::Forwarding for Metered<S> {
         self.timed("set_metadata", || {
             self.inner.set_custom_metadata(deadline, path, name, value)
         })
+    }
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.timed("set_metadata", || {
+            self.inner.set_description(deadline, path, value)
+        })
+    }
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        self.timed("read_metadata", || self.inner.read_metadata(deadline, path))
     }
     fn health(&self, deadline: &Deadline) -> Result<Health> {
         let health = self.timed("health", || self.inner.health(deadline));

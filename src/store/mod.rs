@@ -663,6 +663,9 @@ pub struct Secret {
     /// The secret's custom metadata (KV v2 `custom_metadata`: a
     /// description, an owner…), when the store keeps it. Not secret.
     pub custom_metadata: BTreeMap<String, String>,
+    /// The secret's description (AWS Secrets Manager's Description), when
+    /// the store keeps one and it is not empty. Not secret.
+    pub description: Option<String>,
     /// Keys the secret is known to have whose value cannot be known now,
     /// each with why (on a mount with `--layer`: a layer that may override
     /// the value cannot be read). They are not in `keys`, so they are never
@@ -691,7 +694,29 @@ impl Secret {
             revision,
             modified,
             custom_metadata: BTreeMap::new(),
+            description: None,
             withheld: BTreeMap::new(),
+        }
+    }
+}
+
+/// A secret's metadata: what [`SecretStore::read_metadata`] reads apart
+/// from its value, on a store whose [`Capabilities::metadata_apart`] is
+/// set. Not secret.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// As [`Secret::custom_metadata`].
+    pub custom_metadata: BTreeMap<String, String>,
+    /// As [`Secret::description`].
+    pub description: Option<String>,
+}
+
+impl Metadata {
+    /// The metadata a secret was read with.
+    pub fn of(secret: &Secret) -> Self {
+        Metadata {
+            custom_metadata: secret.custom_metadata.clone(),
+            description: secret.description.clone(),
         }
     }
 }
@@ -707,6 +732,14 @@ pub struct Capabilities {
     /// A secret's versions carry metadata (creation time), and the secret
     /// custom metadata.
     pub metadata: bool,
+    /// A secret may carry a description ([`Secret::description`]), which
+    /// [`SecretStore::set_description`] changes (AWS Secrets Manager).
+    pub descriptions: bool,
+    /// A secret's custom metadata and description do not come with its
+    /// value: [`SecretStore::read`] leaves them empty, and
+    /// [`SecretStore::read_metadata`] asks for them (AWS Secrets Manager:
+    /// DescribeSecret, one request more, sent only when they are wanted).
+    pub metadata_apart: bool,
     /// A delete is soft: the latest version is marked deleted and can be
     /// brought back, and folder listings keep naming the secret.
     pub soft_delete: bool,
@@ -827,6 +860,28 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> Result<()> {
         let _ = (path, name, value);
         Err(Error::NotSupported("this store keeps no metadata"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the description of the secret at
+    /// `path`: one metadata write, no new version (stores whose
+    /// [`Capabilities::descriptions`] is set).
+    fn set_description(
+        &self,
+        _deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let _ = (path, value);
+        Err(Error::NotSupported("this store keeps no descriptions"))
+    }
+
+    /// The custom metadata and description of the secret at `path`
+    /// (`Ok(None)`: no such secret). On a store whose
+    /// [`Capabilities::metadata_apart`] is set, this is the request that
+    /// asks for them; on the others they come with the value, and this
+    /// reads the secret for them.
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        Ok(self.read(deadline, path)?.as_ref().map(Metadata::of))
     }
 
     /// Checks that the store answers and the credential is valid.

@@ -8,8 +8,8 @@ use crate::store::Deadline;
 use std::sync::{Mutex, OnceLock};
 
 use super::{
-    Capabilities, Connected, Health, Listing, Permissions, Precondition, Revision, Secret,
-    SecretData, SecretPath, SecretStore,
+    Capabilities, Connected, Health, Listing, Metadata, Permissions, Precondition, Revision,
+    Secret, SecretData, SecretPath, SecretStore,
 };
 use crate::error::{Error, Result};
 use crate::start_error::StartError;
@@ -76,6 +76,8 @@ impl SecretStore for Pending {
                 check_and_set: false,
                 versions: false,
                 metadata: false,
+                descriptions: false,
+                metadata_apart: false,
                 soft_delete: false,
                 empty_secrets: false,
             })
@@ -115,6 +117,11 @@ impl SecretStore for Pending {
     ) -> Result<Option<Secret>> {
         let c = self.get()?;
         c.store.read_version(deadline, &Self::at(c, path), version)
+    }
+
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        let c = self.get()?;
+        c.store.read_metadata(deadline, &Self::at(c, path))
     }
 
     fn health(&self, deadline: &Deadline) -> Result<Health> {

@@ -22,7 +22,7 @@ pub use cluster::{Cluster, Role};
 mod moto;
 pub mod scrape;
 #[allow(unused_imports)] // only the AWS tests use it
-pub use moto::Moto;
+pub use moto::{Counted, Moto};
 
 /// A throwaway OpenBao dev server on a free loopback port (in-memory storage).
 pub struct Bao {

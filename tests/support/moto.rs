@@ -4,8 +4,11 @@
 //! inspect secrets behind a mount's back. Fails the test loudly when moto
 //! is missing: never skips.
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -191,12 +194,115 @@ impl MountBuilder {
     /// Reaches AWS Secrets Manager at `moto` (region, endpoint and
     /// credentials in the environment, as the AWS CLI takes them).
     pub fn aws(self, moto: &Moto) -> Self {
+        self.aws_at(moto.endpoint())
+    }
+
+    /// Reaches AWS Secrets Manager at `endpoint` (a [`Counted`] moto).
+    pub fn aws_at(self, endpoint: &str) -> Self {
         let mut b = self
             .env("AWS_REGION", REGION)
-            .env("AWS_ENDPOINT_URL", moto.endpoint());
+            .env("AWS_ENDPOINT_URL", endpoint);
         for (k, v) in CREDENTIALS {
             b = b.env(k, v);
         }
         b
     }
+}
+
+/// A loopback proxy in front of a moto that counts the requests passing
+/// through it by action (their `X-Amz-Target`, e.g. `DescribeSecret`):
+/// how a test learns how many of each a mount sent. Bytes pass unchanged
+/// both ways (moto takes any signature, so a Host of the proxy's is fine).
+pub struct Counted {
+    endpoint: String,
+    seen: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Counted {
+    /// A proxy to `moto`, listening on a free loopback port.
+    pub fn before(moto: &Moto) -> Counted {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let upstream = moto.endpoint().trim_start_matches("http://").to_string();
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let counts = counts.clone();
+                std::thread::spawn(move || relay(client, server, &counts));
+            }
+        });
+        Counted {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            seen,
+        }
+    }
+
+    /// Its URL, to mount with ([`MountBuilder::aws_at`]).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// How many `action` requests went through so far.
+    pub fn count(&self, action: &str) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(action).copied().unwrap_or(0)
+    }
+
+    /// Every action seen so far, with its count (for messages).
+    pub fn all(&self) -> BTreeMap<String, usize> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Copies one connection both ways, counting the `X-Amz-Target` header
+/// lines of what the client sends (the whole line is there before it is
+/// read: lines are counted once their CRLF has arrived).
+fn relay(mut client: TcpStream, mut server: TcpStream, seen: &Mutex<BTreeMap<String, usize>>) {
+    let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(Shutdown::Write);
+    });
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            if let Some(target) = line.strip_prefix("x-amz-target:") {
+                let action = target.trim().trim_start_matches("secretsmanager.");
+                // Header values are matched lowercased: name the action as
+                // AWS spells it back from the original bytes.
+                let original = String::from_utf8_lossy(&pending[..end]).into_owned();
+                let spelled = original
+                    .rsplit('.')
+                    .next()
+                    .map(str::trim)
+                    .filter(|a| a.eq_ignore_ascii_case(action))
+                    .unwrap_or(action)
+                    .to_string();
+                *seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(spelled)
+                    .or_insert(0) += 1;
+            }
+            pending.drain(..end + 2);
+        }
+        if server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = back.join();
 }

@@ -6,7 +6,7 @@
 //!
 //! | part | file | what it does |
 //! |---|---|---|
-//! | read-through | `source.rs` | listings, secrets, versions, permissions: a fresh answer, what the parent's listing already says, else one fetch for all who ask at once ([`Source::listing`], [`Source::secret`]) |
+//! | read-through | `source.rs` | listings, secrets, versions, permissions, metadata kept apart from the value: a fresh answer, what the parent's listing already says, else one fetch for all who ask at once ([`Source::listing`], [`Source::secret`], [`Source::metadata`]) |
 //! | outage | `outage.rs` | the "store is down" state and its probe: cached answers served (stale ones within `--stale-if-error`), the rest failing at once |
 //! | refresh | `refresh.rs` | refresh ahead of expiry ([`Refresh`], [`Refreshing`]), changed secrets held for a quiet switch ([`QUIET`], [`MAX_HOLD`]), each replaced answer a [`Change`] |
 //! | write-through | `write_through.rs` | writes, deletes and metadata changes that land in the cache at once |
@@ -18,6 +18,7 @@
 //! | value | kept in | for how long | who is told when it changes |
 //! |---|---|---|---|
 //! | listings, secrets, versions of secrets, permissions (and "no such" answers) | the four [`Cache`]s of a [`Source`] (`source.rs`) | `--ttl` (`--negative-ttl` for "no such"), at most `--cache-entries` each (LRU); served stale up to `--stale-if-error` while the store is down; dropped by the sweep (`SecretFs::sweep`, every half TTL, within 1–30 s) | a refresh or a fetch that replaced an answer returns a [`Change`]: `SecretFs::notice` (`fs/invalidate.rs`) turns it into `Invalidation`s for the kernel, invalidates templates that used it, and reports it to `--on-change` (`fs/watch.rs`); a write through the mount lands here at once (`write_through.rs`) |
+//! | a secret's custom metadata and description, on a store that keeps them apart from its value (`Capabilities::metadata_apart`: AWS Secrets Manager's DescribeSecret) | the metadata [`Cache`] of a [`Source`] (`source.rs`), filled by [`Source::metadata`] only when an attribute asks (`fs/xattr.rs`: listxattr, getxattr of `meta.*` or the description, setxattr's checks) | as secrets: `--ttl` (`--negative-ttl` for "no such"), at most `--cache-entries` (LRU), stale up to `--stale-if-error` while the store is down, dropped by the sweep; never refreshed ahead | nobody is told (the kernel does not cache attributes); a change through the mount (`write_through.rs`: a set or removal, a write, a delete) drops it, so the next ask reads it anew |
 //! | a refreshed secret whose data changed | the entry's held-back answer (`Cache::hold`, `entries.rs`; `Source::refresh`, `refresh.rs`) | until none of its keys was served for [`QUIET`], at most a tenth of the TTL up to [`MAX_HOLD`] | switched in by the core's switcher (`fs/switch.rs`, `Source::switch_due`), then as any [`Change`] |
 //! | whether the store answers | `Reach` in `outage.rs` | until the probe (every second) gets an answer | nobody: readers see it through `Source::is_down` |
 //! | the version of a secret each key file was last shown | `shown` of its inode (`fs/inode.rs`, `Namespace::show`) | until the sweep finds the cache no longer holds it; a retired inode (its value changed) keeps it until the kernel's FORGET | `SecretFs::notice` retires the inode (`Inodes::retire`) and tells the kernel to drop its name |

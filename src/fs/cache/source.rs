@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::fs::context::OpContext;
 use crate::metrics::Meter;
 use crate::store::{
-    Capabilities, Deadline, ListEntry, Listing, Permissions, Secret, SecretPath, SecretStore,
+    Capabilities, Deadline, ListEntry, Listing, Metadata, Permissions, Secret, SecretPath,
+    SecretStore,
 };
 
 /// The entries of a listing (sorted by `fetch_listing`) named `name`: a
@@ -76,6 +77,10 @@ pub struct Source {
     /// Versions of secrets (paths naming a version): they never change
     /// once written, but may be deleted or destroyed, so they expire too.
     pub(super) versions: Cache<SecretPath, Secret>,
+    /// Secrets' custom metadata and descriptions, on a store that keeps
+    /// them apart from the value ([`Capabilities::metadata_apart`]):
+    /// asked for only when wanted ([`Source::metadata`]).
+    pub(super) metadata: Cache<SecretPath, Metadata>,
     /// How long an answer is served (what a version view is told).
     pub(super) ttl: Duration,
     /// When the mount started: the mtime of what the store gives none.
@@ -118,7 +123,8 @@ impl Source {
                 .finding_nothing_when(|l: &Listing| !l.shows_folder()),
             secrets: Cache::new(policy, clock.clone()),
             permissions: Cache::new(policy, clock.clone()),
-            versions: Cache::new(policy, clock),
+            versions: Cache::new(policy, clock.clone()),
+            metadata: Cache::new(policy, clock),
             ttl: policy.ttl,
             started: SystemTime::now(),
             refresher,
@@ -149,6 +155,7 @@ impl Source {
         self.listings.sweep();
         let mut swept = self.secrets.sweep();
         swept.extend(self.versions.sweep());
+        self.metadata.sweep();
         swept
     }
 
@@ -289,6 +296,39 @@ impl Source {
             }))
         })?;
         done(answer)
+    }
+
+    /// The custom metadata and description of the secret at `path`, whose
+    /// value `secret` is. On most stores they came with it; on one that
+    /// keeps them apart ([`Capabilities::metadata_apart`]: AWS Secrets
+    /// Manager) they are asked for here, once for all who ask at once, and
+    /// cached like secrets (`--ttl`, at most `--cache-entries`, served
+    /// stale while the store is down), so a listing of every attribute
+    /// asks once; a change through the mount drops them
+    /// (`write_through.rs`). Empty when the store has none for it.
+    pub fn metadata(
+        &self,
+        ctx: &OpContext,
+        path: &SecretPath,
+        secret: &Secret,
+    ) -> Result<Arc<Metadata>> {
+        if !self.capabilities().metadata_apart {
+            return Ok(Arc::new(Metadata::of(secret)));
+        }
+        if let Some(known) = self.metadata.fresh(path) {
+            return Ok(known.value.unwrap_or_default());
+        }
+        if self.is_down() {
+            return match self.metadata.stale(path) {
+                Some(known) => Ok(known.value.unwrap_or_default()),
+                None => Err(Self::down_error()),
+            };
+        }
+        ctx.may_wait()?;
+        let known = self.metadata.get_or_fetch(path, || {
+            self.noted(self.store.read_metadata(ctx.deadline(), path))
+        })?;
+        Ok(known.value.unwrap_or_default())
     }
 
     /// What the credential may do to the secret at `path`, cached like

@@ -27,6 +27,7 @@ impl Source {
     /// before it is served, stale-if-error included.
     pub fn forget_secret(&self, path: &SecretPath) {
         self.secrets.invalidate(path);
+        self.metadata.invalidate(path);
         self.note_written(path);
     }
 
@@ -51,20 +52,23 @@ impl Source {
             self.noted(self.fetch_secret(ctx.deadline(), path))?
         } else {
             // A write of the data leaves the secret's metadata as it was.
-            let custom_metadata = self
+            let (custom_metadata, description) = self
                 .secrets
                 .last(path)
-                .map(|s| s.custom_metadata.clone())
+                .map(|s| (s.custom_metadata.clone(), s.description.clone()))
                 .unwrap_or_default();
             Some(Secret {
                 keys: data,
                 revision,
                 modified: Some(SystemTime::now()),
                 custom_metadata,
+                description,
                 withheld: Default::default(),
             })
         };
         let cached = self.secrets.insert(path.clone(), fresh);
+        // A secret this write made may have had no metadata held for it.
+        self.metadata.invalidate(path);
         self.note_written(path);
         cached
             .value
@@ -72,8 +76,8 @@ impl Source {
     }
 
     /// Sets (`Some`) or removes (`None`) one entry of the custom metadata
-    /// of the secret at `path`. The cached secret is dropped: the next
-    /// read fetches it with its new metadata.
+    /// of the secret at `path`. What holds the old metadata is dropped:
+    /// the next read fetches it anew ([`Source::metadata_changed`]).
     pub fn set_custom_metadata(
         &self,
         ctx: &OpContext,
@@ -90,8 +94,40 @@ impl Source {
             self.store
                 .set_custom_metadata(ctx.deadline(), path, name, value),
         )?;
-        self.secrets.invalidate(path);
+        self.metadata_changed(path);
         Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the description of the secret at
+    /// `path`. What holds the old one is dropped, as for the custom
+    /// metadata.
+    pub fn set_description(
+        &self,
+        ctx: &OpContext,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        Self::latest_only(path)?;
+        if self.is_down() {
+            return Err(Self::down_error());
+        }
+        ctx.may_wait()?;
+        self.noted(self.store.set_description(ctx.deadline(), path, value))?;
+        self.metadata_changed(path);
+        Ok(())
+    }
+
+    /// The metadata of the secret at `path` was changed through the
+    /// mount: what holds the old is dropped, to be read again when next
+    /// wanted. On a store that keeps it apart, that is the metadata
+    /// cache alone (the value did not change); else the cached secret,
+    /// which it came with.
+    fn metadata_changed(&self, path: &SecretPath) {
+        if self.capabilities().metadata_apart {
+            self.metadata.invalidate(path);
+        } else {
+            self.secrets.invalidate(path);
+        }
     }
 
     /// Deletes the secret at `path`; the cache knows at once.
@@ -110,6 +146,7 @@ impl Source {
     /// its secret and listing are gone, and the listings above change.
     pub fn forget_deleted(&self, path: &SecretPath) {
         self.secrets.insert(path.clone(), None);
+        self.metadata.invalidate(path);
         self.listings.invalidate(path);
         self.forget_listings_above(path);
     }

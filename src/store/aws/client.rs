@@ -17,6 +17,7 @@
 use crate::store::Deadline;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,7 @@ use aws_sdk_secretsmanager as sm;
 use sm::config::http::HttpResponse;
 use sm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use sm::primitives::Blob;
-use sm::types::{Filter, FilterNameStringType};
+use sm::types::{Filter, FilterNameStringType, Tag};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::mapping::{self, Form, Payload};
@@ -32,8 +33,8 @@ use super::{AwsSettings, RecoveryWindow};
 use crate::error::{Error, Result};
 use crate::start_error::StartError;
 use crate::store::{
-    Capabilities, Health, Listing, Permissions, Precondition, Revision, Secret, SecretData,
-    SecretPath, SecretStore,
+    Capabilities, Health, Listing, Metadata, Permissions, Precondition, Revision, Secret,
+    SecretData, SecretPath, SecretStore,
 };
 
 /// The staging label of a version written but not yet made current.
@@ -164,6 +165,8 @@ pub struct AwsStore {
     /// Per secret name, the form of the version last read or written
     /// (and that version's id), so that a write keeps it.
     forms: Mutex<HashMap<String, (String, Form)>>,
+    /// Whether DescribeSecret was refused (said once in the log).
+    describe_denied: AtomicBool,
 }
 
 impl AwsStore {
@@ -217,6 +220,7 @@ impl AwsStore {
             region,
             endpoint,
             forms: Mutex::new(HashMap::new()),
+            describe_denied: AtomicBool::new(false),
         };
         match store.health(&Deadline::per_request()) {
             Ok(_) => Ok(store),
@@ -461,8 +465,14 @@ impl SecretStore for AwsStore {
             check_and_set: true,
             // Version ids are UUIDs, not numbers: no `P@N`.
             versions: false,
-            // Tags and descriptions are not shown (yet).
-            metadata: false,
+            // Tags are the custom metadata; the version shown is its
+            // version id, its time the version's CreatedDate.
+            metadata: true,
+            // The Description, user.secretfs.description.
+            descriptions: true,
+            // Both come from DescribeSecret, not with the value: asked
+            // only when they are wanted (`read_metadata`).
+            metadata_apart: true,
             // A deleted secret is no longer listed (it stays restorable
             // for its recovery window).
             soft_delete: false,
@@ -508,6 +518,8 @@ impl SecretStore for AwsStore {
             return Ok(None);
         }
         let name = mapping::name_of(path);
+        // The value only: the tags and description are asked apart
+        // (`read_metadata`), when someone wants them.
         let request = self
             .client
             .get_secret_value()
@@ -536,6 +548,48 @@ impl SecretStore for AwsStore {
                 .created_date()
                 .and_then(|d| SystemTime::try_from(*d).ok()),
             ..Secret::default()
+        }))
+    }
+
+    /// The tags and the Description: one DescribeSecret. A policy that
+    /// lets values be read and not described
+    /// (`secretsmanager:GetSecretValue` only) gets none (said once).
+    fn read_metadata(&self, deadline: &Deadline, path: &SecretPath) -> Result<Option<Metadata>> {
+        if path.is_root() {
+            return Ok(None);
+        }
+        let name = mapping::name_of(path);
+        let request = self.client.describe_secret().secret_id(name).send();
+        let described = match self.request(deadline, &format!("DescribeSecret {name}"), request) {
+            Ok(d) => d,
+            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
+                return Ok(None)
+            }
+            Err(Failed {
+                error: Error::PermissionDenied(why),
+                ..
+            }) => {
+                if !self.describe_denied.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(secret = %name, error = %why, "DescribeSecret is denied: tags and descriptions are not shown (user.secretfs.meta.*, user.secretfs.description)");
+                }
+                return Ok(Some(Metadata::default()));
+            }
+            Err(f) => return Err(f.into()),
+        };
+        // Scheduled for deletion: gone, as its value is.
+        if described.deleted_date().is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Metadata {
+            custom_metadata: described
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
+            description: described
+                .description()
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
         }))
     }
 
@@ -591,6 +645,88 @@ impl SecretStore for AwsStore {
             Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
                 Ok(())
             }
+            Err(f) => Err(f.into()),
+        }
+    }
+
+    /// A tag set (TagResource) or removed (UntagResource), the others
+    /// kept. Refused before asking when AWS would refuse it (see
+    /// `mapping::check_tag`); a new tag past the 50 a secret takes is
+    /// refused after DescribeSecret counts them.
+    fn set_custom_metadata(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        mapping::check_tag(name, value)?;
+        let secret = mapping::name_of(path);
+        let gone = |f: Failed| {
+            if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") {
+                Error::NotFound
+            } else {
+                f.error
+            }
+        };
+        let Some(value) = value else {
+            let request = self
+                .client
+                .untag_resource()
+                .secret_id(secret)
+                .tag_keys(name)
+                .send();
+            self.request(
+                deadline,
+                &format!("UntagResource {secret} ({name})"),
+                request,
+            )
+            .map_err(gone)?;
+            return Ok(());
+        };
+        let described = self
+            .request(
+                deadline,
+                &format!("DescribeSecret {secret}"),
+                self.client.describe_secret().secret_id(secret).send(),
+            )
+            .map_err(gone)?;
+        mapping::check_tag_count(name, described.tags().iter().filter_map(|t| t.key()))?;
+        let request = self
+            .client
+            .tag_resource()
+            .secret_id(secret)
+            .tags(Tag::builder().key(name).value(value).build())
+            .send();
+        self.request(deadline, &format!("TagResource {secret} ({name})"), request)
+            .map_err(gone)?;
+        Ok(())
+    }
+
+    /// UpdateSecret with a Description only (no new version); removed,
+    /// the description is made empty, which reads as none.
+    fn set_description(
+        &self,
+        deadline: &Deadline,
+        path: &SecretPath,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let value = value.unwrap_or("");
+        mapping::check_description(value)?;
+        let secret = mapping::name_of(path);
+        let request = self
+            .client
+            .update_secret()
+            .secret_id(secret)
+            .description(value)
+            .send();
+        match self.request(
+            deadline,
+            &format!("UpdateSecret {secret} (description)"),
+            request,
+        ) {
+            Ok(_) => Ok(()),
+            Err(f) if f.is("ResourceNotFoundException") => Err(Error::NotFound),
             Err(f) => Err(f.into()),
         }
     }

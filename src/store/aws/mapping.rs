@@ -13,6 +13,9 @@
 //! - A write keeps the form it found: one `--plain-key` key written back
 //!   to a plain or binary secret stays plain or binary; anything else
 //!   (a key added, a new secret) is written as a JSON object.
+//! - A secret's tags are its custom metadata (`user.secretfs.meta.KEY`),
+//!   within what AWS takes of a tag ([`check_tag`], [`MAX_TAGS`]); its
+//!   Description is its description ([`check_description`]).
 
 use std::collections::BTreeSet;
 
@@ -142,6 +145,93 @@ pub fn listing<'a>(
             .map(|(name, folder)| ListEntry { name, folder })
             .collect()
     })
+}
+
+/// The most tags a secret may have (those AWS sets, `aws:…`, not counted).
+pub const MAX_TAGS: usize = 50;
+
+/// The longest tag key AWS takes, in characters.
+pub const MAX_TAG_KEY: usize = 128;
+
+/// The longest tag value AWS takes, in characters.
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The prefix of the tags AWS keeps for itself: not ours to set or remove.
+pub const AWS_TAG_PREFIX: &str = "aws:";
+
+/// Whether `key` is one of AWS's own tags (`aws:…`, in any case).
+fn is_aws_tag(key: &str) -> bool {
+    key.get(..AWS_TAG_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(AWS_TAG_PREFIX))
+}
+
+/// Whether AWS would take the tag `key` set to `value` (removed: `None`):
+/// `Error::Invalid` (`EINVAL`, as Vault's refusal of custom metadata it
+/// does not take) for a length AWS refuses; `Error::NotPermitted`
+/// (`EPERM`, as the attributes that are the store's to set) for AWS's own
+/// `aws:` tags. Characters are AWS's to judge: its API sets no pattern
+/// (it recommends letters, digits, spaces and `_ . : / = + - @` for tags
+/// that other services read), and its refusal is `EINVAL` too. Never says
+/// the value.
+pub fn check_tag(key: &str, value: Option<&str>) -> Result<()> {
+    if is_aws_tag(key) {
+        return Err(Error::NotPermitted(
+            "tags beginning with aws: are AWS's to set",
+        ));
+    }
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_TAG_KEY {
+        return Err(Error::Invalid(format!(
+            "a tag key of {chars} characters: AWS takes 1 to {MAX_TAG_KEY}"
+        )));
+    }
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let chars = value.chars().count();
+    if chars > MAX_TAG_VALUE {
+        return Err(Error::Invalid(format!(
+            "tag {key:?}: a value of {chars} characters: AWS takes at most {MAX_TAG_VALUE}"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest description AWS takes, in characters.
+pub const MAX_DESCRIPTION: usize = 2048;
+
+/// Whether AWS would take `description`: `Error::Invalid` (`EINVAL`)
+/// past [`MAX_DESCRIPTION`] characters. Never says it.
+pub fn check_description(description: &str) -> Result<()> {
+    let chars = description.chars().count();
+    if chars > MAX_DESCRIPTION {
+        return Err(Error::Invalid(format!(
+            "a description of {chars} characters: AWS takes at most {MAX_DESCRIPTION}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether one more tag, `key`, may be added to a secret whose tags have
+/// these keys (AWS's own `aws:` tags not counted): `Error::Invalid` when
+/// it would be one more than [`MAX_TAGS`].
+pub fn check_tag_count<'a>(key: &str, keys: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut count = 0;
+    for k in keys {
+        if k == key {
+            // A change of a tag there is: no more tags.
+            return Ok(());
+        }
+        if !is_aws_tag(k) {
+            count += 1;
+        }
+    }
+    if count >= MAX_TAGS {
+        return Err(Error::Invalid(format!(
+            "the secret has {count} tags: AWS takes at most {MAX_TAGS}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,5 +367,62 @@ mod tests {
         assert!(listing(&SecretPath::parse("nope"), all).is_none());
         assert_eq!(prefix_of(&SecretPath::parse("a/b")), "a/b/");
         assert_eq!(name_of(&SecretPath::parse("a/b")), "a/b");
+    }
+
+    #[test]
+    fn tag_lengths_aws_would_refuse_are_refused_before_asking() {
+        assert!(check_tag("owner", Some("team-a")).is_ok());
+        assert!(check_tag("cost center/id:x=y+z-@_.", Some("a b")).is_ok());
+        assert!(check_tag("équipe", Some("café")).is_ok());
+        // Characters are AWS's to judge.
+        assert!(check_tag("a#b", Some("semi;colon")).is_ok());
+        assert!(check_tag("owner", Some("")).is_ok());
+        assert!(check_tag("owner", None).is_ok());
+        let k128 = "k".repeat(MAX_TAG_KEY);
+        assert!(check_tag(&k128, Some("v")).is_ok());
+        let v256 = "é".repeat(MAX_TAG_VALUE);
+        assert!(check_tag("k", Some(&v256)).is_ok());
+        for (key, value) in [
+            (format!("{k128}k"), Some("v".to_string())),
+            ("k".to_string(), Some(format!("{v256}x"))),
+            (String::new(), Some("v".to_string())),
+            (String::new(), None),
+        ] {
+            let refused = check_tag(&key, value.as_deref());
+            assert!(matches!(refused, Err(Error::Invalid(_))), "{key} {value:?}");
+        }
+        for key in ["aws:x", "AWS:cloudformation:stack-name"] {
+            assert!(matches!(
+                check_tag(key, Some("v")),
+                Err(Error::NotPermitted(_))
+            ));
+            assert!(matches!(check_tag(key, None), Err(Error::NotPermitted(_))));
+        }
+    }
+
+    #[test]
+    fn a_description_takes_2048_characters() {
+        assert!(check_description("").is_ok());
+        assert!(check_description(&"é".repeat(MAX_DESCRIPTION)).is_ok());
+        assert!(matches!(
+            check_description(&"x".repeat(MAX_DESCRIPTION + 1)),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_secret_takes_50_tags_besides_those_of_aws() {
+        let keys: Vec<String> = (0..MAX_TAGS).map(|i| format!("t{i}")).collect();
+        let keys = || keys.iter().map(String::as_str);
+        assert!(matches!(
+            check_tag_count("new", keys()),
+            Err(Error::Invalid(_))
+        ));
+        // Changing one there is adds none.
+        assert!(check_tag_count("t7", keys()).is_ok());
+        // AWS's own do not count.
+        let mut fewer: Vec<&str> = keys().skip(1).collect();
+        fewer.push("aws:secretsmanager:owningService");
+        assert!(check_tag_count("new", fewer.iter().copied()).is_ok());
     }
 }

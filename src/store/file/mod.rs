@@ -360,6 +360,8 @@ impl SecretStore for FileStore {
             check_and_set: true,
             versions: true,
             metadata: true,
+            descriptions: false,
+            metadata_apart: false,
             // A deleted secret is no longer listed.
             soft_delete: false,
             // A secret is a JSON object, which may be empty.
