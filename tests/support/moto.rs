@@ -161,6 +161,29 @@ impl Moto {
         )
     }
 
+    /// Writes `value` to `name` only if its current version is still
+    /// `read` (a version id), as secretfs checks a write: stored labelled
+    /// AWSPENDING, then AWSCURRENT moved to it from `read`, which AWS
+    /// refuses when `read` is no longer current. `false` then (the staged
+    /// version is unlabelled).
+    pub fn put_if_current(&self, name: &str, value: &str, read: &str) -> bool {
+        let staged = self.ok(
+            "PutSecretValue",
+            json!({"SecretId": name, "SecretString": value, "VersionStages": ["AWSPENDING"]}),
+        );
+        let staged = staged["VersionId"].as_str().expect("VersionId").to_string();
+        let (status, _) = self.call(
+            "UpdateSecretVersionStage",
+            json!({"SecretId": name, "VersionStage": "AWSCURRENT",
+                   "MoveToVersionId": staged, "RemoveFromVersionId": read}),
+        );
+        let _ = self.call(
+            "UpdateSecretVersionStage",
+            json!({"SecretId": name, "VersionStage": "AWSPENDING", "RemoveFromVersionId": staged}),
+        );
+        status == 200
+    }
+
     /// The current version of `name`: GetSecretValue's answer, or `None`.
     pub fn current(&self, name: &str) -> Option<Value> {
         let (status, answer) = self.call(
