@@ -560,6 +560,7 @@ impl Inodes {
     /// concerns it any more. The entry (directory, name) the kernel must
     /// drop; `None` when `ino` is retired already, is no file, or was
     /// shown another version meanwhile.
+    ///
     /// A file a writer of this mount is committing is never retired: the
     /// change seen is its own (see [`Inodes::begin_own_write`]).
     pub fn retire(&mut self, ino: Ino, shown: &Arc<Secret>) -> Option<(Ino, String)> {
