@@ -30,6 +30,11 @@ pub enum Error {
     /// after the client's own retries.
     #[error("the store is throttling requests: {0}")]
     Throttled(String),
+    /// Another writer held the store's lock (the store file's
+    /// `NAME.lock`) past the wait allowed: nothing was written, and trying
+    /// again may succeed.
+    #[error("another writer holds the store's lock: {0}")]
+    Locked(String),
     /// A backend request ran past its deadline.
     #[error("store request timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
@@ -136,7 +141,7 @@ impl Error {
             Error::NameTooLong => libc::ENAMETOOLONG,
             Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::Stale => libc::ESTALE,
-            Error::CasConflict | Error::Throttled(_) => libc::EAGAIN,
+            Error::CasConflict | Error::Throttled(_) | Error::Locked(_) => libc::EAGAIN,
             Error::TooBig(_) => libc::EFBIG,
             Error::NotUtf8 => libc::EILSEQ,
             Error::CrossSecret => libc::EXDEV,
@@ -204,6 +209,7 @@ mod tests {
         assert_eq!(Error::Invalid("x".into()).errno(), libc::EINVAL);
         assert_eq!(Error::CasConflict.errno(), libc::EAGAIN);
         assert_eq!(Error::Throttled("x".into()).errno(), libc::EAGAIN);
+        assert_eq!(Error::Locked("x".into()).errno(), libc::EAGAIN);
         assert_eq!(Error::TooBig(1).errno(), libc::EFBIG);
         assert_eq!(Error::NotUtf8.errno(), libc::EILSEQ);
         assert_eq!(Error::CrossSecret.errno(), libc::EXDEV);

@@ -152,6 +152,7 @@ fn all_errors() -> Vec<Error> {
         Error::NotSupported("fallocate"),
         Error::AuditFailed("no space left on device".into()),
         Error::Throttled("ThrottlingException".into()),
+        Error::Locked("app.age.lock still held after 5s".into()),
     ];
     // No wildcard: a new variant fails to compile here until it is listed
     // above (and its errno is in the doc).
@@ -185,7 +186,8 @@ fn all_errors() -> Vec<Error> {
             | Error::NameTooLong
             | Error::NotSupported(_)
             | Error::AuditFailed(_)
-            | Error::Throttled(_) => {}
+            | Error::Throttled(_)
+            | Error::Locked(_) => {}
         }
     }
     all

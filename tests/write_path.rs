@@ -721,3 +721,39 @@ fn a_directory_made_with_mkdir_stays_after_the_last_secret_below_it_is_removed()
         }
     }
 }
+
+/// The fixture's outside editor (`Store::update` on a store file) holds
+/// the store's lock while a file on the mount is open in this process
+/// with bytes not yet committed. Any process the editor starts is a fork
+/// of this one: it holds a copy of that descriptor until its exec closes
+/// it, and that close is a FLUSH, which commits, which waits for the lock
+/// the editor holds while it waits for its child. The editor must hold
+/// the lock only in a process that has no descriptor on the mount.
+#[test]
+fn an_outside_edit_while_a_file_on_the_mount_is_open_does_not_stall_its_commit() {
+    use std::io::Write;
+    let store = seeded_store(Backend::File);
+    let m = store.mount("", &["--writable"]);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.at("app/db/USER"))
+        .unwrap();
+    f.write_all(b"admin").unwrap();
+    store.update("app/db", |d| d["EXTERNAL"] = json!("e"));
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: we own fd and close it once.
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(
+        rc,
+        0,
+        "close: {}\n{}",
+        std::io::Error::last_os_error(),
+        m.log()
+    );
+    let now = store.data("app/db");
+    assert_eq!(
+        (now["USER"].clone(), now["EXTERNAL"].clone()),
+        (json!("admin"), json!("e"))
+    );
+}

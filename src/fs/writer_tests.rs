@@ -531,3 +531,26 @@ fn a_key_removed_while_writers_hold_it_open_is_not_written_back_by_their_close()
         );
     }
 }
+
+#[test]
+fn a_write_refused_for_a_held_lock_is_eagain_not_an_unknown_outcome() {
+    // The file store's answer when another writer keeps its lock: nothing
+    // was written, so there is nothing to find out and no outage.
+    let store = seeded();
+    let fs = fs_over(store.clone(), "", Duration::from_secs(30));
+    let before = store.version("myapp/db").unwrap();
+    store.fail(
+        crate::store::memory::Call::Write,
+        Scope::At("myapp/db"),
+        Error::Locked("app.age.lock still held after 5s".into()),
+    );
+    let err = write_file(&fs, "myapp/db/USER", b"new").unwrap_err();
+    assert_eq!(err.errno(), libc::EAGAIN, "{err}");
+    let status = fs.status_json(&OpContext::background());
+    assert_eq!(status["unknown_outcomes"], json!(0));
+    assert_eq!(status["store_reachable"], json!(true));
+    assert_eq!(store.version("myapp/db").unwrap(), before);
+    store.heal();
+    write_file(&fs, "myapp/db/USER", b"new").unwrap();
+    assert_eq!(stored(&store, "USER"), json!("new"));
+}

@@ -227,22 +227,62 @@ impl AgeFile {
     /// Changes the document as a person's script would: under the store's
     /// lock (`FILE.lock`, flock), `age -d`, edit, `age -r` to a file beside
     /// it, renamed over the store file.
+    ///
+    /// The lock is held by a child (`flock FILE.lock sh -c ...`), never by
+    /// this process, and this process starts nothing while it is held: a
+    /// process it starts is a fork of it, holding a copy of every
+    /// descriptor open here (a file a test thread has open on a mount)
+    /// until its exec closes them; each such close is a FLUSH, which
+    /// commits, which waits for the lock, which waits for the child: the
+    /// mount's commit stalls for its whole lock timeout and fails. A
+    /// person's editor is another process, with no descriptor on the mount.
     pub fn edit(&self, f: impl FnOnce(&mut Value)) {
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.path("store.age.lock"))
-            .expect("lock file");
-        // SAFETY: flock on a descriptor we own; released when it closes.
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-        let mut doc = self.decrypt();
-        f(&mut doc);
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let plain = self.path("edit.json");
+        let edited = self.path("edited.json");
         let next = self.path("store.age.next");
-        self.age.encrypt(&doc, &next);
-        std::fs::rename(&next, &self.file).expect("rename over the store file");
-        drop(lock);
+        // Under the lock: decrypt, say so, wait for the edited document,
+        // encrypt it, rename it over the store file.
+        let script = r#"age -d -i "$1" -o "$3" "$2" && echo decrypted && read _ && age -r "$4" -o "$5" "$6" && mv "$5" "$2""#;
+        let mut child = Command::new("flock")
+            .arg(self.path("store.age.lock"))
+            .args(["sh", "-c", script, "sh"])
+            .args([
+                s(self.key()),
+                s(&self.file),
+                s(&plain),
+                self.age.recipient(),
+                s(&next),
+                s(&edited),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock sh");
+        let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+            panic!("piped flock sh");
+        };
+        let mut line = String::new();
+        std::io::BufReader::new(from)
+            .read_line(&mut line)
+            .expect("read from flock sh");
+        if line.trim() != "decrypted" {
+            let status = child.wait().expect("wait for flock sh");
+            panic!("age -d under the lock failed: {status}");
+        }
+        let text = std::fs::read_to_string(&plain).expect("read the plaintext");
+        let mut doc: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        f(&mut doc);
+        std::fs::write(&edited, doc.to_string()).expect("write the edited plaintext");
+        to.write_all(b"go\n").expect("write to flock sh");
+        drop(to);
+        let status = child.wait().expect("wait for flock sh");
+        for p in [&plain, &edited] {
+            let _ = std::fs::remove_file(p);
+        }
+        assert!(status.success(), "age -r under the lock failed: {status}");
     }
 
     /// The live versions (not deleted) of `path`: its entry's last

@@ -71,7 +71,9 @@ pub fn lock_path(path: &Path) -> PathBuf {
 }
 
 /// Takes the lock of the store at `path`, waiting at most `within` for
-/// another writer to let go of it.
+/// another writer to let go of it. When it does not, the error is
+/// [`Error::Locked`]: nothing was written (not a store that stopped
+/// answering, nor a write whose outcome is unknown).
 pub fn lock(path: &Path, within: Duration) -> Result<Lock> {
     let lock = lock_path(path);
     let file = OpenOptions::new()
@@ -92,7 +94,11 @@ pub fn lock(path: &Path, within: Duration) -> Result<Lock> {
             return Err(io_error(&format!("lock file {}", lock.display()), &e));
         }
         if started.elapsed() >= within {
-            return Err(Error::Timeout(within));
+            return Err(Error::Locked(format!(
+                "{} still held after {}",
+                lock.display(),
+                humantime::format_duration(within)
+            )));
         }
         // Another writer holds it for one read-modify-write: milliseconds.
         std::thread::sleep(Duration::from_millis(2));
@@ -160,7 +166,7 @@ mod tests {
         // process would, is kept out.
         assert!(matches!(
             lock(&path, Duration::from_millis(20)),
-            Err(Error::Timeout(_))
+            Err(Error::Locked(_))
         ));
         drop(held);
         assert!(lock(&path, Duration::ZERO).is_ok());

@@ -422,3 +422,29 @@ fn a_delete_is_kv_v2s_soft_delete_of_the_latest_version() {
     let now = s.read(&Deadline::per_request(), &p).unwrap().unwrap();
     assert_eq!(now.custom_metadata.len(), 2);
 }
+
+#[test]
+fn a_write_that_cannot_take_the_lock_writes_nothing_and_says_so() {
+    let f = fixture();
+    let s = match FileStore::open(&f.file, &f.key, &NO_PASSPHRASE, Duration::from_millis(20)) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    put(&s, "a", &[("k", "1")], Precondition::Any).unwrap();
+    let before = std::fs::read(&f.file).unwrap();
+    // Another writer (another process: its own descriptor) holds the lock.
+    let held = replace::lock(&f.file, Duration::ZERO).unwrap();
+    let err = put(&s, "a", &[("k", "2")], Precondition::Any).unwrap_err();
+    // Not a timeout: that says the store may have applied the write, and
+    // makes the mount think the store is down.
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    assert_eq!(err.errno(), libc::EAGAIN);
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(std::fs::read(&f.file).unwrap(), before, "nothing written");
+    drop(held);
+    put(&s, "a", &[("k", "2")], Precondition::Any).unwrap();
+    assert_eq!(
+        f.plaintext()["secrets"]["a"]["versions"][1]["data"]["k"],
+        json!("2")
+    );
+}
