@@ -178,7 +178,7 @@ pub fn outcome_of<T>(result: &crate::error::Result<T>) -> &'static str {
         Ok(_) => "ok",
         Err(Error::NotFound) => "not_found",
         Err(Error::PermissionDenied(_)) => "denied",
-        Err(Error::CasConflict) => "conflict",
+        Err(Error::CasConflict | Error::Locked(_)) => "conflict",
         Err(Error::Timeout(_) | Error::OutOfTime(_)) => "timeout",
         Err(Error::Unavailable(_) | Error::Unanswered(_)) => "unavailable",
         Err(_) => "error",
@@ -360,6 +360,10 @@ mod tests {
         use crate::error::Error;
         assert_eq!(outcome_of::<()>(&Ok(())), "ok");
         assert_eq!(outcome_of::<()>(&Err(Error::CasConflict)), "conflict");
+        assert_eq!(
+            outcome_of::<()>(&Err(Error::Locked("x".into()))),
+            "conflict"
+        );
         assert_eq!(
             outcome_of::<()>(&Err(Error::Timeout(Duration::from_secs(1)))),
             "timeout"
