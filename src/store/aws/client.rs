@@ -83,6 +83,12 @@ impl Failed {
     fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
+
+    /// No such secret, or one scheduled for deletion
+    /// (InvalidRequestException): gone, as far as a reader can tell.
+    fn is_gone(&self) -> bool {
+        self.is("ResourceNotFoundException") || self.is("InvalidRequestException")
+    }
 }
 
 impl From<Failed> for Error {
@@ -530,9 +536,7 @@ impl SecretStore for AwsStore {
             Ok(out) => out,
             // No such secret, or none with a current value, or deleted
             // (InvalidRequestException: scheduled for deletion).
-            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
-                return Ok(None)
-            }
+            Err(f) if f.is_gone() => return Ok(None),
             Err(f) => return Err(f.into()),
         };
         let (keys, form) = mapping::keys_of(
@@ -562,9 +566,7 @@ impl SecretStore for AwsStore {
         let request = self.client.describe_secret().secret_id(name).send();
         let described = match self.request(deadline, &format!("DescribeSecret {name}"), request) {
             Ok(d) => d,
-            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
-                return Ok(None)
-            }
+            Err(f) if f.is_gone() => return Ok(None),
             Err(Failed {
                 error: Error::PermissionDenied(why),
                 ..
@@ -642,9 +644,7 @@ impl SecretStore for AwsStore {
         match out {
             Ok(_) => Ok(()),
             // Gone, or scheduled for deletion already.
-            Err(f) if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") => {
-                Ok(())
-            }
+            Err(f) if f.is_gone() => Ok(()),
             Err(f) => Err(f.into()),
         }
     }
@@ -663,7 +663,7 @@ impl SecretStore for AwsStore {
         mapping::check_tag(name, value)?;
         let secret = mapping::name_of(path);
         let gone = |f: Failed| {
-            if f.is("ResourceNotFoundException") || f.is("InvalidRequestException") {
+            if f.is_gone() {
                 Error::NotFound
             } else {
                 f.error
