@@ -41,11 +41,7 @@ impl Source {
         data: SecretData,
         when: &Precondition,
     ) -> Result<Arc<Secret>> {
-        Self::latest_only(path)?;
-        if self.is_down() {
-            return Err(Self::down_error());
-        }
-        ctx.may_wait()?;
+        self.may_change(ctx, path)?;
         let revision = self.noted(self.store.write(ctx.deadline(), path, &data, when))?;
         let fresh = if self.store.rereads_after_write() {
             // Layers: what the write left is not only what was written.
@@ -85,11 +81,7 @@ impl Source {
         name: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        Self::latest_only(path)?;
-        if self.is_down() {
-            return Err(Self::down_error());
-        }
-        ctx.may_wait()?;
+        self.may_change(ctx, path)?;
         self.noted(
             self.store
                 .set_custom_metadata(ctx.deadline(), path, name, value),
@@ -107,11 +99,7 @@ impl Source {
         path: &SecretPath,
         value: Option<&str>,
     ) -> Result<()> {
-        Self::latest_only(path)?;
-        if self.is_down() {
-            return Err(Self::down_error());
-        }
-        ctx.may_wait()?;
+        self.may_change(ctx, path)?;
         self.noted(self.store.set_description(ctx.deadline(), path, value))?;
         self.metadata_changed(path);
         Ok(())
@@ -130,13 +118,20 @@ impl Source {
         }
     }
 
-    /// Deletes the secret at `path`; the cache knows at once.
-    pub fn delete(&self, ctx: &OpContext, path: &SecretPath) -> Result<()> {
+    /// Whether a change of the secret at `path` may be sent now: only the
+    /// latest version changes, not while the store is down (fails at
+    /// once), and only by an operation that may wait on the store.
+    fn may_change(&self, ctx: &OpContext, path: &SecretPath) -> Result<()> {
         Self::latest_only(path)?;
         if self.is_down() {
             return Err(Self::down_error());
         }
-        ctx.may_wait()?;
+        ctx.may_wait()
+    }
+
+    /// Deletes the secret at `path`; the cache knows at once.
+    pub fn delete(&self, ctx: &OpContext, path: &SecretPath) -> Result<()> {
+        self.may_change(ctx, path)?;
         self.noted(self.store.delete(ctx.deadline(), path))?;
         self.forget_deleted(path);
         Ok(())
