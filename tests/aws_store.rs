@@ -598,6 +598,14 @@ fn list_x(path: &Path) -> std::collections::BTreeSet<String> {
 }
 
 /// setxattr(2) of `name` on `path` (no flags), or the errno.
+/// On a read-only mount: the attribute `name` of `path` reads `value`,
+/// and setting or removing it is `EROFS`.
+fn shown_and_unchangeable(path: &Path, name: &str, value: &str) {
+    assert_eq!(get_x(path, name), Ok(value.to_string()), "{name}");
+    assert_eq!(set_x(path, name, "x"), Err(libc::EROFS), "{name}");
+    assert_eq!(remove_x(path, name), Err(libc::EROFS), "{name}");
+}
+
 fn set_x(path: &Path, name: &str, value: &str) -> Result<(), i32> {
     let path = std::ffi::CString::new(s(path)).expect("path");
     let name = std::ffi::CString::new(name).expect("name");
@@ -738,18 +746,7 @@ fn tags_show_as_metadata_attributes_and_setfattr_changes_them() {
 
     // A read-only mount shows them and refuses changes.
     let ro = mount(&moto, "aws-sm:prod", &[]);
-    assert_eq!(
-        get_x(&ro.at("db"), "user.secretfs.meta.tier"),
-        Ok("gold".into())
-    );
-    assert_eq!(
-        set_x(&ro.at("db"), "user.secretfs.meta.tier", "x"),
-        Err(libc::EROFS)
-    );
-    assert_eq!(
-        remove_x(&ro.at("db"), "user.secretfs.meta.tier"),
-        Err(libc::EROFS)
-    );
+    shown_and_unchangeable(&ro.at("db"), "user.secretfs.meta.tier", "gold");
     let (_, report) = status(m.path());
     assert_eq!(report["store_capabilities"]["metadata"], json!(true));
     let log = m.log();
@@ -878,18 +875,7 @@ fn the_description_is_its_own_attribute_and_setfattr_changes_it() {
 
     // A read-only mount shows it and refuses changes.
     let ro = mount(&moto, "aws-sm:prod", &[]);
-    assert_eq!(
-        get_x(&ro.at("db"), "user.secretfs.description"),
-        Ok("the orders DB".into())
-    );
-    assert_eq!(
-        set_x(&ro.at("db"), "user.secretfs.description", "x"),
-        Err(libc::EROFS)
-    );
-    assert_eq!(
-        remove_x(&ro.at("db"), "user.secretfs.description"),
-        Err(libc::EROFS)
-    );
+    shown_and_unchangeable(&ro.at("db"), "user.secretfs.description", "the orders DB");
     let log = m.log();
     for value in ["the orders DB", "the API token"] {
         assert!(
